@@ -1,3 +1,779 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vbackupctl: the administrator's command line for vbackup repositories
+ * (and, through its admin socket, for vbackupd).
+ */
+#include <getopt.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { fputs("vbackupctl: under construction\n", stderr); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "diskbackup.h"
+#include "image.h"
+#include "maint.h"
+#include "reader.h"
+#include "repo.h"
+#include "snapshot.h"
+#include "uring.h"
+#include "util.h"
+
+#define VERSION "0.1.0"
+
+static const char *repo_path;
+static bool quiet;
+static const char *prog = "vbackupctl";
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: vbackupctl [--repo DIR] [--quiet] COMMAND [ARGS]\n"
+"\n"
+"Repository commands (--repo DIR, or $VBACKUP_REPO):\n"
+"  init [--level N]                       create a repository (zstd level, default 1)\n"
+"  backup-disk --vm NAME [--name DISK] [--format raw|qcow2] [--buffered] [--threads N] IMAGE\n"
+"                                         back up a whole disk image; prints the snapshot id last\n"
+"  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force]\n"
+"                                         write a disk snapshot to a file or block device\n"
+"  snapshots [--vm NAME] [--json]         list snapshots\n"
+"  show SNAPSHOT [--json]                 one snapshot's details\n"
+"  verify [SNAPSHOT] [--json]             re-read and re-hash every chunk\n"
+"  prune --keep-last N [--keep-hourly N] [--keep-daily N] [--keep-weekly N]\n"
+"        [--keep-monthly N] [--keep-yearly N] [--vm NAME] [--dry-run] [--json]\n"
+"                                         remove snapshots outside the retention policy\n"
+"  gc [--dry-run] [--json]                remove chunks no snapshot references\n"
+"  stats [--json]                         logical and stored bytes, dedup and compression\n"
+"\n"
+"Diagnostics:\n"
+"  image-map IMAGE [--format F] [--json]  allocation map of a disk image chain\n"
+"  image-dump IMAGE [--format F] [--output FILE]\n"
+"                                         the image's guest-visible bytes (like qemu-img convert -O raw)\n"
+"\n"
+"Progress is shown on a terminal; --quiet hides it.\n");
+}
+
+static int die_err(const char *what, const vb_error *e)
+{
+    fprintf(stderr, "%s: %s%s%s\n", prog, what ? what : "", what ? ": " : "", vb_strerror(e));
+    return 1;
+}
+
+static bool show_progress(void)
+{
+    return !quiet && isatty(STDERR_FILENO);
+}
+
+static int open_repo(enum vb_lock lock, struct vb_repo **r)
+{
+    vb_error e = { 0 };
+
+    if (!repo_path) {
+        fprintf(stderr, "%s: no repository: give --repo DIR or set VBACKUP_REPO\n", prog);
+        return -EINVAL;
+    }
+    if (vb_repo_open(repo_path, lock, quiet, r, &e)) {
+        die_err(NULL, &e);
+        return e.code ? e.code : -EIO;
+    }
+    return 0;
+}
+
+static void print_json(json_object *o)
+{
+    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static int parse_int(const char *opt, const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    if (!*s || *end || v < 0 || v > 1000000) {
+        fprintf(stderr, "%s: %s wants a non-negative number, not '%s'\n", prog, opt, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* ---- init ----------------------------------------------------------------- */
+
+static int cmd_init(int argc, char **argv)
+{
+    static const struct option lo[] = { { "level", 1, 0, 'l' }, { 0 } };
+    int level = 1, c;
+    vb_error e = { 0 };
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'l' || parse_int("--level", optarg, &level))
+            return 2;
+    }
+    if (level < 1 || level > 19) {
+        fprintf(stderr, "%s: --level must be 1..19\n", prog);
+        return 2;
+    }
+    if (!repo_path) {
+        fprintf(stderr, "%s: init needs --repo DIR\n", prog);
+        return 2;
+    }
+    if (vb_repo_init(repo_path, level, &e))
+        return die_err("init", &e);
+    if (!quiet)
+        printf("created repository %s\n", repo_path);
+    return 0;
+}
+
+/* ---- backup-disk / restore-disk --------------------------------------------- */
+
+static int cmd_backup_disk(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "vm", 1, 0, 'v' }, { "name", 1, 0, 'n' }, { "format", 1, 0, 'f' },
+        { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' }, { 0 } };
+    struct vb_disk_backup_opts o = { 0 };
+    struct vb_disk_stats st;
+    struct vb_repo *r;
+    char *id = NULL, a[32], b[32], c2[32], d[32], z[32], s[32];
+    vb_error e = { 0 };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'v': o.vm = optarg; break;
+        case 'n': o.name = optarg; break;
+        case 'f': o.format = optarg; break;
+        case 'b': o.no_direct = true; break;
+        case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        default: return 2;
+        }
+    }
+    if (optind + 1 != argc || !o.vm) {
+        fprintf(stderr, "usage: %s backup-disk --vm NAME [--name DISK] IMAGE\n", prog);
+        return 2;
+    }
+    if (!vb_valid_name(o.vm)) {
+        fprintf(stderr, "%s: '%s' is not a valid VM name (letters, digits, '.', '_', '-'; "
+                "at most 64)\n", prog, o.vm);
+        return 2;
+    }
+    if (o.name && !vb_valid_name(o.name)) {
+        fprintf(stderr, "%s: '%s' is not a valid disk name\n", prog, o.name);
+        return 2;
+    }
+    o.image = argv[optind];
+    o.progress = show_progress();
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    if (vb_disk_backup(r, &o, &st, &id, &e)) {
+        vb_repo_close(r);
+        return die_err("backup-disk", &e);
+    }
+    vb_repo_close(r);
+    printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
+           vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
+           (unsigned long long)st.chunks);
+    printf("read %s, new %s (stored %s), deduplicated %s, zero %s, %.1f s, %s/s\n",
+           vb_fmt_bytes(st.bytes_read, a, sizeof(a)), vb_fmt_bytes(st.bytes_new, b, sizeof(b)),
+           vb_fmt_bytes(st.stored_new, s, sizeof(s)), vb_fmt_bytes(st.bytes_dedup, c2, sizeof(c2)),
+           vb_fmt_bytes(st.bytes_zero, z, sizeof(z)), st.seconds,
+           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)st.allocated / st.seconds) : 0, d,
+                        sizeof(d)));
+    printf("%s\n", id);
+    free(id);
+    return 0;
+}
+
+static int cmd_restore_disk(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "to", 1, 0, 'o' }, { "format", 1, 0, 'f' }, { "force", 0, 0, 'F' },
+        { "threads", 1, 0, 't' }, { 0 } };
+    struct vb_disk_restore_opts o = { 0 };
+    struct vb_disk_stats st;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    char a[32], b[32];
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': o.to = optarg; break;
+        case 'f': o.format = optarg; break;
+        case 'F': o.force = true; break;
+        case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        default: return 2;
+        }
+    }
+    if (optind + 1 != argc || !o.to) {
+        fprintf(stderr, "usage: %s restore-disk SNAPSHOT --to FILE [--format raw|qcow2]\n", prog);
+        return 2;
+    }
+    o.snapshot = argv[optind];
+    o.progress = show_progress();
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    if (vb_disk_restore(r, &o, &st, &e)) {
+        vb_repo_close(r);
+        return die_err("restore-disk", &e);
+    }
+    vb_repo_close(r);
+    if (!quiet)
+        printf("restored %s to %s (%s, %s of data) in %.1f s\n", o.snapshot, o.to,
+               o.format ? o.format : "raw", vb_fmt_bytes(st.allocated, a, sizeof(a)), st.seconds);
+    (void)b;
+    return 0;
+}
+
+/* ---- snapshots / show ------------------------------------------------------ */
+
+static json_object *snap_summary(struct vb_snapshot *s)
+{
+    json_object *o;
+
+    json_object_deep_copy(s->json, &o, NULL);
+    return o;
+}
+
+static int cmd_snapshots(int argc, char **argv)
+{
+    static const struct option lo[] = { { "vm", 1, 0, 'v' }, { "json", 0, 0, 'j' }, { 0 } };
+    const char *vm = NULL;
+    bool json = false;
+    struct vb_repo *r;
+    GPtrArray *list;
+    vb_error e = { 0 };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'v': vm = optarg; break;
+        case 'j': json = true; break;
+        default: return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: %s snapshots [--vm NAME] [--json]\n", prog);
+        return 2;
+    }
+    if (vm && !vb_valid_name(vm)) {
+        fprintf(stderr, "%s: '%s' is not a valid VM name\n", prog, vm);
+        return 2;
+    }
+    if (open_repo(VB_LOCK_NONE, &r))
+        return 1;
+    if (vb_snap_list(r, vm, &list, &e)) {
+        vb_repo_close(r);
+        return die_err("snapshots", &e);
+    }
+    if (json) {
+        json_object *a = json_object_new_array();
+        for (guint i = 0; i < list->len; i++)
+            json_object_array_add(a, snap_summary(list->pdata[i]));
+        print_json(a);
+        json_object_put(a);
+    } else {
+        printf("%-40s %-6s %-24s %10s %10s\n", "SNAPSHOT", "TYPE", "SOURCE", "SIZE", "NEW");
+        for (guint i = 0; i < list->len; i++) {
+            struct vb_snapshot *s = list->pdata[i];
+            json_object *disk = NULL, *stats = NULL;
+            char a[32], b[32];
+            int64_t size = 0;
+            json_object_object_get_ex(s->json, "disk", &disk);
+            json_object_object_get_ex(s->json, "stats", &stats);
+            size = disk ? vb_json_int(disk, "size", 0) : vb_json_int(s->json, "bytes", 0);
+            printf("%-40s %-6s %-24s %10s %10s\n", s->id, vb_snap_type_name(s->type),
+                   s->group[0] ? s->group : "-", vb_fmt_bytes((uint64_t)size, a, sizeof(a)),
+                   vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), b, sizeof(b)));
+        }
+    }
+    g_ptr_array_free(list, TRUE);
+    vb_repo_close(r);
+    return 0;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_repo *r;
+    struct vb_snapshot *s;
+    vb_error e = { 0 };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1)
+        if (c != 'j')
+            return 2;
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: %s show SNAPSHOT [--json]\n", prog);
+        return 2;
+    }
+    if (open_repo(VB_LOCK_NONE, &r))
+        return 1;
+    if (vb_snap_load(r, argv[optind], &s, &e)) {
+        vb_repo_close(r);
+        return die_err(NULL, &e);
+    }
+    print_json(s->json);
+    vb_snap_free(s);
+    vb_repo_close(r);
+    return 0;
+}
+
+/* ---- verify / prune / gc / stats -------------------------------------------- */
+
+static int cmd_verify(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' }, { 0 } };
+    struct vb_verify_result res;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    bool json = false;
+    int c, threads = 0, rc;
+    char a[32];
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        default: return 2;
+        }
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "usage: %s verify [SNAPSHOT] [--json]\n", prog);
+        return 2;
+    }
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    if (vb_verify(r, optind < argc ? argv[optind] : NULL, threads, show_progress(), &res, &e)) {
+        vb_repo_close(r);
+        return die_err("verify", &e);
+    }
+    vb_repo_close(r);
+    rc = res.chunks_bad || res.snapshots_bad ? 1 : 0;
+    if (json) {
+        json_object_object_add(res.report, "ok", json_object_new_boolean(!rc));
+        print_json(res.report);
+    } else {
+        json_object *arr;
+        json_object_object_get_ex(res.report, "damaged_snapshot_indexes", &arr);
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            json_object *x = json_object_array_get_idx(arr, i);
+            printf("damaged snapshot %s: %s\n", vb_json_str(x, "snapshot"), vb_json_str(x, "error"));
+        }
+        json_object_object_get_ex(res.report, "damaged_chunks", &arr);
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            json_object *x = json_object_array_get_idx(arr, i), *sl;
+            printf("damaged chunk %s: %s; needed by:", vb_json_str(x, "chunk"),
+                   vb_json_str(x, "error"));
+            json_object_object_get_ex(x, "snapshots", &sl);
+            for (size_t k = 0; k < json_object_array_length(sl); k++)
+                printf(" %s", json_object_get_string(json_object_array_get_idx(sl, k)));
+            printf("\n");
+        }
+        printf("verified %llu snapshots, %llu chunks (%s): %s\n",
+               (unsigned long long)res.snapshots, (unsigned long long)res.chunks,
+               vb_fmt_bytes(res.bytes, a, sizeof(a)),
+               rc ? "DAMAGED" : "ok");
+        if (rc)
+            printf("%llu damaged chunks, %llu snapshots affected\n",
+                   (unsigned long long)res.chunks_bad, (unsigned long long)res.snapshots_bad);
+    }
+    json_object_put(res.report);
+    return rc;
+}
+
+static int cmd_prune(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "keep-last", 1, 0, 'l' }, { "keep-hourly", 1, 0, 'h' }, { "keep-daily", 1, 0, 'd' },
+        { "keep-weekly", 1, 0, 'w' }, { "keep-monthly", 1, 0, 'm' }, { "keep-yearly", 1, 0, 'y' },
+        { "vm", 1, 0, 'v' }, { "dry-run", 0, 0, 'n' }, { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_prune_opts o = { 0 };
+    struct vb_repo *r;
+    json_object *plan;
+    vb_error e = { 0 };
+    bool json = false;
+    int c, *dst;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        dst = NULL;
+        switch (c) {
+        case 'l': dst = &o.keep_last; break;
+        case 'h': dst = &o.keep_hourly; break;
+        case 'd': dst = &o.keep_daily; break;
+        case 'w': dst = &o.keep_weekly; break;
+        case 'm': dst = &o.keep_monthly; break;
+        case 'y': dst = &o.keep_yearly; break;
+        case 'v': o.vm = optarg; break;
+        case 'n': o.dry_run = true; break;
+        case 'j': json = true; break;
+        default: return 2;
+        }
+        if (dst && parse_int(lo[0].name, optarg, dst))
+            return 2;
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: %s prune --keep-last N [...] [--dry-run]\n", prog);
+        return 2;
+    }
+    if (o.vm && !vb_valid_name(o.vm)) {
+        fprintf(stderr, "%s: '%s' is not a valid VM name\n", prog, o.vm);
+        return 2;
+    }
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    if (vb_prune(r, &o, &plan, &e)) {
+        vb_repo_close(r);
+        return die_err("prune", &e);
+    }
+    vb_repo_close(r);
+    if (json) {
+        print_json(plan);
+    } else {
+        size_t removed = 0;
+        for (size_t i = 0; i < json_object_array_length(plan); i++) {
+            json_object *x = json_object_array_get_idx(plan, i), *k, *why;
+            json_object_object_get_ex(x, "keep", &k);
+            json_object_object_get_ex(x, "reasons", &why);
+            if (json_object_get_boolean(k)) {
+                printf("keep    %s (", vb_json_str(x, "id"));
+                for (size_t j = 0; j < json_object_array_length(why); j++)
+                    printf("%s%s", j ? ", " : "",
+                           json_object_get_string(json_object_array_get_idx(why, j)));
+                printf(")\n");
+            } else {
+                printf("%s %s\n", o.dry_run ? "would remove" : "remove ", vb_json_str(x, "id"));
+                removed++;
+            }
+        }
+        printf("%zu snapshots %s; run 'vbackupctl gc' to free their chunks\n", removed,
+               o.dry_run ? "would be removed" : "removed");
+    }
+    json_object_put(plan);
+    return 0;
+}
+
+static int cmd_gc(int argc, char **argv)
+{
+    static const struct option lo[] = { { "dry-run", 0, 0, 'n' }, { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_gc_result res;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    bool json = false, dry = false;
+    char a[32];
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'n': dry = true; break;
+        case 'j': json = true; break;
+        default: return 2;
+        }
+    }
+    if (open_repo(VB_LOCK_EXCLUSIVE, &r))
+        return 1;
+    if (vb_gc(r, dry, &res, &e)) {
+        vb_repo_close(r);
+        return die_err("gc", &e);
+    }
+    vb_repo_close(r);
+    if (json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "dry_run", json_object_new_boolean(dry));
+        json_object_object_add(o, "chunks_kept", json_object_new_int64((int64_t)res.chunks_kept));
+        json_object_object_add(o, "chunks_removed", json_object_new_int64((int64_t)res.chunks_removed));
+        json_object_object_add(o, "bytes_removed", json_object_new_int64((int64_t)res.bytes_removed));
+        json_object_object_add(o, "temporary_removed", json_object_new_int64((int64_t)res.temp_removed));
+        print_json(o);
+        json_object_put(o);
+    } else {
+        printf("%s %llu unreferenced chunks (%s), %llu leftovers of interrupted operations; "
+               "%llu chunks in use\n", dry ? "would remove" : "removed",
+               (unsigned long long)res.chunks_removed, vb_fmt_bytes(res.bytes_removed, a, sizeof(a)),
+               (unsigned long long)res.temp_removed, (unsigned long long)res.chunks_kept);
+    }
+    return 0;
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_stats st;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    bool json = false;
+    double dedup, comp;
+    char a[32], b[32], c3[32], d[32];
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'j')
+            return 2;
+        json = true;
+    }
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    if (vb_stats(r, &st, &e)) {
+        vb_repo_close(r);
+        return die_err("stats", &e);
+    }
+    vb_repo_close(r);
+    dedup = st.unique_bytes ? (double)st.logical_bytes / (double)st.unique_bytes : 1.0;
+    comp = st.stored_bytes ? (double)st.unique_bytes / (double)st.stored_bytes : 1.0;
+    if (json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "snapshots", json_object_new_int64((int64_t)st.snapshots));
+        json_object_object_add(o, "disk_snapshots", json_object_new_int64((int64_t)st.disk_snapshots));
+        json_object_object_add(o, "files_snapshots", json_object_new_int64((int64_t)st.files_snapshots));
+        json_object_object_add(o, "virtual_bytes", json_object_new_int64((int64_t)st.virtual_bytes));
+        json_object_object_add(o, "logical_bytes", json_object_new_int64((int64_t)st.logical_bytes));
+        json_object_object_add(o, "unique_bytes", json_object_new_int64((int64_t)st.unique_bytes));
+        json_object_object_add(o, "stored_bytes", json_object_new_int64((int64_t)st.stored_bytes));
+        json_object_object_add(o, "chunks", json_object_new_int64((int64_t)st.chunks));
+        json_object_object_add(o, "chunk_files", json_object_new_int64((int64_t)st.chunk_files));
+        json_object_object_add(o, "dedup_ratio", json_object_new_double(dedup));
+        json_object_object_add(o, "compression_ratio", json_object_new_double(comp));
+        json_object_object_add(o, "total_ratio", json_object_new_double(dedup * comp));
+        print_json(o);
+        json_object_put(o);
+    } else {
+        printf("snapshots:          %llu (%llu disk, %llu files)\n",
+               (unsigned long long)st.snapshots, (unsigned long long)st.disk_snapshots,
+               (unsigned long long)st.files_snapshots);
+        printf("virtual size:       %s\n", vb_fmt_bytes(st.virtual_bytes, a, sizeof(a)));
+        printf("logical data:       %s (referenced by all snapshots)\n",
+               vb_fmt_bytes(st.logical_bytes, b, sizeof(b)));
+        printf("unique data:        %s in %llu chunks\n", vb_fmt_bytes(st.unique_bytes, c3, sizeof(c3)),
+               (unsigned long long)st.chunks);
+        printf("stored:             %s in %llu chunk files\n",
+               vb_fmt_bytes(st.stored_bytes, d, sizeof(d)), (unsigned long long)st.chunk_files);
+        printf("deduplication:      %.2fx\n", dedup);
+        printf("compression:        %.2fx\n", comp);
+        printf("total:              %.2fx\n", dedup * comp);
+    }
+    return 0;
+}
+
+/* ---- image diagnostics ------------------------------------------------------- */
+
+static const char *kind_name(int k)
+{
+    switch (k) {
+    case VB_X_DATA: return "data";
+    case VB_X_ZERO: return "zero";
+    case VB_X_HOLE: return "hole";
+    case VB_X_COMPRESSED: return "compressed";
+    }
+    return "?";
+}
+
+static int cmd_image_map(int argc, char **argv)
+{
+    static const struct option lo[] = { { "format", 1, 0, 'f' }, { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_image_opts io = { .no_direct = true };
+    struct vb_image *img;
+    GArray *m;
+    vb_error e = { 0 };
+    bool json = false;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': io.format = optarg; break;
+        case 'j': json = true; break;
+        default: return 2;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: %s image-map IMAGE [--json]\n", prog);
+        return 2;
+    }
+    if (vb_image_open(argv[optind], &io, &img, &e))
+        return die_err(NULL, &e);
+    m = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
+    if (vb_image_map(img, 0, img->size, m, &e)) {
+        g_array_free(m, TRUE);
+        vb_image_close(img);
+        return die_err(NULL, &e);
+    }
+    if (json) {
+        json_object *a = json_object_new_array();
+        for (guint i = 0; i < m->len; i++) {
+            struct vb_extent_map *x = &g_array_index(m, struct vb_extent_map, i);
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "start", json_object_new_int64((int64_t)x->off));
+            json_object_object_add(o, "length", json_object_new_int64((int64_t)x->len));
+            json_object_object_add(o, "kind", json_object_new_string(kind_name(x->kind)));
+            json_object_object_add(o, "depth", json_object_new_int(x->depth));
+            json_object_object_add(o, "file", x->depth < img->n ?
+                                   json_object_new_string(img->layer[x->depth].path) : NULL);
+            if (x->kind == VB_X_DATA || x->kind == VB_X_COMPRESSED)
+                json_object_object_add(o, "offset", json_object_new_int64((int64_t)x->host_off));
+            json_object_array_add(a, o);
+        }
+        print_json(a);
+        json_object_put(a);
+    } else {
+        for (int i = 0; i < img->n; i++)
+            printf("# layer %d: %s (%s, %llu bytes virtual)\n", i, img->layer[i].path,
+                   vb_fmt_name(img->layer[i].fmt), (unsigned long long)img->layer[i].virtual_size);
+        for (guint i = 0; i < m->len; i++) {
+            struct vb_extent_map *x = &g_array_index(m, struct vb_extent_map, i);
+            printf("%#14llx %#14llx %-10s depth %d", (unsigned long long)x->off,
+                   (unsigned long long)x->len, kind_name(x->kind), x->depth);
+            if (x->kind == VB_X_DATA || x->kind == VB_X_COMPRESSED)
+                printf(" at %#llx", (unsigned long long)x->host_off);
+            printf("\n");
+        }
+    }
+    g_array_free(m, TRUE);
+    vb_image_close(img);
+    return 0;
+}
+
+static void dump_done(struct vb_rd *rd)
+{
+    *(bool *)rd->opaque = true;
+}
+
+static int cmd_image_dump(int argc, char **argv)
+{
+    static const struct option lo[] = { { "format", 1, 0, 'f' }, { "output", 1, 0, 'o' },
+                                        { "buffered", 0, 0, 'b' }, { 0 } };
+    struct vb_image_opts io = { 0 };
+    const char *output = NULL;
+    struct vb_image *img;
+    struct vb_ring ring;
+    struct vb_rd rd = { 0 };
+    GArray *scratch;
+    vb_error e = { 0 };
+    bool finished;
+    int c, fd = STDOUT_FILENO, ret = 0;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': io.format = optarg; break;
+        case 'o': output = optarg; break;
+        case 'b': io.no_direct = true; break;
+        default: return 2;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: %s image-dump IMAGE [--output FILE]\n", prog);
+        return 2;
+    }
+    if (vb_image_open(argv[optind], &io, &img, &e))
+        return die_err(NULL, &e);
+    if (output) {
+        fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            perror(output);
+            vb_image_close(img);
+            return 1;
+        }
+    }
+    ret = vb_ring_init(&ring, 64);
+    if (ret) {
+        fprintf(stderr, "%s: io_uring: %s\n", prog, strerror(-ret));
+        vb_image_close(img);
+        return 1;
+    }
+    scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
+    rd.img = img;
+    rd.buf = aligned_alloc(4096, VB_DISK_CHUNK);
+    rd.done = dump_done;
+    rd.opaque = &finished;
+    for (uint64_t off = 0; off < img->size && !ret; off += VB_DISK_CHUNK) {
+        rd.off = off;
+        rd.len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, img->size - off);
+        finished = false;
+        ret = vb_rd_start(&ring, &rd, scratch, &e);
+        if (ret == 1) {
+            memset(rd.buf, 0, rd.len);
+            ret = 0;
+        } else if (ret == 0) {
+            while (!finished && ret >= 0)
+                ret = vb_ring_run(&ring, true);
+            if (ret >= 0)
+                ret = vb_rd_finish(&rd, &e);
+        }
+        vb_rd_clear(&rd);
+        if (ret < 0)
+            break;
+        ret = vb_write_all(fd, rd.buf, rd.len);
+        if (ret)
+            vb_seterr(&e, ret, "write: %s", strerror(-ret));
+    }
+    free(rd.buf);
+    g_array_free(scratch, TRUE);
+    vb_ring_exit(&ring);
+    vb_image_close(img);
+    if (output && close(fd) < 0 && !ret)
+        ret = vb_seterr(&e, -errno, "close %s: %s", output, strerror(errno));
+    if (ret)
+        return die_err(NULL, &e);
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+} commands[] = {
+    { "init", cmd_init },
+    { "backup-disk", cmd_backup_disk },
+    { "restore-disk", cmd_restore_disk },
+    { "snapshots", cmd_snapshots },
+    { "show", cmd_show },
+    { "verify", cmd_verify },
+    { "prune", cmd_prune },
+    { "gc", cmd_gc },
+    { "stats", cmd_stats },
+    { "image-map", cmd_image_map },
+    { "image-dump", cmd_image_dump },
+};
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+
+    signal(SIGPIPE, SIG_IGN);
+    repo_path = getenv("VBACKUP_REPO");
+    while (i < argc && argv[i][0] == '-') {
+        if (!strcmp(argv[i], "--repo") && i + 1 < argc) {
+            repo_path = argv[i + 1];
+            i += 2;
+        } else if (!strncmp(argv[i], "--repo=", 7)) {
+            repo_path = argv[i] + 7;
+            i++;
+        } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
+            quiet = true;
+            i++;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("vbackupctl %s\n", VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "%s: unknown option '%s'\n", prog, argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {
+        if (!strcmp(argv[i], commands[k].name)) {
+            optind = 1;
+            return commands[k].fn(argc - i, argv + i);
+        }
+    }
+    fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[i]);
+    usage(stderr);
+    return 2;
+}

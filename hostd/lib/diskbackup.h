@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Whole-disk backup and restore: fixed 4 MiB chunks, holes not stored. */
+#ifndef VB_DISKBACKUP_H
+#define VB_DISKBACKUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "repo.h"
+
+struct vb_disk_backup_opts {
+    const char *vm;
+    const char *image;
+    const char *format;      /* NULL: probe */
+    const char *name;        /* disk name (retention group); default: image file name */
+    bool no_direct;          /* buffered reads instead of O_DIRECT */
+    int threads;             /* CPU workers; 0: one per CPU */
+    bool progress;
+};
+
+struct vb_disk_stats {
+    uint64_t size;           /* virtual size */
+    uint64_t allocated;      /* bytes mapped as data in the image chain */
+    uint64_t bytes_read;     /* bytes read from image files */
+    uint64_t bytes_new;      /* plain bytes of chunks new to the repository */
+    uint64_t bytes_dedup;    /* plain bytes of chunks already stored */
+    uint64_t bytes_zero;     /* bytes of holes and all-zero chunks (not stored) */
+    uint64_t stored_new;     /* bytes written for new chunks (compressed, with headers) */
+    uint64_t chunks, chunks_new, chunks_dedup, chunks_hole;
+    double seconds;
+};
+
+int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
+                   struct vb_disk_stats *st, char **snap_id, vb_error *e);
+
+struct vb_disk_restore_opts {
+    const char *snapshot;
+    const char *to;
+    const char *format;      /* "raw" (default) or "qcow2" */
+    bool force;              /* overwrite an existing file */
+    int threads;
+    bool progress;
+};
+
+int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
+                    struct vb_disk_stats *st, vb_error *e);
+
+#endif

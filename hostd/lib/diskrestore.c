@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Whole-disk restore: workers read, check (CRC, SHA-256) and decompress
+ * chunks and find the non-zero runs; the main thread writes those runs with
+ * io_uring to a raw file or block device, or into a new qcow2 image.  Holes
+ * and zero runs are not written, so the result is sparse.
+ */
+#include "diskbackup.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "progress.h"
+#include "qcow2w.h"
+#include "snapshot.h"
+#include "uring.h"
+#include "workers.h"
+
+#define ZERO_GRAIN_RAW   4096u
+#define MAX_RUNS         (VB_DISK_CHUNK / ZERO_GRAIN_RAW / 2 + 1)
+
+struct drs;
+
+struct run {
+    uint32_t off, len;
+};
+
+struct rchunk {
+    struct vb_work work;     /* first */
+    struct drs *rs;
+    uint64_t index;
+    uint32_t len;
+    uint8_t *buf;
+    int err;
+    vb_error e;
+    unsigned n_runs;
+    struct run runs[MAX_RUNS];
+    struct vb_io *ios;
+    unsigned pending;
+};
+
+struct drs {
+    struct vb_repo *repo;
+    struct vb_snapshot *snap;
+    struct vb_ring ring;
+    struct vb_workers wk;
+    struct vb_io poll_io;
+    struct vb_q2w *q2w;
+    int fd;
+    uint32_t grain;
+    bool zero_holes;         /* target may hold old data: zero the holes */
+    int err;
+    vb_error e;
+    unsigned active;
+    GQueue free_slots;
+    uint64_t done_bytes;
+};
+
+static void chunk_decode_work(struct vb_work *w, struct vb_codec *c)
+{
+    struct rchunk *ch = (struct rchunk *)w;
+    struct drs *rs = ch->rs;
+    const uint8_t *id = rs->snap->ids + ch->index * VB_ID_LEN;
+    size_t got;
+    uint32_t g = rs->grain;
+
+    ch->n_runs = 0;
+    ch->err = vb_repo_get_chunk(rs->repo, c, id, ch->buf, VB_DISK_CHUNK, &got, &ch->e);
+    if (ch->err)
+        return;
+    if (got != ch->len) {
+        ch->err = vb_seterr(&ch->e, -EBADMSG, "chunk %llu holds %zu bytes, expected %u",
+                            (unsigned long long)ch->index, got, ch->len);
+        return;
+    }
+    for (uint32_t off = 0; off < ch->len; off += g) {
+        uint32_t n = VB_MIN(g, ch->len - off);
+        if (vb_is_zero(ch->buf + off, n))
+            continue;
+        if (ch->n_runs && ch->runs[ch->n_runs - 1].off + ch->runs[ch->n_runs - 1].len == off)
+            ch->runs[ch->n_runs - 1].len += n;
+        else
+            ch->runs[ch->n_runs++] = (struct run){ off, n };
+    }
+}
+
+static void write_done(struct vb_io *io, int res)
+{
+    struct rchunk *ch = io->opaque;
+    struct drs *rs = ch->rs;
+
+    if (res < 0 && !rs->err)
+        rs->err = vb_seterr(&rs->e, res, "write at %#llx: %s", (unsigned long long)io->off,
+                            strerror(-res));
+    if (--ch->pending == 0) {
+        free(ch->ios);
+        ch->ios = NULL;
+        rs->active--;
+        rs->done_bytes += ch->len;
+        g_queue_push_head(&rs->free_slots, ch);
+    }
+}
+
+static void poll_done(struct vb_io *io, int res)
+{
+    struct drs *rs = io->opaque;
+
+    vb_ring_queue(&rs->ring, &rs->poll_io);
+}
+
+static int zero_range(struct drs *rs, uint64_t off, uint64_t len)
+{
+    uint64_t range[2] = { off, len };
+
+    if (!rs->zero_holes || !len)
+        return 0;
+    if (ioctl(rs->fd, BLKZEROOUT, range) == 0)
+        return 0;
+    if (fallocate(rs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    return vb_seterr(&rs->e, -errno, "zero %llu bytes at %#llx: %s", (unsigned long long)len,
+                     (unsigned long long)off, strerror(errno));
+}
+
+/* decoded chunk: queue its writes */
+static int chunk_write(struct drs *rs, struct rchunk *ch, vb_error *e)
+{
+    uint64_t base = ch->index * VB_DISK_CHUNK;
+    unsigned n = 0;
+    int ret;
+
+    ch->ios = calloc(VB_MAX(ch->n_runs * (VB_DISK_CHUNK / 65536), 1u), sizeof(*ch->ios));
+    if (!ch->ios)
+        return vb_seterr(e, -ENOMEM, "out of memory");
+    /* holes between runs */
+    if (rs->zero_holes) {
+        uint32_t pos = 0;
+        for (unsigned i = 0; i < ch->n_runs; i++) {
+            ret = zero_range(rs, base + pos, ch->runs[i].off - pos);
+            if (ret)
+                return *e = rs->e, ret;
+            pos = ch->runs[i].off + ch->runs[i].len;
+        }
+        ret = zero_range(rs, base + pos, ch->len - pos);
+        if (ret)
+            return *e = rs->e, ret;
+    }
+    for (unsigned i = 0; i < ch->n_runs; i++) {
+        struct run *r = &ch->runs[i];
+        if (!rs->q2w) {
+            ch->ios[n++] = (struct vb_io){ .op = VB_IO_WRITE, .fd = rs->fd, .fd_fallback = -1,
+                                           .off = base + r->off, .buf = ch->buf + r->off,
+                                           .len = r->len, .cb = write_done, .opaque = ch };
+            continue;
+        }
+        /* qcow2: one host cluster per guest cluster, allocated in order */
+        for (uint32_t o = r->off; o < r->off + r->len; o += 65536) {
+            uint64_t host;
+            uint32_t len = VB_MIN(65536u, ch->len - o);
+            ret = vb_q2w_alloc(rs->q2w, base + o, &host, e);
+            if (ret)
+                return ret;
+            if (n && ch->ios[n - 1].off + ch->ios[n - 1].len == host &&
+                ch->ios[n - 1].buf + ch->ios[n - 1].len == ch->buf + o)
+                ch->ios[n - 1].len += len;
+            else
+                ch->ios[n++] = (struct vb_io){ .op = VB_IO_WRITE, .fd = rs->fd,
+                                               .fd_fallback = -1, .off = host,
+                                               .buf = ch->buf + o, .len = len,
+                                               .cb = write_done, .opaque = ch };
+        }
+    }
+    if (!n) {
+        free(ch->ios);
+        ch->ios = NULL;
+        rs->active--;
+        rs->done_bytes += ch->len;
+        g_queue_push_head(&rs->free_slots, ch);
+        return 0;
+    }
+    ch->pending = n;
+    for (unsigned i = 0; i < n; i++)
+        vb_ring_queue(&rs->ring, &ch->ios[i]);
+    return 0;
+}
+
+static int open_target(struct drs *rs, const struct vb_disk_restore_opts *o, bool qcow2,
+                       vb_error *e)
+{
+    struct stat st;
+    int flags = O_RDWR | O_CLOEXEC;
+
+    if (stat(o->to, &st) == 0) {
+        if (!o->force)
+            return vb_seterr(e, -EEXIST, "%s exists; use --force to overwrite it", o->to);
+        if (S_ISBLK(st.st_mode)) {
+            uint64_t dev_size = 0;
+            if (qcow2)
+                return vb_seterr(e, -EINVAL, "%s: a qcow2 restore needs a file, not a block "
+                                 "device", o->to);
+            rs->fd = open(o->to, flags);
+            if (rs->fd < 0)
+                return vb_seterr(e, -errno, "open %s: %s", o->to, strerror(errno));
+            if (ioctl(rs->fd, BLKGETSIZE64, &dev_size) < 0 || dev_size < rs->snap->size)
+                return vb_seterr(e, -ENOSPC, "%s: block device of %llu bytes is smaller than "
+                                 "the disk (%llu bytes)", o->to, (unsigned long long)dev_size,
+                                 (unsigned long long)rs->snap->size);
+            rs->zero_holes = true;
+            return 0;
+        }
+        flags |= O_TRUNC;
+    } else {
+        flags |= O_CREAT | O_EXCL;
+    }
+    rs->fd = open(o->to, flags, 0600);
+    if (rs->fd < 0)
+        return vb_seterr(e, -errno, "create %s: %s", o->to, strerror(errno));
+    if (!qcow2 && ftruncate(rs->fd, (off_t)rs->snap->size) < 0)
+        return vb_seterr(e, -errno, "truncate %s: %s", o->to, strerror(errno));
+    return 0;
+}
+
+int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
+                    struct vb_disk_stats *st, vb_error *e)
+{
+    struct drs rs;
+    struct rchunk *slots = NULL;
+    struct vb_progress prog;
+    bool qcow2 = o->format && !strcmp(o->format, "qcow2");
+    uint64_t next = 0;
+    unsigned n_slots = 0;
+    double t0 = vb_now();
+    int ret;
+
+    memset(&rs, 0, sizeof(rs));
+    memset(st, 0, sizeof(*st));
+    rs.fd = -1;
+    rs.repo = r;
+    if (o->format && !qcow2 && strcmp(o->format, "raw"))
+        return vb_seterr(e, -EINVAL, "unknown format '%s' (raw or qcow2)", o->format);
+    ret = vb_snap_load(r, o->snapshot, &rs.snap, e);
+    if (ret)
+        return ret;
+    if (rs.snap->type != VB_SNAP_DISK) {
+        ret = vb_seterr(e, -EINVAL, "snapshot %s is a %s snapshot, not a disk", o->snapshot,
+                        vb_snap_type_name(rs.snap->type));
+        goto out;
+    }
+    ret = vb_snap_load_fidx(r, rs.snap, e);
+    if (ret)
+        goto out;
+    if (rs.snap->chunk_size != VB_DISK_CHUNK) {
+        ret = vb_seterr(e, -EBADMSG, "snapshot %s: unsupported chunk size %u", o->snapshot,
+                        rs.snap->chunk_size);
+        goto out;
+    }
+    st->size = rs.snap->size;
+    st->chunks = rs.snap->n_chunks;
+    ret = open_target(&rs, o, qcow2, e);
+    if (ret)
+        goto out;
+    rs.grain = qcow2 ? 65536 : ZERO_GRAIN_RAW;
+    if (qcow2) {
+        ret = vb_q2w_create(rs.fd, o->to, rs.snap->size, &rs.q2w, e);
+        if (ret)
+            goto out;
+    }
+    for (uint64_t i = 0; i < rs.snap->n_chunks; i++)
+        if (!vb_id_is_zero(rs.snap->ids + i * VB_ID_LEN))
+            st->allocated += VB_MIN((uint64_t)VB_DISK_CHUNK, rs.snap->size - i * VB_DISK_CHUNK);
+
+    ret = vb_ring_init(&rs.ring, 128);
+    if (ret) {
+        vb_seterr(e, ret, "io_uring_queue_init: %s", strerror(-ret));
+        goto out;
+    }
+    ret = vb_workers_start(&rs.wk, o->threads, 1);
+    if (ret) {
+        vb_seterr(e, ret, "start workers: %s", strerror(-ret));
+        goto out;
+    }
+    n_slots = (unsigned)rs.wk.n * 2 + 4;
+    slots = calloc(n_slots, sizeof(*slots));
+    g_queue_init(&rs.free_slots);
+    for (unsigned i = 0; i < n_slots; i++) {
+        slots[i].work.fn = chunk_decode_work;
+        slots[i].rs = &rs;
+        slots[i].buf = aligned_alloc(4096, VB_DISK_CHUNK);
+        if (!slots[i].buf) {
+            ret = vb_seterr(e, -ENOMEM, "out of memory");
+            goto out;
+        }
+        g_queue_push_tail(&rs.free_slots, &slots[i]);
+    }
+    rs.poll_io = (struct vb_io){ .op = VB_IO_POLL, .fd = rs.wk.efd, .fd_fallback = -1,
+                                 .poll_mask = POLLIN, .cb = poll_done, .opaque = &rs };
+    vb_ring_queue(&rs.ring, &rs.poll_io);
+
+    vb_progress_init(&prog, "restore", st->allocated, o->progress);
+    while ((next < rs.snap->n_chunks && !ret && !rs.err) || rs.active) {
+        while (!ret && !rs.err && next < rs.snap->n_chunks && !g_queue_is_empty(&rs.free_slots)) {
+            uint64_t off = next * VB_DISK_CHUNK;
+            uint32_t len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, rs.snap->size - off);
+            struct rchunk *ch;
+
+            if (vb_id_is_zero(rs.snap->ids + next * VB_ID_LEN)) {
+                ret = zero_range(&rs, off, len);
+                if (ret)
+                    *e = rs.e;
+                st->chunks_hole++;
+                st->bytes_zero += len;
+                next++;
+                continue;
+            }
+            ch = g_queue_pop_head(&rs.free_slots);
+            ch->index = next++;
+            ch->len = len;
+            ch->err = 0;
+            rs.active++;
+            vb_workers_push(&rs.wk, &ch->work);
+        }
+        int rr = vb_ring_run(&rs.ring, true);
+        if (rr < 0) {
+            if (!ret)
+                ret = vb_seterr(e, rr, "io_uring: %s", strerror(-rr));
+            break;
+        }
+        struct vb_work *wd;
+        while ((wd = vb_workers_pop(&rs.wk))) {
+            struct rchunk *ch = (struct rchunk *)wd;
+            int r2 = ch->err;
+            if (r2) {
+                if (!ret) {
+                    ret = r2;
+                    *e = ch->e;
+                }
+            } else if (!ret && !rs.err) {
+                st->chunks_new++;
+                r2 = chunk_write(&rs, ch, e);
+                if (r2 && !ret)
+                    ret = r2;
+                if (!r2)
+                    continue;
+            }
+            rs.active--;
+            g_queue_push_head(&rs.free_slots, ch);
+        }
+        vb_progress_update(&prog, rs.done_bytes);
+    }
+    vb_progress_end(&prog);
+    if (!ret && rs.err) {
+        ret = rs.err;
+        *e = rs.e;
+    }
+    st->bytes_new = rs.ring.bytes_written;
+    if (!ret && rs.q2w)
+        ret = vb_q2w_finish(rs.q2w, e);
+    if (!ret && !rs.q2w && fsync(rs.fd) < 0)
+        ret = vb_seterr(e, -errno, "fsync %s: %s", o->to, strerror(errno));
+out:
+    vb_workers_stop(&rs.wk);
+    vb_ring_exit(&rs.ring);
+    for (unsigned i = 0; slots && i < n_slots; i++) {
+        free(slots[i].ios);
+        free(slots[i].buf);
+    }
+    free(slots);
+    g_queue_clear(&rs.free_slots);
+    vb_q2w_free(rs.q2w);
+    if (rs.fd >= 0)
+        close(rs.fd);
+    if (ret && rs.fd >= 0 && !rs.zero_holes)
+        unlink(o->to);      /* never leave a half-restored file that looks complete */
+    vb_snap_free(rs.snap);
+    st->seconds = vb_now() - t0;
+    return ret;
+}

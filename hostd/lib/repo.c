@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "repo.h"
+
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REPO_MARKER "vbackup-repo.json"
+
+int vb_repo_init(const char *path, int level, vb_error *e)
+{
+    char buf[PATH_MAX], t[40];
+    json_object *o;
+    struct stat st;
+    int ret;
+
+    if (stat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            return vb_seterr(e, -ENOTDIR, "%s exists and is not a folder", path);
+        snprintf(buf, sizeof(buf), "%s/" REPO_MARKER, path);
+        if (access(buf, F_OK) == 0)
+            return vb_seterr(e, -EEXIST, "%s is already a vbackup repository", path);
+    }
+    ret = vb_mkdir_p(path, 0700);
+    if (ret)
+        return vb_seterr(e, ret, "mkdir %s: %s", path, strerror(-ret));
+    const char *dirs[] = { "chunks", "snapshots" };
+    for (size_t i = 0; i < VB_ARRAY_SIZE(dirs); i++) {
+        snprintf(buf, sizeof(buf), "%s/%s", path, dirs[i]);
+        if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+            return vb_seterr(e, -errno, "mkdir %s: %s", buf, strerror(errno));
+    }
+    snprintf(buf, sizeof(buf), "%s/lock", path);
+    ret = open(buf, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (ret < 0)
+        return vb_seterr(e, -errno, "create %s: %s", buf, strerror(errno));
+    close(ret);
+
+    vb_fmt_time(vb_wall_ns(), t, sizeof(t));
+    o = json_object_new_object();
+    json_object_object_add(o, "vbackup_repository", json_object_new_int(VB_REPO_FORMAT));
+    json_object_object_add(o, "created", json_object_new_string(t));
+    json_object_object_add(o, "disk_chunk_size", json_object_new_int(VB_DISK_CHUNK));
+    json_object_object_add(o, "compression", json_object_new_string("zstd"));
+    json_object_object_add(o, "level", json_object_new_int(level));
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+    snprintf(buf, sizeof(buf), "%s/" REPO_MARKER, path);
+    ret = vb_write_file_atomic(buf, s, strlen(s), true, e);
+    json_object_put(o);
+    if (ret == -EEXIST)
+        return vb_seterr(e, ret, "%s is already a vbackup repository", path);
+    if (ret == 0)
+        ret = vb_fsync_dir(path);
+    return ret;
+}
+
+static int take_lock(struct vb_repo *r, enum vb_lock lock, vb_error *e)
+{
+    int op = lock == VB_LOCK_EXCLUSIVE ? LOCK_EX : LOCK_SH;
+
+    if (lock == VB_LOCK_NONE)
+        return 0;
+    if (flock(r->lock_fd, op | LOCK_NB) == 0)
+        return 0;
+    if (errno != EWOULDBLOCK)
+        return vb_seterr(e, -errno, "flock %s/lock: %s", r->path, strerror(errno));
+    if (!r->quiet)
+        fprintf(stderr, "waiting for the repository lock (%s)...\n",
+                lock == VB_LOCK_EXCLUSIVE ? "other operations are running"
+                                          : "garbage collection is running");
+    while (flock(r->lock_fd, op) < 0) {
+        if (errno != EINTR)
+            return vb_seterr(e, -errno, "flock %s/lock: %s", r->path, strerror(errno));
+    }
+    return 0;
+}
+
+int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo **out,
+                 vb_error *e)
+{
+    struct vb_repo *r = calloc(1, sizeof(*r));
+    char buf[PATH_MAX], *data = NULL;
+    json_object *o = NULL, *v;
+    int ret;
+
+    if (!r)
+        return vb_seterr(e, -ENOMEM, "out of memory");
+    r->dirfd = r->chunks_fd = r->lock_fd = -1;
+    r->quiet = quiet;
+    r->path = strdup(path);
+    snprintf(buf, sizeof(buf), "%s/" REPO_MARKER, path);
+    ret = vb_read_file(buf, &data, NULL, 1 << 20, NULL);
+    if (ret) {
+        ret = vb_seterr(e, ret, "%s is not a vbackup repository (%s: %s); create one with "
+                        "'vbackupctl --repo %s init'", path, buf, strerror(-ret), path);
+        goto fail;
+    }
+    o = json_tokener_parse(data);
+    if (!o || !json_object_object_get_ex(o, "vbackup_repository", &v) ||
+        json_object_get_int(v) != VB_REPO_FORMAT) {
+        ret = vb_seterr(e, -EINVAL, "%s: unsupported or damaged repository marker %s", path, buf);
+        goto fail;
+    }
+    r->level = json_object_object_get_ex(o, "level", &v) ? json_object_get_int(v) : 1;
+    r->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->dirfd < 0) {
+        ret = vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    r->chunks_fd = openat(r->dirfd, "chunks", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->chunks_fd < 0) {
+        ret = vb_seterr(e, -errno, "open %s/chunks: %s", path, strerror(errno));
+        goto fail;
+    }
+    r->lock_fd = openat(r->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (r->lock_fd < 0) {
+        ret = vb_seterr(e, -errno, "open %s/lock: %s", path, strerror(errno));
+        goto fail;
+    }
+    ret = take_lock(r, lock, e);
+    if (ret)
+        goto fail;
+    json_object_put(o);
+    free(data);
+    *out = r;
+    return 0;
+fail:
+    json_object_put(o);
+    free(data);
+    vb_repo_close(r);
+    return ret;
+}
+
+void vb_repo_close(struct vb_repo *r)
+{
+    if (!r)
+        return;
+    if (r->lock_fd >= 0)
+        close(r->lock_fd);
+    if (r->chunks_fd >= 0)
+        close(r->chunks_fd);
+    if (r->dirfd >= 0)
+        close(r->dirfd);
+    free(r->path);
+    free(r);
+}
+
+void vb_repo_chunk_relpath(const uint8_t id[VB_ID_LEN], char out[80])
+{
+    char hex[VB_ID_HEX];
+
+    vb_hex(id, VB_ID_LEN, hex);
+    snprintf(out, 80, "%.4s/%s", hex, hex);
+}
+
+bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN])
+{
+    char rel[80];
+
+    vb_repo_chunk_relpath(id, rel);
+    return faccessat(r->chunks_fd, rel, F_OK, AT_EACCESS) == 0;
+}
+
+int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint8_t *enc,
+                      size_t enc_len, bool *added, vb_error *e)
+{
+    char rel[80], tmp[128];
+    static __thread unsigned long seq;
+    int fd, ret;
+
+    *added = false;
+    vb_repo_chunk_relpath(id, rel);
+    snprintf(tmp, sizeof(tmp), "%.4s/.tmp-%.16s-%d-%lx-%lu", rel, rel + 5, (int)getpid(),
+             (unsigned long)gettid(), seq++);
+    fd = openat(r->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT) {
+        char dir[5];
+        memcpy(dir, rel, 4);
+        dir[4] = 0;
+        if (mkdirat(r->chunks_fd, dir, 0700) < 0 && errno != EEXIST)
+            return vb_seterr(e, -errno, "mkdir %s/chunks/%s: %s", r->path, dir, strerror(errno));
+        fd = openat(r->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0)
+        return vb_seterr(e, -errno, "create %s/chunks/%s: %s", r->path, tmp, strerror(errno));
+    ret = vb_write_all(fd, enc, enc_len);
+    if (close(fd) < 0 && !ret)
+        ret = -errno;
+    if (ret) {
+        unlinkat(r->chunks_fd, tmp, 0);
+        return vb_seterr(e, ret, "write %s/chunks/%s: %s", r->path, rel, strerror(-ret));
+    }
+    if (renameat2(r->chunks_fd, tmp, r->chunks_fd, rel, RENAME_NOREPLACE) < 0) {
+        ret = -errno;
+        unlinkat(r->chunks_fd, tmp, 0);
+        if (ret == -EEXIST)
+            return 0;       /* written by a concurrent backup meanwhile */
+        return vb_seterr(e, ret, "rename %s/chunks/%s: %s", r->path, rel, strerror(-ret));
+    }
+    *added = true;
+    return 0;
+}
+
+int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,
+                       size_t *cap, size_t *len, vb_error *e)
+{
+    char rel[80];
+    struct stat st;
+    int fd, ret;
+
+    vb_repo_chunk_relpath(id, rel);
+    fd = openat(r->chunks_fd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vb_seterr(e, -errno, "chunk %s: %s", rel + 5,
+                         errno == ENOENT ? "missing from the repository" : strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        ret = vb_seterr(e, -errno, "stat chunk %s: %s", rel + 5, strerror(errno));
+        close(fd);
+        return ret;
+    }
+    if ((uint64_t)st.st_size > VB_CHUNK_HDR + (uint64_t)VB_CHUNK_MAX + 1024) {
+        close(fd);
+        return vb_seterr(e, -EBADMSG, "chunk %s: file of %lld bytes is too large", rel + 5,
+                         (long long)st.st_size);
+    }
+    if (*cap < (size_t)st.st_size || !*buf) {
+        uint8_t *p = realloc(*buf, VB_MAX((size_t)st.st_size, (size_t)1));
+        if (!p) {
+            close(fd);
+            return vb_seterr(e, -ENOMEM, "out of memory");
+        }
+        *buf = p;
+        *cap = VB_MAX((size_t)st.st_size, (size_t)1);
+    }
+    ret = vb_pread_all(fd, *buf, (size_t)st.st_size, 0);
+    close(fd);
+    if (ret)
+        return vb_seterr(e, ret, "read chunk %s: %s", rel + 5, strerror(-ret));
+    *len = (size_t)st.st_size;
+    return 0;
+}
+
+int vb_repo_get_chunk(struct vb_repo *r, struct vb_codec *c, const uint8_t id[VB_ID_LEN],
+                      void *out, size_t cap, size_t *plain_len, vb_error *e)
+{
+    size_t len;
+    int ret = vb_repo_read_chunk(r, id, &c->rbuf, &c->rcap, &len, e);
+
+    if (ret)
+        return ret;
+    ret = vb_chunk_decode(c, c->rbuf, len, id, out, cap, plain_len, e);
+    if (ret) {
+        char hex[VB_ID_HEX];
+        vb_hex(id, VB_ID_LEN, hex);
+        vb_prefixerr(e, "chunk %s", hex);
+    }
+    return ret;
+}
+
+int vb_repo_sync(struct vb_repo *r, vb_error *e)
+{
+    if (syncfs(r->dirfd) < 0)
+        return vb_seterr(e, -errno, "syncfs %s: %s", r->path, strerror(errno));
+    return 0;
+}

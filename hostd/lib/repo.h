@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The repository: a folder holding a content-addressed chunk store shared
+ * by every VM and snapshot, and the snapshots' manifests.
+ *
+ *   vbackup-repo.json          format marker and settings
+ *   lock                       flock: shared for writers/readers, exclusive for gc
+ *   chunks/abcd/<sha256 hex>   one chunk (chunk.h), fan-out by the first 4 hex digits
+ *   snapshots/<vm>/<time>/     one snapshot: index.json (+ disk.fidx or files.bin)
+ *
+ * See docs/repository.md.
+ */
+#ifndef VB_REPO_H
+#define VB_REPO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunk.h"
+#include "util.h"
+
+#define VB_REPO_FORMAT      1
+#define VB_DISK_CHUNK       (4u << 20)
+
+enum vb_lock { VB_LOCK_NONE = 0, VB_LOCK_SHARED = 1, VB_LOCK_EXCLUSIVE = 2 };
+
+struct vb_repo {
+    char *path;
+    int dirfd;
+    int chunks_fd;       /* chunks/ */
+    int lock_fd;
+    int level;           /* zstd level for new chunks */
+    bool quiet;          /* no "waiting for lock" message */
+};
+
+int vb_repo_init(const char *path, int level, vb_error *e);
+int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo **out,
+                 vb_error *e);
+void vb_repo_close(struct vb_repo *r);
+
+/* Chunk store (thread-safe). */
+void vb_repo_chunk_relpath(const uint8_t id[VB_ID_LEN], char out[80]);
+bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN]);
+/* Store an encoded chunk under its id unless it exists; *added tells. */
+int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint8_t *enc,
+                      size_t enc_len, bool *added, vb_error *e);
+/* Read the encoded bytes of a chunk (malloc'd into *buf / *cap reuse). */
+int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,
+                       size_t *cap, size_t *len, vb_error *e);
+/* Read, check and decode a chunk into out. */
+int vb_repo_get_chunk(struct vb_repo *r, struct vb_codec *c, const uint8_t id[VB_ID_LEN],
+                      void *out, size_t cap, size_t *plain_len, vb_error *e);
+/* Make everything written so far durable (syncfs of the repository). */
+int vb_repo_sync(struct vb_repo *r, vb_error *e);
+
+#endif

@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "snapshot.h"
+
+#include <dirent.h>
+#include <endian.h>
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define INDEX_MAX (64u << 20)
+
+const char *vb_snap_type_name(enum vb_snap_type t)
+{
+    return t == VB_SNAP_DISK ? "disk" : t == VB_SNAP_FILES ? "files" : "?";
+}
+
+const char *vb_json_str(json_object *o, const char *key)
+{
+    json_object *v;
+
+    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+int64_t vb_json_int(json_object *o, const char *key, int64_t dflt)
+{
+    json_object *v;
+
+    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+        return dflt;
+    return json_object_get_int64(v);
+}
+
+static bool valid_time_part(const char *t)
+{
+    size_t n = 0;
+
+    if (!*t || *t == '.' || *t == '-')
+        return false;
+    for (; *t; t++, n++)
+        if (!((*t >= '0' && *t <= '9') || *t == 'T' || *t == 'Z' || *t == ':' || *t == '-'))
+            return false;
+    return n <= 40;
+}
+
+bool vb_snap_valid_id(const char *id)
+{
+    const char *slash = id ? strchr(id, '/') : NULL;
+    char vm[72];
+
+    if (!slash || (size_t)(slash - id) >= sizeof(vm))
+        return false;
+    memcpy(vm, id, (size_t)(slash - id));
+    vm[slash - id] = 0;
+    return vb_valid_name(vm) && valid_time_part(slash + 1);
+}
+
+void vb_snap_free(struct vb_snapshot *s)
+{
+    if (!s)
+        return;
+    free(s->id);
+    free(s->vm);
+    free(s->parent);
+    free(s->group);
+    free(s->ids);
+    json_object_put(s->json);
+    free(s);
+}
+
+static void snap_free_cb(gpointer p)
+{
+    vb_snap_free(p);
+}
+
+int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb_error *e)
+{
+    char path[PATH_MAX], *data = NULL;
+    struct vb_snapshot *s;
+    json_object *o;
+    const char *type, *created;
+    int ret;
+
+    if (!vb_snap_valid_id(id))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id (VM/TIME)", id);
+    snprintf(path, sizeof(path), "%s/snapshots/%s/index.json", r->path, id);
+    ret = vb_read_file(path, &data, NULL, INDEX_MAX, NULL);
+    if (ret == -ENOENT)
+        return vb_seterr(e, ret, "snapshot %s not found", id);
+    if (ret)
+        return vb_seterr(e, ret, "snapshot %s: read %s: %s", id, path, strerror(-ret));
+    o = json_tokener_parse(data);
+    free(data);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return vb_seterr(e, -EBADMSG, "snapshot %s: index.json is damaged", id);
+    }
+    s = calloc(1, sizeof(*s));
+    s->json = o;
+    s->id = strdup(id);
+    s->vm = strndup(id, (size_t)(strchr(id, '/') - id));
+    type = vb_json_str(o, "type");
+    s->type = type && !strcmp(type, "disk") ? VB_SNAP_DISK
+            : type && !strcmp(type, "files") ? VB_SNAP_FILES : 0;
+    created = vb_json_str(o, "created");
+    s->created_ns = vb_json_int(o, "created_ns", 0);
+    if (!s->created_ns && created)
+        vb_parse_time(created, &s->created_ns);
+    if (vb_json_str(o, "parent"))
+        s->parent = strdup(vb_json_str(o, "parent"));
+    s->group = strdup(vb_json_str(o, "group") ? vb_json_str(o, "group") : "");
+    if (!s->type) {
+        vb_snap_free(s);
+        return vb_seterr(e, -EBADMSG, "snapshot %s: unknown type in index.json", id);
+    }
+    *out = s;
+    return 0;
+}
+
+static gint by_created(gconstpointer a, gconstpointer b)
+{
+    const struct vb_snapshot *x = *(struct vb_snapshot *const *)a;
+    const struct vb_snapshot *y = *(struct vb_snapshot *const *)b;
+
+    if (x->created_ns != y->created_ns)
+        return x->created_ns < y->created_ns ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static int list_vm(struct vb_repo *r, const char *vm, GPtrArray *arr, vb_error *e)
+{
+    char path[PATH_MAX];
+    DIR *d;
+    struct dirent *de;
+
+    snprintf(path, sizeof(path), "%s/snapshots/%s", r->path, vm);
+    d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    while ((de = readdir(d))) {
+        char id[400];
+        struct vb_snapshot *s;
+        vb_error ign = { 0 };
+
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(id, sizeof(id), "%s/%s", vm, de->d_name);
+        if (!vb_snap_valid_id(id))
+            continue;
+        if (vb_snap_load(r, id, &s, &ign) == 0)
+            g_ptr_array_add(arr, s);
+        else if (!r->quiet)
+            fprintf(stderr, "warning: %s\n", vb_strerror(&ign));
+    }
+    closedir(d);
+    return 0;
+}
+
+int vb_snap_list(struct vb_repo *r, const char *vm, GPtrArray **out, vb_error *e)
+{
+    GPtrArray *arr = g_ptr_array_new_with_free_func(snap_free_cb);
+    char path[PATH_MAX];
+    int ret = 0;
+
+    if (vm) {
+        ret = list_vm(r, vm, arr, e);
+    } else {
+        DIR *d;
+        struct dirent *de;
+        snprintf(path, sizeof(path), "%s/snapshots", r->path);
+        d = opendir(path);
+        if (!d) {
+            ret = vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+        } else {
+            while ((de = readdir(d)) && !ret)
+                if (vb_valid_name(de->d_name))
+                    ret = list_vm(r, de->d_name, arr, e);
+            closedir(d);
+        }
+    }
+    if (ret) {
+        g_ptr_array_free(arr, TRUE);
+        return ret;
+    }
+    g_ptr_array_sort(arr, by_created);
+    *out = arr;
+    return 0;
+}
+
+uint8_t *vb_fidx_build(uint64_t size, uint32_t chunk_size, uint64_t n_chunks,
+                       const uint8_t *ids, size_t *len)
+{
+    size_t n = VB_FIDX_HDR + n_chunks * VB_ID_LEN;
+    uint8_t *p = calloc(1, n);
+    uint32_t v32;
+    uint64_t v64;
+
+    if (!p)
+        return NULL;
+    memcpy(p, VB_FIDX_MAGIC, 8);
+    v32 = htole32(1); memcpy(p + 8, &v32, 4);
+    v32 = htole32(chunk_size); memcpy(p + 12, &v32, 4);
+    v64 = htole64(size); memcpy(p + 16, &v64, 8);
+    v64 = htole64(n_chunks); memcpy(p + 24, &v64, 8);
+    memcpy(p + VB_FIDX_HDR, ids, n_chunks * VB_ID_LEN);
+    *len = n;
+    return p;
+}
+
+int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e)
+{
+    char path[PATH_MAX], *data = NULL, hex[VB_ID_HEX];
+    const char *want;
+    json_object *disk;
+    uint8_t sum[32];
+    uint32_t v32;
+    uint64_t v64, n;
+    size_t len;
+    int ret;
+
+    if (s->type != VB_SNAP_DISK)
+        return vb_seterr(e, -EINVAL, "snapshot %s is not a disk snapshot", s->id);
+    if (!json_object_object_get_ex(s->json, "disk", &disk))
+        return vb_seterr(e, -EBADMSG, "snapshot %s: index.json lacks \"disk\"", s->id);
+    want = vb_json_str(disk, "index_sha256");
+    snprintf(path, sizeof(path), "%s/snapshots/%s/disk.fidx", r->path, s->id);
+    ret = vb_read_file(path, &data, &len, (size_t)1 << 34, e);
+    if (ret)
+        return ret;
+    SHA256((uint8_t *)data, len, sum);
+    vb_hex(sum, 32, hex);
+    if (!want || strcmp(want, hex) != 0) {
+        free(data);
+        return vb_seterr(e, -EBADMSG, "snapshot %s: disk.fidx is damaged (SHA-256 mismatch)",
+                         s->id);
+    }
+    if (len < VB_FIDX_HDR || memcmp(data, VB_FIDX_MAGIC, 8) != 0) {
+        free(data);
+        return vb_seterr(e, -EBADMSG, "snapshot %s: disk.fidx has a bad header", s->id);
+    }
+    memcpy(&v32, data + 12, 4); s->chunk_size = le32toh(v32);
+    memcpy(&v64, data + 16, 8); s->size = le64toh(v64);
+    memcpy(&v64, data + 24, 8); n = le64toh(v64);
+    if (!s->chunk_size || s->chunk_size > VB_CHUNK_MAX ||
+        n != (s->size + s->chunk_size - 1) / s->chunk_size ||
+        n > (len - VB_FIDX_HDR) / VB_ID_LEN || len != VB_FIDX_HDR + n * VB_ID_LEN) {
+        free(data);
+        return vb_seterr(e, -EBADMSG, "snapshot %s: disk.fidx sizes are inconsistent", s->id);
+    }
+    s->n_chunks = n;
+    free(s->ids);
+    s->ids = malloc(VB_MAX(n * VB_ID_LEN, (uint64_t)1));
+    memcpy(s->ids, data + VB_FIDX_HDR, n * VB_ID_LEN);
+    free(data);
+    return 0;
+}
+
+int vb_snap_delete(struct vb_repo *r, const char *id, vb_error *e)
+{
+    char rel[PATH_MAX], tmp[PATH_MAX];
+    int ret;
+
+    if (!vb_snap_valid_id(id))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id", id);
+    snprintf(rel, sizeof(rel), "snapshots/%s", id);
+    /* rename out of sight first: a half-deleted snapshot is never visible */
+    snprintf(tmp, sizeof(tmp), "snapshots/%.*s/.del-%s", (int)(strchr(id, '/') - id), id,
+             strchr(id, '/') + 1);
+    if (renameat(r->dirfd, rel, r->dirfd, tmp) < 0)
+        return vb_seterr(e, -errno, "delete snapshot %s: %s", id,
+                         errno == ENOENT ? "not found" : strerror(errno));
+    ret = vb_rm_rf_at(r->dirfd, tmp);
+    if (ret)
+        return vb_seterr(e, ret, "remove %s/%s: %s", r->path, tmp, strerror(-ret));
+    return 0;
+}
+
+int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, vb_error *e)
+{
+    char dir[PATH_MAX];
+
+    memset(w, 0, sizeof(*w));
+    if (!vb_valid_name(vm))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid VM name (letters, digits, . _ -; at "
+                         "most 64)", vm);
+    w->r = r;
+    snprintf(w->vm, sizeof(w->vm), "%s", vm);
+    w->created_ns = vb_wall_ns();
+    snprintf(dir, sizeof(dir), "snapshots/%s", vm);
+    if (mkdirat(r->dirfd, dir, 0700) < 0 && errno != EEXIST)
+        return vb_seterr(e, -errno, "mkdir %s/%s: %s", r->path, dir, strerror(errno));
+    snprintf(w->tmpdir, sizeof(w->tmpdir), "snapshots/%s/.tmp-%d-%lx", vm, (int)getpid(),
+             (unsigned long)(w->created_ns ^ random()));
+    if (mkdirat(r->dirfd, w->tmpdir, 0700) < 0)
+        return vb_seterr(e, -errno, "mkdir %s/%s: %s", r->path, w->tmpdir, strerror(errno));
+    w->open = true;
+    return 0;
+}
+
+int vb_snap_write_file(struct vb_snap_writer *w, const char *name, const void *data,
+                       size_t len, uint8_t sha256[32], vb_error *e)
+{
+    char rel[PATH_MAX];
+    int fd, ret;
+
+    snprintf(rel, sizeof(rel), "%s/%s", w->tmpdir, name);
+    fd = openat(w->r->dirfd, rel, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return vb_seterr(e, -errno, "create %s/%s: %s", w->r->path, rel, strerror(errno));
+    ret = vb_write_all(fd, data, len);
+    if (!ret && fsync(fd) < 0)
+        ret = -errno;
+    if (close(fd) < 0 && !ret)
+        ret = -errno;
+    if (ret)
+        return vb_seterr(e, ret, "write %s/%s: %s", w->r->path, rel, strerror(-ret));
+    if (sha256)
+        SHA256(data, len, sha256);
+    return 0;
+}
+
+int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, vb_error *e)
+{
+    char t[48], id[160], final[PATH_MAX], parent[PATH_MAX];
+    const char *s;
+    int ret, fd;
+
+    vb_fmt_time(w->created_ns, t, sizeof(t));
+    json_object_object_add(index, "format", json_object_new_int(1));
+    json_object_object_add(index, "vm", json_object_new_string(w->vm));
+    json_object_object_add(index, "created", json_object_new_string(t));
+    json_object_object_add(index, "created_ns", json_object_new_int64(w->created_ns));
+
+    /* every chunk this snapshot names must be durable before it appears */
+    ret = vb_repo_sync(w->r, e);
+    if (ret)
+        return ret;
+    for (int attempt = 1; attempt < 1000; attempt++) {
+        if (attempt == 1)
+            snprintf(id, sizeof(id), "%s/%s", w->vm, t);
+        else
+            snprintf(id, sizeof(id), "%s/%s-%d", w->vm, t, attempt);
+        json_object_object_add(index, "id", json_object_new_string(id));
+        s = json_object_to_json_string_ext(index, JSON_C_TO_STRING_PRETTY |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+        ret = vb_snap_write_file(w, "index.json", s, strlen(s), NULL, e);
+        if (ret)
+            return ret;
+        fd = openat(w->r->dirfd, w->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            fsync(fd);
+            close(fd);
+        }
+        snprintf(final, sizeof(final), "snapshots/%s", id);
+        if (renameat2(w->r->dirfd, w->tmpdir, w->r->dirfd, final, RENAME_NOREPLACE) == 0) {
+            snprintf(parent, sizeof(parent), "%s/snapshots/%s", w->r->path, w->vm);
+            ret = vb_fsync_dir(parent);
+            if (ret)
+                return vb_seterr(e, ret, "fsync %s: %s", parent, strerror(-ret));
+            w->open = false;
+            *id_out = strdup(id);
+            return 0;
+        }
+        if (errno != EEXIST && errno != ENOTEMPTY)
+            return vb_seterr(e, -errno, "commit snapshot %s: %s", id, strerror(errno));
+    }
+    return vb_seterr(e, -EEXIST, "commit snapshot: no free id for %s/%s", w->vm, t);
+}
+
+void vb_snap_abort(struct vb_snap_writer *w)
+{
+    if (w->open)
+        vb_rm_rf_at(w->r->dirfd, w->tmpdir);
+    w->open = false;
+}
