@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The transport end to end: guest tool -> virtio_backup.ko -> virtio-backup
+# device -> UNIX socket -> echo peer, and back.  One guest boot runs:
+# single and sequential round trips, 32 concurrent callers with distinct
+# payloads, more callers than ring entries, the largest frames both ways,
+# replies that break the rules (oversized, stray tag, split, garbage), bad
+# frames from the guest, and signals.  On the host: the device's tags are
+# unique and not the guest's, reply_max comes from the reply buffer, the
+# device blocks migration, and x-query-virtio-status knows it.
+
+source "$(dirname "$0")/functions.sh"
+requires python3 --version
+requires test -r /boot/vmlinuz-"${VB_KVER:-$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n1)}"
+
+guest_artifacts
+sock=$VB_TMP/vb.sock
+qmp=$VB_TMP/qmp.sock
+start_echo_peer "$sock"
+
+cat >"$VB_TMP/guest.sh" <<'GUEST'
+set -e
+echo "STEP booted"
+vbcall call -e -p hello
+vbcall call -e -c 100 -p reply-max-check
+vbcall echo -n 20 -z 100
+vbcall echo -n 5 -z 1
+vbcall echo -n 5 -z 4096
+vbcall echo -n 5 -z 65536
+vbcall echo -n 3 -z 200000
+vbcall concurrent -n 32 -i 4 -d 200
+vbcall concurrent -n 200 -i 1 -d 1000
+vbcall big
+vbcall badframes
+vbcall interrupt
+vbcall peerproto
+vbcall wait-ok -T 30
+vbcall concurrent -n 8 -i 2 -d 50
+sleep 3
+live=$(cat /sys/module/virtio_backup/parameters/live_requests)
+[ "$live" = 0 ] || { echo "FAIL live requests: $live"; exit 1; }
+echo "ok no requests left allocated"
+GUEST
+
+start_guest --vbackup-socket "$sock" --qmp "$qmp" --timeout 300 \
+    --add "$VBCALL:/bin/vbcall" --script "$VB_TMP/guest.sh"
+
+# While the guest runs: the device blocks migration, and QMP can describe it.
+wait_for_console 120 "STEP booted"
+"$GUEST_TOOLS/qmp-call.py" "$qmp" \
+    migrate '{"uri": "exec:cat >/dev/null"}' -- \
+    x-query-virtio-status '{"path": "/machine/peripheral/vbackup0/virtio-backend"}' \
+    >"$VB_TMP/qmp.out"
+cat "$VB_TMP/qmp.out"
+sed -n 1p "$VB_TMP/qmp.out" | grep -q '"error".*virtio-backup does not support migration' ||
+    fail "migration was not blocked"
+sed -n 2p "$VB_TMP/qmp.out" | grep -q '"name": "virtio-backup"' ||
+    fail "x-query-virtio-status does not show the device"
+sed -n 2p "$VB_TMP/qmp.out" | grep -q '"device-id": 63' ||
+    fail "x-query-virtio-status: wrong device id"
+
+rc=0
+wait_guest || rc=$?
+cat "$VB_TMP/console.log" | grep -a -E '^(ok|FAIL)' || true
+[ $rc -eq 0 ] || fail "guest checks failed (status $rc)"
+check_console_clean
+grep -a -q '^FAIL' "$VB_TMP/console.log" && fail "a guest check failed"
+
+# Host side: tags are the device's own, unique, and not the guest's.
+frames=$(grep -c ' frame ' "$VB_TMP/peer.log")
+unique=$(sed -n 's/.* frame .*tag=\([0-9]*\) .*/\1/p' "$VB_TMP/peer.log" | sort -u | wc -l)
+[ "$frames" -gt 300 ] || fail "only $frames frames reached the peer"
+[ "$frames" -eq "$unique" ] || fail "$frames frames but $unique distinct tags"
+grep -q ' frame .*tag=4660 ' "$VB_TMP/peer.log" &&
+    fail "the guest's tag (0x1234) reached the peer"
+grep -q ' frame .*reply_max=68 ' "$VB_TMP/peer.log" ||
+    fail "reply_max of a 100-byte reply buffer is not 68"
+log "$frames frames, all with distinct device tags"
