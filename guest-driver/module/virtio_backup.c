@@ -39,8 +39,10 @@
 #include "vbackup/proto.h"
 #include "virtio_backup_test.h"
 
-/* Buffers up to this size are kmalloc'ed (one segment); larger ones are
- * vmalloc'ed and described page by page. */
+/*
+ * Buffers up to this size are kmalloc'ed (one segment); larger ones are
+ * vmalloc'ed and described page by page.
+ */
 #define VB_KMALLOC_MAX		(64 * 1024)
 
 static bool vb_test_malformed;
@@ -156,8 +158,10 @@ static void vbackup_req_put(struct vbackup_req *r)
 		vbackup_req_free(r);
 }
 
-/* Allocate a request with n_out device-readable and n_in device-writable
- * buffers of the given sizes; reply buffers are zeroed. */
+/*
+ * Allocate a request with n_out device-readable and n_in device-writable
+ * buffers of the given sizes; reply buffers are zeroed.
+ */
 static struct vbackup_req *vbackup_req_alloc(const u32 *out_len,
 					     unsigned int n_out,
 					     const u32 *in_len,

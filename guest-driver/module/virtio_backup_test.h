@@ -26,18 +26,20 @@
 #define VBACKUP_TEST_MAX_SEG    (VB_MAX_FRAME + 4096u)
 
 struct vbackup_test_raw {
-	uint64_t out;           /* user memory: the out segments back to back */
-	uint64_t in;            /* user memory: receives the in segments */
+	uint64_t out;		/* user memory: the out segments back to back */
+	uint64_t in;		/* user memory: receives the in segments */
 	uint32_t out_len[VBACKUP_TEST_MAX_SEGS];
 	uint32_t in_len[VBACKUP_TEST_MAX_SEGS];
-	uint32_t n_out;         /* device-readable segments, 0..4 */
-	uint32_t n_in;          /* device-writable segments, 0..4 */
-	uint32_t timeout_ms;    /* give up waiting after this; 0 = 5000 */
-	uint32_t used_len;      /* out: bytes the device reported written */
+	uint32_t n_out;		/* device-readable segments, 0..4 */
+	uint32_t n_in;		/* device-writable segments, 0..4 */
+	uint32_t timeout_ms;	/* give up waiting after this; 0 = 5000 */
+	uint32_t used_len;	/* out: bytes the device reported written */
 };
 
-/* Returns 0, or -1 with errno ETIMEDOUT (still in flight), EINTR, ENODEV,
- * EINVAL, ENOMEM, EFAULT, ENOTTY (test mode off). */
+/*
+ * Returns 0, or -1 with errno ETIMEDOUT (still in flight), EINTR, ENODEV,
+ * EINVAL, ENOMEM, EFAULT, ENOTTY (test mode off).
+ */
 #define VBACKUP_IOC_TEST_RAW    _IOWR('V', 0x70, struct vbackup_test_raw)
 
 #ifndef __cplusplus

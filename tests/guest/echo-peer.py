@@ -20,6 +20,8 @@ peer, comma separated, up to the first newline:
   badmagic     send 32 bytes of garbage instead of a reply
   close        close the connection at once, answering nothing
   noreply      never answer
+  stall=MS     stop reading the socket for MS milliseconds after this frame
+               (the device must queue its writes without blocking QEMU)
 
 Options --delay, --reverse and --close-after act on every frame.
 """
@@ -148,6 +150,13 @@ class Peer:
                     if b"close" in words:
                         self.log(f"close requested by tag={tag}")
                         break
+                    stall = [w for w in line.split(b",") if w.startswith(b"stall=")]
+                    if stall:
+                        ms = int(stall[0][6:])
+                        self.log(f"stall {ms} ms requested by tag={tag}")
+                        spawn(answer(hdr, payload, 0))
+                        await asyncio.sleep(ms / 1000.0)
+                        continue
                     if b"noreply" in words:
                         continue
                 if (self.args.close_after and conn == 1 and

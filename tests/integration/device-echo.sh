@@ -8,7 +8,8 @@
 # replies that break the rules (oversized, stray tag, split, garbage), bad
 # frames from the guest, and signals.  On the host: the device's tags are
 # unique and not the guest's, reply_max comes from the reply buffer, the
-# device blocks migration, and x-query-virtio-status knows it.
+# device blocks migration, x-query-virtio-status knows it, and QMP answers
+# while the peer stops reading (writes to the socket never block QEMU).
 
 source "$(dirname "$0")/functions.sh"
 requires python3 --version
@@ -37,6 +38,11 @@ vbcall interrupt
 vbcall peerproto
 vbcall wait-ok -T 30
 vbcall concurrent -n 8 -i 2 -d 50
+# The peer stops reading while 1 MB frames queue up in QEMU.
+vbcall call -p "VBTEST:stall=4000" >/dev/null
+vbcall echo -n 6 -z 1000000 &
+echo "STEP stalled"
+wait $!
 sleep 3
 live=$(cat /sys/module/virtio_backup/parameters/live_requests)
 [ "$live" = 0 ] || { echo "FAIL live requests: $live"; exit 1; }
@@ -59,6 +65,17 @@ sed -n 2p "$VB_TMP/qmp.out" | grep -q '"name": "virtio-backup"' ||
     fail "x-query-virtio-status does not show the device"
 sed -n 2p "$VB_TMP/qmp.out" | grep -q '"device-id": 63' ||
     fail "x-query-virtio-status: wrong device id"
+
+# QEMU's main loop keeps running while the peer does not read.
+wait_for_console 120 "STEP stalled"
+sleep 0.5
+t0=$(date +%s%N)
+"$GUEST_TOOLS/qmp-call.py" "$qmp" query-status >"$VB_TMP/qmp-stall.out"
+t1=$(date +%s%N)
+grep -q '"running": true' "$VB_TMP/qmp-stall.out" || fail "query-status: $(cat "$VB_TMP/qmp-stall.out")"
+ms=$(( (t1 - t0) / 1000000 ))
+[ $ms -lt 1500 ] || fail "QMP took $ms ms while the peer stalled"
+log "QMP answered in $ms ms while the peer stalled"
 
 rc=0
 wait_guest || rc=$?
