@@ -13,7 +13,6 @@
 
 source "$(dirname "$0")/functions.sh"
 requires python3 --version
-requires test -r /boot/vmlinuz-"${VB_KVER:-$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n1)}"
 
 guest_artifacts
 sock=$VB_TMP/vb.sock
