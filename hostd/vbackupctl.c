@@ -230,10 +230,7 @@ static int cmd_restore_disk(int argc, char **argv)
 
 static json_object *snap_summary(struct vb_snapshot *s)
 {
-    json_object *o;
-
-    json_object_deep_copy(s->json, &o, NULL);
-    return o;
+    return json_object_get(s->json);
 }
 
 static int cmd_snapshots(int argc, char **argv)
@@ -740,6 +737,7 @@ int main(int argc, char **argv)
     int i = 1;
 
     signal(SIGPIPE, SIG_IGN);
+    vb_install_interrupt_handlers();
     repo_path = getenv("VBACKUP_REPO");
     while (i < argc && argv[i][0] == '-') {
         if (!strcmp(argv[i], "--repo") && i + 1 < argc) {

@@ -247,6 +247,8 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
 
     vb_progress_init(&prog, "backup", st->allocated, o->progress);
     while ((next < n_chunks && !ret) || active) {
+        if (vb_interrupted && !ret)
+            ret = vb_seterr(e, -EINTR, "interrupted");
         while (!ret && next < n_chunks && !g_queue_is_empty(&bk.free_slots)) {
             struct dchunk *ch = g_queue_pop_head(&bk.free_slots);
             int r2;

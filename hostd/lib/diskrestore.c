@@ -305,6 +305,8 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
 
     vb_progress_init(&prog, "restore", st->allocated, o->progress);
     while ((next < rs.snap->n_chunks && !ret && !rs.err) || rs.active) {
+        if (vb_interrupted && !ret)
+            ret = vb_seterr(e, -EINTR, "interrupted");
         while (!ret && !rs.err && next < rs.snap->n_chunks && !g_queue_is_empty(&rs.free_slots)) {
             uint64_t off = next * VB_DISK_CHUNK;
             uint32_t len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, rs.snap->size - off);

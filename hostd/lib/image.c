@@ -83,7 +83,8 @@ static int open_layer(struct vb_layer *l, const char *path, const char *fmt,
             return ret;
     } else if (strcmp(fmt, "raw") == 0) {
         l->fmt = VB_FMT_RAW;
-        l->virtual_size = l->file_size;
+        /* QEMU sizes disks in 512-byte sectors: a raw file's tail reads as zeros */
+        l->virtual_size = VB_ALIGN_UP(l->file_size, 512);
         /* only files with holes need the slower SEEK_DATA walk */
         l->has_holes = S_ISREG(st.st_mode) &&
                        (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
@@ -161,6 +162,8 @@ int vb_image_open(const char *path, const struct vb_image_opts *opts,
         ret = open_layer(l, cur, fmt, opts, &backing, &bfmt, e);
         free(fmt);
         fmt = NULL;
+        if (ret && img->n > 1)
+            vb_prefixerr(e, "backing file of %s", img->layer[img->n - 2].path);
         if (ret) {
             free(backing);
             free(bfmt);
@@ -225,6 +228,16 @@ static int map_raw(struct vb_image *img, int d, uint64_t off, uint64_t len, GArr
     struct vb_layer *l = &img->layer[d];
     uint64_t end = off + len;
 
+    if (end > l->file_size) {       /* the sector-rounding tail past the file's end */
+        uint64_t tail = VB_MAX(off, l->file_size);
+        if (off < tail) {
+            int ret = map_raw(img, d, off, tail - off, out, e);
+            if (ret)
+                return ret;
+        }
+        push(out, tail, end - tail, VB_X_ZERO, (uint8_t)d, 0, 0, 0);
+        return 0;
+    }
     if (!l->has_holes) {
         push(out, off, len, VB_X_DATA, (uint8_t)d, off, 0, 0);
         return 0;

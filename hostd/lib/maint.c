@@ -168,6 +168,10 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
     bool more = g_hash_table_iter_next(&it, &key, &val);
     unsigned active = 0;
     while (more || active) {
+        if (vb_interrupted && more) {
+            more = false;
+            ret = vb_seterr(e, -EINTR, "interrupted");
+        }
         while (more && !g_queue_is_empty(&free_slots)) {
             struct vchunk *v = g_queue_pop_head(&free_slots);
             memcpy(v->id, key, VB_ID_LEN);
@@ -206,6 +210,8 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
         vb_progress_update(&prog, done);
     }
     vb_progress_end(&prog);
+    if (ret)
+        goto out;
     for (guint i = 0; i < snaps->len; i++)
         res->snapshots_bad += snap_bad[i];
     {

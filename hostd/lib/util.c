@@ -12,6 +12,25 @@
 #include <unistd.h>
 #include <dirent.h>
 
+volatile sig_atomic_t vb_interrupted;
+
+static void on_signal(int sig)
+{
+    vb_interrupted = sig;
+}
+
+void vb_install_interrupt_handlers(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 int vb_seterr(vb_error *e, int code, const char *fmt, ...)
 {
     if (e) {

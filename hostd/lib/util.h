@@ -41,6 +41,11 @@ const char *vb_fmt_duration(double seconds, char *buf, size_t len);
 void vb_hex(const uint8_t *in, size_t n, char *out /* 2n+1 */);
 int vb_unhex(const char *in, uint8_t *out, size_t n);  /* 0 or -EINVAL */
 
+/* Set by a signal handler to stop long operations cleanly (-EINTR). */
+#include <signal.h>
+extern volatile sig_atomic_t vb_interrupted;
+void vb_install_interrupt_handlers(void);
+
 /* Monotonic and wall time. */
 double vb_now(void);          /* CLOCK_MONOTONIC seconds */
 int64_t vb_wall_ns(void);     /* CLOCK_REALTIME nanoseconds */

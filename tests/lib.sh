@@ -1,0 +1,55 @@
+# Shared helpers for vbackup's shell tests (sourced).  nbdkit's manner:
+# set -e, declare requirements, clean up with a trap.
+set -euo pipefail
+
+: "${VBACKUPCTL:?VBACKUPCTL must point at the vbackupctl binary (meson sets it)}"
+V="$VBACKUPCTL"
+SRC="${VB_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/vbtest.XXXXXX")
+_cleanups=()
+cleanup_add() { _cleanups+=("$*"); }
+_run_cleanups() {
+    local rc=$?
+    for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do eval "${_cleanups[$i]}" || true; done
+    rm -rf "$T"
+    exit $rc
+}
+trap _run_cleanups EXIT
+
+requires() {
+    # a requirement that cannot exist here means skip (77); CI installs everything
+    command -v "$1" >/dev/null 2>&1 || { echo "SKIP: $1 not installed"; exit 77; }
+}
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+# expect_fail PATTERN CMD...: CMD must exit 1 (not crash) and print PATTERN on stderr
+expect_fail() {
+    local pat="$1"; shift
+    local rc=0
+    "$@" >"$T/out" 2>"$T/err" || rc=$?
+    if [ "$rc" -eq 0 ]; then fail "expected failure: $*"; fi
+    if [ "$rc" -gt 2 ]; then cat "$T/err" >&2; fail "exit $rc (crash?) from: $*"; fi
+    grep -q -- "$pat" "$T/err" || { cat "$T/err" >&2; fail "stderr of '$*' lacks '$pat'"; }
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# same_bytes IMAGE_OR_RAW OTHER: guest-visible bytes equal (qemu-img compare)
+same_image() { qemu-img compare -q "$1" "$2" || fail "$1 and $2 differ"; }
+
+last_line() { tail -n 1; }
+
+json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+
+# random data file of N MiB
+rand_mib() { head -c "$(( $2 * 1048576 ))" /dev/urandom > "$1"; }
+json_len() { python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+n_snapshots() { "$V" --repo "$1" snapshots --json | json_len; }
+# flip_byte FILE OFFSET: invert one byte in place
+flip_byte() { python3 -c "
+import sys
+f = open(sys.argv[1], 'r+b'); f.seek(int(sys.argv[2])); b = f.read(1)
+f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0xff]))" "$1" "$2"; }

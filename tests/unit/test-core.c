@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Unit tests: chunk codec, ids and names, sizes, zero detection. */
+#include <glib.h>
+#include <string.h>
+
+#include "chunk.h"
+#include "snapshot.h"
+#include "util.h"
+#include "vbackup/proto.h"
+
+static void fill_random(uint8_t *p, size_t n, guint32 seed)
+{
+    GRand *r = g_rand_new_with_seed(seed);
+
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)g_rand_int(r);
+    g_rand_free(r);
+}
+
+static void roundtrip(const uint8_t *data, size_t len, int expect_comp)
+{
+    struct vb_codec c;
+    const uint8_t *enc;
+    size_t enc_len, got;
+    uint8_t id[VB_ID_LEN], *out = g_malloc(len + 1);
+    struct vb_chunk_hdr h;
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    vb_chunk_id(data, len, id);
+    g_assert_cmpint(vb_chunk_encode(&c, data, len, &enc, &enc_len), ==, 0);
+    g_assert_cmpint(vb_chunk_parse_hdr(enc, enc_len, &h, &e), ==, 0);
+    g_assert_cmpint(h.comp, ==, expect_comp);
+    g_assert_cmpuint(h.plain_len, ==, len);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, id, out, len, &got, &e), ==, 0);
+    g_assert_cmpuint(got, ==, len);
+    g_assert_true(memcmp(out, data, len) == 0);
+
+    /* every single-byte flip is caught: header CRC, payload CRC, or the hash */
+    uint8_t *bad = g_memdup2(enc, enc_len);
+    for (size_t i = 0; i < enc_len; i += enc_len / 97 + 1) {
+        bad[i] ^= 0x40;
+        g_assert_cmpint(vb_chunk_decode(&c, bad, enc_len, id, out, len, &got, &e), <, 0);
+        bad[i] ^= 0x40;
+    }
+    /* truncated, and a wrong id */
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len - 1, id, out, len, &got, &e), <, 0);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, 10, id, out, len, &got, &e), <, 0);
+    id[0] ^= 1;
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, id, out, len, &got, &e), ==, -EBADMSG);
+    g_assert_nonnull(strstr(e.msg, "does not match its id"));
+    /* a buffer too small is refused, never overrun */
+    if (len > 1)
+        g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, NULL, out, len - 1, &got, &e), <, 0);
+    g_free(bad);
+    g_free(out);
+    vb_codec_free(&c);
+}
+
+static void test_chunk_compressible(void)
+{
+    size_t n = 4u << 20;
+    uint8_t *p = g_malloc(n);
+
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)("vbackup chunk "[i % 14]);
+    roundtrip(p, n, VB_CC_ZSTD);
+    g_free(p);
+}
+
+static void test_chunk_incompressible(void)
+{
+    size_t n = 1u << 20;
+    uint8_t *p = g_malloc(n);
+
+    fill_random(p, n, 42);
+    roundtrip(p, n, VB_CC_NONE);
+    g_free(p);
+}
+
+static void test_chunk_tiny(void)
+{
+    uint8_t one = 7;
+
+    roundtrip(&one, 1, VB_CC_NONE);
+}
+
+static void test_chunk_id_known(void)
+{
+    uint8_t id[VB_ID_LEN];
+    char hex[VB_ID_HEX];
+
+    vb_chunk_id("abc", 3, id);
+    vb_hex(id, VB_ID_LEN, hex);
+    g_assert_cmpstr(hex, ==, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_names(void)
+{
+    g_assert_true(vb_valid_name("web-01.example_vm"));
+    g_assert_false(vb_valid_name(""));
+    g_assert_false(vb_valid_name(".."));
+    g_assert_false(vb_valid_name(".hidden"));
+    g_assert_false(vb_valid_name("a/b"));
+    g_assert_false(vb_valid_name("-rf"));
+    g_assert_false(vb_valid_name("sp ace"));
+    g_assert_false(vb_valid_name("ünï"));
+    g_assert_true(vb_snap_valid_id("vm1/2026-11-25T13:45:00Z"));
+    g_assert_true(vb_snap_valid_id("vm1/2026-11-25T13:45:00Z-2"));
+    g_assert_false(vb_snap_valid_id("vm1/../../etc"));
+    g_assert_false(vb_snap_valid_id("../x/2026-11-25T13:45:00Z"));
+    g_assert_false(vb_snap_valid_id("vm1"));
+    g_assert_false(vb_snap_valid_id("vm1/"));
+    g_assert_false(vb_snap_valid_id("vm1/.tmp-1"));
+    g_assert_false(vb_snap_valid_id("vm1/2026/x"));
+}
+
+static void test_sizes(void)
+{
+    uint64_t v;
+
+    g_assert_cmpint(vb_parse_size("4M", &v), ==, 0);
+    g_assert_cmpuint(v, ==, 4u << 20);
+    g_assert_cmpint(vb_parse_size("1GiB", &v), ==, 0);
+    g_assert_cmpuint(v, ==, 1u << 30);
+    g_assert_cmpint(vb_parse_size("512", &v), ==, 0);
+    g_assert_cmpuint(v, ==, 512);
+    g_assert_cmpint(vb_parse_size("x", &v), <, 0);
+    g_assert_cmpint(vb_parse_size("5Q", &v), <, 0);
+    g_assert_cmpint(vb_parse_size("99999999999T", &v), ==, -ERANGE);
+}
+
+static void test_is_zero(void)
+{
+    uint8_t buf[4096] = { 0 };
+
+    g_assert_true(vb_is_zero(buf, sizeof(buf)));
+    g_assert_true(vb_is_zero(buf, 3));
+    for (size_t i = 0; i < sizeof(buf); i += 511) {
+        buf[i] = 1;
+        g_assert_false(vb_is_zero(buf, sizeof(buf)));
+        buf[i] = 0;
+    }
+    buf[4095] = 9;
+    g_assert_false(vb_is_zero(buf, sizeof(buf)));
+    g_assert_true(vb_is_zero(buf, 4095));
+}
+
+static void test_hex(void)
+{
+    uint8_t in[3] = { 0x00, 0xab, 0xff }, out[3];
+    char hex[7];
+
+    vb_hex(in, 3, hex);
+    g_assert_cmpstr(hex, ==, "00abff");
+    g_assert_cmpint(vb_unhex(hex, out, 3), ==, 0);
+    g_assert_true(memcmp(in, out, 3) == 0);
+    g_assert_cmpint(vb_unhex("00ABff", out, 3), <, 0);   /* ids are lower case */
+    g_assert_cmpint(vb_unhex("00abf", out, 3), <, 0);
+    g_assert_cmpint(vb_unhex("00abff0", out, 3), <, 0);
+}
+
+static void test_time(void)
+{
+    char buf[40];
+    int64_t ns;
+
+    vb_fmt_time(1795616211144707008LL, buf, sizeof(buf));
+    g_assert_cmpint(vb_parse_time(buf, &ns), ==, 0);
+    g_assert_cmpint(ns, ==, 1795616211000000000LL);
+    g_assert_cmpint(vb_parse_time("2026-13-45", &ns), <, 0);
+}
+
+static void test_errors(void)
+{
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_seterr(&e, -ENOENT, "open %s", "x"), ==, -ENOENT);
+    vb_prefixerr(&e, "layer %d", 2);
+    g_assert_cmpstr(vb_strerror(&e), ==, "layer 2: open x");
+    memset(&e, 0, sizeof(e));
+    e.code = -EIO;
+    g_assert_cmpstr(vb_strerror(&e), ==, "Input/output error");
+}
+
+static void test_proto_sizes(void)
+{
+    /* the wire format is fixed: these sizes are part of the protocol */
+    g_assert_cmpuint(sizeof(struct vb_hdr), ==, 32);
+    g_assert_cmpuint(sizeof(struct vb_file_rec), ==, 72);
+    g_assert_cmpuint(sizeof(struct vb_extent), ==, 32);
+    g_assert_cmpuint(VB_PCI_DEVICE_ID, ==, 0x107f);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/chunk/compressible", test_chunk_compressible);
+    g_test_add_func("/chunk/incompressible", test_chunk_incompressible);
+    g_test_add_func("/chunk/tiny", test_chunk_tiny);
+    g_test_add_func("/chunk/id", test_chunk_id_known);
+    g_test_add_func("/util/names", test_names);
+    g_test_add_func("/util/sizes", test_sizes);
+    g_test_add_func("/util/is-zero", test_is_zero);
+    g_test_add_func("/util/hex", test_hex);
+    g_test_add_func("/util/time", test_time);
+    g_test_add_func("/util/errors", test_errors);
+    g_test_add_func("/proto/sizes", test_proto_sizes);
+    return g_test_run();
+}
