@@ -224,7 +224,7 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
     g_mutex_init(&bk.claim_lock);
     bk.claimed = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
     bk.scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
-    bk.n_slots = (unsigned)bk.wk.n * 2 + 4;
+    bk.n_slots = (unsigned)bk.wk.n * 4 + 4;
     bk.slots = calloc(bk.n_slots, sizeof(*bk.slots));
     g_queue_init(&bk.free_slots);
     for (unsigned i = 0; i < bk.n_slots; i++) {

@@ -190,6 +190,9 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
     if (fd < 0)
         return vb_seterr(e, -errno, "create %s/chunks/%s: %s", r->path, tmp, strerror(errno));
     ret = vb_write_all(fd, enc, enc_len);
+    /* start writeback now, so the syncfs before the commit has little left */
+    if (!ret)
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     if (close(fd) < 0 && !ret)
         ret = -errno;
     if (ret) {
