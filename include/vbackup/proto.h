@@ -191,6 +191,8 @@ enum vb_fdata {
     VB_FD_NONE     = 0,          /* not a regular file, or empty */
     VB_FD_EXTENTS  = 1,          /* read from the disk image at the extents */
     VB_FD_FALLBACK = 2,          /* sent through VB_OP_BACKUP_DATA */
+    VB_FD_MORE     = 3,          /* more extents of the previous record's file
+                                    (same path; only n_extents and extents count) */
 };
 
 /*
