@@ -29,6 +29,34 @@ struct vbd_policy {
     char *path;
 };
 
+#define BATCH_MAGIC 0x76626174636821ull   /* "vbatch!" */
+#define BATCH_MAX_NOTES 4096
+
+struct file_key {
+    uint64_t dev, ino;
+};
+
+struct batch_priv {
+    struct vbp_batch b;          /* first: the public part */
+    uint64_t magic;
+    GPtrArray *arena;            /* g_free */
+    GPtrArray *notes;            /* struct vbd_note * */
+    uint32_t notes_dropped;
+    GHashTable *file_ids;        /* struct file_key * → index + 1 */
+    GArray *files;               /* struct vbp_file */
+    GArray *jobs;                /* struct vbp_job */
+    GHashTable *job_ids;         /* uint64_t * → index + 1 */
+    GArray *reads;               /* struct vbp_read, while b.reads points into it */
+};
+
+static struct batch_priv *priv_of(struct vbp_batch *b)
+{
+    struct batch_priv *bp = (struct batch_priv *)b;
+
+    g_assert(bp->magic == BATCH_MAGIC);
+    return bp;
+}
+
 /* ------------------------------------------------------------------ */
 /* Loading */
 
@@ -373,8 +401,82 @@ static void fmt_digest(const struct want_digest *d, char *buf, size_t len)
              vb_fmt_bytes(d->bytes, bytes, sizeof(bytes)));
 }
 
+/* What a policy may change, copied before it runs, to undo a failed run. */
+struct batch_save {
+    struct vbp_job *jobs_ptr, *jobs;
+    uint32_t n_jobs, n_files, n_reads;
+    const struct vbp_file *files;
+    struct vbp_read *reads;
+    struct vbp_consumer *cons;
+    uint64_t n_cons, rate_limit_bps;
+    guint n_notes;
+};
+
+static void batch_save(struct vbp_batch *b, struct batch_save *s)
+{
+    uint64_t pos = 0;
+
+    s->jobs_ptr = b->jobs;
+    s->n_jobs = b->n_jobs;
+    s->jobs = g_memdup2(b->jobs, sizeof(*b->jobs) * b->n_jobs);
+    s->files = b->files;
+    s->n_files = b->n_files;
+    s->rate_limit_bps = b->rate_limit_bps;
+    s->n_notes = vbd_batch_notes(b)->len;
+    s->n_reads = b->n_reads;
+    s->reads = g_memdup2(b->reads, sizeof(*b->reads) * b->n_reads);
+    s->n_cons = 0;
+    for (uint32_t i = 0; i < b->n_reads; i++)
+        s->n_cons += b->reads[i].n_consumers;
+    s->cons = g_new(struct vbp_consumer, s->n_cons ? s->n_cons : 1);
+    for (uint32_t i = 0; i < b->n_reads; i++) {
+        memcpy(&s->cons[pos], b->reads[i].consumers,
+               sizeof(*s->cons) * b->reads[i].n_consumers);
+        pos += b->reads[i].n_consumers;
+    }
+}
+
+/* Put the batch back as it was; the copy of the plan moves into the arena. */
+static void batch_restore(struct vbp_batch *b, struct batch_save *s)
+{
+    struct vbp_read *reads = b->alloc(b, sizeof(*reads) * (s->n_reads ? s->n_reads : 1));
+    struct vbp_consumer *cons = b->alloc(b, sizeof(*cons) * (s->n_cons ? s->n_cons : 1));
+    GPtrArray *notes = vbd_batch_notes(b);
+    uint64_t pos = 0;
+
+    if (!reads || !cons)
+        g_error("out of memory");
+    b->jobs = s->jobs_ptr;
+    b->n_jobs = s->n_jobs;
+    if (s->n_jobs)
+        memcpy(b->jobs, s->jobs, sizeof(*b->jobs) * s->n_jobs);
+    b->files = s->files;
+    b->n_files = s->n_files;
+    b->rate_limit_bps = s->rate_limit_bps;
+    if (notes->len > s->n_notes)
+        g_ptr_array_set_size(notes, s->n_notes);
+    if (s->n_cons)
+        memcpy(cons, s->cons, sizeof(*cons) * s->n_cons);
+    for (uint32_t i = 0; i < s->n_reads; i++) {
+        reads[i] = s->reads[i];
+        reads[i].consumers = &cons[pos];
+        pos += reads[i].n_consumers;
+    }
+    b->reads = reads;
+    b->n_reads = s->n_reads;
+}
+
+static void batch_save_free(struct batch_save *s)
+{
+    g_free(s->jobs);
+    g_free(s->reads);
+    g_free(s->cons);
+}
+
 int vbd_policy_run(struct vbd_policy *p, struct vbp_batch *b, vb_error *e)
 {
+    struct batch_save save = { 0 };
+    bool saved = false;
     const char *name = p->plugin.name;
     GHashTable *jobs = g_hash_table_new(g_int64_hash, g_int64_equal);
     uint64_t *ids = g_new(uint64_t, b->n_jobs ? b->n_jobs : 1);
@@ -395,6 +497,8 @@ int vbd_policy_run(struct vbd_policy *p, struct vbp_batch *b, vb_error *e)
         goto out;
     }
 
+    batch_save(b, &save);
+    saved = true;
     ret = p->plugin.optimize(p->state, b);
     if (ret != 0) {
         ret = ret < 0 ? ret : -EIO;
@@ -434,6 +538,9 @@ int vbd_policy_run(struct vbd_policy *p, struct vbp_batch *b, vb_error *e)
     }
     ret = 0;
 out:
+    if (ret < 0 && saved)
+        batch_restore(b, &save);       /* the daemon may skip the policy and go on */
+    batch_save_free(&save);
     g_hash_table_destroy(jobs);
     g_free(ids);
     return ret;
@@ -441,34 +548,6 @@ out:
 
 /* ------------------------------------------------------------------ */
 /* Batches */
-
-#define BATCH_MAGIC 0x76626174636821ull   /* "vbatch!" */
-#define BATCH_MAX_NOTES 4096
-
-struct file_key {
-    uint64_t dev, ino;
-};
-
-struct batch_priv {
-    struct vbp_batch b;          /* first: the public part */
-    uint64_t magic;
-    GPtrArray *arena;            /* g_free */
-    GPtrArray *notes;            /* struct vbd_note * */
-    uint32_t notes_dropped;
-    GHashTable *file_ids;        /* struct file_key * → index + 1 */
-    GArray *files;               /* struct vbp_file */
-    GArray *jobs;                /* struct vbp_job */
-    GHashTable *job_ids;         /* uint64_t * → index + 1 */
-    GArray *reads;               /* struct vbp_read, while b.reads points into it */
-};
-
-static struct batch_priv *priv_of(struct vbp_batch *b)
-{
-    struct batch_priv *bp = (struct batch_priv *)b;
-
-    g_assert(bp->magic == BATCH_MAGIC);
-    return bp;
-}
 
 static void *batch_alloc(struct vbp_batch *b, size_t size)
 {

@@ -35,8 +35,10 @@ const char *vbd_policy_path(const struct vbd_policy *p);
  * every consumer lies inside its read and belongs to a job of the batch; the
  * jobs and files arrays are untouched; and every consumer that went in comes
  * out (same job, token, file bytes), so no wanted byte is lost.  A broken
- * plan fails with a message naming the policy (-EPROTO); the batch must then
- * not be executed.
+ * plan fails with a message naming the policy (-EPROTO).  When optimize()
+ * fails or leaves a broken plan, the batch is put back as it was before the
+ * call (reads, jobs, rate limit, notes), so the caller may skip the policy
+ * and go on.  b must come from vbd_batch_new().
  */
 int vbd_policy_run(struct vbd_policy *p, struct vbp_batch *b, vb_error *e);
 void vbd_policy_free(struct vbd_policy *p);   /* destroy() + dlclose */

@@ -152,20 +152,21 @@ int vbd_psi_read(const char *dir, struct vbp_load *out, vb_error *e)
     if (stat(dir, &st) < 0) {
         int err = errno;
 
-        return vb_seterr(e, -err, "PSI folder %s: %s%s", dir, strerror(err),
-                         err == ENOENT ? " (a kernel without CONFIG_PSI? set psi_dir, or "
-                         "configure no load thresholds)" : "");
+        ret = vb_seterr(e, -err, "PSI folder %s: %s%s", dir, strerror(err),
+                        err == ENOENT ? " (a kernel without CONFIG_PSI? set psi_dir, or "
+                        "configure no load thresholds)" : "");
+    } else if (!S_ISDIR(st.st_mode)) {
+        ret = vb_seterr(e, -ENOTDIR, "PSI folder %s: not a folder", dir);
+    } else {
+        ret = read_one(dir, "io", &l.io_some_avg10, &l.io_full_avg10, e);
+        if (ret == 0)
+            ret = read_one(dir, "cpu", &l.cpu_some_avg10, &cpu_full, e);
+        if (ret == 0)
+            ret = read_one(dir, "memory", &l.mem_some_avg10, &l.mem_full_avg10, e);
     }
-    if (!S_ISDIR(st.st_mode))
-        return vb_seterr(e, -ENOTDIR, "PSI folder %s: not a folder", dir);
-    ret = read_one(dir, "io", &l.io_some_avg10, &l.io_full_avg10, e);
-    if (ret == 0)
-        ret = read_one(dir, "cpu", &l.cpu_some_avg10, &cpu_full, e);
-    if (ret == 0)
-        ret = read_one(dir, "memory", &l.mem_some_avg10, &l.mem_full_avg10, e);
     if (ret < 0)
-        return ret;
+        memset(&l, 0, sizeof(l));     /* no load known; the time still is */
     vbd_psi_set_time(&l, vb_wall_ns());
     *out = l;
-    return 0;
+    return ret;
 }

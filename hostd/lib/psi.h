@@ -13,7 +13,8 @@
  * avg60=… avg300=… total=…" and "full …" lines; a missing "full" line or a
  * missing file reads as 0), and the time: now_ns (CLOCK_REALTIME), the local
  * weekday and minute of the day.  A missing or unreadable dir, an unreadable
- * file or malformed content is an error naming the path.  0 or -errno.
+ * file or malformed content is an error naming the path; out then holds
+ * zero load and the time, so a caller may go on without load.  0 or -errno.
  */
 int vbd_psi_read(const char *dir, struct vbp_load *out, vb_error *e);
 

@@ -241,6 +241,20 @@ static struct plan_copy copy_plan(const struct vbp_batch *b)
     return c;
 }
 
+/* b's plan has the same reads and consumers as c (wherever they live). */
+static void plan_equal(const struct vbp_batch *b, const struct plan_copy *c)
+{
+    g_assert_cmpuint(b->n_reads, ==, c->n);
+    for (uint32_t i = 0; i < c->n; i++) {
+        struct vbp_read x = b->reads[i], y = c->reads[i];
+
+        g_assert_true(memcmp(x.consumers, c->cons[i],
+                             sizeof(struct vbp_consumer) * y.n_consumers) == 0);
+        x.consumers = y.consumers = NULL;
+        g_assert_true(memcmp(&x, &y, sizeof(x)) == 0);
+    }
+}
+
 static void free_plan(struct plan_copy *c)
 {
     for (uint32_t i = 0; i < c->n; i++)
@@ -307,10 +321,9 @@ static void test_passthrough(void)
 
     run_ok(p, b);
     g_assert_cmpuint(b->n_reads, ==, before.n);
+    /* byte-identical, in place */
     g_assert_true(memcmp(b->reads, before.reads, sizeof(struct vbp_read) * before.n) == 0);
-    for (uint32_t i = 0; i < before.n; i++)
-        g_assert_true(memcmp(b->reads[i].consumers, before.cons[i],
-                             sizeof(struct vbp_consumer) * before.reads[i].n_consumers) == 0);
+    plan_equal(b, &before);
     g_assert_cmpuint(vbd_batch_notes(b)->len, ==, 1);
     g_assert_nonnull(find_note(b, "passthrough", 0, "plan left as it is: 4 reads"));
     g_assert_cmpuint(b->rate_limit_bps, ==, 0);
@@ -345,11 +358,32 @@ static void test_run_checks(void)
         struct vbd_policy *p;
         vb_error e = { 0 };
 
+        struct plan_copy before = copy_plan(b);
+        struct vbp_job *jobs = b->jobs;
+
         g_assert_cmpint(vbd_policy_load(path, NULL, kv, &p, &e), ==, 0);
         g_assert_cmpint(vbd_policy_run(p, b, &e), <, 0);
         g_test_message("%s: %s", cases[i].mode, e.msg);
         if (!strstr(e.msg, cases[i].want))
             g_error("mode %s: \"%s\" lacks \"%s\"", cases[i].mode, e.msg, cases[i].want);
+        /* the batch is as it was: the daemon can skip the policy */
+        plan_equal(b, &before);
+        g_assert_true(b->jobs == jobs);
+        g_assert_cmpuint(b->n_jobs, ==, 2);
+        g_assert_cmpuint(b->n_files, ==, 2);
+        g_assert_cmpint(b->jobs[0].defer_until_ns, ==, 0);
+        g_assert_cmpstr(b->jobs[0].defer_reason, ==, "");
+        g_assert_cmpuint(b->rate_limit_bps, ==, 0);
+        g_assert_cmpuint(vbd_batch_notes(b)->len, ==, 0);
+        /* and still good for the next policy */
+        {
+            struct vbd_policy *m = load("merge", NULL);
+
+            run_ok(m, b);
+            g_assert_cmpuint(b->n_reads, ==, 2);
+            vbd_policy_free(m);
+        }
+        free_plan(&before);
         vbd_policy_free(p);
         vbd_batch_free(b);
         g_free(kv[0]);
@@ -877,8 +911,11 @@ static void test_psi(void)
     }
 
     /* a missing folder is an error */
+    l.io_some_avg10 = 99;
     g_assert_cmpint(vbd_psi_read("/nonexistent/pressure", &l, &e), ==, -ENOENT);
     g_assert_nonnull(strstr(e.msg, "PSI folder /nonexistent/pressure"));
+    g_assert_cmpfloat(l.io_some_avg10, ==, 0);     /* no load known, but the time */
+    g_assert_cmpint(l.now_ns, >=, before);
     g_assert_cmpint(vbd_psi_read("/dev/null", &l, &e), ==, -ENOTDIR);
 
     /* the real one, where the kernel has it */

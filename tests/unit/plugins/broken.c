@@ -2,7 +2,8 @@
 /*
  * Test plugin: breaks the plan in the way `mode` says, to test the loader's
  * checks.  config_complete fails unless mode is set; mode=fail makes
- * optimize return -EIO.
+ * optimize return -EIO.  Every mode also writes a note, the rate limit and
+ * job 0's deferral first, which the loader must undo.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -54,8 +55,18 @@ static int broken_optimize(void *state, struct vbp_batch *b)
     struct broken *s = state;
     struct vbp_read *r = b->n_reads ? &b->reads[0] : NULL;
 
-    if (strcmp(s->mode, "fail") == 0)
+    /* changes a failed run must not leave behind */
+    b->note(b, "broken", 0, "about to break the plan (%s)", s->mode);
+    b->rate_limit_bps = 12345;
+    if (b->n_jobs) {
+        b->jobs[0].defer_until_ns = INT64_MAX;
+        snprintf(b->jobs[0].defer_reason, sizeof(b->jobs[0].defer_reason), "broken");
+    }
+    if (strcmp(s->mode, "fail") == 0) {
+        if (r)
+            r->offset += 4096;   /* even in place */
         return -EIO;
+    }
     if (!r)
         return 0;
     if (strcmp(s->mode, "badfile") == 0)
