@@ -23,6 +23,14 @@ int vb_codec_init(struct vb_codec *c, int level)
     return 0;
 }
 
+void vb_codec_set_level(struct vb_codec *c, int level)
+{
+    if (c->level != level) {
+        ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level);
+        c->level = level;
+    }
+}
+
 void vb_codec_free(struct vb_codec *c)
 {
     ZSTD_freeCCtx(c->cctx);

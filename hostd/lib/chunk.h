@@ -44,6 +44,7 @@ struct vb_codec {
 };
 
 int vb_codec_init(struct vb_codec *c, int level);
+void vb_codec_set_level(struct vb_codec *c, int level);
 void vb_codec_free(struct vb_codec *c);
 
 void vb_chunk_id(const void *data, size_t len, uint8_t id[VB_ID_LEN]);

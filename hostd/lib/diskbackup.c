@@ -249,6 +249,8 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
     while ((next < n_chunks && !ret) || active) {
         if (vb_interrupted && !ret)
             ret = vb_seterr(e, -EINTR, "interrupted");
+        if (o->cancel && *o->cancel && !ret)
+            ret = vb_seterr(e, -ECANCELED, "cancelled");
         while (!ret && next < n_chunks && !g_queue_is_empty(&bk.free_slots)) {
             struct dchunk *ch = g_queue_pop_head(&bk.free_slots);
             int r2;
@@ -315,6 +317,8 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
             g_queue_push_head(&bk.free_slots, ch);
         }
         vb_progress_update(&prog, bk.processed);
+        if (o->progress_cb)
+            o->progress_cb(o->progress_opaque, bk.processed, st->allocated);
     }
     vb_progress_end(&prog);
     st->bytes_read = bk.ring.bytes_read;

@@ -16,6 +16,10 @@ struct vb_disk_backup_opts {
     bool no_direct;          /* buffered reads instead of O_DIRECT */
     int threads;             /* CPU workers; 0: one per CPU */
     bool progress;
+    /* optional: called from the backup's thread as data is processed */
+    void (*progress_cb)(void *opaque, uint64_t done, uint64_t total);
+    void *progress_opaque;
+    volatile int *cancel;    /* optional: non-zero stops the backup (-ECANCELED) */
 };
 
 struct vb_disk_stats {

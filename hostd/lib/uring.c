@@ -115,6 +115,12 @@ static bool complete_one(struct vb_ring *r, struct vb_io *io, int res)
     return true;
 }
 
+int vb_ring_submit(struct vb_ring *r)
+{
+    fill_from_waitlist(r);
+    return io_uring_submit(&r->ring);
+}
+
 int vb_ring_run(struct vb_ring *r, bool wait)
 {
     struct io_uring_cqe *cqe;

@@ -44,6 +44,9 @@ int vb_ring_init(struct vb_ring *r, unsigned entries);
 void vb_ring_exit(struct vb_ring *r);
 /* Queue a request; it is submitted by the next vb_ring_run(). */
 void vb_ring_queue(struct vb_ring *r, struct vb_io *io);
+/* Submit what is queued, without waiting or running completions (safe to
+ * call from a completion callback). */
+int vb_ring_submit(struct vb_ring *r);
 /* Submit what is queued; if wait and anything is in flight, sleep until at
  * least one request completes; then run every available completion.
  * Returns the number of callbacks run, or -errno. */

@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vbackupd.conf (GKeyFile).  See docs/vbackupd.md and the example in
+ * hostd/vbackupd.conf.example:
+ *
+ *   [daemon]      runtime_dir, admin_socket, plugin_dir, psi_dir, policies,
+ *                 batch_seconds, batch_max, frozen_wait, workers, ...
+ *   [target NAME] repository = DIR
+ *   [policy NAME] key = value ...      (passed to the plugin)
+ *   [vm NAME]     socket = PATH, qmp = PATH, disk.SERIAL = IMAGE[,format=FMT]
+ */
+#include "vbackupd.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef VBD_PLUGIN_DIR
+#define VBD_PLUGIN_DIR "/usr/local/lib/vbackup/policies"
+#endif
+
+static const char *daemon_keys[] = {
+    "runtime_dir", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
+    "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
+    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", NULL,
+};
+
+static void free_disk(gpointer p)
+{
+    struct vbd_disk_cfg *d = p;
+
+    g_free(d->serial);
+    g_free(d->image);
+    g_free(d->format);
+    g_free(d);
+}
+
+static void free_vm(gpointer p)
+{
+    struct vbd_vm_cfg *v = p;
+
+    g_free(v->name);
+    g_free(v->socket);
+    g_free(v->qmp);
+    g_ptr_array_free(v->disks, TRUE);
+    g_free(v);
+}
+
+static void free_target(gpointer p)
+{
+    struct vbd_target_cfg *t = p;
+
+    g_free(t->name);
+    g_free(t->repository);
+    g_free(t);
+}
+
+static void free_policy(gpointer p)
+{
+    struct vbd_policy_cfg *c = p;
+
+    g_free(c->name);
+    g_ptr_array_free(c->kv, TRUE);
+    g_free(c);
+}
+
+void vbd_config_free(struct vbd_config *c)
+{
+    if (!c)
+        return;
+    g_free(c->path);
+    g_free(c->runtime_dir);
+    g_free(c->admin_socket);
+    g_free(c->plugin_dir);
+    g_free(c->psi_dir);
+    g_ptr_array_free(c->targets, TRUE);
+    g_ptr_array_free(c->policies, TRUE);
+    g_ptr_array_free(c->vms, TRUE);
+    g_free(c);
+}
+
+static bool is_key(const char *k, const char **list)
+{
+    for (; *list; list++)
+        if (!strcmp(k, *list))
+            return true;
+    return false;
+}
+
+static int get_double(GKeyFile *kf, const char *g, const char *k, double dflt, double min,
+                      double max, double *out, vb_error *e)
+{
+    GError *ge = NULL;
+    double v;
+
+    if (!g_key_file_has_key(kf, g, k, NULL)) {
+        *out = dflt;
+        return 0;
+    }
+    v = g_key_file_get_double(kf, g, k, &ge);
+    if (ge || v < min || v > max) {
+        int r = vb_seterr(e, -EINVAL, "[%s] %s: %s (expected a number from %g to %g)", g, k,
+                          ge ? ge->message : "out of range", min, max);
+        g_clear_error(&ge);
+        return r;
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_size(GKeyFile *kf, const char *g, const char *k, uint64_t dflt, uint64_t *out,
+                    vb_error *e)
+{
+    g_autofree char *s = g_key_file_get_string(kf, g, k, NULL);
+
+    if (!s) {
+        *out = dflt;
+        return 0;
+    }
+    g_strstrip(s);
+    if (vb_parse_size(s, out))
+        return vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a size (e.g. 512M)", g, k, s);
+    return 0;
+}
+
+static char *get_str(GKeyFile *kf, const char *g, const char *k, const char *dflt)
+{
+    char *s = g_key_file_get_string(kf, g, k, NULL);
+
+    if (s)
+        return g_strstrip(s);
+    return dflt ? g_strdup(dflt) : NULL;
+}
+
+static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vbd_config *c,
+                    vb_error *e)
+{
+    struct vbd_vm_cfg *v = g_new0(struct vbd_vm_cfg, 1);
+    g_auto(GStrv) keys = g_key_file_get_keys(kf, group, NULL, NULL);
+
+    v->name = g_strdup(name);
+    v->disks = g_ptr_array_new_with_free_func(free_disk);
+    g_ptr_array_add(c->vms, v);
+    if (!vb_valid_name(name))
+        return vb_seterr(e, -EINVAL, "[%s]: '%s' is not a valid VM name (letters, digits, . _ -)",
+                         group, name);
+    for (char **k = keys; k && *k; k++) {
+        g_autofree char *val = get_str(kf, group, *k, NULL);
+        if (!strcmp(*k, "socket")) {
+            v->socket = g_strdup(val);
+        } else if (!strcmp(*k, "qmp")) {
+            v->qmp = g_strdup(val);
+        } else if (!strncmp(*k, "disk.", 5)) {
+            struct vbd_disk_cfg *d = g_new0(struct vbd_disk_cfg, 1);
+            char *comma = strchr(val, ',');
+            g_ptr_array_add(v->disks, d);
+            d->serial = g_strdup(*k + 5);
+            if (!vbd_check_name(d->serial, strlen(d->serial)) || strlen(d->serial) > VB_MAX_SERIAL)
+                return vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a valid disk serial (1..20 "
+                                 "printable characters)", group, *k, d->serial);
+            if (comma) {
+                *comma = 0;
+                if (strncmp(comma + 1, "format=", 7))
+                    return vb_seterr(e, -EINVAL, "[%s] %s: unknown option '%s' (format=raw|qcow2)",
+                                     group, *k, comma + 1);
+                d->format = g_strdup(comma + 8);
+                if (strcmp(d->format, "raw") && strcmp(d->format, "qcow2"))
+                    return vb_seterr(e, -EINVAL, "[%s] %s: format must be raw or qcow2", group, *k);
+            }
+            d->image = g_strdup(val);
+        } else {
+            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, disk.SERIAL)",
+                             group, *k);
+        }
+    }
+    if (!v->disks->len)
+        return vb_seterr(e, -EINVAL, "[%s]: no disks (disk.SERIAL = IMAGE)", group);
+    if (!v->socket)
+        v->socket = g_strdup_printf("%s/%s.sock", c->runtime_dir, name);
+    return 0;
+}
+
+int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
+{
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    g_auto(GStrv) groups = NULL;
+    g_auto(GStrv) keys = NULL;
+    g_autofree char *chain = NULL;
+    struct vbd_config *c = g_new0(struct vbd_config, 1);
+    GError *ge = NULL;
+    double v;
+    uint64_t u;
+    int ret = 0;
+
+    c->path = g_strdup(path);
+    c->targets = g_ptr_array_new_with_free_func(free_target);
+    c->policies = g_ptr_array_new_with_free_func(free_policy);
+    c->vms = g_ptr_array_new_with_free_func(free_vm);
+    if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &ge)) {
+        ret = vb_seterr(e, -EINVAL, "%s: %s", path, ge->message);
+        g_error_free(ge);
+        goto out;
+    }
+    keys = g_key_file_get_keys(kf, "daemon", NULL, NULL);
+    for (char **k = keys; k && *k; k++)
+        if (!is_key(*k, daemon_keys)) {
+            ret = vb_seterr(e, -EINVAL, "%s: [daemon]: unknown key '%s'", path, *k);
+            goto out;
+        }
+    c->runtime_dir = get_str(kf, "daemon", "runtime_dir", "/run/vbackup");
+    {
+        g_autofree char *dflt = g_strdup_printf("%s/admin.sock", c->runtime_dir);
+        c->admin_socket = get_str(kf, "daemon", "admin_socket", dflt);
+    }
+    c->plugin_dir = get_str(kf, "daemon", "plugin_dir", VBD_PLUGIN_DIR);
+    c->psi_dir = get_str(kf, "daemon", "psi_dir", "/proc/pressure");
+    if ((ret = get_double(kf, "daemon", "batch_seconds", 10, 0.05, 86400, &c->batch_seconds, e)) ||
+        (ret = get_double(kf, "daemon", "frozen_wait", 1, 0, 60, &c->frozen_wait, e)))
+        goto out;
+    if ((ret = get_double(kf, "daemon", "batch_max", 10, 1, 10000, &v, e)))
+        goto out;
+    c->batch_max = (unsigned)v;
+    if ((ret = get_double(kf, "daemon", "workers", 0, 0, 256, &v, e)))
+        goto out;
+    c->workers = (int)v;
+    if ((ret = get_double(kf, "daemon", "max_jobs_per_vm", 4, 1, 1000, &v, e)))
+        goto out;
+    c->max_jobs_per_vm = (unsigned)v;
+    if ((ret = get_double(kf, "daemon", "max_connections_per_vm", 4, 1, 1000, &v, e)))
+        goto out;
+    c->max_conns_per_vm = (unsigned)v;
+    if ((ret = get_double(kf, "daemon", "max_requests_in_flight", 256, 1, 65536, &v, e)))
+        goto out;
+    c->max_inflight_per_conn = (unsigned)v;
+    if ((ret = get_double(kf, "daemon", "max_files_per_job", 10000000, 1, 1e12, &v, e)))
+        goto out;
+    c->max_files_per_job = (uint64_t)v;
+    if ((ret = get_double(kf, "daemon", "idle_timeout", 600, 1, 86400 * 7, &v, e)))
+        goto out;
+    c->idle_timeout = (unsigned)v;
+    if ((ret = get_size(kf, "daemon", "cache", 256u << 20, &u, e)))
+        goto out;
+    c->cache_bytes = u;
+
+    chain = get_str(kf, "daemon", "policies", "schedule,merge");
+    groups = g_key_file_get_groups(kf, NULL);
+    {
+        g_auto(GStrv) names = g_strsplit(chain, ",", -1);
+        for (char **n = names; *n; n++) {
+            struct vbd_policy_cfg *pc;
+            g_autofree char *grp = NULL;
+            g_auto(GStrv) pk = NULL;
+            g_strstrip(*n);
+            if (!**n)
+                continue;
+            pc = g_new0(struct vbd_policy_cfg, 1);
+            pc->name = g_strdup(*n);
+            pc->kv = g_ptr_array_new_with_free_func(g_free);
+            g_ptr_array_add(c->policies, pc);
+            grp = g_strdup_printf("policy %s", *n);
+            pk = g_key_file_get_keys(kf, grp, NULL, NULL);
+            for (char **k = pk; k && *k; k++) {
+                g_autofree char *val = get_str(kf, grp, *k, "");
+                g_ptr_array_add(pc->kv, g_strdup_printf("%s=%s", *k, val));
+            }
+            g_ptr_array_add(pc->kv, NULL);
+        }
+    }
+    for (char **g = groups; *g; g++) {
+        if (!strcmp(*g, "daemon") || !strncmp(*g, "policy ", 7))
+            continue;
+        if (!strncmp(*g, "target ", 7)) {
+            struct vbd_target_cfg *t = g_new0(struct vbd_target_cfg, 1);
+            g_auto(GStrv) tk = g_key_file_get_keys(kf, *g, NULL, NULL);
+            g_ptr_array_add(c->targets, t);
+            t->name = g_strdup(*g + 7);
+            if (!vbd_check_name(t->name, strlen(t->name)) || strlen(t->name) > VB_MAX_TARGET) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: invalid target name", path, *g);
+                goto out;
+            }
+            for (char **k = tk; k && *k; k++)
+                if (strcmp(*k, "repository")) {
+                    ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository)", path,
+                                    *g, *k);
+                    goto out;
+                }
+            t->repository = get_str(kf, *g, "repository", NULL);
+            if (!t->repository) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: repository = DIR is missing", path, *g);
+                goto out;
+            }
+        } else if (!strncmp(*g, "vm ", 3)) {
+            ret = parse_vm(kf, *g, *g + 3, c, e);
+            if (ret) {
+                vb_prefixerr(e, "%s", path);
+                goto out;
+            }
+        } else {
+            ret = vb_seterr(e, -EINVAL, "%s: unknown section [%s] (daemon, target NAME, "
+                            "policy NAME, vm NAME)", path, *g);
+            goto out;
+        }
+    }
+    if (!c->targets->len) {
+        ret = vb_seterr(e, -EINVAL, "%s: no [target NAME] section", path);
+        goto out;
+    }
+    for (guint i = 0; i < c->vms->len; i++)
+        for (guint k = i + 1; k < c->vms->len; k++)
+            if (!strcmp(((struct vbd_vm_cfg *)c->vms->pdata[i])->socket,
+                        ((struct vbd_vm_cfg *)c->vms->pdata[k])->socket)) {
+                ret = vb_seterr(e, -EINVAL, "%s: VMs %s and %s share a socket", path,
+                                ((struct vbd_vm_cfg *)c->vms->pdata[i])->name,
+                                ((struct vbd_vm_cfg *)c->vms->pdata[k])->name);
+                goto out;
+            }
+out:
+    if (ret) {
+        vbd_config_free(c);
+        return ret;
+    }
+    *out = c;
+    return 0;
+}

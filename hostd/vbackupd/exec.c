@@ -1,0 +1,1029 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Executing plans.  Each running files job advances window by window (4 MiB
+ * of one file's data).  Opening a window asks the plan's reads for its
+ * pieces: a read is issued once (io_uring, O_DIRECT when aligned) and its
+ * bytes go to every window that needs them, so data that several jobs share
+ * (clones on one base image) is read once; a read whose other consumers are
+ * not yet open stays in a bounded cache.  A window whose pieces are all in
+ * goes to a worker, in file order, for content-defined chunking, hashing,
+ * deduplication, compression and storing.  When a job's last window is done,
+ * a worker writes its catalog and commits the snapshot.
+ */
+#include "vbackupd.h"
+
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "diskbackup.h"
+
+#define WINDOW (4u << 20)
+
+static void pump(struct vbd *d);
+static void check_job_done(struct vbd_job *j);
+static void release_from_plan(struct vbd_job *j);
+static void window_free_fb(struct vbd_window *w);
+
+/* ---- buffers and counters --------------------------------------------------------- */
+
+uint8_t *vbd_buf_get(struct vbd *d)
+{
+    uint8_t *b = g_queue_pop_head(&d->free_bufs);
+
+    if (b)
+        return b;
+    if (d->n_bufs >= d->max_bufs)
+        return NULL;
+    d->n_bufs++;
+    return aligned_alloc(4096, WINDOW);
+}
+
+void vbd_buf_put(struct vbd *d, uint8_t *b)
+{
+    if (b)
+        g_queue_push_head(&d->free_bufs, b);
+}
+
+void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
+{
+    uint64_t *c = g_hash_table_lookup(d->bytes_by_file, path);
+
+    if (!c) {
+        c = g_new0(uint64_t, 1);
+        g_hash_table_insert(d->bytes_by_file, g_strdup(path), c);
+    }
+    *c += n;
+    d->bytes_read_total += n;
+}
+
+/* ---- repository lock per job -------------------------------------------------------- */
+
+int vbd_job_lock(struct vbd_job *j, vb_error *e)
+{
+    char path[PATH_MAX];
+
+    if (j->lock_fd >= 0)
+        return 0;
+    snprintf(path, sizeof(path), "%s/lock", j->target->path);
+    j->lock_fd = open(path, O_RDWR | O_CLOEXEC);
+    if (j->lock_fd < 0)
+        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    if (flock(j->lock_fd, LOCK_SH | LOCK_NB) < 0) {
+        int err = errno;
+        close(j->lock_fd);
+        j->lock_fd = -1;
+        if (err == EWOULDBLOCK)
+            return vb_seterr(e, -EBUSY, "repository %s is busy (garbage collection is running)",
+                             j->target->name);
+        return vb_seterr(e, -err, "flock %s: %s", path, strerror(err));
+    }
+    return 0;
+}
+
+void vbd_job_unlock(struct vbd_job *j)
+{
+    if (j->lock_fd >= 0)
+        close(j->lock_fd);
+    j->lock_fd = -1;
+}
+
+/* ---- chunking (worker threads) ---------------------------------------------------------- */
+
+static guint id_hash(gconstpointer p)
+{
+    guint h;
+
+    memcpy(&h, p, sizeof(h));
+    return h;
+}
+
+static gboolean id_equal(gconstpointer a, gconstpointer b)
+{
+    return memcmp(a, b, VB_ID_LEN) == 0;
+}
+
+/* Store one chunk (unless it is zeros or already stored); record it. */
+static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *data,
+                      uint32_t len, uint64_t off)
+{
+    struct vbd *d = w->job->d;
+    struct vb_cat_chunk ch = { .offset = off, .len = len };
+    const uint8_t *enc;
+    size_t enc_len;
+    bool fresh, added;
+    int ret;
+
+    if (vb_is_zero(data, len))
+        return 0;                       /* a hole */
+    vb_chunk_id(data, len, ch.id);
+    g_mutex_lock(&d->claim_lock);
+    fresh = !g_hash_table_contains(d->claimed, ch.id);
+    if (fresh)
+        g_hash_table_add(d->claimed, g_memdup2(ch.id, VB_ID_LEN));
+    g_mutex_unlock(&d->claim_lock);
+    if (!fresh || vb_repo_has_chunk(w->repo, ch.id)) {
+        w->bytes_reused += len;
+    } else {
+        vb_codec_set_level(c, w->repo->level);
+        ret = vb_chunk_encode(c, data, len, &enc, &enc_len);
+        if (ret)
+            return vb_seterr(&w->e, ret, "encode chunk: %s", strerror(-ret));
+        ret = vb_repo_put_chunk(w->repo, ch.id, enc, enc_len, &added, &w->e);
+        if (!fresh || ret) {
+            g_mutex_lock(&d->claim_lock);
+            g_hash_table_remove(d->claimed, ch.id);
+            g_mutex_unlock(&d->claim_lock);
+        }
+        if (ret)
+            return ret;
+        if (added) {
+            w->bytes_new += len;
+            w->stored += enc_len;
+        } else {
+            w->bytes_reused += len;
+        }
+    }
+    g_array_append_val(w->chunks, ch);
+    return 0;
+}
+
+static void process_window(struct vb_work *work, struct vb_codec *c)
+{
+    struct vbd_window *w = (struct vbd_window *)work;
+    const struct vb_cdc *cdc = &w->job->d->cdc;
+    uint8_t *data, *tmp = NULL;
+    uint32_t total, pos = 0;
+    int ret = 0;
+
+    w->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
+    if (w->err)
+        return;
+    /* compressed clusters of qcow2 images */
+    for (uint32_t i = 0; w->plan && i < w->n_pieces && !ret; i++) {
+        struct vbd_piece *pc = &g_array_index(w->job->pieces, struct vbd_piece, w->first_piece + i);
+        uint32_t cs;
+        if (pc->kind != P_COMP)
+            continue;
+        cs = vb_image_layer_cluster_size(w->img, pc->depth);
+        tmp = tmp ? tmp : g_malloc(2u << 20);
+        ret = vb_image_inflate(w->img, pc->depth, pc->comp, pc->comp_len, tmp, &w->e);
+        if (!ret)
+            memcpy(w->buf + pc->win_off, tmp + pc->cluster_off,
+                   VB_MIN(pc->len, (uint32_t)(cs - pc->cluster_off)));
+        g_free(pc->comp);
+        pc->comp = NULL;
+    }
+    g_free(tmp);
+    if (ret) {
+        w->err = ret;
+        return;
+    }
+    /* the carry from the previous window of the file, then this window */
+    total = w->carry_len + w->len;
+    if (w->carry_len) {
+        data = g_malloc(total);
+        memcpy(data, w->carry, w->carry_len);
+        memcpy(data + w->carry_len, w->buf, w->len);
+    } else {
+        data = w->buf;
+        w->carry_off = w->off;
+    }
+    while (pos < total && !ret) {
+        uint32_t avail = total - pos, n = (uint32_t)vb_cdc_cut(cdc, data + pos, avail);
+        if (n == avail && !w->region_end && avail < cdc->max)
+            break;                      /* wait for the next window */
+        ret = emit_chunk(w, c, data + pos, n, w->carry_off + pos);
+        pos += n;
+    }
+    if (ret)
+        w->err = ret;
+    g_free(w->carry);
+    w->carry = NULL;
+    if (!ret && pos < total) {
+        w->carry = g_memdup2(data + pos, total - pos);
+        w->carry_off += pos;
+        w->carry_len = total - pos;
+    } else {
+        w->carry_len = 0;
+    }
+    if (data != w->buf)
+        g_free(data);
+}
+
+/* ---- windows, main thread ---------------------------------------------------------------- */
+
+static struct vbd_entry *entry_of(struct vbd_window *w)
+{
+    return &g_array_index(w->job->entries, struct vbd_entry, w->file);
+}
+
+static gint by_seq(gconstpointer a, gconstpointer b, gpointer u)
+{
+    const struct vbd_window *x = a, *y = b;
+
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void window_done(struct vbd_task *t);
+
+/* Hand the file's next window to a worker, in order. */
+static void try_submit(struct vbd_job *j, struct vbd_entry *en)
+{
+    struct vbd_window *w;
+
+    if (en->busy || !(w = g_queue_peek_head(&en->ready)) || w->seq != en->next_seq)
+        return;
+    g_queue_pop_head(&en->ready);
+    en->busy = true;
+    w->carry = en->carry;
+    w->carry_len = en->carry_len;
+    w->carry_off = en->carry_off;
+    en->carry = NULL;
+    en->carry_len = 0;
+    w->repo = j->target->repo;
+    w->task.work.fn = process_window;
+    w->task.done = window_done;
+    vb_workers_push(&j->d->wk, &w->task.work);
+}
+
+static void window_ready(struct vbd_window *w)
+{
+    struct vbd_job *j = w->job;
+    struct vbd_entry *en = entry_of(w);
+
+    w->ready = true;
+    if (w->plan) {
+        j->windows_ready++;
+        if (j->windows && j->windows_ready == j->windows->len)
+            j->flags |= VB_JOB_FLAG_READ_DONE;
+    }
+    g_queue_insert_sorted(&en->ready, w, by_seq, NULL);
+    try_submit(j, en);
+}
+
+static void window_done(struct vbd_task *t)
+{
+    struct vbd_window *w = (struct vbd_window *)t;
+    struct vbd_job *j = w->job;
+    struct vbd *d = j->d;
+    struct vbd_entry *en;
+
+    vbd_buf_put(d, w->buf);
+    w->buf = NULL;
+    if (w->plan)
+        j->windows_open--;
+    else
+        j->fb_windows_pending--;
+    if (j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED || !j->entries) {
+        g_free(w->carry);
+        w->carry = NULL;
+        if (w->reply)
+            vbd_req_answer_err(w->reply, VB_S_JOB_FAILED, "job %llu %s: %s",
+                               (unsigned long long)j->id, vbd_state_name(j->state), j->reason);
+        if (w->plan && !j->windows_open && !j->committing)
+            release_from_plan(j);
+        if (!w->plan)
+            window_free_fb(w);
+        goto out;
+    }
+    en = entry_of(w);
+    en->busy = false;
+    en->next_seq++;
+    en->carry = w->carry;
+    en->carry_len = w->carry_len;
+    en->carry_off = w->carry_off;
+    w->carry = NULL;
+    if (w->err) {
+        if (w->reply)
+            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE : VB_S_IO, "%s: %s",
+                               en->path, vb_strerror(&w->e));
+        w->reply = NULL;
+        vbd_job_fail(j, VB_JOB_FAILED, "%s: %s", en->path, vb_strerror(&w->e));
+        if (w->plan && !j->windows_open && !j->committing)
+            release_from_plan(j);
+        if (!w->plan)
+            window_free_fb(w);
+        goto out;
+    }
+    if (!en->chunks)
+        en->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
+    g_array_append_vals(en->chunks, w->chunks->data, w->chunks->len);
+    j->bytes_new += w->bytes_new;
+    j->bytes_reused += w->bytes_reused;
+    j->stored_new += w->stored;
+    j->bytes_done += w->len;
+    en->done_windows++;
+    if (w->file_end)
+        j->files_done++;
+    if (w->reply) {
+        vbd_req_answer(w->reply, VB_S_OK, NULL, 0);
+        w->reply = NULL;
+    }
+    if (w->plan)
+        j->windows_done++;
+    else
+        window_free_fb(w);
+    try_submit(j, en);
+    check_job_done(j);
+out:
+    pump(d);
+}
+
+/* ---- fallback data --------------------------------------------------------------------------- */
+
+static void window_free_fb(struct vbd_window *w)
+{
+    if (w->chunks)
+        g_array_free(w->chunks, TRUE);
+    g_free(w->carry);
+    g_free(w);
+}
+
+void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
+                       bool last, struct vbd_req *reply)
+{
+    struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, file);
+    struct vbd_window *w = en->fb_win;
+
+    while (len || last) {
+        uint32_t n;
+        if (!w) {
+            w = g_new0(struct vbd_window, 1);
+            w->job = j;
+            w->file = (uint32_t)file;
+            w->seq = en->windows++;
+            w->buf = vbd_buf_get(j->d);
+            if (!w->buf)
+                w->buf = aligned_alloc(4096, WINDOW);   /* beyond the pool: freed by the pool */
+            w->len = 0;
+            en->fb_win = w;
+            /* fb_received already counts this whole piece */
+            w->off = en->fb_received - len;
+        }
+        n = VB_MIN(len, WINDOW - w->len);
+        memcpy(w->buf + w->len, data, n);
+        w->len += n;
+        data += n;
+        len -= n;
+        if (w->len == WINDOW || (last && !len)) {
+            /* full, or the file's end: chunk it (in file order) */
+            w->region_end = last && !len;
+            w->file_end = w->region_end;
+            en->fb_win = NULL;
+            j->fb_windows_pending++;
+            if (!len && reply) {
+                w->reply = reply;       /* answered once chunked: back-pressure */
+                reply = NULL;
+            }
+            window_ready(w);
+            w = NULL;
+            if (!len)
+                break;
+        }
+    }
+    if (reply)
+        vbd_req_answer(reply, VB_S_OK, NULL, 0);
+}
+
+/* ---- reads ------------------------------------------------------------------------------------ */
+
+static void deliver(struct vbd_read *r, struct vbd_window *w, uint32_t piece)
+{
+    struct vbd_piece *pc = &g_array_index(w->job->pieces, struct vbd_piece, piece);
+
+    if (r->err) {
+        if (!w->err) {
+            w->err = r->err;
+            vb_seterr(&w->e, r->err, "read %s at %#llx: %s",
+                      r->plan->batch->files[r->file].path, (unsigned long long)r->off,
+                      strerror(-r->err));
+        }
+    } else if (pc->kind == P_DATA) {
+        memcpy(w->buf + pc->win_off, r->buf + pc->read_off, pc->len);
+    } else {
+        pc->comp = g_memdup2(r->buf + pc->read_off, pc->comp_len);
+    }
+    if (r->consumers_left)
+        r->consumers_left--;
+    if (!r->consumers_left && r->buf) {
+        if (r->cached)
+            w->job->d->cache_used -= r->len;
+        free(r->buf);
+        r->buf = NULL;
+        r->cached = false;
+    }
+}
+
+static void read_done(struct vb_io *io, int res)
+{
+    struct vbd_read *r = (struct vbd_read *)io;
+    struct vbd *d = r->d;
+
+    r->state = R_DONE;
+    if (res < 0)
+        r->err = res;
+    else {
+        if ((uint64_t)res < r->len)
+            memset(r->buf + res, 0, r->len - (uint64_t)res);   /* past the file's end */
+        vbd_count_read(d, r->plan->batch->files[r->file].path, (uint64_t)res);
+    }
+    for (guint i = 0; i < r->waiters->len; i++) {
+        struct vbd_window *w = r->waiters->pdata[i];
+        if (!w->job->bytes_read || i == 0)
+            w->job->bytes_read += i == 0 && res > 0 ? (uint64_t)res : 0;
+        deliver(r, w, g_array_index(r->waiter_pieces, uint32_t, i));
+        if (--w->pending == 0)
+            window_ready(w);
+    }
+    g_ptr_array_set_size(r->waiters, 0);
+    g_array_set_size(r->waiter_pieces, 0);
+    if (r->buf && r->consumers_left) {
+        /* other windows want these bytes later: keep them, within the budget */
+        r->cached = true;
+        d->cache_used += r->len;
+        if (d->cache_used > d->cfg->cache_bytes) {
+            d->cache_used -= r->len;
+            free(r->buf);
+            r->buf = NULL;
+            r->cached = false;
+            r->state = R_NEW;           /* read again when needed */
+            r->err = 0;
+        }
+    }
+    pump(d);
+}
+
+static void issue_read(struct vbd_plan *p, struct vbd_read *r)
+{
+    struct vbd *d = r->d;
+    int fd = p->fd[r->file], dfd = p->dfd[r->file];
+    size_t cap = VB_ALIGN_UP(r->len, 4096);
+    bool direct;
+
+    r->buf = aligned_alloc(4096, VB_MAX(cap, (size_t)4096));
+    direct = dfd >= 0 && r->off % p->off_align[r->file] == 0 && r->len % p->off_align[r->file] == 0;
+    memset(&r->io, 0, sizeof(r->io));
+    r->io.op = VB_IO_READ;
+    r->io.fd = direct ? dfd : fd;
+    r->io.fd_fallback = fd;
+    r->io.off = r->off;
+    r->io.buf = r->buf;
+    r->io.len = (uint32_t)r->len;
+    r->io.cb = read_done;
+    r->state = R_INFLIGHT;
+    p->rate_bytes += r->len;
+    vb_ring_queue(&d->ring, &r->io);
+}
+
+/* Returns false when the rate limit says "not yet". */
+static bool open_window(struct vbd_plan *p, struct vbd_job *j, struct vbd_window *w)
+{
+    uint8_t *buf = vbd_buf_get(j->d);
+
+    if (!buf)
+        return false;
+    w->buf = buf;
+    w->opened = true;
+    w->img = ((struct vbd_disk *)j->disks->pdata[entry_of(w)->disk])->img;
+    memset(buf, 0, w->len);
+    j->windows_open++;
+    w->pending = 1;                     /* guard while pieces are added */
+    for (uint32_t i = 0; i < w->n_pieces; i++) {
+        uint32_t pi = w->first_piece + i;
+        struct vbd_piece *pc = &g_array_index(j->pieces, struct vbd_piece, pi);
+        struct vbd_read *r;
+
+        if (pc->kind == P_ZERO)
+            continue;
+        r = &p->reads[pc->read];
+        if (r->state == R_DONE && (r->buf || r->err)) {
+            deliver(r, w, pi);
+            continue;
+        }
+        g_ptr_array_add(r->waiters, w);
+        g_array_append_val(r->waiter_pieces, pi);
+        w->pending++;
+        if (r->state == R_NEW || (r->state == R_DONE && !r->buf))
+            issue_read(p, r);
+    }
+    if (--w->pending == 0)
+        window_ready(w);
+    return true;
+}
+
+static bool rate_ok(struct vbd *d, struct vbd_plan *p)
+{
+    double allowed;
+
+    if (!p->rate_limit_bps)
+        return true;
+    allowed = (vb_now() - p->rate_t0) * (double)p->rate_limit_bps + (double)(4u << 20);
+    return (double)p->rate_bytes < allowed;
+}
+
+static gboolean on_rate_timer(gpointer opaque)
+{
+    pump(opaque);
+    return G_SOURCE_REMOVE;
+}
+
+/* Open windows round-robin over running jobs while buffers last. */
+static void pump(struct vbd *d)
+{
+    bool progress = true, limited = false;
+
+    while (progress) {
+        progress = false;
+        for (GList *l = d->plans; l; l = l->next) {
+            struct vbd_plan *p = l->data;
+            for (guint i = 0; i < p->jobs->len; i++) {
+                struct vbd_job *j = p->jobs->pdata[i];
+                if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
+                    j->next_window >= j->windows->len)
+                    continue;
+                /* keep each job's windows few, so that all jobs advance together */
+                if (j->windows_open >= 6)
+                    continue;
+                if (!rate_ok(d, p)) {
+                    limited = true;
+                    continue;
+                }
+                if (!open_window(p, j, j->windows->pdata[j->next_window]))
+                    goto out;
+                j->next_window++;
+                progress = true;
+            }
+        }
+    }
+out:
+    if (limited)
+        g_timeout_add(50, on_rate_timer, d);
+    vb_ring_submit(&d->ring);
+}
+
+void vbd_exec_kick(struct vbd *d)
+{
+    pump(d);
+}
+
+/* ---- committing ---------------------------------------------------------------------------------- */
+
+struct commit_task {
+    struct vbd_task task;
+    struct vbd_job *job;
+    int err;
+    vb_error e;
+    char *id;
+};
+
+char *vbd_job_group(struct vbd_job *j);
+
+static void commit_work(struct vb_work *work, struct vb_codec *c)
+{
+    struct commit_task *ct = (struct commit_task *)work;
+    struct vbd_job *j = ct->job;
+    struct vb_repo *repo = j->target->repo;
+    struct vb_catb *cb = vb_catb_new();
+    json_object *idx = json_object_new_object(), *a, *stats, *cat;
+    uint64_t *newidx = g_new(uint64_t, VB_MAX(j->entries->len, 1u));
+    uint64_t n_entries = 0, n_chunks = 0, bytes = 0;
+    uint8_t sum[32];
+    char hex[65];
+    size_t len;
+    uint8_t *blob;
+    g_autofree char *group = vbd_job_group(j);
+
+    for (guint i = 0; i < j->entries->len; i++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+        struct vb_cat_entry m = en->m;
+        m.flags = (en->data == VB_FD_FALLBACK ? VB_CATF_FALLBACK : 0) |
+                  (en->reused ? VB_CATF_REUSED : 0);
+        newidx[i] = vb_catb_add(cb, &m, en->path, strlen(en->path), en->link,
+                                en->link ? strlen(en->link) : 0);
+        for (guint k = 0; en->chunks && k < en->chunks->len; k++)
+            vb_catb_add_chunk(cb, newidx[i], &g_array_index(en->chunks, struct vb_cat_chunk, k));
+    }
+    for (guint i = 0; i < j->entries->len; i++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+        if (en->master != UINT64_MAX)
+            vb_catb_set_hardlink(cb, newidx[i], newidx[en->master]);
+    }
+    g_free(newidx);
+    blob = vb_catb_serialize(cb, &len, &n_entries, &n_chunks, &bytes);
+    vb_catb_free(cb);
+
+    ct->err = vb_snap_begin(repo, j->vm->name, &j->sw, &ct->e);
+    if (!ct->err) {
+        j->sw.created_ns = j->sealed_ns;   /* the point in time the snapshot shows */
+        ct->err = vb_snap_write_file(&j->sw, "files.cat", blob, len, sum, &ct->e);
+    }
+    g_free(blob);
+    if (ct->err) {
+        json_object_put(idx);
+        return;
+    }
+    vb_hex(sum, 32, hex);
+    json_object_object_add(idx, "type", json_object_new_string("files"));
+    json_object_object_add(idx, "group", json_object_new_string(group));
+    json_object_object_add(idx, "mode", json_object_new_string(
+        j->mode == VB_MODE_FULL || !j->parent ? "full" :
+        j->mode == VB_MODE_INCREMENTAL ? "incremental" : "differential"));
+    if (j->mode_note)
+        json_object_object_add(idx, "mode_note", json_object_new_string(j->mode_note));
+    json_object_object_add(idx, "parent", j->parent ? json_object_new_string(j->parent) : NULL);
+    a = json_object_new_array();
+    for (guint i = 0; i < j->roots->len; i++)
+        json_object_array_add(a, json_object_new_string(j->roots->pdata[i]));
+    json_object_object_add(idx, "roots", a);
+    a = json_object_new_array();
+    for (guint i = 0; i < j->disks->len; i++) {
+        struct vbd_disk *dk = j->disks->pdata[i];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "serial", json_object_new_string(dk->serial));
+        json_object_object_add(o, "image", json_object_new_string(dk->image));
+        json_object_array_add(a, o);
+    }
+    json_object_object_add(idx, "disks", a);
+    json_object_object_add(idx, "files", json_object_new_int64((int64_t)n_entries));
+    json_object_object_add(idx, "bytes", json_object_new_int64((int64_t)bytes));
+    cat = json_object_new_object();
+    json_object_object_add(cat, "file", json_object_new_string("files.cat"));
+    json_object_object_add(cat, "sha256", json_object_new_string(hex));
+    json_object_object_add(cat, "entries", json_object_new_int64((int64_t)n_entries));
+    json_object_object_add(cat, "chunks", json_object_new_int64((int64_t)n_chunks));
+    json_object_object_add(idx, "catalog", cat);
+    stats = json_object_new_object();
+    json_object_object_add(stats, "bytes_read", json_object_new_int64((int64_t)j->bytes_read));
+    json_object_object_add(stats, "bytes_new", json_object_new_int64((int64_t)j->bytes_new));
+    json_object_object_add(stats, "bytes_reused", json_object_new_int64((int64_t)j->bytes_reused));
+    json_object_object_add(stats, "stored_new", json_object_new_int64((int64_t)j->stored_new));
+    json_object_object_add(stats, "seconds", json_object_new_double(
+        (double)(vb_wall_ns() - j->started_ns) / 1e9));
+    json_object_object_add(stats, "job", json_object_new_int64((int64_t)j->id));
+    json_object_object_add(stats, "batch", json_object_new_int64((int64_t)j->batch));
+    json_object_object_add(idx, "stats", stats);
+    json_object_object_add(idx, "plan", json_object_get(j->plan_notes));
+    ct->err = vb_snap_commit(&j->sw, idx, &ct->id, &ct->e);
+    json_object_put(idx);
+}
+
+static void commit_done(struct vbd_task *t)
+{
+    struct commit_task *ct = (struct commit_task *)t;
+    struct vbd_job *j = ct->job;
+
+    j->committing = false;
+    if (j->state == VB_JOB_RUNNING) {
+        if (ct->err) {
+            vbd_job_fail(j, VB_JOB_FAILED, "commit: %s", vb_strerror(&ct->e));
+        } else {
+            j->snapshot = ct->id;
+            ct->id = NULL;
+            vbd_job_finish_ok(j);
+        }
+    }
+    g_free(ct->id);
+    release_from_plan(j);
+    g_free(ct);
+}
+
+static void check_job_done(struct vbd_job *j)
+{
+    struct commit_task *ct;
+
+    if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
+        j->windows_done < j->windows->len || j->fb_windows_pending || j->windows_open)
+        return;
+    if (j->committing)
+        return;
+    j->flags |= VB_JOB_FLAG_READ_DONE;
+    j->committing = true;
+    ct = g_new0(struct commit_task, 1);
+    ct->task.work.fn = commit_work;
+    ct->task.done = commit_done;
+    ct->job = j;
+    vb_workers_push(&j->d->wk, &ct->task.work);
+}
+
+/* ---- plans ----------------------------------------------------------------------------------------- */
+
+static void plan_free(struct vbd *d, struct vbd_plan *p)
+{
+    for (uint32_t i = 0; i < p->n_reads; i++) {
+        struct vbd_read *r = &p->reads[i];
+        if (r->cached)
+            d->cache_used -= r->len;
+        free(r->buf);
+        g_ptr_array_free(r->waiters, TRUE);
+        g_array_free(r->waiter_pieces, TRUE);
+    }
+    g_free(p->reads);
+    for (uint32_t i = 0; i < p->batch->n_files; i++) {
+        if (p->fd[i] >= 0)
+            close(p->fd[i]);
+        if (p->dfd[i] >= 0)
+            close(p->dfd[i]);
+    }
+    g_free(p->fd);
+    g_free(p->dfd);
+    g_free(p->mem_align);
+    g_free(p->off_align);
+    g_ptr_array_free(p->jobs, TRUE);
+    vbd_batch_free(p->batch);
+    d->plans = g_list_remove(d->plans, p);
+    g_free(p);
+}
+
+static struct vbd_plan *plan_of(struct vbd_job *j)
+{
+    for (GList *l = j->d->plans; l; l = l->next) {
+        struct vbd_plan *p = l->data;
+        for (guint i = 0; i < p->jobs->len; i++)
+            if (p->jobs->pdata[i] == j)
+                return p;
+    }
+    return NULL;
+}
+
+static gboolean release_cb(gpointer opaque)
+{
+    struct vbd_job *j = opaque;
+    struct vbd_plan *p = plan_of(j);
+    struct vbd *d = j->d;
+
+    vbd_job_unlock(j);
+    if (p && --p->jobs_left == 0) {
+        for (guint i = 0; i < p->jobs->len; i++)
+            vbd_job_unref(p->jobs->pdata[i]);
+        g_ptr_array_set_size(p->jobs, 0);
+        plan_free(d, p);
+    }
+    vbd_job_unref(j);
+    pump(d);
+    return G_SOURCE_REMOVE;
+}
+
+/* The job is over for its plan: once, from the main loop (no re-entry). */
+static void release_from_plan(struct vbd_job *j)
+{
+    if (j->plan_released)
+        return;
+    j->plan_released = true;
+    j->refs++;
+    g_idle_add(release_cb, j);
+}
+
+void vbd_exec_start(struct vbd *d, struct vbd_plan *p)
+{
+    struct vbp_batch *b = p->batch;
+    GHashTable *byid = g_hash_table_new(g_int64_hash, g_int64_equal);
+
+    p->fd = g_new(int, VB_MAX(b->n_files, 1u));
+    p->dfd = g_new(int, VB_MAX(b->n_files, 1u));
+    p->mem_align = g_new(uint32_t, VB_MAX(b->n_files, 1u));
+    p->off_align = g_new(uint32_t, VB_MAX(b->n_files, 1u));
+    for (uint32_t i = 0; i < b->n_files; i++) {
+        struct stat st;
+        struct statx stx;
+        p->fd[i] = open(b->files[i].path, O_RDONLY | O_CLOEXEC);
+        p->dfd[i] = open(b->files[i].path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        p->mem_align[i] = p->off_align[i] = 4096;
+        if (p->fd[i] >= 0 && (fstat(p->fd[i], &st) < 0 || (uint64_t)st.st_dev != b->files[i].dev ||
+                              (uint64_t)st.st_ino != b->files[i].ino)) {
+            vbd_log("batch %llu: %s changed since it was planned", (unsigned long long)p->id,
+                    b->files[i].path);
+            close(p->fd[i]);
+            p->fd[i] = -1;
+        }
+        if (p->dfd[i] >= 0 &&
+            statx(p->dfd[i], "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+            (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align) {
+            p->mem_align[i] = stx.stx_dio_mem_align;
+            p->off_align[i] = stx.stx_dio_offset_align;
+        }
+        if (p->fd[i] < 0 && p->dfd[i] >= 0) {
+            close(p->dfd[i]);
+            p->dfd[i] = -1;
+        }
+    }
+    p->n_reads = b->n_reads;
+    p->reads = g_new0(struct vbd_read, VB_MAX(b->n_reads, 1u));
+    for (guint i = 0; i < p->jobs->len; i++) {
+        struct vbd_job *j = p->jobs->pdata[i];
+        g_hash_table_insert(byid, &j->id, j);
+    }
+    for (uint32_t i = 0; i < b->n_reads; i++) {
+        struct vbp_read *br = &b->reads[i];
+        struct vbd_read *r = &p->reads[i];
+        r->d = d;
+        r->plan = p;
+        r->index = i;
+        r->file = br->file;
+        r->off = br->offset;
+        r->len = br->length;
+        r->consumers_left = br->n_consumers;
+        r->waiters = g_ptr_array_new();
+        r->waiter_pieces = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+        if (p->fd[r->file] < 0) {
+            r->state = R_DONE;
+            r->err = -ESTALE;
+        }
+        for (uint32_t k = 0; k < br->n_consumers; k++) {
+            struct vbp_consumer *c = &br->consumers[k];
+            struct vbd_job *j = g_hash_table_lookup(byid, &c->job);
+            struct vbd_piece *pc;
+            if (!j || !j->pieces || c->token >= j->pieces->len)
+                continue;
+            pc = &g_array_index(j->pieces, struct vbd_piece, c->token);
+            pc->read = i;
+            pc->read_off = c->offset;
+        }
+    }
+    g_hash_table_destroy(byid);
+    p->rate_t0 = vb_now();
+    p->jobs_left = p->jobs->len;
+    d->plans = g_list_append(d->plans, p);
+    for (guint i = 0; i < p->jobs->len; i++) {
+        struct vbd_job *j = p->jobs->pdata[i];
+        if (j->kind == VB_KIND_DISK) {
+            vbd_disk_job_start(j);
+            continue;
+        }
+        for (guint k = 0; j->windows && k < j->windows->len; k++)
+            ((struct vbd_window *)j->windows->pdata[k])->plan = p;
+        j->next_window = 0;
+        j->windows_ready = j->windows_done = j->windows_open = 0;
+        if (j->windows && !j->windows->len)
+            j->flags |= VB_JOB_FLAG_READ_DONE;
+        check_job_done(j);
+    }
+    pump(d);
+}
+
+void vbd_exec_cancel_job(struct vbd_job *j)
+{
+    /* open windows finish and their results are dropped; no new windows
+     * open for a job that is no longer running (pump checks); a disk
+     * backup stops at its next chunk */
+    j->cancel = true;
+    j->cancel_flag = 1;
+    if (j->state != VB_JOB_RUNNING || !plan_of(j))
+        return;
+    if (j->kind == VB_KIND_FILES && !j->windows_open && !j->committing)
+        release_from_plan(j);
+}
+
+/* ---- disk jobs --------------------------------------------------------------------------------------- */
+
+struct disk_run {
+    struct vbd_job *job;
+    struct vb_disk_stats st;
+    char *id;
+    int err;
+    vb_error e;
+};
+
+static void disk_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct vbd_job *j = opaque;
+
+    j->disk_done = done;
+    j->disk_total = total;
+}
+
+static gboolean disk_finished(gpointer opaque)
+{
+    struct disk_run *dr = opaque;
+    struct vbd_job *j = dr->job;
+
+    g_thread_join(j->disk_thread);
+    j->disk_thread = NULL;
+    j->bytes_done = dr->st.allocated;
+    j->bytes_total = dr->st.allocated;
+    j->bytes_new = dr->st.bytes_new;
+    j->bytes_reused = dr->st.bytes_dedup;
+    j->bytes_read = dr->st.bytes_read;
+    j->stored_new = dr->st.stored_new;
+    j->flags |= VB_JOB_FLAG_READ_DONE;
+    vbd_count_read(j->d, ((struct vbd_disk *)j->disks->pdata[0])->image, dr->st.bytes_read);
+    if (j->state == VB_JOB_RUNNING) {
+        if (dr->err) {
+            vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(&dr->e));
+        } else {
+            j->snapshot = dr->id;
+            dr->id = NULL;
+            vbd_job_finish_ok(j);
+        }
+    }
+    g_free(dr->id);
+    g_free(dr);
+    release_from_plan(j);
+    return G_SOURCE_REMOVE;
+}
+
+static gpointer disk_thread(gpointer opaque)
+{
+    struct disk_run *dr = opaque;
+    struct vbd_job *j = dr->job;
+    struct vbd_disk *dk = j->disks->pdata[0];
+    struct vb_disk_backup_opts o = {
+        .vm = j->vm->name,
+        .image = dk->image,
+        .format = dk->format,
+        .name = dk->serial,
+        .threads = j->d->cfg->workers,
+        .progress_cb = disk_progress,
+        .progress_opaque = j,
+        .cancel = &j->cancel_flag,
+    };
+
+    dr->err = vb_disk_backup(j->target->repo, &o, &dr->st, &dr->id, &dr->e);
+    g_idle_add(disk_finished, dr);
+    return NULL;
+}
+
+void vbd_disk_job_start(struct vbd_job *j)
+{
+    struct disk_run *dr = g_new0(struct disk_run, 1);
+
+    dr->job = j;
+    j->disk_thread = g_thread_new("disk-backup", disk_thread, dr);
+}
+
+/* ---- set-up ---------------------------------------------------------------------------------------- */
+
+static gboolean on_ring(gint fd, GIOCondition cond, gpointer opaque)
+{
+    struct vbd *d = opaque;
+    uint64_t v;
+
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: nothing new */
+    }
+    while (io_uring_cq_ready(&d->ring.ring))
+        vb_ring_run(&d->ring, false);
+    return G_SOURCE_CONTINUE;
+}
+
+static gboolean on_workers(gint fd, GIOCondition cond, gpointer opaque)
+{
+    struct vbd *d = opaque;
+    struct vb_work *w;
+
+    while ((w = vb_workers_pop(&d->wk))) {
+        struct vbd_task *t = (struct vbd_task *)w;
+        t->done(t);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+int vbd_exec_init(struct vbd *d, vb_error *e)
+{
+    int ret = vb_ring_init(&d->ring, 256);
+
+    if (ret)
+        return vb_seterr(e, ret, "io_uring_queue_init: %s", strerror(-ret));
+    d->ring_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->ring_efd < 0 || io_uring_register_eventfd(&d->ring.ring, d->ring_efd) < 0)
+        return vb_seterr(e, -errno, "io_uring eventfd: %s", strerror(errno));
+    d->ring_src = g_unix_fd_add(d->ring_efd, G_IO_IN, on_ring, d);
+    ret = vb_workers_start(&d->wk, d->cfg->workers, 1);
+    if (ret)
+        return vb_seterr(e, ret, "start workers: %s", strerror(-ret));
+    d->wk_src = g_unix_fd_add(d->wk.efd, G_IO_IN, on_workers, d);
+    vb_cdc_init(&d->cdc, VB_CDC_AVG);
+    g_mutex_init(&d->claim_lock);
+    d->claimed = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+    g_queue_init(&d->free_bufs);
+    d->max_bufs = (unsigned)d->wk.n * 4 + 8;
+    d->bytes_by_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    return 0;
+}
+
+void vbd_exec_fini(struct vbd *d)
+{
+    uint8_t *b;
+
+    if (d->wk_src)
+        g_source_remove(d->wk_src);
+    vb_workers_stop(&d->wk);
+    if (d->ring_src)
+        g_source_remove(d->ring_src);
+    vb_ring_exit(&d->ring);
+    if (d->ring_efd >= 0)
+        close(d->ring_efd);
+    while ((b = g_queue_pop_head(&d->free_bufs)))
+        free(b);
+    if (d->claimed)
+        g_hash_table_destroy(d->claimed);
+    if (d->bytes_by_file)
+        g_hash_table_destroy(d->bytes_by_file);
+}

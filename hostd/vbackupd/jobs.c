@@ -1,0 +1,869 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Backup jobs as the guest drives them: BEGIN, FILES, DATA, SEAL, and
+ * STATUS, CANCEL, LIST.  A job belongs to the VM whose socket created it;
+ * another VM asking about it gets "no such job".
+ */
+#include "vbackupd.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+#define KEEP_FINISHED_SECONDS 3600
+#define KEEP_FINISHED_PER_VM 32
+
+const char *vbd_state_name(int state)
+{
+    switch (state) {
+    case VB_JOB_COLLECTING: return "collecting";
+    case VB_JOB_QUEUED: return "queued";
+    case VB_JOB_DEFERRED: return "deferred";
+    case VB_JOB_RUNNING: return "running";
+    case VB_JOB_DONE: return "done";
+    case VB_JOB_FAILED: return "failed";
+    case VB_JOB_CANCELLED: return "cancelled";
+    case VB_JOB_RESTORING: return "restoring";
+    }
+    return "?";
+}
+
+static bool finished(const struct vbd_job *j)
+{
+    return j->state == VB_JOB_DONE || j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED;
+}
+
+void vbd_entry_clear(struct vbd_entry *en)
+{
+    g_free(en->path);
+    g_free(en->link);
+    if (en->extents)
+        g_array_free(en->extents, TRUE);
+    if (en->chunks)
+        g_array_free(en->chunks, TRUE);
+    g_free(en->carry);
+    memset(en, 0, sizeof(*en));
+}
+
+static void disk_copy_free(gpointer p)
+{
+    struct vbd_disk *d = p;
+
+    vb_image_close(d->img);
+    g_free(d->serial);
+    g_free(d->image);
+    g_free(d->format);
+    g_free(d);
+}
+
+/* Free what a finished job no longer needs; its summary stays for STATUS. */
+static void job_release(struct vbd_job *j)
+{
+    if (j->entries) {
+        for (guint i = 0; i < j->entries->len; i++)
+            vbd_entry_clear(&g_array_index(j->entries, struct vbd_entry, i));
+        g_array_free(j->entries, TRUE);
+        j->entries = NULL;
+    }
+    if (j->paths) {
+        g_hash_table_destroy(j->paths);
+        j->paths = NULL;
+    }
+    if (j->pieces) {
+        g_array_free(j->pieces, TRUE);
+        j->pieces = NULL;
+    }
+    if (j->disks) {
+        g_ptr_array_free(j->disks, TRUE);
+        j->disks = NULL;
+    }
+    vb_cat_free(j->parent_cat);
+    j->parent_cat = NULL;
+    /* restore jobs */
+    vb_cat_free(j->cat);
+    j->cat = NULL;
+    vb_snap_free(j->snap);
+    j->snap = NULL;
+    if (j->sel) {
+        g_array_free(j->sel, TRUE);
+        j->sel = NULL;
+    }
+    for (unsigned s = 0; s < 2; s++) {
+        g_free(j->cache_buf[s]);
+        j->cache_buf[s] = NULL;
+    }
+    vbd_job_unlock(j);
+}
+
+void vbd_job_unref(struct vbd_job *j)
+{
+    if (--j->refs > 0)
+        return;
+    job_release(j);
+    if (j->windows)
+        g_ptr_array_free(j->windows, TRUE);
+    if (j->serials)
+        g_ptr_array_free(j->serials, TRUE);
+    if (j->roots)
+        g_ptr_array_free(j->roots, TRUE);
+    json_object_put(j->plan_notes);
+    if (j->inflight)
+        g_hash_table_destroy(j->inflight);
+    g_free(j->snapshot);
+    g_free(j->parent);
+    g_free(j->mode_note);
+    vbd_vm_unref(j->vm);
+    g_free(j);
+}
+
+struct vbd_job *vbd_job_find(struct vbd *d, struct vbd_vm *vm, uint64_t id)
+{
+    struct vbd_job *j = g_hash_table_lookup(d->jobs, &id);
+
+    /* another VM's job does not exist for this VM */
+    return j && j->vm == vm ? j : NULL;
+}
+
+static void job_end(struct vbd_job *j, int state)
+{
+    struct vbd *d = j->d;
+
+    j->state = state;
+    j->finished_ns = vb_wall_ns();
+    g_queue_remove(&d->pending, j);
+    if (j->sw.open)
+        vb_snap_abort(&j->sw);
+    job_release(j);
+    vbd_log("job %llu (%s, %s): %s%s%s", (unsigned long long)j->id, j->vm->name,
+            j->kind == VB_KIND_DISK ? "disk" : "files", vbd_state_name(state),
+            j->reason[0] ? ": " : "", j->reason);
+}
+
+void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (finished(j))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+    va_end(ap);
+    vbd_exec_cancel_job(j);
+    job_end(j, state);
+}
+
+void vbd_job_finish_ok(struct vbd_job *j)
+{
+    j->reason[0] = 0;
+    job_end(j, VB_JOB_DONE);
+}
+
+static unsigned unfinished_jobs(struct vbd *d, struct vbd_vm *vm)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    unsigned n = 0;
+
+    g_hash_table_iter_init(&it, d->jobs);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        struct vbd_job *j = v;
+        if (j->vm == vm && !finished(j))
+            n++;
+    }
+    return n;
+}
+
+struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm)
+{
+    struct vbd_job *j = g_new0(struct vbd_job, 1);
+
+    j->refs = 1;
+    j->d = d;
+    j->vm = vm;
+    vm->refs++;
+    j->id = d->next_job++;
+    j->lock_fd = -1;
+    j->created_ns = vb_wall_ns();
+    j->last_activity = vb_now();
+    j->serials = g_ptr_array_new_with_free_func(g_free);
+    j->roots = g_ptr_array_new_with_free_func(g_free);
+    j->plan_notes = json_object_new_array();
+    g_hash_table_insert(d->jobs, &j->id, j);
+    return j;
+}
+
+/* ---- BEGIN ----------------------------------------------------------------- */
+
+static void known_targets(struct vbd *d, char *buf, size_t len)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    size_t o = 0;
+
+    buf[0] = 0;
+    g_hash_table_iter_init(&it, d->targets);
+    while (g_hash_table_iter_next(&it, &k, &v) && o + 2 < len)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? ", " : "", (const char *)k);
+}
+
+static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd *d = c->vm->d;
+    struct vbd_begin b;
+    struct vbd_target *t;
+    struct vbd_job *j;
+    struct vb_backup_begin_reply r;
+    char msg[VBD_MSG], known[256];
+    int st = vbd_parse_begin(p, n, &b, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    t = g_hash_table_lookup(d->targets, b.target);
+    if (!t) {
+        known_targets(d, known, sizeof(known));
+        vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)", b.target,
+                      known);
+        goto out;
+    }
+    for (unsigned i = 0; i < b.n_disks; i++) {
+        if (!vbd_vm_disk(c->vm, b.serials[i])) {
+            vbd_reply_err(c, h, VB_S_NOT_OWNED, "disk '%s' is not attached to VM %s",
+                          b.serials[i], c->vm->name);
+            goto out;
+        }
+    }
+    if (unfinished_jobs(d, c->vm) >= d->cfg->max_jobs_per_vm) {
+        vbd_reply_err(c, h, VB_S_BUSY, "VM %s already has %u unfinished jobs", c->vm->name,
+                      d->cfg->max_jobs_per_vm);
+        goto out;
+    }
+    j = vbd_job_new(d, c->vm);
+    j->target = t;
+    j->kind = b.kind;
+    j->mode = b.mode;
+    j->state = VB_JOB_COLLECTING;
+    j->disks = g_ptr_array_new_with_free_func(disk_copy_free);
+    for (unsigned i = 0; i < b.n_disks; i++) {
+        struct vbd_disk *vd = vbd_vm_disk(c->vm, b.serials[i]);
+        struct vbd_disk *dk = g_new0(struct vbd_disk, 1);
+        struct vb_image_opts io = { .format = vd->format };
+        vb_error e = { 0 };
+
+        dk->serial = g_strdup(vd->serial);
+        dk->image = g_strdup(vd->image);
+        dk->format = g_strdup(vd->format);
+        g_ptr_array_add(j->disks, dk);
+        g_ptr_array_add(j->serials, g_strdup(vd->serial));
+        if (vb_image_open(vd->image, &io, &dk->img, &e)) {
+            vbd_job_fail(j, VB_JOB_FAILED, "disk '%s': %s", vd->serial, vb_strerror(&e));
+            vbd_reply_err(c, h, VB_S_IO, "the host cannot read disk '%s': %s", vd->serial,
+                          vb_strerror(&e));
+            goto out;
+        }
+    }
+    for (unsigned i = 0; i < b.n_roots; i++)
+        g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
+    j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
+    j->paths = g_hash_table_new(g_str_hash, g_str_equal);
+    vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
+            b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL ? "incremental"
+                                                                           : "differential",
+            b.kind == VB_KIND_DISK ? "disk" : "file", t->name);
+    memset(&r, 0, sizeof(r));
+    r.job = j->id;
+    r.features = c->vm->qmp ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
+out:
+    vbd_begin_clear(&b);
+}
+
+/* ---- FILES ------------------------------------------------------------------ */
+
+static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h, uint64_t id)
+{
+    struct vbd_job *j = vbd_job_find(c->vm->d, c->vm, id);
+
+    if (!j) {
+        vbd_reply_err(c, h, VB_S_NO_JOB, "no job %llu for VM %s", (unsigned long long)id,
+                      c->vm->name);
+        return NULL;
+    }
+    if (j->state != VB_JOB_COLLECTING) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is %s, not collecting files",
+                      (unsigned long long)id, vbd_state_name(j->state));
+        return NULL;
+    }
+    j->last_activity = vb_now();
+    return j;
+}
+
+static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd_files_ctx ctx;
+    struct vbd_files f;
+    struct vbd_job *j;
+    uint64_t id, sizes[VB_MAX_DISKS];
+    const char *names[VB_MAX_DISKS];
+    struct vbd_entry *last = NULL;
+    GHashTable *fresh;
+    char msg[VBD_MSG];
+    int st = vbd_peek_job(p, n, &id, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    if (!(j = collecting_job(c, h, id)))
+        return;
+    if (j->kind != VB_KIND_FILES) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is a disk backup", (unsigned long long)id);
+        return;
+    }
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.n_disks = j->disks->len;
+    for (guint i = 0; i < j->disks->len; i++) {
+        struct vbd_disk *dk = j->disks->pdata[i];
+        sizes[i] = dk->img->size;
+        names[i] = dk->serial;
+    }
+    ctx.disk_sizes = sizes;
+    ctx.disk_names = names;
+    ctx.files_left = j->d->cfg->max_files_per_job - j->entries->len;
+    if (j->entries->len) {
+        last = &g_array_index(j->entries, struct vbd_entry, j->entries->len - 1);
+        ctx.prev_path = last->path;
+        ctx.prev_path_len = strlen(last->path);
+        ctx.prev_can_continue = last->data == VB_FD_EXTENTS;
+        ctx.prev_disk = last->disk;
+        if (last->extents && last->extents->len) {
+            struct vb_extent *x = &g_array_index(last->extents, struct vb_extent,
+                                                 last->extents->len - 1);
+            ctx.prev_ext_end = x->logical + x->length;
+        }
+    }
+    st = vbd_parse_files(p, n, &ctx, &f, msg);
+    if (st) {
+        vbd_reply_err(c, h, st, "job %llu: %s", (unsigned long long)id, msg);
+        return;
+    }
+    /* duplicates, checked before anything is taken */
+    fresh = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (uint32_t i = 0; i < f.n; i++) {
+        char *path;
+        if (f.recs[i].r.data == VB_FD_MORE)
+            continue;
+        path = g_strndup(f.recs[i].path, f.recs[i].r.path_len);
+        if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
+            vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
+                          (unsigned long long)id, i, g_utf8_validate(path, -1, NULL) ? path : "?");
+            g_free(path);
+            g_hash_table_destroy(fresh);
+            vbd_files_clear(&f);
+            return;
+        }
+        g_hash_table_add(fresh, path);
+    }
+    g_hash_table_destroy(fresh);
+    for (uint32_t i = 0; i < f.n; i++) {
+        struct vbd_prec *x = &f.recs[i];
+        struct vbd_entry en, *dst;
+
+        if (x->r.data == VB_FD_MORE) {
+            dst = &g_array_index(j->entries, struct vbd_entry, j->entries->len - 1);
+            g_array_append_vals(dst->extents, x->ext, x->r.n_extents);
+            continue;
+        }
+        memset(&en, 0, sizeof(en));
+        en.m.type = x->r.type;
+        en.m.mode = x->r.mode;
+        en.m.uid = x->r.uid;
+        en.m.gid = x->r.gid;
+        en.m.nlink = x->r.nlink;
+        en.m.rdev = x->r.rdev;
+        en.m.size = x->r.type == VB_FT_REG ? x->r.size : 0;
+        en.m.ino = x->r.ino;
+        en.m.mtime_ns = x->r.mtime_ns;
+        en.m.ctime_ns = x->r.ctime_ns;
+        en.m.atime_ns = x->r.atime_ns;
+        en.m.hardlink = VB_CAT_NONE;
+        en.master = UINT64_MAX;
+        en.path = g_strndup(x->path, x->r.path_len);
+        en.link = x->r.link_len ? g_strndup(x->link, x->r.link_len) : NULL;
+        en.disk = x->r.disk;
+        en.data = x->r.data;
+        if (en.data == VB_FD_EXTENTS) {
+            en.extents = g_array_new(FALSE, FALSE, sizeof(struct vb_extent));
+            g_array_append_vals(en.extents, x->ext, x->r.n_extents);
+        }
+        if (en.data == VB_FD_FALLBACK && en.m.size == 0)
+            en.fb_done = true;
+        g_array_append_val(j->entries, en);
+        g_hash_table_insert(j->paths, g_array_index(j->entries, struct vbd_entry,
+                                                    j->entries->len - 1).path,
+                            GUINT_TO_POINTER(j->entries->len));
+        j->files_total++;
+        if (en.m.type == VB_FT_REG)
+            j->bytes_total += en.m.size;
+    }
+    vbd_files_clear(&f);
+    vbd_reply(c, h, VB_S_OK, NULL, 0);
+}
+
+/* ---- DATA (fallback) ---------------------------------------------------------- */
+
+static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd_data dt;
+    struct vbd_job *j;
+    struct vbd_entry *en;
+    char msg[VBD_MSG];
+    int st = vbd_parse_data(p, n, &dt, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    if (!(j = collecting_job(c, h, dt.job)))
+        return;
+    if (dt.file >= j->entries->len) {
+        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu has no file %llu",
+                      (unsigned long long)dt.job, (unsigned long long)dt.file);
+        return;
+    }
+    en = &g_array_index(j->entries, struct vbd_entry, dt.file);
+    if (en->data != VB_FD_FALLBACK) {
+        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file %llu ('%s') does not take fallback data",
+                      (unsigned long long)dt.file, en->path);
+        return;
+    }
+    if (en->fb_done) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", en->path);
+        return;
+    }
+    if (dt.offset != en->fb_received) {
+        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file '%s': data at offset %llu, expected %llu "
+                      "(pieces come in order)", en->path, (unsigned long long)dt.offset,
+                      (unsigned long long)en->fb_received);
+        return;
+    }
+    if (dt.offset + dt.len > en->m.size ||
+        ((dt.flags & VB_DATA_LAST) && dt.offset + dt.len != en->m.size)) {
+        vbd_reply_err(c, h, VB_S_OUT_OF_RANGE, "file '%s': data up to %llu, but the file's size "
+                      "is %llu", en->path, (unsigned long long)(dt.offset + dt.len),
+                      (unsigned long long)en->m.size);
+        return;
+    }
+    en->fb_received += dt.len;
+    if (dt.flags & VB_DATA_LAST)
+        en->fb_done = true;
+    vbd_fallback_data(j, dt.file, dt.bytes, dt.len, en->fb_done, vbd_req_hold(c, h));
+}
+
+/* ---- SEAL ---------------------------------------------------------------------- */
+
+static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vb_seal_reply r;
+    struct vbd_job *j;
+    uint64_t id;
+    char msg[VBD_MSG];
+    int st = vbd_parse_job_ref(p, n, &id, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    if (!(j = collecting_job(c, h, id)))
+        return;
+    for (guint i = 0; i < j->roots->len; i++) {
+        if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: root '%s' was not sent as a record",
+                          (unsigned long long)id, (char *)j->roots->pdata[i]);
+            return;
+        }
+    }
+    for (guint i = 0; i < j->entries->len; i++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+        if (en->data == VB_FD_FALLBACK && !en->fb_done) {
+            vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: file '%s' still lacks fallback data "
+                          "(%llu of %llu bytes)", (unsigned long long)id, en->path,
+                          (unsigned long long)en->fb_received, (unsigned long long)en->m.size);
+            return;
+        }
+    }
+    j->sealed_ns = vb_wall_ns();
+    j->state = VB_JOB_QUEUED;
+    /* a snapshot view (QMP) lets the guest thaw now and the job wait for a
+     * quiet host; without it the guest stays frozen until the data is read */
+    j->view = VB_VIEW_FROZEN;
+    memset(&r, 0, sizeof(r));
+    r.view = j->view;
+    vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
+    vbd_batch_enqueue(j->d, j);
+}
+
+/* ---- STATUS / CANCEL ------------------------------------------------------------ */
+
+static gint newest_first(gconstpointer a, gconstpointer b)
+{
+    const struct vbd_job *x = *(struct vbd_job *const *)a, *y = *(struct vbd_job *const *)b;
+
+    return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
+}
+
+static size_t put_status(uint8_t *out, size_t cap, struct vbd_job *j)
+{
+    struct vb_job_status s;
+    size_t rl = strlen(j->reason), sl = j->snapshot ? strlen(j->snapshot) : 0;
+
+    if (sizeof(s) + rl + sl > cap)
+        return 0;
+    memset(&s, 0, sizeof(s));
+    s.job = j->id;
+    s.state = j->state;
+    s.flags = j->flags;
+    s.kind = j->kind;
+    s.mode = j->mode;
+    s.reason_len = (uint16_t)rl;
+    s.snap_len = (uint16_t)sl;
+    if (j->kind == VB_KIND_DISK && j->disk_thread) {
+        s.bytes_done = j->disk_done;
+        s.bytes_total = j->disk_total;
+    } else {
+        s.bytes_done = j->bytes_done;
+        s.bytes_total = j->bytes_total;
+    }
+    s.files_done = j->files_done;
+    s.files_total = j->files_total;
+    s.bytes_new = j->bytes_new;
+    s.bytes_reused = j->bytes_reused;
+    s.started_ns = j->started_ns;
+    s.finished_ns = j->finished_ns;
+    memcpy(out, &s, sizeof(s));
+    memcpy(out + sizeof(s), j->reason, rl);
+    if (sl)
+        memcpy(out + sizeof(s) + rl, j->snapshot, sl);
+    return sizeof(s) + rl + sl;
+}
+
+static void handle_status(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd *d = c->vm->d;
+    uint32_t cap = h->reply_max ? h->reply_max : VB_MAX_PAYLOAD;
+    GPtrArray *list = g_ptr_array_new();
+    uint8_t *out;
+    size_t off = 8;
+    uint32_t count = 0;
+    uint64_t id;
+    char msg[VBD_MSG];
+    int st = vbd_parse_job_ref(p, n, &id, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        g_ptr_array_free(list, TRUE);
+        return;
+    }
+    if (id) {
+        struct vbd_job *j = vbd_job_find(d, c->vm, id);
+        if (!j) {
+            vbd_reply_err(c, h, VB_S_NO_JOB, "no job %llu for VM %s", (unsigned long long)id,
+                          c->vm->name);
+            g_ptr_array_free(list, TRUE);
+            return;
+        }
+        j->last_activity = vb_now();
+        g_ptr_array_add(list, j);
+    } else {
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, d->jobs);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            if (((struct vbd_job *)v)->vm == c->vm)
+                g_ptr_array_add(list, v);
+        g_ptr_array_sort(list, newest_first);
+    }
+    cap = VB_MIN(cap, VB_MAX_PAYLOAD);
+    out = g_malloc(cap);
+    for (guint i = 0; i < list->len; i++) {
+        size_t w = put_status(out + off, cap - off, list->pdata[i]);
+        if (!w)
+            break;
+        off += w;
+        count++;
+    }
+    if (list->len && !count) {
+        vbd_reply_err(c, h, VB_S_REPLY_TOO_SMALL, "a status record does not fit %u bytes", cap);
+    } else {
+        memcpy(out, &count, 4);
+        memset(out + 4, 0, 4);
+        vbd_reply(c, h, VB_S_OK, out, off);
+    }
+    g_free(out);
+    g_ptr_array_free(list, TRUE);
+}
+
+static void handle_cancel(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd_job *j;
+    uint64_t id;
+    char msg[VBD_MSG];
+    int st = vbd_parse_job_ref(p, n, &id, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    j = vbd_job_find(c->vm->d, c->vm, id);
+    if (!j) {
+        vbd_reply_err(c, h, VB_S_NO_JOB, "no job %llu for VM %s", (unsigned long long)id,
+                      c->vm->name);
+        return;
+    }
+    if (finished(j)) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is already %s", (unsigned long long)id,
+                      vbd_state_name(j->state));
+        return;
+    }
+    if (j->state == VB_JOB_RESTORING) {
+        vbd_restore_close(j);
+    } else {
+        vbd_job_fail(j, VB_JOB_CANCELLED, "cancelled by the guest");
+    }
+    vbd_reply(c, h, VB_S_OK, NULL, 0);
+}
+
+/* ---- LIST -------------------------------------------------------------------------- */
+
+static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd *d = c->vm->d;
+    struct vbd_list l;
+    struct vbd_target *t;
+    GPtrArray *snaps;
+    vb_error e = { 0 };
+    uint32_t cap = h->reply_max ? h->reply_max : VB_MAX_PAYLOAD, total, count = 0;
+    uint8_t *out;
+    size_t off = 8;
+    char msg[VBD_MSG], known[256];
+    int st = vbd_parse_list(p, n, &l, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    t = g_hash_table_lookup(d->targets, l.target);
+    if (!t) {
+        known_targets(d, known, sizeof(known));
+        vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)", l.target,
+                      known);
+        return;
+    }
+    if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {
+        vbd_reply_err(c, h, VB_S_IO, "cannot list target '%s': %s", t->name, vb_strerror(&e));
+        return;
+    }
+    total = snaps->len;
+    cap = VB_MIN(cap, VB_MAX_PAYLOAD);
+    out = g_malloc(cap);
+    for (guint k = l.start; k < total; k++) {
+        struct vb_snapshot *s = snaps->pdata[total - 1 - k];     /* newest first */
+        struct vb_snap_info si;
+        json_object *roots = NULL;
+        GString *rs = g_string_new(NULL);
+        const char *mode = vb_json_str(s->json, "mode");
+
+        memset(&si, 0, sizeof(si));
+        si.created_ns = s->created_ns;
+        si.kind = s->type == VB_SNAP_DISK ? VB_KIND_DISK : VB_KIND_FILES;
+        si.mode = mode && !strcmp(mode, "incremental") ? VB_MODE_INCREMENTAL
+                : mode && !strcmp(mode, "differential") ? VB_MODE_DIFFERENTIAL : VB_MODE_FULL;
+        si.files = (uint64_t)vb_json_int(s->json, "files", 0);
+        si.bytes = (uint64_t)(s->type == VB_SNAP_DISK
+                                  ? vb_json_int(json_object_object_get(s->json, "disk"), "size", 0)
+                                  : vb_json_int(s->json, "bytes", 0));
+        if (json_object_object_get_ex(s->json, "roots", &roots))
+            for (size_t r = 0; r < json_object_array_length(roots); r++)
+                g_string_append_printf(rs, "%s%s", r ? "\n" : "",
+                                       json_object_get_string(json_object_array_get_idx(roots, r)));
+        si.id_len = (uint16_t)strlen(s->id);
+        si.roots_len = (uint16_t)VB_MIN(rs->len, 4096u);
+        if (off + sizeof(si) + si.id_len + si.roots_len > cap) {
+            g_string_free(rs, TRUE);
+            break;
+        }
+        memcpy(out + off, &si, sizeof(si));
+        memcpy(out + off + sizeof(si), s->id, si.id_len);
+        memcpy(out + off + sizeof(si) + si.id_len, rs->str, si.roots_len);
+        off += sizeof(si) + si.id_len + si.roots_len;
+        count++;
+        g_string_free(rs, TRUE);
+    }
+    if (count == 0 && l.start < total) {
+        vbd_reply_err(c, h, VB_S_REPLY_TOO_SMALL, "a snapshot record does not fit %u bytes", cap);
+    } else {
+        memcpy(out, &total, 4);
+        memcpy(out + 4, &count, 4);
+        vbd_reply(c, h, VB_S_OK, out, off);
+    }
+    g_free(out);
+    g_ptr_array_free(snaps, TRUE);
+}
+
+void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    switch (h->type) {
+    case VB_OP_BACKUP_BEGIN: handle_begin(c, h, p, n); break;
+    case VB_OP_BACKUP_FILES: handle_files(c, h, p, n); break;
+    case VB_OP_BACKUP_DATA: handle_data(c, h, p, n); break;
+    case VB_OP_BACKUP_SEAL: handle_seal(c, h, p, n); break;
+    case VB_OP_STATUS: handle_status(c, h, p, n); break;
+    case VB_OP_CANCEL: handle_cancel(c, h, p, n); break;
+    case VB_OP_LIST: handle_list(c, h, p, n); break;
+    }
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+void vbd_jobs_vm_gone(struct vbd *d, struct vbd_vm *vm)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    GPtrArray *victims = g_ptr_array_new();
+
+    if (!d->jobs)
+        goto out;
+    g_hash_table_iter_init(&it, d->jobs);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        struct vbd_job *j = v;
+        if (j->vm == vm && (j->state == VB_JOB_COLLECTING || j->state == VB_JOB_RESTORING))
+            g_ptr_array_add(victims, j);
+    }
+    for (guint i = 0; i < victims->len; i++) {
+        struct vbd_job *j = victims->pdata[i];
+        if (j->state == VB_JOB_RESTORING)
+            vbd_restore_close(j);
+        else
+            vbd_job_fail(j, VB_JOB_FAILED, "the guest went away before sealing the job");
+    }
+out:
+    g_ptr_array_free(victims, TRUE);
+}
+
+void vbd_jobs_tick(struct vbd *d)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    GPtrArray *idle = g_ptr_array_new();
+    GHashTable *per_vm = g_hash_table_new(NULL, NULL);
+    double now = vb_now();
+    int64_t wall = vb_wall_ns();
+
+    if (!d->jobs)
+        goto out;
+    g_hash_table_iter_init(&it, d->jobs);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        struct vbd_job *j = v;
+        if ((j->state == VB_JOB_COLLECTING || j->state == VB_JOB_RESTORING) &&
+            now - j->last_activity > d->cfg->idle_timeout)
+            g_ptr_array_add(idle, j);
+    }
+    for (guint i = 0; i < idle->len; i++) {
+        struct vbd_job *j = idle->pdata[i];
+        if (j->state == VB_JOB_RESTORING)
+            vbd_restore_close(j);
+        else
+            vbd_job_fail(j, VB_JOB_FAILED, "no request from the guest for %u s",
+                         d->cfg->idle_timeout);
+    }
+    /* forget old finished jobs: after an hour, or beyond 32 per VM (newest kept) */
+    {
+        GPtrArray *all = g_ptr_array_new();
+        g_hash_table_iter_init(&it, d->jobs);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            g_ptr_array_add(all, v);
+        g_ptr_array_sort(all, newest_first);
+        for (guint i = 0; i < all->len; i++) {
+            struct vbd_job *j = all->pdata[i];
+            guint seen;
+            if (!finished(j) || j->refs > 1)
+                continue;
+            seen = GPOINTER_TO_UINT(g_hash_table_lookup(per_vm, j->vm)) + 1;
+            g_hash_table_insert(per_vm, j->vm, GUINT_TO_POINTER(seen));
+            if (seen > KEEP_FINISHED_PER_VM ||
+                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000)
+                g_hash_table_remove(d->jobs, &j->id);
+        }
+        g_ptr_array_free(all, TRUE);
+    }
+out:
+    g_hash_table_destroy(per_vm);
+    g_ptr_array_free(idle, TRUE);
+}
+
+json_object *vbd_job_json(struct vbd_job *j, bool detail)
+{
+    json_object *o = json_object_new_object(), *a;
+    char t[48];
+
+    json_object_object_add(o, "id", json_object_new_int64((int64_t)j->id));
+    json_object_object_add(o, "vm", json_object_new_string(j->vm->name));
+    json_object_object_add(o, "kind", json_object_new_string(
+        j->state == VB_JOB_RESTORING || j->is_restore ? "restore" : j->kind == VB_KIND_DISK ? "disk" : "files"));
+    json_object_object_add(o, "mode", json_object_new_string(
+        j->mode == VB_MODE_INCREMENTAL ? "incremental" :
+        j->mode == VB_MODE_DIFFERENTIAL ? "differential" : "full"));
+    json_object_object_add(o, "state", json_object_new_string(vbd_state_name(j->state)));
+    if (j->reason[0])
+        json_object_object_add(o, "reason", json_object_new_string(j->reason));
+    if (j->target)
+        json_object_object_add(o, "target", json_object_new_string(j->target->name));
+    json_object_object_add(o, "bytes_done", json_object_new_int64((int64_t)(
+        j->kind == VB_KIND_DISK && j->disk_thread ? j->disk_done : j->bytes_done)));
+    json_object_object_add(o, "bytes_total", json_object_new_int64((int64_t)(
+        j->kind == VB_KIND_DISK && j->disk_thread ? j->disk_total : j->bytes_total)));
+    json_object_object_add(o, "files_done", json_object_new_int64((int64_t)j->files_done));
+    json_object_object_add(o, "files_total", json_object_new_int64((int64_t)j->files_total));
+    json_object_object_add(o, "bytes_new", json_object_new_int64((int64_t)j->bytes_new));
+    json_object_object_add(o, "bytes_reused", json_object_new_int64((int64_t)j->bytes_reused));
+    json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)j->bytes_read));
+    json_object_object_add(o, "stored_new", json_object_new_int64((int64_t)j->stored_new));
+    if (j->snapshot)
+        json_object_object_add(o, "snapshot", json_object_new_string(j->snapshot));
+    if (j->parent)
+        json_object_object_add(o, "parent", json_object_new_string(j->parent));
+    if (j->mode_note)
+        json_object_object_add(o, "mode_note", json_object_new_string(j->mode_note));
+    if (j->batch)
+        json_object_object_add(o, "batch", json_object_new_int64((int64_t)j->batch));
+    if (j->created_ns) {
+        vb_fmt_time(j->created_ns, t, sizeof(t));
+        json_object_object_add(o, "created", json_object_new_string(t));
+    }
+    if (j->started_ns)
+        json_object_object_add(o, "started_ns", json_object_new_int64(j->started_ns));
+    if (j->finished_ns) {
+        json_object_object_add(o, "finished_ns", json_object_new_int64(j->finished_ns));
+        if (j->started_ns)
+            json_object_object_add(o, "seconds", json_object_new_double(
+                (double)(j->finished_ns - j->started_ns) / 1e9));
+    }
+    if (detail) {
+        a = json_object_new_array();
+        for (guint i = 0; j->roots && i < j->roots->len; i++)
+            json_object_array_add(a, json_object_new_string(j->roots->pdata[i]));
+        json_object_object_add(o, "roots", a);
+        a = json_object_new_array();
+        for (guint i = 0; j->serials && i < j->serials->len; i++)
+            json_object_array_add(a, json_object_new_string(j->serials->pdata[i]));
+        json_object_object_add(o, "disks", a);
+        json_object_object_add(o, "plan", json_object_get(j->plan_notes));
+    }
+    return o;
+}

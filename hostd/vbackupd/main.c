@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vbackupd: the host side of vbackup.  Start-up, signals (SIGTERM/SIGINT:
+ * clean shutdown; SIGHUP: reload the configuration), readiness
+ * (sd_notify), and the main loop.
+ */
+#include "vbackupd.h"
+
+#include <getopt.h>
+#include <glib-unix.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef VBD_DEFAULT_CONFIG
+#define VBD_DEFAULT_CONFIG "/etc/vbackup/vbackupd.conf"
+#endif
+
+struct vbd *vbd_global;
+static bool log_timestamps;
+
+void vbd_log(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (log_timestamps) {
+        char t[48];
+        vb_fmt_time(vb_wall_ns(), t, sizeof(t));
+        fprintf(stderr, "%s ", t);
+    }
+    fputs("vbackupd: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void target_free(gpointer p)
+{
+    struct vbd_target *t = p;
+
+    vb_repo_close(t->repo);
+    g_free(t->name);
+    g_free(t->path);
+    g_free(t);
+}
+
+static GPtrArray *retired_targets;   /* replaced by a reload; jobs may still use them */
+
+static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
+{
+    GHashTable *fresh = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, NULL);
+    GHashTableIter it;
+    gpointer k, v;
+
+    for (guint i = 0; i < cfg->targets->len; i++) {
+        struct vbd_target_cfg *tc = cfg->targets->pdata[i];
+        struct vbd_target *old = d->targets ? g_hash_table_lookup(d->targets, tc->name) : NULL, *t;
+        if (old && !strcmp(old->path, tc->repository)) {
+            g_hash_table_insert(fresh, old->name, old);
+            continue;
+        }
+        t = g_new0(struct vbd_target, 1);
+        t->name = g_strdup(tc->name);
+        t->path = g_strdup(tc->repository);
+        if (vb_repo_open(t->path, VB_LOCK_NONE, true, &t->repo, e)) {
+            vb_prefixerr(e, "target %s", t->name);
+            target_free(t);
+            g_hash_table_destroy(fresh);
+            return e->code ? e->code : -EINVAL;
+        }
+        g_hash_table_insert(fresh, t->name, t);
+    }
+    /* targets that are gone or replaced stay alive for running jobs */
+    if (d->targets) {
+        g_hash_table_iter_init(&it, d->targets);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            if (g_hash_table_lookup(fresh, k) != v)
+                g_ptr_array_add(retired_targets, v);
+        g_hash_table_destroy(d->targets);
+    }
+    d->targets = fresh;
+    return 0;
+}
+
+void vbd_reload(struct vbd *d, char *msg, size_t len);
+void vbd_reload(struct vbd *d, char *msg, size_t len)
+{
+    struct vbd_config *cfg;
+    GPtrArray *chain;
+    vb_error e = { 0 };
+
+    msg[0] = 0;
+    if (vbd_config_load(d->config_path, &cfg, &e) || vbd_chain_load(d, cfg, &chain, &e)) {
+        if (!e.code)
+            e.code = -EINVAL;
+        snprintf(msg, len, "reload failed, keeping the running configuration: %s",
+                 vb_strerror(&e));
+        vbd_log("%s", msg);
+        return;
+    }
+    if (apply_targets(d, cfg, &e) || vbd_vms_apply(d, cfg, &e)) {
+        snprintf(msg, len, "reload partly failed: %s", vb_strerror(&e));
+        vbd_log("%s", msg);
+    }
+    g_ptr_array_free(d->chain, TRUE);
+    d->chain = chain;
+    /* keep fields the running machinery depends on (sockets, workers) */
+    g_free(cfg->admin_socket);
+    cfg->admin_socket = g_strdup(d->cfg->admin_socket);
+    cfg->workers = d->cfg->workers;
+    vbd_config_free(d->cfg);
+    d->cfg = cfg;
+    vbd_log("configuration reloaded: %u VMs, %u targets, %u policies",
+            g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len);
+    vbd_batch_schedule(d);
+}
+
+static gboolean on_hup(gpointer opaque)
+{
+    char msg[512];
+
+    sd_notify(0, "RELOADING=1");
+    vbd_reload(opaque, msg, sizeof(msg));
+    sd_notify(0, "READY=1");
+    return G_SOURCE_CONTINUE;
+}
+
+static gboolean on_term(gpointer opaque)
+{
+    struct vbd *d = opaque;
+
+    vbd_log("shutting down");
+    sd_notify(0, "STOPPING=1");
+    d->stopping = true;
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean on_tick(gpointer opaque)
+{
+    vbd_jobs_tick(opaque);
+    return G_SOURCE_CONTINUE;
+}
+
+static void shutdown_jobs(struct vbd *d)
+{
+    GPtrArray *all = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer k, v;
+    bool busy = true;
+
+    if (d->jobs) {
+        g_hash_table_iter_init(&it, d->jobs);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            g_ptr_array_add(all, v);
+    }
+    for (guint i = 0; i < all->len; i++) {
+        struct vbd_job *j = all->pdata[i];
+        if (j->state == VB_JOB_RESTORING)
+            vbd_restore_close(j);
+        else
+            vbd_job_fail(j, VB_JOB_FAILED, "vbackupd is shutting down");
+    }
+    g_ptr_array_free(all, TRUE);
+    /* let workers, reads and disk threads come back, so that nothing is
+     * left half-written: chunks are complete or absent, snapshots aborted */
+    for (int round = 0; busy && round < 600; round++) {
+        busy = d->plans != NULL;
+        while (g_main_context_iteration(NULL, FALSE))
+            ;
+        if (busy)
+            g_usleep(10000);
+    }
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vbackupd [--config FILE] [--check-config] [--timestamps]\n"
+               "  --config FILE    configuration (default %s)\n"
+               "  --check-config   load the configuration and the policies, then exit\n"
+               "  --timestamps     prefix log lines with the time (when not under journald)\n",
+            VBD_DEFAULT_CONFIG);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "config", 1, 0, 'c' }, { "check-config", 0, 0, 'k' }, { "timestamps", 0, 0, 't' },
+        { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0 } };
+    struct vbd *d = g_new0(struct vbd, 1);
+    bool check = false;
+    vb_error e = { 0 };
+    int c, rc = 0;
+
+    d->config_path = g_strdup(VBD_DEFAULT_CONFIG);
+    while ((c = getopt_long(argc, argv, "c:hV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'c': g_free(d->config_path); d->config_path = g_strdup(optarg); break;
+        case 'k': check = true; break;
+        case 't': log_timestamps = true; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("vbackupd %s\n", VBD_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    vbd_global = d;
+    retired_targets = g_ptr_array_new_with_free_func(target_free);
+    d->admin_fd = -1;
+    d->ring_efd = -1;
+    d->batches = json_object_new_array();
+    d->vms = g_hash_table_new(g_str_hash, g_str_equal);
+    d->jobs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
+                                    (GDestroyNotify)vbd_job_unref);
+    g_queue_init(&d->pending);
+    {
+        /* job ids differ across restarts: a guest holding an old id gets "no such job" */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        d->next_job = ((uint64_t)ts.tv_sec % 100000000) * 1000 + 1;
+    }
+    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, &e) ||
+        vbd_chain_load(d, d->cfg, &d->chain, &e)) {
+        vbd_log("%s", vb_strerror(&e));
+        return 1;
+    }
+    if (check) {
+        printf("%s: %u targets, %u VMs, policies:", d->config_path, d->cfg->targets->len,
+               d->cfg->vms->len);
+        for (guint i = 0; i < d->chain->len; i++)
+            printf(" %s", vbd_policy_name(d->chain->pdata[i]));
+        printf("\nconfiguration OK\n");
+        return 0;
+    }
+    d->loop = g_main_loop_new(NULL, FALSE);
+    if (vbd_exec_init(d, &e) || vbd_vms_apply(d, d->cfg, &e) || vbd_admin_init(d, &e)) {
+        vbd_log("%s", vb_strerror(&e));
+        return 1;
+    }
+    g_unix_signal_add(SIGTERM, on_term, d);
+    g_unix_signal_add(SIGINT, on_term, d);
+    g_unix_signal_add(SIGHUP, on_hup, d);
+    signal(SIGPIPE, SIG_IGN);
+    g_timeout_add_seconds(5, on_tick, d);
+    vbd_log("ready: %u VMs, %u targets, policies %u, batch every %.1f s or %u jobs, %d workers",
+            g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len,
+            d->cfg->batch_seconds, d->cfg->batch_max, d->wk.n);
+    sd_notify(0, "READY=1");
+    g_main_loop_run(d->loop);
+
+    shutdown_jobs(d);
+    vbd_vms_close_all(d);
+    vbd_admin_fini(d);
+    vbd_exec_fini(d);
+    if (d->jobs)
+        g_hash_table_destroy(d->jobs);
+    g_queue_clear(&d->pending);
+    g_ptr_array_free(d->chain, TRUE);
+    g_hash_table_destroy(d->vms);
+    g_hash_table_destroy(d->targets);
+    g_ptr_array_free(retired_targets, TRUE);
+    json_object_put(d->batches);
+    vbd_config_free(d->cfg);
+    g_main_loop_unref(d->loop);
+    g_free(d->config_path);
+    g_free(d);
+    vbd_log("stopped");
+    return rc;
+}

@@ -1,0 +1,591 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "wire.h"
+
+#include "util.h"
+
+#include <glib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int err(char *msg, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int err(char *msg, int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, VBD_MSG, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* A bounded reader over a payload. */
+struct rd {
+    const uint8_t *p;
+    size_t n, off;
+};
+
+static bool take(struct rd *r, void *dst, size_t len)
+{
+    if (len > r->n - r->off)
+        return false;
+    memcpy(dst, r->p + r->off, len);
+    r->off += len;
+    return true;
+}
+
+static bool take_str(struct rd *r, const char **s, uint16_t *len)
+{
+    if (!take(r, len, 2) || *len > r->n - r->off)
+        return false;
+    *s = (const char *)r->p + r->off;
+    r->off += *len;
+    return true;
+}
+
+static void printable(char *dst, size_t cap, const char *s, size_t n)
+{
+    /* a name from the guest, made safe for a message */
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && o + 5 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '\'')
+            dst[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", ch);
+    }
+    dst[o] = 0;
+}
+
+const char *vb_op_name(unsigned type)
+{
+    static const char *names[] = {
+        "?", "HELLO", "BACKUP_BEGIN", "BACKUP_FILES", "BACKUP_DATA", "BACKUP_SEAL", "STATUS",
+        "CANCEL", "LIST", "RESTORE_BEGIN", "RESTORE_LIST", "RESTORE_READ", "RESTORE_END",
+    };
+
+    type &= ~VB_REPLY;
+    return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
+}
+
+const char *vb_status_name(int status)
+{
+    static const char *names[] = {
+        "OK", "UNAVAILABLE", "BAD_FRAME", "BAD_VERSION", "BAD_REQUEST", "UNKNOWN_TARGET",
+        "NOT_FOUND", "NOT_OWNED", "OUT_OF_RANGE", "BAD_PATH", "TOO_LARGE", "BUSY",
+        "SHUTTING_DOWN", "NO_JOB", "JOB_FAILED", "IO", "NO_SPACE", "CANCELLED", "INTERNAL",
+        "REPLY_TOO_SMALL", "BAD_STATE",
+    };
+
+    return status >= 0 && status < (int)(sizeof(names) / sizeof(names[0])) ? names[status] : "?";
+}
+
+bool vbd_check_path(const char *p, size_t n, bool allow_root, char *why, size_t why_len)
+{
+    size_t comp = 0;
+
+    if (n == 0) {
+        if (!allow_root)
+            snprintf(why, why_len, "empty path");
+        return allow_root;
+    }
+    if (n > VB_MAX_PATH) {
+        snprintf(why, why_len, "path longer than %u bytes", VB_MAX_PATH);
+        return false;
+    }
+    if (memchr(p, 0, n)) {
+        snprintf(why, why_len, "NUL byte in path");
+        return false;
+    }
+    if (!g_utf8_validate_len(p, (gssize)n, NULL)) {
+        snprintf(why, why_len, "path is not valid UTF-8");
+        return false;
+    }
+    if (p[0] == '/') {
+        snprintf(why, why_len, "path starts with '/' (paths are relative to the root)");
+        return false;
+    }
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || p[i] == '/') {
+            const char *c = p + i - comp;
+            if (comp == 0) {
+                snprintf(why, why_len, "empty path component");
+                return false;
+            }
+            if ((comp == 1 && c[0] == '.') || (comp == 2 && c[0] == '.' && c[1] == '.')) {
+                snprintf(why, why_len, "'.' or '..' component");
+                return false;
+            }
+            if (comp > VB_MAX_NAME) {
+                snprintf(why, why_len, "path component longer than %u bytes", VB_MAX_NAME);
+                return false;
+            }
+            comp = 0;
+        } else {
+            comp++;
+        }
+    }
+    return true;
+}
+
+bool vbd_check_name(const char *p, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '/' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+int vbd_check_header(const struct vb_hdr *h, char *msg)
+{
+    if (h->magic != VB_MAGIC)
+        return err(msg, VB_S_BAD_FRAME, "bad magic %#x", h->magic);
+    if (h->version != VB_PROTO_VERSION)
+        return err(msg, VB_S_BAD_VERSION, "protocol version %u is not supported (this host "
+                   "speaks %u)", h->version, VB_PROTO_VERSION);
+    if (h->len > VB_MAX_PAYLOAD)
+        return err(msg, VB_S_BAD_FRAME, "payload of %u bytes is larger than %u", h->len,
+                   VB_MAX_PAYLOAD);
+    if (h->type & VB_REPLY)
+        return err(msg, VB_S_BAD_REQUEST, "a reply frame sent as a request");
+    if (h->type == 0 || h->type >= VB_OP_MAX_)
+        return err(msg, VB_S_BAD_REQUEST, "unknown operation %u", h->type);
+    if (h->status || h->flags)
+        return err(msg, VB_S_BAD_REQUEST, "status and flags must be 0 in a request");
+    return VB_S_OK;
+}
+
+int vbd_parse_hello(const uint8_t *p, size_t n, struct vb_hello *out, char *msg)
+{
+    if (n != sizeof(*out))
+        return err(msg, VB_S_BAD_REQUEST, "HELLO payload is %zu bytes, expected %zu", n,
+                   sizeof(*out));
+    memcpy(out, p, sizeof(*out));
+    if (out->version_min > out->version_max)
+        return err(msg, VB_S_BAD_REQUEST, "HELLO version range is empty");
+    if (out->version_min > VB_PROTO_VERSION || out->version_max < VB_PROTO_VERSION)
+        return err(msg, VB_S_BAD_VERSION, "no common protocol version (client %u..%u, host %u)",
+                   out->version_min, out->version_max, VB_PROTO_VERSION);
+    return VB_S_OK;
+}
+
+static int name_field(struct rd *r, char *dst, size_t cap, size_t len, const char *what,
+                      char *msg)
+{
+    char shown[96];
+
+    if (len == 0 || len >= cap || len > r->n - r->off)
+        return err(msg, VB_S_BAD_REQUEST, "%s of %zu bytes (1..%zu)", what, len, cap - 1);
+    memcpy(dst, r->p + r->off, len);
+    dst[len] = 0;
+    r->off += len;
+    if (!vbd_check_name(dst, len)) {
+        printable(shown, sizeof(shown), dst, len);
+        return err(msg, VB_S_BAD_REQUEST, "%s '%s' has characters that are not allowed", what,
+                   shown);
+    }
+    return VB_S_OK;
+}
+
+void vbd_begin_clear(struct vbd_begin *b)
+{
+    for (unsigned i = 0; i < VB_MAX_ROOTS; i++) {
+        free(b->roots[i]);
+        b->roots[i] = NULL;
+    }
+}
+
+int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg)
+{
+    struct rd r = { p, n, 0 };
+    struct vb_backup_begin b;
+    char why[96];
+    int st;
+
+    memset(out, 0, sizeof(*out));
+    if (!take(&r, &b, sizeof(b)))
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN payload too short");
+    if (b.kind != VB_KIND_FILES && b.kind != VB_KIND_DISK)
+        return err(msg, VB_S_BAD_REQUEST, "unknown backup kind %u", b.kind);
+    if (b.mode < VB_MODE_FULL || b.mode > VB_MODE_DIFFERENTIAL)
+        return err(msg, VB_S_BAD_REQUEST, "unknown backup mode %u", b.mode);
+    if (b.flags || b.reserved)
+        return err(msg, VB_S_BAD_REQUEST, "reserved fields must be 0");
+    if (b.n_disks < 1 || b.n_disks > VB_MAX_DISKS)
+        return err(msg, VB_S_BAD_REQUEST, "%u disks named (1..%u)", b.n_disks, VB_MAX_DISKS);
+    if (b.kind == VB_KIND_DISK) {
+        if (b.n_disks != 1 || b.n_roots != 0)
+            return err(msg, VB_S_BAD_REQUEST, "a disk backup names exactly one disk and no paths");
+        if (b.mode != VB_MODE_FULL)
+            return err(msg, VB_S_BAD_REQUEST, "disk backups are full backups (incremental needs "
+                       "dirty bitmaps, not supported yet)");
+    } else if (b.n_roots < 1 || b.n_roots > VB_MAX_ROOTS) {
+        return err(msg, VB_S_BAD_REQUEST, "%u paths named (1..%u)", b.n_roots, VB_MAX_ROOTS);
+    }
+    out->kind = b.kind;
+    out->mode = b.mode;
+    out->n_files_hint = b.n_files_hint;
+    out->bytes_hint = b.bytes_hint;
+    st = name_field(&r, out->target, sizeof(out->target), b.target_len, "target name", msg);
+    if (st)
+        return st;
+    for (unsigned i = 0; i < b.n_disks; i++) {
+        uint16_t len;
+        if (!take(&r, &len, 2))
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN truncated in disk %u", i);
+        st = name_field(&r, out->serials[i], sizeof(out->serials[i]), len, "disk serial", msg);
+        if (st)
+            return st;
+        for (unsigned k = 0; k < i; k++)
+            if (!strcmp(out->serials[k], out->serials[i]))
+                return err(msg, VB_S_BAD_REQUEST, "disk '%s' named twice", out->serials[i]);
+    }
+    out->n_disks = b.n_disks;
+    for (unsigned i = 0; i < b.n_roots; i++) {
+        const char *s;
+        uint16_t len;
+        if (!take_str(&r, &s, &len)) {
+            vbd_begin_clear(out);
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN truncated in path %u", i);
+        }
+        if (!vbd_check_path(s, len, true, why, sizeof(why))) {
+            char shown[128];
+            printable(shown, sizeof(shown), s, VB_MIN(len, 60u));
+            vbd_begin_clear(out);
+            return err(msg, VB_S_BAD_PATH, "path %u '%s': %s", i, shown, why);
+        }
+        out->roots[i] = g_strndup(s, len);
+        out->n_roots = (uint16_t)(i + 1);
+    }
+    if (r.off != n) {
+        vbd_begin_clear(out);
+        return err(msg, VB_S_BAD_REQUEST, "%zu bytes after the end of BACKUP_BEGIN", n - r.off);
+    }
+    return VB_S_OK;
+}
+
+int vbd_peek_job(const uint8_t *p, size_t n, uint64_t *job, char *msg)
+{
+    if (n < 8)
+        return err(msg, VB_S_BAD_REQUEST, "payload too short for a job id");
+    memcpy(job, p, 8);
+    return VB_S_OK;
+}
+
+void vbd_files_clear(struct vbd_files *f)
+{
+    for (uint32_t i = 0; f->recs && i < f->n; i++)
+        free(f->recs[i].ext);
+    free(f->recs);
+    memset(f, 0, sizeof(*f));
+}
+
+int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
+                    struct vbd_files *out, char *msg)
+{
+    struct rd r = { p, n, 0 };
+    struct vb_files h;
+    const char *prev_path = ctx->prev_path;
+    size_t prev_len = ctx->prev_path_len;
+    bool prev_cont = ctx->prev_can_continue;
+    uint64_t prev_end = ctx->prev_ext_end, prev_disk = ctx->prev_disk, files = 0;
+    char why[96], shown[160];
+
+    memset(out, 0, sizeof(*out));
+    if (!take(&r, &h, sizeof(h)))
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_FILES payload too short");
+    if (h.n_files == 0 || h.n_files > VB_MAX_FILES_PER_MSG)
+        return err(msg, VB_S_BAD_REQUEST, "%u records in one message (1..%u)", h.n_files,
+                   VB_MAX_FILES_PER_MSG);
+    if (h.reserved)
+        return err(msg, VB_S_BAD_REQUEST, "reserved fields must be 0");
+    /* every record needs at least its fixed part: bounds the allocation */
+    if ((uint64_t)h.n_files * sizeof(struct vb_file_rec) > n - r.off)
+        return err(msg, VB_S_BAD_REQUEST, "%u records cannot fit in %zu bytes", h.n_files, n);
+    out->job = h.job;
+    out->recs = calloc(h.n_files, sizeof(*out->recs));
+    if (!out->recs)
+        return err(msg, VB_S_INTERNAL, "out of memory");
+    out->n = h.n_files;
+
+    for (uint32_t i = 0; i < h.n_files; i++) {
+        struct vbd_prec *x = &out->recs[i];
+        struct vb_file_rec *f = &x->r;
+        const char *path, *link;
+        int st = VB_S_BAD_REQUEST;
+
+        if (!take(&r, f, sizeof(*f)))
+            goto trunc;
+        if (f->path_len > r.n - r.off)
+            goto trunc;
+        path = (const char *)p + r.off;
+        r.off += f->path_len;
+        if (f->link_len > r.n - r.off)
+            goto trunc;
+        link = (const char *)p + r.off;
+        r.off += f->link_len;
+        x->path = path;
+        x->link = link;
+        printable(shown, sizeof(shown), path, VB_MIN(f->path_len, (uint16_t)100));
+
+        if (!vbd_check_path(path, f->path_len, true, why, sizeof(why))) {
+            st = VB_S_BAD_PATH;
+            err(msg, st, "record %u '%s': %s", i, shown, why);
+            goto fail;
+        }
+        if (f->data == VB_FD_MORE) {
+            if (!prev_cont || f->path_len != prev_len || memcmp(path, prev_path, prev_len)) {
+                err(msg, st, "record %u '%s': more extents without a preceding record of the "
+                    "same file", i, shown);
+                goto fail;
+            }
+            if (f->disk != prev_disk) {
+                err(msg, st, "record %u '%s': more extents on another disk", i, shown);
+                goto fail;
+            }
+        } else {
+            if (f->type < VB_FT_REG || f->type > VB_FT_SOCK) {
+                err(msg, st, "record %u '%s': unknown file type %u", i, shown, f->type);
+                goto fail;
+            }
+            if (f->data > VB_FD_FALLBACK) {
+                err(msg, st, "record %u '%s': unknown data source %u", i, shown, f->data);
+                goto fail;
+            }
+            if (f->data != VB_FD_NONE && f->type != VB_FT_REG) {
+                err(msg, st, "record %u '%s': only regular files carry data", i, shown);
+                goto fail;
+            }
+            if (f->mode & ~07777u) {
+                err(msg, st, "record %u '%s': mode %#o has bits beyond 07777", i, shown, f->mode);
+                goto fail;
+            }
+            if (f->link_len && f->type != VB_FT_SYMLINK) {
+                err(msg, st, "record %u '%s': a link target on a non-symlink", i, shown);
+                goto fail;
+            }
+            if (f->type == VB_FT_SYMLINK && (f->link_len == 0 || memchr(link, 0, f->link_len))) {
+                err(msg, st, "record %u '%s': symlink target empty or with a NUL byte", i, shown);
+                goto fail;
+            }
+            if (files >= ctx->files_left) {
+                st = VB_S_TOO_LARGE;
+                err(msg, st, "record %u '%s': more files than a job may hold", i, shown);
+                goto fail;
+            }
+            files++;
+            prev_end = 0;
+        }
+        if (f->n_extents && f->data != VB_FD_EXTENTS && f->data != VB_FD_MORE) {
+            err(msg, st, "record %u '%s': extents on a record that has none", i, shown);
+            goto fail;
+        }
+        if (f->n_extents > VB_MAX_EXTENTS_PER_REC) {
+            st = VB_S_TOO_LARGE;
+            err(msg, st, "record %u '%s': %u extents (at most %u per record)", i, shown,
+                f->n_extents, VB_MAX_EXTENTS_PER_REC);
+            goto fail;
+        }
+        if (f->disk >= ctx->n_disks && (f->data == VB_FD_EXTENTS || f->data == VB_FD_MORE)) {
+            err(msg, st, "record %u '%s': disk index %u, but the job has %u disks", i, shown,
+                f->disk, ctx->n_disks);
+            goto fail;
+        }
+        if ((uint64_t)f->n_extents * sizeof(struct vb_extent) > r.n - r.off)
+            goto trunc;
+        if (f->n_extents) {
+            x->ext = malloc((size_t)f->n_extents * sizeof(struct vb_extent));
+            if (!x->ext) {
+                st = VB_S_INTERNAL;
+                err(msg, st, "out of memory");
+                goto fail;
+            }
+            memcpy(x->ext, p + r.off, (size_t)f->n_extents * sizeof(struct vb_extent));
+            r.off += (size_t)f->n_extents * sizeof(struct vb_extent);
+        }
+        for (uint32_t k = 0; k < f->n_extents; k++) {
+            struct vb_extent *e = &x->ext[k];
+            uint64_t dsize = ctx->disk_sizes[f->disk];
+            if (e->length == 0 || e->flags & ~VB_EXT_UNWRITTEN || e->reserved) {
+                err(msg, st, "record %u '%s': extent %u has length 0 or unknown flags", i,
+                    shown, k);
+                goto fail;
+            }
+            if (e->logical > UINT64_MAX - e->length || e->physical > UINT64_MAX - e->length) {
+                st = VB_S_OUT_OF_RANGE;
+                err(msg, st, "record %u '%s': extent %u overflows 64 bits", i, shown, k);
+                goto fail;
+            }
+            if (e->physical + e->length > dsize) {
+                st = VB_S_OUT_OF_RANGE;
+                err(msg, st, "record %u '%s': extent %u (physical %#llx, %llu bytes) lies "
+                    "outside disk '%s' (%llu bytes)", i, shown, k,
+                    (unsigned long long)e->physical, (unsigned long long)e->length,
+                    ctx->disk_names[f->disk], (unsigned long long)dsize);
+                goto fail;
+            }
+            if (e->logical < prev_end) {
+                err(msg, st, "record %u '%s': extent %u overlaps or is out of order", i, shown, k);
+                goto fail;
+            }
+            prev_end = e->logical + e->length;
+        }
+        prev_path = path;
+        prev_len = f->path_len;
+        prev_cont = f->data == VB_FD_EXTENTS || f->data == VB_FD_MORE;
+        prev_disk = f->disk;
+        continue;
+trunc:
+        err(msg, st, "BACKUP_FILES truncated in record %u", i);
+fail:
+        vbd_files_clear(out);
+        return st;
+    }
+    if (r.off != n) {
+        vbd_files_clear(out);
+        return err(msg, VB_S_BAD_REQUEST, "%zu bytes after the last record", n - r.off);
+    }
+    return VB_S_OK;
+}
+
+int vbd_parse_data(const uint8_t *p, size_t n, struct vbd_data *out, char *msg)
+{
+    struct vb_data d;
+
+    if (n < sizeof(d))
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_DATA payload too short");
+    memcpy(&d, p, sizeof(d));
+    if (d.len != n - sizeof(d))
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_DATA says %u bytes but carries %zu", d.len,
+                   n - sizeof(d));
+    if (d.flags & ~VB_DATA_LAST)
+        return err(msg, VB_S_BAD_REQUEST, "unknown BACKUP_DATA flags %#x", d.flags);
+    if (d.offset > UINT64_MAX - d.len)
+        return err(msg, VB_S_OUT_OF_RANGE, "BACKUP_DATA offset overflows");
+    out->job = d.job;
+    out->file = d.file;
+    out->offset = d.offset;
+    out->len = d.len;
+    out->flags = d.flags;
+    out->bytes = p + sizeof(d);
+    return VB_S_OK;
+}
+
+int vbd_parse_job_ref(const uint8_t *p, size_t n, uint64_t *job, char *msg)
+{
+    if (n != sizeof(struct vb_job_ref))
+        return err(msg, VB_S_BAD_REQUEST, "payload is %zu bytes, expected %zu", n,
+                   sizeof(struct vb_job_ref));
+    memcpy(job, p, 8);
+    return VB_S_OK;
+}
+
+int vbd_parse_list(const uint8_t *p, size_t n, struct vbd_list *out, char *msg)
+{
+    struct rd r = { p, n, 0 };
+    struct vb_list l;
+    int st;
+
+    memset(out, 0, sizeof(*out));
+    if (!take(&r, &l, sizeof(l)))
+        return err(msg, VB_S_BAD_REQUEST, "LIST payload too short");
+    out->start = l.start;
+    st = name_field(&r, out->target, sizeof(out->target), l.target_len, "target name", msg);
+    if (st)
+        return st;
+    if (r.off != n)
+        return err(msg, VB_S_BAD_REQUEST, "%zu bytes after the end of LIST", n - r.off);
+    return VB_S_OK;
+}
+
+void vbd_restore_begin_clear(struct vbd_restore_begin *rb)
+{
+    for (unsigned i = 0; rb->paths && i < rb->n_paths; i++)
+        free(rb->paths[i]);
+    free(rb->paths);
+    rb->paths = NULL;
+    rb->n_paths = 0;
+}
+
+int vbd_parse_restore_begin(const uint8_t *p, size_t n, struct vbd_restore_begin *out, char *msg)
+{
+    struct rd r = { p, n, 0 };
+    struct vb_restore_begin b;
+    char why[96], shown[128];
+    int st;
+
+    memset(out, 0, sizeof(*out));
+    if (!take(&r, &b, sizeof(b)))
+        return err(msg, VB_S_BAD_REQUEST, "RESTORE_BEGIN payload too short");
+    if (b.reserved)
+        return err(msg, VB_S_BAD_REQUEST, "reserved fields must be 0");
+    if (b.n_paths > VB_MAX_ROOTS)
+        return err(msg, VB_S_BAD_REQUEST, "%u paths (at most %u)", b.n_paths, VB_MAX_ROOTS);
+    st = name_field(&r, out->target, sizeof(out->target), b.target_len, "target name", msg);
+    if (st)
+        return st;
+    if (b.snap_len == 0 || b.snap_len > VB_MAX_SNAPSHOT_ID || b.snap_len > r.n - r.off)
+        return err(msg, VB_S_BAD_REQUEST, "snapshot id of %u bytes (1..%u)", b.snap_len,
+                   VB_MAX_SNAPSHOT_ID);
+    memcpy(out->snapshot, p + r.off, b.snap_len);
+    out->snapshot[b.snap_len] = 0;
+    r.off += b.snap_len;
+    if (strlen(out->snapshot) != b.snap_len || !vbd_check_name(out->snapshot, b.snap_len)) {
+        printable(shown, sizeof(shown), (const char *)p + r.off - b.snap_len, b.snap_len);
+        return err(msg, VB_S_BAD_REQUEST, "snapshot id '%s' has characters that are not allowed",
+                   shown);
+    }
+    out->paths = calloc(VB_MAX(b.n_paths, 1u), sizeof(char *));
+    for (unsigned i = 0; i < b.n_paths; i++) {
+        const char *s;
+        uint16_t len;
+        if (!take_str(&r, &s, &len)) {
+            vbd_restore_begin_clear(out);
+            return err(msg, VB_S_BAD_REQUEST, "RESTORE_BEGIN truncated in path %u", i);
+        }
+        if (!vbd_check_path(s, len, true, why, sizeof(why))) {
+            printable(shown, sizeof(shown), s, VB_MIN(len, 60u));
+            vbd_restore_begin_clear(out);
+            return err(msg, VB_S_BAD_PATH, "path %u '%s': %s", i, shown, why);
+        }
+        out->paths[i] = g_strndup(s, len);
+        out->n_paths = (uint16_t)(i + 1);
+    }
+    if (r.off != n) {
+        vbd_restore_begin_clear(out);
+        return err(msg, VB_S_BAD_REQUEST, "%zu bytes after the end of RESTORE_BEGIN", n - r.off);
+    }
+    return VB_S_OK;
+}
+
+int vbd_parse_restore_list(const uint8_t *p, size_t n, uint64_t *job, uint64_t *start, char *msg)
+{
+    struct vb_restore_list l;
+
+    if (n != sizeof(l))
+        return err(msg, VB_S_BAD_REQUEST, "RESTORE_LIST payload is %zu bytes, expected %zu", n,
+                   sizeof(l));
+    memcpy(&l, p, sizeof(l));
+    *job = l.job;
+    *start = l.start;
+    return VB_S_OK;
+}
+
+int vbd_parse_restore_read(const uint8_t *p, size_t n, struct vb_restore_read *out, char *msg)
+{
+    if (n != sizeof(*out))
+        return err(msg, VB_S_BAD_REQUEST, "RESTORE_READ payload is %zu bytes, expected %zu", n,
+                   sizeof(*out));
+    memcpy(out, p, sizeof(*out));
+    if (out->reserved)
+        return err(msg, VB_S_BAD_REQUEST, "reserved fields must be 0");
+    if (out->len == 0)
+        return err(msg, VB_S_BAD_REQUEST, "RESTORE_READ of 0 bytes");
+    return VB_S_OK;
+}
