@@ -1,0 +1,903 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * A file restore:
+ *
+ *   RESTORE_BEGIN -> job; RESTORE_LIST every entry; check them all;
+ *   1. directories (parents first; mode 0700 while we fill them)
+ *   2. regular files: created under a temporary name, RESTORE_READ in pieces
+ *      by VBC_RESTORE_THREADS workers (holes skipped, so sparse files stay
+ *      sparse; the size set with ftruncate), owner, mode, times, renamed
+ *      into place
+ *   3. symlinks, fifos, sockets, device nodes (temporary name, rename)
+ *   4. hard links (to the first link, by entry index)
+ *   5. directories' owner, mode and times, deepest first
+ *   RESTORE_END.
+ *
+ * Nothing is created outside the destination: entry paths are checked
+ * (relative, no "." or ".."), every entry's parent must be a directory entry
+ * restored before it, and parents are opened component by component with
+ * O_NOFOLLOW, so a symlink can never redirect a later entry.
+ */
+#include "vbc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK           (8u << 20)       /* bytes of a file per work item */
+#define QUEUE_MAX       64
+
+struct rfile {
+    int fd;
+    int pfd;                     /* parent directory */
+    size_t entry;
+    char *name;                  /* last component */
+    char tmp[64];
+    unsigned pending;            /* chunks not yet done */
+    bool failed;
+};
+
+struct chunk {
+    struct rfile *f;
+    uint64_t start, end;
+};
+
+struct rctx {
+    struct vbc_conn *c;
+    uint64_t job;
+    struct vbc_entry *v;
+    size_t n;
+    int destfd;
+    const char *dest;
+    bool root;
+    /* per entry */
+    size_t *prefix;              /* index into pfx */
+    const char **sub;            /* path below its prefix */
+    bool *bad;                   /* refused or failed */
+    /* prefixes: directories outside the entries that hold them */
+    int *pfx_fd;
+    char **pfx_path;
+    size_t n_pfx;
+    /* work */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct chunk q[QUEUE_MAX];
+    size_t qh, qn;
+    bool closing;
+    int fatal;
+    struct vbc_err fatal_e;
+    uint64_t bytes_done, errors, total;
+    uint32_t piece;
+    struct vbc_progress prog;
+};
+
+static void entry_error(struct rctx *r, size_t i, const char *what, int err)
+{
+    char safe[VB_MAX_PATH * 4 + 1];
+
+    vbc_sanitize(safe, sizeof(safe), r->v[i].path, strlen(r->v[i].path));
+    pthread_mutex_lock(&r->lock);
+    r->errors++;
+    r->bad[i] = true;
+    pthread_mutex_unlock(&r->lock);
+    vbc_progress_clear(&r->prog);
+    if (err)
+        vbc_error("%s/%s: %s: %s", r->dest, safe, what, strerror(err));
+    else
+        vbc_error("%s/%s: %s", r->dest, safe, what);
+}
+
+/* ---- paths ---------------------------------------------------------------------- */
+
+struct ptab {
+    const char **key;
+    size_t *val;
+    size_t cap;
+};
+
+static uint64_t fnv(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int ptab_init(struct ptab *t, size_t n)
+{
+    t->cap = 16;
+    while (t->cap < n * 2)
+        t->cap *= 2;
+    t->key = calloc(t->cap, sizeof(*t->key));
+    t->val = calloc(t->cap, sizeof(*t->val));
+    return t->key && t->val ? 0 : -ENOMEM;
+}
+
+/* returns the existing value, or SIZE_MAX after inserting */
+static size_t ptab_put(struct ptab *t, const char *k, size_t v)
+{
+    for (size_t i = fnv(k) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (!t->key[i]) {
+            t->key[i] = k;
+            t->val[i] = v;
+            return SIZE_MAX;
+        }
+        if (strcmp(t->key[i], k) == 0)
+            return t->val[i];
+    }
+}
+
+static size_t ptab_get(const struct ptab *t, const char *k)
+{
+    for (size_t i = fnv(k) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (!t->key[i])
+            return SIZE_MAX;
+        if (strcmp(t->key[i], k) == 0)
+            return t->val[i];
+    }
+}
+
+/* mkdir -p REL under DIRFD (following existing symlinks: this part of the
+ * tree is the destination's, not the snapshot's); returns an fd or -errno. */
+static int open_prefix(int dirfd, const char *rel)
+{
+    char *copy = strdup(rel), *save = NULL, *comp;
+    int fd = dup(dirfd);
+
+    if (!copy || fd < 0) {
+        free(copy);
+        if (fd >= 0)
+            close(fd);
+        return -ENOMEM;
+    }
+    for (comp = strtok_r(copy, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+        int nfd;
+
+        if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
+            int err = errno;
+
+            close(fd);
+            free(copy);
+            return -err;
+        }
+        nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        close(fd);
+        if (nfd < 0) {
+            free(copy);
+            return -errno;
+        }
+        fd = nfd;
+    }
+    free(copy);
+    return fd;
+}
+
+/* The parent directory of entry I, opened without following any symlink
+ * below its prefix; *name = its last component.  Returns an fd (to close)
+ * or -errno. */
+static int open_parent(struct rctx *r, size_t i, const char **name)
+{
+    const char *sub = r->sub[i], *slash = strrchr(sub, '/');
+    int fd = dup(r->pfx_fd[r->prefix[i]]);
+
+    *name = slash ? slash + 1 : sub;
+    if (fd < 0)
+        return -errno;
+    if (!slash)
+        return fd;
+    {
+        size_t l = (size_t)(slash - sub);
+        char *copy = strndup(sub, l), *save = NULL, *comp;
+
+        if (!copy) {
+            close(fd);
+            return -ENOMEM;
+        }
+        for (comp = strtok_r(copy, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+            int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+            close(fd);
+            if (nfd < 0) {
+                int err = errno == ELOOP ? ENOTDIR : errno;
+
+                free(copy);
+                return -err;
+            }
+            fd = nfd;
+        }
+        free(copy);
+    }
+    return fd;
+}
+
+static void ts_of(struct timespec ts[2], const struct vbc_entry *x)
+{
+    ts[0].tv_sec = x->atime_ns / 1000000000;
+    ts[0].tv_nsec = x->atime_ns % 1000000000;
+    ts[1].tv_sec = x->mtime_ns / 1000000000;
+    ts[1].tv_nsec = x->mtime_ns % 1000000000;
+    for (int k = 0; k < 2; k++) {
+        if (ts[k].tv_nsec < 0) {
+            ts[k].tv_nsec += 1000000000;
+            ts[k].tv_sec--;
+        }
+    }
+}
+
+/* Owner, mode, times of NAME in PFD (not following a symlink). */
+static int set_meta(struct rctx *r, int pfd, const char *name, const struct vbc_entry *x,
+                    const char **what)
+{
+    struct timespec ts[2];
+
+    if (fchownat(pfd, name, x->uid, x->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+        (r->root || (errno != EPERM && errno != EINVAL))) {
+        *what = "chown";
+        return -errno;
+    }
+    if (x->type != VB_FT_SYMLINK && fchmodat(pfd, name, x->mode, 0) < 0) {
+        *what = "chmod";
+        return -errno;
+    }
+    ts_of(ts, x);
+    if (utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+        *what = "utimensat";
+        return -errno;
+    }
+    return 0;
+}
+
+/* ---- check the entries ---------------------------------------------------------------- */
+
+static int plan(struct rctx *r, struct vbc_err *e)
+{
+    struct ptab t, pt;
+    size_t i;
+
+    r->prefix = calloc(r->n ? r->n : 1, sizeof(*r->prefix));
+    r->sub = calloc(r->n ? r->n : 1, sizeof(*r->sub));
+    r->bad = calloc(r->n ? r->n : 1, sizeof(*r->bad));
+    r->pfx_fd = calloc(r->n + 1, sizeof(*r->pfx_fd));
+    r->pfx_path = calloc(r->n + 1, sizeof(*r->pfx_path));
+    if (!r->prefix || !r->sub || !r->bad || !r->pfx_fd || !r->pfx_path ||
+        ptab_init(&t, r->n) < 0 || ptab_init(&pt, r->n + 1) < 0)
+        return vbc_seterr(e, -ENOMEM, "out of memory");
+
+    for (i = 0; i < r->n; i++) {
+        struct vbc_entry *x = &r->v[i];
+        const char *slash = strrchr(x->path, '/');
+        char *parent = slash ? strndup(x->path, (size_t)(slash - x->path)) : strdup("");
+        size_t pj;
+
+        if (!parent)
+            return vbc_seterr(e, -ENOMEM, "out of memory");
+        if (ptab_put(&t, x->path, i) != SIZE_MAX) {
+            entry_error(r, i, "listed twice; skipped", 0);
+            free(parent);
+            continue;
+        }
+        if (x->link_of != VB_NO_LINK &&
+            (x->link_of >= i || r->v[x->link_of].type == VB_FT_DIR ||
+             r->v[x->link_of].link_of != VB_NO_LINK)) {
+            entry_error(r, i, "hard link to an entry that is not an earlier file; skipped", 0);
+            free(parent);
+            continue;
+        }
+        pj = x->path[0] ? ptab_get(&t, parent) : SIZE_MAX;
+        if (pj != SIZE_MAX) {
+            /* inside the restored tree: the parent must be a directory
+             * entry that was restored */
+            if (r->v[pj].type != VB_FT_DIR || r->bad[pj]) {
+                entry_error(r, i, "parent is not a restored directory; refused", 0);
+                free(parent);
+                continue;
+            }
+            r->prefix[i] = r->prefix[pj];
+            r->sub[i] = x->path + strlen(r->pfx_path[r->prefix[i]]) +
+                        (r->pfx_path[r->prefix[i]][0] ? 1 : 0);
+            free(parent);
+        } else {
+            /* a top entry: its parent directory is outside the entries */
+            size_t k = ptab_put(&pt, parent, r->n_pfx);
+
+            if (k == SIZE_MAX) {
+                int fd;
+
+                fd = open_prefix(r->destfd, parent);
+                if (fd < 0) {
+                    entry_error(r, i, "cannot create its parent directory", -fd);
+                    r->pfx_fd[r->n_pfx] = -1;
+                } else {
+                    r->pfx_fd[r->n_pfx] = fd;
+                }
+                r->pfx_path[r->n_pfx] = parent;
+                k = r->n_pfx++;
+            } else {
+                free(parent);
+            }
+            if (r->pfx_fd[k] < 0) {
+                r->bad[i] = true;
+                continue;
+            }
+            r->prefix[i] = k;
+            r->sub[i] = x->path + strlen(r->pfx_path[k]) + (r->pfx_path[k][0] ? 1 : 0);
+        }
+    }
+    free(t.key);
+    free(t.val);
+    free(pt.key);
+    free(pt.val);
+    return 0;
+}
+
+/* ---- 1. directories --------------------------------------------------------------------- */
+
+static void make_dirs(struct rctx *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const char *name;
+        struct stat st;
+        int pfd;
+
+        if (r->v[i].type != VB_FT_DIR || r->bad[i] || !r->sub[i][0])
+            continue;
+        if ((pfd = open_parent(r, i, &name)) < 0) {
+            entry_error(r, i, "opening its parent", -pfd);
+            continue;
+        }
+        if (mkdirat(pfd, name, 0700) < 0) {
+            if (errno != EEXIST) {
+                entry_error(r, i, "mkdir", errno);
+            } else if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                entry_error(r, i, "stat", errno);
+            } else if (!S_ISDIR(st.st_mode)) {
+                /* a file or symlink where the snapshot has a directory */
+                if (unlinkat(pfd, name, 0) < 0 || mkdirat(pfd, name, 0700) < 0)
+                    entry_error(r, i, "replacing with a directory", errno);
+            } else if (!r->root && (st.st_mode & 0700) != 0700) {
+                fchmodat(pfd, name, (st.st_mode & 07777) | 0700, 0);
+            }
+        }
+        close(pfd);
+    }
+}
+
+/* ---- 2. regular files -------------------------------------------------------------------- */
+
+static void finish_file(struct rctx *r, struct rfile *f)
+{
+    const struct vbc_entry *x = &r->v[f->entry];
+    const char *what = NULL;
+    struct timespec ts[2];
+    int err = 0;
+
+    if (!f->failed) {
+        if (fchown(f->fd, x->uid, x->gid) < 0 && (r->root || errno != EPERM))
+            err = errno, what = "chown";
+        else if (fchmod(f->fd, x->mode) < 0)
+            err = errno, what = "chmod";
+        else if (ts_of(ts, x), futimens(f->fd, ts) < 0)
+            err = errno, what = "utimensat";
+        else if (renameat(f->pfd, f->tmp, f->pfd, f->name) < 0)
+            err = errno, what = "rename into place";
+        if (err)
+            entry_error(r, f->entry, what, err);
+    }
+    if (f->failed || err)
+        unlinkat(f->pfd, f->tmp, 0);
+    close(f->fd);
+    close(f->pfd);
+    free(f);
+}
+
+static bool fatal_status(int rc)
+{
+    return rc < 0 || rc == VB_S_UNAVAILABLE || rc == VB_S_SHUTTING_DOWN || rc == VB_S_NO_JOB ||
+           rc == VB_S_BAD_FRAME || rc == VB_S_BAD_VERSION || rc == VB_S_INTERNAL;
+}
+
+static int read_chunk(struct rctx *r, struct vbc_reply *rep, struct chunk *ch, struct vbc_err *e)
+{
+    uint64_t off = ch->start;
+
+    while (off < ch->end) {
+        struct vbc_rdata d;
+        uint32_t want = ch->end - off < r->piece ? (uint32_t)(ch->end - off) : r->piece;
+        int rc, tries = 0;
+
+        if (vbc_interrupted)
+            return vbc_seterr(e, -EINTR, "interrupted");
+        while ((rc = vbc_restore_read(r->c, rep, r->job, ch->f->entry, off, want, &d, e)) ==
+                   VB_S_BUSY && tries++ < 100)
+            vbc_sleep_ms(50);
+        if (rc)
+            return rc;
+        if (d.flags & VB_RD_HOLE) {
+            uint64_t l = d.len < ch->end - off ? d.len : ch->end - off;
+
+            off += l;
+            __atomic_add_fetch(&r->bytes_done, l, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (d.len) {
+            size_t done = 0;
+
+            while (done < d.len) {
+                ssize_t w = pwrite(ch->f->fd, d.data + done, d.len - done, (off_t)(off + done));
+
+                if (w < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    return vbc_seterr(e, -errno, "write: %s", strerror(errno));
+                }
+                done += (size_t)w;
+            }
+            off += d.len;
+            __atomic_add_fetch(&r->bytes_done, d.len, __ATOMIC_RELAXED);
+        }
+        if ((d.flags & VB_RD_EOF) && off < ch->end)
+            return vbc_seterr(e, -EPROTO, "the host ended the file at %llu of %llu bytes",
+                              (unsigned long long)off,
+                              (unsigned long long)r->v[ch->f->entry].size);
+    }
+    return 0;
+}
+
+static void *worker(void *arg)
+{
+    struct rctx *r = arg;
+    struct vbc_reply rep;
+
+    if (vbc_reply_init(&rep, r->piece + sizeof(struct vb_restore_data)) < 0) {
+        pthread_mutex_lock(&r->lock);
+        if (!r->fatal) {
+            r->fatal = -ENOMEM;
+            vbc_seterr(&r->fatal_e, -ENOMEM, "out of memory");
+        }
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        return NULL;
+    }
+    for (;;) {
+        struct chunk ch;
+        struct vbc_err e = { 0 };
+        bool last;
+        int rc;
+
+        pthread_mutex_lock(&r->lock);
+        while (!r->qn && !r->closing)
+            pthread_cond_wait(&r->cond, &r->lock);
+        if (!r->qn) {
+            pthread_mutex_unlock(&r->lock);
+            break;
+        }
+        ch = r->q[r->qh];
+        r->qh = (r->qh + 1) % QUEUE_MAX;
+        r->qn--;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+
+        rc = (ch.f->failed || r->fatal) ? 0 : read_chunk(r, &rep, &ch, &e);
+        pthread_mutex_lock(&r->lock);
+        if (rc) {
+            ch.f->failed = true;
+            if (fatal_status(rc) && !r->fatal) {
+                r->fatal = rc;
+                r->fatal_e = e;
+            }
+        }
+        if (r->fatal)
+            ch.f->failed = true;
+        last = --ch.f->pending == 0;
+        pthread_mutex_unlock(&r->lock);
+        if (rc && !fatal_status(rc))
+            entry_error(r, ch.f->entry, e.msg, 0);
+        if (last)
+            finish_file(r, ch.f);
+    }
+    vbc_reply_free(&rep);
+    return NULL;
+}
+
+static void enqueue(struct rctx *r, struct chunk ch)
+{
+    pthread_mutex_lock(&r->lock);
+    while (r->qn == QUEUE_MAX) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        pthread_mutex_unlock(&r->lock);
+        vbc_progress_show(&r->prog, "restoring:",
+                          __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), r->total);
+        pthread_mutex_lock(&r->lock);
+    }
+    r->q[(r->qh + r->qn) % QUEUE_MAX] = ch;
+    r->qn++;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static int restore_files(struct rctx *r, uint64_t total)
+{
+    r->total = total;
+    pthread_t th[VBC_RESTORE_THREADS];
+    size_t nth = 0;
+    sigset_t all, old;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (; nth < VBC_RESTORE_THREADS; nth++)
+        if (pthread_create(&th[nth], NULL, worker, r))
+            break;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!nth)
+        return -EAGAIN;
+
+    for (size_t i = 0; i < r->n && !r->fatal && !vbc_interrupted; i++) {
+        const struct vbc_entry *x = &r->v[i];
+        struct rfile *f;
+        const char *name;
+        int pfd;
+
+        if (x->type != VB_FT_REG || x->link_of != VB_NO_LINK || r->bad[i])
+            continue;
+        if ((pfd = open_parent(r, i, &name)) < 0) {
+            entry_error(r, i, "opening its parent", -pfd);
+            continue;
+        }
+        f = calloc(1, sizeof(*f));
+        if (!f) {
+            close(pfd);
+            entry_error(r, i, "out of memory", 0);
+            continue;
+        }
+        f->pfd = pfd;
+        f->entry = i;
+        f->name = (char *)name;
+        snprintf(f->tmp, sizeof(f->tmp), ".vbrestore.%d.%zu", (int)getpid(), i);
+        f->fd = openat(pfd, f->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (f->fd < 0) {
+            entry_error(r, i, "create", errno);
+            close(pfd);
+            free(f);
+            continue;
+        }
+        if (ftruncate(f->fd, (off_t)x->size) < 0) {
+            entry_error(r, i, "ftruncate", errno);
+            f->failed = true;
+            finish_file(r, f);
+            continue;
+        }
+        if (x->size == 0) {
+            finish_file(r, f);
+            continue;
+        }
+        f->pending = (unsigned)((x->size + CHUNK - 1) / CHUNK);
+        for (uint64_t off = 0; off < x->size; off += CHUNK) {
+            struct chunk ch = { f, off, off + CHUNK < x->size ? off + CHUNK : x->size };
+
+            enqueue(r, ch);
+            vbc_progress_show(&r->prog, "restoring:",
+                              __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), total);
+        }
+    }
+    pthread_mutex_lock(&r->lock);
+    r->closing = true;
+    pthread_cond_broadcast(&r->cond);
+    while (r->qn) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        pthread_mutex_unlock(&r->lock);
+        vbc_progress_show(&r->prog, "restoring:",
+                          __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), total);
+        pthread_mutex_lock(&r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    for (size_t k = 0; k < nth; k++)
+        pthread_join(th[k], NULL);
+    return 0;
+}
+
+/* ---- 3. other entries, 4. hard links ---------------------------------------------------- */
+
+static void make_others(struct rctx *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const struct vbc_entry *x = &r->v[i];
+        const char *name, *what = NULL;
+        char tmp[64];
+        int pfd, rc = 0;
+
+        if (x->type == VB_FT_REG || x->type == VB_FT_DIR || x->link_of != VB_NO_LINK ||
+            r->bad[i])
+            continue;
+        if ((pfd = open_parent(r, i, &name)) < 0) {
+            entry_error(r, i, "opening its parent", -pfd);
+            continue;
+        }
+        snprintf(tmp, sizeof(tmp), ".vbrestore.%d.%zu", (int)getpid(), i);
+        switch (x->type) {
+        case VB_FT_SYMLINK:
+            rc = symlinkat(x->link, pfd, tmp);
+            what = "symlink";
+            break;
+        case VB_FT_FIFO:
+            rc = mknodat(pfd, tmp, S_IFIFO | 0600, 0);
+            what = "mkfifo";
+            break;
+        case VB_FT_SOCK:
+            rc = mknodat(pfd, tmp, S_IFSOCK | 0600, 0);
+            what = "mknod (socket)";
+            break;
+        default: {
+            unsigned maj = (x->rdev >> 8) & 0xfff;
+            unsigned mnr = (x->rdev & 0xff) | ((x->rdev >> 12) & 0xfff00);
+
+            rc = mknodat(pfd, tmp, (x->type == VB_FT_CHR ? S_IFCHR : S_IFBLK) | 0600,
+                         makedev(maj, mnr));
+            what = "mknod (device nodes need root)";
+            break;
+        }
+        }
+        if (rc < 0) {
+            entry_error(r, i, what, errno);
+            close(pfd);
+            continue;
+        }
+        if ((rc = set_meta(r, pfd, tmp, x, &what)) < 0) {
+            entry_error(r, i, what, -rc);
+            unlinkat(pfd, tmp, 0);
+        } else if (renameat(pfd, tmp, pfd, name) < 0) {
+            entry_error(r, i, "rename into place", errno);
+            unlinkat(pfd, tmp, 0);
+        }
+        close(pfd);
+    }
+}
+
+static void make_links(struct rctx *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const struct vbc_entry *x = &r->v[i];
+        const char *name, *tname;
+        char tmp[64];
+        int pfd, tfd;
+
+        if (x->link_of == VB_NO_LINK || r->bad[i])
+            continue;
+        if (r->bad[x->link_of]) {
+            entry_error(r, i, "its first link was not restored", 0);
+            continue;
+        }
+        if ((pfd = open_parent(r, i, &name)) < 0) {
+            entry_error(r, i, "opening its parent", -pfd);
+            continue;
+        }
+        if ((tfd = open_parent(r, x->link_of, &tname)) < 0) {
+            entry_error(r, i, "opening the first link's parent", -tfd);
+            close(pfd);
+            continue;
+        }
+        snprintf(tmp, sizeof(tmp), ".vbrestore.%d.%zu", (int)getpid(), i);
+        if (linkat(tfd, tname, pfd, tmp, 0) < 0)
+            entry_error(r, i, "link", errno);
+        else if (renameat(pfd, tmp, pfd, name) < 0)
+            entry_error(r, i, "rename into place", errno);
+        unlinkat(pfd, tmp, 0);   /* left over when NAME was already this file */
+        close(tfd);
+        close(pfd);
+    }
+}
+
+/* ---- 5. directory metadata, deepest first ------------------------------------------------ */
+
+static size_t depth(const char *p)
+{
+    size_t d = *p ? 1 : 0;
+
+    for (; *p; p++)
+        d += *p == '/';
+    return d;
+}
+
+static const struct vbc_entry *sort_base;
+
+static int deeper_first(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    size_t dx = depth(sort_base[x].path), dy = depth(sort_base[y].path);
+
+    return dx != dy ? (dx < dy ? 1 : -1) : (x < y ? 1 : -1);
+}
+
+static void dir_meta(struct rctx *r)
+{
+    size_t *idx = malloc((r->n ? r->n : 1) * sizeof(*idx)), n = 0;
+
+    if (!idx) {
+        vbc_error("out of memory setting directory metadata");
+        r->errors++;
+        return;
+    }
+    for (size_t i = 0; i < r->n; i++)
+        if (r->v[i].type == VB_FT_DIR && !r->bad[i])
+            idx[n++] = i;
+    sort_base = r->v;
+    qsort(idx, n, sizeof(*idx), deeper_first);
+    for (size_t k = 0; k < n; k++) {
+        size_t i = idx[k];
+        const struct vbc_entry *x = &r->v[i];
+        const char *name, *what = NULL;
+        int pfd, rc;
+
+        if (!r->sub[i][0]) {
+            /* the destination directory itself (the snapshot's root) */
+            struct timespec ts[2];
+            int fd = r->pfx_fd[r->prefix[i]];
+
+            ts_of(ts, x);
+            if ((fchown(fd, x->uid, x->gid) < 0 && (r->root || errno != EPERM)) ||
+                fchmod(fd, x->mode) < 0 || futimens(fd, ts) < 0)
+                entry_error(r, i, "setting owner, mode or times", errno);
+            continue;
+        }
+        if ((pfd = open_parent(r, i, &name)) < 0) {
+            entry_error(r, i, "opening its parent", -pfd);
+            continue;
+        }
+        if ((rc = set_meta(r, pfd, name, x, &what)) < 0)
+            entry_error(r, i, what, -rc);
+        close(pfd);
+    }
+    free(idx);
+}
+
+/* ---- the flow ------------------------------------------------------------------------------- */
+
+int vbc_restore(const char *device, const struct vbc_restore_opts *o)
+{
+    struct rctx r;
+    struct vbc_err e = { 0 };
+    struct vbc_hello hello;
+    struct vbc_restore_info ri;
+    struct vbc_reply lr = { 0 };
+    size_t cap = 0;
+    int64_t t0 = vbc_now_ns();
+    bool begun = false;
+    int rc, status = 1;
+
+    memset(&r, 0, sizeof(r));
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_cond_init(&r.cond, NULL);
+    r.root = geteuid() == 0;
+    r.dest = o->into ? o->into : "";
+    vbc_progress_init(&r.prog);
+
+    r.destfd = open(o->into ? o->into : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r.destfd < 0) {
+        vbc_seterr(&e, -errno, "%s: %s", o->into ? o->into : "/", strerror(errno));
+        goto out;
+    }
+    if ((rc = vbc_connect(device, &r.c, &e)) || (rc = vbc_hello(r.c, vbc_prog, &hello, &e)))
+        goto out;
+    r.piece = vbc_conn_limits(r.c)->max_payload - (uint32_t)sizeof(struct vb_restore_data);
+    if ((rc = vbc_restore_begin(r.c, o->target, o->snapshot ? o->snapshot : "latest",
+                                (const char *const *)o->paths, o->n_paths, &ri, &e)))
+        goto out;
+    begun = true;
+    r.job = ri.job;
+    if (!vbc_quiet)
+        vbc_info("restoring %llu entries (%llu bytes) from snapshot %s into %s",
+                 (unsigned long long)ri.n_entries, (unsigned long long)ri.bytes_total,
+                 ri.snapshot, o->into ? o->into : "/");
+
+    if ((rc = vbc_reply_init(&lr, VB_MAX_PAYLOAD)) < 0) {
+        vbc_seterr(&e, rc, "out of memory");
+        goto out;
+    }
+    while (r.n < ri.n_entries) {
+        size_t added;
+
+        if ((rc = vbc_restore_list(r.c, r.job, r.n, &lr, &r.v, &r.n, &cap, &added, &e)))
+            goto out;
+        if (!added) {
+            vbc_seterr(&e, -EPROTO, "the host listed %zu of %llu entries", r.n,
+                       (unsigned long long)ri.n_entries);
+            goto out;
+        }
+        vbc_progress_text(&r.prog, "listing entries");
+    }
+    vbc_reply_free(&lr);
+    if (r.n != ri.n_entries) {
+        vbc_seterr(&e, -EPROTO, "the host listed %zu entries, announced %llu", r.n,
+                   (unsigned long long)ri.n_entries);
+        goto out;
+    }
+    if ((rc = plan(&r, &e)))
+        goto out;
+    make_dirs(&r);
+    if ((rc = restore_files(&r, ri.bytes_total)) < 0) {
+        vbc_seterr(&e, rc, "cannot start the restore threads");
+        goto out;
+    }
+    vbc_progress_clear(&r.prog);
+    if (r.fatal) {
+        e = r.fatal_e;
+        goto out;
+    }
+    if (vbc_interrupted) {
+        vbc_seterr(&e, -EINTR, "interrupted by signal %d", (int)vbc_interrupted);
+        goto out;
+    }
+    make_others(&r);
+    make_links(&r);
+    dir_meta(&r);
+    if (r.errors) {
+        vbc_seterr(&e, -EIO, "%llu of %zu entries could not be restored (see above)",
+                   (unsigned long long)r.errors, r.n);
+        goto out;
+    }
+    status = 0;
+    if (!vbc_quiet) {
+        char b[32], d[32];
+
+        vbc_human(b, sizeof(b), ri.bytes_total);
+        vbc_duration(d, sizeof(d), (double)(vbc_now_ns() - t0) / 1e9);
+        printf("restore done: %zu entries, %s from snapshot %s into %s in %s\n", r.n, b,
+               ri.snapshot, o->into ? o->into : "/", d);
+    }
+out:
+    vbc_progress_clear(&r.prog);
+    vbc_reply_free(&lr);
+    if (begun) {
+        sig_atomic_t sig = vbc_interrupted;
+        struct vbc_err ee;
+
+        vbc_interrupted = 0;
+        if (vbc_restore_end(r.c, r.job, &ee) && status == 0)
+            vbc_warn("closing restore job %llu: %s", (unsigned long long)r.job, ee.msg);
+        if (!vbc_interrupted)
+            vbc_interrupted = sig;
+    }
+    if (status)
+        vbc_error("restore failed: %s", e.msg);
+    for (size_t i = 0; i < r.n; i++) {
+        free(r.v[i].path);
+        free(r.v[i].link);
+    }
+    free(r.v);
+    for (size_t i = 0; i < r.n_pfx; i++) {
+        if (r.pfx_fd[i] >= 0)
+            close(r.pfx_fd[i]);
+        free(r.pfx_path[i]);
+    }
+    free(r.pfx_fd);
+    free(r.pfx_path);
+    free(r.prefix);
+    free(r.sub);
+    free(r.bad);
+    if (r.destfd >= 0)
+        close(r.destfd);
+    vbc_disconnect(r.c);
+    return status;
+}

@@ -1,0 +1,928 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The guest's files as a vbackup source: resolve the roots, find each file
+ * system's virtio disk (serial) and partition start in sysfs, freeze, walk
+ * the trees (one file system per root, sorted, --exclude), and map each
+ * regular file with FIEMAP.  What the host cannot read from the disk image
+ * goes through the fallback stream.
+ */
+#include "guest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#define EXT4_MAGIC      0xEF53
+#define XFS_MAGIC       0x58465342
+#define TMPFS_MAGIC     0x01021994
+#define BTRFS_MAGIC     0x9123683E
+
+/* FIEMAP flags that mean "the bytes are not plainly at this place on disk". */
+#define FIEMAP_UNREADABLE (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | \
+                           FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_DATA_ENCRYPTED | \
+                           FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE | \
+                           FIEMAP_EXTENT_DATA_TAIL)
+#define FIEMAP_BATCH    512
+
+struct gfs {
+    dev_t dev;
+    int fd;
+    char *where;                 /* first root found on it */
+    char fstype[24];
+    int disk;                    /* index into o->serials, -1: not on a disk we can name */
+    uint64_t start;              /* partition start on the disk, bytes */
+    bool extents;                /* files are mapped (else: fallback) */
+};
+
+struct groot {
+    char *abs;                   /* "/usr/lib" */
+    size_t fs;
+    bool is_dir;
+};
+
+struct guest {
+    struct vbc_backup_opts *o;
+    struct groot roots[VB_MAX_ROOTS];
+    size_t n_roots;
+    struct gfs fs[VB_MAX_ROOTS];
+    size_t n_fs;
+    struct vbf_fs ffs[VB_MAX_ROOTS];
+    size_t n_ffs;
+    struct vbf fz;
+    bool fz_init;
+    /* walk */
+    int (*emit)(void *, const struct vbc_file *, const struct vbc_fb *, struct vbc_err *);
+    void *ctx;
+    char *path;
+    size_t path_cap;
+    struct vbc_extent *ext;
+    size_t ext_cap;
+    struct fiemap *fm;
+    uint64_t skipped;
+};
+
+/* ---- sysfs ------------------------------------------------------------------- */
+
+static int read_small(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return -errno;
+    n = read(fd, buf, len - 1);
+    close(fd);
+    if (n < 0)
+        return -errno;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    buf[n] = 0;
+    return 0;
+}
+
+/*
+ * The block device DEV: its disk's sysfs name, the partition start, whether
+ * the disk is a virtio-blk disk and its serial.  Returns -ENODEV when DEV
+ * is no block device (tmpfs, btrfs, nfs...).
+ */
+static int sysfs_disk(dev_t dev, char *disk, size_t dl, uint64_t *start, bool *virtio,
+                      char *serial, size_t sl)
+{
+    char link[64], real[PATH_MAX], p[PATH_MAX + 64], drv[PATH_MAX], val[64];
+    char *diskdir;
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", major(dev), minor(dev));
+    if (!realpath(link, real))
+        return -ENODEV;
+    snprintf(p, sizeof(p), "%s/partition", real);
+    *start = 0;
+    if (access(p, F_OK) == 0) {
+        snprintf(p, sizeof(p), "%s/start", real);
+        if (read_small(p, val, sizeof(val)) < 0)
+            return -EIO;
+        *start = strtoull(val, NULL, 10) * 512;
+        diskdir = dirname(real);
+    } else {
+        diskdir = real;
+    }
+    snprintf(disk, dl, "%s", strrchr(diskdir, '/') ? strrchr(diskdir, '/') + 1 : diskdir);
+    snprintf(p, sizeof(p), "%s/device/driver", diskdir);
+    n = readlink(p, drv, sizeof(drv) - 1);
+    drv[n > 0 ? n : 0] = 0;
+    *virtio = n > 0 && strcmp(strrchr(drv, '/') ? strrchr(drv, '/') + 1 : drv,
+                              "virtio_blk") == 0;
+    snprintf(p, sizeof(p), "%s/serial", diskdir);
+    if (read_small(p, serial, sl) < 0)
+        serial[0] = 0;
+    return 0;
+}
+
+static const char *pseudo_fs(long type)
+{
+    static const struct { long magic; const char *name; } t[] = {
+        { 0x9fa0, "proc" }, { 0x62656572, "sysfs" }, { 0x1cd1, "devpts" },
+        { 0x27e0eb, "cgroup" }, { 0x63677270, "cgroup2" }, { 0x64626720, "debugfs" },
+        { 0x74726163, "tracefs" }, { 0x73636673, "securityfs" }, { 0x6165676c, "pstore" },
+        { (long)0xcafe4a11, "bpf" }, { 0x62656570, "configfs" }, { 0x65735543, "fusectl" },
+        { 0x19800202, "mqueue" }, { (long)0x958458f6, "hugetlbfs" }, { 0x6e736673, "nsfs" },
+        { 0x42494e4d, "binfmt_misc" }, { (long)0xde5e81e4, "efivarfs" }, { 0x0187, "autofs" },
+        { (long)0xf97cff8c, "selinuxfs" }, { 0x534f434b, "sockfs" }, { 0x50495045, "pipefs" },
+    };
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if ((long)(uint32_t)type == (long)(uint32_t)t[i].magic)
+            return t[i].name;
+    return NULL;
+}
+
+static const char *fs_name(long type)
+{
+    switch ((uint32_t)type) {
+    case EXT4_MAGIC: return "ext4";
+    case XFS_MAGIC: return "xfs";
+    case TMPFS_MAGIC: return "tmpfs";
+    case BTRFS_MAGIC: return "btrfs";
+    default: return NULL;
+    }
+}
+
+static int add_serial(struct vbc_backup_opts *o, const char *serial, struct vbc_err *e)
+{
+    for (size_t i = 0; i < o->n_serials; i++)
+        if (strcmp(o->serials[i], serial) == 0)
+            return (int)i;
+    if (o->n_serials == VB_MAX_DISKS)
+        return vbc_seterr(e, -E2BIG, "the paths lie on more than %u disks", VB_MAX_DISKS);
+    if (!(o->serials[o->n_serials] = strdup(serial)))
+        return vbc_seterr(e, -ENOMEM, "out of memory");
+    return (int)o->n_serials++;
+}
+
+/* Find (or add) the file system of a root; FD is a directory on it. */
+static int add_fs(struct guest *g, const char *where, int fd, dev_t dev, struct vbc_err *e)
+{
+    struct vbc_backup_opts *o = g->o;
+    struct gfs *x;
+    struct statfs sf;
+    char disk[64], serial[256];
+    bool virtio = false;
+    const char *pseudo, *name;
+    int rc;
+
+    for (size_t i = 0; i < g->n_fs; i++) {
+        if (g->fs[i].dev == dev) {
+            close(fd);
+            return (int)i;
+        }
+    }
+    if (fstatfs(fd, &sf) < 0) {
+        rc = -errno;
+        close(fd);
+        return vbc_seterr(e, rc, "statfs %s: %s", where, strerror(-rc));
+    }
+    if ((pseudo = pseudo_fs((long)sf.f_type))) {
+        close(fd);
+        return vbc_seterr(e, -EINVAL, "%s is on a pseudo file system (%s): nothing to back up",
+                          where, pseudo);
+    }
+    x = &g->fs[g->n_fs];
+    memset(x, 0, sizeof(*x));
+    x->dev = dev;
+    x->fd = fd;
+    x->disk = -1;
+    if (!(x->where = strdup(where)))
+        return vbc_seterr(e, -ENOMEM, "out of memory");
+    name = fs_name((long)sf.f_type);
+    if (name)
+        snprintf(x->fstype, sizeof(x->fstype), "%s", name);
+    else
+        snprintf(x->fstype, sizeof(x->fstype), "type %#lx", (unsigned long)(uint32_t)sf.f_type);
+    g->n_fs++;
+
+    rc = sysfs_disk(dev, disk, sizeof(disk), &x->start, &virtio, serial, sizeof(serial));
+    if (o->assume_disk) {
+        /* testing aid: SERIAL[:START] names the disk of every file system */
+        const char *colon = strchr(o->assume_disk, ':');
+        char s[VB_MAX_SERIAL + 1];
+        size_t sl = colon ? (size_t)(colon - o->assume_disk) : strlen(o->assume_disk);
+
+        if (sl == 0 || sl > VB_MAX_SERIAL)
+            return vbc_seterr(e, -EINVAL, "--assume-disk: the serial must be 1 to %u bytes",
+                              VB_MAX_SERIAL);
+        memcpy(s, o->assume_disk, sl);
+        s[sl] = 0;
+        if (colon)
+            x->start = strtoull(colon + 1, NULL, 0);
+        else if (rc < 0)
+            x->start = 0;
+        if ((rc = add_serial(o, s, e)) < 0)
+            return rc;
+        x->disk = rc;
+    } else if (rc < 0) {
+        vbc_info("note: %s (%s) is not on a block device; its files go through the device",
+                 where, x->fstype);
+    } else if (!virtio) {
+        vbc_info("note: %s (%s on %s) is not on a virtio disk; its files go through the device",
+                 where, x->fstype, disk);
+    } else if (!serial[0]) {
+        vbc_info("note: disk %s of %s has no serial (start the VM with serial=... on it); its "
+                 "files go through the device", disk, where);
+    } else if (strlen(serial) > VB_MAX_SERIAL) {
+        vbc_info("note: the serial of disk %s is longer than %u bytes; the files of %s go "
+                 "through the device", disk, VB_MAX_SERIAL, where);
+    } else {
+        if ((rc = add_serial(o, serial, e)) < 0)
+            return rc;
+        x->disk = rc;
+    }
+    if (x->disk >= 0) {
+        x->extents = (uint32_t)sf.f_type == EXT4_MAGIC || (uint32_t)sf.f_type == XFS_MAGIC;
+        if (!x->extents)
+            vbc_info("note: %s is %s, whose extents the host cannot read; its files go "
+                     "through the device", where, x->fstype);
+    }
+    return (int)(g->n_fs - 1);
+}
+
+/* ---- prepare ---------------------------------------------------------------------- */
+
+static int guest_prepare(void *s, struct vbc_backup_opts *o, struct vbc_err *e)
+{
+    struct guest *g = s;
+    char cwd[PATH_MAX];
+    int rc;
+
+    g->o = o;
+    if (!getcwd(cwd, sizeof(cwd)))
+        return vbc_seterr(e, -errno, "getcwd: %s", strerror(errno));
+    if (o->n_paths > VB_MAX_ROOTS)
+        return vbc_seterr(e, -E2BIG, "%zu paths given (at most %u)", o->n_paths, VB_MAX_ROOTS);
+    o->roots_rel = calloc(o->n_paths ? o->n_paths : 1, sizeof(char *));
+    if (!o->roots_rel)
+        return vbc_seterr(e, -ENOMEM, "out of memory");
+
+    for (size_t i = 0; i < o->n_paths; i++) {
+        char *abs = vbc_abspath(cwd, o->paths[i]), *dir, *base, real[PATH_MAX];
+        struct stat st;
+        int fd;
+        bool dup = false;
+
+        if (!abs)
+            return vbc_seterr(e, -ENOMEM, "out of memory");
+        /* resolve the parent's symlinks; keep the last component as it is */
+        if (strcmp(abs, "/") != 0) {
+            char *c1 = strdup(abs), *c2 = strdup(abs);
+
+            if (!c1 || !c2) {
+                free(c1);
+                free(c2);
+                free(abs);
+                return vbc_seterr(e, -ENOMEM, "out of memory");
+            }
+            dir = dirname(c1);
+            base = basename(c2);
+            if (!realpath(dir, real)) {
+                rc = -errno;
+                vbc_seterr(e, rc, "%s: %s", o->paths[i], strerror(errno));
+                free(c1);
+                free(c2);
+                free(abs);
+                return rc;
+            }
+            free(abs);
+            abs = malloc(strlen(real) + strlen(base) + 2);
+            if (abs)
+                sprintf(abs, "%s/%s", strcmp(real, "/") ? real : "", base);
+            free(c1);
+            free(c2);
+            if (!abs)
+                return vbc_seterr(e, -ENOMEM, "out of memory");
+        }
+        if (lstat(abs, &st) < 0) {
+            rc = -errno;
+            vbc_seterr(e, rc, "%s: %s", o->paths[i], strerror(errno));
+            free(abs);
+            return rc;
+        }
+        if (!vbc_path_valid(abs + 1, strlen(abs + 1), true)) {
+            vbc_seterr(e, -EINVAL, "%s: not a valid path for a backup (UTF-8, at most %u bytes)",
+                       o->paths[i], VB_MAX_PATH);
+            free(abs);
+            return -EINVAL;
+        }
+        for (size_t k = 0; k < g->n_roots; k++)
+            dup |= strcmp(g->roots[k].abs, abs) == 0;
+        if (dup) {
+            free(abs);
+            continue;
+        }
+        /* a directory on the root's file system, for syncfs and FIFREEZE */
+        if (S_ISDIR(st.st_mode)) {
+            fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        } else {
+            char *c = strdup(abs);
+
+            fd = c ? open(dirname(c), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+            free(c);
+        }
+        if (fd < 0) {
+            rc = -errno;
+            vbc_seterr(e, rc, "open %s: %s", abs, strerror(errno));
+            free(abs);
+            return rc;
+        }
+        if ((rc = add_fs(g, abs, fd, st.st_dev, e)) < 0) {
+            free(abs);
+            return rc;
+        }
+        g->roots[g->n_roots].abs = abs;
+        g->roots[g->n_roots].fs = (size_t)rc;
+        g->roots[g->n_roots].is_dir = S_ISDIR(st.st_mode);
+        o->roots_rel[g->n_roots] = abs + 1;
+        g->n_roots++;
+    }
+    o->n_roots = g->n_roots;
+    if (!o->n_roots)
+        return vbc_seterr(e, -EINVAL, "nothing to back up");
+
+    /* the file systems whose files the host reads from the disk are frozen */
+    for (size_t i = 0; i < g->n_fs; i++) {
+        if (!g->fs[i].extents)
+            continue;
+        g->ffs[g->n_ffs].fd = g->fs[i].fd;
+        g->ffs[g->n_ffs].dev = g->fs[i].dev;
+        g->ffs[g->n_ffs].name = g->fs[i].where;
+        g->n_ffs++;
+    }
+    vbf_init(&g->fz, g->ffs, g->n_ffs, o->freeze_timeout, o->hooks_dir);
+    g->fz_init = true;
+    return 0;
+}
+
+/* ---- freeze ---------------------------------------------------------------------------- */
+
+static int guest_freeze(void *s, struct vbc_err *e)
+{
+    struct guest *g = s;
+
+    if (!g->n_ffs)
+        return 0;
+    return vbf_freeze(&g->fz, e);
+}
+
+static double guest_thaw(void *s)
+{
+    struct guest *g = s;
+
+    return g->fz_init ? vbf_thaw(&g->fz) : -1;
+}
+
+static bool guest_broken(void *s, struct vbc_err *e)
+{
+    struct guest *g = s;
+
+    return g->fz_init && vbf_broken(&g->fz, e);
+}
+
+static bool guest_is_frozen(void *s)
+{
+    struct guest *g = s;
+
+    return g->fz_init && vbf_is_frozen(&g->fz);
+}
+
+/* ---- mapping --------------------------------------------------------------------------- */
+
+/* 1: mapped into g->ext (*n); 0: send as fallback; < 0: error */
+static int map_file(struct guest *g, int fd, const struct gfs *x, uint64_t size, size_t *n,
+                    const char *path, struct vbc_err *e)
+{
+    uint64_t start = 0;
+    bool first = true;
+
+    *n = 0;
+    if (!g->fm) {
+        g->fm = calloc(1, sizeof(struct fiemap) + FIEMAP_BATCH * sizeof(struct fiemap_extent));
+        if (!g->fm)
+            return vbc_seterr(e, -ENOMEM, "out of memory");
+    }
+    while (start < size) {
+        struct fiemap *fm = g->fm;
+        bool last = false;
+
+        memset(fm, 0, sizeof(*fm));
+        fm->fm_start = start;
+        fm->fm_length = FIEMAP_MAX_OFFSET - start;
+        fm->fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
+        fm->fm_extent_count = FIEMAP_BATCH;
+        first = false;
+        if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0) {
+            if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EBADR)
+                return 0;
+            return vbc_seterr(e, -errno, "FIEMAP %s: %s", path, strerror(errno));
+        }
+        if (fm->fm_mapped_extents == 0)
+            break;
+        for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
+            const struct fiemap_extent *fe = &fm->fm_extents[i];
+
+            if (fe->fe_flags & FIEMAP_EXTENT_LAST)
+                last = true;
+            if (fe->fe_logical >= size)
+                continue;
+            if (fe->fe_flags & FIEMAP_UNREADABLE)
+                return 0;
+            if (*n == g->ext_cap) {
+                size_t nc = g->ext_cap ? g->ext_cap * 2 : 1024;
+                struct vbc_extent *nv = realloc(g->ext, nc * sizeof(*nv));
+
+                if (!nv)
+                    return vbc_seterr(e, -ENOMEM, "out of memory");
+                g->ext = nv;
+                g->ext_cap = nc;
+            }
+            g->ext[*n].logical = fe->fe_logical;
+            g->ext[*n].physical = fe->fe_physical + x->start;
+            g->ext[*n].length = fe->fe_length;
+            g->ext[*n].flags = (fe->fe_flags & FIEMAP_EXTENT_UNWRITTEN) ? VB_EXT_UNWRITTEN : 0;
+            (*n)++;
+        }
+        {
+            const struct fiemap_extent *fe = &fm->fm_extents[fm->fm_mapped_extents - 1];
+            uint64_t next = fe->fe_logical + fe->fe_length;
+
+            if (last || next <= start)
+                break;
+            start = next;
+        }
+    }
+    if (!vbc_extents_normalize(g->ext, n, size))
+        return 0;
+    return 1;
+}
+
+/* ---- walk ----------------------------------------------------------------------------- */
+
+static uint8_t ftype_of(mode_t m)
+{
+    switch (m & S_IFMT) {
+    case S_IFREG: return VB_FT_REG;
+    case S_IFDIR: return VB_FT_DIR;
+    case S_IFLNK: return VB_FT_SYMLINK;
+    case S_IFIFO: return VB_FT_FIFO;
+    case S_IFCHR: return VB_FT_CHR;
+    case S_IFBLK: return VB_FT_BLK;
+    case S_IFSOCK: return VB_FT_SOCK;
+    default: return 0;
+    }
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void fill(struct vbc_file *f, const struct stat *st, const char *abs, int disk)
+{
+    memset(f, 0, sizeof(*f));
+    f->type = ftype_of(st->st_mode);
+    f->disk = disk;
+    f->mode = st->st_mode & 07777;
+    f->uid = st->st_uid;
+    f->gid = st->st_gid;
+    f->nlink = (uint32_t)st->st_nlink;
+    f->size = S_ISREG(st->st_mode) || S_ISDIR(st->st_mode) || S_ISLNK(st->st_mode)
+                  ? (uint64_t)st->st_size : 0;
+    f->ino = st->st_ino;
+    if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+        f->rdev = vbc_encode_dev(major(st->st_rdev), minor(st->st_rdev));
+    f->mtime_ns = ts_ns(&st->st_mtim);
+    f->ctime_ns = ts_ns(&st->st_ctim);
+    f->atime_ns = ts_ns(&st->st_atim);
+    f->path = abs + 1;
+    f->path_len = strlen(abs + 1);
+}
+
+static bool is_other_root(struct guest *g, const char *abs)
+{
+    for (size_t i = 0; i < g->n_roots; i++)
+        if (strcmp(g->roots[i].abs, abs) == 0)
+            return true;
+    return false;
+}
+
+static int visit(struct guest *g, size_t plen, const struct gfs *x, struct stat *st,
+                 bool descend, struct vbc_err *e);
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int walk_dir(struct guest *g, size_t plen, const struct gfs *x, struct vbc_err *e)
+{
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    DIR *d;
+    int rc = 0;
+
+    d = opendir(g->path);
+    if (!d) {
+        vbc_warn("%s: %s; skipped", g->path, strerror(errno));
+        g->skipped++;
+        return 0;
+    }
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            char **nv = realloc(names, (cap ? cap * 2 : 64) * sizeof(*names));
+
+            if (!nv) {
+                rc = vbc_seterr(e, -ENOMEM, "out of memory");
+                break;
+            }
+            names = nv;
+            cap = cap ? cap * 2 : 64;
+        }
+        if (!(names[n] = strdup(de->d_name))) {
+            rc = vbc_seterr(e, -ENOMEM, "out of memory");
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (!rc)
+        qsort(names, n, sizeof(*names), name_cmp);
+
+    for (size_t i = 0; i < n && !rc; i++) {
+        size_t nl = strlen(names[i]), cl = plen + (plen > 1) + nl;
+        struct stat st;
+
+        if (cl + 1 > g->path_cap) {
+            size_t nc = g->path_cap * 2 > cl + 1 ? g->path_cap * 2 : cl + 64;
+            char *np = realloc(g->path, nc);
+
+            if (!np) {
+                rc = vbc_seterr(e, -ENOMEM, "out of memory");
+                break;
+            }
+            g->path = np;
+            g->path_cap = nc;
+        }
+        if (plen > 1)
+            g->path[plen] = '/';
+        memcpy(g->path + plen + (plen > 1), names[i], nl + 1);
+
+        if (vbc_excluded(g->o, g->path, names[i]) || is_other_root(g, g->path))
+            goto next;
+        if (!vbc_utf8_valid(names[i], nl) || cl - 1 > VB_MAX_PATH) {
+            char safe[1024];
+
+            vbc_sanitize(safe, sizeof(safe), g->path, cl);
+            vbc_warn("%s: %s; skipped", safe, cl - 1 > VB_MAX_PATH
+                     ? "path longer than 4096 bytes" : "name is not valid UTF-8");
+            g->skipped++;
+            goto next;
+        }
+        if (lstat(g->path, &st) < 0) {
+            if (errno != ENOENT) {
+                vbc_warn("%s: %s; skipped", g->path, strerror(errno));
+                g->skipped++;
+            }
+            goto next;
+        }
+        if (st.st_dev != x->dev) {
+            /* another file system: the mount point as an empty directory */
+            if (S_ISDIR(st.st_mode))
+                rc = visit(g, cl, x, &st, false, e);
+            goto next;
+        }
+        rc = visit(g, cl, x, &st, true, e);
+next:
+        g->path[plen] = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+static int visit(struct guest *g, size_t plen, const struct gfs *x, struct stat *st,
+                 bool descend, struct vbc_err *e)
+{
+    struct vbc_file f;
+    struct vbc_fb fb;
+    char link[VB_MAX_PATH + 1];
+    const char *name = strrchr(g->path, '/') ? strrchr(g->path, '/') + 1 : g->path;
+    int rc;
+
+    memset(&fb, 0, sizeof(fb));
+    if (S_ISREG(st->st_mode)) {
+        int fd = open(g->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
+        struct stat st2;
+        size_t n = 0;
+
+        if (fd < 0 && errno == EPERM)
+            fd = open(g->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                return 0;
+            vbc_warn("%s: %s; skipped", g->path, strerror(errno));
+            g->skipped++;
+            return 0;
+        }
+        if (fstat(fd, &st2) == 0 && S_ISREG(st2.st_mode))
+            *st = st2;
+        fill(&f, st, g->path, x->disk);
+        if (f.size == 0) {
+            f.data = VB_FD_NONE;
+        } else if (!x->extents || vbc_force_fallback(g->o, g->path, name)) {
+            f.data = VB_FD_FALLBACK;
+        } else {
+            rc = map_file(g, fd, x, f.size, &n, g->path, e);
+            if (rc < 0) {
+                close(fd);
+                return rc;
+            }
+            f.data = rc ? VB_FD_EXTENTS : VB_FD_FALLBACK;
+            if (rc) {
+                f.ext = g->ext;
+                f.n_ext = n;
+            }
+        }
+        close(fd);
+        if (f.data == VB_FD_FALLBACK) {
+            fb.size = f.size;
+            fb.ino = f.ino;
+            fb.path = g->path;
+        }
+        return g->emit(g->ctx, &f, f.data == VB_FD_FALLBACK ? &fb : NULL, e);
+    }
+    fill(&f, st, g->path, x->disk);
+    if (!f.type) {
+        vbc_warn("%s: unknown file type; skipped", g->path);
+        g->skipped++;
+        return 0;
+    }
+    if (S_ISLNK(st->st_mode)) {
+        ssize_t l = readlink(g->path, link, sizeof(link));
+
+        if (l < 0 || l > VB_MAX_PATH || l == 0) {
+            vbc_warn("%s: %s; skipped", g->path, l < 0 ? strerror(errno) : "bad link target");
+            g->skipped++;
+            return 0;
+        }
+        f.link = link;
+        f.link_len = (size_t)l;
+        f.size = (uint64_t)l;
+    }
+    if ((rc = g->emit(g->ctx, &f, NULL, e)))
+        return rc;
+    if (S_ISDIR(st->st_mode) && descend)
+        return walk_dir(g, plen, x, e);
+    return 0;
+}
+
+static int guest_walk(void *s, int (*emit)(void *, const struct vbc_file *,
+                                           const struct vbc_fb *, struct vbc_err *),
+                      void *ctx, struct vbc_err *e)
+{
+    struct guest *g = s;
+    int rc = 0;
+
+    g->emit = emit;
+    g->ctx = ctx;
+    for (size_t i = 0; i < g->n_roots && !rc; i++) {
+        const struct groot *r = &g->roots[i];
+        size_t l = strlen(r->abs);
+        struct stat st;
+
+        if (l + 1 > g->path_cap) {
+            char *np = realloc(g->path, l + 4096);
+
+            if (!np)
+                return vbc_seterr(e, -ENOMEM, "out of memory");
+            g->path = np;
+            g->path_cap = l + 4096;
+        }
+        memcpy(g->path, r->abs, l + 1);
+        if (lstat(g->path, &st) < 0)
+            return vbc_seterr(e, -errno, "%s: %s", g->path, strerror(errno));
+        rc = visit(g, l, &g->fs[r->fs], &st, true, e);
+    }
+    if (!rc && g->skipped)
+        vbc_warn("%llu entries skipped (see above)", (unsigned long long)g->skipped);
+    return rc;
+}
+
+/* ---- fallback data --------------------------------------------------------------------- */
+
+static int guest_open_data(void *s, const struct vbc_fb *fb, void **h, struct vbc_err *e)
+{
+    int fd = open(fb->path, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+
+    (void)s;
+    if (fd < 0 && errno == EPERM)
+        fd = open(fb->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return vbc_seterr(e, -errno, "open %s: %s", fb->path, strerror(errno));
+    *h = (void *)(intptr_t)(fd + 1);
+    return 0;
+}
+
+static int guest_read_data(void *s, void *h, uint64_t off, void *buf, size_t len, size_t *got,
+                           struct vbc_err *e)
+{
+    int fd = (int)(intptr_t)h - 1;
+    ssize_t n;
+
+    (void)s;
+    do
+        n = pread(fd, buf, len, (off_t)off);
+    while (n < 0 && errno == EINTR && !vbc_interrupted);
+    if (n < 0)
+        return vbc_seterr(e, -errno, "read: %s", strerror(errno));
+    *got = (size_t)n;
+    return 0;
+}
+
+static void guest_close_data(void *s, void *h)
+{
+    (void)s;
+    close((int)(intptr_t)h - 1);
+}
+
+const struct vbc_source_ops vbc_guest_ops = {
+    .prepare = guest_prepare,
+    .freeze = guest_freeze,
+    .walk = guest_walk,
+    .open_data = guest_open_data,
+    .read_data = guest_read_data,
+    .close_data = guest_close_data,
+    .thaw = guest_thaw,
+    .freeze_broken = guest_broken,
+    .is_frozen = guest_is_frozen,
+};
+
+void *vbc_guest_new(void)
+{
+    return calloc(1, sizeof(struct guest));
+}
+
+void vbc_guest_free(void *s)
+{
+    struct guest *g = s;
+
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n_roots; i++)
+        free(g->roots[i].abs);
+    for (size_t i = 0; i < g->n_fs; i++) {
+        close(g->fs[i].fd);
+        free(g->fs[i].where);
+    }
+    free(g->path);
+    free(g->ext);
+    free(g->fm);
+    free(g);
+}
+
+/* ---- backup-disk ------------------------------------------------------------------------ */
+
+static int disk_name_of(const char *arg, char *name, size_t len)
+{
+    char real[PATH_MAX];
+    const char *b;
+
+    if (strchr(arg, '/')) {
+        if (!realpath(arg, real))
+            return -errno;
+        b = strrchr(real, '/') + 1;
+        if (strncmp(real, "/dev/", 5) != 0)
+            return -ENODEV;
+    } else {
+        b = arg;
+    }
+    snprintf(name, len, "%s", b);
+    return 0;
+}
+
+int vbc_guest_disk_serial(const char *arg, char *serial, size_t len, struct vbc_err *e)
+{
+    char name[256], p[PATH_MAX];
+    int rc = disk_name_of(arg, name, sizeof(name));
+
+    if (rc < 0)
+        return vbc_seterr(e, rc, "%s: %s", arg, rc == -ENODEV ? "not a disk" : strerror(-rc));
+    snprintf(p, sizeof(p), "/sys/class/block/%s/partition", name);
+    if (access(p, F_OK) == 0)
+        return vbc_seterr(e, -EINVAL, "%s is a partition; name the whole disk", arg);
+    snprintf(p, sizeof(p), "/sys/block/%s/serial", name);
+    if (read_small(p, serial, len) == 0) {
+        if (!serial[0])
+            return vbc_seterr(e, -EINVAL, "disk %s has no serial (start the VM with "
+                              "serial=... on it)", name);
+        if (strlen(serial) > VB_MAX_SERIAL)
+            return vbc_seterr(e, -EINVAL, "the serial of %s is longer than %u bytes", name,
+                              VB_MAX_SERIAL);
+        return 0;
+    }
+    snprintf(p, sizeof(p), "/sys/block/%s", name);
+    if (strchr(arg, '/') || access(p, F_OK) == 0)
+        return vbc_seterr(e, -ENODEV, "%s is not a virtio disk with a serial", arg);
+    /* not a disk name here: take it as the serial itself */
+    if (strlen(arg) > VB_MAX_SERIAL)
+        return vbc_seterr(e, -EINVAL, "serial '%s' longer than %u bytes", arg, VB_MAX_SERIAL);
+    snprintf(serial, len, "%s", arg);
+    return 0;
+}
+
+static void unescape_mount(char *s)
+{
+    char *o = s;
+
+    for (char *p = s; *p; p++) {
+        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+            p[3] >= '0' && p[3] <= '7') {
+            *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+            p += 3;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+}
+
+/* The mounted file systems on the disk (or its partitions), to be frozen. */
+int vbc_guest_disk_source(const char *arg, bool no_freeze, double timeout, const char *hooks,
+                          const struct vbc_source_ops **ops, void **src)
+{
+    struct guest *g;
+    char name[256], line[8192];
+    FILE *mi;
+
+    *ops = NULL;
+    *src = NULL;
+    if (no_freeze || disk_name_of(arg, name, sizeof(name)) < 0)
+        return 0;
+    mi = fopen("/proc/self/mountinfo", "r");
+    if (!mi)
+        return 0;
+    g = vbc_guest_new();
+    if (!g) {
+        fclose(mi);
+        return -ENOMEM;
+    }
+    while (fgets(line, sizeof(line), mi)) {
+        unsigned maj, mnr;
+        char mnt[4096], disk[64], serial[64];
+        uint64_t start;
+        bool virtio;
+        dev_t dev;
+        int fd;
+        bool dup = false;
+
+        if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &mnr, mnt) != 3)
+            continue;
+        dev = makedev(maj, mnr);
+        if (sysfs_disk(dev, disk, sizeof(disk), &start, &virtio, serial, sizeof(serial)) < 0 ||
+            strcmp(disk, name) != 0)
+            continue;
+        for (size_t i = 0; i < g->n_ffs; i++)
+            dup |= g->ffs[i].dev == dev;
+        if (dup || g->n_ffs == VB_MAX_ROOTS)
+            continue;
+        unescape_mount(mnt);
+        fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        g->fs[g->n_fs].fd = fd;
+        g->fs[g->n_fs].where = strdup(mnt);
+        g->fs[g->n_fs].dev = dev;
+        g->ffs[g->n_ffs].fd = fd;
+        g->ffs[g->n_ffs].dev = dev;
+        g->ffs[g->n_ffs].name = g->fs[g->n_fs].where;
+        g->n_fs++;
+        g->n_ffs++;
+    }
+    fclose(mi);
+    vbf_init(&g->fz, g->ffs, g->n_ffs, timeout, hooks);
+    g->fz_init = true;
+    *ops = &vbc_guest_ops;
+    *src = g;
+    return 0;
+}
