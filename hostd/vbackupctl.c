@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "diskbackup.h"
 #include "image.h"
@@ -23,6 +25,7 @@
 #define VERSION "0.1.0"
 
 static const char *repo_path;
+static const char *admin_path = "/run/vbackup/admin.sock";
 static bool quiet;
 static const char *prog = "vbackupctl";
 
@@ -45,6 +48,13 @@ static void usage(FILE *f)
 "                                         remove snapshots outside the retention policy\n"
 "  gc [--dry-run] [--json]                remove chunks no snapshot references\n"
 "  stats [--json]                         logical and stored bytes, dedup and compression\n"
+"\n"
+"Daemon commands (--daemon SOCKET, or $VBACKUPD_ADMIN; default /run/vbackup/admin.sock):\n"
+"  vms [--json]                           VMs, their sockets, disks and connections\n"
+"  jobs [--json]                          jobs of all VMs: state, progress, reason\n"
+"  job ID [--json]                        one job, with the plan the policies made\n"
+"  daemon-stats [--json]                  bytes read per host file, recent batches\n"
+"  reload                                 re-read vbackupd's configuration\n"
 "\n"
 "Diagnostics:\n"
 "  image-map IMAGE [--format F] [--json]  allocation map of a disk image chain\n"
@@ -713,6 +723,222 @@ static int cmd_image_dump(int argc, char **argv)
     return 0;
 }
 
+/* ---- daemon commands -------------------------------------------------------- */
+
+static json_object *admin_call(const char *cmd, int64_t id)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    json_object *req = json_object_new_object(), *out = NULL;
+    GString *in = g_string_new(NULL);
+    const char *s;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    json_object_object_add(req, "cmd", json_object_new_string(cmd));
+    if (id)
+        json_object_object_add(req, "id", json_object_new_int64(id));
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", admin_path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        fprintf(stderr, "%s: cannot reach vbackupd at %s: %s (is it running? --daemon SOCKET)\n",
+                prog, admin_path, strerror(errno));
+        goto out;
+    }
+    s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+    if (vb_write_all(fd, s, strlen(s)) || vb_write_all(fd, "\n", 1)) {
+        fprintf(stderr, "%s: write to %s: %s\n", prog, admin_path, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        char buf[65536];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        g_string_append_len(in, buf, n);
+        if (memchr(buf, '\n', (size_t)n))
+            break;
+    }
+    out = json_tokener_parse(in->str);
+    if (!out)
+        fprintf(stderr, "%s: vbackupd sent no answer\n", prog);
+    else if (json_object_is_type(out, json_type_object) && vb_json_str(out, "error")) {
+        fprintf(stderr, "%s: vbackupd: %s\n", prog, vb_json_str(out, "error"));
+        json_object_put(out);
+        out = NULL;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    json_object_put(req);
+    g_string_free(in, TRUE);
+    return out;
+}
+
+static bool want_json(int argc, char **argv, int min_args, int max_args, const char *usage_s,
+                      bool *json)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
+    int c;
+
+    *json = false;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'j')
+            return false;
+        *json = true;
+    }
+    if (argc - optind < min_args || argc - optind > max_args) {
+        fprintf(stderr, "usage: %s %s\n", prog, usage_s);
+        return false;
+    }
+    return true;
+}
+
+static const char *fmt_state(json_object *j)
+{
+    return vb_json_str(j, "state") ? vb_json_str(j, "state") : "?";
+}
+
+static int cmd_vms(int argc, char **argv)
+{
+    json_object *o;
+    bool json;
+
+    if (!want_json(argc, argv, 0, 0, "vms [--json]", &json))
+        return 2;
+    if (!(o = admin_call("vms", 0)))
+        return 1;
+    if (json) {
+        print_json(o);
+    } else {
+        printf("%-20s %-10s %-6s %s\n", "VM", "CONNECTED", "DISKS", "SOCKET");
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            json_object *v = json_object_array_get_idx(o, i), *d, *c;
+            json_object_object_get_ex(v, "disks", &d);
+            json_object_object_get_ex(v, "connected", &c);
+            printf("%-20s %-10s %-6zu %s\n", vb_json_str(v, "name"),
+                   json_object_get_boolean(c) ? "yes" : "no", json_object_array_length(d),
+                   vb_json_str(v, "socket"));
+        }
+    }
+    json_object_put(o);
+    return 0;
+}
+
+static int cmd_jobs(int argc, char **argv)
+{
+    json_object *o;
+    bool json;
+
+    if (!want_json(argc, argv, 0, 0, "jobs [--json]", &json))
+        return 2;
+    if (!(o = admin_call("jobs", 0)))
+        return 1;
+    if (json) {
+        print_json(o);
+    } else {
+        printf("%-14s %-12s %-8s %-10s %22s  %s\n", "JOB", "VM", "KIND", "STATE", "PROGRESS",
+               "SNAPSHOT / REASON");
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            json_object *j = json_object_array_get_idx(o, i);
+            char a[32], b[32], prog_s[64];
+            snprintf(prog_s, sizeof(prog_s), "%s / %s",
+                     vb_fmt_bytes((uint64_t)vb_json_int(j, "bytes_done", 0), a, sizeof(a)),
+                     vb_fmt_bytes((uint64_t)vb_json_int(j, "bytes_total", 0), b, sizeof(b)));
+            printf("%-14lld %-12s %-8s %-10s %22s  %s\n", (long long)vb_json_int(j, "id", 0),
+                   vb_json_str(j, "vm"), vb_json_str(j, "kind"), fmt_state(j), prog_s,
+                   vb_json_str(j, "snapshot") ? vb_json_str(j, "snapshot")
+                   : vb_json_str(j, "reason") ? vb_json_str(j, "reason") : "");
+        }
+    }
+    json_object_put(o);
+    return 0;
+}
+
+static int cmd_job(int argc, char **argv)
+{
+    json_object *o, *plan;
+    bool json;
+    char *end;
+    long long id;
+
+    if (!want_json(argc, argv, 1, 1, "job ID [--json]", &json))
+        return 2;
+    id = strtoll(argv[optind], &end, 10);
+    if (*end || id <= 0) {
+        fprintf(stderr, "%s: '%s' is not a job id\n", prog, argv[optind]);
+        return 2;
+    }
+    if (!(o = admin_call("job", id)))
+        return 1;
+    if (json) {
+        print_json(o);
+    } else {
+        char a[32], b[32], c3[32], d[32];
+        printf("job %lld: %s %s backup of VM %s, %s\n", id, vb_json_str(o, "mode"),
+               vb_json_str(o, "kind"), vb_json_str(o, "vm"), fmt_state(o));
+        if (vb_json_str(o, "reason"))
+            printf("  reason:   %s\n", vb_json_str(o, "reason"));
+        if (vb_json_str(o, "snapshot"))
+            printf("  snapshot: %s\n", vb_json_str(o, "snapshot"));
+        if (vb_json_str(o, "parent"))
+            printf("  parent:   %s\n", vb_json_str(o, "parent"));
+        printf("  progress: %s of %s, %lld of %lld files\n",
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_done", 0), a, sizeof(a)),
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_total", 0), b, sizeof(b)),
+               (long long)vb_json_int(o, "files_done", 0), (long long)vb_json_int(o, "files_total", 0));
+        printf("  data:     read %s, new %s, reused %s\n",
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_read", 0), c3, sizeof(c3)),
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_new", 0), a, sizeof(a)),
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_reused", 0), d, sizeof(d)));
+        if (json_object_object_get_ex(o, "plan", &plan) && json_object_array_length(plan)) {
+            printf("  plan:\n");
+            for (size_t i = 0; i < json_object_array_length(plan); i++)
+                printf("    %s\n", json_object_get_string(json_object_array_get_idx(plan, i)));
+        }
+    }
+    json_object_put(o);
+    return 0;
+}
+
+static int cmd_daemon_stats(int argc, char **argv)
+{
+    json_object *o, *files;
+    bool json;
+
+    if (!want_json(argc, argv, 0, 0, "daemon-stats [--json]", &json))
+        return 2;
+    if (!(o = admin_call("stats", 0)))
+        return 1;
+    if (json) {
+        print_json(o);
+    } else {
+        char a[32];
+        printf("bytes read from disk images: %s\n",
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_read", 0), a, sizeof(a)));
+        if (json_object_object_get_ex(o, "bytes_read_by_file", &files)) {
+            json_object_object_foreach(files, k, v)
+                printf("  %12s  %s\n", vb_fmt_bytes((uint64_t)json_object_get_int64(v), a,
+                                                    sizeof(a)), k);
+        }
+    }
+    json_object_put(o);
+    return 0;
+}
+
+static int cmd_reload(int argc, char **argv)
+{
+    json_object *o;
+
+    if (argc != 1) {
+        fprintf(stderr, "usage: %s reload\n", prog);
+        return 2;
+    }
+    if (!(o = admin_call("reload", 0)))
+        return 1;
+    if (!quiet)
+        printf("vbackupd reloaded its configuration\n");
+    json_object_put(o);
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static const struct {
@@ -728,6 +954,11 @@ static const struct {
     { "prune", cmd_prune },
     { "gc", cmd_gc },
     { "stats", cmd_stats },
+    { "vms", cmd_vms },
+    { "jobs", cmd_jobs },
+    { "job", cmd_job },
+    { "daemon-stats", cmd_daemon_stats },
+    { "reload", cmd_reload },
     { "image-map", cmd_image_map },
     { "image-dump", cmd_image_dump },
 };
@@ -739,6 +970,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     vb_install_interrupt_handlers();
     repo_path = getenv("VBACKUP_REPO");
+    if (getenv("VBACKUPD_ADMIN"))
+        admin_path = getenv("VBACKUPD_ADMIN");
     while (i < argc && argv[i][0] == '-') {
         if (!strcmp(argv[i], "--repo") && i + 1 < argc) {
             repo_path = argv[i + 1];
@@ -746,6 +979,9 @@ int main(int argc, char **argv)
         } else if (!strncmp(argv[i], "--repo=", 7)) {
             repo_path = argv[i] + 7;
             i++;
+        } else if (!strcmp(argv[i], "--daemon") && i + 1 < argc) {
+            admin_path = argv[i + 1];
+            i += 2;
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
             quiet = true;
             i++;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "progress.h"
 #include "workers.h"
 
@@ -20,9 +21,29 @@ int vb_snap_chunks(struct vb_repo *r, struct vb_snapshot *s, GArray *out, vb_err
 {
     int ret;
 
-    if (s->type == VB_SNAP_FILES)
-        return vb_seterr(e, -ENOTSUP, "snapshot %s: file snapshots need a newer vbackupctl",
-                         s->id);
+    if (s->type == VB_SNAP_FILES) {
+        json_object *co = json_object_object_get(s->json, "catalog");
+        const char *file = vb_json_str(co, "file");
+        struct vb_catalog *cat;
+        char path[PATH_MAX];
+
+        if (!file || strchr(file, '/'))
+            return vb_seterr(e, -EBADMSG, "snapshot %s: index.json names no catalog", s->id);
+        snprintf(path, sizeof(path), "%s/snapshots/%s/%s", r->path, s->id, file);
+        ret = vb_cat_load(path, vb_json_str(co, "sha256"), &cat, e);
+        if (ret) {
+            vb_prefixerr(e, "snapshot %s", s->id);
+            return ret;
+        }
+        for (uint64_t i = 0; i < cat->n_chunks; i++) {
+            struct vb_chunk_ref ref;
+            memcpy(ref.id, cat->c[i].id, VB_ID_LEN);
+            ref.len = cat->c[i].len;
+            g_array_append_val(out, ref);
+        }
+        vb_cat_free(cat);
+        return 0;
+    }
     ret = vb_snap_load_fidx(r, s, e);
     if (ret)
         return ret;

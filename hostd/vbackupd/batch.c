@@ -47,7 +47,7 @@ static double job_due(struct vbd *d, struct vbd_job *j, double now, int64_t wall
 {
     if (j->state == VB_JOB_DEFERRED)
         return now + VB_MAX(0.05, (double)(j->defer_until_ns - wall) / 1e9);
-    if (j->view == VB_VIEW_FROZEN)
+    if (vbd_job_hurried(j))
         return now + VB_MAX(0.0, d->cfg->frozen_wait - (double)(wall - j->sealed_ns) / 1e9);
     return now + VB_MAX(0.0, d->cfg->batch_seconds - (double)(wall - j->sealed_ns) / 1e9);
 }
@@ -106,7 +106,7 @@ char *vbd_job_group(struct vbd_job *j)
             g_ptr_array_add(r, j->roots->pdata[i]);
         g_ptr_array_sort(r, cmp_str_ptr);
         for (guint i = 0; i < r->len; i++)
-            g_string_append_printf(s, "%s/%s", i ? " " : "", (const char *)r->pdata[i]);
+            g_string_append_printf(s, "%s/%s", i ? "," : "", (const char *)r->pdata[i]);
     }
     g_ptr_array_free(r, TRUE);
     return g_string_free(s, FALSE);
@@ -294,7 +294,8 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
             g_array_append_vals(en->chunks, &j->parent_cat->c[pe->first_chunk], pe->n_chunks);
             en->reused = true;
             reused_files++;
-            reused_bytes += en->m.size;
+            for (uint64_t k = 0; k < pe->n_chunks; k++)
+                reused_bytes += j->parent_cat->c[pe->first_chunk + k].len;
             j->files_done++;
             continue;
         }
@@ -348,7 +349,7 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
         for (guint i = 0; i < j->entries->len; i++) {
             struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
             if (en->data == VB_FD_FALLBACK)
-                fb += en->m.size;
+                fb += en->fb_received;
         }
         j->bytes_total = planned + reused_bytes + fb;
         j->bytes_done = reused_bytes + fb;
@@ -490,7 +491,7 @@ static void cut(struct vbd *d)
         struct vbp_job *pj = &b->jobs[k];
         for (guint i = 0; i < jobs->len; i++) {
             struct vbd_job *j = jobs->pdata[i];
-            if (j->id == pj->id && j->view == VB_VIEW_FROZEN && pj->defer_until_ns > now_ns &&
+            if (j->id == pj->id && vbd_job_hurried(j) && pj->defer_until_ns > now_ns &&
                 pj->defer_until_ns != INT64_MAX) {
                 note(j, "not deferred (%s): the guest stays frozen until its data is read",
                      pj->defer_reason);
@@ -541,6 +542,7 @@ static void cut(struct vbd *d)
             j->state = VB_JOB_RUNNING;
             j->reason[0] = 0;
             j->started_ns = vb_wall_ns();
+            vbd_journal_running(j);
             g_ptr_array_add(plan->jobs, j);     /* the queue's reference moves to the plan */
         }
         plan->rate_limit_bps = b->rate_limit_bps;

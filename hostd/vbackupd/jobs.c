@@ -135,7 +135,9 @@ static void job_end(struct vbd_job *j, int state)
 
     j->state = state;
     j->finished_ns = vb_wall_ns();
-    g_queue_remove(&d->pending, j);
+    if (g_queue_remove(&d->pending, j))
+        j->refs--;          /* the queue's reference; the job table still holds one */
+    vbd_journal_forget(j);
     if (j->sw.open)
         vb_snap_abort(&j->sw);
     job_release(j);
@@ -248,6 +250,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = b.kind;
     j->mode = b.mode;
+    j->unfrozen = b.flags & VB_BEGIN_UNFROZEN;
     j->state = VB_JOB_COLLECTING;
     j->disks = g_ptr_array_new_with_free_func(disk_copy_free);
     for (unsigned i = 0; i < b.n_disks; i++) {

@@ -245,6 +245,7 @@ int main(int argc, char **argv)
         vbd_log("%s", vb_strerror(&e));
         return 1;
     }
+    vbd_journal_recover(d);
     g_unix_signal_add(SIGTERM, on_term, d);
     g_unix_signal_add(SIGINT, on_term, d);
     g_unix_signal_add(SIGHUP, on_hup, d);

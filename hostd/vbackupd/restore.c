@@ -248,9 +248,10 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         }
     }
     for (guint i = 0; i < j->sel->len; i++) {
+        /* the bytes that will travel: data chunks, not holes */
         const struct vb_cat_entry *ce = &j->cat->e[g_array_index(j->sel, uint64_t, i)];
-        if (ce->type == VB_FT_REG)
-            j->bytes_total += ce->size;
+        for (uint64_t x = 0; ce->type == VB_FT_REG && x < ce->n_chunks; x++)
+            j->bytes_total += j->cat->c[ce->first_chunk + x].len;
     }
     j->files_total = j->sel->len;
     j->state = VB_JOB_RESTORING;

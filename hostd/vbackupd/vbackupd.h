@@ -64,6 +64,7 @@ struct vbd_config {
     char *admin_socket;
     char *plugin_dir;
     char *psi_dir;
+    char *state_dir;         /* journal of running jobs */
     double batch_seconds;
     unsigned batch_max;
     double frozen_wait;      /* longest wait before cutting a batch holding a frozen guest */
@@ -221,6 +222,7 @@ struct vbd_job {
     enum vb_job_state state;
     uint32_t flags;          /* VB_JOB_FLAG_* */
     uint32_t view;           /* VB_VIEW_* once sealed */
+    bool unfrozen;           /* the client holds no freeze: the job may wait */
     GPtrArray *serials;      /* char * */
     GPtrArray *disks;        /* struct vbd_disk * (VM's, by serial order) */
     GPtrArray *roots;        /* char * */
@@ -386,6 +388,12 @@ void vbd_disk_job_start(struct vbd_job *j);
 uint8_t *vbd_buf_get(struct vbd *d);
 void vbd_buf_put(struct vbd *d, uint8_t *b);
 void vbd_count_read(struct vbd *d, const char *path, uint64_t n);
+
+/* journal.c */
+void vbd_journal_running(struct vbd_job *j);
+void vbd_journal_forget(struct vbd_job *j);
+void vbd_journal_recover(struct vbd *d);
+bool vbd_job_hurried(const struct vbd_job *j);
 
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);

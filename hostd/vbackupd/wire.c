@@ -215,8 +215,8 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
         return err(msg, VB_S_BAD_REQUEST, "unknown backup kind %u", b.kind);
     if (b.mode < VB_MODE_FULL || b.mode > VB_MODE_DIFFERENTIAL)
         return err(msg, VB_S_BAD_REQUEST, "unknown backup mode %u", b.mode);
-    if (b.flags || b.reserved)
-        return err(msg, VB_S_BAD_REQUEST, "reserved fields must be 0");
+    if ((b.flags & ~VB_BEGIN_UNFROZEN) || b.reserved)
+        return err(msg, VB_S_BAD_REQUEST, "unknown flags or reserved fields not 0");
     if (b.n_disks < 1 || b.n_disks > VB_MAX_DISKS)
         return err(msg, VB_S_BAD_REQUEST, "%u disks named (1..%u)", b.n_disks, VB_MAX_DISKS);
     if (b.kind == VB_KIND_DISK) {
@@ -230,6 +230,7 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
     }
     out->kind = b.kind;
     out->mode = b.mode;
+    out->flags = b.flags;
     out->n_files_hint = b.n_files_hint;
     out->bytes_hint = b.bytes_hint;
     st = name_field(&r, out->target, sizeof(out->target), b.target_len, "target name", msg);
@@ -536,7 +537,10 @@ int vbd_parse_restore_begin(const uint8_t *p, size_t n, struct vbd_restore_begin
     memcpy(out->snapshot, p + r.off, b.snap_len);
     out->snapshot[b.snap_len] = 0;
     r.off += b.snap_len;
-    if (strlen(out->snapshot) != b.snap_len || !vbd_check_name(out->snapshot, b.snap_len)) {
+    /* "latest", "TIME" or "VM/TIME": its shape is checked where it is resolved */
+    if (strlen(out->snapshot) != b.snap_len ||
+        strspn(out->snapshot, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                              "._:/-") != b.snap_len) {
         printable(shown, sizeof(shown), (const char *)p + r.off - b.snap_len, b.snap_len);
         return err(msg, VB_S_BAD_REQUEST, "snapshot id '%s' has characters that are not allowed",
                    shown);

@@ -21,6 +21,7 @@ bool vbd_check_name(const char *p, size_t n);   /* target / serial: printable, n
 
 struct vbd_begin {
     uint8_t kind, mode;
+    uint32_t flags;
     char target[VB_MAX_TARGET + 1];
     uint16_t n_disks, n_roots;
     char serials[VB_MAX_DISKS][VB_MAX_SERIAL + 1];

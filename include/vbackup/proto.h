@@ -163,11 +163,15 @@ struct vb_backup_begin {
     uint16_t target_len;
     uint16_t n_disks;
     uint16_t n_roots;
-    uint32_t flags;              /* 0 */
+    uint32_t flags;              /* VB_BEGIN_* */
     uint32_t reserved;
     uint64_t n_files_hint;       /* files the guest expects to send; 0 unknown */
     uint64_t bytes_hint;         /* logical bytes; 0 unknown */
 };
+
+/* The client holds no freeze (it cannot, or was told not to): without a
+ * snapshot view the job may still wait for a quiet host. */
+#define VB_BEGIN_UNFROZEN       1u
 
 /* VB_OP_BACKUP_BEGIN reply */
 struct vb_backup_begin_reply {
