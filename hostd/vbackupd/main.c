@@ -266,6 +266,13 @@ int main(int argc, char **argv)
     g_queue_clear(&d->pending);
     g_ptr_array_free(d->chain, TRUE);
     g_hash_table_destroy(d->vms);
+    {
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, d->targets);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            g_ptr_array_add(retired_targets, v);
+    }
     g_hash_table_destroy(d->targets);
     g_ptr_array_free(retired_targets, TRUE);
     json_object_put(d->batches);

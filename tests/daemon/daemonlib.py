@@ -128,9 +128,14 @@ class Daemon:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             fail(f"vbackupd did not stop on {sig}")
+        if rc in (86, 87) or "AddressSanitizer" in self.log_text() or \
+                "runtime error:" in self.log_text():
+            print(self.log_text()[-6000:])
+            fail(f"sanitizer findings in vbackupd (exit {rc})")
+        return rc
 
     def kill(self):
         if self.alive():
