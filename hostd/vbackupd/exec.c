@@ -760,6 +760,9 @@ static gboolean release_cb(gpointer opaque)
     struct vbd *d = j->d;
 
     vbd_job_unlock(j);
+    j->in_plan = false;
+    if (j->state == VB_JOB_DONE || j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED)
+        vbd_job_release(j);
     if (p && --p->jobs_left == 0) {
         for (guint i = 0; i < p->jobs->len; i++)
             vbd_job_unref(p->jobs->pdata[i]);
@@ -853,6 +856,7 @@ void vbd_exec_start(struct vbd *d, struct vbd_plan *p)
     d->plans = g_list_append(d->plans, p);
     for (guint i = 0; i < p->jobs->len; i++) {
         struct vbd_job *j = p->jobs->pdata[i];
+        j->in_plan = true;
         if (j->kind == VB_KIND_DISK) {
             vbd_disk_job_start(j);
             continue;

@@ -62,7 +62,7 @@ static void disk_copy_free(gpointer p)
 }
 
 /* Free what a finished job no longer needs; its summary stays for STATUS. */
-static void job_release(struct vbd_job *j)
+void vbd_job_release(struct vbd_job *j)
 {
     if (j->entries) {
         for (guint i = 0; i < j->entries->len; i++)
@@ -104,7 +104,7 @@ void vbd_job_unref(struct vbd_job *j)
 {
     if (--j->refs > 0)
         return;
-    job_release(j);
+    vbd_job_release(j);
     if (j->windows)
         g_ptr_array_free(j->windows, TRUE);
     if (j->serials)
@@ -140,7 +140,9 @@ static void job_end(struct vbd_job *j, int state)
     vbd_journal_forget(j);
     if (j->sw.open)
         vb_snap_abort(&j->sw);
-    job_release(j);
+    /* a plan still using the job's windows releases it when they are back */
+    if (!j->in_plan)
+        vbd_job_release(j);
     vbd_log("job %llu (%s, %s): %s%s%s", (unsigned long long)j->id, j->vm->name,
             j->kind == VB_KIND_DISK ? "disk" : "files", vbd_state_name(state),
             j->reason[0] ? ": " : "", j->reason);

@@ -240,6 +240,7 @@ struct vbd_job {
     bool cancel;
     volatile int cancel_flag;    /* disk jobs: read by the backup thread */
     bool plan_released;      /* released from its plan (once) */
+    bool in_plan;            /* windows, pieces and images are in use by a plan */
     bool committing;         /* commit task with a worker */
     bool is_restore;
     /* plan and execution */
@@ -368,6 +369,7 @@ void vbd_jobs_tick(struct vbd *d);
 json_object *vbd_job_json(struct vbd_job *j, bool detail);
 const char *vbd_state_name(int state);
 void vbd_entry_clear(struct vbd_entry *en);
+void vbd_job_release(struct vbd_job *j);
 
 /* batch.c */
 void vbd_batch_enqueue(struct vbd *d, struct vbd_job *j);

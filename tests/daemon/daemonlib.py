@@ -108,6 +108,9 @@ class Daemon:
                         f"full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
 
     def start(self, wrapper=()):
+        admin = os.path.join(self.run_dir, "admin.sock")
+        if os.path.exists(admin):
+            os.unlink(admin)            # left by a killed daemon: wait for the new one
         self.logf = open(self.log_path, "a")
         self.proc = subprocess.Popen(list(wrapper) + [VBACKUPD, "--config", self.conf],
                                      stdout=self.logf, stderr=self.logf)

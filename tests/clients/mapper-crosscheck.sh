@@ -1,0 +1,227 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The two mappers must agree: the guest tool's FIEMAP walk over a mounted
+# ext4 (`vbackup backup --dump` with --assume-disk) and vbclient's libext2fs
+# walk over the same image unmounted (`vbclient backup --dump --fs-image`)
+# give the same records: paths, types, sizes, modes, owners, link counts,
+# inodes, device numbers, times to the nanosecond, link targets, extents
+# with their physical offsets and flags, and the data of fallback files.
+# The file systems are mounted with noatime, so even atime agrees.
+#
+# Images: ext4 with 4 KiB blocks (fragmented files, > 8192 extents,
+# unwritten ranges, preallocation past EOF, > 4 GiB sparse), the same file
+# system inside partition 2 of an MBR disk (losetup -P: the partition start
+# comes from sysfs; vbclient --partition and --fs-offset), ext4 with
+# inline_data, and ext3 with 1 KiB blocks (block-mapped files).
+
+source "$(dirname "$0")/../integration/functions.sh"
+source "$(dirname "$0")/clientlib.sh"
+requires_root
+requires mkfs.ext4 -V
+requires losetup --version
+requires python3 --version
+
+M=$VB_TMP/mnt
+SERIAL=xcheck-disk
+
+# fill IMAGE-MOUNT: what only a mounted file system can make
+runtime_files() {
+    local m=$1
+    # unwritten: fallocate, then write into the middle
+    fallocate -l 1M "$m/falloc"
+    dd if=/dev/urandom of="$m/falloc" bs=4k count=3 seek=10 conv=notrunc status=none
+    # preallocated past the end of file
+    head -c 10000 /dev/urandom > "$m/prealloc"
+    fallocate -n -o 8192 -l 1M "$m/prealloc"
+    # more than 8192 extents: every other block written
+    python3 - "$m/many-extents" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+blk = os.urandom(4096)
+for i in range(9000):
+    os.pwrite(fd, blk, i * 8192)
+os.close(fd)
+EOF
+    # times with nanoseconds, before 1970 and after 2038 (epoch bits)
+    touch -d '2001-02-03 04:05:06.123456789' "$m/prealloc"
+    touch -d '1960-06-01 12:00:00.5' "$m/falloc"
+    touch -h -d '2200-01-01 00:00:00.25' "$m/fast-link"
+    # physically fragmented: fill, free every other file, write into the gaps
+    mkdir "$m/fill"
+    local i=0
+    while dd if=/dev/zero of="$m/fill/$i" bs=256k count=1 status=none 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -lt 4000 ] || break
+    done
+    rm -f "$m/fill/$i"
+    for ((k = 0; k < i; k += 2)); do rm -f "$m/fill/$k"; done
+    sync
+    head -c $((6 << 20)) /dev/urandom > "$m/fragmented" || true
+    sync
+}
+
+check_dump_shape() {
+    local d=$1 p=$2
+    python3 - "$d" "$p" <<'EOF' || fail "unexpected records in $1"
+import json, sys
+recs = {r["path"]: r for r in map(json.loads, open(sys.argv[1]))}
+p = sys.argv[2]
+def r(name): return recs[p + name]
+assert r("/falloc")["data"] == "extents" and any(e[3] == 1 for e in r("/falloc")["extents"]), "unwritten"
+assert len(r("/many-extents")["extents"]) == 9000, len(r("/many-extents")["extents"])
+frag = r("/fragmented")["extents"]
+assert len(frag) >= 4, f"fragmented has {len(frag)} extents"
+big = r("/big-sparse")
+assert big["size"] == (5 << 30) + 7 and big["extents"][-1][0] >= 4 << 30
+assert r("/hole-only")["data"] == "extents" and r("/hole-only")["extents"] == []
+assert r("/empty")["data"] == "none"
+assert r("/fifo")["type"] == "fifo" and r("/null")["rdev"] == 259 and r("/blk")["rdev"] == (7 << 8 | 200)
+assert r("/dir/hard-link")["ino"] == r("/a.txt")["ino"] and r("/a.txt")["nlink"] == 3
+assert r("/slow-link")["link"].startswith("target-") and r("/fast-link")["link"] == "a.txt"
+assert r("/prealloc")["mtime_ns"] == 981173106123456789
+from calendar import timegm
+assert r("/falloc")["mtime_ns"] == timegm((1960, 6, 1, 12, 0, 0)) * 10**9 + 5 * 10**8
+assert r("/fast-link")["mtime_ns"] == timegm((2200, 1, 1, 0, 0, 0)) * 10**9 + 25 * 10**7
+EOF
+}
+
+# --- ext4, 4 KiB blocks -----------------------------------------------------
+make_tree "$VB_TMP/src"
+truncate -s 512M "$VB_TMP/fs.img"
+mkfs.ext4 -q -b 4096 -d "$VB_TMP/src" "$VB_TMP/fs.img"
+loop_mount "$VB_TMP/fs.img" "$M" noatime
+runtime_files "$M"
+sync
+"$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/guest.json" --assume-disk "$SERIAL" \
+    2>"$VB_TMP/guest.err" || { cat "$VB_TMP/guest.err"; fail "vbackup --dump"; }
+umount "$M"
+"$VBCLIENT" backup "$M" --mount-point "$M" --fs-image "$VB_TMP/fs.img" --serial "$SERIAL" \
+    --dump "$VB_TMP/client.json"
+dump_compare "$VB_TMP/guest.json" "$VB_TMP/client.json"
+check_dump_shape "$VB_TMP/guest.json" "${M#/}"
+ok_n=$(wc -l < "$VB_TMP/guest.json")
+log "ext4 4K: $ok_n records agree"
+
+# a sub-tree as the root, an exclusion, a relative root for vbclient
+loop_mount "$VB_TMP/fs.img" "$M" noatime
+"$VBACKUP_TOOL" backup "$M/dir" "$M/with space" --exclude '*/deeper' --exclude 'size-4*' \
+    --dump "$VB_TMP/g2.json" --assume-disk "$SERIAL"
+umount "$M"
+"$VBCLIENT" backup dir "with space" --exclude '*/deeper' --exclude 'size-4*' \
+    --mount-point "$M" --fs-image "$VB_TMP/fs.img" --serial "$SERIAL" --dump "$VB_TMP/c2.json"
+dump_compare "$VB_TMP/g2.json" "$VB_TMP/c2.json"
+! grep -q 'deeper\|size-4' "$VB_TMP/g2.json" || fail "--exclude did not exclude"
+log "ext4 4K: sub-trees and exclusions agree"
+
+# --fallback: the data goes through the stream; the sha256 of what would be
+# sent agrees
+loop_mount "$VB_TMP/fs.img" "$M" noatime
+"$VBACKUP_TOOL" backup "$M" --fallback 'size-*' --fallback '*.bin' --dump "$VB_TMP/g3.json" \
+    --assume-disk "$SERIAL"
+umount "$M"
+"$VBCLIENT" backup . --fallback 'size-*' --fallback '*.bin' --mount-point "$M" \
+    --fs-image "$VB_TMP/fs.img" --serial "$SERIAL" --dump "$VB_TMP/c3.json"
+dump_compare "$VB_TMP/g3.json" "$VB_TMP/c3.json"
+want=$(sha256sum "$VB_TMP/src/dir/size-3145735" | cut -d' ' -f1)
+got=$(dump_get "$VB_TMP/g3.json" "${M#/}/dir/size-3145735" sha256)
+[ "\"$want\"" = "$got" ] || fail "fallback sha256 $got, file has $want"
+log "ext4 4K: fallback data agrees"
+
+# --- the same file system in partition 2 of an MBR disk -----------------------
+START_SECTOR=20003         # deliberately not aligned
+python3 - "$VB_TMP/disk.raw" "$START_SECTOR" "$(stat -c %s "$VB_TMP/fs.img")" <<'EOF'
+import struct, sys
+path, start, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sectors = size // 512
+mbr = bytearray(512)
+def entry(i, typ, lba, n):
+    struct.pack_into("<B3sB3sII", mbr, 446 + 16 * i, 0, b"\xff\xff\xfe", typ, b"\xff\xff\xfe", lba, n)
+entry(0, 0x83, 2048, 16000)
+entry(1, 0x83, start, sectors)
+mbr[510:512] = b"\x55\xaa"
+with open(path, "wb") as f:
+    f.write(mbr)
+    f.truncate((start + sectors + 2048) * 512)
+EOF
+dd if="$VB_TMP/fs.img" of="$VB_TMP/disk.raw" bs=1M seek=$((START_SECTOR * 512)) oflag=seek_bytes \
+    conv=notrunc,sparse status=none
+LOOP=$(losetup -f --show -P "$VB_TMP/disk.raw")
+cleanup_fn "losetup -d $LOOP"
+# kernels without CONFIG_MSDOS_PARTITION do not scan: add the partitions
+# with BLKPG (partx), which sysfs shows the same way
+sleep 0.5
+[ -b "${LOOP}p2" ] || partx -a "$LOOP" 2>/dev/null || true
+wait_for 10 test -b "${LOOP}p2"
+loop_start=$(cat "/sys/class/block/$(basename "$LOOP")p2/start")
+[ "$loop_start" = "$START_SECTOR" ] || fail "sysfs start of ${LOOP}p2 is $loop_start"
+mkdir -p "$M"
+mount -o noatime "${LOOP}p2" "$M"
+cleanup_fn "umount '$M' 2>/dev/null"
+"$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/gp.json" --assume-disk "$SERIAL"
+umount "$M"
+"$VBCLIENT" backup "$M" --mount-point "$M" --fs-image "$VB_TMP/disk.raw" --partition 2 \
+    --serial "$SERIAL" --dump "$VB_TMP/cp.json"
+dump_compare "$VB_TMP/gp.json" "$VB_TMP/cp.json"
+"$VBCLIENT" backup "$M" --mount-point "$M" --fs-image "$VB_TMP/disk.raw" \
+    --fs-offset $((START_SECTOR * 512)) --serial "$SERIAL" --dump "$VB_TMP/co.json"
+dump_compare "$VB_TMP/gp.json" "$VB_TMP/co.json"
+# and the physical offsets moved by exactly the partition start
+python3 - "$VB_TMP/guest.json" "$VB_TMP/gp.json" $((START_SECTOR * 512)) <<'EOF' ||
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+off = int(sys.argv[3])
+n = 0
+for x, y in zip(a, b):
+    for e, f in zip(x["extents"], y["extents"]):
+        assert f[1] == e[1] + off, (x["path"], e, f)
+        n += 1
+assert n > 9000
+EOF
+    fail "partition offsets"
+log "MBR partition 2 at sector $START_SECTOR: records agree, offsets shifted"
+
+# --- ext4 with inline data ---------------------------------------------------------
+mkdir -p "$VB_TMP/src2/d"
+echo "tiny" > "$VB_TMP/src2/tiny"
+head -c 50 /dev/urandom > "$VB_TMP/src2/d/fifty"
+head -c 10000 /dev/urandom > "$VB_TMP/src2/d/big"
+ln -s "$(printf 'inline-symlink-target-%.0s' {1..4})" "$VB_TMP/src2/ilink"
+truncate -s 64M "$VB_TMP/inline.img"
+mkfs.ext4 -q -b 4096 -I 512 -O inline_data -d "$VB_TMP/src2" "$VB_TMP/inline.img"
+loop_mount "$VB_TMP/inline.img" "$M" noatime
+echo "written while mounted" > "$M/d/new-inline"
+sync
+"$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/gi.json" --assume-disk "$SERIAL"
+umount "$M"
+"$VBCLIENT" backup "$M" --mount-point "$M" --fs-image "$VB_TMP/inline.img" --serial "$SERIAL" \
+    --dump "$VB_TMP/ci.json"
+dump_compare "$VB_TMP/gi.json" "$VB_TMP/ci.json"
+[ "$(dump_get "$VB_TMP/gi.json" "${M#/}/tiny" data)" = '"fallback"' ] ||
+    fail "an inline file is not sent as fallback"
+[ "$(dump_get "$VB_TMP/gi.json" "${M#/}/tiny" sha256)" = "\"$(sha256sum < "$VB_TMP/src2/tiny" | cut -d' ' -f1)\"" ] ||
+    fail "inline file data"
+log "ext4 inline_data: records agree, inline files go through the fallback stream"
+
+# --- ext3, 1 KiB blocks, block-mapped files -------------------------------------------
+truncate -s 256M "$VB_TMP/ext3.img"
+mkfs.ext3 -q -b 1024 -d "$VB_TMP/src" "$VB_TMP/ext3.img"
+loop_mount "$VB_TMP/ext3.img" "$M" noatime
+head -c 5000000 /dev/urandom > "$M/written-on-ext3"
+sync
+"$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/g3b.json" --assume-disk "$SERIAL:4096"
+umount "$M"
+"$VBCLIENT" backup "$M" --mount-point "$M" --fs-image "$VB_TMP/ext3.img" --serial "$SERIAL" \
+    --dump "$VB_TMP/c3b.json"
+# --assume-disk SERIAL:4096 moved every physical offset by 4096
+python3 - "$VB_TMP/g3b.json" "$VB_TMP/c3b.json" <<'EOF' || fail "ext3 records"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b)
+for x, y in zip(a, b):
+    x["extents"] = [[e[0], e[1] - 4096, e[2], e[3]] for e in x["extents"]]
+    assert x == y, (x["path"], {k: (x.get(k), y.get(k)) for k in x if x.get(k) != y.get(k)})
+EOF
+log "ext3 1K (block-mapped): records agree"
