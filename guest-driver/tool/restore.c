@@ -806,10 +806,13 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
         goto out;
     begun = true;
     r.job = ri.job;
-    if (!vbc_quiet)
-        vbc_info("restoring %llu entries (%llu bytes) from snapshot %s into %s",
-                 (unsigned long long)ri.n_entries, (unsigned long long)ri.bytes_total,
-                 ri.snapshot, o->into ? o->into : "/");
+    if (!vbc_quiet) {
+        char b[32];
+
+        vbc_human(b, sizeof(b), ri.bytes_total);
+        vbc_info("restoring %llu entries (%s) from snapshot %s into %s",
+                 (unsigned long long)ri.n_entries, b, ri.snapshot, o->into ? o->into : "/");
+    }
 
     if ((rc = vbc_reply_init(&lr, VB_MAX_PAYLOAD)) < 0) {
         vbc_seterr(&e, rc, "out of memory");
