@@ -377,8 +377,8 @@ static int dump_run(struct bctx *b, struct vbc_err *e)
     }
     if (froze) {
         frozen = b->ops->thaw(b->src);
-        if (!rc)
-            rc = check_freeze(b, e);
+        if (b->ops->freeze_broken && b->ops->freeze_broken(b->src, e))
+            rc = e->code ? e->code : -ETIMEDOUT;   /* the freeze's story is the one to tell */
     }
 out:
     if (b->dump)

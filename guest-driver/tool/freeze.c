@@ -224,6 +224,15 @@ void vbf_init(struct vbf *f, struct vbf_fs *fs, size_t n, double timeout, const 
 }
 
 /* lock held */
+static bool vbf_frozen_locked(struct vbf *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (f->fs[i].frozen)
+            return true;
+    return false;
+}
+
+/* lock held */
 static void thaw_locked(struct vbf *f)
 {
     int64_t now = vbc_now_ns();
@@ -349,6 +358,11 @@ int vbf_freeze(struct vbf *f, struct vbc_err *e)
 double vbf_thaw(struct vbf *f)
 {
     pthread_mutex_lock(&f->lock);
+    if (vbc_interrupted && !f->broken && vbf_frozen_locked(f)) {
+        /* a signal came before the watchdog saw it: the same story */
+        f->broken = VBF_SIGNAL;
+        f->broken_sig = vbc_interrupted;
+    }
     f->stop = true;
     thaw_locked(f);
     pthread_cond_broadcast(&f->cond);
@@ -382,11 +396,10 @@ bool vbf_broken(struct vbf *f, struct vbc_err *e)
 
 bool vbf_is_frozen(struct vbf *f)
 {
-    bool any = false;
+    bool any;
 
     pthread_mutex_lock(&f->lock);
-    for (size_t i = 0; i < f->n; i++)
-        any |= f->fs[i].frozen;
+    any = vbf_frozen_locked(f);
     pthread_mutex_unlock(&f->lock);
     return any;
 }

@@ -1087,7 +1087,7 @@ int vbc_files_add(struct vbc_files *b, const struct vbc_file *f, uint64_t *index
     if (sizeof(struct vb_files) + fixed + sizeof(struct vb_extent) > b->max_payload)
         return vbc_seterr(e, -E2BIG, "a record does not fit in the host's %u byte messages",
                           b->max_payload);
-    do {
+    for (;;) {
         size_t remaining = f->n_ext - done;
         size_t chunk = remaining < VB_MAX_EXTENTS_PER_REC ? remaining : VB_MAX_EXTENTS_PER_REC;
         size_t used = b->n_in_msg ? b->m.len - VB_HDR_SIZE : sizeof(struct vb_files);
@@ -1114,7 +1114,9 @@ int vbc_files_add(struct vbc_files *b, const struct vbc_file *f, uint64_t *index
             return vbc_seterr(e, -ENOMEM, "out of memory");
         done += chunk;
         first = false;
-    } while (done < f->n_ext);
+        if (done >= f->n_ext)
+            break;
+    }
     if (index)
         *index = b->n_files;
     b->n_files++;

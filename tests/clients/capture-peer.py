@@ -14,6 +14,7 @@ synthetic snapshot for restores.
                         format of `vbackup --dump` (MORE records merged,
                         fallback files with the sha256 of the DATA bytes)
   --fail OP=ST[:MSG]    answer every OP (e.g. BACKUP_BEGIN) with status ST
+  --malformed OP        answer OP with a malformed reply (the client must say so)
   --view frozen|snapshot
   --read-done-after N   STATUS polls after SEAL before READ_DONE (default 2)
   --done-after N        STATUS polls after SEAL before the job ends (default 4)
@@ -480,7 +481,22 @@ class Peer:
             return S_NO_JOB, b"no such restore job"
         return S_OK, b""
 
+    MALFORMED = {
+        1: b"\x01\x00\x00\x00short",                         # HELLO too short
+        2: b"\x01\x00",                                         # BACKUP_BEGIN too short
+        5: struct.pack("<II", 9, 0),                             # unknown view
+        6: struct.pack("<II", 5, 0) + b"x" * 20,                 # count past the payload
+        8: struct.pack("<II", 1, 3),                             # records missing
+        9: struct.pack("<QQQHHHH", 1, 1, 1, 200, 0, 0, 0),       # snapshot id past the end
+        10: struct.pack("<II", 1, 0) + FILE_REC.pack(1, 0, 0, 0, 0, 0, 1, 0, 5, 0, 0, 0,
+                                                     NO_LINK, 0, 0, 0) + b"../x",
+        11: struct.pack("<QII", 12345, 1, 0) + b"z",             # offset not asked for
+    }
+
     def dispatch(self, op, p, reply_max):
+        if op in self.a.malformed:
+            self.log(op=OPS.get(op, "?"), malformed=True)
+            return S_OK, self.MALFORMED[op]
         if op in self.fail:
             self.log(op=OPS.get(op, "?"), failed=self.fail[op][0])
             return self.fail[op]
@@ -567,6 +583,8 @@ def main():
     ap.add_argument("--log", default="/dev/null")
     ap.add_argument("--records")
     ap.add_argument("--fail", action="append", default=[])
+    ap.add_argument("--malformed", action="append", default=[], type=lambda o: OPNUM[o],
+                    help="answer OP with a malformed reply (status OK)")
     ap.add_argument("--view", choices=["frozen", "snapshot"], default="frozen")
     ap.add_argument("--read-done-after", type=int, default=2)
     ap.add_argument("--done-after", type=int, default=4)

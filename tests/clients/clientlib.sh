@@ -81,8 +81,10 @@ EOF
     ln "$d/a.txt" "$d/dir/hard-link"
     ln "$d/a.txt" "$d/with space/hard link 2"
     mkfifo "$d/fifo"
-    mknod "$d/null" c 1 3
-    mknod "$d/blk" b 7 200
+    if [ "$(id -u)" = 0 ]; then
+        mknod "$d/null" c 1 3
+        mknod "$d/blk" b 7 200
+    fi
     chmod 4755 "$d/dir/size-100"
     chmod 0600 "$d/dir/size-0"
     chown 1234:5678 "$d/dir/size-1" 2>/dev/null || true

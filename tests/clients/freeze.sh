@@ -1,0 +1,207 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The guest tool's freeze, on a loop-mounted ext4 on the host:
+#  * while frozen a writer blocks, and goes on after the thaw
+#    (--dump --dump-freeze-ms holds the freeze);
+#  * SIGTERM during the freeze thaws at once (exit 1, message);
+#  * the watchdog thaws after --freeze-timeout and fails;
+#  * a fatal signal (SIGSEGV) thaws from its handler;
+#  * fsfreeze hooks run before the freeze and after the thaw, in order, and
+#    a failing freeze hook stops the backup before anything is frozen;
+#  * with stderr on the frozen file system, messages wait for the thaw;
+#  * with a capture peer as the host: view FROZEN keeps the freeze until
+#    STATUS says READ_DONE, view SNAPSHOT thaws right after SEAL, and a
+#    host that never finishes reading hits the bound: thaw, CANCEL, fail.
+
+source "$(dirname "$0")/../integration/functions.sh"
+source "$(dirname "$0")/clientlib.sh"
+requires_root
+requires mkfs.ext4 -V
+
+M=$VB_TMP/mnt
+HOOKS=$VB_TMP/hooks
+MARK=$VB_TMP/hook.log
+SERIAL=freeze-disk
+
+mkdir -p "$VB_TMP/src/d"
+for i in $(seq 1 50); do echo "file $i" > "$VB_TMP/src/d/f$i"; done
+truncate -s 64M "$VB_TMP/fs.img"
+mkfs.ext4 -q -d "$VB_TMP/src" "$VB_TMP/fs.img"
+loop_mount "$VB_TMP/fs.img" "$M"
+
+# hooks: the main one and two in fsfreeze-hook.d, logging their calls
+mkdir -p "$HOOKS/fsfreeze-hook.d"
+for h in fsfreeze-hook fsfreeze-hook.d/10-first fsfreeze-hook.d/20-second; do
+    printf '#!/bin/sh\necho "%s $1" >> %s\n' "$(basename "$h")" "$MARK" > "$HOOKS/$h"
+    chmod +x "$HOOKS/$h"
+done
+printf '#!/bin/sh\necho "not executable"\n' > "$HOOKS/fsfreeze-hook.d/30-not-executable"
+
+now() { echo "${EPOCHREALTIME/./}"; }          # microseconds
+
+# probe_writer: starts a writer on the file system; its end time goes to
+# $VB_TMP/wdone
+probe_writer() {
+    rm -f "$VB_TMP/wdone"
+    ( echo probe > "$M/probe-$RANDOM"; now > "$VB_TMP/wdone" ) &
+    WRITER=$!
+}
+
+# wait_frozen: the freeze hook ran; give FIFREEZE a moment
+wait_frozen() {
+    wait_for 20 grep -q "fsfreeze-hook freeze" "$MARK"
+    sleep 0.3
+}
+
+vb() { "$VBACKUP_TOOL" "$@"; }     # foreground only: "$!" of "vb &" is a subshell
+
+# --- a held freeze blocks writers ------------------------------------------------
+: > "$MARK"
+t0=$(now)
+"$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --hooks "$HOOKS" \
+    --dump-freeze-ms 2000 2>"$VB_TMP/vb.err" &
+VB=$!
+wait_frozen
+probe_writer
+sleep 0.7
+[ ! -e "$VB_TMP/wdone" ] || fail "a writer was not blocked by the freeze"
+wait $VB || { cat "$VB_TMP/vb.err"; fail "vbackup --dump-freeze-ms failed"; }
+t_end=$(now)
+wait $WRITER
+[ -s "$VB_TMP/wdone" ] || fail "the writer did not finish"
+w=$(cat "$VB_TMP/wdone")
+[ $((w - t0)) -ge 1800000 ] || fail "the writer finished $(( (w - t0) / 1000 )) ms after the start"
+[ $((w - t_end)) -lt 1000000 ] || fail "the writer finished long after the thaw"
+grep -q "file systems frozen for 2\.[0-9][0-9] s" "$VB_TMP/vb.err" ||
+    { cat "$VB_TMP/vb.err"; fail "no freeze time reported"; }
+diff <(printf '%s\n' "fsfreeze-hook freeze" "10-first freeze" "20-second freeze" \
+       "20-second thaw" "10-first thaw" "fsfreeze-hook thaw") "$MARK" ||
+    fail "hooks ran in the wrong order (above)"
+ok_lines=$(wc -l < "$VB_TMP/d.json")
+[ "$ok_lines" -eq 53 ] || fail "dump has $ok_lines records"
+log "held freeze: writer blocked ~2 s, hooks in order"
+
+# --- SIGTERM during the freeze ----------------------------------------------------------
+: > "$MARK"
+"$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --hooks "$HOOKS" \
+    --dump-freeze-ms 60000 2>"$VB_TMP/vb.err" &
+VB=$!
+wait_frozen
+probe_writer
+sleep 0.3
+[ ! -e "$VB_TMP/wdone" ] || fail "not frozen before SIGTERM"
+t0=$(now)
+kill -TERM $VB
+rc=0
+wait $VB || rc=$?
+wait $WRITER
+[ $rc -eq 1 ] || fail "vbackup exited $rc after SIGTERM"
+[ $(( $(cat "$VB_TMP/wdone") - t0 )) -lt 1000000 ] || fail "SIGTERM did not thaw at once"
+grep -q "interrupted by signal 15; file systems thawed" "$VB_TMP/vb.err" ||
+    { cat "$VB_TMP/vb.err"; fail "no message after SIGTERM"; }
+grep -q "fsfreeze-hook thaw" "$MARK" || fail "thaw hook not run after SIGTERM"
+log "SIGTERM: thawed within $(( ($(cat "$VB_TMP/wdone") - t0) / 1000 )) ms"
+
+# --- the watchdog ----------------------------------------------------------------------------
+t0=$(now)
+expect_fail "freeze bound of 1 s exceeded; thawed" \
+    vb backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --freeze-timeout 1 \
+    --dump-freeze-ms 30000
+el=$(( ($(now) - t0) / 1000 ))
+[ $el -ge 900 ] && [ $el -lt 3000 ] || fail "watchdog took $el ms"
+probe_writer
+wait $WRITER
+log "watchdog: thawed and failed after $el ms"
+
+# --- a fatal signal thaws from its handler ----------------------------------------------------
+: > "$MARK"
+( ulimit -c 0; exec "$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" \
+    --hooks "$HOOKS" --dump-freeze-ms 60000 ) 2>/dev/null &
+VB=$!
+wait_frozen
+probe_writer
+sleep 0.3
+[ ! -e "$VB_TMP/wdone" ] || fail "not frozen before SIGSEGV"
+t0=$(now)
+kill -SEGV $VB
+wait $VB || true
+wait $WRITER
+[ $(( $(cat "$VB_TMP/wdone") - t0 )) -lt 1000000 ] || fail "SIGSEGV did not thaw"
+log "SIGSEGV: thawed by the handler within $(( ($(cat "$VB_TMP/wdone") - t0) / 1000 )) ms"
+
+# --- a failing freeze hook: nothing is frozen ---------------------------------------------------
+: > "$MARK"
+printf '#!/bin/sh\necho "25-fails $1" >> %s\n[ "$1" != freeze ]\n' "$MARK" \
+    > "$HOOKS/fsfreeze-hook.d/25-fails"
+chmod +x "$HOOKS/fsfreeze-hook.d/25-fails"
+expect_fail "fsfreeze hook .*25-fails freeze failed (status 1)" \
+    vb backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --hooks "$HOOKS" \
+    --dump-freeze-ms 100
+diff <(printf '%s\n' "fsfreeze-hook freeze" "10-first freeze" "20-second freeze" \
+       "25-fails freeze" "20-second thaw" "10-first thaw" "fsfreeze-hook thaw") "$MARK" ||
+    fail "hooks after a failing freeze hook (above)"
+rm "$HOOKS/fsfreeze-hook.d/25-fails"
+log "failing freeze hook: backup stopped, earlier hooks thawed"
+
+# --- stderr on the frozen file system -----------------------------------------------------------
+printf 'x' > "$M/bad-name-$(printf '\xff')"
+timeout 20 "$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" \
+    --dump-freeze-ms 300 2>"$M/vbackup.log" || fail "vbackup with stderr on the frozen fs"
+grep -q "name is not valid UTF-8; skipped" "$M/vbackup.log" ||
+    { cat "$M/vbackup.log"; fail "the held message was lost"; }
+rm -f "$M"/bad-name-* "$M/vbackup.log"
+log "stderr on the frozen file system: held until the thaw"
+
+# --- with a host (capture peer): view FROZEN ------------------------------------------------------
+SOCK=$VB_TMP/vm.sock
+start_peer "$SOCK" --log "$VB_TMP/peer.log" --view frozen --read-done-after 8 --done-after 10
+: > "$MARK"
+"$VBACKUP_TOOL" backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" \
+    --hooks "$HOOKS" >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" &
+VB=$!
+wait_frozen
+probe_writer
+sleep 0.3
+[ ! -e "$VB_TMP/wdone" ] || fail "view FROZEN: not frozen while the host reads"
+wait $VB || { cat "$VB_TMP/vb.err"; fail "backup with view FROZEN"; }
+wait $WRITER
+grep -q "file systems frozen for 0\.[5-9][0-9] s\|file systems frozen for 1\.[0-9][0-9] s" \
+    "$VB_TMP/vb.out" || { cat "$VB_TMP/vb.out"; fail "view FROZEN: freeze time"; }
+[ "$(tail -n1 "$VB_TMP/vb.out")" = "capture/0001" ] || fail "the last line is not the snapshot id"
+# the thaw came after the STATUS that had READ_DONE (8th poll)
+polls=$(grep -c '"op": "STATUS"' "$VB_TMP/peer.log")
+[ "$polls" -ge 10 ] || fail "only $polls STATUS polls"
+no_violations "$VB_TMP/peer.log"
+stop_peer
+log "view FROZEN: frozen until READ_DONE ($(grep -o 'frozen for [0-9.]* s' "$VB_TMP/vb.out"))"
+
+# --- view SNAPSHOT: thaw right after SEAL ------------------------------------------------------------
+start_peer "$SOCK" --log "$VB_TMP/peer2.log" --view snapshot --read-done-after 8 --done-after 10
+vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" \
+    >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" || { cat "$VB_TMP/vb.err"; fail "view SNAPSHOT"; }
+grep -q "file systems frozen for 0\.[0-3][0-9] s" "$VB_TMP/vb.out" ||
+    { cat "$VB_TMP/vb.out"; fail "view SNAPSHOT: freeze not short"; }
+stop_peer
+log "view SNAPSHOT: $(grep -o 'frozen for [0-9.]* s' "$VB_TMP/vb.out")"
+
+# --- a host that never finishes reading: bound, thaw, CANCEL -------------------------------------------
+start_peer "$SOCK" --log "$VB_TMP/peer3.log" --view frozen --never-read-done
+t0=$(now)
+expect_fail "backup failed: freeze bound of 1.5 s exceeded; thawed" \
+    vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" --freeze-timeout 1.5
+el=$(( ($(now) - t0) / 1000 ))
+[ $el -lt 4000 ] || fail "bound took $el ms"
+grep -q '"op": "CANCEL", "job": 1' "$VB_TMP/peer3.log" || fail "the job was not cancelled"
+probe_writer
+wait $WRITER
+stop_peer
+log "host never done: thawed after the bound, job cancelled ($el ms)"
+
+# --- --no-freeze: nothing frozen, the job says so ------------------------------------------------------
+start_peer "$SOCK" --log "$VB_TMP/peer4.log" --view frozen
+vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" --no-freeze \
+    >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" || { cat "$VB_TMP/vb.err"; fail "--no-freeze"; }
+! grep -q "frozen for" "$VB_TMP/vb.out" || fail "--no-freeze reported a freeze"
+stop_peer
+log "--no-freeze: no freeze"
