@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Helpers for integration tests that boot real guests (QEMU built here, the
+guest module, the static guest tool) against the real vbackupd."""
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.abspath(os.path.join(HERE, "../.."))
+sys.path.insert(0, os.path.join(SRC, "tests/daemon"))
+from daemonlib import *  # noqa: F401,F403,E402
+import daemonlib  # noqa: E402
+
+BUILD = daemonlib.BUILD
+TOOL = os.environ.get("VBACKUP_TOOL", os.path.join(BUILD, "guest-driver/vbackup"))
+RUN_GUEST = os.path.join(SRC, "tests/guest/run-guest")
+
+
+def artifacts():
+    """QEMU, kernel, initramfs (built once, cached)."""
+    out = subprocess.run([os.path.join(SRC, "tests/guest/artifacts")], capture_output=True,
+                         text=True)
+    if out.returncode:
+        daemonlib.fail(f"tests/guest/artifacts failed:\n{out.stderr[-3000:]}")
+    env = {}
+    for line in out.stdout.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip().strip("'\"")
+    os.environ.update(env)
+    return env
+
+
+def boot(w, script, disks, vbackup_socket=None, qmp=None, timeout=600, name="guest",
+         extra=(), expect_rc=0):
+    """Boot a guest that runs script; disks: [(file, serial, fmt)]. Returns the console."""
+    path = w.p(f"{name}.sh")
+    open(path, "w").write("set -e\n" + script)
+    log_path = w.p(f"{name}.console")
+    cmd = [RUN_GUEST, "--timeout", str(timeout), "--log", log_path, "--script", path,
+           "--add", f"{TOOL}:/bin/vbackup"]
+    for f, serial, fmt in disks:
+        cmd += ["--disk", f"{f},serial={serial}" + (f",format={fmt}" if fmt != "raw" else "")]
+    if vbackup_socket:
+        cmd += ["--vbackup-socket", vbackup_socket]
+    if qmp:
+        cmd += ["--qmp", qmp]
+    cmd += list(extra)
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    console = open(log_path, errors="replace").read() if os.path.exists(log_path) else ""
+    if expect_rc is not None and r.returncode != expect_rc:
+        print(console[-6000:])
+        print(r.stderr[-2000:])
+        daemonlib.fail(f"guest {name} exited {r.returncode} (expected {expect_rc})")
+    log(f"guest {name}: {time.time() - t0:.1f} s")
+    return console
+
+
+def partitioned_ext4(path, tree, size_mb=512, start_mb=1):
+    """A disk with an MBR partition table and an ext4 file system in partition 1."""
+    run("truncate", "-s", f"{size_mb}M", path)
+    subprocess.run(["sfdisk", "-q", path], input=f"start={start_mb * 2048}, type=83\n",
+                   text=True, check=True)
+    run("mkfs.ext4", "-q", "-F", "-E", f"offset={start_mb << 20},root_owner=0:0", "-d", tree,
+        path, f"{size_mb - start_mb - 1}M")
+    return start_mb << 20
