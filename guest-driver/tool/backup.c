@@ -439,6 +439,9 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
     memset(&begin, 0, sizeof(begin));
     begin.kind = VB_KIND_FILES;
     begin.mode = o->mode;
+    /* no freeze held (--no-freeze, nothing to freeze, vbclient): the host
+     * may let the job wait for a quiet moment */
+    begin.flags = !o->no_freeze && o->will_freeze && ops->freeze ? 0 : VB_BEGIN_UNFROZEN;
     begin.target = o->target;
     begin.serials = (const char *const *)o->serials;
     begin.n_serials = o->n_serials;
@@ -548,6 +551,7 @@ int vbc_backup_disk(const char *device, const char *target, const char *serial,
     memset(&begin, 0, sizeof(begin));
     begin.kind = VB_KIND_DISK;
     begin.mode = VB_MODE_FULL;
+    begin.flags = ops && ops->freeze && ops->is_frozen ? 0 : VB_BEGIN_UNFROZEN;
     begin.target = target;
     begin.serials = &serial;
     begin.n_serials = 1;

@@ -794,6 +794,17 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     vbc_progress_init(&r.prog);
 
     r.destfd = open(o->into ? o->into : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r.destfd < 0 && errno == ENOENT && o->into) {
+        /* --into DIR: made if missing, with its parents */
+        int cwd = open(o->into[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (cwd >= 0) {
+            r.destfd = open_prefix(cwd, o->into);
+            close(cwd);
+            if (r.destfd < 0)
+                errno = -r.destfd;
+        }
+    }
     if (r.destfd < 0) {
         vbc_seterr(&e, -errno, "%s: %s", o->into ? o->into : "/", strerror(errno));
         goto out;

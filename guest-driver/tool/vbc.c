@@ -644,6 +644,7 @@ int vbc_backup_begin(struct vbc_conn *c, const struct vbc_begin *b, uint64_t *jo
     req.target_len = htole16((uint16_t)tl);
     req.n_disks = htole16((uint16_t)b->n_serials);
     req.n_roots = htole16((uint16_t)b->n_roots);
+    req.flags = htole32(b->flags);
     req.n_files_hint = htole64(b->n_files_hint);
     req.bytes_hint = htole64(b->bytes_hint);
     vbc_msg_init(&m, VB_OP_BACKUP_BEGIN, 4096);

@@ -157,6 +157,7 @@ int vbc_hello(struct vbc_conn *c, const char *tool, struct vbc_hello *h, struct 
 
 struct vbc_begin {
     uint8_t kind, mode;
+    uint32_t flags;              /* VB_BEGIN_* */
     const char *target;
     const char *const *serials;
     size_t n_serials;
@@ -354,6 +355,7 @@ struct vbc_backup_opts {
     const char *hooks_dir;
     const char *assume_disk;     /* SERIAL[:START] */
     /* filled by prepare */
+    bool will_freeze;            /* the source freezes what the host reads */
     char *serials[VB_MAX_DISKS];
     size_t n_serials;
     char **roots_rel;

@@ -368,6 +368,7 @@ static int guest_prepare(void *s, struct vbc_backup_opts *o, struct vbc_err *e)
     }
     vbf_init(&g->fz, g->ffs, g->n_ffs, o->freeze_timeout, o->hooks_dir);
     g->fz_init = true;
+    o->will_freeze = g->n_ffs > 0;
     return 0;
 }
 
@@ -920,6 +921,10 @@ int vbc_guest_disk_source(const char *arg, bool no_freeze, double timeout, const
         g->n_ffs++;
     }
     fclose(mi);
+    if (!g->n_ffs) {
+        vbc_guest_free(g);       /* nothing mounted from this disk: nothing to freeze */
+        return 0;
+    }
     vbf_init(&g->fz, g->ffs, g->n_ffs, timeout, hooks);
     g->fz_init = true;
     *ops = &vbc_guest_ops;

@@ -22,6 +22,8 @@ synthetic snapshot for restores.
   --never-read-done     keep the job RUNNING without READ_DONE
   --max-payload N / --max-files N   limits announced by HELLO
   --disk-size BYTES     size of every disk (extents are checked against it)
+  --image SERIAL=RAW    at SEAL, read every mapped file from the raw disk image
+                        (as vbackupd would) and record its sha256 (image_sha256)
   --restore-spec FILE   the snapshot served to RESTORE_* (see make_content)
   --list-page N         entries per RESTORE_LIST / LIST reply at most
   --shuffle             answer RESTORE_READ after random delays
@@ -134,7 +136,7 @@ class Job:
 class Peer:
     def __init__(self, a):
         self.a = a
-        self.logf = open(a.log, "a", buffering=1)
+        self.logf = open(a.log, "a", buffering=1, encoding="utf-8")
         self.jobs = {}
         self.next_job = 1
         self.fail = {}
@@ -147,9 +149,10 @@ class Peer:
             with open(a.restore_spec) as f:
                 self.spec = json.load(f)
         self.restores = {}
+        self.images = dict(x.split("=", 1) for x in a.image)
 
     def log(self, **kw):
-        self.logf.write(json.dumps(kw) + "\n")
+        self.logf.write(json.dumps(kw, ensure_ascii=False) + "\n")
 
     def violation(self, msg):
         self.log(violation=msg)
@@ -309,12 +312,40 @@ class Peer:
                 rec["sha256"] = st[1].hexdigest()
         j.sealed = True
         j.state = 2
-        if self.a.records:
+        # --image: read the files from the disk images now, while the guest
+        # is frozen, as vbackupd does
+        for rec in j.files:
+            img = self.images.get(rec["disk"])
+            if img and rec["data"] == "extents":
+                rec["image_sha256"] = self.image_sha(img, rec)
+        if self.a.records and j.begin["kind"] == 1:
             with open(self.a.records, "w") as f:
                 for rec in j.files:
                     f.write(json.dumps({k: v for k, v in rec.items()
                                         if not k.startswith("_")}) + "\n")
         return S_OK, struct.pack("<II", 2 if self.a.view == "snapshot" else 1, 0)
+
+    @staticmethod
+    def image_sha(img, rec):
+        h = hashlib.sha256()
+        pos, size = 0, rec["size"]
+        with open(img, "rb") as f:
+            def zeros(n):
+                while n:
+                    k = min(n, 1 << 20)
+                    h.update(bytes(k))
+                    n -= k
+            for lo, ph, ln, fl in rec["extents"]:
+                ln = min(ln, size - lo)
+                zeros(lo - pos)
+                if fl & 1:
+                    zeros(ln)
+                else:
+                    f.seek(ph)
+                    h.update(f.read(ln))
+                pos = lo + ln
+            zeros(size - pos)
+        return h.hexdigest()
 
     def job_record(self, j):
         total = sum(r["size"] for r in j.files if r["type"] == "reg")
@@ -417,7 +448,14 @@ class Peer:
         for old in keep:
             e = dict(ents[old])
             if "link_of" in e:
-                e["link_of"] = remap.get(e["link_of"], NO_LINK)
+                if e["link_of"] not in remap:
+                    # the first link is not restored: this one is the file
+                    first = ents[e["link_of"]]
+                    e["data"] = first.get("data", [])
+                    e["seed"] = first.get("seed", first["path"])
+                    del e["link_of"]
+                else:
+                    e["link_of"] = remap[e["link_of"]]
             sel.append(e)
         jid = self.next_job
         self.next_job += 1
@@ -591,6 +629,8 @@ def main():
     ap.add_argument("--job-end", default="done",
                     choices=["done", "failed", "cancelled-by-host"])
     ap.add_argument("--never-read-done", action="store_true")
+    ap.add_argument("--image", action="append", default=[], metavar="SERIAL=RAW",
+                    help="at SEAL, hash the files with extents from this raw disk image")
     ap.add_argument("--max-payload", type=int, default=MAX_PAYLOAD)
     ap.add_argument("--max-files", type=int, default=4096)
     ap.add_argument("--disk-size", type=int, default=0)

@@ -9,7 +9,7 @@
 #   dump_compare A B [--ignore F,...]   two --dump files, record by record
 #   expect_fail PATTERN CMD...          exit status 1 and PATTERN on stderr
 
-CLIENTS_DIR=$VB_SRCDIR/tests/clients
+export CLIENTS_DIR=$VB_SRCDIR/tests/clients
 PEER_PY=$CLIENTS_DIR/capture-peer.py
 : "${VBCLIENT:=${VB_BUILDDIR:-$VB_SRCDIR/build}/tests/vbclient/vbclient}"
 : "${VBACKUP_TOOL:=${VB_BUILDDIR:-$VB_SRCDIR/build}/guest-driver/vbackup}"

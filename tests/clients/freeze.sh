@@ -203,5 +203,7 @@ start_peer "$SOCK" --log "$VB_TMP/peer4.log" --view frozen
 vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" --no-freeze \
     >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" || { cat "$VB_TMP/vb.err"; fail "--no-freeze"; }
 ! grep -q "frozen for" "$VB_TMP/vb.out" || fail "--no-freeze reported a freeze"
+grep -q '"flags": 1' "$VB_TMP/peer4.log" || fail "--no-freeze: BEGIN without VB_BEGIN_UNFROZEN"
+grep -q '"flags": 0' "$VB_TMP/peer.log" || fail "a frozen backup with VB_BEGIN_UNFROZEN"
 stop_peer
 log "--no-freeze: no freeze"
