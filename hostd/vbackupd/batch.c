@@ -255,6 +255,19 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
         j->pieces = g_array_new(FALSE, FALSE, sizeof(struct vbd_piece));
     if (!j->windows)
         j->windows = g_ptr_array_new_with_free_func(window_free);
+    /* the images' metadata as of now: after the guest's freeze flushed them,
+     * or after the snapshot made them read-only */
+    for (guint i = 0; i < j->disks->len; i++) {
+        struct vbd_disk *dk = j->disks->pdata[i];
+        struct vb_image_opts io = { .format = dk->format };
+        struct vb_image *img;
+        if ((ret = vb_image_open(dk->image, &io, &img, e))) {
+            vb_prefixerr(e, "disk '%s'", dk->serial);
+            goto out;
+        }
+        vb_image_close(dk->img);
+        dk->img = img;
+    }
     find_parent(j);
     j->bytes_done = 0;
     j->files_done = 0;
@@ -360,6 +373,7 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
              (unsigned long long)reused_files, (unsigned long long)reused_bytes, j->parent);
     note(j, "%u windows, %u pieces, %llu bytes of file data to read",
          j->windows->len, j->pieces->len, (unsigned long long)planned);
+out:
     g_array_free(scratch, TRUE);
     g_hash_table_destroy(links);
     return ret;

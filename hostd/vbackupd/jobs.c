@@ -137,7 +137,10 @@ static void job_end(struct vbd_job *j, int state)
     j->finished_ns = vb_wall_ns();
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
-    vbd_journal_forget(j);
+    if (j->view_op)
+        vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
+    else
+        vbd_journal_forget(j);
     if (j->sw.open)
         vb_snap_abort(&j->sw);
     /* a plan still using the job's windows releases it when they are back */
@@ -507,10 +510,33 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     j->state = VB_JOB_QUEUED;
     /* a snapshot view (QMP) lets the guest thaw now and the job wait for a
      * quiet host; without it the guest stays frozen until the data is read */
+    if (c->vm->qmp) {
+        j->view_pending = true;
+        vbd_view_take(j, vbd_req_hold(c, h));   /* answered in vbd_seal_done */
+        return;
+    }
     j->view = VB_VIEW_FROZEN;
     memset(&r, 0, sizeof(r));
     r.view = j->view;
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
+    vbd_batch_enqueue(j->d, j);
+}
+
+void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
+{
+    struct vb_seal_reply r = { .view = j->view };
+
+    if (j->state != VB_JOB_QUEUED) {
+        /* cancelled or failed while the snapshot was taken */
+        if (reply)
+            vbd_req_answer_err(reply, VB_S_BAD_STATE, "job %llu is %s", (unsigned long long)j->id,
+                               vbd_state_name(j->state));
+        if (j->view_op)
+            vbd_view_release(j);
+        return;
+    }
+    if (reply)
+        vbd_req_answer(reply, VB_S_OK, &r, sizeof(r));
     vbd_batch_enqueue(j->d, j);
 }
 

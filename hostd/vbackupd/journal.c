@@ -42,6 +42,8 @@ void vbd_journal_running(struct vbd_job *j)
     json_object_object_add(o, "mode", json_object_new_int(j->mode));
     json_object_object_add(o, "target", json_object_new_string(j->target->name));
     json_object_object_add(o, "started_ns", json_object_new_int64(j->started_ns));
+    if (j->view_op)
+        json_object_object_add(o, "view", vbd_view_json(j));
     s = json_object_to_json_string(o);
     path_of(j->d, j->id, path, sizeof(path));
     vb_write_file_atomic(path, s, strlen(s), false, NULL);
@@ -70,6 +72,7 @@ void vbd_journal_recover(struct vbd *d)
         json_object *o;
         struct vbd_vm *vm;
         struct vbd_job *j;
+        bool keep = false;
 
         if (de->d_name[0] == '.')
             continue;
@@ -93,11 +96,16 @@ void vbd_journal_recover(struct vbd *d)
                          "running; nothing of it was committed");
                 vbd_log("job %llu (%s): failed: %s", (unsigned long long)j->id, vm->name,
                         j->reason);
+                if (json_object_object_get(o, "view")) {
+                    vbd_view_recover(j, json_object_object_get(o, "view"));
+                    keep = j->view_op != NULL || j->d->views_active;   /* forgotten once committed */
+                }
             }
             json_object_put(o);
         }
         free(data);
-        unlink(path);
+        if (!keep)
+            unlink(path);
     }
     closedir(dh);
 }

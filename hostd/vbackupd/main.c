@@ -169,8 +169,8 @@ static void shutdown_jobs(struct vbd *d)
     g_ptr_array_free(all, TRUE);
     /* let workers, reads and disk threads come back, so that nothing is
      * left half-written: chunks are complete or absent, snapshots aborted */
-    for (int round = 0; busy && round < 600; round++) {
-        busy = d->plans != NULL;
+    for (int round = 0; busy && round < 3000; round++) {
+        busy = d->plans != NULL || d->views_active;
         while (g_main_context_iteration(NULL, FALSE))
             ;
         if (busy)

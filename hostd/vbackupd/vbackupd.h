@@ -223,6 +223,9 @@ struct vbd_job {
     uint32_t flags;          /* VB_JOB_FLAG_* */
     uint32_t view;           /* VB_VIEW_* once sealed */
     bool unfrozen;           /* the client holds no freeze: the job may wait */
+    bool view_pending;       /* the snapshot is being taken */
+    void *view_op;           /* qmp.c: the snapshot to commit back */
+    double view_seconds;
     GPtrArray *serials;      /* char * */
     GPtrArray *disks;        /* struct vbd_disk * (VM's, by serial order) */
     GPtrArray *roots;        /* char * */
@@ -331,6 +334,7 @@ struct vbd {
     guint admin_src;
     GList *admin_conns;
     bool stopping;
+    unsigned views_active;   /* snapshots being committed back */
     /* counters */
     GHashTable *bytes_by_file;   /* host path → uint64_t * bytes read */
     uint64_t bytes_read_total;
@@ -396,6 +400,15 @@ void vbd_journal_running(struct vbd_job *j);
 void vbd_journal_forget(struct vbd_job *j);
 void vbd_journal_recover(struct vbd *d);
 bool vbd_job_hurried(const struct vbd_job *j);
+
+/* qmp.c */
+void vbd_view_take(struct vbd_job *j, struct vbd_req *reply);
+gboolean vbd_view_taken(gpointer opaque);
+void vbd_view_release(struct vbd_job *j);
+gboolean vbd_view_released(gpointer opaque);
+json_object *vbd_view_json(struct vbd_job *j);
+void vbd_view_recover(struct vbd_job *j, json_object *view);
+void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply);
 
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
