@@ -217,8 +217,10 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
         return err(msg, VB_S_BAD_REQUEST, "unknown backup mode %u", b.mode);
     if ((b.flags & ~VB_BEGIN_UNFROZEN) || b.reserved)
         return err(msg, VB_S_BAD_REQUEST, "unknown flags or reserved fields not 0");
-    if (b.n_disks < 1 || b.n_disks > VB_MAX_DISKS)
-        return err(msg, VB_S_BAD_REQUEST, "%u disks named (1..%u)", b.n_disks, VB_MAX_DISKS);
+    /* a files backup may name no disk at all: all its data comes as fallback data */
+    if ((b.kind == VB_KIND_DISK && b.n_disks < 1) || b.n_disks > VB_MAX_DISKS)
+        return err(msg, VB_S_BAD_REQUEST, "%u disks named (%u..%u)", b.n_disks,
+                   b.kind == VB_KIND_DISK ? 1 : 0, VB_MAX_DISKS);
     if (b.kind == VB_KIND_DISK) {
         if (b.n_disks != 1 || b.n_roots != 0)
             return err(msg, VB_S_BAD_REQUEST, "a disk backup names exactly one disk and no paths");
