@@ -336,8 +336,8 @@ static void summary(const struct vbc_job *j, uint64_t n_entries, double frozen_s
         if (j->kind == VB_KIND_DISK)
             printf("backup done: disk, %s (new %s, reused %s) in %s", tot, nw, re, dur);
         else
-            printf("backup done: %llu files (%llu entries sent), %s (new %s, reused %s) in %s",
-                   (unsigned long long)j->files_total, (unsigned long long)n_entries, tot, nw,
+            printf("backup done: %llu entries, %s (new %s, reused %s) in %s",
+                   (unsigned long long)(j->files_total ? j->files_total : n_entries), tot, nw,
                    re, dur);
         if (frozen_s >= 0)
             printf("; file systems frozen for %.2f s", frozen_s);

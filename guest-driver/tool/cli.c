@@ -151,7 +151,10 @@ static int cmd_list(const char *device, const char *target)
 
     if (vbc_connect(device, &c, &e) || vbc_hello(c, vbc_prog, &h, &e) ||
         vbc_list(c, target, &s, &n, &e)) {
-        vbc_error("list failed: %s", e.msg);
+        if (!target && e.code == VB_S_BAD_REQUEST)
+            vbc_error("list failed: %s (name the target with --from TARGET)", e.msg);
+        else
+            vbc_error("list failed: %s", e.msg);
         vbc_disconnect(c);
         return 1;
     }
@@ -211,7 +214,7 @@ static int cmd_status(const char *device, uint64_t job)
             fprintf(stderr, "%s: no jobs\n", vbc_prog);
         return 0;
     }
-    printf("%-8s  %-10s  %-5s  %-12s  %-19s  %21s  %13s  %s\n", "JOB", "STATE", "KIND", "MODE",
+    printf("%-12s  %-10s  %-5s  %-12s  %-19s  %21s  %13s  %s\n", "JOB", "STATE", "KIND", "MODE",
            "STARTED (UTC)", "BYTES", "FILES", "SNAPSHOT / REASON");
     for (size_t i = 0; i < n; i++) {
         char when[32], d[32], t[32], bytes[80], files[64];
@@ -222,7 +225,7 @@ static int cmd_status(const char *device, uint64_t job)
         snprintf(bytes, sizeof(bytes), "%s/%s", d, t);
         snprintf(files, sizeof(files), "%" PRIu64 "/%" PRIu64, v[i].files_done,
                  v[i].files_total);
-        printf("%-8" PRIu64 "  %-10s  %-5s  %-12s  %-19s  %21s  %13s  %s%s%s\n", v[i].job,
+        printf("%-12" PRIu64 "  %-10s  %-5s  %-12s  %-19s  %21s  %13s  %s%s%s\n", v[i].job,
                vbc_state_name(v[i].state), vbc_kind_name(v[i].kind), vbc_mode_name(v[i].mode),
                when, bytes, files, v[i].snapshot, v[i].snapshot[0] && v[i].reason[0] ? " " : "",
                v[i].reason);
