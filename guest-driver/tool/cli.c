@@ -206,6 +206,7 @@ static int cmd_status(const char *device, uint64_t job)
     }
     vbc_disconnect(c);
     if (!n) {
+        free(v);
         if (job) {
             vbc_error("status failed: no job %" PRIu64, job);
             return 1;
@@ -265,6 +266,17 @@ static int add_str(char ***v, size_t *n, const char *s)
     return 0;
 }
 
+static void backup_opts_clear(struct vbc_backup_opts *o)
+{
+    for (size_t i = 0; i < o->n_serials; i++)
+        free(o->serials[i]);
+    free(o->roots_rel);
+    free(o->exclude);
+    free(o->fallback_glob);
+}
+
+#define USAGE(...) do { rc = usage_error(t, __VA_ARGS__); goto out; } while (0)
+
 int vbc_main(int argc, char **argv, const struct vbc_tool *t)
 {
     struct option *opts;
@@ -276,7 +288,7 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
     const char *seen_name[64] = { 0 };
     size_t n_seen = 0;
     enum cmd cmd;
-    char **args = NULL;
+    char **args = NULL, **abs_paths = NULL;
     size_t n_args = 0;
     int c, rc = 0;
 
@@ -310,11 +322,12 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
         switch (c) {
         case 'd': device = optarg; break;
         case 'q': vbc_quiet = 1; break;
-        case 'h': usage(t, stdout); free(opts); return 0;
+        case 'h':
+            usage(t, stdout);
+            goto out;
         case 'V':
             printf("%s %s (protocol %u)\n", t->name, VBC_VERSION, VB_PROTO_VERSION);
-            free(opts);
-            return 0;
+            goto out;
         case O_TO: bo.target = optarg; break;
         case O_MODE:
             if (strcmp(optarg, "full") == 0)
@@ -324,19 +337,20 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
             else if (strcmp(optarg, "differential") == 0)
                 bo.mode = VB_MODE_DIFFERENTIAL;
             else
-                return free(opts), usage_error(t, "--mode must be full, incremental or "
-                                                  "differential, not '%s'", optarg);
+                USAGE("--mode must be full, incremental or differential, not '%s'", optarg);
             break;
         case O_EXCLUDE:
-            if (add_str(&bo.exclude, &bo.n_exclude, optarg))
-                return free(opts), 1;
+            if (add_str(&bo.exclude, &bo.n_exclude, optarg)) {
+                rc = 1;
+                goto out;
+            }
             break;
         case O_FREEZE_TIMEOUT: {
             char *end;
 
             bo.freeze_timeout = strtod(optarg, &end);
             if (*end || !(bo.freeze_timeout > 0) || bo.freeze_timeout > 86400)
-                return free(opts), usage_error(t, "--freeze-timeout: seconds, more than 0");
+                USAGE("--freeze-timeout: seconds, more than 0");
             break;
         }
         case O_NO_FREEZE: bo.no_freeze = true; break;
@@ -349,41 +363,49 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
             uint64_t v;
 
             if (!parse_u64(optarg, &v) || v > 3600000)
-                return free(opts), usage_error(t, "--dump-freeze-ms: milliseconds");
+                USAGE("--dump-freeze-ms: milliseconds");
             bo.dump_freeze_ms = (unsigned)v;
             break;
         }
         case O_FALLBACK_ALL: bo.fallback_all = true; break;
         case O_FALLBACK:
-            if (add_str(&bo.fallback_glob, &bo.n_fallback_glob, optarg))
-                return free(opts), 1;
+            if (add_str(&bo.fallback_glob, &bo.n_fallback_glob, optarg)) {
+                rc = 1;
+                goto out;
+            }
             break;
         case ':':
-            return free(opts), usage_error(t, "option '%s' needs a value", argv[optind - 1]);
+            USAGE("option '%s' needs a value", argv[optind - 1]);
         case '?':
-            return free(opts), usage_error(t, "unknown option '%s'", argv[optind - 1]);
+            USAGE("unknown option '%s'", argv[optind - 1]);
         default:
-            if (!t->option || (rc = t->option(c, optarg)) != 0)
-                return free(opts), rc == 2 ? 2 : usage_error(t, "bad option");
+            if (!t->option || (rc = t->option(c, optarg)) != 0) {
+                if (rc != 2)
+                    USAGE("bad option");
+                rc = 2;
+                goto out;
+            }
         }
     }
-    free(opts);
     if (optind >= argc)
-        return usage_error(t, "no command given");
+        USAGE("no command given");
     cmd = parse_cmd(argv[optind]);
     if (cmd == C_NONE) {
         if (strcmp(argv[optind], "help") == 0) {
             usage(t, stdout);
-            return 0;
+            goto out;
         }
-        return usage_error(t, "unknown command '%s'", argv[optind]);
+        USAGE("unknown command '%s'", argv[optind]);
     }
     for (size_t i = 0; i < n_seen; i++)
         if (!(seen_cmds_mask[i] & M(cmd)))
-            return usage_error(t, "--%s does not apply to '%s'", seen_name[i], argv[optind]);
-    for (int i = optind + 1; i < argc; i++)
-        if (add_str(&args, &n_args, argv[i]))
-            return 1;
+            USAGE("--%s does not apply to '%s'", seen_name[i], argv[optind]);
+    for (int i = optind + 1; i < argc; i++) {
+        if (add_str(&args, &n_args, argv[i])) {
+            rc = 1;
+            goto out;
+        }
+    }
 
     vbc_signals_init();
 
@@ -393,17 +415,15 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
         void *src;
 
         if (!n_args)
-            return free(args), usage_error(t, "backup: name the paths to back up");
+            USAGE("backup: name the paths to back up");
         if (!bo.target && !bo.dump)
-            return free(args), usage_error(t, "backup: --to TARGET is required");
+            USAGE("backup: --to TARGET is required");
         if (bo.dump_freeze_ms && !bo.dump)
-            return free(args), usage_error(t, "--dump-freeze-ms needs --dump");
+            USAGE("--dump-freeze-ms needs --dump");
         bo.paths = args;
         bo.n_paths = n_args;
-        if ((rc = t->source(&bo, &ops, &src)) != 0) {
-            free(args);
-            return rc;
-        }
+        if ((rc = t->source(&bo, &ops, &src)) != 0)
+            goto out;
         rc = vbc_backup(device, &bo, ops, src);
         t->source_free(src);
         break;
@@ -415,19 +435,19 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
         struct vbc_err e = { 0 };
 
         if (n_args != 1)
-            return free(args), usage_error(t, "backup-disk: name one disk (serial or device)");
+            USAGE("backup-disk: name one disk (serial or device)");
         if (!bo.target)
-            return free(args), usage_error(t, "backup-disk: --to TARGET is required");
+            USAGE("backup-disk: --to TARGET is required");
         if (t->disk_serial(args[0], serial, sizeof(serial), &e)) {
             vbc_error("backup failed: %s", e.msg);
-            free(args);
-            return 1;
+            rc = 1;
+            goto out;
         }
         if (t->disk_source &&
             t->disk_source(args[0], bo.no_freeze, bo.freeze_timeout, bo.hooks_dir, &ops, &src)) {
             vbc_error("backup failed: out of memory");
-            free(args);
-            return 1;
+            rc = 1;
+            goto out;
         }
         rc = vbc_backup_disk(device, bo.target, serial, ops, src);
         if (src)
@@ -439,49 +459,53 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
         bool everything = false;
 
         if (!from)
-            return free(args), usage_error(t, "restore: --from TARGET is required");
+            USAGE("restore: --from TARGET is required");
         if (!n_args && !ro.into)
-            return free(args), usage_error(t, "restore: name the paths to restore in place "
-                                              "(or give --into DIR for the whole snapshot)");
+            USAGE("restore: name the paths to restore in place (or give --into DIR for the "
+                  "whole snapshot)");
+        if (n_args > VB_MAX_ROOTS)
+            USAGE("restore: at most %u paths", VB_MAX_ROOTS);
         if (t->paths_from_cwd && !getcwd(cwd, sizeof(cwd))) {
             vbc_error("getcwd: %s", strerror(errno));
-            return free(args), 1;
+            rc = 1;
+            goto out;
         }
         ro.paths = calloc(n_args ? n_args : 1, sizeof(char *));
-        if (!ro.paths)
-            return free(args), 1;
+        abs_paths = calloc(n_args ? n_args : 1, sizeof(char *));
+        if (!ro.paths || !abs_paths) {
+            rc = 1;
+            goto out;
+        }
         for (size_t i = 0; i < n_args; i++) {
             char *abs = vbc_abspath(t->paths_from_cwd ? cwd : NULL, args[i]);
 
-            if (!abs)
-                return 1;
-            if (!vbc_path_valid(abs + 1, strlen(abs + 1), true)) {
-                rc = usage_error(t, "restore: '%s' is not a valid path", args[i]);
-                free(abs);
-                return rc;
+            if (!abs) {
+                rc = 1;
+                goto out;
             }
+            abs_paths[i] = abs;
+            if (!vbc_path_valid(abs + 1, strlen(abs + 1), true))
+                USAGE("restore: '%s' is not a valid path", args[i]);
             if (!abs[1])
                 everything = true;
-            /* the string stays allocated until exit */
             ro.paths[ro.n_paths++] = abs + 1;
         }
         if (everything)
             ro.n_paths = 0;          /* "/" is the whole snapshot */
         ro.target = from;
         rc = vbc_restore(device, &ro);
-        free(ro.paths);
         break;
     }
     case C_LIST:
         if (n_args)
-            return free(args), usage_error(t, "list takes no arguments");
+            USAGE("list takes no arguments");
         rc = cmd_list(device, from);
         break;
     case C_STATUS: {
         uint64_t job = 0;
 
         if (n_args > 1 || (n_args == 1 && !parse_u64(args[0], &job)))
-            return free(args), usage_error(t, "status [JOB]: JOB is a number");
+            USAGE("status [JOB]: JOB is a number");
         rc = cmd_status(device, job);
         break;
     }
@@ -489,14 +513,21 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
         uint64_t job;
 
         if (n_args != 1 || !parse_u64(args[0], &job) || job == 0)
-            return free(args), usage_error(t, "cancel JOB: JOB is a number");
+            USAGE("cancel JOB: JOB is a number");
         rc = cmd_cancel(device, job);
         break;
     }
     default:
         rc = 2;
     }
-    free(args);
+out:
     fflush(stdout);
+    free(opts);
+    free(args);
+    for (size_t i = 0; abs_paths && i < n_args; i++)
+        free(abs_paths[i]);
+    free(abs_paths);
+    free(ro.paths);
+    backup_opts_clear(&bo);
     return rc;
 }

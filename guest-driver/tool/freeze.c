@@ -160,7 +160,8 @@ static size_t list_hooks(const char *dir, char ***out)
                 n++;
         }
         closedir(d);
-        qsort(v + first, n - first, sizeof(*v), name_cmp);
+        if (n > first)
+            qsort(v + first, n - first, sizeof(*v), name_cmp);
     }
     *out = v;
     return n;

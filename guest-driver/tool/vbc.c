@@ -958,7 +958,8 @@ bool vbc_extents_normalize(struct vbc_extent *ext, size_t *n, uint64_t size)
 {
     size_t o = 0;
 
-    qsort(ext, *n, sizeof(*ext), ext_cmp);
+    if (*n > 1)
+        qsort(ext, *n, sizeof(*ext), ext_cmp);
     for (size_t i = 0; i < *n; i++) {
         struct vbc_extent x = ext[i];
 

@@ -566,7 +566,7 @@ static int walk_dir(struct guest *g, size_t plen, const struct gfs *x, struct vb
         n++;
     }
     closedir(d);
-    if (!rc)
+    if (!rc && n)
         qsort(names, n, sizeof(*names), name_cmp);
 
     for (size_t i = 0; i < n && !rc; i++) {

@@ -471,7 +471,7 @@ static int walk_dir(struct img *g, ext2_ino_t dir, size_t plen, struct vbc_err *
         rc = vbc_seterr(e, l.err, "out of memory");
     else if (err)
         rc = e2err(e, err, "reading directory", g->path);
-    if (!rc)
+    if (!rc && l.n)
         qsort(l.v, l.n, sizeof(*l.v), dent_cmp);
     for (size_t i = 0; i < l.n && !rc; i++) {
         size_t nl = strlen(l.v[i].name), cl = plen + (plen > 1) + nl;
