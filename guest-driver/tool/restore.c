@@ -290,6 +290,11 @@ static int plan(struct rctx *r, struct vbc_err *e)
             free(parent);
             continue;
         }
+        if (!x->path[0] && x->type != VB_FT_DIR) {
+            entry_error(r, i, "the root of the snapshot is not a directory; refused", 0);
+            free(parent);
+            continue;
+        }
         pj = x->path[0] ? ptab_get(&t, parent) : SIZE_MAX;
         if (pj != SIZE_MAX) {
             /* inside the restored tree: the parent must be a directory
@@ -586,12 +591,30 @@ static int restore_files(struct rctx *r, uint64_t total)
             continue;
         }
         f->pending = (unsigned)((x->size + CHUNK - 1) / CHUNK);
-        for (uint64_t off = 0; off < x->size; off += CHUNK) {
-            struct chunk ch = { f, off, off + CHUNK < x->size ? off + CHUNK : x->size };
+        {
+            /* f belongs to the workers once its last chunk is queued */
+            unsigned total_chunks = f->pending, queued = 0;
+            bool last;
 
-            enqueue(r, ch);
-            vbc_progress_show(&r->prog, "restoring:",
-                              __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), total);
+            for (uint64_t off = 0; off < x->size && !r->fatal && !vbc_interrupted;
+                 off += CHUNK) {
+                struct chunk ch = { f, off, off + CHUNK < x->size ? off + CHUNK : x->size };
+
+                enqueue(r, ch);
+                queued++;
+                vbc_progress_show(&r->prog, "restoring:",
+                                  __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), total);
+            }
+            if (queued == total_chunks)
+                continue;
+            /* stopped in the middle of the file: it is not restored */
+            pthread_mutex_lock(&r->lock);
+            f->failed = true;
+            f->pending -= total_chunks - queued;
+            last = f->pending == 0;
+            pthread_mutex_unlock(&r->lock);
+            if (last)
+                finish_file(r, f);
         }
     }
     pthread_mutex_lock(&r->lock);
@@ -855,12 +878,12 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
         goto out;
     }
     vbc_progress_clear(&r.prog);
-    if (r.fatal) {
-        e = r.fatal_e;
-        goto out;
-    }
     if (vbc_interrupted) {
         vbc_seterr(&e, -EINTR, "interrupted by signal %d", (int)vbc_interrupted);
+        goto out;
+    }
+    if (r.fatal) {
+        e = r.fatal_e;
         goto out;
     }
     make_others(&r);

@@ -268,3 +268,29 @@ expect_fail "malformed RESTORE_LIST reply from the host: invalid path" \
 [ ! -e "$VB_TMP/out8/escape" ] && [ ! -e "$VB_TMP/escape" ] || fail "'..' escaped"
 stop_peer
 log "hostile snapshots: nothing outside the destination"
+
+# --- SIGINT in the middle: stops soon, no temporary file left, RESTORE_END ----------
+python3 - "$VB_TMP/slow.json" <<'EOF2'
+import json, sys
+json.dump({"snapshot": "capture/slow", "entries": [
+    {"path": "s", "type": "dir"},
+    {"path": "s/big", "type": "reg", "size": 400 << 20, "data": [[0, 400 << 20]]},
+    {"path": "s/later", "type": "reg", "size": 10, "data": [[0, 10]]}]}, open(sys.argv[1], "w"))
+EOF2
+start_peer "$SOCK" --log "$VB_TMP/ps.log" --restore-spec "$VB_TMP/slow.json"
+"$VBCLIENT" --device "$SOCK" restore s --from archive --into "$VB_TMP/out9" 2>"$VB_TMP/err" &
+RS=$!
+wait_for 20 grep -q '"op": "RESTORE_READ"' "$VB_TMP/ps.log"
+sleep 0.5
+t0=$SECONDS
+kill -INT $RS
+rc=0
+wait $RS || rc=$?
+[ $rc = 1 ] || fail "restore exited $rc after SIGINT"
+[ $((SECONDS - t0)) -le 5 ] || fail "restore took $((SECONDS - t0)) s to stop"
+grep -q "restore failed: interrupted" "$VB_TMP/err" || { cat "$VB_TMP/err"; fail "SIGINT message"; }
+[ -z "$(find "$VB_TMP/out9" -name '.vbrestore*')" ] || fail "temporary files left after SIGINT"
+[ ! -e "$VB_TMP/out9/s/big" ] || fail "a half-restored file is in place"
+wait_for 10 grep -q '"op": "RESTORE_END"' "$VB_TMP/ps.log"
+stop_peer
+log "SIGINT: stopped, nothing half-written in place, RESTORE_END sent"
