@@ -21,7 +21,7 @@
 #endif
 
 static const char *daemon_keys[] = {
-    "runtime_dir", "state_dir", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
+    "runtime_dir", "state_dir", "socket_group", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
     "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", NULL,
 };
@@ -75,6 +75,7 @@ void vbd_config_free(struct vbd_config *c)
     g_free(c->plugin_dir);
     g_free(c->psi_dir);
     g_free(c->state_dir);
+    g_free(c->socket_group);
     g_ptr_array_free(c->targets, TRUE);
     g_ptr_array_free(c->policies, TRUE);
     g_ptr_array_free(c->vms, TRUE);
@@ -217,6 +218,7 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     c->plugin_dir = get_str(kf, "daemon", "plugin_dir", VBD_PLUGIN_DIR);
     c->psi_dir = get_str(kf, "daemon", "psi_dir", "/proc/pressure");
     c->state_dir = get_str(kf, "daemon", "state_dir", "/var/lib/vbackup");
+    c->socket_group = get_str(kf, "daemon", "socket_group", NULL);
     if ((ret = get_double(kf, "daemon", "batch_seconds", 10, 0.05, 86400, &c->batch_seconds, e)) ||
         (ret = get_double(kf, "daemon", "frozen_wait", 1, 0, 60, &c->frozen_wait, e)))
         goto out;

@@ -65,6 +65,7 @@ struct vbd_config {
     char *plugin_dir;
     char *psi_dir;
     char *state_dir;         /* journal of running jobs */
+    char *socket_group;      /* VM sockets: group that may connect (QEMU's), mode 0660 */
     double batch_seconds;
     unsigned batch_max;
     double frozen_wait;      /* longest wait before cutting a batch holding a frozen guest */

@@ -9,6 +9,7 @@
 #include "vbackupd.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <glib-unix.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -394,8 +395,9 @@ static gboolean on_accept(gint fd, GIOCondition cond, gpointer opaque)
 
 /* ---- VMs -------------------------------------------------------------------- */
 
-static int listen_unix(const char *path, vb_error *e)
+static int listen_unix(const char *path, const char *group, vb_error *e)
 {
+    gid_t gid = (gid_t)-1;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     struct stat st;
     int fd;
@@ -414,10 +416,18 @@ static int listen_unix(const char *path, vb_error *e)
         if (r)
             return vb_seterr(e, r, "mkdir %s: %s", dir, strerror(-r));
     }
+    if (group) {
+        struct group *gr = getgrnam(group);
+        if (!gr)
+            return vb_seterr(e, -ENOENT, "socket_group '%s' does not exist", group);
+        gid = gr->gr_gid;
+    }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return vb_seterr(e, -errno, "socket: %s", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+    /* only the VM's QEMU may connect: root, or QEMU's group when configured */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        (group && chown(path, (uid_t)-1, gid) < 0) || chmod(path, group ? 0660 : 0600) < 0 ||
         listen(fd, 16) < 0) {
         int r = vb_seterr(e, -errno, "listen on %s: %s", path, strerror(errno));
         close(fd);
@@ -507,7 +517,7 @@ int vbd_vms_apply(struct vbd *d, struct vbd_config *cfg, vb_error *e)
         }
         vm_set_disks(vm, vc);
         if (vm->listen_fd < 0) {
-            int fd = listen_unix(vm->socket_path, e);
+            int fd = listen_unix(vm->socket_path, d->cfg->socket_group, e);
             if (fd < 0) {
                 vb_prefixerr(e, "VM %s", vm->name);
                 ret = fd;
