@@ -514,6 +514,10 @@ void vbc_progress_show(struct vbc_progress *p, const char *what, uint64_t done, 
 
     if (!p->on)
         return;
+    /* a line every 0.2 s at most, and the last one when done */
+    if (now - p->shown_ns < 200000000 && done < total)
+        return;
+    p->shown_ns = now;
     if (dt >= 0.25 && done >= p->last_done) {
         double inst = (double)(done - p->last_done) / dt;
 

@@ -383,7 +383,7 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o);
 
 struct vbc_progress {
     bool on;                     /* stderr is a terminal and not --quiet */
-    int64_t t0_ns, last_ns;
+    int64_t t0_ns, last_ns, shown_ns;
     uint64_t last_done;
     double rate;
     size_t shown;
