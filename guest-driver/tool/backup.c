@@ -37,6 +37,70 @@ bool vbc_force_fallback(const struct vbc_backup_opts *o, const char *abspath, co
     return false;
 }
 
+/*
+ * Hard links.  The host groups the records of a hard-linked file by (disk,
+ * ino); nothing in a record names its file system, so two file systems with
+ * the same inode number (two partitions of one disk, or file systems on no
+ * disk, which all say disk 0) would make two files one.  Within a job, a
+ * (disk, ino) pair names one file: a second file that would collide gets an
+ * ino of its own above 2^62 (it is then read again by the next incremental
+ * backup, nothing worse).
+ */
+struct linkent {
+    uint64_t a, b;               /* key */
+    uint64_t v;                  /* value */
+    bool used;
+};
+
+struct linktab {
+    struct linkent *e;
+    size_t cap, n;
+};
+
+static uint64_t mix(uint64_t a, uint64_t b)
+{
+    uint64_t h = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull);
+
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 29);
+}
+
+static struct linkent *lt_find(struct linktab *t, uint64_t a, uint64_t b)
+{
+    if (!t->cap)
+        return NULL;
+    for (size_t i = mix(a, b) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (!t->e[i].used)
+            return NULL;
+        if (t->e[i].a == a && t->e[i].b == b)
+            return &t->e[i];
+    }
+}
+
+static int lt_put(struct linktab *t, uint64_t a, uint64_t b, uint64_t v)
+{
+    if ((t->n + 1) * 2 > t->cap) {
+        struct linktab nt = { NULL, t->cap ? t->cap * 2 : 256, 0 };
+
+        nt.e = calloc(nt.cap, sizeof(*nt.e));
+        if (!nt.e)
+            return -ENOMEM;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->e[i].used)
+                lt_put(&nt, t->e[i].a, t->e[i].b, t->e[i].v);
+        free(t->e);
+        *t = nt;
+    }
+    for (size_t i = mix(a, b) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (!t->e[i].used) {
+            t->e[i] = (struct linkent){ a, b, v, true };
+            t->n++;
+            return 0;
+        }
+    }
+}
+
 struct bctx {
     struct vbc_backup_opts *o;
     const struct vbc_source_ops *ops;
@@ -50,7 +114,31 @@ struct bctx {
     uint8_t *buf;                /* --dump: fallback read buffer */
     struct vbc_progress prog;
     int64_t last_shown;
+    struct linktab by_sent;      /* (disk, ino sent) -> fsid */
+    struct linktab by_file;      /* (fsid, real ino) -> ino sent */
+    uint64_t next_ino;
 };
+
+/* The ino to send for a hard-linked file (see above). */
+static int link_ino(struct bctx *b, const struct vbc_file *f, uint64_t *ino)
+{
+    uint64_t disk = (uint64_t)(f->disk < 0 ? 0 : f->disk);
+    struct linkent *x = lt_find(&b->by_file, f->fsid, f->ino);
+
+    *ino = f->ino;
+    if (f->type == VB_FT_DIR || f->nlink < 2)
+        return 0;
+    if (x) {
+        *ino = x->v;
+        return 0;
+    }
+    x = lt_find(&b->by_sent, disk, f->ino);
+    if (x && x->v != f->fsid)
+        *ino = (1ull << 62) + b->next_ino++;
+    if ((!x || x->v != f->fsid) && lt_put(&b->by_sent, disk, *ino, f->fsid) < 0)
+        return -ENOMEM;
+    return lt_put(&b->by_file, f->fsid, f->ino, *ino);
+}
 
 static int check_freeze(struct bctx *b, struct vbc_err *e)
 {
@@ -111,13 +199,16 @@ static int dump_hash(struct bctx *b, const struct vbc_fb *fb, char hex[65], stru
     return 0;
 }
 
-static int emit(void *ctx, const struct vbc_file *f, const struct vbc_fb *fb, struct vbc_err *e)
+static int emit(void *ctx, const struct vbc_file *f0, const struct vbc_fb *fb, struct vbc_err *e)
 {
     struct bctx *b = ctx;
+    struct vbc_file fl = *f0, *f = &fl;
     int rc;
 
     if ((rc = check_freeze(b, e)))
         return rc;
+    if (link_ino(b, f0, &fl.ino) < 0)
+        return vbc_seterr(e, -ENOMEM, "out of memory");
     b->n_entries++;
     if (f->type == VB_FT_REG)
         b->bytes += f->size;
@@ -429,6 +520,8 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
         rc = dump_run(&b, &e);
         if (rc)
             goto fail;
+        free(b.by_sent.e);
+        free(b.by_file.e);
         return 0;
     }
     if ((rc = vbc_connect(device, &b.c, &e)))
@@ -501,6 +594,8 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
     }
     summary(&j, b.n_entries, frozen, t0);
     vbc_disconnect(b.c);
+    free(b.by_sent.e);
+    free(b.by_file.e);
     return 0;
 
 fail_job:
@@ -519,6 +614,8 @@ fail:
     for (size_t i = 0; i < b.n_fb; i++)
         free(b.fbs[i].path);
     free(b.fbs);
+    free(b.by_sent.e);
+    free(b.by_file.e);
     vbc_disconnect(b.c);
     return 1;
 }

@@ -220,6 +220,7 @@ struct vbc_file {
     size_t link_len;
     const struct vbc_extent *ext;
     size_t n_ext;
+    uint64_t fsid;               /* the file system (st_dev); not sent */
 };
 
 /* Linux new_encode_dev(). */

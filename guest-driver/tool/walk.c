@@ -514,6 +514,7 @@ static void fill(struct vbc_file *f, const struct stat *st, const char *abs, int
     f->atime_ns = ts_ns(&st->st_atim);
     f->path = abs + 1;
     f->path_len = strlen(abs + 1);
+    f->fsid = st->st_dev;
 }
 
 static bool is_other_root(struct guest *g, const char *abs)

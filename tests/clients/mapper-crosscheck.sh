@@ -225,3 +225,27 @@ for x, y in zip(a, b):
     assert x == y, (x["path"], {k: (x.get(k), y.get(k)) for k in x if x.get(k) != y.get(k)})
 EOF
 log "ext3 1K (block-mapped): records agree"
+
+# --- two file systems, the same inode numbers, hard links in both ----------------------
+# (two partitions of one disk, say): a (disk, ino) pair must name one file
+truncate -s 64M "$VB_TMP/twin.img"
+mkfs.ext4 -q -b 4096 -d "$VB_TMP/src2" "$VB_TMP/twin.img"
+cp "$VB_TMP/twin.img" "$VB_TMP/twin2.img"
+loop_mount "$VB_TMP/twin.img" "$VB_TMP/t1" noatime
+loop_mount "$VB_TMP/twin2.img" "$VB_TMP/t2" noatime
+ln "$VB_TMP/t1/tiny" "$VB_TMP/t1/tiny-link"
+ln "$VB_TMP/t2/tiny" "$VB_TMP/t2/tiny-link"
+"$VBACKUP_TOOL" backup "$VB_TMP/t1" "$VB_TMP/t2" --dump "$VB_TMP/twins.json" --assume-disk "$SERIAL"
+python3 - "$VB_TMP/twins.json" "${VB_TMP#/}" <<'EOF2' || fail "hard links of two file systems"
+import json, sys
+r = {x["path"]: x for x in map(json.loads, open(sys.argv[1]))}
+t = sys.argv[2]
+a1, l1 = r[t + "/t1/tiny"], r[t + "/t1/tiny-link"]
+a2, l2 = r[t + "/t2/tiny"], r[t + "/t2/tiny-link"]
+assert a1["disk"] == a2["disk"] and a1["nlink"] == 2
+assert a1["ino"] == l1["ino"] and a2["ino"] == l2["ino"], "a hard link group was split"
+assert a1["ino"] != a2["ino"], "two files of two file systems share (disk, ino)"
+assert a2["ino"] >= 1 << 62
+EOF2
+umount "$VB_TMP/t1" "$VB_TMP/t2"
+log "two file systems with the same inode numbers: hard link groups stay apart"

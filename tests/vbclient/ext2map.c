@@ -273,6 +273,7 @@ static void fill(struct img *g, struct vbc_file *f, const struct ext2_inode_larg
     f->atime_ns = xtime(in, isize, in->i_atime, &in->i_atime_extra);
     f->path = g->path + 1;
     f->path_len = strlen(g->path + 1);
+    f->fsid = 1;                 /* one file system */
 }
 
 static int add_ext(struct img *g, uint64_t logical, uint64_t physical, uint64_t length,
