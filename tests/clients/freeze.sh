@@ -18,6 +18,7 @@ source "$(dirname "$0")/../integration/functions.sh"
 source "$(dirname "$0")/clientlib.sh"
 requires_root
 requires mkfs.ext4 -V
+requires fsfreeze -V
 
 M=$VB_TMP/mnt
 HOOKS=$VB_TMP/hooks
@@ -29,6 +30,9 @@ for i in $(seq 1 50); do echo "file $i" > "$VB_TMP/src/d/f$i"; done
 truncate -s 64M "$VB_TMP/fs.img"
 mkfs.ext4 -q -d "$VB_TMP/src" "$VB_TMP/fs.img"
 loop_mount "$VB_TMP/fs.img" "$M"
+# should a test fail with the file system frozen (a client killed by a
+# sanitizer skips its exit handlers), thaw it before the unmount
+cleanup_fn "fsfreeze -u '$M' 2>/dev/null"
 
 # hooks: the main one and two in fsfreeze-hook.d, logging their calls
 mkdir -p "$HOOKS/fsfreeze-hook.d"
