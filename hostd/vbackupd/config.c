@@ -33,18 +33,26 @@ static void free_disk(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->target);
     g_free(d);
 }
 
-static void free_vm(gpointer p)
+void vbd_vm_cfg_free(gpointer p);
+void vbd_vm_cfg_free(gpointer p)
 {
     struct vbd_vm_cfg *v = p;
 
     g_free(v->name);
     g_free(v->socket);
     g_free(v->qmp);
+    g_free(v->libvirt);
     g_ptr_array_free(v->disks, TRUE);
     g_free(v);
+}
+
+static void free_vm(gpointer p)
+{
+    vbd_vm_cfg_free(p);
 }
 
 static void free_target(gpointer p)
@@ -76,6 +84,7 @@ void vbd_config_free(struct vbd_config *c)
     g_free(c->psi_dir);
     g_free(c->state_dir);
     g_free(c->socket_group);
+    g_free(c->libvirt_uri);
     g_ptr_array_free(c->targets, TRUE);
     g_ptr_array_free(c->policies, TRUE);
     g_ptr_array_free(c->vms, TRUE);
@@ -274,6 +283,16 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     for (char **g = groups; *g; g++) {
         if (!strcmp(*g, "daemon") || !strncmp(*g, "policy ", 7))
             continue;
+        if (!strcmp(*g, "libvirt")) {
+            g_auto(GStrv) lk = g_key_file_get_keys(kf, *g, NULL, NULL);
+            for (char **k = lk; k && *k; k++)
+                if (strcmp(*k, "uri")) {
+                    ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri)", path, *k);
+                    goto out;
+                }
+            c->libvirt_uri = get_str(kf, *g, "uri", "qemu:///system");
+            continue;
+        }
         if (!strncmp(*g, "target ", 7)) {
             struct vbd_target_cfg *t = g_new0(struct vbd_target_cfg, 1);
             g_auto(GStrv) tk = g_key_file_get_keys(kf, *g, NULL, NULL);
@@ -302,7 +321,7 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             }
         } else {
             ret = vb_seterr(e, -EINVAL, "%s: unknown section [%s] (daemon, target NAME, "
-                            "policy NAME, vm NAME)", path, *g);
+                            "policy NAME, vm NAME, libvirt)", path, *g);
             goto out;
         }
     }

@@ -58,6 +58,7 @@ static void disk_copy_free(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->target);
     g_free(d);
 }
 
@@ -267,6 +268,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         dk->serial = g_strdup(vd->serial);
         dk->image = g_strdup(vd->image);
         dk->format = g_strdup(vd->format);
+        dk->target = g_strdup(vd->target);
         g_ptr_array_add(j->disks, dk);
         g_ptr_array_add(j->serials, g_strdup(vd->serial));
         if (vb_image_open(vd->image, &io, &dk->img, &e)) {
@@ -286,7 +288,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             b.kind == VB_KIND_DISK ? "disk" : "file", t->name);
     memset(&r, 0, sizeof(r));
     r.job = j->id;
-    r.features = c->vm->qmp ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
 out:
     vbd_begin_clear(&b);
@@ -510,7 +512,7 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     j->state = VB_JOB_QUEUED;
     /* a snapshot view (QMP) lets the guest thaw now and the job wait for a
      * quiet host; without it the guest stays frozen until the data is read */
-    if (c->vm->qmp) {
+    if (c->vm->qmp || c->vm->libvirt) {
         j->view_pending = true;
         vbd_view_take(j, vbd_req_hold(c, h));   /* answered in vbd_seal_done */
         return;
@@ -689,11 +691,23 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         vbd_reply_err(c, h, st, "%s", msg);
         return;
     }
-    t = g_hash_table_lookup(d->targets, l.target);
+    if (!l.target[0] && g_hash_table_size(d->targets) == 1) {
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, d->targets);
+        g_hash_table_iter_next(&it, &k, &v);
+        t = v;
+    } else {
+        t = g_hash_table_lookup(d->targets, l.target);
+    }
     if (!t) {
         known_targets(d, known, sizeof(known));
-        vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)", l.target,
-                      known);
+        if (!l.target[0])
+            vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "the host has several targets: name one "
+                          "(%s)", known);
+        else
+            vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)",
+                          l.target, known);
         return;
     }
     if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {

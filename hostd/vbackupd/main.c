@@ -87,6 +87,18 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
     return 0;
 }
 
+/* Take a new configuration, keeping what running machinery depends on. */
+static void vbd_swap_cfg(struct vbd *d, struct vbd_config *cfg)
+{
+    g_free(cfg->admin_socket);
+    cfg->admin_socket = g_strdup(d->cfg->admin_socket);
+    cfg->workers = d->cfg->workers;
+    g_free(cfg->libvirt_uri);
+    cfg->libvirt_uri = g_strdup(d->cfg->libvirt_uri);   /* a new uri needs a restart */
+    vbd_config_free(d->cfg);
+    d->cfg = cfg;
+}
+
 void vbd_reload(struct vbd *d, char *msg, size_t len);
 void vbd_reload(struct vbd *d, char *msg, size_t len)
 {
@@ -95,26 +107,27 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
     vb_error e = { 0 };
 
     msg[0] = 0;
-    if (vbd_config_load(d->config_path, &cfg, &e) || vbd_chain_load(d, cfg, &chain, &e)) {
+    cfg = NULL;
+    chain = NULL;
+    if (vbd_config_load(d->config_path, &cfg, &e) || vbd_chain_load(d, cfg, &chain, &e) ||
+        apply_targets(d, cfg, &e)) {
         if (!e.code)
             e.code = -EINVAL;
         snprintf(msg, len, "reload failed, keeping the running configuration: %s",
                  vb_strerror(&e));
         vbd_log("%s", msg);
+        if (chain)
+            g_ptr_array_free(chain, TRUE);
+        vbd_config_free(cfg);
         return;
     }
-    if (apply_targets(d, cfg, &e) || vbd_vms_apply(d, cfg, &e)) {
+    vbd_swap_cfg(d, cfg);
+    if (vbd_vms_refresh(d, &e)) {
         snprintf(msg, len, "reload partly failed: %s", vb_strerror(&e));
         vbd_log("%s", msg);
     }
     g_ptr_array_free(d->chain, TRUE);
     d->chain = chain;
-    /* keep fields the running machinery depends on (sockets, workers) */
-    g_free(cfg->admin_socket);
-    cfg->admin_socket = g_strdup(d->cfg->admin_socket);
-    cfg->workers = d->cfg->workers;
-    vbd_config_free(d->cfg);
-    d->cfg = cfg;
     vbd_log("configuration reloaded: %u VMs, %u targets, %u policies",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len);
     vbd_batch_schedule(d);
@@ -241,7 +254,8 @@ int main(int argc, char **argv)
         return 0;
     }
     d->loop = g_main_loop_new(NULL, FALSE);
-    if (vbd_exec_init(d, &e) || vbd_vms_apply(d, d->cfg, &e) || vbd_admin_init(d, &e)) {
+    if (vbd_exec_init(d, &e) || vbd_vms_refresh(d, &e) || vbd_admin_init(d, &e) ||
+        (d->cfg->libvirt_uri && vbd_libvirt_start(d, &e))) {
         vbd_log("%s", vb_strerror(&e));
         return 1;
     }
@@ -258,6 +272,7 @@ int main(int argc, char **argv)
     g_main_loop_run(d->loop);
 
     shutdown_jobs(d);
+    vbd_libvirt_stop(d);
     vbd_vms_close_all(d);
     vbd_admin_fini(d);
     vbd_exec_fini(d);

@@ -203,6 +203,8 @@ static struct qmp *qmp_open(const char *path, vb_error *e)
 
 struct view_op {
     struct vbd_job *job;
+    char *lv_uri;            /* libvirt: the snapshot goes through libvirt */
+    char *lv_domain;
     char *qmp_path;
     char *vm;
     GPtrArray *images;       /* char *: the images the guest's disks use */
@@ -220,6 +222,8 @@ static void view_op_free(struct view_op *op)
     g_ptr_array_free(op->devices, TRUE);
     g_ptr_array_free(op->overlays, TRUE);
     g_free(op->qmp_path);
+    g_free(op->lv_uri);
+    g_free(op->lv_domain);
     g_free(op->vm);
     g_free(op);
 }
@@ -265,7 +269,15 @@ static gpointer snapshot_thread(gpointer opaque)
     struct view_op *op = opaque;
     double t0 = vb_now();
     json_object *blocks = NULL, *actions;
-    struct qmp *q = qmp_open(op->qmp_path, &op->e);
+    struct qmp *q = NULL;
+
+    if (op->lv_uri) {
+        /* devices already hold the libvirt targets, overlays their files */
+        op->err = vbd_libvirt_snapshot(op->lv_uri, op->lv_domain, op->devices, op->overlays,
+                                       &op->e);
+        goto out;
+    }
+    q = qmp_open(op->qmp_path, &op->e);
 
     if (!q) {
         op->err = op->e.code ? op->e.code : -EIO;
@@ -315,7 +327,20 @@ static gpointer commit_thread(gpointer opaque)
 {
     struct view_op *op = opaque;
     double t0 = vb_now();
-    struct qmp *q = qmp_open(op->qmp_path, &op->e);
+    struct qmp *q = NULL;
+
+    if (op->lv_uri) {
+        for (guint i = 0; i < op->devices->len; i++) {
+            vb_error e1 = { 0 };
+            if (vbd_libvirt_commit(op->lv_uri, op->lv_domain, op->devices->pdata[i],
+                                   op->overlays->pdata[i], &e1)) {
+                op->err = e1.code ? e1.code : -EIO;
+                op->e = e1;
+            }
+        }
+        goto out;
+    }
+    q = qmp_open(op->qmp_path, &op->e);
 
     if (!q) {
         op->err = op->e.code ? op->e.code : -EIO;
@@ -378,8 +403,19 @@ void vbd_view_take(struct vbd_job *j, struct vbd_req *reply)
     op->devices = g_ptr_array_new_with_free_func(g_free);
     op->overlays = g_ptr_array_new_with_free_func(g_free);
     op->reply = reply;
-    for (guint i = 0; i < j->disks->len; i++)
-        g_ptr_array_add(op->images, g_strdup(((struct vbd_disk *)j->disks->pdata[i])->image));
+    for (guint i = 0; i < j->disks->len; i++) {
+        struct vbd_disk *dk = j->disks->pdata[i];
+        g_ptr_array_add(op->images, g_strdup(dk->image));
+        if (j->vm->libvirt) {
+            g_ptr_array_add(op->devices, g_strdup(dk->target));
+            g_ptr_array_add(op->overlays, g_strdup_printf("%s.vbackup-%llu.qcow2", dk->image,
+                                                          (unsigned long long)j->id));
+        }
+    }
+    if (j->vm->libvirt) {
+        op->lv_uri = g_strdup(j->d->cfg->libvirt_uri);
+        op->lv_domain = g_strdup(j->vm->libvirt);
+    }
     j->view_op = op;
     g_thread_unref(g_thread_new("qmp-snapshot", snapshot_thread, op));
 }
@@ -460,7 +496,11 @@ json_object *vbd_view_json(struct vbd_job *j)
         json_object_array_add(devs, json_object_new_string(op->devices->pdata[i]));
         json_object_array_add(ovs, json_object_new_string(op->overlays->pdata[i]));
     }
-    json_object_object_add(o, "qmp", json_object_new_string(op->qmp_path));
+    json_object_object_add(o, "qmp", op->qmp_path ? json_object_new_string(op->qmp_path) : NULL);
+    if (op->lv_uri) {
+        json_object_object_add(o, "libvirt", json_object_new_string(op->lv_uri));
+        json_object_object_add(o, "domain", json_object_new_string(op->lv_domain));
+    }
     json_object_object_add(o, "devices", devs);
     json_object_object_add(o, "overlays", ovs);
     return o;
@@ -478,6 +518,8 @@ void vbd_view_recover(struct vbd_job *j, json_object *view)
     op->job = j;
     j->refs++;
     op->qmp_path = g_strdup(vb_json_str(view, "qmp"));
+    op->lv_uri = g_strdup(vb_json_str(view, "libvirt"));
+    op->lv_domain = g_strdup(vb_json_str(view, "domain"));
     op->vm = g_strdup(j->vm->name);
     op->images = g_ptr_array_new_with_free_func(g_free);
     op->devices = g_ptr_array_new_with_free_func(g_free);
@@ -487,7 +529,7 @@ void vbd_view_recover(struct vbd_job *j, json_object *view)
         g_ptr_array_add(op->devices, g_strdup(json_object_get_string(json_object_array_get_idx(devs, i))));
         g_ptr_array_add(op->overlays, g_strdup(json_object_get_string(json_object_array_get_idx(ovs, i))));
     }
-    if (!op->qmp_path || !op->devices->len) {
+    if ((!op->qmp_path && !op->lv_uri) || !op->devices->len) {
         view_op_free(op);
         vbd_job_unref(j);
         return;

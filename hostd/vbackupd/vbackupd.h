@@ -39,12 +39,14 @@ struct vbd_disk_cfg {
     char *serial;
     char *image;
     char *format;            /* NULL: probe */
+    char *target;            /* libvirt: the disk's target ("vda") */
 };
 
 struct vbd_vm_cfg {
     char *name;
     char *socket;
     char *qmp;               /* optional */
+    char *libvirt;           /* found through libvirt: the domain's name */
     GPtrArray *disks;        /* struct vbd_disk_cfg * */
 };
 
@@ -76,6 +78,7 @@ struct vbd_config {
     uint64_t max_files_per_job;
     unsigned idle_timeout;   /* seconds */
     uint64_t cache_bytes;    /* shared read cache */
+    char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
     GPtrArray *policies;     /* struct vbd_policy_cfg *, in chain order */
     GPtrArray *vms;          /* struct vbd_vm_cfg * */
@@ -100,6 +103,7 @@ struct vbd_disk {
     char *serial;
     char *image;
     char *format;
+    char *target;            /* libvirt's target name */
     struct vb_image *img;    /* opened on demand, per job run */
 };
 
@@ -109,6 +113,7 @@ struct vbd_vm {
     char *name;
     char *socket_path;
     char *qmp;
+    char *libvirt;           /* domain name when the VM came from libvirt */
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
     guint listen_src;
@@ -340,6 +345,8 @@ struct vbd {
     GHashTable *bytes_by_file;   /* host path → uint64_t * bytes read */
     uint64_t bytes_read_total;
     json_object *batches;    /* recent batch reports */
+    GPtrArray *libvirt_vms;  /* struct vbd_vm_cfg *, discovered */
+    void *lv;                /* libvirt.c state */
 };
 
 /* main.c */
@@ -347,7 +354,8 @@ extern struct vbd *vbd_global;
 void vbd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* vm.c */
-int vbd_vms_apply(struct vbd *d, struct vbd_config *cfg, vb_error *e);
+int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e);
+int vbd_vms_refresh(struct vbd *d, vb_error *e);   /* configured + discovered VMs */
 void vbd_vm_unref(struct vbd_vm *vm);
 struct vbd_disk *vbd_vm_disk(struct vbd_vm *vm, const char *serial);
 void vbd_reply(struct vbd_conn *c, const struct vb_hdr *req, int status, const void *payload,
@@ -410,6 +418,14 @@ gboolean vbd_view_released(gpointer opaque);
 json_object *vbd_view_json(struct vbd_job *j);
 void vbd_view_recover(struct vbd_job *j, json_object *view);
 void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply);
+
+/* libvirt.c */
+int vbd_libvirt_start(struct vbd *d, vb_error *e);
+void vbd_libvirt_stop(struct vbd *d);
+int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets,
+                         GPtrArray *overlays, vb_error *e);
+int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
+                       const char *overlay, vb_error *e);
 
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);

@@ -207,7 +207,7 @@ static void handle_hello(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     r.version = VB_PROTO_VERSION;
     r.max_payload = VB_MAX_PAYLOAD;
     r.max_files_per_msg = VB_MAX_FILES_PER_MSG;
-    r.features = c->vm->qmp ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
     snprintf(r.vm, sizeof(r.vm), "%s", c->vm->name);
     snprintf(r.daemon, sizeof(r.daemon), "vbackupd %s", VBD_VERSION);
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
@@ -415,6 +415,9 @@ static int listen_unix(const char *path, const char *group, vb_error *e)
         int r = vb_mkdir_p(dir, 0750);
         if (r)
             return vb_seterr(e, r, "mkdir %s: %s", dir, strerror(-r));
+        /* QEMU (socket_group) must be able to reach the socket */
+        if (group && getgrnam(group) && chown(dir, (uid_t)-1, getgrnam(group)->gr_gid) == 0)
+            chmod(dir, 0750);
     }
     if (group) {
         struct group *gr = getgrnam(group);
@@ -443,6 +446,7 @@ static void disk_free(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->target);
     g_free(d);
 }
 
@@ -453,6 +457,7 @@ void vbd_vm_unref(struct vbd_vm *vm)
     g_free(vm->name);
     g_free(vm->socket_path);
     g_free(vm->qmp);
+    g_free(vm->libvirt);
     g_ptr_array_free(vm->disks, TRUE);
     g_free(vm);
 }
@@ -480,21 +485,50 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
         dk->serial = g_strdup(dc->serial);
         dk->image = g_strdup(dc->image);
         dk->format = g_strdup(dc->format);
+        dk->target = g_strdup(dc->target);
         g_ptr_array_add(vm->disks, dk);
     }
     g_free(vm->qmp);
     vm->qmp = g_strdup(vc->qmp);
+    g_free(vm->libvirt);
+    vm->libvirt = g_strdup(vc->libvirt);
 }
 
-int vbd_vms_apply(struct vbd *d, struct vbd_config *cfg, vb_error *e)
+int vbd_vms_refresh(struct vbd *d, vb_error *e)
+{
+    GPtrArray *all = g_ptr_array_new();
+    int ret;
+
+    for (guint i = 0; i < d->cfg->vms->len; i++)
+        g_ptr_array_add(all, d->cfg->vms->pdata[i]);
+    for (guint i = 0; d->libvirt_vms && i < d->libvirt_vms->len; i++) {
+        struct vbd_vm_cfg *lv = d->libvirt_vms->pdata[i];
+        bool clash = false;
+        for (guint k = 0; k < all->len; k++) {
+            struct vbd_vm_cfg *x = all->pdata[k];
+            if (!strcmp(x->name, lv->name) || !strcmp(x->socket, lv->socket)) {
+                vbd_log("libvirt domain %s ignored: its name or socket %s is already used by "
+                        "VM %s", lv->name, lv->socket, x->name);
+                clash = true;
+            }
+        }
+        if (!clash)
+            g_ptr_array_add(all, lv);
+    }
+    ret = vbd_vms_apply(d, all, e);
+    g_ptr_array_free(all, TRUE);
+    return ret;
+}
+
+int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e)
 {
     GHashTable *keep = g_hash_table_new(g_str_hash, g_str_equal);
     GHashTableIter it;
     gpointer k, v;
     int ret = 0;
 
-    for (guint i = 0; i < cfg->vms->len; i++) {
-        struct vbd_vm_cfg *vc = cfg->vms->pdata[i];
+    for (guint i = 0; i < vms->len; i++) {
+        struct vbd_vm_cfg *vc = vms->pdata[i];
         struct vbd_vm *vm = g_hash_table_lookup(d->vms, vc->name);
 
         g_hash_table_add(keep, vc->name);
@@ -526,7 +560,7 @@ int vbd_vms_apply(struct vbd *d, struct vbd_config *cfg, vb_error *e)
             vm->listen_fd = fd;
             vm->listen_src = g_unix_fd_add(fd, G_IO_IN, on_accept, vm);
             vbd_log("VM %s: listening on %s (%u disks%s)", vm->name, vm->socket_path,
-                    vm->disks->len, vm->qmp ? ", QMP" : "");
+                    vm->disks->len, vm->libvirt ? ", from libvirt" : vm->qmp ? ", QMP" : "");
         }
     }
     if (!ret) {

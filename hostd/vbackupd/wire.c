@@ -499,7 +499,9 @@ int vbd_parse_list(const uint8_t *p, size_t n, struct vbd_list *out, char *msg)
     if (!take(&r, &l, sizeof(l)))
         return err(msg, VB_S_BAD_REQUEST, "LIST payload too short");
     out->start = l.start;
-    st = name_field(&r, out->target, sizeof(out->target), l.target_len, "target name", msg);
+    /* no target: the host's only target (the caller decides) */
+    st = l.target_len ? name_field(&r, out->target, sizeof(out->target), l.target_len,
+                                   "target name", msg) : VB_S_OK;
     if (st)
         return st;
     if (r.off != n)

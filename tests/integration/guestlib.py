@@ -66,3 +66,51 @@ def partitioned_ext4(path, tree, size_mb=512, start_mb=1):
     run("mkfs.ext4", "-q", "-F", "-E", f"offset={start_mb << 20},root_owner=0:0", "-d", tree,
         path, f"{size_mb - start_mb - 1}M")
     return start_mb << 20
+
+
+def ensure_libvirtd():
+    """Start virtlogd and libvirtd as the brief describes (users, groups, folders).
+    Returns a function that stops what was started here."""
+    started = []
+    for grp in ("kvm", "libvirt-qemu"):
+        if subprocess.run(["getent", "group", grp], capture_output=True).returncode:
+            run("groupadd", "-r", grp)
+    if subprocess.run(["getent", "passwd", "libvirt-qemu"], capture_output=True).returncode:
+        run("useradd", "-r", "-g", "libvirt-qemu", "-G", "kvm", "-d", "/var/lib/libvirt",
+            "-s", "/usr/sbin/nologin", "libvirt-qemu")
+    for d in ("/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt"):
+        os.makedirs(d, exist_ok=True)
+    for prog in ("virtlogd", "libvirtd"):
+        if subprocess.run(["pgrep", "-x", prog], capture_output=True).returncode:
+            run(prog, "-d")
+            started.append(prog)
+    for _ in range(100):
+        if subprocess.run(["virsh", "-c", "qemu:///system", "list"],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        daemonlib.fail("libvirtd did not start")
+
+    def stop():
+        for prog in reversed(started):
+            subprocess.run(["pkill", "-x", prog])
+    return stop
+
+
+def guest_initrd(w, script, adds=()):
+    """The test initramfs with /test.sh and extra files (as run-guest builds it)."""
+    import gzip
+    sys.path.insert(0, os.path.join(SRC, "tests/guest"))
+    from vbguest import Cpio, add_host_file
+    cpio = Cpio()
+    cpio.file("test.sh", ("set -e\n" + script).encode(), 0o755)
+    add_host_file(cpio, TOOL, "/bin/vbackup")
+    for host, guest in adds:
+        add_host_file(cpio, host, guest)
+    path = w.p("initrd.img")
+    with open(os.environ["INITRD"], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+        dst.write(b"\0" * (-dst.tell() % 4))
+        dst.write(gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
+    return path

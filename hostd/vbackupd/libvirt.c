@@ -1,0 +1,562 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * VMs from libvirt ([libvirt] uri = qemu:///system).  vbackupd looks at the
+ * running domains and at their lifecycle events; a domain whose XML adds
+ * the virtio-backup device through <qemu:commandline> (a socket chardev in
+ * vbackupd's runtime folder, and virtio-backup-pci using it) becomes a VM:
+ * its name is the domain's, its socket the chardev's path, its disks the
+ * <disk> elements with a <serial> (source file, driver type, target).
+ * Sockets appear when domains start and go when they stop.
+ *
+ * Under libvirt the monitor belongs to libvirt, so the point-in-time view
+ * uses libvirt's own calls: a disk-only external snapshot without metadata
+ * (virDomainSnapshotCreateXML), then an active block commit with pivot
+ * (virDomainBlockCommit, virDomainBlockJobAbort(PIVOT)); libvirt's picture
+ * of the domain's disks stays true throughout.  Those calls block, so they
+ * run on the view threads (qmp.c), each with its own connection.
+ */
+#include "vbackupd.h"
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct lv {
+    struct vbd *d;
+    virConnectPtr conn;
+    int callback;
+    GThread *loop;
+    volatile int stop;
+    guint retry;
+};
+
+void vbd_vm_cfg_free(gpointer p);
+
+static const char *lv_error(void)
+{
+    const virError *err = virGetLastError();
+
+    return err && err->message ? err->message : "unknown libvirt error";
+}
+
+/* ---- the domain XML ----------------------------------------------------------------- */
+
+struct xml_ctx {
+    GPtrArray *path;         /* element stack */
+    char *name;
+    struct vbd_disk_cfg *disk;    /* current <disk> */
+    GPtrArray *disks;
+    GPtrArray *args;         /* qemu:arg values */
+    GPtrArray *all_targets;  /* the target of every <disk> */
+    bool in_serial, in_name;
+    GString *text;
+};
+
+static const char *attr(const char **names, const char **values, const char *want)
+{
+    for (; *names; names++, values++)
+        if (!strcmp(*names, want))
+            return *values;
+    return NULL;
+}
+
+static void x_start(GMarkupParseContext *c, const char *el, const char **an, const char **av,
+                    gpointer u, GError **err)
+{
+    struct xml_ctx *x = u;
+    const char *parent = x->path->len ? x->path->pdata[x->path->len - 1] : "";
+
+    g_ptr_array_add(x->path, g_strdup(el));
+    if (!strcmp(el, "name") && !strcmp(parent, "domain")) {
+        x->in_name = true;
+        g_string_truncate(x->text, 0);
+    } else if (!strcmp(el, "disk") && !strcmp(parent, "devices")) {
+        const char *type = attr(an, av, "type"), *dev = attr(an, av, "device");
+        if (type && !strcmp(type, "file") && (!dev || !strcmp(dev, "disk"))) {
+            x->disk = g_new0(struct vbd_disk_cfg, 1);
+        }
+    } else if (!strcmp(el, "target") && !strcmp(parent, "disk") && attr(an, av, "dev") &&
+               x->path->len >= 3 && !strcmp(x->path->pdata[x->path->len - 3], "devices")) {
+        g_ptr_array_add(x->all_targets, g_strdup(attr(an, av, "dev")));
+        if (x->disk)
+            x->disk->target = g_strdup(attr(an, av, "dev"));
+    } else if (x->disk && !strcmp(parent, "disk")) {
+        if (!strcmp(el, "source") && attr(an, av, "file"))
+            x->disk->image = g_strdup(attr(an, av, "file"));
+        else if (!strcmp(el, "driver") && attr(an, av, "type"))
+            x->disk->format = g_strdup(attr(an, av, "type"));
+        else if (!strcmp(el, "serial")) {
+            x->in_serial = true;
+            g_string_truncate(x->text, 0);
+        }
+    } else if (!strcmp(el, "qemu:arg") && attr(an, av, "value")) {
+        g_ptr_array_add(x->args, g_strdup(attr(an, av, "value")));
+    }
+}
+
+static void x_end(GMarkupParseContext *c, const char *el, gpointer u, GError **err)
+{
+    struct xml_ctx *x = u;
+
+    if (x->in_name && !strcmp(el, "name")) {
+        x->name = g_strdup(x->text->str);
+        x->in_name = false;
+    } else if (x->in_serial && !strcmp(el, "serial")) {
+        g_free(x->disk->serial);
+        x->disk->serial = g_strdup(g_strstrip(x->text->str));
+        x->in_serial = false;
+    } else if (x->disk && !strcmp(el, "disk")) {
+        g_ptr_array_add(x->disks, x->disk);
+        x->disk = NULL;
+    }
+    g_free(g_ptr_array_steal_index(x->path, x->path->len - 1));
+}
+
+static void x_text(GMarkupParseContext *c, const char *t, gsize n, gpointer u, GError **err)
+{
+    struct xml_ctx *x = u;
+
+    if (x->in_name || x->in_serial)
+        g_string_append_len(x->text, t, (gssize)n);
+}
+
+static void disk_cfg_free(gpointer p)
+{
+    struct vbd_disk_cfg *dc = p;
+
+    g_free(dc->serial);
+    g_free(dc->image);
+    g_free(dc->format);
+    g_free(dc->target);
+    g_free(dc);
+}
+
+/* The socket path of <qemu:arg> -chardev socket,id=X,path=P used by
+ * -device virtio-backup-pci,chardev=X; NULL when the domain has no device. */
+static char *backup_socket(GPtrArray *args)
+{
+    for (guint i = 0; i + 1 < args->len; i++) {
+        const char *opt = args->pdata[i], *val = args->pdata[i + 1];
+        g_auto(GStrv) kv = NULL;
+        const char *id = NULL, *path = NULL;
+
+        if (strcmp(opt, "-chardev") || strncmp(val, "socket,", 7))
+            continue;
+        kv = g_strsplit(val, ",", -1);
+        for (char **k = kv; *k; k++) {
+            if (!strncmp(*k, "id=", 3))
+                id = *k + 3;
+            else if (!strncmp(*k, "path=", 5))
+                path = *k + 5;
+        }
+        if (!id || !path)
+            continue;
+        for (guint k = 0; k + 1 < args->len; k++) {
+            const char *o = args->pdata[k], *v = args->pdata[k + 1];
+            g_autofree char *want = g_strdup_printf("chardev=%s", id);
+            if (!strcmp(o, "-device") && !strncmp(v, "virtio-backup-pci,", 18)) {
+                g_auto(GStrv) dkv = g_strsplit(v, ",", -1);
+                for (char **x = dkv; *x; x++)
+                    if (!strcmp(*x, want))
+                        return g_strdup(path);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void xml_clear(struct xml_ctx *x)
+{
+    g_free(x->name);
+    if (x->disk)
+        disk_cfg_free(x->disk);
+    g_ptr_array_free(x->path, TRUE);
+    g_ptr_array_free(x->disks, TRUE);
+    g_ptr_array_free(x->args, TRUE);
+    g_ptr_array_free(x->all_targets, TRUE);
+    g_string_free(x->text, TRUE);
+}
+
+static bool parse_domain(const char *xml, struct xml_ctx *x)
+{
+    GMarkupParser parser = { .start_element = x_start, .end_element = x_end, .text = x_text };
+    GMarkupParseContext *ctx;
+    GError *ge = NULL;
+    bool ok;
+
+    memset(x, 0, sizeof(*x));
+    x->path = g_ptr_array_new_with_free_func(g_free);
+    x->disks = g_ptr_array_new_with_free_func(disk_cfg_free);
+    x->args = g_ptr_array_new_with_free_func(g_free);
+    x->all_targets = g_ptr_array_new_with_free_func(g_free);
+    x->text = g_string_new(NULL);
+    ctx = g_markup_parse_context_new(&parser, 0, x, NULL);
+    ok = g_markup_parse_context_parse(ctx, xml, -1, &ge) &&
+         g_markup_parse_context_end_parse(ctx, &ge);
+    if (!ok) {
+        vbd_log("libvirt: cannot parse a domain's XML: %s", ge->message);
+        g_error_free(ge);
+    }
+    g_markup_parse_context_free(ctx);
+    return ok;
+}
+
+/* A VM config from a domain's XML, or NULL (with a reason logged) */
+static struct vbd_vm_cfg *vm_from_xml(struct vbd *d, const char *xml)
+{
+    struct xml_ctx x;
+    struct vbd_vm_cfg *vm = NULL;
+    char *sock = NULL;
+
+    if (!parse_domain(xml, &x))
+        goto out;
+    if (!x.name || !(sock = backup_socket(x.args)))
+        goto out;           /* no virtio-backup device: not ours */
+    if (!vb_valid_name(x.name)) {
+        vbd_log("libvirt: domain '%s' ignored: vbackup needs names of letters, digits, . _ -",
+                x.name);
+        goto out;
+    }
+    {
+        /* the socket must be where vbackupd keeps VM sockets */
+        g_autofree char *dir = g_path_get_dirname(sock);
+        if (strcmp(dir, d->cfg->runtime_dir)) {
+            vbd_log("libvirt: domain %s ignored: its vbackup socket %s is not in %s", x.name,
+                    sock, d->cfg->runtime_dir);
+            goto out;
+        }
+    }
+    vm = g_new0(struct vbd_vm_cfg, 1);
+    vm->name = g_strdup(x.name);
+    vm->socket = sock;
+    sock = NULL;
+    vm->libvirt = g_strdup(x.name);
+    vm->disks = g_ptr_array_new_with_free_func(disk_cfg_free);
+    for (guint i = 0; i < x.disks->len; i++) {
+        struct vbd_disk_cfg *dc = x.disks->pdata[i];
+        if (!dc->serial || !*dc->serial || !dc->image || !dc->target)
+            continue;       /* vbackup names disks by serial */
+        if (dc->format && strcmp(dc->format, "raw") && strcmp(dc->format, "qcow2"))
+            continue;
+        x.disks->pdata[i] = NULL;
+        g_ptr_array_add(vm->disks, dc);
+    }
+    g_ptr_array_set_free_func(x.disks, NULL);
+    for (guint i = 0; i < x.disks->len; i++)
+        if (x.disks->pdata[i])
+            disk_cfg_free(x.disks->pdata[i]);
+    g_ptr_array_set_size(x.disks, 0);
+out:
+    g_free(sock);
+    xml_clear(&x);
+    return vm;
+}
+
+/* ---- discovery ------------------------------------------------------------------------ */
+
+static void forget_domain(struct vbd *d, const char *name)
+{
+    for (guint i = 0; i < d->libvirt_vms->len; i++) {
+        struct vbd_vm_cfg *v = d->libvirt_vms->pdata[i];
+        if (!strcmp(v->libvirt, name)) {
+            g_ptr_array_remove_index(d->libvirt_vms, i);
+            return;
+        }
+    }
+}
+
+static void learn_domain(struct lv *lv, virDomainPtr dom)
+{
+    struct vbd *d = lv->d;
+    const char *name = virDomainGetName(dom);
+    char *xml = virDomainGetXMLDesc(dom, 0);
+    struct vbd_vm_cfg *vm;
+
+    forget_domain(d, name);
+    if (!xml) {
+        vbd_log("libvirt: domain %s: %s", name, lv_error());
+        return;
+    }
+    vm = vm_from_xml(d, xml);
+    free(xml);
+    if (vm) {
+        vbd_log("libvirt: domain %s has the device: socket %s, %u disks", vm->name, vm->socket,
+                vm->disks->len);
+        g_ptr_array_add(d->libvirt_vms, vm);
+    }
+}
+
+struct lv_event {
+    struct lv *lv;
+    char *name;
+    int event;
+};
+
+static gboolean on_event(gpointer opaque)
+{
+    struct lv_event *ev = opaque;
+    struct lv *lv = ev->lv;
+    vb_error e = { 0 };
+
+    if (!lv->stop && lv->conn) {
+        if (ev->event == VIR_DOMAIN_EVENT_STARTED || ev->event == VIR_DOMAIN_EVENT_RESUMED) {
+            virDomainPtr dom = virDomainLookupByName(lv->conn, ev->name);
+            if (dom) {
+                learn_domain(lv, dom);
+                virDomainFree(dom);
+            }
+        } else if (ev->event == VIR_DOMAIN_EVENT_STOPPED ||
+                   ev->event == VIR_DOMAIN_EVENT_SHUTDOWN) {
+            if (ev->event == VIR_DOMAIN_EVENT_STOPPED)
+                forget_domain(lv->d, ev->name);
+        }
+        if (vbd_vms_refresh(lv->d, &e))
+            vbd_log("libvirt: %s", vb_strerror(&e));
+    }
+    g_free(ev->name);
+    g_free(ev);
+    return G_SOURCE_REMOVE;
+}
+
+/* libvirt's event thread */
+static int lifecycle_cb(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
+{
+    struct lv_event *ev = g_new0(struct lv_event, 1);
+
+    ev->lv = opaque;
+    ev->name = g_strdup(virDomainGetName(dom));
+    ev->event = event;
+    g_idle_add(on_event, ev);
+    return 0;
+}
+
+static gpointer event_loop(gpointer opaque)
+{
+    struct lv *lv = opaque;
+
+    while (!lv->stop)
+        if (virEventRunDefaultImpl() < 0)
+            g_usleep(100000);
+    return NULL;
+}
+
+static void close_cb(virConnectPtr conn, int reason, void *opaque);
+
+static int connect_libvirt(struct lv *lv, vb_error *e)
+{
+    virDomainPtr *doms = NULL;
+    int n;
+
+    lv->conn = virConnectOpen(lv->d->cfg->libvirt_uri);
+    if (!lv->conn)
+        return vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", lv->d->cfg->libvirt_uri, lv_error());
+    virConnectRegisterCloseCallback(lv->conn, close_cb, lv, NULL);
+    lv->callback = virConnectDomainEventRegisterAny(lv->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                    VIR_DOMAIN_EVENT_CALLBACK(lifecycle_cb), lv,
+                                                    NULL);
+    if (lv->callback < 0)
+        return vb_seterr(e, -EIO, "libvirt: cannot watch domain events: %s", lv_error());
+    g_ptr_array_set_size(lv->d->libvirt_vms, 0);
+    n = virConnectListAllDomains(lv->conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    for (int i = 0; i < n; i++) {
+        learn_domain(lv, doms[i]);
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    vbd_log("libvirt: connected to %s, %d running domains", lv->d->cfg->libvirt_uri, n);
+    return vbd_vms_refresh(lv->d, e);
+}
+
+static gboolean on_retry(gpointer opaque)
+{
+    struct lv *lv = opaque;
+    vb_error e = { 0 };
+
+    if (lv->stop)
+        return G_SOURCE_REMOVE;
+    if (connect_libvirt(lv, &e) == 0) {
+        lv->retry = 0;
+        return G_SOURCE_REMOVE;
+    }
+    if (lv->conn) {
+        virConnectClose(lv->conn);
+        lv->conn = NULL;
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static gboolean on_closed(gpointer opaque)
+{
+    struct lv *lv = opaque;
+
+    vbd_log("libvirt: the connection was closed; reconnecting every 5 s");
+    if (lv->conn) {
+        virConnectClose(lv->conn);
+        lv->conn = NULL;
+    }
+    if (!lv->retry)
+        lv->retry = g_timeout_add_seconds(5, on_retry, lv);
+    return G_SOURCE_REMOVE;
+}
+
+static void close_cb(virConnectPtr conn, int reason, void *opaque)
+{
+    g_idle_add(on_closed, opaque);
+}
+
+int vbd_libvirt_start(struct vbd *d, vb_error *e)
+{
+    struct lv *lv = g_new0(struct lv, 1);
+
+    lv->d = d;
+    d->lv = lv;
+    d->libvirt_vms = g_ptr_array_new_with_free_func(vbd_vm_cfg_free);
+    if (virEventRegisterDefaultImpl() < 0)
+        return vb_seterr(e, -EIO, "libvirt: event loop: %s", lv_error());
+    lv->loop = g_thread_new("libvirt-events", event_loop, lv);
+    if (connect_libvirt(lv, e)) {
+        /* libvirtd may start after us: keep trying */
+        vbd_log("%s; retrying every 5 s", vb_strerror(e));
+        if (lv->conn) {
+            virConnectClose(lv->conn);
+            lv->conn = NULL;
+        }
+        lv->retry = g_timeout_add_seconds(5, on_retry, lv);
+    }
+    return 0;
+}
+
+void vbd_libvirt_stop(struct vbd *d)
+{
+    struct lv *lv = d->lv;
+
+    if (!lv)
+        return;
+    lv->stop = 1;
+    if (lv->retry)
+        g_source_remove(lv->retry);
+    if (lv->conn) {
+        if (lv->callback >= 0)
+            virConnectDomainEventDeregisterAny(lv->conn, lv->callback);
+        virConnectUnregisterCloseCallback(lv->conn, close_cb);
+        virConnectClose(lv->conn);
+    }
+    /* the event loop wakes up at its next timeout */
+    virEventAddTimeout(0, NULL, NULL, NULL);
+    g_thread_join(lv->loop);
+    g_ptr_array_free(d->libvirt_vms, TRUE);
+    d->libvirt_vms = NULL;
+    g_free(lv);
+    d->lv = NULL;
+}
+
+/* ---- the view, on view threads --------------------------------------------------------- */
+
+int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets,
+                         GPtrArray *overlays, vb_error *e)
+{
+    virConnectPtr c = virConnectOpen(uri);
+    virDomainPtr dom = NULL;
+    virDomainSnapshotPtr snap = NULL;
+    GString *xml = g_string_new("<domainsnapshot><disks>");
+    char *dxml = NULL;
+    int ret = 0;
+
+    if (!c)
+        return vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", uri, lv_error());
+    dom = virDomainLookupByName(c, domain);
+    if (!dom) {
+        ret = vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", domain, lv_error());
+        goto out;
+    }
+    /* every disk of the domain must be named: the ones we read get an
+     * external snapshot, the others none */
+    dxml = virDomainGetXMLDesc(dom, 0);
+    for (guint i = 0; i < targets->len; i++) {
+        g_autofree char *esc = g_markup_escape_text(overlays->pdata[i], -1);
+        g_string_append_printf(xml, "<disk name='%s' snapshot='external'>"
+                               "<source file='%s'/><driver type='qcow2'/></disk>",
+                               (char *)targets->pdata[i], esc);
+    }
+    if (dxml) {
+        /* the other disks of the domain: snapshot='no' */
+        struct xml_ctx x;
+        if (parse_domain(dxml, &x)) {
+            for (guint k = 0; k < x.all_targets->len; k++) {
+                bool ours = false;
+                for (guint i = 0; i < targets->len; i++)
+                    ours |= !strcmp(x.all_targets->pdata[k], targets->pdata[i]);
+                if (!ours)
+                    g_string_append_printf(xml, "<disk name='%s' snapshot='no'/>",
+                                           (char *)x.all_targets->pdata[k]);
+            }
+            xml_clear(&x);
+        }
+    }
+    g_string_append(xml, "</disks></domainsnapshot>");
+    snap = virDomainSnapshotCreateXML(dom, xml->str, VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+                                                     VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
+                                                     VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC);
+    if (!snap)
+        ret = vb_seterr(e, -EIO, "libvirt: snapshot of %s: %s", domain, lv_error());
+out:
+    if (snap)
+        virDomainSnapshotFree(snap);
+    if (dom)
+        virDomainFree(dom);
+    free(dxml);
+    virConnectClose(c);
+    g_string_free(xml, TRUE);
+    return ret;
+}
+
+int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
+                       const char *overlay, vb_error *e)
+{
+    virConnectPtr c = virConnectOpen(uri);
+    virDomainPtr dom = NULL;
+    virDomainBlockJobInfo info;
+    double t0 = vb_now();
+    int ret = 0, r;
+
+    if (!c)
+        return vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", uri, lv_error());
+    dom = virDomainLookupByName(c, domain);
+    if (!dom) {
+        ret = vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", domain, lv_error());
+        goto out;
+    }
+    if (virDomainBlockCommit(dom, target, NULL, NULL, 0, VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0) {
+        ret = vb_seterr(e, -EIO, "libvirt: block commit of %s %s: %s", domain, target, lv_error());
+        goto out;
+    }
+    /* ready when the mirror has caught up; then pivot back to the original */
+    for (;;) {
+        r = virDomainGetBlockJobInfo(dom, target, &info, 0);
+        if (r < 0) {
+            ret = vb_seterr(e, -EIO, "libvirt: block job of %s %s: %s", domain, target,
+                            lv_error());
+            goto out;
+        }
+        if (r == 1 && info.end > 0 && info.cur == info.end &&
+            virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
+            break;
+        if (vb_now() - t0 > 3600) {
+            ret = vb_seterr(e, -ETIMEDOUT, "libvirt: block commit of %s %s did not finish",
+                            domain, target);
+            goto out;
+        }
+        g_usleep(50000);
+    }
+    while ((r = virDomainGetBlockJobInfo(dom, target, &info, 0)) == 1 && vb_now() - t0 < 3600)
+        g_usleep(20000);
+    unlink(overlay);
+out:
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(c);
+    return ret;
+}
