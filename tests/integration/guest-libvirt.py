@@ -67,6 +67,10 @@ with workdir() as w:
     stop_libvirt = ensure_libvirtd()
     name = f"vbtest-{os.getpid()}"
     try:
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "../../docs/examples/libvirt-domain.xml")
+        r = subprocess.run(["virt-xml-validate", example, "domain"], capture_output=True, text=True)
+        check(r.returncode == 0, f"the example domain XML does not validate: {r.stdout}{r.stderr}")
         os.chmod(w.path, 0o755)            # QEMU runs as libvirt-qemu
         tree = w.p("tree")
         os.makedirs(tree + "/srv")
