@@ -14,6 +14,7 @@
 #include <sys/un.h>
 
 #include "diskbackup.h"
+#include "filerestore.h"
 #include "image.h"
 #include "maint.h"
 #include "reader.h"
@@ -41,6 +42,9 @@ static void usage(FILE *f)
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force]\n"
 "                                         write a disk snapshot to a file or block device\n"
 "  snapshots [--vm NAME] [--json]         list snapshots\n"
+"  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot\n"
+"  restore-files SNAPSHOT [PATH...] --to DIR\n"
+"                                         restore files of a snapshot into a folder of the host\n"
 "  show SNAPSHOT [--json]                 one snapshot's details\n"
 "  verify [SNAPSHOT] [--json]             re-read and re-hash every chunk\n"
 "  prune --keep-last N [--keep-hourly N] [--keep-daily N] [--keep-weekly N]\n"
@@ -324,6 +328,120 @@ static int cmd_show(int argc, char **argv)
     print_json(s->json);
     vb_snap_free(s);
     vb_repo_close(r);
+    return 0;
+}
+
+/* ---- ls / restore-files ------------------------------------------------------ */
+
+static const char type_char[] = "?-dlpcbs";
+
+static int cmd_ls(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_snapshot *snap;
+    struct vb_catalog *cat;
+    struct vb_repo *r;
+    GArray *sel;
+    vb_error e = { 0 };
+    bool json = false;
+    json_object *a = NULL;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'j')
+            return 2;
+        json = true;
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "usage: %s ls SNAPSHOT [PATH...] [--json]\n", prog);
+        return 2;
+    }
+    if (open_repo(VB_LOCK_NONE, &r))
+        return 1;
+    if (vb_files_open(r, argv[optind], &snap, &cat, &e)) {
+        vb_repo_close(r);
+        return die_err(NULL, &e);
+    }
+    if (vb_files_select(cat, argv + optind + 1, argc - optind - 1, &sel, &e)) {
+        vb_cat_free(cat);
+        vb_snap_free(snap);
+        vb_repo_close(r);
+        return die_err(NULL, &e);
+    }
+    if (json)
+        a = json_object_new_array();
+    for (guint i = 0; i < sel->len; i++) {
+        uint64_t idx = g_array_index(sel, uint64_t, i);
+        const struct vb_cat_entry *m = &cat->e[idx];
+        size_t pl;
+        const char *p = vb_cat_path(cat, idx, &pl);
+        char t[48];
+        vb_fmt_time(m->mtime_ns, t, sizeof(t));
+        if (json) {
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "path", json_object_new_string_len(p, (int)pl));
+            json_object_object_add(o, "type", json_object_new_int(m->type));
+            json_object_object_add(o, "mode", json_object_new_int((int)m->mode));
+            json_object_object_add(o, "uid", json_object_new_int64(m->uid));
+            json_object_object_add(o, "gid", json_object_new_int64(m->gid));
+            json_object_object_add(o, "size", json_object_new_int64((int64_t)m->size));
+            json_object_object_add(o, "mtime_ns", json_object_new_int64(m->mtime_ns));
+            if (m->link_len)
+                json_object_object_add(o, "link", json_object_new_string_len(
+                    cat->str + m->link_off, (int)m->link_len));
+            json_object_array_add(a, o);
+        } else {
+            printf("%c%04o %6u %6u %14llu %s /%.*s%s%.*s\n", type_char[m->type < 8 ? m->type : 0],
+                   m->mode, m->uid, m->gid, (unsigned long long)m->size, t, (int)pl, p,
+                   m->link_len ? " -> " : "", (int)m->link_len, cat->str + m->link_off);
+        }
+    }
+    if (json) {
+        print_json(a);
+        json_object_put(a);
+    }
+    g_array_free(sel, TRUE);
+    vb_cat_free(cat);
+    vb_snap_free(snap);
+    vb_repo_close(r);
+    return 0;
+}
+
+static int cmd_restore_files(int argc, char **argv)
+{
+    static const struct option lo[] = { { "to", 1, 0, 'o' }, { 0 } };
+    struct vb_files_restore_opts o = { 0 };
+    struct vb_files_restore_stats st;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    char a[32];
+    double t0 = vb_now();
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'o')
+            return 2;
+        o.to = optarg;
+    }
+    if (optind >= argc || !o.to) {
+        fprintf(stderr, "usage: %s restore-files SNAPSHOT [PATH...] --to DIR\n", prog);
+        return 2;
+    }
+    o.snapshot = argv[optind];
+    o.paths = argv + optind + 1;
+    o.n_paths = argc - optind - 1;
+    o.progress = show_progress();
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    if (vb_files_restore(r, &o, &st, &e)) {
+        vb_repo_close(r);
+        return die_err("restore-files", &e);
+    }
+    vb_repo_close(r);
+    if (!quiet)
+        printf("restored %llu files and %llu folders (%s of data) from %s into %s in %.1f s\n",
+               (unsigned long long)st.files, (unsigned long long)st.dirs,
+               vb_fmt_bytes(st.bytes, a, sizeof(a)), o.snapshot, o.to, vb_now() - t0);
     return 0;
 }
 
@@ -950,6 +1068,8 @@ static const struct {
     { "restore-disk", cmd_restore_disk },
     { "snapshots", cmd_snapshots },
     { "show", cmd_show },
+    { "ls", cmd_ls },
+    { "restore-files", cmd_restore_files },
     { "verify", cmd_verify },
     { "prune", cmd_prune },
     { "gc", cmd_gc },

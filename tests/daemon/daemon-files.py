@@ -93,6 +93,25 @@ with workdir() as w:
         check(f.read() == "ünïcödé content ✓\n", "UTF-8 file content")
     umount(w, src)
 
+    # ---- on the host: list and restore files without the VM -----------------
+    src = mount(w, disk)
+    r = subprocess.run([VBACKUPCTL, "--repo", d.targets["archive"], "ls", st["snapshot"], "/srv"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0 and "/srv/huge-sparse.img" in r.stdout and " -> text.txt" in r.stdout,
+          f"vbackupctl ls: {r.stdout}{r.stderr}")
+    out = w.p("restore-host")
+    r = subprocess.run([VBACKUPCTL, "--repo", d.targets["archive"], "restore-files",
+                        st["snapshot"], "--to", out], capture_output=True, text=True)
+    check(r.returncode == 0, f"restore-files: {r.stderr}")
+    same_trees(src, out, "restore-files on the host")
+    check(allocated(os.path.join(out, "srv/huge-sparse.img")) < (1 << 20),
+          "restore-files did not keep the hole")
+    r = subprocess.run([VBACKUPCTL, "--repo", d.targets["archive"], "restore-files",
+                        st["snapshot"], "/nope", "--to", out], capture_output=True, text=True)
+    check(r.returncode == 1 and "'/nope' is not in the snapshot" in r.stderr,
+          f"restore-files of a missing path: {r.stderr}")
+    umount(w, src)
+
     # ---- the repository ------------------------------------------------------
     repo = d.targets["archive"]
     r = subprocess.run([VBACKUPCTL, "--repo", repo, "verify"], capture_output=True, text=True)
