@@ -39,14 +39,15 @@ static void usage(FILE *f)
 "  init [--level N]                       create a repository (zstd level, default 1)\n"
 "  backup-disk --vm NAME [--name DISK] [--format raw|qcow2] [--buffered] [--threads N] IMAGE\n"
 "                                         back up a whole disk image; prints the snapshot id last\n"
-"  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force]\n"
+"  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
 "  snapshots [--vm NAME] [--json]         list snapshots\n"
 "  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot\n"
 "  restore-files SNAPSHOT [PATH...] --to DIR\n"
 "                                         restore files of a snapshot into a folder of the host\n"
 "  show SNAPSHOT [--json]                 one snapshot's details\n"
-"  verify [SNAPSHOT] [--json]             re-read and re-hash every chunk\n"
+"  verify [SNAPSHOT] [--json] [--threads N]\n"
+"                                         re-read and re-hash every chunk\n"
 "  prune --keep-last N [--keep-hourly N] [--keep-daily N] [--keep-weekly N]\n"
 "        [--keep-monthly N] [--keep-yearly N] [--vm NAME] [--dry-run] [--json]\n"
 "                                         remove snapshots outside the retention policy\n"
@@ -535,8 +536,14 @@ static int cmd_prune(int argc, char **argv)
         case 'j': json = true; break;
         default: return 2;
         }
-        if (dst && parse_int(lo[0].name, optarg, dst))
-            return 2;
+        if (dst) {
+            char opt[32];
+            for (const struct option *x = lo; x->name; x++)
+                if (x->val == c)
+                    snprintf(opt, sizeof(opt), "--%s", x->name);
+            if (parse_int(opt, optarg, dst))
+                return 2;
+        }
     }
     if (optind != argc) {
         fprintf(stderr, "usage: %s prune --keep-last N [...] [--dry-run]\n", prog);
