@@ -381,6 +381,17 @@ out:
 
 static void unplan_job(struct vbd_job *j)
 {
+    /* of a discarded plan, keep only the history: deferrals and the view */
+    json_object *keep = json_object_new_array();
+    for (size_t i = 0; i < json_object_array_length(j->plan_notes); i++) {
+        json_object *n = json_object_array_get_idx(j->plan_notes, i);
+        const char *t = json_object_get_string(n);
+        if (!strncmp(t, "schedule: deferred", 18) || !strncmp(t, "view:", 5) ||
+            !strncmp(t, "not deferred", 12))
+            json_object_array_add(keep, json_object_get(n));
+    }
+    json_object_put(j->plan_notes);
+    j->plan_notes = keep;
     if (j->pieces)
         g_array_set_size(j->pieces, 0);
     if (j->windows) {
