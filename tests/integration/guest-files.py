@@ -3,13 +3,16 @@
 virtio-backup device: full, then incremental after changes; then, in a
 second boot, it deletes files and restores into another folder and into
 place.  Every restored file's SHA-256, size, mode, mtime (to the
-nanosecond), symlinks, hard links and holes equal the state backed up."""
+nanosecond), symlinks, hard links and holes equal the state backed up.  The
+guest also asks for a whole-disk backup, which the host restores with
+vbackupctl restore-disk: its file system holds the same tree."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import subprocess
 from guestlib import (Daemon, artifacts, boot, check, log, make_tree, mount, partitioned_ext4,  # noqa
-                      same_trees, umount, workdir, run, allocated)
+                      same_trees, umount, workdir, run, allocated, VBACKUPCTL)
 
 with workdir() as w:
     artifacts()
@@ -31,12 +34,28 @@ echo new > /data/srv/new.txt
 chmod 600 /data/srv/random.bin
 touch -d '2001-02-03 04:05:06' /data/srv/empty
 vbackup backup /data --to archive --mode incremental
+sync
+vbackup backup-disk --to archive data0
 vbackup list --from archive
 umount /data
 """, disks, d.sock("guest1"), name="backup")
     check("incremental" in console and "guest1/" in console, "vbackup list shows no snapshots")
     # the state that was backed up last: the disk as it is now
     run("cp", "--sparse=always", data, w.p("ref.raw"))
+    # the whole-disk snapshot the guest asked for: restored on the host, its file
+    # system holds the same tree
+    import json
+    snaps = json.loads(subprocess.run([VBACKUPCTL, "--repo", d.targets["archive"], "snapshots",
+                                       "--json"], capture_output=True, text=True).stdout)
+    disk_snaps = [x for x in snaps if x["type"] == "disk"]
+    check(len(disk_snaps) == 1 and disk_snaps[0]["group"] == "disk:data0", f"snapshots: {snaps}")
+    run(VBACKUPCTL, "--repo", d.targets["archive"], "--quiet", "restore-disk",
+        disk_snaps[0]["id"], "--to", w.p("disk-restored.raw"))
+    dr = mount(w, w.p("disk-restored.raw"), offset=off)
+    rf = mount(w, w.p("ref.raw"), offset=off)
+    same_trees(rf, dr, "the guest's whole-disk backup, restored on the host")
+    umount(w, dr)
+    umount(w, rf)
 
     boot(w, """
 mkdir -p /data /restore && mount /dev/vda1 /data && mount /dev/vdb /restore
