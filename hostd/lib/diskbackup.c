@@ -47,6 +47,7 @@ struct dbk {
     GQueue free_slots;
     GMutex claim_lock;
     GHashTable *claimed;     /* ids stored or being stored by this backup */
+    GHashTable *known;       /* ids the parent snapshot references: they exist */
     struct vb_io poll_io;
     struct vb_disk_stats *st;
     uint8_t *ids;
@@ -88,7 +89,9 @@ static void chunk_work(struct vb_work *w, struct vb_codec *c)
     if (fresh)
         g_hash_table_add(bk->claimed, g_memdup2(ch->id, VB_ID_LEN));
     g_mutex_unlock(&bk->claim_lock);
-    if (!fresh || vb_repo_has_chunk(bk->repo, ch->id)) {
+    /* the parent's chunks exist (gc waits for our shared lock): no lookup */
+    if (!fresh || (bk->known && g_hash_table_contains(bk->known, ch->id)) ||
+        vb_repo_has_chunk(bk->repo, ch->id)) {
         ch->outcome = OUT_DEDUP;
         return;
     }
@@ -200,6 +203,19 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
     snprintf(group, sizeof(group), "disk:%s", o->name ? o->name : basename(name_copy));
     free(name_copy);
 
+    parent = find_parent(r, o->vm, group);
+    if (parent) {
+        struct vb_snapshot *ps;
+        if (vb_snap_load(r, parent, &ps, NULL) == 0) {
+            if (vb_snap_load_fidx(r, ps, NULL) == 0) {
+                bk.known = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+                for (uint64_t i = 0; i < ps->n_chunks; i++)
+                    if (!vb_id_is_zero(ps->ids + i * VB_ID_LEN))
+                        g_hash_table_add(bk.known, g_memdup2(ps->ids + i * VB_ID_LEN, VB_ID_LEN));
+            }
+            vb_snap_free(ps);
+        }
+    }
     n_chunks = (bk.img->size + VB_DISK_CHUNK - 1) / VB_DISK_CHUNK;
     st->chunks = n_chunks;
     bk.ids = calloc(VB_MAX(n_chunks, 1u), VB_ID_LEN);
@@ -335,7 +351,6 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
                    : vb_seterr(e, -ENOMEM, "out of memory");
         free(fidx);
         vb_hex(sum, 32, hex);
-        parent = find_parent(r, o->vm, group);
         st->seconds = vb_now() - t0;
 
         idx = json_object_new_object();
@@ -385,6 +400,8 @@ out_slots:
     if (bk.scratch)
         g_array_free(bk.scratch, TRUE);
     g_hash_table_destroy(bk.claimed);
+    if (bk.known)
+        g_hash_table_destroy(bk.known);
     g_mutex_clear(&bk.claim_lock);
 out_ring:
     vb_ring_exit(&bk.ring);
@@ -393,8 +410,8 @@ out_snap:
         vb_snap_abort(&w);
 out_ids:
     free(bk.ids);
-    free(parent);
 out_img:
+    free(parent);
     vb_image_close(bk.img);
     st->seconds = vb_now() - t0;
     return ret;

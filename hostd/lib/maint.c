@@ -435,7 +435,7 @@ static int walk_chunks(struct vb_repo *r, chunk_visit fn, void *opaque, vb_error
         DIR *d;
         struct dirent *ce;
 
-        if (strlen(de->d_name) != 4 || de->d_name[0] == '.')
+        if (strlen(de->d_name) != VB_FANOUT || de->d_name[0] == '.')
             continue;
         fd = openat(r->chunks_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0 || !(d = fdopendir(fd))) {

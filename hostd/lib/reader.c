@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef VB_RD_MAX
+#define VB_RD_MAX (4u << 20)
+#endif
+
 static void io_done(struct vb_io *io, int res)
 {
     struct vb_rd *rd = io->opaque;
@@ -58,7 +62,7 @@ int vb_rd_start(struct vb_ring *ring, struct vb_rd *rd, GArray *scratch, vb_erro
     for (guint i = 0; i < scratch->len; i++) {
         struct vb_extent_map *m = &g_array_index(scratch, struct vb_extent_map, i);
         if (m->kind == VB_X_DATA) {
-            n_data += (unsigned)((m->len + (1u << 20) - 1) >> 20);
+            n_data += (unsigned)((m->len + VB_RD_MAX - 1) / VB_RD_MAX);
             rd->data_bytes += m->len;
         } else if (m->kind == VB_X_COMPRESSED) {
             n_comp++;
@@ -94,9 +98,9 @@ int vb_rd_start(struct vb_ring *ring, struct vb_rd *rd, GArray *scratch, vb_erro
         uint8_t *dst = rd->buf + (m->off - rd->off);
 
         if (m->kind == VB_X_DATA) {
-            /* at most 1 MiB per request keeps many requests in flight */
-            for (uint64_t done = 0; done < m->len; done += 1u << 20) {
-                uint32_t n = (uint32_t)VB_MIN(m->len - done, (uint64_t)1 << 20);
+            /* bounded requests keep several in flight */
+            for (uint64_t done = 0; done < m->len; done += VB_RD_MAX) {
+                uint32_t n = (uint32_t)VB_MIN(m->len - done, (uint64_t)VB_RD_MAX);
                 prep_io(&rd->ios[rd->n_ios++], l, m->host_off + done, dst + done, n, rd);
             }
         } else if (m->kind == VB_X_COMPRESSED) {

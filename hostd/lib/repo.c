@@ -156,7 +156,7 @@ void vb_repo_chunk_relpath(const uint8_t id[VB_ID_LEN], char out[80])
     char hex[VB_ID_HEX];
 
     vb_hex(id, VB_ID_LEN, hex);
-    snprintf(out, 80, "%.4s/%s", hex, hex);
+    snprintf(out, 80, "%.*s/%s", VB_FANOUT, hex, hex);
 }
 
 bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN])
@@ -176,13 +176,14 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
 
     *added = false;
     vb_repo_chunk_relpath(id, rel);
-    snprintf(tmp, sizeof(tmp), "%.4s/.tmp-%.16s-%d-%lx-%lu", rel, rel + 5, (int)getpid(),
+    snprintf(tmp, sizeof(tmp), "%.*s/.tmp-%.16s-%d-%lx-%lu", VB_FANOUT, rel, rel + VB_FANOUT + 1,
+             (int)getpid(),
              (unsigned long)gettid(), seq++);
     fd = openat(r->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == ENOENT) {
-        char dir[5];
-        memcpy(dir, rel, 4);
-        dir[4] = 0;
+        char dir[VB_FANOUT + 1];
+        memcpy(dir, rel, VB_FANOUT);
+        dir[VB_FANOUT] = 0;
         if (mkdirat(r->chunks_fd, dir, 0700) < 0 && errno != EEXIST)
             return vb_seterr(e, -errno, "mkdir %s/chunks/%s: %s", r->path, dir, strerror(errno));
         fd = openat(r->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -220,16 +221,16 @@ int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t *
     vb_repo_chunk_relpath(id, rel);
     fd = openat(r->chunks_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return vb_seterr(e, -errno, "chunk %s: %s", rel + 5,
+        return vb_seterr(e, -errno, "chunk %s: %s", rel + VB_FANOUT + 1,
                          errno == ENOENT ? "missing from the repository" : strerror(errno));
     if (fstat(fd, &st) < 0) {
-        ret = vb_seterr(e, -errno, "stat chunk %s: %s", rel + 5, strerror(errno));
+        ret = vb_seterr(e, -errno, "stat chunk %s: %s", rel + VB_FANOUT + 1, strerror(errno));
         close(fd);
         return ret;
     }
     if ((uint64_t)st.st_size > VB_CHUNK_HDR + (uint64_t)VB_CHUNK_MAX + 1024) {
         close(fd);
-        return vb_seterr(e, -EBADMSG, "chunk %s: file of %lld bytes is too large", rel + 5,
+        return vb_seterr(e, -EBADMSG, "chunk %s: file of %lld bytes is too large", rel + VB_FANOUT + 1,
                          (long long)st.st_size);
     }
     if (*cap < (size_t)st.st_size || !*buf) {
@@ -244,7 +245,7 @@ int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t *
     ret = vb_pread_all(fd, *buf, (size_t)st.st_size, 0);
     close(fd);
     if (ret)
-        return vb_seterr(e, ret, "read chunk %s: %s", rel + 5, strerror(-ret));
+        return vb_seterr(e, ret, "read chunk %s: %s", rel + VB_FANOUT + 1, strerror(-ret));
     *len = (size_t)st.st_size;
     return 0;
 }

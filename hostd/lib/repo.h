@@ -5,7 +5,7 @@
  *
  *   vbackup-repo.json          format marker and settings
  *   lock                       flock: shared for writers/readers, exclusive for gc
- *   chunks/abcd/<sha256 hex>   one chunk (chunk.h), fan-out by the first 4 hex digits
+ *   chunks/ab/<sha256 hex>     one chunk (chunk.h), fan-out by the first 2 hex digits
  *   snapshots/<vm>/<time>/     one snapshot: index.json (+ disk.fidx or files.bin)
  *
  * See docs/repository.md.
@@ -21,6 +21,7 @@
 
 #define VB_REPO_FORMAT      1
 #define VB_DISK_CHUNK       (4u << 20)
+#define VB_FANOUT           2          /* hex digits of the chunk folders: chunks/ab/ */
 
 enum vb_lock { VB_LOCK_NONE = 0, VB_LOCK_SHARED = 1, VB_LOCK_EXCLUSIVE = 2 };
 

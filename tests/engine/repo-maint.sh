@@ -30,7 +30,7 @@ ids = [f[64 + 32 * i: 96 + 32 * i].hex() for i in range((len(f) - 64) // 32)]
 print(ids[2])  # the chunk at 8 MiB, written by snapshot 2
 PY
 victim=$(cat victim)
-chunk="$R/chunks/${victim:0:4}/$victim"
+chunk="$R/chunks/${victim:0:2}/$victim"
 cp "$chunk" chunk.good
 flip_byte "$chunk" 100
 rc=0; "$V" --repo "$R" verify > v.out || rc=$?
