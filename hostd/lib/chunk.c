@@ -59,6 +59,19 @@ void vb_chunk_id(const void *data, size_t len, uint8_t id[VB_ID_LEN])
     SHA256(data, len, id);
 }
 
+unsigned int vb_id_hash(const void *id)
+{
+    unsigned int h;
+
+    memcpy(&h, id, sizeof(h));      /* a SHA-256 is uniform: any 4 bytes will do */
+    return h;
+}
+
+int vb_id_equal(const void *a, const void *b)
+{
+    return memcmp(a, b, VB_ID_LEN) == 0;
+}
+
 static void put_hdr(uint8_t *p, const struct vb_chunk_hdr *h)
 {
     uint32_t v;

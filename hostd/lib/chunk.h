@@ -48,6 +48,9 @@ void vb_codec_set_level(struct vb_codec *c, int level);
 void vb_codec_free(struct vb_codec *c);
 
 void vb_chunk_id(const void *data, size_t len, uint8_t id[VB_ID_LEN]);
+/* GHashTable functions for keys that are chunk ids (VB_ID_LEN bytes) */
+unsigned int vb_id_hash(const void *id);
+int vb_id_equal(const void *a, const void *b);
 static inline int vb_id_is_zero(const uint8_t id[VB_ID_LEN])
 {
     for (int i = 0; i < VB_ID_LEN; i++)

@@ -54,19 +54,6 @@ struct dbk {
     uint64_t processed;      /* allocated bytes processed, for progress */
 };
 
-static guint id_hash(gconstpointer p)
-{
-    guint h;
-
-    memcpy(&h, p, sizeof(h));
-    return h;
-}
-
-static gboolean id_equal(gconstpointer a, gconstpointer b)
-{
-    return memcmp(a, b, VB_ID_LEN) == 0;
-}
-
 /* worker thread */
 static void chunk_work(struct vb_work *w, struct vb_codec *c)
 {
@@ -208,7 +195,7 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
         struct vb_snapshot *ps;
         if (vb_snap_load(r, parent, &ps, NULL) == 0) {
             if (vb_snap_load_fidx(r, ps, NULL) == 0) {
-                bk.known = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+                bk.known = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
                 for (uint64_t i = 0; i < ps->n_chunks; i++)
                     if (!vb_id_is_zero(ps->ids + i * VB_ID_LEN))
                         g_hash_table_add(bk.known, g_memdup2(ps->ids + i * VB_ID_LEN, VB_ID_LEN));
@@ -238,7 +225,7 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
         goto out_ring;
     }
     g_mutex_init(&bk.claim_lock);
-    bk.claimed = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+    bk.claimed = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     bk.scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
     bk.n_slots = (unsigned)bk.wk.n * 4 + 4;
     bk.slots = calloc(bk.n_slots, sizeof(*bk.slots));

@@ -19,32 +19,37 @@
 #include "progress.h"
 #include "vbackup/proto.h"
 
+int vb_files_catalog(struct vb_repo *r, const struct vb_snapshot *s, struct vb_catalog **cat,
+                     vb_error *e)
+{
+    json_object *co = json_object_object_get(s->json, "catalog");
+    const char *file = vb_json_str(co, "file");
+    char path[PATH_MAX];
+    int ret;
+
+    if (s->type != VB_SNAP_FILES)
+        return vb_seterr(e, -EINVAL, "snapshot %s is a disk snapshot (restore-disk restores it)",
+                         s->id);
+    if (!file || strchr(file, '/'))
+        return vb_seterr(e, -EBADMSG, "snapshot %s names no catalog", s->id);
+    snprintf(path, sizeof(path), "%s/snapshots/%s/%s", r->path, s->id, file);
+    ret = vb_cat_load(path, vb_json_str(co, "sha256"), cat, e);
+    if (ret)
+        vb_prefixerr(e, "snapshot %s", s->id);
+    return ret;
+}
+
 int vb_files_open(struct vb_repo *r, const char *id, struct vb_snapshot **snap,
                   struct vb_catalog **cat, vb_error *e)
 {
-    json_object *co;
-    const char *file;
-    char path[PATH_MAX];
     int ret = vb_snap_load(r, id, snap, e);
 
     if (ret)
         return ret;
-    if ((*snap)->type != VB_SNAP_FILES) {
-        vb_snap_free(*snap);
-        return vb_seterr(e, -EINVAL, "snapshot %s is a disk snapshot (restore-disk restores it)",
-                         id);
-    }
-    co = json_object_object_get((*snap)->json, "catalog");
-    file = vb_json_str(co, "file");
-    if (!file || strchr(file, '/')) {
-        vb_snap_free(*snap);
-        return vb_seterr(e, -EBADMSG, "snapshot %s names no catalog", id);
-    }
-    snprintf(path, sizeof(path), "%s/snapshots/%s/%s", r->path, id, file);
-    ret = vb_cat_load(path, vb_json_str(co, "sha256"), cat, e);
+    ret = vb_files_catalog(r, *snap, cat, e);
     if (ret) {
-        vb_prefixerr(e, "snapshot %s", id);
         vb_snap_free(*snap);
+        *snap = NULL;
     }
     return ret;
 }

@@ -10,6 +10,9 @@
 #include "repo.h"
 #include "snapshot.h"
 
+/* The catalog of a files snapshot already loaded (checked against its SHA-256). */
+int vb_files_catalog(struct vb_repo *r, const struct vb_snapshot *s, struct vb_catalog **cat,
+                     vb_error *e);
 int vb_files_open(struct vb_repo *r, const char *id, struct vb_snapshot **snap,
                   struct vb_catalog **cat, vb_error *e);
 /* Entries under the paths (none: everything), sorted, parents first. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "filerestore.h"
 #include "progress.h"
 #include "workers.h"
 
@@ -22,19 +23,11 @@ int vb_snap_chunks(struct vb_repo *r, struct vb_snapshot *s, GArray *out, vb_err
     int ret;
 
     if (s->type == VB_SNAP_FILES) {
-        json_object *co = json_object_object_get(s->json, "catalog");
-        const char *file = vb_json_str(co, "file");
         struct vb_catalog *cat;
-        char path[PATH_MAX];
 
-        if (!file || strchr(file, '/'))
-            return vb_seterr(e, -EBADMSG, "snapshot %s: index.json names no catalog", s->id);
-        snprintf(path, sizeof(path), "%s/snapshots/%s/%s", r->path, s->id, file);
-        ret = vb_cat_load(path, vb_json_str(co, "sha256"), &cat, e);
-        if (ret) {
-            vb_prefixerr(e, "snapshot %s", s->id);
+        ret = vb_files_catalog(r, s, &cat, e);
+        if (ret)
             return ret;
-        }
         for (uint64_t i = 0; i < cat->n_chunks; i++) {
             struct vb_chunk_ref ref;
             memcpy(ref.id, cat->c[i].id, VB_ID_LEN);
@@ -56,19 +49,6 @@ int vb_snap_chunks(struct vb_repo *r, struct vb_snapshot *s, GArray *out, vb_err
         g_array_append_val(out, ref);
     }
     return 0;
-}
-
-static guint id_hash(gconstpointer p)
-{
-    guint h;
-
-    memcpy(&h, p, sizeof(h));
-    return h;
-}
-
-static gboolean id_equal(gconstpointer a, gconstpointer b)
-{
-    return memcmp(a, b, VB_ID_LEN) == 0;
 }
 
 /* ---- verify ---------------------------------------------------------------- */
@@ -111,7 +91,7 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
               struct vb_verify_result *res, vb_error *e)
 {
     GPtrArray *snaps = NULL;
-    GHashTable *chunks = g_hash_table_new_full(id_hash, id_equal, g_free, centry_free);
+    GHashTable *chunks = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, centry_free);
     GArray *refs = g_array_new(FALSE, FALSE, sizeof(struct vb_chunk_ref));
     json_object *bad_chunks = json_object_new_array(), *bad_snaps = json_object_new_array();
     bool *snap_bad = NULL;
@@ -527,7 +507,7 @@ static void sweep_snapshot_temps(struct vb_repo *r, bool dry_run, struct vb_gc_r
 
 int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e)
 {
-    GHashTable *marks = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+    GHashTable *marks = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     struct sweep sw = { .marks = marks, .res = res, .dry_run = dry_run };
     int ret;
 
@@ -555,7 +535,7 @@ static void count_one(void *opaque, int dirfd, const char *name, const struct st
 
 int vb_stats(struct vb_repo *r, struct vb_stats *st, vb_error *e)
 {
-    GHashTable *marks = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+    GHashTable *marks = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     int ret;
 
     memset(st, 0, sizeof(*st));

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "filerestore.h"
 #include "psi.h"
 
 #define WINDOW (4u << 20)
@@ -126,16 +127,12 @@ static void find_parent(struct vbd_job *j)
     for (guint i = snaps->len; i-- > 0;) {
         struct vb_snapshot *s = snaps->pdata[i];
         const char *mode = vb_json_str(s->json, "mode");
-        const char *cat = vb_json_str(json_object_object_get(s->json, "catalog"), "file");
-        const char *sum = vb_json_str(json_object_object_get(s->json, "catalog"), "sha256");
-        char path[PATH_MAX];
 
-        if (s->type != VB_SNAP_FILES || strcmp(s->group, group) || !cat)
+        if (s->type != VB_SNAP_FILES || strcmp(s->group, group))
             continue;
         if (j->mode == VB_MODE_DIFFERENTIAL && (!mode || strcmp(mode, "full")))
             continue;
-        snprintf(path, sizeof(path), "%s/snapshots/%s/%s", j->target->repo->path, s->id, cat);
-        if (vb_cat_load(path, sum, &j->parent_cat, &e) == 0) {
+        if (vb_files_catalog(j->target->repo, s, &j->parent_cat, &e) == 0) {
             j->parent = g_strdup(s->id);
         } else {
             vbd_log("job %llu: parent %s is unreadable (%s); backing up in full",

@@ -97,19 +97,6 @@ void vbd_job_unlock(struct vbd_job *j)
 
 /* ---- chunking (worker threads) ---------------------------------------------------------- */
 
-static guint id_hash(gconstpointer p)
-{
-    guint h;
-
-    memcpy(&h, p, sizeof(h));
-    return h;
-}
-
-static gboolean id_equal(gconstpointer a, gconstpointer b)
-{
-    return memcmp(a, b, VB_ID_LEN) == 0;
-}
-
 /* Store one chunk (unless it is zeros or already stored); record it. */
 static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *data,
                       uint32_t len, uint64_t off)
@@ -1005,7 +992,7 @@ int vbd_exec_init(struct vbd *d, vb_error *e)
     d->wk_src = g_unix_fd_add(d->wk.efd, G_IO_IN, on_workers, d);
     vb_cdc_init(&d->cdc, VB_CDC_AVG);
     g_mutex_init(&d->claim_lock);
-    d->claimed = g_hash_table_new_full(id_hash, id_equal, g_free, NULL);
+    d->claimed = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     g_queue_init(&d->free_bufs);
     d->max_bufs = (unsigned)d->wk.n * 4 + 8;
     d->bytes_by_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);

@@ -171,7 +171,7 @@ void vbd_job_finish_ok(struct vbd_job *j)
     job_end(j, VB_JOB_DONE);
 }
 
-static unsigned unfinished_jobs(struct vbd *d, struct vbd_vm *vm)
+unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm)
 {
     GHashTableIter it;
     gpointer k, v;
@@ -247,7 +247,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             goto out;
         }
     }
-    if (unfinished_jobs(d, c->vm) >= d->cfg->max_jobs_per_vm) {
+    if (vbd_unfinished_jobs(d, c->vm) >= d->cfg->max_jobs_per_vm) {
         vbd_reply_err(c, h, VB_S_BUSY, "VM %s already has %u unfinished jobs", c->vm->name,
                       d->cfg->max_jobs_per_vm);
         goto out;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "filerestore.h"
 #include "wire.h"
 
 struct rd_wait {
@@ -81,13 +82,6 @@ static uint64_t sel_index(struct vbd_job *j, uint64_t ci)
     return UINT64_MAX;
 }
 
-static gint cmp_u64(gconstpointer a, gconstpointer b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
 /* ---- RESTORE_BEGIN ------------------------------------------------------------------ */
 
 static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, char **paths,
@@ -106,14 +100,8 @@ static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, ch
         for (guint i = snaps->len; i-- > 0;) {
             struct vb_snapshot *s = snaps->pdata[i];
             struct vb_catalog *cat = NULL;
-            json_object *co = json_object_object_get(s->json, "catalog");
-            char path[PATH_MAX];
             bool all = true;
-            if (s->type != VB_SNAP_FILES || !vb_json_str(co, "file"))
-                continue;
-            snprintf(path, sizeof(path), "%s/snapshots/%s/%s", t->path, s->id,
-                     vb_json_str(co, "file"));
-            if (vb_cat_load(path, vb_json_str(co, "sha256"), &cat, &e))
+            if (s->type != VB_SNAP_FILES || vb_files_catalog(t->repo, s, &cat, &e))
                 continue;
             for (unsigned k = 0; k < n_paths && all; k++) {
                 uint64_t self, first, end;
@@ -141,25 +129,25 @@ static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, ch
         snprintf(id, sizeof(id), "%s/%s", j->vm->name, want);
     /* another VM's snapshot is "not found", exactly like a missing one */
     if (strncmp(id, j->vm->name, strlen(j->vm->name)) || id[strlen(j->vm->name)] != '/' ||
-        !vb_snap_valid_id(id) || vb_snap_load(t->repo, id, &j->snap, &e)) {
+        !vb_snap_valid_id(id)) {
         snprintf(msg, msg_len, "snapshot '%s' not found for VM %s in '%s'", want, j->vm->name,
                  t->name);
         return st;
     }
-    if (j->snap->type != VB_SNAP_FILES) {
-        snprintf(msg, msg_len, "snapshot %s is a disk snapshot: restore disks on the host with "
-                 "vbackupctl restore-disk", id);
+    switch (vb_files_open(t->repo, id, &j->snap, &j->cat, &e)) {
+    case 0:
+        break;
+    case -ENOENT:
+        snprintf(msg, msg_len, "snapshot '%s' not found for VM %s in '%s'", want, j->vm->name,
+                 t->name);
+        return st;
+    case -EINVAL:       /* a disk snapshot */
+        snprintf(msg, msg_len, "%s: disks are restored on the host (vbackupctl restore-disk)",
+                 vb_strerror(&e));
         return VB_S_BAD_REQUEST;
-    }
-    {
-        json_object *co = json_object_object_get(j->snap->json, "catalog");
-        char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/snapshots/%s/%s", t->path, id,
-                 vb_json_str(co, "file") ? vb_json_str(co, "file") : "files.cat");
-        if (vb_cat_load(path, vb_json_str(co, "sha256"), &j->cat, &e)) {
-            snprintf(msg, msg_len, "snapshot %s cannot be read: %s", id, vb_strerror(&e));
-            return VB_S_IO;
-        }
+    default:
+        snprintf(msg, msg_len, "snapshot %s cannot be read: %s", id, vb_strerror(&e));
+        return VB_S_IO;
     }
     return VB_S_OK;
 }
@@ -173,9 +161,6 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     struct vbd_job *j;
     vb_error e = { 0 };
     char msg[VBD_MSG];
-    GHashTableIter it;
-    gpointer k, v;
-    unsigned open_jobs = 0;
     uint8_t *out;
     size_t sl;
     int st = vbd_parse_restore_begin(p, n, &rb, msg);
@@ -189,14 +174,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s'", rb.target);
         goto out;
     }
-    g_hash_table_iter_init(&it, d->jobs);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        struct vbd_job *x = v;
-        if (x->vm == c->vm && x->state != VB_JOB_DONE && x->state != VB_JOB_FAILED &&
-            x->state != VB_JOB_CANCELLED)
-            open_jobs++;
-    }
-    if (open_jobs >= d->cfg->max_jobs_per_vm) {
+    if (vbd_unfinished_jobs(d, c->vm) >= d->cfg->max_jobs_per_vm) {
         vbd_reply_err(c, h, VB_S_BUSY, "VM %s already has %u unfinished jobs", c->vm->name,
                       d->cfg->max_jobs_per_vm);
         goto out;
@@ -217,35 +195,11 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         vbd_reply_err(c, h, st, "%s", msg);
         goto out;
     }
-    j->sel = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-    if (!rb.n_paths) {
-        for (uint64_t i = 0; i < j->cat->n; i++)
-            g_array_append_val(j->sel, i);
-    } else {
-        for (unsigned i = 0; i < rb.n_paths; i++) {
-            uint64_t self, first, end;
-            vb_cat_subtree(j->cat, rb.paths[i], strlen(rb.paths[i]), &self, &first, &end);
-            if (self == VB_CAT_NONE && first == end) {
-                snprintf(msg, sizeof(msg), "path '%s' is not in snapshot %s", rb.paths[i],
-                         j->snap->id);
-                vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
-                vbd_reply_err(c, h, VB_S_NOT_FOUND, "%s", msg);
-                goto out;
-            }
-            if (self != VB_CAT_NONE)
-                g_array_append_val(j->sel, self);
-            for (uint64_t x = first; x < end; x++)
-                g_array_append_val(j->sel, x);
-        }
-        g_array_sort(j->sel, cmp_u64);
-        /* drop duplicates (overlapping paths) */
-        {
-            guint w = 0;
-            for (guint i = 0; i < j->sel->len; i++)
-                if (!w || g_array_index(j->sel, uint64_t, w - 1) != g_array_index(j->sel, uint64_t, i))
-                    g_array_index(j->sel, uint64_t, w++) = g_array_index(j->sel, uint64_t, i);
-            g_array_set_size(j->sel, w);
-        }
+    if (vb_files_select(j->cat, rb.paths, rb.n_paths, &j->sel, &e)) {
+        snprintf(msg, sizeof(msg), "snapshot %s: %s", j->snap->id, vb_strerror(&e));
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_reply_err(c, h, VB_S_NOT_FOUND, "%s", msg);
+        goto out;
     }
     for (guint i = 0; i < j->sel->len; i++) {
         /* the bytes that will travel: data chunks, not holes */

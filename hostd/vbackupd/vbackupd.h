@@ -374,6 +374,7 @@ void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t
 struct vbd_job *vbd_job_find(struct vbd *d, struct vbd_vm *vm, uint64_t id);
 void vbd_job_unref(struct vbd_job *j);
 struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm);
+unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm);   /* restores count too */
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vbd_job_finish_ok(struct vbd_job *j);

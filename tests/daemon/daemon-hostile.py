@@ -228,6 +228,16 @@ with workdir() as w:
     restore(gc, "archive", good_result["ids"][-1], out)
     same_trees(src, out, "the good VM's restore")
     umount(w, src)
+    # a whole-disk snapshot cannot travel back through the guest: it says where to go instead
+    dj, _ = gc.begin("archive", ["g0"], [], kind=vp.KIND_DISK)
+    gc.seal(dj)
+    dst = gc.wait_job(dj)
+    check(dst["state"] == "done", f"the good VM's disk backup: {dst}")
+    expect(gc, "RESTORE_BEGIN", struct.pack("<HHHH", 7, len(dst["snapshot"]), 0, 0) + b"archive" +
+           dst["snapshot"].encode(), "BAD_REQUEST", "disks are restored on the host")
+    gone = "good/1999" + dst["snapshot"][len("good/2026"):]      # well-formed, never made
+    expect(gc, "RESTORE_BEGIN", struct.pack("<HHHH", 7, len(gone), 0, 0) + b"archive" +
+           gone.encode(), "NOT_FOUND", f"snapshot '{gone}' not found for VM good")
     check(d.alive(), "vbackupd died")
     log_text = d.log_text()
     check("AddressSanitizer" not in log_text and "runtime error" not in log_text,
