@@ -493,6 +493,37 @@ out:
     return rc;
 }
 
+/* Seal the job.  Under a freeze whose view the host reads (VB_VIEW_FROZEN),
+ * hold the freeze until the host has read everything; then thaw.  On an error
+ * *sealed is false again when the job must not finish (its view is gone). */
+static int seal_and_thaw(struct bctx *b, uint64_t job, bool *froze, bool *sealed,
+                         double *frozen, struct vbc_err *e)
+{
+    uint32_t view = 0;
+    int rc;
+
+    if ((rc = vbc_seal(b->c, job, &view, e))) {
+        vbc_prefixerr(e, "sealing job %llu", (unsigned long long)job);
+        return rc;
+    }
+    *sealed = true;
+    if (!*froze)
+        return 0;
+    if (view == VB_VIEW_FROZEN && b->ops->is_frozen && b->ops->is_frozen(b->src)) {
+        rc = wait_read_done(b, job, e);
+        vbc_progress_clear(&b->prog);
+        if (rc) {
+            *sealed = false;
+            return rc;
+        }
+    }
+    *frozen = b->ops->thaw(b->src);
+    *froze = false;
+    if ((rc = check_freeze(b, e)))
+        *sealed = false;
+    return rc;
+}
+
 int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_source_ops *ops,
                void *src)
 {
@@ -502,7 +533,6 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
     struct vbc_begin begin;
     struct vbc_job j;
     uint64_t job = 0;
-    uint32_t view = 0;
     double frozen = -1;
     bool froze = false, sealed = false;
     int64_t t0 = vbc_now_ns();
@@ -559,27 +589,8 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
         goto fail_job;
     if ((rc = check_freeze(&b, &e)))
         goto fail_job;
-    if ((rc = vbc_seal(b.c, job, &view, &e))) {
-        vbc_prefixerr(&e, "sealing job %llu", (unsigned long long)job);
+    if ((rc = seal_and_thaw(&b, job, &froze, &sealed, &frozen, &e)))
         goto fail_job;
-    }
-    sealed = true;
-    if (froze) {
-        if (view == VB_VIEW_FROZEN && ops->is_frozen && ops->is_frozen(src)) {
-            rc = wait_read_done(&b, job, &e);
-            vbc_progress_clear(&b.prog);
-            if (rc) {
-                sealed = false;      /* the view is gone: the job must not finish */
-                goto fail_job;
-            }
-        }
-        frozen = ops->thaw(src);
-        froze = false;
-        if ((rc = check_freeze(&b, &e))) {
-            sealed = false;
-            goto fail_job;
-        }
-    }
     vbc_files_free(&b.files);
     for (size_t i = 0; i < b.n_fb; i++)
         free(b.fbs[i].path);
@@ -630,7 +641,6 @@ int vbc_backup_disk(const char *device, const char *target, const char *serial,
     struct vbc_job j;
     struct bctx b;
     uint64_t job = 0;
-    uint32_t view;
     double frozen = -1;
     bool froze = false, sealed = false;
     int64_t t0 = vbc_now_ns();
@@ -659,27 +669,8 @@ int vbc_backup_disk(const char *device, const char *target, const char *serial,
             goto fail_job;
         froze = true;
     }
-    if ((rc = vbc_seal(c, job, &view, &e))) {
-        vbc_prefixerr(&e, "sealing job %llu", (unsigned long long)job);
+    if ((rc = seal_and_thaw(&b, job, &froze, &sealed, &frozen, &e)))
         goto fail_job;
-    }
-    sealed = true;
-    if (froze) {
-        if (view == VB_VIEW_FROZEN && ops->is_frozen && ops->is_frozen(src)) {
-            rc = wait_read_done(&b, job, &e);
-            vbc_progress_clear(&b.prog);
-            if (rc) {
-                sealed = false;
-                goto fail_job;
-            }
-        }
-        frozen = ops->thaw(src);
-        froze = false;
-        if ((rc = check_freeze(&b, &e))) {
-            sealed = false;
-            goto fail_job;
-        }
-    }
     if ((rc = wait_job(c, job, &j, &e))) {
         vbc_prefixerr(&e, "job %llu", (unsigned long long)job);
         goto fail;
