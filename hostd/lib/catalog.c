@@ -93,12 +93,11 @@ static int path_cmp(const char *a, size_t an, const char *b, size_t bn)
     return an < bn ? -1 : an > bn ? 1 : 0;
 }
 
-static GArray *sort_src;
-
-static int by_path(const void *pa, const void *pb)
+/* qsort_r: several jobs' catalogs are serialized at once, on worker threads */
+static int by_path(const void *pa, const void *pb, void *src)
 {
-    const struct bentry *a = &g_array_index(sort_src, struct bentry, *(const guint *)pa);
-    const struct bentry *b = &g_array_index(sort_src, struct bentry, *(const guint *)pb);
+    const struct bentry *a = &g_array_index((GArray *)src, struct bentry, *(const guint *)pa);
+    const struct bentry *b = &g_array_index((GArray *)src, struct bentry, *(const guint *)pb);
 
     return path_cmp(a->path, a->m.path_len, b->path, b->m.path_len);
 }
@@ -122,9 +121,7 @@ uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
         if (x->m.type == 1 /* VB_FT_REG */)
             sum += x->m.size;
     }
-    sort_src = b->e;   /* qsort has no context argument; the builder is single-threaded */
-    qsort(order, n, sizeof(guint), by_path);
-    sort_src = NULL;
+    qsort_r(order, n, sizeof(guint), by_path, b->e);
     for (guint i = 0; i < n; i++)
         rank[order[i]] = i;
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Unit tests: chunk codec, ids and names, sizes, zero detection. */
+/* Unit tests: chunk codec, ids and names, sizes, zero detection, catalogs. */
 #include <glib.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "catalog.h"
 #include "chunk.h"
 #include "snapshot.h"
 #include "util.h"
@@ -192,6 +194,64 @@ static void test_proto_sizes(void)
     g_assert_cmpuint(VB_PCI_DEVICE_ID, ==, 0x107f);
 }
 
+/* A catalog of n files under prefix, added in reverse order, serialized. */
+static uint8_t *cat_bytes(const char *prefix, unsigned n, size_t *len)
+{
+    struct vb_catb *b = vb_catb_new();
+    struct vb_cat_entry m = { .type = VB_FT_REG, .mode = 0644, .size = 1 };
+    uint64_t ne, nc, bytes;
+    uint8_t *out;
+
+    for (unsigned i = n; i-- > 0;) {
+        char path[64];
+        int pl = snprintf(path, sizeof(path), "%s/f%05u", prefix, i);
+        vb_catb_add(b, &m, path, (size_t)pl, NULL, 0);
+    }
+    out = vb_catb_serialize(b, len, &ne, &nc, &bytes);
+    g_assert_cmpuint(ne, ==, n);
+    g_assert_cmpuint(bytes, ==, n);
+    vb_catb_free(b);
+    return out;
+}
+
+struct cat_thread {
+    const char *prefix;
+    const uint8_t *want;
+    size_t want_len;
+    unsigned mismatches;
+};
+
+static gpointer cat_thread_main(gpointer opaque)
+{
+    struct cat_thread *t = opaque;
+
+    for (int round = 0; round < 40; round++) {
+        size_t len;
+        uint8_t *got = cat_bytes(t->prefix, 3000, &len);
+        t->mismatches += len != t->want_len || memcmp(got, t->want, len) != 0;
+        g_free(got);
+    }
+    return NULL;
+}
+
+/* the daemon serializes several jobs' catalogs at once, on worker threads:
+ * each must come out sorted by its own paths, byte for byte as when alone */
+static void test_catalog_threads(void)
+{
+    struct cat_thread t[2] = { { .prefix = "alpha" }, { .prefix = "beta/x" } };
+    GThread *th[2];
+
+    for (int i = 0; i < 2; i++)
+        t[i].want = cat_bytes(t[i].prefix, 3000, &t[i].want_len);
+    for (int i = 0; i < 2; i++)
+        th[i] = g_thread_new("catalog", cat_thread_main, &t[i]);
+    for (int i = 0; i < 2; i++) {
+        g_thread_join(th[i]);
+        g_assert_cmpuint(t[i].mismatches, ==, 0);
+        g_free((void *)t[i].want);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -206,5 +266,6 @@ int main(int argc, char **argv)
     g_test_add_func("/util/time", test_time);
     g_test_add_func("/util/errors", test_errors);
     g_test_add_func("/proto/sizes", test_proto_sizes);
+    g_test_add_func("/catalog/threads", test_catalog_threads);
     return g_test_run();
 }
