@@ -743,12 +743,11 @@ static size_t depth(const char *p)
     return d;
 }
 
-static const struct vbc_entry *sort_base;
-
-static int deeper_first(const void *a, const void *b)
+static int deeper_first(const void *a, const void *b, void *base)
 {
+    const struct vbc_entry *v = base;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    size_t dx = depth(sort_base[x].path), dy = depth(sort_base[y].path);
+    size_t dx = depth(v[x].path), dy = depth(v[y].path);
 
     return dx != dy ? (dx < dy ? 1 : -1) : (x < y ? 1 : -1);
 }
@@ -765,8 +764,7 @@ static void dir_meta(struct rctx *r)
     for (size_t i = 0; i < r->n; i++)
         if (r->v[i].type == VB_FT_DIR && !r->bad[i])
             idx[n++] = i;
-    sort_base = r->v;
-    qsort(idx, n, sizeof(*idx), deeper_first);
+    qsort_r(idx, n, sizeof(*idx), deeper_first, r->v);
     for (size_t k = 0; k < n; k++) {
         size_t i = idx[k];
         const struct vbc_entry *x = &r->v[i];
