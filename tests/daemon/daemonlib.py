@@ -64,6 +64,14 @@ def workdir():
     w = Workdir()
     try:
         yield w
+    except BaseException:
+        for d in w.daemons:          # a failure is explained by what the daemon said
+            try:
+                print(f"---- the end of {d.log_path} ----\n{d.log_text()[-6000:]}",
+                      file=sys.stderr)
+            except OSError:
+                pass
+        raise
     finally:
         w.cleanup()
 
