@@ -41,7 +41,7 @@ static void usage(FILE *f)
 "                                         back up a whole disk image; prints the snapshot id last\n"
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
-"  snapshots [--vm NAME] [--json]         list snapshots\n"
+"  snapshots [--vm NAME] [--json]         list snapshots (without --repo: vbackupd's, see below)\n"
 "  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot\n"
 "  restore-files SNAPSHOT [PATH...] --to DIR\n"
 "                                         restore files of a snapshot into a folder of the host\n"
@@ -57,6 +57,8 @@ static void usage(FILE *f)
 "Daemon commands (--daemon SOCKET, or $VBACKUPD_ADMIN; default /run/vbackup/admin.sock):\n"
 "  vms [--json]                           VMs, their sockets, disks and connections\n"
 "  jobs [--json]                          jobs of all VMs: state, progress, reason\n"
+"  snapshots [--vm NAME] [--target NAME] [--json]\n"
+"                                         snapshots in every target vbackupd serves\n"
 "  job ID [--json]                        one job, with the plan the policies made\n"
 "  daemon-stats [--json]                  bytes read per host file, recent batches\n"
 "  reload                                 re-read vbackupd's configuration\n"
@@ -243,65 +245,99 @@ static int cmd_restore_disk(int argc, char **argv)
 
 /* ---- snapshots / show ------------------------------------------------------ */
 
-static json_object *snap_summary(struct vb_snapshot *s)
+static json_object *admin_request(json_object *req);
+
+static void print_snapshot_table(json_object *a, bool with_target)
 {
-    return json_object_get(s->json);
+    printf("%s%-40s %-6s %-24s %10s %10s\n", with_target ? "TARGET       " : "", "SNAPSHOT",
+           "TYPE", "SOURCE", "SIZE", "NEW");
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        json_object *s = json_object_array_get_idx(a, i), *disk = NULL, *stats = NULL;
+        const char *group = vb_json_str(s, "group");
+        char x[32], y[32];
+        int64_t size;
+
+        json_object_object_get_ex(s, "disk", &disk);
+        json_object_object_get_ex(s, "stats", &stats);
+        size = disk ? vb_json_int(disk, "size", 0) : vb_json_int(s, "bytes", 0);
+        if (with_target)
+            printf("%-12s ", vb_json_str(s, "target") ? vb_json_str(s, "target") : "?");
+        printf("%-40s %-6s %-24s %10s %10s\n", vb_json_str(s, "id") ? vb_json_str(s, "id") : "?",
+               vb_json_str(s, "type") ? vb_json_str(s, "type") : "?",
+               group && group[0] ? group : "-", vb_fmt_bytes((uint64_t)size, x, sizeof(x)),
+               vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), y, sizeof(y)));
+    }
 }
 
+/* With --repo (or $VBACKUP_REPO) the repository is read directly; without,
+ * vbackupd is asked and lists the snapshots of every target it serves. */
 static int cmd_snapshots(int argc, char **argv)
 {
-    static const struct option lo[] = { { "vm", 1, 0, 'v' }, { "json", 0, 0, 'j' }, { 0 } };
-    const char *vm = NULL;
+    static const struct option lo[] = { { "vm", 1, 0, 'v' }, { "target", 1, 0, 't' },
+                                        { "json", 0, 0, 'j' }, { 0 } };
+    const char *vm = NULL, *target = NULL;
     bool json = false;
-    struct vb_repo *r;
-    GPtrArray *list;
-    vb_error e = { 0 };
+    json_object *a;
     int c;
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'v': vm = optarg; break;
+        case 't': target = optarg; break;
         case 'j': json = true; break;
         default: return 2;
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "usage: %s snapshots [--vm NAME] [--json]\n", prog);
+        fprintf(stderr, "usage: %s snapshots [--vm NAME] [--target NAME] [--json]\n", prog);
         return 2;
     }
     if (vm && !vb_valid_name(vm)) {
         fprintf(stderr, "%s: '%s' is not a valid VM name\n", prog, vm);
         return 2;
     }
-    if (open_repo(VB_LOCK_NONE, &r))
-        return 1;
-    if (vb_snap_list(r, vm, &list, &e)) {
-        vb_repo_close(r);
-        return die_err("snapshots", &e);
+    if (repo_path && target) {
+        fprintf(stderr, "%s: --target names one of vbackupd's targets; with --repo the "
+                "repository is read directly\n", prog);
+        return 2;
     }
-    if (json) {
-        json_object *a = json_object_new_array();
+    if (repo_path) {
+        struct vb_repo *r;
+        GPtrArray *list;
+        vb_error e = { 0 };
+
+        if (open_repo(VB_LOCK_NONE, &r))
+            return 1;
+        if (vb_snap_list(r, vm, &list, &e)) {
+            vb_repo_close(r);
+            return die_err("snapshots", &e);
+        }
+        a = json_object_new_array();
         for (guint i = 0; i < list->len; i++)
-            json_object_array_add(a, snap_summary(list->pdata[i]));
-        print_json(a);
-        json_object_put(a);
+            json_object_array_add(a, json_object_get(((struct vb_snapshot *)list->pdata[i])->json));
+        g_ptr_array_free(list, TRUE);
+        vb_repo_close(r);
     } else {
-        printf("%-40s %-6s %-24s %10s %10s\n", "SNAPSHOT", "TYPE", "SOURCE", "SIZE", "NEW");
-        for (guint i = 0; i < list->len; i++) {
-            struct vb_snapshot *s = list->pdata[i];
-            json_object *disk = NULL, *stats = NULL;
-            char a[32], b[32];
-            int64_t size = 0;
-            json_object_object_get_ex(s->json, "disk", &disk);
-            json_object_object_get_ex(s->json, "stats", &stats);
-            size = disk ? vb_json_int(disk, "size", 0) : vb_json_int(s->json, "bytes", 0);
-            printf("%-40s %-6s %-24s %10s %10s\n", s->id, vb_snap_type_name(s->type),
-                   s->group[0] ? s->group : "-", vb_fmt_bytes((uint64_t)size, a, sizeof(a)),
-                   vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), b, sizeof(b)));
+        json_object *req = json_object_new_object();
+
+        json_object_object_add(req, "cmd", json_object_new_string("snapshots"));
+        if (vm)
+            json_object_object_add(req, "vm", json_object_new_string(vm));
+        if (target)
+            json_object_object_add(req, "target", json_object_new_string(target));
+        if (!(a = admin_request(req)))
+            return 1;
+        if (!json_object_is_type(a, json_type_array)) {
+            fprintf(stderr, "%s: vbackupd sent no snapshot list\n", prog);
+            json_object_put(a);
+            return 1;
         }
     }
-    g_ptr_array_free(list, TRUE);
-    vb_repo_close(r);
+    if (json)
+        print_json(a);
+    else
+        print_snapshot_table(a, !repo_path);
+    json_object_put(a);
     return 0;
 }
 
@@ -850,17 +886,16 @@ static int cmd_image_dump(int argc, char **argv)
 
 /* ---- daemon commands -------------------------------------------------------- */
 
-static json_object *admin_call(const char *cmd, int64_t id)
+/* Sends one request to vbackupd's admin socket (takes req) and returns the
+ * answer, or NULL after saying what went wrong. */
+static json_object *admin_request(json_object *req)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    json_object *req = json_object_new_object(), *out = NULL;
+    json_object *out = NULL;
     GString *in = g_string_new(NULL);
     const char *s;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    json_object_object_add(req, "cmd", json_object_new_string(cmd));
-    if (id)
-        json_object_object_add(req, "id", json_object_new_int64(id));
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", admin_path);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         fprintf(stderr, "%s: cannot reach vbackupd at %s: %s (is it running? --daemon SOCKET)\n",
@@ -895,6 +930,16 @@ out:
     json_object_put(req);
     g_string_free(in, TRUE);
     return out;
+}
+
+static json_object *admin_call(const char *cmd, int64_t id)
+{
+    json_object *req = json_object_new_object();
+
+    json_object_object_add(req, "cmd", json_object_new_string(cmd));
+    if (id)
+        json_object_object_add(req, "id", json_object_new_int64(id));
+    return admin_request(req);
 }
 
 static bool want_json(int argc, char **argv, int min_args, int max_args, const char *usage_s,

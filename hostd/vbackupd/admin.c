@@ -2,12 +2,14 @@
 /*
  * The admin socket (mode 0600, root only): one JSON object per line in,
  * one per line out.  Commands: {"cmd":"vms"}, {"cmd":"jobs"},
- * {"cmd":"job","id":N}, {"cmd":"stats"}, {"cmd":"reload"}.
- * vbackupctl vms / jobs / job ID / daemon-stats are its clients.
+ * {"cmd":"job","id":N}, {"cmd":"snapshots"[,"vm":V][,"target":T]},
+ * {"cmd":"stats"}, {"cmd":"reload"}.
+ * vbackupctl vms / jobs / job ID / snapshots / daemon-stats are its clients.
  */
 #include "vbackupd.h"
 
 #include <glib-unix.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,15 +102,72 @@ static json_object *cmd_stats(struct vbd *d)
     return o;
 }
 
+static json_object *admin_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static json_object *admin_error(const char *fmt, ...)
+{
+    json_object *o = json_object_new_object();
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    g_free(msg);
+    return o;
+}
+
+/* Every snapshot of every target (or of one), oldest first within a target;
+ * each carries the name of its target. */
+static json_object *cmd_snapshots(struct vbd *d, json_object *req)
+{
+    const char *vm = vb_json_str(req, "vm"), *want = vb_json_str(req, "target");
+    GList *names = g_list_sort(g_hash_table_get_keys(d->targets), (GCompareFunc)strcmp);
+    json_object *a = json_object_new_array(), *err = NULL;
+
+    if (vm && !vb_valid_name(vm))
+        err = admin_error("'%s' is not a valid VM name", vm);
+    else if (want && !g_hash_table_lookup(d->targets, want)) {
+        GString *known = g_string_new(NULL);
+        for (GList *l = names; l; l = l->next)
+            g_string_append_printf(known, "%s%s", known->len ? ", " : "", (char *)l->data);
+        err = admin_error("unknown target '%s' (known: %s)", want, known->str);
+        g_string_free(known, TRUE);
+    }
+    for (GList *l = names; l && !err; l = l->next) {
+        struct vbd_target *t = g_hash_table_lookup(d->targets, l->data);
+        GPtrArray *snaps;
+        vb_error e = { 0 };
+
+        if (want && strcmp(want, t->name))
+            continue;
+        if (vb_snap_list(t->repo, vm, &snaps, &e)) {
+            err = admin_error("cannot list target '%s': %s", t->name, vb_strerror(&e));
+            break;
+        }
+        for (guint i = 0; i < snaps->len; i++) {
+            json_object *o = json_object_get(((struct vb_snapshot *)snaps->pdata[i])->json);
+            json_object_object_add(o, "target", json_object_new_string(t->name));
+            json_object_array_add(a, o);
+        }
+        g_ptr_array_free(snaps, TRUE);
+    }
+    g_list_free(names);
+    if (err) {
+        json_object_put(a);
+        return err;
+    }
+    return a;
+}
+
 static json_object *handle(struct vbd *d, const char *line)
 {
     json_object *req = json_tokener_parse(line), *out = NULL, *idv;
     const char *cmd = req ? vb_json_str(req, "cmd") : NULL;
 
     if (!cmd) {
-        out = json_object_new_object();
-        json_object_object_add(out, "error", json_object_new_string(
-            "expected a JSON object with \"cmd\" (vms, jobs, job, stats, reload)"));
+        out = admin_error("expected a JSON object with \"cmd\" (vms, jobs, job, snapshots, "
+                          "stats, reload)");
     } else if (!strcmp(cmd, "vms")) {
         out = cmd_vms(d);
     } else if (!strcmp(cmd, "jobs")) {
@@ -119,9 +178,10 @@ static json_object *handle(struct vbd *d, const char *line)
         if (j) {
             out = vbd_job_json(j, true);
         } else {
-            out = json_object_new_object();
-            json_object_object_add(out, "error", json_object_new_string("no such job"));
+            out = admin_error("no such job");
         }
+    } else if (!strcmp(cmd, "snapshots")) {
+        out = cmd_snapshots(d, req);
     } else if (!strcmp(cmd, "stats")) {
         out = cmd_stats(d);
     } else if (!strcmp(cmd, "reload")) {
@@ -131,8 +191,7 @@ static json_object *handle(struct vbd *d, const char *line)
         json_object_object_add(out, msg[0] ? "error" : "ok",
                                msg[0] ? json_object_new_string(msg) : json_object_new_boolean(1));
     } else {
-        out = json_object_new_object();
-        json_object_object_add(out, "error", json_object_new_string("unknown command"));
+        out = admin_error("unknown command '%s'", cmd);
     }
     json_object_put(req);
     return out;

@@ -71,6 +71,20 @@ with workdir() as w:
     r = vbc(d, "list", "--from", "archive")
     for sid in (full_id, inc_id, diff_id):
         check(sid in r.stdout, f"list lacks {sid}:\n{r.stdout}")
+    # the administrator's view of the same snapshots, through vbackupd's admin socket
+    snaps = d.ctl_json("snapshots")
+    check([(x["id"], x["target"]) for x in snaps] ==
+          [(full_id, "archive"), (inc_id, "archive"), (diff_id, "archive")],
+          f"vbackupctl snapshots (daemon): {snaps}")
+    check([x["mode"] for x in d.ctl_json("snapshots", "--vm", "vm1", "--target", "archive")] ==
+          ["full", "incremental", "differential"], "vbackupctl snapshots --vm --target")
+    check(d.ctl_json("snapshots", "--vm", "vm2") == [], "another VM's snapshots are listed")
+    table = d.ctl("snapshots").stdout
+    check(table.startswith("TARGET") and all(f"archive      {x}" in table for x in
+                                             (full_id, inc_id, diff_id)), f"table:\n{table}")
+    r = d.ctl("snapshots", "--target", "nosuch", check_rc=False)
+    check(r.returncode == 1 and "unknown target 'nosuch' (known: archive)" in r.stderr,
+          f"snapshots --target nosuch: {r.returncode} {r.stderr}")
     r = vbc(d, "status")
     check("done" in r.stdout, f"status:\n{r.stdout}")
 

@@ -160,8 +160,9 @@ class Daemon:
         return vp.Conn(self.sock(vm))
 
     def ctl(self, *args, check_rc=True):
+        env = {k: v for k, v in os.environ.items() if k != "VBACKUP_REPO"}   # ask the daemon
         r = subprocess.run([VBACKUPCTL, "--daemon", os.path.join(self.run_dir, "admin.sock")] +
-                           list(args), capture_output=True, text=True)
+                           list(args), capture_output=True, text=True, env=env)
         if check_rc and r.returncode:
             fail(f"vbackupctl {' '.join(args)}: {r.stderr}")
         return r
