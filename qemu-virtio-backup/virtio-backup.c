@@ -644,6 +644,15 @@ static void virtio_backup_device_unrealize(DeviceState *dev)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOBackup *s = VIRTIO_BACKUP(dev);
 
+    /*
+     * The connection belongs to this device.  Close it, so that neither a
+     * frame half written nor the replies to the requests dropped below can
+     * reach a device plugged in later on the same chardev (whose tags start
+     * again at 1), and vbackupd learns at once that this guest went away.
+     * A chardev with reconnect=N connects again by itself.
+     */
+    qemu_chr_fe_set_handlers(&s->chr, NULL, NULL, NULL, NULL, NULL, NULL, true);
+    qemu_chr_fe_disconnect(&s->chr);
     qemu_chr_fe_deinit(&s->chr, false);
     if (s->watch) {
         g_source_remove(s->watch);

@@ -21,6 +21,8 @@
  *   vbcall raw-malformed          (needs virtio_backup.vb_test_malformed=1)
  *   vbcall zerolen                (breaks the device until the driver resets it)
  *   vbcall removal [-n THREADS] -u UNBIND_PATH -v VIRTIO_NAME
+ *   vbcall removal [-n THREADS] -u - [-m MAX_MS]
+ *                                 (prints "STEP unplug-now": the host unplugs it)
  *
  * Built static by tests/guest/artifacts with -Wall -Wextra -Werror.
  */
@@ -1085,30 +1087,39 @@ static int mode_zerolen(int argc, char **argv)
 static int mode_removal(int argc, char **argv)
 {
 	const char *unbind = NULL, *name = NULL;
-	int n = 8, opt, fd, ufd, ret;
+	int n = 8, max_ms = 5000, opt, fd, ufd, ret;
 	struct worker *w;
 	struct reply r;
 
-	while ((opt = getopt(argc, argv, "n:u:v:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:u:v:m:")) != -1) {
 		switch (opt) {
 		case 'n': n = atoi(optarg); break;
 		case 'u': unbind = optarg; break;
 		case 'v': name = optarg; break;
+		case 'm': max_ms = atoi(optarg); break;
 		default: return 2;
 		}
 	}
-	if (!unbind || !name)
+	if (!unbind || (strcmp(unbind, "-") && !name))
 		return 2;
 	fd = open_dev();
 	w = start_holders(n, fd, -1, ENODEV);
 	usleep(500 * 1000);
-	ufd = open(unbind, O_WRONLY);
-	if (ufd < 0 || write(ufd, name, strlen(name)) != (ssize_t)strlen(name)) {
-		fail("removal: unbind %s via %s: %s", name, unbind, strerror(errno));
-		exit(1);
+	if (!strcmp(unbind, "-")) {
+		/* the host removes the device (QMP device_del) */
+		printf("STEP unplug-now\n");
+		fflush(stdout);
+	} else {
+		ufd = open(unbind, O_WRONLY);
+		if (ufd < 0 ||
+		    write(ufd, name, strlen(name)) != (ssize_t)strlen(name)) {
+			fail("removal: unbind %s via %s: %s", name, unbind,
+			     strerror(errno));
+			exit(1);
+		}
+		close(ufd);
 	}
-	close(ufd);
-	join_holders(w, n, 5000);
+	join_holders(w, n, max_ms);
 	if (!failures)
 		ok("removal: %d waiting callers got ENODEV", n);
 
