@@ -98,6 +98,9 @@ static json_object *cmd_stats(struct vbd *d)
     json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)d->bytes_read_total));
     json_object_object_add(o, "batches", json_object_get(d->batches));
     json_object_object_add(o, "pending_jobs", json_object_new_int((int)g_queue_get_length(&d->pending)));
+    json_object_object_add(o, "plans_running", json_object_new_int((int)g_list_length(d->plans)));
+    json_object_object_add(o, "buffers_in_use", json_object_new_int(
+        (int)(d->n_bufs - g_queue_get_length(&d->free_bufs))));
     json_object_object_add(o, "version", json_object_new_string(VBD_VERSION));
     return o;
 }

@@ -241,11 +241,60 @@ static void try_submit(struct vbd_job *j, struct vbd_entry *en)
     vb_workers_push(&j->d->wk, &w->task.work);
 }
 
+static bool job_over(const struct vbd_job *j)
+{
+    return j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED || !j->entries;
+}
+
+/* A window of a job that failed or was cancelled: its buffer goes back, its
+ * request (fallback data) is answered, and the plan lets go of the job once
+ * its last window is gone.  Frees a fallback window. */
+static void window_drop(struct vbd_window *w)
+{
+    struct vbd_job *j = w->job;
+
+    vbd_buf_put(j->d, w->buf);
+    w->buf = NULL;
+    g_free(w->carry);
+    w->carry = NULL;
+    if (w->plan)
+        j->windows_open--;
+    else
+        j->fb_windows_pending--;
+    if (w->reply)
+        vbd_req_answer_err(w->reply, VB_S_JOB_FAILED, "job %llu %s: %s",
+                           (unsigned long long)j->id, vbd_state_name(j->state), j->reason);
+    w->reply = NULL;
+    if (w->plan && !j->windows_open && !j->committing)
+        release_from_plan(j);
+    if (!w->plan)
+        window_free_fb(w);
+}
+
+/* Windows waiting for their turn in a file of a job that is over would wait
+ * for ever (the file's earlier window will never be chunked): drop them. */
+static void drop_ready(struct vbd_job *j)
+{
+    struct vbd_window *w;
+
+    for (guint i = 0; j->entries && i < j->entries->len; i++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+        while ((w = g_queue_pop_head(&en->ready)))
+            window_drop(w);
+    }
+}
+
 static void window_ready(struct vbd_window *w)
 {
     struct vbd_job *j = w->job;
-    struct vbd_entry *en = entry_of(w);
+    struct vbd_entry *en;
 
+    if (job_over(j)) {
+        window_drop(w);
+        drop_ready(j);
+        return;
+    }
+    en = entry_of(w);
     w->ready = true;
     if (w->plan) {
         j->windows_ready++;
@@ -263,24 +312,17 @@ static void window_done(struct vbd_task *t)
     struct vbd *d = j->d;
     struct vbd_entry *en;
 
+    if (job_over(j)) {
+        window_drop(w);
+        drop_ready(j);
+        goto out;
+    }
     vbd_buf_put(d, w->buf);
     w->buf = NULL;
     if (w->plan)
         j->windows_open--;
     else
         j->fb_windows_pending--;
-    if (j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED || !j->entries) {
-        g_free(w->carry);
-        w->carry = NULL;
-        if (w->reply)
-            vbd_req_answer_err(w->reply, VB_S_JOB_FAILED, "job %llu %s: %s",
-                               (unsigned long long)j->id, vbd_state_name(j->state), j->reason);
-        if (w->plan && !j->windows_open && !j->committing)
-            release_from_plan(j);
-        if (!w->plan)
-            window_free_fb(w);
-        goto out;
-    }
     en = entry_of(w);
     en->busy = false;
     en->next_seq++;
@@ -294,10 +336,12 @@ static void window_done(struct vbd_task *t)
                                en->path, vb_strerror(&w->e));
         w->reply = NULL;
         vbd_job_fail(j, VB_JOB_FAILED, "%s: %s", en->path, vb_strerror(&w->e));
+        /* the window's buffer and place are already given back */
         if (w->plan && !j->windows_open && !j->committing)
             release_from_plan(j);
         if (!w->plan)
             window_free_fb(w);
+        drop_ready(j);
         goto out;
     }
     if (!en->chunks)
@@ -348,8 +392,10 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
             w->file = (uint32_t)file;
             w->seq = en->windows++;
             w->buf = vbd_buf_get(j->d);
-            if (!w->buf)
-                w->buf = aligned_alloc(4096, WINDOW);   /* beyond the pool: freed by the pool */
+            if (!w->buf) {
+                w->buf = aligned_alloc(4096, WINDOW);   /* beyond the pool: kept by the pool */
+                j->d->n_bufs++;
+            }
             w->len = 0;
             en->fb_win = w;
             /* fb_received already counts this whole piece */

@@ -114,13 +114,25 @@ with workdir() as w:
     os.makedirs(small)
     run("mount", "-t", "tmpfs", "-o", "size=20m", "vbd-small", small)
     w.mounts.append(small)
-    d2 = Daemon(w, {"vm1": {"d0": disk}}, name="d2", batch_seconds=0.1,
+    # files of several windows each: when one window fails, the file's later
+    # windows are already read and wait for their turn
+    big_tree = w.p("bigtree")
+    os.makedirs(big_tree + "/data")
+    for i in range(5):
+        with open(f"{big_tree}/data/b{i}.bin", "wb") as f:
+            f.write(os.urandom(16 << 20))
+    big = make_ext4(w.p("big.raw"), big_tree, size="128M")
+    brecs, bfb = map_image(w, big, ROOTS)
+    d2 = Daemon(w, {"vm1": {"d0": disk, "d1": big}}, name="d2", batch_seconds=0.1,
                 targets={"archive": w.p("bigrepo"), "tiny": small + "/repo"}).start()
     c = d2.conn("vm1")
-    job = backup(c, "tiny", ["d0"], ROOTS, recs, fb, wait=False)
+    job = backup(c, "tiny", ["d1"], ROOTS, brecs, bfb, wait=False)
     st = c.wait_job(job, timeout=60)
     check(st["state"] == "failed" and "No space left on device" in st["reason"],
           f"full disk: {st}")
+    # the failed job lets go of its plan and of every read buffer
+    wait_for(lambda: (lambda s: s["plans_running"] == 0 and s["buffers_in_use"] == 0)(
+        d2.ctl_json("daemon-stats")), "the failed job's plan and buffers to be released", 10)
     verify(small + "/repo")
     check(not snapshots(small + "/repo"), "a snapshot appeared on the full disk")
     st = backup(c, "archive", ["d0"], ROOTS, recs, fb)      # the daemon still serves
