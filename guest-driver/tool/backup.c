@@ -394,8 +394,8 @@ static int wait_job(struct vbc_conn *c, uint64_t job, struct vbc_job *out, struc
             if (j.state == VB_JOB_DONE)
                 return 0;
             if (j.state == VB_JOB_CANCELLED)
-                return vbc_seterr(e, VB_S_CANCELLED, "job %llu was cancelled%s%s",
-                                  (unsigned long long)job, j.reason[0] ? ": " : "", j.reason);
+                return vbc_seterr(e, VB_S_CANCELLED, "%s",
+                                  j.reason[0] ? j.reason : "the job was cancelled");
             return vbc_seterr(e, VB_S_JOB_FAILED, "%s",
                               j.reason[0] ? j.reason : "the host reports the job failed");
         }

@@ -196,7 +196,7 @@ expect_fail "backup failed: job 1: disk image unreadable: test failure" \
     vbclient backup dir "${image_args[@]}" --to archive
 stop_peer
 start_peer "$SOCK" --log "$VB_TMP/pf.log" --job-end cancelled-by-host
-expect_fail "backup failed: job 1: job 1 was cancelled: cancelled by the host" \
+expect_fail "backup failed: job 1: cancelled by the host" \
     vbclient backup dir "${image_args[@]}" --to archive
 stop_peer
 log "failures after BEGIN: job cancelled, messages name the step"

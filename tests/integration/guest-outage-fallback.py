@@ -4,6 +4,7 @@ message and the file system is thawed; once vbackupd runs again (the device
 reconnects by itself) the same command succeeds.  Files the guest cannot
 map (tmpfs, ext4 inline data) go through the fallback stream and restore
 byte for byte."""
+import json
 import os
 import sys
 import threading
@@ -11,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from guestlib import (Daemon, artifacts, boot, check, log, make_ext4, mount, same_trees,  # noqa
-                      umount, workdir, run)
+                      umount, workdir, run, VBACKUPCTL)
 
 SCRIPT = r"""
 mkdir -p /data /restore /mnt/t
@@ -37,6 +38,22 @@ mkdir -p /restore/t && vbackup restore /mnt/t --from archive --into /restore/t
 cmp /tmp/a /tmp/b && echo TMPFS-RESTORE-OK
 [ "$(stat -c %a /restore/t/mnt/t/a.txt)" = 640 ] && [ "$(readlink /restore/t/mnt/t/link)" = a.txt ]
 vbackup restore /data --from archive --into /restore
+# 4. the host defers a job (IO pressure): the guest sees it deferred, with the
+# reason, in status and cancels it; the backup command ends with that
+echo HIGH-PRESSURE
+sleep 2
+vbackup backup /data --to archive --no-freeze > /tmp/def.out 2>&1 &
+bp=$!
+n=0
+until vbackup status | grep -q ' deferred '; do
+    n=$((n+1)); [ $n -lt 60 ] || { vbackup status; echo "NOT DEFERRED"; exit 6; }; sleep 0.5
+done
+vbackup status
+job=$(vbackup status | awk '$2 == "deferred" { print $1 }')
+vbackup cancel $job
+if wait $bp; then echo "CANCELLED BACKUP SUCCEEDED"; exit 7; fi
+cat /tmp/def.out
+vbackup status $job | grep -q " cancelled " && echo "CANCELLED-JOB $job"
 umount /data /restore
 """
 
@@ -53,13 +70,23 @@ with workdir() as w:
                      extra=("-O", "inline_data", "-I", "256"))
     run("truncate", "-s", "256M", w.p("scratch.raw"))
     run("mkfs.ext4", "-q", "-F", w.p("scratch.raw"))
-    d = Daemon(w, {"g": {"data0": disk}}, batch_seconds=0.3)
+    d = Daemon(w, {"g": {"data0": disk}}, batch_seconds=0.3,
+               policy_conf={"schedule": {"io_some_max": 20, "recheck": 1}})
     console_path = w.p("outage.console")
+
+    def console_says(what):
+        return os.path.exists(console_path) and \
+            what in open(console_path, errors="replace").read()
 
     def start_when_asked():
         for _ in range(1200):
-            if os.path.exists(console_path) and "START-DAEMON" in open(console_path, errors="replace").read():
+            if console_says("START-DAEMON"):
                 d.start()
+                break
+            time.sleep(0.1)
+        for _ in range(6000):
+            if console_says("HIGH-PRESSURE"):
+                d.set_psi(io=85, cpu=0, mem=0)
                 return
             time.sleep(0.1)
 
@@ -73,6 +100,15 @@ with workdir() as w:
     check(t1 - t0 < 5, f"vbackup took {t1 - t0:.1f} s to fail while vbackupd was down")
     check("not running" in console, "no clear message while vbackupd was down")
     check("TMPFS-RESTORE-OK" in console, "the tmpfs files did not restore byte for byte")
+    check(re.search(r"deferred .*io pressure", console) is not None,
+          "status did not show the deferred job with its reason")
+    m = re.search(r"CANCELLED-JOB (\d+)", console)
+    check(m is not None and f"job {m.group(1)}: cancelled by the guest" in console,
+          "the cancelled job was not reported cancelled, or its backup command did not say so")
+    snaps = json.loads(run(VBACKUPCTL, "--repo", d.targets["archive"], "snapshots", "--json",
+                           capture_output=True, text=True).stdout)
+    check(len(snaps) == 2, f"expected the 2 snapshots of steps 2 and 3, the repository has "
+                           f"{[x['id'] for x in snaps]}")
     msg = [l for l in console.splitlines() if "vbackupd" in l and "vbackup:" in l][:1]
     log(f"vbackupd down: failed in {t1 - t0:.2f} s: {msg[0].strip() if msg else '?'}")
     # the ext4 image: inline-data files restored byte for byte (compared on the host)
