@@ -6,7 +6,12 @@ QEMU built here as <emulator>, the virtio-backup device through
 removes it when it stops, and takes the point-in-time view through libvirt
 (disk-only external snapshot, active block commit with pivot).  The guest
 backs up, restores elsewhere and in place, byte for byte; afterwards the
-domain's images carry no overlay and no file is left behind."""
+domain's images carry no overlay and no file is left behind.
+
+A second domain runs at the same time with a disk of the same serial on
+another image: each domain's snapshot holds its own image's files, and a
+request on the second domain's socket that names a disk of the first is
+refused (NOT_OWNED)."""
 import json
 import os
 import re
@@ -16,7 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from guestlib import (Daemon, artifacts, check, ensure_libvirtd, fail, guest_initrd, log,  # noqa
-                      make_ext4, workdir, run)
+                      make_ext4, workdir, run, VBACKUPCTL)
+import vbproto as vp  # noqa: E402
 
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
 
@@ -35,6 +41,14 @@ cmp /tmp/before /tmp/into && cmp /tmp/before /tmp/after && echo LIBVIRT-RESTORE-
 umount /data /restore
 """
 
+SCRIPT_B = """
+mkdir -p /data && mount /dev/vda /data
+vbackup backup /data --to archive --mode full
+umount /data
+echo B-DONE
+sleep 600     # stays up until the host has seen both domains run, then destroyed
+"""
+
 DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name>
   <memory unit='MiB'>512</memory>
@@ -48,7 +62,7 @@ DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qe
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
       <source file='{data}'/><target dev='vda' bus='virtio'/><serial>data0</serial></disk>
     <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-      <source file='{scratch}'/><target dev='vdb' bus='virtio'/></disk>
+      <source file='{scratch}'/><target dev='vdb' bus='virtio'/><serial>{scratch_serial}</serial></disk>
     <serial type='file'><source path='{console}'/><target port='0'/></serial>
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
@@ -66,6 +80,7 @@ with workdir() as w:
     env = artifacts()
     stop_libvirt = ensure_libvirtd()
     name = f"vbtest-{os.getpid()}"
+    name_b = f"{name}-b"
     try:
         example = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                "../../docs/examples/libvirt-domain.xml")
@@ -90,22 +105,56 @@ with workdir() as w:
         d.start()
         sock = f"{rundir}/{name}.sock"
         xml = DOMAIN.format(name=name, kernel=env["KERNEL"], qemu=env["QEMU"],
-                            initrd=guest_initrd(w, SCRIPT), data=data,
+                            initrd=guest_initrd(w, SCRIPT), data=data, scratch_serial="scratchA",
                             scratch=w.p("scratch.raw"), console=w.p("console.log"), sock=sock)
         open(w.p("domain.xml"), "w").write(xml)
+        # the second domain: its own image behind the same serial data0
+        tree_b = w.p("tree-b")
+        os.makedirs(tree_b + "/srv")
+        with open(tree_b + "/srv/b-only.txt", "w") as f:
+            f.write("this file is on domain B's disk\n")
+        data_b = make_ext4(w.p("data-b.qcow2"), tree_b, size="64M", fmt="qcow2")
+        run("truncate", "-s", "16M", w.p("scratch-b.raw"))
+        sock_b = f"{rundir}/{name_b}.sock"
+        open(w.p("domain-b.xml"), "w").write(DOMAIN.format(
+            name=name_b, kernel=env["KERNEL"], qemu=env["QEMU"],
+            initrd=guest_initrd(w, SCRIPT_B, name="initrd-b"), data=data_b,
+            scratch_serial="scratchB", scratch=w.p("scratch-b.raw"),
+            console=w.p("console-b.log"), sock=sock_b))
         t0 = time.time()
-        r = subprocess.run(VIRSH + ["create", w.p("domain.xml")], capture_output=True, text=True)
-        check(r.returncode == 0, f"virsh create: {r.stderr}")
-        seen_socket = False
+        # B first: it backs up, then stays up while A runs
+        for xml_path in (w.p("domain-b.xml"), w.p("domain.xml")):
+            r = subprocess.run(VIRSH + ["create", xml_path], capture_output=True, text=True)
+            check(r.returncode == 0, f"virsh create {xml_path}: {r.stderr}")
+        seen_socket = probed = False
         while time.time() - t0 < 600:
             seen_socket = seen_socket or os.path.exists(sock)
-            if name not in subprocess.run(VIRSH + ["list", "--name"], capture_output=True,
-                                          text=True).stdout:
-                break
+            if not probed and os.path.exists(sock) and os.path.exists(sock_b):
+                # B's socket is B, whatever the request names
+                c = vp.Conn(sock_b)
+                check(c.hello()["vm"] == name_b, "B's socket answers as another VM")
+                try:
+                    c.begin("archive", ["scratchA"], ["data"])
+                    fail("B's socket accepted a backup of A's disk scratchA")
+                except vp.Error as e:
+                    check(e.status == vp.S["NOT_OWNED"] and "scratchA" in e.message,
+                          f"A's disk through B's socket: {e}")
+                c.close()
+                probed = True
+            names = subprocess.run(VIRSH + ["list", "--name"], capture_output=True,
+                                   text=True).stdout.split()
+            cb = open(w.p("console-b.log"), errors="replace").read() \
+                if os.path.exists(w.p("console-b.log")) else ""
+            if name not in names and ("B-DONE" in cb or "VBACKUP-GUEST-EXIT" in cb):
+                break           # both done (or B's script failed: checked below)
             time.sleep(0.2)
         else:
-            fail("the domain did not finish")
-        log(f"domain ran {time.time() - t0:.1f} s")
+            fail("the domains did not finish")
+        subprocess.run(VIRSH + ["destroy", name_b], capture_output=True)
+        check(probed, "the two domains never ran at the same time")
+        log(f"domains ran {time.time() - t0:.1f} s")
+        console_b = open(w.p("console-b.log"), errors="replace").read()
+        check("B-DONE" in console_b, f"guest B:\n{console_b[-3000:]}")
         console = open(w.p("console.log"), errors="replace").read()
         m = re.findall(r"VBACKUP-GUEST-EXIT=(\d+)", console)
         if not m or m[-1] != "0":
@@ -119,6 +168,11 @@ with workdir() as w:
                 break
             time.sleep(0.1)
         check(not os.path.exists(sock), "the socket stayed after the domain stopped")
+        for _ in range(50):
+            if not os.path.exists(sock_b):
+                break
+            time.sleep(0.1)
+        check(not os.path.exists(sock_b), "the socket stayed after the domain was destroyed")
         text = d.log_text()
         check(f"libvirt: domain {name} has the device" in text, "not discovered via libvirt")
         check("committed back" in text and "FAILED" not in text, f"commit back:\n{text[-2000:]}")
@@ -129,10 +183,23 @@ with workdir() as w:
                                          capture_output=True, text=True).stdout)
         check("backing-filename" not in info, f"an overlay is still attached: {info}")
         check(not [f for f in os.listdir(w.path) if ".vbackup-" in f], "overlay files left")
+        # each domain's data0 is its own image
+        def tree_of(vm):
+            snaps = json.loads(subprocess.run(
+                [VBACKUPCTL, "--repo", d.targets["archive"], "snapshots", "--vm", vm, "--json"],
+                capture_output=True, text=True, check=True).stdout)
+            out = subprocess.run([VBACKUPCTL, "--repo", d.targets["archive"], "ls",
+                                  snaps[-1]["id"]], capture_output=True, text=True, check=True)
+            return out.stdout
+        check("b-only.txt" in tree_of(name_b) and "notes.txt" not in tree_of(name_b),
+              f"B's snapshot:\n{tree_of(name_b)}")
+        check("notes.txt" in tree_of(name) and "b-only.txt" not in tree_of(name),
+              f"A's snapshot:\n{tree_of(name)}")
         frozen = re.findall(r"frozen for ([0-9.]+) s", console)
         log(f"ok: libvirt domain discovered, view via libvirt (frozen {', '.join(frozen)} s), "
             "restores exact, overlays committed back")
         check(d.stop() == 0, "vbackupd exit")
     finally:
         subprocess.run(VIRSH + ["destroy", name], capture_output=True)
+        subprocess.run(VIRSH + ["destroy", name_b], capture_output=True)
         stop_libvirt()

@@ -98,7 +98,7 @@ def ensure_libvirtd():
     return stop
 
 
-def guest_initrd(w, script, adds=()):
+def guest_initrd(w, script, adds=(), name="initrd"):
     """The test initramfs with /test.sh and extra files (as run-guest builds it)."""
     import gzip
     sys.path.insert(0, os.path.join(SRC, "tests/guest"))
@@ -108,7 +108,7 @@ def guest_initrd(w, script, adds=()):
     add_host_file(cpio, TOOL, "/bin/vbackup")
     for host, guest in adds:
         add_host_file(cpio, host, guest)
-    path = w.p("initrd.img")
+    path = w.p(f"{name}.img")
     with open(os.environ["INITRD"], "rb") as src, open(path, "wb") as dst:
         dst.write(src.read())
         dst.write(b"\0" * (-dst.tell() % 4))
