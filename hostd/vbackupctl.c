@@ -318,8 +318,14 @@ static int cmd_snapshots(int argc, char **argv)
         g_ptr_array_free(list, TRUE);
         vb_repo_close(r);
     } else {
-        json_object *req = json_object_new_object();
+        json_object *req;
 
+        if (access(admin_path, F_OK) < 0) {
+            fprintf(stderr, "%s: no repository: give --repo DIR or set VBACKUP_REPO (or ask a "
+                    "running vbackupd: its admin socket %s does not exist)\n", prog, admin_path);
+            return 1;
+        }
+        req = json_object_new_object();
         json_object_object_add(req, "cmd", json_object_new_string("snapshots"));
         if (vm)
             json_object_object_add(req, "vm", json_object_new_string(vm));
