@@ -1094,6 +1094,10 @@ static int cmd_daemon_stats(int argc, char **argv)
                 printf("  %12s  %s\n", vb_fmt_bytes((uint64_t)json_object_get_int64(v), a,
                                                     sizeof(a)), k);
         }
+        printf("jobs waiting for a batch: %lld, plans running: %lld, read buffers in use: %lld "
+               "(4 MiB each)\n", (long long)vb_json_int(o, "pending_jobs", 0),
+               (long long)vb_json_int(o, "plans_running", 0),
+               (long long)vb_json_int(o, "buffers_in_use", 0));
     }
     json_object_put(o);
     return 0;

@@ -133,6 +133,8 @@ with workdir() as w:
     # the failed job lets go of its plan and of every read buffer
     wait_for(lambda: (lambda s: s["plans_running"] == 0 and s["buffers_in_use"] == 0)(
         d2.ctl_json("daemon-stats")), "the failed job's plan and buffers to be released", 10)
+    check("plans running: 0, read buffers in use: 0" in d2.ctl("daemon-stats").stdout,
+          "daemon-stats does not say that nothing is running")
     verify(small + "/repo")
     check(not snapshots(small + "/repo"), "a snapshot appeared on the full disk")
     st = backup(c, "archive", ["d0"], ROOTS, recs, fb)      # the daemon still serves
