@@ -64,6 +64,12 @@ struct rctx {
     int *pfx_fd;
     char **pfx_path;
     size_t n_pfx;
+    /* the parent directory opened last (entries come sorted: siblings follow
+     * each other), so that a file in it costs one dup(), not one openat()
+     * per path component */
+    int pc_fd;
+    size_t pc_prefix, pc_len;
+    char *pc_key;
     /* work */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -185,35 +191,46 @@ static int open_prefix(int dirfd, const char *rel)
 static int open_parent(struct rctx *r, size_t i, const char **name)
 {
     const char *sub = r->sub[i], *slash = strrchr(sub, '/');
-    int fd = dup(r->pfx_fd[r->prefix[i]]);
+    size_t l = slash ? (size_t)(slash - sub) : 0;
+    char *copy, *save = NULL, *comp;
+    int fd;
 
     *name = slash ? slash + 1 : sub;
+    if (slash && r->pc_fd >= 0 && r->pc_prefix == r->prefix[i] && r->pc_len == l &&
+        !memcmp(r->pc_key, sub, l)) {
+        fd = dup(r->pc_fd);
+        return fd < 0 ? -errno : fd;
+    }
+    fd = dup(r->pfx_fd[r->prefix[i]]);
     if (fd < 0)
         return -errno;
     if (!slash)
         return fd;
-    {
-        size_t l = (size_t)(slash - sub);
-        char *copy = strndup(sub, l), *save = NULL, *comp;
-
-        if (!copy) {
-            close(fd);
-            return -ENOMEM;
-        }
-        for (comp = strtok_r(copy, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
-            int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-            close(fd);
-            if (nfd < 0) {
-                int err = errno == ELOOP ? ENOTDIR : errno;
-
-                free(copy);
-                return -err;
-            }
-            fd = nfd;
-        }
-        free(copy);
+    if (!(copy = strndup(sub, l))) {
+        close(fd);
+        return -ENOMEM;
     }
+    for (comp = strtok_r(copy, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+        int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+        close(fd);
+        if (nfd < 0) {
+            int err = errno == ELOOP ? ENOTDIR : errno;
+
+            free(copy);
+            return -err;
+        }
+        fd = nfd;
+    }
+    free(copy);
+    /* remember it: its path was checked component by component above */
+    if (r->pc_fd >= 0)
+        close(r->pc_fd);
+    free(r->pc_key);
+    r->pc_key = strndup(sub, l);
+    r->pc_fd = r->pc_key ? dup(fd) : -1;
+    r->pc_len = l;
+    r->pc_prefix = r->prefix[i];
     return fd;
 }
 
@@ -808,6 +825,7 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     int rc, status = 1;
 
     memset(&r, 0, sizeof(r));
+    r.pc_fd = -1;
     pthread_mutex_init(&r.lock, NULL);
     pthread_cond_init(&r.cond, NULL);
     r.root = geteuid() == 0;
@@ -928,6 +946,9 @@ out:
     }
     free(r.pfx_fd);
     free(r.pfx_path);
+    if (r.pc_fd >= 0)
+        close(r.pc_fd);
+    free(r.pc_key);
     free(r.prefix);
     free(r.sub);
     free(r.bad);
