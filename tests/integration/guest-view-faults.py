@@ -146,7 +146,10 @@ with workdir() as w:
         while time.time() < deadline:
             c = console()
             if "STEP-IMMUTABLE" in c and "imm" not in done:
-                run("chattr", "+i", imgdir)
+                r = subprocess.run(["chattr", "+i", imgdir], capture_output=True, text=True)
+                if r.returncode:
+                    problems.append(f"chattr +i {imgdir} failed ({r.stderr.strip()}): this test "
+                                    "needs its work folder on ext4, xfs or btrfs")
                 done.add("imm")
             if "STEP-MUTABLE" in c and "mut" not in done:
                 run("chattr", "-i", imgdir)
@@ -186,7 +189,13 @@ with workdir() as w:
                 break
             time.sleep(0.1)
 
-    th = threading.Thread(target=host_side)
+    def host_side_checked():
+        try:
+            host_side()
+        except Exception as e:          # said in the failure, not lost with the thread
+            problems.append(f"the host side failed: {e!r}")
+
+    th = threading.Thread(target=host_side_checked)
     th.start()
     try:
         out = boot(w, SCRIPT, [(disk, "data0", "qcow2")], d.sock("g"), qmp=qsock,
