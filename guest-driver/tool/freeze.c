@@ -260,8 +260,6 @@ static void *watchdog(void *arg)
 
     pthread_mutex_lock(&f->lock);
     while (!f->stop) {
-        struct timespec ts;
-
         if (vbc_interrupted) {
             f->broken = VBF_SIGNAL;
             f->broken_sig = vbc_interrupted;
@@ -273,13 +271,7 @@ static void *watchdog(void *arg)
             thaw_locked(f);
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+        vbc_cond_wait_ms(&f->cond, &f->lock, 20);
     }
     pthread_mutex_unlock(&f->lock);
     if (f->broken)

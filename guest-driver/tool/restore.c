@@ -528,23 +528,22 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Wait (lock held) a quarter second for the workers, then refresh the
+ * progress line without the lock. */
+static void wait_showing_progress(struct rctx *r)
+{
+    vbc_cond_wait_ms(&r->cond, &r->lock, 250);
+    pthread_mutex_unlock(&r->lock);
+    vbc_progress_show(&r->prog, "restoring:", __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED),
+                      r->total);
+    pthread_mutex_lock(&r->lock);
+}
+
 static void enqueue(struct rctx *r, struct chunk ch)
 {
     pthread_mutex_lock(&r->lock);
     while (r->qn == QUEUE_MAX) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-        pthread_mutex_unlock(&r->lock);
-        vbc_progress_show(&r->prog, "restoring:",
-                          __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), r->total);
-        pthread_mutex_lock(&r->lock);
+        wait_showing_progress(r);
     }
     r->q[(r->qh + r->qn) % QUEUE_MAX] = ch;
     r->qn++;
@@ -638,19 +637,7 @@ static int restore_files(struct rctx *r, uint64_t total)
     r->closing = true;
     pthread_cond_broadcast(&r->cond);
     while (r->qn) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-        pthread_mutex_unlock(&r->lock);
-        vbc_progress_show(&r->prog, "restoring:",
-                          __atomic_load_n(&r->bytes_done, __ATOMIC_RELAXED), total);
-        pthread_mutex_lock(&r->lock);
+        wait_showing_progress(r);
     }
     pthread_mutex_unlock(&r->lock);
     for (size_t k = 0; k < nth; k++)

@@ -238,6 +238,39 @@ void vbc_sleep_ms(unsigned ms)
     }
 }
 
+void vbc_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(c, m, &ts);
+}
+
+int vbc_path_child(char **path, size_t *cap, size_t plen, const char *name, struct vbc_err *e)
+{
+    size_t nl = strlen(name), cl = plen + (plen > 1) + nl;
+
+    if (cl + 1 > *cap) {
+        size_t nc = *cap * 2 > cl + 1 ? *cap * 2 : cl + 64;
+        char *np = realloc(*path, nc);
+
+        if (!np)
+            return vbc_seterr(e, -ENOMEM, "out of memory");
+        *path = np;
+        *cap = nc;
+    }
+    if (plen > 1)
+        (*path)[plen] = '/';
+    memcpy(*path + plen + (plen > 1), name, nl + 1);
+    return 0;
+}
+
 void vbc_human(char *buf, size_t len, uint64_t bytes)
 {
     static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };

@@ -473,21 +473,13 @@ static int call_socket(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *
     if (rc < 0)
         conn_kill(c, -EPIPE, "connection to vbackupd lost");
     while (p.state != P_DONE) {
-        struct timespec ts;
-
         if (vbc_interrupted && p.state == P_WAIT) {
             p.state = P_DONE;
             p.err = -EINTR;
             snprintf(p.msg, sizeof(p.msg), "interrupted");
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+        vbc_cond_wait_ms(&c->cond, &c->lock, 100);
     }
     for (pp = &c->pend; *pp; pp = &(*pp)->next) {
         if (*pp == &p) {

@@ -72,6 +72,8 @@ void vbc_signals_init(void);
 
 int64_t vbc_now_ns(void);        /* CLOCK_MONOTONIC */
 void vbc_sleep_ms(unsigned ms);  /* returns early when interrupted */
+/* pthread_cond_timedwait for at most ms milliseconds (m held) */
+void vbc_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms);
 void vbc_human(char *buf, size_t len, uint64_t bytes);   /* "1.5 GiB" */
 void vbc_duration(char *buf, size_t len, double s);      /* "1:02:03", "42 s" */
 bool vbc_utf8_valid(const char *s, size_t len);
@@ -364,6 +366,10 @@ struct vbc_backup_opts {
 };
 
 bool vbc_excluded(const struct vbc_backup_opts *o, const char *abspath, const char *name);
+/* Walks: replace what follows the first plen bytes of *path (a folder's
+ * absolute path) with "/name" (plen 0: *path becomes name), growing the
+ * buffer (*cap bytes) as needed. */
+int vbc_path_child(char **path, size_t *cap, size_t plen, const char *name, struct vbc_err *e);
 bool vbc_force_fallback(const struct vbc_backup_opts *o, const char *abspath, const char *name);
 
 int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_source_ops *ops,

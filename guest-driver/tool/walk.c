@@ -574,20 +574,8 @@ static int walk_dir(struct guest *g, size_t plen, const struct gfs *x, struct vb
         size_t nl = strlen(names[i]), cl = plen + (plen > 1) + nl;
         struct stat st;
 
-        if (cl + 1 > g->path_cap) {
-            size_t nc = g->path_cap * 2 > cl + 1 ? g->path_cap * 2 : cl + 64;
-            char *np = realloc(g->path, nc);
-
-            if (!np) {
-                rc = vbc_seterr(e, -ENOMEM, "out of memory");
-                break;
-            }
-            g->path = np;
-            g->path_cap = nc;
-        }
-        if (plen > 1)
-            g->path[plen] = '/';
-        memcpy(g->path + plen + (plen > 1), names[i], nl + 1);
+        if ((rc = vbc_path_child(&g->path, &g->path_cap, plen, names[i], e)))
+            break;
 
         if (vbc_excluded(g->o, g->path, names[i]) || is_other_root(g, g->path))
             goto next;
@@ -713,15 +701,8 @@ static int guest_walk(void *s, int (*emit)(void *, const struct vbc_file *,
         size_t l = strlen(r->abs);
         struct stat st;
 
-        if (l + 1 > g->path_cap) {
-            char *np = realloc(g->path, l + 4096);
-
-            if (!np)
-                return vbc_seterr(e, -ENOMEM, "out of memory");
-            g->path = np;
-            g->path_cap = l + 4096;
-        }
-        memcpy(g->path, r->abs, l + 1);
+        if ((rc = vbc_path_child(&g->path, &g->path_cap, 0, r->abs, e)))
+            return rc;
         if (lstat(g->path, &st) < 0)
             return vbc_seterr(e, -errno, "%s: %s", g->path, strerror(errno));
         rc = visit(g, l, &g->fs[r->fs], &st, true, e);

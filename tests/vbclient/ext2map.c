@@ -477,20 +477,8 @@ static int walk_dir(struct img *g, ext2_ino_t dir, size_t plen, struct vbc_err *
     for (size_t i = 0; i < l.n && !rc; i++) {
         size_t nl = strlen(l.v[i].name), cl = plen + (plen > 1) + nl;
 
-        if (cl + 1 > g->path_cap) {
-            size_t nc = g->path_cap * 2 > cl + 1 ? g->path_cap * 2 : cl + 64;
-            char *np = realloc(g->path, nc);
-
-            if (!np) {
-                rc = vbc_seterr(e, -ENOMEM, "out of memory");
-                break;
-            }
-            g->path = np;
-            g->path_cap = nc;
-        }
-        if (plen > 1)
-            g->path[plen] = '/';
-        memcpy(g->path + plen + (plen > 1), l.v[i].name, nl + 1);
+        if ((rc = vbc_path_child(&g->path, &g->path_cap, plen, l.v[i].name, e)))
+            break;
         if (vbc_excluded(g->o, g->path, l.v[i].name) || is_other_root(g, g->path)) {
             /* skipped */
         } else if (!vbc_utf8_valid(l.v[i].name, nl) || cl - 1 > VB_MAX_PATH) {
@@ -585,15 +573,8 @@ static int img_walk(void *s, int (*emit)(void *, const struct vbc_file *, const 
     for (size_t i = 0; i < g->n_roots && !rc; i++) {
         size_t l = strlen(g->roots[i].abs);
 
-        if (l + 1 > g->path_cap) {
-            char *np = realloc(g->path, l + 4096);
-
-            if (!np)
-                return vbc_seterr(e, -ENOMEM, "out of memory");
-            g->path = np;
-            g->path_cap = l + 4096;
-        }
-        memcpy(g->path, g->roots[i].abs, l + 1);
+        if ((rc = vbc_path_child(&g->path, &g->path_cap, 0, g->roots[i].abs, e)))
+            return rc;
         rc = visit(g, g->roots[i].ino, l, e);
     }
     if (!rc && g->skipped)
