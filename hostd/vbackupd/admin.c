@@ -38,7 +38,7 @@ static json_object *cmd_vms(struct vbd *d)
     g_hash_table_iter_init(&it, d->vms);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         struct vbd_vm *vm = v;
-        json_object *o = json_object_new_object(), *disks = json_object_new_array();
+        json_object *o = json_object_new_object();
         json_object_object_add(o, "name", json_object_new_string(vm->name));
         json_object_object_add(o, "socket", json_object_new_string(vm->socket_path));
         json_object_object_add(o, "connected", json_object_new_boolean(vm->conns != NULL));
@@ -46,14 +46,7 @@ static json_object *cmd_vms(struct vbd *d)
         json_object_object_add(o, "qmp", vm->qmp ? json_object_new_string(vm->qmp) : NULL);
         json_object_object_add(o, "requests", json_object_new_int64((int64_t)vm->requests));
         json_object_object_add(o, "errors", json_object_new_int64((int64_t)vm->errors));
-        for (guint i = 0; i < vm->disks->len; i++) {
-            struct vbd_disk *dk = vm->disks->pdata[i];
-            json_object *x = json_object_new_object();
-            json_object_object_add(x, "serial", json_object_new_string(dk->serial));
-            json_object_object_add(x, "image", json_object_new_string(dk->image));
-            json_object_array_add(disks, x);
-        }
-        json_object_object_add(o, "disks", disks);
+        json_object_object_add(o, "disks", vbd_disks_json(vm->disks));
         json_object_array_add(a, o);
     }
     return a;
@@ -127,15 +120,13 @@ static json_object *cmd_snapshots(struct vbd *d, json_object *req)
     const char *vm = vb_json_str(req, "vm"), *want = vb_json_str(req, "target");
     GList *names = g_list_sort(g_hash_table_get_keys(d->targets), (GCompareFunc)strcmp);
     json_object *a = json_object_new_array(), *err = NULL;
+    char known[256];
 
-    if (vm && !vb_valid_name(vm))
+    if (vm && !vb_valid_name(vm)) {
         err = admin_error("'%s' is not a valid VM name", vm);
-    else if (want && !g_hash_table_lookup(d->targets, want)) {
-        GString *known = g_string_new(NULL);
-        for (GList *l = names; l; l = l->next)
-            g_string_append_printf(known, "%s%s", known->len ? ", " : "", (char *)l->data);
-        err = admin_error("unknown target '%s' (known: %s)", want, known->str);
-        g_string_free(known, TRUE);
+    } else if (want && !g_hash_table_lookup(d->targets, want)) {
+        vbd_known_targets(d, known, sizeof(known));
+        err = admin_error("unknown target '%s' (known: %s)", want, known);
     }
     for (GList *l = names; l && !err; l = l->next) {
         struct vbd_target *t = g_hash_table_lookup(d->targets, l->data);

@@ -52,6 +52,21 @@ void vbd_buf_put(struct vbd *d, uint8_t *b)
         g_queue_push_head(&d->free_bufs, b);
 }
 
+json_object *vbd_disks_json(GPtrArray *disks)
+{
+    json_object *a = json_object_new_array();
+
+    for (guint i = 0; i < disks->len; i++) {
+        struct vbd_disk *dk = disks->pdata[i];
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "serial", json_object_new_string(dk->serial));
+        json_object_object_add(o, "image", json_object_new_string(dk->image));
+        json_object_array_add(a, o);
+    }
+    return a;
+}
+
 void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
 {
     uint64_t *c = g_hash_table_lookup(d->bytes_by_file, path);
@@ -676,15 +691,7 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
     for (guint i = 0; i < j->roots->len; i++)
         json_object_array_add(a, json_object_new_string(j->roots->pdata[i]));
     json_object_object_add(idx, "roots", a);
-    a = json_object_new_array();
-    for (guint i = 0; i < j->disks->len; i++) {
-        struct vbd_disk *dk = j->disks->pdata[i];
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "serial", json_object_new_string(dk->serial));
-        json_object_object_add(o, "image", json_object_new_string(dk->image));
-        json_object_array_add(a, o);
-    }
-    json_object_object_add(idx, "disks", a);
+    json_object_object_add(idx, "disks", vbd_disks_json(j->disks));
     json_object_object_add(idx, "files", json_object_new_int64((int64_t)n_entries));
     json_object_object_add(idx, "bytes", json_object_new_int64((int64_t)bytes));
     cat = json_object_new_object();

@@ -207,7 +207,7 @@ struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm)
 
 /* ---- BEGIN ----------------------------------------------------------------- */
 
-static void known_targets(struct vbd *d, char *buf, size_t len)
+void vbd_known_targets(struct vbd *d, char *buf, size_t len)
 {
     GHashTableIter it;
     gpointer k, v;
@@ -235,7 +235,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     }
     t = g_hash_table_lookup(d->targets, b.target);
     if (!t) {
-        known_targets(d, known, sizeof(known));
+        vbd_known_targets(d, known, sizeof(known));
         vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)", b.target,
                       known);
         goto out;
@@ -701,7 +701,7 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         t = g_hash_table_lookup(d->targets, l.target);
     }
     if (!t) {
-        known_targets(d, known, sizeof(known));
+        vbd_known_targets(d, known, sizeof(known));
         if (!l.target[0])
             vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "the host has several targets: name one "
                           "(%s)", known);

@@ -455,23 +455,38 @@ void vbd_libvirt_stop(struct vbd *d)
 
 /* ---- the view, on view threads --------------------------------------------------------- */
 
+/* A connection of the view thread's own and the domain; on failure *c is
+ * closed and NULL, and e says why. */
+static virDomainPtr open_domain(const char *uri, const char *domain, virConnectPtr *c,
+                                vb_error *e)
+{
+    virDomainPtr dom;
+
+    if (!(*c = virConnectOpen(uri))) {
+        vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", uri, lv_error());
+        return NULL;
+    }
+    if (!(dom = virDomainLookupByName(*c, domain))) {
+        vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", domain, lv_error());
+        virConnectClose(*c);
+        *c = NULL;
+    }
+    return dom;
+}
+
 int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets,
                          GPtrArray *overlays, vb_error *e)
 {
-    virConnectPtr c = virConnectOpen(uri);
-    virDomainPtr dom = NULL;
+    virConnectPtr c;
+    virDomainPtr dom = open_domain(uri, domain, &c, e);
     virDomainSnapshotPtr snap = NULL;
-    GString *xml = g_string_new("<domainsnapshot><disks>");
+    GString *xml;
     char *dxml = NULL;
     int ret = 0;
 
-    if (!c)
-        return vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", uri, lv_error());
-    dom = virDomainLookupByName(c, domain);
-    if (!dom) {
-        ret = vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", domain, lv_error());
-        goto out;
-    }
+    if (!dom)
+        return e->code;
+    xml = g_string_new("<domainsnapshot><disks>");
     /* every disk of the domain must be named: the ones we read get an
      * external snapshot, the others none */
     dxml = virDomainGetXMLDesc(dom, 0);
@@ -502,11 +517,9 @@ int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets
                                                      VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC);
     if (!snap)
         ret = vb_seterr(e, -EIO, "libvirt: snapshot of %s: %s", domain, lv_error());
-out:
     if (snap)
         virDomainSnapshotFree(snap);
-    if (dom)
-        virDomainFree(dom);
+    virDomainFree(dom);
     free(dxml);
     virConnectClose(c);
     g_string_free(xml, TRUE);
@@ -516,19 +529,14 @@ out:
 int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
                        const char *overlay, vb_error *e)
 {
-    virConnectPtr c = virConnectOpen(uri);
-    virDomainPtr dom = NULL;
+    virConnectPtr c;
+    virDomainPtr dom = open_domain(uri, domain, &c, e);
     virDomainBlockJobInfo info;
     double t0 = vb_now();
     int ret = 0, r;
 
-    if (!c)
-        return vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", uri, lv_error());
-    dom = virDomainLookupByName(c, domain);
-    if (!dom) {
-        ret = vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", domain, lv_error());
-        goto out;
-    }
+    if (!dom)
+        return e->code;
     if (virDomainBlockCommit(dom, target, NULL, NULL, 0, VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0) {
         ret = vb_seterr(e, -EIO, "libvirt: block commit of %s %s: %s", domain, target, lv_error());
         goto out;
@@ -555,8 +563,7 @@ int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
         g_usleep(20000);
     unlink(overlay);
 out:
-    if (dom)
-        virDomainFree(dom);
+    virDomainFree(dom);
     virConnectClose(c);
     return ret;
 }

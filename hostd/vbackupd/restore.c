@@ -171,7 +171,11 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     }
     t = g_hash_table_lookup(d->targets, rb.target);
     if (!t) {
-        vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s'", rb.target);
+        char known[256];
+
+        vbd_known_targets(d, known, sizeof(known));
+        vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)", rb.target,
+                      known);
         goto out;
     }
     if (vbd_unfinished_jobs(d, c->vm) >= d->cfg->max_jobs_per_vm) {

@@ -375,6 +375,10 @@ struct vbd_job *vbd_job_find(struct vbd *d, struct vbd_vm *vm, uint64_t id);
 void vbd_job_unref(struct vbd_job *j);
 struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm);
 unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm);   /* restores count too */
+/* "a, b, c": the names of the targets, for error messages */
+void vbd_known_targets(struct vbd *d, char *buf, size_t len);
+/* [{"serial", "image"}, ...] of struct vbd_disk * */
+json_object *vbd_disks_json(GPtrArray *disks);
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vbd_job_finish_ok(struct vbd_job *j);
