@@ -12,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
-from daemonlib import (Daemon, backup, check, fail, log, make_ext4, map_image, workdir, run,  # noqa
-                       VBACKUPCTL)
+from daemonlib import (Daemon, backup, check, fail, log, make_ext4, map_image, random_files,  # noqa
+                       workdir, run, VBACKUPCTL)
 
 ROOTS = ["data"]
 
@@ -47,10 +47,7 @@ def job_row(d, job):
 
 with workdir() as w:
     tree = w.p("tree")
-    os.makedirs(tree + "/data")
-    for i in range(12):
-        with open(f"{tree}/data/f{i}.bin", "wb") as f:
-            f.write(os.urandom(4 << 20))
+    random_files(tree + "/data", 12, 4 << 20)
     disk = make_ext4(w.p("disk.raw"), tree, size="128M")
     recs, fb = map_image(w, disk, ROOTS)
     slow = {"schedule": {"rate_limit": "12M"}}        # makes a 48 MiB job last ~4 s
@@ -117,10 +114,7 @@ with workdir() as w:
     # files of several windows each: when one window fails, the file's later
     # windows are already read and wait for their turn
     big_tree = w.p("bigtree")
-    os.makedirs(big_tree + "/data")
-    for i in range(5):
-        with open(f"{big_tree}/data/b{i}.bin", "wb") as f:
-            f.write(os.urandom(16 << 20))
+    random_files(big_tree + "/data", 5, 16 << 20, "b{i}.bin")
     big = make_ext4(w.p("big.raw"), big_tree, size="128M")
     brecs, bfb = map_image(w, big, ROOTS)
     d2 = Daemon(w, {"vm1": {"d0": disk, "d1": big}}, name="d2", batch_seconds=0.1,

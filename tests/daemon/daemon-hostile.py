@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
 from daemonlib import (Daemon, backup, check, fail, log, make_ext4, map_image, mount,  # noqa
-                       restore, same_trees, umount, workdir)
+                       random_files, restore, same_trees, umount, workdir)
 
 results = []
 
@@ -56,10 +56,7 @@ def expect_close(path, data, status=None, text=""):
 
 with workdir() as w:
     tree = w.p("tree")
-    os.makedirs(tree + "/data")
-    for i in range(6):
-        with open(f"{tree}/data/f{i}.bin", "wb") as f:
-            f.write(os.urandom(1 << 20))
+    random_files(tree + "/data", 6, 1 << 20)
     good_disk = make_ext4(w.p("good.raw"), tree, size="128M")
     bad_disk = make_ext4(w.p("bad.raw"), tree, size="64M")
     DISK = 64 << 20

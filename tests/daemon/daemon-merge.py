@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemonlib import (Daemon, backup, check, log, make_ext4, map_image, mount, restore,  # noqa
-                       same_trees, umount, workdir, run)
+                       random_files, same_trees, umount, workdir, run)
 
 ROOTS = ["usr"]
 
@@ -45,10 +45,7 @@ def one_run(w, name, base, overlays, policies):
 
 with workdir() as w:
     tree = w.p("tree")
-    os.makedirs(tree + "/usr/lib")
-    for i in range(24):
-        with open(f"{tree}/usr/lib/lib{i}.so", "wb") as f:
-            f.write(os.urandom(1 << 20))
+    random_files(tree + "/usr/lib", 24, 1 << 20, "lib{i}.so")
     for i in range(200):
         with open(f"{tree}/usr/lib/doc{i}.txt", "w") as f:
             f.write(f"documentation file {i}\n" * (100 + i))

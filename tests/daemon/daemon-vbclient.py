@@ -99,6 +99,9 @@ with workdir() as w:
     umount(w, src)
     r = vbc(d, "backup", "/srv", "--to", "nosuch", *base, ok=False)
     check(r.returncode == 1 and "unknown target 'nosuch'" in r.stderr, f"bad target: {r.stderr}")
+    r = vbc(d, "restore", "/srv", "--from", "nosuch", "--into", w.p("never"), ok=False)
+    check(r.returncode == 1 and "unknown target 'nosuch' (known: archive)" in r.stderr,
+          f"restore from a bad target: {r.stderr}")
     check(d.stop() == 0, "vbackupd exit")
     log("ok: vbclient backups (full, incremental, differential, fallback, >8192 extents) and "
         "restores through vbackupd are exact")

@@ -208,6 +208,14 @@ def make_tree(root):
     os.utime(os.path.join(root, "etc/hosts"), ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
 
 
+def random_files(folder, count, size, name="f{i}.bin"):
+    """count files of size random (incompressible) bytes in folder (made)."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        with open(os.path.join(folder, name.format(i=i)), "wb") as f:
+            f.write(os.urandom(size))
+
+
 def make_ext4(path, tree, size="512M", fmt="raw", extra=()):
     raw = path if fmt == "raw" else path + ".raw"
     run("truncate", "-s", size, raw)

@@ -7,7 +7,7 @@
 # failure), cleanup_fn to register cleanup commands (run in reverse order on
 # exit), requires to skip (exit 77) only when a requirement cannot exist,
 # guest_artifacts, start_echo_peer / stop_echo_peer, start_guest /
-# wait_guest, wait_for and wait_for_console.
+# wait_guest / finish_guest, wait_for and wait_for_console.
 
 set -e
 set -o pipefail
@@ -125,4 +125,22 @@ check_console_clean() {
             "$VB_TMP/console.log"; then
         fail "kernel problems on the console (above)"
     fi
+}
+
+# guest_result STATUS: show the guest's ok/FAIL lines and fail on a non-zero
+# status (of run-guest), a FAIL line or kernel problems on the console.
+guest_result() {
+    grep -a -E '^(ok|FAIL)' "$VB_TMP/console.log" || true
+    [ "$1" -eq 0 ] || fail "guest checks failed (status $1)"
+    check_console_clean
+    if grep -a -q '^FAIL' "$VB_TMP/console.log"; then
+        fail "a guest check failed"
+    fi
+}
+
+# finish_guest: wait for the guest started by start_guest, then guest_result.
+finish_guest() {
+    local rc=0
+    wait_guest || rc=$?
+    guest_result $rc
 }

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from guestlib import (Daemon, artifacts, boot, check, log, make_ext4, mount, restore, umount,  # noqa
-                      workdir, run)
+                      random_files, workdir, run)
 
 SCRIPT = """
 mkdir -p /data && mount /dev/vda /data
@@ -32,10 +32,7 @@ with workdir() as w:
     run("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", writer,
         os.path.join(os.path.dirname(os.path.abspath(__file__)), "writer.c"))
     tree = w.p("tree")
-    os.makedirs(tree + "/bulk")
-    for i in range(6):                          # enough data that the read takes a while
-        with open(f"{tree}/bulk/f{i}.bin", "wb") as f:
-            f.write(os.urandom(16 << 20))
+    random_files(tree + "/bulk", 6, 16 << 20)    # enough data that the read takes a while
     results = {}
     for mode in ("qmp", "frozen"):
         disk = make_ext4(w.p(f"{mode}.qcow2"), tree, size="384M", fmt="qcow2")

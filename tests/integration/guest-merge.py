@@ -9,7 +9,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import Daemon, artifacts, boot, check, log, make_ext4, workdir, run  # noqa
+from guestlib import (Daemon, artifacts, boot, check, log, make_ext4, random_files,  # noqa
+                      workdir, run)
 
 SCRIPT = """
 mkdir -p /data && mount /dev/vda /data
@@ -22,10 +23,7 @@ umount /data
 with workdir() as w:
     artifacts()
     tree = w.p("tree")
-    os.makedirs(tree + "/usr/lib")
-    for i in range(16):
-        with open(f"{tree}/usr/lib/lib{i}.so", "wb") as f:
-            f.write(os.urandom(1 << 20))
+    random_files(tree + "/usr/lib", 16, 1 << 20, "lib{i}.so")
     make_ext4(w.p("base.qcow2"), tree, size="128M", fmt="qcow2")
     vms = {}
     for i in (1, 2, 3):

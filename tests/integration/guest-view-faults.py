@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from guestlib import (Daemon, SRC, VBACKUPCTL, artifacts, boot, check, log, make_ext4,  # noqa
-                      mount, run, umount, workdir)
+                      mount, random_files, run, umount, workdir)
 
 QMP_CALL = os.path.join(SRC, "tests/guest/qmp-call.py")
 
@@ -101,10 +101,7 @@ def active_file(sock, image):
 with workdir() as w:
     artifacts()
     tree = w.p("tree")
-    os.makedirs(tree + "/bulk")
-    for i in range(4):                  # 64 MiB that do not compress: more than 'small' holds
-        with open(f"{tree}/bulk/f{i}.bin", "wb") as f:
-            f.write(os.urandom(16 << 20))
+    random_files(tree + "/bulk", 4, 16 << 20)   # 64 MiB that do not compress: more than 'small' holds
     imgdir = w.p("images")
     os.makedirs(imgdir)
     disk = make_ext4(os.path.join(imgdir, "data.qcow2"), tree, size="256M", fmt="qcow2")
