@@ -567,12 +567,12 @@ static int cmd_prune(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         dst = NULL;
         switch (c) {
-        case 'l': dst = &o.keep_last; break;
-        case 'h': dst = &o.keep_hourly; break;
-        case 'd': dst = &o.keep_daily; break;
-        case 'w': dst = &o.keep_weekly; break;
-        case 'm': dst = &o.keep_monthly; break;
-        case 'y': dst = &o.keep_yearly; break;
+        case 'l': dst = &o.policy.keep[VB_KEEP_LAST]; break;
+        case 'h': dst = &o.policy.keep[VB_KEEP_HOURLY]; break;
+        case 'd': dst = &o.policy.keep[VB_KEEP_DAILY]; break;
+        case 'w': dst = &o.policy.keep[VB_KEEP_WEEKLY]; break;
+        case 'm': dst = &o.policy.keep[VB_KEEP_MONTHLY]; break;
+        case 'y': dst = &o.policy.keep[VB_KEEP_YEARLY]; break;
         case 'v': o.vm = optarg; break;
         case 'n': o.dry_run = true; break;
         case 'j': json = true; break;

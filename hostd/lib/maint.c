@@ -14,6 +14,7 @@
 #include "catalog.h"
 #include "filerestore.h"
 #include "progress.h"
+#include "retention.h"
 #include "workers.h"
 
 /* ---- chunk references ---------------------------------------------------- */
@@ -248,26 +249,8 @@ out:
 
 /* ---- prune ----------------------------------------------------------------- */
 
-static void bucket(int64_t ns, int kind, char *out, size_t len)
-{
-    time_t t = (time_t)(ns / 1000000000);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    switch (kind) {
-    case 0: strftime(out, len, "%Y-%m-%dT%H", &tm); break;     /* hourly */
-    case 1: strftime(out, len, "%Y-%m-%d", &tm); break;        /* daily */
-    case 2: strftime(out, len, "%G-W%V", &tm); break;          /* weekly (ISO) */
-    case 3: strftime(out, len, "%Y-%m", &tm); break;           /* monthly */
-    default: strftime(out, len, "%Y", &tm); break;             /* yearly */
-    }
-}
-
 int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **plan, vb_error *e)
 {
-    static const char *names[] = { "hourly", "daily", "weekly", "monthly", "yearly" };
-    const int keep[] = { o->keep_hourly, o->keep_daily, o->keep_weekly, o->keep_monthly,
-                         o->keep_yearly };
     GPtrArray *snaps;
     GHashTable *groups;
     GHashTableIter it;
@@ -275,8 +258,7 @@ int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **pla
     json_object *out = json_object_new_array();
     int ret;
 
-    if (o->keep_last <= 0 && !o->keep_hourly && !o->keep_daily && !o->keep_weekly &&
-        !o->keep_monthly && !o->keep_yearly) {
+    if (!vb_retention_any(&o->policy)) {
         json_object_put(out);
         return vb_seterr(e, -EINVAL, "prune needs at least one --keep-* option (refusing to "
                          "remove every snapshot)");
@@ -304,34 +286,28 @@ int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **pla
     g_hash_table_iter_init(&it, groups);
     while (g_hash_table_iter_next(&it, &key, &val)) {
         GPtrArray *g = val;
+        int64_t *times = g_new(int64_t, g->len);
+        unsigned *keeps = g_new(unsigned, g->len);
+
+        for (guint i = 0; i < g->len; i++)
+            times[i] = ((struct vb_snapshot *)g->pdata[i])->created_ns;
+        vb_retention_plan(&o->policy, times, g->len, keeps);
         for (guint i = 0; i < g->len; i++) {
             struct vb_snapshot *s = g->pdata[i];
             json_object *reasons = json_object_new_array(), *o2;
-            if ((int)i < o->keep_last)
-                json_object_array_add(reasons, json_object_new_string("last"));
-            for (int k = 0; k < 5; k++) {
-                char b[40], prev[40] = "";
-                int seen = 0;
-                if (!keep[k])
-                    continue;
-                /* kept if it is the newest of its bucket and within the first N buckets */
-                for (guint j = 0; j <= i; j++) {
-                    bucket(((struct vb_snapshot *)g->pdata[j])->created_ns, k, b, sizeof(b));
-                    if (strcmp(b, prev) != 0) {
-                        seen++;
-                        snprintf(prev, sizeof(prev), "%s", b);
-                        if (j == i && (keep[k] < 0 || seen <= keep[k]))
-                            json_object_array_add(reasons, json_object_new_string(names[k]));
-                    }
-                }
-            }
+
+            for (int k = 0; k < VB_KEEP_N_RULES; k++)
+                if (keeps[i] & (1u << k))
+                    json_object_array_add(reasons, json_object_new_string(
+                        vb_keep_rule_name((enum vb_keep_rule)k)));
             o2 = json_object_new_object();
             json_object_object_add(o2, "id", json_object_new_string(s->id));
-            json_object_object_add(o2, "keep",
-                                   json_object_new_boolean(json_object_array_length(reasons) > 0));
+            json_object_object_add(o2, "keep", json_object_new_boolean(keeps[i] != 0));
             json_object_object_add(o2, "reasons", reasons);
             json_object_array_add(out, o2);
         }
+        g_free(times);
+        g_free(keeps);
     }
     if (!o->dry_run) {
         for (size_t i = 0; i < json_object_array_length(out) && !ret; i++) {

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "repo.h"
+#include "retention.h"
 #include "snapshot.h"
 
 struct vb_chunk_ref {
@@ -28,7 +29,7 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
 
 struct vb_prune_opts {
     const char *vm;
-    int keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly;
+    struct vb_retention policy;   /* retention.h */
     bool dry_run;
 };
 

@@ -86,33 +86,45 @@ for k in 2 3; do
 done
 same_image d.qcow2 r3.raw
 
-# --- calendar retention: move snapshots back in time --------------------
+# --- calendar retention: fixed dates, in a pinned local time zone -------------
+# (every day of a year, more zones and the DST rules are in tests/unit/test-retention.c)
 for i in 1 2 3 4 5 6; do
     "$V" --repo "$R" backup-disk --vm cal d.qcow2 | last_line >> cal.ids
 done
 python3 - "$R" cal.ids <<'PY'
 import json, sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
 repo, ids = sys.argv[1], open(sys.argv[2]).read().split()
-day = 86400 * 10**9
-# snapshots on days -40, -12, -11, -2, -2 (twice), newest last
-offsets = [40, 12, 11, 2, 2, 0]
-for sid, back in zip(ids, offsets):
+berlin = ZoneInfo("Europe/Berlin")
+# oldest first; 2028-03-26 is the 23-hour day when Berlin moves to summer time
+when = ["2028-02-20 12:00", "2028-03-15 12:00", "2028-03-25 23:30",
+        "2028-03-26 00:30", "2028-03-26 23:30", "2028-04-01 00:30"]
+for sid, w in zip(ids, when):
     p = f"{repo}/snapshots/{sid}/index.json"
     d = json.load(open(p))
-    d["created_ns"] -= back * day
+    d["created_ns"] = int(datetime.fromisoformat(w).replace(tzinfo=berlin).timestamp()) * 10**9
+    d.pop("created", None)
     json.dump(d, open(p, "w"))
 PY
-"$V" --repo "$R" prune --vm cal --keep-daily 3 --keep-monthly 2 --json > p.json
+TZ=Europe/Berlin "$V" --repo "$R" prune --vm cal --keep-daily 3 --keep-monthly 2 --dry-run --json > p.json
 python3 - p.json cal.ids <<'PY'
 import json, sys
 plan = {e["id"]: e for e in json.load(open(sys.argv[1]))}
 ids = open(sys.argv[2]).read().split()
-keep = [plan[i]["keep"] for i in ids]
-# daily 3: today(ids5), day-2 newest(ids4), day-11(ids2); monthly 2: newest of
-# this month and of the previous month(s)
-assert keep[5] and keep[4] and keep[2], keep
-assert not keep[3], ("older snapshot of the same day kept", keep)
-assert keep[0] or keep[1], ("no monthly kept", keep)
-print("retention ok", keep)
+got = [sorted(plan[i]["reasons"]) for i in ids]
+# daily 3: Apr 1, Mar 26 (its 23:30, not its 00:30), Mar 25; monthly 2: April and March
+want = [[], [], ["daily"], [], ["daily", "monthly"], ["daily", "monthly"]]
+assert got == want, (got, want)
 PY
+# the same instants in UTC: 2028-03-26 00:30 Berlin is 2028-03-25 23:30 UTC, the newest of its day
+TZ=UTC "$V" --repo "$R" prune --vm cal --keep-daily 3 --dry-run --json > p.json
+python3 - p.json cal.ids <<'PY'
+import json, sys
+plan = {e["id"]: e for e in json.load(open(sys.argv[1]))}
+ids = open(sys.argv[2]).read().split()
+assert [plan[i]["keep"] for i in ids] == [False, False, False, True, True, True], plan
+PY
+TZ=Europe/Berlin "$V" --repo "$R" prune --vm cal --keep-daily 3 --keep-monthly 2 > p.out
+[ "$(n_snapshots "$R")" = 5 ] || { cat p.out; fail "calendar prune removed the wrong number"; }
 ok "verify, prune, gc"
