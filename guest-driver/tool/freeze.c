@@ -216,7 +216,7 @@ void vbf_init(struct vbf *f, struct vbf_fs *fs, size_t n, double timeout, const 
 {
     memset(f, 0, sizeof(*f));
     pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
+    vbc_cond_init(&f->cond);
     f->fs = fs;
     f->n = n;
     f->timeout = timeout;
