@@ -345,6 +345,8 @@ int vbf_freeze(struct vbf *f, struct vbc_err *e)
         return vbc_seterr(e, -err, "pthread_create: %s", strerror(err));
     }
     f->wd_on = true;
+    /* named, so that ps -L (and tests/clients/freeze.sh) see who holds the freeze */
+    pthread_setname_np(f->wd, "freeze-watchdog");
     return 0;
 }
 
