@@ -73,7 +73,11 @@ probe_writer() {
 # frozen PID: vbackup PID holds its freeze (its thread "freeze-watchdog" runs
 # from after FIFREEZE until the thaw)
 frozen() { grep -qx freeze-watchdog /proc/"$1"/task/*/comm; }
-wait_frozen() { wait_for 60 frozen "$1"; }
+frozen_or_ended() { frozen "$1" || ! kill -0 "$1"; }
+wait_frozen() {
+    wait_for 60 frozen_or_ended "$1"
+    frozen "$1" || fail "vbackup ($1) ended before it froze the file system"
+}
 
 # writer_blocked PID: a moment after probe_writer, the writer has not finished
 # while PID still holds the freeze (one that ended after the thaw proves
