@@ -25,6 +25,17 @@ requires() {
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
+# wait_until SECONDS WHAT CMD...: run CMD every 0.05 s until it succeeds;
+# after SECONDS (a safety net, far above the expected time) fail naming WHAT
+wait_until() {
+    local limit=$1 what=$2 start=$SECONDS
+    shift 2
+    until "$@" 2>/dev/null; do
+        [ $((SECONDS - start)) -lt "$limit" ] || fail "still waiting after $limit s for $what"
+        sleep 0.05
+    done
+}
+
 # expect_fail PATTERN CMD...: CMD must exit 1 (not crash) and print PATTERN on stderr
 expect_fail() {
     local pat="$1"; shift

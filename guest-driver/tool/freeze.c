@@ -216,7 +216,7 @@ void vbf_init(struct vbf *f, struct vbf_fs *fs, size_t n, double timeout, const 
 {
     memset(f, 0, sizeof(*f));
     pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
+    vbc_cond_init(&f->cond);
     f->fs = fs;
     f->n = n;
     f->timeout = timeout;
@@ -345,6 +345,8 @@ int vbf_freeze(struct vbf *f, struct vbc_err *e)
         return vbc_seterr(e, -err, "pthread_create: %s", strerror(err));
     }
     f->wd_on = true;
+    /* named, so that ps -L (and tests/clients/freeze.sh) see who holds the freeze */
+    pthread_setname_np(f->wd, "freeze-watchdog");
     return 0;
 }
 

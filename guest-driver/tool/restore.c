@@ -814,7 +814,7 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     memset(&r, 0, sizeof(r));
     r.pc_fd = -1;
     pthread_mutex_init(&r.lock, NULL);
-    pthread_cond_init(&r.cond, NULL);
+    vbc_cond_init(&r.cond);
     r.root = geteuid() == 0;
     r.dest = o->into ? o->into : "";
     vbc_progress_init(&r.prog);

@@ -319,7 +319,7 @@ int vbc_connect(const char *path, struct vbc_conn **out, struct vbc_err *e)
     c->tag = ((uint64_t)getpid() << 32) | 1;
     pthread_mutex_init(&c->wlock, NULL);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->cond, NULL);
+    vbc_cond_init(&c->cond);
 
     if (S_ISCHR(st.st_mode)) {
         c->kind = VBC_T_IOCTL;

@@ -72,7 +72,11 @@ void vbc_signals_init(void);
 
 int64_t vbc_now_ns(void);        /* CLOCK_MONOTONIC */
 void vbc_sleep_ms(unsigned ms);  /* returns early when interrupted */
-/* pthread_cond_timedwait for at most ms milliseconds (m held) */
+/* A condition variable whose timed waits run on CLOCK_MONOTONIC, so that a
+ * step of the wall clock (NTP at boot) neither cuts nor stretches them. */
+void vbc_cond_init(pthread_cond_t *c);
+/* pthread_cond_timedwait for at most ms milliseconds (m held; c made by
+ * vbc_cond_init) */
 void vbc_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms);
 void vbc_human(char *buf, size_t len, uint64_t bytes);   /* "1.5 GiB" */
 void vbc_duration(char *buf, size_t len, double s);      /* "1:02:03", "42 s" */

@@ -278,6 +278,11 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
             }
             active++;
         }
+        /* nothing in flight (interrupted before the first chunk, the rest all
+         * holes): waiting would wait for the workers' poll, which no
+         * completion will ever wake */
+        if (!active)
+            break;
         struct vb_work *wd;
         int rr = vb_ring_run(&bk.ring, true);
         if (rr < 0) {

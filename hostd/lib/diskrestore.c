@@ -367,6 +367,11 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
             rs.active++;
             vb_workers_push(&rs.wk, &ch->work);
         }
+        /* nothing in flight (interrupted before the first chunk, the rest all
+         * zero): waiting would wait for the workers' poll, which no
+         * completion will ever wake */
+        if (!rs.active)
+            break;
         int rr = vb_ring_run(&rs.ring, true);
         if (rr < 0) {
             if (!ret)

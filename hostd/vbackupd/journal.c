@@ -85,6 +85,11 @@ void vbd_journal_recover(struct vbd *d)
                 g_hash_table_steal(d->jobs, &j->id);
                 j->id = (uint64_t)vb_json_int(o, "id", 0);
                 g_hash_table_insert(d->jobs, &j->id, j);
+                /* new ids come from the clock: after a restart within the
+                 * same second (or a clock stepped back) they would meet this
+                 * one, and a new job would replace it in d->jobs */
+                if (j->id >= d->next_job)
+                    d->next_job = j->id + 1;
                 j->kind = (uint8_t)vb_json_int(o, "kind", VB_KIND_FILES);
                 j->mode = (uint8_t)vb_json_int(o, "mode", VB_MODE_FULL);
                 j->target = g_hash_table_lookup(d->targets, vb_json_str(o, "target") ?

@@ -88,8 +88,8 @@ EOF
     chmod 4755 "$d/dir/size-100"
     chmod 0600 "$d/dir/size-0"
     chown 1234:5678 "$d/dir/size-1" 2>/dev/null || true
-    touch -d '2001-02-03 04:05:06.123456789' "$d/dir/size-511"
-    touch -h -d '1999-12-31 23:59:59.5' "$d/fast-link"
+    touch -d '2001-02-03 04:05:06.123456789 UTC' "$d/dir/size-511"
+    touch -h -d '1999-12-31 23:59:59.5 UTC' "$d/fast-link"
 }
 
 # loop_mount IMAGE DIR [mount options]

@@ -41,8 +41,26 @@ for h in fsfreeze-hook fsfreeze-hook.d/10-first fsfreeze-hook.d/20-second; do
     chmod +x "$HOOKS/$h"
 done
 printf '#!/bin/sh\necho "not executable"\n' > "$HOOKS/fsfreeze-hook.d/30-not-executable"
+# the last hook before FIFREEZE and the first after FITHAW: its time
+# (microseconds of /proc/uptime) and the STATUS polls the capture peer has
+# logged in $PEER_LOG so far, one line per call in $TIMING
+TIMING=$VB_TMP/timing
+cat > "$HOOKS/fsfreeze-hook.d/90-timing" <<HOOK
+#!/bin/sh
+read -r up _ < /proc/uptime
+polls=\$(grep -c '"op": "STATUS"' "\${PEER_LOG:-/dev/null}")
+echo "\$1 \${up%.*}\${up#*.}0000 \$polls" >> "$TIMING"
+HOOK
+chmod +x "$HOOKS/fsfreeze-hook.d/90-timing"
+export PEER_LOG=
 
-now() { echo "${EPOCHREALTIME/./}"; }          # microseconds
+# now: microseconds of CLOCK_BOOTTIME (10 ms steps), which no clock setting moves
+now() { local up _; read -r up _ < /proc/uptime; echo "${up%.*}${up#*.}0000"; }
+# timing FIELD EVENT: field 2 (time) or 3 (polls) of the 90-timing line of EVENT
+timing() { awk -v e="$2" -v f="$1" '$1 == e { print $f; exit }' "$TIMING"; }
+# frozen_us: from the last freeze hook to the first thaw hook, in microseconds;
+# the freeze lies within
+frozen_us() { echo $(( $(timing 2 thaw) - $(timing 2 freeze) )); }
 
 # probe_writer: starts a writer on the file system; its end time goes to
 # $VB_TMP/wdone
@@ -52,33 +70,59 @@ probe_writer() {
     WRITER=$!
 }
 
-# wait_frozen: the freeze hook ran; give FIFREEZE a moment
+# frozen PID: vbackup PID holds its freeze (its thread "freeze-watchdog" runs
+# from after FIFREEZE until the thaw)
+frozen() { grep -qx freeze-watchdog /proc/"$1"/task/*/comm; }
+frozen_or_ended() { frozen "$1" || ! kill -0 "$1"; }
 wait_frozen() {
-    wait_for 20 grep -q "fsfreeze-hook freeze" "$MARK"
+    wait_for 60 frozen_or_ended "$1"
+    frozen "$1" || fail "vbackup ($1) ended before it froze the file system"
+}
+
+# writer_blocked PID: a moment after probe_writer, the writer has not finished
+# while PID still holds the freeze (one that ended after the thaw proves
+# nothing either way, and is not a failure)
+writer_blocked() {
     sleep 0.3
+    [ ! -e "$VB_TMP/wdone" ] || ! frozen "$1"
+}
+
+# writer_done: the probe writer ends once the file system is thawed
+writer_done() {
+    wait_for 60 test -s "$VB_TMP/wdone"
+    wait $WRITER
+}
+
+# frozen_s FILE: the freeze time vbackup reported in FILE, in 1/100 s
+frozen_s() {
+    local f
+    f=$(sed -n 's/.*file systems frozen for \([0-9]*\)\.\([0-9][0-9]\) s.*/\1\2/p' "$1" | head -n 1)
+    [ -n "$f" ] || { cat "$1"; fail "no freeze time reported in $1"; }
+    echo $((10#$f))
 }
 
 vb() { "$VBACKUP_TOOL" "$@"; }     # foreground only: "$!" of "vb &" is a subshell
 
 # --- a held freeze blocks writers ------------------------------------------------
 : > "$MARK"
+: > "$TIMING"
 t0=$(now)
 "$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --hooks "$HOOKS" \
     --dump-freeze-ms 2000 2>"$VB_TMP/vb.err" &
 VB=$!
-wait_frozen
+wait_frozen $VB
 probe_writer
-sleep 0.7
-[ ! -e "$VB_TMP/wdone" ] || fail "a writer was not blocked by the freeze"
+writer_blocked $VB || fail "a writer finished while the file system was frozen"
 wait $VB || { cat "$VB_TMP/vb.err"; fail "vbackup --dump-freeze-ms failed"; }
-t_end=$(now)
-wait $WRITER
-[ -s "$VB_TMP/wdone" ] || fail "the writer did not finish"
+writer_done
 w=$(cat "$VB_TMP/wdone")
+# the hold (2 s) is vbackup's: no writer gets through before it ends
 [ $((w - t0)) -ge 1800000 ] || fail "the writer finished $(( (w - t0) / 1000 )) ms after the start"
-[ $((w - t_end)) -lt 1000000 ] || fail "the writer finished long after the thaw"
-grep -q "file systems frozen for 2\.[0-9][0-9] s" "$VB_TMP/vb.err" ||
-    { cat "$VB_TMP/vb.err"; fail "no freeze time reported"; }
+# the report: at least the hold, and within the hooks around the freeze (how
+# much longer than the hold is the machine's speed; 20 s is only a safety net)
+f=$(frozen_s "$VB_TMP/vb.err")
+[ "$f" -ge 200 ] && [ $((f * 10000)) -le "$(frozen_us)" ] && [ "$f" -lt 2000 ] ||
+    { cat "$VB_TMP/vb.err" "$TIMING"; fail "frozen for $f/100 s reported, hooks $(frozen_us) us apart"; }
 diff <(printf '%s\n' "fsfreeze-hook freeze" "10-first freeze" "20-second freeze" \
        "20-second thaw" "10-first thaw" "fsfreeze-hook thaw") "$MARK" ||
     fail "hooks ran in the wrong order (above)"
@@ -91,16 +135,17 @@ log "held freeze: writer blocked ~2 s, hooks in order"
 "$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --hooks "$HOOKS" \
     --dump-freeze-ms 60000 2>"$VB_TMP/vb.err" &
 VB=$!
-wait_frozen
+wait_frozen $VB
 probe_writer
-sleep 0.3
-[ ! -e "$VB_TMP/wdone" ] || fail "not frozen before SIGTERM"
+writer_blocked $VB || fail "not frozen before SIGTERM"
 t0=$(now)
 kill -TERM $VB
 rc=0
 wait $VB || rc=$?
-wait $WRITER
+writer_done
 [ $rc -eq 1 ] || fail "vbackup exited $rc after SIGTERM"
+# the watchdog looks for the signal every 20 ms and the hold would last 60 s:
+# 1 s leaves the machine 50 times what the thaw needs
 [ $(( $(cat "$VB_TMP/wdone") - t0 )) -lt 1000000 ] || fail "SIGTERM did not thaw at once"
 grep -q "interrupted by signal 15; file systems thawed" "$VB_TMP/vb.err" ||
     { cat "$VB_TMP/vb.err"; fail "no message after SIGTERM"; }
@@ -108,14 +153,17 @@ grep -q "fsfreeze-hook thaw" "$MARK" || fail "thaw hook not run after SIGTERM"
 log "SIGTERM: thawed within $(( ($(cat "$VB_TMP/wdone") - t0) / 1000 )) ms"
 
 # --- the watchdog ----------------------------------------------------------------------------
-t0=$(now)
+# measured between the hooks around the freeze, not from the start of the
+# process: the bound (1 s) must not cut the freeze short, and must end it
+# long before the hold (30 s); 2 s more is ample for syncfs and a hook
+: > "$TIMING"
 expect_fail "freeze bound of 1 s exceeded; thawed" \
     vb backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" --freeze-timeout 1 \
-    --dump-freeze-ms 30000
-el=$(( ($(now) - t0) / 1000 ))
-[ $el -ge 900 ] && [ $el -lt 3000 ] || fail "watchdog took $el ms"
+    --dump-freeze-ms 30000 --hooks "$HOOKS"
+el=$(( $(frozen_us) / 1000 ))
+[ $el -ge 990 ] && [ $el -lt 3000 ] || fail "watchdog: hooks $el ms apart"
 probe_writer
-wait $WRITER
+writer_done
 log "watchdog: thawed and failed after $el ms"
 
 # --- a fatal signal thaws from its handler ----------------------------------------------------
@@ -123,14 +171,14 @@ log "watchdog: thawed and failed after $el ms"
 ( ulimit -c 0; exec "$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" \
     --hooks "$HOOKS" --dump-freeze-ms 60000 ) 2>/dev/null &
 VB=$!
-wait_frozen
+wait_frozen $VB
 probe_writer
-sleep 0.3
-[ ! -e "$VB_TMP/wdone" ] || fail "not frozen before SIGSEGV"
+writer_blocked $VB || fail "not frozen before SIGSEGV"
 t0=$(now)
 kill -SEGV $VB
 wait $VB || true
-wait $WRITER
+writer_done
+# the handler thaws at once; the hold would last 60 s
 [ $(( $(cat "$VB_TMP/wdone") - t0 )) -lt 1000000 ] || fail "SIGSEGV did not thaw"
 log "SIGSEGV: thawed by the handler within $(( ($(cat "$VB_TMP/wdone") - t0) / 1000 )) ms"
 
@@ -161,19 +209,23 @@ log "stderr on the frozen file system: held until the thaw"
 SOCK=$VB_TMP/vm.sock
 start_peer "$SOCK" --log "$VB_TMP/peer.log" --view frozen --read-done-after 8 --done-after 10
 : > "$MARK"
-"$VBACKUP_TOOL" backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" \
-    --hooks "$HOOKS" >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" &
+: > "$TIMING"
+PEER_LOG=$VB_TMP/peer.log "$VBACKUP_TOOL" backup "$M" --to archive --device "$SOCK" \
+    --assume-disk "$SERIAL" --hooks "$HOOKS" >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" &
 VB=$!
-wait_frozen
+wait_frozen $VB
 probe_writer
-sleep 0.3
-[ ! -e "$VB_TMP/wdone" ] || fail "view FROZEN: not frozen while the host reads"
+writer_blocked $VB || fail "view FROZEN: not frozen while the host reads"
 wait $VB || { cat "$VB_TMP/vb.err"; fail "backup with view FROZEN"; }
-wait $WRITER
-grep -q "file systems frozen for 0\.[5-9][0-9] s\|file systems frozen for 1\.[0-9][0-9] s" \
-    "$VB_TMP/vb.out" || { cat "$VB_TMP/vb.out"; fail "view FROZEN: freeze time"; }
+writer_done
+# the thaw came right after the STATUS that had READ_DONE (the 8th poll), not
+# before and not a poll later: what the peer had logged when the thaw hook ran
+[ "$(timing 3 thaw)" = 8 ] ||
+    { cat "$TIMING"; fail "view FROZEN: thawed after $(timing 3 thaw) STATUS polls, not 8"; }
+# polls 100 ms apart: the freeze lasted at least 0.7 s
+f=$(frozen_s "$VB_TMP/vb.out")
+[ "$f" -ge 50 ] || { cat "$VB_TMP/vb.out"; fail "view FROZEN: frozen for only $f/100 s"; }
 [ "$(tail -n1 "$VB_TMP/vb.out")" = "capture/0001" ] || fail "the last line is not the snapshot id"
-# the thaw came after the STATUS that had READ_DONE (8th poll)
 polls=$(grep -c '"op": "STATUS"' "$VB_TMP/peer.log")
 [ "$polls" -ge 10 ] || fail "only $polls STATUS polls"
 no_violations "$VB_TMP/peer.log"
@@ -182,23 +234,30 @@ log "view FROZEN: frozen until READ_DONE ($(grep -o 'frozen for [0-9.]* s' "$VB_
 
 # --- view SNAPSHOT: thaw right after SEAL ------------------------------------------------------------
 start_peer "$SOCK" --log "$VB_TMP/peer2.log" --view snapshot --read-done-after 8 --done-after 10
-vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" \
-    >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" || { cat "$VB_TMP/vb.err"; fail "view SNAPSHOT"; }
-grep -q "file systems frozen for 0\.[0-3][0-9] s" "$VB_TMP/vb.out" ||
-    { cat "$VB_TMP/vb.out"; fail "view SNAPSHOT: freeze not short"; }
+: > "$TIMING"
+PEER_LOG=$VB_TMP/peer2.log vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" \
+    --hooks "$HOOKS" >"$VB_TMP/vb.out" 2>"$VB_TMP/vb.err" ||
+    { cat "$VB_TMP/vb.err"; fail "view SNAPSHOT"; }
+# thawed right after SEAL: before the first STATUS poll (a duration would
+# be the machine's speed)
+[ "$(timing 3 thaw)" = 0 ] ||
+    { cat "$TIMING"; fail "view SNAPSHOT: thawed after $(timing 3 thaw) STATUS polls, not at SEAL"; }
+frozen_s "$VB_TMP/vb.out" >/dev/null
 stop_peer
 log "view SNAPSHOT: $(grep -o 'frozen for [0-9.]* s' "$VB_TMP/vb.out")"
 
 # --- a host that never finishes reading: bound, thaw, CANCEL -------------------------------------------
 start_peer "$SOCK" --log "$VB_TMP/peer3.log" --view frozen --never-read-done
-t0=$(now)
+: > "$TIMING"
 expect_fail "backup failed: freeze bound of 1.5 s exceeded; thawed" \
-    vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" --freeze-timeout 1.5
-el=$(( ($(now) - t0) / 1000 ))
-[ $el -lt 4000 ] || fail "bound took $el ms"
+    vb backup "$M" --to archive --device "$SOCK" --assume-disk "$SERIAL" --freeze-timeout 1.5 \
+    --hooks "$HOOKS"
+# between the hooks around the freeze: not before the bound, and by it
+el=$(( $(frozen_us) / 1000 ))
+[ $el -ge 1490 ] && [ $el -lt 3500 ] || fail "bound: hooks $el ms apart"
 grep -q '"op": "CANCEL", "job": 1' "$VB_TMP/peer3.log" || fail "the job was not cancelled"
 probe_writer
-wait $WRITER
+writer_done
 stop_peer
 log "host never done: thawed after the bound, job cancelled ($el ms)"
 

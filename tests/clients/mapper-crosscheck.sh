@@ -43,10 +43,11 @@ for i in range(9000):
     os.pwrite(fd, blk, i * 8192)
 os.close(fd)
 EOF
-    # times with nanoseconds, before 1970 and after 2038 (epoch bits)
-    touch -d '2001-02-03 04:05:06.123456789' "$m/prealloc"
-    touch -d '1960-06-01 12:00:00.5' "$m/falloc"
-    touch -h -d '2200-01-01 00:00:00.25' "$m/fast-link"
+    # times with nanoseconds, before 1970 and after 2038 (epoch bits); in UTC,
+    # as check_dump_shape expects them, whatever the time zone
+    touch -d '2001-02-03 04:05:06.123456789 UTC' "$m/prealloc"
+    touch -d '1960-06-01 12:00:00.5 UTC' "$m/falloc"
+    touch -h -d '2200-01-01 00:00:00.25 UTC' "$m/fast-link"
     # physically fragmented: fill, free every other file, write into the gaps
     mkdir "$m/fill"
     local i=0
@@ -148,9 +149,10 @@ dd if="$VB_TMP/fs.img" of="$VB_TMP/disk.raw" bs=1M seek=$((START_SECTOR * 512)) 
     conv=notrunc,sparse status=none
 LOOP=$(losetup -f --show -P "$VB_TMP/disk.raw")
 cleanup_fn "losetup -d $LOOP"
-# kernels without CONFIG_MSDOS_PARTITION do not scan: add the partitions
-# with BLKPG (partx), which sysfs shows the same way
-sleep 0.5
+# losetup -P has scanned the table before it returns (the scan is part of
+# the ioctl, devtmpfs makes the nodes before device_add returns); kernels
+# without CONFIG_MSDOS_PARTITION do not scan: add the partitions with BLKPG
+# (partx), which sysfs shows the same way
 [ -b "${LOOP}p2" ] || partx -a "$LOOP" 2>/dev/null || true
 wait_for 10 test -b "${LOOP}p2"
 loop_start=$(cat "/sys/class/block/$(basename "$LOOP")p2/start")

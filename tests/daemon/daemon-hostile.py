@@ -10,12 +10,11 @@ import socket
 import struct
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
 from daemonlib import (Daemon, backup, check, fail, log, make_ext4, map_image, mount,  # noqa
-                       random_files, restore, same_trees, umount, workdir)
+                       random_files, restore, same_trees, umount, wait_for, workdir)
 
 results = []
 
@@ -173,9 +172,8 @@ with workdir() as w:
     expect(c, "BACKUP_DATA", D(1, 10, b""), "BAD_STATE", "already complete")
 
     # ---- other VM's things, unknown jobs, tiny replies ----------------------------
-    time.sleep(0.5)
-    good_jobs = [j["id"] for j in d.ctl_json("jobs") if j["vm"] == "good"]
-    check(good_jobs, "the good VM has no job yet")
+    good_jobs = wait_for(lambda: [j["id"] for j in d.ctl_json("jobs") if j["vm"] == "good"],
+                         "a job of the good VM")
     gj = struct.pack("<Q", good_jobs[0])
     expect(c, "STATUS", gj, "NO_JOB", "no job")
     expect(c, "CANCEL", gj, "NO_JOB", "no job")
@@ -232,7 +230,7 @@ with workdir() as w:
     check(dst["state"] == "done", f"the good VM's disk backup: {dst}")
     expect(gc, "RESTORE_BEGIN", struct.pack("<HHHH", 7, len(dst["snapshot"]), 0, 0) + b"archive" +
            dst["snapshot"].encode(), "BAD_REQUEST", "disks are restored on the host")
-    gone = "good/1999" + dst["snapshot"][len("good/2026"):]      # well-formed, never made
+    gone = "good/1999" + dst["snapshot"][len("good/YYYY"):]      # this year's id in 1999
     expect(gc, "RESTORE_BEGIN", struct.pack("<HHHH", 7, len(gone), 0, 0) + b"archive" +
            gone.encode(), "NOT_FOUND", f"snapshot '{gone}' not found for VM good")
     check(d.alive(), "vbackupd died")

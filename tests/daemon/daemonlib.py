@@ -38,6 +38,18 @@ def check(cond, msg):
         fail(msg)
 
 
+def wait_for(pred, what, timeout=60):
+    """pred()'s first true value, polled every 0.05 s; after timeout seconds
+    (a safety net far above the expected time) fail naming what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    fail(f"still waiting after {timeout} s for {what}")
+
+
 def run(*cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
@@ -122,14 +134,14 @@ class Daemon:
         self.logf = open(self.log_path, "a")
         self.proc = subprocess.Popen(list(wrapper) + [VBACKUPD, "--config", self.conf],
                                      stdout=self.logf, stderr=self.logf)
-        deadline = time.time() + 20
-        while time.time() < deadline:
+        deadline = time.monotonic() + 60         # a safety net: it takes well under 1 s
+        while time.monotonic() < deadline:
             if os.path.exists(os.path.join(self.run_dir, "admin.sock")):
                 return self
             if self.proc.poll() is not None:
                 fail(f"vbackupd exited at start:\n{open(self.log_path).read()}")
             time.sleep(0.05)
-        fail("vbackupd did not start")
+        fail(f"vbackupd did not start: no {self.run_dir}/admin.sock after 60 s")
 
     def alive(self):
         return self.proc and self.proc.poll() is None

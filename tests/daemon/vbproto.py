@@ -175,14 +175,17 @@ class Conn:
         return total, out
 
     def wait_job(self, job, timeout=120):
+        """The job's status once it ended; timeout is a safety net."""
         import time
-        t0 = time.time()
-        while time.time() - t0 < timeout:
+        deadline = time.monotonic() + timeout
+        while True:
             st = self.status(job)[0]
             if st["state"] in ("done", "failed", "cancelled"):
                 return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job} still {st['state']} ({st['reason']}) after "
+                                   f"{timeout} s")
             time.sleep(0.05)
-        raise TimeoutError(f"job {job} still {st['state']} after {timeout} s")
 
     def restore_begin(self, target, snapshot, paths=()):
         p = struct.pack("<HHHH", len(target), len(snapshot), len(paths), 0) + target.encode() + \

@@ -35,22 +35,26 @@ ok "ENOSPC leaves a consistent repository"
 R="$T/repo"
 "$V" --repo "$R" init >/dev/null
 rand_mib big.raw 768
+# a backup under way: its temporary snapshot exists (and none is left over,
+# after SIGKILL gc removes it)
+tmp_snapshot() { ls -a "$R/snapshots/killed" | grep -q '^\.tmp-'; }
+begun_or_ended() { tmp_snapshot || ! kill -0 "$pid"; }
 for sig in KILL INT TERM; do
     "$V" --repo "$R" backup-disk --vm killed --threads 1 big.raw > k.out 2>&1 &
     pid=$!
-    sleep 0.4
+    wait_until 60 "the backup to begin its snapshot" begun_or_ended
     kill -0 "$pid" 2>/dev/null || fail "backup finished before SIG$sig (make the disk larger)"
     kill -$sig "$pid"
     rc=0; wait "$pid" || rc=$?
     [ "$rc" != 0 ] || fail "backup interrupted by SIG$sig exited 0"
     [ "$(n_snapshots "$R")" = 0 ] || fail "a half snapshot is visible after SIG$sig"
     if [ $sig = KILL ]; then
-        ls -a "$R/snapshots/killed" | grep -q '^\.tmp-' || fail "no trace of the killed backup (test broken?)"
+        tmp_snapshot || fail "no trace of the killed backup (test broken?)"
         "$V" --repo "$R" gc --json > g.json
         [ "$(json_get '["temporary_removed"]' < g.json)" -ge 1 ] || fail "gc did not clear the killed backup"
     else
         grep -q "interrupted" k.out || { cat k.out; fail "SIG$sig: no 'interrupted' message"; }
-        ls -a "$R/snapshots/killed" | grep -q '^\.tmp-' && fail "SIG$sig left a temporary snapshot"
+        tmp_snapshot && fail "SIG$sig left a temporary snapshot"
     fi
     "$V" --repo "$R" verify >/dev/null || fail "verify after SIG$sig"
 done
@@ -77,17 +81,34 @@ cmp a.raw a.back && cmp b.raw b.back || fail "concurrent backups restore wrong b
 ok "two concurrent backups both succeed"
 
 # ---- the lock: gc waits for running backups, backups wait for gc ------------
+# No clock: the lock is held (flock MODE) until the test lets it go, after the
+# waiter has said that it waits; a waiter that does not wait has ended by
+# then, and lets go only when the lock is released.
 requires flock
-flock -s "$R/lock" sleep 2 &          # what a running backup holds
-sleep 0.2
-t0=$(date +%s.%N)
-"$V" --repo "$R" gc > g.out 2>&1 || { cat g.out; fail "gc failed"; }
-t1=$(date +%s.%N)
-python3 -c "import sys; sys.exit(0 if $t1 - $t0 > 1.2 else 1)" || fail "gc did not wait for the shared lock"
-grep -q "waiting for the repository lock" g.out || fail "gc does not say it is waiting"
-flock -x "$R/lock" sleep 1.5 &        # what gc holds
-sleep 0.2
-"$V" --repo "$R" backup-disk --vm lock a.raw > l.out 2>&1 || { cat l.out; fail "backup after gc"; }
+hold_lock() {           # hold_lock -s|-x: take the repository's lock, keep it
+    rm -f held release
+    flock "$1" "$R/lock" sh -c ': > held; while [ ! -e release ]; do sleep 0.05; done' &
+    HOLDER=$!
+    wait_until 30 "flock $1 $R/lock" test -e held
+}
+release_lock() { : > release; wait $HOLDER; }
+waits_for_lock() {      # waits_for_lock PID OUT: PID says so in OUT and is still waiting
+    wait_until 60 "'waiting for the repository lock' from $1" grep -q "waiting for the repository lock" "$2"
+    kill -0 "$1" 2>/dev/null || { cat "$2"; fail "$1 went on although the lock was held"; }
+}
+hold_lock -s            # what a running backup holds
+"$V" --repo "$R" gc > g.out 2>&1 &
+gc=$!
+waits_for_lock $gc g.out
+release_lock
+wait $gc || { cat g.out; fail "gc failed"; }
+grep -q "other operations are running" g.out || fail "gc does not say why it waits"
+hold_lock -x            # what gc holds
+"$V" --repo "$R" backup-disk --vm lock a.raw > l.out 2>&1 &
+bk=$!
+waits_for_lock $bk l.out
+release_lock
+wait $bk || { cat l.out; fail "backup after gc"; }
 grep -q "garbage collection is running" l.out || fail "backup does not say it waits for gc"
 "$V" --repo "$R" restore-disk "$(last_line < l.out)" --to l.back
 cmp a.raw l.back || fail "backup that waited for gc restores wrong bytes"

@@ -22,6 +22,7 @@ peer, comma separated, up to the first newline:
   noreply      never answer
   stall=MS     stop reading the socket for MS milliseconds after this frame
                (the device must queue its writes without blocking QEMU)
+  stall=hold   the same until this peer gets SIGUSR1 (the test says when)
 
 Options --delay, --reverse and --close-after act on every frame.
 """
@@ -49,6 +50,7 @@ class Peer:
         self.logf = open(args.log, "a", buffering=1) if args.log else None
         self.connections = 0
         self.frames = 0
+        self.resume = None      # asyncio.Event, set by SIGUSR1: ends stall=hold
 
     def log(self, msg):
         if self.logf:
@@ -152,10 +154,20 @@ class Peer:
                         break
                     stall = [w for w in line.split(b",") if w.startswith(b"stall=")]
                     if stall:
-                        ms = int(stall[0][6:])
-                        self.log(f"stall {ms} ms requested by tag={tag}")
                         spawn(answer(hdr, payload, 0))
-                        await asyncio.sleep(ms / 1000.0)
+                        # not even asyncio reads ahead meanwhile: the socket
+                        # fills and the device's writes must wait
+                        writer.transport.pause_reading()
+                        if stall[0][6:] == b"hold":
+                            self.log(f"stall until SIGUSR1 requested by tag={tag}")
+                            await self.resume.wait()
+                            self.resume.clear()
+                        else:
+                            ms = int(stall[0][6:])
+                            self.log(f"stall {ms} ms requested by tag={tag}")
+                            await asyncio.sleep(ms / 1000.0)
+                        self.log("stall over: reading again")
+                        writer.transport.resume_reading()
                         continue
                     if b"noreply" in words:
                         continue
@@ -199,6 +211,8 @@ async def main_async(args):
     loop = asyncio.get_running_loop()
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, stop.set)
+    peer.resume = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, peer.resume.set)
     async with server:
         await stop.wait()
     if os.path.exists(args.socket):

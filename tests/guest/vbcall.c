@@ -15,7 +15,8 @@
  *   vbcall wait-ok [-T SECONDS]
  *   vbcall interrupt
  *   vbcall closemid [-n THREADS]
- *   vbcall hold [-n THREADS] [-s STATUS] [-m MAX_MS]
+ *   vbcall hold [-n THREADS] [-s STATUS] [-m MAX_MS] [-S LINE]
+ *                                 (prints LINE once the calls are on the ring)
  *   vbcall peerproto
  *   vbcall badframes
  *   vbcall raw-malformed          (needs virtio_backup.vb_test_malformed=1)
@@ -304,6 +305,46 @@ static int mode_echo(int argc, char **argv)
 
 /* ---- concurrent callers ---------------------------------------------------- */
 
+/* Callers about to call: counted by worker_main just before the ioctl. */
+static int calls_entered;
+
+/* Requests the driver holds (its live_requests parameter), or -1. */
+static int live_requests(void)
+{
+	FILE *f = fopen("/sys/module/virtio_backup/parameters/live_requests",
+			"r");
+	int n = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &n) != 1)
+			n = -1;
+		fclose(f);
+	}
+	return n;
+}
+
+/*
+ * Wait until n callers have entered their call and the driver holds at least
+ * n requests: the calls are allocated and go onto the ring.  This replaces a
+ * fixed pause that a slow guest could outlast; the deadline is a safety net.
+ */
+static void wait_on_ring(int n, const char *what)
+{
+	double t0 = now_ms();
+
+	while (__atomic_load_n(&calls_entered, __ATOMIC_ACQUIRE) < n ||
+	       live_requests() < n) {
+		if (now_ms() - t0 > 60000) {
+			fail("%s: after 60 s, %d of %d callers in their call, "
+			     "%d requests allocated", what,
+			     __atomic_load_n(&calls_entered, __ATOMIC_ACQUIRE),
+			     n, live_requests());
+			exit(1);
+		}
+		usleep(10 * 1000);
+	}
+}
+
 struct worker {
 	pthread_t thread;
 	int id;
@@ -348,6 +389,7 @@ static void *worker_main(void *arg)
 		memcpy(p, head, hlen);
 		fill_pattern(p + hlen, body, tag ^ (tag >> 32));
 
+		__atomic_add_fetch(&calls_entered, 1, __ATOMIC_RELEASE);
 		ret = do_call(w->fd, VB_OP_STATUS, tag, p, plen,
 			      VB_HDR_SIZE + plen, &r);
 		if (w->expect_errno) {
@@ -719,7 +761,7 @@ static int mode_closemid(int argc, char **argv)
 	fd = open_dev();
 	/* Calls whose replies would come only after 20 s... */
 	w = start_holders(n, fd, VB_S_UNAVAILABLE, 0);
-	usleep(500 * 1000);
+	wait_on_ring(n, "closemid");
 	/* ...then the peer is told to hang up. */
 	ret = do_call(fd, VB_OP_CANCEL, 900, "VBTEST:close\n", 13, 4096, &r);
 	if (ret)
@@ -741,19 +783,27 @@ static int mode_closemid(int argc, char **argv)
 static int mode_hold(int argc, char **argv)
 {
 	int n = 8, status = VB_S_UNAVAILABLE, max_ms = 30000, opt, fd;
+	const char *step = NULL;
 	struct worker *w;
 	double t0 = now_ms();
 
-	while ((opt = getopt(argc, argv, "n:s:m:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:s:m:S:")) != -1) {
 		switch (opt) {
 		case 'n': n = atoi(optarg); break;
 		case 's': status = atoi(optarg); break;
 		case 'm': max_ms = atoi(optarg); break;
+		case 'S': step = optarg; break;
 		default: return 2;
 		}
 	}
 	fd = open_dev();
 	w = start_holders(n, fd, status, 0);
+	if (step) {
+		/* the host acts on this line: only once the calls are held */
+		wait_on_ring(n, "hold");
+		printf("%s\n", step);
+		fflush(stdout);
+	}
 	join_holders(w, n, max_ms);
 	if (!failures)
 		ok("hold: %d calls ended with status %d after %.0f ms", n, status,
@@ -1104,7 +1154,7 @@ static int mode_removal(int argc, char **argv)
 		return 2;
 	fd = open_dev();
 	w = start_holders(n, fd, -1, ENODEV);
-	usleep(500 * 1000);
+	wait_on_ring(n, "removal");
 	if (!strcmp(unbind, "-")) {
 		/* the host removes the device (QMP device_del) */
 		printf("STEP unplug-now\n");

@@ -21,6 +21,35 @@ P=/sys/module/virtio_backup/parameters
 D=/sys/bus/virtio/drivers/virtio_backup
 KO=/lib/modules/$(uname -r)/extra/virtio_backup.ko
 live() { cat $P/live_requests; }
+# wait_live N WHAT: poll until the driver holds N requests; the 60 s are a
+# safety net (requests are freed when their replies or the device go)
+wait_live() {
+    i=0
+    until [ "$(live)" = "$1" ]; do
+        i=$((i + 1))
+        [ $i -lt 600 ] || { echo "FAIL $(live) requests allocated after 60 s, want $1: $2"; exit 1; }
+        sleep 0.1
+    done
+}
+# kill_waiting SIG: a call that is never answered gets SIG once the driver
+# holds its request (a fixed second used to be given instead); the caller
+# runs in the foreground, where SIGINT is not ignored
+kill_waiting() {
+    n=$(live)
+    rm -f /tmp/caller.pid
+    ( i=0
+      until [ -s /tmp/caller.pid ] && [ "$(live)" -gt "$n" ]; do
+          i=$((i + 1))
+          if [ $i -ge 600 ]; then
+              [ -s /tmp/caller.pid ] && kill -KILL "$(cat /tmp/caller.pid)"
+              exit 1
+          fi
+          sleep 0.1
+      done
+      kill -s "$1" "$(cat /tmp/caller.pid)" ) &
+    sh -c 'echo $$ > /tmp/caller.pid; exec vbcall call -p "VBTEST:noreply"' >/dev/null 2>&1 || true
+    wait $! || { echo "FAIL the never-answered call did not get its request"; exit 1; }
+}
 mem() { awk '/^(Slab|VmallocUsed):/ { s += $2 } END { print s }' /proc/meminfo; }
 reload() {
     rmmod virtio_backup
@@ -44,26 +73,24 @@ after=$(mem)
 echo "ok 20 unload/load cycles; slab+vmalloc ${before} kB -> ${after} kB"
 [ $((after - before)) -lt 2048 ] || { echo "FAIL memory grew by $((after - before)) kB"; exit 1; }
 
-# A module in use cannot be unloaded.
-sleep 3 </dev/vbackup &
-sleep 0.5
+# A module in use cannot be unloaded (held open by this shell: no race).
+exec 3</dev/vbackup
 if rmmod virtio_backup 2>/dev/null; then
     echo "FAIL rmmod succeeded while /dev/vbackup is open"; exit 1
 fi
-wait
+exec 3<&-
 echo "ok rmmod refused while /dev/vbackup is open"
 
 # Interrupted calls: buffers are freed when the late replies arrive.
 vbcall interrupt
-sleep 4
-[ "$(live)" = 0 ] || { echo "FAIL $(live) requests still allocated"; exit 1; }
+wait_live 0 "the interrupted requests, whose replies come 3 s late"
 echo "ok interrupted requests freed after their replies"
 
 # Callers killed while their replies never come: the requests stay on the
 # ring until the device goes away, then they are freed.
 V=$(basename "$(readlink -f $D/virtio*)")
-timeout -s INT 1 vbcall call -p "VBTEST:noreply" >/dev/null 2>&1 || true
-timeout -s KILL 1 vbcall call -p "VBTEST:noreply" >/dev/null 2>&1 || true
+kill_waiting INT
+kill_waiting KILL
 [ "$(live)" = 2 ] || { echo "FAIL $(live) requests allocated, want 2"; exit 1; }
 echo "$V" >$D/unbind
 [ "$(live)" = 0 ] || { echo "FAIL $(live) requests after unbind"; exit 1; }
@@ -85,8 +112,7 @@ reload
 vbcall call -e >/dev/null
 echo "ok device works again after the driver reset it"
 vbcall concurrent -n 32 -i 2 -d 50
-sleep 0.5
-[ "$(live)" = 0 ] || { echo "FAIL $(live) requests still allocated"; exit 1; }
+wait_live 0 "the answered requests (the ring lets go of each after its caller)"
 echo "ok no requests left allocated"
 dmesg | grep -E 'WARNING|BUG|Oops|refcount|leak' && { echo "FAIL kernel warnings"; exit 1; }
 echo "ok dmesg clean"

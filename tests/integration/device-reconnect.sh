@@ -24,12 +24,8 @@ vbcall concurrent -n 16 -i 2 -d 100
 # The peer hangs up with nine calls in flight.
 vbcall closemid -n 8
 vbcall wait-ok -T 30
-# The peer dies with eight calls in flight.
-vbcall hold -n 8 -s 1 -m 15000 &
-hold=$!
-sleep 1
-echo "STEP kill-peer"
-wait $hold
+# The peer dies with eight calls in flight: vbcall says when they are.
+vbcall hold -n 8 -s 1 -m 15000 -S "STEP kill-peer"
 vbcall unavailable -m 2000
 echo "STEP restart-peer"
 vbcall wait-ok -T 30

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """While a guest backs up, a writer in the same guest keeps appending to a
 file on the same file system (and rewrites a counter file after each line).
-With QMP (snapshot view) the writer is blocked for about a second at most
-(the freeze lasts until the overlay is taken), without QMP for the whole
-read; either way the snapshot holds one consistent state of the tree: the
-log is whole lines numbered without gaps, and the counter names its last
-line (or the one before, if the instant fell between append and rename).  Prints the longest freeze and writer stall, and the guest CPU time."""
+With QMP (snapshot view) the freeze lasts until the overlay is taken (the
+job's plan says so; tests/clients/freeze.sh shows the guest thaws at SEAL
+then), without QMP for the whole read, which is longer; either way the
+snapshot holds one consistent state of the tree: the log is whole lines
+numbered without gaps, and the counter names its last line (or the one
+before, if the instant fell between append and rename).  Prints the longest
+freeze and writer stall, and the guest CPU time; their sizes in seconds are
+the machine's, and are only bounded as a safety net."""
 import os
 import re
 import subprocess
@@ -18,7 +21,11 @@ from guestlib import (Daemon, artifacts, boot, check, log, make_ext4, mount, res
 SCRIPT = """
 mkdir -p /data && mount /dev/vda /data
 writer /data/log.txt /data/counter.txt /tmp/stop &
-sleep 1
+i=0
+until [ -s /data/counter.txt ]; do      # the writer is writing
+    i=$((i + 1)); [ $i -lt 600 ] || { echo "FAIL the writer wrote nothing in 60 s"; exit 1; }
+    sleep 0.1
+done
 time vbackup backup /data --to archive --mode full
 sleep 0.5
 touch /tmp/stop
@@ -65,12 +72,16 @@ with workdir() as w:
         # instant fell between the writer's append and its rename
         check(counter in (nums[-1], nums[-1] - 1),
               f"{mode}: counter {counter} but the log ends at {nums[-1]}")
+        plan = d.ctl_json("job", str([j for j in d.ctl_json("jobs") if j.get("snapshot") == snap]
+                                     [0]["id"]))["plan"]
+        took = any(n.startswith("view: snapshot of 1 disk taken") for n in plan)
+        check(took == (mode == "qmp"), f"{mode}: the view in the plan: {plan}")
         results[mode] = (frozen, stall, cpu, len(nums))
         log(f"{mode}: frozen {frozen:.2f} s, writer blocked at most {stall:.2f} s, "
             f"snapshot consistent at line {len(nums)}; vbackup in the guest: "
             f"{cpu['real']:.2f} s elapsed, {cpu['user'] + cpu['sys']:.2f} s CPU (96 MiB backed up)")
         d.stop()
-    check(results["qmp"][0] < 1.0 and results["qmp"][1] < 1.5,
+    check(results["qmp"][0] < 10 and results["qmp"][1] < 15,
           f"with QMP the freeze was {results['qmp'][0]:.2f} s, the stall {results['qmp'][1]:.2f} s")
     check(results["frozen"][0] >= results["qmp"][0], "the snapshot view did not shorten the freeze")
     log("ok: consistent snapshots; longest freeze "

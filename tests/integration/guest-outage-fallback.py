@@ -11,10 +11,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Daemon, artifacts, boot, check, log, make_ext4, mount, same_trees,  # noqa
-                      umount, workdir, run, VBACKUPCTL)
+from guestlib import (Daemon, Mailbox, artifacts, boot, check, log, make_ext4, mount,  # noqa
+                      same_trees, umount, workdir, run, VBACKUPCTL)
 
-SCRIPT = r"""
+SCRIPT = Mailbox.SHELL + r"""
 mkdir -p /data /restore /mnt/t
 mount /dev/vda /data && mount /dev/vdb /restore && mount -t tmpfs tmp /mnt/t
 mkdir -p /mnt/t/sub && echo "in tmpfs" > /mnt/t/a.txt && head -c 300000 /dev/urandom > /mnt/t/sub/b.bin
@@ -41,7 +41,7 @@ vbackup restore /data --from archive --into /restore
 # 4. the host defers a job (IO pressure): the guest sees it deferred, with the
 # reason, in status and cancels it; the backup command ends with that
 echo HIGH-PRESSURE
-sleep 2
+await_host PRESSURE
 vbackup backup /data --to archive --no-freeze > /tmp/def.out 2>&1 &
 bp=$!
 n=0
@@ -73,6 +73,7 @@ with workdir() as w:
     d = Daemon(w, {"g": {"data0": disk}}, batch_seconds=0.3,
                policy_conf={"schedule": {"io_some_max": 20, "recheck": 1}})
     console_path = w.p("outage.console")
+    mailbox = Mailbox(w)
 
     def console_says(what):
         return os.path.exists(console_path) and \
@@ -87,16 +88,19 @@ with workdir() as w:
         for _ in range(6000):
             if console_says("HIGH-PRESSURE"):
                 d.set_psi(io=85, cpu=0, mem=0)
+                mailbox.post("PRESSURE")
                 return
             time.sleep(0.1)
 
     th = threading.Thread(target=start_when_asked)
     th.start()
-    console = boot(w, SCRIPT, [(disk, "data0", "raw"), (w.p("scratch.raw"), "scratch", "raw")],
-                   d.sock("g"), name="outage")
+    console = boot(w, SCRIPT, [(disk, "data0", "raw"), (w.p("scratch.raw"), "scratch", "raw"),
+                               mailbox.disk()], d.sock("g"), name="outage")
     th.join()
     import re
     t0, t1 = map(float, re.search(r"FAILED-AFTER ([0-9.]+) ([0-9.]+)", console).groups())
+    # the device answers 'not connected' at once and the tool gives up: well
+    # under a second; 5 s is a safety net that still tells it from a wait
     check(t1 - t0 < 5, f"vbackup took {t1 - t0:.1f} s to fail while vbackupd was down")
     check("not running" in console, "no clear message while vbackupd was down")
     check("TMPFS-RESTORE-OK" in console, "the tmpfs files did not restore byte for byte")

@@ -23,12 +23,14 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Daemon, SRC, VBACKUPCTL, artifacts, boot, check, log, make_ext4,  # noqa
-                      mount, random_files, run, umount, workdir)
+from guestlib import (Daemon, Mailbox, SRC, VBACKUPCTL, artifacts, boot, check, log,  # noqa
+                      make_ext4, mount, random_files, run, umount, workdir)
 
 QMP_CALL = os.path.join(SRC, "tests/guest/qmp-call.py")
 
-SCRIPT = r"""
+# the guest goes on when the host says it is done (await_host), not after a
+# pause the host might outlast on a loaded machine
+SCRIPT = Mailbox.SHELL + r"""
 mkdir -p /data && mount /dev/vda /data
 wait_deferred() {
     n=0
@@ -39,13 +41,13 @@ wait_deferred() {
 }
 # 1. no overlay can be made
 echo STEP-IMMUTABLE
-sleep 3
+await_host IMMUTABLE
 vbackup backup /data --to archive
 echo STEP-MUTABLE
-sleep 3
+await_host MUTABLE
 # 2. deferred while holding a view, then cancelled
 echo PRESSURE-ON
-sleep 3
+await_host PRESSURE
 vbackup backup /data --to archive > /tmp/o2 2>&1 &
 bp=$!
 wait_deferred
@@ -54,7 +56,7 @@ vbackup cancel $job
 if wait $bp; then echo "UNEXPECTED SUCCESS 2"; exit 7; fi
 echo O2-BEGIN; cat /tmp/o2; echo O2-END
 echo "CHECK-COMMITTED 2"
-sleep 6
+await_host CHECKED-2
 # 3. vbackupd killed while a job holds a view
 vbackup backup /data --to archive > /tmp/o3 2>&1 &
 bp=$!
@@ -65,13 +67,13 @@ if wait $bp; then echo "UNEXPECTED SUCCESS 3"; exit 8; fi
 echo O3-BEGIN; cat /tmp/o3; echo O3-END
 n=0; until vbackup status > /dev/null 2>&1; do n=$((n+1)); [ $n -lt 120 ] || exit 5; sleep 0.5; done
 vbackup status $job
-sleep 6
+await_host CHECKED-3
 # 4. the target fills up
 if vbackup backup /data --to small > /tmp/o4 2>&1; then echo "UNEXPECTED SUCCESS 4"; exit 9; fi
 echo O4-BEGIN; cat /tmp/o4; echo O4-END
 echo "written after attempt 4" > /data/after4.txt && sync
 echo "CHECK-COMMITTED 4"
-sleep 6
+await_host CHECKED-4
 umount /data
 """
 
@@ -117,6 +119,7 @@ with workdir() as w:
     open(d.conf, "w").write(conf)
     d.start()
     console_path = w.p("faults.console")
+    mailbox = Mailbox(w)
     problems, events = [], []
 
     def console():
@@ -127,8 +130,8 @@ with workdir() as w:
 
     def expect_original(step):
         """QEMU writes the original image again, and no overlay file is left."""
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             top, backing = active_file(qsock, disk)
             left = [f for f in os.listdir(imgdir) if ".vbackup-" in f]
             if top == os.path.realpath(disk) and not backing and not left:
@@ -137,10 +140,19 @@ with workdir() as w:
             time.sleep(0.2)
         problems.append(f"{step}: QEMU writes {top} (backing {backing}), left: {left}")
 
+    def await_console(text, what, timeout=120):
+        deadline = time.monotonic() + timeout         # a safety net
+        while text not in console():
+            if time.monotonic() > deadline:
+                problems.append(f"still waiting after {timeout} s for {what}")
+                return False
+            time.sleep(0.1)
+        return True
+
     def host_side():
         done = set()
-        deadline = time.time() + 900
-        while time.time() < deadline:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
             c = console()
             if "STEP-IMMUTABLE" in c and "imm" not in done:
                 r = subprocess.run(["chattr", "+i", imgdir], capture_output=True, text=True)
@@ -148,9 +160,11 @@ with workdir() as w:
                     problems.append(f"chattr +i {imgdir} failed ({r.stderr.strip()}): this test "
                                     "needs its work folder on ext4, xfs or btrfs")
                 done.add("imm")
+                mailbox.post("IMMUTABLE")
             if "STEP-MUTABLE" in c and "mut" not in done:
                 run("chattr", "-i", imgdir)
                 done.add("mut")
+                mailbox.post("MUTABLE")
             if "PRESSURE-ON" in c and "psi" not in done:
                 # 1 is over: the snapshot failed, the host read with the guest frozen
                 last = d.ctl_json("jobs")[-1]
@@ -162,9 +176,11 @@ with workdir() as w:
                                   [n for n in job["plan"] if "snapshot failed" in str(n)][0])
                 d.set_psi(io=85, cpu=0, mem=0)
                 done.add("psi")
+                mailbox.post("PRESSURE")
             if "CHECK-COMMITTED 2" in c and "c2" not in done:
                 expect_original("2 (cancelled)")
                 done.add("c2")
+                mailbox.post("CHECKED-2")
             m = re.search(r"KILL-DAEMON (\d+)", c)
             if m and "kill" not in done:
                 top, backing = active_file(qsock, disk)
@@ -172,16 +188,20 @@ with workdir() as w:
                     problems.append(f"3: no view held before the kill: {top} {backing}")
                 d.kill()
                 d.set_psi(io=0, cpu=0, mem=0)
-                time.sleep(1)
+                # started again once the guest's command has failed (it
+                # printed what it said), not after a second
+                await_console("O3-END", "the guest's backup to fail after the kill")
                 d.start()
                 expect_original("3 (vbackupd killed)")
                 job = d.ctl_json("job", m.group(1))
                 if job.get("state") != "failed" or "vbackupd stopped" not in job.get("reason", ""):
                     problems.append(f"3: after the restart job {m.group(1)} is {job}")
                 done.add("kill")
+                mailbox.post("CHECKED-3")
             if "CHECK-COMMITTED 4" in c and "c4" not in done:
                 expect_original("4 (target full)")
                 done.add("c4")
+                mailbox.post("CHECKED-4")
             if "c4" in done or "VBACKUP-GUEST-EXIT" in c:
                 break
             time.sleep(0.1)
@@ -195,8 +215,8 @@ with workdir() as w:
     th = threading.Thread(target=host_side_checked)
     th.start()
     try:
-        out = boot(w, SCRIPT, [(disk, "data0", "qcow2")], d.sock("g"), qmp=qsock,
-                   name="faults")
+        out = boot(w, SCRIPT, [(disk, "data0", "qcow2"), mailbox.disk()], d.sock("g"),
+                   qmp=qsock, name="faults")
     finally:
         th.join()
         subprocess.run(["chattr", "-i", imgdir])

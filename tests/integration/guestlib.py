@@ -47,15 +47,54 @@ def boot(w, script, disks, vbackup_socket=None, qmp=None, timeout=600, name="gue
     if qmp:
         cmd += ["--qmp", qmp]
     cmd += list(extra)
-    t0 = time.time()
+    t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True)
     console = open(log_path, errors="replace").read() if os.path.exists(log_path) else ""
     if expect_rc is not None and r.returncode != expect_rc:
         print(console[-6000:])
         print(r.stderr[-2000:])
         daemonlib.fail(f"guest {name} exited {r.returncode} (expected {expect_rc})")
-    log(f"guest {name}: {time.time() - t0:.1f} s")
+    log(f"guest {name}: {time.monotonic() - t0:.1f} s")
     return console
+
+
+class Mailbox:
+    """How a guest waits for the host to have done something, instead of
+    sleeping for a while: a small raw disk (serial "mailbox", give
+    mailbox.disk() last in boot's disks) in which the host writes a word,
+    and await_host WORD in the guest (put Mailbox.SHELL in its script) polls
+    it, bypassing the guest's page cache.  The guest gives up after 120 s,
+    a safety net."""
+
+    SHELL = r"""
+await_host() {
+    mb=
+    for b in /sys/block/vd*; do
+        [ "$(cat "$b/serial" 2>/dev/null)" = mailbox ] && mb=/dev/${b##*/}
+    done
+    [ -n "$mb" ] || { echo "FAIL no mailbox disk"; exit 10; }
+    i=0
+    until echo 1 > /proc/sys/vm/drop_caches && [ "$(head -c 64 "$mb" | tr -d '\000')" = "$1" ]; do
+        i=$((i + 1))
+        [ $i -lt 1200 ] || { echo "FAIL the host did not say $1 within 120 s"; exit 10; }
+        sleep 0.1
+    done
+}
+"""
+
+    def __init__(self, w, name="mailbox"):
+        self.path = w.p(f"{name}.raw")
+        with open(self.path, "wb") as f:
+            f.truncate(1 << 20)
+
+    def disk(self):
+        return (self.path, "mailbox", "raw")
+
+    def post(self, word):
+        with open(self.path, "r+b") as f:
+            f.write(word.encode().ljust(512, b"\0"))
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def partitioned_ext4(path, tree, size_mb=512, start_mb=1):
@@ -84,13 +123,12 @@ def ensure_libvirtd():
         if subprocess.run(["pgrep", "-x", prog], capture_output=True).returncode:
             run(prog, "-d")
             started.append(prog)
-    for _ in range(100):
-        if subprocess.run(["virsh", "-c", "qemu:///system", "list"],
-                          capture_output=True).returncode == 0:
-            break
+    deadline = time.monotonic() + 120          # a safety net: it takes seconds
+    while subprocess.run(["virsh", "-c", "qemu:///system", "list"],
+                         capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            daemonlib.fail("libvirtd did not answer 'virsh list' within 120 s")
         time.sleep(0.1)
-    else:
-        daemonlib.fail("libvirtd did not start")
 
     def stop():
         for prog in reversed(started):

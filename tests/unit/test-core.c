@@ -3,6 +3,7 @@
 #include <glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "catalog.h"
 #include "chunk.h"
@@ -162,15 +163,30 @@ static void test_hex(void)
     g_assert_cmpint(vb_unhex("00abff0", out, 3), <, 0);
 }
 
+/* Snapshot ids and "created" are UTC whatever the zone: the tests run in UTC
+ * (tests/meson.build), so a zone east of it is set here as well. */
 static void test_time(void)
 {
+    static const char *const zones[] = { "UTC0", "IST-5:30" };
+    char *saved = g_strdup(g_getenv("TZ"));
     char buf[40];
     int64_t ns;
 
-    vb_fmt_time(1795616211144707008LL, buf, sizeof(buf));
-    g_assert_cmpint(vb_parse_time(buf, &ns), ==, 0);
-    g_assert_cmpint(ns, ==, 1795616211000000000LL);
-    g_assert_cmpint(vb_parse_time("2026-13-45", &ns), <, 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(zones); i++) {
+        g_setenv("TZ", zones[i], TRUE);
+        tzset();
+        vb_fmt_time(1795616211144707008LL, buf, sizeof(buf));
+        g_assert_cmpstr(buf, ==, "2026-11-25T14:16:51Z");
+        g_assert_cmpint(vb_parse_time(buf, &ns), ==, 0);
+        g_assert_cmpint(ns, ==, 1795616211000000000LL);
+        g_assert_cmpint(vb_parse_time("2026-13-45", &ns), <, 0);
+    }
+    if (saved)
+        g_setenv("TZ", saved, TRUE);
+    else
+        g_unsetenv("TZ");
+    tzset();
+    g_free(saved);
 }
 
 static void test_errors(void)
