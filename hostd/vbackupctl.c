@@ -527,7 +527,14 @@ static int cmd_verify(int argc, char **argv)
         json_object_object_get_ex(res.report, "damaged_snapshot_indexes", &arr);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             json_object *x = json_object_array_get_idx(arr, i);
-            printf("damaged snapshot %s: %s\n", vb_json_str(x, "snapshot"), vb_json_str(x, "error"));
+            const char *where = vb_json_str(x, "snapshot"), *why = vb_json_str(x, "error");
+            size_t n = strlen(where);
+            /* the error names the snapshot already: say it once */
+            if (!strncmp(why, "snapshot ", 9) && !strncmp(why + 9, where, n) && why[9 + n] == ':')
+                why += 9 + n + 2;
+            else if (!strncmp(why, where, n) && why[n] == ':')
+                why += n + 2;
+            printf("damaged snapshot %s: %s\n", where, why);
         }
         json_object_object_get_ex(res.report, "damaged_chunks", &arr);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {

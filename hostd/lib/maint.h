@@ -40,6 +40,8 @@ struct vb_gc_result {
     uint64_t chunks_kept, chunks_removed, bytes_removed, temp_removed;
 };
 
+/* Fail-safe: removes nothing, naming the cause, unless every snapshot was
+ * read completely and every chunk folder listed to its end. */
 int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e);
 
 struct vb_stats {
