@@ -613,9 +613,17 @@ int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e
         if (ret)
             vb_prefixerr(e, "cannot list every snapshot folder, nothing removed");
     }
+    if (!ret && dry_run)
+        ret = vb_repo_gc_generation(r, &res->generation, e);
     if (ret || dry_run)
         goto out;
-    /* 3. delete */
+    /* 3. what backups knew about chunks before this point is void */
+    ret = vb_repo_gc_advance(r, &res->generation, e);
+    if (ret) {
+        vb_prefixerr(e, "nothing removed");
+        goto out;
+    }
+    /* 4. delete */
     for (guint off = 0; off < sw.doomed->len;) {
         const char *rel = (const char *)sw.doomed->data + off;
         if (unlinkat(r->chunks_fd, rel, 0) < 0 && errno != ENOENT && !failed++) {

@@ -38,6 +38,7 @@ int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **pla
 
 struct vb_gc_result {
     uint64_t chunks_kept, chunks_removed, bytes_removed, temp_removed;
+    uint64_t generation;     /* the gc generation from now on (repo.h) */
 };
 
 /* Fail-safe: removes nothing, naming the cause, unless every snapshot was

@@ -129,6 +129,7 @@ int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb
     if (vb_json_str(o, "parent"))
         s->parent = strdup(vb_json_str(o, "parent"));
     s->group = strdup(vb_json_str(o, "group") ? vb_json_str(o, "group") : "");
+    s->gc_generation = vb_json_int(o, "gc_generation", -1);
     if (!s->type) {
         vb_snap_free(s);
         return vb_seterr(e, -EBADMSG, "snapshot %s: unknown type in index.json", id);
@@ -492,7 +493,19 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
             close(fd);
         }
         snprintf(final, sizeof(final), "snapshots/%s", id);
-        if (renameat2(w->r->dirfd, w->tmpdir, w->r->dirfd, final, RENAME_NOREPLACE) == 0) {
+        /* the commit point; an abort that came first wins (w->gate serializes them) */
+        if (w->gate)
+            g_mutex_lock(w->gate);
+        if (w->cancel && *w->cancel) {
+            if (w->gate)
+                g_mutex_unlock(w->gate);
+            return vb_seterr(e, -ECANCELED, "commit snapshot: the backup was aborted");
+        }
+        ret = renameat2(w->r->dirfd, w->tmpdir, w->r->dirfd, final, RENAME_NOREPLACE) == 0
+                  ? 0 : -errno;
+        if (w->gate)
+            g_mutex_unlock(w->gate);
+        if (ret == 0) {
             snprintf(parent, sizeof(parent), "%s/snapshots/%s", w->r->path, w->vm);
             ret = vb_fsync_dir(parent);
             if (ret)
@@ -501,8 +514,8 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
             *id_out = strdup(id);
             return 0;
         }
-        if (errno != EEXIST && errno != ENOTEMPTY)
-            return vb_seterr(e, -errno, "commit snapshot %s: %s", id, strerror(errno));
+        if (ret != -EEXIST && ret != -ENOTEMPTY)
+            return vb_seterr(e, ret, "commit snapshot %s: %s", id, strerror(-ret));
     }
     return vb_seterr(e, -EEXIST, "commit snapshot: no free id for %s/%s", w->vm, t);
 }

@@ -27,6 +27,7 @@ struct vb_snapshot {
     int64_t created_ns;
     char *parent;           /* id or NULL */
     char *group;            /* retention group inside the VM */
+    int64_t gc_generation;  /* gc generation it was committed in; -1: not recorded */
     json_object *json;      /* index.json, owned */
     /* disk snapshots, after vb_snap_load_fidx() */
     uint64_t size;
@@ -72,6 +73,8 @@ struct vb_snap_writer {
     char tmpdir[PATH_MAX];   /* relative to the repository */
     int64_t created_ns;
     bool open;
+    GMutex *gate;            /* optional: held around the commit point (rename) */
+    const bool *cancel;      /* optional: read under gate; true refuses the commit */
 };
 
 int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, vb_error *e);
