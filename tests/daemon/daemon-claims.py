@@ -10,7 +10,9 @@ them (docs/repository.md, "Claims and knowledge"):
    and the snapshot verifies and restores byte for byte;
 4. an incremental file backup does not reuse the parent's chunks for an
    unchanged file after a gc, unless they exist: a chunk deleted by hand is
-   read and stored again.
+   read and stored again;
+5. fallback data that arrives while gc holds the repository waits (and the
+   guest's DATA requests with it), then is stored.
 Each ends with `vbackupctl verify` of the repositories."""
 import json
 import os
@@ -164,6 +166,26 @@ with workdir() as w:
     same_trees(src, out, "incremental restore")
     umount(w, src)
     log("incremental after gc: the missing chunk of an unchanged file was read and stored")
+
+    # ---- 5. fallback data while gc holds the repository: it waits, then goes on --------
+    data = os.urandom(5 << 20)
+    recs, fb = fallback_job(data)
+    lock = os.path.join(ra, "lock")
+    holder = subprocess.Popen(["flock", "-x", lock, "sleep", "2"])     # what gc holds
+    while subprocess.run(["flock", "-n", "-s", lock, "true"]).returncode == 0:
+        time.sleep(0.02)
+    t0 = time.time()
+    job = collect(c, "a", recs, fb)                       # the DATA replies wait for the claim
+    waited = time.time() - t0
+    holder.wait()
+    c.seal(job)
+    st = c.wait_job(job)
+    check(st["state"] == "done", f"the job that waited for gc ended {st['state']}: {st['reason']}")
+    check(waited > 1.0, f"fallback data was stored while gc held the repository ({waited:.1f} s)")
+    check("fallback data waits: repository a is busy" in d.log_text(), "no 'waits' in the log")
+    verify(ra, "fallback data that waited for gc")
+    check(restored_bytes(w, c, "a", st["snapshot"]) == data, "restore of the job that waited")
+    log(f"fallback data waited {waited:.1f} s for gc, then was stored; the snapshot verifies")
 
     check(d.stop() == 0, "vbackupd did not exit cleanly")
     log("ok: claims and knowledge of chunks hold across jobs, targets and gc")
