@@ -19,6 +19,7 @@
 #include "maint.h"
 #include "reader.h"
 #include "repo.h"
+#include "session.h"
 #include "snapshot.h"
 #include "uring.h"
 #include "util.h"
@@ -152,6 +153,7 @@ static int cmd_backup_disk(int argc, char **argv)
     struct vb_disk_backup_opts o = { 0 };
     struct vb_disk_stats st;
     struct vb_repo *r;
+    struct vb_write *ws;
     char *id = NULL, a[32], b[32], c2[32], d[32], z[32], s[32];
     vb_error e = { 0 };
     int c;
@@ -181,13 +183,18 @@ static int cmd_backup_disk(int argc, char **argv)
     }
     o.image = argv[optind];
     o.progress = show_progress();
-    if (open_repo(VB_LOCK_SHARED, &r))
+    if (open_repo(VB_LOCK_NONE, &r))
         return 1;
-    if (vb_disk_backup(r, &o, &st, &id, &e)) {
+    /* the session claims the repository (waiting while gc runs) until it ends */
+    if (vb_write_begin(r, o.vm, 0, &ws, &e)) {
         vb_repo_close(r);
         return die_err("backup-disk", &e);
     }
+    c = vb_disk_backup(ws, &o, &st, &id, &e);
+    vb_write_unref(ws);
     vb_repo_close(r);
+    if (c)
+        return die_err("backup-disk", &e);
     printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
            vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
            (unsigned long long)st.chunks);
@@ -527,7 +534,14 @@ static int cmd_verify(int argc, char **argv)
         json_object_object_get_ex(res.report, "damaged_snapshot_indexes", &arr);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             json_object *x = json_object_array_get_idx(arr, i);
-            printf("damaged snapshot %s: %s\n", vb_json_str(x, "snapshot"), vb_json_str(x, "error"));
+            const char *where = vb_json_str(x, "snapshot"), *why = vb_json_str(x, "error");
+            size_t n = strlen(where);
+            /* the error names the snapshot already: say it once */
+            if (!strncmp(why, "snapshot ", 9) && !strncmp(why + 9, where, n) && why[9 + n] == ':')
+                why += 9 + n + 2;
+            else if (!strncmp(why, where, n) && why[n] == ':')
+                why += n + 2;
+            printf("damaged snapshot %s: %s\n", where, why);
         }
         json_object_object_get_ex(res.report, "damaged_chunks", &arr);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
@@ -659,6 +673,7 @@ static int cmd_gc(int argc, char **argv)
         json_object_object_add(o, "chunks_removed", json_object_new_int64((int64_t)res.chunks_removed));
         json_object_object_add(o, "bytes_removed", json_object_new_int64((int64_t)res.bytes_removed));
         json_object_object_add(o, "temporary_removed", json_object_new_int64((int64_t)res.temp_removed));
+        json_object_object_add(o, "generation", json_object_new_int64((int64_t)res.generation));
         print_json(o);
         json_object_put(o);
     } else {

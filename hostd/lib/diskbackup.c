@@ -16,6 +16,7 @@
 #include "image.h"
 #include "progress.h"
 #include "reader.h"
+#include "session.h"
 #include "snapshot.h"
 #include "uring.h"
 #include "workers.h"
@@ -37,7 +38,7 @@ struct dchunk {
 };
 
 struct dbk {
-    struct vb_repo *repo;
+    struct vb_write *ws;
     struct vb_image *img;
     struct vb_ring ring;
     struct vb_workers wk;
@@ -45,9 +46,6 @@ struct dbk {
     struct dchunk *slots;
     unsigned n_slots;
     GQueue free_slots;
-    GMutex claim_lock;
-    GHashTable *claimed;     /* ids stored or being stored by this backup */
-    GHashTable *known;       /* ids the parent snapshot references: they exist */
     struct vb_io poll_io;
     struct vb_disk_stats *st;
     uint8_t *ids;
@@ -58,10 +56,7 @@ struct dbk {
 static void chunk_work(struct vb_work *w, struct vb_codec *c)
 {
     struct dchunk *ch = (struct dchunk *)w;
-    struct dbk *bk = ch->bk;
-    const uint8_t *enc;
-    size_t enc_len;
-    bool fresh, added;
+    int ret;
 
     ch->err = vb_rd_finish(&ch->rd, &ch->e);
     if (ch->err)
@@ -70,26 +65,12 @@ static void chunk_work(struct vb_work *w, struct vb_codec *c)
         ch->outcome = OUT_HOLE;
         return;
     }
-    vb_chunk_id(ch->rd.buf, ch->rd.len, ch->id);
-    g_mutex_lock(&bk->claim_lock);
-    fresh = !g_hash_table_contains(bk->claimed, ch->id);
-    if (fresh)
-        g_hash_table_add(bk->claimed, g_memdup2(ch->id, VB_ID_LEN));
-    g_mutex_unlock(&bk->claim_lock);
-    /* the parent's chunks exist (gc waits for our shared lock): no lookup */
-    if (!fresh || (bk->known && g_hash_table_contains(bk->known, ch->id)) ||
-        vb_repo_has_chunk(bk->repo, ch->id)) {
-        ch->outcome = OUT_DEDUP;
-        return;
-    }
-    ch->err = vb_chunk_encode(c, ch->rd.buf, ch->rd.len, &enc, &enc_len);
-    if (ch->err) {
-        vb_seterr(&ch->e, ch->err, "encode chunk: %s", strerror(-ch->err));
-        return;
-    }
-    ch->err = vb_repo_put_chunk(bk->repo, ch->id, enc, enc_len, &added, &ch->e);
-    ch->outcome = added ? OUT_NEW : OUT_DEDUP;
-    ch->stored = added ? (uint32_t)enc_len : 0;
+    /* known to the session (stored, found, or inherited from a parent of
+     * this gc generation): no lookup; else looked up, and stored if absent */
+    ret = vb_write_put(ch->bk->ws, c, ch->rd.buf, ch->rd.len, ch->id, &ch->stored, &ch->e);
+    if (ret < 0)
+        ch->err = ret;
+    ch->outcome = ret == 1 ? OUT_NEW : OUT_DEDUP;
 }
 
 /* ring thread: all reads of a chunk are in */
@@ -161,13 +142,13 @@ static char *find_parent(struct vb_repo *r, const char *vm, const char *group)
     return id;
 }
 
-int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
+int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
                    struct vb_disk_stats *st, char **snap_id, vb_error *e)
 {
     struct vb_image_opts io = { .format = o->format, .no_direct = o->no_direct };
+    struct vb_repo *r = vb_write_repo(ws);
     struct dbk bk;
     struct vb_progress prog;
-    struct vb_snap_writer w = { 0 };
     uint64_t n_chunks, next = 0;
     unsigned active = 0;
     double t0 = vb_now();
@@ -176,11 +157,11 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
 
     memset(&bk, 0, sizeof(bk));
     memset(st, 0, sizeof(*st));
-    bk.repo = r;
+    bk.ws = ws;
     bk.st = st;
     ret = vb_image_open(o->image, &io, &bk.img, e);
     if (ret)
-        return ret;
+        goto out_img;
     st->size = bk.img->size;
     ret = scan_allocated(bk.img, &st->allocated, e);
     if (ret)
@@ -192,13 +173,15 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
 
     parent = find_parent(r, o->vm, group);
     if (parent) {
+        /* an unchanged chunk costs a hash and a set lookup, not a lookup in
+         * the store, while the parent's chunks are known to exist: no gc
+         * since it was committed (session.h); after a gc they are looked up */
         struct vb_snapshot *ps;
         if (vb_snap_load(r, parent, &ps, NULL) == 0) {
-            if (vb_snap_load_fidx(r, ps, NULL) == 0) {
-                bk.known = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
+            if (vb_write_inherits(ws, ps) && vb_snap_load_fidx(r, ps, NULL) == 0) {
                 for (uint64_t i = 0; i < ps->n_chunks; i++)
                     if (!vb_id_is_zero(ps->ids + i * VB_ID_LEN))
-                        g_hash_table_add(bk.known, g_memdup2(ps->ids + i * VB_ID_LEN, VB_ID_LEN));
+                        vb_write_inherit(ws, ps->ids + i * VB_ID_LEN);
             }
             vb_snap_free(ps);
         }
@@ -210,22 +193,16 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
         ret = vb_seterr(e, -ENOMEM, "out of memory");
         goto out_img;
     }
-    ret = vb_snap_begin(r, o->vm, &w, e);
-    if (ret)
-        goto out_ids;
-
     ret = vb_ring_init(&bk.ring, 128);
     if (ret) {
         vb_seterr(e, ret, "io_uring_queue_init: %s", strerror(-ret));
-        goto out_snap;
+        goto out_ids;
     }
     ret = vb_workers_start(&bk.wk, o->threads, r->level);
     if (ret) {
         vb_seterr(e, ret, "start workers: %s", strerror(-ret));
         goto out_ring;
     }
-    g_mutex_init(&bk.claim_lock);
-    bk.claimed = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     bk.scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
     bk.n_slots = (unsigned)bk.wk.n * 4 + 4;
     bk.slots = calloc(bk.n_slots, sizeof(*bk.slots));
@@ -339,7 +316,7 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
         json_object *idx, *src, *disk, *stats;
         char *abs = realpath(o->image, NULL);
 
-        ret = fidx ? vb_snap_write_file(&w, "disk.fidx", fidx, flen, sum, e)
+        ret = fidx ? vb_write_file(ws, "disk.fidx", fidx, flen, sum, e)
                    : vb_seterr(e, -ENOMEM, "out of memory");
         free(fidx);
         vb_hex(sum, 32, hex);
@@ -376,7 +353,7 @@ int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
         json_object_object_add(idx, "stats", stats);
         free(abs);
         if (!ret)
-            ret = vb_snap_commit(&w, idx, snap_id, e);
+            ret = vb_write_commit(ws, idx, 0, snap_id, e);
         json_object_put(idx);
     }
 
@@ -391,18 +368,12 @@ out_slots:
     g_queue_clear(&bk.free_slots);
     if (bk.scratch)
         g_array_free(bk.scratch, TRUE);
-    g_hash_table_destroy(bk.claimed);
-    if (bk.known)
-        g_hash_table_destroy(bk.known);
-    g_mutex_clear(&bk.claim_lock);
 out_ring:
     vb_ring_exit(&bk.ring);
-out_snap:
-    if (ret)
-        vb_snap_abort(&w);
 out_ids:
     free(bk.ids);
 out_img:
+    vb_write_abort(ws);         /* a no-op after the commit */
     free(parent);
     vb_image_close(bk.img);
     st->seconds = vb_now() - t0;

@@ -34,7 +34,12 @@ struct vb_disk_stats {
     double seconds;
 };
 
-int vb_disk_backup(struct vb_repo *r, const struct vb_disk_backup_opts *o,
+struct vb_write;
+
+/* Back up a disk image through the write session ws (session.h), begun by
+ * the caller: the backup ends it, committed on success, aborted on failure
+ * (the caller still drops its reference). */
+int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
                    struct vb_disk_stats *st, char **snap_id, vb_error *e);
 
 struct vb_disk_restore_opts {

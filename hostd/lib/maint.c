@@ -91,7 +91,7 @@ static void verify_work(struct vb_work *w, struct vb_codec *c)
 int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progress,
               struct vb_verify_result *res, vb_error *e)
 {
-    GPtrArray *snaps = NULL;
+    GPtrArray *snaps = NULL, *problems = NULL;
     GHashTable *chunks = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, centry_free);
     GArray *refs = g_array_new(FALSE, FALSE, sizeof(struct vb_chunk_ref));
     json_object *bad_chunks = json_object_new_array(), *bad_snaps = json_object_new_array();
@@ -115,11 +115,19 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
         snaps = g_ptr_array_new_with_free_func((GDestroyNotify)vb_snap_free);
         g_ptr_array_add(snaps, s);
     } else {
-        ret = vb_snap_list(r, NULL, &snaps, e);
+        /* what cannot be read is damage to report, not something to skip */
+        ret = vb_snap_scan(r, NULL, &snaps, &problems, e);
         if (ret)
             goto out;
+        for (guint i = 0; i < problems->len; i++) {
+            struct vb_snap_problem *p = problems->pdata[i];
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "snapshot", json_object_new_string(p->where));
+            json_object_object_add(o, "error", json_object_new_string(p->error));
+            json_object_array_add(bad_snaps, o);
+        }
     }
-    res->snapshots = snaps->len;
+    res->snapshots = snaps->len + (problems ? problems->len : 0);
     snap_bad = calloc(VB_MAX(snaps->len, 1u), sizeof(bool));
 
     for (guint i = 0; i < snaps->len; i++) {
@@ -216,12 +224,16 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
         goto out;
     for (guint i = 0; i < snaps->len; i++)
         res->snapshots_bad += snap_bad[i];
+    res->snapshots_bad += problems ? problems->len : 0;
     {
         json_object *affected = json_object_new_array();
         for (guint i = 0; i < snaps->len; i++)
             if (snap_bad[i])
                 json_object_array_add(affected, json_object_new_string(
                     ((struct vb_snapshot *)snaps->pdata[i])->id));
+        for (guint i = 0; problems && i < problems->len; i++)
+            json_object_array_add(affected, json_object_new_string(
+                ((struct vb_snap_problem *)problems->pdata[i])->where));
         res->report = json_object_new_object();
         json_object_object_add(res->report, "snapshots", json_object_new_int64((int64_t)res->snapshots));
         json_object_object_add(res->report, "chunks", json_object_new_int64((int64_t)res->chunks));
@@ -244,14 +256,27 @@ out:
     g_hash_table_destroy(chunks);
     if (snaps)
         g_ptr_array_free(snaps, TRUE);
+    if (problems)
+        g_ptr_array_free(problems, TRUE);
     return ret;
+}
+
+/* The first of the problems a scan found, as an error: "what: problem (and N more)". */
+static int scan_refusal(GPtrArray *problems, const char *what, vb_error *e)
+{
+    struct vb_snap_problem *p = problems->pdata[0];
+
+    if (problems->len == 1)
+        return vb_seterr(e, -EBADMSG, "%s: %s", what, p->error);
+    return vb_seterr(e, -EBADMSG, "%s: %s (and %u more problems; 'vbackupctl verify' lists "
+                     "them)", what, p->error, problems->len - 1);
 }
 
 /* ---- prune ----------------------------------------------------------------- */
 
 int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **plan, vb_error *e)
 {
-    GPtrArray *snaps;
+    GPtrArray *snaps, *problems;
     GHashTable *groups;
     GHashTableIter it;
     gpointer key, val;
@@ -263,11 +288,20 @@ int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **pla
         return vb_seterr(e, -EINVAL, "prune needs at least one --keep-* option (refusing to "
                          "remove every snapshot)");
     }
-    ret = vb_snap_list(r, o->vm, &snaps, e);
+    /* a snapshot that cannot be read could be the one retention keeps */
+    ret = vb_snap_scan(r, o->vm, &snaps, &problems, e);
     if (ret) {
         json_object_put(out);
         return ret;
     }
+    if (problems->len) {
+        ret = scan_refusal(problems, "cannot read every snapshot, nothing removed", e);
+        g_ptr_array_free(problems, TRUE);
+        g_ptr_array_free(snaps, TRUE);
+        json_object_put(out);
+        return ret;
+    }
+    g_ptr_array_free(problems, TRUE);
     /* groups: vm + type + group, each newest first */
     groups = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                    (GDestroyNotify)g_ptr_array_unref);
@@ -329,23 +363,34 @@ int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **pla
 
 /* ---- gc and stats ----------------------------------------------------------- */
 
-/* Every chunk referenced by any snapshot; fails if any snapshot can't be read. */
-static int mark_all(struct vb_repo *r, GHashTable *marks, struct vb_stats *st, vb_error *e)
+/* Every chunk referenced by any snapshot; fails, naming the cause, if any
+ * entry of snapshots/ or any snapshot's index cannot be read completely.
+ * consequence ends the message's first part (", nothing removed"). */
+static int mark_all(struct vb_repo *r, GHashTable *marks, struct vb_stats *st,
+                    const char *consequence, vb_error *e)
 {
-    GPtrArray *snaps;
-    GArray *refs = g_array_new(FALSE, FALSE, sizeof(struct vb_chunk_ref));
-    int ret = vb_snap_list(r, NULL, &snaps, e);
+    GPtrArray *snaps, *problems;
+    GArray *refs;
+    char what[128];
+    int ret = vb_snap_scan(r, NULL, &snaps, &problems, e);
 
-    if (ret) {
-        g_array_free(refs, TRUE);
+    if (ret)
+        return ret;
+    if (problems->len) {
+        snprintf(what, sizeof(what), "cannot read every snapshot%s", consequence);
+        ret = scan_refusal(problems, what, e);
+        g_ptr_array_free(problems, TRUE);
+        g_ptr_array_free(snaps, TRUE);
         return ret;
     }
+    g_ptr_array_free(problems, TRUE);
+    refs = g_array_new(FALSE, FALSE, sizeof(struct vb_chunk_ref));
     for (guint i = 0; i < snaps->len && !ret; i++) {
         struct vb_snapshot *s = snaps->pdata[i];
         g_array_set_size(refs, 0);
         ret = vb_snap_chunks(r, s, refs, e);
         if (ret) {
-            vb_prefixerr(e, "cannot read snapshot %s, nothing removed", s->id);
+            vb_prefixerr(e, "cannot read snapshot %s%s", s->id, consequence);
             break;
         }
         if (st) {
@@ -375,135 +420,243 @@ static int mark_all(struct vb_repo *r, GHashTable *marks, struct vb_stats *st, v
     return ret;
 }
 
-typedef void (*chunk_visit)(void *opaque, int dirfd, const char *name, const struct stat *st,
-                            bool temp);
+/* Called for each file of a fan-out folder (dir: "ab"). */
+typedef void (*chunk_visit)(void *opaque, const char *dir, const char *name,
+                            const struct stat *st);
 
+static bool fanout_name(const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    if (strlen(s) != VB_FANOUT)
+        return false;
+    for (int i = 0; i < VB_FANOUT; i++)
+        if (!strchr(hex, s[i]) || !s[i])
+            return false;
+    return true;
+}
+
+/* Every file in the chunk store.  A folder that cannot be opened or listed
+ * to its end, or a file that cannot be looked at, is an error: what is not
+ * seen cannot be judged.  Other entries of chunks/ are not ours: skipped. */
 static int walk_chunks(struct vb_repo *r, chunk_visit fn, void *opaque, vb_error *e)
 {
-    DIR *top = fdopendir(dup(r->chunks_fd));
+    int tfd = dup(r->chunks_fd), ret = 0;
+    DIR *top = tfd >= 0 ? fdopendir(tfd) : NULL;
     struct dirent *de;
 
-    if (!top)
-        return vb_seterr(e, -errno, "open %s/chunks: %s", r->path, strerror(errno));
+    if (!top) {
+        ret = vb_seterr(e, -errno, "open %s/chunks: %s", r->path, strerror(errno));
+        if (tfd >= 0)
+            close(tfd);
+        return ret;
+    }
     rewinddir(top);
-    while ((de = readdir(top))) {
+    while (!ret) {
         int fd;
         DIR *d;
         struct dirent *ce;
 
-        if (strlen(de->d_name) != VB_FANOUT || de->d_name[0] == '.')
+        errno = 0;
+        if (!(de = readdir(top))) {
+            if (errno)
+                ret = vb_seterr(e, -errno, "list %s/chunks: %s", r->path, strerror(errno));
+            break;
+        }
+        if (!fanout_name(de->d_name))
             continue;
-        fd = openat(r->chunks_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fd = openat(r->chunks_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 || !(d = fdopendir(fd))) {
+            ret = vb_seterr(e, -errno, "open %s/chunks/%s: %s", r->path, de->d_name,
+                            strerror(errno));
             if (fd >= 0)
                 close(fd);
-            continue;
+            break;
         }
-        while ((ce = readdir(d))) {
+        while (!ret) {
             struct stat st;
+
+            errno = 0;
+            if (!(ce = readdir(d))) {
+                if (errno)
+                    ret = vb_seterr(e, -errno, "list %s/chunks/%s: %s", r->path, de->d_name,
+                                    strerror(errno));
+                break;
+            }
             if (!strcmp(ce->d_name, ".") || !strcmp(ce->d_name, ".."))
                 continue;
-            if (fstatat(dirfd(d), ce->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                continue;
-            fn(opaque, dirfd(d), ce->d_name, &st, !strncmp(ce->d_name, ".tmp-", 5));
+            if (fstatat(dirfd(d), ce->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                ret = vb_seterr(e, -errno, "stat %s/chunks/%s/%s: %s", r->path, de->d_name,
+                                ce->d_name, strerror(errno));
+                break;
+            }
+            fn(opaque, de->d_name, ce->d_name, &st);
         }
         closedir(d);
     }
     closedir(top);
-    return 0;
+    return ret;
 }
 
+/* gc decides everything first and deletes only when nothing was in doubt. */
 struct sweep {
     GHashTable *marks;
     struct vb_gc_result *res;
-    bool dry_run;
+    GByteArray *doomed;      /* "ab/name\0" of chunk files and leftovers to delete */
 };
 
-static void sweep_one(void *opaque, int dirfd, const char *name, const struct stat *st, bool temp)
+static void doom(GByteArray *doomed, const char *dir, const char *name)
+{
+    g_byte_array_append(doomed, (const guint8 *)dir, (guint)strlen(dir));
+    g_byte_array_append(doomed, (const guint8 *)"/", 1);
+    g_byte_array_append(doomed, (const guint8 *)name, (guint)strlen(name) + 1);
+}
+
+static void sweep_one(void *opaque, const char *dir, const char *name, const struct stat *st)
 {
     struct sweep *sw = opaque;
     uint8_t id[VB_ID_LEN];
 
-    if (temp) {
+    if (!strncmp(name, ".tmp-", 5)) {
+        /* a chunk being written when a backup was killed: no session runs now */
         sw->res->temp_removed++;
-        if (!sw->dry_run)
-            unlinkat(dirfd, name, 0);
+        doom(sw->doomed, dir, name);
         return;
     }
-    if (vb_unhex(name, id, VB_ID_LEN) == 0 && g_hash_table_contains(sw->marks, id)) {
+    if (strlen(name) != 2 * VB_ID_LEN || vb_unhex(name, id, VB_ID_LEN) != 0)
+        return;     /* not a chunk (e.g. *.bad, kept for inspection): not ours to judge */
+    if (g_hash_table_contains(sw->marks, id)) {
         sw->res->chunks_kept++;
         return;
     }
-    if (strlen(name) > 4 && !strcmp(name + strlen(name) - 4, ".bad"))
-        return;     /* kept for inspection */
     sw->res->chunks_removed++;
     sw->res->bytes_removed += (uint64_t)st->st_size;
-    if (!sw->dry_run)
-        unlinkat(dirfd, name, 0);
+    doom(sw->doomed, dir, name);
 }
 
-static void sweep_snapshot_temps(struct vb_repo *r, bool dry_run, struct vb_gc_result *res)
+/* Leftovers of interrupted backups and deletions: snapshots/<vm>/.tmp-*, .del-*. */
+static int find_snapshot_leftovers(struct vb_repo *r, GByteArray *doomed, struct vb_gc_result *res,
+                                   vb_error *e)
 {
-    int sfd = openat(r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int sfd = openat(r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
     DIR *d = sfd >= 0 ? fdopendir(sfd) : NULL;
     struct dirent *de;
 
     if (!d) {
+        ret = vb_seterr(e, -errno, "open %s/snapshots: %s", r->path, strerror(errno));
         if (sfd >= 0)
             close(sfd);
-        return;
+        return ret;
     }
-    while ((de = readdir(d))) {
+    while (!ret) {
         char rel[PATH_MAX];
         DIR *vd;
         struct dirent *ve;
         int vfd;
 
+        errno = 0;
+        if (!(de = readdir(d))) {
+            if (errno)
+                ret = vb_seterr(e, -errno, "list %s/snapshots: %s", r->path, strerror(errno));
+            break;
+        }
         if (!vb_valid_name(de->d_name))
-            continue;
-        vfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            continue;           /* the scan has judged these already */
+        vfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (vfd < 0 || !(vd = fdopendir(vfd))) {
+            ret = vb_seterr(e, -errno, "open %s/snapshots/%s: %s", r->path, de->d_name,
+                            strerror(errno));
             if (vfd >= 0)
                 close(vfd);
-            continue;
+            break;
         }
-        while ((ve = readdir(vd))) {
+        for (;;) {
+            errno = 0;
+            if (!(ve = readdir(vd))) {
+                if (errno)
+                    ret = vb_seterr(e, -errno, "list %s/snapshots/%s: %s", r->path, de->d_name,
+                                    strerror(errno));
+                break;
+            }
             if (strncmp(ve->d_name, ".tmp-", 5) && strncmp(ve->d_name, ".del-", 5))
                 continue;
             res->temp_removed++;
-            if (!dry_run) {
-                snprintf(rel, sizeof(rel), "snapshots/%s/%s", de->d_name, ve->d_name);
-                vb_rm_rf_at(r->dirfd, rel);
-            }
+            snprintf(rel, sizeof(rel), "snapshots/%s", de->d_name);
+            doom(doomed, rel, ve->d_name);
         }
         closedir(vd);
     }
     closedir(d);
+    return ret;
 }
 
 int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e)
 {
     GHashTable *marks = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
-    struct sweep sw = { .marks = marks, .res = res, .dry_run = dry_run };
-    int ret;
+    struct sweep sw = { .marks = marks, .res = res, .doomed = g_byte_array_new() };
+    GByteArray *leftovers = g_byte_array_new();
+    uint64_t failed = 0;
+    int ret, first_err = 0;
+    char first[PATH_MAX] = "";
 
     memset(res, 0, sizeof(*res));
-    ret = mark_all(r, marks, NULL, e);
-    if (!ret)
+    /* 1. mark: every snapshot read completely, or nothing is removed */
+    ret = mark_all(r, marks, NULL, ", nothing removed", e);
+    /* 2. decide: every chunk folder listed to its end, or nothing is removed */
+    if (!ret) {
         ret = walk_chunks(r, sweep_one, &sw, e);
-    if (!ret)
-        sweep_snapshot_temps(r, dry_run, res);
-    if (!ret && !dry_run)
-        ret = vb_repo_sync(r, e);
+        if (ret)
+            vb_prefixerr(e, "cannot list every chunk, nothing removed");
+    }
+    if (!ret) {
+        ret = find_snapshot_leftovers(r, leftovers, res, e);
+        if (ret)
+            vb_prefixerr(e, "cannot list every snapshot folder, nothing removed");
+    }
+    if (!ret && dry_run)
+        ret = vb_repo_gc_generation(r, &res->generation, e);
+    if (ret || dry_run)
+        goto out;
+    /* 3. what backups knew about chunks before this point is void */
+    ret = vb_repo_gc_advance(r, &res->generation, e);
+    if (ret) {
+        vb_prefixerr(e, "nothing removed");
+        goto out;
+    }
+    /* 4. delete */
+    for (guint off = 0; off < sw.doomed->len;) {
+        const char *rel = (const char *)sw.doomed->data + off;
+        if (unlinkat(r->chunks_fd, rel, 0) < 0 && errno != ENOENT && !failed++) {
+            first_err = -errno;
+            snprintf(first, sizeof(first), "chunks/%s", rel);
+        }
+        off += (guint)strlen(rel) + 1;
+    }
+    for (guint off = 0; off < leftovers->len;) {
+        const char *rel = (const char *)leftovers->data + off;
+        int r2 = vb_rm_rf_at(r->dirfd, rel);
+        if (r2 && r2 != -ENOENT && !failed++) {
+            first_err = r2;
+            snprintf(first, sizeof(first), "%s", rel);
+        }
+        off += (guint)strlen(rel) + 1;
+    }
+    ret = vb_repo_sync(r, e);
+    if (!ret && failed)
+        ret = vb_seterr(e, first_err, "gc could not remove %llu entries, e.g. %s/%s: %s",
+                        (unsigned long long)failed, r->path, first, strerror(-first_err));
+out:
+    g_byte_array_free(sw.doomed, TRUE);
+    g_byte_array_free(leftovers, TRUE);
     g_hash_table_destroy(marks);
     return ret;
 }
 
-static void count_one(void *opaque, int dirfd, const char *name, const struct stat *st, bool temp)
+static void count_one(void *opaque, const char *dir, const char *name, const struct stat *st)
 {
     struct vb_stats *s = opaque;
 
-    if (temp)
+    if (!strncmp(name, ".tmp-", 5))
         return;
     s->chunk_files++;
     s->stored_bytes += (uint64_t)st->st_size;
@@ -515,7 +668,7 @@ int vb_stats(struct vb_repo *r, struct vb_stats *st, vb_error *e)
     int ret;
 
     memset(st, 0, sizeof(*st));
-    ret = mark_all(r, marks, st, e);
+    ret = mark_all(r, marks, st, "", e);
     st->chunks = g_hash_table_size(marks);
     if (!ret)
         ret = walk_chunks(r, count_one, st, e);

@@ -38,8 +38,11 @@ int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **pla
 
 struct vb_gc_result {
     uint64_t chunks_kept, chunks_removed, bytes_removed, temp_removed;
+    uint64_t generation;     /* the gc generation from now on (repo.h) */
 };
 
+/* Fail-safe: removes nothing, naming the cause, unless every snapshot was
+ * read completely and every chunk folder listed to its end. */
 int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e);
 
 struct vb_stats {

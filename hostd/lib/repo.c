@@ -60,21 +60,26 @@ int vb_repo_init(const char *path, int level, vb_error *e)
     return ret;
 }
 
-static int take_lock(struct vb_repo *r, enum vb_lock lock, vb_error *e)
+/* flock fd: shared or exclusive; without wait, -EBUSY when the other kind is held */
+static int take_lock(struct vb_repo *r, int fd, enum vb_lock lock, bool wait, vb_error *e)
 {
     int op = lock == VB_LOCK_EXCLUSIVE ? LOCK_EX : LOCK_SH;
 
     if (lock == VB_LOCK_NONE)
         return 0;
-    if (flock(r->lock_fd, op | LOCK_NB) == 0)
+    if (flock(fd, op | LOCK_NB) == 0)
         return 0;
     if (errno != EWOULDBLOCK)
         return vb_seterr(e, -errno, "flock %s/lock: %s", r->path, strerror(errno));
+    if (!wait)
+        return vb_seterr(e, -EBUSY, "repository %s is busy (%s)", r->path,
+                         lock == VB_LOCK_EXCLUSIVE ? "other operations are running"
+                                                   : "garbage collection is running");
     if (!r->quiet)
         fprintf(stderr, "waiting for the repository lock (%s)...\n",
                 lock == VB_LOCK_EXCLUSIVE ? "other operations are running"
                                           : "garbage collection is running");
-    while (flock(r->lock_fd, op) < 0) {
+    while (flock(fd, op) < 0) {
         if (errno != EINTR)
             return vb_seterr(e, -errno, "flock %s/lock: %s", r->path, strerror(errno));
     }
@@ -123,7 +128,7 @@ int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo
         ret = vb_seterr(e, -errno, "open %s/lock: %s", path, strerror(errno));
         goto fail;
     }
-    ret = take_lock(r, lock, e);
+    ret = take_lock(r, r->lock_fd, lock, true, e);
     if (ret)
         goto fail;
     json_object_put(o);
@@ -151,6 +156,94 @@ void vb_repo_close(struct vb_repo *r)
     free(r);
 }
 
+/* ---- claims ------------------------------------------------------------------ */
+
+struct vb_claim {
+    int fd;                  /* its own open file description: flock is per description */
+};
+
+int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error *e)
+{
+    struct vb_claim *c = calloc(1, sizeof(*c));
+    int ret;
+
+    if (!c)
+        return vb_seterr(e, -ENOMEM, "out of memory");
+    c->fd = openat(r->dirfd, "lock", O_RDWR | O_CLOEXEC);
+    if (c->fd < 0) {
+        ret = vb_seterr(e, -errno, "open %s/lock: %s", r->path, strerror(errno));
+        free(c);
+        return ret;
+    }
+    ret = take_lock(r, c->fd, VB_LOCK_SHARED, wait, e);
+    if (ret) {
+        close(c->fd);
+        free(c);
+        return ret;
+    }
+    *out = c;
+    return 0;
+}
+
+void vb_repo_release(struct vb_claim *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    free(c);
+}
+
+/* ---- gc generation -------------------------------------------------------------- */
+
+#define GC_FILE "gc.json"
+
+int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e)
+{
+    char path[PATH_MAX], *data = NULL;
+    json_object *o, *v;
+    int ret;
+
+    *gen = 0;
+    snprintf(path, sizeof(path), "%s/" GC_FILE, r->path);
+    ret = vb_read_file(path, &data, NULL, 1 << 16, NULL);
+    if (ret == -ENOENT)
+        return 0;                       /* no gc has run yet */
+    if (ret)
+        return vb_seterr(e, ret, "read %s: %s", path, strerror(-ret));
+    o = json_tokener_parse(data);
+    free(data);
+    if (!o || !json_object_object_get_ex(o, "generation", &v) ||
+        !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
+        json_object_put(o);
+        return vb_seterr(e, -EBADMSG, "%s is damaged (no gc generation)", path);
+    }
+    *gen = (uint64_t)json_object_get_int64(v);
+    json_object_put(o);
+    return 0;
+}
+
+int vb_repo_gc_advance(struct vb_repo *r, uint64_t *gen, vb_error *e)
+{
+    char path[PATH_MAX], t[40];
+    json_object *o;
+    int ret = vb_repo_gc_generation(r, gen, e);
+
+    if (ret)
+        return ret;
+    ++*gen;
+    vb_fmt_time(vb_wall_ns(), t, sizeof(t));
+    o = json_object_new_object();
+    json_object_object_add(o, "generation", json_object_new_int64((int64_t)*gen));
+    json_object_object_add(o, "started", json_object_new_string(t));
+    snprintf(path, sizeof(path), "%s/" GC_FILE, r->path);
+    ret = vb_write_file_atomic(path, json_object_to_json_string(o),
+                               strlen(json_object_to_json_string(o)), false, e);
+    json_object_put(o);
+    return ret;
+}
+
+/* ---- chunks ----------------------------------------------------------------------- */
+
 void vb_repo_chunk_relpath(const uint8_t id[VB_ID_LEN], char out[80])
 {
     char hex[VB_ID_HEX];
@@ -161,10 +254,13 @@ void vb_repo_chunk_relpath(const uint8_t id[VB_ID_LEN], char out[80])
 
 bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN])
 {
+    struct stat st;
     char rel[80];
 
+    /* a file longer than a header: not an empty name left by a crash */
     vb_repo_chunk_relpath(id, rel);
-    return faccessat(r->chunks_fd, rel, F_OK, AT_EACCESS) == 0;
+    return fstatat(r->chunks_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+           st.st_size > VB_CHUNK_HDR;
 }
 
 int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint8_t *enc,

@@ -5,6 +5,7 @@
  *
  *   vbackup-repo.json          format marker and settings
  *   lock                       flock: shared for writers/readers, exclusive for gc
+ *   gc.json                    the gc generation (moved on by every gc that may delete)
  *   chunks/ab/<sha256 hex>     one chunk (chunk.h), fan-out by the first 2 hex digits
  *   snapshots/<vm>/<time>/     one snapshot: index.json (+ disk.fidx or files.bin)
  *
@@ -39,7 +40,28 @@ int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo
                  vb_error *e);
 void vb_repo_close(struct vb_repo *r);
 
-/* Chunk store (thread-safe). */
+/*
+ * A shared claim on the repository: gc (exclusive) waits until every claim
+ * is released, and a claim waits for a running gc (wait) or fails with
+ * -EBUSY (!wait).  Readers that must not see chunks vanish (restores) hold
+ * one; writers get theirs through a write session (session.h), never here.
+ */
+struct vb_claim;
+int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error *e);
+void vb_repo_release(struct vb_claim *c);
+
+/*
+ * The gc generation: a counter in gc.json that each gc which may delete
+ * chunks moves on, under the exclusive lock, before it deletes anything.
+ * Knowledge that a chunk exists is valid only in the generation in which it
+ * was gained (docs/repository.md, "Claims and knowledge").  0 before the
+ * first gc.
+ */
+int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e);
+int vb_repo_gc_advance(struct vb_repo *r, uint64_t *gen, vb_error *e);
+
+/* Chunk store (thread-safe).  Writers store chunks through a write session
+ * (session.h), which alone calls has/put. */
 void vb_repo_chunk_relpath(const uint8_t id[VB_ID_LEN], char out[80]);
 bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN]);
 /* Store an encoded chunk under its id unless it exists; *added tells. */

@@ -5,6 +5,7 @@
 #include <endian.h>
 #include <fcntl.h>
 #include <openssl/sha.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,15 +84,20 @@ int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb
     char path[PATH_MAX], *data = NULL;
     struct vb_snapshot *s;
     json_object *o;
-    const char *type, *created;
+    const char *type, *created, *named;
+    struct stat st;
     int ret;
 
     if (!vb_snap_valid_id(id))
         return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id (VM/TIME)", id);
     snprintf(path, sizeof(path), "%s/snapshots/%s/index.json", r->path, id);
     ret = vb_read_file(path, &data, NULL, INDEX_MAX, NULL);
-    if (ret == -ENOENT)
+    if (ret == -ENOENT) {
+        snprintf(path, sizeof(path), "snapshots/%s", id);
+        if (fstatat(r->dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            return vb_seterr(e, -EBADMSG, "snapshot %s: index.json is missing", id);
         return vb_seterr(e, ret, "snapshot %s not found", id);
+    }
     if (ret)
         return vb_seterr(e, ret, "snapshot %s: read %s: %s", id, path, strerror(-ret));
     o = json_tokener_parse(data);
@@ -99,6 +105,15 @@ int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb
     if (!o || !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
         return vb_seterr(e, -EBADMSG, "snapshot %s: index.json is damaged", id);
+    }
+    /* the folder's name is the id: a folder renamed by hand is not this snapshot */
+    named = vb_json_str(o, "id");
+    if (!named || strcmp(named, id)) {
+        ret = named ? vb_seterr(e, -EBADMSG, "snapshot %s: index.json belongs to snapshot %s "
+                                "(a renamed folder?)", id, named)
+                    : vb_seterr(e, -EBADMSG, "snapshot %s: index.json is damaged (no id)", id);
+        json_object_put(o);
+        return ret;
     }
     s = calloc(1, sizeof(*s));
     s->json = o;
@@ -114,9 +129,14 @@ int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb
     if (vb_json_str(o, "parent"))
         s->parent = strdup(vb_json_str(o, "parent"));
     s->group = strdup(vb_json_str(o, "group") ? vb_json_str(o, "group") : "");
+    s->gc_generation = vb_json_int(o, "gc_generation", -1);
     if (!s->type) {
         vb_snap_free(s);
         return vb_seterr(e, -EBADMSG, "snapshot %s: unknown type in index.json", id);
+    }
+    if (!s->created_ns) {
+        vb_snap_free(s);
+        return vb_seterr(e, -EBADMSG, "snapshot %s: index.json has no creation time", id);
     }
     *out = s;
     return 0;
@@ -132,63 +152,177 @@ static gint by_created(gconstpointer a, gconstpointer b)
     return strcmp(x->id, y->id);
 }
 
-static int list_vm(struct vb_repo *r, const char *vm, GPtrArray *arr, vb_error *e)
+void vb_snap_problem_free(struct vb_snap_problem *p)
 {
-    char path[PATH_MAX];
+    if (!p)
+        return;
+    g_free(p->where);
+    g_free(p->error);
+    g_free(p);
+}
+
+/* A listing.  Strict (problems != NULL): everything in snapshots/ that is not
+ * a readable snapshot or a leftover of an interrupted operation is a
+ * problem, and so is a folder that cannot be listed to its end.  Lenient:
+ * such entries are skipped (unreadable snapshots with a warning), and a
+ * folder that cannot be listed to its end is an error. */
+struct scan {
+    struct vb_repo *r;
+    GPtrArray *snaps;
+    GPtrArray *problems;     /* struct vb_snap_problem *, or NULL: lenient */
+};
+
+static void problem(struct scan *sc, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void problem(struct scan *sc, const char *where, const char *fmt, ...)
+{
+    struct vb_snap_problem *p = g_new0(struct vb_snap_problem, 1);
+    va_list ap;
+
+    va_start(ap, fmt);
+    p->error = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    p->where = g_strdup(where);
+    g_ptr_array_add(sc->problems, p);
+}
+
+/* A listing error: a problem when strict, else an error. */
+static int list_error(struct scan *sc, const char *rel, int err, vb_error *e)
+{
+    if (sc->problems) {
+        problem(sc, rel, "list %s: %s", rel, strerror(err));
+        return 0;
+    }
+    return vb_seterr(e, -err, "list %s/%s: %s", sc->r->path, rel, strerror(err));
+}
+
+static int scan_vm(struct scan *sc, const char *vm, vb_error *e)
+{
+    char rel[PATH_MAX];
     DIR *d;
     struct dirent *de;
+    int fd, ret = 0;
 
-    snprintf(path, sizeof(path), "%s/snapshots/%s", r->path, vm);
-    d = opendir(path);
-    if (!d)
-        return errno == ENOENT ? 0 : vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
-    while ((de = readdir(d))) {
+    snprintf(rel, sizeof(rel), "snapshots/%s", vm);
+    fd = openat(sc->r->dirfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return 0;                       /* no snapshot of this VM */
+    if (fd < 0 || !(d = fdopendir(fd))) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        if (sc->problems && err == ENOTDIR) {
+            problem(sc, rel, "%s: not a VM folder (a stray file?)", rel);
+            return 0;
+        }
+        return list_error(sc, rel, err, e);
+    }
+    for (;;) {
         char id[400];
         struct vb_snapshot *s;
-        vb_error ign = { 0 };
+        vb_error le = { 0 };
 
-        if (de->d_name[0] == '.')
+        errno = 0;
+        if (!(de = readdir(d))) {
+            if (errno)                  /* not the end of the folder */
+                ret = list_error(sc, rel, errno, e);
+            break;
+        }
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        /* leftovers of interrupted backups and deletions: gc removes them */
+        if (!strncmp(de->d_name, ".tmp-", 5) || !strncmp(de->d_name, ".del-", 5))
             continue;
         snprintf(id, sizeof(id), "%s/%s", vm, de->d_name);
-        if (!vb_snap_valid_id(id))
+        if (de->d_name[0] == '.' || !vb_snap_valid_id(id)) {
+            if (sc->problems)
+                problem(sc, id, "%s: not a snapshot (a stray entry or a renamed folder?)", id);
             continue;
-        if (vb_snap_load(r, id, &s, &ign) == 0)
-            g_ptr_array_add(arr, s);
-        else if (!r->quiet)
-            fprintf(stderr, "warning: %s\n", vb_strerror(&ign));
+        }
+        if (vb_snap_load(sc->r, id, &s, &le) == 0) {
+            g_ptr_array_add(sc->snaps, s);
+        } else if (sc->problems) {
+            problem(sc, id, "%s", vb_strerror(&le));
+        } else if (!sc->r->quiet) {
+            fprintf(stderr, "warning: %s\n", vb_strerror(&le));
+        }
     }
     closedir(d);
-    return 0;
+    return ret;
+}
+
+static int scan_all(struct scan *sc, const char *vm, vb_error *e)
+{
+    DIR *d;
+    struct dirent *de;
+    int fd, ret = 0;
+
+    if (vm)
+        return scan_vm(sc, vm, e);
+    fd = openat(sc->r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || !(d = fdopendir(fd))) {
+        ret = vb_seterr(e, -errno, "open %s/snapshots: %s", sc->r->path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return ret;
+    }
+    while (!ret) {
+        struct stat st;
+        char rel[PATH_MAX];
+
+        errno = 0;
+        if (!(de = readdir(d))) {
+            if (errno)
+                ret = list_error(sc, "snapshots", errno, e);
+            break;
+        }
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        snprintf(rel, sizeof(rel), "snapshots/%s", de->d_name);
+        if (!vb_valid_name(de->d_name) ||
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)) {
+            if (sc->problems)
+                problem(sc, rel, "%s: not a VM folder (a stray entry?)", rel);
+            continue;
+        }
+        ret = scan_vm(sc, de->d_name, e);
+    }
+    closedir(d);
+    return ret;
 }
 
 int vb_snap_list(struct vb_repo *r, const char *vm, GPtrArray **out, vb_error *e)
 {
-    GPtrArray *arr = g_ptr_array_new_with_free_func(snap_free_cb);
-    char path[PATH_MAX];
-    int ret = 0;
+    struct scan sc = { .r = r, .snaps = g_ptr_array_new_with_free_func(snap_free_cb) };
+    int ret = scan_all(&sc, vm, e);
 
-    if (vm) {
-        ret = list_vm(r, vm, arr, e);
-    } else {
-        DIR *d;
-        struct dirent *de;
-        snprintf(path, sizeof(path), "%s/snapshots", r->path);
-        d = opendir(path);
-        if (!d) {
-            ret = vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
-        } else {
-            while ((de = readdir(d)) && !ret)
-                if (vb_valid_name(de->d_name))
-                    ret = list_vm(r, de->d_name, arr, e);
-            closedir(d);
-        }
-    }
     if (ret) {
-        g_ptr_array_free(arr, TRUE);
+        g_ptr_array_free(sc.snaps, TRUE);
         return ret;
     }
-    g_ptr_array_sort(arr, by_created);
-    *out = arr;
+    g_ptr_array_sort(sc.snaps, by_created);
+    *out = sc.snaps;
+    return 0;
+}
+
+int vb_snap_scan(struct vb_repo *r, const char *vm, GPtrArray **out, GPtrArray **problems,
+                 vb_error *e)
+{
+    struct scan sc = {
+        .r = r,
+        .snaps = g_ptr_array_new_with_free_func(snap_free_cb),
+        .problems = g_ptr_array_new_with_free_func((GDestroyNotify)vb_snap_problem_free),
+    };
+    int ret = scan_all(&sc, vm, e);
+
+    if (ret) {
+        g_ptr_array_free(sc.snaps, TRUE);
+        g_ptr_array_free(sc.problems, TRUE);
+        return ret;
+    }
+    g_ptr_array_sort(sc.snaps, by_created);
+    *out = sc.snaps;
+    *problems = sc.problems;
     return 0;
 }
 
@@ -229,9 +363,11 @@ int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e)
         return vb_seterr(e, -EBADMSG, "snapshot %s: index.json lacks \"disk\"", s->id);
     want = vb_json_str(disk, "index_sha256");
     snprintf(path, sizeof(path), "%s/snapshots/%s/disk.fidx", r->path, s->id);
-    ret = vb_read_file(path, &data, &len, (size_t)1 << 34, e);
+    ret = vb_read_file(path, &data, &len, (size_t)1 << 34, NULL);
+    if (ret == -ENOENT)
+        return vb_seterr(e, -EBADMSG, "snapshot %s: disk.fidx is missing", s->id);
     if (ret)
-        return ret;
+        return vb_seterr(e, ret, "snapshot %s: read disk.fidx: %s", s->id, strerror(-ret));
     SHA256((uint8_t *)data, len, sum);
     vb_hex(sum, 32, hex);
     if (!want || strcmp(want, hex) != 0) {
@@ -357,7 +493,19 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
             close(fd);
         }
         snprintf(final, sizeof(final), "snapshots/%s", id);
-        if (renameat2(w->r->dirfd, w->tmpdir, w->r->dirfd, final, RENAME_NOREPLACE) == 0) {
+        /* the commit point; an abort that came first wins (w->gate serializes them) */
+        if (w->gate)
+            g_mutex_lock(w->gate);
+        if (w->cancel && *w->cancel) {
+            if (w->gate)
+                g_mutex_unlock(w->gate);
+            return vb_seterr(e, -ECANCELED, "commit snapshot: the backup was aborted");
+        }
+        ret = renameat2(w->r->dirfd, w->tmpdir, w->r->dirfd, final, RENAME_NOREPLACE) == 0
+                  ? 0 : -errno;
+        if (w->gate)
+            g_mutex_unlock(w->gate);
+        if (ret == 0) {
             snprintf(parent, sizeof(parent), "%s/snapshots/%s", w->r->path, w->vm);
             ret = vb_fsync_dir(parent);
             if (ret)
@@ -366,8 +514,8 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
             *id_out = strdup(id);
             return 0;
         }
-        if (errno != EEXIST && errno != ENOTEMPTY)
-            return vb_seterr(e, -errno, "commit snapshot %s: %s", id, strerror(errno));
+        if (ret != -EEXIST && ret != -ENOTEMPTY)
+            return vb_seterr(e, ret, "commit snapshot %s: %s", id, strerror(-ret));
     }
     return vb_seterr(e, -EEXIST, "commit snapshot: no free id for %s/%s", w->vm, t);
 }

@@ -27,6 +27,7 @@ struct vb_snapshot {
     int64_t created_ns;
     char *parent;           /* id or NULL */
     char *group;            /* retention group inside the VM */
+    int64_t gc_generation;  /* gc generation it was committed in; -1: not recorded */
     json_object *json;      /* index.json, owned */
     /* disk snapshots, after vb_snap_load_fidx() */
     uint64_t size;
@@ -39,8 +40,27 @@ bool vb_snap_valid_id(const char *id);
 const char *vb_snap_type_name(enum vb_snap_type t);
 
 /* All snapshots (of one VM if vm != NULL), oldest first.
- * GPtrArray of struct vb_snapshot * with g_ptr_array free func set. */
+ * GPtrArray of struct vb_snapshot * with g_ptr_array free func set.
+ * For listing: a snapshot that cannot be read is skipped with a warning;
+ * a folder that cannot be listed to its end is an error. */
 int vb_snap_list(struct vb_repo *r, const char *vm, GPtrArray **out, vb_error *e);
+
+/* Something in snapshots/ that is not a readable snapshot. */
+struct vb_snap_problem {
+    char *where;             /* snapshot id, or a path relative to the repository */
+    char *error;             /* what is wrong, naming it */
+};
+void vb_snap_problem_free(struct vb_snap_problem *p);
+
+/* For maintenance (gc, prune, verify, stats): like vb_snap_list, but every
+ * entry of snapshots/ that is not a readable snapshot or a leftover of an
+ * interrupted operation (.tmp-*, .del-*), every folder that cannot be
+ * listed to its end, every index.json that is missing, damaged, of an
+ * unknown type or names another snapshot, is a problem (*problems, a
+ * GPtrArray of struct vb_snap_problem *).  Errors only when snapshots/
+ * itself cannot be opened. */
+int vb_snap_scan(struct vb_repo *r, const char *vm, GPtrArray **out, GPtrArray **problems,
+                 vb_error *e);
 int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb_error *e);
 int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e);
 void vb_snap_free(struct vb_snapshot *s);
@@ -53,6 +73,8 @@ struct vb_snap_writer {
     char tmpdir[PATH_MAX];   /* relative to the repository */
     int64_t created_ns;
     bool open;
+    GMutex *gate;            /* optional: held around the commit point (rename) */
+    const bool *cancel;      /* optional: read under gate; true refuses the commit */
 };
 
 int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, vb_error *e);

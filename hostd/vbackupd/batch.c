@@ -134,6 +134,7 @@ static void find_parent(struct vbd_job *j)
             continue;
         if (vb_files_catalog(j->target->repo, s, &j->parent_cat, &e) == 0) {
             j->parent = g_strdup(s->id);
+            j->parent_current = vb_write_inherits(j->ws, s);
         } else {
             vbd_log("job %llu: parent %s is unreadable (%s); backing up in full",
                     (unsigned long long)j->id, s->id, vb_strerror(&e));
@@ -240,12 +241,29 @@ static bool unchanged(const struct vbd_entry *en, const struct vb_cat_entry *pe)
            pe->ino == en->m.ino;
 }
 
+/* An unchanged file may reuse the parent's chunks only if they exist: known
+ * without a look when no gc ran since the parent was committed, else looked
+ * up (once per chunk).  A file whose chunk is missing is read again, and the
+ * chunk stored again (docs/repository.md, "Claims and knowledge"). */
+static bool parent_chunks_exist(struct vbd_job *j, const struct vb_cat_entry *pe)
+{
+    const struct vb_cat_chunk *c = &j->parent_cat->c[pe->first_chunk];
+
+    for (uint64_t k = 0; k < pe->n_chunks; k++) {
+        if (j->parent_current)
+            vb_write_inherit(j->ws, c[k].id);
+        else if (!vb_write_has(j->ws, c[k].id))
+            return false;
+    }
+    return true;
+}
+
 /* Turn a files job into windows and pieces, adding its reads to the batch. */
 static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
 {
     GArray *scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
     GHashTable *links = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-    uint64_t reused_files = 0, reused_bytes = 0, planned = 0;
+    uint64_t reused_files = 0, reused_bytes = 0, planned = 0, missing = 0;
     int ret = 0;
 
     if (!j->pieces)
@@ -299,15 +317,19 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
             (pi = vb_cat_find(j->parent_cat, en->path, strlen(en->path))) != VB_CAT_NONE &&
             unchanged(en, &j->parent_cat->e[pi])) {
             const struct vb_cat_entry *pe = &j->parent_cat->e[pi];
-            if (!en->chunks)
-                en->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
-            g_array_append_vals(en->chunks, &j->parent_cat->c[pe->first_chunk], pe->n_chunks);
-            en->reused = true;
-            reused_files++;
-            for (uint64_t k = 0; k < pe->n_chunks; k++)
-                reused_bytes += j->parent_cat->c[pe->first_chunk + k].len;
-            j->files_done++;
-            continue;
+            if (parent_chunks_exist(j, pe)) {
+                if (!en->chunks)
+                    en->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
+                g_array_append_vals(en->chunks, &j->parent_cat->c[pe->first_chunk],
+                                    pe->n_chunks);
+                en->reused = true;
+                reused_files++;
+                for (uint64_t k = 0; k < pe->n_chunks; k++)
+                    reused_bytes += j->parent_cat->c[pe->first_chunk + k].len;
+                j->files_done++;
+                continue;
+            }
+            missing++;                  /* read again, below */
         }
         if (en->data != VB_FD_EXTENTS || !en->extents || !en->extents->len) {
             j->files_done++;        /* empty, or all holes */
@@ -368,6 +390,9 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
     if (reused_files)
         note(j, "incremental: %llu unchanged files (%llu bytes) reuse the chunks of %s",
              (unsigned long long)reused_files, (unsigned long long)reused_bytes, j->parent);
+    if (missing)
+        note(j, "incremental: %llu unchanged files are read again: chunks of %s are missing "
+             "from the repository", (unsigned long long)missing, j->parent);
     note(j, "%u windows, %u pieces, %llu bytes of file data to read",
          j->windows->len, j->pieces->len, (unsigned long long)planned);
 out:
@@ -411,6 +436,7 @@ static void unplan_job(struct vbd_job *j)
     }
     vb_cat_free(j->parent_cat);
     j->parent_cat = NULL;
+    j->parent_current = false;
     g_free(j->parent);
     j->parent = NULL;
     g_free(j->mode_note);
@@ -462,7 +488,7 @@ static void cut(struct vbd *d)
             vbd_job_unref(j);           /* cancelled meanwhile */
             continue;
         }
-        if (vbd_job_lock(j, &je)) {
+        if (vbd_job_claim(j, &je)) {
             /* gc holds the repository: offer it again after a while */
             snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
             j->state = VB_JOB_DEFERRED;
@@ -481,7 +507,6 @@ static void cut(struct vbd *d)
         if (j->kind == VB_KIND_FILES) {
             if (plan_files_job(j, b, &e)) {
                 pj->bytes = 0;
-                vbd_job_unlock(j);
                 vbd_job_fail(j, VB_JOB_FAILED, "planning the reads failed: %s", vb_strerror(&e));
                 vbd_job_unref(j);
                 pj->defer_until_ns = INT64_MAX;     /* drop its reads */
@@ -557,7 +582,7 @@ static void cut(struct vbd *d)
                 j->defer_until_ns = pj->defer_until_ns;
                 snprintf(j->reason, sizeof(j->reason), "%s", pj->defer_reason);
                 unplan_job(j);
-                vbd_job_unlock(j);
+                vbd_job_unclaim_idle(j);
                 g_queue_push_tail(&d->pending, j);
                 continue;
             }

@@ -79,79 +79,64 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
     d->bytes_read_total += n;
 }
 
-/* ---- repository lock per job -------------------------------------------------------- */
+/* ---- the repository claim of a job ---------------------------------------------------- */
 
-int vbd_job_lock(struct vbd_job *j, vb_error *e)
+int vbd_job_claim(struct vbd_job *j, vb_error *e)
 {
-    char path[PATH_MAX];
+    int ret;
 
-    if (j->lock_fd >= 0)
+    if (j->ws)
         return 0;
-    snprintf(path, sizeof(path), "%s/lock", j->target->path);
-    j->lock_fd = open(path, O_RDWR | O_CLOEXEC);
-    if (j->lock_fd < 0)
-        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
-    if (flock(j->lock_fd, LOCK_SH | LOCK_NB) < 0) {
-        int err = errno;
-        close(j->lock_fd);
-        j->lock_fd = -1;
-        if (err == EWOULDBLOCK)
-            return vb_seterr(e, -EBUSY, "repository %s is busy (garbage collection is running)",
-                             j->target->name);
-        return vb_seterr(e, -err, "flock %s: %s", path, strerror(err));
-    }
-    return 0;
+    ret = vb_write_begin(j->target->repo, j->vm->name, VB_WRITE_NOWAIT, &j->ws, e);
+    if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
+        vb_seterr(e, ret, "repository %s is busy (garbage collection is running)",
+                  j->target->name);
+    return ret;
 }
 
-void vbd_job_unlock(struct vbd_job *j)
+/* Whatever ends the job: the session ends (a commit already ended it) and the
+ * claim goes once the puts still running come back. */
+void vbd_job_unclaim(struct vbd_job *j)
 {
-    if (j->lock_fd >= 0)
-        close(j->lock_fd);
-    j->lock_fd = -1;
+    if (!j->ws)
+        return;
+    vb_write_abort(j->ws);
+    vb_write_unref(j->ws);
+    j->ws = NULL;
+}
+
+/* A job that waits (deferred) lets go of the repository, unless it has
+ * stored chunks already (fallback data): those must survive a gc. */
+void vbd_job_unclaim_idle(struct vbd_job *j)
+{
+    for (guint i = 0; j->entries && i < j->entries->len; i++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+        if (en->data == VB_FD_FALLBACK && en->windows)
+            return;
+    }
+    vbd_job_unclaim(j);
 }
 
 /* ---- chunking (worker threads) ---------------------------------------------------------- */
 
-/* Store one chunk (unless it is zeros or already stored); record it. */
+/* Store one chunk through the job's session (unless it is zeros); record it. */
 static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *data,
                       uint32_t len, uint64_t off)
 {
-    struct vbd *d = w->job->d;
     struct vb_cat_chunk ch = { .offset = off, .len = len };
-    const uint8_t *enc;
-    size_t enc_len;
-    bool fresh, added;
+    uint32_t stored;
     int ret;
 
     if (vb_is_zero(data, len))
         return 0;                       /* a hole */
-    vb_chunk_id(data, len, ch.id);
-    g_mutex_lock(&d->claim_lock);
-    fresh = !g_hash_table_contains(d->claimed, ch.id);
-    if (fresh)
-        g_hash_table_add(d->claimed, g_memdup2(ch.id, VB_ID_LEN));
-    g_mutex_unlock(&d->claim_lock);
-    if (!fresh || vb_repo_has_chunk(w->repo, ch.id)) {
-        w->bytes_reused += len;
+    ret = vb_write_put(w->ws, c, data, len, ch.id, &stored, &w->e);
+    if (ret < 0)
+        return ret;
+    if (ret == 1) {
+        w->bytes_new += len;
+        w->stored += stored;
     } else {
-        vb_codec_set_level(c, w->repo->level);
-        ret = vb_chunk_encode(c, data, len, &enc, &enc_len);
-        if (ret)
-            return vb_seterr(&w->e, ret, "encode chunk: %s", strerror(-ret));
-        ret = vb_repo_put_chunk(w->repo, ch.id, enc, enc_len, &added, &w->e);
-        if (!fresh || ret) {
-            g_mutex_lock(&d->claim_lock);
-            g_hash_table_remove(d->claimed, ch.id);
-            g_mutex_unlock(&d->claim_lock);
-        }
-        if (ret)
-            return ret;
-        if (added) {
-            w->bytes_new += len;
-            w->stored += enc_len;
-        } else {
-            w->bytes_reused += len;
-        }
+        w->bytes_reused += len;
     }
     g_array_append_val(w->chunks, ch);
     return 0;
@@ -235,6 +220,74 @@ static gint by_seq(gconstpointer a, gconstpointer b, gpointer u)
 }
 
 static void window_done(struct vbd_task *t);
+static void drop_ready(struct vbd_job *j);
+static void try_submit(struct vbd_job *j, struct vbd_entry *en);
+
+static bool job_over(const struct vbd_job *j)
+{
+    return j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED || !j->entries;
+}
+
+static gboolean on_claim_retry(gpointer opaque);
+
+/* Fallback data is stored as it arrives, before the job is sealed: its first
+ * window claims the repository.  While gc holds it, the windows wait (and
+ * with them the guest's DATA requests); another failure fails the job. */
+static bool job_claimed(struct vbd_job *j)
+{
+    vb_error e = { 0 };
+    int ret;
+
+    if (j->ws)
+        return true;
+    if (j->claim_waiting)
+        return false;                   /* the timer tries again */
+    ret = vbd_job_claim(j, &e);
+    if (ret == -EBUSY) {
+        vbd_log("job %llu: fallback data waits: %s", (unsigned long long)j->id, vb_strerror(&e));
+        j->claim_waiting = true;
+        if (!j->d->claim_timer)
+            j->d->claim_timer = g_timeout_add(200, on_claim_retry, j->d);
+        return false;
+    }
+    if (ret) {
+        snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&e));
+        drop_ready(j);                  /* answers their requests */
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(&e));
+        return false;
+    }
+    return true;
+}
+
+static gboolean on_claim_retry(gpointer opaque)
+{
+    struct vbd *d = opaque;
+    GPtrArray *waiting = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    d->claim_timer = 0;
+    g_hash_table_iter_init(&it, d->jobs);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        if (((struct vbd_job *)v)->claim_waiting)
+            g_ptr_array_add(waiting, v);
+    for (guint i = 0; i < waiting->len; i++) {
+        struct vbd_job *j = waiting->pdata[i];
+        j->claim_waiting = false;
+        if (job_over(j))
+            continue;
+        j->last_activity = vb_now();    /* waiting for gc is not the guest's silence */
+        if (!job_claimed(j))
+            continue;
+        vbd_log("job %llu: repository %s claimed, fallback data goes on",
+                (unsigned long long)j->id, j->target->name);
+        for (guint f = 0; j->entries && f < j->entries->len; f++)
+            try_submit(j, &g_array_index(j->entries, struct vbd_entry, f));
+    }
+    g_ptr_array_free(waiting, TRUE);
+    pump(d);
+    return G_SOURCE_REMOVE;
+}
 
 /* Hand the file's next window to a worker, in order. */
 static void try_submit(struct vbd_job *j, struct vbd_entry *en)
@@ -243,6 +296,8 @@ static void try_submit(struct vbd_job *j, struct vbd_entry *en)
 
     if (en->busy || !(w = g_queue_peek_head(&en->ready)) || w->seq != en->next_seq)
         return;
+    if (!job_claimed(j))
+        return;
     g_queue_pop_head(&en->ready);
     en->busy = true;
     w->carry = en->carry;
@@ -250,15 +305,10 @@ static void try_submit(struct vbd_job *j, struct vbd_entry *en)
     w->carry_off = en->carry_off;
     en->carry = NULL;
     en->carry_len = 0;
-    w->repo = j->target->repo;
+    w->ws = vb_write_ref(j->ws);
     w->task.work.fn = process_window;
     w->task.done = window_done;
     vb_workers_push(&j->d->wk, &w->task.work);
-}
-
-static bool job_over(const struct vbd_job *j)
-{
-    return j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED || !j->entries;
 }
 
 /* A window of a job that failed or was cancelled: its buffer goes back, its
@@ -268,6 +318,8 @@ static void window_drop(struct vbd_window *w)
 {
     struct vbd_job *j = w->job;
 
+    vb_write_unref(w->ws);
+    w->ws = NULL;
     vbd_buf_put(j->d, w->buf);
     w->buf = NULL;
     g_free(w->carry);
@@ -332,6 +384,8 @@ static void window_done(struct vbd_task *t)
         drop_ready(j);
         goto out;
     }
+    vb_write_unref(w->ws);
+    w->ws = NULL;
     vbd_buf_put(d, w->buf);
     w->buf = NULL;
     if (w->plan)
@@ -627,6 +681,7 @@ void vbd_exec_kick(struct vbd *d)
 struct commit_task {
     struct vbd_task task;
     struct vbd_job *job;
+    struct vb_write *ws;     /* a reference: an abort may come meanwhile */
     int err;
     vb_error e;
     char *id;
@@ -638,7 +693,6 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
 {
     struct commit_task *ct = (struct commit_task *)work;
     struct vbd_job *j = ct->job;
-    struct vb_repo *repo = j->target->repo;
     struct vb_catb *cb = vb_catb_new();
     json_object *idx = json_object_new_object(), *a, *stats, *cat;
     uint64_t *newidx = g_new(uint64_t, VB_MAX(j->entries->len, 1u));
@@ -668,11 +722,7 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
     blob = vb_catb_serialize(cb, &len, &n_entries, &n_chunks, &bytes);
     vb_catb_free(cb);
 
-    ct->err = vb_snap_begin(repo, j->vm->name, &j->sw, &ct->e);
-    if (!ct->err) {
-        j->sw.created_ns = j->sealed_ns;   /* the point in time the snapshot shows */
-        ct->err = vb_snap_write_file(&j->sw, "files.cat", blob, len, sum, &ct->e);
-    }
+    ct->err = vb_write_file(ct->ws, "files.cat", blob, len, sum, &ct->e);
     g_free(blob);
     if (ct->err) {
         json_object_put(idx);
@@ -711,7 +761,8 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
     json_object_object_add(stats, "batch", json_object_new_int64((int64_t)j->batch));
     json_object_object_add(idx, "stats", stats);
     json_object_object_add(idx, "plan", json_object_get(j->plan_notes));
-    ct->err = vb_snap_commit(&j->sw, idx, &ct->id, &ct->e);
+    /* created: the point in time the snapshot shows */
+    ct->err = vb_write_commit(ct->ws, idx, j->sealed_ns, &ct->id, &ct->e);
     json_object_put(idx);
 }
 
@@ -731,6 +782,7 @@ static void commit_done(struct vbd_task *t)
         }
     }
     g_free(ct->id);
+    vb_write_unref(ct->ws);
     release_from_plan(j);
     g_free(ct);
 }
@@ -744,12 +796,18 @@ static void check_job_done(struct vbd_job *j)
         return;
     if (j->committing)
         return;
+    if (!j->ws) {                       /* claimed when its batch was cut: cannot happen */
+        vbd_job_fail(j, VB_JOB_FAILED, "internal error: the job holds no claim on %s",
+                     j->target->name);
+        return;
+    }
     j->flags |= VB_JOB_FLAG_READ_DONE;
     j->committing = true;
     ct = g_new0(struct commit_task, 1);
     ct->task.work.fn = commit_work;
     ct->task.done = commit_done;
     ct->job = j;
+    ct->ws = vb_write_ref(j->ws);
     vb_workers_push(&j->d->wk, &ct->task.work);
 }
 
@@ -799,7 +857,7 @@ static gboolean release_cb(gpointer opaque)
     struct vbd_plan *p = plan_of(j);
     struct vbd *d = j->d;
 
-    vbd_job_unlock(j);
+    vbd_job_unclaim(j);
     j->in_plan = false;
     if (j->state == VB_JOB_DONE || j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED)
         vbd_job_release(j);
@@ -929,6 +987,7 @@ void vbd_exec_cancel_job(struct vbd_job *j)
 
 struct disk_run {
     struct vbd_job *job;
+    struct vb_write *ws;     /* a reference to the job's session, which the backup ends */
     struct vb_disk_stats st;
     char *id;
     int err;
@@ -950,6 +1009,7 @@ static gboolean disk_finished(gpointer opaque)
 
     g_thread_join(j->disk_thread);
     j->disk_thread = NULL;
+    vb_write_unref(dr->ws);
     j->bytes_done = dr->st.allocated;
     j->bytes_total = dr->st.allocated;
     j->bytes_new = dr->st.bytes_new;
@@ -989,7 +1049,7 @@ static gpointer disk_thread(gpointer opaque)
         .cancel = &j->cancel_flag,
     };
 
-    dr->err = vb_disk_backup(j->target->repo, &o, &dr->st, &dr->id, &dr->e);
+    dr->err = vb_disk_backup(dr->ws, &o, &dr->st, &dr->id, &dr->e);
     g_idle_add(disk_finished, dr);
     return NULL;
 }
@@ -999,6 +1059,7 @@ void vbd_disk_job_start(struct vbd_job *j)
     struct disk_run *dr = g_new0(struct disk_run, 1);
 
     dr->job = j;
+    dr->ws = vb_write_ref(j->ws);       /* claimed when the batch was cut */
     j->disk_thread = g_thread_new("disk-backup", disk_thread, dr);
 }
 
@@ -1044,8 +1105,6 @@ int vbd_exec_init(struct vbd *d, vb_error *e)
         return vb_seterr(e, ret, "start workers: %s", strerror(-ret));
     d->wk_src = g_unix_fd_add(d->wk.efd, G_IO_IN, on_workers, d);
     vb_cdc_init(&d->cdc, VB_CDC_AVG);
-    g_mutex_init(&d->claim_lock);
-    d->claimed = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     g_queue_init(&d->free_bufs);
     d->max_bufs = (unsigned)d->wk.n * 4 + 8;
     d->bytes_by_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
@@ -1066,8 +1125,8 @@ void vbd_exec_fini(struct vbd *d)
         close(d->ring_efd);
     while ((b = g_queue_pop_head(&d->free_bufs)))
         free(b);
-    if (d->claimed)
-        g_hash_table_destroy(d->claimed);
+    if (d->claim_timer)
+        g_source_remove(d->claim_timer);
     if (d->bytes_by_file)
         g_hash_table_destroy(d->bytes_by_file);
 }

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "wire.h"
@@ -98,7 +97,9 @@ void vbd_job_release(struct vbd_job *j)
         g_free(j->cache_buf[s]);
         j->cache_buf[s] = NULL;
     }
-    vbd_job_unlock(j);
+    vbd_job_unclaim(j);
+    vb_repo_release(j->claim);
+    j->claim = NULL;
 }
 
 void vbd_job_unref(struct vbd_job *j)
@@ -142,8 +143,10 @@ static void job_end(struct vbd_job *j, int state)
         vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
     else
         vbd_journal_forget(j);
-    if (j->sw.open)
-        vb_snap_abort(&j->sw);
+    /* the session ends now: a commit in progress is refused at its commit
+     * point, running puts fail; the claim goes when they are back */
+    if (j->ws)
+        vb_write_abort(j->ws);
     /* a plan still using the job's windows releases it when they are back */
     if (!j->in_plan)
         vbd_job_release(j);
@@ -195,7 +198,6 @@ struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm)
     j->vm = vm;
     vm->refs++;
     j->id = d->next_job++;
-    j->lock_fd = -1;
     j->created_ns = vb_wall_ns();
     j->last_activity = vb_now();
     j->serials = g_ptr_array_new_with_free_func(g_free);

@@ -163,7 +163,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     char msg[VBD_MSG];
     uint8_t *out;
     size_t sl;
-    int st = vbd_parse_restore_begin(p, n, &rb, msg);
+    int ret, st = vbd_parse_restore_begin(p, n, &rb, msg);
 
     if (st) {
         vbd_reply_err(c, h, st, "%s", msg);
@@ -190,9 +190,15 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->kind = VB_KIND_FILES;
     j->mode = VB_MODE_FULL;
     st = resolve(j, t, rb.snapshot, rb.paths, rb.n_paths, msg, sizeof(msg));
-    if (!st && vbd_job_lock(j, &e)) {
+    /* chunks must not vanish under a restore: a read claim, not waiting for gc */
+    if (!st && (ret = vb_repo_claim(t->repo, false, &j->claim, &e))) {
         st = VB_S_BUSY;
-        snprintf(msg, sizeof(msg), "%s; try again later", vb_strerror(&e));
+        if (ret == -EBUSY)  /* the guest reads this: the target's name, not its path */
+            snprintf(msg, sizeof(msg), "target '%s' is busy (garbage collection is running); "
+                     "try again later", t->name);
+        else
+            snprintf(msg, sizeof(msg), "target '%s' cannot be read now (%s); try again later",
+                     t->name, strerror(-ret));
     }
     if (st) {
         vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);

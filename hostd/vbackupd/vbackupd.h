@@ -24,6 +24,7 @@
 #include "image.h"
 #include "policyload.h"
 #include "repo.h"
+#include "session.h"
 #include "snapshot.h"
 #include "uring.h"
 #include "util.h"
@@ -96,7 +97,7 @@ struct vbd_conn;
 struct vbd_target {
     char *name;
     char *path;
-    struct vb_repo *repo;    /* opened without a lock; jobs take the shared lock */
+    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h) */
 };
 
 struct vbd_disk {
@@ -171,7 +172,7 @@ struct vbd_window {
     struct vbd_job *job;
     struct vbd_plan *plan;   /* NULL for fallback windows */
     struct vb_image *img;    /* for compressed pieces */
-    struct vb_repo *repo;
+    struct vb_write *ws;     /* the job's write session, referenced while with a worker */
     uint8_t *carry;          /* moved from the entry while the window is worked on */
     uint32_t carry_len;
     uint64_t carry_off;
@@ -260,9 +261,14 @@ struct vbd_job {
     guint next_window;       /* next window to open */
     unsigned windows_open, windows_done, windows_ready;
     unsigned fb_windows_pending;
-    int lock_fd;             /* shared repository lock while running */
-    struct vb_snap_writer sw;
+    /* the repository: a backup's write session claims it from its first
+     * chunk (fallback data, or the batch that runs the job) to its commit
+     * or abort; a restore holds a read claim */
+    struct vb_write *ws;
+    bool claim_waiting;      /* fallback data waits while gc holds the repository */
+    struct vb_claim *claim;  /* restore jobs */
     struct vb_catalog *parent_cat;
+    bool parent_current;     /* parent committed in this gc generation: its chunks exist */
     /* disk jobs */
     GThread *disk_thread;
     volatile uint64_t disk_done, disk_total;
@@ -331,8 +337,7 @@ struct vbd {
     struct vb_workers wk;
     guint wk_src;
     struct vb_cdc cdc;
-    GMutex claim_lock;
-    GHashTable *claimed;     /* chunk ids being stored (any job) */
+    guint claim_timer;       /* retries jobs waiting for a repository gc holds */
     GQueue free_bufs;        /* 4 MiB window buffers */
     unsigned n_bufs, max_bufs;
     uint64_t cache_used;
@@ -402,8 +407,9 @@ void vbd_exec_kick(struct vbd *d);
 void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
                        bool last, struct vbd_req *reply);
 void vbd_exec_cancel_job(struct vbd_job *j);
-int vbd_job_lock(struct vbd_job *j, vb_error *e);
-void vbd_job_unlock(struct vbd_job *j);
+int vbd_job_claim(struct vbd_job *j, vb_error *e);
+void vbd_job_unclaim(struct vbd_job *j);
+void vbd_job_unclaim_idle(struct vbd_job *j);
 void vbd_disk_job_start(struct vbd_job *j);
 uint8_t *vbd_buf_get(struct vbd *d);
 void vbd_buf_put(struct vbd *d, uint8_t *b);
