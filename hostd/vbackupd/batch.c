@@ -256,7 +256,8 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
      * or after the snapshot made them read-only */
     for (guint i = 0; i < j->disks->len; i++) {
         struct vbd_disk *dk = j->disks->pdata[i];
-        struct vb_image_opts io = { .format = dk->format };
+        struct vb_image_opts io = { .format = dk->format,
+                                    .backing_format = dk->backing_format };
         struct vb_image *img;
         if ((ret = vb_image_open(dk->image, &io, &img, e))) {
             vb_prefixerr(e, "disk '%s'", dk->serial);

@@ -62,6 +62,9 @@ json_object *vbd_disks_json(GPtrArray *disks)
 
         json_object_object_add(o, "serial", json_object_new_string(dk->serial));
         json_object_object_add(o, "image", json_object_new_string(dk->image));
+        json_object_object_add(o, "format", json_object_new_string(dk->format));
+        if (dk->backing_format)
+            json_object_object_add(o, "backing_format", json_object_new_string(dk->backing_format));
         json_object_array_add(a, o);
     }
     return a;
@@ -982,6 +985,7 @@ static gpointer disk_thread(gpointer opaque)
         .vm = j->vm->name,
         .image = dk->image,
         .format = dk->format,
+        .backing_format = dk->backing_format,
         .name = dk->serial,
         .threads = j->d->cfg->workers,
         .progress_cb = disk_progress,

@@ -58,6 +58,7 @@ static void disk_copy_free(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->backing_format);
     g_free(d->target);
     g_free(d);
 }
@@ -262,12 +263,14 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     for (unsigned i = 0; i < b.n_disks; i++) {
         struct vbd_disk *vd = vbd_vm_disk(c->vm, b.serials[i]);
         struct vbd_disk *dk = g_new0(struct vbd_disk, 1);
-        struct vb_image_opts io = { .format = vd->format };
+        struct vb_image_opts io = { .format = vd->format,
+                                    .backing_format = vd->backing_format };
         vb_error e = { 0 };
 
         dk->serial = g_strdup(vd->serial);
         dk->image = g_strdup(vd->image);
         dk->format = g_strdup(vd->format);
+        dk->backing_format = g_strdup(vd->backing_format);
         dk->target = g_strdup(vd->target);
         g_ptr_array_add(j->disks, dk);
         g_ptr_array_add(j->serials, g_strdup(vd->serial));

@@ -38,7 +38,8 @@
 struct vbd_disk_cfg {
     char *serial;
     char *image;
-    char *format;            /* NULL: probe */
+    char *format;            /* "raw" or "qcow2": required, never probed */
+    char *backing_format;    /* NULL, or the format of backing files whose overlay names none */
     char *target;            /* libvirt: the disk's target ("vda") */
 };
 
@@ -102,7 +103,8 @@ struct vbd_target {
 struct vbd_disk {
     char *serial;
     char *image;
-    char *format;
+    char *format;            /* as configured: never probed */
+    char *backing_format;
     char *target;            /* libvirt's target name */
     struct vb_image *img;    /* opened on demand, per job run */
 };
@@ -377,7 +379,7 @@ struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm);
 unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm);   /* restores count too */
 /* "a, b, c": the names of the targets, for error messages */
 void vbd_known_targets(struct vbd *d, char *buf, size_t len);
-/* [{"serial", "image"}, ...] of struct vbd_disk * */
+/* [{"serial", "image", "format"}, ...] of struct vbd_disk * */
 json_object *vbd_disks_json(GPtrArray *disks);
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

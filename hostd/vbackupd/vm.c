@@ -446,6 +446,7 @@ static void disk_free(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->backing_format);
     g_free(d->target);
     g_free(d);
 }
@@ -485,6 +486,7 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
         dk->serial = g_strdup(dc->serial);
         dk->image = g_strdup(dc->image);
         dk->format = g_strdup(dc->format);
+        dk->backing_format = g_strdup(dc->backing_format);
         dk->target = g_strdup(dc->target);
         g_ptr_array_add(vm->disks, dk);
     }

@@ -136,7 +136,7 @@ with workdir() as w:
 
     # ---- 5. SIGHUP: reload adds and removes VMs; a broken file is refused -----------
     conf = open(d2.conf).read()
-    open(d2.conf, "w").write(conf.replace("[vm vm1]", "[vm vm3]\ndisk.x=" + disk + "\n\n[vm vm1]"))
+    open(d2.conf, "w").write(conf.replace("[vm vm1]", "[vm vm3]\ndisk.x=" + disk + ",format=raw\n\n[vm vm1]"))
     d2.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: os.path.exists(d2.sock("vm3")), "vm3's socket after SIGHUP")
     check(d2.conn("vm3").hello()["vm"] == "vm3", "vm3 after reload")

@@ -76,6 +76,20 @@ def workdir():
         w.cleanup()
 
 
+def disk_value(img):
+    """A disk's value in vbackupd.conf.  A path names a disk made by the test,
+    whose format its name says (.raw, .qcow2): vbackupd requires the format and
+    never guesses it from the image.  (path, options) is taken as written, e.g.
+    (p, "format=qcow2,backing_format=raw"), or (p, "") for no options at all."""
+    if isinstance(img, tuple):
+        path, opts = img
+        return f"{path},{opts}" if opts else path
+    for fmt in ("raw", "qcow2"):
+        if img.endswith("." + fmt):
+            return f"{img},format={fmt}"
+    raise ValueError(f"{img}: name a test disk .raw or .qcow2, or give its options")
+
+
 class Daemon:
     """vbackupd with a generated configuration, in its own folder."""
 
@@ -102,7 +116,8 @@ class Daemon:
         for pol, kv in (policy_conf or {}).items():
             lines += ["", f"[policy {pol}]"] + [f"{k}={v}" for k, v in kv.items()]
         for vm, disks in vms.items():
-            lines += ["", f"[vm {vm}]"] + [f"disk.{s}={img}" for s, img in disks.items()]
+            lines += ["", f"[vm {vm}]"] + [f"disk.{s}={disk_value(img)}"
+                                           for s, img in disks.items()]
         self.conf = os.path.join(self.dir, "vbackupd.conf")
         open(self.conf, "w").write("\n".join(lines) + "\n")
         self.proc = None
