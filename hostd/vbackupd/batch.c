@@ -465,7 +465,14 @@ static void cut(struct vbd *d)
         }
         if (vbd_job_lock(j, &je)) {
             /* gc holds the repository: offer it again after a while */
-            snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
+            if (je.code == -EBUSY) {
+                snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
+            } else {
+                vbd_log("job %llu: %s", (unsigned long long)j->id, vb_strerror(&je));
+                snprintf(j->reason, sizeof(j->reason), "target '%s' could not be locked on the "
+                         "host, the job waits; the host's log has details (job %llu)",
+                         j->target->name, (unsigned long long)j->id);
+            }
             j->state = VB_JOB_DEFERRED;
             if (!j->first_deferred_ns)
                 j->first_deferred_ns = now_ns;
@@ -483,7 +490,8 @@ static void cut(struct vbd *d)
             if (plan_files_job(j, b, &e)) {
                 pj->bytes = 0;
                 vbd_job_unlock(j);
-                vbd_job_fail(j, VB_JOB_FAILED, "planning the reads failed: %s", vb_strerror(&e));
+                vbd_job_fail_host(j, VB_JOB_FAILED, "the reads from the disks could not be "
+                                  "planned on the host", vb_strerror(&e));
                 vbd_job_unref(j);
                 pj->defer_until_ns = INT64_MAX;     /* drop its reads */
                 snprintf(pj->defer_reason, sizeof(pj->defer_reason), "failed");

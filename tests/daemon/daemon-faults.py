@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
 from daemonlib import (Daemon, backup, check, fail, log, make_ext4, map_image, random_files,  # noqa
-                       workdir, run, VBACKUPCTL)
+                       wait_for, workdir, run, VBACKUPCTL)
 
 ROOTS = ["data"]
 
@@ -29,15 +29,6 @@ def snapshots(repo):
                        text=True, check=True)
     return json.loads(r.stdout)
 
-
-def wait_for(pred, what, timeout=30):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    fail(f"timed out waiting for {what}")
 
 
 def job_row(d, job):
@@ -122,8 +113,9 @@ with workdir() as w:
     c = d2.conn("vm1")
     job = backup(c, "tiny", ["d1"], ROOTS, brecs, bfb, wait=False)
     st = c.wait_job(job, timeout=60)
-    check(st["state"] == "failed" and "No space left on device" in st["reason"],
-          f"full disk: {st}")
+    check(st["state"] == "failed" and "target 'tiny' has no space left" in st["reason"] and
+          small not in st["reason"], f"full disk: {st}")
+    check("No space left on device" in d2.log_text(), "the log does not say why the job failed")
     # the failed job lets go of its plan and of every read buffer
     wait_for(lambda: (lambda s: s["plans_running"] == 0 and s["buffers_in_use"] == 0)(
         d2.ctl_json("daemon-stats")), "the failed job's plan and buffers to be released", 10)

@@ -42,6 +42,17 @@ def run(*cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+def wait_for(pred, what, timeout=30):
+    """pred()'s first true value, polled until timeout."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    fail(f"timed out waiting for {what}")
+
+
 class Workdir:
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="vbd-test.")
