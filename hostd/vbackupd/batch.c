@@ -468,10 +468,14 @@ static void cut(struct vbd *d)
             if (je.code == -EBUSY) {
                 snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
             } else {
-                vbd_log("job %llu: %s", (unsigned long long)j->id, vb_strerror(&je));
-                snprintf(j->reason, sizeof(j->reason), "target '%s' could not be locked on the "
-                         "host, the job waits; the host's log has details (job %llu)",
-                         j->target->name, (unsigned long long)j->id);
+                /* the cause to the log (once), a reference to it for the guest */
+                char why[sizeof(j->reason)];
+                snprintf(why, sizeof(why), "target '%s' could not be locked on the host, the "
+                         "job waits; the host's log has details (job %llu)", j->target->name,
+                         (unsigned long long)j->id);
+                if (strcmp(why, j->reason))
+                    vbd_log("job %llu: %s", (unsigned long long)j->id, vb_strerror(&je));
+                memcpy(j->reason, why, sizeof(why));
             }
             j->state = VB_JOB_DEFERRED;
             if (!j->first_deferred_ns)

@@ -729,9 +729,10 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     }
     if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {
-        snprintf(known, sizeof(known), "the snapshots in target '%s' could not be listed on the "
+        char what[160];
+        snprintf(what, sizeof(what), "the snapshots in target '%s' could not be listed on the "
                  "host", t->name);
-        vbd_host_error(c->vm, msg, sizeof(msg), known, vb_strerror(&e));
+        vbd_host_error(c->vm, msg, sizeof(msg), what, vb_strerror(&e));
         vbd_reply_err(c, h, VB_S_IO, "%s", msg);
         return;
     }
