@@ -1093,6 +1093,8 @@ static int cmd_job(int argc, char **argv)
                vb_json_str(o, "kind"), vb_json_str(o, "vm"), fmt_state(o));
         if (vb_json_str(o, "reason"))
             printf("  reason:   %s\n", vb_json_str(o, "reason"));
+        if (vb_json_str(o, "detail"))       /* the host-side cause; the guest never sees it */
+            printf("  cause:    %s\n", vb_json_str(o, "detail"));
         if (vb_json_str(o, "snapshot"))
             printf("  snapshot: %s\n", vb_json_str(o, "snapshot"));
         if (vb_json_str(o, "parent"))

@@ -76,6 +76,8 @@ with workdir() as w:
     check(st["state"] == "failed", f"disk job on the broken image: {st}")
     guest_sees("disk job on a broken image", st["reason"],
                ["disk 'gq' could not be read or stored on the host", f"(job {job})"])
+    shown = d.ctl("job", str(job)).stdout
+    check(f"cause:    {broken}" in shown, f"vbackupctl job {job} does not show the cause:\n{shown}")
     p = vp.begin_payload("archive", ["gq"], ["data"])
     p = p[:8] + (1).to_bytes(4, "little") + p[12:]          # VB_BEGIN_UNFROZEN
     job, _ = c.begin("archive", ["gq"], ["data"], raw=p)
