@@ -38,7 +38,8 @@ static void usage(FILE *f)
 "\n"
 "Repository commands (--repo DIR, or $VBACKUP_REPO):\n"
 "  init [--level N]                       create a repository (zstd level, default 1)\n"
-"  backup-disk --vm NAME [--name DISK] [--format raw|qcow2] [--buffered] [--threads N] IMAGE\n"
+"  backup-disk --vm NAME --format raw|qcow2 [--backing-format raw|qcow2] [--name DISK]\n"
+"              [--buffered] [--threads N] IMAGE\n"
 "                                         back up a whole disk image; prints the snapshot id last\n"
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
@@ -65,9 +66,14 @@ static void usage(FILE *f)
 "  reload                                 re-read vbackupd's configuration\n"
 "\n"
 "Diagnostics:\n"
-"  image-map IMAGE [--format F] [--json]  allocation map of a disk image chain\n"
-"  image-dump IMAGE [--format F] [--output FILE]\n"
+"  image-map IMAGE --format F [--backing-format F] [--json]\n"
+"                                         allocation map of a disk image chain\n"
+"  image-dump IMAGE --format F [--backing-format F] [--output FILE]\n"
 "                                         the image's guest-visible bytes (like qemu-img convert -O raw)\n"
+"\n"
+"An image's format is never guessed from its content (a VM may have written it):\n"
+"--format names it; backing files have the format their overlay's header names,\n"
+"else --backing-format, else they are refused.\n"
 "\n"
 "Progress is shown on a terminal; --quiet hides it.\n");
 }
@@ -76,6 +82,28 @@ static int die_err(const char *what, const vb_error *e)
 {
     fprintf(stderr, "%s: %s%s%s\n", prog, what ? what : "", what ? ": " : "", vb_strerror(e));
     return 1;
+}
+
+/* --format is required and, like --backing-format, raw or qcow2; exit status 2 if not */
+static int check_formats(const char *cmd, const char *format, const char *backing_format)
+{
+    if (!format) {
+        fprintf(stderr, "%s: %s: --format raw|qcow2 is required: vbackupctl never guesses an "
+                "image's format from its content, which a VM may have written (a raw disk "
+                "holding a qcow2 header would make the host read the files that header "
+                "names)\n", prog, cmd);
+        return 2;
+    }
+    if (!vb_fmt_valid(format)) {
+        fprintf(stderr, "%s: %s: --format must be raw or qcow2, not '%s'\n", prog, cmd, format);
+        return 2;
+    }
+    if (backing_format && !vb_fmt_valid(backing_format)) {
+        fprintf(stderr, "%s: %s: --backing-format must be raw or qcow2, not '%s'\n", prog, cmd,
+                backing_format);
+        return 2;
+    }
+    return 0;
 }
 
 static bool show_progress(void)
@@ -149,7 +177,8 @@ static int cmd_backup_disk(int argc, char **argv)
 {
     static const struct option lo[] = {
         { "vm", 1, 0, 'v' }, { "name", 1, 0, 'n' }, { "format", 1, 0, 'f' },
-        { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' }, { 0 } };
+        { "backing-format", 1, 0, 'B' }, { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' },
+        { 0 } };
     struct vb_disk_backup_opts o = { 0 };
     struct vb_disk_stats st;
     struct vb_repo *r;
@@ -163,15 +192,19 @@ static int cmd_backup_disk(int argc, char **argv)
         case 'v': o.vm = optarg; break;
         case 'n': o.name = optarg; break;
         case 'f': o.format = optarg; break;
+        case 'B': o.backing_format = optarg; break;
         case 'b': o.no_direct = true; break;
         case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc || !o.vm) {
-        fprintf(stderr, "usage: %s backup-disk --vm NAME [--name DISK] IMAGE\n", prog);
+        fprintf(stderr, "usage: %s backup-disk --vm NAME --format raw|qcow2 [--name DISK] "
+                "IMAGE\n", prog);
         return 2;
     }
+    if ((c = check_formats("backup-disk", o.format, o.backing_format)))
+        return c;
     if (!vb_valid_name(o.vm)) {
         fprintf(stderr, "%s: '%s' is not a valid VM name (letters, digits, '.', '_', '-'; "
                 "at most 64)\n", prog, o.vm);
@@ -759,7 +792,8 @@ static const char *kind_name(int k)
 
 static int cmd_image_map(int argc, char **argv)
 {
-    static const struct option lo[] = { { "format", 1, 0, 'f' }, { "json", 0, 0, 'j' }, { 0 } };
+    static const struct option lo[] = { { "format", 1, 0, 'f' }, { "backing-format", 1, 0, 'B' },
+                                        { "json", 0, 0, 'j' }, { 0 } };
     struct vb_image_opts io = { .no_direct = true };
     struct vb_image *img;
     GArray *m;
@@ -770,14 +804,17 @@ static int cmd_image_map(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'f': io.format = optarg; break;
+        case 'B': io.backing_format = optarg; break;
         case 'j': json = true; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc) {
-        fprintf(stderr, "usage: %s image-map IMAGE [--json]\n", prog);
+        fprintf(stderr, "usage: %s image-map IMAGE --format raw|qcow2 [--json]\n", prog);
         return 2;
     }
+    if ((c = check_formats("image-map", io.format, io.backing_format)))
+        return c;
     if (vb_image_open(argv[optind], &io, &img, &e))
         return die_err(NULL, &e);
     m = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
@@ -828,8 +865,9 @@ static void dump_done(struct vb_rd *rd)
 
 static int cmd_image_dump(int argc, char **argv)
 {
-    static const struct option lo[] = { { "format", 1, 0, 'f' }, { "output", 1, 0, 'o' },
-                                        { "buffered", 0, 0, 'b' }, { 0 } };
+    static const struct option lo[] = { { "format", 1, 0, 'f' }, { "backing-format", 1, 0, 'B' },
+                                        { "output", 1, 0, 'o' }, { "buffered", 0, 0, 'b' },
+                                        { 0 } };
     struct vb_image_opts io = { 0 };
     const char *output = NULL;
     struct vb_image *img;
@@ -843,15 +881,18 @@ static int cmd_image_dump(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'f': io.format = optarg; break;
+        case 'B': io.backing_format = optarg; break;
         case 'o': output = optarg; break;
         case 'b': io.no_direct = true; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc) {
-        fprintf(stderr, "usage: %s image-dump IMAGE [--output FILE]\n", prog);
+        fprintf(stderr, "usage: %s image-dump IMAGE --format raw|qcow2 [--output FILE]\n", prog);
         return 2;
     }
+    if ((c = check_formats("image-dump", io.format, io.backing_format)))
+        return c;
     if (vb_image_open(argv[optind], &io, &img, &e))
         return die_err(NULL, &e);
     if (output) {
@@ -1067,6 +1108,8 @@ static int cmd_job(int argc, char **argv)
                vb_json_str(o, "kind"), vb_json_str(o, "vm"), fmt_state(o));
         if (vb_json_str(o, "reason"))
             printf("  reason:   %s\n", vb_json_str(o, "reason"));
+        if (vb_json_str(o, "detail"))       /* the host-side cause; the guest never sees it */
+            printf("  cause:    %s\n", vb_json_str(o, "detail"));
         if (vb_json_str(o, "snapshot"))
             printf("  snapshot: %s\n", vb_json_str(o, "snapshot"));
         if (vb_json_str(o, "parent"))

@@ -145,7 +145,8 @@ static char *find_parent(struct vb_repo *r, const char *vm, const char *group)
 int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
                    struct vb_disk_stats *st, char **snap_id, vb_error *e)
 {
-    struct vb_image_opts io = { .format = o->format, .no_direct = o->no_direct };
+    struct vb_image_opts io = { .format = o->format, .backing_format = o->backing_format,
+                                .no_direct = o->no_direct };
     struct vb_repo *r = vb_write_repo(ws);
     struct dbk bk;
     struct vb_progress prog;

@@ -11,7 +11,8 @@
 struct vb_disk_backup_opts {
     const char *vm;
     const char *image;
-    const char *format;      /* NULL: probe */
+    const char *format;      /* "raw" or "qcow2": required, never probed */
+    const char *backing_format;  /* optional: see struct vb_image_opts */
     const char *name;        /* disk name (retention group); default: image file name */
     bool no_direct;          /* buffered reads instead of O_DIRECT */
     int threads;             /* CPU workers; 0: one per CPU */

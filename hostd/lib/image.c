@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Image chains: open and probe each layer, follow backing files, map ranges. */
+/*
+ * Image chains: open each layer in the format the host stated, follow
+ * backing files, map ranges.  No format is ever probed (see image.h).
+ */
 #include "image.h"
 
 #include <fcntl.h>
@@ -17,6 +20,11 @@
 const char *vb_fmt_name(enum vb_fmt f)
 {
     return f == VB_FMT_QCOW2 ? "qcow2" : f == VB_FMT_RAW ? "raw" : "?";
+}
+
+bool vb_fmt_valid(const char *name)
+{
+    return name && (!strcmp(name, "raw") || !strcmp(name, "qcow2"));
 }
 
 static void dio_alignment(struct vb_layer *l)
@@ -41,8 +49,6 @@ static int open_layer(struct vb_layer *l, const char *path, const char *fmt,
                       vb_error *e)
 {
     struct stat st;
-    uint8_t magic[4];
-    ssize_t n;
     int ret;
 
     memset(l, 0, sizeof(*l));
@@ -68,14 +74,6 @@ static int open_layer(struct vb_layer *l, const char *path, const char *fmt,
     l->dev = st.st_dev;
     l->ino = st.st_ino;
 
-    if (!fmt) {
-        n = pread(l->fd, magic, 4, 0);
-        if (n == 4 && ((uint32_t)magic[0] << 24 | (uint32_t)magic[1] << 16 |
-                       (uint32_t)magic[2] << 8 | magic[3]) == QCOW2_MAGIC)
-            fmt = "qcow2";
-        else
-            fmt = "raw";
-    }
     if (strcmp(fmt, "qcow2") == 0) {
         l->fmt = VB_FMT_QCOW2;
         ret = vb_q2_open(l, backing, backing_fmt, e);
@@ -147,8 +145,22 @@ int vb_image_open(const char *path, const struct vb_image_opts *opts,
         ret = vb_seterr(e, -ENOMEM, "out of memory");
         goto fail;
     }
-    if (opts && opts->format)
-        fmt = strdup(opts->format);
+    if (!opts || !opts->format) {
+        ret = vb_seterr(e, -EINVAL, "%s: the image's format (raw or qcow2) is required; it is "
+                        "never guessed from the image's content, which a VM may have written",
+                        path);
+        goto fail;
+    }
+    if (opts->backing_format && !vb_fmt_valid(opts->backing_format)) {
+        ret = vb_seterr(e, -EINVAL, "%s: backing format must be raw or qcow2, not '%s'", path,
+                        opts->backing_format);
+        goto fail;
+    }
+    fmt = strdup(opts->format);
+    if (!fmt) {
+        ret = vb_seterr(e, -ENOMEM, "out of memory");
+        goto fail;
+    }
     for (;;) {
         struct vb_layer *l;
         char *backing = NULL, *bfmt = NULL;
@@ -181,6 +193,22 @@ int vb_image_open(const char *path, const struct vb_image_opts *opts,
         if (!backing) {
             free(bfmt);
             break;
+        }
+        /* the backing file's format: as the overlay's header names it, or as
+         * the host pinned it; never guessed from the backing file itself */
+        if (!bfmt && opts->backing_format && !(bfmt = strdup(opts->backing_format))) {
+            free(backing);
+            ret = vb_seterr(e, -ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (!bfmt) {
+            ret = vb_seterr(e, -EINVAL, "%s names its backing file %s without a format, and "
+                            "formats are never guessed from an image's content (a VM may have "
+                            "written it): record it with 'qemu-img rebase -u -b %s -F raw|qcow2 "
+                            "%s', or pin it (backing_format=, --backing-format)", l->path,
+                            backing, backing, l->path);
+            free(backing);
+            goto fail;
         }
         free(cur);
         cur = resolve_backing(l->path, backing);

@@ -67,10 +67,24 @@ struct vb_image {
     uint32_t cluster_size;  /* top layer's cluster size (raw: 64 KiB, for planning) */
 };
 
+/*
+ * Formats are never guessed from an image's content: a guest owns every byte
+ * of its raw disk and could write a qcow2 header naming any host file as its
+ * backing file (CVE-2008-2004).  The top image's format is given by the
+ * caller (the host's configuration); each backing file's format is the one
+ * its overlay's header names (the backing format extension, written by
+ * qemu-img or QEMU, never by the guest), else backing_format, else the
+ * chain is refused.
+ */
 struct vb_image_opts {
-    const char *format;     /* "raw", "qcow2" or NULL to probe */
-    bool no_direct;         /* don't open O_DIRECT descriptors */
+    const char *format;         /* "raw" or "qcow2": required */
+    const char *backing_format; /* "raw", "qcow2" or NULL: backing files whose
+                                 * overlay names no format have this one */
+    bool no_direct;             /* don't open O_DIRECT descriptors */
 };
+
+/* "raw" and "qcow2" are the formats the readers know */
+bool vb_fmt_valid(const char *name);
 
 int vb_image_open(const char *path, const struct vb_image_opts *opts,
                   struct vb_image **out, vb_error *e);

@@ -274,7 +274,8 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
      * or after the snapshot made them read-only */
     for (guint i = 0; i < j->disks->len; i++) {
         struct vbd_disk *dk = j->disks->pdata[i];
-        struct vb_image_opts io = { .format = dk->format };
+        struct vb_image_opts io = { .format = dk->format,
+                                    .backing_format = dk->backing_format };
         struct vb_image *img;
         if ((ret = vb_image_open(dk->image, &io, &img, e))) {
             vb_prefixerr(e, "disk '%s'", dk->serial);
@@ -490,7 +491,18 @@ static void cut(struct vbd *d)
         }
         if (vbd_job_claim(j, &je)) {
             /* gc holds the repository: offer it again after a while */
-            snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
+            if (je.code == -EBUSY) {
+                snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
+            } else {
+                /* the cause to the log (once), a reference to it for the guest */
+                char why[sizeof(j->reason)];
+                snprintf(why, sizeof(why), "target '%s' could not be locked on the host, the "
+                         "job waits; the host's log has details (job %llu)", j->target->name,
+                         (unsigned long long)j->id);
+                if (strcmp(why, j->reason))
+                    vbd_log("job %llu: %s", (unsigned long long)j->id, vb_strerror(&je));
+                memcpy(j->reason, why, sizeof(why));
+            }
             j->state = VB_JOB_DEFERRED;
             if (!j->first_deferred_ns)
                 j->first_deferred_ns = now_ns;
@@ -507,7 +519,8 @@ static void cut(struct vbd *d)
         if (j->kind == VB_KIND_FILES) {
             if (plan_files_job(j, b, &e)) {
                 pj->bytes = 0;
-                vbd_job_fail(j, VB_JOB_FAILED, "planning the reads failed: %s", vb_strerror(&e));
+                vbd_job_fail_host(j, VB_JOB_FAILED, "the reads from the disks could not be "
+                                  "planned on the host", vb_strerror(&e));
                 vbd_job_unref(j);
                 pj->defer_until_ns = INT64_MAX;     /* drop its reads */
                 snprintf(pj->defer_reason, sizeof(pj->defer_reason), "failed");

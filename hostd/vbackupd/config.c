@@ -7,7 +7,8 @@
  *                 batch_seconds, batch_max, frozen_wait, workers, ...
  *   [target NAME] repository = DIR
  *   [policy NAME] key = value ...      (passed to the plugin)
- *   [vm NAME]     socket = PATH, qmp = PATH, disk.SERIAL = IMAGE[,format=FMT]
+ *   [vm NAME]     socket = PATH, qmp = PATH,
+ *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT]
  */
 #include "vbackupd.h"
 #include "wire.h"
@@ -33,6 +34,7 @@ static void free_disk(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->backing_format);
     g_free(d->target);
     g_free(d);
 }
@@ -144,6 +146,48 @@ static char *get_str(GKeyFile *kf, const char *g, const char *k, const char *dfl
     return dflt ? g_strdup(dflt) : NULL;
 }
 
+/*
+ * IMAGE,format=raw|qcow2[,backing_format=raw|qcow2].  The format is
+ * required: it is never guessed from the image, whose bytes a guest writes
+ * (a raw disk holding a qcow2 header would name any host file as its
+ * backing file).  backing_format is the format of backing files whose
+ * overlay's header names none (images made by an old qemu-img).
+ */
+static int parse_disk(const char *val, struct vbd_disk_cfg *d, const char *group,
+                      const char *key, vb_error *e)
+{
+    g_auto(GStrv) parts = g_strsplit(val, ",", -1);
+
+    if (!parts[0] || !*g_strstrip(parts[0]))
+        return vb_seterr(e, -EINVAL, "[%s] %s: the image is missing (IMAGE,format=raw|qcow2)",
+                         group, key);
+    d->image = g_strdup(parts[0]);
+    for (char **o = parts + 1; *o; o++) {
+        char **slot = NULL;
+        const char *opt = g_strstrip(*o), *eq = strchr(opt, '=');
+        if (eq && eq - opt == 6 && !strncmp(opt, "format", 6))
+            slot = &d->format;
+        else if (eq && eq - opt == 14 && !strncmp(opt, "backing_format", 14))
+            slot = &d->backing_format;
+        if (!slot)
+            return vb_seterr(e, -EINVAL, "[%s] %s: unknown option '%s' (format=raw|qcow2, "
+                             "backing_format=raw|qcow2)", group, key, opt);
+        if (*slot)
+            return vb_seterr(e, -EINVAL, "[%s] %s: option '%.*s' given twice", group, key,
+                             (int)(eq - opt), opt);
+        if (!vb_fmt_valid(eq + 1))
+            return vb_seterr(e, -EINVAL, "[%s] %s: %.*s must be raw or qcow2, not '%s'", group,
+                             key, (int)(eq - opt), opt, eq + 1);
+        *slot = g_strdup(eq + 1);
+    }
+    if (!d->format)
+        return vb_seterr(e, -EINVAL, "[%s] %s: the format is required (%s = IMAGE,format=raw "
+                         "or IMAGE,format=qcow2, the format QEMU is given): vbackupd never "
+                         "guesses a disk's format from the image, whose content the guest "
+                         "writes", group, key, key);
+    return 0;
+}
+
 static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vbd_config *c,
                     vb_error *e)
 {
@@ -164,22 +208,13 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             v->qmp = g_strdup(val);
         } else if (!strncmp(*k, "disk.", 5)) {
             struct vbd_disk_cfg *d = g_new0(struct vbd_disk_cfg, 1);
-            char *comma = strchr(val, ',');
             g_ptr_array_add(v->disks, d);
             d->serial = g_strdup(*k + 5);
             if (!vbd_check_name(d->serial, strlen(d->serial)) || strlen(d->serial) > VB_MAX_SERIAL)
                 return vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a valid disk serial (1..20 "
                                  "printable characters)", group, *k, d->serial);
-            if (comma) {
-                *comma = 0;
-                if (strncmp(comma + 1, "format=", 7))
-                    return vb_seterr(e, -EINVAL, "[%s] %s: unknown option '%s' (format=raw|qcow2)",
-                                     group, *k, comma + 1);
-                d->format = g_strdup(comma + 8);
-                if (strcmp(d->format, "raw") && strcmp(d->format, "qcow2"))
-                    return vb_seterr(e, -EINVAL, "[%s] %s: format must be raw or qcow2", group, *k);
-            }
-            d->image = g_strdup(val);
+            if (parse_disk(val, d, group, *k, e))
+                return -EINVAL;
         } else {
             return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, disk.SERIAL)",
                              group, *k);

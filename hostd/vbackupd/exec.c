@@ -62,6 +62,9 @@ json_object *vbd_disks_json(GPtrArray *disks)
 
         json_object_object_add(o, "serial", json_object_new_string(dk->serial));
         json_object_object_add(o, "image", json_object_new_string(dk->image));
+        json_object_object_add(o, "format", json_object_new_string(dk->format));
+        if (dk->backing_format)
+            json_object_object_add(o, "backing_format", json_object_new_string(dk->backing_format));
         json_object_array_add(a, o);
     }
     return a;
@@ -400,11 +403,18 @@ static void window_done(struct vbd_task *t)
     en->carry_off = w->carry_off;
     w->carry = NULL;
     if (w->err) {
+        char what[sizeof(j->reason)];
+        if (w->err == -ENOSPC)
+            snprintf(what, sizeof(what), "target '%s' has no space left for file '%s'",
+                     j->target->name, en->path);
+        else
+            snprintf(what, sizeof(what), "file '%s' could not be read or stored on the host",
+                     en->path);
+        vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&w->e));
         if (w->reply)
-            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE : VB_S_IO, "%s: %s",
-                               en->path, vb_strerror(&w->e));
+            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE : VB_S_IO, "%s",
+                               j->reason);
         w->reply = NULL;
-        vbd_job_fail(j, VB_JOB_FAILED, "%s: %s", en->path, vb_strerror(&w->e));
         /* the window's buffer and place are already given back */
         if (w->plan && !j->windows_open && !j->committing)
             release_from_plan(j);
@@ -774,7 +784,11 @@ static void commit_done(struct vbd_task *t)
     j->committing = false;
     if (j->state == VB_JOB_RUNNING) {
         if (ct->err) {
-            vbd_job_fail(j, VB_JOB_FAILED, "commit: %s", vb_strerror(&ct->e));
+            char what[160];
+            snprintf(what, sizeof(what), ct->err == -ENOSPC ? "target '%s' has no space left "
+                     "for the snapshot" : "the snapshot could not be committed to target '%s'",
+                     j->target->name);
+            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&ct->e));
         } else {
             j->snapshot = ct->id;
             ct->id = NULL;
@@ -1020,7 +1034,15 @@ static gboolean disk_finished(gpointer opaque)
     vbd_count_read(j->d, ((struct vbd_disk *)j->disks->pdata[0])->image, dr->st.bytes_read);
     if (j->state == VB_JOB_RUNNING) {
         if (dr->err) {
-            vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(&dr->e));
+            struct vbd_disk *dk = j->disks->pdata[0];
+            char what[160];
+            if (dr->err == -ENOSPC)
+                snprintf(what, sizeof(what), "target '%s' has no space left for disk '%s'",
+                         j->target->name, dk->serial);
+            else
+                snprintf(what, sizeof(what), "disk '%s' could not be read or stored on the host",
+                         dk->serial);
+            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&dr->e));
         } else {
             j->snapshot = dr->id;
             dr->id = NULL;
@@ -1042,6 +1064,7 @@ static gpointer disk_thread(gpointer opaque)
         .vm = j->vm->name,
         .image = dk->image,
         .format = dk->format,
+        .backing_format = dk->backing_format,
         .name = dk->serial,
         .threads = j->d->cfg->workers,
         .progress_cb = disk_progress,

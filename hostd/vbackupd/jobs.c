@@ -57,6 +57,7 @@ static void disk_copy_free(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->backing_format);
     g_free(d->target);
     g_free(d);
 }
@@ -117,6 +118,7 @@ void vbd_job_unref(struct vbd_job *j)
     if (j->inflight)
         g_hash_table_destroy(j->inflight);
     g_free(j->snapshot);
+    g_free(j->detail);
     g_free(j->parent);
     g_free(j->mode_note);
     vbd_vm_unref(j->vm);
@@ -150,9 +152,10 @@ static void job_end(struct vbd_job *j, int state)
     /* a plan still using the job's windows releases it when they are back */
     if (!j->in_plan)
         vbd_job_release(j);
-    vbd_log("job %llu (%s, %s): %s%s%s", (unsigned long long)j->id, j->vm->name,
+    vbd_log("job %llu (%s, %s): %s%s%s%s%s", (unsigned long long)j->id, j->vm->name,
             j->kind == VB_KIND_DISK ? "disk" : "files", vbd_state_name(state),
-            j->reason[0] ? ": " : "", j->reason);
+            j->reason[0] ? ": " : "", j->reason, j->detail ? ": " : "",
+            j->detail ? j->detail : "");
 }
 
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
@@ -164,6 +167,18 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
+    vbd_exec_cancel_job(j);
+    job_end(j, state);
+}
+
+void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const char *detail)
+{
+    if (finished(j))
+        return;
+    snprintf(j->reason, sizeof(j->reason), "%s; the host's log has details (job %llu)", what,
+             (unsigned long long)j->id);
+    g_free(j->detail);
+    j->detail = g_strdup(detail);
     vbd_exec_cancel_job(j);
     job_end(j, state);
 }
@@ -264,19 +279,22 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     for (unsigned i = 0; i < b.n_disks; i++) {
         struct vbd_disk *vd = vbd_vm_disk(c->vm, b.serials[i]);
         struct vbd_disk *dk = g_new0(struct vbd_disk, 1);
-        struct vb_image_opts io = { .format = vd->format };
+        struct vb_image_opts io = { .format = vd->format,
+                                    .backing_format = vd->backing_format };
         vb_error e = { 0 };
 
         dk->serial = g_strdup(vd->serial);
         dk->image = g_strdup(vd->image);
         dk->format = g_strdup(vd->format);
+        dk->backing_format = g_strdup(vd->backing_format);
         dk->target = g_strdup(vd->target);
         g_ptr_array_add(j->disks, dk);
         g_ptr_array_add(j->serials, g_strdup(vd->serial));
         if (vb_image_open(vd->image, &io, &dk->img, &e)) {
-            vbd_job_fail(j, VB_JOB_FAILED, "disk '%s': %s", vd->serial, vb_strerror(&e));
-            vbd_reply_err(c, h, VB_S_IO, "the host cannot read disk '%s': %s", vd->serial,
-                          vb_strerror(&e));
+            char what[128];
+            snprintf(what, sizeof(what), "disk '%s' could not be opened on the host", vd->serial);
+            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&e));
+            vbd_reply_err(c, h, VB_S_IO, "%s", j->reason);
             goto out;
         }
     }
@@ -713,7 +731,11 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     }
     if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {
-        vbd_reply_err(c, h, VB_S_IO, "cannot list target '%s': %s", t->name, vb_strerror(&e));
+        char what[160];
+        snprintf(what, sizeof(what), "the snapshots in target '%s' could not be listed on the "
+                 "host", t->name);
+        vbd_host_error(c->vm, msg, sizeof(msg), what, vb_strerror(&e));
+        vbd_reply_err(c, h, VB_S_IO, "%s", msg);
         return;
     }
     total = snaps->len;
@@ -869,6 +891,8 @@ json_object *vbd_job_json(struct vbd_job *j, bool detail)
     json_object_object_add(o, "state", json_object_new_string(vbd_state_name(j->state)));
     if (j->reason[0])
         json_object_object_add(o, "reason", json_object_new_string(j->reason));
+    if (j->detail)
+        json_object_object_add(o, "detail", json_object_new_string(j->detail));
     if (j->target)
         json_object_object_add(o, "target", json_object_new_string(j->target->name));
     json_object_object_add(o, "bytes_done", json_object_new_int64((int64_t)(

@@ -5,7 +5,9 @@
  * the virtio-backup device through <qemu:commandline> (a socket chardev in
  * vbackupd's runtime folder, and virtio-backup-pci using it) becomes a VM:
  * its name is the domain's, its socket the chardev's path, its disks the
- * <disk> elements with a <serial> (source file, driver type, target).
+ * <disk> elements with a <serial> (source file, driver type, target).  A
+ * disk's format is its <driver type=...>; a disk without one is refused,
+ * never probed.
  * Sockets appear when domains start and go when they stop.
  *
  * Under libvirt the monitor belongs to libvirt, so the point-in-time view
@@ -130,6 +132,7 @@ static void disk_cfg_free(gpointer p)
     g_free(dc->serial);
     g_free(dc->image);
     g_free(dc->format);
+    g_free(dc->backing_format);
     g_free(dc->target);
     g_free(dc);
 }
@@ -239,8 +242,19 @@ static struct vbd_vm_cfg *vm_from_xml(struct vbd *d, const char *xml)
         struct vbd_disk_cfg *dc = x.disks->pdata[i];
         if (!dc->serial || !*dc->serial || !dc->image || !dc->target)
             continue;       /* vbackup names disks by serial */
-        if (dc->format && strcmp(dc->format, "raw") && strcmp(dc->format, "qcow2"))
+        /* the format is libvirt's, never guessed from the image (the guest writes it) */
+        if (!dc->format) {
+            vbd_log("libvirt: domain %s: disk %s (serial %s) refused: its <driver> names no "
+                    "type, and vbackupd never guesses a format from an image's content, which "
+                    "the guest writes; give it <driver name='qemu' type='raw'/> (or 'qcow2')",
+                    x.name, dc->target, dc->serial);
             continue;
+        }
+        if (!vb_fmt_valid(dc->format)) {
+            vbd_log("libvirt: domain %s: disk %s (serial %s) ignored: vbackup reads raw and "
+                    "qcow2 images, not %s", x.name, dc->target, dc->serial, dc->format);
+            continue;
+        }
         x.disks->pdata[i] = NULL;
         g_ptr_array_add(vm->disks, dc);
     }

@@ -84,8 +84,10 @@ static uint64_t sel_index(struct vbd_job *j, uint64_t ci)
 
 /* ---- RESTORE_BEGIN ------------------------------------------------------------------ */
 
+/* The snapshot to restore from.  On failure, msg is for the guest; a cause on
+ * the host (paths, errno texts) goes to detail, for the log only. */
 static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, char **paths,
-                   unsigned n_paths, char *msg, size_t msg_len)
+                   unsigned n_paths, char *msg, size_t msg_len, char *detail, size_t detail_len)
 {
     GPtrArray *snaps = NULL;
     vb_error e = { 0 };
@@ -94,7 +96,9 @@ static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, ch
 
     if (!strcmp(want, "latest")) {
         if (vb_snap_list(t->repo, j->vm->name, &snaps, &e)) {
-            snprintf(msg, msg_len, "cannot list snapshots: %s", vb_strerror(&e));
+            snprintf(msg, msg_len, "the snapshots in target '%s' could not be listed on the host",
+                     t->name);
+            snprintf(detail, detail_len, "%s", vb_strerror(&e));
             return VB_S_IO;
         }
         for (guint i = snaps->len; i-- > 0;) {
@@ -142,11 +146,12 @@ static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, ch
                  t->name);
         return st;
     case -EINVAL:       /* a disk snapshot */
-        snprintf(msg, msg_len, "%s: disks are restored on the host (vbackupctl restore-disk)",
-                 vb_strerror(&e));
+        snprintf(msg, msg_len, "snapshot %s is a disk snapshot: disks are restored on the host "
+                 "(vbackupctl restore-disk)", id);
         return VB_S_BAD_REQUEST;
     default:
-        snprintf(msg, msg_len, "snapshot %s cannot be read: %s", id, vb_strerror(&e));
+        snprintf(msg, msg_len, "snapshot %s could not be read on the host", id);
+        snprintf(detail, detail_len, "%s", vb_strerror(&e));
         return VB_S_IO;
     }
     return VB_S_OK;
@@ -160,7 +165,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     struct vbd_target *t;
     struct vbd_job *j;
     vb_error e = { 0 };
-    char msg[VBD_MSG];
+    char msg[VBD_MSG], detail[VBD_MSG] = "";
     uint8_t *out;
     size_t sl;
     int ret, st = vbd_parse_restore_begin(p, n, &rb, msg);
@@ -189,20 +194,25 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = VB_KIND_FILES;
     j->mode = VB_MODE_FULL;
-    st = resolve(j, t, rb.snapshot, rb.paths, rb.n_paths, msg, sizeof(msg));
+    st = resolve(j, t, rb.snapshot, rb.paths, rb.n_paths, msg, sizeof(msg), detail,
+                 sizeof(detail));
     /* chunks must not vanish under a restore: a read claim, not waiting for gc */
     if (!st && (ret = vb_repo_claim(t->repo, false, &j->claim, &e))) {
         st = VB_S_BUSY;
-        if (ret == -EBUSY)  /* the guest reads this: the target's name, not its path */
+        if (ret == -EBUSY) {  /* the guest reads this: the target's name, not its path */
             snprintf(msg, sizeof(msg), "target '%s' is busy (garbage collection is running); "
                      "try again later", t->name);
-        else
-            snprintf(msg, sizeof(msg), "target '%s' cannot be read now (%s); try again later",
-                     t->name, strerror(-ret));
+        } else {
+            snprintf(msg, sizeof(msg), "target '%s' could not be locked on the host", t->name);
+            snprintf(detail, sizeof(detail), "%s", vb_strerror(&e));
+        }
     }
     if (st) {
-        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
-        vbd_reply_err(c, h, st, "%s", msg);
+        if (detail[0])
+            vbd_job_fail_host(j, VB_JOB_FAILED, msg, detail);
+        else
+            vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_reply_err(c, h, st, "%s", j->reason);
         goto out;
     }
     if (vb_files_select(j->cat, rb.paths, rb.n_paths, &j->sel, &e)) {
@@ -344,8 +354,15 @@ static void decode_done(struct vbd_task *task)
 {
     struct chunk_task *t = (struct chunk_task *)task;
     struct vbd_job *j = t->job;
+    char msg[VBD_MSG];
 
     g_hash_table_remove(j->inflight, &t->chunk);
+    if (t->err) {
+        char what[160];
+        snprintf(what, sizeof(what), "snapshot %s: data could not be read from target '%s' on "
+                 "the host", j->snapshot ? j->snapshot : "?", j->target->name);
+        vbd_host_error(j->vm, msg, sizeof(msg), what, vb_strerror(&t->e));
+    }
     if (!t->err && j->state == VB_JOB_RESTORING) {
         unsigned s = j->cache_next;
         g_free(j->cache_buf[s]);
@@ -358,8 +375,7 @@ static void decode_done(struct vbd_task *task)
     for (guint i = 0; i < t->waiters->len; i++) {
         struct rd_wait *wt = &g_array_index(t->waiters, struct rd_wait, i);
         if (t->err) {
-            vbd_req_answer_err(wt->req, VB_S_IO, "snapshot %s: %s", j->snapshot ? j->snapshot : "?",
-                               vb_strerror(&t->e));
+            vbd_req_answer_err(wt->req, VB_S_IO, "%s", msg);
         } else if (j->state != VB_JOB_RESTORING) {
             vbd_req_answer_err(wt->req, VB_S_BAD_STATE, "restore job %llu was closed",
                                (unsigned long long)j->id);

@@ -39,7 +39,8 @@
 struct vbd_disk_cfg {
     char *serial;
     char *image;
-    char *format;            /* NULL: probe */
+    char *format;            /* "raw" or "qcow2": required, never probed */
+    char *backing_format;    /* NULL, or the format of backing files whose overlay names none */
     char *target;            /* libvirt: the disk's target ("vda") */
 };
 
@@ -103,7 +104,8 @@ struct vbd_target {
 struct vbd_disk {
     char *serial;
     char *image;
-    char *format;
+    char *format;            /* as configured: never probed */
+    char *backing_format;
     char *target;            /* libvirt's target name */
     struct vb_image *img;    /* opened on demand, per job run */
 };
@@ -241,7 +243,8 @@ struct vbd_job {
     int64_t created_ns, sealed_ns, started_ns, finished_ns, first_deferred_ns;
     int64_t defer_until_ns;  /* deferred: offer again to the policies then */
     double last_activity;    /* monotonic */
-    char reason[320];
+    char reason[320];        /* for the guest too: never a host path or errno text */
+    char *detail;            /* the host-side cause of a failure: log and admin only */
     char *snapshot;          /* id once done */
     char *parent;            /* parent snapshot id, if any */
     char *mode_note;         /* e.g. "full (no parent)" */
@@ -367,6 +370,11 @@ void vbd_reply(struct vbd_conn *c, const struct vb_hdr *req, int status, const v
                size_t len);
 void vbd_reply_err(struct vbd_conn *c, const struct vb_hdr *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Text for the guest about a failure on the host: "WHAT; the host's log has
+ * details (host error N)"; WHAT and DETAIL (host paths, errno) are logged.
+ * Nothing sent to a guest names a host path or an errno text. */
+void vbd_host_error(struct vbd_vm *vm, char *out, size_t len, const char *what,
+                    const char *detail);
 struct vbd_req *vbd_req_hold(struct vbd_conn *c, const struct vb_hdr *h);
 void vbd_req_answer(struct vbd_req *r, int status, const void *payload, size_t len);
 void vbd_req_answer_err(struct vbd_req *r, int status, const char *fmt, ...)
@@ -382,10 +390,14 @@ struct vbd_job *vbd_job_new(struct vbd *d, struct vbd_vm *vm);
 unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm);   /* restores count too */
 /* "a, b, c": the names of the targets, for error messages */
 void vbd_known_targets(struct vbd *d, char *buf, size_t len);
-/* [{"serial", "image"}, ...] of struct vbd_disk * */
+/* [{"serial", "image", "format"}, ...] of struct vbd_disk * */
 json_object *vbd_disks_json(GPtrArray *disks);
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Fail a job for a cause on the host: the guest's reason is WHAT and the
+ * job's id; DETAIL (host paths, errno texts) goes to the log and to the
+ * admin's view of the job only. */
+void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const char *detail);
 void vbd_job_finish_ok(struct vbd_job *j);
 void vbd_jobs_vm_gone(struct vbd *d, struct vbd_vm *vm);
 void vbd_jobs_tick(struct vbd *d);

@@ -142,6 +142,21 @@ void vbd_reply(struct vbd_conn *c, const struct vb_hdr *req, int status, const v
     send_frame(c, req->type, req->tag, req->reply_max, status, payload, len);
 }
 
+/*
+ * A failure whose cause is on the host.  The guest learns what failed, in
+ * its own terms, and a reference into the host's log; host paths and errno
+ * texts stay in the log (trust boundary, docs/threat-model.md).
+ */
+void vbd_host_error(struct vbd_vm *vm, char *out, size_t len, const char *what,
+                    const char *detail)
+{
+    static unsigned long long seq;
+
+    seq++;
+    vbd_log("%s: host error %llu: %s: %s", vm->name, seq, what, detail);
+    snprintf(out, len, "%s; the host's log has details (host error %llu)", what, seq);
+}
+
 void vbd_reply_err(struct vbd_conn *c, const struct vb_hdr *req, int status, const char *fmt, ...)
 {
     char msg[VB_MAX_MESSAGE];
@@ -446,6 +461,7 @@ static void disk_free(gpointer p)
     g_free(d->serial);
     g_free(d->image);
     g_free(d->format);
+    g_free(d->backing_format);
     g_free(d->target);
     g_free(d);
 }
@@ -485,6 +501,7 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
         dk->serial = g_strdup(dc->serial);
         dk->image = g_strdup(dc->image);
         dk->format = g_strdup(dc->format);
+        dk->backing_format = g_strdup(dc->backing_format);
         dk->target = g_strdup(dc->target);
         g_ptr_array_add(vm->disks, dk);
     }

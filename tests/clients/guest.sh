@@ -119,7 +119,7 @@ umount /mnt
 echo "GUEST-DONE"
 EOF
 
-start_guest --disk "$DISK,serial=$SERIAL" --vbackup-socket "$SOCK" \
+start_guest --disk "$DISK,serial=$SERIAL,format=raw" --vbackup-socket "$SOCK" \
     --add "$VBACKUP_TOOL:/bin/vbackup" --script "$VB_TMP/test.sh" --timeout 600
 wait_guest || { tail -n 40 "$VB_TMP/console.log" >&2; fail "the guest script failed"; }
 C=$VB_TMP/console.txt

@@ -114,8 +114,9 @@ with workdir() as w:
     c = d2.conn("vm1")
     job = backup(c, "tiny", ["d1"], ROOTS, brecs, bfb, wait=False)
     st = c.wait_job(job, timeout=60)
-    check(st["state"] == "failed" and "No space left on device" in st["reason"],
-          f"full disk: {st}")
+    check(st["state"] == "failed" and "target 'tiny' has no space left" in st["reason"] and
+          small not in st["reason"], f"full disk: {st}")
+    check("No space left on device" in d2.log_text(), "the log does not say why the job failed")
     # the failed job lets go of its plan and of every read buffer
     wait_for(lambda: (lambda s: s["plans_running"] == 0 and s["buffers_in_use"] == 0)(
         d2.ctl_json("daemon-stats")), "the failed job's plan and buffers to be released", 10)
@@ -128,7 +129,7 @@ with workdir() as w:
 
     # ---- 5. SIGHUP: reload adds and removes VMs; a broken file is refused -----------
     conf = open(d2.conf).read()
-    open(d2.conf, "w").write(conf.replace("[vm vm1]", "[vm vm3]\ndisk.x=" + disk + "\n\n[vm vm1]"))
+    open(d2.conf, "w").write(conf.replace("[vm vm1]", "[vm vm3]\ndisk.x=" + disk + ",format=raw\n\n[vm vm1]"))
     d2.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: os.path.exists(d2.sock("vm3")), "vm3's socket after SIGHUP")
     check(d2.conn("vm3").hello()["vm"] == "vm3", "vm3 after reload")

@@ -54,6 +54,17 @@ def run(*cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+def wait_for(pred, what, timeout=30):
+    """pred()'s first true value, polled until timeout."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    fail(f"timed out waiting for {what}")
+
+
 class Workdir:
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="vbd-test.")
@@ -88,6 +99,20 @@ def workdir():
         w.cleanup()
 
 
+def disk_value(img):
+    """A disk's value in vbackupd.conf.  A path names a disk made by the test,
+    whose format its name says (.raw, .qcow2): vbackupd requires the format and
+    never guesses it from the image.  (path, options) is taken as written, e.g.
+    (p, "format=qcow2,backing_format=raw"), or (p, "") for no options at all."""
+    if isinstance(img, tuple):
+        path, opts = img
+        return f"{path},{opts}" if opts else path
+    for fmt in ("raw", "qcow2"):
+        if img.endswith("." + fmt):
+            return f"{img},format={fmt}"
+    raise ValueError(f"{img}: name a test disk .raw or .qcow2, or give its options")
+
+
 class Daemon:
     """vbackupd with a generated configuration, in its own folder."""
 
@@ -114,7 +139,8 @@ class Daemon:
         for pol, kv in (policy_conf or {}).items():
             lines += ["", f"[policy {pol}]"] + [f"{k}={v}" for k, v in kv.items()]
         for vm, disks in vms.items():
-            lines += ["", f"[vm {vm}]"] + [f"disk.{s}={img}" for s, img in disks.items()]
+            lines += ["", f"[vm {vm}]"] + [f"disk.{s}={disk_value(img)}"
+                                           for s, img in disks.items()]
         self.conf = os.path.join(self.dir, "vbackupd.conf")
         open(self.conf, "w").write("\n".join(lines) + "\n")
         self.proc = None

@@ -11,18 +11,18 @@ expect_fail "unknown command 'frobnicate'" "$V" frobnicate
 expect_fail "no repository: give --repo" env -u VBACKUP_REPO "$V" snapshots
 expect_fail "is not a vbackup repository" "$V" --repo "$T/nothing" snapshots
 "$V" --repo "$R" init >/dev/null
-expect_fail "not a valid VM name" "$V" --repo "$R" backup-disk --vm "../etc" x.raw
+expect_fail "not a valid VM name" "$V" --repo "$R" backup-disk --vm "../etc" --format raw x.raw
 expect_fail "usage: vbackupctl backup-disk" "$V" --repo "$R" backup-disk x.raw
 expect_fail "not a valid snapshot id" "$V" --repo "$R" restore-disk "../../etc/passwd" --to x
 expect_fail "snapshot vm/2020-01-01T00:00:00Z not found" "$V" --repo "$R" restore-disk vm/2020-01-01T00:00:00Z --to x
-expect_fail "open missing.raw: No such file" "$V" --repo "$R" backup-disk --vm vm missing.raw
+expect_fail "open missing.raw: No such file" "$V" --repo "$R" backup-disk --vm vm --format raw missing.raw
 expect_fail "unknown format 'vmdk'" "$V" --repo "$R" restore-disk vm/2020-01-01T00:00:00Z --to x --format vmdk
 expect_fail "wants a non-negative number" "$V" --repo "$R" prune --keep-last lots
 "$V" --help | grep -q "backup-disk" || fail "--help"
 VBACKUP_REPO="$R" "$V" snapshots >/dev/null || fail "VBACKUP_REPO is not honoured"
 
 rand_mib d.raw 64
-out=$("$V" --repo "$R" backup-disk --vm v1 d.raw 2>err)
+out=$("$V" --repo "$R" backup-disk --vm v1 --format raw d.raw 2>err)
 [ ! -s err ] || { cat err; fail "backup-disk wrote to stderr when not on a terminal"; }
 id=$(echo "$out" | last_line)
 
@@ -30,12 +30,12 @@ id=$(echo "$out" | last_line)
 for verb in "snapshots" "show $id" "verify" "stats" "prune --keep-last 5 --dry-run" "gc --dry-run"; do
     "$V" --repo "$R" $verb --json | python3 -m json.tool >/dev/null || fail "$verb --json is not JSON"
 done
-"$V" image-map --json d.raw | python3 -m json.tool >/dev/null || fail "image-map --json"
+"$V" image-map --format raw --json d.raw | python3 -m json.tool >/dev/null || fail "image-map --json"
 
 # progress on a terminal: done / total, percent, rate, ETA
 rand_mib e.raw 256
-script -qfec "'$V' --repo '$R' backup-disk --vm v2 --threads 1 e.raw" /dev/null > tty.out
+script -qfec "'$V' --repo '$R' backup-disk --vm v2 --threads 1 --format raw e.raw" /dev/null > tty.out
 grep -aq "backup .* / 256 MiB .*% .*/s ETA" tty.out || { cat -v tty.out | head; fail "no progress line on a terminal"; }
-script -qfec "'$V' --repo '$R' --quiet backup-disk --vm v2 e.raw" /dev/null > tty.out
+script -qfec "'$V' --repo '$R' --quiet backup-disk --vm v2 --format raw e.raw" /dev/null > tty.out
 grep -aq "ETA" tty.out && fail "--quiet still shows progress"
 ok "command line"

@@ -21,7 +21,7 @@ qemu-io -c "write -P 0x41 0 3M" -c "write -P 0x42 50M 1M" -c "write -z 60M 8M" \
 qemu-img dd -f raw -O qcow2 if=rnd of=disk.qcow2 bs=1M seek=100 count=6 conv=notrunc 2>/dev/null ||
     qemu-io -c "write -P 0x44 100M 6M" disk.qcow2 >/dev/null
 
-out=$("$V" --repo "$R" backup-disk --vm web1 disk.qcow2)
+out=$("$V" --repo "$R" backup-disk --vm web1 --format qcow2 disk.qcow2)
 id1=$(echo "$out" | last_line)
 echo "$out" | grep -q "^read .*new .*deduplicated" || fail "backup-disk does not report bytes"
 "$V" --repo "$R" show "$id1" --json > s1.json
@@ -51,7 +51,7 @@ assert data < 20 << 20, f"qcow2 restore allocates {data} bytes"
 '
 
 # unchanged second backup: nothing new
-id2=$("$V" --repo "$R" backup-disk --vm web1 disk.qcow2 | last_line)
+id2=$("$V" --repo "$R" backup-disk --vm web1 --format qcow2 disk.qcow2 | last_line)
 [ "$id2" != "$id1" ] || fail "second snapshot has the same id"
 "$V" --repo "$R" show "$id2" --json > s2.json
 [ "$(json_get '["stats"]["bytes_new"]' < s2.json)" = 0 ] || fail "unchanged backup stored new data"
@@ -60,7 +60,7 @@ id2=$("$V" --repo "$R" backup-disk --vm web1 disk.qcow2 | last_line)
 # raw source with holes, size not a multiple of 4 MiB
 qemu-img create -q -f raw src.raw 10000K
 qemu-io -f raw -c "write -P 0x99 5000k 17k" src.raw >/dev/null
-id3=$("$V" --repo "$R" backup-disk --vm web1 --name data src.raw | last_line)
+id3=$("$V" --repo "$R" backup-disk --vm web1 --name data --format raw src.raw | last_line)
 "$V" --repo "$R" restore-disk "$id3" --to r3.raw
 cmp src.raw r3.raw || fail "raw round trip differs"
 [ "$(stat -c %s r3.raw)" = "$(stat -c %s src.raw)" ] || fail "restored raw size differs"
@@ -70,7 +70,7 @@ cmp src.raw r3.raw || fail "raw round trip differs"
 # (the aligned writes bypass the page cache, the rest does not)
 qemu-img create -q -f raw odd.raw 33554944
 qemu-io -f raw -c "write -P 0x5a 1m 300k" -c "write -P 0xa5 33554432 512" odd.raw >/dev/null
-id4=$("$V" --repo "$R" backup-disk --vm web1 --name odd odd.raw | last_line)
+id4=$("$V" --repo "$R" backup-disk --vm web1 --name odd --format raw odd.raw | last_line)
 "$V" --repo "$R" restore-disk "$id4" --to r4.raw
 cmp odd.raw r4.raw || fail "odd-sized raw round trip differs"
 "$V" --repo "$R" restore-disk "$id4" --to r4.qcow2 --format qcow2
@@ -91,9 +91,9 @@ for i in 1 2 3; do
     qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 clone$i.qcow2
     qemu-io -c "write -P $((i + 16)) $((i * 8))M 1M" clone$i.qcow2 >/dev/null
 done
-"$V" --repo "$R" backup-disk --vm clone1 clone1.qcow2 > c1.out
+"$V" --repo "$R" backup-disk --vm clone1 --format qcow2 clone1.qcow2 > c1.out
 for i in 2 3; do
-    "$V" --repo "$R" backup-disk --vm clone$i clone$i.qcow2 > c$i.out
+    "$V" --repo "$R" backup-disk --vm clone$i --format qcow2 clone$i.qcow2 > c$i.out
     "$V" --repo "$R" show "$(last_line < c$i.out)" --json > c$i.json
     new=$(json_get '["stats"]["bytes_new"]' < c$i.json)
     dedup=$(json_get '["stats"]["bytes_dedup"]' < c$i.json)
@@ -122,7 +122,7 @@ PY
 # a disk without any data (all holes): nothing is ever in flight, and neither
 # direction may wait for a completion (60 s is a safety net; it takes ms)
 truncate -s 64M holes.raw
-out=$(timeout 60 "$V" --repo "$R" backup-disk --vm holes holes.raw) ||
+out=$(timeout 60 "$V" --repo "$R" backup-disk --vm holes --format raw holes.raw) ||
     fail "backup-disk of an all-hole disk: exit $? (124: hung)"
 timeout 60 "$V" --repo "$R" restore-disk "$(echo "$out" | last_line)" --to holes.back ||
     fail "restore-disk of an all-hole disk: exit $? (124: hung)"

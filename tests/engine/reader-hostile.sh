@@ -16,11 +16,11 @@ good() {   # good NAME [qemu-img create options]: a small valid image with data
 }
 
 n=0
-bad() {   # bad IMAGE PATTERN: reading and backing up IMAGE fail with PATTERN
+bad() {   # bad IMAGE PATTERN: reading and backing up IMAGE as qcow2 fail with PATTERN
     local img="$1" pat="$2"
-    expect_fail "$pat" "$V" image-dump "$img" --output /dev/null
+    expect_fail "$pat" "$V" image-dump "$img" --format qcow2 --output /dev/null
     grep -q "$img" "$T/err" || { cat "$T/err"; fail "error for $img does not name the image"; }
-    expect_fail "$pat" "$V" --repo repo backup-disk --vm hostile "$img"
+    expect_fail "$pat" "$V" --repo repo backup-disk --vm hostile --format qcow2 "$img"
     n=$((n + 1))
 }
 

@@ -13,14 +13,14 @@ R="$T/repo"
 "$V" --repo "$R" init >/dev/null
 
 rand_mib a.raw 12
-ida1=$("$V" --repo "$R" backup-disk --vm a --name d a.raw | last_line)
+ida1=$("$V" --repo "$R" backup-disk --vm a --name d --format raw a.raw | last_line)
 dd if=/dev/urandom of=a.raw bs=1M count=4 seek=4 conv=notrunc status=none
-ida2=$("$V" --repo "$R" backup-disk --vm a --name d a.raw | last_line)
+ida2=$("$V" --repo "$R" backup-disk --vm a --name d --format raw a.raw | last_line)
 # garbage: the chunks of a snapshot that prune removes
 rand_mib j1.raw 8
 rand_mib j2.raw 4
-idj1=$("$V" --repo "$R" backup-disk --vm junk --name j j1.raw | last_line)
-"$V" --repo "$R" backup-disk --vm junk --name j j2.raw >/dev/null
+idj1=$("$V" --repo "$R" backup-disk --vm junk --name j --format raw j1.raw | last_line)
+"$V" --repo "$R" backup-disk --vm junk --name j --format raw j2.raw >/dev/null
 python3 - "$R" "$idj1" > garbage <<'PY'
 import os, sys
 repo, dead = sys.argv[1], sys.argv[2]

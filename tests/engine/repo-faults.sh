@@ -14,19 +14,19 @@ cleanup_add "umount -l '$T/small'"
 R=small/repo
 "$V" --repo "$R" init >/dev/null
 rand_mib noise.raw 48
-expect_fail "No space left on device" "$V" --repo "$R" backup-disk --vm full noise.raw
+expect_fail "No space left on device" "$V" --repo "$R" backup-disk --vm full --format raw noise.raw
 [ "$(n_snapshots "$R")" = 0 ] || fail "a snapshot appeared after ENOSPC"
 "$V" --repo "$R" verify >/dev/null || fail "verify after ENOSPC"
 # the partial chunks are garbage: gc frees them, and a small backup fits
 "$V" --repo "$R" gc --json > g.json
 [ "$(json_get '["chunks_removed"]' < g.json)" -gt 0 ] || fail "gc found no leftovers after ENOSPC"
 rand_mib small.raw 4
-id=$("$V" --repo "$R" backup-disk --vm full small.raw | last_line)
+id=$("$V" --repo "$R" backup-disk --vm full --format raw small.raw | last_line)
 "$V" --repo "$R" restore-disk "$id" --to small.back
 cmp small.raw small.back || fail "restore after ENOSPC differs"
 # grow the filesystem: the big backup succeeds now
 mount -o remount,size=128m small
-id=$("$V" --repo "$R" backup-disk --vm full noise.raw | last_line)
+id=$("$V" --repo "$R" backup-disk --vm full --format raw noise.raw | last_line)
 "$V" --repo "$R" restore-disk "$id" --to noise.back
 cmp noise.raw noise.back || fail "restore of the big backup differs"
 ok "ENOSPC leaves a consistent repository"
@@ -40,7 +40,7 @@ rand_mib big.raw 768
 tmp_snapshot() { ls -a "$R/snapshots/killed" | grep -q '^\.tmp-'; }
 begun_or_ended() { tmp_snapshot || ! kill -0 "$pid"; }
 for sig in KILL INT TERM; do
-    "$V" --repo "$R" backup-disk --vm killed --threads 1 big.raw > k.out 2>&1 &
+    "$V" --repo "$R" backup-disk --vm killed --threads 1 --format raw big.raw > k.out 2>&1 &
     pid=$!
     wait_until 60 "the backup to begin its snapshot" begun_or_ended
     kill -0 "$pid" 2>/dev/null || fail "backup finished before SIG$sig (make the disk larger)"
@@ -58,7 +58,7 @@ for sig in KILL INT TERM; do
     fi
     "$V" --repo "$R" verify >/dev/null || fail "verify after SIG$sig"
 done
-id=$("$V" --repo "$R" backup-disk --vm killed big.raw | last_line)
+id=$("$V" --repo "$R" backup-disk --vm killed --format raw big.raw | last_line)
 "$V" --repo "$R" restore-disk "$id" --to big.back
 cmp big.raw big.back || fail "backup after the kills restores wrong bytes"
 rm -f big.back
@@ -68,9 +68,9 @@ ok "interrupted backups leave nothing visible; the next backup works"
 rand_mib a.raw 96
 cp a.raw b.raw
 dd if=/dev/urandom of=b.raw bs=1M count=8 seek=40 conv=notrunc status=none
-"$V" --repo "$R" backup-disk --vm conc-a a.raw > a.out 2>&1 &
+"$V" --repo "$R" backup-disk --vm conc-a --format raw a.raw > a.out 2>&1 &
 pa=$!
-"$V" --repo "$R" backup-disk --vm conc-b b.raw > b.out 2>&1 &
+"$V" --repo "$R" backup-disk --vm conc-b --format raw b.raw > b.out 2>&1 &
 pb=$!
 wait $pa || { cat a.out; fail "concurrent backup a failed"; }
 wait $pb || { cat b.out; fail "concurrent backup b failed"; }
@@ -104,7 +104,7 @@ release_lock
 wait $gc || { cat g.out; fail "gc failed"; }
 grep -q "other operations are running" g.out || fail "gc does not say why it waits"
 hold_lock -x            # what gc holds
-"$V" --repo "$R" backup-disk --vm lock a.raw > l.out 2>&1 &
+"$V" --repo "$R" backup-disk --vm lock --format raw a.raw > l.out 2>&1 &
 bk=$!
 waits_for_lock $bk l.out
 release_lock

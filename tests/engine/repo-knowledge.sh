@@ -9,7 +9,7 @@ R="$T/repo"
 "$V" --repo "$R" init >/dev/null
 
 rand_mib d.raw 16
-id1=$("$V" --repo "$R" backup-disk --vm vm --name d d.raw | last_line)
+id1=$("$V" --repo "$R" backup-disk --vm vm --name d --format raw d.raw | last_line)
 victim=$(python3 -c "
 import sys
 f = open(sys.argv[1], 'rb').read()
@@ -19,7 +19,7 @@ rc=0; "$V" --repo "$R" verify > v.out || rc=$?
 [ "$rc" = 1 ] && grep -q "damaged chunk $victim" v.out || { cat v.out; fail "the deleted chunk is not reported (test broken?)"; }
 
 "$V" --repo "$R" gc >/dev/null
-id2=$("$V" --repo "$R" backup-disk --vm vm --name d d.raw | last_line)
+id2=$("$V" --repo "$R" backup-disk --vm vm --name d --format raw d.raw | last_line)
 "$V" --repo "$R" show "$id2" --json > s2.json
 [ "$(json_get '["parent"]' < s2.json)" = "$id1" ] || fail "the second backup's parent is not $id1"
 [ -f "$R/chunks/${victim:0:2}/$victim" ] || fail "the parent's missing chunk was not stored again after gc"
@@ -36,9 +36,9 @@ gen() { "$V" --repo "$R" show "$1" --json | json_get '["gc_generation"]'; }
 
 # gc --dry-run deletes nothing and keeps the generation; a real gc moves it on
 "$V" --repo "$R" gc --dry-run >/dev/null
-id3=$("$V" --repo "$R" backup-disk --vm vm --name d d.raw | last_line)
+id3=$("$V" --repo "$R" backup-disk --vm vm --name d --format raw d.raw | last_line)
 [ "$(gen "$id3")" = 1 ] || fail "gc --dry-run moved the generation"
 "$V" --repo "$R" gc >/dev/null
-id4=$("$V" --repo "$R" backup-disk --vm vm --name d d.raw | last_line)
+id4=$("$V" --repo "$R" backup-disk --vm vm --name d --format raw d.raw | last_line)
 [ "$(gen "$id4")" = 2 ] || fail "gc did not move the generation"
 ok "the gc generation moves with each gc that may delete"

@@ -15,7 +15,7 @@ ids=()
 for i in 1 2 3 4; do
     # offset 0 changes every time; offset i*4M is written once and shared after
     qemu-io -c "write -P $((i + 100)) 0 1M" -c "write -P $i $((i * 4))M 4M" d.qcow2 >/dev/null
-    ids+=("$("$V" --repo "$R" backup-disk --vm vm --name d d.qcow2 | last_line)")
+    ids+=("$("$V" --repo "$R" backup-disk --vm vm --name d --format qcow2 d.qcow2 | last_line)")
 done
 "$V" --repo "$R" verify > v.out || fail "verify of a healthy repository failed"
 grep -q "verified 4 snapshots" v.out || fail "verify summary"
@@ -89,7 +89,7 @@ same_image d.qcow2 r3.raw
 # --- calendar retention: fixed dates, in a pinned local time zone -------------
 # (every day of a year, more zones and the DST rules are in tests/unit/test-retention.c)
 for i in 1 2 3 4 5 6; do
-    "$V" --repo "$R" backup-disk --vm cal d.qcow2 | last_line >> cal.ids
+    "$V" --repo "$R" backup-disk --vm cal --format qcow2 d.qcow2 | last_line >> cal.ids
 done
 python3 - "$R" cal.ids <<'PY'
 import json, sys

@@ -41,7 +41,7 @@ def boot(w, script, disks, vbackup_socket=None, qmp=None, timeout=600, name="gue
     cmd = [RUN_GUEST, "--timeout", str(timeout), "--log", log_path, "--script", path,
            "--add", f"{TOOL}:/bin/vbackup"]
     for f, serial, fmt in disks:
-        cmd += ["--disk", f"{f},serial={serial}" + (f",format={fmt}" if fmt != "raw" else "")]
+        cmd += ["--disk", f"{f},serial={serial},format={fmt}"]
     if vbackup_socket:
         cmd += ["--vbackup-socket", vbackup_socket]
     if qmp:
