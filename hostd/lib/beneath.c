@@ -108,22 +108,25 @@ int vb_beneath_open(int dirfd, const char *path, size_t len, int flags)
         return -EINVAL;
     /* longer than the kernel takes at once: the folders in pieces */
     while (len >= PATH_MAX) {
-        const char *cut = memrchr(path, '/', PATH_MAX - 1);
+        size_t n = PATH_MAX - 1;
 
-        if (!cut) {
-            fd = -ENAMETOOLONG;
-        } else {
-            memcpy(buf, path, (size_t)(cut - path));
-            buf[cut - path] = 0;
-            fd = open_piece(cur, buf, O_PATH | O_DIRECTORY);
+        while (n && path[n] != '/')     /* the last '/' that leaves a piece < PATH_MAX */
+            n--;
+        if (!n) {
+            if (cur != dirfd)
+                close(cur);
+            return -ENAMETOOLONG;
         }
+        memcpy(buf, path, n);
+        buf[n] = 0;
+        fd = open_piece(cur, buf, O_PATH | O_DIRECTORY);
         if (cur != dirfd)
             close(cur);
         if (fd < 0)
             return fd;
         cur = fd;
-        len -= (size_t)(cut + 1 - path);
-        path = cut + 1;
+        path += n + 1;
+        len -= n + 1;
     }
     memcpy(buf, path, len);
     buf[len] = 0;
