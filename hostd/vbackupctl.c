@@ -457,6 +457,20 @@ static int cmd_ls(int argc, char **argv)
     return 0;
 }
 
+/* "1 file", "2 files", "3 other entries" */
+static const char *counted(uint64_t n, const char *one, char buf[64])
+{
+    size_t l = strlen(one);
+
+    if (n == 1)
+        snprintf(buf, 64, "1 %s", one);
+    else if (l > 1 && one[l - 1] == 'y')
+        snprintf(buf, 64, "%llu %.*sies", (unsigned long long)n, (int)(l - 1), one);
+    else
+        snprintf(buf, 64, "%llu %ss", (unsigned long long)n, one);
+    return buf;
+}
+
 static int cmd_restore_files(int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -466,7 +480,7 @@ static int cmd_restore_files(int argc, char **argv)
     struct vb_files_restore_stats st;
     struct vb_repo *r;
     vb_error e = { 0 };
-    char a[32];
+    char a[32], c1[64], c2[64], c3[64], c4[64];
     double t0 = vb_now();
     int c, ret;
 
@@ -503,19 +517,20 @@ static int cmd_restore_files(int argc, char **argv)
         return die_err("restore-files", &e);
     }
     if (!quiet) {
-        printf("restored %llu files, %llu folders, %llu symlinks and %llu other entries (%s of "
-               "data) from %s into %s in %.1f s\n",
-               (unsigned long long)st.files, (unsigned long long)st.dirs,
-               (unsigned long long)st.symlinks, (unsigned long long)st.others,
+        printf("restored %s, %s, %s and %s (%s of data) from %s into %s in %.1f s\n",
+               counted(st.files, "file", c1), counted(st.dirs, "folder", c2),
+               counted(st.symlinks, "symlink", c3), counted(st.others, "other entry", c4),
                vb_fmt_bytes(st.bytes, a, sizeof(a)), o.snapshot, o.to, vb_now() - t0);
         /* what a restore on the host leaves out unless asked (like tar) */
         if (st.devices_skipped)
-            printf("not made: %llu device nodes (--devices makes them)\n",
-                   (unsigned long long)st.devices_skipped);
-        if (st.setid_dropped || st.owners_dropped)
-            printf("not kept: the setuid/setgid bits of %llu entries and the owners of %llu "
-                   "entries, now owned by the user who restores (--same-owner keeps them)\n",
-                   (unsigned long long)st.setid_dropped, (unsigned long long)st.owners_dropped);
+            printf("not made: %s (--devices makes them)\n",
+                   counted(st.devices_skipped, "device node", c1));
+        if (st.setid_dropped)
+            printf("not kept: the setuid/setgid bits of %s (--same-owner keeps them)\n",
+                   counted(st.setid_dropped, "entry", c1));
+        if (st.owners_dropped)
+            printf("not kept: the owners of %s, now the restoring user's (--same-owner keeps "
+                   "them)\n", counted(st.owners_dropped, "entry", c1));
     }
     for (guint i = 0; i < st.failures->len; i++)
         fprintf(stderr, "%s: restore-files: %s\n", prog, (const char *)st.failures->pdata[i]);
