@@ -37,6 +37,8 @@
 
 enum { ST_OUT = 0, ST_SELECTED, ST_DONE, ST_FAILED };
 
+#define LEVELS_MAX 32        /* open ancestor folders kept */
+
 struct written {             /* a file this run wrote: what a hard link may point at */
     uint64_t holder;         /* the entry it was written for */
     dev_t dev;
@@ -54,10 +56,12 @@ struct rs {
     uid_t uid;
     gid_t gid;
     bool tmpfile;            /* O_TMPFILE files can be given a name (root, or /proc) */
-    /* the parent directory opened last: siblings follow each other */
-    int pfd;
-    const char *pkey;
-    size_t plen;
+    /* open folders along the path of the last parent (prefixes of lpath,
+     * ends at component boundaries, deepest last): entries come sorted, so
+     * each folder is opened once, relative to the nearest open ancestor */
+    struct { size_t end; int fd; } lv[LEVELS_MAX];
+    size_t nlv;
+    const char *lpath;
     struct vb_codec codec;
     uint8_t *buf;
     size_t cap;
@@ -132,18 +136,32 @@ static bool has_catalog_ancestor(struct rs *s, const char *p, size_t len)
  * entry's last component. */
 static int parent_fd(struct rs *s, uint64_t idx, char **name, const char **why, int *err)
 {
-    size_t pl, ppl;
+    size_t pl, ppl, common = 0, base_end;
     const char *p = vb_cat_path(s->cat, idx, &pl);
     const char *slash = memrchr(p, '/', pl);
     uint64_t pi;
-    int fd;
+    int fd, base_fd;
 
     *name = slash ? g_strndup(slash + 1, pl - (size_t)(slash + 1 - p)) : g_strndup(p, pl);
     if (!slash)
         return s->destfd;
     ppl = (size_t)(slash - p);
-    if (s->pfd >= 0 && s->plen == ppl && !memcmp(s->pkey, p, ppl))
-        return s->pfd;
+    /* keep the open folders that are ancestors of (or are) the parent */
+    if (s->nlv) {
+        size_t top = s->lv[s->nlv - 1].end;
+        while (common < top && common < ppl && s->lpath[common] == p[common])
+            common++;
+    }
+    while (s->nlv) {
+        size_t end = s->lv[s->nlv - 1].end;
+        if (end <= common && (end == ppl || p[end] == '/'))
+            break;
+        close(s->lv[--s->nlv].fd);
+    }
+    if (s->nlv && s->lv[s->nlv - 1].end == ppl)
+        return s->lv[s->nlv - 1].fd;
+    base_end = s->nlv ? s->lv[s->nlv - 1].end + 1 : 0;
+    base_fd = s->nlv ? s->lv[s->nlv - 1].fd : s->destfd;
     pi = vb_cat_find(s->cat, p, ppl);
     *err = 0;
     if (pi != VB_CAT_NONE && s->cat->e[pi].type != VB_FT_DIR) {
@@ -151,7 +169,7 @@ static int parent_fd(struct rs *s, uint64_t idx, char **name, const char **why, 
         return -1;
     }
     if (pi != VB_CAT_NONE && s->state[pi] == ST_DONE) {
-        fd = vb_beneath_open(s->destfd, p, ppl, O_RDONLY | O_DIRECTORY);
+        fd = vb_beneath_open(base_fd, p + base_end, ppl - base_end, O_RDONLY | O_DIRECTORY);
         *why = "opening its parent";
     } else if (pi != VB_CAT_NONE && s->state[pi] != ST_OUT) {
         *why = "its parent was not restored";
@@ -161,7 +179,7 @@ static int parent_fd(struct rs *s, uint64_t idx, char **name, const char **why, 
         return -1;
     } else {
         /* above the selected entries: plain folders beneath the destination */
-        fd = vb_beneath_mkdirs(s->destfd, p, ppl, 0755);
+        fd = vb_beneath_mkdirs(base_fd, p + base_end, ppl - base_end, 0755);
         *why = "making its parent folders";
     }
     if (fd == -ELOOP)
@@ -170,11 +188,14 @@ static int parent_fd(struct rs *s, uint64_t idx, char **name, const char **why, 
         *err = fd == -ELOOP ? 0 : -fd;
         return -1;
     }
-    if (s->pfd >= 0)
-        close(s->pfd);
-    s->pfd = fd;
-    s->pkey = p;
-    s->plen = ppl;
+    if (s->nlv == LEVELS_MAX) {      /* very deep: forget the outermost */
+        close(s->lv[0].fd);
+        memmove(&s->lv[0], &s->lv[1], (LEVELS_MAX - 1) * sizeof(s->lv[0]));
+        s->nlv--;
+    }
+    s->lv[s->nlv].end = ppl;
+    s->lv[s->nlv++].fd = fd;
+    s->lpath = p;
     return fd;
 }
 
@@ -560,7 +581,7 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
                      struct vb_files_restore_stats *st, vb_error *e)
 {
     struct vb_snapshot *snap = NULL;
-    struct rs s = { .r = r, .o = o, .st = st, .destfd = -1, .pfd = -1 };
+    struct rs s = { .r = r, .o = o, .st = st, .destfd = -1 };
     GArray *sel = NULL;
     uint64_t total = 0, prev = VB_CAT_NONE;
     mode_t old_umask;
@@ -610,8 +631,8 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
     if (vb_interrupted)
         ret = vb_seterr(e, -EINTR, "interrupted");
 out:
-    if (s.pfd >= 0)
-        close(s.pfd);
+    while (s.nlv)
+        close(s.lv[--s.nlv].fd);
     if (s.destfd >= 0)
         close(s.destfd);
     if (s.written)

@@ -300,6 +300,53 @@ EOF
     ok "SIGINT stops the restore; folders still get their modes and times"
 }
 
+# ---- the shape of a tree: names that sort between a folder and its contents, ------
+# ---- a path deeper than 32 folders and longer than PATH_MAX ------------------------
+tree_shape() {
+    python3 - > spec-tree.json <<'EOF'
+import json
+E = [{"path": "t", "type": "dir"}, {"path": "t b", "type": "reg", "data": "t b\n"},
+     {"path": "t-c", "type": "reg", "data": "t-c\n"}, {"path": "t/x", "type": "reg", "data": "t/x\n"},
+     {"path": "t/w", "type": "dir"}, {"path": "t/w/1", "type": "reg", "data": "t/w/1\n"},
+     {"path": "t/w x", "type": "reg", "data": "t/w x\n"}]
+p = "t/deep"
+for i in range(40):
+    E.append({"path": p, "type": "dir"})
+    E.append({"path": p + "/f", "type": "reg", "data": "level %d\n" % i})
+    p += "/%02d" % i + "d" * 118
+E.append({"path": p, "type": "reg", "data": "bottom\n"})
+E.append({"path": "t/zz", "type": "reg", "data": "t/zz\n"})
+json.dump({"roots": ["t", "t b", "t-c"], "time": "2026-01-01T02:00:00Z", "entries": E},
+          open("/dev/stdout", "w"))
+EOF
+    id=$(python3 "$MK" "$R" spec-tree.json)
+    D="$T/d9"
+    restore "$id" --to "$D"
+    [ "$rc" = 0 ] || { cat err; fail "restore of a deep tree"; }
+    python3 - "$D" spec-tree.json <<'EOF' || fail "the deep tree is not restored exactly"
+import json, os, sys
+d, spec = sys.argv[1], json.load(open(sys.argv[2]))
+dfd = os.open(d, os.O_RDONLY)
+bad = 0
+for e in spec["entries"]:
+    if e["type"] != "reg":
+        continue
+    # walk relative to each folder: the path is longer than PATH_MAX
+    parts = e["path"].split("/")
+    fd = os.dup(dfd)
+    for c in parts[:-1]:
+        nfd = os.open(c, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    with os.fdopen(os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd), "rb") as f:
+        if f.read().decode() != e["data"]:
+            print("wrong content:", e["path"][:60]); bad += 1
+    os.close(fd)
+sys.exit(1 if bad else 0)
+EOF
+    ok "names sorting between a folder and its contents, 40 levels, a path of $(python3 -c 'import json; print(max(len(e["path"]) for e in json.load(open("spec-tree.json"))["entries"]))') bytes"
+}
+
 # small tmpfs for ENOSPC; mounted here so that the trap unmounts it
 mkdir small
 mount -t tmpfs -o size=2m vbtest-restore small
@@ -309,7 +356,7 @@ cleanup_add "umount -l '$T/small'"
 # every case are reported, not only the first.
 failed=()
 for c in catalog_symlink planted_symlink hard_links devices_owners ls_escaped root_snapshot \
-         enospc missing_chunk sigint; do
+         enospc missing_chunk sigint tree_shape; do
     set +e
     (set -e; cd "$T"; "$c")
     r=$?
