@@ -525,11 +525,20 @@ static int parse(const char *json, size_t len, struct parsed *f, json_object **r
     return 0;
 }
 
+/* A string from a file, safe to print on a terminal: no escape sequences. */
+static void printable(char *out, size_t size, const char *s)
+{
+    size_t n = 0;
+
+    for (; s && *s && n + 1 < size; s++)
+        out[n++] = *s >= 0x20 && *s < 0x7f ? *s : '?';
+    out[n] = 0;
+}
+
 int vb_keyfile_info(const char *json, size_t len, struct vb_keyfile_info *info, vb_error *e)
 {
     struct parsed f;
     json_object *o;
-    const char *s;
     int ret = parse(json, len, &f, &o, e);
 
     memset(info, 0, sizeof(*info));
@@ -537,12 +546,9 @@ int vb_keyfile_info(const char *json, size_t len, struct vb_keyfile_info *info, 
         snprintf(info->kdf, sizeof(info->kdf), "%s", f.kdf);
         info->params = f.params;
         info->aead = f.aead;
-        if ((s = get_str(o, "created")) && vb_parse_time(s, &info->created_ns))
-            info->created_ns = 0;
-        if ((s = get_str(o, "host")))
-            snprintf(info->host, sizeof(info->host), "%s", s);
-        if ((s = get_str(o, "user")))
-            snprintf(info->user, sizeof(info->user), "%s", s);
+        printable(info->created, sizeof(info->created), get_str(o, "created"));
+        printable(info->host, sizeof(info->host), get_str(o, "host"));
+        printable(info->user, sizeof(info->user), get_str(o, "user"));
     }
     json_object_put(o);
     return ret;

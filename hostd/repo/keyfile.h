@@ -68,12 +68,14 @@ int vb_password_from_credential(const char *name, struct vb_secret *s, vb_error 
 /* A raw key file: exactly 32 bytes, or 64 hex digits and an optional newline. */
 int vb_rawkey_read(const char *file, struct vb_secret *s, vb_error *e);
 
-/* What a key file says about itself, for listing; no secret needed. */
+/* What a key file says about itself, for listing; no secret needed.  The
+ * informational strings are as the file has them (unchecked, not covered by
+ * the check value), cut to size, every byte outside printable ASCII made '?'. */
 struct vb_keyfile_info {
     char kdf[8];                      /* "scrypt" or "raw" */
     struct vb_kdf_params params;      /* scrypt only */
     enum vb_aead aead;                /* of the wrapping */
-    int64_t created_ns;               /* 0 when absent */
+    char created[64];                 /* RFC 3339 UTC when written by vbackup; "" when absent */
     char host[256];
     char user[256];
 };

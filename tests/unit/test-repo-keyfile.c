@@ -135,8 +135,9 @@ static void test_password_roundtrip(void)
         g_assert_cmpuint(info.params.r, ==, fast.r);
         g_assert_cmpuint(info.params.p, ==, fast.p);
         g_assert_cmpint(info.aead, ==, aeads[a]);
-        g_assert_cmpint(info.created_ns, >, 0);
-        g_assert_cmpint(llabs(info.created_ns - vb_wall_ns()), <, 600 * (int64_t)1000000000);
+        int64_t created;
+        g_assert_cmpint(vb_parse_time(info.created, &created), ==, 0);
+        g_assert_cmpint(llabs(created - vb_wall_ns()), <, 600 * (int64_t)1000000000);
         g_assert_cmpuint(strlen(info.host), >, 0);
         g_assert_cmpuint(strlen(info.user), >, 0);
         /* a key file holds no plain key material */
@@ -467,6 +468,12 @@ static void test_malformed(void)
     g_assert_cmpint(vb_keyfile_open(big, len, &pw, back, &e), ==, 0);   /* trailing blanks */
     g_assert_cmpint(vb_keyfile_open(big, VB_KEYFILE_MAX + 1, &pw, back, &e), ==, -EBADMSG);
     g_free(big);
+    /* informational strings come back printable: no terminal escapes */
+    struct vb_keyfile_info info;
+    bad = with_field(json, "host", json_object_new_string("evil\x1b]0;owned\x07host\xc3\xa9"));
+    g_assert_cmpint(vb_keyfile_info(bad, strlen(bad), &info, &e), ==, 0);
+    g_assert_cmpstr(info.host, ==, "evil?]0;owned?host??");
+    g_free(bad);
     /* unknown extra fields are ignored (later versions may add some) */
     bad = with_field(json, "comment", json_object_new_string("laptop"));
     g_assert_cmpint(vb_keyfile_open(bad, strlen(bad), &pw, back, &e), ==, 0);
