@@ -188,8 +188,16 @@ static void test_kat_gcm(void)
           "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662", want + 12, 60);
     unhex("76fc6ece0f4e1768cddf8853bb2d551b", want + 72, 16);
 
-    g_assert_cmpint(vb_aead_seal(VB_AEAD_AES256GCM, key, iv, aad, 20, pt, 60, out, &e), ==, 0);
-    g_assert_true(memcmp(out, want, sizeof(want)) == 0);
+    /* three times: the thread's context is re-keyed, not re-made, between calls
+     * (after a failed open too) and must start from a clean state each time */
+    for (int i = 0; i < 3; i++) {
+        g_assert_cmpint(vb_aead_seal(VB_AEAD_AES256GCM, key, iv, aad, 20, pt, 60, out, &e), ==,
+                        0);
+        g_assert_true(memcmp(out, want, sizeof(want)) == 0);
+        out[20] ^= 1;
+        g_assert_cmpint(vb_aead_open(VB_AEAD_AES256GCM, key, aad, 20, out, sizeof(out), back,
+                                     &e), ==, -EBADMSG);
+    }
     g_assert_cmpint(vb_aead_open(VB_AEAD_AES256GCM, key, aad, 20, want, sizeof(want), back, &e),
                     ==, 0);
     g_assert_true(memcmp(back, pt, 60) == 0);
@@ -222,9 +230,17 @@ static void test_kat_chacha(void)
           "3ff4def08e4b7a9de576d26586cec64b6116", want + 12, 114);
     unhex("1ae10b594f09e26a7e902ecbd0600691", want + 12 + 114, 16);
 
-    g_assert_cmpint(vb_aead_seal(VB_AEAD_CHACHA20POLY1305, key, nonce, aad, 12, pt, 114, out,
-                                 &e), ==, 0);
-    g_assert_true(memcmp(out, want, sizeof(want)) == 0);
+    for (int i = 0; i < 3; i++) {
+        g_assert_cmpint(vb_aead_seal(VB_AEAD_CHACHA20POLY1305, key, nonce, aad, 12, pt, 114,
+                                     out, &e), ==, 0);
+        g_assert_true(memcmp(out, want, sizeof(want)) == 0);
+        out[100] ^= 1;
+        g_assert_cmpint(vb_aead_open(VB_AEAD_CHACHA20POLY1305, key, aad, 12, out, sizeof(out),
+                                     back, &e), ==, -EBADMSG);
+        /* and a seal with the other cipher in between */
+        g_assert_cmpint(vb_aead_seal(VB_AEAD_AES256GCM, key, NULL, aad, 12, pt, 114, out, &e), ==,
+                        0);
+    }
     g_assert_cmpint(vb_aead_open(VB_AEAD_CHACHA20POLY1305, key, aad, 12, want, sizeof(want),
                                  back, &e), ==, 0);
     g_assert_true(memcmp(back, pt, 114) == 0);
