@@ -26,7 +26,7 @@
 #include "pack.h"
 
 #define MIB (1u << 20)
-#define ROUNDS 8
+#define SLICE 0.1      /* seconds */
 
 static uint8_t *data;                 /* the sample: real files, concatenated */
 static size_t data_len;
@@ -218,14 +218,15 @@ int main(int argc, char **argv)
         zbytes += ZSTD_compress2(codec.cctx, out, ZSTD_compressBound(MIB), data + off, MIB);
     double ratio = (double)zbytes / (double)(data_len / MIB * MIB);
 
-    for (int round = 0; round < ROUNDS; round++)
+    int rounds = VB_MAX(3, (int)(seconds / SLICE + 0.5));
+    for (int round = 0; round < rounds; round++)
         for (int r = 0; r < NROWS; r++)
             for (int s = 0; s < 2; s++)
-                slice(&cells[r][s], seconds / ROUNDS);
+                slice(&cells[r][s], SLICE);
 
     printf("sample: %.1f MiB of files, zstd -1 keeps %.1f %% of it; one core; each cell the "
            "best of %d slices of %.2f s, all cells taking turns\n\n", (double)data_len / MIB,
-           100 * ratio, ROUNDS, seconds / ROUNDS);
+           100 * ratio, rounds, SLICE);
     printf("| operation | MB/s, 1 MiB buffers | MB/s, 4 KiB buffers |\n|---|---:|---:|\n");
     for (int r = 0; r < NROWS; r++)
         printf("| %s | %.0f | %.0f |\n", label[r], cells[r][0].best, cells[r][1].best);

@@ -71,9 +71,10 @@ int vb_group_id_key(const struct vb_keys *k, const char *group, uint8_t out[VB_K
 int vb_seal(const struct vb_keys *k, const void *ad, size_t adlen, const void *plain,
             size_t len, uint8_t *out, vb_error *e);
 /*
- * Open a sealed buffer of len bytes into out (len - overhead bytes).
- * -EBADMSG when it does not authenticate (wrong key, any changed byte, other
- * associated data, too short); out then holds zeros, never partial plaintext.
+ * Open a sealed buffer of len bytes into out (len - overhead bytes; must not
+ * overlap sealed).  -EBADMSG when it does not authenticate (wrong key, any
+ * changed byte, other associated data, too short); no plaintext is then left
+ * in out (what was written is zeroed).
  */
 int vb_open(const struct vb_keys *k, const void *ad, size_t adlen, const uint8_t *sealed,
             size_t len, uint8_t *out, vb_error *e);

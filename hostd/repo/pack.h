@@ -63,7 +63,7 @@ int vb_blob_encode(struct vb_codec *c, const struct vb_keys *k, const uint8_t id
  * a payload shorter than plain_len is zstd, an equal one is plain.  With
  * idkey, the keyed id of the result must equal id.  -EBADMSG names what is
  * wrong; -ENOBUFS when plain_len > cap.  Uses c->buf as scratch: stored must
- * not point into it.
+ * not point into it, nor overlap out.
  */
 int vb_blob_decode(struct vb_codec *c, const struct vb_keys *k, const uint8_t id[VB_HASH_LEN],
                    const uint8_t *idkey, const uint8_t *stored, size_t stored_len,
