@@ -197,7 +197,14 @@ int vb_parse_time(const char *s, int64_t *ns)
     }
     if (strcmp(end, "Z") != 0)
         return -EINVAL;
-    *ns = (int64_t)timegm(&tm) * 1000000000;
+    {
+        time_t t = timegm(&tm);
+        /* ns since 1970 in an int64_t: 1677-09-21 .. 2262-04-11 */
+        if ((t == (time_t)-1 && tm.tm_year != 69) || t > INT64_MAX / 1000000000 ||
+            t < INT64_MIN / 1000000000)
+            return -ERANGE;
+        *ns = (int64_t)t * 1000000000;
+    }
     return 0;
 }
 

@@ -181,6 +181,9 @@ static void test_time(void)
         g_assert_cmpint(vb_parse_time(buf, &ns), ==, 0);
         g_assert_cmpint(ns, ==, 1795616211000000000LL);
         g_assert_cmpint(vb_parse_time("2026-13-45", &ns), <, 0);
+        /* outside what nanoseconds in an int64_t hold: an error, not a wrap */
+        g_assert_cmpint(vb_parse_time("3026-01-01T00:00:00Z", &ns), ==, -ERANGE);
+        g_assert_cmpint(vb_parse_time("1600-01-01T00:00:00Z", &ns), ==, -ERANGE);
     }
     if (saved)
         g_setenv("TZ", saved, TRUE);
