@@ -453,14 +453,17 @@ gboolean vbd_view_released(gpointer opaque)
     else
         vbd_log("job %llu: snapshot of %s committed back in %.2f s; QEMU runs on the same "
                 "images as before", (unsigned long long)j->id, v->vm, v->seconds);
-    j->view_busy = false;
-    if (all)
-        vbd_journal_forget(j);      /* else the next start tries again */
     j->d->views_active--;
     if (v->for_commit)
         vbd_exec_view_done(j, v->err, v->summary);
     else if (v->err)
         vbd_job_fail_late(j, "point-in-time view: %s (vbackupd's log says more)", v->summary);
+    j->view_busy = false;
+    if (all && j->state == VB_JOB_RUNNING)
+        vbd_journal_running(j);     /* on to its commit, without a view to release */
+    else if (all)
+        vbd_journal_forget(j);
+    /* else the journal keeps the view: the next start tries again */
     view_free(v);
     vbd_job_unref(j);
     return G_SOURCE_REMOVE;
