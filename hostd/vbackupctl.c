@@ -1215,6 +1215,8 @@ static int cmd_daemon_stats(int argc, char **argv)
                "(4 MiB each)\n", (long long)vb_json_int(o, "pending_jobs", 0),
                (long long)vb_json_int(o, "plans_running", 0),
                (long long)vb_json_int(o, "buffers_in_use", 0));
+        printf("memory held for the VMs' requests: %s (vbackupctl vms --json: by VM)\n",
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "memory_in_use", 0), a, sizeof(a)));
     }
     json_object_put(o);
     return 0;

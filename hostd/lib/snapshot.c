@@ -526,3 +526,34 @@ void vb_snap_abort(struct vb_snap_writer *w)
         vb_rm_rf_at(w->r->dirfd, w->tmpdir);
     w->open = false;
 }
+
+int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e)
+{
+    char rel[PATH_MAX];
+    struct stat st;
+
+    memset(out, 0, sizeof(*out));
+    if (!vb_valid_name(vm))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid VM name", vm);
+    snprintf(rel, sizeof(rel), "snapshots/%s", vm);
+    if (fstatat(r->dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT) {
+            out->settled = true;
+            return 0;
+        }
+        return vb_seterr(e, -errno, "stat %s/%s: %s", r->path, rel, strerror(errno));
+    }
+    out->exists = true;
+    out->ino = (uint64_t)st.st_ino;
+    out->nlink = (uint64_t)st.st_nlink;
+    out->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    out->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+    out->settled = vb_wall_ns() - out->ctime_ns > 2000000000ll;
+    return 0;
+}
+
+bool vb_snap_stamp_equal(const struct vb_snap_stamp *a, const struct vb_snap_stamp *b)
+{
+    return a->exists == b->exists && a->ino == b->ino && a->nlink == b->nlink &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}

@@ -66,6 +66,23 @@ int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e);
 void vb_snap_free(struct vb_snapshot *s);
 int vb_snap_delete(struct vb_repo *r, const char *id, vb_error *e);
 
+/*
+ * What identifies the state of a VM's snapshots: the folder they live in
+ * changes (inode, mtime, ctime, links) whenever a snapshot is added or
+ * removed, or a backup begins or ends.  A caller that keeps a listing keeps
+ * the stamp with it and lists again when the stamp differs, or when it is
+ * not settled (changed too recently to tell two changes in one timestamp
+ * tick apart).  A VM without snapshots has exists = false.
+ */
+struct vb_snap_stamp {
+    bool exists;
+    uint64_t ino, nlink;
+    int64_t mtime_ns, ctime_ns;
+    bool settled;            /* ctime at least 2 s before the stamp was taken */
+};
+int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e);
+bool vb_snap_stamp_equal(const struct vb_snap_stamp *a, const struct vb_snap_stamp *b);
+
 /* Writing a snapshot */
 struct vb_snap_writer {
     struct vb_repo *r;

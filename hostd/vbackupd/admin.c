@@ -47,6 +47,8 @@ static json_object *cmd_vms(struct vbd *d)
         json_object_object_add(o, "requests", json_object_new_int64((int64_t)vm->requests));
         json_object_object_add(o, "errors", json_object_new_int64((int64_t)vm->errors));
         json_object_object_add(o, "disks", vbd_disks_json(vm->disks));
+        json_object_object_add(o, "memory", vbd_mem_json(vm));
+        json_object_object_add(o, "throttled", json_object_new_int((int)vbd_vm_throttled(vm)));
         json_object_array_add(a, o);
     }
     return a;
@@ -92,8 +94,8 @@ static json_object *cmd_stats(struct vbd *d)
     json_object_object_add(o, "batches", json_object_get(d->batches));
     json_object_object_add(o, "pending_jobs", json_object_new_int((int)g_queue_get_length(&d->pending)));
     json_object_object_add(o, "plans_running", json_object_new_int((int)g_list_length(d->plans)));
-    json_object_object_add(o, "buffers_in_use", json_object_new_int(
-        (int)(d->n_bufs - g_queue_get_length(&d->free_bufs))));
+    json_object_object_add(o, "buffers_in_use", json_object_new_int((int)d->bufs_in_use));
+    json_object_object_add(o, "memory_in_use", json_object_new_int64((int64_t)vbd_mem_total(d)));
     json_object_object_add(o, "version", json_object_new_string(VBD_VERSION));
     return o;
 }

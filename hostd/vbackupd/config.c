@@ -24,7 +24,8 @@
 static const char *daemon_keys[] = {
     "runtime_dir", "state_dir", "socket_group", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
-    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", NULL,
+    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "vm_memory",
+    "max_extents_per_job", "output_buffer", NULL,
 };
 
 static void free_disk(gpointer p)
@@ -290,6 +291,23 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     if ((ret = get_size(kf, "daemon", "cache", 256u << 20, &u, e)))
         goto out;
     c->cache_bytes = u;
+    /* what one VM's requests may make the daemon hold (limits.c) */
+    if ((ret = get_size(kf, "daemon", "vm_memory", 1ull << 30, &c->vm_memory, e)))
+        goto out;
+    if (c->vm_memory < (16u << 20)) {
+        ret = vb_seterr(e, -EINVAL, "%s: [daemon] vm_memory: at least 16M", path);
+        goto out;
+    }
+    if ((ret = get_double(kf, "daemon", "max_extents_per_job", 4194304, 8192, 1e12, &v, e)))
+        goto out;
+    c->max_extents_per_job = (uint64_t)v;
+    if ((ret = get_size(kf, "daemon", "output_buffer", 8u << 20, &c->output_buffer, e)))
+        goto out;
+    if (c->output_buffer < (3u << 20)) {
+        ret = vb_seterr(e, -EINVAL, "%s: [daemon] output_buffer: at least 3M (two replies "
+                        "of 1 MiB and what is promised)", path);
+        goto out;
+    }
 
     chain = get_str(kf, "daemon", "policies", "schedule,merge");
     groups = g_key_file_get_groups(kf, NULL);

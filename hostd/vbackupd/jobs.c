@@ -16,6 +16,9 @@
 
 #define KEEP_FINISHED_SECONDS 3600
 #define KEEP_FINISHED_PER_VM 32
+/* what an entry costs besides its path, link and extents: the entry, the
+ * path's key in the job's table, allocation overhead */
+#define ENTRY_COST (sizeof(struct vbd_entry) + 64)
 
 const char *vbd_state_name(int state)
 {
@@ -62,9 +65,13 @@ static void disk_copy_free(gpointer p)
     g_free(d);
 }
 
-/* Free what a finished job no longer needs; its summary stays for STATUS. */
+/* Free what a finished job no longer needs; its summary stays for STATUS.
+ * Whatever ended the job, what it held is given back to its VM here: its
+ * entries and extents, plan and catalogs, and its fallback windows (freed,
+ * their DATA requests answered; those with a worker when they come back). */
 void vbd_job_release(struct vbd_job *j)
 {
+    vbd_exec_drop_fallback(j);
     if (j->entries) {
         for (guint i = 0; i < j->entries->len; i++)
             vbd_entry_clear(&g_array_index(j->entries, struct vbd_entry, i));
@@ -78,6 +85,10 @@ void vbd_job_release(struct vbd_job *j)
     if (j->pieces) {
         g_array_free(j->pieces, TRUE);
         j->pieces = NULL;
+    }
+    if (j->windows) {
+        g_ptr_array_free(j->windows, TRUE);
+        j->windows = NULL;
     }
     if (j->disks) {
         g_ptr_array_free(j->disks, TRUE);
@@ -101,6 +112,10 @@ void vbd_job_release(struct vbd_job *j)
     vbd_job_unclaim(j);
     vb_repo_release(j->claim);
     j->claim = NULL;
+    vbd_mem_give_all(j, VBD_MEM_FILES);
+    vbd_mem_give_all(j, VBD_MEM_PLAN);
+    vbd_mem_give_all(j, VBD_MEM_CATALOG);
+    vbd_mem_give_all(j, VBD_MEM_RESTORE);
 }
 
 void vbd_job_unref(struct vbd_job *j)
@@ -108,8 +123,8 @@ void vbd_job_unref(struct vbd_job *j)
     if (--j->refs > 0)
         return;
     vbd_job_release(j);
-    if (j->windows)
-        g_ptr_array_free(j->windows, TRUE);
+    for (int k = 0; k < VBD_MEM__N; k++)
+        vbd_mem_give_all(j, (enum vbd_mem)k);
     if (j->serials)
         g_ptr_array_free(j->serials, TRUE);
     if (j->roots)
@@ -149,8 +164,9 @@ static void job_end(struct vbd_job *j, int state)
      * point, running puts fail; the claim goes when they are back */
     if (j->ws)
         vb_write_abort(j->ws);
-    /* a plan still using the job's windows releases it when they are back */
-    if (!j->in_plan)
+    /* a plan still using the job's windows releases it when they are back,
+     * and so does a cut planning it on a worker */
+    if (!j->in_plan && !j->planning)
         vbd_job_release(j);
     vbd_log("job %llu (%s, %s): %s%s%s%s%s", (unsigned long long)j->id, j->vm->name,
             j->kind == VB_KIND_DISK ? "disk" : "files", vbd_state_name(state),
@@ -402,6 +418,34 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         vbd_reply_err(c, h, st, "job %llu: %s", (unsigned long long)id, msg);
         return;
     }
+    /* what the job would hold: bounded per job (extents) and per VM (memory);
+     * a job over either fails, it cannot be completed */
+    {
+        uint64_t ext = 0, bytes = 0;
+        for (uint32_t i = 0; i < f.n; i++) {
+            ext += f.recs[i].r.n_extents;
+            bytes += (uint64_t)f.recs[i].r.n_extents * sizeof(struct vb_extent);
+            if (f.recs[i].r.data != VB_FD_MORE)
+                bytes += ENTRY_COST + f.recs[i].r.path_len + f.recs[i].r.link_len;
+        }
+        if (j->n_extents + ext > j->d->cfg->max_extents_per_job) {
+            vbd_files_clear(&f);
+            vbd_job_fail(j, VB_JOB_FAILED, "job %llu: more than %llu extents "
+                         "(max_extents_per_job on the host)", (unsigned long long)id,
+                         (unsigned long long)j->d->cfg->max_extents_per_job);
+            vbd_reply_err(c, h, VB_S_TOO_LARGE, "%s", j->reason);
+            return;
+        }
+        if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
+            char what[96];
+            vbd_files_clear(&f);
+            snprintf(what, sizeof(what), "the files of job %llu", (unsigned long long)id);
+            vbd_mem_fail(j, what);
+            vbd_reply_err(c, h, VB_S_TOO_LARGE, "%s", j->reason);
+            return;
+        }
+        j->n_extents += ext;
+    }
     /* duplicates, checked before anything is taken */
     fresh = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     for (uint32_t i = 0; i < f.n; i++) {
@@ -453,6 +497,8 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         }
         if (en.data == VB_FD_FALLBACK && en.m.size == 0)
             en.fb_done = true;
+        else if (en.data == VB_FD_FALLBACK)
+            j->fb_open++;
         g_array_append_val(j->entries, en);
         g_hash_table_insert(j->paths, g_array_index(j->entries, struct vbd_entry,
                                                     j->entries->len - 1).path,
@@ -510,8 +556,10 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     }
     en->fb_received += dt.len;
-    if (dt.flags & VB_DATA_LAST)
+    if (dt.flags & VB_DATA_LAST) {
         en->fb_done = true;
+        j->fb_open--;
+    }
     vbd_fallback_data(j, dt.file, dt.bytes, dt.len, en->fb_done, vbd_req_hold(c, h));
 }
 
@@ -538,8 +586,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
             return;
         }
     }
-    for (guint i = 0; i < j->entries->len; i++) {
-        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+    /* the first fallback file that lacks data: a cursor that only moves on, so
+     * repeated SEALs cost no more than one look at each entry */
+    for (; j->fb_open && j->fb_first_open < j->entries->len; j->fb_first_open++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, j->fb_first_open);
         if (en->data == VB_FD_FALLBACK && !en->fb_done) {
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: file '%s' still lacks fallback data "
                           "(%llu of %llu bytes)", (unsigned long long)id, en->path,
@@ -714,16 +764,73 @@ static void handle_cancel(struct vbd_conn *c, const struct vb_hdr *h, const uint
 
 /* ---- LIST -------------------------------------------------------------------------- */
 
+/* LIST is answered from the snapshot index (snapindex.c): never a read of
+ * the repository on the main loop. */
+struct list_ctx {
+    struct vbd_req *req;
+    struct vbd_vm *vm;       /* a reference */
+    char target[VB_MAX_TARGET + 1];
+    uint32_t start, cap;
+};
+
+static void list_answer(void *opaque, GPtrArray *snaps, const char *err)
+{
+    struct list_ctx *lc = opaque;
+    uint32_t total, count = 0;
+    size_t off = 8;
+    uint8_t *out;
+    char msg[VBD_MSG];
+
+    if (!snaps) {
+        char what[160];
+        snprintf(what, sizeof(what), "the snapshots in target '%s' could not be listed on the "
+                 "host", lc->target);
+        vbd_host_error(lc->vm, msg, sizeof(msg), what, err);
+        vbd_req_answer_err(lc->req, VB_S_IO, "%s", msg);
+        goto out;
+    }
+    total = snaps->len;
+    out = g_malloc(lc->cap);
+    for (guint k = lc->start; k < total; k++) {
+        const struct vbd_snapinfo *s = snaps->pdata[total - 1 - k];     /* newest first */
+        struct vb_snap_info si;
+
+        memset(&si, 0, sizeof(si));
+        si.created_ns = s->created_ns;
+        si.kind = s->kind;
+        si.mode = s->mode;
+        si.files = s->files;
+        si.bytes = s->bytes;
+        si.id_len = (uint16_t)strlen(s->id);
+        si.roots_len = (uint16_t)VB_MIN(strlen(s->roots), 4096u);
+        if (off + sizeof(si) + si.id_len + si.roots_len > lc->cap)
+            break;
+        memcpy(out + off, &si, sizeof(si));
+        memcpy(out + off + sizeof(si), s->id, si.id_len);
+        memcpy(out + off + sizeof(si) + si.id_len, s->roots, si.roots_len);
+        off += sizeof(si) + si.id_len + si.roots_len;
+        count++;
+    }
+    if (count == 0 && lc->start < total) {
+        vbd_req_answer_err(lc->req, VB_S_REPLY_TOO_SMALL, "a snapshot record does not fit %u "
+                           "bytes", lc->cap);
+    } else {
+        memcpy(out, &total, 4);
+        memcpy(out + 4, &count, 4);
+        vbd_req_answer(lc->req, VB_S_OK, out, off);
+    }
+    g_free(out);
+out:
+    vbd_vm_unref(lc->vm);
+    g_free(lc);
+}
+
 static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd *d = c->vm->d;
     struct vbd_list l;
     struct vbd_target *t;
-    GPtrArray *snaps;
-    vb_error e = { 0 };
-    uint32_t cap = h->reply_max ? h->reply_max : VB_MAX_PAYLOAD, total, count = 0;
-    uint8_t *out;
-    size_t off = 8;
+    struct list_ctx *lc;
     char msg[VBD_MSG], known[256];
     int st = vbd_parse_list(p, n, &l, msg);
 
@@ -750,59 +857,14 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
                           l.target, known);
         return;
     }
-    if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {
-        char what[160];
-        snprintf(what, sizeof(what), "the snapshots in target '%s' could not be listed on the "
-                 "host", t->name);
-        vbd_host_error(c->vm, msg, sizeof(msg), what, vb_strerror(&e));
-        vbd_reply_err(c, h, VB_S_IO, "%s", msg);
-        return;
-    }
-    total = snaps->len;
-    cap = VB_MIN(cap, VB_MAX_PAYLOAD);
-    out = g_malloc(cap);
-    for (guint k = l.start; k < total; k++) {
-        struct vb_snapshot *s = snaps->pdata[total - 1 - k];     /* newest first */
-        struct vb_snap_info si;
-        json_object *roots = NULL;
-        GString *rs = g_string_new(NULL);
-        const char *mode = vb_json_str(s->json, "mode");
-
-        memset(&si, 0, sizeof(si));
-        si.created_ns = s->created_ns;
-        si.kind = s->type == VB_SNAP_DISK ? VB_KIND_DISK : VB_KIND_FILES;
-        si.mode = mode && !strcmp(mode, "incremental") ? VB_MODE_INCREMENTAL
-                : mode && !strcmp(mode, "differential") ? VB_MODE_DIFFERENTIAL : VB_MODE_FULL;
-        si.files = (uint64_t)vb_json_int(s->json, "files", 0);
-        si.bytes = (uint64_t)(s->type == VB_SNAP_DISK
-                                  ? vb_json_int(json_object_object_get(s->json, "disk"), "size", 0)
-                                  : vb_json_int(s->json, "bytes", 0));
-        if (json_object_object_get_ex(s->json, "roots", &roots))
-            for (size_t r = 0; r < json_object_array_length(roots); r++)
-                g_string_append_printf(rs, "%s%s", r ? "\n" : "",
-                                       json_object_get_string(json_object_array_get_idx(roots, r)));
-        si.id_len = (uint16_t)strlen(s->id);
-        si.roots_len = (uint16_t)VB_MIN(rs->len, 4096u);
-        if (off + sizeof(si) + si.id_len + si.roots_len > cap) {
-            g_string_free(rs, TRUE);
-            break;
-        }
-        memcpy(out + off, &si, sizeof(si));
-        memcpy(out + off + sizeof(si), s->id, si.id_len);
-        memcpy(out + off + sizeof(si) + si.id_len, rs->str, si.roots_len);
-        off += sizeof(si) + si.id_len + si.roots_len;
-        count++;
-        g_string_free(rs, TRUE);
-    }
-    if (count == 0 && l.start < total) {
-        vbd_reply_err(c, h, VB_S_REPLY_TOO_SMALL, "a snapshot record does not fit %u bytes", cap);
-    } else {
-        memcpy(out, &total, 4);
-        memcpy(out + 4, &count, 4);
-        vbd_reply(c, h, VB_S_OK, out, off);
-    }
-    g_free(out);
-    g_ptr_array_free(snaps, TRUE);
+    lc = g_new0(struct list_ctx, 1);
+    lc->req = vbd_req_hold(c, h);
+    lc->vm = c->vm;
+    c->vm->refs++;
+    snprintf(lc->target, sizeof(lc->target), "%s", t->name);
+    lc->start = l.start;
+    lc->cap = VB_MIN(h->reply_max ? h->reply_max : VB_MAX_PAYLOAD, VB_MAX_PAYLOAD);
+    vbd_snapindex_get(d, t, c->vm->name, list_answer, lc);
 }
 
 void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)

@@ -126,7 +126,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
         snprintf(msg, len, "reload partly failed: %s", vb_strerror(&e));
         vbd_log("%s", msg);
     }
-    g_ptr_array_free(d->chain, TRUE);
+    g_ptr_array_unref(d->chain);        /* a cut on a worker may still hold the old one */
     d->chain = chain;
     vbd_log("configuration reloaded: %u VMs, %u targets, %u policies",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len);
@@ -181,9 +181,10 @@ static void shutdown_jobs(struct vbd *d)
     }
     g_ptr_array_free(all, TRUE);
     /* let workers, reads and disk threads come back, so that nothing is
-     * left half-written: chunks are complete or absent, snapshots aborted */
+     * left half-written: chunks are complete or absent, snapshots aborted;
+     * and what the workers hold (windows, plans, claims) is given back */
     for (int round = 0; busy && round < 3000; round++) {
-        busy = d->plans != NULL || d->views_active;
+        busy = d->plans != NULL || d->views_active || d->tasks_out || d->cutting;
         while (g_main_context_iteration(NULL, FALSE))
             ;
         if (busy)
@@ -276,6 +277,7 @@ int main(int argc, char **argv)
     vbd_vms_close_all(d);
     vbd_admin_fini(d);
     vbd_exec_fini(d);
+    vbd_snapindex_fini(d);
     if (d->jobs)
         g_hash_table_destroy(d->jobs);
     g_queue_clear(&d->pending);

@@ -15,6 +15,8 @@
  *   chain.c    disk chains as QEMU reports them, identities of image files
  *   qmp.c      the view through QEMU's monitor
  *   libvirt.c  VMs from libvirt, and the view through libvirt
+ *   limits.c   what one VM's requests make the daemon hold, against vm_memory
+ *   snapindex.c  the snapshots of each VM in each target, for LIST and "latest"
  */
 #ifndef VBACKUPD_H
 #define VBACKUPD_H
@@ -85,6 +87,9 @@ struct vbd_config {
     uint64_t max_files_per_job;
     unsigned idle_timeout;   /* seconds */
     uint64_t cache_bytes;    /* shared read cache */
+    uint64_t vm_memory;      /* what one VM's requests may make the daemon hold */
+    uint64_t max_extents_per_job;
+    uint64_t output_buffer;  /* replies queued and promised per connection */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
     GPtrArray *policies;     /* struct vbd_policy_cfg *, in chain order */
@@ -99,6 +104,17 @@ void vbd_config_free(struct vbd_config *c);
 struct vbd;
 struct vbd_job;
 struct vbd_conn;
+
+/* What a VM's requests make the daemon hold, by kind (limits.c). */
+enum vbd_mem {
+    VBD_MEM_FILES,           /* entries, paths and extents the guest sent */
+    VBD_MEM_FALLBACK,        /* fallback data windows */
+    VBD_MEM_PLAN,            /* read plans: windows, pieces, reads */
+    VBD_MEM_CATALOG,         /* catalogs: parents of incremental jobs, restores */
+    VBD_MEM_RESTORE,         /* decoded chunks of restores */
+    VBD_MEM_REPLIES,         /* replies queued for the VM's connections */
+    VBD_MEM__N,
+};
 
 struct vbd_target {
     char *name;
@@ -128,6 +144,9 @@ struct vbd_vm {
     GList *conns;            /* struct vbd_conn * */
     bool removed;            /* gone from the configuration */
     uint64_t requests, errors;
+    uint64_t mem[VBD_MEM__N], mem_used, mem_peak;   /* limits.c */
+    unsigned pool_bufs;      /* read buffers of the pool its plans' windows hold */
+    uint64_t frozen_spent;   /* the job that used the VM's frozen priority; 0: unused */
 };
 
 struct vbd_conn {
@@ -138,9 +157,13 @@ struct vbd_conn {
     size_t in_len, in_cap;
     GQueue out;              /* GBytes * of whole frames */
     size_t out_off;          /* bytes of the head already written */
+    size_t out_bytes;        /* bytes queued in out */
     unsigned inflight;       /* requests without a reply yet */
+    uint64_t promised;       /* the largest replies those may still get */
+    guint resume_src;        /* processes frames already read, once it may again */
+    bool in_dispatch;        /* process_input is running */
     bool closing;
-    bool paused;             /* not reading: too many requests in flight */
+    bool throttled;          /* not read: its replies are not taken */
 };
 
 /* A request waiting for an asynchronous answer keeps its connection. */
@@ -195,10 +218,11 @@ struct vbd_window {
     bool opened, ready, done;
     /* worker results */
     int err;
-    vb_error e;
+    char *emsg;              /* what failed, for the log */
     GArray *chunks;          /* struct vb_cat_chunk */
     uint64_t bytes_new, bytes_reused, stored;
     struct vbd_req *reply;   /* fallback DATA: answered once processed */
+    uint32_t cap;            /* fallback: bytes allocated in buf */
 };
 
 /* One entry the guest sent. */
@@ -224,6 +248,7 @@ struct vbd_entry {
     struct vbd_window *fb_win;   /* fallback window being filled */
     GQueue ready;            /* windows ready to chunk, by seq */
     bool busy;               /* a window of this file is with a worker */
+    bool fb_queued;          /* in the job's fb_waiting */
 };
 
 struct vbd_job {
@@ -256,6 +281,15 @@ struct vbd_job {
     char *mode_note;         /* e.g. "full (no parent)" */
     uint64_t bytes_total, bytes_done, files_total, files_done;
     uint64_t bytes_new, bytes_reused, stored_new, bytes_read;
+    uint64_t mem[VBD_MEM__N];    /* what the job holds, counted against its VM */
+    uint64_t n_extents;          /* extents sent, continuation records too */
+    uint64_t fb_open;            /* fallback files still lacking data */
+    guint fb_first_open;         /* no fallback file before this entry lacks data */
+    unsigned fb_busy;            /* fallback windows with the workers */
+    GQueue fb_waiting;           /* entries whose ready fallback windows wait (uint index) */
+    bool planning;               /* in a cut on a worker: its entries and windows are the worker's */
+    bool claiming;               /* the fallback data's claim is with a worker */
+    bool claim_waited;           /* said in the log that fallback data waits for gc */
     bool cancel;
     volatile int cancel_flag;    /* disk jobs: read by the backup thread */
     bool plan_released;      /* released from its plan (once) */
@@ -291,6 +325,9 @@ struct vbd_job {
     uint32_t cache_len[2];
     unsigned cache_next;
     GHashTable *inflight;    /* catalog chunk index → decode task */
+    bool opening;            /* RESTORE_BEGIN is being resolved on a worker */
+    unsigned decoding;       /* decode tasks with the workers */
+    GQueue read_wait;        /* RESTORE_READs waiting for a decode slot */
 };
 
 /* Shared read of the plan being executed. */
@@ -349,7 +386,11 @@ struct vbd {
     struct vb_cdc cdc;
     guint claim_timer;       /* retries jobs waiting for a repository gc holds */
     GQueue free_bufs;        /* 4 MiB window buffers */
-    unsigned n_bufs, max_bufs;
+    unsigned bufs_in_use, max_bufs;
+    unsigned tasks_out;      /* daemon work with the workers (vbd_work_push) */
+    uint64_t mem_used;       /* held for all VMs (limits.c) */
+    bool cutting;            /* a batch is being planned on a worker */
+    GHashTable *snapindex;   /* snapindex.c */
     uint64_t cache_used;
     int admin_fd;
     guint admin_src;
@@ -388,6 +429,7 @@ void vbd_req_answer_err(struct vbd_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vbd_vms_close_all(struct vbd *d);
 bool vbd_vm_connected(struct vbd_vm *vm);
+unsigned vbd_vm_throttled(struct vbd_vm *vm);   /* connections not read: replies not taken */
 
 /* jobs.c */
 void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
@@ -429,7 +471,10 @@ void vbd_exec_kick(struct vbd *d);
 void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
                        bool last, struct vbd_req *reply);
 void vbd_exec_cancel_job(struct vbd_job *j);
-int vbd_job_claim(struct vbd_job *j, vb_error *e);
+void vbd_exec_drop_fallback(struct vbd_job *j);
+void vbd_work_push(struct vbd *d, struct vbd_task *t);
+/* On a worker: a write session for the job's VM in target t. */
+int vbd_claim_work(struct vbd_target *t, const char *vm, struct vb_write **ws, vb_error *e);
 void vbd_job_unclaim(struct vbd_job *j);
 void vbd_job_unclaim_idle(struct vbd_job *j);
 void vbd_disk_job_start(struct vbd_job *j);
@@ -465,6 +510,37 @@ void vbd_libvirt_stop(struct vbd *d);
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
 void vbd_restore_close(struct vbd_job *j);
+
+/* limits.c */
+uint64_t vbd_mem_total(const struct vbd *d);
+uint64_t vbd_mem_room(const struct vbd_vm *vm);          /* what the VM may still take */
+int vbd_mem_take(struct vbd_job *j, enum vbd_mem k, uint64_t n);   /* 0 or -ENOMEM */
+void vbd_mem_give(struct vbd_job *j, enum vbd_mem k, uint64_t n);
+void vbd_mem_give_all(struct vbd_job *j, enum vbd_mem k);
+void vbd_mem_force(struct vbd_vm *vm, enum vbd_mem k, int64_t delta);   /* never refused */
+/* "VM x: WHAT would exceed the VM's memory limit on the host (vm_memory = ...)" */
+void vbd_mem_reason(struct vbd_vm *vm, char *out, size_t len, const char *what);
+void vbd_mem_fail(struct vbd_job *j, const char *what);   /* fails the job with that reason */
+json_object *vbd_mem_json(const struct vbd_vm *vm);
+
+/* snapindex.c */
+struct vbd_snapinfo {        /* what LIST and "latest" need of a snapshot */
+    char *id;
+    int64_t created_ns;
+    uint8_t kind, mode;      /* VB_KIND_*, VB_MODE_* */
+    uint64_t files, bytes;
+    char *roots;             /* joined by '\n' */
+    size_t n_roots;          /* 0: not a files snapshot */
+};
+/* snaps: the VM's snapshots in the target, oldest first (valid during the
+ * call), or NULL and err (host detail, for the log) when they cannot be
+ * listed.  Called from the main loop, always after vbd_snapindex_get has
+ * returned. */
+typedef void (*vbd_snapindex_cb)(void *opaque, GPtrArray *snaps, const char *err);
+void vbd_snapindex_get(struct vbd *d, struct vbd_target *t, const char *vm, vbd_snapindex_cb cb,
+                       void *opaque);
+void vbd_snapindex_fini(struct vbd *d);
+bool vbd_snapinfo_may_hold(const struct vbd_snapinfo *s, const char *path);
 
 /* admin.c */
 int vbd_admin_init(struct vbd *d, vb_error *e);

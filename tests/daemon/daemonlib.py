@@ -431,3 +431,29 @@ def same_trees(a, b, what):
 
 def allocated(path):
     return os.stat(path).st_blocks * 512
+
+
+# ---- what vbackupd holds (tests of its bounds) --------------------------------------
+
+def rss_mib(d):
+    """The daemon's resident memory (VmRSS), MiB."""
+    for line in open(f"/proc/{d.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    fail("no VmRSS in /proc/PID/status")
+
+
+def vm_row(d, vm):
+    """The VM's row of `vbackupctl vms --json`."""
+    rows = [r for r in d.ctl_json("vms") if r["name"] == vm]
+    check(rows, f"no VM {vm} in vbackupctl vms")
+    return rows[0]
+
+
+def wait_released(d, vm, what, timeout=30):
+    """Wait until no read buffer is in use and the VM holds no memory."""
+    wait_for(lambda: d.ctl_json("daemon-stats")["buffers_in_use"] == 0,
+             f"{what}: the read buffers to come back", timeout)
+    wait_for(lambda: vm_row(d, vm)["memory"]["in_use"] == 0,
+             f"{what}: VM {vm}'s memory to be given back "
+             f"(still {vm_row(d, vm)['memory']})", timeout)

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The snapshots of each VM in each target, as LIST and RESTORE_BEGIN
+ * "latest" need them: id, time, kind, mode, counts and roots, newest last.
+ * Kept in memory per (target, VM) with the stamp of the VM's snapshot folder
+ * (vb_snap_stamp), and listed again, on a worker, only when the stamp shows
+ * a change (a commit, a prune, a gc, a hand edit) or is not settled yet.
+ * Neither a LIST nor a "latest" reads a catalog or an index.json on the main
+ * loop; one guest's requests for its index share one refresh at a time.
+ */
+#include "vbackupd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct idx {
+    struct vbd *d;
+    struct vbd_target *t;    /* targets outlive a reload (main.c keeps them) */
+    char *vm;
+    GPtrArray *snaps;        /* struct vbd_snapinfo *, oldest first; NULL: never listed */
+    struct vb_snap_stamp stamp;
+    bool refreshing;
+    GQueue waiters;          /* struct waiter * */
+};
+
+struct waiter {
+    vbd_snapindex_cb cb;
+    void *opaque;
+};
+
+struct refresh {
+    struct vbd_task task;    /* first */
+    struct idx *x;
+    struct vb_snap_stamp have, stamp;
+    bool had;                /* x->snaps was there when the refresh began */
+    GPtrArray *snaps;        /* new listing, or NULL: unchanged */
+    int err;
+    vb_error e;
+};
+
+static void info_free(gpointer p)
+{
+    struct vbd_snapinfo *s = p;
+
+    g_free(s->id);
+    g_free(s->roots);
+    g_free(s);
+}
+
+static void idx_free(gpointer p)
+{
+    struct idx *x = p;
+
+    if (x->snaps)
+        g_ptr_array_free(x->snaps, TRUE);
+    g_free(x->vm);
+    g_free(x);
+}
+
+static struct vbd_snapinfo *info_of(const struct vb_snapshot *s)
+{
+    struct vbd_snapinfo *i = g_new0(struct vbd_snapinfo, 1);
+    const char *mode = vb_json_str(s->json, "mode");
+    json_object *roots = NULL;
+    GString *rs = g_string_new(NULL);
+
+    i->id = g_strdup(s->id);
+    i->created_ns = s->created_ns;
+    i->kind = s->type == VB_SNAP_DISK ? VB_KIND_DISK : VB_KIND_FILES;
+    i->mode = mode && !strcmp(mode, "incremental") ? VB_MODE_INCREMENTAL
+            : mode && !strcmp(mode, "differential") ? VB_MODE_DIFFERENTIAL : VB_MODE_FULL;
+    i->files = (uint64_t)vb_json_int(s->json, "files", 0);
+    i->bytes = (uint64_t)(s->type == VB_SNAP_DISK
+                              ? vb_json_int(json_object_object_get(s->json, "disk"), "size", 0)
+                              : vb_json_int(s->json, "bytes", 0));
+    if (json_object_object_get_ex(s->json, "roots", &roots) &&
+        json_object_is_type(roots, json_type_array))
+        for (size_t r = 0; r < json_object_array_length(roots); r++) {
+            json_object *x = json_object_array_get_idx(roots, r);
+            if (json_object_is_type(x, json_type_string))
+                g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "",
+                                       json_object_get_string(x));
+        }
+    i->n_roots = s->type == VB_SNAP_FILES && roots ? json_object_array_length(roots) : 0;
+    i->roots = g_string_free(rs, FALSE);
+    return i;
+}
+
+static void refresh_work(struct vb_work *work, struct vb_codec *c)
+{
+    struct refresh *rf = (struct refresh *)work;
+    GPtrArray *snaps;
+
+    rf->err = vb_snap_stamp(rf->x->t->repo, rf->x->vm, &rf->stamp, &rf->e);
+    if (rf->err)
+        return;
+    if (rf->had && rf->have.settled && vb_snap_stamp_equal(&rf->have, &rf->stamp))
+        return;                         /* unchanged */
+    if ((rf->err = vb_snap_list(rf->x->t->repo, rf->x->vm, &snaps, &rf->e)))
+        return;
+    rf->snaps = g_ptr_array_new_full(snaps->len, info_free);
+    for (guint i = 0; i < snaps->len; i++)
+        g_ptr_array_add(rf->snaps, info_of(snaps->pdata[i]));
+    g_ptr_array_free(snaps, TRUE);
+}
+
+static void refresh_start(struct idx *x);
+
+static void refresh_done(struct vbd_task *task)
+{
+    struct refresh *rf = (struct refresh *)task;
+    struct idx *x = rf->x;
+    GQueue waiters = x->waiters;
+    struct waiter *w;
+
+    x->refreshing = false;
+    g_queue_init(&x->waiters);
+    if (!rf->err) {
+        if (rf->snaps) {
+            if (x->snaps)
+                g_ptr_array_free(x->snaps, TRUE);
+            x->snaps = rf->snaps;
+        }
+        x->stamp = rf->stamp;
+    }
+    /* the callbacks may ask again: they queue for the next refresh */
+    while ((w = g_queue_pop_head(&waiters))) {
+        w->cb(w->opaque, rf->err ? NULL : x->snaps, rf->err ? vb_strerror(&rf->e) : NULL);
+        g_free(w);
+    }
+    g_free(rf);
+    if (!g_queue_is_empty(&x->waiters))
+        refresh_start(x);
+}
+
+static void refresh_start(struct idx *x)
+{
+    struct refresh *rf = g_new0(struct refresh, 1);
+
+    rf->task.work.fn = refresh_work;
+    rf->task.done = refresh_done;
+    rf->x = x;
+    rf->had = x->snaps != NULL;
+    rf->have = x->stamp;
+    x->refreshing = true;
+    vbd_work_push(x->d, &rf->task);
+}
+
+void vbd_snapindex_get(struct vbd *d, struct vbd_target *t, const char *vm, vbd_snapindex_cb cb,
+                       void *opaque)
+{
+    g_autofree char *key = g_strdup_printf("%p/%s", (void *)t, vm);
+    struct idx *x;
+    struct waiter *w = g_new0(struct waiter, 1);
+
+    if (!d->snapindex)
+        d->snapindex = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, idx_free);
+    x = g_hash_table_lookup(d->snapindex, key);
+    if (!x) {
+        x = g_new0(struct idx, 1);
+        x->d = d;
+        x->t = t;
+        x->vm = g_strdup(vm);
+        g_queue_init(&x->waiters);
+        g_hash_table_insert(d->snapindex, g_steal_pointer(&key), x);
+    }
+    w->cb = cb;
+    w->opaque = opaque;
+    g_queue_push_tail(&x->waiters, w);
+    if (!x->refreshing)
+        refresh_start(x);
+}
+
+void vbd_snapindex_fini(struct vbd *d)
+{
+    if (d->snapindex)
+        g_hash_table_destroy(d->snapindex);
+    d->snapindex = NULL;
+}
+
+/* Whether a snapshot whose roots are s->roots may hold path: a root is the
+ * path, an ancestor of it, or below it.  "" (the root) holds everything. */
+bool vbd_snapinfo_may_hold(const struct vbd_snapinfo *s, const char *path)
+{
+    size_t pl = strlen(path);
+    const char *r = s->roots;
+
+    if (!pl || !s->n_roots)
+        return s->n_roots > 0;
+    while (r) {
+        const char *nl = strchr(r, '\n');
+        size_t rl = nl ? (size_t)(nl - r) : strlen(r);
+        size_t m = VB_MIN(rl, pl);
+        if (!rl || (!memcmp(r, path, m) && (rl == pl || (rl < pl && path[rl] == '/') ||
+                                            (pl < rl && r[pl] == '/'))))
+            return true;
+        r = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
