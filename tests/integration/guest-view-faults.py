@@ -234,6 +234,9 @@ with workdir() as w:
           "3: the guest's status does not show the job failed")
     check(re.search(r"no space|space left|full", said(4), re.I) is not None,
           f"4: with the target full the backup said: {said(4)!r}")
+    for n in (2, 3, 4):   # what a guest is told names nothing of the host
+        for host_path in list(d.targets.values()) + ["/var/", "/tmp/", "/run/"]:
+            check(host_path not in said(n), f"{n}: the guest was told a host path: {said(n)!r}")
     for n in (2, 3, 4):
         log(f"{n}: the guest's vbackup said: {said(n).strip().splitlines()[-1]}")
     for target in ("archive", "small"):
