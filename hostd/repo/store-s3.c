@@ -605,14 +605,22 @@ static int s3_list(void *h, const char *prefix, vb_list_fn fn, void *opaque, vb_
         c = vb_s3_call_new("GET", "", qs->str);
         g_string_free(qs, TRUE);
         c->want_body = true;
-        vb_s3_run(s->http, c);
+        /* a page that does not parse (cut short by something on the way
+         * that also fixed its Content-Length) is asked for again */
+        for (unsigned tries = 1;; tries++) {
+            vb_s3_run(s->http, c);
+            if (c->ret || c->status != 200)
+                break;
+            ret = vb_s3_parse_list((const char *)c->resp->data, c->resp->len, &pg, why,
+                                   sizeof(why));
+            if (!ret || tries >= s->cfg.attempts)
+                break;
+        }
         if (c->ret || c->status != 200) {
             ret = call_fail(e, c, "list", prefix[0] ? prefix : "(everything)");
             vb_s3_call_free(c);
             break;
         }
-        ret = vb_s3_parse_list((const char *)c->resp->data, c->resp->len, &pg, why,
-                               sizeof(why));
         vb_s3_call_free(c);
         if (ret) {
             vb_seterr(e, ret, "list %s: page %u of the listing is damaged: %s",
