@@ -153,6 +153,18 @@ static void put_check_done(struct vb_s3_call *c)
     bool ours = !c->ret && c->status == 200 && !g_ascii_strcasecmp(c->etag, o->md5_hex) &&
                 c->have_length && c->length == o->len;
 
+    if (c->ret || (c->status != 200 && c->status != 404)) {
+        /* cannot tell whose it is: the put failed, its effect unknown */
+        char d[400];
+        int ret = c->ret ? c->ret : -EIO;
+
+        vb_s3_call_describe(c, d, sizeof(d));
+        vb_seterr(&o->err, ret, "put %s: the object exists, and checking whether an "
+                  "earlier try wrote it failed: %s", o->name, d);
+        vb_s3_call_free(c);
+        op_end(o, ret);
+        return;
+    }
     vb_s3_call_free(c);
     /* a try that reached the server wrote it; otherwise another writer did */
     op_end(o, ours ? 0 : vb_seterr(&o->err, -EEXIST, "put %s: object exists", o->name));

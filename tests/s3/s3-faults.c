@@ -275,7 +275,7 @@ static void op_queue(struct vb_store *s)
         struct obj *o = &objs[g_rand_int_range(rnd, 0, NNAMES)];
         bool dup = false;
         for (int j = 0; j < i; j++)
-            dup |= &objs[which[j]] == o;
+            dup |= which[j] >= 0 && &objs[which[j]] == o;
         which[i] = (int)(o - objs);
         out[i] = g_byte_array_new();
         if (dup) {
