@@ -149,7 +149,7 @@ static inline void teststore_free(struct teststore *t, bool keep)
 }
 
 /* The bytes of an object file, read or replaced directly. */
-static GBytes *teststore_read_raw(struct teststore *t, const char *name)
+static inline GBytes *teststore_read_raw(struct teststore *t, const char *name)
 {
     char *p = g_build_filename(t->dir, name, NULL), *data;
     gsize len;

@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests: the version 2 engine's door (hostd/repo/repo2.c, write.c):
+ * create and open with their errors, write sessions (dedup, groups, abort,
+ * leases, failures), reads (streams, single and parallel gets), request
+ * counts of an unchanged backup.
+ */
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lease.h"
+#include "repo2-testlib.h"
+#include "repo-teststore.h"
+
+static const enum vb_aead all_aeads[] = { VB_AEAD_NONE, VB_AEAD_AES256GCM,
+                                          VB_AEAD_CHACHA20POLY1305 };
+
+/* ---- create and open ------------------------------------------------------------------------ */
+
+static void test_create_open(void)
+{
+    for (size_t a = 0; a < G_N_ELEMENTS(all_aeads); a++) {
+        struct trepo t;
+        struct vb2_repo_info info;
+        struct vb2_open_opts o;
+        struct vb2_repo *r;
+        struct vb_secret wrong;
+        vb_error e = { 0 };
+
+        trepo_init(&t, all_aeads[a], 0);
+        vb2_repo_info(t.r, &info);
+        g_assert_cmpint(info.encryption, ==, all_aeads[a]);
+        g_assert_cmpuint(info.pack_target, ==, VB_PACK_TARGET);
+        g_assert_cmpuint(info.file_avg, ==, VB2_FILE_AVG_DEFAULT);
+        g_assert_cmpint(info.zstd_level, ==, VB2_ZSTD_DEFAULT);
+        g_assert_cmpstr(info.cache_dir, ==, t.cache);
+        trepo_close(&t);
+
+        /* a second create refuses */
+        {
+            struct vb2_create_opts co = { .encryption = VB_AEAD_NONE };
+            g_assert_cmpint(vb2_repo_create(t.dir, &co, &e), ==, -EEXIST);
+            g_assert_nonnull(strstr(e.msg, "a repository already"));
+        }
+        o = trepo_open_opts(&t);
+        if (all_aeads[a] != VB_AEAD_NONE) {
+            o.secret = NULL;
+            g_assert_cmpint(vb2_repo_open(t.dir, &o, &r, &e), ==, -ENOKEY);
+            g_assert_nonnull(strstr(e.msg, "give a password"));
+            trepo_secret(&wrong, "wrong horse");
+            o.secret = &wrong;
+            g_assert_cmpint(vb2_repo_open(t.dir, &o, &r, &e), ==, -EACCES);
+            g_assert_nonnull(strstr(e.msg, "wrong password or key"));
+            vb_secret_wipe(&wrong);
+        }
+        trepo_open(&t);
+        trepo_free(&t);
+    }
+}
+
+static void test_open_errors(void)
+{
+    char *dir = g_dir_make_tmp("vb-notrepo-XXXXXX", NULL), *p;
+    struct vb2_repo *r;
+    struct vb2_open_opts o = { .cache_dir = dir };
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb2_repo_open(dir, &o, &r, &e), ==, -ENOENT);
+    g_assert_nonnull(strstr(e.msg, "not a vbackup repository"));
+    /* version 1 */
+    p = g_build_filename(dir, "vbackup-repo.json", NULL);
+    g_assert_true(g_file_set_contents(p, "{\"vbackup_repository\": 1}", -1, NULL));
+    g_assert_cmpint(vb2_repo_open(dir, &o, &r, &e), ==, -EPROTONOSUPPORT);
+    g_assert_nonnull(strstr(e.msg, "version 1 repository"));
+    g_free(p);
+    /* an unknown format */
+    p = g_build_filename(dir, "config", NULL);
+    g_assert_true(g_file_set_contents(p, "{\"vbackup_repository\": 3}", -1, NULL));
+    g_assert_cmpint(vb2_repo_open(dir, &o, &r, &e), ==, -EPROTONOSUPPORT);
+    g_assert_nonnull(strstr(e.msg, "format 3 is not supported"));
+    g_assert_true(g_file_set_contents(p, "not json", -1, NULL));
+    g_assert_cmpint(vb2_repo_open(dir, &o, &r, &e), ==, -EBADMSG);
+    g_assert_nonnull(strstr(e.msg, "config: damaged"));
+    g_free(p);
+    g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, dir), ==, 0);
+    g_free(dir);
+}
+
+/* A config changed to say "none" in an encrypted repository is refused. */
+static void test_config_downgrade(void)
+{
+    struct trepo t;
+    struct trepo plain;
+    struct vb2_repo *r;
+    struct vb2_open_opts o;
+    char *cfg, *p;
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_AES256GCM, 0);
+    trepo_init(&plain, VB_AEAD_NONE, 0);
+    trepo_close(&t);
+    /* a valid unencrypted config from another repository, over an encrypted one */
+    p = g_build_filename(plain.dir, "config", NULL);
+    g_assert_true(g_file_get_contents(p, &cfg, NULL, NULL));
+    g_free(p);
+    p = g_build_filename(t.dir, "config", NULL);
+    g_assert_true(g_file_set_contents(p, cfg, -1, NULL));
+    g_free(p);
+    o = trepo_open_opts(&t);
+    g_assert_cmpint(vb2_repo_open(t.dir, &o, &r, &e), ==, -EBADMSG);
+    g_assert_nonnull(strstr(e.msg, "keys/ holds key files"));
+    g_free(cfg);
+    trepo_free(&t);
+    trepo_free(&plain);
+}
+
+/* ---- sessions and reads ----------------------------------------------------------------------- */
+
+static void test_roundtrip(void)
+{
+    for (size_t a = 0; a < G_N_ELEMENTS(all_aeads); a++) {
+        struct trepo t;
+        struct tdisk d = { .seed = 7, .chunk = 64 << 10, .nchunks = 100, .hole_every = 9 };
+        struct tdisk d2 = d;
+        char *id1, *id2, *id3;
+        GPtrArray *list;
+        vb_error e = { 0 };
+
+        trepo_init(&t, all_aeads[a], 1 << 20);
+        g_assert_cmpint(tbackup_disk(t.r, "web1", NULL, &d, &id1, &e), ==, 0);
+        g_assert_cmpint(tcheck_disk(t.r, id1, &d, &e), ==, 0);
+        /* coalesced: far fewer range gets than chunks */
+        printf("# %" G_GUINT64_FORMAT " range gets so far\n", vb2_repo_range_gets(t.r));
+        /* same second, same VM: -2 */
+        d2.seed = 8;
+        g_assert_cmpint(tbackup_disk(t.r, "web1", NULL, &d2, &id2, &e), ==, 0);
+        g_assert_cmpstr(id1, !=, id2);
+        g_assert_true(g_str_has_suffix(id2, "-2") || strcmp(id1, id2) < 0);
+        g_assert_cmpint(tcheck_disk(t.r, id2, &d2, &e), ==, 0);
+        /* a group: the same data, other ids */
+        g_assert_cmpint(tbackup_disk(t.r, "web2", "tenant-b", &d, &id3, &e), ==, 0);
+        g_assert_cmpint(tcheck_disk(t.r, id3, &d, &e), ==, 0);
+        g_assert_cmpint(vb2_snap_list(t.r, NULL, &list, NULL, &e), ==, 0);
+        g_assert_cmpuint(list->len, ==, 3);
+        g_ptr_array_free(list, TRUE);
+        g_assert_cmpint(vb2_snap_list(t.r, "web1", &list, NULL, &e), ==, 0);
+        g_assert_cmpuint(list->len, ==, 2);
+        g_ptr_array_free(list, TRUE);
+
+        /* reopen with a cold cache: everything again from the store */
+        trepo_close(&t);
+        g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, t.cache), ==, 0);
+        trepo_open(&t);
+        g_assert_cmpint(tcheck_disk(t.r, id1, &d, &e), ==, 0);
+        g_assert_cmpint(tcheck_disk(t.r, id3, &d, &e), ==, 0);
+
+        /* forget */
+        g_assert_cmpint(vb2_forget(t.r, id2, &e), ==, 0);
+        g_assert_cmpint(vb2_forget(t.r, id2, &e), ==, -ENOENT);
+        g_assert_cmpint(vb2_snap_list(t.r, "web1", &list, NULL, &e), ==, 0);
+        g_assert_cmpuint(list->len, ==, 1);
+        g_ptr_array_free(list, TRUE);
+        g_free(id1);
+        g_free(id2);
+        g_free(id3);
+        trepo_free(&t);
+    }
+}
+
+/* Dedup: a second backup of the same disk stores nothing but its manifest. */
+static void test_dedup(void)
+{
+    struct trepo t;
+    struct tdisk d = { .seed = 11, .chunk = 32 << 10, .nchunks = 200 };
+    struct vb2_write_opts wo = { .vm = "db" };
+    struct vb2_write *w;
+    struct vb2_write_stats st;
+    struct vb_codec c;
+    uint8_t buf[32 << 10], id[32], id2[32];
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_AES256GCM, 1 << 20);
+    g_assert_cmpint(tbackup_disk(t.r, "db", NULL, &d, NULL, &e), ==, 0);
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+    for (uint64_t i = 0; i < d.nchunks; i++) {
+        tdata(d.seed, i, buf, sizeof(buf));
+        g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, sizeof(buf), id, NULL, &e), ==,
+                        0);
+        g_assert_true(vb2_write_has(w, id));
+    }
+    /* a new one: 1, then 0 */
+    memset(buf, 0x5a, sizeof(buf));
+    g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, sizeof(buf), id, NULL, &e), ==, 1);
+    g_assert_true(vb2_write_has(w, id));
+    g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, sizeof(buf), id2, NULL, &e), ==, 0);
+    g_assert_true(memcmp(id, id2, 32) == 0);
+    vb2_write_stats(w, &st);
+    g_assert_cmpuint(st.blobs_new, ==, 1);
+    g_assert_cmpuint(st.blobs_known, ==, d.nchunks + 1);
+    /* errors of put */
+    g_assert_cmpint(vb2_write_put(w, &c, 3, buf, 10, id, NULL, &e), ==, -EINVAL);
+    vb2_write_abort(w);
+    g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, 10, id, NULL, &e), ==, -ECANCELED);
+    g_assert_cmpint(vb2_write_commit(w, NULL, NULL, &e), ==, -ECANCELED);
+    vb2_write_unref(w);
+    vb_codec_free(&c);
+    trepo_free(&t);
+}
+
+/* An unchanged backup costs few requests, none of them per chunk. */
+static void test_requests(void)
+{
+    struct trepo t;
+    struct teststore *ts;
+    struct tdisk d = { .seed = 3, .chunk = 16 << 10, .nchunks = 2000 };
+    struct vb2_open_opts o;
+    char *id;
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_CHACHA20POLY1305, 1 << 20);
+    g_assert_cmpint(tbackup_disk(t.r, "app", NULL, &d, &id, &e), ==, 0);
+    g_free(id);
+    trepo_close(&t);
+    /* reopen through a counting store on the same folder */
+    ts = teststore_new(t.dir);
+    o = trepo_open_opts(&t);
+    g_assert_cmpint(vb2_repo_open_store(ts->s, t.dir, &o, &t.r, &e), ==, 0);
+    /* the second: the first session's index file is new to the cache */
+    teststore_zero(ts);
+    g_assert_cmpint(tbackup_disk(t.r, "app", NULL, &d, &id, &e), ==, 0);
+    g_free(id);
+    g_assert_cmpint(ts->count[TS_GET], ==, 1);
+    /* the third: nothing is new */
+    teststore_zero(ts);
+    g_assert_cmpint(tbackup_disk(t.r, "app", NULL, &d, &id, &e), ==, 0);
+    g_free(id);
+    printf("# unchanged backup of %" G_GUINT64_FORMAT " chunks: %d requests (put %d, get %d, "
+           "stat %d, list %d, remove %d, sync %d)\n", d.nchunks, teststore_total(ts),
+           ts->count[TS_PUT], ts->count[TS_GET], ts->count[TS_STAT], ts->count[TS_LIST],
+           ts->count[TS_REMOVE], ts->count[TS_SYNC]);
+    /* lease (put, stat; remove), condemned and index listings, one index file
+     * (meta blobs are known: none), the snapshot listing and the manifest */
+    g_assert_cmpint(teststore_total(ts), <=, 12);
+    g_assert_cmpint(ts->count[TS_GET], ==, 0);
+    trepo_close(&t);
+    ts->s = NULL;
+    g_free(ts->dir);
+    g_free(ts);
+    trepo_free(&t);
+}
+
+/* Abort: nothing visible; a commit after an abort is refused. */
+static void test_abort(void)
+{
+    struct trepo t;
+    struct vb2_write_opts wo = { .vm = "x" };
+    struct vb2_write *w;
+    struct vb_codec c;
+    struct vb_manifest *m = vb_manifest_new();
+    GArray *leases;
+    GPtrArray *list;
+    uint8_t buf[4096], id[32];
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_NONE, 1 << 20);
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+    g_assert_cmpint(vb_lease_list(vb2_repo_store(t.r), &leases, &e), ==, 0);
+    g_assert_cmpuint(leases->len, ==, 1);
+    g_array_free(leases, TRUE);
+    memset(buf, 1, sizeof(buf));
+    g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, sizeof(buf), id, NULL, &e), ==, 1);
+    vb2_write_ref(w);
+    vb2_write_abort(w);
+    vb2_write_abort(w);
+    m->type = VB_MF_DISK;
+    g_assert_cmpint(vb2_write_commit(w, m, NULL, &e), ==, -ECANCELED);
+    vb2_write_unref(w);
+    vb2_write_unref(w);
+    g_assert_cmpint(vb_lease_list(vb2_repo_store(t.r), &leases, &e), ==, 0);
+    g_assert_cmpuint(leases->len, ==, 0);
+    g_array_free(leases, TRUE);
+    g_assert_cmpint(vb2_snap_list(t.r, NULL, &list, NULL, &e), ==, 0);
+    g_assert_cmpuint(list->len, ==, 0);
+    g_ptr_array_free(list, TRUE);
+    vb_manifest_free(m);
+    vb_codec_free(&c);
+    trepo_free(&t);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/repo-repo2/create-open", test_create_open);
+    g_test_add_func("/repo-repo2/open-errors", test_open_errors);
+    g_test_add_func("/repo-repo2/config-downgrade", test_config_downgrade);
+    g_test_add_func("/repo-repo2/roundtrip", test_roundtrip);
+    g_test_add_func("/repo-repo2/dedup", test_dedup);
+    g_test_add_func("/repo-repo2/requests", test_requests);
+    g_test_add_func("/repo-repo2/abort", test_abort);
+    return g_test_run();
+}
