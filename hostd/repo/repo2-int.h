@@ -31,6 +31,15 @@ struct vb2_repo {
 /* Random bytes (getrandom). */
 int vb2_random(uint8_t *out, size_t n, vb_error *e);
 
+/*
+ * A pack writer whose first blob is a salt: 16 random bytes (a meta blob
+ * under the repository's id key that nothing references), so that no two
+ * packs are ever the same object.  Without it an unencrypted session could
+ * make a pack byte for byte equal to a condemned one, find its name taken
+ * (NOREPLACE) and rely on a pack that gc is about to delete.
+ */
+struct vb_pack_writer *vb2_pack_new(struct vb2_repo *r, struct vb_codec *c, vb_error *e);
+
 /* Read a whole object of at most max bytes. */
 int vb2_get_object(struct vb2_repo *r, const char *name, size_t max, GByteArray *out,
                    vb_error *e);

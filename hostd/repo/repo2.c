@@ -764,6 +764,30 @@ GArray *vb2_all_group_keys(struct vb2_repo *r, GPtrArray *manifests, vb_error *e
     return keys;
 }
 
+/* ---- packs --------------------------------------------------------------------------------- */
+
+struct vb_pack_writer *vb2_pack_new(struct vb2_repo *r, struct vb_codec *c, vb_error *e)
+{
+    struct vb_pack_writer *w = vb_pack_writer_new(&r->keys, r->pack_target);
+    uint8_t salt[16], id[VB_HASH_LEN];
+    int ret;
+
+    if (!w) {
+        vb_seterr(e, -ENOMEM, "out of memory");
+        return NULL;
+    }
+    ret = vb2_random(salt, sizeof(salt), e);
+    if (!ret)
+        ret = vb_keyed_id(r->keys.id_key, salt, sizeof(salt), id);
+    if (!ret)
+        ret = vb_pack_add(w, c, VB_BLOB_META, id, salt, sizeof(salt), e);
+    if (ret) {
+        vb_pack_writer_free(w);
+        return NULL;
+    }
+    return w;
+}
+
 /* ---- index files ------------------------------------------------------------------------- */
 
 int vb2_put_index(struct vb2_repo *r, struct vb_index_entry *ents, size_t n,
@@ -952,7 +976,7 @@ int vb2_snap_list(struct vb2_repo *r, const char *vm, GPtrArray **out, GPtrArray
 
 int vb2_snap_load(struct vb2_repo *r, const char *id, struct vb_manifest **out, vb_error *e)
 {
-    GPtrArray *all;
+    GPtrArray *all, *problems;
     int ret;
 
     *out = NULL;
@@ -964,7 +988,8 @@ int vb2_snap_load(struct vb2_repo *r, const char *id, struct vb_manifest **out, 
     }
     if (!vb_snap_id_valid(id))
         return vb_seterr(e, -EINVAL, "'%.100s' is not a snapshot id (VM/TIME)", id);
-    ret = vb2_snap_list(r, NULL, &all, NULL, e);
+    /* the others' damage does not hide this one */
+    ret = vb2_snap_list(r, NULL, &all, &problems, e);
     if (ret)
         return ret;
     for (guint i = 0; i < all->len; i++) {
@@ -975,7 +1000,14 @@ int vb2_snap_load(struct vb2_repo *r, const char *id, struct vb_manifest **out, 
         }
     }
     g_ptr_array_free(all, TRUE);
-    return *out ? 0 : vb_seterr(e, -ENOENT, "snapshot %s not found", id);
+    if (!*out && problems->len)
+        ret = vb_seterr(e, -ENOENT, "snapshot %s not found (%u snapshot%s cannot be read: %s)",
+                        id, problems->len, problems->len == 1 ? "" : "s",
+                        (char *)problems->pdata[0]);
+    else if (!*out)
+        ret = vb_seterr(e, -ENOENT, "snapshot %s not found", id);
+    g_ptr_array_free(problems, TRUE);
+    return ret;
 }
 
 int vb2_forget(struct vb2_repo *r, const char *id, vb_error *e)

@@ -634,9 +634,9 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
     if (!ret && (w->ended || w->abort_wanted))
         ret = vb_seterr(e, -ECANCELED, "the backup was aborted");
     if (!ret && !w->open[slot]) {
-        w->open[slot] = vb_pack_writer_new(&w->r->keys, w->r->pack_target);
+        w->open[slot] = vb2_pack_new(w->r, c, e);
         if (!w->open[slot])
-            ret = vb_seterr(e, -ENOMEM, "out of memory");
+            ret = e && e->code ? e->code : -ENOMEM;
     }
     if (!ret) {
         ent.plain_len = (uint32_t)len;
