@@ -431,8 +431,13 @@ static int phase_delete(struct gc *g, vb_error *e)
                 g->rep->packs_deleted++;
                 g->rep->bytes_deleted += pack_size(g->packs, key);
             }
+            if (!ret)
+                g_hash_table_remove(g->packs, key);
         }
     }
+    /* what follows (phase 1) sees the index without them */
+    if (!ret)
+        ret = refresh_view(g, e);
     if (!ret)
         ret = vb_store_sync(r->s, e);
     for (guint i = 0; !ret && i < ready->len; i++) {

@@ -1037,8 +1037,9 @@ static int merge_write(struct vb_index_cache *c, struct merge *m, vb_error *e)
     vb_put_le32(hdr + 48, vb_crc32_more(0, (const uint8_t *)fan, TBL_FAN * 4));
     vb_put_le32(hdr + 56, o.crc);
     vb_put_le32(hdr + 60, vb_crc32_more(0, hdr, 60));
+    /* no fsync: a table torn by a crash fails its CRCs and is built again */
     if (pwrite(o.fd, fan, TBL_FAN * 4, TBL_HDR) != TBL_FAN * 4 ||
-        pwrite(o.fd, hdr, TBL_HDR, 0) != TBL_HDR || fsync(o.fd) < 0) {
+        pwrite(o.fd, hdr, TBL_HDR, 0) != TBL_HDR) {
         ret = vb_seterr(e, errno ? -errno : -EIO, "write %s/%s: %s", c->dir, tmp,
                         strerror(errno ? errno : EIO));
         goto out;

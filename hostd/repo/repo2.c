@@ -236,7 +236,7 @@ static int config_parse(const GByteArray *buf, struct config *c, uint8_t **seale
             goto out;
         }
         if (json_object_get_int64(ver) != VB_REPO_V2) {
-            ret = vb_seterr(e, -EPROTONOSUPPORT, "repository format %lld is not supported "
+            ret = vb_seterr(e, -EPROTONOSUPPORT, "config: repository format %lld is not supported "
                             "(this vbackup reads formats 1 and 2)",
                             (long long)json_object_get_int64(ver));
             goto out;
