@@ -117,7 +117,8 @@ int vb_index_build(const struct vb_keys *k, struct vb_index_entry *ents, size_t 
             return -EINVAL;
         }
     }
-    qsort_r(ents, n, sizeof(*ents), entry_cmp, &ctx);
+    if (n)
+        qsort_r(ents, n, sizeof(*ents), entry_cmp, &ctx);
 
     /* the packs named, ascending: map[caller's ordinal] = ordinal in the table */
     map = malloc(VB_MAX(npacks, (size_t)1) * sizeof(*map));
@@ -139,7 +140,8 @@ int vb_index_build(const struct vb_keys *k, struct vb_index_entry *ents, size_t 
                         VB_INDEX_MAX_PACKS);
         goto out;
     }
-    qsort(table, nused, sizeof(*table), packid_cmp);
+    if (nused)
+        qsort(table, nused, sizeof(*table), packid_cmp);
     for (uint32_t i = 0; i < nused; i++) {
         if (i && !memcmp(table[i].b, table[i - 1].b, VB_OBJ_ID_LEN)) {
             ret = vb_seterr(e, -EINVAL, "build index file: a pack id is listed twice");

@@ -68,7 +68,8 @@ static int list_pack_objs(struct vb2_repo *r, GArray **out, vb_error *e)
         g_array_free(a, TRUE);
         return ret;
     }
-    qsort(a->data, a->len, sizeof(struct pack_obj), pack_obj_cmp);
+    if (a->len)
+        qsort(a->data, a->len, sizeof(struct pack_obj), pack_obj_cmp);
     *out = a;
     return 0;
 }
@@ -262,7 +263,8 @@ int vb2_verify(struct vb2_repo *r, const struct vb2_verify_opts *o,
     codec_ok = true;
     for (uint64_t i = 0; i < count; i++)
         order[i] = (uint32_t)i;
-    qsort_r(order, count, sizeof(uint32_t), by_pack_cmp, v);
+    if (count)
+        qsort_r(order, count, sizeof(uint32_t), by_pack_cmp, v);
 
     for (guint pi = 0; pi < packs->len; pi++) {
         const struct pack_obj *p = &g_array_index(packs, struct pack_obj, pi);

@@ -335,7 +335,11 @@ static void test_verify_repair(void)
     expect_verify_clean(t.r, true);
 
     /* every index file removed: reads fail; repair brings them back */
-    g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, g_build_filename(t.dir, "index", NULL)), ==, 0);
+    {
+        char *idx = g_build_filename(t.dir, "index", NULL);
+        g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, idx), ==, 0);
+        g_free(idx);
+    }
     g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, t.cache), ==, 0);
     trepo_close(&t);
     trepo_open(&t);
@@ -370,8 +374,14 @@ static void test_verify_repair(void)
     }
     g_assert_cmpint(vb2_verify(t.r, &full, &rep, &e), ==, 0);
     g_assert_cmpuint(rep.problems->len, >=, 1);
-    printf("# verify a flipped byte: %s\n", (char *)rep.problems->pdata[0]);
-    g_assert_nonnull(strstr(rep.problems->pdata[0], "SHA-256 is not its name"));
+    {
+        bool named = false;
+        for (guint i = 0; i < rep.problems->len; i++) {
+            printf("# verify a flipped byte: %s\n", (char *)rep.problems->pdata[i]);
+            named = named || strstr(rep.problems->pdata[i], "SHA-256 is not its name");
+        }
+        g_assert_true(named);
+    }
     vb2_verify_report_free(&rep);
     /* removed: named too */
     g_assert_cmpint(unlink(pack), ==, 0);
