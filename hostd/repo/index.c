@@ -632,7 +632,7 @@ int vb_index_cache_open(const char *dir, const uint8_t repo_id[16],
         goto fail;
     }
     memcpy(c->repo_id, repo_id, 16);
-    c->budget = 64u << 20;
+    c->budget = 32u << 20;
     g_mutex_init(&c->mu);
     *out = c;
     return 0;
@@ -1105,7 +1105,7 @@ static int refresh_once(struct vb_index_cache *c, struct vb_store *s, const stru
     uint32_t *src_map = NULL;
     struct registry reg;
     uint8_t *batch = NULL;
-    uint64_t nbatch = 0, cap = c->budget / TBL_REC;
+    uint64_t nbatch = 0, cap = c->budget / TBL_REC, bcap;
     unsigned dropped = 0;
     int ret;
 
@@ -1145,7 +1145,9 @@ static int refresh_once(struct vb_index_cache *c, struct vb_store *s, const stru
     }
     for (uint32_t i = 0; i < old->npacks; i++)
         registry_add(&reg, vb_index_view_pack(old, i));
-    batch = malloc((size_t)cap * TBL_REC);
+    /* the batch grows as records come, up to the budget */
+    bcap = VB_MIN(cap, (uint64_t)4096);
+    batch = malloc((size_t)bcap * TBL_REC);
     if (!batch) {
         ret = vb_seterr(e, -ENOMEM, "refresh the index cache: out of memory");
         goto out;
@@ -1172,7 +1174,15 @@ static int refresh_once(struct vb_index_cache *c, struct vb_store *s, const stru
             pmap[i] = registry_add(&reg, file.packs[i].b);
         for (size_t i = 0; i < file.count; i++) {
             const struct vb_index_entry *x = &file.ents[i];
-            if (nbatch == cap) {
+            if (nbatch == bcap && bcap < cap) {
+                uint64_t ncap = VB_MIN(cap, 2 * bcap);
+                uint8_t *p = realloc(batch, (size_t)ncap * TBL_REC);
+                if (p) {
+                    batch = p;
+                    bcap = ncap;
+                }
+            }
+            if (nbatch == bcap) {
                 ret = run_write(c, batch, nbatch, runs, e);
                 nbatch = 0;
                 if (ret) {

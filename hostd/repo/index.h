@@ -35,7 +35,7 @@
 #define VB_INDEX_VERSION       1
 #define VB_INDEX_HDR           16         /* "VBIX" | version u8 | reserved u8[3] | packs u32 | records u32 */
 #define VB_INDEX_REC           56         /* one record */
-#define VB_INDEX_FILE_RECORDS  (1u << 19) /* most records a file is written with (28 MiB) */
+#define VB_INDEX_FILE_RECORDS  (1u << 18) /* most records a file is written with (14 MiB) */
 #define VB_INDEX_MAX_RECORDS   (1u << 24) /* most records a reader accepts */
 #define VB_INDEX_MAX_PACKS     (1u << 22) /* most packs one file may name */
 
@@ -117,7 +117,7 @@ int vb_index_cache_open(const char *dir, const uint8_t repo_id[16],
 void vb_index_cache_close(struct vb_index_cache *c);
 const char *vb_index_cache_dir(const struct vb_index_cache *c);
 /* Records of new files held in memory before they go to a sorted run on
- * disk (default 64 MiB). */
+ * disk (default 32 MiB). */
 void vb_index_cache_set_budget(struct vb_index_cache *c, size_t bytes);
 
 struct vb_index_refresh_info {

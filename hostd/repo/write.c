@@ -666,8 +666,7 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
             fail_locked(w, ret, e);
         idset_del(&w->own, id);
     }
-    w->puts--;
-    g_cond_broadcast(&w->cond);
+    w->puts--;                        /* nobody waits for this: no wake-up, no syscall */
     g_mutex_unlock(&w->mu);
     return ret ? ret : 1;
 }
