@@ -756,7 +756,9 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
     if (id_out)
         *id_out = NULL;
     g_mutex_lock(&w->mu);
-    if (w->ended || w->abort_wanted)
+    if (!m && !w->ended && !w->abort_wanted)
+        ret = vb_seterr(e, -EINVAL, "commit without a manifest");
+    else if (w->ended || w->abort_wanted)
         ret = vb_seterr(e, -ECANCELED, "the backup was aborted");
     else if (w->failed)
         ret = vb_seterr(e, w->fail_err.code ? w->fail_err.code : -EIO,
