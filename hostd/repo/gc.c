@@ -265,7 +265,7 @@ static int rewrite_sources(struct gc *g, const uint8_t *src_sel, const uint8_t *
         x.plain_len = loc.plain_len;
         x.type = loc.type;
         g_array_append_val(batch, x);
-        if (batch->len == VB_INDEX_FILE_RECORDS) {
+        if (batch->len == g->r->index_file_records) {
             ret = vb2_put_index(g->r, (struct vb_index_entry *)batch->data, batch->len, packs,
                                 vb_index_view_npacks(v), &n, e);
             g->rep->index_written += n;
@@ -808,7 +808,7 @@ static int merge_index(struct gc *g, vb_error *e)
             per[src]++;
     }
     for (uint32_t s = 0; s < ns; s++) {
-        if (per[s] < VB_INDEX_FILE_RECORDS / 2) {
+        if (per[s] < g->r->index_file_records / 2) {
             bit_set(sel, s);
             small++;
         }

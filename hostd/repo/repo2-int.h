@@ -19,6 +19,7 @@ struct vb2_repo {
     int zstd_level;
     bool readonly;
     unsigned upload_threads, read_threads;
+    unsigned index_file_records;
     int64_t lease_expiry_ns, lease_refresh_ns, lease_margin_ns;
     char *cache_dir;
     struct vb_index_cache *cache;

@@ -596,6 +596,8 @@ int vb2_repo_open_store(struct vb_store *s, const char *location,
     r->readonly = o->readonly;
     r->upload_threads = o->upload_threads ? o->upload_threads : 2;
     r->read_threads = o->read_threads ? o->read_threads : 4;
+    r->index_file_records = o->index_file_records && o->index_file_records < VB_INDEX_FILE_RECORDS
+                            ? o->index_file_records : VB_INDEX_FILE_RECORDS;
     r->lease_expiry_ns = o->lease_expiry_ns ? o->lease_expiry_ns : VB_LEASE_EXPIRY_NS;
     r->lease_refresh_ns = o->lease_refresh_ns ? o->lease_refresh_ns : VB_LEASE_REFRESH_NS;
     r->lease_margin_ns = o->lease_margin_ns ? o->lease_margin_ns : VB_LEASE_MARGIN_NS;
@@ -796,8 +798,8 @@ int vb2_put_index(struct vb2_repo *r, struct vb_index_entry *ents, size_t n,
 {
     if (written)
         *written = 0;
-    for (size_t off = 0; off < n; off += VB_INDEX_FILE_RECORDS) {
-        size_t m = VB_MIN((size_t)VB_INDEX_FILE_RECORDS, n - off);
+    for (size_t off = 0; off < n; off += r->index_file_records) {
+        size_t m = VB_MIN((size_t)r->index_file_records, n - off);
         char name[VB_OBJ_NAME_MAX];
         uint8_t *data, fid[VB_OBJ_ID_LEN];
         size_t len;

@@ -63,6 +63,9 @@ struct vb2_open_opts {
     unsigned read_threads;           /* parallel gets (0: 4) */
     /* leases (0: the defaults of lease.h); tests shorten them */
     int64_t lease_expiry_ns, lease_refresh_ns, lease_margin_ns;
+    /* records per index file written (0: VB_INDEX_FILE_RECORDS); a session
+     * writes one as soon as it has this many (tests lower it) */
+    unsigned index_file_records;
 };
 
 /*

@@ -478,8 +478,8 @@ static int repair_flush(struct vb2_repo *r, GArray *ents, GArray *bpacks, GHashT
 {
     int ret = 0;
 
-    for (size_t off = 0; !ret && off < ents->len; off += VB_INDEX_FILE_RECORDS) {
-        size_t m = VB_MIN((size_t)VB_INDEX_FILE_RECORDS, ents->len - off);
+    for (size_t off = 0; !ret && off < ents->len; off += r->index_file_records) {
+        size_t m = VB_MIN((size_t)r->index_file_records, ents->len - off);
         uint8_t *data, fid[VB_OBJ_ID_LEN];
         char iname[VB_OBJ_NAME_MAX];
         size_t len;
@@ -553,7 +553,7 @@ int vb2_repair_index(struct vb2_repo *r, uint64_t *npacks, uint64_t *nblobs,
         np++;
         nb += info.count;
         vb_pack_info_free(&info);
-        if (ents->len >= VB_INDEX_FILE_RECORDS)
+        if (ents->len >= r->index_file_records)
             ret = repair_flush(r, ents, bpacks, fresh, e);
     }
     if (!ret)

@@ -247,7 +247,7 @@ static gpointer uploader(gpointer opaque)
                 g_array_append_val(w->ents, x);
             }
             w->st.packs++;
-            if (w->ents->len >= VB_INDEX_FILE_RECORDS)
+            if (w->ents->len >= w->r->index_file_records)
                 spill_locked(w);
         }
         w->inflight--;

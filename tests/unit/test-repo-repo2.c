@@ -293,6 +293,186 @@ static void test_abort(void)
     trepo_free(&t);
 }
 
+/* Dedup groups: the same data has other ids in another group, and is
+ * stored again there. */
+static void test_groups(void)
+{
+    struct trepo t;
+    struct vb2_write_opts wa = { .vm = "a" }, wb = { .vm = "b", .dedup_group = "tenant-b" };
+    struct vb2_write *a, *b;
+    struct vb_codec c;
+    uint8_t buf[8192], ida[32], idb[32], k[32];
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_AES256GCM, 1 << 20);
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    tdata(1, 1, buf, sizeof(buf));
+    g_assert_cmpint(vb2_write_begin(t.r, &wa, &a, &e), ==, 0);
+    g_assert_cmpint(vb2_write_put(a, &c, VB_BLOB_DATA, buf, sizeof(buf), ida, NULL, &e), ==, 1);
+    {
+        struct vb_manifest *m = vb_manifest_new();
+        m->type = VB_MF_DISK;
+        m->disk.chunk_size = 8192;
+        m->disk.size = 8192;
+        m->disk.chunk_count = 1;
+        g_assert_cmpint(vb2_write_stream(a, &c, ida, 32, &m->chunks, &e), ==, 0);
+        g_assert_cmpint(vb2_write_commit(a, m, NULL, &e), ==, 0);
+        vb_manifest_free(m);
+    }
+    vb2_write_unref(a);
+    g_assert_cmpint(vb2_write_begin(t.r, &wb, &b, &e), ==, 0);
+    g_assert_cmpint(vb2_write_put(b, &c, VB_BLOB_DATA, buf, sizeof(buf), idb, NULL, &e), ==, 1);
+    g_assert_true(memcmp(ida, idb, 32) != 0);
+    g_assert_cmpint(vb2_group_key(t.r, "tenant-b", k, &e), ==, 0);
+    {
+        uint8_t again[32];
+        g_assert_cmpint(vb_keyed_id(k, buf, sizeof(buf), again), ==, 0);
+        g_assert_true(memcmp(again, idb, 32) == 0);
+        g_assert_cmpint(vb2_write_id(b, buf, sizeof(buf), again), ==, 0);
+        g_assert_true(memcmp(again, idb, 32) == 0);
+    }
+    vb2_write_abort(b);
+    vb2_write_unref(b);
+    /* a blob read under the wrong group's key fails its id check */
+    {
+        GByteArray *out = g_byte_array_new();
+        g_assert_cmpint(vb2_blob_get(t.r, &c, k, ida, out, &e), ==, -EBADMSG);
+        g_assert_nonnull(strstr(e.msg, "does not match its id"));
+        g_assert_cmpint(vb2_group_key(t.r, NULL, k, &e), ==, 0);
+        g_assert_cmpint(vb2_blob_get(t.r, &c, k, ida, out, &e), ==, 0);
+        g_assert_cmpuint(out->len, ==, sizeof(buf));
+        g_assert_true(memcmp(out->data, buf, sizeof(buf)) == 0);
+        g_byte_array_free(out, TRUE);
+    }
+    vb_codec_free(&c);
+    trepo_free(&t);
+}
+
+struct cnt {
+    gint ok, bad;
+};
+
+static void count_got(void *o, size_t i, const uint8_t *d, size_t len, int err,
+                      const vb_error *e)
+{
+    struct cnt *c = o;
+
+    if (err)
+        g_atomic_int_inc(&c->bad);
+    else
+        g_atomic_int_inc(&c->ok);
+}
+
+/* A files snapshot: a catalog written piece by piece, read back piece by
+ * piece; get_many reports a missing blob and delivers the others. */
+static void test_files_streams(void)
+{
+    struct trepo t;
+    struct vb2_write_opts wo = { .vm = "f" };
+    struct vb2_write *w;
+    struct vb_codec c;
+    struct vb_stream_writer *sw;
+    struct vb_manifest *m = vb_manifest_new(), *back;
+    GString *cat = g_string_new(NULL);
+    uint8_t ids[3 * 32], buf[5000];
+    char *id;
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_CHACHA20POLY1305, 1 << 20);
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+    for (int i = 0; i < 3; i++) {
+        tdata(50, (uint64_t)i, buf, sizeof(buf));
+        g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, sizeof(buf), ids + 32 * i, NULL,
+                                      &e), ==, 1);
+    }
+    sw = vb2_write_stream_new(w, &c);
+    for (int i = 0; i < 100000; i++) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "entry %06d /home/user/file-%d\n", i, i * 7);
+        g_string_append_len(cat, line, n);
+        g_assert_cmpint(vb_stream_write(sw, line, (size_t)n, &e), ==, 0);
+    }
+    g_assert_cmpint(vb_stream_finish(sw, &m->catalog, &e), ==, 0);
+    vb_stream_writer_free(sw);
+    g_assert_cmpuint(m->catalog.nblobs, >, 10);
+    m->type = VB_MF_FILES;
+    m->files.nroots = 1;
+    m->files.roots = g_new0(char *, 1);
+    m->files.roots[0] = g_strdup("/home");
+    m->files.entries = 100000;
+    g_assert_cmpint(vb2_write_stream(w, &c, ids, sizeof(ids), &m->chunks, &e), ==, 0);
+    g_assert_cmpint(vb2_write_commit(w, m, &id, &e), ==, 0);
+    vb2_write_unref(w);
+    g_assert_cmpint(vb2_snap_load(t.r, id, &back, &e), ==, 0);
+    g_assert_cmpint(back->type, ==, VB_MF_FILES);
+    {
+        struct vb2_stream *s = vb2_stream_open(t.r, back, &back->catalog, &e);
+        GString *got = g_string_new(NULL);
+        char piece[3000];
+        size_t n;
+        g_assert_nonnull(s);
+        for (;;) {
+            g_assert_cmpint(vb2_stream_read(s, piece, sizeof(piece), &n, &e), ==, 0);
+            if (!n)
+                break;
+            g_string_append_len(got, piece, (gssize)n);
+        }
+        g_assert_cmpuint(got->len, ==, cat->len);
+        g_assert_true(memcmp(got->str, cat->str, cat->len) == 0);
+        g_string_free(got, TRUE);
+        vb2_stream_close(s);
+    }
+    {
+        struct cnt cn = { 0, 0 };
+        uint8_t key[32], req[4 * 32];
+        memcpy(req, ids, 3 * 32);
+        memset(req + 3 * 32, 0x77, 32);          /* not in the index */
+        g_assert_cmpint(vb2_group_key(t.r, NULL, key, &e), ==, 0);
+        g_assert_cmpint(vb2_get_many(t.r, key, req, 4, count_got, &cn, &e), ==, -ENOENT);
+        g_assert_nonnull(strstr(e.msg, "not in the index"));
+        g_assert_cmpint(cn.ok, ==, 3);
+        g_assert_cmpint(cn.bad, ==, 1);
+    }
+    free(id);
+    vb_manifest_free(m);
+    vb_manifest_free(back);
+    g_string_free(cat, TRUE);
+    vb_codec_free(&c);
+    trepo_free(&t);
+}
+
+/* A session with more new blobs than one index file holds spills index
+ * files as it goes; the snapshot reads back whole. */
+static void test_spill(void)
+{
+    struct trepo t;
+    struct tdisk d = { .seed = 61, .chunk = 4096, .nchunks = 12000 };
+    struct vb2_open_opts o;
+    char *id;
+    vb_error e = { 0 };
+    GDir *dir;
+    char *p;
+    unsigned files = 0;
+
+    trepo_init(&t, VB_AEAD_NONE, 16u << 20);
+    trepo_close(&t);
+    o = trepo_open_opts(&t);
+    o.index_file_records = 5000;
+    g_assert_cmpint(vb2_repo_open(t.dir, &o, &t.r, &e), ==, 0);
+    g_assert_cmpint(tbackup_disk(t.r, "big", NULL, &d, &id, &e), ==, 0);
+    p = g_build_filename(t.dir, "index", NULL);
+    dir = g_dir_open(p, 0, NULL);
+    while (g_dir_read_name(dir))
+        files++;
+    g_dir_close(dir);
+    g_free(p);
+    g_assert_cmpuint(files, ==, 3);      /* 5000 + 5000 spilled, the rest at commit */
+    g_assert_cmpint(tcheck_disk(t.r, id, &d, &e), ==, 0);
+    g_free(id);
+    trepo_free(&t);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -303,5 +483,8 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-repo2/dedup", test_dedup);
     g_test_add_func("/repo-repo2/requests", test_requests);
     g_test_add_func("/repo-repo2/abort", test_abort);
+    g_test_add_func("/repo-repo2/groups", test_groups);
+    g_test_add_func("/repo-repo2/files-streams", test_files_streams);
+    g_test_add_func("/repo-repo2/spill", test_spill);
     return g_test_run();
 }
