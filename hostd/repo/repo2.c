@@ -846,10 +846,13 @@ static int snap_cache_read(struct vb2_repo *r, const char *object, GByteArray *o
 
 void vb2_snap_cache_put(struct vb2_repo *r, const char *object, const GByteArray *b)
 {
-    char tmp[64];
+    static gint seq;
+    char tmp[96];
     int fd;
 
-    snprintf(tmp, sizeof(tmp), ".tmp-%s-%d", object, (int)getpid());
+    /* unique per process and call: two threads may cache one manifest */
+    snprintf(tmp, sizeof(tmp), ".tmp-%s-%d-%d", object, (int)getpid(),
+             g_atomic_int_add(&seq, 1));
     fd = openat(r->snapfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return;
@@ -1342,10 +1345,10 @@ int vb2_get_many(struct vb2_repo *r, const uint8_t idkey[VB_KEY_LEN], const uint
             GByteArray *plain = g_byte_array_new();
             struct vb_codec c;
             vb_error one = { 0 };
-            int r2 = vb_codec_init(&c, 1) ? vb_seterr(&one, -ENOMEM, "out of memory")
-                                          : vb2_blob_get(r, &c, idkey, ids + i * VB_HASH_LEN,
-                                                         plain, &one);
-            if (!r2)
+            bool ok = vb_codec_init(&c, 1) == 0;
+            int r2 = !ok ? vb_seterr(&one, -ENOMEM, "out of memory")
+                         : vb2_blob_get(r, &c, idkey, ids + i * VB_HASH_LEN, plain, &one);
+            if (ok)
                 vb_codec_free(&c);
             if (r2) {
                 many_fail(&m, r2, &one);

@@ -473,6 +473,67 @@ static void test_spill(void)
     trepo_free(&t);
 }
 
+struct racer {
+    struct vb2_write *w;
+    int seed;
+    gint stored, cancelled;
+};
+
+static gpointer race_puts(gpointer opaque)
+{
+    struct racer *rc = opaque;
+    struct vb_codec c;
+    uint8_t buf[16384], id[32];
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    for (int i = 0; i < 4000; i++) {
+        int ret;
+        tdata((uint32_t)rc->seed, (uint64_t)i, buf, sizeof(buf));
+        ret = vb2_write_put(rc->w, &c, VB_BLOB_DATA, buf, sizeof(buf), id, NULL, &e);
+        if (ret == -ECANCELED) {
+            g_atomic_int_inc(&rc->cancelled);
+            break;
+        }
+        g_assert_cmpint(ret, >=, 0);
+        g_atomic_int_inc(&rc->stored);
+    }
+    vb_codec_free(&c);
+    vb2_write_unref(rc->w);
+    return NULL;
+}
+
+/* The owner aborts while two threads put: they stop with -ECANCELED, the
+ * last reference frees the session, the lease is gone. */
+static void test_abort_racing(void)
+{
+    struct trepo t;
+    struct vb2_write_opts wo = { .vm = "race" };
+    struct vb2_write *w;
+    struct racer a = { .seed = 1 }, b = { .seed = 2 };
+    GThread *ta, *tb;
+    GArray *leases;
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_AES256GCM, 1 << 20);
+    g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+    a.w = vb2_write_ref(w);
+    b.w = vb2_write_ref(w);
+    ta = g_thread_new("a", race_puts, &a);
+    tb = g_thread_new("b", race_puts, &b);
+    while (g_atomic_int_get(&a.stored) + g_atomic_int_get(&b.stored) < 200)
+        g_usleep(1000);
+    vb2_write_abort(w);
+    vb2_write_unref(w);
+    g_thread_join(ta);
+    g_thread_join(tb);
+    g_assert_cmpint(a.cancelled + b.cancelled, ==, 2);
+    g_assert_cmpint(vb_lease_list(vb2_repo_store(t.r), &leases, &e), ==, 0);
+    g_assert_cmpuint(leases->len, ==, 0);
+    g_array_free(leases, TRUE);
+    trepo_free(&t);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -483,6 +544,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-repo2/dedup", test_dedup);
     g_test_add_func("/repo-repo2/requests", test_requests);
     g_test_add_func("/repo-repo2/abort", test_abort);
+    g_test_add_func("/repo-repo2/abort-racing", test_abort_racing);
     g_test_add_func("/repo-repo2/groups", test_groups);
     g_test_add_func("/repo-repo2/files-streams", test_files_streams);
     g_test_add_func("/repo-repo2/spill", test_spill);
