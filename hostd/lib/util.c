@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <glib.h>
+
+#include "escape.h"
 
 volatile sig_atomic_t vb_interrupted;
 
@@ -349,6 +352,24 @@ bool vb_valid_name(const char *s)
             return false;
     }
     return n <= 64;
+}
+
+bool vb_text_plain(const char *s, size_t n)
+{
+    char *esc = vb_escape(s, n);
+    bool plain = true;
+
+    /* vb_escape writes a space as backslash-space and a backslash as two;
+     * any other backslash starts the escape of a control character or of a
+     * byte that is not UTF-8 */
+    for (const char *p = esc; *p && plain; p++) {
+        if (*p != '\\')
+            continue;
+        p++;
+        plain = *p == ' ' || *p == '\\';
+    }
+    g_free(esc);
+    return plain;
 }
 
 int vb_parse_size(const char *s, uint64_t *out)

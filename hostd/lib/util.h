@@ -73,6 +73,15 @@ int vb_rm_rf_at(int parent, const char *name);
 /* A name usable as one path component: [A-Za-z0-9._-]{1,64}, not starting with '.' */
 bool vb_valid_name(const char *s);
 
+/*
+ * Whether N bytes of S are plain text: valid UTF-8 without a control
+ * character, i.e. vb_escape (escape.h) would change nothing in them but
+ * spaces and backslashes.  Text composed on the host around escaped guest
+ * bytes (a job's reason, a log line) is written as it is when plain and
+ * through vb_escape, whole, when not.
+ */
+bool vb_text_plain(const char *s, size_t n);
+
 /* Parse "4M", "1G", "512", "64k" (binary units). */
 int vb_parse_size(const char *s, uint64_t *out);
 

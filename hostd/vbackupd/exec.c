@@ -404,12 +404,13 @@ static void window_done(struct vbd_task *t)
     w->carry = NULL;
     if (w->err) {
         char what[sizeof(j->reason)];
+        g_autofree char *shown = vb_escape(en->path, strlen(en->path));
         if (w->err == -ENOSPC)
             snprintf(what, sizeof(what), "target '%s' has no space left for file '%s'",
-                     j->target->name, en->path);
+                     j->target->name, shown);
         else
             snprintf(what, sizeof(what), "file '%s' could not be read or stored on the host",
-                     en->path);
+                     shown);
         vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&w->e));
         if (w->reply)
             vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE : VB_S_IO, "%s",

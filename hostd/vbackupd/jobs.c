@@ -158,6 +158,22 @@ static void job_end(struct vbd_job *j, int state)
             j->detail ? j->detail : "");
 }
 
+/* A reason holds guest bytes (paths) only escaped where they were put in;
+ * one that still holds control characters or stray bytes is escaped whole:
+ * the guest, the log and vbackupctl all show it. */
+static void plain_reason(struct vbd_job *j)
+{
+    char *esc;
+
+    if (vb_text_plain(j->reason, strlen(j->reason)))
+        return;
+    esc = vb_escape(j->reason, strlen(j->reason));
+    g_strlcpy(j->reason, esc, sizeof(j->reason));
+    g_free(esc);
+    if (!g_utf8_validate(j->reason, -1, NULL))   /* cut inside a character */
+        *(char *)g_utf8_find_prev_char(j->reason, j->reason + strlen(j->reason)) = 0;
+}
+
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
 {
     va_list ap;
@@ -167,6 +183,7 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
+    plain_reason(j);
     vbd_exec_cancel_job(j);
     job_end(j, state);
 }
@@ -177,6 +194,7 @@ void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const cha
         return;
     snprintf(j->reason, sizeof(j->reason), "%s; the host's log has details (job %llu)", what,
              (unsigned long long)j->id);
+    plain_reason(j);
     g_free(j->detail);
     j->detail = g_strdup(detail);
     vbd_exec_cancel_job(j);
@@ -391,8 +409,9 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             continue;
         path = g_strndup(f.recs[i].path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
+            g_autofree char *shown = vb_escape(path, strlen(path));
             vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
-                          (unsigned long long)id, i, g_utf8_validate(path, -1, NULL) ? path : "?");
+                          (unsigned long long)id, i, shown);
             g_free(path);
             g_hash_table_destroy(fresh);
             vbd_files_clear(&f);
@@ -453,6 +472,7 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     struct vbd_data dt;
     struct vbd_job *j;
     struct vbd_entry *en;
+    g_autofree char *shown = NULL;
     char msg[VBD_MSG];
     int st = vbd_parse_data(p, n, &dt, msg);
 
@@ -468,25 +488,26 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     }
     en = &g_array_index(j->entries, struct vbd_entry, dt.file);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for messages */
     if (en->data != VB_FD_FALLBACK) {
         vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file %llu ('%s') does not take fallback data",
-                      (unsigned long long)dt.file, en->path);
+                      (unsigned long long)dt.file, shown);
         return;
     }
     if (en->fb_done) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", en->path);
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", shown);
         return;
     }
     if (dt.offset != en->fb_received) {
         vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file '%s': data at offset %llu, expected %llu "
-                      "(pieces come in order)", en->path, (unsigned long long)dt.offset,
+                      "(pieces come in order)", shown, (unsigned long long)dt.offset,
                       (unsigned long long)en->fb_received);
         return;
     }
     if (dt.offset + dt.len > en->m.size ||
         ((dt.flags & VB_DATA_LAST) && dt.offset + dt.len != en->m.size)) {
         vbd_reply_err(c, h, VB_S_OUT_OF_RANGE, "file '%s': data up to %llu, but the file's size "
-                      "is %llu", en->path, (unsigned long long)(dt.offset + dt.len),
+                      "is %llu", shown, (unsigned long long)(dt.offset + dt.len),
                       (unsigned long long)en->m.size);
         return;
     }
@@ -514,16 +535,19 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     for (guint i = 0; i < j->roots->len; i++) {
         if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            const char *root = j->roots->pdata[i];
+            g_autofree char *shown = vb_escape(root, strlen(root));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: root '%s' was not sent as a record",
-                          (unsigned long long)id, (char *)j->roots->pdata[i]);
+                          (unsigned long long)id, shown);
             return;
         }
     }
     for (guint i = 0; i < j->entries->len; i++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
         if (en->data == VB_FD_FALLBACK && !en->fb_done) {
+            g_autofree char *shown = vb_escape(en->path, strlen(en->path));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: file '%s' still lacks fallback data "
-                          "(%llu of %llu bytes)", (unsigned long long)id, en->path,
+                          "(%llu of %llu bytes)", (unsigned long long)id, shown,
                           (unsigned long long)en->fb_received, (unsigned long long)en->m.size);
             return;
         }

@@ -216,7 +216,20 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         goto out;
     }
     if (vb_files_select(j->cat, rb.paths, rb.n_paths, &j->sel, &e)) {
-        snprintf(msg, sizeof(msg), "snapshot %s: %s", j->snap->id, vb_strerror(&e));
+        /* the path the guest named, escaped: the log and vbackupctl show it */
+        g_autofree char *shown = NULL;
+        for (unsigned i = 0; i < rb.n_paths && !shown; i++) {
+            GArray *one = NULL;
+            if (vb_files_select(j->cat, rb.paths + i, 1, &one, NULL))
+                shown = vb_escape(rb.paths[i], strlen(rb.paths[i]));
+            else
+                g_array_free(one, TRUE);
+        }
+        if (shown)
+            snprintf(msg, sizeof(msg), "snapshot %s: '%s' is not in the snapshot", j->snap->id,
+                     shown);
+        else
+            snprintf(msg, sizeof(msg), "snapshot %s: %s", j->snap->id, vb_strerror(&e));
         vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
         vbd_reply_err(c, h, VB_S_NOT_FOUND, "%s", msg);
         goto out;

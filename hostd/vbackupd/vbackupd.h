@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "escape.h"
 #include "fastcdc.h"
 #include "image.h"
 #include "policyload.h"
