@@ -284,16 +284,26 @@ out:
 int vb_read_file(const char *path, char **data, size_t *len, size_t max, vb_error *e)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    return vb_read_fd(fd, path, data, len, max, e);
+}
+
+int vb_read_fd(int fd, const char *path, char **data, size_t *len, size_t max, vb_error *e)
+{
     struct stat st;
     char *buf;
     int ret;
 
-    if (fd < 0)
-        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
     if (fstat(fd, &st) < 0) {
         ret = vb_seterr(e, -errno, "stat %s: %s", path, strerror(errno));
         close(fd);
         return ret;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return vb_seterr(e, -EISDIR, "read %s: %s", path, strerror(EISDIR));
     }
     if ((uint64_t)st.st_size > max) {
         close(fd);

@@ -66,6 +66,8 @@ int vb_fsync_dirfd(int dirfd);
 int vb_write_file_atomic(const char *path, const void *data, size_t len,
                          bool exclusive, vb_error *e);
 int vb_read_file(const char *path, char **data, size_t *len, size_t max, vb_error *e);
+/* The same from an open file (closed either way); name is for messages. */
+int vb_read_fd(int fd, const char *name, char **data, size_t *len, size_t max, vb_error *e);
 int vb_mkdir_p(const char *path, mode_t mode);
 /* Remove name (file or folder tree) under the folder parent; -errno. */
 int vb_rm_rf_at(int parent, const char *name);

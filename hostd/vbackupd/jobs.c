@@ -781,10 +781,15 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         si.bytes = (uint64_t)(s->type == VB_SNAP_DISK
                                   ? vb_json_int(json_object_object_get(s->json, "disk"), "size", 0)
                                   : vb_json_int(s->json, "bytes", 0));
-        if (json_object_object_get_ex(s->json, "roots", &roots))
-            for (size_t r = 0; r < json_object_array_length(roots); r++)
-                g_string_append_printf(rs, "%s%s", r ? "\n" : "",
-                                       json_object_get_string(json_object_array_get_idx(roots, r)));
+        /* index.json is the repository's, and may be damaged: types checked before use */
+        if (json_object_object_get_ex(s->json, "roots", &roots) &&
+            json_object_is_type(roots, json_type_array))
+            for (size_t r = 0, shown = 0; r < json_object_array_length(roots); r++) {
+                json_object *x = json_object_array_get_idx(roots, r);
+                if (json_object_is_type(x, json_type_string))
+                    g_string_append_printf(rs, "%s%s", shown++ ? "\n" : "",
+                                           json_object_get_string(x));
+            }
         si.id_len = (uint16_t)strlen(s->id);
         si.roots_len = (uint16_t)VB_MIN(rs->len, 4096u);
         if (off + sizeof(si) + si.id_len + si.roots_len > cap) {
