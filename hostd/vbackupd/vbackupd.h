@@ -45,11 +45,22 @@ struct vbd_disk_cfg {
     char *target;            /* libvirt: the disk's target ("vda") */
 };
 
+/* What a VM may add to a repository (0: no limit).  docs/vbackupd.md, "Quotas". */
+struct vbd_quota {
+    uint64_t job_bytes;      /* max_job_bytes: per backup job */
+    uint64_t total_bytes;    /* max_total_bytes: its snapshots in one target, all told */
+    uint64_t day_bytes;      /* max_bytes_per_day: in any 24 hours */
+    uint64_t day_jobs;       /* max_jobs_per_day: backup jobs begun in any 24 hours */
+};
+
 struct vbd_vm_cfg {
     char *name;
     char *socket;
     char *qmp;               /* optional */
     char *libvirt;           /* found through libvirt: the domain's name */
+    char *pidfile;           /* the QEMU process that alone may connect (peer.c) */
+    char *peer_label;        /* its security label (SO_PEERSEC), when set */
+    struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk_cfg * */
 };
 
@@ -82,6 +93,8 @@ struct vbd_config {
     unsigned idle_timeout;   /* seconds */
     uint64_t cache_bytes;    /* shared read cache */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
+    char *libvirt_pid_dir;   /* [libvirt] pid_dir: DIR/NAME.pid is a domain's QEMU ("" none) */
+    struct vbd_quota libvirt_quota;   /* [libvirt] quotas of the domains found */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
     GPtrArray *policies;     /* struct vbd_policy_cfg *, in chain order */
     GPtrArray *vms;          /* struct vbd_vm_cfg * */
@@ -118,6 +131,9 @@ struct vbd_vm {
     char *socket_path;
     char *qmp;
     char *libvirt;           /* domain name when the VM came from libvirt */
+    char *pidfile;           /* peer.c: only this QEMU process may connect */
+    char *peer_label;
+    struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
     guint listen_src;
@@ -361,6 +377,11 @@ struct vbd {
 /* main.c */
 extern struct vbd *vbd_global;
 void vbd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* peer.c: whether the process on the other end of a new connection to the
+ * VM's socket may act as the VM (its QEMU: pid from the pidfile, security
+ * label); 0, or -EPERM with the reason in why. */
+int vbd_peer_check(struct vbd_vm *vm, int fd, char *why, size_t len);
 
 /* vm.c */
 int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e);
