@@ -274,7 +274,21 @@ struct vb_claim {
     int fd;                  /* its own open file description: flock is per description */
 };
 
+static int claim(struct vb_repo *r, enum vb_lock kind, bool wait, struct vb_claim **out,
+                 vb_error *e);
+
 int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error *e)
+{
+    return claim(r, VB_LOCK_SHARED, wait, out, e);
+}
+
+int vb_repo_claim_exclusive(struct vb_repo *r, struct vb_claim **out, vb_error *e)
+{
+    return claim(r, VB_LOCK_EXCLUSIVE, false, out, e);
+}
+
+static int claim(struct vb_repo *r, enum vb_lock kind, bool wait, struct vb_claim **out,
+                 vb_error *e)
 {
     struct vb_claim *c = calloc(1, sizeof(*c));
     int ret;
@@ -287,7 +301,7 @@ int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error 
         free(c);
         return ret;
     }
-    ret = take_lock(r, c->fd, VB_LOCK_SHARED, wait, e);
+    ret = take_lock(r, c->fd, kind, wait, e);
     if (ret) {
         close(c->fd);
         free(c);

@@ -68,6 +68,9 @@ void vb_repo_close(struct vb_repo *r);
 struct vb_claim;
 int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error *e);
 void vb_repo_release(struct vb_claim *c);
+/* The exclusive claim a gc needs, without waiting: -EBUSY while anyone
+ * holds a claim (a backup's session, a restore, another gc). */
+int vb_repo_claim_exclusive(struct vb_repo *r, struct vb_claim **out, vb_error *e);
 
 /*
  * The gc generation: a counter in gc.json that each gc which may delete

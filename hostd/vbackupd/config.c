@@ -30,7 +30,8 @@
 static const char *daemon_keys[] = {
     "runtime_dir", "state_dir", "socket_group", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
-    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", NULL,
+    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "reclaim",
+    "reclaim_interval", NULL,
 };
 
 static void free_disk(gpointer p)
@@ -351,6 +352,18 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     if ((ret = get_size(kf, "daemon", "cache", 256u << 20, &u, e)))
         goto out;
     c->cache_bytes = u;
+    {
+        g_autofree char *rc = get_str(kf, "daemon", "reclaim", "yes");
+        if (!strcmp(rc, "yes") || !strcmp(rc, "true"))
+            c->reclaim = true;
+        else if (strcmp(rc, "no") && strcmp(rc, "false")) {
+            ret = vb_seterr(e, -EINVAL, "%s: [daemon] reclaim: '%s' (yes or no)", path, rc);
+            goto out;
+        }
+    }
+    if ((ret = get_double(kf, "daemon", "reclaim_interval", 600, 0, 86400 * 7,
+                          &c->reclaim_interval, e)))
+        goto out;
 
     chain = get_str(kf, "daemon", "policies", "schedule,merge");
     groups = g_key_file_get_groups(kf, NULL);

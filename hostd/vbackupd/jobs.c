@@ -139,6 +139,8 @@ static void job_end(struct vbd_job *j, int state)
 
     j->state = state;
     j->finished_ns = vb_wall_ns();
+    vbd_quota_end(j);           /* its bytes, counted; a gc if it left garbage */
+    vbd_exec_drop_waiting(j);   /* before its files go: requests waiting are answered */
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
     if (j->view_op)
@@ -291,6 +293,12 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = b.kind;
     j->mode = b.mode;
+    /* the VM's quotas: jobs per day, bytes left; then this job's charges */
+    if (vbd_quota_begin(j, msg, sizeof(msg))) {
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_reply_err(c, h, VB_S_QUOTA, "%s", j->reason);
+        goto out;
+    }
     j->unfrozen = b.flags & VB_BEGIN_UNFROZEN;
     j->state = VB_JOB_COLLECTING;
     j->disks = g_ptr_array_new_with_free_func(disk_copy_free);
@@ -341,6 +349,12 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
     if (!j) {
         vbd_reply_err(c, h, VB_S_NO_JOB, "no job %llu for VM %s", (unsigned long long)id,
                       c->vm->name);
+        return NULL;
+    }
+    if (j->state == VB_JOB_FAILED) {
+        /* the guest learns why (a quota, a full target) from the request it sends next */
+        vbd_reply_err(c, h, j->over_quota ? VB_S_QUOTA : VB_S_JOB_FAILED, "job %llu failed: %s",
+                      (unsigned long long)id, j->reason);
         return NULL;
     }
     if (j->state != VB_JOB_COLLECTING) {

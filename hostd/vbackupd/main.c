@@ -247,6 +247,7 @@ int main(int argc, char **argv)
     d->jobs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                     (GDestroyNotify)vbd_job_unref);
     g_queue_init(&d->pending);
+    vbd_quota_init(d);
     {
         /* job ids differ across restarts: a guest holding an old id gets "no such job" */
         struct timespec ts;
@@ -285,12 +286,14 @@ int main(int argc, char **argv)
     g_main_loop_run(d->loop);
 
     shutdown_jobs(d);
+    vbd_reclaim_fini(d);        /* waits for a gc it runs */
     vbd_libvirt_stop(d);
     vbd_vms_close_all(d);
     vbd_admin_fini(d);
     vbd_exec_fini(d);
     if (d->jobs)
         g_hash_table_destroy(d->jobs);
+    vbd_quota_fini(d);
     g_queue_clear(&d->pending);
     g_ptr_array_free(d->chain, TRUE);
     g_hash_table_destroy(d->vms);

@@ -10,6 +10,9 @@
  *   exec.c     execution: io_uring reads, windows, chunking, storing, commit
  *   restore.c  restore jobs: RESTORE_BEGIN/LIST/READ/END
  *   admin.c    the admin socket (vbackupctl vms, jobs, job ID)
+ *   peer.c     who may connect to a VM's socket (its QEMU's pid, label)
+ *   quota.c    what each VM may add to the repositories, and when
+ *   reclaim.c  gc of a target after failed jobs, when no job holds it
  */
 #ifndef VBACKUPD_H
 #define VBACKUPD_H
@@ -92,6 +95,8 @@ struct vbd_config {
     uint64_t max_files_per_job;
     unsigned idle_timeout;   /* seconds */
     uint64_t cache_bytes;    /* shared read cache */
+    bool reclaim;            /* gc a target after failed jobs stored chunks (reclaim.c) */
+    double reclaim_interval; /* seconds between two such gcs of one target, at least */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
     char *libvirt_pid_dir;   /* [libvirt] pid_dir: DIR/NAME.pid is a domain's QEMU ("" none) */
     struct vbd_quota libvirt_quota;   /* [libvirt] quotas of the domains found */
@@ -113,6 +118,10 @@ struct vbd_target {
     char *name;
     char *path;
     struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h) */
+    /* reclaim.c: a gc after failed jobs */
+    bool reclaim_wanted;
+    struct vbd_reclaim *reclaim_run;  /* running */
+    double reclaim_last;     /* monotonic time of the last one, 0: none */
 };
 
 struct vbd_disk {
@@ -285,6 +294,8 @@ struct vbd_job {
      * chunk (fallback data, or the batch that runs the job) to its commit
      * or abort; a restore holds a read claim */
     struct vb_write *ws;
+    struct vbd_charge *charge;   /* quota.c: what the job adds, against the VM's quotas */
+    bool over_quota;         /* failed for a quota: requests are answered VB_S_QUOTA */
     bool claim_waiting;      /* fallback data waits while gc holds the repository */
     struct vb_claim *claim;  /* restore jobs */
     struct vb_catalog *parent_cat;
@@ -372,6 +383,9 @@ struct vbd {
     json_object *batches;    /* recent batch reports */
     GPtrArray *libvirt_vms;  /* struct vbd_vm_cfg *, discovered */
     void *lv;                /* libvirt.c state */
+    GHashTable *accts;       /* quota.c: VM name → struct vbd_acct * */
+    guint reclaim_timer;     /* reclaim.c */
+    GList *reclaims;         /* struct vbd_reclaim * running (targets may be retired meanwhile) */
 };
 
 /* main.c */
@@ -382,6 +396,31 @@ void vbd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * VM's socket may act as the VM (its QEMU: pid from the pidfile, security
  * label); 0, or -EPERM with the reason in why. */
 int vbd_peer_check(struct vbd_vm *vm, int fd, char *why, size_t len);
+
+/* quota.c */
+void vbd_quota_init(struct vbd *d);
+void vbd_quota_fini(struct vbd *d);
+/* At BEGIN of a backup: may the VM begin one (jobs per day, bytes left)?
+ * 0, and the job counted and j->charge set; or -EDQUOT with the reason in
+ * why (for the guest: names the quota, no host path). */
+int vbd_quota_begin(struct vbd_job *j, char *why, size_t len);
+/* The job's session charges what it stores to the job's quotas. */
+void vbd_quota_attach(struct vbd_job *j);
+/* The job ended: its bytes leave the running count (and stay in the total
+ * if it committed); the accounting is written down. */
+void vbd_quota_end(struct vbd_job *j);
+/* A failure: if ERR is the quota's, fail the job saying which quota, and
+ * return true. */
+bool vbd_quota_failed(struct vbd_job *j, int err);
+/* Bytes the job has added to the repository so far. */
+uint64_t vbd_quota_added(struct vbd_job *j);
+json_object *vbd_quota_json(struct vbd *d, struct vbd_vm *vm);
+/* The one clock of quotas: wall-clock ns (plus VBACKUPD_TEST_CLOCK_OFFSET) */
+int64_t vbd_quota_now(void);
+
+/* reclaim.c */
+void vbd_reclaim_want(struct vbd *d, struct vbd_target *t);
+void vbd_reclaim_fini(struct vbd *d);
 
 /* vm.c */
 int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e);
@@ -441,6 +480,9 @@ void vbd_exec_kick(struct vbd *d);
 void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
                        bool last, struct vbd_req *reply);
 void vbd_exec_cancel_job(struct vbd_job *j);
+/* A job that ended: its windows queued behind others are dropped, their
+ * requests (fallback data) answered with the job's failure. */
+void vbd_exec_drop_waiting(struct vbd_job *j);
 int vbd_job_claim(struct vbd_job *j, vb_error *e);
 void vbd_job_unclaim(struct vbd_job *j);
 void vbd_job_unclaim_idle(struct vbd_job *j);

@@ -76,7 +76,7 @@ const char *vb_status_name(int status)
         "OK", "UNAVAILABLE", "BAD_FRAME", "BAD_VERSION", "BAD_REQUEST", "UNKNOWN_TARGET",
         "NOT_FOUND", "NOT_OWNED", "OUT_OF_RANGE", "BAD_PATH", "TOO_LARGE", "BUSY",
         "SHUTTING_DOWN", "NO_JOB", "JOB_FAILED", "IO", "NO_SPACE", "CANCELLED", "INTERNAL",
-        "REPLY_TOO_SMALL", "BAD_STATE",
+        "REPLY_TOO_SMALL", "BAD_STATE", "QUOTA",
     };
 
     return status >= 0 && status < (int)(sizeof(names) / sizeof(names[0])) ? names[status] : "?";
