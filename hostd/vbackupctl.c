@@ -24,6 +24,7 @@
 #include "snapshot.h"
 #include "uring.h"
 #include "util.h"
+#include "vbackup/proto.h"
 
 #define VERSION "0.1.0"
 
@@ -45,8 +46,8 @@ static void usage(FILE *f)
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
 "  snapshots [--vm NAME] [--json]         list snapshots (without --repo: vbackupd's, see below)\n"
-"  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot\n"
-"  restore-files SNAPSHOT [PATH...] --to DIR\n"
+"  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot (names escaped as ls -b)\n"
+"  restore-files SNAPSHOT [PATH...] --to DIR [--same-owner] [--devices]\n"
 "                                         restore files of a snapshot into a folder of the host\n"
 "  show SNAPSHOT [--json]                 one snapshot's details\n"
 "  verify [SNAPSHOT] [--json] [--threads N]\n"
@@ -488,8 +489,8 @@ static int cmd_ls(int argc, char **argv)
         const struct vb_cat_entry *m = &cat->e[idx];
         size_t pl;
         const char *p = vb_cat_path(cat, idx, &pl);
-        char t[48];
-        vb_fmt_time(m->mtime_ns, t, sizeof(t));
+        char t[64];
+        vb_fmt_time_ns(m->mtime_ns, t, sizeof(t));
         if (json) {
             json_object *o = json_object_new_object();
             json_object_object_add(o, "path", json_object_new_string_len(p, (int)pl));
@@ -504,9 +505,14 @@ static int cmd_ls(int argc, char **argv)
                     cat->str + m->link_off, (int)m->link_len));
             json_object_array_add(a, o);
         } else {
-            printf("%c%04o %6u %6u %14llu %s /%.*s%s%.*s\n", type_char[m->type < 8 ? m->type : 0],
-                   m->mode, m->uid, m->gid, (unsigned long long)m->size, t, (int)pl, p,
-                   m->link_len ? " -> " : "", (int)m->link_len, cat->str + m->link_off);
+            /* the guest's bytes, escaped: a name cannot forge a line or a link */
+            g_autofree char *name = vb_escape(p, pl);
+            g_autofree char *link = vb_escape(cat->str + m->link_off, m->link_len);
+            /* a symlink's size is the length of its target */
+            uint64_t size = m->type == VB_FT_SYMLINK ? m->link_len : m->size;
+            printf("%c%04o %6u %6u %14llu %s /%s%s%s\n", type_char[m->type < 8 ? m->type : 0],
+                   m->mode & 07777, m->uid, m->gid, (unsigned long long)size, t, name,
+                   m->link_len ? " -> " : "", link);
         }
     }
     if (json) {
@@ -520,25 +526,52 @@ static int cmd_ls(int argc, char **argv)
     return 0;
 }
 
+/* "1 file", "2 files", "3 other entries" */
+static const char *counted(uint64_t n, const char *one, char buf[64])
+{
+    size_t l = strlen(one);
+
+    if (n == 1)
+        snprintf(buf, 64, "1 %s", one);
+    else if (l > 1 && one[l - 1] == 'y')
+        snprintf(buf, 64, "%llu %.*sies", (unsigned long long)n, (int)(l - 1), one);
+    else
+        snprintf(buf, 64, "%llu %ss", (unsigned long long)n, one);
+    return buf;
+}
+
 static int cmd_restore_files(int argc, char **argv)
 {
-    static const struct option lo[] = { { "to", 1, 0, 'o' }, { 0 } };
+    static const struct option lo[] = {
+        { "to", 1, 0, 'o' }, { "same-owner", 0, 0, 'O' }, { "devices", 0, 0, 'D' }, { 0 }
+    };
     struct vb_files_restore_opts o = { 0 };
     struct vb_files_restore_stats st;
     struct vb_repo *r;
     vb_error e = { 0 };
-    char a[32];
+    char a[32], c1[64], c2[64], c3[64], c4[64];
     double t0 = vb_now();
-    int c;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (c != 'o')
+        if (c == 'o')
+            o.to = optarg;
+        else if (c == 'O')
+            o.same_owner = true;
+        else if (c == 'D')
+            o.devices = true;
+        else
             return 2;
-        o.to = optarg;
     }
     if (optind >= argc || !o.to) {
-        fprintf(stderr, "usage: %s restore-files SNAPSHOT [PATH...] --to DIR\n", prog);
+        fprintf(stderr, "usage: %s restore-files SNAPSHOT [PATH...] --to DIR [--same-owner] "
+                "[--devices]\n", prog);
         return 2;
+    }
+    if (o.same_owner && geteuid() != 0) {
+        fprintf(stderr, "%s: restore-files: --same-owner needs root (the owners are set with "
+                "chown)\n", prog);
+        return 1;
     }
     o.snapshot = argv[optind];
     o.paths = argv + optind + 1;
@@ -546,16 +579,41 @@ static int cmd_restore_files(int argc, char **argv)
     o.progress = show_progress();
     if (open_repo(VB_LOCK_SHARED, &r))
         return 1;
-    if (vb_files_restore(r, &o, &st, &e)) {
-        vb_repo_close(r);
+    ret = vb_files_restore(r, &o, &st, &e);
+    vb_repo_close(r);
+    if (ret && ret != -EINTR) {
+        vb_files_restore_stats_clear(&st);
         return die_err("restore-files", &e);
     }
-    vb_repo_close(r);
-    if (!quiet)
-        printf("restored %llu files and %llu folders (%s of data) from %s into %s in %.1f s\n",
-               (unsigned long long)st.files, (unsigned long long)st.dirs,
+    if (!quiet) {
+        printf("restored %s, %s, %s and %s (%s of data) from %s into %s in %.1f s\n",
+               counted(st.files, "file", c1), counted(st.dirs, "folder", c2),
+               counted(st.symlinks, "symlink", c3), counted(st.others, "other entry", c4),
                vb_fmt_bytes(st.bytes, a, sizeof(a)), o.snapshot, o.to, vb_now() - t0);
-    return 0;
+        /* what a restore on the host leaves out unless asked (like tar) */
+        if (st.devices_skipped)
+            printf("not made: %s (--devices makes them)\n",
+                   counted(st.devices_skipped, "device node", c1));
+        if (st.setid_dropped)
+            printf("not kept: the setuid/setgid bits of %s (--same-owner keeps them)\n",
+                   counted(st.setid_dropped, "entry", c1));
+        if (st.owners_dropped)
+            printf("not kept: the owners of %s, now the restoring user's (--same-owner keeps "
+                   "them)\n", counted(st.owners_dropped, "entry", c1));
+    }
+    for (guint i = 0; i < st.failures->len; i++)
+        fprintf(stderr, "%s: restore-files: %s\n", prog, (const char *)st.failures->pdata[i]);
+    if (ret == -EINTR)
+        fprintf(stderr, "%s: restore-files: interrupted; %llu of %llu entries were looked at\n",
+                prog, (unsigned long long)(st.files + st.dirs + st.symlinks + st.others +
+                                           st.failures->len + st.devices_skipped),
+                (unsigned long long)st.entries);
+    else if (st.failures->len)
+        fprintf(stderr, "%s: restore-files: %u of %llu entries could not be restored\n", prog,
+                st.failures->len, (unsigned long long)st.entries);
+    ret = ret || st.failures->len;
+    vb_files_restore_stats_clear(&st);
+    return ret ? 1 : 0;
 }
 
 /* ---- verify / prune / gc / stats -------------------------------------------- */

@@ -13,10 +13,15 @@
  *   5. directories' owner, mode and times, deepest first
  *   RESTORE_END.
  *
- * Nothing is created outside the destination: entry paths are checked
- * (relative, no "." or ".."), every entry's parent must be a directory entry
- * restored before it, and parents are opened component by component with
- * O_NOFOLLOW, so a symlink can never redirect a later entry.
+ * Nothing is created outside the destination, whatever the snapshot holds
+ * and whatever a user of the guest planted in the destination: entry paths
+ * are checked (relative, no "." or ".."), every entry's parent must be a
+ * directory entry restored before it, and every path below the destination
+ * is resolved without following any symlink (beneath.c: openat2 with
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or O_NOFOLLOW per component), the
+ * folders above the restored entries included.  Entries are made and
+ * changed relative to their parent's fd, never through a path that a symlink
+ * could redirect; a hard link only points at a file this restore wrote.
  */
 #include "vbc.h"
 
@@ -29,6 +34,8 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "beneath.h"
 
 #define CHUNK           (8u << 20)       /* bytes of a file per work item */
 #define QUEUE_MAX       64
@@ -60,6 +67,8 @@ struct rctx {
     size_t *prefix;              /* index into pfx */
     const char **sub;            /* path below its prefix */
     bool *bad;                   /* refused or failed */
+    dev_t *fdev;                 /* regular files: the file this restore wrote */
+    ino_t *fino;
     /* prefixes: directories outside the entries that hold them */
     int *pfx_fd;
     char **pfx_path;
@@ -150,8 +159,8 @@ static size_t ptab_get(const struct ptab *t, const char *k)
     }
 }
 
-/* mkdir -p REL under DIRFD (following existing symlinks: this part of the
- * tree is the destination's, not the snapshot's); returns an fd or -errno. */
+/* mkdir -p REL under DIRFD, following existing symlinks: only for the
+ * --into DIR the user named; returns an fd or -errno. */
 static int open_prefix(int dirfd, const char *rel)
 {
     char *copy = strdup(rel), *save = NULL, *comp;
@@ -185,6 +194,27 @@ static int open_prefix(int dirfd, const char *rel)
     return fd;
 }
 
+/* The folder REL of the destination above the restored entries, made when
+ * missing; never through a symlink (a user of the guest may have planted
+ * one).  Returns an fd or -errno (-ELOOP: a symlink is in the way). */
+static int open_dest_dir(int destfd, const char *rel)
+{
+    int fd;
+
+    if (*rel)
+        return vb_beneath_mkdirs(destfd, rel, strlen(rel), 0755);
+    fd = dup(destfd);
+    return fd < 0 ? -errno : fd;
+}
+
+static void parent_error(struct rctx *r, size_t i, int err)
+{
+    if (err == ELOOP)
+        entry_error(r, i, "a symlink is in the way of its parent (not followed)", 0);
+    else
+        entry_error(r, i, "opening its parent", err);
+}
+
 /* The parent directory of entry I, opened without following any symlink
  * below its prefix; *name = its last component.  Returns an fd (to close)
  * or -errno. */
@@ -192,7 +222,6 @@ static int open_parent(struct rctx *r, size_t i, const char **name)
 {
     const char *sub = r->sub[i], *slash = strrchr(sub, '/');
     size_t l = slash ? (size_t)(slash - sub) : 0;
-    char *copy, *save = NULL, *comp;
     int fd;
 
     *name = slash ? slash + 1 : sub;
@@ -206,24 +235,15 @@ static int open_parent(struct rctx *r, size_t i, const char **name)
         return -errno;
     if (!slash)
         return fd;
-    if (!(copy = strndup(sub, l))) {
-        close(fd);
-        return -ENOMEM;
-    }
-    for (comp = strtok_r(copy, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
-        int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    {
+        int nfd = vb_beneath_open(fd, sub, l, O_RDONLY | O_DIRECTORY);
 
         close(fd);
-        if (nfd < 0) {
-            int err = errno == ELOOP ? ENOTDIR : errno;
-
-            free(copy);
-            return -err;
-        }
+        if (nfd < 0)
+            return nfd;
         fd = nfd;
     }
-    free(copy);
-    /* remember it: its path was checked component by component above */
+    /* remember it: its path was resolved without following a symlink */
     if (r->pc_fd >= 0)
         close(r->pc_fd);
     free(r->pc_key);
@@ -248,7 +268,8 @@ static void ts_of(struct timespec ts[2], const struct vbc_entry *x)
     }
 }
 
-/* Owner, mode, times of NAME in PFD (not following a symlink). */
+/* Owner, mode, times of NAME in PFD, a symlink or special file this restore
+ * just made with its mode (never following a symlink). */
 static int set_meta(struct rctx *r, int pfd, const char *name, const struct vbc_entry *x,
                     const char **what)
 {
@@ -259,7 +280,9 @@ static int set_meta(struct rctx *r, int pfd, const char *name, const struct vbc_
         *what = "chown";
         return -errno;
     }
-    if (x->type != VB_FT_SYMLINK && fchmodat(pfd, name, x->mode, 0) < 0) {
+    /* chown drops setuid/setgid bits: set them again, on NAME itself */
+    if (x->type != VB_FT_SYMLINK && (x->mode & 06000) &&
+        fchmodat(pfd, name, x->mode, AT_SYMLINK_NOFOLLOW) < 0) {
         *what = "chmod";
         return -errno;
     }
@@ -281,9 +304,11 @@ static int plan(struct rctx *r, struct vbc_err *e)
     r->prefix = calloc(r->n ? r->n : 1, sizeof(*r->prefix));
     r->sub = calloc(r->n ? r->n : 1, sizeof(*r->sub));
     r->bad = calloc(r->n ? r->n : 1, sizeof(*r->bad));
+    r->fdev = calloc(r->n ? r->n : 1, sizeof(*r->fdev));
+    r->fino = calloc(r->n ? r->n : 1, sizeof(*r->fino));
     r->pfx_fd = calloc(r->n + 1, sizeof(*r->pfx_fd));
     r->pfx_path = calloc(r->n + 1, sizeof(*r->pfx_path));
-    if (!r->prefix || !r->sub || !r->bad || !r->pfx_fd || !r->pfx_path ||
+    if (!r->prefix || !r->sub || !r->bad || !r->fdev || !r->fino || !r->pfx_fd || !r->pfx_path ||
         ptab_init(&t, r->n) < 0 || ptab_init(&pt, r->n + 1) < 0)
         return vbc_seterr(e, -ENOMEM, "out of memory");
 
@@ -301,7 +326,7 @@ static int plan(struct rctx *r, struct vbc_err *e)
             continue;
         }
         if (x->link_of != VB_NO_LINK &&
-            (x->link_of >= i || r->v[x->link_of].type == VB_FT_DIR ||
+            (x->link_of >= i || r->v[x->link_of].type != VB_FT_REG || x->type != VB_FT_REG ||
              r->v[x->link_of].link_of != VB_NO_LINK)) {
             entry_error(r, i, "hard link to an entry that is not an earlier file; skipped", 0);
             free(parent);
@@ -332,9 +357,13 @@ static int plan(struct rctx *r, struct vbc_err *e)
             if (k == SIZE_MAX) {
                 int fd;
 
-                fd = open_prefix(r->destfd, parent);
+                fd = open_dest_dir(r->destfd, parent);
                 if (fd < 0) {
-                    entry_error(r, i, "cannot create its parent directory", -fd);
+                    if (fd == -ELOOP)
+                        entry_error(r, i, "a symlink in the destination is in the way of its "
+                                    "parent (not followed)", 0);
+                    else
+                        entry_error(r, i, "cannot create its parent directory", -fd);
                     r->pfx_fd[r->n_pfx] = -1;
                 } else {
                     r->pfx_fd[r->n_pfx] = fd;
@@ -371,7 +400,7 @@ static void make_dirs(struct rctx *r)
         if (r->v[i].type != VB_FT_DIR || r->bad[i] || !r->sub[i][0])
             continue;
         if ((pfd = open_parent(r, i, &name)) < 0) {
-            entry_error(r, i, "opening its parent", -pfd);
+            parent_error(r, i, -pfd);
             continue;
         }
         if (mkdirat(pfd, name, 0700) < 0) {
@@ -384,7 +413,13 @@ static void make_dirs(struct rctx *r)
                 if (unlinkat(pfd, name, 0) < 0 || mkdirat(pfd, name, 0700) < 0)
                     entry_error(r, i, "replacing with a directory", errno);
             } else if (!r->root && (st.st_mode & 0700) != 0700) {
-                fchmodat(pfd, name, (st.st_mode & 07777) | 0700, 0);
+                /* on the folder itself: a name could be swapped for a symlink */
+                int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+                if (fd < 0 || fchmod(fd, (st.st_mode & 07777) | 0700) < 0)
+                    entry_error(r, i, "making it writable", errno);
+                if (fd >= 0)
+                    close(fd);
             }
         }
         close(pfd);
@@ -398,6 +433,7 @@ static void finish_file(struct rctx *r, struct rfile *f)
     const struct vbc_entry *x = &r->v[f->entry];
     const char *what = NULL;
     struct timespec ts[2];
+    struct stat st;
     int err = 0;
 
     if (!f->failed) {
@@ -407,10 +443,17 @@ static void finish_file(struct rctx *r, struct rfile *f)
             err = errno, what = "chmod";
         else if (ts_of(ts, x), futimens(f->fd, ts) < 0)
             err = errno, what = "utimensat";
+        else if (fstat(f->fd, &st) < 0)
+            err = errno, what = "stat";
         else if (renameat(f->pfd, f->tmp, f->pfd, f->name) < 0)
             err = errno, what = "rename into place";
-        if (err)
+        if (err) {
             entry_error(r, f->entry, what, err);
+        } else {
+            /* what a hard link may point at */
+            r->fdev[f->entry] = st.st_dev;
+            r->fino[f->entry] = st.st_ino;
+        }
     }
     if (f->failed || err)
         unlinkat(f->pfd, f->tmp, 0);
@@ -576,7 +619,7 @@ static int restore_files(struct rctx *r, uint64_t total)
         if (x->type != VB_FT_REG || x->link_of != VB_NO_LINK || r->bad[i])
             continue;
         if ((pfd = open_parent(r, i, &name)) < 0) {
-            entry_error(r, i, "opening its parent", -pfd);
+            parent_error(r, i, -pfd);
             continue;
         }
         f = calloc(1, sizeof(*f));
@@ -659,7 +702,7 @@ static void make_others(struct rctx *r)
             r->bad[i])
             continue;
         if ((pfd = open_parent(r, i, &name)) < 0) {
-            entry_error(r, i, "opening its parent", -pfd);
+            parent_error(r, i, -pfd);
             continue;
         }
         snprintf(tmp, sizeof(tmp), ".vbrestore.%d.%zu", (int)getpid(), i);
@@ -668,19 +711,20 @@ static void make_others(struct rctx *r)
             rc = symlinkat(x->link, pfd, tmp);
             what = "symlink";
             break;
+        /* made with their mode (the umask is 0 during a restore) */
         case VB_FT_FIFO:
-            rc = mknodat(pfd, tmp, S_IFIFO | 0600, 0);
+            rc = mknodat(pfd, tmp, S_IFIFO | (x->mode & 07777), 0);
             what = "mkfifo";
             break;
         case VB_FT_SOCK:
-            rc = mknodat(pfd, tmp, S_IFSOCK | 0600, 0);
+            rc = mknodat(pfd, tmp, S_IFSOCK | (x->mode & 07777), 0);
             what = "mknod (socket)";
             break;
         default: {
             unsigned maj = (x->rdev >> 8) & 0xfff;
             unsigned mnr = (x->rdev & 0xff) | ((x->rdev >> 12) & 0xfff00);
 
-            rc = mknodat(pfd, tmp, (x->type == VB_FT_CHR ? S_IFCHR : S_IFBLK) | 0600,
+            rc = mknodat(pfd, tmp, (x->type == VB_FT_CHR ? S_IFCHR : S_IFBLK) | (x->mode & 07777),
                          makedev(maj, mnr));
             what = "mknod (device nodes need root)";
             break;
@@ -702,13 +746,27 @@ static void make_others(struct rctx *r)
     }
 }
 
+/* A link named NAME in PFD to the file open as FD (O_PATH); -1 with errno. */
+static int link_fd(int fd, int pfd, const char *name)
+{
+    char proc[64];
+
+    if (linkat(fd, "", pfd, name, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != ENOENT)        /* ENOENT: not allowed without CAP_DAC_READ_SEARCH */
+        return -1;
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, pfd, name, AT_SYMLINK_FOLLOW);
+}
+
 static void make_links(struct rctx *r)
 {
     for (size_t i = 0; i < r->n; i++) {
         const struct vbc_entry *x = &r->v[i];
         const char *name, *tname;
+        struct stat st;
         char tmp[64];
-        int pfd, tfd;
+        int pfd, tfd, fd;
 
         if (x->link_of == VB_NO_LINK || r->bad[i])
             continue;
@@ -717,7 +775,7 @@ static void make_links(struct rctx *r)
             continue;
         }
         if ((pfd = open_parent(r, i, &name)) < 0) {
-            entry_error(r, i, "opening its parent", -pfd);
+            parent_error(r, i, -pfd);
             continue;
         }
         if ((tfd = open_parent(r, x->link_of, &tname)) < 0) {
@@ -726,11 +784,18 @@ static void make_links(struct rctx *r)
             continue;
         }
         snprintf(tmp, sizeof(tmp), ".vbrestore.%d.%zu", (int)getpid(), i);
-        if (linkat(tfd, tname, pfd, tmp, 0) < 0)
+        /* the file this restore wrote, and nothing else: by its fd */
+        fd = openat(tfd, tname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+            st.st_dev != r->fdev[x->link_of] || st.st_ino != r->fino[x->link_of])
+            entry_error(r, i, "its first link is no longer the file this restore wrote; refused", 0);
+        else if (link_fd(fd, pfd, tmp) < 0)
             entry_error(r, i, "link", errno);
         else if (renameat(pfd, tmp, pfd, name) < 0)
             entry_error(r, i, "rename into place", errno);
         unlinkat(pfd, tmp, 0);   /* left over when NAME was already this file */
+        if (fd >= 0)
+            close(fd);
         close(tfd);
         close(pfd);
     }
@@ -772,27 +837,34 @@ static void dir_meta(struct rctx *r)
     for (size_t k = 0; k < n; k++) {
         size_t i = idx[k];
         const struct vbc_entry *x = &r->v[i];
-        const char *name, *what = NULL;
-        int pfd, rc;
+        const char *name;
+        struct timespec ts[2];
+        int pfd = -1, fd;
 
         if (!r->sub[i][0]) {
             /* the destination directory itself (the snapshot's root) */
-            struct timespec ts[2];
-            int fd = r->pfx_fd[r->prefix[i]];
-
-            ts_of(ts, x);
-            if ((fchown(fd, x->uid, x->gid) < 0 && (r->root || errno != EPERM)) ||
-                fchmod(fd, x->mode) < 0 || futimens(fd, ts) < 0)
-                entry_error(r, i, "setting owner, mode or times", errno);
+            fd = dup(r->pfx_fd[r->prefix[i]]);
+        } else if ((pfd = open_parent(r, i, &name)) < 0) {
+            parent_error(r, i, -pfd);
             continue;
+        } else {
+            /* on the folder itself: its name could have been swapped for a symlink */
+            fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         }
-        if ((pfd = open_parent(r, i, &name)) < 0) {
-            entry_error(r, i, "opening its parent", -pfd);
-            continue;
-        }
-        if ((rc = set_meta(r, pfd, name, x, &what)) < 0)
-            entry_error(r, i, what, -rc);
-        close(pfd);
+        ts_of(ts, x);
+        if (fd < 0)
+            entry_error(r, i, errno == ELOOP || errno == ENOTDIR ? "no longer a folder" : "open",
+                        errno == ELOOP || errno == ENOTDIR ? 0 : errno);
+        else if (fchown(fd, x->uid, x->gid) < 0 && (r->root || errno != EPERM))
+            entry_error(r, i, "chown", errno);
+        else if (fchmod(fd, x->mode) < 0)
+            entry_error(r, i, "chmod", errno);
+        else if (futimens(fd, ts) < 0)
+            entry_error(r, i, "utimensat", errno);
+        if (fd >= 0)
+            close(fd);
+        if (pfd >= 0)
+            close(pfd);
     }
     free(idx);
 }
@@ -809,6 +881,7 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     size_t cap = 0;
     int64_t t0 = vbc_now_ns();
     bool begun = false;
+    mode_t old_umask;
     int rc, status = 1;
 
     memset(&r, 0, sizeof(r));
@@ -817,6 +890,8 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     vbc_cond_init(&r.cond);
     r.root = geteuid() == 0;
     r.dest = o->into ? o->into : "";
+    /* entries are made with their modes exactly */
+    old_umask = umask(0);
     vbc_progress_init(&r.prog);
 
     r.destfd = open(o->into ? o->into : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -939,8 +1014,11 @@ out:
     free(r.prefix);
     free(r.sub);
     free(r.bad);
+    free(r.fdev);
+    free(r.fino);
     if (r.destfd >= 0)
         close(r.destfd);
     vbc_disconnect(r.c);
+    umask(old_umask);
     return status;
 }

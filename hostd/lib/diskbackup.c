@@ -353,6 +353,8 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         json_object_object_add(stats, "seconds", json_object_new_double(st->seconds));
         json_object_object_add(idx, "stats", stats);
         free(abs);
+        if (!ret && o->before_commit)
+            ret = o->before_commit(o->before_commit_opaque, e);
         if (!ret)
             ret = vb_write_commit(ws, idx, 0, snap_id, e);
         json_object_put(idx);

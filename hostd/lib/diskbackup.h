@@ -21,6 +21,10 @@ struct vb_disk_backup_opts {
     void (*progress_cb)(void *opaque, uint64_t done, uint64_t total);
     void *progress_opaque;
     volatile int *cancel;    /* optional: non-zero stops the backup (-ECANCELED) */
+    /* optional: called from the backup's thread once everything is read,
+     * before the snapshot is committed; non-zero aborts the backup */
+    int (*before_commit)(void *opaque, vb_error *e);
+    void *before_commit_opaque;
 };
 
 struct vb_disk_stats {

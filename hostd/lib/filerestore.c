@@ -1,10 +1,24 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Files snapshots on the host: list a snapshot's tree, and restore files
- * into a folder of the host (for a VM that cannot boot, or to inspect a
- * backup).  Holes stay holes, hard links are links again, owners are set
- * when running as root, times to the nanosecond.  Chunks are checked (CRC,
- * SHA-256) as they are read.
+ * Restore a files snapshot into a folder of the host (vbackupctl
+ * restore-files): for a VM that cannot boot, or to look into a backup.
+ *
+ * The catalog is the guest's, and hostile (DESIGN.md, "Trust boundary"):
+ *  - every path is resolved beneath the destination without following any
+ *    symlink (beneath.c), entries are made relative to their parent's fd;
+ *  - an entry's parent is a directory of the catalog that this run made,
+ *    or, for a top entry (no ancestor in the catalog), a plain folder made
+ *    beneath the destination; anything else is refused;
+ *  - a hard link only ever points at a file this run wrote (checked by
+ *    device and inode when it is linked);
+ *  - device nodes (devices) and owners, setuid and setgid bits (same_owner)
+ *    only on request: the host is not the guest.
+ * An entry that fails is reported and the others are restored.  A regular
+ * file gets its name only when complete (O_TMPFILE then linkat, or a
+ * temporary name then renameat); other entries are made under a temporary
+ * name with their metadata and renamed into place.  Folders get their modes
+ * and times last, deepest first, also after an interruption.  Holes stay
+ * holes, times to the nanosecond; chunks are checked (CRC, SHA-256).
  */
 #include "filerestore.h"
 
@@ -16,275 +30,625 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "beneath.h"
+#include "escape.h"
 #include "progress.h"
 #include "vbackup/proto.h"
 
-int vb_files_catalog(struct vb_repo *r, const struct vb_snapshot *s, struct vb_catalog **cat,
-                     vb_error *e)
-{
-    json_object *co = json_object_object_get(s->json, "catalog");
-    const char *file = vb_json_str(co, "file");
-    char path[PATH_MAX];
-    int ret;
+enum { ST_OUT = 0, ST_SELECTED, ST_DONE, ST_FAILED };
 
-    if (s->type != VB_SNAP_FILES)
-        return vb_seterr(e, -EINVAL, "snapshot %s is a disk snapshot (restore-disk restores it)",
-                         s->id);
-    if (!file || strchr(file, '/'))
-        return vb_seterr(e, -EBADMSG, "snapshot %s names no catalog", s->id);
-    snprintf(path, sizeof(path), "%s/snapshots/%s/%s", r->path, s->id, file);
-    ret = vb_cat_load(path, vb_json_str(co, "sha256"), cat, e);
-    if (ret)
-        vb_prefixerr(e, "snapshot %s", s->id);
-    return ret;
+#define LEVELS_MAX 32        /* open ancestor folders kept */
+
+struct written {             /* a file this run wrote: what a hard link may point at */
+    uint64_t holder;         /* the entry it was written for */
+    dev_t dev;
+    ino_t ino;
+};
+
+struct rs {
+    struct vb_repo *r;
+    const struct vb_files_restore_opts *o;
+    struct vb_files_restore_stats *st;
+    struct vb_catalog *cat;
+    uint8_t *state;          /* ST_* per catalog entry */
+    GHashTable *written;     /* index of an entry holding data (uint64_t *) -> struct written */
+    int destfd;
+    uid_t uid;
+    gid_t gid;
+    bool tmpfile;            /* O_TMPFILE files can be given a name (root, or /proc) */
+    /* open folders along the path of the last parent (prefixes of lpath,
+     * ends at component boundaries, deepest last): entries come sorted, so
+     * each folder is opened once, relative to the nearest open ancestor */
+    struct { size_t end; int fd; } lv[LEVELS_MAX];
+    size_t nlv;
+    const char *lpath;
+    struct vb_codec codec;
+    uint8_t *buf;
+    size_t cap;
+    uint64_t done;
+    struct vb_progress prog;
+    unsigned long seq;       /* temporary names */
+};
+
+static void fail_entry(struct rs *s, uint64_t idx, const char *what, int err)
+{
+    size_t pl;
+    const char *p = vb_cat_path(s->cat, idx, &pl);
+    g_autofree char *q = vb_escape(p, pl);
+
+    g_ptr_array_add(s->st->failures, err ? g_strdup_printf("/%s: %s: %s", q, what, strerror(err))
+                                         : g_strdup_printf("/%s: %s", q, what));
+    s->state[idx] = ST_FAILED;
 }
 
-int vb_files_open(struct vb_repo *r, const char *id, struct vb_snapshot **snap,
-                  struct vb_catalog **cat, vb_error *e)
+static void tmp_name(struct rs *s, char tmp[64])
 {
-    int ret = vb_snap_load(r, id, snap, e);
+    snprintf(tmp, 64, ".vbrestore.%d.%lu", (int)getpid(), ++s->seq);
+}
 
-    if (ret)
+static void ts_of(struct timespec ts[2], const struct vb_cat_entry *m)
+{
+    int64_t t[2] = { m->atime_ns, m->mtime_ns };
+
+    for (int k = 0; k < 2; k++) {
+        /* floor division: -1.5 s is 2 s before the epoch plus 0.5 s */
+        int64_t sec = t[k] / 1000000000, ns = t[k] % 1000000000;
+        if (ns < 0) {
+            ns += 1000000000;
+            sec--;
+        }
+        ts[k].tv_sec = (time_t)sec;
+        ts[k].tv_nsec = (long)ns;
+    }
+}
+
+/* The permission bits to give entry M; counts what is dropped. */
+static mode_t perm_of(struct rs *s, const struct vb_cat_entry *m)
+{
+    mode_t p = m->mode & 07777;
+
+    if (!s->o->same_owner) {
+        if (m->type != VB_FT_DIR && (p & (S_ISUID | S_ISGID))) {
+            p &= ~(mode_t)(S_ISUID | S_ISGID);
+            s->st->setid_dropped++;
+        }
+        if (m->uid != s->uid || m->gid != s->gid)
+            s->st->owners_dropped++;
+    }
+    return p;
+}
+
+/* ---- the parent directory ------------------------------------------------------- */
+
+static bool has_catalog_ancestor(struct rs *s, const char *p, size_t len)
+{
+    while (len) {
+        const char *slash = memrchr(p, '/', len);
+        len = slash ? (size_t)(slash - p) : 0;
+        if (len && vb_cat_find(s->cat, p, len) != VB_CAT_NONE)
+            return true;
+    }
+    return false;
+}
+
+/* The directory that holds entry IDX (an fd owned by the cache), or -1
+ * with *why set and *err the errno to show (0: none).  *name gets the
+ * entry's last component. */
+static int parent_fd(struct rs *s, uint64_t idx, char **name, const char **why, int *err)
+{
+    size_t pl, ppl, common = 0, base_end;
+    const char *p = vb_cat_path(s->cat, idx, &pl);
+    const char *slash = memrchr(p, '/', pl);
+    uint64_t pi;
+    int fd, base_fd;
+
+    *name = slash ? g_strndup(slash + 1, pl - (size_t)(slash + 1 - p)) : g_strndup(p, pl);
+    if (!slash)
+        return s->destfd;
+    ppl = (size_t)(slash - p);
+    /* keep the open folders that are ancestors of (or are) the parent */
+    if (s->nlv) {
+        size_t top = s->lv[s->nlv - 1].end;
+        while (common < top && common < ppl && s->lpath[common] == p[common])
+            common++;
+    }
+    while (s->nlv) {
+        size_t end = s->lv[s->nlv - 1].end;
+        if (end <= common && (end == ppl || p[end] == '/'))
+            break;
+        close(s->lv[--s->nlv].fd);
+    }
+    if (s->nlv && s->lv[s->nlv - 1].end == ppl)
+        return s->lv[s->nlv - 1].fd;
+    base_end = s->nlv ? s->lv[s->nlv - 1].end + 1 : 0;
+    base_fd = s->nlv ? s->lv[s->nlv - 1].fd : s->destfd;
+    pi = vb_cat_find(s->cat, p, ppl);
+    *err = 0;
+    if (pi != VB_CAT_NONE && s->cat->e[pi].type != VB_FT_DIR) {
+        *why = "its parent is not a directory in the snapshot; refused";
+        return -1;
+    }
+    if (pi != VB_CAT_NONE && s->state[pi] == ST_DONE) {
+        fd = vb_beneath_open(base_fd, p + base_end, ppl - base_end, O_RDONLY | O_DIRECTORY);
+        *why = "opening its parent";
+    } else if (pi != VB_CAT_NONE && s->state[pi] != ST_OUT) {
+        *why = "its parent was not restored";
+        return -1;
+    } else if (pi == VB_CAT_NONE && has_catalog_ancestor(s, p, ppl)) {
+        *why = "its parent is not in the snapshot; refused";
+        return -1;
+    } else {
+        /* above the selected entries: plain folders beneath the destination */
+        fd = vb_beneath_mkdirs(base_fd, p + base_end, ppl - base_end, 0755);
+        *why = "making its parent folders";
+    }
+    if (fd == -ELOOP)
+        *why = "a symlink in the destination is in the way of its parent (not followed)";
+    if (fd < 0) {
+        *err = fd == -ELOOP ? 0 : -fd;
+        return -1;
+    }
+    if (s->nlv == LEVELS_MAX) {      /* very deep: forget the outermost */
+        close(s->lv[0].fd);
+        memmove(&s->lv[0], &s->lv[1], (LEVELS_MAX - 1) * sizeof(s->lv[0]));
+        s->nlv--;
+    }
+    s->lv[s->nlv].end = ppl;
+    s->lv[s->nlv++].fd = fd;
+    s->lpath = p;
+    return fd;
+}
+
+/* ---- making entries --------------------------------------------------------------- */
+
+/* Gives NAME in PFD to FD's file: a link to it (an O_TMPFILE file, or a
+ * file opened O_PATH), replacing what is there unless it is a folder. */
+static int link_fd(int fd, int pfd, const char *name)
+{
+    char proc[64];
+
+    if (linkat(fd, "", pfd, name, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != ENOENT)            /* ENOENT: not allowed without CAP_DAC_READ_SEARCH */
+        return -errno;
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, pfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
+/* Renames TMP to NAME in PFD; an empty folder in the way is removed. */
+static int rename_into_place(int pfd, const char *tmp, const char *name)
+{
+    if (renameat(pfd, tmp, pfd, name) == 0)
+        return 0;
+    if ((errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) &&
+        unlinkat(pfd, name, AT_REMOVEDIR) == 0 && renameat(pfd, tmp, pfd, name) == 0)
+        return 0;
+    return errno == ENOTEMPTY || errno == EEXIST ? -EISDIR : -errno;
+}
+
+static int publish_fd(struct rs *s, int fd, int pfd, const char *name)
+{
+    char tmp[64];
+    int ret = link_fd(fd, pfd, name);
+
+    if (ret != -EEXIST)
         return ret;
-    ret = vb_files_catalog(r, *snap, cat, e);
-    if (ret) {
-        vb_snap_free(*snap);
-        *snap = NULL;
-    }
+    /* something is there: link under a temporary name, rename over it */
+    do {
+        tmp_name(s, tmp);
+        ret = link_fd(fd, pfd, tmp);
+    } while (ret == -EEXIST);
+    if (!ret && (ret = rename_into_place(pfd, tmp, name)) < 0)
+        unlinkat(pfd, tmp, 0);
     return ret;
 }
 
-static gint cmp_u64(gconstpointer a, gconstpointer b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-int vb_files_select(struct vb_catalog *cat, char **paths, int n, GArray **out, vb_error *e)
-{
-    GArray *sel = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-
-    for (int i = 0; i < (n ? n : 1); i++) {
-        const char *p = n ? paths[i] : "";
-        uint64_t self, first, end;
-        while (*p == '/')
-            p++;            /* "/srv" and "srv" name the same entry */
-        size_t len = strlen(p);
-        while (len && p[len - 1] == '/')
-            len--;
-        vb_cat_subtree(cat, p, len, &self, &first, &end);
-        if (len && self == VB_CAT_NONE && first == end) {
-            g_array_free(sel, TRUE);
-            return vb_seterr(e, -ENOENT, "'%s' is not in the snapshot", paths[i]);
-        }
-        if (self != VB_CAT_NONE)
-            g_array_append_val(sel, self);
-        for (uint64_t x = first; x < end; x++)
-            g_array_append_val(sel, x);
-    }
-    g_array_sort(sel, cmp_u64);
-    {
-        guint w = 0;
-        for (guint i = 0; i < sel->len; i++)
-            if (!w || g_array_index(sel, uint64_t, w - 1) != g_array_index(sel, uint64_t, i))
-                g_array_index(sel, uint64_t, w++) = g_array_index(sel, uint64_t, i);
-        g_array_set_size(sel, w);
-    }
-    *out = sel;
-    return 0;
-}
-
-/* "a/b/../c" cannot occur (paths are checked when stored), but a damaged or
- * hostile catalog must still not write outside the destination */
-static bool safe_rel(const char *p, size_t n)
-{
-    if (!n || p[0] == '/' || memchr(p, 0, n))
-        return false;
-    for (size_t i = 0, c = 0; i <= n; i++) {
-        if (i == n || p[i] == '/') {
-            if (c == 0 || (c == 2 && p[i - 2] == '.' && p[i - 1] == '.') ||
-                (c == 1 && p[i - 1] == '.'))
-                return false;
-            c = 0;
-        } else {
-            c++;
-        }
-    }
-    return true;
-}
-
-static int write_file(struct vb_repo *r, struct vb_codec *c, const struct vb_catalog *cat,
-                      const struct vb_cat_entry *src, int fd, uint8_t **buf, size_t *cap,
-                      uint64_t *done, struct vb_progress *prog, vb_error *e)
+static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_error *e)
 {
     for (uint64_t k = 0; k < src->n_chunks; k++) {
-        const struct vb_cat_chunk *ch = &cat->c[src->first_chunk + k];
+        const struct vb_cat_chunk *ch = &s->cat->c[src->first_chunk + k];
         size_t got;
         int ret;
 
-        if (*cap < ch->len) {
-            g_free(*buf);
-            *buf = g_malloc(ch->len);
-            *cap = ch->len;
+        if (vb_interrupted)
+            return -EINTR;
+        if (ch->offset > src->size || ch->len > src->size - ch->offset)
+            return vb_seterr(e, -EBADMSG, "the catalog puts a chunk past the file's size");
+        if (s->cap < ch->len) {
+            g_free(s->buf);
+            s->buf = g_malloc(ch->len);
+            s->cap = ch->len;
         }
-        ret = vb_repo_get_chunk(r, c, ch->id, *buf, ch->len, &got, e);
+        ret = vb_repo_get_chunk(s->r, &s->codec, ch->id, s->buf, ch->len, &got, e);
         if (ret)
             return ret;
-        if (got != ch->len || ch->offset + ch->len > src->size)
+        if (got != ch->len)
             return vb_seterr(e, -EBADMSG, "a chunk does not match the catalog");
-        if (pwrite(fd, *buf, ch->len, (off_t)ch->offset) != (ssize_t)ch->len)
-            return vb_seterr(e, -errno, "write: %s", strerror(errno));
-        *done += ch->len;
-        vb_progress_update(prog, *done);
+        for (size_t w = 0; w < got;) {
+            ssize_t n = pwrite(fd, s->buf + w, got - w, (off_t)(ch->offset + w));
+            if (n < 0 && errno == EINTR && !vb_interrupted)
+                continue;
+            if (n < 0)
+                return vb_seterr(e, -errno, "write: %s", strerror(errno));
+            w += (size_t)n;
+        }
+        s->done += ch->len;
+        vb_progress_update(&s->prog, s->done);
     }
     if (ftruncate(fd, (off_t)src->size) < 0)     /* the tail hole */
         return vb_seterr(e, -errno, "truncate: %s", strerror(errno));
     return 0;
 }
 
-static void set_meta(int dirfd, const char *rel, const struct vb_cat_entry *m, bool root)
+/* Entry IDX: a regular file with the data and metadata of entry SRC_IDX (itself,
+ * or the first link of a hard link whose first link this run did not write),
+ * named NAME in PFD. */
+static int make_file(struct rs *s, uint64_t idx, uint64_t src_idx, int pfd, const char *name)
 {
-    struct timespec ts[2] = {
-        { .tv_sec = m->atime_ns / 1000000000, .tv_nsec = m->atime_ns % 1000000000 },
-        { .tv_sec = m->mtime_ns / 1000000000, .tv_nsec = m->mtime_ns % 1000000000 },
-    };
+    const struct vb_cat_entry *m = &s->cat->e[src_idx];
+    struct timespec ts[2];
+    struct stat st;
+    vb_error e = { 0 };
+    char tmp[64] = "";
+    mode_t perm = perm_of(s, m);
+    int fd = -1, ret;
 
-    if (root)
-        fchownat(dirfd, rel, m->uid, m->gid, AT_SYMLINK_NOFOLLOW);
-    if (m->type != VB_FT_SYMLINK)
-        fchmodat(dirfd, rel, m->mode & 07777, 0);
-    utimensat(dirfd, rel, ts, AT_SYMLINK_NOFOLLOW);
+    if (s->tmpfile) {
+        fd = openat(pfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+            ret = -errno;
+            fail_entry(s, idx, "create", -ret);
+            return ret;
+        }
+    }
+    while (fd < 0) {
+        tmp_name(s, tmp);
+        fd = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) {
+            ret = -errno;
+            fail_entry(s, idx, "create", -ret);
+            return ret;
+        }
+    }
+    ret = write_data(s, m, fd, &e);
+    if (!ret) {
+        ts_of(ts, m);
+        if (s->o->same_owner && fchown(fd, m->uid, m->gid) < 0)
+            ret = vb_seterr(&e, -errno, "chown: %s", strerror(errno));
+        else if (fchmod(fd, perm) < 0)
+            ret = vb_seterr(&e, -errno, "chmod: %s", strerror(errno));
+        else if (futimens(fd, ts) < 0)
+            ret = vb_seterr(&e, -errno, "set times: %s", strerror(errno));
+        else if (fstat(fd, &st) < 0)
+            ret = vb_seterr(&e, -errno, "stat: %s", strerror(errno));
+    }
+    if (!ret) {
+        ret = tmp[0] ? rename_into_place(pfd, tmp, name) : publish_fd(s, fd, pfd, name);
+        if (ret)
+            vb_seterr(&e, ret, "%s: %s", ret == -EISDIR ? "a folder is in the way"
+                                                        : "giving it its name", strerror(-ret));
+    }
+    close(fd);
+    if (ret && tmp[0])
+        unlinkat(pfd, tmp, 0);
+    if (ret == -EINTR && vb_interrupted)
+        return ret;          /* not a failure of this entry: the restore stops */
+    if (ret) {
+        fail_entry(s, idx, e.msg, 0);
+        return ret;
+    }
+    {
+        /* later hard links to SRC link to this file */
+        uint64_t *key = g_new(uint64_t, 1);
+        struct written *w = g_new(struct written, 1);
+        *key = src_idx;
+        w->holder = idx;
+        w->dev = st.st_dev;
+        w->ino = st.st_ino;
+        g_hash_table_insert(s->written, key, w);
+    }
+    return 0;
+}
+
+/* Entry IDX is a hard link to entry M (a regular file holding the data). */
+static int make_link(struct rs *s, uint64_t idx, uint64_t mi, int pfd, const char *name)
+{
+    const struct vb_cat_entry *m = &s->cat->e[mi];
+    const struct written *w = g_hash_table_lookup(s->written, &mi);
+    size_t ml;
+    const char *mp;
+    struct stat st;
+    int fd, ret;
+
+    if (m->type != VB_FT_REG || m->hardlink != VB_CAT_NONE) {
+        fail_entry(s, idx, "a hard link to an entry that is not a regular file; refused", 0);
+        return -EINVAL;
+    }
+    if (!w)     /* no file of this group written by this run: the data goes here */
+        return make_file(s, idx, mi, pfd, name);
+    mp = vb_cat_path(s->cat, w->holder, &ml);
+    fd = vb_beneath_open(s->destfd, mp, ml, O_PATH);
+    if (fd < 0) {
+        fail_entry(s, idx, "opening the file it links to", -fd);
+        return fd;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != w->dev || st.st_ino != w->ino) {
+        close(fd);
+        fail_entry(s, idx, "the file it links to is no longer the one this restore wrote; refused", 0);
+        return -ESTALE;
+    }
+    ret = publish_fd(s, fd, pfd, name);
+    close(fd);
+    if (ret)
+        fail_entry(s, idx, ret == -EISDIR ? "a folder is in the way" : "link", -ret);
+    return ret;
+}
+
+static int make_dir(struct rs *s, uint64_t idx, int pfd, const char *name)
+{
+    struct stat st;
+    int fd, err;
+
+    if (mkdirat(pfd, name, 0700) == 0)
+        return 0;
+    if (errno != EEXIST || fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        err = errno;
+        fail_entry(s, idx, "mkdir", err);
+        return -err;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        /* a file, symlink or other where the snapshot has a folder: replaced */
+        if (unlinkat(pfd, name, 0) < 0 || mkdirat(pfd, name, 0700) < 0) {
+            err = errno;
+            fail_entry(s, idx, "replacing it with a folder", err);
+            return -err;
+        }
+        return 0;
+    }
+    /* a folder that is there already: kept, writable for us while we fill it */
+    if ((st.st_mode & 0700) != 0700 && geteuid() != 0) {
+        fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fchmod(fd, (st.st_mode & 07777) | 0700) < 0) {
+            err = errno;
+            if (fd >= 0)
+                close(fd);
+            fail_entry(s, idx, "making it writable", err);
+            return -err;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+/* Symlinks, fifos, sockets, device nodes: made under a temporary name with
+ * their metadata, then renamed into place. */
+static int make_other(struct rs *s, uint64_t idx, int pfd, const char *name)
+{
+    const struct vb_cat_entry *m = &s->cat->e[idx];
+    const char *what;
+    struct timespec ts[2];
+    char tmp[64];
+    g_autofree char *target = NULL;
+    mode_t perm = perm_of(s, m), t = 0;
+    dev_t dev = 0;
+    int rc;
+
+    if (m->type == VB_FT_SYMLINK) {
+        if (!m->link_len || memchr(s->cat->str + m->link_off, 0, m->link_len)) {
+            fail_entry(s, idx, "a symlink with an empty target or a NUL byte in it; refused", 0);
+            return -EINVAL;
+        }
+        target = g_strndup(s->cat->str + m->link_off, m->link_len);
+        what = "symlink";
+    } else {
+        unsigned maj = (m->rdev >> 8) & 0xfff, mnr = (m->rdev & 0xff) | ((m->rdev >> 12) & 0xfff00);
+        t = m->type == VB_FT_FIFO ? S_IFIFO : m->type == VB_FT_SOCK ? S_IFSOCK
+          : m->type == VB_FT_CHR ? S_IFCHR : S_IFBLK;
+        dev = t == S_IFCHR || t == S_IFBLK ? makedev(maj, mnr) : 0;
+        what = t == S_IFIFO ? "mkfifo" : t == S_IFSOCK ? "mknod (socket)" : "mknod";
+    }
+    do {
+        tmp_name(s, tmp);
+        rc = target ? symlinkat(target, pfd, tmp) : mknodat(pfd, tmp, t | perm, dev);
+    } while (rc < 0 && errno == EEXIST);
+    if (rc < 0) {
+        rc = -errno;
+        fail_entry(s, idx, what, -rc);
+        return rc;
+    }
+    ts_of(ts, m);
+    if (s->o->same_owner && fchownat(pfd, tmp, m->uid, m->gid, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = -errno, what = "chown";
+    /* chown drops setuid/setgid bits: set them again (the kernel's own
+     * check refuses a symlink, which has none) */
+    else if (s->o->same_owner && (perm & 06000) &&
+             fchmodat(pfd, tmp, perm, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = -errno, what = "chmod";
+    else if (utimensat(pfd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = -errno, what = "set times";
+    else if ((rc = rename_into_place(pfd, tmp, name)) < 0)
+        what = rc == -EISDIR ? "a folder is in the way" : "rename into place";
+    if (rc < 0) {
+        unlinkat(pfd, tmp, 0);
+        fail_entry(s, idx, what, -rc);
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- folders' metadata, deepest first -------------------------------------------------- */
+
+static void dir_meta(struct rs *s, GArray *sel)
+{
+    /* every descendant sorts after its folder: backwards, contents come first */
+    for (guint i = sel->len; i-- > 0;) {
+        uint64_t idx = g_array_index(sel, uint64_t, i);
+        const struct vb_cat_entry *m = &s->cat->e[idx];
+        const char *what = NULL;
+        struct timespec ts[2];
+        size_t pl;
+        const char *p;
+        mode_t perm;
+        int fd;
+
+        if (m->type != VB_FT_DIR || s->state[idx] != ST_DONE)
+            continue;
+        p = vb_cat_path(s->cat, idx, &pl);
+        fd = pl ? vb_beneath_open(s->destfd, p, pl, O_RDONLY | O_DIRECTORY) : dup(s->destfd);
+        if (fd < 0) {
+            fail_entry(s, idx, "opening it to set its mode and times", pl ? -fd : errno);
+            continue;
+        }
+        perm = perm_of(s, m);
+        ts_of(ts, m);
+        if (s->o->same_owner && fchown(fd, m->uid, m->gid) < 0)
+            what = "chown";
+        else if (fchmod(fd, perm) < 0)
+            what = "chmod";
+        else if (futimens(fd, ts) < 0)
+            what = "set times";
+        if (what)
+            fail_entry(s, idx, what, errno);
+        close(fd);
+    }
+}
+
+/* ---- the flow ----------------------------------------------------------------------------- */
+
+static void restore_entry(struct rs *s, uint64_t idx, uint64_t prev)
+{
+    const struct vb_cat_entry *m = &s->cat->e[idx];
+    const char *why = NULL;
+    g_autofree char *name = NULL;
+    size_t pl, ql = 0;
+    const char *p = vb_cat_path(s->cat, idx, &pl);
+    const char *q = prev != VB_CAT_NONE ? vb_cat_path(s->cat, prev, &ql) : NULL;
+    int pfd, err = 0;
+
+    if (q && ql == pl && !memcmp(q, p, pl)) {
+        fail_entry(s, idx, "listed twice in the catalog; refused", 0);
+        return;
+    }
+    if (!pl) {
+        /* the snapshot's root (a backup of /): the destination itself */
+        if (m->type != VB_FT_DIR)
+            fail_entry(s, idx, "the root of the snapshot is not a directory; refused", 0);
+        else
+            s->state[idx] = ST_DONE;
+        return;
+    }
+    if (!vb_beneath_valid(p, pl)) {
+        fail_entry(s, idx, "not a valid relative path; refused", 0);
+        return;
+    }
+    if (m->type < VB_FT_REG || m->type > VB_FT_SOCK) {
+        fail_entry(s, idx, "unknown file type; refused", 0);
+        return;
+    }
+    if ((m->type == VB_FT_CHR || m->type == VB_FT_BLK) && !s->o->devices) {
+        s->st->devices_skipped++;
+        return;
+    }
+    pfd = parent_fd(s, idx, &name, &why, &err);
+    if (pfd < 0) {
+        fail_entry(s, idx, why, err);
+        return;
+    }
+    switch (m->type) {
+    case VB_FT_DIR:
+        if (make_dir(s, idx, pfd, name) == 0)
+            s->st->dirs++;
+        break;
+    case VB_FT_REG:
+        if ((m->hardlink != VB_CAT_NONE ? make_link(s, idx, m->hardlink, pfd, name)
+                                        : make_file(s, idx, idx, pfd, name)) == 0)
+            s->st->files++;
+        break;
+    default:
+        if (make_other(s, idx, pfd, name) == 0) {
+            if (m->type == VB_FT_SYMLINK)
+                s->st->symlinks++;
+            else
+                s->st->others++;
+        }
+        break;
+    }
+    if (s->state[idx] == ST_SELECTED)
+        s->state[idx] = ST_DONE;
 }
 
 int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
                      struct vb_files_restore_stats *st, vb_error *e)
 {
     struct vb_snapshot *snap = NULL;
-    struct vb_catalog *cat = NULL;
+    struct rs s = { .r = r, .o = o, .st = st, .destfd = -1 };
     GArray *sel = NULL;
-    struct vb_codec codec;
-    struct vb_progress prog;
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    uint64_t total = 0, done = 0;
-    bool root = geteuid() == 0;
-    int dfd = -1, ret;
+    uint64_t total = 0, prev = VB_CAT_NONE;
+    mode_t old_umask;
+    int ret;
 
     memset(st, 0, sizeof(*st));
-    ret = vb_files_open(r, o->snapshot, &snap, &cat, e);
+    st->failures = g_ptr_array_new_with_free_func(g_free);
+    ret = vb_files_open(r, o->snapshot, &snap, &s.cat, e);
     if (ret)
         return ret;
-    ret = vb_files_select(cat, o->paths, o->n_paths, &sel, e);
+    ret = vb_files_select(s.cat, o->paths, o->n_paths, &sel, e);
     if (ret)
         goto out;
-    if (vb_mkdir_p(o->to, 0755) || (dfd = open(o->to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    if (vb_mkdir_p(o->to, 0755) ||
+        (s.destfd = open(o->to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         ret = vb_seterr(e, -errno, "%s: %s", o->to, strerror(errno));
         goto out;
     }
-    vb_codec_init(&codec, 1);
+    s.uid = geteuid();
+    s.gid = getegid();
+    s.tmpfile = s.uid == 0 || access("/proc/self/fd", X_OK) == 0;
+    s.state = g_malloc0(VB_MAX(s.cat->n, 1));
+    s.written = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
     for (guint i = 0; i < sel->len; i++) {
-        const struct vb_cat_entry *m = &cat->e[g_array_index(sel, uint64_t, i)];
+        uint64_t idx = g_array_index(sel, uint64_t, i);
+        const struct vb_cat_entry *m = &s.cat->e[idx];
+        s.state[idx] = ST_SELECTED;
         for (uint64_t k = 0; m->type == VB_FT_REG && m->hardlink == VB_CAT_NONE &&
                              k < m->n_chunks; k++)
-            total += cat->c[m->first_chunk + k].len;
+            total += s.cat->c[m->first_chunk + k].len;
     }
-    vb_progress_init(&prog, "restore", total, o->progress);
-    for (guint i = 0; i < sel->len && !ret; i++) {
+    st->entries = sel->len;
+    vb_codec_init(&s.codec, 1);
+    vb_progress_init(&s.prog, "restore", total, o->progress);
+    /* modes are set exactly as the snapshot (or the options) say */
+    old_umask = umask(0);
+    for (guint i = 0; i < sel->len && !vb_interrupted; i++) {
         uint64_t idx = g_array_index(sel, uint64_t, i);
-        const struct vb_cat_entry *m = &cat->e[idx];
-        size_t pl;
-        const char *p = vb_cat_path(cat, idx, &pl);
-        g_autofree char *rel = g_strndup(p, pl);
-        g_autofree char *parent = g_path_get_dirname(rel);
-
-        if (!safe_rel(p, pl)) {
-            ret = vb_seterr(e, -EINVAL, "refusing the unsafe path '%s'", rel);
-            break;
-        }
-        if (strcmp(parent, ".")) {
-            g_autofree char *full = g_build_filename(o->to, parent, NULL);
-            vb_mkdir_p(full, 0755);
-        }
-        /* replace what is there, except a folder by a folder */
-        if (m->type != VB_FT_DIR)
-            unlinkat(dfd, rel, 0);
-        switch (m->type) {
-        case VB_FT_DIR:
-            if (mkdirat(dfd, rel, 0700) < 0 && errno != EEXIST)
-                ret = vb_seterr(e, -errno, "mkdir %s: %s", rel, strerror(errno));
-            break;
-        case VB_FT_SYMLINK: {
-            g_autofree char *target = g_strndup(cat->str + m->link_off, m->link_len);
-            if (symlinkat(target, dfd, rel) < 0)
-                ret = vb_seterr(e, -errno, "symlink %s: %s", rel, strerror(errno));
-            break;
-        }
-        case VB_FT_REG:
-            if (m->hardlink != VB_CAT_NONE) {
-                size_t ml;
-                const char *mp = vb_cat_path(cat, m->hardlink, &ml);
-                g_autofree char *master = g_strndup(mp, ml);
-                if (linkat(dfd, master, dfd, rel, 0) == 0) {
-                    st->files++;
-                    continue;       /* the link shares the first link's metadata */
-                }
-                /* the first link was not restored: write the data here */
-                m = &cat->e[m->hardlink];
-            }
-            {
-                int fd = openat(dfd, rel, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-                if (fd < 0) {
-                    ret = vb_seterr(e, -errno, "create %s: %s", rel, strerror(errno));
-                    break;
-                }
-                ret = write_file(r, &codec, cat, m, fd, &buf, &cap, &done, &prog, e);
-                if (close(fd) < 0 && !ret)
-                    ret = vb_seterr(e, -errno, "close %s: %s", rel, strerror(errno));
-                if (ret)
-                    vb_prefixerr(e, "%s", rel);
-                st->files++;
-            }
-            break;
-        case VB_FT_FIFO:
-        case VB_FT_CHR:
-        case VB_FT_BLK:
-        case VB_FT_SOCK: {
-            mode_t t = m->type == VB_FT_FIFO ? S_IFIFO : m->type == VB_FT_CHR ? S_IFCHR
-                     : m->type == VB_FT_BLK ? S_IFBLK : S_IFSOCK;
-            dev_t dev = makedev((m->rdev >> 8) & 0xfff, (m->rdev & 0xff) | ((m->rdev >> 12) & 0xfff00));
-            if (m->type == VB_FT_SOCK)
-                break;          /* sockets are not restored */
-            if (mknodat(dfd, rel, t | 0600, dev) < 0 && !(errno == EPERM && !root))
-                ret = vb_seterr(e, -errno, "mknod %s: %s", rel, strerror(errno));
-            break;
-        }
-        }
-        if (!ret && m->type != VB_FT_DIR)
-            set_meta(dfd, rel, m, root);
-        if (!ret && m->type == VB_FT_DIR)
-            st->dirs++;
+        restore_entry(&s, idx, prev);
+        prev = idx;
     }
-    /* folders last, deepest first, so that their times stay */
-    for (guint i = sel->len; i-- > 0 && !ret;) {
-        uint64_t idx = g_array_index(sel, uint64_t, i);
-        const struct vb_cat_entry *m = &cat->e[idx];
-        size_t pl;
-        const char *p = vb_cat_path(cat, idx, &pl);
-        g_autofree char *rel = g_strndup(p, pl);
-        if (m->type == VB_FT_DIR && safe_rel(p, pl))
-            set_meta(dfd, rel, m, root);
-    }
-    vb_progress_end(&prog);
-    st->bytes = done;
-    vb_codec_free(&codec);
+    dir_meta(&s, sel);
+    umask(old_umask);
+    vb_progress_end(&s.prog);
+    st->bytes = s.done;
+    vb_codec_free(&s.codec);
+    if (vb_interrupted)
+        ret = vb_seterr(e, -EINTR, "interrupted");
 out:
-    if (dfd >= 0)
-        close(dfd);
-    g_free(buf);
+    while (s.nlv)
+        close(s.lv[--s.nlv].fd);
+    if (s.destfd >= 0)
+        close(s.destfd);
+    if (s.written)
+        g_hash_table_destroy(s.written);
+    g_free(s.state);
+    g_free(s.buf);
     if (sel)
         g_array_free(sel, TRUE);
-    vb_cat_free(cat);
+    vb_cat_free(s.cat);
     vb_snap_free(snap);
     return ret;
+}
+
+void vb_files_restore_stats_clear(struct vb_files_restore_stats *st)
+{
+    if (st->failures)
+        g_ptr_array_free(st->failures, TRUE);
+    st->failures = NULL;
 }

@@ -1,36 +1,39 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Files snapshots on the host: list and restore (vbackupctl ls / restore-files). */
+/* Restore a files snapshot into a folder of the host (vbackupctl restore-files). */
 #ifndef VB_FILERESTORE_H
 #define VB_FILERESTORE_H
 
 #include <glib.h>
 #include <stdbool.h>
 
-#include "catalog.h"
-#include "repo.h"
-#include "snapshot.h"
-
-/* The catalog of a files snapshot already loaded (checked against its SHA-256). */
-int vb_files_catalog(struct vb_repo *r, const struct vb_snapshot *s, struct vb_catalog **cat,
-                     vb_error *e);
-int vb_files_open(struct vb_repo *r, const char *id, struct vb_snapshot **snap,
-                  struct vb_catalog **cat, vb_error *e);
-/* Entries under the paths (none: everything), sorted, parents first. */
-int vb_files_select(struct vb_catalog *cat, char **paths, int n, GArray **out, vb_error *e);
+#include "filesnap.h"
 
 struct vb_files_restore_opts {
     const char *snapshot;
     char **paths;
     int n_paths;
     const char *to;          /* folder; entries keep their paths below it */
+    bool same_owner;         /* owners, setuid and setgid bits as in the snapshot (root) */
+    bool devices;            /* make device nodes */
     bool progress;
 };
 
 struct vb_files_restore_stats {
-    uint64_t files, dirs, bytes;
+    uint64_t entries;        /* selected */
+    uint64_t files, dirs, symlinks, others, bytes;
+    uint64_t devices_skipped;   /* device nodes not made (no --devices) */
+    uint64_t setid_dropped;     /* entries whose setuid/setgid bits were dropped */
+    uint64_t owners_dropped;    /* entries not owned by the invoker in the snapshot */
+    GPtrArray *failures;        /* char *: "/PATH: what: reason", PATH escaped */
 };
 
+/* Restores what it can: an entry that fails is added to st->failures and
+ * the others are restored.  Returns 0 when every entry was tried (look at
+ * st->failures), -EINTR when a signal stopped it (folders still get their
+ * modes and times), another -errno when it could not start.  Free st with
+ * vb_files_restore_stats_clear() in every case. */
 int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
                      struct vb_files_restore_stats *st, vb_error *e);
+void vb_files_restore_stats_clear(struct vb_files_restore_stats *st);
 
 #endif

@@ -147,13 +147,41 @@ int64_t vb_wall_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* seconds and nanoseconds of a time in ns, rounded down (-1.5 s is -2 s + 0.5 s) */
+static void split_ns(int64_t ns, time_t *sec, long *frac)
+{
+    int64_t s = ns / 1000000000, f = ns % 1000000000;
+
+    if (f < 0) {
+        f += 1000000000;
+        s--;
+    }
+    *sec = (time_t)s;
+    *frac = (long)f;
+}
+
 void vb_fmt_time(int64_t ns, char *buf, size_t len)
 {
-    time_t t = (time_t)(ns / 1000000000);
     struct tm tm;
+    time_t t;
+    long frac;
 
+    split_ns(ns, &t, &frac);
     gmtime_r(&t, &tm);
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void vb_fmt_time_ns(int64_t ns, char *buf, size_t len)
+{
+    char sec[40];
+    struct tm tm;
+    time_t t;
+    long frac;
+
+    split_ns(ns, &t, &frac);
+    gmtime_r(&t, &tm);
+    strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, len, "%s.%09ldZ", sec, frac);
 }
 
 int vb_parse_time(const char *s, int64_t *ns)
@@ -172,7 +200,14 @@ int vb_parse_time(const char *s, int64_t *ns)
     }
     if (strcmp(end, "Z") != 0)
         return -EINVAL;
-    *ns = (int64_t)timegm(&tm) * 1000000000;
+    {
+        time_t t = timegm(&tm);
+        /* ns since 1970 in an int64_t: 1677-09-21 .. 2262-04-11 */
+        if ((t == (time_t)-1 && tm.tm_year != 69) || t > INT64_MAX / 1000000000 ||
+            t < INT64_MIN / 1000000000)
+            return -ERANGE;
+        *ns = (int64_t)t * 1000000000;
+    }
     return 0;
 }
 

@@ -51,6 +51,8 @@ double vb_now(void);          /* CLOCK_MONOTONIC seconds */
 int64_t vb_wall_ns(void);     /* CLOCK_REALTIME nanoseconds */
 /* RFC 3339 UTC "2026-11-25T13:45:00Z". */
 void vb_fmt_time(int64_t ns, char *buf, size_t len);
+/* the same with nanoseconds: 1969-12-31T23:59:58.500000000Z */
+void vb_fmt_time_ns(int64_t ns, char *buf, size_t len);
 int vb_parse_time(const char *s, int64_t *ns);
 
 /* read/write all, retrying EINTR and short transfers. */

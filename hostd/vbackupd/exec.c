@@ -812,21 +812,15 @@ static void commit_done(struct vbd_task *t)
     g_free(ct);
 }
 
-static void check_job_done(struct vbd_job *j)
+static void start_commit(struct vbd_job *j)
 {
     struct commit_task *ct;
 
-    if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
-        j->windows_done < j->windows->len || j->fb_windows_pending || j->windows_open)
-        return;
-    if (j->committing)
-        return;
     if (!j->ws) {                       /* claimed when its batch was cut: cannot happen */
         vbd_job_fail(j, VB_JOB_FAILED, "internal error: the job holds no claim on %s",
                      j->target->name);
         return;
     }
-    j->flags |= VB_JOB_FLAG_READ_DONE;
     j->committing = true;
     ct = g_new0(struct commit_task, 1);
     ct->task.work.fn = commit_work;
@@ -834,6 +828,45 @@ static void check_job_done(struct vbd_job *j)
     ct->job = j;
     ct->ws = vb_write_ref(j->ws);
     vb_workers_push(&j->d->wk, &ct->task.work);
+}
+
+static void check_job_done(struct vbd_job *j)
+{
+    if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
+        j->windows_done < j->windows->len || j->fb_windows_pending || j->windows_open)
+        return;
+    if (j->committing)
+        return;
+    j->flags |= VB_JOB_FLAG_READ_DONE;
+    if (j->view_op) {
+        /* everything is read: fold the view back and check it first, so
+         * that "done" means the VM runs on its own images, untouched */
+        j->committing = true;
+        vbd_view_finish(j);
+        return;
+    }
+    start_commit(j);
+}
+
+static void disk_view_done(struct vbd_job *j, int err, const char *summary);
+
+void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary)
+{
+    if (j->kind == VB_KIND_DISK) {
+        /* a job that ended meanwhile commits nothing */
+        disk_view_done(j, err ? err : j->state != VB_JOB_RUNNING ? -ECANCELED : 0,
+                       err ? summary : "the job ended");
+        return;
+    }
+    j->committing = false;
+    if (err)
+        vbd_job_fail(j, VB_JOB_FAILED, "point-in-time view: %s (vbackupd's log says more)",
+                     summary);
+    if (j->state != VB_JOB_RUNNING) {
+        release_from_plan(j);
+        return;
+    }
+    start_commit(j);
 }
 
 /* ---- plans ----------------------------------------------------------------------------------------- */
@@ -1010,14 +1043,63 @@ void vbd_exec_cancel_job(struct vbd_job *j)
 
 /* ---- disk jobs --------------------------------------------------------------------------------------- */
 
-struct disk_run {
+struct vbd_disk_run {
     struct vbd_job *job;
     struct vb_write *ws;     /* a reference to the job's session, which the backup ends */
     struct vb_disk_stats st;
     char *id;
     int err;
     vb_error e;
+    /* the view is folded back before the snapshot is committed */
+    GMutex lock;
+    GCond cond;
+    bool view_done;
+    int view_err;
+    char view_summary[160];
 };
+
+static void disk_view_done(struct vbd_job *j, int err, const char *summary)
+{
+    struct vbd_disk_run *dr = j->disk_run;
+
+    g_mutex_lock(&dr->lock);
+    dr->view_err = err;
+    snprintf(dr->view_summary, sizeof(dr->view_summary), "%s", summary ? summary : "");
+    dr->view_done = true;
+    g_cond_signal(&dr->cond);
+    g_mutex_unlock(&dr->lock);
+}
+
+/* main thread: the disk thread has read everything */
+static gboolean disk_view_finish(gpointer opaque)
+{
+    struct vbd_disk_run *dr = opaque;
+    struct vbd_job *j = dr->job;
+
+    if (j->view_op && j->state == VB_JOB_RUNNING)
+        vbd_view_finish(j);         /* vbd_exec_view_done() answers */
+    else
+        disk_view_done(j, j->state == VB_JOB_RUNNING ? 0 : -ECANCELED, "the job ended");
+    return G_SOURCE_REMOVE;
+}
+
+/* disk thread, before the snapshot is committed: wait for the view's release */
+static int disk_before_commit(void *opaque, vb_error *e)
+{
+    struct vbd_disk_run *dr = opaque;
+    int err;
+
+    g_idle_add(disk_view_finish, dr);
+    g_mutex_lock(&dr->lock);
+    while (!dr->view_done)
+        g_cond_wait(&dr->cond, &dr->lock);
+    err = dr->view_err;
+    if (err)
+        vb_seterr(e, err, "point-in-time view: %s (vbackupd's log says more)",
+                  dr->view_summary);
+    g_mutex_unlock(&dr->lock);
+    return err;
+}
 
 static void disk_progress(void *opaque, uint64_t done, uint64_t total)
 {
@@ -1029,7 +1111,7 @@ static void disk_progress(void *opaque, uint64_t done, uint64_t total)
 
 static gboolean disk_finished(gpointer opaque)
 {
-    struct disk_run *dr = opaque;
+    struct vbd_disk_run *dr = opaque;
     struct vbd_job *j = dr->job;
 
     g_thread_join(j->disk_thread);
@@ -1061,6 +1143,9 @@ static gboolean disk_finished(gpointer opaque)
         }
     }
     g_free(dr->id);
+    j->disk_run = NULL;
+    g_mutex_clear(&dr->lock);
+    g_cond_clear(&dr->cond);
     g_free(dr);
     release_from_plan(j);
     return G_SOURCE_REMOVE;
@@ -1068,7 +1153,7 @@ static gboolean disk_finished(gpointer opaque)
 
 static gpointer disk_thread(gpointer opaque)
 {
-    struct disk_run *dr = opaque;
+    struct vbd_disk_run *dr = opaque;
     struct vbd_job *j = dr->job;
     struct vbd_disk *dk = j->disks->pdata[0];
     struct vb_disk_backup_opts o = {
@@ -1081,6 +1166,8 @@ static gpointer disk_thread(gpointer opaque)
         .progress_cb = disk_progress,
         .progress_opaque = j,
         .cancel = &j->cancel_flag,
+        .before_commit = disk_before_commit,
+        .before_commit_opaque = dr,
     };
 
     dr->err = vb_disk_backup(dr->ws, &o, &dr->st, &dr->id, &dr->e);
@@ -1090,10 +1177,13 @@ static gpointer disk_thread(gpointer opaque)
 
 void vbd_disk_job_start(struct vbd_job *j)
 {
-    struct disk_run *dr = g_new0(struct disk_run, 1);
+    struct vbd_disk_run *dr = g_new0(struct vbd_disk_run, 1);
 
     dr->job = j;
     dr->ws = vb_write_ref(j->ws);       /* claimed when the batch was cut */
+    g_mutex_init(&dr->lock);
+    g_cond_init(&dr->cond);
+    j->disk_run = dr;
     j->disk_thread = g_thread_new("disk-backup", disk_thread, dr);
 }
 

@@ -145,7 +145,7 @@ static void job_end(struct vbd_job *j, int state)
         j->refs--;          /* the queue's reference; the job table still holds one */
     if (j->view_op)
         vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
-    else
+    else if (!j->view_busy)
         vbd_journal_forget(j);
     /* the session ends now: a commit in progress is refused at its commit
      * point, running puts fail; the claim goes when they are back */
@@ -201,6 +201,25 @@ void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const cha
     j->detail = g_strdup(detail);
     vbd_exec_cancel_job(j);
     job_end(j, state);
+}
+
+void vbd_job_fail_late(struct vbd_job *j, const char *fmt, ...)
+{
+    char why[sizeof(j->reason)], was[sizeof(j->reason)];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (!finished(j)) {
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", why);
+        return;
+    }
+    snprintf(was, sizeof(was), "%s%s%s", vbd_state_name(j->state), j->reason[0] ? ": " : "",
+             j->reason);
+    snprintf(j->reason, sizeof(j->reason), "%s (the job had ended %s)", why, was);
+    j->state = VB_JOB_FAILED;
+    vbd_log("job %llu (%s): failed: %s", (unsigned long long)j->id, j->vm->name, j->reason);
 }
 
 void vbd_job_finish_ok(struct vbd_job *j)
@@ -589,8 +608,9 @@ void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
     if (j->state != VB_JOB_QUEUED) {
         /* cancelled or failed while the snapshot was taken */
         if (reply)
-            vbd_req_answer_err(reply, VB_S_BAD_STATE, "job %llu is %s", (unsigned long long)j->id,
-                               vbd_state_name(j->state));
+            vbd_req_answer_err(reply, VB_S_BAD_STATE, "job %llu is %s%s%s",
+                               (unsigned long long)j->id, vbd_state_name(j->state),
+                               j->reason[0] ? ": " : "", j->reason);
         if (j->view_op)
             vbd_view_release(j);
         return;

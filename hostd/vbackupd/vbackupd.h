@@ -10,6 +10,11 @@
  *   exec.c     execution: io_uring reads, windows, chunking, storing, commit
  *   restore.c  restore jobs: RESTORE_BEGIN/LIST/READ/END
  *   admin.c    the admin socket (vbackupctl vms, jobs, job ID)
+ *   journal.c  running jobs on disk, for a report after a crash
+ *   view.c     the point-in-time view: snapshot, exact commit back, checks
+ *   chain.c    disk chains as QEMU reports them, identities of image files
+ *   qmp.c      the view through QEMU's monitor
+ *   libvirt.c  VMs from libvirt, and the view through libvirt
  *   peer.c     who may connect to a VM's socket (its QEMU's pid, label)
  *   quota.c    what each VM may add to the repositories, and when
  *   reclaim.c  gc of a target after failed jobs, when no job holds it
@@ -259,7 +264,8 @@ struct vbd_job {
     uint32_t view;           /* VB_VIEW_* once sealed */
     bool unfrozen;           /* the client holds no freeze: the job may wait */
     bool view_pending;       /* the snapshot is being taken */
-    void *view_op;           /* qmp.c: the snapshot to commit back */
+    void *view_op;           /* view.c: the view to release (commit back) */
+    bool view_busy;          /* view.c: a release is under way */
     double view_seconds;
     GPtrArray *serials;      /* char * */
     GPtrArray *disks;        /* struct vbd_disk * (VM's, by serial order) */
@@ -302,6 +308,7 @@ struct vbd_job {
     bool parent_current;     /* parent committed in this gc generation: its chunks exist */
     /* disk jobs */
     GThread *disk_thread;
+    struct vbd_disk_run *disk_run;   /* exec.c */
     volatile uint64_t disk_done, disk_total;
     /* restore jobs */
     struct vb_catalog *cat;
@@ -459,6 +466,9 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
  * job's id; DETAIL (host paths, errno texts) goes to the log and to the
  * admin's view of the job only. */
 void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const char *detail);
+/* A job that has ended turns out to have failed (its view's release) */
+void vbd_job_fail_late(struct vbd_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void vbd_job_finish_ok(struct vbd_job *j);
 void vbd_jobs_vm_gone(struct vbd *d, struct vbd_vm *vm);
 void vbd_jobs_tick(struct vbd *d);
@@ -490,6 +500,9 @@ void vbd_disk_job_start(struct vbd_job *j);
 uint8_t *vbd_buf_get(struct vbd *d);
 void vbd_buf_put(struct vbd *d, uint8_t *b);
 void vbd_count_read(struct vbd *d, const char *path, uint64_t n);
+/* the view was folded back before the commit (err: it failed a check, said
+ * in summary, which names no host paths) */
+void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary);
 
 /* journal.c */
 void vbd_journal_running(struct vbd_job *j);
@@ -497,10 +510,13 @@ void vbd_journal_forget(struct vbd_job *j);
 void vbd_journal_recover(struct vbd *d);
 bool vbd_job_hurried(const struct vbd_job *j);
 
-/* qmp.c */
+/* view.c */
 void vbd_view_take(struct vbd_job *j, struct vbd_req *reply);
 gboolean vbd_view_taken(gpointer opaque);
+/* fold the view back (a job that ended); a failed check fails the job late */
 void vbd_view_release(struct vbd_job *j);
+/* fold the view back before the job's commit; then vbd_exec_view_done() */
+void vbd_view_finish(struct vbd_job *j);
 gboolean vbd_view_released(gpointer opaque);
 json_object *vbd_view_json(struct vbd_job *j);
 void vbd_view_recover(struct vbd_job *j, json_object *view);
@@ -509,10 +525,6 @@ void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply);
 /* libvirt.c */
 int vbd_libvirt_start(struct vbd *d, vb_error *e);
 void vbd_libvirt_stop(struct vbd *d);
-int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets,
-                         GPtrArray *overlays, vb_error *e);
-int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
-                       const char *overlay, vb_error *e);
 
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);

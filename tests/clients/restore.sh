@@ -269,6 +269,26 @@ expect_fail "malformed RESTORE_LIST reply from the host: invalid path" \
 stop_peer
 log "hostile snapshots: nothing outside the destination"
 
+# --- a symlink planted in the destination above the restored paths ------------------
+# (a user of the guest can make one where a restore in place or --into passes:
+# DEST/h/home/u -> elsewhere): never followed, the other paths are restored
+python3 - "$VB_TMP/planted.json" <<'EOF'
+import json, sys
+json.dump({"snapshot": "capture/planted", "entries": [
+    {"path": "h/home/u/docs", "type": "dir", "mode": 0o755},
+    {"path": "h/home/u/docs/f", "type": "reg", "size": 3, "data": [[0, 3]]},
+    {"path": "h/other/x", "type": "reg", "size": 3, "data": [[0, 3]]}]}, open(sys.argv[1], "w"))
+EOF
+mkdir -p "$VB_TMP/planted/h/home" "$VB_TMP/outside-p"
+ln -s "$VB_TMP/outside-p" "$VB_TMP/planted/h/home/u"
+start_peer "$SOCK" --log "$VB_TMP/pp.log" --restore-spec "$VB_TMP/planted.json"
+expect_fail "h/home/u/docs: .*symlink" \
+    "$VBCLIENT" --device "$SOCK" restore h/home/u/docs h/other/x --from archive --into "$VB_TMP/planted"
+[ -z "$(ls -A "$VB_TMP/outside-p")" ] || fail "the restore went through a symlink planted in the destination"
+[ -f "$VB_TMP/planted/h/other/x" ] || fail "the path beside the planted symlink was not restored"
+stop_peer
+log "a symlink planted above the restored paths is not followed"
+
 # --- SIGINT in the middle: stops soon, no temporary file left, RESTORE_END ----------
 python3 - "$VB_TMP/slow.json" <<'EOF2'
 import json, sys

@@ -7,6 +7,7 @@
 
 #include "catalog.h"
 #include "chunk.h"
+#include "escape.h"
 #include "snapshot.h"
 #include "util.h"
 #include "vbackup/proto.h"
@@ -180,6 +181,9 @@ static void test_time(void)
         g_assert_cmpint(vb_parse_time(buf, &ns), ==, 0);
         g_assert_cmpint(ns, ==, 1795616211000000000LL);
         g_assert_cmpint(vb_parse_time("2026-13-45", &ns), <, 0);
+        /* outside what nanoseconds in an int64_t hold: an error, not a wrap */
+        g_assert_cmpint(vb_parse_time("3026-01-01T00:00:00Z", &ns), ==, -ERANGE);
+        g_assert_cmpint(vb_parse_time("1600-01-01T00:00:00Z", &ns), ==, -ERANGE);
     }
     if (saved)
         g_setenv("TZ", saved, TRUE);
@@ -187,6 +191,52 @@ static void test_time(void)
         g_unsetenv("TZ");
     tzset();
     g_free(saved);
+    /* before 1970: rounded down, the fraction counts forward */
+    vb_fmt_time(-1500000000LL, buf, sizeof(buf));
+    g_assert_cmpstr(buf, ==, "1969-12-31T23:59:58Z");
+    vb_fmt_time_ns(-1500000000LL, buf, sizeof(buf));
+    g_assert_cmpstr(buf, ==, "1969-12-31T23:59:58.500000000Z");
+    vb_fmt_time_ns(-1LL, buf, sizeof(buf));
+    g_assert_cmpstr(buf, ==, "1969-12-31T23:59:59.999999999Z");
+    vb_fmt_time_ns(1795616211144707008LL, buf, sizeof(buf));
+    g_assert_cmpstr(buf, ==, "2026-11-25T14:16:51.144707008Z");
+}
+
+static void check_escape(const char *in, size_t n, const char *want)
+{
+    char *got = vb_escape(in, n);
+
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+}
+
+static void test_escape(void)
+{
+    check_escape("plain/name.txt", 14, "plain/name.txt");
+    check_escape("", 0, "");
+    check_escape("a b\\c", 5, "a\\ b\\\\c");
+    check_escape("new\nline\ttab\r\a\b\v\f", 17, "new\\nline\\ttab\\r\\a\\b\\v\\f");
+    check_escape("\x1b[31mred\x7f", 9, "\\033[31mred\\177");
+    check_escape("nul\0in", 6, "nul\\000in");
+    /* UTF-8 as it is; not UTF-8 byte by byte */
+    check_escape("\xc3\xbc" "n" "\xc3\xaf" "c" "\xc3\xb6" "d" "\xc3\xa9 \xe2\x9c\x93", 15,
+                 "\xc3\xbc" "n" "\xc3\xaf" "c" "\xc3\xb6" "d" "\xc3\xa9\\ \xe2\x9c\x93");
+    check_escape("bad\xff\xc3", 5, "bad\\377\\303");
+    check_escape("\xc0\xaf", 2, "\\300\\257");                     /* overlong '/' */
+    check_escape("\xed\xa0\x80", 3, "\\355\\240\\200");         /* a surrogate */
+    check_escape("\xf4\x90\x80\x80", 4, "\\364\\220\\200\\200"); /* above U+10FFFF */
+    /* C1 controls, line separators and bidi overrides are escaped too */
+    check_escape("\xc2\x85", 2, "\\302\\205");
+    check_escape("\xe2\x80\xa8", 3, "\\342\\200\\250");
+    check_escape("\xe2\x80\xae", 3, "\\342\\200\\256");
+    /* whatever the bytes, the result holds no control character */
+    for (int i = 0; i < 256; i++) {
+        char in[3] = { 'x', (char)i, 'y' };
+        char *got = vb_escape(in, 3);
+        for (const char *q = got; *q; q++)
+            g_assert_true((unsigned char)*q >= 0x20 && *q != 0x7f);
+        g_free(got);
+    }
 }
 
 static void test_errors(void)
@@ -280,6 +330,7 @@ int main(int argc, char **argv)
     g_test_add_func("/util/is-zero", test_is_zero);
     g_test_add_func("/util/hex", test_hex);
     g_test_add_func("/util/time", test_time);
+    g_test_add_func("/util/escape", test_escape);
     g_test_add_func("/util/errors", test_errors);
     g_test_add_func("/proto/sizes", test_proto_sizes);
     g_test_add_func("/catalog/threads", test_catalog_threads);

@@ -1,0 +1,577 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The point-in-time view of a job's disks, for VMs with a QMP socket or
+ * from libvirt.  At SEAL every disk the job reads gets a temporary external
+ * overlay, all at one instant: QEMU flushes the images, reopens them
+ * read-only and writes to the overlays from then on, so the guest thaws at
+ * once and the job reads immutable images as long as it likes.  Once the
+ * job has read everything (before its snapshot is committed), or when it
+ * ends otherwise, each overlay is folded back into exactly the image that
+ * was active before, and nothing else:
+ *
+ *   QMP      block-commit device=D top-node=OVERLAY base-node=IMAGE
+ *   libvirt  virDomainBlockCommit(SHALLOW | ACTIVE), then pivot
+ *
+ * and checked: QEMU runs on the same chain as before the view (query-block),
+ * the images under the overlay were not written while the view was held,
+ * and the images under the VM's own image were not written at all (device,
+ * inode, size and mtime, taken before the snapshot).  A job whose view
+ * fails a check fails, loudly, with the reason.  Backends: qmp.c, libvirt.c.
+ * They block, so they run on threads of their own, never on the main loop.
+ */
+#include "view.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static json_object *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_object *strf(const char *fmt, ...)
+{
+    va_list ap;
+    char buf[640];
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    return json_object_new_string(buf);
+}
+
+/* Say what went wrong: summary (no host paths: the guest sees it) and the
+ * details (the log); the first error's code and summary stay, details add up. */
+static void problem(struct vbd_view *v, int code, const char *summary, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void problem(struct vbd_view *v, int code, const char *summary, const char *fmt, ...)
+{
+    char msg[512];
+    size_t n = strlen(v->e.msg);
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (!v->err) {
+        v->err = code ? code : -EIO;
+        v->e.code = v->err;
+        snprintf(v->summary, sizeof(v->summary), "%s", summary);
+    }
+    snprintf(v->e.msg + n, sizeof(v->e.msg) - n, "%s%s", n ? "; " : "", msg);
+}
+
+static void view_disk_free(gpointer p)
+{
+    struct vbd_view_disk *vd = p;
+
+    g_free(vd->image);
+    g_free(vd->target);
+    g_free(vd->overlay);
+    g_free(vd->top_node);
+    vbd_chain_free(vd->before);
+    g_free(vd->ids);
+    g_free(vd);
+}
+
+static struct vbd_view *view_new(struct vbd_job *j)
+{
+    struct vbd_view *v = g_new0(struct vbd_view, 1);
+
+    v->job = j;
+    j->refs++;
+    v->job_id = j->id;
+    v->vm = g_strdup(j->vm->name);
+    v->disks = g_ptr_array_new_with_free_func(view_disk_free);
+    return v;
+}
+
+static void view_free(struct vbd_view *v)
+{
+    g_ptr_array_free(v->disks, TRUE);
+    g_free(v->qmp_path);
+    g_free(v->lv_uri);
+    g_free(v->lv_domain);
+    g_free(v->vm);
+    g_free(v);
+}
+
+static struct vbd_view_disk *disk_of(struct vbd_view *v, guint i)
+{
+    return v->disks->pdata[i];
+}
+
+/* The disk in query-block's answer: by its qdev path or device name, else
+ * as the one whose chain holds file. */
+static struct vbd_chain *locate(json_object *blocks, const struct vbd_chain *before,
+                                const char *file)
+{
+    struct vbd_chain *c = before && *before->key ? vbd_chain_by_key(blocks, before->key) : NULL;
+
+    return c ? c : vbd_chain_with(blocks, file);
+}
+
+/* ---- taking the view (a thread) ----------------------------------------------------- */
+
+/* Before the snapshot: QEMU must run the disk on its configured image;
+ * remember the chain and who the images under it are. */
+static int learn_disk(struct vbd_view *v, json_object *blocks, struct vbd_view_disk *vd)
+{
+    struct vbd_chain *c = vbd_chain_with(blocks, vd->image);
+    g_autofree char *want = vbd_image_path(vd->image);
+
+    if (!c || strcmp(c->files->pdata[0], want)) {
+        g_autofree char *disks = vbd_chain_disks(blocks);
+        g_autofree char *chain = vbd_chain_str(c);
+        v->fatal = true;
+        if (!c)
+            problem(v, -ENOENT, "QEMU has no disk on the configured image",
+                    "QEMU has no disk on %s (its disks: %s)", vd->image, disks);
+        else
+            problem(v, -ESTALE, "QEMU does not run the disk on its configured image",
+                    "QEMU does not run the disk of %s on that image but on %s",
+                    vd->image, chain);
+        vbd_chain_free(c);
+        return v->err;
+    }
+    vd->before = c;
+    vd->ids = g_new0(struct vbd_file_id, c->files->len);
+    for (guint k = 1; k < c->files->len; k++) {
+        vb_error e1 = { 0 };
+        if (vbd_file_id_get(c->files->pdata[k], &vd->ids[k], &e1)) {
+            v->fatal = true;
+            problem(v, e1.code, "an image of the disk cannot be examined",
+                    "the image under %s: %s", vd->image, vb_strerror(&e1));
+            return v->err;
+        }
+    }
+    return 0;
+}
+
+static gpointer snapshot_thread(gpointer opaque)
+{
+    struct vbd_view *v = opaque;
+    double t0 = vb_now();
+    json_object *blocks = NULL;
+    vb_error e1 = { 0 };
+    void *conn = v->be->open(v, &e1);
+
+    if (!conn) {
+        problem(v, e1.code, "QEMU's monitor did not answer", "%s", vb_strerror(&e1));
+        goto out;
+    }
+    if (v->be->query_block(conn, &blocks, &e1)) {
+        problem(v, e1.code, "QEMU's monitor did not answer", "%s", vb_strerror(&e1));
+        goto out;
+    }
+    for (guint i = 0; i < v->disks->len; i++)
+        if (learn_disk(v, blocks, disk_of(v, i)))
+            goto out;
+    json_object_put(blocks);
+    blocks = NULL;
+    if (v->be->snapshot(conn, v, &e1)) {
+        problem(v, e1.code, "the snapshot failed", "%s", vb_strerror(&e1));
+        /* nothing changed, unless the query below says otherwise */
+    } else {
+        v->held = true;
+    }
+    if (v->be->query_block(conn, &blocks, &e1)) {
+        v->fatal = true;
+        v->held = true;     /* not known: the release looks and decides */
+        problem(v, e1.code, "QEMU's monitor did not answer after the snapshot",
+                "after the snapshot: %s", vb_strerror(&e1));
+        goto out;
+    }
+    for (guint i = 0; i < v->disks->len; i++) {
+        struct vbd_view_disk *vd = disk_of(v, i);
+        struct vbd_chain *now = locate(blocks, vd->before, vd->image);
+        bool over = vbd_chain_is_over(now, vd->overlay, vd->before);
+        g_autofree char *have = vbd_chain_str(now);
+        g_autofree char *had = vbd_chain_str(vd->before);
+        vb_error e2 = { 0 };
+
+        if (over)
+            v->held = true;
+        if (v->err && (over || !vbd_chain_equal(now, vd->before))) {
+            v->fatal = v->held = true;
+            problem(v, -ESTALE, "the failed snapshot changed the disk's chain",
+                    "after the failed snapshot QEMU runs the disk of %s on %s, "
+                    "not on %s", vd->image, have, had);
+        } else if (!v->err && !over) {
+            v->fatal = true;
+            problem(v, -ESTALE, "the snapshot left QEMU on other images than expected",
+                    "after the snapshot QEMU runs the disk of %s on %s, not on "
+                    "%s over %s", vd->image, have, vd->overlay, had);
+        } else if (!v->err && vbd_file_id_get(vd->image, &vd->ids[0], &e2)) {
+            v->fatal = true;
+            problem(v, e2.code, "an image of the disk cannot be examined", "%s", vb_strerror(&e2));
+        }
+        vbd_chain_free(now);
+    }
+out:
+    json_object_put(blocks);
+    if (conn)
+        v->be->close(conn);
+    v->seconds = vb_now() - t0;
+    g_idle_add((GSourceFunc)vbd_view_taken, v);
+    return NULL;
+}
+
+/* ---- releasing it (a thread) ----------------------------------------------------- */
+
+/* Images not written since their identity was taken: from index first on. */
+static void check_ids(struct vbd_view *v, struct vbd_view_disk *vd, guint first, const char *when)
+{
+    for (guint k = first; vd->ids && k < vd->before->files->len; k++) {
+        const char *f = vd->before->files->pdata[k];
+        struct vbd_file_id now;
+        vb_error e1 = { 0 };
+
+        if (vbd_file_id_get(f, &now, &e1))
+            problem(v, e1.code, "an image of the disk cannot be examined", "%s", vb_strerror(&e1));
+        else if (!vbd_file_id_same(&now, &vd->ids[k])) {
+            problem(v, -ESTALE, "an image other than the temporary overlay was written",
+                    "%s was written %s (size %llu -> %llu, mtime changed: %s)", f,
+                    when, (unsigned long long)vd->ids[k].size, (unsigned long long)now.size,
+                    now.mtime_ns != vd->ids[k].mtime_ns ? "yes" : "no");
+            vd->ids[k] = now;       /* said once */
+        }
+    }
+}
+
+static void release_disk(struct vbd_view *v, void *conn, guint i)
+{
+    struct vbd_view_disk *vd = disk_of(v, i);
+    json_object *blocks = NULL;
+    struct vbd_chain *now = NULL, *after = NULL;
+    vb_error e1 = { 0 };
+
+    if (v->be->query_block(conn, &blocks, &e1)) {
+        problem(v, e1.code, "QEMU's monitor did not answer; the VM may still run on the overlay",
+                "%s; the overlay %s is left as it is", vb_strerror(&e1), vd->overlay);
+        return;
+    }
+    now = locate(blocks, vd->before, vd->before ? (char *)vd->before->files->pdata[0] :
+                                                  vd->overlay);
+    if (!vd->before && now && now->files->len > 1) {
+        /* a journal without the chain: what QEMU has under the overlay */
+        g_autofree char *top = vbd_image_path(vd->overlay);
+        if (!strcmp(now->files->pdata[0], top)) {
+            vd->before = vbd_chain_copy(now);
+            g_free(g_ptr_array_steal_index(vd->before->files, 0));
+            g_free(vd->image);
+            vd->image = g_strdup(vd->before->files->pdata[0]);
+        }
+    }
+    if (!now || !vd->before) {
+        g_autofree char *disks = vbd_chain_disks(blocks);
+        problem(v, -ENOENT, "QEMU no longer has the disk; the overlay is left",
+                "QEMU has no disk on %s or %s any more (its disks: %s); the overlay "
+                "is left as it is", vd->image ? vd->image : "its image", vd->overlay, disks);
+        goto out;
+    }
+    if (vbd_chain_equal(now, vd->before)) {
+        /* folded back already (a commit that ended before a crash) */
+        vd->committed = true;
+        if (access(vd->overlay, F_OK) == 0)
+            vbd_log("job %llu: QEMU runs on %s again without %s; that file is left as it is",
+                    (unsigned long long)v->job_id, vd->image, vd->overlay);
+        check_ids(v, vd, 1, "while the VM ran on it");
+        goto out;
+    }
+    if (!vbd_chain_is_over(now, vd->overlay, vd->before)) {
+        g_autofree char *have = vbd_chain_str(now);
+        g_autofree char *had = vbd_chain_str(vd->before);
+        problem(v, -ESTALE, "QEMU runs the disk on unexpected images; nothing was committed",
+                "QEMU runs the disk of %s on %s, not on %s over %s; nothing was "
+                "committed, the overlay is left as it is", vd->image, have, vd->overlay, had);
+        goto out;
+    }
+    /* the view was immutable while it was read; the chain under it untouched */
+    check_ids(v, vd, 0, "while the view was held");
+    if (v->be->commit(conn, v, i, now, &e1)) {
+        problem(v, e1.code, "the overlay could not be committed back; the VM still runs on it",
+                "commit of %s into %s: %s; the VM still runs on the overlay",
+                vd->overlay, vd->image, vb_strerror(&e1));
+        goto out;
+    }
+    json_object_put(blocks);
+    blocks = NULL;
+    if (v->be->query_block(conn, &blocks, &e1)) {
+        problem(v, e1.code, "QEMU's monitor did not answer after the commit",
+                "after the commit: %s", vb_strerror(&e1));
+        goto out;
+    }
+    after = locate(blocks, vd->before, vd->before->files->pdata[0]);
+    if (!vbd_chain_equal(after, vd->before)) {
+        g_autofree char *have = vbd_chain_str(after);
+        g_autofree char *had = vbd_chain_str(vd->before);
+        problem(v, -ESTALE, "after the commit QEMU does not run on the same images as before",
+                "after the commit of %s QEMU runs the disk on %s, not on %s as "
+                "before", vd->overlay, have, had);
+        goto out;
+    }
+    vd->committed = true;
+    unlink(vd->overlay);
+    check_ids(v, vd, 1, "by the commit");
+out:
+    vbd_chain_free(now);
+    vbd_chain_free(after);
+    json_object_put(blocks);
+}
+
+static gpointer release_thread(gpointer opaque)
+{
+    struct vbd_view *v = opaque;
+    double t0 = vb_now();
+    vb_error e1 = { 0 };
+    void *conn = v->be->open(v, &e1);
+
+    if (!conn)
+        problem(v, e1.code, "QEMU's monitor did not answer; the overlays are left",
+                "%s; the overlays are left as they are", vb_strerror(&e1));
+    for (guint i = 0; conn && i < v->disks->len; i++)
+        release_disk(v, conn, i);      /* every disk, whatever another one did */
+    if (conn)
+        v->be->close(conn);
+    v->seconds = vb_now() - t0;
+    g_idle_add((GSourceFunc)vbd_view_released, v);
+    return NULL;
+}
+
+/* ---- main thread ---------------------------------------------------------------------- */
+
+void vbd_view_take(struct vbd_job *j, struct vbd_req *reply)
+{
+    struct vbd_view *v = view_new(j);
+
+    v->reply = reply;
+    if (j->vm->libvirt) {
+        v->be = &vbd_view_libvirt;
+        v->lv_uri = g_strdup(j->d->cfg->libvirt_uri);
+        v->lv_domain = g_strdup(j->vm->libvirt);
+    } else {
+        v->be = &vbd_view_qmp;
+        v->qmp_path = g_strdup(j->vm->qmp);
+    }
+    for (guint i = 0; i < j->disks->len; i++) {
+        struct vbd_disk *dk = j->disks->pdata[i];
+        struct vbd_view_disk *vd = g_new0(struct vbd_view_disk, 1);
+        vd->image = g_strdup(dk->image);
+        vd->target = g_strdup(dk->target);
+        vd->overlay = g_strdup_printf("%s.vbackup-%llu.qcow2", dk->image,
+                                      (unsigned long long)j->id);
+        vd->top_node = g_strdup_printf("vb-%llu-%u", (unsigned long long)j->id, i);
+        g_ptr_array_add(v->disks, vd);
+    }
+    j->view_op = v;
+    g_thread_unref(g_thread_new("view-take", snapshot_thread, v));
+}
+
+gboolean vbd_view_taken(gpointer opaque)
+{
+    struct vbd_view *v = opaque;
+    struct vbd_job *j = v->job;
+    struct vbd_req *reply = v->reply;
+
+    v->reply = NULL;
+    j->view_pending = false;
+    if (v->err && v->fatal) {
+        char why[sizeof(v->e.msg)], summary[sizeof(v->summary)];
+        snprintf(why, sizeof(why), "%s", vb_strerror(&v->e));
+        snprintf(summary, sizeof(summary), "%s", v->summary);
+        vbd_log("job %llu: the point-in-time view of %s FAILED: %s", (unsigned long long)j->id,
+                v->vm, why);
+        json_object_array_add(j->plan_notes, strf("view: FAILED: %s", why));
+        if (!v->held) {
+            j->view_op = NULL;
+            view_free(v);
+            vbd_job_unref(j);
+        } else {
+            v->err = 0;                 /* the release says how it went */
+            memset(&v->e, 0, sizeof(v->e));
+            v->summary[0] = 0;
+            vbd_journal_running(j);     /* overlays to commit after a crash */
+        }
+        /* this releases a view that is held */
+        vbd_job_fail(j, VB_JOB_FAILED, "point-in-time view: %s (vbackupd's log says more)",
+                     summary);
+    } else if (v->err) {
+        /* a failed snapshot changed nothing: read the live image, guest frozen */
+        vbd_log("job %llu: snapshot of %s failed (%s); reading the live image while the guest "
+                "stays frozen", (unsigned long long)j->id, v->vm, vb_strerror(&v->e));
+        json_object_array_add(j->plan_notes, strf(
+            "view: snapshot failed (%s); the guest stays frozen while the host reads",
+            vb_strerror(&v->e)));
+        j->view = VB_VIEW_FROZEN;
+        j->view_op = NULL;
+        view_free(v);
+        vbd_job_unref(j);
+    } else {
+        j->view = VB_VIEW_SNAPSHOT;
+        j->view_seconds = v->seconds;
+        json_object_array_add(j->plan_notes, strf(
+            "view: snapshot of %u disk%s taken in %.3f s; the guest thawed", v->disks->len,
+            v->disks->len == 1 ? "" : "s", v->seconds));
+        vbd_journal_running(j);      /* remembers the overlays, to commit after a crash */
+    }
+    vbd_seal_done(j, reply);
+    return G_SOURCE_REMOVE;
+}
+
+static void release(struct vbd_job *j, bool for_commit)
+{
+    struct vbd_view *v = j->view_op;
+
+    v->for_commit = for_commit;
+    j->view_op = NULL;
+    j->view_busy = true;
+    j->d->views_active++;
+    g_thread_unref(g_thread_new("view-release", release_thread, v));
+}
+
+void vbd_view_release(struct vbd_job *j)
+{
+    if (j->view_op)
+        release(j, false);
+}
+
+void vbd_view_finish(struct vbd_job *j)
+{
+    release(j, true);
+}
+
+gboolean vbd_view_released(gpointer opaque)
+{
+    struct vbd_view *v = opaque;
+    struct vbd_job *j = v->job;
+    bool all = true;
+
+    for (guint i = 0; i < v->disks->len; i++)
+        all &= disk_of(v, i)->committed;
+    if (v->err)
+        vbd_log("job %llu: the point-in-time view of %s FAILED its release: %s",
+                (unsigned long long)j->id, v->vm, vb_strerror(&v->e));
+    else
+        vbd_log("job %llu: snapshot of %s committed back in %.2f s; QEMU runs on the same "
+                "images as before", (unsigned long long)j->id, v->vm, v->seconds);
+    j->d->views_active--;
+    if (v->for_commit)
+        vbd_exec_view_done(j, v->err, v->summary);
+    else if (v->err)
+        vbd_job_fail_late(j, "point-in-time view: %s (vbackupd's log says more)", v->summary);
+    j->view_busy = false;
+    if (all && j->state == VB_JOB_RUNNING)
+        vbd_journal_running(j);     /* on to its commit, without a view to release */
+    else if (all)
+        vbd_journal_forget(j);
+    /* else the journal keeps the view: the next start tries again */
+    view_free(v);
+    vbd_job_unref(j);
+    return G_SOURCE_REMOVE;
+}
+
+/* ---- the journal ------------------------------------------------------------------- */
+
+json_object *vbd_view_json(struct vbd_job *j)
+{
+    struct vbd_view *v = j->view_op;
+    json_object *o, *disks;
+
+    if (!v)
+        return NULL;
+    o = json_object_new_object();
+    disks = json_object_new_array();
+    for (guint i = 0; i < v->disks->len; i++) {
+        struct vbd_view_disk *vd = disk_of(v, i);
+        json_object *d = json_object_new_object();
+        json_object_object_add(d, "image", json_object_new_string(vd->image));
+        if (vd->target)
+            json_object_object_add(d, "target", json_object_new_string(vd->target));
+        json_object_object_add(d, "overlay", json_object_new_string(vd->overlay));
+        json_object_object_add(d, "top_node", json_object_new_string(vd->top_node));
+        if (vd->before) {
+            json_object *ids = json_object_new_array();
+            json_object_object_add(d, "before", vbd_chain_to_json(vd->before));
+            for (guint k = 0; vd->ids && k < vd->before->files->len; k++)
+                json_object_array_add(ids, vbd_file_id_to_json(&vd->ids[k]));
+            json_object_object_add(d, "ids", ids);
+        }
+        json_object_array_add(disks, d);
+    }
+    json_object_object_add(o, "qmp", v->qmp_path ? json_object_new_string(v->qmp_path) : NULL);
+    if (v->lv_uri) {
+        json_object_object_add(o, "libvirt", json_object_new_string(v->lv_uri));
+        json_object_object_add(o, "domain", json_object_new_string(v->lv_domain));
+    }
+    json_object_object_add(o, "disks", disks);
+    return o;
+}
+
+static void recover_disk(struct vbd_view *v, json_object *d)
+{
+    struct vbd_view_disk *vd = g_new0(struct vbd_view_disk, 1);
+    json_object *ids, *before;
+
+    vd->image = g_strdup(vb_json_str(d, "image"));
+    vd->target = g_strdup(vb_json_str(d, "target"));
+    vd->overlay = g_strdup(vb_json_str(d, "overlay"));
+    vd->top_node = g_strdup(vb_json_str(d, "top_node"));
+    if (json_object_object_get_ex(d, "before", &before))
+        vd->before = vbd_chain_from_json(before);
+    if (vd->before && json_object_object_get_ex(d, "ids", &ids) &&
+        json_object_is_type(ids, json_type_array) &&
+        json_object_array_length(ids) == vd->before->files->len) {
+        vd->ids = g_new0(struct vbd_file_id, vd->before->files->len);
+        for (guint k = 0; k < vd->before->files->len; k++)
+            if (!vbd_file_id_from_json(json_object_array_get_idx(ids, k), &vd->ids[k])) {
+                g_free(vd->ids);
+                vd->ids = NULL;
+                break;
+            }
+    }
+    g_ptr_array_add(v->disks, vd);
+}
+
+/* After a crash: commit back the overlays a job left, by the same rule. */
+void vbd_view_recover(struct vbd_job *j, json_object *view)
+{
+    struct vbd_view *v = view_new(j);
+    json_object *disks = json_object_object_get(view, "disks");
+    json_object *devs = json_object_object_get(view, "devices");
+    json_object *ovs = json_object_object_get(view, "overlays");
+
+    v->qmp_path = g_strdup(vb_json_str(view, "qmp"));
+    v->lv_uri = g_strdup(vb_json_str(view, "libvirt"));
+    v->lv_domain = g_strdup(vb_json_str(view, "domain"));
+    v->be = v->lv_uri ? &vbd_view_libvirt : &vbd_view_qmp;
+    for (size_t i = 0; json_object_is_type(disks, json_type_array) &&
+                       i < json_object_array_length(disks); i++)
+        recover_disk(v, json_object_array_get_idx(disks, i));
+    /* a journal of an older vbackupd: devices (libvirt targets) and overlays only */
+    for (size_t i = 0; !disks && json_object_is_type(ovs, json_type_array) &&
+                       i < json_object_array_length(ovs); i++) {
+        struct vbd_view_disk *vd = g_new0(struct vbd_view_disk, 1);
+        json_object *dev = json_object_is_type(devs, json_type_array) ?
+                           json_object_array_get_idx(devs, i) : NULL;
+        vd->overlay = g_strdup(json_object_get_string(json_object_array_get_idx(ovs, i)));
+        vd->target = v->lv_uri && dev ? g_strdup(json_object_get_string(dev)) : NULL;
+        g_ptr_array_add(v->disks, vd);
+    }
+    for (guint i = 0; i < v->disks->len; i++)
+        if (!disk_of(v, i)->overlay) {
+            g_ptr_array_set_size(v->disks, 0);
+            break;
+        }
+    if ((!v->qmp_path && !v->lv_uri) || !v->disks->len) {
+        vbd_log("job %llu: the journal names a view that cannot be released; see the files "
+                "named *.vbackup-%llu.qcow2", (unsigned long long)j->id,
+                (unsigned long long)j->id);
+        view_free(v);
+        vbd_job_unref(j);
+        return;
+    }
+    v->held = true;
+    j->view_op = v;
+    vbd_log("job %llu: committing back the snapshot it left on %s", (unsigned long long)j->id,
+            j->vm->name);
+    vbd_view_release(j);
+}
