@@ -13,7 +13,8 @@
  *               write would prove nothing.  The process must have started
  *               no later than the pidfile was written (within a minute): a
  *               pid recycled by a later process after the VM's QEMU died
- *               does not pass.
+ *               does not pass (where /proc shows the process: the shipped
+ *               unit's ProtectProc=invisible hides it, which is logged).
  *   peer_label  the peer's security label (SO_PEERSEC: SELinux, AppArmor,
  *               Smack) must be exactly this one.
  *
@@ -133,8 +134,15 @@ static int check_pid(struct vbd_vm *vm, const struct ucred *cr, char *why, size_
     started = start_time_ns(pid);
     written = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     if (!started) {
-        snprintf(why, len, "pid %d: its start time is unknown", (int)pid);
-        return -EPERM;
+        /* /proc/PID hidden from us: the systemd unit's ProtectProc=invisible
+         * hides the processes of other users (QEMU's) from a root without
+         * CAP_SYS_PTRACE.  The pid is checked; its reuse cannot be. */
+        if (!vm->peer_start_unknown)
+            vbd_log("VM %s: the start of pid %d cannot be read (/proc/%d is not visible: "
+                    "ProtectProc=invisible?); a reused pid is not recognized", vm->name,
+                    (int)pid, (int)pid);
+        vm->peer_start_unknown = true;
+        return 0;
     }
     if (started > written + START_SLACK_NS) {
         snprintf(why, len, "pid %d started %.1f s after %s was written: not the process it "

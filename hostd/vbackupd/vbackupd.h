@@ -147,6 +147,7 @@ struct vbd_vm {
     char *libvirt;           /* domain name when the VM came from libvirt */
     char *pidfile;           /* peer.c: only this QEMU process may connect */
     char *peer_label;
+    bool peer_start_unknown; /* peer.c: said once that /proc hides the start */
     struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
