@@ -154,6 +154,7 @@ static void job_end(struct vbd_job *j, int state)
 
     j->state = state;
     j->finished_ns = vb_wall_ns();
+    vbd_quota_end(j);           /* its bytes, counted; a gc if it left garbage */
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
     if (j->view_op)
@@ -174,6 +175,22 @@ static void job_end(struct vbd_job *j, int state)
             j->detail ? j->detail : "");
 }
 
+/* A reason holds guest bytes (paths) only escaped where they were put in;
+ * one that still holds control characters or stray bytes is escaped whole:
+ * the guest, the log and vbackupctl all show it. */
+static void plain_reason(struct vbd_job *j)
+{
+    char *esc;
+
+    if (vb_text_plain(j->reason, strlen(j->reason)))
+        return;
+    esc = vb_escape(j->reason, strlen(j->reason));
+    g_strlcpy(j->reason, esc, sizeof(j->reason));
+    g_free(esc);
+    if (!g_utf8_validate(j->reason, -1, NULL))   /* cut inside a character */
+        *(char *)g_utf8_find_prev_char(j->reason, j->reason + strlen(j->reason)) = 0;
+}
+
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
 {
     va_list ap;
@@ -183,6 +200,7 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
+    plain_reason(j);
     vbd_exec_cancel_job(j);
     job_end(j, state);
 }
@@ -193,6 +211,7 @@ void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const cha
         return;
     snprintf(j->reason, sizeof(j->reason), "%s; the host's log has details (job %llu)", what,
              (unsigned long long)j->id);
+    plain_reason(j);
     g_free(j->detail);
     j->detail = g_strdup(detail);
     vbd_exec_cancel_job(j);
@@ -308,6 +327,12 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = b.kind;
     j->mode = b.mode;
+    /* the VM's quotas: jobs per day, bytes left; then this job's charges */
+    if (vbd_quota_begin(j, msg, sizeof(msg))) {
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_reply_err(c, h, VB_S_QUOTA, "%s", j->reason);
+        goto out;
+    }
     j->unfrozen = b.flags & VB_BEGIN_UNFROZEN;
     j->state = VB_JOB_COLLECTING;
     j->disks = g_ptr_array_new_with_free_func(disk_copy_free);
@@ -358,6 +383,12 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
     if (!j) {
         vbd_reply_err(c, h, VB_S_NO_JOB, "no job %llu for VM %s", (unsigned long long)id,
                       c->vm->name);
+        return NULL;
+    }
+    if (j->state == VB_JOB_FAILED) {
+        /* the guest learns why (a quota, a full target) from the request it sends next */
+        vbd_reply_err(c, h, j->over_quota ? VB_S_QUOTA : VB_S_JOB_FAILED, "job %llu failed: %s",
+                      (unsigned long long)id, j->reason);
         return NULL;
     }
     if (j->state != VB_JOB_COLLECTING) {
@@ -454,8 +485,9 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             continue;
         path = g_strndup(f.recs[i].path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
+            g_autofree char *shown = vb_escape(path, strlen(path));
             vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
-                          (unsigned long long)id, i, g_utf8_validate(path, -1, NULL) ? path : "?");
+                          (unsigned long long)id, i, shown);
             g_free(path);
             g_hash_table_destroy(fresh);
             vbd_files_clear(&f);
@@ -518,6 +550,7 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     struct vbd_data dt;
     struct vbd_job *j;
     struct vbd_entry *en;
+    g_autofree char *shown = NULL;
     char msg[VBD_MSG];
     int st = vbd_parse_data(p, n, &dt, msg);
 
@@ -533,25 +566,26 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     }
     en = &g_array_index(j->entries, struct vbd_entry, dt.file);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for messages */
     if (en->data != VB_FD_FALLBACK) {
         vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file %llu ('%s') does not take fallback data",
-                      (unsigned long long)dt.file, en->path);
+                      (unsigned long long)dt.file, shown);
         return;
     }
     if (en->fb_done) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", en->path);
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", shown);
         return;
     }
     if (dt.offset != en->fb_received) {
         vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file '%s': data at offset %llu, expected %llu "
-                      "(pieces come in order)", en->path, (unsigned long long)dt.offset,
+                      "(pieces come in order)", shown, (unsigned long long)dt.offset,
                       (unsigned long long)en->fb_received);
         return;
     }
     if (dt.offset + dt.len > en->m.size ||
         ((dt.flags & VB_DATA_LAST) && dt.offset + dt.len != en->m.size)) {
         vbd_reply_err(c, h, VB_S_OUT_OF_RANGE, "file '%s': data up to %llu, but the file's size "
-                      "is %llu", en->path, (unsigned long long)(dt.offset + dt.len),
+                      "is %llu", shown, (unsigned long long)(dt.offset + dt.len),
                       (unsigned long long)en->m.size);
         return;
     }
@@ -581,8 +615,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     for (guint i = 0; i < j->roots->len; i++) {
         if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            const char *root = j->roots->pdata[i];
+            g_autofree char *shown = vb_escape(root, strlen(root));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: root '%s' was not sent as a record",
-                          (unsigned long long)id, (char *)j->roots->pdata[i]);
+                          (unsigned long long)id, shown);
             return;
         }
     }
@@ -591,8 +627,9 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     for (; j->fb_open && j->fb_first_open < j->entries->len; j->fb_first_open++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, j->fb_first_open);
         if (en->data == VB_FD_FALLBACK && !en->fb_done) {
+            g_autofree char *shown = vb_escape(en->path, strlen(en->path));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: file '%s' still lacks fallback data "
-                          "(%llu of %llu bytes)", (unsigned long long)id, en->path,
+                          "(%llu of %llu bytes)", (unsigned long long)id, shown,
                           (unsigned long long)en->fb_received, (unsigned long long)en->m.size);
             return;
         }

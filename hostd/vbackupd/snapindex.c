@@ -82,7 +82,10 @@ static struct vbd_snapinfo *info_of(const struct vb_snapshot *s)
                 g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "",
                                        json_object_get_string(x));
         }
-    i->n_roots = s->type == VB_SNAP_FILES && roots ? json_object_array_length(roots) : 0;
+    /* index.json is the repository's, and may be damaged: roots that are not a
+     * list count as none (json-c asserts on an array operation on another type) */
+    i->n_roots = s->type == VB_SNAP_FILES && roots && json_object_is_type(roots, json_type_array)
+                     ? json_object_array_length(roots) : 0;
     i->roots = g_string_free(rs, FALSE);
     return i;
 }
