@@ -626,6 +626,7 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
 {
     struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, file);
     struct vbd_window *w = en->fb_win;
+    g_autofree char *shown = NULL;
     char what[VB_MAX_PATH + 64];
 
     while (len || last) {
@@ -666,7 +667,8 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
         vbd_req_answer(reply, VB_S_OK, NULL, 0);
     return;
 nomem:
-    snprintf(what, sizeof(what), "fallback data of file '%s'", en->path);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for the reason */
+    snprintf(what, sizeof(what), "fallback data of file '%s'", shown);
     vbd_mem_fail(j, what);              /* frees the job's windows */
     if (reply)
         vbd_req_answer_err(reply, VB_S_TOO_LARGE, "%s", j->reason);

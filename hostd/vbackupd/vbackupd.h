@@ -585,7 +585,8 @@ int vbd_mem_take(struct vbd_job *j, enum vbd_mem k, uint64_t n);   /* 0 or -ENOM
 void vbd_mem_give(struct vbd_job *j, enum vbd_mem k, uint64_t n);
 void vbd_mem_give_all(struct vbd_job *j, enum vbd_mem k);
 void vbd_mem_force(struct vbd_vm *vm, enum vbd_mem k, int64_t delta);   /* never refused */
-/* "VM x: WHAT would exceed the VM's memory limit on the host (vm_memory = ...)" */
+/* "VM x: WHAT would exceed the VM's memory limit on the host (vm_memory = ...)";
+ * WHAT is the caller's text, guest bytes in it escaped (vb_escape) */
 void vbd_mem_reason(struct vbd_vm *vm, char *out, size_t len, const char *what);
 void vbd_mem_fail(struct vbd_job *j, const char *what);   /* fails the job with that reason */
 json_object *vbd_mem_json(const struct vbd_vm *vm);
