@@ -588,22 +588,27 @@ void vb_snap_abort(struct vb_snap_writer *w)
     w->open = false;
 }
 
-int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e)
+/* The stamp of REL beneath the repository, opened as every path in it is:
+ * never through a symlink (vb_repo_openat).  Missing: exists = false. */
+static int stamp_at(struct vb_repo *r, const char *rel, struct vb_snap_stamp *out, vb_error *e)
 {
-    char rel[PATH_MAX];
     struct stat st;
+    int fd;
 
     memset(out, 0, sizeof(*out));
-    if (!vb_valid_name(vm))
-        return vb_seterr(e, -EINVAL, "'%s' is not a valid VM name", vm);
-    snprintf(rel, sizeof(rel), "snapshots/%s", vm);
-    if (fstatat(r->dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        if (errno == ENOENT) {
-            out->settled = true;
-            return 0;
-        }
-        return vb_seterr(e, -errno, "stat %s/%s: %s", r->path, rel, strerror(errno));
+    fd = vb_repo_openat(r->dirfd, rel, O_PATH, 0);
+    if (fd == -ENOENT) {
+        out->settled = true;
+        return 0;
     }
+    if (fd < 0)
+        return vb_seterr(e, fd, "%s/%s: %s", r->path, rel, vb_repo_strerror(fd));
+    if (fstat(fd, &st) < 0) {
+        int ret = -errno;
+        close(fd);
+        return vb_seterr(e, ret, "stat %s/%s: %s", r->path, rel, strerror(-ret));
+    }
+    close(fd);
     out->exists = true;
     out->ino = (uint64_t)st.st_ino;
     out->nlink = (uint64_t)st.st_nlink;
@@ -611,6 +616,29 @@ int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, 
     out->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
     out->settled = vb_wall_ns() - out->ctime_ns > 2000000000ll;
     return 0;
+}
+
+int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e)
+{
+    char rel[PATH_MAX];
+
+    memset(out, 0, sizeof(*out));
+    if (!vb_valid_name(vm))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid VM name", vm);
+    snprintf(rel, sizeof(rel), "snapshots/%s", vm);
+    return stamp_at(r, rel, out, e);
+}
+
+int vb_snap_index_stamp(struct vb_repo *r, const char *id, struct vb_snap_stamp *out,
+                        vb_error *e)
+{
+    char rel[PATH_MAX];
+
+    memset(out, 0, sizeof(*out));
+    if (!vb_snap_valid_id(id))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id (VM/TIME)", id);
+    snprintf(rel, sizeof(rel), "snapshots/%s/index.json", id);
+    return stamp_at(r, rel, out, e);
 }
 
 bool vb_snap_stamp_equal(const struct vb_snap_stamp *a, const struct vb_snap_stamp *b)

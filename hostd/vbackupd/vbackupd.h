@@ -599,6 +599,8 @@ struct vbd_snapinfo {        /* what LIST and "latest" need of a snapshot */
     uint64_t files, bytes;
     char *roots;             /* joined by '\n' */
     size_t n_roots;          /* 0: not a files snapshot */
+    uint64_t added;          /* repository bytes it added (quota.c: max_total_bytes) */
+    struct vb_snap_stamp istamp;   /* of its index.json when it was read */
 };
 /* snaps: the VM's snapshots in the target, oldest first (valid during the
  * call), or NULL and err (host detail, for the log) when they cannot be
