@@ -290,13 +290,83 @@ void vbd_known_targets(struct vbd *d, char *buf, size_t len)
         o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? ", " : "", (const char *)k);
 }
 
+/*
+ * The VM's quotas (quota.c), then BEGIN's answer.  A VM with a total quota
+ * in the target needs what its snapshots there added: from the snapshot
+ * index, on a worker, never by reading the repository on the main loop; its
+ * BEGIN is answered when that came back.  Meanwhile the job exists but takes
+ * no request (j->opening): nothing it stores could escape its charges.
+ */
+struct begin_wait {
+    struct vbd_job *job;     /* a reference */
+    struct vbd_req *req;
+    uint32_t features;
+    uint64_t commits;        /* vbd_quota_commits when the index was asked */
+};
+
+static void begin_finish(struct begin_wait *bw, uint64_t committed)
+{
+    struct vbd_job *j = bw->job;
+    struct vb_backup_begin_reply r;
+    char msg[VBD_MSG];
+
+    j->opening = false;
+    if (j->state != VB_JOB_COLLECTING) {
+        /* cancelled meanwhile (the VM's last connection closed, a shutdown) */
+        vbd_req_answer_err(bw->req, VB_S_JOB_FAILED, "job %llu %s: %s", (unsigned long long)j->id,
+                           vbd_state_name(j->state), j->reason);
+    } else if (vbd_quota_begin(j, committed, msg, sizeof(msg))) {
+        /* the VM's quotas: jobs per day, bytes left, its total */
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_req_answer_err(bw->req, VB_S_QUOTA, "%s", j->reason);
+    } else {
+        vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id,
+                j->vm->name, j->mode == VB_MODE_FULL ? "full" : j->mode == VB_MODE_INCREMENTAL
+                                                                  ? "incremental" : "differential",
+                j->kind == VB_KIND_DISK ? "disk" : "file", j->target->name);
+        memset(&r, 0, sizeof(r));
+        r.job = j->id;
+        r.features = bw->features;
+        vbd_req_answer(bw->req, VB_S_OK, &r, sizeof(r));
+    }
+    vbd_job_unref(j);
+    g_free(bw);
+}
+
+static void begin_total(void *opaque, GPtrArray *snaps, const char *err)
+{
+    struct begin_wait *bw = opaque;
+    struct vbd_job *j = bw->job;
+    uint64_t commits = vbd_quota_commits(j->d, j->vm);
+    char msg[VBD_MSG];
+
+    if (!snaps && j->state == VB_JOB_COLLECTING) {
+        j->opening = false;
+        vbd_host_error(j->vm, msg, sizeof(msg), "the VM's use of its quota could not be read",
+                       err);
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_req_answer_err(bw->req, VB_S_IO, "%s", j->reason);
+        vbd_job_unref(j);
+        g_free(bw);
+        return;
+    }
+    if (snaps && commits != bw->commits && j->state == VB_JOB_COLLECTING) {
+        /* a job of the VM was committed meanwhile: a listing that lacks its
+         * snapshot would undercount; the next one begins after it */
+        bw->commits = commits;
+        vbd_snapindex_get(j->d, j->target, j->vm->name, begin_total, bw);
+        return;
+    }
+    begin_finish(bw, vbd_quota_committed(snaps));
+}
+
 static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd *d = c->vm->d;
     struct vbd_begin b;
     struct vbd_target *t;
     struct vbd_job *j;
-    struct vb_backup_begin_reply r;
+    struct begin_wait *bw;
     char msg[VBD_MSG], known[256];
     int st = vbd_parse_begin(p, n, &b, msg);
 
@@ -327,12 +397,6 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = b.kind;
     j->mode = b.mode;
-    /* the VM's quotas: jobs per day, bytes left; then this job's charges */
-    if (vbd_quota_begin(j, msg, sizeof(msg))) {
-        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
-        vbd_reply_err(c, h, VB_S_QUOTA, "%s", j->reason);
-        goto out;
-    }
     j->unfrozen = b.flags & VB_BEGIN_UNFROZEN;
     j->state = VB_JOB_COLLECTING;
     j->disks = g_ptr_array_new_with_free_func(disk_copy_free);
@@ -362,14 +426,18 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
-    vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
-            b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL ? "incremental"
-                                                                           : "differential",
-            b.kind == VB_KIND_DISK ? "disk" : "file", t->name);
-    memset(&r, 0, sizeof(r));
-    r.job = j->id;
-    r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
-    vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
+    bw = g_new0(struct begin_wait, 1);
+    bw->job = j;
+    j->refs++;
+    bw->req = vbd_req_hold(c, h);
+    bw->features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    if (c->vm->quota.total_bytes) {
+        j->opening = true;
+        bw->commits = vbd_quota_commits(d, c->vm);
+        vbd_snapindex_get(d, t, c->vm->name, begin_total, bw);
+    } else {
+        begin_finish(bw, 0);
+    }
 out:
     vbd_begin_clear(&b);
 }
@@ -391,9 +459,10 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
                       (unsigned long long)id, j->reason);
         return NULL;
     }
-    if (j->state != VB_JOB_COLLECTING) {
+    if (j->state != VB_JOB_COLLECTING || j->opening) {
         vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is %s, not collecting files",
-                      (unsigned long long)id, vbd_state_name(j->state));
+                      (unsigned long long)id, j->opening ? "still beginning"
+                                                         : vbd_state_name(j->state));
         return NULL;
     }
     j->last_activity = vb_now();

@@ -23,8 +23,11 @@
  * buckets are kept in <state_dir>/quota/<vm>.json, replaced atomically
  * (write, fsync, rename): when a job begins and ends, and while it stores
  * data, ahead of use (by a sixteenth of the daily quota, at most 64 MiB), so
- * a crash never counts less than was written.  The total is read from the repository's snapshots (their
- * "added_bytes") when a job begins.  docs/vbackupd.md, "Quotas".
+ * a crash never counts less than was written.  The total is the sum of what
+ * the VM's snapshots in the target added ("added_bytes"), taken from the
+ * snapshot index (snapindex.c, listed on a worker) when a job begins: BEGIN
+ * of a VM with max_total_bytes is answered once that came back.
+ * docs/vbackupd.md, "Quotas".
  */
 #include "vbackupd.h"
 
@@ -53,6 +56,7 @@ struct vbd_acct {
     bool persist;            /* the VM has a daily quota: its use is written down */
     GHashTable *running;     /* target name → uint64_t * bytes of unfinished jobs */
     GHashTable *committed;   /* target name → uint64_t * bytes its snapshots there hold */
+    uint64_t commits;        /* jobs that ended done: a listing older than one lacks it */
 };
 
 /* One job's charges. */
@@ -309,45 +313,36 @@ out:
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
-/* The bytes the VM's snapshots in target t hold, as each added them. */
-static int committed_bytes(struct vbd_job *j, uint64_t *out, vb_error *e)
+uint64_t vbd_quota_commits(struct vbd *d, struct vbd_vm *vm)
 {
-    GPtrArray *snaps;
-    int ret = vb_snap_list(j->target->repo, j->vm->name, &snaps, e);
+    struct vbd_acct *a = acct_of(d, vm->name);
+    uint64_t n;
 
-    *out = 0;
-    if (ret)
-        return ret;
-    for (guint i = 0; i < snaps->len; i++) {
-        json_object *ix = ((struct vb_snapshot *)snaps->pdata[i])->json, *st = NULL;
-        int64_t n = vb_json_int(ix, "added_bytes", -1);
-        /* snapshots from before added_bytes: their new chunks */
-        if (n < 0 && json_object_object_get_ex(ix, "stats", &st))
-            n = vb_json_int(st, "stored_new", 0);
-        *out += (uint64_t)VB_MAX(n, (int64_t)0);
-    }
-    g_ptr_array_free(snaps, TRUE);
-    return 0;
+    g_mutex_lock(&a->mu);
+    n = a->commits;
+    g_mutex_unlock(&a->mu);
+    return n;
 }
 
-int vbd_quota_begin(struct vbd_job *j, char *why, size_t len)
+uint64_t vbd_quota_committed(GPtrArray *snaps)
+{
+    uint64_t n = 0;
+
+    for (guint i = 0; snaps && i < snaps->len; i++)
+        n += ((const struct vbd_snapinfo *)snaps->pdata[i])->added;
+    return n;
+}
+
+int vbd_quota_begin(struct vbd_job *j, uint64_t committed, char *why, size_t len)
 {
     const struct vbd_quota *q = &j->vm->quota;
     struct vbd_acct *a = acct_of(j->d, j->vm->name);
     struct vbd_charge *c;
-    uint64_t jobs, day, total = 0;
+    uint64_t jobs, day, total = committed;
     int64_t now = vbd_quota_now();
     char x[32], y[32];
     int ret = 0;
 
-    if (q->total_bytes) {
-        vb_error e = { 0 };
-        if (committed_bytes(j, &total, &e)) {
-            vbd_host_error(j->vm, why, len, "the VM's use of its quota could not be read",
-                           vb_strerror(&e));
-            return -EIO;
-        }
-    }
     g_mutex_lock(&a->mu);
     a->persist = q->day_bytes || q->day_jobs;
     day_use(a, now, &jobs, &day);
@@ -439,8 +434,10 @@ void vbd_quota_end(struct vbd_job *j)
         uint64_t *running = per_target(a->running, c->target);
         c->ended = true;
         *running -= VB_MIN(used, *running);
-        if (j->state == VB_JOB_DONE)
+        if (j->state == VB_JOB_DONE) {
             *per_target(a->committed, c->target) += used;
+            a->commits++;
+        }
         if (a->persist)
             acct_write(a, 0);
     }

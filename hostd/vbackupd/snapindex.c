@@ -9,7 +9,8 @@
  * or of an index) or is not settled yet; otherwise a refresh costs a stat
  * per snapshot.  Neither a LIST nor a "latest" reads a catalog or an
  * index.json on the main loop; one guest's requests for its index share one
- * refresh at a time.
+ * refresh at a time, and each is answered by a refresh that began after it
+ * was asked (it sees every snapshot committed before).
  */
 #include "vbackupd.h"
 
@@ -37,6 +38,7 @@ struct refresh {
     struct idx *x;
     struct vb_snap_stamp have, stamp;
     bool had;                /* x->snaps was there when the refresh began */
+    GQueue waiters;          /* those who asked before it began: it answers them */
     GPtrArray *snaps;        /* new listing, or NULL: unchanged */
     int err;
     vb_error e;
@@ -150,11 +152,9 @@ static void refresh_done(struct vbd_task *task)
 {
     struct refresh *rf = (struct refresh *)task;
     struct idx *x = rf->x;
-    GQueue waiters = x->waiters;
     struct waiter *w;
 
     x->refreshing = false;
-    g_queue_init(&x->waiters);
     if (!rf->err) {
         if (rf->snaps) {
             if (x->snaps)
@@ -163,8 +163,10 @@ static void refresh_done(struct vbd_task *task)
         }
         x->stamp = rf->stamp;
     }
-    /* the callbacks may ask again: they queue for the next refresh */
-    while ((w = g_queue_pop_head(&waiters))) {
+    /* the callbacks may ask again: they queue for the next refresh, as did
+     * those who asked while this one ran (it may have listed before a
+     * change they know of: their own commit) */
+    while ((w = g_queue_pop_head(&rf->waiters))) {
         w->cb(w->opaque, rf->err ? NULL : x->snaps, rf->err ? vb_strerror(&rf->e) : NULL);
         g_free(w);
     }
@@ -182,6 +184,8 @@ static void refresh_start(struct idx *x)
     rf->x = x;
     rf->had = x->snaps != NULL;
     rf->have = x->stamp;
+    rf->waiters = x->waiters;
+    g_queue_init(&x->waiters);
     x->refreshing = true;
     vbd_work_push(x->d, &rf->task);
 }

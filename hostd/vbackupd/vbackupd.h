@@ -354,7 +354,8 @@ struct vbd_job {
     uint32_t cache_len[2];
     unsigned cache_next;
     GHashTable *inflight;    /* catalog chunk index → decode task */
-    bool opening;            /* RESTORE_BEGIN is being resolved on a worker */
+    bool opening;            /* its BEGIN is resolved on a worker (restore: the snapshot;
+                              * backup: the total quota), no request taken */
     unsigned decoding;       /* decode tasks with the workers */
     GQueue read_wait;        /* RESTORE_READs waiting for a decode slot */
 };
@@ -449,10 +450,17 @@ int vbd_peer_check(struct vbd_vm *vm, int fd, char *why, size_t len);
 /* quota.c */
 void vbd_quota_init(struct vbd *d);
 void vbd_quota_fini(struct vbd *d);
-/* At BEGIN of a backup: may the VM begin one (jobs per day, bytes left)?
- * 0, and the job counted and j->charge set; or -EDQUOT with the reason in
- * why (for the guest: names the quota, no host path). */
-int vbd_quota_begin(struct vbd_job *j, char *why, size_t len);
+/* At BEGIN of a backup: may the VM begin one (jobs per day, bytes left, its
+ * total in the target: COMMITTED, what its snapshots there added, from the
+ * snapshot index, when vm->quota.total_bytes is set)?  0, and the job
+ * counted and j->charge set; or -EDQUOT with the reason in why (for the
+ * guest: names the quota, no host path). */
+int vbd_quota_begin(struct vbd_job *j, uint64_t committed, char *why, size_t len);
+/* What the snapshots of a listing (struct vbd_snapinfo *) added. */
+uint64_t vbd_quota_committed(GPtrArray *snaps);
+/* How many of the VM's jobs ended done: a listing begun before it changed
+ * may lack one of their snapshots. */
+uint64_t vbd_quota_commits(struct vbd *d, struct vbd_vm *vm);
 /* The job's session charges what it stores to the job's quotas.  On the
  * main loop, once j->ws is set (sessions are begun on workers: batch.c's
  * cut, exec.c's claim of fallback data) and before its first put. */
