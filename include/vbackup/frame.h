@@ -39,7 +39,14 @@
 /* ---- framing ------------------------------------------------------------ */
 
 #define VB_MAGIC                0x314b4256u  /* "VBK1" */
-#define VB_PROTO_VERSION        1
+/*
+ * Version 2: file records carry names and link targets as bytes, times as
+ * seconds and nanoseconds, extended attributes, inode flags and the project
+ * id; BACKUP_PROBLEMS; RESTORE_READ tells written zeros and preallocated
+ * ranges from holes (docs/protocol.md).  A peer that speaks another version
+ * gets VB_S_BAD_VERSION: the guest tool and vbackupd ship together.
+ */
+#define VB_PROTO_VERSION        2
 
 /* Largest payload of any frame, request or reply. */
 #define VB_MAX_PAYLOAD          (1u << 20)

@@ -45,12 +45,12 @@ fstree make /data/t
 fstree dump /data/t > /out/orig.dump
 name=backup step vbackup backup /data/t --to archive --mode full
 name=r-sparse step vbackup restore /data/t --from archive --into /data/r-sparse
-fstree dump /data/r-sparse/data/t > /out/r-sparse.dump
+fstree dump /data/r-sparse/data/t > /out/r-sparse.dump || true
 name=r-exact step vbackup restore /data/t --from archive --into /data/r-exact --no-sparse
-fstree dump /data/r-exact/data/t > /out/r-exact.dump
+fstree dump /data/r-exact/data/t > /out/r-exact.dump || true
 fstree rm /data/t
 name=inplace step vbackup restore /data/t --from archive
-fstree dump /data/t > /out/inplace.dump
+fstree dump /data/t > /out/inplace.dump || true
 
 # what cannot be restored: tmpfs of 6.1 keeps no user. attributes, no project ids
 mkdir -p /tmp/x
@@ -135,17 +135,22 @@ with workdir() as w:
     o = mount(w, out)
     rd = lambda n: open(os.path.join(o, n), errors="surrogateescape").read()   # noqa: E731
     rc = lambda n: int(rd(f"{n}.rc"))                                          # noqa: E731
-    for step in ("backup", "r-sparse", "r-exact", "inplace"):
+    def ok_step(step):
         if rc(step) != 0:
             print(rd(f"{step}.err")[-4000:])
             fail(f"{step}: exit status {rc(step)}, expected 0 (nothing was left out)")
-    snap = rd("backup.out").strip().splitlines()[-1]
+
     orig = parse(rd("orig.dump"))
     check(len(orig) > 60, f"the torture tree has {len(orig)} entries")
     torture_has_everything(orig)
-    differ("guest restore --into (sparse)", orig, parse(rd("r-sparse.dump")), sparse=True)
-    differ("guest restore --into --no-sparse", orig, parse(rd("r-exact.dump")), sparse=False)
-    differ("guest restore in place", orig, parse(rd("inplace.dump")), sparse=True)
+    ok_step("backup")
+    snap = rd("backup.out").strip().splitlines()[-1]
+    # each restore: the differences first (what a restore lost), then its status
+    for step, what, sparse in (("r-sparse", "guest restore --into (sparse)", True),
+                               ("r-exact", "guest restore --into --no-sparse", False),
+                               ("inplace", "guest restore in place", True)):
+        differ(what, orig, parse(rd(f"{step}.dump")), sparse=sparse)
+        ok_step(step)
 
     # tmpfs: every entry that cannot be restored is named with its reason; exit 3
     err = rd("tmpfs.err")
