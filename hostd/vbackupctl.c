@@ -513,7 +513,8 @@ static int cmd_ls(int argc, char **argv)
                     g_autofree char *name = NULL;
                     vb_cat_xattr(cat, idx, k, &xn, &xnl, &xv, &xvl);
                     vb_hex(xv, xvl, hex);
-                    name = g_strndup(xn, xnl);
+                    /* a name that is not UTF-8: as ls -b shows it (JSON holds text) */
+                    name = vb_utf8_valid(xn, xnl) ? g_strndup(xn, xnl) : vb_escape(xn, xnl);
                     json_object_object_add(xo, name, json_object_new_string(hex));
                 }
                 json_object_object_add(o, "xattrs_hex", xo);
