@@ -101,6 +101,22 @@ bool vb_xattr_name_ok(const char *name, size_t n)
            is_exactly(name, n, "system.posix_acl_default");
 }
 
+void vb_acl_canonical(const char *name, size_t name_len, uint8_t *value, size_t len)
+{
+    if (!is_exactly(name, name_len, "system.posix_acl_access") &&
+        !is_exactly(name, name_len, "system.posix_acl_default"))
+        return;
+    /* version 2 header (u32), then entries of tag u16, perm u16, id u32 */
+    if (len < 4 || (len - 4) % 8 || value[0] != 2 || value[1] || value[2] || value[3])
+        return;
+    for (size_t o = 4; o < len; o += 8) {
+        unsigned tag = (unsigned)value[o] | (unsigned)value[o + 1] << 8;
+
+        if (tag == 0x01 || tag == 0x04 || tag == 0x10 || tag == 0x20)  /* _OBJ, MASK, OTHER */
+            memset(value + o + 4, 0xff, 4);
+    }
+}
+
 int vb_name_cmp(const char *a, size_t an, const char *b, size_t bn)
 {
     int r = memcmp(a, b, an < bn ? an : bn);

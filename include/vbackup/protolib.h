@@ -130,6 +130,12 @@ bool vb_xattr_next(const uint8_t *sec, size_t len, size_t *off, struct vb_xattr_
  * (vb_xattr_name_ok) and value length, names strictly ascending (no name
  * twice), exactly LEN bytes used, LEN <= VB_MAX_XATTR_BYTES.  NULL or why not. */
 const char *vb_xattrs_check(const uint8_t *sec, size_t len, uint32_t n);
+/* A POSIX ACL attribute value (system.posix_acl_*) as the kernel gives it:
+ * the id of entries that name no one (owner, owning group, mask, other) is
+ * ACL_UNDEFINED_ID (all ones).  A mapper that reads ACLs from a file system
+ * image (libext2fs writes 0 there) calls this so that its records equal the
+ * kernel's.  Values that are not an ACL are left alone. */
+void vb_acl_canonical(const char *name, size_t name_len, uint8_t *value, size_t len);
 /* Byte order of names (memcmp, then the shorter first). */
 int vb_name_cmp(const char *a, size_t an, const char *b, size_t bn);
 

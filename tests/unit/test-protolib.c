@@ -75,6 +75,26 @@ static void test_xattr_names(void)
     g_assert_false(vb_xattr_name_ok("", 0));
 }
 
+/* libext2fs leaves 0 where the kernel writes ACL_UNDEFINED_ID */
+static void test_acl_canonical(void)
+{
+    uint8_t v[4 + 3 * 8] = { 2, 0, 0, 0,
+                             0x01, 0, 6, 0, 0, 0, 0, 0,           /* USER_OBJ, id 0 */
+                             0x02, 0, 4, 0, 0xe9, 3, 0, 0,        /* USER 1001 */
+                             0x20, 0, 0, 0, 0, 0, 0, 0 };         /* OTHER, id 0 */
+    uint8_t w[sizeof(v)];
+
+    memcpy(w, v, sizeof(v));
+    vb_acl_canonical("user.x", 6, w, sizeof(w));                  /* not an ACL: kept */
+    g_assert_cmpmem(w, sizeof(w), v, sizeof(v));
+    vb_acl_canonical("system.posix_acl_access", 23, w, sizeof(w) - 1);   /* not whole */
+    g_assert_cmpmem(w, sizeof(w), v, sizeof(v));
+    vb_acl_canonical("system.posix_acl_default", 24, w, sizeof(w));
+    g_assert_cmpmem(w + 8, 4, "\xff\xff\xff\xff", 4);
+    g_assert_cmpmem(w + 12, 8, v + 12, 8);                         /* a named one kept */
+    g_assert_cmpmem(w + 24, 4, "\xff\xff\xff\xff", 4);
+}
+
 static void test_times(void)
 {
     struct vb_ts t = vb_ts_from_ns(-1500000000);
@@ -470,6 +490,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/protolib/paths", test_paths);
     g_test_add_func("/protolib/xattr-names", test_xattr_names);
+    g_test_add_func("/protolib/acl-canonical", test_acl_canonical);
     g_test_add_func("/protolib/times", test_times);
     g_test_add_func("/protolib/xattr-sections", test_xattr_sections);
     g_test_add_func("/protolib/record-roundtrip", test_record_roundtrip);

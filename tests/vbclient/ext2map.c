@@ -470,6 +470,9 @@ static int read_xattrs(struct img *g, ext2_ino_t ino, struct vbc_err *e)
         x.value = malloc(vl ? vl : 1);
         if (x.value && vl)
             memcpy(x.value, v, vl);
+        /* ACLs as the kernel gives them (libext2fs leaves 0 in unnamed ids) */
+        if (x.value)
+            vb_acl_canonical(x.name, x.name_len, x.value, vl);
         x.value_len = vl;
         ext2fs_free_mem(&v);
         if (!x.value) {
