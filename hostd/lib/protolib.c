@@ -511,11 +511,15 @@ int vb_problem_decode(const uint8_t *p, size_t n, const char **path, size_t *pat
     *used = vb_problem_size(*path_len, *reason_len);
     if ((bad = vb_path_check(*path, *path_len, true)))
         return fail(why, why_len, VB_S_BAD_PATH, "%s", bad);
-    if (*reason_len == 0 || *reason_len > VB_MAX_MESSAGE || !vb_utf8_valid(*reason, *reason_len))
-        return fail(why, why_len, VB_S_BAD_REQUEST, "a reason must be 1..%u bytes of UTF-8",
-                    VB_MAX_MESSAGE);
+    /* printable ASCII: a reason is shown on terminals and kept in JSON as it
+     * is (no control character, C1 or bidirectional ones included) */
+    if (*reason_len == 0 || *reason_len > VB_MAX_MESSAGE)
+        return fail(why, why_len, VB_S_BAD_REQUEST,
+                    "a reason must be 1..%u bytes of printable ASCII", VB_MAX_MESSAGE);
     for (size_t i = 0; i < *reason_len; i++)
-        if ((unsigned char)(*reason)[i] < 0x20 || (*reason)[i] == 0x7f)
-            return fail(why, why_len, VB_S_BAD_REQUEST, "a control character in a reason");
+        if ((unsigned char)(*reason)[i] < 0x20 || (unsigned char)(*reason)[i] > 0x7e)
+            return fail(why, why_len, VB_S_BAD_REQUEST,
+                        "a reason must be 1..%u bytes of printable ASCII (a control "
+                        "character or a byte above 0x7e)", VB_MAX_MESSAGE);
     return VB_S_OK;
 }

@@ -251,7 +251,7 @@ struct vb_extent {
 /*
  * VB_OP_BACKUP_PROBLEMS request: struct vb_problems, then n items, each
  * uint16_t path_len, uint16_t reason_len, the path (a protocol path, bytes),
- * the reason (printable UTF-8, at most VB_MAX_MESSAGE bytes).  What the
+ * the reason (printable ASCII, at most VB_MAX_MESSAGE bytes).  What the
  * guest could not back up: an entry it left out, or a part of one it sent
  * (an attribute, a time).  The job then finishes as incomplete.
  */

@@ -145,7 +145,7 @@ size_t vb_problem_size(size_t path_len, size_t reason_len);
 size_t vb_problem_put(uint8_t *out, const char *path, size_t path_len, const char *reason,
                       size_t reason_len);
 /* Decodes and checks the item at P (N bytes left): a protocol path ("" is
- * the root), a reason of 1..VB_MAX_MESSAGE bytes of UTF-8 without control
+ * the root), a reason of 1..VB_MAX_MESSAGE bytes of printable ASCII (no control
  * characters.  Returns VB_S_OK or a status with WHY. */
 int vb_problem_decode(const uint8_t *p, size_t n, const char **path, size_t *path_len,
                       const char **reason, size_t *reason_len, size_t *used, char *why,

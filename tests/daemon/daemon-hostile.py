@@ -214,8 +214,9 @@ with workdir() as w:
     P = lambda items, j=job: vp.problems_payload(j, items)                # noqa: E731
     expect(c, "BACKUP_PROBLEMS", P([("data/x", "a\nforged line")]), "BAD_REQUEST", "control")
     expect(c, "BACKUP_PROBLEMS", P([("../x", "why")]), "BAD_PATH", "'.' or '..'")
-    expect(c, "BACKUP_PROBLEMS", P([("x", b"\xff")]), "BAD_REQUEST", "UTF-8")
-    expect(c, "BACKUP_PROBLEMS", P([("x", "r" * 513)]), "BAD_REQUEST", "UTF-8")
+    expect(c, "BACKUP_PROBLEMS", P([("x", b"\xff")]), "BAD_REQUEST", "printable ASCII")
+    expect(c, "BACKUP_PROBLEMS", P([("x", "CSI \u009b2J")]), "BAD_REQUEST", "printable ASCII")
+    expect(c, "BACKUP_PROBLEMS", P([("x", "r" * 513)]), "BAD_REQUEST", "printable ASCII")
     expect(c, "BACKUP_PROBLEMS", struct.pack("<QII", job, 3000, 0) + b"\0" * 8, "BAD_REQUEST",
            "cannot fit")
     expect(c, "BACKUP_PROBLEMS", P([("x", "why")]) + b"junk", "BAD_REQUEST", "after the last")

@@ -473,6 +473,9 @@ static void test_problems(void)
     n = vb_problem_put(b, "x", 1, "a\nb", 3);            /* a reason cannot forge a line */
     g_assert_cmpint(vb_problem_decode(b, n, &path, &pl, &reason, &rl, &used, why, sizeof(why)),
                     ==, VB_S_BAD_REQUEST);
+    n = vb_problem_put(b, "x", 1, "\xc2\x9b", 2);           /* C1 CSI, valid UTF-8 */
+    g_assert_cmpint(vb_problem_decode(b, n, &path, &pl, &reason, &rl, &used, why, sizeof(why)),
+                    ==, VB_S_BAD_REQUEST);
     n = vb_problem_put(b, "x", 1, "\xff", 1);
     g_assert_cmpint(vb_problem_decode(b, n, &path, &pl, &reason, &rl, &used, why, sizeof(why)),
                     ==, VB_S_BAD_REQUEST);
