@@ -24,7 +24,7 @@
 #include "snapshot.h"
 #include "uring.h"
 #include "util.h"
-#include "vbackup/proto.h"
+#include "vbackup/protolib.h"
 
 #define VERSION "0.1.0"
 
@@ -48,7 +48,9 @@ static void usage(FILE *f)
 "  snapshots [--vm NAME] [--json]         list snapshots (without --repo: vbackupd's, see below)\n"
 "  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot (names escaped as ls -b)\n"
 "  restore-files SNAPSHOT [PATH...] --to DIR [--same-owner] [--devices]\n"
-"                                         restore files of a snapshot into a folder of the host\n"
+"                [--xattrs=none|user|all] [--sparse|--no-sparse]\n"
+"                                         restore files of a snapshot into a folder of the host;\n"
+"                                         exit 3 when some entries could not be restored\n"
 "  show SNAPSHOT [--json]                 one snapshot's details\n"
 "  verify [SNAPSHOT] [--json] [--threads N]\n"
 "                                         re-read and re-hash every chunk\n"
@@ -334,9 +336,11 @@ static void print_snapshot_table(json_object *a, bool with_target)
         size = disk ? vb_json_int(disk, "size", 0) : vb_json_int(s, "bytes", 0);
         if (with_target)
             printf("%-12s ", target);
-        printf("%-40s %-6s %-24s %10s %10s\n", id, type, group,
+        printf("%-40s %-6s %-24s %10s %10s%s\n", id, type, group,
                vb_fmt_bytes((uint64_t)size, x, sizeof(x)),
-               vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), y, sizeof(y)));
+               vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), y, sizeof(y)),
+               /* the guest could not back up everything (its index.json lists what) */
+               json_object_object_get(s, "incomplete") ? "  (incomplete)" : "");
     }
 }
 
@@ -449,6 +453,22 @@ static int cmd_show(int argc, char **argv)
 
 static const char type_char[] = "?-dlpcbs";
 
+/* A guest's bytes in JSON: as a string when they are UTF-8, else escaped (as
+ * ls -b) under KEY and as hex under KEY_hex. */
+static void json_add_bytes(json_object *o, const char *key, const char *p, size_t n)
+{
+    if (vb_utf8_valid(p, n)) {
+        json_object_object_add(o, key, json_object_new_string_len(p, (int)n));
+    } else {
+        g_autofree char *esc = vb_escape(p, n);
+        g_autofree char *hex = g_malloc(n * 2 + 1);
+        g_autofree char *hk = g_strdup_printf("%s_hex", key);
+        vb_hex((const uint8_t *)p, n, hex);
+        json_object_object_add(o, key, json_object_new_string(esc));
+        json_object_object_add(o, hk, json_object_new_string(hex));
+    }
+}
+
 static int cmd_ls(int argc, char **argv)
 {
     static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
@@ -490,24 +510,51 @@ static int cmd_ls(int argc, char **argv)
         size_t pl;
         const char *p = vb_cat_path(cat, idx, &pl);
         char t[64];
-        vb_fmt_time_ns(m->mtime_ns, t, sizeof(t));
+        vb_fmt_timespec(m->mtime_sec, m->mtime_nsec, t, sizeof(t));
         if (json) {
             json_object *o = json_object_new_object();
-            json_object_object_add(o, "path", json_object_new_string_len(p, (int)pl));
+            size_t ll;
+            const char *l = vb_cat_link(cat, idx, &ll);
+            json_add_bytes(o, "path", p, pl);
             json_object_object_add(o, "type", json_object_new_int(m->type));
             json_object_object_add(o, "mode", json_object_new_int((int)m->mode));
             json_object_object_add(o, "uid", json_object_new_int64(m->uid));
             json_object_object_add(o, "gid", json_object_new_int64(m->gid));
             json_object_object_add(o, "size", json_object_new_int64((int64_t)m->size));
-            json_object_object_add(o, "mtime_ns", json_object_new_int64(m->mtime_ns));
-            if (m->link_len)
-                json_object_object_add(o, "link", json_object_new_string_len(
-                    cat->str + m->link_off, (int)m->link_len));
+            json_object_object_add(o, "mtime_sec", json_object_new_int64(m->mtime_sec));
+            json_object_object_add(o, "mtime_nsec", json_object_new_int64(m->mtime_nsec));
+            if (m->mtime_sec > INT64_MIN / 1000000000 + 1 && m->mtime_sec < INT64_MAX / 1000000000)
+                json_object_object_add(o, "mtime_ns", json_object_new_int64(
+                    m->mtime_sec * 1000000000 + m->mtime_nsec));
+            if (ll)
+                json_add_bytes(o, "link", l, ll);
+            if (m->fsflags)
+                json_object_object_add(o, "fsflags", json_object_new_int64(m->fsflags));
+            if (m->projid)
+                json_object_object_add(o, "projid", json_object_new_int64(m->projid));
+            if (m->n_xattrs) {
+                json_object *xo = json_object_new_object();
+                for (uint32_t k = 0; k < m->n_xattrs; k++) {
+                    const char *xn;
+                    const uint8_t *xv;
+                    size_t xnl, xvl;
+                    g_autofree char *hex = g_malloc(VB_MAX_XATTR_VALUE * 2 + 1);
+                    g_autofree char *name = NULL;
+                    vb_cat_xattr(cat, idx, k, &xn, &xnl, &xv, &xvl);
+                    vb_hex(xv, xvl, hex);
+                    /* a name that is not UTF-8: as ls -b shows it (JSON holds text) */
+                    name = vb_utf8_valid(xn, xnl) ? g_strndup(xn, xnl) : vb_escape(xn, xnl);
+                    json_object_object_add(xo, name, json_object_new_string(hex));
+                }
+                json_object_object_add(o, "xattrs_hex", xo);
+            }
             json_object_array_add(a, o);
         } else {
             /* the guest's bytes, escaped: a name cannot forge a line or a link */
+            size_t ll;
+            const char *l = vb_cat_link(cat, idx, &ll);
             g_autofree char *name = vb_escape(p, pl);
-            g_autofree char *link = vb_escape(cat->str + m->link_off, m->link_len);
+            g_autofree char *link = vb_escape(l, ll);
             /* a symlink's size is the length of its target */
             uint64_t size = m->type == VB_FT_SYMLINK ? m->link_len : m->size;
             printf("%c%04o %6u %6u %14llu %s /%s%s%s\n", type_char[m->type < 8 ? m->type : 0],
@@ -543,9 +590,10 @@ static const char *counted(uint64_t n, const char *one, char buf[64])
 static int cmd_restore_files(int argc, char **argv)
 {
     static const struct option lo[] = {
-        { "to", 1, 0, 'o' }, { "same-owner", 0, 0, 'O' }, { "devices", 0, 0, 'D' }, { 0 }
+        { "to", 1, 0, 'o' }, { "same-owner", 0, 0, 'O' }, { "devices", 0, 0, 'D' },
+        { "xattrs", 1, 0, 'X' }, { "sparse", 0, 0, 'S' }, { "no-sparse", 0, 0, 'N' }, { 0 }
     };
-    struct vb_files_restore_opts o = { 0 };
+    struct vb_files_restore_opts o = { .xattrs = VB_XA_USER | VB_XA_ACL };
     struct vb_files_restore_stats st;
     struct vb_repo *r;
     vb_error e = { 0 };
@@ -560,12 +608,26 @@ static int cmd_restore_files(int argc, char **argv)
             o.same_owner = true;
         else if (c == 'D')
             o.devices = true;
-        else
+        else if (c == 'S')
+            o.no_sparse = false;
+        else if (c == 'N')
+            o.no_sparse = true;
+        else if (c == 'X' && !strcmp(optarg, "none"))
+            o.xattrs = 0;
+        else if (c == 'X' && !strcmp(optarg, "user"))
+            o.xattrs = VB_XA_USER | VB_XA_ACL;
+        else if (c == 'X' && !strcmp(optarg, "all"))
+            o.xattrs = VB_XA_ALL;
+        else if (c == 'X') {
+            fprintf(stderr, "%s: restore-files: --xattrs is none, user (user. and ACLs, the "
+                    "default) or all (also security. and trusted.), not '%s'\n", prog, optarg);
+            return 2;
+        } else
             return 2;
     }
     if (optind >= argc || !o.to) {
         fprintf(stderr, "usage: %s restore-files SNAPSHOT [PATH...] --to DIR [--same-owner] "
-                "[--devices]\n", prog);
+                "[--devices] [--xattrs=none|user|all] [--sparse|--no-sparse]\n", prog);
         return 2;
     }
     if (o.same_owner && geteuid() != 0) {
@@ -600,6 +662,11 @@ static int cmd_restore_files(int argc, char **argv)
         if (st.owners_dropped)
             printf("not kept: the owners of %s, now the restoring user's (--same-owner keeps "
                    "them)\n", counted(st.owners_dropped, "entry", c1));
+        if (st.xattrs_skipped)
+            printf("not kept: %s of %s (--xattrs=all keeps them)\n",
+                   o.xattrs ? "the security. and trusted. attributes"
+                            : "the extended attributes and ACLs",
+                   counted(st.xattrs_skipped, "entry", c1));
     }
     for (guint i = 0; i < st.failures->len; i++)
         fprintf(stderr, "%s: restore-files: %s\n", prog, (const char *)st.failures->pdata[i]);
@@ -609,11 +676,13 @@ static int cmd_restore_files(int argc, char **argv)
                                            st.failures->len + st.devices_skipped),
                 (unsigned long long)st.entries);
     else if (st.failures->len)
-        fprintf(stderr, "%s: restore-files: %u of %llu entries could not be restored\n", prog,
-                st.failures->len, (unsigned long long)st.entries);
-    ret = ret || st.failures->len;
+        fprintf(stderr, "%s: restore-files: incomplete: %u of %llu entries could not be "
+                "restored (all of them, see above)\n", prog, st.failures->len,
+                (unsigned long long)st.entries);
+    /* 3: done, but not everything could be restored (restic's "incomplete") */
+    c = ret ? 1 : st.failures->len ? 3 : 0;
     vb_files_restore_stats_clear(&st);
-    return ret ? 1 : 0;
+    return c;
 }
 
 /* ---- verify / prune / gc / stats -------------------------------------------- */

@@ -8,7 +8,7 @@
  * top-level directory.
  *
  * The device does not parse instructions.  Each request on the single
- * virtqueue is one frame (include/vbackup/proto.h) in device-readable
+ * virtqueue is one frame (include/vbackup/frame.h) in device-readable
  * buffers, followed by device-writable buffers for the reply.  The device
  * checks the frame header against the buffer sizes, gives the request a
  * device-unique tag, sets reply_max from the reply buffer, and writes the

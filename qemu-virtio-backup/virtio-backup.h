@@ -15,7 +15,7 @@
 #include "chardev/char-fe.h"
 #include "qom/object.h"
 #include "qemu/queue.h"
-#include "vbackup/proto.h"
+#include "vbackup/frame.h"
 
 #define TYPE_VIRTIO_BACKUP "virtio-backup-device"
 OBJECT_DECLARE_SIMPLE_TYPE(VirtIOBackup, VIRTIO_BACKUP)

@@ -3,7 +3,7 @@
  * virtio_backup - guest driver for the vbackup virtio device
  *
  * The device has one virtqueue.  Each request is one device-readable buffer
- * holding a protocol frame (include/vbackup/proto.h) followed by one
+ * holding a protocol frame (include/vbackup/frame.h) followed by one
  * device-writable buffer for the reply frame.  User space talks to the
  * driver through /dev/vbackup and the VBACKUP_IOC_CALL ioctl: the frame is
  * copied in, queued, and the caller sleeps until the device answers.  The
@@ -36,7 +36,7 @@
 #include <linux/idr.h>
 #include <linux/uaccess.h>
 
-#include "vbackup/proto.h"
+#include "vbackup/frame.h"
 #include "virtio_backup_test.h"
 
 /*

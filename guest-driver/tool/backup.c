@@ -414,7 +414,8 @@ static int wait_job(struct vbc_conn *c, uint64_t job, struct vbc_job *out, struc
 }
 
 /* FROZEN_S < 0: nothing was frozen. */
-static void summary(const struct vbc_job *j, uint64_t n_entries, double frozen_s, int64_t t0)
+static void summary(const struct vbc_job *j, uint64_t n_entries, double frozen_s, int64_t t0,
+                    size_t problems)
 {
     char tot[32], nw[32], re[32], dur[32];
     double secs = (double)(vbc_now_ns() - t0) / 1e9;
@@ -432,6 +433,8 @@ static void summary(const struct vbc_job *j, uint64_t n_entries, double frozen_s
                    re, dur);
         if (frozen_s >= 0)
             printf("; file systems frozen for %.2f s", frozen_s);
+        if (problems)
+            printf("; incomplete: %zu problems (see above)", problems);
         printf("\n");
     }
     printf("%s\n", j->snapshot);
@@ -531,6 +534,7 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
     struct vbc_err e = { 0 };
     struct vbc_hello hello;
     struct vbc_begin begin;
+    struct vbc_problems problems;
     struct vbc_job j;
     uint64_t job = 0;
     double frozen = -1;
@@ -539,9 +543,11 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
     int rc;
 
     memset(&b, 0, sizeof(b));
+    memset(&problems, 0, sizeof(problems));
     b.o = o;
     b.ops = ops;
     b.src = src;
+    o->problems = &problems;
     vbc_progress_init(&b.prog);
 
     if ((rc = ops->prepare(src, o, &e)))
@@ -552,6 +558,12 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
             goto fail;
         free(b.by_sent.e);
         free(b.by_file.e);
+        if (problems.n) {
+            vbc_error("incomplete: %zu entries or attributes could not be backed up (see above)",
+                      problems.n);
+            vbc_problems_free(&problems);
+            return VBC_EXIT_INCOMPLETE;
+        }
         return 0;
     }
     if ((rc = vbc_connect(device, &b.c, &e)))
@@ -587,6 +599,10 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
         goto fail_job;
     if ((rc = send_data(&b, job, &e)))
         goto fail_job;
+    if (problems.n && (rc = vbc_problems_send(b.c, job, &problems, &e))) {
+        vbc_prefixerr(&e, "telling the host what could not be backed up");
+        goto fail_job;
+    }
     if ((rc = check_freeze(&b, &e)))
         goto fail_job;
     if ((rc = seal_and_thaw(&b, job, &froze, &sealed, &frozen, &e)))
@@ -603,10 +619,18 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
         vbc_prefixerr(&e, "job %llu", (unsigned long long)job);
         goto fail;
     }
-    summary(&j, b.n_entries, frozen, t0);
+    summary(&j, b.n_entries, frozen, t0, problems.n);
     vbc_disconnect(b.c);
     free(b.by_sent.e);
     free(b.by_file.e);
+    if (problems.n) {
+        /* done, but not everything: each problem is listed above, and the
+         * snapshot says so too */
+        vbc_error("backup incomplete: %zu entries or attributes could not be backed up (see "
+                  "above); snapshot %s", problems.n, j.snapshot);
+        vbc_problems_free(&problems);
+        return VBC_EXIT_INCOMPLETE;
+    }
     return 0;
 
 fail_job:
@@ -628,6 +652,7 @@ fail:
     free(b.by_sent.e);
     free(b.by_file.e);
     vbc_disconnect(b.c);
+    vbc_problems_free(&problems);
     return 1;
 }
 
@@ -675,7 +700,7 @@ int vbc_backup_disk(const char *device, const char *target, const char *serial,
         vbc_prefixerr(&e, "job %llu", (unsigned long long)job);
         goto fail;
     }
-    summary(&j, 0, frozen, t0);
+    summary(&j, 0, frozen, t0, 0);
     vbc_disconnect(c);
     return 0;
 

@@ -2,7 +2,8 @@
 /*
  * The command line shared by `vbackup` (guest) and `vbclient` (host test
  * client): commands backup, restore, list, status, cancel, backup-disk.
- * Exit status: 0 success, 1 failure, 2 usage.
+ * Exit status: 0 success, 1 failure, 2 usage, 3 incomplete (done, but some
+ * entries or attributes could not be backed up or restored; each listed).
  */
 #include "vbc.h"
 
@@ -21,7 +22,7 @@ enum cmd { C_NONE, C_BACKUP, C_RESTORE, C_LIST, C_STATUS, C_CANCEL, C_DISK };
 
 enum {
     O_TO = 1001, O_MODE, O_EXCLUDE, O_FREEZE_TIMEOUT, O_NO_FREEZE, O_FROM, O_SNAPSHOT, O_INTO,
-    O_DUMP, O_DUMP_FREEZE_MS, O_FALLBACK_ALL, O_FALLBACK, O_HOOKS,
+    O_DUMP, O_DUMP_FREEZE_MS, O_FALLBACK_ALL, O_FALLBACK, O_HOOKS, O_SPARSE, O_NO_SPARSE,
 };
 
 static const struct {
@@ -41,6 +42,8 @@ static const struct {
     { { "from", required_argument, NULL, O_FROM }, M(C_RESTORE) | M(C_LIST) },
     { { "snapshot", required_argument, NULL, O_SNAPSHOT }, M(C_RESTORE) },
     { { "into", required_argument, NULL, O_INTO }, M(C_RESTORE) },
+    { { "sparse", no_argument, NULL, O_SPARSE }, M(C_RESTORE) },
+    { { "no-sparse", no_argument, NULL, O_NO_SPARSE }, M(C_RESTORE) },
     { { "dump", required_argument, NULL, O_DUMP }, M(C_BACKUP) },
     { { "dump-freeze-ms", required_argument, NULL, O_DUMP_FREEZE_MS }, M(C_BACKUP) },
     { { "fallback-all", no_argument, NULL, O_FALLBACK_ALL }, M(C_BACKUP) },
@@ -55,6 +58,7 @@ static void usage(const struct vbc_tool *t, FILE *f)
 "  %1$s backup PATH... --to TARGET [--mode full|incremental|differential]\n"
 "         [--exclude PATTERN]... [--freeze-timeout SEC] [--no-freeze]\n"
 "  %1$s restore [PATH...] --from TARGET [--snapshot ID|latest] [--into DIR]\n"
+"         [--sparse|--no-sparse]\n"
 "  %1$s list [--from TARGET]\n"
 "  %1$s status [JOB]\n"
 "  %1$s cancel JOB\n"
@@ -77,6 +81,12 @@ static void usage(const struct vbc_tool *t, FILE *f)
 "                       host reads them)\n"
 "  --hooks DIR          fsfreeze hooks in DIR (default /etc/vbackup)\n"
 "\n"
+"Restore options:\n"
+"  --sparse             4 KiB blocks of zeros become holes, as cp --sparse=always\n"
+"                       (the default); holes and preallocated space are kept\n"
+"                       either way\n"
+"  --no-sparse          write zeros that were written\n"
+"\n"
 "Testing aids:\n"
 "  --dump FILE          write the records as JSON lines to FILE ('-': stdout)\n"
 "                       instead of sending them (no device needed)\n"
@@ -85,7 +95,9 @@ static void usage(const struct vbc_tool *t, FILE *f)
 "  --fallback GLOB      the same for files matching GLOB (repeatable)\n"
 "%2$s"
 "\n"
-"Exit status: 0 success, 1 failure, 2 usage error.\n",
+"Exit status: 0 success, 1 failure, 2 usage error, 3 incomplete: done, but\n"
+"some entries or attributes could not be backed up or restored (each is\n"
+"listed; the snapshot says so too).\n",
             t->name, t->usage_extra ? t->usage_extra : "");
 }
 
@@ -184,7 +196,7 @@ static int cmd_list(const char *device, const char *target)
                 *q++ = 0;
             printf("/%s%s", p, q ? " " : "");
         }
-        printf("\n");
+        printf("%s\n", s[i].flags & VB_SNAP_INCOMPLETE ? "  (incomplete)" : "");
     }
     vbc_snaps_free(s, n);
     return 0;
@@ -226,10 +238,10 @@ static int cmd_status(const char *device, uint64_t job)
         snprintf(bytes, sizeof(bytes), "%s/%s", d, t);
         snprintf(files, sizeof(files), "%" PRIu64 "/%" PRIu64, v[i].files_done,
                  v[i].files_total);
-        printf("%-12" PRIu64 "  %-10s  %-5s  %-12s  %-19s  %21s  %13s  %s%s%s\n", v[i].job,
+        printf("%-12" PRIu64 "  %-10s  %-5s  %-12s  %-19s  %21s  %13s  %s%s%s%s\n", v[i].job,
                vbc_state_name(v[i].state), vbc_kind_name(v[i].kind), vbc_mode_name(v[i].mode),
                when, bytes, files, v[i].snapshot, v[i].snapshot[0] && v[i].reason[0] ? " " : "",
-               v[i].reason);
+               v[i].reason, v[i].flags & VB_JOB_FLAG_INCOMPLETE ? " (incomplete)" : "");
     }
     free(v);
     return 0;
@@ -358,6 +370,8 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
         case O_FROM: from = optarg; break;
         case O_SNAPSHOT: ro.snapshot = optarg; break;
         case O_INTO: ro.into = optarg; break;
+        case O_SPARSE: ro.no_sparse = false; break;
+        case O_NO_SPARSE: ro.no_sparse = true; break;
         case O_DUMP: bo.dump = optarg; break;
         case O_DUMP_FREEZE_MS: {
             uint64_t v;

@@ -6,11 +6,16 @@
  *   1. directories (parents first; mode 0700 while we fill them)
  *   2. regular files: created under a temporary name, RESTORE_READ in pieces
  *      by VBC_RESTORE_THREADS workers (holes skipped, so sparse files stay
- *      sparse; the size set with ftruncate), owner, mode, times, renamed
- *      into place
+ *      sparse; written zeros written, or left as holes with sparse; 4 KiB
+ *      blocks of zeros in data too; preallocated ranges fallocated, past the
+ *      size too; the size set with ftruncate), owner, extended attributes,
+ *      mode, times (checked), renamed into place
  *   3. symlinks, fifos, sockets, device nodes (temporary name, rename)
  *   4. hard links (to the first link, by entry index)
- *   5. directories' owner, mode and times, deepest first
+ *   5. inode flags and project ids of regular files (after their links:
+ *      immutable and append-only forbid links and times)
+ *   6. directories' owner, extended attributes (default ACLs last, so that
+ *      nothing restored inherits them), mode, times, flags, deepest first
  *   RESTORE_END.
  *
  * Nothing is created outside the destination, whatever the snapshot holds
@@ -36,6 +41,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "fsmeta.h"
 
 #define CHUNK           (8u << 20)       /* bytes of a file per work item */
 #define QUEUE_MAX       64
@@ -89,23 +95,66 @@ struct rctx {
     struct vbc_err fatal_e;
     uint64_t bytes_done, errors, total;
     uint32_t piece;
+    bool sparse;
     struct vbc_progress prog;
 };
 
 static void entry_error(struct rctx *r, size_t i, const char *what, int err)
 {
-    char safe[VB_MAX_PATH * 4 + 1];
+    size_t pl = strlen(r->v[i].path);
+    char *safe = malloc(pl * 4 + 1);
 
-    vbc_sanitize(safe, sizeof(safe), r->v[i].path, strlen(r->v[i].path));
+    if (safe)
+        vbc_sanitize(safe, pl * 4 + 1, r->v[i].path, pl);
     pthread_mutex_lock(&r->lock);
     r->errors++;
     r->bad[i] = true;
     pthread_mutex_unlock(&r->lock);
     vbc_progress_clear(&r->prog);
     if (err)
-        vbc_error("%s/%s: %s: %s", r->dest, safe, what, strerror(err));
+        vbc_error("%s/%s: %s: %s", r->dest, safe ? safe : "?", what, strerror(err));
     else
-        vbc_error("%s/%s: %s", r->dest, safe, what);
+        vbc_error("%s/%s: %s", r->dest, safe ? safe : "?", what);
+    free(safe);
+}
+
+/* Gives FD (O_PATH when OPATH) the extended attributes of entry X, all
+ * namespaces; 0, or -errno with a message in WHAT. */
+static int set_xattrs(const struct vbc_entry *x, int fd, bool opath, char *what, size_t len)
+{
+    struct vb_xa xs[512], *v = xs;
+    struct vb_xattr_view xv;
+    size_t off = 0, n = 0;
+    const char *step;
+    char which[VB_MAX_XATTR_NAME + 1], shown[VB_MAX_XATTR_NAME * 4 + 1];
+    int ret;
+
+    if (x->n_xattrs > sizeof(xs) / sizeof(xs[0]) &&
+        !(v = malloc(x->n_xattrs * sizeof(*v)))) {
+        snprintf(what, len, "out of memory");
+        return -ENOMEM;
+    }
+    while (x->xattrs && n < x->n_xattrs && vb_xattr_next(x->xattrs, x->xattr_len, &off, &xv)) {
+        v[n].name = xv.name;
+        v[n].name_len = xv.name_len;
+        v[n].value = xv.value;
+        v[n].value_len = xv.value_len;
+        n++;
+    }
+    ret = vb_xa_apply(fd, opath, v, n, VB_XA_ALL, &step, which, sizeof(which));
+    if (ret) {
+        vbc_sanitize(shown, sizeof(shown), which, strlen(which));
+        snprintf(what, len, "%s%s%s: %s", step, which[0] ? " " : "", shown, strerror(-ret));
+    }
+    if (v != xs)
+        free(v);
+    return ret;
+}
+
+static const char *times_error(int ret)
+{
+    return ret == -ERANGE ? "a time this file system cannot hold (it stored another)"
+                          : "utimensat";
 }
 
 /* ---- paths ---------------------------------------------------------------------- */
@@ -256,40 +305,49 @@ static int open_parent(struct rctx *r, size_t i, const char **name)
 
 static void ts_of(struct timespec ts[2], const struct vbc_entry *x)
 {
-    ts[0].tv_sec = x->atime_ns / 1000000000;
-    ts[0].tv_nsec = x->atime_ns % 1000000000;
-    ts[1].tv_sec = x->mtime_ns / 1000000000;
-    ts[1].tv_nsec = x->mtime_ns % 1000000000;
-    for (int k = 0; k < 2; k++) {
-        if (ts[k].tv_nsec < 0) {
-            ts[k].tv_nsec += 1000000000;
-            ts[k].tv_sec--;
-        }
-    }
+    ts[0].tv_sec = (time_t)x->atime.sec;
+    ts[0].tv_nsec = (long)x->atime.nsec;
+    ts[1].tv_sec = (time_t)x->mtime.sec;
+    ts[1].tv_nsec = (long)x->mtime.nsec;
 }
 
-/* Owner, mode, times of NAME in PFD, a symlink or special file this restore
- * just made with its mode (never following a symlink). */
+/* Owner, extended attributes, mode, times of NAME in PFD, a symlink or
+ * special file this restore just made with its mode (never following a
+ * symlink).  -errno with WHAT set (a whole message when *shown). */
 static int set_meta(struct rctx *r, int pfd, const char *name, const struct vbc_entry *x,
-                    const char **what)
+                    char *what, size_t len, bool *shown)
 {
     struct timespec ts[2];
+    int ret, fd;
 
+    *shown = false;
     if (fchownat(pfd, name, x->uid, x->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
         (r->root || (errno != EPERM && errno != EINVAL))) {
-        *what = "chown";
+        snprintf(what, len, "chown");
         return -errno;
+    }
+    fd = openat(pfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(what, len, "opening it for its extended attributes");
+        return -errno;
+    }
+    ret = set_xattrs(x, fd, true, what, len);
+    close(fd);
+    if (ret) {
+        *shown = true;
+        return ret;
     }
     /* chown drops setuid/setgid bits: set them again, on NAME itself */
     if (x->type != VB_FT_SYMLINK && (x->mode & 06000) &&
         fchmodat(pfd, name, x->mode, AT_SYMLINK_NOFOLLOW) < 0) {
-        *what = "chmod";
+        snprintf(what, len, "chmod");
         return -errno;
     }
     ts_of(ts, x);
-    if (utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0) {
-        *what = "utimensat";
-        return -errno;
+    if ((ret = vb_times_apply(pfd, name, ts))) {
+        snprintf(what, len, "%s", times_error(ret));
+        *shown = ret == -ERANGE;
+        return ret;
     }
     return 0;
 }
@@ -403,7 +461,19 @@ static void make_dirs(struct rctx *r)
             parent_error(r, i, -pfd);
             continue;
         }
-        if (mkdirat(pfd, name, 0700) < 0) {
+        if (mkdirat(pfd, name, 0700) == 0) {
+            /* casefolding is set on an empty folder, before what it holds */
+            if (r->v[i].fsflags & VB_FSFL_CASEFOLD) {
+                const char *what;
+                int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                int err = fd < 0 ? -errno : vb_fsflags_apply(fd, VB_FSFL_CASEFOLD, 0, &what);
+
+                if (fd >= 0)
+                    close(fd);
+                if (err)
+                    entry_error(r, i, "setting casefolding (F)", -err);
+            }
+        } else {
             if (errno != EEXIST) {
                 entry_error(r, i, "mkdir", errno);
             } else if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -437,18 +507,24 @@ static void finish_file(struct rctx *r, struct rfile *f)
     int err = 0;
 
     if (!f->failed) {
+        char xwhat[VB_MAX_XATTR_NAME * 4 + 160];
+        int ret;
+
         if (fchown(f->fd, x->uid, x->gid) < 0 && (r->root || errno != EPERM))
             err = errno, what = "chown";
+        else if ((ret = set_xattrs(x, f->fd, false, xwhat, sizeof(xwhat))))
+            err = -ret, what = xwhat;
         else if (fchmod(f->fd, x->mode) < 0)
             err = errno, what = "chmod";
-        else if (ts_of(ts, x), futimens(f->fd, ts) < 0)
-            err = errno, what = "utimensat";
+        else if (ts_of(ts, x), (ret = vb_times_apply(f->fd, "", ts)))
+            err = -ret, what = times_error(ret);
         else if (fstat(f->fd, &st) < 0)
             err = errno, what = "stat";
         else if (renameat(f->pfd, f->tmp, f->pfd, f->name) < 0)
             err = errno, what = "rename into place";
         if (err) {
-            entry_error(r, f->entry, what, err);
+            /* the attribute's and the time's messages say it all */
+            entry_error(r, f->entry, what, what == xwhat || err == ERANGE ? 0 : err);
         } else {
             /* what a hard link may point at */
             r->fdev[f->entry] = st.st_dev;
@@ -468,13 +544,17 @@ static bool fatal_status(int rc)
            rc == VB_S_BAD_FRAME || rc == VB_S_BAD_VERSION || rc == VB_S_INTERNAL;
 }
 
+/* The file's data from ch->start to ch->end (UINT64_MAX: to the end, past
+ * the size: preallocated space there). */
 static int read_chunk(struct rctx *r, struct vbc_reply *rep, struct chunk *ch, struct vbc_err *e)
 {
+    const struct vbc_entry *x = &r->v[ch->f->entry];
     uint64_t off = ch->start;
 
     while (off < ch->end) {
         struct vbc_rdata d;
-        uint32_t want = ch->end - off < r->piece ? (uint32_t)(ch->end - off) : r->piece;
+        uint64_t left = ch->end - off;
+        uint32_t want = left < r->piece ? (uint32_t)left : r->piece;
         int rc, tries = 0;
 
         if (vbc_interrupted)
@@ -484,33 +564,37 @@ static int read_chunk(struct rctx *r, struct vbc_reply *rep, struct chunk *ch, s
             vbc_sleep_ms(50);
         if (rc)
             return rc;
-        if (d.flags & VB_RD_HOLE) {
-            uint64_t l = d.len < ch->end - off ? d.len : ch->end - off;
+        if (d.flags & (VB_RD_HOLE | VB_RD_ZERO | VB_RD_UNWRITTEN)) {
+            uint64_t l = d.len < left ? d.len : left;
 
+            if (d.flags & VB_RD_ZERO)
+                rc = vb_write_zeros(ch->f->fd, l, off, r->sparse);
+            else if (d.flags & VB_RD_UNWRITTEN)
+                rc = vb_prealloc(ch->f->fd, off, l);
+            if (rc)
+                return vbc_seterr(e, rc, "%s: %s", d.flags & VB_RD_ZERO ? "write" : "fallocate",
+                                  strerror(-rc));
             off += l;
-            __atomic_add_fetch(&r->bytes_done, l, __ATOMIC_RELAXED);
+            if (off <= x->size)
+                __atomic_add_fetch(&r->bytes_done, d.flags & VB_RD_ZERO ? l : 0,
+                                   __ATOMIC_RELAXED);
             continue;
         }
         if (d.len) {
-            size_t done = 0;
-
-            while (done < d.len) {
-                ssize_t w = pwrite(ch->f->fd, d.data + done, d.len - done, (off_t)(off + done));
-
-                if (w < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    return vbc_seterr(e, -errno, "write: %s", strerror(errno));
-                }
-                done += (size_t)w;
-            }
+            if (off + d.len > x->size)
+                return vbc_seterr(e, -EPROTO, "the host sent data past the file's size");
+            if ((rc = vb_write_sparse(ch->f->fd, d.data, d.len, off, r->sparse)))
+                return vbc_seterr(e, rc, "write: %s", strerror(-rc));
             off += d.len;
             __atomic_add_fetch(&r->bytes_done, d.len, __ATOMIC_RELAXED);
         }
-        if ((d.flags & VB_RD_EOF) && off < ch->end)
-            return vbc_seterr(e, -EPROTO, "the host ended the file at %llu of %llu bytes",
-                              (unsigned long long)off,
-                              (unsigned long long)r->v[ch->f->entry].size);
+        if (d.flags & VB_RD_EOF) {
+            if (ch->end == UINT64_MAX && off >= x->size)
+                break;
+            if (off < ch->end)
+                return vbc_seterr(e, -EPROTO, "the host ended the file at %llu of %llu bytes",
+                                  (unsigned long long)off, (unsigned long long)x->size);
+        }
     }
     return 0;
 }
@@ -645,20 +729,23 @@ static int restore_files(struct rctx *r, uint64_t total)
             finish_file(r, f);
             continue;
         }
-        if (x->size == 0) {
+        if (x->size == 0 && !(x->flags & VB_RF_PREALLOC)) {
             finish_file(r, f);
             continue;
         }
-        f->pending = (unsigned)((x->size + CHUNK - 1) / CHUNK);
+        /* preallocated space past the size: the last piece reads on to the end */
+        f->pending = x->size ? (unsigned)((x->size + CHUNK - 1) / CHUNK) : 1;
         {
             /* f belongs to the workers once its last chunk is queued */
             unsigned total_chunks = f->pending, queued = 0;
             bool last;
 
-            for (uint64_t off = 0; off < x->size && !r->fatal && !vbc_interrupted;
+            for (uint64_t off = 0; queued < total_chunks && !r->fatal && !vbc_interrupted;
                  off += CHUNK) {
                 struct chunk ch = { f, off, off + CHUNK < x->size ? off + CHUNK : x->size };
 
+                if (queued + 1 == total_chunks && (x->flags & VB_RF_PREALLOC))
+                    ch.end = UINT64_MAX;
                 enqueue(r, ch);
                 queued++;
                 vbc_progress_show(&r->prog, "restoring:",
@@ -695,7 +782,8 @@ static void make_others(struct rctx *r)
     for (size_t i = 0; i < r->n; i++) {
         const struct vbc_entry *x = &r->v[i];
         const char *name, *what = NULL;
-        char tmp[64];
+        char tmp[64], mwhat[VB_MAX_XATTR_NAME * 4 + 160];
+        bool shown;
         int pfd, rc = 0;
 
         if (x->type == VB_FT_REG || x->type == VB_FT_DIR || x->link_of != VB_NO_LINK ||
@@ -735,8 +823,8 @@ static void make_others(struct rctx *r)
             close(pfd);
             continue;
         }
-        if ((rc = set_meta(r, pfd, tmp, x, &what)) < 0) {
-            entry_error(r, i, what, -rc);
+        if ((rc = set_meta(r, pfd, tmp, x, mwhat, sizeof(mwhat), &shown)) < 0) {
+            entry_error(r, i, mwhat, shown ? 0 : -rc);
             unlinkat(pfd, tmp, 0);
         } else if (renameat(pfd, tmp, pfd, name) < 0) {
             entry_error(r, i, "rename into place", errno);
@@ -801,7 +889,38 @@ static void make_links(struct rctx *r)
     }
 }
 
-/* ---- 5. directory metadata, deepest first ------------------------------------------------ */
+/* ---- 5. inode flags of regular files ----------------------------------------------------- */
+
+static void files_flags(struct rctx *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const struct vbc_entry *x = &r->v[i];
+        const char *name, *what;
+        struct stat st;
+        int pfd, fd, err;
+
+        if (x->type != VB_FT_REG || x->link_of != VB_NO_LINK || r->bad[i] ||
+            (!x->fsflags && !x->projid))
+            continue;
+        if ((pfd = open_parent(r, i, &name)) < 0) {
+            parent_error(r, i, -pfd);
+            continue;
+        }
+        /* the file this restore wrote, and nothing else */
+        fd = openat(pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != r->fdev[i] ||
+            st.st_ino != r->fino[i])
+            entry_error(r, i, "no longer the file this restore wrote; its inode flags are not set",
+                        0);
+        else if ((err = vb_fsflags_apply(fd, x->fsflags, x->projid, &what)))
+            entry_error(r, i, what, -err);
+        if (fd >= 0)
+            close(fd);
+        close(pfd);
+    }
+}
+
+/* ---- 6. directory metadata, deepest first ------------------------------------------------ */
 
 static size_t depth(const char *p)
 {
@@ -837,9 +956,10 @@ static void dir_meta(struct rctx *r)
     for (size_t k = 0; k < n; k++) {
         size_t i = idx[k];
         const struct vbc_entry *x = &r->v[i];
-        const char *name;
+        const char *name, *fwhat;
+        char xwhat[VB_MAX_XATTR_NAME * 4 + 160];
         struct timespec ts[2];
-        int pfd = -1, fd;
+        int pfd = -1, fd, err;
 
         if (!r->sub[i][0]) {
             /* the destination directory itself (the snapshot's root) */
@@ -857,10 +977,14 @@ static void dir_meta(struct rctx *r)
                         errno == ELOOP || errno == ENOTDIR ? 0 : errno);
         else if (fchown(fd, x->uid, x->gid) < 0 && (r->root || errno != EPERM))
             entry_error(r, i, "chown", errno);
+        else if (set_xattrs(x, fd, false, xwhat, sizeof(xwhat)))
+            entry_error(r, i, xwhat, 0);
         else if (fchmod(fd, x->mode) < 0)
             entry_error(r, i, "chmod", errno);
-        else if (futimens(fd, ts) < 0)
-            entry_error(r, i, "utimensat", errno);
+        else if ((err = vb_times_apply(fd, "", ts)))
+            entry_error(r, i, times_error(err), err == -ERANGE ? 0 : -err);
+        else if ((err = vb_fsflags_apply(fd, x->fsflags, x->projid, &fwhat)))
+            entry_error(r, i, fwhat, -err);
         if (fd >= 0)
             close(fd);
         if (pfd >= 0)
@@ -889,6 +1013,7 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     pthread_mutex_init(&r.lock, NULL);
     vbc_cond_init(&r.cond);
     r.root = geteuid() == 0;
+    r.sparse = !o->no_sparse;
     r.dest = o->into ? o->into : "";
     /* entries are made with their modes exactly */
     old_umask = umask(0);
@@ -966,10 +1091,13 @@ int vbc_restore(const char *device, const struct vbc_restore_opts *o)
     }
     make_others(&r);
     make_links(&r);
+    files_flags(&r);
     dir_meta(&r);
     if (r.errors) {
+        /* done, but not all: each is listed above */
         vbc_seterr(&e, -EIO, "%llu of %zu entries could not be restored (see above)",
                    (unsigned long long)r.errors, r.n);
+        status = VBC_EXIT_INCOMPLETE;
         goto out;
     }
     status = 0;
@@ -995,10 +1123,12 @@ out:
             vbc_interrupted = sig;
     }
     if (status)
-        vbc_error("restore failed: %s", e.msg);
+        vbc_error("restore %s: %s", status == VBC_EXIT_INCOMPLETE ? "incomplete" : "failed",
+                  e.msg);
     for (size_t i = 0; i < r.n; i++) {
         free(r.v[i].path);
         free(r.v[i].link);
+        free(r.v[i].xattrs);
     }
     free(r.v);
     for (size_t i = 0; i < r.n_pfx; i++) {

@@ -91,26 +91,48 @@ void vbc_sanitize(char *dst, size_t dstlen, const char *src, size_t len)
 
     if (!dstlen)
         return;
-    for (size_t i = 0; i < len && o + 5 < dstlen; i++) {
+    for (size_t i = 0; i < len && o + 5 < dstlen;) {
         unsigned char ch = (unsigned char)src[i];
+        size_t n = 1;
 
-        if (ch < 0x20 || ch == 0x7f)
+        /* a whole UTF-8 sequence as it is; a byte that is not part of one,
+         * or a control character, as \xNN (names are bytes) */
+        if (ch >= 0xc2 && ch <= 0xf4)
+            n = ch < 0xe0 ? 2 : ch < 0xf0 ? 3 : 4;
+        if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && n == 1) || i + n > len ||
+            !vb_utf8_valid(src + i, n) || (n == 2 && (unsigned char)src[i + 1] < 0xa0 &&
+                                           ch == 0xc2)) {
             o += (size_t)snprintf(dst + o, dstlen - o, "\\x%02x", ch);
-        else
-            dst[o++] = (char)ch;
+            i++;
+            continue;
+        }
+        if (o + n + 5 >= dstlen)
+            break;
+        memcpy(dst + o, src + i, n);
+        o += n;
+        i += n;
     }
     dst[o] = 0;
 }
 
 static void out_v(const char *level, const char *fmt, va_list ap)
 {
-    char line[2048];
-    int n;
+    char small[2048], *line = small, *big = NULL;
+    va_list aq;
+    int n, m;
 
-    n = snprintf(line, sizeof(line), "%s: %s", vbc_prog, level);
+    n = snprintf(small, sizeof(small), "%s: %s", vbc_prog, level);
     if (n < 0)
         return;
-    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_copy(aq, ap);
+    m = vsnprintf(small + n, sizeof(small) - (size_t)n, fmt, ap);
+    /* a long message (a path of 64 KiB, escaped) is not cut */
+    if (m >= 0 && (size_t)n + (size_t)m >= sizeof(small) && (big = malloc((size_t)n + m + 1))) {
+        memcpy(big, small, (size_t)n);
+        vsnprintf(big + n, (size_t)m + 1, fmt, aq);
+        line = big;
+    }
+    va_end(aq);
     pthread_mutex_lock(&out_lock);
     if (hold_err) {
         size_t l = strlen(line);
@@ -127,6 +149,7 @@ static void out_v(const char *level, const char *fmt, va_list ap)
         fflush(stderr);
     }
     pthread_mutex_unlock(&out_lock);
+    free(big);
 }
 
 void vbc_info(const char *fmt, ...)
@@ -319,65 +342,12 @@ void vbc_duration(char *buf, size_t len, double s)
 
 bool vbc_utf8_valid(const char *s, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-
-    while (p < end) {
-        unsigned c = *p;
-        size_t n;
-        uint32_t cp;
-
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - p) <= n)
-            return false;
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        p += n + 1;
-    }
-    return true;
+    return vb_utf8_valid(s, len);
 }
 
 bool vbc_path_valid(const char *p, size_t len, bool allow_empty)
 {
-    size_t start = 0;
-
-    if (len == 0)
-        return allow_empty;
-    if (len > VB_MAX_PATH || memchr(p, 0, len) || !vbc_utf8_valid(p, len))
-        return false;
-    for (size_t i = 0; i <= len; i++) {
-        if (i == len || p[i] == '/') {
-            size_t cl = i - start;
-
-            if (cl == 0 || cl > VB_MAX_NAME)
-                return false;
-            if ((cl == 1 && p[start] == '.') ||
-                (cl == 2 && p[start] == '.' && p[start + 1] == '.'))
-                return false;
-            start = i + 1;
-        }
-    }
-    return true;
+    return !vb_path_check(p, len, allow_empty);
 }
 
 char *vbc_abspath(const char *cwd, const char *arg)

@@ -8,6 +8,7 @@
 #include "vbc.h"
 
 #include <endian.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -234,8 +235,20 @@ static void *reader_main(void *arg)
             return NULL;
         }
         len = le32toh(h.len);
-        if (le32toh(h.magic) != VB_MAGIC || le16toh(h.version) != VB_PROTO_VERSION ||
-            len > VB_MAX_PAYLOAD || !(le16toh(h.type) & VB_REPLY)) {
+        if (le32toh(h.magic) == VB_MAGIC && le16toh(h.version) != VB_PROTO_VERSION) {
+            char m[160];
+
+            snprintf(m, sizeof(m), "vbackupd speaks protocol version %u and this %s %u: "
+                     "vbackup and vbackupd must be updated together", le16toh(h.version),
+                     vbc_prog, VB_PROTO_VERSION);
+            pthread_mutex_lock(&c->lock);
+            conn_kill(c, -EPROTO, m);
+            pthread_mutex_unlock(&c->lock);
+            shutdown(c->fd, SHUT_RDWR);
+            return NULL;
+        }
+        if (le32toh(h.magic) != VB_MAGIC || len > VB_MAX_PAYLOAD ||
+            !(le16toh(h.type) & VB_REPLY)) {
             pthread_mutex_lock(&c->lock);
             conn_kill(c, -EPROTO, "vbackupd sent an invalid frame header");
             pthread_mutex_unlock(&c->lock);
@@ -405,6 +418,7 @@ static const char *op_name(uint16_t op)
         [VB_OP_CANCEL] = "CANCEL", [VB_OP_LIST] = "LIST",
         [VB_OP_RESTORE_BEGIN] = "RESTORE_BEGIN", [VB_OP_RESTORE_LIST] = "RESTORE_LIST",
         [VB_OP_RESTORE_READ] = "RESTORE_READ", [VB_OP_RESTORE_END] = "RESTORE_END",
+        [VB_OP_BACKUP_PROBLEMS] = "BACKUP_PROBLEMS",
     };
 
     return op < VB_OP_MAX_ && names[op] ? names[op] : "?";
@@ -518,9 +532,13 @@ int vbc_call(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r, bool id
         return rc;
 
     memcpy(&h, r->buf, sizeof(h));
-    if (le32toh(h.magic) != VB_MAGIC || le16toh(h.version) != VB_PROTO_VERSION)
-        return vbc_seterr(e, -EPROTO, "%s: reply to %s with a bad magic or version", c->path,
+    if (le32toh(h.magic) != VB_MAGIC)
+        return vbc_seterr(e, -EPROTO, "%s: reply to %s with a bad magic", c->path,
                           op_name(m->op));
+    if (le16toh(h.version) != VB_PROTO_VERSION)
+        return vbc_seterr(e, VB_S_BAD_VERSION, "the host speaks protocol version %u and this "
+                          "%s %u: vbackup and vbackupd must be updated together", 
+                          le16toh(h.version), vbc_prog, VB_PROTO_VERSION);
     r->status = (int32_t)le32toh((uint32_t)h.status);
     r->len = le32toh(h.len);
     if (r->len > r->cap)
@@ -894,6 +912,7 @@ int vbc_list(struct vbc_conn *c, const char *target, struct vbc_snap **snaps, si
             v[have].bytes = le64toh(si.bytes);
             v[have].kind = si.kind;
             v[have].mode = si.mode;
+            v[have].flags = le16toh(si.flags);
             vbc_sanitize(v[have].id, sizeof(v[have].id), (const char *)id, il);
             v[have].roots = malloc((size_t)rl * 4 + 1);
             if (!v[have].roots) {
@@ -954,12 +973,14 @@ bool vbc_extents_normalize(struct vbc_extent *ext, size_t *n, uint64_t size)
         qsort(ext, *n, sizeof(*ext), ext_cmp);
     for (size_t i = 0; i < *n; i++) {
         struct vbc_extent x = ext[i];
+        bool unwritten = x.flags & VB_EXT_UNWRITTEN;
 
-        if (x.length == 0 || x.logical >= size)
+        /* written data past the size is not the file's; preallocated space is */
+        if (x.length == 0 || (x.logical >= size && !unwritten))
             continue;
         if (x.logical + x.length < x.logical || x.physical + x.length < x.physical)
             return false;
-        if (x.logical + x.length > size)
+        if (x.logical + x.length > size && !unwritten)
             x.length = size - x.logical;
         if (o) {
             struct vbc_extent *p = &ext[o - 1];
@@ -1031,38 +1052,50 @@ int vbc_files_flush(struct vbc_files *b, struct vbc_err *e)
 static void put_rec(struct vbc_files *b, const struct vbc_file *f, uint8_t data, bool more,
                     const struct vbc_extent *ext, uint32_t n)
 {
-    struct vb_file_rec rec;
+    struct vb_rec r;
+    uint8_t *out;
 
-    memset(&rec, 0, sizeof(rec));
-    rec.type = f->type;
-    rec.data = data;
-    rec.disk = htole16((uint16_t)(f->disk < 0 ? 0 : f->disk));
-    rec.mode = htole32(f->mode & 07777);
-    rec.uid = htole32(f->uid);
-    rec.gid = htole32(f->gid);
-    rec.nlink = htole32(f->nlink);
-    rec.n_extents = htole32(n);
-    rec.path_len = htole16((uint16_t)f->path_len);
-    rec.link_len = htole16(more ? 0 : (uint16_t)f->link_len);
-    rec.rdev = htole32(f->rdev);
-    rec.size = htole64(f->size);
-    rec.ino = htole64(f->ino);
-    rec.mtime_ns = (int64_t)htole64((uint64_t)f->mtime_ns);
-    rec.ctime_ns = (int64_t)htole64((uint64_t)f->ctime_ns);
-    rec.atime_ns = (int64_t)htole64((uint64_t)f->atime_ns);
-    vbc_msg_put(&b->m, &rec, sizeof(rec));
-    vbc_msg_put(&b->m, f->path, f->path_len);
-    if (!more && f->link_len)
-        vbc_msg_put(&b->m, f->link, f->link_len);
+    memset(&r, 0, sizeof(r));
+    r.type = f->type;
+    r.data = data;
+    r.disk = (uint16_t)(f->disk < 0 ? 0 : f->disk);
+    r.path = f->path;
+    r.path_len = f->path_len;
+    r.n_extents = n;
+    if (!more) {
+        r.mode = f->mode & 07777;
+        r.uid = f->uid;
+        r.gid = f->gid;
+        r.nlink = f->nlink;
+        r.rdev = f->rdev;
+        r.size = f->size;
+        r.ino = f->ino;
+        r.mtime = f->mtime;
+        r.ctime = f->ctime;
+        r.atime = f->atime;
+        r.fsflags = f->fsflags & VB_FSFL_MASK;
+        r.projid = f->projid;
+        r.link = f->link;
+        r.link_len = f->link_len;
+        r.xattrs = f->xattrs;
+        r.xattr_len = f->xattr_len;
+        r.n_xattrs = f->n_xattrs;
+    }
+    out = vbc_msg_put(&b->m, NULL, vb_rec_head_size(&r) + (size_t)n * VB_EXTENT_SIZE);
+    if (!out)
+        return;
+    out += vb_rec_encode_head(&r, out);
     for (uint32_t i = 0; i < n; i++) {
         struct vb_extent x = {
-            .logical = htole64(ext[i].logical),
-            .physical = htole64(ext[i].physical),
-            .length = htole64(ext[i].length),
-            .flags = htole32(ext[i].flags),
+            .logical = ext[i].logical,
+            /* unwritten space of a file whose data is not mapped: nothing to read */
+            .physical = data == VB_FD_EXTENTS || (more && f->data == VB_FD_EXTENTS)
+                            ? ext[i].physical : 0,
+            .length = ext[i].length,
+            .flags = ext[i].flags,
         };
 
-        vbc_msg_put(&b->m, &x, sizeof(x));
+        vb_extent_put(out + (size_t)i * VB_EXTENT_SIZE, &x);
     }
     b->n_in_msg++;
     b->n_records++;
@@ -1071,13 +1104,14 @@ static void put_rec(struct vbc_files *b, const struct vbc_file *f, uint8_t data,
 int vbc_files_add(struct vbc_files *b, const struct vbc_file *f, uint64_t *index,
                   struct vbc_err *e)
 {
-    size_t fixed = sizeof(struct vb_file_rec) + f->path_len + f->link_len;
+    size_t fixed = sizeof(struct vb_file_rec) + f->path_len + f->link_len + f->xattr_len;
     size_t done = 0;
     bool first = true;
     int rc;
 
-    if (f->path_len > VB_MAX_PATH || f->link_len > VB_MAX_PATH)
-        return vbc_seterr(e, -ENAMETOOLONG, "path or link target too long");
+    if (f->path_len > VB_MAX_PATH || f->link_len > VB_MAX_LINK ||
+        f->xattr_len > VB_MAX_XATTR_BYTES)
+        return vbc_seterr(e, -ENAMETOOLONG, "path, link target or extended attributes too long");
     if (sizeof(struct vb_files) + fixed + sizeof(struct vb_extent) > b->max_payload)
         return vbc_seterr(e, -E2BIG, "a record does not fit in the host's %u byte messages",
                           b->max_payload);
@@ -1086,15 +1120,19 @@ int vbc_files_add(struct vbc_files *b, const struct vbc_file *f, uint64_t *index
         size_t chunk = remaining < VB_MAX_EXTENTS_PER_REC ? remaining : VB_MAX_EXTENTS_PER_REC;
         size_t used = b->n_in_msg ? b->m.len - VB_HDR_SIZE : sizeof(struct vb_files);
         size_t room = b->max_payload - used;
-        size_t need = fixed + chunk * sizeof(struct vb_extent);
+        size_t need = (first ? fixed : sizeof(struct vb_file_rec) + f->path_len) +
+                      chunk * sizeof(struct vb_extent);
 
         if (b->n_in_msg >= b->max_files || need > room) {
-            size_t fit = room > fixed ? (room - fixed) / sizeof(struct vb_extent) : 0;
+            size_t head = first ? fixed : sizeof(struct vb_file_rec) + f->path_len;
+            size_t fit = room > head ? (room - head) / sizeof(struct vb_extent) : 0;
 
             /* split here only if the record would not fit an empty message
-             * anyway and a useful part fits; otherwise start a new message */
-            if (b->n_in_msg >= b->max_files ||
-                need <= b->max_payload - sizeof(struct vb_files) || fit < 64) {
+             * anyway and a useful part fits; otherwise start a new message
+             * (an empty one takes what fits: at least one extent, checked
+             * above) */
+            if (b->n_in_msg && (b->n_in_msg >= b->max_files ||
+                                need <= b->max_payload - sizeof(struct vb_files) || fit < 64)) {
                 if ((rc = vbc_files_flush(b, e)))
                     return rc;
                 continue;
@@ -1165,14 +1203,41 @@ static void json_str(FILE *f, const char *s, size_t n)
     fputc('"', f);
 }
 
+static void json_hex(FILE *f, const void *p, size_t n)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%02x", ((const unsigned char *)p)[i]);
+    fputc('"', f);
+}
+
+/* Bytes as a JSON string when they are UTF-8, else KEY_hex with their hex;
+ * after a comma unless FIRST. */
+static void json_bytes(FILE *f, const char *key, const char *s, size_t n, bool first)
+{
+    fprintf(f, "%s\"%s%s\":", first ? "" : ",", key, vbc_utf8_valid(s, n) ? "" : "_hex");
+    if (vbc_utf8_valid(s, n))
+        json_str(f, s, n);
+    else
+        json_hex(f, s, n);
+}
+
+static void json_time(FILE *f, const char *key, struct vb_ts t)
+{
+    fprintf(f, ",\"%s_sec\":%lld,\"%s_nsec\":%u", key, (long long)t.sec, key, t.nsec);
+    /* in nanoseconds too where that fits (until 2262) */
+    if (t.sec > INT64_MIN / 1000000000 + 1 && t.sec < INT64_MAX / 1000000000)
+        fprintf(f, ",\"%s_ns\":%lld", key, (long long)(t.sec * 1000000000 + t.nsec));
+}
+
 void vbc_dump_record(FILE *f, const struct vbc_file *r, const char *serial, const char *sha)
 {
     static const char *const types[] = { "?", "reg", "dir", "symlink", "fifo", "chr", "blk",
                                          "sock" };
     static const char *const datas[] = { "none", "extents", "fallback" };
 
-    fputs("{\"path\":", f);
-    json_str(f, r->path, r->path_len);
+    fputs("{", f);
+    json_bytes(f, "path", r->path, r->path_len, true);
     fprintf(f, ",\"type\":\"%s\",\"data\":\"%s\",\"disk\":", types[r->type < 8 ? r->type : 0],
             datas[r->data < 3 ? r->data : 0]);
     if (serial)
@@ -1180,29 +1245,171 @@ void vbc_dump_record(FILE *f, const struct vbc_file *r, const char *serial, cons
     else
         fputs("null", f);
     fprintf(f, ",\"size\":%llu,\"mode\":%u,\"uid\":%u,\"gid\":%u,\"nlink\":%u,\"ino\":%llu,"
-            "\"rdev\":%u,\"mtime_ns\":%lld,\"ctime_ns\":%lld,\"atime_ns\":%lld",
+            "\"rdev\":%u,\"fsflags\":%u,\"projid\":%u",
             (unsigned long long)r->size, r->mode & 07777, r->uid, r->gid, r->nlink,
-            (unsigned long long)r->ino, r->rdev, (long long)r->mtime_ns,
-            (long long)r->ctime_ns, (long long)r->atime_ns);
-    if (r->link_len) {
-        if (vbc_utf8_valid(r->link, r->link_len)) {
-            fputs(",\"link\":", f);
-            json_str(f, r->link, r->link_len);
-        } else {
-            fputs(",\"link_hex\":\"", f);
-            for (size_t i = 0; i < r->link_len; i++)
-                fprintf(f, "%02x", (unsigned char)r->link[i]);
-            fputc('"', f);
-        }
-    }
+            (unsigned long long)r->ino, r->rdev, r->fsflags, r->projid);
+    json_time(f, "mtime", r->mtime);
+    json_time(f, "ctime", r->ctime);
+    json_time(f, "atime", r->atime);
+    if (r->link_len)
+        json_bytes(f, "link", r->link, r->link_len, false);
     if (sha)
         fprintf(f, ",\"sha256\":\"%s\"", sha);
-    fputs(",\"extents\":[", f);
+    fputs(",\"xattrs\":{", f);
+    {
+        struct vb_xattr_view x;
+        size_t off = 0;
+        bool firstx = true;
+
+        while (r->xattrs && vb_xattr_next(r->xattrs, r->xattr_len, &off, &x)) {
+            if (!firstx)
+                fputc(',', f);
+            firstx = false;
+            json_str(f, x.name, x.name_len);
+            fputc(':', f);
+            json_hex(f, x.value, x.value_len);
+        }
+    }
+    fputs("},\"extents\":[", f);
     for (size_t i = 0; i < r->n_ext; i++)
         fprintf(f, "%s[%llu,%llu,%llu,%u]", i ? "," : "",
-                (unsigned long long)r->ext[i].logical, (unsigned long long)r->ext[i].physical,
+                (unsigned long long)r->ext[i].logical,
+                (unsigned long long)(r->data == VB_FD_EXTENTS ? r->ext[i].physical : 0),
                 (unsigned long long)r->ext[i].length, r->ext[i].flags);
     fputs("]}\n", f);
+}
+
+/* ---- extended attributes and problems (the sources' side) -------------------------------- */
+
+static int xin_cmp(const void *a, const void *b)
+{
+    const struct vbc_xattr_in *x = a, *y = b;
+
+    return vb_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+int vbc_xattrs_build(struct vbc_xattrs *x, struct vbc_xattr_in *in, size_t n)
+{
+    size_t need = 0;
+
+    x->len = 0;
+    x->n = 0;
+    if (n > 1)
+        qsort(in, n, sizeof(*in), xin_cmp);
+    for (size_t i = 0; i < n; i++)
+        need += vb_xattr_size(in[i].name_len, in[i].value_len);
+    if (need > x->cap) {
+        uint8_t *nb = realloc(x->buf, need);
+
+        if (!nb)
+            return -ENOMEM;
+        x->buf = nb;
+        x->cap = need;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (i && !vb_name_cmp(in[i - 1].name, in[i - 1].name_len, in[i].name, in[i].name_len))
+            continue;       /* one name once */
+        x->len += vb_xattr_put(x->buf + x->len, in[i].name, in[i].name_len, in[i].value,
+                               in[i].value_len);
+        x->n++;
+    }
+    return 0;
+}
+
+int vbc_problem_add(struct vbc_problems *p, const char *path, size_t path_len, const char *fmt,
+                    ...)
+{
+    struct vbc_problem *x;
+    char reason[VB_MAX_MESSAGE + 1], *shown;
+    va_list ap;
+    size_t rl;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    /* the reason travels as printable UTF-8 */
+    rl = strlen(reason);
+    for (size_t i = 0; i < rl; i++)
+        if ((unsigned char)reason[i] < 0x20 || reason[i] == 0x7f ||
+            (unsigned char)reason[i] >= 0x80)
+            reason[i] = '?';
+    if (!rl)
+        snprintf(reason, sizeof(reason), "?"), rl = 1;
+    shown = malloc(path_len * 4 + 1);
+    if (shown) {
+        vbc_sanitize(shown, path_len * 4 + 1, path, path_len);
+        vbc_warn("/%s: %s", shown, reason);
+        free(shown);
+    }
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 64;
+        struct vbc_problem *nv = realloc(p->v, nc * sizeof(*nv));
+
+        if (!nv)
+            return -ENOMEM;
+        p->v = nv;
+        p->cap = nc;
+    }
+    x = &p->v[p->n];
+    x->path = malloc(path_len ? path_len : 1);
+    x->reason = strdup(reason);
+    if (!x->path || !x->reason) {
+        free(x->path);
+        free(x->reason);
+        return -ENOMEM;
+    }
+    if (path_len)
+        memcpy(x->path, path, path_len);
+    x->path_len = path_len > VB_MAX_PATH ? VB_MAX_PATH : path_len;
+    p->n++;
+    return 0;
+}
+
+void vbc_problems_free(struct vbc_problems *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->v[i].path);
+        free(p->v[i].reason);
+    }
+    free(p->v);
+    memset(p, 0, sizeof(*p));
+}
+
+int vbc_problems_send(struct vbc_conn *c, uint64_t job, const struct vbc_problems *p,
+                      struct vbc_err *e)
+{
+    const struct vbc_limits *lim = vbc_conn_limits(c);
+    size_t i = 0;
+
+    while (i < p->n) {
+        struct vb_problems h = { .job = htole64(job) };
+        struct vbc_msg m;
+        struct vbc_reply r;
+        uint32_t k = 0;
+        int rc;
+
+        vbc_msg_init(&m, VB_OP_BACKUP_PROBLEMS, 65536);
+        vbc_msg_put(&m, &h, sizeof(h));
+        for (; i < p->n && k < VB_MAX_PROBLEMS_PER_MSG; i++, k++) {
+            const struct vbc_problem *x = &p->v[i];
+            /* a path that cannot be named (too long) is cut: the reason says why */
+            size_t pl = x->path_len, rl = strlen(x->reason);
+            uint8_t *out;
+
+            while (pl && vb_path_check(x->path, pl, true))
+                pl--;
+            if (m.len - VB_HDR_SIZE + vb_problem_size(pl, rl) > lim->max_payload)
+                break;
+            out = vbc_msg_put(&m, NULL, vb_problem_size(pl, rl));
+            if (out)
+                vb_problem_put(out, x->path, pl, x->reason, rl);
+        }
+        ((struct vb_problems *)(m.buf + VB_HDR_SIZE))->n = htole32(k);
+        if ((rc = call_small(c, &m, &r, 4096, false, e)))
+            return rc;
+        vbc_reply_free(&r);
+    }
+    return 0;
 }
 
 /* ---- restore ------------------------------------------------------------------------------ */
@@ -1279,22 +1486,23 @@ int vbc_restore_list(struct vbc_conn *c, uint64_t job, uint64_t start, struct vb
     if ((size_t)count > rd.left / sizeof(struct vb_file_rec))
         return bad_reply(e, "RESTORE_LIST", "count larger than the payload");
     for (uint32_t i = 0; i < count; i++) {
-        struct vb_file_rec rec;
-        const uint8_t *path, *link;
-        uint16_t pl, ll;
+        struct vb_rec rec;
         struct vbc_entry *x;
+        char why[160];
+        size_t used;
+        int st = vb_rec_decode(rd.p, rd.left, VB_REC_RESTORE, &rec, &used, why, sizeof(why));
 
-        if (!rd_take(&rd, &rec, sizeof(rec)) || !(path = rd_ptr(&rd, pl = le16toh(rec.path_len))) ||
-            !(link = rd_ptr(&rd, ll = le16toh(rec.link_len))))
-            return bad_reply(e, "RESTORE_LIST", "record runs past the payload");
-        if (rec.n_extents)
-            return bad_reply(e, "RESTORE_LIST", "record with extents");
-        if (rec.type < VB_FT_REG || rec.type > VB_FT_SOCK)
-            return bad_reply(e, "RESTORE_LIST", "unknown file type");
-        if (!vbc_path_valid((const char *)path, pl, true))
-            return bad_reply(e, "RESTORE_LIST", "invalid path");
-        if ((rec.type == VB_FT_SYMLINK) != (ll > 0) || memchr(link, 0, ll))
-            return bad_reply(e, "RESTORE_LIST", "bad symlink target");
+        if (st) {
+            char what[200];
+
+            snprintf(what, sizeof(what), "%s%s", st == VB_S_BAD_PATH ? "invalid path: " : "",
+                     why);
+            return bad_reply(e, "RESTORE_LIST", what);
+        }
+        rd.p += used;
+        rd.left -= used;
+        if (rec.n_extents || rec.data != VB_FD_NONE)
+            return bad_reply(e, "RESTORE_LIST", "record with data or extents");
         if (*n == *cap) {
             size_t nc = *cap ? *cap * 2 : 1024;
             struct vbc_entry *nv = realloc(*v, nc * sizeof(**v));
@@ -1307,21 +1515,33 @@ int vbc_restore_list(struct vbc_conn *c, uint64_t job, uint64_t start, struct vb
         x = &(*v)[*n];
         memset(x, 0, sizeof(*x));
         x->type = rec.type;
-        x->mode = le32toh(rec.mode) & 07777;
-        x->uid = le32toh(rec.uid);
-        x->gid = le32toh(rec.gid);
-        x->nlink = le32toh(rec.nlink);
-        x->rdev = le32toh(rec.rdev);
-        x->size = le64toh(rec.size);
-        x->link_of = le64toh(rec.ino);
-        x->mtime_ns = (int64_t)le64toh((uint64_t)rec.mtime_ns);
-        x->atime_ns = (int64_t)le64toh((uint64_t)rec.atime_ns);
-        x->path = strndup((const char *)path, pl);
-        if (ll)
-            x->link = strndup((const char *)link, ll);
-        if (!x->path || (ll && !x->link)) {
+        x->mode = rec.mode;
+        x->uid = rec.uid;
+        x->gid = rec.gid;
+        x->nlink = rec.nlink;
+        x->rdev = rec.rdev;
+        x->size = rec.size;
+        x->link_of = rec.ino;
+        x->mtime = rec.mtime;
+        x->atime = rec.atime;
+        x->fsflags = rec.fsflags;
+        x->projid = rec.projid;
+        x->flags = rec.flags;
+        x->path = strndup(rec.path, rec.path_len);
+        x->path_len = rec.path_len;
+        if (rec.link_len)
+            x->link = strndup(rec.link, rec.link_len);
+        if (rec.xattr_len) {
+            x->xattrs = malloc(rec.xattr_len);
+            if (x->xattrs)
+                memcpy(x->xattrs, rec.xattrs, rec.xattr_len);
+            x->xattr_len = rec.xattr_len;
+            x->n_xattrs = rec.n_xattrs;
+        }
+        if (!x->path || (rec.link_len && !x->link) || (rec.xattr_len && !x->xattrs)) {
             free(x->path);
             free(x->link);
+            free(x->xattrs);
             return vbc_seterr(e, -ENOMEM, "out of memory");
         }
         (*n)++;
@@ -1363,11 +1583,14 @@ int vbc_restore_read(struct vbc_conn *c, struct vbc_reply *r, uint64_t job, uint
     d->data = r->payload + sizeof(rep);
     if (d->offset != offset)
         return bad_reply(e, "RESTORE_READ", "offset differs from the one asked for");
-    if (d->flags & ~(uint32_t)(VB_RD_HOLE | VB_RD_EOF))
+    if (d->flags & ~(uint32_t)(VB_RD_HOLE | VB_RD_EOF | VB_RD_ZERO | VB_RD_UNWRITTEN))
         return bad_reply(e, "RESTORE_READ", "unknown flags");
-    if (d->flags & VB_RD_HOLE) {
-        if (d->len == 0 || r->len != sizeof(rep) || (d->flags & VB_RD_EOF))
-            return bad_reply(e, "RESTORE_READ", "bad hole");
+    if (d->flags & (VB_RD_HOLE | VB_RD_ZERO | VB_RD_UNWRITTEN)) {
+        uint32_t kind = d->flags & (VB_RD_HOLE | VB_RD_ZERO | VB_RD_UNWRITTEN);
+
+        if (d->len == 0 || r->len != sizeof(rep) || (d->flags & VB_RD_EOF) ||
+            (kind & (kind - 1)))
+            return bad_reply(e, "RESTORE_READ", "bad hole, zeros or preallocated range");
         return 0;
     }
     if (r->len != sizeof(rep) + (size_t)d->len || d->len > len)

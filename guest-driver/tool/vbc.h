@@ -30,7 +30,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "vbackup/proto.h"
+#include "vbackup/protolib.h"
 
 #define VBC_VERSION             "0.1.0"
 #define VBC_DEFAULT_DEVICE      "/dev/vbackup"
@@ -81,9 +81,9 @@ void vbc_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms);
 void vbc_human(char *buf, size_t len, uint64_t bytes);   /* "1.5 GiB" */
 void vbc_duration(char *buf, size_t len, double s);      /* "1:02:03", "42 s" */
 bool vbc_utf8_valid(const char *s, size_t len);
-/* A relative protocol path: no leading '/', no empty, "." or ".."
- * component, no NUL, valid UTF-8, <= VB_MAX_PATH, components <= VB_MAX_NAME.
- * "" is accepted when allow_empty. */
+/* A relative protocol path (vb_path_check): no leading '/', no empty, "."
+ * or ".." component, no NUL, <= VB_MAX_PATH, components <= VB_MAX_NAME;
+ * any other bytes.  "" is accepted when allow_empty. */
 bool vbc_path_valid(const char *p, size_t len, bool allow_empty);
 /* Absolute path of ARG relative to CWD, made lexically clean ("/a/b"). */
 char *vbc_abspath(const char *cwd, const char *arg);
@@ -177,7 +177,7 @@ int vbc_seal(struct vbc_conn *c, uint64_t job, uint32_t *view, struct vbc_err *e
 int vbc_cancel(struct vbc_conn *c, uint64_t job, struct vbc_err *e);
 
 struct vbc_job {
-    uint64_t job;
+    uint64_t job;                /* flags: VB_JOB_FLAG_* */
     uint32_t state, flags;
     uint8_t kind, mode;
     uint64_t bytes_done, bytes_total, files_done, files_total;
@@ -197,6 +197,7 @@ struct vbc_snap {
     int64_t created_ns;
     uint64_t files, bytes;
     uint8_t kind, mode;
+    uint16_t flags;              /* VB_SNAP_* */
     char id[VB_MAX_SNAPSHOT_ID * 4 + 1];
     char *roots;                 /* '\n'-joined, sanitized, malloc'ed */
 };
@@ -219,22 +220,63 @@ struct vbc_file {
     int disk;                    /* index into the job's serials, -1: none */
     uint32_t mode, uid, gid, nlink, rdev;
     uint64_t size, ino;
-    int64_t mtime_ns, ctime_ns, atime_ns;
-    const char *path;            /* relative, no leading '/' */
+    struct vb_ts mtime, ctime, atime;
+    uint32_t fsflags, projid;    /* VB_FSFL_* */
+    const char *path;            /* relative, no leading '/'; bytes */
     size_t path_len;
     const char *link;
     size_t link_len;
+    const uint8_t *xattrs;       /* wire section (vb_xattr_put, names ascending) */
+    size_t xattr_len;
+    uint32_t n_xattrs;
+    /* extents: written ones within the size (EXTENTS only), unwritten ones
+     * anywhere, also past the size (any data source; physical 0 unless
+     * EXTENTS) */
     const struct vbc_extent *ext;
     size_t n_ext;
     uint64_t fsid;               /* the file system (st_dev); not sent */
 };
 
+/* Extended attributes of one file, read by a source: a growing wire section. */
+struct vbc_xattrs {
+    uint8_t *buf;
+    size_t len, cap;
+    uint32_t n;
+};
+/* Builds the section from NAMES/values given in any order (sorted here);
+ * 0 or -ENOMEM. */
+struct vbc_xattr_in {
+    char *name;
+    size_t name_len;
+    uint8_t *value;
+    size_t value_len;
+};
+int vbc_xattrs_build(struct vbc_xattrs *x, struct vbc_xattr_in *in, size_t n);
+
+/* What could not be backed up: "path: reason", reported and sent with
+ * BACKUP_PROBLEMS; the backup then ends with exit status 3. */
+struct vbc_problems {
+    struct vbc_problem {
+        char *path;              /* protocol path (bytes) */
+        size_t path_len;
+        char *reason;
+    } *v;
+    size_t n, cap;
+};
+/* Records and prints (escaped) one problem; -ENOMEM. */
+int vbc_problem_add(struct vbc_problems *p, const char *path, size_t path_len,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void vbc_problems_free(struct vbc_problems *p);
+int vbc_problems_send(struct vbc_conn *c, uint64_t job, const struct vbc_problems *p,
+                      struct vbc_err *e);
+
 /* Linux new_encode_dev(). */
 uint32_t vbc_encode_dev(unsigned major, unsigned minor);
 
-/* Sort, merge contiguous runs with equal flags, drop what lies past SIZE and
- * trim the last extent to SIZE.  Returns false if extents overlap (the
- * mapping cannot be trusted: send the data instead). */
+/* Sort, merge contiguous runs with equal flags, drop written extents past
+ * SIZE and trim the last written one to SIZE (unwritten ones stay, also past
+ * SIZE: preallocation).  Returns false if extents overlap (the mapping
+ * cannot be trusted: send the data instead). */
 bool vbc_extents_normalize(struct vbc_extent *ext, size_t *n, uint64_t size);
 
 /*
@@ -285,10 +327,15 @@ int vbc_restore_begin(struct vbc_conn *c, const char *target, const char *snapsh
 struct vbc_entry {
     uint8_t type;
     uint32_t mode, uid, gid, nlink, rdev;
+    uint32_t fsflags, projid, flags;   /* flags: VB_RF_* */
     uint64_t size, link_of;      /* link_of: index of the first link or VB_NO_LINK */
-    int64_t mtime_ns, atime_ns;
-    char *path;                  /* NUL-terminated (validated: no NUL inside) */
+    struct vb_ts mtime, atime;
+    char *path;                  /* NUL-terminated bytes (validated: no NUL inside) */
+    size_t path_len;
     char *link;                  /* symlink target, NUL-terminated, or NULL */
+    uint8_t *xattrs;             /* checked wire section, or NULL */
+    size_t xattr_len;
+    uint32_t n_xattrs;
 };
 /* Appends the entries from START to *v (grown with realloc); returns the
  * number added in *added. */
@@ -300,7 +347,7 @@ struct vbc_rdata {
     uint64_t offset;
     uint32_t len;
     uint32_t flags;              /* VB_RD_* */
-    const uint8_t *data;         /* len bytes unless VB_RD_HOLE */
+    const uint8_t *data;         /* len bytes unless HOLE, ZERO or UNWRITTEN */
 };
 int vbc_restore_read(struct vbc_conn *c, struct vbc_reply *r, uint64_t job, uint64_t entry,
                      uint64_t offset, uint32_t len, struct vbc_rdata *d, struct vbc_err *e);
@@ -361,6 +408,7 @@ struct vbc_backup_opts {
     unsigned dump_freeze_ms;
     const char *hooks_dir;
     const char *assume_disk;     /* SERIAL[:START] */
+    struct vbc_problems *problems;   /* what the source could not back up (vbc_backup's) */
     /* filled by prepare */
     bool will_freeze;            /* the source freezes what the host reads */
     char *serials[VB_MAX_DISKS];
@@ -387,7 +435,15 @@ struct vbc_restore_opts {
     char **paths;                /* relative protocol paths */
     size_t n_paths;
     const char *into;            /* NULL = "/" */
+    bool no_sparse;              /* write written zeros (default: zero blocks stay holes) */
 };
+
+/* Exit statuses of the commands. */
+#define VBC_EXIT_OK             0
+#define VBC_EXIT_FAIL           1
+#define VBC_EXIT_USAGE          2
+#define VBC_EXIT_INCOMPLETE     3    /* done, but some entries or attributes could not be
+                                        backed up or restored: each is listed */
 int vbc_restore(const char *device, const struct vbc_restore_opts *o);
 
 /* ---- progress line ------------------------------------------------------------- */

@@ -5,10 +5,18 @@
  * the trees (one file system per root, sorted, --exclude), and map each
  * regular file with FIEMAP.  What the host cannot read from the disk image
  * goes through the fallback stream.
+ *
+ * The walk works relative to each folder's fd (openat, fstatat,
+ * readlinkat), so names are bytes and paths may be longer than PATH_MAX.
+ * Each entry's extended attributes (all namespaces root can read; symlinks
+ * and special files through their O_PATH fd's /proc link), inode flags and
+ * project id are read; what cannot be read or sent is a problem: reported,
+ * sent to the host, and the backup ends incomplete (exit status 3).
  */
 #include "guest.h"
 
 #include <dirent.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -21,7 +29,10 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
+
+#include "beneath.h"
 
 #define EXT4_MAGIC      0xEF53
 #define XFS_MAGIC       0x58465342
@@ -69,7 +80,12 @@ struct guest {
     struct vbc_extent *ext;
     size_t ext_cap;
     struct fiemap *fm;
-    uint64_t skipped;
+    /* extended attributes of the current entry */
+    char *xnames;                /* listxattr buffer */
+    size_t xnames_cap;
+    struct vbc_xattr_in *xin;
+    size_t xin_cap;
+    struct vbc_xattrs xs;
 };
 
 /* ---- sysfs ------------------------------------------------------------------- */
@@ -406,7 +422,8 @@ static bool guest_is_frozen(void *s)
 
 /* ---- mapping --------------------------------------------------------------------------- */
 
-/* 1: mapped into g->ext (*n); 0: send as fallback; < 0: error */
+/* 1: mapped into g->ext (*n); 0: send as fallback; < 0: error.  Extents
+ * past SIZE are kept when unwritten (preallocation). */
 static int map_file(struct guest *g, int fd, const struct gfs *x, uint64_t size, size_t *n,
                     const char *path, struct vbc_err *e)
 {
@@ -419,7 +436,7 @@ static int map_file(struct guest *g, int fd, const struct gfs *x, uint64_t size,
         if (!g->fm)
             return vbc_seterr(e, -ENOMEM, "out of memory");
     }
-    while (start < size) {
+    for (;;) {
         struct fiemap *fm = g->fm;
         bool last = false;
 
@@ -438,12 +455,13 @@ static int map_file(struct guest *g, int fd, const struct gfs *x, uint64_t size,
             break;
         for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
             const struct fiemap_extent *fe = &fm->fm_extents[i];
+            bool unwritten = fe->fe_flags & FIEMAP_EXTENT_UNWRITTEN;
 
             if (fe->fe_flags & FIEMAP_EXTENT_LAST)
                 last = true;
-            if (fe->fe_logical >= size)
+            if (fe->fe_logical >= size && !unwritten)
                 continue;
-            if (fe->fe_flags & FIEMAP_UNREADABLE)
+            if ((fe->fe_flags & FIEMAP_UNREADABLE) && !unwritten)
                 return 0;
             if (*n == g->ext_cap) {
                 size_t nc = g->ext_cap ? g->ext_cap * 2 : 1024;
@@ -457,7 +475,7 @@ static int map_file(struct guest *g, int fd, const struct gfs *x, uint64_t size,
             g->ext[*n].logical = fe->fe_logical;
             g->ext[*n].physical = fe->fe_physical + x->start;
             g->ext[*n].length = fe->fe_length;
-            g->ext[*n].flags = (fe->fe_flags & FIEMAP_EXTENT_UNWRITTEN) ? VB_EXT_UNWRITTEN : 0;
+            g->ext[*n].flags = unwritten ? VB_EXT_UNWRITTEN : 0;
             (*n)++;
         }
         {
@@ -472,6 +490,18 @@ static int map_file(struct guest *g, int fd, const struct gfs *x, uint64_t size,
     if (!vbc_extents_normalize(g->ext, n, size))
         return 0;
     return 1;
+}
+
+/* Keeps only the extents a record whose data is not mapped may carry:
+ * preallocated space past the size (inside it, the data says it all). */
+static size_t only_prealloc(struct vbc_extent *ext, size_t n, uint64_t size)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if ((ext[i].flags & VB_EXT_UNWRITTEN) && ext[i].logical >= size)
+            ext[o++] = ext[i];
+    return o;
 }
 
 /* ---- walk ----------------------------------------------------------------------------- */
@@ -490,12 +520,19 @@ static uint8_t ftype_of(mode_t m)
     }
 }
 
-static int64_t ts_ns(const struct timespec *t)
+static struct vb_ts ts_of(const struct timespec *t)
 {
-    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+    return (struct vb_ts){ .sec = (int64_t)t->tv_sec, .nsec = (uint32_t)t->tv_nsec };
 }
 
-static void fill(struct vbc_file *f, const struct stat *st, const char *abs, int disk)
+/* the path of g->path as the protocol names it (relative to "/") */
+static const char *rel_of(const struct guest *g, size_t plen, size_t *len)
+{
+    *len = plen > 1 ? plen - 1 : 0;
+    return plen > 1 ? g->path + 1 : "";
+}
+
+static void fill(struct guest *g, struct vbc_file *f, const struct stat *st, size_t plen, int disk)
 {
     memset(f, 0, sizeof(*f));
     f->type = ftype_of(st->st_mode);
@@ -509,12 +546,153 @@ static void fill(struct vbc_file *f, const struct stat *st, const char *abs, int
     f->ino = st->st_ino;
     if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
         f->rdev = vbc_encode_dev(major(st->st_rdev), minor(st->st_rdev));
-    f->mtime_ns = ts_ns(&st->st_mtim);
-    f->ctime_ns = ts_ns(&st->st_ctim);
-    f->atime_ns = ts_ns(&st->st_atim);
-    f->path = abs + 1;
-    f->path_len = strlen(abs + 1);
+    f->mtime = ts_of(&st->st_mtim);
+    f->ctime = ts_of(&st->st_ctim);
+    f->atime = ts_of(&st->st_atim);
+    f->path = rel_of(g, plen, &f->path_len);
     f->fsid = st->st_dev;
+}
+
+static int problem(struct guest *g, size_t plen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Something of the entry at g->path could not be backed up. */
+static int problem(struct guest *g, size_t plen, const char *fmt, ...)
+{
+    char reason[VB_MAX_MESSAGE];
+    size_t rl;
+    const char *rel = rel_of(g, plen, &rl);
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    return vbc_problem_add(g->o->problems, rel, rl, "%s", reason) ? -ENOMEM : 0;
+}
+
+/* The extended attributes of the entry open as FD into g->xs (the record's
+ * section).  OPATH: an O_PATH fd, reached through its /proc link. */
+static int read_xattrs(struct guest *g, int fd, bool opath, size_t plen)
+{
+    char proc[64];
+    ssize_t ll;
+    size_t n = 0, total = 0;
+    int rc = 0;
+
+    g->xs.len = 0;
+    g->xs.n = 0;
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    for (int tries = 0;; tries++) {
+        ll = opath ? listxattr(proc, NULL, 0) : flistxattr(fd, NULL, 0);
+        if (ll < 0) {
+            if (errno == ENOTSUP || errno == EOPNOTSUPP)
+                return 0;                /* the file system has none */
+            return problem(g, plen, "extended attributes not backed up: listxattr: %s",
+                           strerror(errno));
+        }
+        if (ll == 0)
+            return 0;
+        if ((size_t)ll + 1 > g->xnames_cap) {
+            char *nb = realloc(g->xnames, (size_t)ll + 1);
+
+            if (!nb)
+                return -ENOMEM;
+            g->xnames = nb;
+            g->xnames_cap = (size_t)ll + 1;
+        }
+        ll = opath ? listxattr(proc, g->xnames, g->xnames_cap)
+                   : flistxattr(fd, g->xnames, g->xnames_cap);
+        if (ll >= 0)
+            break;
+        if (errno != ERANGE || tries > 8)
+            return problem(g, plen, "extended attributes not backed up: listxattr: %s",
+                           strerror(errno));
+    }
+    for (ssize_t o = 0; o < ll && !rc;) {
+        const char *name = g->xnames + o;
+        size_t nl = strnlen(name, (size_t)(ll - o));
+        ssize_t vl;
+        uint8_t *v = NULL;
+
+        o += (ssize_t)nl + 1;
+        if (!vb_xattr_name_ok(name, nl)) {
+            rc = problem(g, plen, "extended attribute '%.*s' is of a namespace a backup does "
+                         "not keep", (int)(nl > 64 ? 64 : nl), name);
+            continue;
+        }
+        for (int tries = 0; tries < 8; tries++) {
+            vl = opath ? getxattr(proc, name, NULL, 0) : fgetxattr(fd, name, NULL, 0);
+            if (vl < 0)
+                break;
+            free(v);
+            v = malloc((size_t)vl + 1);
+            if (!v) {
+                rc = -ENOMEM;
+                break;
+            }
+            vl = opath ? getxattr(proc, name, v, (size_t)vl + 1)
+                       : fgetxattr(fd, name, v, (size_t)vl + 1);
+            if (vl >= 0 || errno != ERANGE)
+                break;
+        }
+        if (rc)
+            break;
+        if (vl < 0) {
+            free(v);
+            if (errno != ENODATA)     /* gone meanwhile: not a problem */
+                rc = problem(g, plen, "extended attribute %s not backed up: getxattr: %s", name,
+                             strerror(errno));
+            continue;
+        }
+        if ((size_t)vl > VB_MAX_XATTR_VALUE) {
+            free(v);
+            rc = problem(g, plen, "extended attribute %s: %zd bytes, more than a value may "
+                         "hold; not backed up", name, vl);
+            continue;
+        }
+        if (n == g->xin_cap) {
+            size_t nc = g->xin_cap ? g->xin_cap * 2 : 32;
+            struct vbc_xattr_in *nv = realloc(g->xin, nc * sizeof(*nv));
+
+            if (!nv) {
+                free(v);
+                rc = -ENOMEM;
+                break;
+            }
+            g->xin = nv;
+            g->xin_cap = nc;
+        }
+        g->xin[n].name = (char *)name;
+        g->xin[n].name_len = nl;
+        g->xin[n].value = v;
+        g->xin[n].value_len = (size_t)vl;
+        total += vb_xattr_size(nl, (size_t)vl);
+        n++;
+    }
+    if (!rc && total > VB_MAX_XATTR_BYTES)
+        rc = problem(g, plen, "extended attributes of %zu bytes, more than the %u a file may "
+                     "carry; none backed up", total, VB_MAX_XATTR_BYTES);
+    else if (!rc && n)
+        rc = vbc_xattrs_build(&g->xs, g->xin, n);
+    for (size_t i = 0; i < n; i++)
+        free(g->xin[i].value);
+    if (rc == -ENOMEM)
+        return rc;
+    if (!rc && total > VB_MAX_XATTR_BYTES)
+        g->xs.len = g->xs.n = 0;
+    return rc;
+}
+
+/* Inode flags and project id of a regular file or folder open as FD. */
+static void read_flags(int fd, struct vbc_file *f)
+{
+    struct fsxattr fx;
+    int flags = 0;
+
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0)
+        f->fsflags = (uint32_t)flags & VB_FSFL_MASK;
+    if (ioctl(fd, FS_IOC_FSGETXATTR, &fx) == 0)
+        f->projid = fx.fsx_projid;
 }
 
 static bool is_other_root(struct guest *g, const char *abs)
@@ -525,29 +703,31 @@ static bool is_other_root(struct guest *g, const char *abs)
     return false;
 }
 
-static int visit(struct guest *g, size_t plen, const struct gfs *x, struct stat *st,
-                 bool descend, struct vbc_err *e);
+static int visit(struct guest *g, int pfd, const char *name, size_t plen, const struct gfs *x,
+                 struct stat *st, bool descend, struct vbc_err *e);
 
 static int name_cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int walk_dir(struct guest *g, size_t plen, const struct gfs *x, struct vbc_err *e)
+/* The entries of the folder open as DFD, whose path g->path is PLEN bytes. */
+static int walk_dir(struct guest *g, int dfd, size_t plen, const struct gfs *x,
+                    struct vbc_err *e)
 {
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *de;
     DIR *d;
-    int rc = 0;
+    int rc = 0, rfd = dup(dfd);
 
-    d = opendir(g->path);
+    d = rfd >= 0 ? fdopendir(rfd) : NULL;
     if (!d) {
-        vbc_warn("%s: %s; skipped", g->path, strerror(errno));
-        g->skipped++;
-        return 0;
+        if (rfd >= 0)
+            close(rfd);
+        return problem(g, plen, "its entries not backed up: %s", strerror(errno));
     }
-    while ((de = readdir(d))) {
+    while ((errno = 0, de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         if (n == cap) {
@@ -566,6 +746,8 @@ static int walk_dir(struct guest *g, size_t plen, const struct gfs *x, struct vb
         }
         n++;
     }
+    if (!rc && errno)
+        rc = problem(g, plen, "its entries could not all be read: %s", strerror(errno));
     closedir(d);
     if (!rc && n)
         qsort(names, n, sizeof(*names), name_cmp);
@@ -576,32 +758,24 @@ static int walk_dir(struct guest *g, size_t plen, const struct gfs *x, struct vb
 
         if ((rc = vbc_path_child(&g->path, &g->path_cap, plen, names[i], e)))
             break;
-
         if (vbc_excluded(g->o, g->path, names[i]) || is_other_root(g, g->path))
             goto next;
-        if (!vbc_utf8_valid(names[i], nl) || cl - 1 > VB_MAX_PATH) {
-            char safe[1024];
-
-            vbc_sanitize(safe, sizeof(safe), g->path, cl);
-            vbc_warn("%s: %s; skipped", safe, cl - 1 > VB_MAX_PATH
-                     ? "path longer than 4096 bytes" : "name is not valid UTF-8");
-            g->skipped++;
+        if (cl - 1 > VB_MAX_PATH) {
+            rc = problem(g, cl, "path longer than %u bytes; not backed up", VB_MAX_PATH);
             goto next;
         }
-        if (lstat(g->path, &st) < 0) {
-            if (errno != ENOENT) {
-                vbc_warn("%s: %s; skipped", g->path, strerror(errno));
-                g->skipped++;
-            }
+        if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno != ENOENT)
+                rc = problem(g, cl, "not backed up: %s", strerror(errno));
             goto next;
         }
         if (st.st_dev != x->dev) {
             /* another file system: the mount point as an empty directory */
             if (S_ISDIR(st.st_mode))
-                rc = visit(g, cl, x, &st, false, e);
+                rc = visit(g, dfd, names[i], cl, x, &st, false, e);
             goto next;
         }
-        rc = visit(g, cl, x, &st, true, e);
+        rc = visit(g, dfd, names[i], cl, x, &st, true, e);
 next:
         g->path[plen] = 0;
     }
@@ -611,48 +785,69 @@ next:
     return rc;
 }
 
-static int visit(struct guest *g, size_t plen, const struct gfs *x, struct stat *st,
-                 bool descend, struct vbc_err *e)
+static int emit_with_xattrs(struct guest *g, struct vbc_file *f, const struct vbc_fb *fb,
+                            struct vbc_err *e)
+{
+    f->xattrs = g->xs.len ? g->xs.buf : NULL;
+    f->xattr_len = g->xs.len;
+    f->n_xattrs = g->xs.n;
+    return g->emit(g->ctx, f, fb, e);
+}
+
+/* The entry NAME in PFD (NAME "" : PFD itself, a root folder), whose path
+ * g->path is PLEN bytes. */
+static int visit(struct guest *g, int pfd, const char *name, size_t plen, const struct gfs *x,
+                 struct stat *st, bool descend, struct vbc_err *e)
 {
     struct vbc_file f;
     struct vbc_fb fb;
-    char link[VB_MAX_PATH + 1];
-    const char *name = strrchr(g->path, '/') ? strrchr(g->path, '/') + 1 : g->path;
-    int rc;
+    char link[VB_MAX_LINK + 1];
+    const char *base = strrchr(g->path, '/') ? strrchr(g->path, '/') + 1 : g->path;
+    int rc, fd;
 
     memset(&fb, 0, sizeof(fb));
+    g->xs.len = g->xs.n = 0;
     if (S_ISREG(st->st_mode)) {
-        int fd = open(g->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
         struct stat st2;
         size_t n = 0;
 
+        fd = openat(pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
         if (fd < 0 && errno == EPERM)
-            fd = open(g->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+            fd = openat(pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
             if (errno == ENOENT)
                 return 0;
-            vbc_warn("%s: %s; skipped", g->path, strerror(errno));
-            g->skipped++;
-            return 0;
+            return problem(g, plen, "not backed up: %s", strerror(errno));
         }
         if (fstat(fd, &st2) == 0 && S_ISREG(st2.st_mode))
             *st = st2;
-        fill(&f, st, g->path, x->disk);
-        if (f.size == 0) {
-            f.data = VB_FD_NONE;
-        } else if (!x->extents || vbc_force_fallback(g->o, g->path, name)) {
-            f.data = VB_FD_FALLBACK;
-        } else {
+        fill(g, &f, st, plen, x->disk);
+        read_flags(fd, &f);
+        if ((rc = read_xattrs(g, fd, false, plen))) {
+            close(fd);
+            return vbc_seterr(e, rc, "out of memory");
+        }
+        if (x->extents) {
+            /* mapped; or its data through the stream, with preallocation past its size */
             rc = map_file(g, fd, x, f.size, &n, g->path, e);
             if (rc < 0) {
                 close(fd);
                 return rc;
             }
-            f.data = rc ? VB_FD_EXTENTS : VB_FD_FALLBACK;
-            if (rc) {
-                f.ext = g->ext;
-                f.n_ext = n;
-            }
+            if (rc == 0)
+                n = 0;
+            if (f.size == 0)
+                f.data = VB_FD_NONE;
+            else if (rc == 0 || vbc_force_fallback(g->o, g->path, base))
+                f.data = VB_FD_FALLBACK;
+            else
+                f.data = VB_FD_EXTENTS;
+            if (f.data != VB_FD_EXTENTS)
+                n = only_prealloc(g->ext, n, f.size);
+            f.ext = n ? g->ext : NULL;
+            f.n_ext = n;
+        } else {
+            f.data = f.size ? VB_FD_FALLBACK : VB_FD_NONE;
         }
         close(fd);
         if (f.data == VB_FD_FALLBACK) {
@@ -660,31 +855,58 @@ static int visit(struct guest *g, size_t plen, const struct gfs *x, struct stat 
             fb.ino = f.ino;
             fb.path = g->path;
         }
-        return g->emit(g->ctx, &f, f.data == VB_FD_FALLBACK ? &fb : NULL, e);
+        return emit_with_xattrs(g, &f, f.data == VB_FD_FALLBACK ? &fb : NULL, e);
     }
-    fill(&f, st, g->path, x->disk);
-    if (!f.type) {
-        vbc_warn("%s: unknown file type; skipped", g->path);
-        g->skipped++;
-        return 0;
+    fill(g, &f, st, plen, x->disk);
+    if (!f.type)
+        return problem(g, plen, "of an unknown file type; not backed up");
+    if (S_ISDIR(st->st_mode)) {
+        fd = *name ? openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NOATIME |
+                                           O_CLOEXEC)
+                   : dup(pfd);
+        if (fd < 0 && errno == EPERM)
+            fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                return 0;
+            return problem(g, plen, "not backed up: %s", strerror(errno));
+        }
+        read_flags(fd, &f);
+        if ((rc = read_xattrs(g, fd, false, plen)) ||
+            (rc = emit_with_xattrs(g, &f, NULL, e))) {
+            close(fd);
+            return rc == -ENOMEM && !e->msg[0] ? vbc_seterr(e, rc, "out of memory") : rc;
+        }
+        rc = descend ? walk_dir(g, fd, plen, x, e) : 0;
+        close(fd);
+        return rc;
     }
     if (S_ISLNK(st->st_mode)) {
-        ssize_t l = readlink(g->path, link, sizeof(link));
+        ssize_t l = readlinkat(pfd, name, link, sizeof(link));
 
-        if (l < 0 || l > VB_MAX_PATH || l == 0) {
-            vbc_warn("%s: %s; skipped", g->path, l < 0 ? strerror(errno) : "bad link target");
-            g->skipped++;
-            return 0;
+        if (l < 0 || l > VB_MAX_LINK || l == 0) {
+            if (l < 0 && errno == ENOENT)
+                return 0;
+            return problem(g, plen, "not backed up: %s",
+                           l < 0 ? strerror(errno) : "link target empty or too long");
         }
         f.link = link;
         f.link_len = (size_t)l;
         f.size = (uint64_t)l;
     }
-    if ((rc = g->emit(g->ctx, &f, NULL, e)))
-        return rc;
-    if (S_ISDIR(st->st_mode) && descend)
-        return walk_dir(g, plen, x, e);
-    return 0;
+    /* symlinks, fifos, sockets, devices: attributes through an O_PATH fd */
+    fd = openat(pfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        rc = problem(g, plen, "extended attributes not backed up: %s", strerror(errno));
+    } else {
+        rc = read_xattrs(g, fd, true, plen);
+        close(fd);
+    }
+    if (rc)
+        return vbc_seterr(e, rc, "out of memory");
+    return emit_with_xattrs(g, &f, NULL, e);
 }
 
 static int guest_walk(void *s, int (*emit)(void *, const struct vbc_file *,
@@ -699,16 +921,31 @@ static int guest_walk(void *s, int (*emit)(void *, const struct vbc_file *,
     for (size_t i = 0; i < g->n_roots && !rc; i++) {
         const struct groot *r = &g->roots[i];
         size_t l = strlen(r->abs);
+        const char *slash = strrchr(r->abs, '/');
+        char *parent;
         struct stat st;
+        int pfd;
 
         if ((rc = vbc_path_child(&g->path, &g->path_cap, 0, r->abs, e)))
             return rc;
-        if (lstat(g->path, &st) < 0)
+        /* the root relative to its parent (the root of all: itself) */
+        parent = l > 1 ? strndup(r->abs, slash == r->abs ? 1 : (size_t)(slash - r->abs))
+                       : strdup("/");
+        if (!parent)
+            return vbc_seterr(e, -ENOMEM, "out of memory");
+        pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        free(parent);
+        if (pfd < 0)
             return vbc_seterr(e, -errno, "%s: %s", g->path, strerror(errno));
-        rc = visit(g, l, &g->fs[r->fs], &st, true, e);
+        if (fstatat(pfd, l > 1 ? slash + 1 : "", &st, l > 1 ? AT_SYMLINK_NOFOLLOW
+                                                           : AT_EMPTY_PATH) < 0) {
+            rc = vbc_seterr(e, -errno, "%s: %s", g->path, strerror(errno));
+            close(pfd);
+            return rc;
+        }
+        rc = visit(g, pfd, l > 1 ? slash + 1 : "", l, &g->fs[r->fs], &st, true, e);
+        close(pfd);
     }
-    if (!rc && g->skipped)
-        vbc_warn("%llu entries skipped (see above)", (unsigned long long)g->skipped);
     return rc;
 }
 
@@ -716,13 +953,26 @@ static int guest_walk(void *s, int (*emit)(void *, const struct vbc_file *,
 
 static int guest_open_data(void *s, const struct vbc_fb *fb, void **h, struct vbc_err *e)
 {
-    int fd = open(fb->path, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+    /* from "/" without following a symlink: the path walked (which may be
+     * longer than PATH_MAX) */
+    int root = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC), fd;
 
     (void)s;
-    if (fd < 0 && errno == EPERM)
-        fd = open(fb->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return vbc_seterr(e, -errno, "open %s: %s", fb->path, strerror(errno));
+    if (root < 0)
+        return vbc_seterr(e, -errno, "open /: %s", strerror(errno));
+    fd = vb_beneath_open(root, fb->path + 1, strlen(fb->path + 1), O_RDONLY | O_NOATIME);
+    if (fd == -EPERM)
+        fd = vb_beneath_open(root, fb->path + 1, strlen(fb->path + 1), O_RDONLY);
+    close(root);
+    if (fd < 0) {
+        char *shown = malloc(strlen(fb->path) * 4 + 1);
+
+        if (shown)
+            vbc_sanitize(shown, strlen(fb->path) * 4 + 1, fb->path, strlen(fb->path));
+        vbc_seterr(e, fd, "open %s: %s", shown ? shown : "a file", strerror(-fd));
+        free(shown);
+        return fd;
+    }
     *h = (void *)(intptr_t)(fd + 1);
     return 0;
 }
@@ -781,6 +1031,9 @@ void vbc_guest_free(void *s)
     free(g->path);
     free(g->ext);
     free(g->fm);
+    free(g->xnames);
+    free(g->xin);
+    free(g->xs.buf);
     free(g);
 }
 

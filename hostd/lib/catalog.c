@@ -7,17 +7,58 @@
 #include <stdlib.h>
 #include <string.h>
 
-_Static_assert(sizeof(struct vb_cat_entry) == 112, "catalog entry layout");
+#include "vbackup/protolib.h"
+
+_Static_assert(sizeof(struct vb_cat_entry) == 160, "catalog entry layout");
 _Static_assert(sizeof(struct vb_cat_chunk) == 48, "catalog chunk layout");
+_Static_assert(sizeof(struct vb_cat_xattr) == 16, "catalog xattr layout");
+_Static_assert(sizeof(struct vb_cat_range) == 16, "catalog range layout");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the catalog is little-endian");
 
 #define HDR 64
+
+/* Version 1 entries (112 bytes): times in int64 nanoseconds, no attributes,
+ * flags or layout; still read. */
+struct cat_entry_v1 {
+    uint8_t type;
+    uint8_t flags;
+    uint16_t reserved;
+    uint32_t mode;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t nlink;
+    uint32_t rdev;
+    uint64_t size;
+    uint64_t ino;
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+    int64_t atime_ns;
+    uint64_t path_off;
+    uint32_t path_len;
+    uint32_t link_len;
+    uint64_t link_off;
+    uint64_t first_chunk;
+    uint64_t n_chunks;
+    uint64_t hardlink;
+};
+_Static_assert(sizeof(struct cat_entry_v1) == 112, "catalog version 1 entry layout");
+
+/* ---- building ---------------------------------------------------------------------- */
+
+struct bxattr {
+    char *name;
+    size_t name_len;
+    void *value;
+    size_t value_len;
+};
 
 struct bentry {
     struct vb_cat_entry m;
     char *path;
     char *link;
     GArray *chunks;          /* struct vb_cat_chunk, or NULL */
+    GArray *xattrs;          /* struct bxattr, or NULL */
+    GArray *ranges;          /* struct vb_cat_range, or NULL */
 };
 
 struct vb_catb {
@@ -32,6 +73,16 @@ struct vb_catb *vb_catb_new(void)
     return b;
 }
 
+static void bxattrs_free(GArray *a)
+{
+    for (guint k = 0; a && k < a->len; k++) {
+        g_free(g_array_index(a, struct bxattr, k).name);
+        g_free(g_array_index(a, struct bxattr, k).value);
+    }
+    if (a)
+        g_array_free(a, TRUE);
+}
+
 void vb_catb_free(struct vb_catb *b)
 {
     if (!b)
@@ -42,6 +93,9 @@ void vb_catb_free(struct vb_catb *b)
         g_free(x->link);
         if (x->chunks)
             g_array_free(x->chunks, TRUE);
+        if (x->ranges)
+            g_array_free(x->ranges, TRUE);
+        bxattrs_free(x->xattrs);
     }
     g_array_free(b->e, TRUE);
     g_free(b);
@@ -54,11 +108,26 @@ uint64_t vb_catb_add(struct vb_catb *b, const struct vb_cat_entry *meta, const c
 
     x.m.path_len = (uint32_t)path_len;
     x.m.link_len = (uint32_t)link_len;
+    x.m.n_xattrs = 0;
+    x.m.n_chunks = 0;
+    x.m.n_ranges = 0;
     x.m.hardlink = VB_CAT_NONE;
     x.path = g_strndup(path, path_len);
     x.link = link_len ? g_strndup(link, link_len) : NULL;
     g_array_append_val(b->e, x);
     return b->e->len - 1;
+}
+
+void vb_catb_add_xattr(struct vb_catb *b, uint64_t idx, const char *name, size_t name_len,
+                       const void *value, size_t value_len)
+{
+    struct bentry *x = &g_array_index(b->e, struct bentry, idx);
+    struct bxattr a = { g_memdup2(name, name_len), name_len, g_memdup2(value, value_len),
+                        value_len };
+
+    if (!x->xattrs)
+        x->xattrs = g_array_new(FALSE, FALSE, sizeof(struct bxattr));
+    g_array_append_val(x->xattrs, a);
 }
 
 void vb_catb_add_chunk(struct vb_catb *b, uint64_t idx, const struct vb_cat_chunk *c)
@@ -68,6 +137,18 @@ void vb_catb_add_chunk(struct vb_catb *b, uint64_t idx, const struct vb_cat_chun
     if (!x->chunks)
         x->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
     g_array_append_vals(x->chunks, c, 1);
+}
+
+void vb_catb_add_range(struct vb_catb *b, uint64_t idx, uint64_t offset, uint64_t len)
+{
+    struct bentry *x = &g_array_index(b->e, struct bentry, idx);
+    struct vb_cat_range r = { offset, len };
+
+    if (!len)
+        return;
+    if (!x->ranges)
+        x->ranges = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_range));
+    g_array_append_val(x->ranges, r);
 }
 
 void vb_catb_set_hardlink(struct vb_catb *b, uint64_t idx, uint64_t master)
@@ -85,22 +166,77 @@ uint64_t vb_catb_count(const struct vb_catb *b)
     return b->e->len;
 }
 
-static int path_cmp(const char *a, size_t an, const char *b, size_t bn)
-{
-    int r = memcmp(a, b, VB_MIN(an, bn));
-
-    if (r)
-        return r;
-    return an < bn ? -1 : an > bn ? 1 : 0;
-}
-
 /* qsort_r: several jobs' catalogs are serialized at once, on worker threads */
 static int by_path(const void *pa, const void *pb, void *src)
 {
     const struct bentry *a = &g_array_index((GArray *)src, struct bentry, *(const guint *)pa);
     const struct bentry *b = &g_array_index((GArray *)src, struct bentry, *(const guint *)pb);
 
-    return path_cmp(a->path, a->m.path_len, b->path, b->m.path_len);
+    return vb_name_cmp(a->path, a->m.path_len, b->path, b->m.path_len);
+}
+
+static int by_name(const void *pa, const void *pb)
+{
+    const struct bxattr *a = pa, *b = pb;
+    int r = vb_name_cmp(a->name, a->name_len, b->name, b->name_len);
+
+    /* equal names: the one added last wins (see below), so it sorts last */
+    return r ? r : a < b ? -1 : a > b;
+}
+
+static int by_offset(const void *pa, const void *pb)
+{
+    const struct vb_cat_range *a = pa, *b = pb;
+
+    return a->offset < b->offset ? -1 : a->offset > b->offset;
+}
+
+/* Sorts an entry's attributes by name, the last of equal names kept. */
+static void tidy_xattrs(struct bentry *x)
+{
+    guint w = 0;
+
+    if (!x->xattrs)
+        return;
+    qsort(x->xattrs->data, x->xattrs->len, sizeof(struct bxattr), by_name);
+    for (guint k = 0; k < x->xattrs->len; k++) {
+        struct bxattr *a = &g_array_index(x->xattrs, struct bxattr, k);
+        if (k + 1 < x->xattrs->len) {
+            struct bxattr *n = &g_array_index(x->xattrs, struct bxattr, k + 1);
+            if (!vb_name_cmp(a->name, a->name_len, n->name, n->name_len)) {
+                g_free(a->name);
+                g_free(a->value);
+                continue;
+            }
+        }
+        g_array_index(x->xattrs, struct bxattr, w++) = *a;
+    }
+    g_array_set_size(x->xattrs, w);
+}
+
+/* Sorts an entry's preallocated ranges, merging what overlaps or touches. */
+static void tidy_ranges(struct bentry *x)
+{
+    guint w = 0;
+
+    if (!x->ranges)
+        return;
+    qsort(x->ranges->data, x->ranges->len, sizeof(struct vb_cat_range), by_offset);
+    for (guint k = 0; k < x->ranges->len; k++) {
+        struct vb_cat_range r = g_array_index(x->ranges, struct vb_cat_range, k);
+        if (r.len > UINT64_MAX - r.offset)
+            r.len = UINT64_MAX - r.offset;
+        if (w) {
+            struct vb_cat_range *p = &g_array_index(x->ranges, struct vb_cat_range, w - 1);
+            if (r.offset <= p->offset + p->len) {
+                if (r.offset + r.len > p->offset + p->len)
+                    p->len = r.offset + r.len - p->offset;
+                continue;
+            }
+        }
+        g_array_index(x->ranges, struct vb_cat_range, w++) = r;
+    }
+    g_array_set_size(x->ranges, w);
 }
 
 uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
@@ -108,36 +244,50 @@ uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
 {
     guint n = b->e->len;
     guint *order = g_new(guint, VB_MAX(n, 1u)), *rank = g_new(guint, VB_MAX(n, 1u));
-    uint64_t nc = 0, slen = 0, sum = 0, ci = 0, so = 0;
-    uint8_t *out, *p;
+    uint64_t nc = 0, nx = 0, nr = 0, slen = 0, sum = 0, ci = 0, xi = 0, ri = 0, so = 0;
+    uint32_t ver = VB_CAT_VERSION;
+    uint8_t *out;
     struct vb_cat_entry *ents;
     struct vb_cat_chunk *chunks;
+    struct vb_cat_xattr *xattrs;
+    struct vb_cat_range *ranges;
     char *str;
 
     for (guint i = 0; i < n; i++) {
         struct bentry *x = &g_array_index(b->e, struct bentry, i);
         order[i] = i;
+        tidy_xattrs(x);
+        tidy_ranges(x);
         nc += x->chunks ? x->chunks->len : 0;
+        nr += x->ranges ? x->ranges->len : 0;
         slen += x->m.path_len + x->m.link_len;
-        if (x->m.type == 1 /* VB_FT_REG */)
+        for (guint k = 0; x->xattrs && k < x->xattrs->len; k++) {
+            struct bxattr *a = &g_array_index(x->xattrs, struct bxattr, k);
+            slen += a->name_len + a->value_len;
+            nx++;
+        }
+        if (x->m.type == VB_FT_REG)
             sum += x->m.size;
     }
     qsort_r(order, n, sizeof(guint), by_path, b->e);
     for (guint i = 0; i < n; i++)
         rank[order[i]] = i;
 
-    *len = HDR + (size_t)n * sizeof(struct vb_cat_entry) + nc * sizeof(struct vb_cat_chunk) + slen;
+    *len = HDR + (size_t)n * sizeof(struct vb_cat_entry) + nc * sizeof(struct vb_cat_chunk) +
+           nx * sizeof(struct vb_cat_xattr) + nr * sizeof(struct vb_cat_range) + slen;
     out = g_malloc0(*len);
     memcpy(out, VB_CAT_MAGIC, 8);
-    p = out + 8;
-    uint32_t ver = 1;
-    memcpy(p, &ver, 4);
+    memcpy(out + 8, &ver, 4);
     memcpy(out + 16, &(uint64_t){ n }, 8);
     memcpy(out + 24, &nc, 8);
     memcpy(out + 32, &slen, 8);
+    memcpy(out + 40, &nx, 8);
+    memcpy(out + 48, &nr, 8);
     ents = (struct vb_cat_entry *)(out + HDR);
     chunks = (struct vb_cat_chunk *)(ents + n);
-    str = (char *)(chunks + nc);
+    xattrs = (struct vb_cat_xattr *)(chunks + nc);
+    ranges = (struct vb_cat_range *)(xattrs + nx);
+    str = (char *)(ranges + nr);
     for (guint k = 0; k < n; k++) {
         struct bentry *x = &g_array_index(b->e, struct bentry, order[k]);
         struct vb_cat_entry *m = &ents[k];
@@ -149,30 +299,50 @@ uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
         if (x->m.link_len)
             memcpy(str + so, x->link, x->m.link_len);
         so += x->m.link_len;
+        m->first_xattr = xi;
+        m->n_xattrs = x->xattrs ? x->xattrs->len : 0;
+        for (uint32_t a = 0; a < m->n_xattrs; a++) {
+            struct bxattr *bx = &g_array_index(x->xattrs, struct bxattr, a);
+            struct vb_cat_xattr *cx = &xattrs[xi++];
+            cx->off = so;
+            cx->name_len = (uint16_t)bx->name_len;
+            cx->value_len = (uint32_t)bx->value_len;
+            memcpy(str + so, bx->name, bx->name_len);
+            so += bx->name_len;
+            if (bx->value_len)
+                memcpy(str + so, bx->value, bx->value_len);
+            so += bx->value_len;
+        }
         m->first_chunk = ci;
         m->n_chunks = x->chunks ? x->chunks->len : 0;
         if (m->n_chunks)
             memcpy(&chunks[ci], x->chunks->data, m->n_chunks * sizeof(struct vb_cat_chunk));
         ci += m->n_chunks;
+        m->first_range = ri;
+        m->n_ranges = x->ranges ? x->ranges->len : 0;
+        if (m->n_ranges)
+            memcpy(&ranges[ri], x->ranges->data, m->n_ranges * sizeof(struct vb_cat_range));
+        ri += m->n_ranges;
         if (m->hardlink != VB_CAT_NONE)
             m->hardlink = rank[m->hardlink];
     }
     /* a hard link's master must come first in the new order */
     for (guint k = 0; k < n; k++) {
         if (ents[k].hardlink != VB_CAT_NONE && ents[k].hardlink > k) {
-            uint64_t m = ents[k].hardlink;
+            uint64_t m = ents[k].hardlink, t;
             /* make k the master: swap roles so that links point backwards */
             for (guint j = 0; j < n; j++)
                 if (ents[j].hardlink == m)
                     ents[j].hardlink = k;
             ents[m].hardlink = k;
             ents[k].hardlink = VB_CAT_NONE;
-            /* the data (chunks) belongs to the master */
-            uint64_t fc = ents[k].first_chunk, ncnk = ents[k].n_chunks;
-            ents[k].first_chunk = ents[m].first_chunk;
-            ents[k].n_chunks = ents[m].n_chunks;
-            ents[m].first_chunk = fc;
-            ents[m].n_chunks = ncnk;
+            /* the data (chunks) and its layout belong to the master */
+            t = ents[k].first_chunk, ents[k].first_chunk = ents[m].first_chunk,
+                ents[m].first_chunk = t;
+            t = ents[k].n_chunks, ents[k].n_chunks = ents[m].n_chunks, ents[m].n_chunks = t;
+            t = ents[k].first_range, ents[k].first_range = ents[m].first_range,
+                ents[m].first_range = t;
+            t = ents[k].n_ranges, ents[k].n_ranges = ents[m].n_ranges, ents[m].n_ranges = t;
         }
     }
     *n_entries = n;
@@ -183,18 +353,189 @@ uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
     return out;
 }
 
+/* ---- reading ------------------------------------------------------------------------- */
+
 void vb_cat_free(struct vb_catalog *c)
 {
     if (!c)
         return;
     g_free(c->data);
+    g_free(c->converted);
     g_free(c);
+}
+
+/* COUNT items of SIZE bytes from *pos, inside LEN bytes: advances *pos. */
+static bool section(uint64_t count, size_t size, size_t len, size_t *pos)
+{
+    if (count > (len - *pos) / size)
+        return false;
+    *pos += (size_t)count * size;
+    return true;
+}
+
+static struct vb_cat_entry *convert_v1(const struct cat_entry_v1 *v, uint64_t n)
+{
+    struct vb_cat_entry *out = g_new0(struct vb_cat_entry, VB_MAX(n, 1u));
+
+    for (uint64_t i = 0; i < n; i++) {
+        const struct cat_entry_v1 *a = &v[i];
+        struct vb_cat_entry *m = &out[i];
+        struct vb_ts t;
+
+        m->type = a->type;
+        m->flags = a->flags;
+        m->mode = a->mode;
+        m->uid = a->uid;
+        m->gid = a->gid;
+        m->nlink = a->nlink;
+        m->rdev = a->rdev;
+        m->size = a->size;
+        m->ino = a->ino;
+        t = vb_ts_from_ns(a->mtime_ns);
+        m->mtime_sec = t.sec, m->mtime_nsec = t.nsec;
+        t = vb_ts_from_ns(a->ctime_ns);
+        m->ctime_sec = t.sec, m->ctime_nsec = t.nsec;
+        t = vb_ts_from_ns(a->atime_ns);
+        m->atime_sec = t.sec, m->atime_nsec = t.nsec;
+        m->path_off = a->path_off;
+        m->path_len = a->path_len;
+        m->link_off = a->link_off;
+        m->link_len = a->link_len;
+        m->first_chunk = a->first_chunk;
+        m->n_chunks = a->n_chunks;
+        m->hardlink = a->hardlink;
+    }
+    return out;
+}
+
+static int damaged(vb_error *e, const char *what, uint64_t i, const char *why)
+{
+    return vb_seterr(e, -EBADMSG, "%s: entry %llu is damaged (%s)", what, (unsigned long long)i,
+                     why);
+}
+
+/* Every offset and length of entry I; its chunks, attributes and ranges. */
+static int check_entry(const struct vb_catalog *c, uint64_t i, const char *what, vb_error *e)
+{
+    const struct vb_cat_entry *x = &c->e[i];
+    uint64_t slen = c->str_len;
+
+    if (x->path_off > slen || x->path_len > slen - x->path_off ||
+        x->link_off > slen || x->link_len > slen - x->link_off)
+        return damaged(e, what, i, "its name or link target lies outside the strings");
+    if (x->first_chunk > c->n_chunks || x->n_chunks > c->n_chunks - x->first_chunk)
+        return damaged(e, what, i, "its chunks lie outside the chunk table");
+    if (x->hardlink != VB_CAT_NONE && x->hardlink >= i)
+        return damaged(e, what, i, "a hard link to a later entry");
+    for (uint64_t k = 0; k < x->n_chunks; k++) {
+        const struct vb_cat_chunk *ch = &c->c[x->first_chunk + k];
+        if (!ch->len || ch->len > VB_CHUNK_MAX || ch->offset > UINT64_MAX - ch->len ||
+            (ch->flags & ~VB_CATC_ZERO) ||
+            (k && ch->offset < c->c[x->first_chunk + k - 1].offset +
+                               c->c[x->first_chunk + k - 1].len))
+            return damaged(e, what, i, "its chunk list");
+    }
+    if (c->version < 2)
+        return 0;
+    if (x->mtime_nsec >= 1000000000u || x->ctime_nsec >= 1000000000u ||
+        x->atime_nsec >= 1000000000u)
+        return damaged(e, what, i, "nanoseconds beyond a second");
+    if (x->fsflags & ~VB_FSFL_MASK)
+        return damaged(e, what, i, "unknown inode flags");
+    if (x->first_xattr > c->n_xattrs || x->n_xattrs > c->n_xattrs - x->first_xattr)
+        return damaged(e, what, i, "its attributes lie outside the attribute table");
+    for (uint32_t k = 0; k < x->n_xattrs; k++) {
+        const struct vb_cat_xattr *a = &c->x[x->first_xattr + k];
+        if (a->off > slen || a->name_len > slen - a->off ||
+            a->value_len > slen - a->off - a->name_len || a->value_len > VB_MAX_XATTR_VALUE ||
+            a->reserved)
+            return damaged(e, what, i, "an attribute lies outside the strings");
+        if (!vb_xattr_name_ok(c->str + a->off, a->name_len))
+            return damaged(e, what, i, "an attribute name that is not kept");
+        if (k) {
+            const struct vb_cat_xattr *p = &c->x[x->first_xattr + k - 1];
+            if (vb_name_cmp(c->str + p->off, p->name_len, c->str + a->off, a->name_len) >= 0)
+                return damaged(e, what, i, "attribute names out of order");
+        }
+    }
+    if (x->first_range > c->n_ranges || x->n_ranges > c->n_ranges - x->first_range)
+        return damaged(e, what, i, "its ranges lie outside the range table");
+    for (uint64_t k = 0; k < x->n_ranges; k++) {
+        const struct vb_cat_range *r = &c->rg[x->first_range + k];
+        if (!r->len || r->offset > UINT64_MAX - r->len ||
+            (k && r->offset <= c->rg[x->first_range + k - 1].offset +
+                               c->rg[x->first_range + k - 1].len - 1))
+            return damaged(e, what, i, "its preallocated ranges");
+    }
+    return 0;
+}
+
+int vb_cat_parse(uint8_t *data, size_t len, const char *what, struct vb_catalog **out,
+                 vb_error *e)
+{
+    struct vb_catalog *c = g_new0(struct vb_catalog, 1);
+    uint64_t slen, reserved = 0;
+    uint32_t reserved32;
+    size_t pos = HDR, esize;
+    int ret;
+
+    c->data = data;
+    c->len = len;
+    if (len < HDR || memcmp(c->data, VB_CAT_MAGIC, 8)) {
+        ret = vb_seterr(e, -EBADMSG, "%s: not a catalog", what);
+        goto fail;
+    }
+    memcpy(&c->version, c->data + 8, 4);
+    if (c->version != 1 && c->version != 2) {
+        ret = vb_seterr(e, -EBADMSG, "%s: catalog version %u is not known", what, c->version);
+        goto fail;
+    }
+    memcpy(&c->n, c->data + 16, 8);
+    memcpy(&c->n_chunks, c->data + 24, 8);
+    memcpy(&slen, c->data + 32, 8);
+    memcpy(&reserved32, c->data + 12, 4);
+    if (c->version >= 2) {
+        memcpy(&c->n_xattrs, c->data + 40, 8);
+        memcpy(&c->n_ranges, c->data + 48, 8);
+        memcpy(&reserved, c->data + 56, 8);
+        reserved |= reserved32;
+    }
+    esize = c->version >= 2 ? sizeof(struct vb_cat_entry) : sizeof(struct cat_entry_v1);
+    if (reserved || !section(c->n, esize, len, &pos) ||
+        !section(c->n_chunks, sizeof(struct vb_cat_chunk), len, &pos) ||
+        !section(c->n_xattrs, sizeof(struct vb_cat_xattr), len, &pos) ||
+        !section(c->n_ranges, sizeof(struct vb_cat_range), len, &pos) || slen != len - pos) {
+        ret = vb_seterr(e, -EBADMSG, "%s: sizes are inconsistent", what);
+        goto fail;
+    }
+    pos = HDR;
+    if (c->version >= 2) {
+        c->e = (const struct vb_cat_entry *)(c->data + pos);
+    } else {
+        c->converted = convert_v1((const struct cat_entry_v1 *)(c->data + pos), c->n);
+        c->e = c->converted;
+    }
+    pos += (size_t)c->n * esize;
+    c->c = (const struct vb_cat_chunk *)(c->data + pos);
+    pos += (size_t)c->n_chunks * sizeof(struct vb_cat_chunk);
+    c->x = (const struct vb_cat_xattr *)(c->data + pos);
+    pos += (size_t)c->n_xattrs * sizeof(struct vb_cat_xattr);
+    c->rg = (const struct vb_cat_range *)(c->data + pos);
+    pos += (size_t)c->n_ranges * sizeof(struct vb_cat_range);
+    c->str = (const char *)(c->data + pos);
+    c->str_len = slen;
+    for (uint64_t i = 0; i < c->n; i++)
+        if ((ret = check_entry(c, i, what, e)))
+            goto fail;
+    *out = c;
+    return 0;
+fail:
+    vb_cat_free(c);
+    return ret;
 }
 
 int vb_cat_load(const char *path, const char *want_sha256, struct vb_catalog **out, vb_error *e)
 {
-    struct vb_catalog *c = g_new0(struct vb_catalog, 1);
-    uint64_t slen;
     char *data;
     size_t len;
     /* a catalog is a file of its snapshot, never a symlink to another */
@@ -205,64 +546,30 @@ int vb_cat_load(const char *path, const char *want_sha256, struct vb_catalog **o
                         "repository never holds (refused: tampered with?)" : strerror(errno));
     else
         ret = vb_read_fd(fd, path, &data, &len, (size_t)1 << 36, e);
-    if (ret) {
-        g_free(c);
+    if (ret)
         return ret;
-    }
-    c->data = (uint8_t *)data;
-    c->len = len;
     if (want_sha256) {
         uint8_t sum[32];
         char hex[65];
-        SHA256(c->data, len, sum);
+        SHA256((const uint8_t *)data, len, sum);
         vb_hex(sum, 32, hex);
         if (strcmp(hex, want_sha256)) {
-            ret = vb_seterr(e, -EBADMSG, "%s is damaged (SHA-256 mismatch)", path);
-            goto fail;
+            g_free(data);
+            return vb_seterr(e, -EBADMSG, "%s is damaged (SHA-256 mismatch)", path);
         }
     }
-    if (len < HDR || memcmp(c->data, VB_CAT_MAGIC, 8)) {
-        ret = vb_seterr(e, -EBADMSG, "%s: not a catalog", path);
-        goto fail;
-    }
-    memcpy(&c->n, c->data + 16, 8);
-    memcpy(&c->n_chunks, c->data + 24, 8);
-    memcpy(&slen, c->data + 32, 8);
-    if (c->n > len / sizeof(struct vb_cat_entry) || c->n_chunks > len / sizeof(struct vb_cat_chunk) ||
-        slen > len ||
-        HDR + c->n * sizeof(struct vb_cat_entry) + c->n_chunks * sizeof(struct vb_cat_chunk) + slen != len) {
-        ret = vb_seterr(e, -EBADMSG, "%s: sizes are inconsistent", path);
-        goto fail;
-    }
-    c->e = (const struct vb_cat_entry *)(c->data + HDR);
-    c->c = (const struct vb_cat_chunk *)(c->e + c->n);
-    c->str = (const char *)(c->c + c->n_chunks);
-    c->str_len = slen;
-    for (uint64_t i = 0; i < c->n; i++) {
-        const struct vb_cat_entry *x = &c->e[i];
-        if (x->path_off > slen || x->path_len > slen - x->path_off ||
-            x->link_off > slen || x->link_len > slen - x->link_off ||
-            x->first_chunk > c->n_chunks || x->n_chunks > c->n_chunks - x->first_chunk ||
-            (x->hardlink != VB_CAT_NONE && x->hardlink >= i)) {
-            ret = vb_seterr(e, -EBADMSG, "%s: entry %llu is damaged", path, (unsigned long long)i);
-            goto fail;
-        }
-        for (uint64_t k = 0; k < x->n_chunks; k++) {
-            const struct vb_cat_chunk *ch = &c->c[x->first_chunk + k];
-            if (!ch->len || ch->len > VB_CHUNK_MAX || ch->offset > UINT64_MAX - ch->len ||
-                (k && ch->offset < c->c[x->first_chunk + k - 1].offset +
-                                   c->c[x->first_chunk + k - 1].len)) {
-                ret = vb_seterr(e, -EBADMSG, "%s: chunk list of entry %llu is damaged", path,
-                                (unsigned long long)i);
-                goto fail;
-            }
-        }
-    }
-    *out = c;
-    return 0;
-fail:
-    vb_cat_free(c);
-    return ret;
+    return vb_cat_parse((uint8_t *)data, len, path, out, e);
+}
+
+uint64_t vb_cat_data_bytes(const struct vb_catalog *c, uint64_t i)
+{
+    const struct vb_cat_entry *x = &c->e[i];
+    uint64_t sum = 0;
+
+    for (uint64_t k = 0; k < x->n_chunks; k++)
+        if (!(c->c[x->first_chunk + k].flags & VB_CATC_ZERO))
+            sum += c->c[x->first_chunk + k].len;
+    return sum;
 }
 
 /* first index whose path is >= (p, n) */
@@ -274,7 +581,7 @@ static uint64_t lower_bound(const struct vb_catalog *c, const char *p, size_t n)
         uint64_t mid = lo + (hi - lo) / 2;
         size_t ml;
         const char *mp = vb_cat_path(c, mid, &ml);
-        if (path_cmp(mp, ml, p, n) < 0)
+        if (vb_name_cmp(mp, ml, p, n) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -291,7 +598,7 @@ uint64_t vb_cat_find(const struct vb_catalog *c, const char *path, size_t len)
     if (i >= c->n)
         return VB_CAT_NONE;
     mp = vb_cat_path(c, i, &ml);
-    return path_cmp(mp, ml, path, len) == 0 ? i : VB_CAT_NONE;
+    return vb_name_cmp(mp, ml, path, len) == 0 ? i : VB_CAT_NONE;
 }
 
 void vb_cat_subtree(const struct vb_catalog *c, const char *path, size_t len, uint64_t *self,
@@ -334,4 +641,21 @@ uint64_t vb_cat_chunk_at(const struct vb_catalog *c, uint64_t i, uint64_t off)
             hi = mid;
     }
     return lo < x->n_chunks ? x->first_chunk + lo : VB_CAT_NONE;
+}
+
+uint64_t vb_cat_range_at(const struct vb_catalog *c, uint64_t i, uint64_t off)
+{
+    const struct vb_cat_entry *x = &c->e[i];
+    uint64_t lo = 0, hi = x->n_ranges;
+
+    /* first range whose end is > off */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const struct vb_cat_range *r = &c->rg[x->first_range + mid];
+        if (r->offset + r->len <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < x->n_ranges ? x->first_range + lo : VB_CAT_NONE;
 }

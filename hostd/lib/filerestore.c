@@ -11,14 +11,19 @@
  *    beneath the destination; anything else is refused;
  *  - a hard link only ever points at a file this run wrote (checked by
  *    device and inode when it is linked);
- *  - device nodes (devices) and owners, setuid and setgid bits (same_owner)
- *    only on request: the host is not the guest.
+ *  - device nodes (devices), owners, setuid and setgid bits (same_owner) and
+ *    security. and trusted. attributes (xattrs) only on request: the host is
+ *    not the guest.
  * An entry that fails is reported and the others are restored.  A regular
  * file gets its name only when complete (O_TMPFILE then linkat, or a
  * temporary name then renameat); other entries are made under a temporary
  * name with their metadata and renamed into place.  Folders get their modes
  * and times last, deepest first, also after an interruption.  Holes stay
- * holes, times to the nanosecond; chunks are checked (CRC, SHA-256).
+ * holes, preallocated ranges are preallocated again, blocks of zeros become
+ * holes unless no_sparse; times to the nanosecond (a time the destination
+ * cannot hold is a failure); extended attributes and ACLs as xattrs; inode
+ * flags and project ids once every link of a file is made (fsmeta.h); chunks
+ * are checked (CRC, SHA-256).
  */
 #include "filerestore.h"
 
@@ -68,6 +73,7 @@ struct rs {
     uint64_t done;
     struct vb_progress prog;
     unsigned long seq;       /* temporary names */
+    GArray *flags_later;     /* uint64_t: files whose inode flags are set at the end */
 };
 
 static void fail_entry(struct rs *s, uint64_t idx, const char *what, int err)
@@ -88,18 +94,51 @@ static void tmp_name(struct rs *s, char tmp[64])
 
 static void ts_of(struct timespec ts[2], const struct vb_cat_entry *m)
 {
-    int64_t t[2] = { m->atime_ns, m->mtime_ns };
+    ts[0] = vb_cat_atime(m);
+    ts[1] = vb_cat_mtime(m);
+}
 
-    for (int k = 0; k < 2; k++) {
-        /* floor division: -1.5 s is 2 s before the epoch plus 0.5 s */
-        int64_t sec = t[k] / 1000000000, ns = t[k] % 1000000000;
-        if (ns < 0) {
-            ns += 1000000000;
-            sec--;
-        }
-        ts[k].tv_sec = (time_t)sec;
-        ts[k].tv_nsec = (long)ns;
+/* The extended attributes of entry M; counts what is not restored. */
+static struct vb_xa *xattrs_of(struct rs *s, const struct vb_cat_entry *m, size_t *n)
+{
+    struct vb_xa *xs = g_new0(struct vb_xa, VB_MAX(m->n_xattrs, 1u));
+    bool skipped = false;
+
+    for (uint32_t k = 0; k < m->n_xattrs; k++) {
+        const struct vb_cat_xattr *x = &s->cat->x[m->first_xattr + k];
+        xs[k].name = s->cat->str + x->off;
+        xs[k].name_len = x->name_len;
+        xs[k].value = s->cat->str + x->off + x->name_len;
+        xs[k].value_len = x->value_len;
+        skipped |= !(vb_xa_class(xs[k].name, xs[k].name_len) & s->o->xattrs);
     }
+    if (skipped)
+        s->st->xattrs_skipped++;
+    *n = m->n_xattrs;
+    return xs;
+}
+
+/* Gives FD the extended attributes of entry M; 0 or -errno with *what set. */
+static int set_xattrs(struct rs *s, const struct vb_cat_entry *m, int fd, bool opath,
+                      char *what, size_t what_len)
+{
+    size_t n;
+    g_autofree struct vb_xa *xs = xattrs_of(s, m, &n);
+    const char *step;
+    char which[VB_MAX_XATTR_NAME + 1];
+    int ret = vb_xa_apply(fd, opath, xs, n, s->o->xattrs, &step, which, sizeof(which));
+
+    if (ret) {
+        g_autofree char *q = vb_escape(which, strlen(which));
+        snprintf(what, what_len, "%s%s%s: %s", step, which[0] ? " " : "", q, strerror(-ret));
+    }
+    return ret;
+}
+
+static const char *times_error(int ret)
+{
+    return ret == -ERANGE ? "a time the destination cannot hold (it stored another)"
+                          : "set times";
 }
 
 /* The permission bits to give entry M; counts what is dropped. */
@@ -245,6 +284,8 @@ static int publish_fd(struct rs *s, int fd, int pfd, const char *name)
 
 static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_error *e)
 {
+    bool sparse = !s->o->no_sparse;
+
     for (uint64_t k = 0; k < src->n_chunks; k++) {
         const struct vb_cat_chunk *ch = &s->cat->c[src->first_chunk + k];
         size_t got;
@@ -254,6 +295,12 @@ static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_e
             return -EINTR;
         if (ch->offset > src->size || ch->len > src->size - ch->offset)
             return vb_seterr(e, -EBADMSG, "the catalog puts a chunk past the file's size");
+        if (ch->flags & VB_CATC_ZERO) {
+            /* written zeros: a hole when sparse */
+            if ((ret = vb_write_zeros(fd, ch->len, ch->offset, sparse)))
+                return vb_seterr(e, ret, "write: %s", strerror(-ret));
+            continue;
+        }
         if (s->cap < ch->len) {
             g_free(s->buf);
             s->buf = g_malloc(ch->len);
@@ -264,19 +311,22 @@ static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_e
             return ret;
         if (got != ch->len)
             return vb_seterr(e, -EBADMSG, "a chunk does not match the catalog");
-        for (size_t w = 0; w < got;) {
-            ssize_t n = pwrite(fd, s->buf + w, got - w, (off_t)(ch->offset + w));
-            if (n < 0 && errno == EINTR && !vb_interrupted)
-                continue;
-            if (n < 0)
-                return vb_seterr(e, -errno, "write: %s", strerror(errno));
-            w += (size_t)n;
-        }
+        if ((ret = vb_write_sparse(fd, s->buf, got, ch->offset, sparse)))
+            return vb_seterr(e, ret, "write: %s", strerror(-ret));
         s->done += ch->len;
         vb_progress_update(&s->prog, s->done);
     }
     if (ftruncate(fd, (off_t)src->size) < 0)     /* the tail hole */
         return vb_seterr(e, -errno, "truncate: %s", strerror(errno));
+    for (uint64_t k = 0; k < src->n_ranges; k++) {
+        const struct vb_cat_range *r = &s->cat->rg[src->first_range + k];
+        int ret = vb_prealloc(fd, r->offset, r->len);
+
+        if (ret)
+            return vb_seterr(e, ret, "preallocating %llu bytes at %llu: %s",
+                             (unsigned long long)r->len, (unsigned long long)r->offset,
+                             strerror(-ret));
+    }
     return 0;
 }
 
@@ -312,13 +362,18 @@ static int make_file(struct rs *s, uint64_t idx, uint64_t src_idx, int pfd, cons
     }
     ret = write_data(s, m, fd, &e);
     if (!ret) {
+        char what[VB_MAX_XATTR_NAME * 4 + 128];
+
         ts_of(ts, m);
         if (s->o->same_owner && fchown(fd, m->uid, m->gid) < 0)
             ret = vb_seterr(&e, -errno, "chown: %s", strerror(errno));
+        else if ((ret = set_xattrs(s, m, fd, false, what, sizeof(what))))
+            vb_seterr(&e, ret, "%s", what);
         else if (fchmod(fd, perm) < 0)
             ret = vb_seterr(&e, -errno, "chmod: %s", strerror(errno));
-        else if (futimens(fd, ts) < 0)
-            ret = vb_seterr(&e, -errno, "set times: %s", strerror(errno));
+        else if ((ret = vb_times_apply(fd, "", ts)))
+            vb_seterr(&e, ret, "%s%s%s", times_error(ret), ret == -ERANGE ? "" : ": ",
+                      ret == -ERANGE ? "" : strerror(-ret));
         else if (fstat(fd, &st) < 0)
             ret = vb_seterr(&e, -errno, "stat: %s", strerror(errno));
     }
@@ -347,6 +402,8 @@ static int make_file(struct rs *s, uint64_t idx, uint64_t src_idx, int pfd, cons
         w->ino = st.st_ino;
         g_hash_table_insert(s->written, key, w);
     }
+    if (m->fsflags || m->projid)
+        g_array_append_val(s->flags_later, idx);
     return 0;
 }
 
@@ -389,8 +446,23 @@ static int make_dir(struct rs *s, uint64_t idx, int pfd, const char *name)
     struct stat st;
     int fd, err;
 
-    if (mkdirat(pfd, name, 0700) == 0)
+    if (mkdirat(pfd, name, 0700) == 0) {
+        const struct vb_cat_entry *m = &s->cat->e[idx];
+        const char *what;
+
+        /* casefolding is set on an empty folder, before what it holds */
+        if (m->fsflags & VB_FSFL_CASEFOLD) {
+            fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            err = fd < 0 ? -errno : vb_fsflags_apply(fd, VB_FSFL_CASEFOLD, 0, &what);
+            if (fd >= 0)
+                close(fd);
+            if (err) {
+                fail_entry(s, idx, "setting casefolding (F)", -err);
+                return err;
+            }
+        }
         return 0;
+    }
     if (errno != EEXIST || fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         err = errno;
         fail_entry(s, idx, "mkdir", err);
@@ -422,10 +494,28 @@ static int make_dir(struct rs *s, uint64_t idx, int pfd, const char *name)
 
 /* Symlinks, fifos, sockets, device nodes: made under a temporary name with
  * their metadata, then renamed into place. */
+static int other_xattrs(struct rs *s, const struct vb_cat_entry *m, int pfd, const char *tmp,
+                        char *what, size_t what_len)
+{
+    int fd, ret;
+
+    if (!m->n_xattrs && !(s->o->xattrs & ~(VB_XA_USER | VB_XA_ACL)))
+        return 0;       /* nothing to set, and none of ours can be there already */
+    fd = openat(pfd, tmp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(what, what_len, "opening it for its extended attributes");
+        return -errno;
+    }
+    ret = set_xattrs(s, m, fd, true, what, what_len);
+    close(fd);
+    return ret;
+}
+
 static int make_other(struct rs *s, uint64_t idx, int pfd, const char *name)
 {
     const struct vb_cat_entry *m = &s->cat->e[idx];
     const char *what;
+    char xwhat[VB_MAX_XATTR_NAME * 4 + 128];
     struct timespec ts[2];
     char tmp[64];
     g_autofree char *target = NULL;
@@ -459,21 +549,51 @@ static int make_other(struct rs *s, uint64_t idx, int pfd, const char *name)
     ts_of(ts, m);
     if (s->o->same_owner && fchownat(pfd, tmp, m->uid, m->gid, AT_SYMLINK_NOFOLLOW) < 0)
         rc = -errno, what = "chown";
+    else if ((rc = other_xattrs(s, m, pfd, tmp, xwhat, sizeof(xwhat))) < 0)
+        what = xwhat;
     /* chown drops setuid/setgid bits: set them again (the kernel's own
      * check refuses a symlink, which has none) */
     else if (s->o->same_owner && (perm & 06000) &&
              fchmodat(pfd, tmp, perm, AT_SYMLINK_NOFOLLOW) < 0)
         rc = -errno, what = "chmod";
-    else if (utimensat(pfd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
-        rc = -errno, what = "set times";
+    else if ((rc = vb_times_apply(pfd, tmp, ts)) < 0)
+        what = times_error(rc);
     else if ((rc = rename_into_place(pfd, tmp, name)) < 0)
         what = rc == -EISDIR ? "a folder is in the way" : "rename into place";
     if (rc < 0) {
         unlinkat(pfd, tmp, 0);
-        fail_entry(s, idx, what, -rc);
+        /* the attribute's and the time's messages say it all */
+        fail_entry(s, idx, what, what == xwhat || rc == -ERANGE ? 0 : -rc);
         return rc;
     }
     return 0;
+}
+
+/* ---- inode flags of files, once their links are made ------------------------------------ */
+
+static void files_flags(struct rs *s)
+{
+    for (guint i = 0; i < s->flags_later->len; i++) {
+        uint64_t idx = g_array_index(s->flags_later, uint64_t, i);
+        const uint64_t src = s->cat->e[idx].hardlink != VB_CAT_NONE ? s->cat->e[idx].hardlink
+                                                                    : idx;
+        const struct vb_cat_entry *m = &s->cat->e[src];
+        const char *what;
+        size_t pl;
+        const char *p = vb_cat_path(s->cat, idx, &pl);
+        int fd, err;
+
+        if (s->state[idx] != ST_DONE)
+            continue;
+        fd = vb_beneath_open(s->destfd, p, pl, O_RDONLY | O_NONBLOCK);
+        if (fd < 0) {
+            fail_entry(s, idx, "opening it to set its inode flags", -fd);
+            continue;
+        }
+        if ((err = vb_fsflags_apply(fd, m->fsflags, m->projid, &what)))
+            fail_entry(s, idx, what, -err);
+        close(fd);
+    }
 }
 
 /* ---- folders' metadata, deepest first -------------------------------------------------- */
@@ -484,12 +604,13 @@ static void dir_meta(struct rs *s, GArray *sel)
     for (guint i = sel->len; i-- > 0;) {
         uint64_t idx = g_array_index(sel, uint64_t, i);
         const struct vb_cat_entry *m = &s->cat->e[idx];
-        const char *what = NULL;
+        const char *what = NULL, *fwhat;
+        char xwhat[VB_MAX_XATTR_NAME * 4 + 128];
         struct timespec ts[2];
         size_t pl;
         const char *p;
         mode_t perm;
-        int fd;
+        int fd, err;
 
         if (m->type != VB_FT_DIR || s->state[idx] != ST_DONE)
             continue;
@@ -501,14 +622,19 @@ static void dir_meta(struct rs *s, GArray *sel)
         }
         perm = perm_of(s, m);
         ts_of(ts, m);
+        err = 0;
         if (s->o->same_owner && fchown(fd, m->uid, m->gid) < 0)
-            what = "chown";
+            what = "chown", err = errno;
+        else if ((err = -set_xattrs(s, m, fd, false, xwhat, sizeof(xwhat))))
+            what = xwhat, err = 0;
         else if (fchmod(fd, perm) < 0)
-            what = "chmod";
-        else if (futimens(fd, ts) < 0)
-            what = "set times";
+            what = "chmod", err = errno;
+        else if ((err = -vb_times_apply(fd, "", ts)))
+            what = times_error(-err), err = err == ERANGE ? 0 : err;
+        else if ((err = -vb_fsflags_apply(fd, m->fsflags, m->projid, &fwhat)))
+            what = fwhat;
         if (what)
-            fail_entry(s, idx, what, errno);
+            fail_entry(s, idx, what, err);
         close(fd);
     }
 }
@@ -605,13 +731,13 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
     s.tmpfile = s.uid == 0 || access("/proc/self/fd", X_OK) == 0;
     s.state = g_malloc0(VB_MAX(s.cat->n, 1));
     s.written = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+    s.flags_later = g_array_new(FALSE, FALSE, sizeof(uint64_t));
     for (guint i = 0; i < sel->len; i++) {
         uint64_t idx = g_array_index(sel, uint64_t, i);
         const struct vb_cat_entry *m = &s.cat->e[idx];
         s.state[idx] = ST_SELECTED;
-        for (uint64_t k = 0; m->type == VB_FT_REG && m->hardlink == VB_CAT_NONE &&
-                             k < m->n_chunks; k++)
-            total += s.cat->c[m->first_chunk + k].len;
+        if (m->type == VB_FT_REG && m->hardlink == VB_CAT_NONE)
+            total += vb_cat_data_bytes(s.cat, idx);
     }
     st->entries = sel->len;
     vb_codec_init(&s.codec, 1);
@@ -623,6 +749,7 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
         restore_entry(&s, idx, prev);
         prev = idx;
     }
+    files_flags(&s);
     dir_meta(&s, sel);
     umask(old_umask);
     vb_progress_end(&s.prog);
@@ -637,6 +764,8 @@ out:
         close(s.destfd);
     if (s.written)
         g_hash_table_destroy(s.written);
+    if (s.flags_later)
+        g_array_free(s.flags_later, TRUE);
     g_free(s.state);
     g_free(s.buf);
     if (sel)

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "filesnap.h"
+#include "fsmeta.h"
 
 struct vb_files_restore_opts {
     const char *snapshot;
@@ -15,6 +16,8 @@ struct vb_files_restore_opts {
     const char *to;          /* folder; entries keep their paths below it */
     bool same_owner;         /* owners, setuid and setgid bits as in the snapshot (root) */
     bool devices;            /* make device nodes */
+    unsigned xattrs;         /* VB_XA_* namespaces restored (fsmeta.h); default user. and ACLs */
+    bool no_sparse;          /* write written zeros (default: 4 KiB blocks of zeros stay holes) */
     bool progress;
 };
 
@@ -24,6 +27,7 @@ struct vb_files_restore_stats {
     uint64_t devices_skipped;   /* device nodes not made (no --devices) */
     uint64_t setid_dropped;     /* entries whose setuid/setgid bits were dropped */
     uint64_t owners_dropped;    /* entries not owned by the invoker in the snapshot */
+    uint64_t xattrs_skipped;    /* entries with attributes of namespaces not restored */
     GPtrArray *failures;        /* char *: "/PATH: what: reason", PATH escaped */
 };
 

@@ -31,6 +31,8 @@ int vb_snap_chunks(struct vb_repo *r, struct vb_snapshot *s, GArray *out, vb_err
             return ret;
         for (uint64_t i = 0; i < cat->n_chunks; i++) {
             struct vb_chunk_ref ref;
+            if (cat->c[i].flags & VB_CATC_ZERO)
+                continue;           /* written zeros: nothing stored */
             memcpy(ref.id, cat->c[i].id, VB_ID_LEN);
             ref.len = cat->c[i].len;
             g_array_append_val(out, ref);

@@ -184,6 +184,20 @@ void vb_fmt_time_ns(int64_t ns, char *buf, size_t len)
     snprintf(buf, len, "%s.%09ldZ", sec, frac);
 }
 
+void vb_fmt_timespec(int64_t sec, uint32_t nsec, char *buf, size_t len)
+{
+    char s[64];
+    struct tm tm;
+    time_t t = (time_t)sec;
+
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(buf, len, "%llds.%09u", (long long)sec, nsec);
+        return;
+    }
+    strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, len, "%s.%09uZ", s, nsec);
+}
+
 int vb_parse_time(const char *s, int64_t *ns)
 {
     struct tm tm;

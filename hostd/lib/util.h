@@ -53,6 +53,8 @@ int64_t vb_wall_ns(void);     /* CLOCK_REALTIME nanoseconds */
 void vb_fmt_time(int64_t ns, char *buf, size_t len);
 /* the same with nanoseconds: 1969-12-31T23:59:58.500000000Z */
 void vb_fmt_time_ns(int64_t ns, char *buf, size_t len);
+/* the same from seconds and nanoseconds: any year gmtime_r knows */
+void vb_fmt_timespec(int64_t sec, uint32_t nsec, char *buf, size_t len);
 int vb_parse_time(const char *s, int64_t *ns);
 
 /* read/write all, retrying EINTR and short transfers. */

@@ -25,8 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "filerestore.h"
 #include "psi.h"
+#include "vbackup/protolib.h"
 
 #define WINDOW (4u << 20)
 
@@ -120,8 +122,12 @@ char *vbd_job_group(struct vbd_job *j)
         for (guint i = 0; i < j->roots->len; i++)
             g_ptr_array_add(r, j->roots->pdata[i]);
         g_ptr_array_sort(r, cmp_str_ptr);
-        for (guint i = 0; i < r->len; i++)
-            g_string_append_printf(s, "%s/%s", i ? "," : "", (const char *)r->pdata[i]);
+        for (guint i = 0; i < r->len; i++) {
+            const char *root = r->pdata[i];
+            g_autofree char *esc = vb_utf8_valid(root, strlen(root)) ? NULL
+                                 : vb_escape(root, strlen(root));
+            g_string_append_printf(s, "%s/%s", i ? "," : "", esc ? esc : root);
+        }
     }
     g_ptr_array_free(r, TRUE);
     return g_string_free(s, FALSE);
@@ -305,7 +311,8 @@ static void window_free(gpointer p)
 static bool unchanged(const struct vbd_entry *en, const struct vb_cat_entry *pe)
 {
     return pe->type == VB_FT_REG && pe->hardlink == VB_CAT_NONE && pe->size == en->m.size &&
-           pe->mtime_ns == en->m.mtime_ns && pe->ctime_ns == en->m.ctime_ns &&
+           pe->mtime_sec == en->m.mtime_sec && pe->mtime_nsec == en->m.mtime_nsec &&
+           pe->ctime_sec == en->m.ctime_sec && pe->ctime_nsec == en->m.ctime_nsec &&
            pe->ino == en->m.ino;
 }
 
@@ -319,6 +326,8 @@ static bool parent_chunks_exist(struct jobplan *jp, struct vb_write *ws,
     const struct vb_cat_chunk *c = &jp->parent_cat->c[pe->first_chunk];
 
     for (uint64_t k = 0; k < pe->n_chunks; k++) {
+        if (c[k].flags & VB_CATC_ZERO)
+            continue;               /* written zeros: nothing stored */
         if (jp->parent_current)
             vb_write_inherit(ws, c[k].id);
         else if (!vb_write_has(ws, c[k].id))
@@ -406,8 +415,7 @@ static int plan_files_job(struct vbd_job *j, struct jobplan *jp, struct vb_write
                 en->reused = true;
                 reused_files++;
                 chunks += pe->n_chunks;
-                for (uint64_t k = 0; k < pe->n_chunks; k++)
-                    reused_bytes += jp->parent_cat->c[pe->first_chunk + k].len;
+                reused_bytes += vb_cat_data_bytes(jp->parent_cat, pi);
                 jp->files_done++;
                 if ((reused_files & 1023) == 0)
                     ret = plan_cost(j, jp, chunks, e);

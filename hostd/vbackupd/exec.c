@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "diskbackup.h"
+#include "escape.h"
+#include "vbackup/protolib.h"
 
 #define WINDOW (4u << 20)
 #define FB_BUSY_MAX 2       /* fallback windows of one job with the workers at once */
@@ -133,7 +135,8 @@ void vbd_job_unclaim_idle(struct vbd_job *j)
 
 /* ---- chunking (worker threads) ---------------------------------------------------------- */
 
-/* Store one chunk through the job's session (unless it is zeros); record it. */
+/* Store one chunk through the job's session (unless it is zeros: those are
+ * recorded as written zeros, nothing stored); record it. */
 static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *data,
                       uint32_t len, uint64_t off, vb_error *e)
 {
@@ -141,8 +144,11 @@ static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *d
     uint32_t stored;
     int ret;
 
-    if (vb_is_zero(data, len))
-        return 0;                       /* a hole */
+    if (vb_is_zero(data, len)) {
+        ch.flags = VB_CATC_ZERO;
+        g_array_append_val(w->chunks, ch);
+        return 0;
+    }
     ret = vb_write_put(w->ws, c, data, len, ch.id, &stored, e);
     if (ret < 0)
         return ret;
@@ -909,6 +915,26 @@ struct commit_task {
 
 char *vbd_job_group(struct vbd_job *j);
 
+/* What a record said beyond the entry's metadata: its extended attributes
+ * and, for a file holding data, its chunks and preallocated ranges. */
+static void vbd_catalog_entry(struct vb_catb *cb, uint64_t idx, const struct vbd_entry *en)
+{
+    struct vb_xattr_view x;
+    size_t off = 0;
+
+    while (en->xattrs && vb_xattr_next(en->xattrs, en->xattr_len, &off, &x))
+        vb_catb_add_xattr(cb, idx, x.name, x.name_len, x.value, x.value_len);
+    if (en->m.type != VB_FT_REG || en->master != UINT64_MAX)
+        return;
+    for (guint k = 0; en->chunks && k < en->chunks->len; k++)
+        vb_catb_add_chunk(cb, idx, &g_array_index(en->chunks, struct vb_cat_chunk, k));
+    for (guint k = 0; en->extents && k < en->extents->len; k++) {
+        const struct vb_extent *e = &g_array_index(en->extents, struct vb_extent, k);
+        if (e->flags & VB_EXT_UNWRITTEN)
+            vb_catb_add_range(cb, idx, e->logical, e->length);
+    }
+}
+
 static void commit_work(struct vb_work *work, struct vb_codec *c)
 {
     struct commit_task *ct = (struct commit_task *)work;
@@ -930,8 +956,7 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
                   (en->reused ? VB_CATF_REUSED : 0);
         newidx[i] = vb_catb_add(cb, &m, en->path, strlen(en->path), en->link,
                                 en->link ? strlen(en->link) : 0);
-        for (guint k = 0; en->chunks && k < en->chunks->len; k++)
-            vb_catb_add_chunk(cb, newidx[i], &g_array_index(en->chunks, struct vb_cat_chunk, k));
+        vbd_catalog_entry(cb, newidx[i], en);
     }
     for (guint i = 0; i < j->entries->len; i++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
@@ -958,8 +983,13 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
         json_object_object_add(idx, "mode_note", json_object_new_string(j->mode_note));
     json_object_object_add(idx, "parent", j->parent ? json_object_new_string(j->parent) : NULL);
     a = json_object_new_array();
-    for (guint i = 0; i < j->roots->len; i++)
-        json_object_array_add(a, json_object_new_string(j->roots->pdata[i]));
+    for (guint i = 0; i < j->roots->len; i++) {
+        /* a root that is not UTF-8: as ls -b shows it (JSON holds text) */
+        const char *root = j->roots->pdata[i];
+        g_autofree char *esc = vb_utf8_valid(root, strlen(root)) ? NULL
+                             : vb_escape(root, strlen(root));
+        json_object_array_add(a, json_object_new_string(esc ? esc : root));
+    }
     json_object_object_add(idx, "roots", a);
     json_object_object_add(idx, "disks", vbd_disks_json(j->disks));
     json_object_object_add(idx, "files", json_object_new_int64((int64_t)n_entries));
@@ -981,6 +1011,13 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
     json_object_object_add(stats, "batch", json_object_new_int64((int64_t)j->batch));
     json_object_object_add(idx, "stats", stats);
     json_object_object_add(idx, "plan", json_object_get(j->plan_notes));
+    if (j->n_problems) {
+        /* what the guest could not back up: the snapshot says so */
+        json_object *inc = json_object_new_object();
+        json_object_object_add(inc, "problems", json_object_new_int64((int64_t)j->n_problems));
+        json_object_object_add(inc, "listed", json_object_get(j->problems));
+        json_object_object_add(idx, "incomplete", inc);
+    }
     /* created: the point in time the snapshot shows */
     ct->err = vb_write_commit(ct->ws, idx, j->sealed_ns, &ct->id, &ct->e);
     json_object_put(idx);

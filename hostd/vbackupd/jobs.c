@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "wire.h"
 
 #define KEEP_FINISHED_SECONDS 3600
@@ -44,6 +45,7 @@ void vbd_entry_clear(struct vbd_entry *en)
 {
     g_free(en->path);
     g_free(en->link);
+    g_free(en->xattrs);
     if (en->extents)
         g_array_free(en->extents, TRUE);
     if (en->chunks)
@@ -130,6 +132,7 @@ void vbd_job_unref(struct vbd_job *j)
     if (j->roots)
         g_ptr_array_free(j->roots, TRUE);
     json_object_put(j->plan_notes);
+    json_object_put(j->problems);
     if (j->inflight)
         g_hash_table_destroy(j->inflight);
     g_free(j->snapshot);
@@ -505,7 +508,8 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         last = &g_array_index(j->entries, struct vbd_entry, j->entries->len - 1);
         ctx.prev_path = last->path;
         ctx.prev_path_len = strlen(last->path);
-        ctx.prev_can_continue = last->data == VB_FD_EXTENTS;
+        ctx.prev_can_continue = last->m.type == VB_FT_REG;
+        ctx.prev_mapped = last->data == VB_FD_EXTENTS;
         ctx.prev_disk = last->disk;
         if (last->extents && last->extents->len) {
             struct vb_extent *x = &g_array_index(last->extents, struct vb_extent,
@@ -552,7 +556,7 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         char *path;
         if (f.recs[i].r.data == VB_FD_MORE)
             continue;
-        path = g_strndup(f.recs[i].path, f.recs[i].r.path_len);
+        path = g_strndup(f.recs[i].r.path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
             g_autofree char *shown = vb_escape(path, strlen(path));
             vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
@@ -571,6 +575,8 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
 
         if (x->r.data == VB_FD_MORE) {
             dst = &g_array_index(j->entries, struct vbd_entry, j->entries->len - 1);
+            if (!dst->extents)
+                dst->extents = g_array_new(FALSE, FALSE, sizeof(struct vb_extent));
             g_array_append_vals(dst->extents, x->ext, x->r.n_extents);
             continue;
         }
@@ -583,16 +589,27 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         en.m.rdev = x->r.rdev;
         en.m.size = x->r.type == VB_FT_REG ? x->r.size : 0;
         en.m.ino = x->r.ino;
-        en.m.mtime_ns = x->r.mtime_ns;
-        en.m.ctime_ns = x->r.ctime_ns;
-        en.m.atime_ns = x->r.atime_ns;
+        en.m.mtime_sec = x->r.mtime.sec;
+        en.m.mtime_nsec = x->r.mtime.nsec;
+        en.m.ctime_sec = x->r.ctime.sec;
+        en.m.ctime_nsec = x->r.ctime.nsec;
+        en.m.atime_sec = x->r.atime.sec;
+        en.m.atime_nsec = x->r.atime.nsec;
+        en.m.fsflags = x->r.fsflags;
+        en.m.projid = x->r.projid;
         en.m.hardlink = VB_CAT_NONE;
         en.master = UINT64_MAX;
-        en.path = g_strndup(x->path, x->r.path_len);
-        en.link = x->r.link_len ? g_strndup(x->link, x->r.link_len) : NULL;
+        en.path = g_strndup(x->r.path, x->r.path_len);
+        en.link = x->r.link_len ? g_strndup(x->r.link, x->r.link_len) : NULL;
+        if (x->r.n_xattrs) {
+            en.xattrs = g_memdup2(x->r.xattrs, x->r.xattr_len);
+            en.xattr_len = (uint32_t)x->r.xattr_len;
+            en.n_xattrs = (uint16_t)x->r.n_xattrs;
+        }
         en.disk = x->r.disk;
         en.data = x->r.data;
-        if (en.data == VB_FD_EXTENTS) {
+        /* not EXTENTS: only unwritten extents (preallocation), checked by the parser */
+        if (en.data == VB_FD_EXTENTS || x->r.n_extents) {
             en.extents = g_array_new(FALSE, FALSE, sizeof(struct vb_extent));
             g_array_append_vals(en.extents, x->ext, x->r.n_extents);
         }
@@ -609,6 +626,53 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             j->bytes_total += en.m.size;
     }
     vbd_files_clear(&f);
+    vbd_reply(c, h, VB_S_OK, NULL, 0);
+}
+
+/* ---- PROBLEMS ---------------------------------------------------------------------- */
+
+/* What the guest could not back up: counted, the first VBD_PROBLEMS_KEPT kept
+ * (the path escaped as ls -b shows it), and said in the snapshot. */
+static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p,
+                            size_t n)
+{
+    struct vbd_problems pr;
+    struct vbd_job *j;
+    char msg[VBD_MSG];
+    int st = vbd_parse_problems(p, n, &pr, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    if (!(j = collecting_job(c, h, pr.job))) {
+        vbd_problems_clear(&pr);
+        return;
+    }
+    if (j->kind != VB_KIND_FILES) {
+        vbd_problems_clear(&pr);
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is a disk backup",
+                      (unsigned long long)pr.job);
+        return;
+    }
+    if (!j->problems)
+        j->problems = json_object_new_array();
+    for (uint32_t i = 0; i < pr.n; i++) {
+        const struct vbd_problem *x = &pr.items[i];
+
+        if (json_object_array_length(j->problems) < VBD_PROBLEMS_KEPT) {
+            json_object *o = json_object_new_object();
+            g_autofree char *path = vb_escape(x->path, VB_MIN(x->path_len, (size_t)4096));
+
+            json_object_object_add(o, "path", json_object_new_string(path));
+            json_object_object_add(o, "reason",
+                                   json_object_new_string_len(x->reason, (int)x->reason_len));
+            json_object_array_add(j->problems, o);
+        }
+        j->n_problems++;
+    }
+    j->flags |= VB_JOB_FLAG_INCOMPLETE;
+    vbd_problems_clear(&pr);
     vbd_reply(c, h, VB_S_OK, NULL, 0);
 }
 
@@ -906,6 +970,7 @@ static void list_answer(void *opaque, GPtrArray *snaps, const char *err)
         si.kind = s->kind;
         si.mode = s->mode;
         si.files = s->files;
+        si.flags = s->flags;
         si.bytes = s->bytes;
         si.id_len = (uint16_t)strlen(s->id);
         si.roots_len = (uint16_t)VB_MIN(strlen(s->roots), 4096u);
@@ -983,6 +1048,7 @@ void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t
     case VB_OP_STATUS: handle_status(c, h, p, n); break;
     case VB_OP_CANCEL: handle_cancel(c, h, p, n); break;
     case VB_OP_LIST: handle_list(c, h, p, n); break;
+    case VB_OP_BACKUP_PROBLEMS: handle_problems(c, h, p, n); break;
     }
 }
 

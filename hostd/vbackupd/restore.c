@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * File restores: the guest opens a restore job on one of its own snapshots,
- * lists the entries, and reads file data in bounded pieces (holes are
- * reported, not sent).  Chunks are read, checked and decompressed on the
+ * lists the entries, and reads file data in bounded pieces (holes, written
+ * zeros and preallocated ranges are reported, not sent).  Chunks are read, checked and decompressed on the
  * workers; the last two decoded chunks of each job are cached so that
  * sequential reads of one chunk cost one decode.  A job decodes at most
  * MAX_DECODES chunks at once; further reads wait their turn, and decoded
@@ -224,8 +224,8 @@ static void open_work(struct vb_work *work, struct vb_codec *codec)
     for (guint i = 0; i < ot->sel->len; i++) {
         /* the bytes that will travel: data chunks, not holes */
         const struct vb_cat_entry *ce = &ot->cat->e[g_array_index(ot->sel, uint64_t, i)];
-        for (uint64_t x = 0; ce->type == VB_FT_REG && x < ce->n_chunks; x++)
-            ot->bytes_total += ot->cat->c[ce->first_chunk + x].len;
+        if (ce->type == VB_FT_REG)
+            ot->bytes_total += vb_cat_data_bytes(ot->cat, g_array_index(ot->sel, uint64_t, i));
     }
 }
 
@@ -431,36 +431,62 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     }
     out = g_malloc(cap);
     for (uint64_t i = start; i < j->sel->len; i++) {
-        uint64_t ci = g_array_index(j->sel, uint64_t, i);
-        const struct vb_cat_entry *ce = &j->cat->e[ci];
-        struct vb_file_rec r;
-        size_t pl, need;
-        const char *path = vb_cat_path(j->cat, ci, &pl);
+        uint64_t ci = g_array_index(j->sel, uint64_t, i), hi = holder(j, ci);
+        const struct vb_cat_entry *ce = &j->cat->e[ci], *he = &j->cat->e[hi];
+        struct vb_rec r;
+        size_t need, xl = 0, xo = 0;
+        g_autofree uint8_t *xs = NULL;
 
-        need = sizeof(r) + pl + ce->link_len;
+        memset(&r, 0, sizeof(r));
+        r.path = vb_cat_path(j->cat, ci, &r.path_len);
+        r.link = vb_cat_link(j->cat, ci, &r.link_len);
+        for (uint32_t k = 0; k < ce->n_xattrs; k++)
+            xl += vb_xattr_size(j->cat->x[ce->first_xattr + k].name_len,
+                                j->cat->x[ce->first_xattr + k].value_len);
+        if (xl > VB_MAX_XATTR_BYTES || r.path_len > VB_MAX_PATH || r.link_len > VB_MAX_LINK) {
+            /* not from a catalog vbackupd wrote: the guest could not take it */
+            vbd_reply_err(c, h, VB_S_TOO_LARGE, "entry %llu: its path, link target or extended "
+                          "attributes are larger than the protocol allows",
+                          (unsigned long long)i);
+            g_free(out);
+            return;
+        }
+        need = VB_REC_FIXED + r.path_len + r.link_len + xl;
         if (off + need > cap)
             break;
-        memset(&r, 0, sizeof(r));
+        xs = g_malloc(VB_MAX(xl, (size_t)1));
+        for (uint32_t k = 0; k < ce->n_xattrs; k++) {
+            const char *name;
+            const uint8_t *value;
+            size_t nl, vl;
+            vb_cat_xattr(j->cat, ci, k, &name, &nl, &value, &vl);
+            xo += vb_xattr_put(xs + xo, name, nl, value, vl);
+        }
         r.type = ce->type;
         r.mode = ce->mode;
         r.uid = ce->uid;
         r.gid = ce->gid;
         r.nlink = ce->nlink;
         r.rdev = ce->rdev;
-        r.size = ce->size;
-        r.path_len = (uint16_t)pl;
-        r.link_len = (uint16_t)ce->link_len;
-        r.mtime_ns = ce->mtime_ns;
-        r.ctime_ns = ce->ctime_ns;
-        r.atime_ns = ce->atime_ns;
-        r.ino = VB_NO_LINK;
-        if (ce->hardlink != VB_CAT_NONE) {
-            uint64_t si = sel_index(j, ce->hardlink);
-            r.ino = si;         /* UINT64_MAX (VB_NO_LINK) when the first link is not restored */
+        r.size = ce->type == VB_FT_REG ? he->size : ce->size;
+        r.mtime = (struct vb_ts){ ce->mtime_sec, ce->mtime_nsec };
+        r.ctime = (struct vb_ts){ ce->ctime_sec, ce->ctime_nsec };
+        r.atime = (struct vb_ts){ ce->atime_sec, ce->atime_nsec };
+        r.fsflags = ce->fsflags & VB_FSFL_MASK;
+        r.projid = ce->projid;
+        r.xattrs = xs;
+        r.xattr_len = xl;
+        r.n_xattrs = ce->n_xattrs;
+        /* preallocated space past the size: the guest reads on at the size */
+        if (ce->type == VB_FT_REG && he->n_ranges) {
+            const struct vb_cat_range *last = &j->cat->rg[he->first_range + he->n_ranges - 1];
+            if (last->offset + last->len > he->size)
+                r.flags |= VB_RF_PREALLOC;
         }
-        memcpy(out + off, &r, sizeof(r));
-        memcpy(out + off + sizeof(r), path, pl);
-        memcpy(out + off + sizeof(r) + pl, j->cat->str + ce->link_off, ce->link_len);
+        r.ino = VB_NO_LINK;
+        if (ce->hardlink != VB_CAT_NONE)
+            r.ino = sel_index(j, ce->hardlink);   /* VB_NO_LINK when the first link is not restored */
+        vb_rec_encode_head(&r, out + off);
         off += need;
         count++;
     }
@@ -664,19 +690,41 @@ static void handle_read(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
                       (unsigned long long)rr.entry);
         return;
     }
-    if (rr.offset >= ce->size) {
-        struct vb_restore_data rd = { .offset = rr.offset, .len = 0, .flags = VB_RD_EOF };
+    {
+        /* what lies at the offset: data, written zeros, preallocated space, a hole */
+        uint64_t hi = holder(j, ci), ri = vb_cat_range_at(j->cat, hi, rr.offset);
+        const struct vb_cat_range *rg = ri != VB_CAT_NONE ? &j->cat->rg[ri] : NULL;
+        struct vb_restore_data rd = { .offset = rr.offset };
+        const uint64_t most = (uint64_t)UINT32_MAX & ~4095ull;
+        const struct vb_cat_chunk *ch;
+        uint64_t end;
+
+        chi = rr.offset < ce->size ? vb_cat_chunk_at(j->cat, hi, rr.offset) : VB_CAT_NONE;
+        ch = chi != VB_CAT_NONE ? &j->cat->c[chi] : NULL;
+        if (ch && ch->offset <= rr.offset && !(ch->flags & VB_CATC_ZERO))
+            goto data;
+        if (ch && ch->offset <= rr.offset) {
+            rd.flags = VB_RD_ZERO;
+            end = VB_MIN(ch->offset + ch->len, ce->size);
+        } else if (rg && rg->offset <= rr.offset) {
+            rd.flags = VB_RD_UNWRITTEN;
+            end = rg->offset + rg->len;
+            if (ch)
+                end = VB_MIN(end, ch->offset);
+        } else if (rr.offset >= ce->size && !rg) {
+            rd.flags = VB_RD_EOF;
+            end = rr.offset;
+        } else {
+            rd.flags = VB_RD_HOLE;
+            end = rr.offset >= ce->size ? rg->offset : VB_MIN(ce->size, ch ? ch->offset : UINT64_MAX);
+            if (rg)
+                end = VB_MIN(end, rg->offset);
+        }
+        rd.len = (uint32_t)VB_MIN(end - rr.offset, most);
         vbd_reply(c, h, VB_S_OK, &rd, sizeof(rd));
         return;
     }
-    chi = vb_cat_chunk_at(j->cat, holder(j, ci), rr.offset);
-    if (chi == VB_CAT_NONE || j->cat->c[chi].offset > rr.offset) {
-        uint64_t end = chi == VB_CAT_NONE ? ce->size : j->cat->c[chi].offset;
-        struct vb_restore_data rd = { .offset = rr.offset, .flags = VB_RD_HOLE };
-        rd.len = (uint32_t)VB_MIN(end - rr.offset, (uint64_t)UINT32_MAX & ~4095ull);
-        vbd_reply(c, h, VB_S_OK, &rd, sizeof(rd));
-        return;
-    }
+data:
     for (unsigned s = 0; s < 2; s++) {
         if (j->cache_buf[s] && j->cache_chunk[s] == chi) {
             struct vbd_req *req = vbd_req_hold(c, h);

@@ -76,6 +76,8 @@ static struct vbd_snapinfo *info_of(const struct vb_snapshot *s)
     i->mode = mode && !strcmp(mode, "incremental") ? VB_MODE_INCREMENTAL
             : mode && !strcmp(mode, "differential") ? VB_MODE_DIFFERENTIAL : VB_MODE_FULL;
     i->files = (uint64_t)vb_json_int(s->json, "files", 0);
+    if (json_object_object_get(s->json, "incomplete"))
+        i->flags = VB_SNAP_INCOMPLETE;
     i->bytes = (uint64_t)(s->type == VB_SNAP_DISK
                               ? vb_json_int(json_object_object_get(s->json, "disk"), "size", 0)
                               : vb_json_int(s->json, "bytes", 0));

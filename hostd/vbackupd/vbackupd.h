@@ -255,11 +255,14 @@ struct vbd_window {
 /* One entry the guest sent. */
 struct vbd_entry {
     struct vb_cat_entry m;   /* metadata; path/link/chunk fields unused */
-    char *path;
+    char *path;              /* bytes, no NUL inside (checked): a C string */
     char *link;
+    uint8_t *xattrs;         /* the record's checked wire section (protolib.h), or NULL */
+    uint32_t xattr_len;
+    uint16_t n_xattrs;
     uint16_t disk;
     uint8_t data;            /* VB_FD_* */
-    GArray *extents;         /* struct vb_extent, or NULL */
+    GArray *extents;         /* struct vb_extent (not EXTENTS: only unwritten ones), or NULL */
     /* run state */
     uint64_t fb_received;    /* fallback bytes received */
     bool fb_done;
@@ -358,7 +361,12 @@ struct vbd_job {
                               * backup: the total quota), no request taken */
     unsigned decoding;       /* decode tasks with the workers */
     GQueue read_wait;        /* RESTORE_READs waiting for a decode slot */
+    /* what the guest could not back up (BACKUP_PROBLEMS): the snapshot is incomplete */
+    uint64_t n_problems;
+    json_object *problems;   /* array of {path, reason}, the first VBD_PROBLEMS_KEPT */
 };
+
+#define VBD_PROBLEMS_KEPT 1000
 
 /* Shared read of the plan being executed. */
 struct vbd_read {
@@ -604,6 +612,7 @@ struct vbd_snapinfo {        /* what LIST and "latest" need of a snapshot */
     char *id;
     int64_t created_ns;
     uint8_t kind, mode;      /* VB_KIND_*, VB_MODE_* */
+    uint8_t flags;           /* VB_SNAP_INCOMPLETE: the guest could not back up everything */
     uint64_t files, bytes;
     char *roots;             /* joined by '\n' */
     size_t n_roots;          /* 0: not a files snapshot */

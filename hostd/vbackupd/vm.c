@@ -301,6 +301,7 @@ static void dispatch(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *
     case VB_OP_STATUS:
     case VB_OP_CANCEL:
     case VB_OP_LIST:
+    case VB_OP_BACKUP_PROBLEMS:
         vbd_handle_backup(c, h, p, h->len);
         break;
     case VB_OP_RESTORE_BEGIN:

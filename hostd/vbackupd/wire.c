@@ -3,6 +3,7 @@
 
 #include "escape.h"
 #include "util.h"
+#include "vbackup/protolib.h"
 
 #include <glib.h>
 #include <stdarg.h>
@@ -64,6 +65,7 @@ const char *vb_op_name(unsigned type)
     static const char *names[] = {
         "?", "HELLO", "BACKUP_BEGIN", "BACKUP_FILES", "BACKUP_DATA", "BACKUP_SEAL", "STATUS",
         "CANCEL", "LIST", "RESTORE_BEGIN", "RESTORE_LIST", "RESTORE_READ", "RESTORE_END",
+        "BACKUP_PROBLEMS",
     };
 
     type &= ~VB_REPLY;
@@ -84,50 +86,11 @@ const char *vb_status_name(int status)
 
 bool vbd_check_path(const char *p, size_t n, bool allow_root, char *why, size_t why_len)
 {
-    size_t comp = 0;
+    const char *bad = vb_path_check(p, n, allow_root);
 
-    if (n == 0) {
-        if (!allow_root)
-            snprintf(why, why_len, "empty path");
-        return allow_root;
-    }
-    if (n > VB_MAX_PATH) {
-        snprintf(why, why_len, "path longer than %u bytes", VB_MAX_PATH);
-        return false;
-    }
-    if (memchr(p, 0, n)) {
-        snprintf(why, why_len, "NUL byte in path");
-        return false;
-    }
-    if (!g_utf8_validate_len(p, (gssize)n, NULL)) {
-        snprintf(why, why_len, "path is not valid UTF-8");
-        return false;
-    }
-    if (p[0] == '/') {
-        snprintf(why, why_len, "path starts with '/' (paths are relative to the root)");
-        return false;
-    }
-    for (size_t i = 0; i <= n; i++) {
-        if (i == n || p[i] == '/') {
-            const char *c = p + i - comp;
-            if (comp == 0) {
-                snprintf(why, why_len, "empty path component");
-                return false;
-            }
-            if ((comp == 1 && c[0] == '.') || (comp == 2 && c[0] == '.' && c[1] == '.')) {
-                snprintf(why, why_len, "'.' or '..' component");
-                return false;
-            }
-            if (comp > VB_MAX_NAME) {
-                snprintf(why, why_len, "path component longer than %u bytes", VB_MAX_NAME);
-                return false;
-            }
-            comp = 0;
-        } else {
-            comp++;
-        }
-    }
-    return true;
+    if (bad)
+        snprintf(why, why_len, "%s", bad);
+    return !bad;
 }
 
 bool vbd_check_name(const char *p, size_t n)
@@ -296,9 +259,9 @@ int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
     struct vb_files h;
     const char *prev_path = ctx->prev_path;
     size_t prev_len = ctx->prev_path_len;
-    bool prev_cont = ctx->prev_can_continue;
+    bool prev_cont = ctx->prev_can_continue, prev_mapped = ctx->prev_mapped;
     uint64_t prev_end = ctx->prev_ext_end, prev_disk = ctx->prev_disk, files = 0;
-    char why[96], shown[160];
+    char why[160], shown[160];
 
     memset(out, 0, sizeof(*out));
     if (!take(&r, &h, sizeof(h)))
@@ -319,64 +282,33 @@ int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
 
     for (uint32_t i = 0; i < h.n_files; i++) {
         struct vbd_prec *x = &out->recs[i];
-        struct vb_file_rec *f = &x->r;
-        const char *path, *link;
-        int st = VB_S_BAD_REQUEST;
+        struct vb_rec *f = &x->r;
+        size_t used;
+        int st = vb_rec_decode(p + r.off, n - r.off, VB_REC_BACKUP, f, &used, why, sizeof(why));
 
-        if (!take(&r, f, sizeof(*f)))
-            goto trunc;
-        if (f->path_len > r.n - r.off)
-            goto trunc;
-        path = (const char *)p + r.off;
-        r.off += f->path_len;
-        if (f->link_len > r.n - r.off)
-            goto trunc;
-        link = (const char *)p + r.off;
-        r.off += f->link_len;
-        x->path = path;
-        x->link = link;
-        printable(shown, sizeof(shown), path, VB_MIN(f->path_len, (uint16_t)100));
-
-        if (!vbd_check_path(path, f->path_len, true, why, sizeof(why))) {
-            st = VB_S_BAD_PATH;
-            err(msg, st, "record %u '%s': %s", i, shown, why);
+        /* the path as far as it could be read, for the message */
+        printable(shown, sizeof(shown), f->path ? f->path : "",
+                  f->path ? VB_MIN(f->path_len, (size_t)100) : 0);
+        if (st) {
+            if (!f->path)
+                err(msg, st, "BACKUP_FILES record %u: %s", i, why);
+            else
+                err(msg, st, "record %u '%s': %s", i, shown, why);
             goto fail;
         }
+        r.off += used;
+        st = VB_S_BAD_REQUEST;
         if (f->data == VB_FD_MORE) {
-            if (!prev_cont || f->path_len != prev_len || memcmp(path, prev_path, prev_len)) {
+            if (!prev_cont || f->path_len != prev_len || memcmp(f->path, prev_path, prev_len)) {
                 err(msg, st, "record %u '%s': more extents without a preceding record of the "
                     "same file", i, shown);
                 goto fail;
             }
-            if (f->disk != prev_disk) {
+            if (f->disk != prev_disk && prev_mapped) {
                 err(msg, st, "record %u '%s': more extents on another disk", i, shown);
                 goto fail;
             }
         } else {
-            if (f->type < VB_FT_REG || f->type > VB_FT_SOCK) {
-                err(msg, st, "record %u '%s': unknown file type %u", i, shown, f->type);
-                goto fail;
-            }
-            if (f->data > VB_FD_FALLBACK) {
-                err(msg, st, "record %u '%s': unknown data source %u", i, shown, f->data);
-                goto fail;
-            }
-            if (f->data != VB_FD_NONE && f->type != VB_FT_REG) {
-                err(msg, st, "record %u '%s': only regular files carry data", i, shown);
-                goto fail;
-            }
-            if (f->mode & ~07777u) {
-                err(msg, st, "record %u '%s': mode %#o has bits beyond 07777", i, shown, f->mode);
-                goto fail;
-            }
-            if (f->link_len && f->type != VB_FT_SYMLINK) {
-                err(msg, st, "record %u '%s': a link target on a non-symlink", i, shown);
-                goto fail;
-            }
-            if (f->type == VB_FT_SYMLINK && (f->link_len == 0 || memchr(link, 0, f->link_len))) {
-                err(msg, st, "record %u '%s': symlink target empty or with a NUL byte", i, shown);
-                goto fail;
-            }
             if (files >= ctx->files_left) {
                 st = VB_S_TOO_LARGE;
                 err(msg, st, "record %u '%s': more files than a job may hold", i, shown);
@@ -384,24 +316,14 @@ int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
             }
             files++;
             prev_end = 0;
+            prev_mapped = f->data == VB_FD_EXTENTS;
         }
-        if (f->n_extents && f->data != VB_FD_EXTENTS && f->data != VB_FD_MORE) {
-            err(msg, st, "record %u '%s': extents on a record that has none", i, shown);
-            goto fail;
-        }
-        if (f->n_extents > VB_MAX_EXTENTS_PER_REC) {
-            st = VB_S_TOO_LARGE;
-            err(msg, st, "record %u '%s': %u extents (at most %u per record)", i, shown,
-                f->n_extents, VB_MAX_EXTENTS_PER_REC);
-            goto fail;
-        }
-        if (f->disk >= ctx->n_disks && (f->data == VB_FD_EXTENTS || f->data == VB_FD_MORE)) {
+        if (f->disk >= ctx->n_disks && (f->data == VB_FD_EXTENTS ||
+                                        (f->data == VB_FD_MORE && prev_mapped))) {
             err(msg, st, "record %u '%s': disk index %u, but the job has %u disks", i, shown,
                 f->disk, ctx->n_disks);
             goto fail;
         }
-        if ((uint64_t)f->n_extents * sizeof(struct vb_extent) > r.n - r.off)
-            goto trunc;
         if (f->n_extents) {
             x->ext = malloc((size_t)f->n_extents * sizeof(struct vb_extent));
             if (!x->ext) {
@@ -409,29 +331,28 @@ int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
                 err(msg, st, "out of memory");
                 goto fail;
             }
-            memcpy(x->ext, p + r.off, (size_t)f->n_extents * sizeof(struct vb_extent));
-            r.off += (size_t)f->n_extents * sizeof(struct vb_extent);
         }
         for (uint32_t k = 0; k < f->n_extents; k++) {
             struct vb_extent *e = &x->ext[k];
-            uint64_t dsize = ctx->disk_sizes[f->disk];
-            if (e->length == 0 || e->flags & ~VB_EXT_UNWRITTEN || e->reserved) {
-                err(msg, st, "record %u '%s': extent %u has length 0 or unknown flags", i,
-                    shown, k);
+
+            vb_extent_get(f->extents + (size_t)k * sizeof(struct vb_extent), e);
+            if (f->data == VB_FD_MORE && !prev_mapped &&
+                (!(e->flags & VB_EXT_UNWRITTEN) || e->physical)) {
+                err(msg, st, "record %u '%s': extent %u: a file whose data is not read from "
+                    "the disk has only unwritten extents (at physical 0)", i, shown, k);
                 goto fail;
             }
-            if (e->logical > UINT64_MAX - e->length || e->physical > UINT64_MAX - e->length) {
-                st = VB_S_OUT_OF_RANGE;
-                err(msg, st, "record %u '%s': extent %u overflows 64 bits", i, shown, k);
-                goto fail;
-            }
-            if (e->physical + e->length > dsize) {
-                st = VB_S_OUT_OF_RANGE;
-                err(msg, st, "record %u '%s': extent %u (physical %#llx, %llu bytes) lies "
-                    "outside disk '%s' (%llu bytes)", i, shown, k,
-                    (unsigned long long)e->physical, (unsigned long long)e->length,
-                    ctx->disk_names[f->disk], (unsigned long long)dsize);
-                goto fail;
+            if (prev_mapped) {
+                uint64_t dsize = ctx->disk_sizes[f->disk];
+
+                if (e->physical + e->length > dsize) {
+                    st = VB_S_OUT_OF_RANGE;
+                    err(msg, st, "record %u '%s': extent %u (physical %#llx, %llu bytes) lies "
+                        "outside disk '%s' (%llu bytes)", i, shown, k,
+                        (unsigned long long)e->physical, (unsigned long long)e->length,
+                        ctx->disk_names[f->disk], (unsigned long long)dsize);
+                    goto fail;
+                }
             }
             if (e->logical < prev_end) {
                 err(msg, st, "record %u '%s': extent %u overlaps or is out of order", i, shown, k);
@@ -439,13 +360,12 @@ int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
             }
             prev_end = e->logical + e->length;
         }
-        prev_path = path;
+        prev_path = f->path;
         prev_len = f->path_len;
-        prev_cont = f->data == VB_FD_EXTENTS || f->data == VB_FD_MORE;
-        prev_disk = f->disk;
+        prev_cont = f->type == VB_FT_REG || f->data == VB_FD_MORE;
+        if (f->data != VB_FD_MORE)
+            prev_disk = f->disk;
         continue;
-trunc:
-        err(msg, st, "BACKUP_FILES truncated in record %u", i);
 fail:
         vbd_files_clear(out);
         return st;
@@ -453,6 +373,50 @@ fail:
     if (r.off != n) {
         vbd_files_clear(out);
         return err(msg, VB_S_BAD_REQUEST, "%zu bytes after the last record", n - r.off);
+    }
+    return VB_S_OK;
+}
+
+void vbd_problems_clear(struct vbd_problems *pr)
+{
+    free(pr->items);
+    memset(pr, 0, sizeof(*pr));
+}
+
+int vbd_parse_problems(const uint8_t *p, size_t n, struct vbd_problems *out, char *msg)
+{
+    struct rd r = { p, n, 0 };
+    struct vb_problems h;
+    char why[160];
+
+    memset(out, 0, sizeof(*out));
+    if (!take(&r, &h, sizeof(h)))
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_PROBLEMS payload too short");
+    if (h.n == 0 || h.n > VB_MAX_PROBLEMS_PER_MSG || h.reserved)
+        return err(msg, VB_S_BAD_REQUEST, "%u problems in one message (1..%u), or reserved "
+                   "fields not 0", h.n, VB_MAX_PROBLEMS_PER_MSG);
+    if ((uint64_t)h.n * 5 > n - r.off)
+        return err(msg, VB_S_BAD_REQUEST, "%u problems cannot fit in %zu bytes", h.n, n);
+    out->job = h.job;
+    out->items = calloc(h.n, sizeof(*out->items));
+    if (!out->items)
+        return err(msg, VB_S_INTERNAL, "out of memory");
+    out->n = h.n;
+    for (uint32_t i = 0; i < h.n; i++) {
+        struct vbd_problem *x = &out->items[i];
+        size_t used;
+        int st = vb_problem_decode(p + r.off, n - r.off, &x->path, &x->path_len, &x->reason,
+                                   &x->reason_len, &used, why, sizeof(why));
+
+        if (st) {
+            vbd_problems_clear(out);
+            return err(msg, st, "BACKUP_PROBLEMS item %u: %s", i, why);
+        }
+        r.off += used;
+    }
+    if (r.off != n) {
+        vbd_problems_clear(out);
+        return err(msg, VB_S_BAD_REQUEST, "%zu bytes after the last problem", n - r.off);
     }
     return VB_S_OK;
 }

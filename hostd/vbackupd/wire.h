@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vbackup/proto.h"
+#include "vbackup/protolib.h"
 
 #define VBD_MSG 512
 
@@ -32,10 +32,8 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
 void vbd_begin_clear(struct vbd_begin *b);
 
 struct vbd_prec {                  /* one parsed file record */
-    struct vb_file_rec r;
-    const char *path;              /* points into the payload */
-    const char *link;
-    struct vb_extent *ext;         /* malloc'd copy (aligned), n = r.n_extents */
+    struct vb_rec r;               /* path, link, xattrs point into the payload */
+    struct vb_extent *ext;         /* malloc'd copy in host order, n = r.n_extents */
 };
 
 struct vbd_files_ctx {
@@ -46,7 +44,8 @@ struct vbd_files_ctx {
     /* previous record of the job (for VB_FD_MORE) */
     const char *prev_path;
     size_t prev_path_len;
-    bool prev_can_continue;        /* previous record was EXTENTS or MORE */
+    bool prev_can_continue;        /* previous record was a regular file or MORE */
+    bool prev_mapped;              /* ... whose data is read from the disk (EXTENTS) */
     uint64_t prev_ext_end;         /* logical end of the previous extents */
     uint64_t prev_disk;
 };
@@ -61,6 +60,19 @@ int vbd_parse_files(const uint8_t *p, size_t n, const struct vbd_files_ctx *ctx,
 void vbd_files_clear(struct vbd_files *f);
 /* peek the job id of a FILES payload (so the caller can build the context) */
 int vbd_peek_job(const uint8_t *p, size_t n, uint64_t *job, char *msg);
+
+struct vbd_problem {               /* points into the payload */
+    const char *path, *reason;
+    size_t path_len, reason_len;
+};
+
+struct vbd_problems {
+    uint64_t job;
+    uint32_t n;
+    struct vbd_problem *items;     /* malloc'd */
+};
+int vbd_parse_problems(const uint8_t *p, size_t n, struct vbd_problems *out, char *msg);
+void vbd_problems_clear(struct vbd_problems *pr);
 
 struct vbd_data {
     uint64_t job, file, offset;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * vbackup wire protocol, version 1.
+ * vbackup wire protocol, version 2 (VB_PROTO_VERSION, include/vbackup/frame.h).
  *
  * One definition for every part: the guest tool builds frames, the kernel
  * module moves them through the virtqueue, the QEMU device forwards them
@@ -10,58 +10,17 @@
  * Everything is little-endian.  Structures are naturally aligned and have no
  * implicit padding; the static assertions at the end check the sizes.  A
  * parser must never cast a received buffer to these structures without first
- * checking the length; vbackupd's hostd/vbackupd/wire.c does that once.
+ * checking the length.  The rules for names, lengths and the layout of file
+ * records are code in one place, include/vbackup/protolib.h (libc only):
+ * the guest tool, vbackupd and the tests' clients encode and check records
+ * with it; vbackupd's hostd/vbackupd/wire.c adds what depends on the job.
  */
 #ifndef VBACKUP_PROTO_H
 #define VBACKUP_PROTO_H
 
-#ifdef __KERNEL__
-#include <linux/types.h>
-#include <linux/ioctl.h>
-#else
-#include <stdint.h>
-#include <sys/ioctl.h>
-#endif
+#include "vbackup/frame.h"
 
-/* ---- the virtio device ------------------------------------------------ */
-
-/*
- * Virtio device ID.  The virtio specification has no experimental range;
- * IDs up to 45 are taken or reserved as of Linux 6.x.  63 is the highest ID
- * Linux's modern PCI transport accepts (PCI device 0x1040 + 63 = 0x107f), and
- * the least likely to be allocated soon.
- */
-#define VB_VIRTIO_ID            63
-#define VB_PCI_VENDOR_ID        0x1af4
-#define VB_PCI_DEVICE_ID        (0x1040 + VB_VIRTIO_ID)
-
-/* One virtqueue, "requests": each request is a device-readable buffer
- * holding one frame, followed by a device-writable buffer for the reply. */
-#define VB_VQ_REQUESTS          0
-
-/* ---- framing ------------------------------------------------------------ */
-
-#define VB_MAGIC                0x314b4256u  /* "VBK1" */
-#define VB_PROTO_VERSION        1
-
-/* Largest payload of any frame, request or reply. */
-#define VB_MAX_PAYLOAD          (1u << 20)
-#define VB_HDR_SIZE             32u
-#define VB_MAX_FRAME            (VB_HDR_SIZE + VB_MAX_PAYLOAD)
-
-struct vb_hdr {
-    uint32_t magic;       /* VB_MAGIC */
-    uint16_t version;     /* VB_PROTO_VERSION */
-    uint16_t type;        /* VB_OP_*, with VB_REPLY set on replies */
-    uint64_t tag;         /* echoed in the reply; the device substitutes its own */
-    uint32_t len;         /* payload bytes after the header */
-    uint32_t reply_max;   /* requests: largest reply payload accepted (the device
-                             sets it from the guest's reply buffer) */
-    int32_t  status;      /* replies: VB_S_*; requests: 0 */
-    uint32_t flags;       /* 0; reserved */
-};
-
-#define VB_REPLY                0x8000u
+/* ---- operations --------------------------------------------------------- */
 
 enum vb_op {
     VB_OP_HELLO           = 1,
@@ -76,43 +35,27 @@ enum vb_op {
     VB_OP_RESTORE_LIST    = 10,
     VB_OP_RESTORE_READ    = 11,
     VB_OP_RESTORE_END     = 12,
-    VB_OP_MAX_            = 13,
+    VB_OP_BACKUP_PROBLEMS = 13,  /* what the guest could not back up (version 2) */
+    VB_OP_MAX_            = 14,
 };
-
-/* Reply status.  A reply with status != VB_S_OK carries a UTF-8 message
- * (not NUL-terminated, at most VB_MAX_MESSAGE bytes) as its payload. */
-enum vb_status {
-    VB_S_OK               = 0,
-    VB_S_UNAVAILABLE      = 1,   /* device: vbackupd not connected */
-    VB_S_BAD_FRAME        = 2,   /* header wrong: magic, length, sizes */
-    VB_S_BAD_VERSION      = 3,
-    VB_S_BAD_REQUEST      = 4,   /* payload malformed */
-    VB_S_UNKNOWN_TARGET   = 5,
-    VB_S_NOT_FOUND        = 6,   /* snapshot or path not found */
-    VB_S_NOT_OWNED        = 7,   /* disk serial not attached to this VM */
-    VB_S_OUT_OF_RANGE     = 8,   /* extent outside the disk */
-    VB_S_BAD_PATH         = 9,
-    VB_S_TOO_LARGE        = 10,
-    VB_S_BUSY             = 11,  /* too many jobs or requests; retry later */
-    VB_S_SHUTTING_DOWN    = 12,
-    VB_S_NO_JOB           = 13,
-    VB_S_JOB_FAILED       = 14,
-    VB_S_IO               = 15,
-    VB_S_NO_SPACE         = 16,
-    VB_S_CANCELLED        = 17,
-    VB_S_INTERNAL         = 18,
-    VB_S_REPLY_TOO_SMALL  = 19,  /* reply_max smaller than the reply needs */
-    VB_S_BAD_STATE        = 20,  /* request not valid in the job's state */
-    VB_S_QUOTA            = 21,  /* over a quota the host set for this VM */
-    VB_S_STATUS_MAX_      = 22,
-};
-
-#define VB_MAX_MESSAGE          512u
 
 /* ---- limits ------------------------------------------------------------- */
 
-#define VB_MAX_NAME             255u   /* one path component */
-#define VB_MAX_PATH             4096u  /* a whole relative path */
+#define VB_MAX_NAME             255u   /* one path component (NAME_MAX) */
+/* A whole relative path: its uint16_t length bounds it, not PATH_MAX (a
+ * tree may be deeper than the kernel takes in one path; the clients walk and
+ * restore relative to each parent).  A deeper entry cannot be named: the
+ * guest reports it as a problem. */
+#define VB_MAX_PATH             65535u
+#define VB_MAX_LINK             4096u  /* a symlink target (the kernel's PATH_MAX) */
+#define VB_MAX_XATTR_NAME       255u   /* XATTR_NAME_MAX, with the namespace prefix */
+#define VB_MAX_XATTR_VALUE      65536u /* XATTR_SIZE_MAX */
+/* The extended attributes of one file on the wire (8 bytes each, names,
+ * values): any set the kernel lets one list (64 KiB of names) with values of
+ * up to 64 KiB each up to this total, so that a file's record always fits a
+ * RESTORE_LIST reply of VB_MAX_PAYLOAD with the longest path and target. */
+#define VB_MAX_XATTR_BYTES      (768u << 10)
+#define VB_MAX_PROBLEMS_PER_MSG 4096u
 #define VB_MAX_SERIAL           20u    /* virtio-blk serial length */
 #define VB_MAX_TARGET           64u
 #define VB_MAX_SNAPSHOT_ID      128u
@@ -126,8 +69,10 @@ enum vb_status {
 /*
  * Strings inside payloads are counted (uint16_t length, then bytes, no NUL)
  * and packed; the structures below give only the fixed parts.  Paths are
- * relative to the root of the guest's filesystem namespace: no leading '/',
- * no empty, "." or ".." components, no NUL, valid UTF-8.
+ * bytes, relative to the root of the guest's filesystem namespace: no
+ * leading '/', no empty, "." or ".." components, no NUL byte, at most
+ * VB_MAX_PATH bytes, components at most VB_MAX_NAME; any other byte is
+ * allowed (a name need not be UTF-8).  vb_path_check() is the rule.
  */
 
 /* VB_OP_HELLO request */
@@ -203,14 +148,25 @@ enum vb_fdata {
 /*
  * VB_OP_BACKUP_FILES request: struct vb_files, then n_files records.
  * A record: struct vb_file_rec, then the path (path_len bytes), then the
- * symlink target (link_len bytes), then n_extents struct vb_extent.
- * Records follow one another with no padding; consumers copy them out.
- * File indices count the records of a job from 0 in the order sent.
+ * symlink target (link_len bytes), then the extended attributes (xattr_len
+ * bytes: n_xattrs of struct vb_xattr + name + value, names in strictly
+ * ascending byte order), then n_extents struct vb_extent.  Records follow
+ * one another with no padding; consumers copy them out.  File indices count
+ * the records of a job from 0 in the order sent (VB_FD_MORE not counted).
+ * vb_rec_encode() and vb_rec_decode() (protolib.h) write and check them.
  */
 struct vb_files {
     uint64_t job;
     uint32_t n_files;
     uint32_t reserved;
+};
+
+/* A time: seconds since the epoch (negative before 1970) and nanoseconds
+ * (0..999999999) after them; int64_t nanoseconds would end in 2262. */
+struct vb_time {
+    int64_t  sec;
+    uint32_t nsec;
+    uint32_t reserved;           /* 0 */
 };
 
 struct vb_file_rec {
@@ -227,18 +183,81 @@ struct vb_file_rec {
     uint32_t rdev;               /* Linux encoded dev_t (major << 8 | minor, new_encode_dev) */
     uint64_t size;
     uint64_t ino;
-    int64_t  mtime_ns;
-    int64_t  ctime_ns;
-    int64_t  atime_ns;
+    struct vb_time mtime;
+    struct vb_time ctime;
+    struct vb_time atime;
+    uint32_t fsflags;            /* inode flags (FS_IOC_GETFLAGS), VB_FSFL_MASK only */
+    uint32_t projid;             /* project id (FS_IOC_FSGETXATTR) */
+    uint32_t flags;              /* VB_RF_* */
+    uint16_t n_xattrs;
+    uint16_t reserved;
+    uint32_t xattr_len;          /* bytes of the extended attributes */
+    uint32_t reserved2;
 };
 
-#define VB_EXT_UNWRITTEN        1u   /* reads as zeros */
+/* RESTORE_LIST: the file has preallocated (unwritten) space past its size;
+ * RESTORE_READ at and past the size says where.  0 in BACKUP_FILES. */
+#define VB_RF_PREALLOC          1u
+
+/*
+ * Inode flags that a backup keeps (chattr's letters): s u c S i a d A j t D
+ * T C x P F.  Linux's FS_*_FL values.  Not kept: e (extents), and what only
+ * the file system sets (I N E V ...).
+ */
+#define VB_FSFL_SECRM           0x00000001u  /* s */
+#define VB_FSFL_UNRM            0x00000002u  /* u */
+#define VB_FSFL_COMPR           0x00000004u  /* c */
+#define VB_FSFL_SYNC            0x00000008u  /* S */
+#define VB_FSFL_IMMUTABLE       0x00000010u  /* i */
+#define VB_FSFL_APPEND          0x00000020u  /* a */
+#define VB_FSFL_NODUMP          0x00000040u  /* d */
+#define VB_FSFL_NOATIME         0x00000080u  /* A */
+#define VB_FSFL_JOURNAL_DATA    0x00004000u  /* j */
+#define VB_FSFL_NOTAIL          0x00008000u  /* t */
+#define VB_FSFL_DIRSYNC         0x00010000u  /* D */
+#define VB_FSFL_TOPDIR          0x00020000u  /* T */
+#define VB_FSFL_NOCOW           0x00800000u  /* C */
+#define VB_FSFL_DAX             0x02000000u  /* x */
+#define VB_FSFL_PROJINHERIT     0x20000000u  /* P */
+#define VB_FSFL_CASEFOLD        0x40000000u  /* F */
+#define VB_FSFL_MASK            0x6283C0FFu
+
+/*
+ * An extended attribute: this, then the name (name_len bytes, with its
+ * namespace: "user.", "trusted.", "security." or exactly
+ * "system.posix_acl_access" / "system.posix_acl_default", whose values are
+ * the kernel's POSIX ACL xattr format), then the value (value_len bytes, any
+ * bytes).
+ */
+struct vb_xattr {
+    uint32_t value_len;          /* <= VB_MAX_XATTR_VALUE */
+    uint16_t name_len;           /* 1..VB_MAX_XATTR_NAME */
+    uint16_t reserved;
+};
+
+/* Unwritten (preallocated, fallocate) extents read as zeros; their physical
+ * offset is not read.  They may lie past the file's size (FALLOC_FL_KEEP_SIZE)
+ * and may come on a record of any data source (physical 0 when not EXTENTS). */
+#define VB_EXT_UNWRITTEN        1u
 
 struct vb_extent {
     uint64_t logical;            /* offset in the file */
     uint64_t physical;           /* byte offset on the whole disk (partition start added) */
     uint64_t length;
     uint32_t flags;              /* VB_EXT_* */
+    uint32_t reserved;
+};
+
+/*
+ * VB_OP_BACKUP_PROBLEMS request: struct vb_problems, then n items, each
+ * uint16_t path_len, uint16_t reason_len, the path (a protocol path, bytes),
+ * the reason (printable ASCII, at most VB_MAX_MESSAGE bytes).  What the
+ * guest could not back up: an entry it left out, or a part of one it sent
+ * (an attribute, a time).  The job then finishes as incomplete.
+ */
+struct vb_problems {
+    uint64_t job;
+    uint32_t n;                  /* 1..VB_MAX_PROBLEMS_PER_MSG */
     uint32_t reserved;
 };
 
@@ -278,6 +297,7 @@ enum vb_job_state {
 };
 
 #define VB_JOB_FLAG_READ_DONE   1u   /* every byte from the guest's disks has been read */
+#define VB_JOB_FLAG_INCOMPLETE  2u   /* the guest reported problems: the snapshot lacks something */
 
 /* VB_OP_STATUS reply: uint32_t count, uint32_t reserved, then count records:
  * struct vb_job_status then reason (reason_len) then snapshot id (snap_len). */
@@ -319,8 +339,10 @@ struct vb_snap_info {
     uint8_t  mode;
     uint16_t id_len;
     uint16_t roots_len;
-    uint16_t reserved;
+    uint16_t flags;              /* VB_SNAP_* */
 };
+
+#define VB_SNAP_INCOMPLETE      1u   /* entries or attributes could not be backed up */
 
 /*
  * VB_OP_RESTORE_BEGIN request: struct vb_restore_begin, then target name,
@@ -351,9 +373,9 @@ struct vb_restore_list {
 
 /*
  * VB_OP_RESTORE_LIST reply: uint32_t count, uint32_t reserved, then count
- * records: struct vb_file_rec (n_extents = 0; ino carries the entry index of
- * the first link of a hard-link group, or UINT64_MAX), path, link target.
- * Entries come parents first.
+ * records as in BACKUP_FILES (n_extents = 0, data NONE; ino carries the
+ * entry index of the first link of a hard-link group, or VB_NO_LINK; flags
+ * may hold VB_RF_PREALLOC).  Entries come parents first.
  */
 #define VB_NO_LINK              UINT64_MAX
 
@@ -366,47 +388,30 @@ struct vb_restore_read {
     uint32_t reserved;
 };
 
-/* VB_OP_RESTORE_READ reply, followed by len bytes unless VB_RD_HOLE. */
+/* VB_OP_RESTORE_READ reply, followed by len bytes of data unless a flag
+ * says the range is a hole, written zeros or preallocated. */
 struct vb_restore_data {
     uint64_t offset;
     uint32_t len;                /* bytes of data, or of hole */
     uint32_t flags;              /* VB_RD_* */
 };
 #define VB_RD_HOLE              1u   /* [offset, offset+len) is a hole: seek over it */
-#define VB_RD_EOF               2u
-
-/* ---- guest kernel interface (/dev/vbackup) ------------------------------ */
-
-/*
- * One call: the module copies req_len bytes (a whole frame) from req, hands
- * them to the device with a reply buffer of reply_cap bytes, sleeps
- * interruptibly until the device answers, and copies the reply frame to
- * reply.  Returns 0 and sets reply_len, or -1 with errno: EINVAL (lengths),
- * EFAULT, EINTR (the request stays in flight; its answer is discarded),
- * ENODEV (device removed), ENOMEM.
- */
-struct vbackup_call {
-    uint64_t req;
-    uint64_t reply;
-    uint32_t req_len;            /* VB_HDR_SIZE .. VB_MAX_FRAME */
-    uint32_t reply_cap;          /* VB_HDR_SIZE .. VB_MAX_FRAME */
-    uint32_t reply_len;          /* out */
-    uint32_t flags;              /* 0 */
-};
-
-#define VBACKUP_IOC_MAGIC       'V'
-#define VBACKUP_IOC_CALL        _IOWR(VBACKUP_IOC_MAGIC, 1, struct vbackup_call)
+#define VB_RD_EOF               2u   /* nothing more at or after offset */
+#define VB_RD_ZERO              4u   /* written zeros: write them, or leave a hole (sparse) */
+#define VB_RD_UNWRITTEN         8u   /* preallocated: fallocate (past the size: KEEP_SIZE) */
 
 /* ---- size checks ---------------------------------------------------------- */
 
 #ifndef __cplusplus
-_Static_assert(sizeof(struct vb_hdr) == VB_HDR_SIZE, "vb_hdr");
 _Static_assert(sizeof(struct vb_hello) == 40, "vb_hello");
 _Static_assert(sizeof(struct vb_hello_reply) == 112, "vb_hello_reply");
 _Static_assert(sizeof(struct vb_backup_begin) == 32, "vb_backup_begin");
 _Static_assert(sizeof(struct vb_backup_begin_reply) == 16, "vb_backup_begin_reply");
 _Static_assert(sizeof(struct vb_files) == 16, "vb_files");
-_Static_assert(sizeof(struct vb_file_rec) == 72, "vb_file_rec");
+_Static_assert(sizeof(struct vb_time) == 16, "vb_time");
+_Static_assert(sizeof(struct vb_file_rec) == 120, "vb_file_rec");
+_Static_assert(sizeof(struct vb_xattr) == 8, "vb_xattr");
+_Static_assert(sizeof(struct vb_problems) == 16, "vb_problems");
 _Static_assert(sizeof(struct vb_extent) == 32, "vb_extent");
 _Static_assert(sizeof(struct vb_data) == 32, "vb_data");
 _Static_assert(sizeof(struct vb_job_status) == 88, "vb_job_status");
@@ -415,7 +420,6 @@ _Static_assert(sizeof(struct vb_restore_begin) == 8, "vb_restore_begin");
 _Static_assert(sizeof(struct vb_restore_begin_reply) == 32, "vb_restore_begin_reply");
 _Static_assert(sizeof(struct vb_restore_read) == 32, "vb_restore_read");
 _Static_assert(sizeof(struct vb_restore_data) == 16, "vb_restore_data");
-_Static_assert(sizeof(struct vbackup_call) == 32, "vbackup_call");
 #endif
 
 #endif /* VBACKUP_PROTO_H */

@@ -44,36 +44,49 @@ import random
 import struct
 import sys
 
-HDR = struct.Struct("<IHHQIIiI")
-MAGIC = 0x314B4256
-REPLY = 0x8000
-MAX_PAYLOAD = 1 << 20
-OPS = {1: "HELLO", 2: "BACKUP_BEGIN", 3: "BACKUP_FILES", 4: "BACKUP_DATA",
-       5: "BACKUP_SEAL", 6: "STATUS", 7: "CANCEL", 8: "LIST", 9: "RESTORE_BEGIN",
-       10: "RESTORE_LIST", 11: "RESTORE_READ", 12: "RESTORE_END"}
-OPNUM = {v: k for k, v in OPS.items()}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../daemon"))
+import vbproto as vp  # noqa: E402  (the protocol's one Python module)
+
+HDR = vp.HDR
+MAGIC = vp.MAGIC
+REPLY = vp.REPLY
+MAX_PAYLOAD = vp.MAX_PAYLOAD
+OPS = {v: k for k, v in vp.OP.items()}
+OPNUM = dict(vp.OP)
 S_OK, S_BAD_REQUEST, S_NOT_FOUND, S_BAD_STATE, S_NO_JOB = 0, 4, 6, 20, 13
 S_REPLY_TOO_SMALL = 19
-FILE_REC = struct.Struct("<BBHIIIIIHHIQQqqq")     # 72 bytes
-EXTENT = struct.Struct("<QQQII")
-JOB_STATUS = struct.Struct("<QIIBBHHHQQQQQQqq")   # 88 bytes
-SNAP_INFO = struct.Struct("<qQQBBHHH")            # 32 bytes
+FILE_REC = vp.FILE_REC                            # 120 bytes
+EXTENT = vp.EXTENT
+JOB_STATUS = vp.JOB_STATUS                        # 88 bytes
+SNAP_INFO = vp.SNAP_INFO                          # 32 bytes
 TYPES = {1: "reg", 2: "dir", 3: "symlink", 4: "fifo", 5: "chr", 6: "blk", 7: "sock"}
 TYPENUM = {v: k for k, v in TYPES.items()}
 DATAS = {0: "none", 1: "extents", 2: "fallback"}
-NO_LINK = (1 << 64) - 1
+NO_LINK = vp.NO_LINK
 
 
 def path_ok(p, allow_empty=False):
+    """A protocol path: bytes, no NUL, no empty, . or .. component."""
     if p == b"":
         return allow_empty
-    if len(p) > 4096 or b"\0" in p or p.startswith(b"/"):
-        return False
-    try:
-        p.decode("utf-8")
-    except UnicodeDecodeError:
+    if len(p) > 65535 or b"\0" in p or p.startswith(b"/"):
         return False
     return all(c not in (b"", b".", b"..") and len(c) <= 255 for c in p.split(b"/"))
+
+
+def put_bytes(rec, key, b):
+    """As `vbackup --dump` writes bytes: a string when UTF-8, else KEY_hex."""
+    try:
+        rec[key] = b.decode()
+    except UnicodeDecodeError:
+        rec[key + "_hex"] = b.hex()
+
+
+def put_time(rec, key, sec, nsec):
+    rec[key + "_sec"] = sec
+    rec[key + "_nsec"] = nsec
+    if -(2**63) // 10**9 + 1 < sec < (2**63 - 1) // 10**9:
+        rec[key + "_ns"] = sec * 10**9 + nsec
 
 
 # ---- synthetic snapshot content --------------------------------------------
@@ -167,8 +180,8 @@ class Peer:
         self.log(op="HELLO", tool=p[8:40].rstrip(b"\0").decode(errors="replace"),
                  vmin=vmin, vmax=vmax)
         feats = 1 if self.a.view == "snapshot" else 0
-        return S_OK, struct.pack("<IIII64s32s", 1, self.a.max_payload, self.a.max_files,
-                                 feats, b"capture", b"capture-peer")
+        return S_OK, struct.pack("<IIII64s32s", vp.VERSION, self.a.max_payload,
+                                 self.a.max_files, feats, b"capture", b"capture-peer")
 
     def op_begin(self, p):
         kind, mode, tl, nd, nr, flags, _r, nfh, bh = struct.unpack_from("<BBHHHIIQQ", p)
@@ -187,7 +200,7 @@ class Peer:
         if off != len(p):
             return self.violation("BACKUP_BEGIN length")
         self.log(op="BACKUP_BEGIN", kind=kind, mode=mode, target=target.decode(),
-                 serials=serials, roots=[r.decode() for r in roots], flags=flags)
+                 serials=serials, roots=[r.decode(errors="replace") for r in roots], flags=flags)
         if nd > 16 or (kind == 2 and (nd != 1 or nr)) or (kind == 1 and not 1 <= nr <= 64):
             return self.violation("BACKUP_BEGIN counts")
         if not all(path_ok(r, True) for r in roots):
@@ -211,25 +224,36 @@ class Peer:
         off = 16
         for i in range(n):
             (typ, data, disk, mode, uid, gid, nlink, n_ext, pl, ll, rdev, size, ino,
-             mt, ct, at) = FILE_REC.unpack_from(p, off)
-            off += 72
+             msec, mnsec, mres, csec, cnsec, cres, asec, ansec, ares, fsflags, projid, rflags,
+             n_x, xres, xl, xres2) = FILE_REC.unpack_from(p, off)
+            off += FILE_REC.size
             path = p[off:off + pl]
             off += pl
             link = p[off:off + ll]
             off += ll
+            xsec = p[off:off + xl]
+            off += xl
             exts = [EXTENT.unpack_from(p, off + 32 * k) for k in range(n_ext)]
             off += 32 * n_ext
             if off > len(p):
                 return self.violation("FILES record past the payload")
+            if data != 3 and (max(mnsec, cnsec, ansec) >= 10**9 or mres or cres or ares or
+                              xres or xres2 or rflags or fsflags & ~vp.FSFL_MASK):
+                return self.violation(f"bad times, flags or reserved fields of {path!r}")
+            xattrs = vp.parse_xattrs(xsec, n_x) if data != 3 else {}
+            if data != 3 and (len(xattrs) != n_x or
+                              sorted(x.encode(errors="surrogateescape") for x in xattrs) !=
+                              [x.encode(errors="surrogateescape") for x in xattrs]):
+                return self.violation(f"extended attributes of {path!r} not in order")
             if not path_ok(path, True):
                 return self.violation(f"bad path {path!r}")
             if n_ext > 8192:
                 return self.violation(f"{n_ext} extents in one record")
             if data == 3:
                 last = j.last
-                if not last or last["_path"] != path or last["data"] != "extents":
+                if not last or last["_path"] != path or last["type"] != "reg":
                     return self.violation(f"MORE without its file: {path!r}")
-                self.log(more=path.decode(), n_ext=n_ext, msg_record=i)
+                self.log(more=path.decode(errors="replace"), n_ext=n_ext, msg_record=i)
                 rec = last
             else:
                 if path in j.paths:
@@ -241,30 +265,38 @@ class Peer:
                 if size == 0 and data != 0 and typ == 1:
                     return self.violation(f"empty file with data source {path!r}")
                 j.paths.add(path)
-                rec = {"_path": path, "path": path.decode(), "type": TYPES[typ],
-                       "data": DATAS[data],
-                       "disk": (j.begin["serials"][disk]
-                                if disk < len(j.begin["serials"]) else None),
-                       "size": size, "mode": mode, "uid": uid, "gid": gid, "nlink": nlink,
-                       "ino": ino, "rdev": rdev, "mtime_ns": mt, "ctime_ns": ct,
-                       "atime_ns": at, "extents": [], "_index": len(j.files)}
+                rec = {"_path": path}
+                put_bytes(rec, "path", path)
+                rec.update({"type": TYPES[typ], "data": DATAS[data],
+                            "disk": (j.begin["serials"][disk]
+                                     if disk < len(j.begin["serials"]) else None),
+                            "size": size, "mode": mode, "uid": uid, "gid": gid,
+                            "nlink": nlink, "ino": ino, "rdev": rdev, "fsflags": fsflags,
+                            "projid": projid})
+                put_time(rec, "mtime", msec, mnsec)
+                put_time(rec, "ctime", csec, cnsec)
+                put_time(rec, "atime", asec, ansec)
                 if ll:
-                    try:
-                        rec["link"] = link.decode()
-                    except UnicodeDecodeError:
-                        rec["link_hex"] = link.hex()
+                    put_bytes(rec, "link", link)
+                rec["xattrs"] = {k: v.hex() for k, v in xattrs.items()}
+                rec["extents"] = []
+                rec["_index"] = len(j.files)
                 j.files.append(rec)
                 j.last = rec
-            if n_ext and data not in (1, 3):
-                return self.violation(f"extents on a record without extents {path!r}")
-            if n_ext and disk >= len(j.begin["serials"]):
+            mapped = rec["data"] == "extents"
+            if n_ext and data != 3 and not mapped and \
+                    any(not (fl & 1) or ph for (_lo, ph, _ln, fl, _r) in exts):
+                return self.violation(f"written extents on a record without them {path!r}")
+            if n_ext and mapped and disk >= len(j.begin["serials"]):
                 return self.violation(f"disk index {disk} out of range")
             end = rec["extents"][-1][0] + rec["extents"][-1][2] if rec["extents"] else 0
             for (lo, ph, ln, fl, res) in exts:
                 if ln == 0 or fl & ~1 or res or lo < end:
                     return self.violation(f"bad extent in {path!r}: {lo},{ph},{ln},{fl}")
-                if self.a.disk_size and ph + ln > self.a.disk_size:
+                if mapped and self.a.disk_size and ph + ln > self.a.disk_size:
                     return self.violation(f"extent outside the disk in {path!r}")
+                if not mapped and (ph or not fl & 1):
+                    return self.violation(f"a written extent on an unmapped file {path!r}")
                 end = lo + ln
                 rec["extents"].append([lo, ph, ln, fl])
         if off != len(p):
@@ -296,6 +328,25 @@ class Peer:
             if st[0] != size:
                 return self.violation(f"LAST at {st[0]} of {size} for file {index}")
             st[2] = True
+        return S_OK, b""
+
+    def op_problems(self, p):
+        job, n, _r = struct.unpack_from("<QII", p)
+        j = self.jobs.get(job)
+        off, items = 16, []
+        for _ in range(n):
+            pl, rl = struct.unpack_from("<HH", p, off)
+            path, reason = p[off + 4:off + 4 + pl], p[off + 4 + pl:off + 4 + pl + rl]
+            off += 4 + pl + rl
+            if not path_ok(path, True) or not 1 <= rl <= 512:
+                return self.violation(f"bad problem {path!r}: {reason!r}")
+            items.append([path.decode(errors="replace"), reason.decode()])
+        self.log(op="BACKUP_PROBLEMS", job=job, problems=items)
+        if not j or j.sealed:
+            return S_BAD_STATE, b"no such collecting job"
+        if off != len(p) or not 1 <= n <= 4096:
+            return self.violation("BACKUP_PROBLEMS length or count")
+        j.flags |= vp.FLAG_INCOMPLETE
         return S_OK, b""
 
     def op_seal(self, p):
@@ -467,13 +518,13 @@ class Peer:
     def entry_rec(self, e):
         path = e["path"].encode()
         link = e.get("link", "").encode() if "link_raw" not in e else bytes.fromhex(e["link_raw"])
-        typ = TYPENUM[e["type"]]
-        return FILE_REC.pack(typ, 0, 0, e.get("mode", 0o644), e.get("uid", 0), e.get("gid", 0),
-                             e.get("nlink", 1), 0, len(path), len(link), e.get("rdev", 0),
-                             e.get("size", 0), e.get("link_of", NO_LINK),
-                             e.get("mtime_ns", 1_600_000_000_123_456_789),
-                             e.get("mtime_ns", 1_600_000_000_123_456_789),
-                             e.get("atime_ns", 1_600_000_001_000_000_007)) + path + link
+        return vp.record(path, e["type"], mode=e.get("mode", 0o644), uid=e.get("uid", 0),
+                         gid=e.get("gid", 0), nlink=e.get("nlink", 1), rdev=e.get("rdev", 0),
+                         size=e.get("size", 0), ino=e.get("link_of", NO_LINK),
+                         mtime_ns=e.get("mtime_ns", 1_600_000_000_123_456_789),
+                         ctime_ns=e.get("mtime_ns", 1_600_000_000_123_456_789),
+                         atime_ns=e.get("atime_ns", 1_600_000_001_000_000_007), link=link,
+                         xattrs={k: bytes.fromhex(v) for k, v in e.get("xattrs", {}).items()})
 
     def op_restore_list(self, p, reply_max):
         job, start = struct.unpack_from("<QQ", p)
@@ -526,8 +577,7 @@ class Peer:
         6: struct.pack("<II", 5, 0) + b"x" * 20,                 # count past the payload
         8: struct.pack("<II", 1, 3),                             # records missing
         9: struct.pack("<QQQHHHH", 1, 1, 1, 200, 0, 0, 0),       # snapshot id past the end
-        10: struct.pack("<II", 1, 0) + FILE_REC.pack(1, 0, 0, 0, 0, 0, 1, 0, 5, 0, 0, 0,
-                                                     NO_LINK, 0, 0, 0) + b"../x",
+        10: struct.pack("<II", 1, 0) + vp.record(b"../x", "reg", ino=NO_LINK),
         11: struct.pack("<QII", 12345, 1, 0) + b"z",             # offset not asked for
     }
 
@@ -562,6 +612,8 @@ class Peer:
             return self.op_restore_read(p, reply_max)
         if op == 12:
             return self.op_restore_end(p)
+        if op == 13:
+            return self.op_problems(p)
         return self.violation(f"unknown op {op}")
 
     async def handle(self, reader, writer):
@@ -579,14 +631,15 @@ class Peer:
                 self.log(violation=f"reply {len(body)} > reply_max {reply_max}")
                 st, body = S_REPLY_TOO_SMALL, b""
             async with lock:
-                writer.write(HDR.pack(MAGIC, 1, op | REPLY, tag, len(body), 0, st, 0) + body)
+                writer.write(HDR.pack(MAGIC, vp.VERSION, op | REPLY, tag, len(body), 0, st, 0) +
+                             body)
                 await writer.drain()
 
         try:
             while True:
                 h = await reader.readexactly(32)
                 magic, ver, op, tag, ln, reply_max, st, fl = HDR.unpack(h)
-                if magic != MAGIC or ver != 1 or ln > MAX_PAYLOAD or st or fl:
+                if magic != MAGIC or ver != vp.VERSION or ln > MAX_PAYLOAD or st or fl:
                     self.log(violation=f"bad header {magic:#x} {ver} {ln} {st} {fl}")
                     break
                 p = await reader.readexactly(ln)

@@ -19,7 +19,7 @@ for tool in "$VBACKUP_TOOL" "$VBCLIENT"; do
     name=$(basename "$tool")
     "$tool" --help | grep -q "^  $name backup PATH... --to TARGET" || fail "$name --help"
     "$tool" help | grep -q "Exit status: 0 success, 1 failure, 2 usage error" || fail "$name help"
-    "$tool" --version | grep -qx "$name [0-9.]* (protocol 1)" || fail "$name --version"
+    "$tool" --version | grep -qx "$name [0-9.]* (protocol 2)" || fail "$name --version"
     usage_error "no command given" "$tool"
     usage_error "unknown command 'frobnicate'" "$tool" frobnicate
     usage_error "unknown option '--frob'" "$tool" list --frob

@@ -7,7 +7,9 @@
 #   make_tree DIR             the standard tree of odd files
 #   loop_mount IMG DIR [opts] mount an image (cleanup registered)
 #   dump_compare A B [--ignore F,...]   two --dump files, record by record
-#   expect_fail PATTERN CMD...          exit status 1 and PATTERN on stderr
+#   expect_fail PATTERN CMD...          exit status 1 (2 usage: see EXPECT_RC) and
+#                                       PATTERN on stderr
+#   expect_incomplete PATTERN CMD...    exit status 3 (done, but not all) and PATTERN
 
 export CLIENTS_DIR=$VB_SRCDIR/tests/clients
 PEER_PY=$CLIENTS_DIR/capture-peer.py
@@ -110,7 +112,8 @@ ignore = set(x for x in sys.argv[3].split(",") if x)
 bad = 0
 if len(a) != len(b):
     print(f"{len(a)} records against {len(b)}")
-    pa, pb = [r["path"] for r in a], [r["path"] for r in b]
+    pa = [r.get("path", r.get("path_hex")) for r in a]
+    pb = [r.get("path", r.get("path_hex")) for r in b]
     print("only in first:", sorted(set(pa) - set(pb))[:10])
     print("only in second:", sorted(set(pb) - set(pa))[:10])
     bad = 1
@@ -153,4 +156,15 @@ expect_fail() {
         fail "stderr of '$*' lacks '$pat'"
     }
     EXPECT_RC=$rc
+}
+
+expect_incomplete() {
+    local pat=$1 rc=0
+    shift
+    "$@" >"$VB_TMP/out" 2>"$VB_TMP/err" || rc=$?
+    [ "$rc" = 3 ] || { cat "$VB_TMP/err" >&2; fail "exit $rc, not 3 (incomplete), from: $*"; }
+    grep -q -- "$pat" "$VB_TMP/err" || {
+        cat "$VB_TMP/err" >&2
+        fail "stderr of '$*' lacks '$pat'"
+    }
 }

@@ -197,12 +197,23 @@ rm "$HOOKS/fsfreeze-hook.d/25-fails"
 log "failing freeze hook: backup stopped, earlier hooks thawed"
 
 # --- stderr on the frozen file system -----------------------------------------------------------
-printf 'x' > "$M/bad-name-$(printf '\xff')"
+# a path longer than the protocol names (65535 bytes): a problem, said while frozen
+python3 - "$M" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for _ in range(262):
+    os.mkdir("d" * 250, dir_fd=fd)
+    nfd = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+EOF
+rc=0
 timeout 20 "$VBACKUP_TOOL" backup "$M" --dump "$VB_TMP/d.json" --assume-disk "$SERIAL" \
-    --dump-freeze-ms 300 2>"$M/vbackup.log" || fail "vbackup with stderr on the frozen fs"
-grep -q "name is not valid UTF-8; skipped" "$M/vbackup.log" ||
+    --dump-freeze-ms 300 2>"$M/vbackup.log" || rc=$?
+[ $rc = 3 ] || { cat "$M/vbackup.log"; fail "vbackup with stderr on the frozen fs: exit $rc"; }
+grep -q "path longer than 65535 bytes; not backed up" "$M/vbackup.log" ||
     { cat "$M/vbackup.log"; fail "the held message was lost"; }
-rm -f "$M"/bad-name-* "$M/vbackup.log"
+rm -rf "$M/$(printf 'd%.0s' $(seq 250))" "$M/vbackup.log"
 log "stderr on the frozen file system: held until the thaw"
 
 # --- with a host (capture peer): view FROZEN ------------------------------------------------------

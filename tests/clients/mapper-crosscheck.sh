@@ -4,9 +4,11 @@
 # The two mappers must agree: the guest tool's FIEMAP walk over a mounted
 # ext4 (`vbackup backup --dump` with --assume-disk) and vbclient's libext2fs
 # walk over the same image unmounted (`vbclient backup --dump --fs-image`)
-# give the same records: paths, types, sizes, modes, owners, link counts,
-# inodes, device numbers, times to the nanosecond, link targets, extents
-# with their physical offsets and flags, and the data of fallback files.
+# give the same records: paths and link targets (as bytes), types, sizes,
+# modes, owners, link counts, inodes, device numbers, times to the
+# nanosecond (after 2262 too), extended attributes of every namespace and
+# POSIX ACLs (in the kernel's format either way), inode flags, extents with
+# their physical offsets and flags, and the data of fallback files.
 # The file systems are mounted with noatime, so even atime agrees.
 #
 # Images: ext4 with 4 KiB blocks (fragmented files, > 8192 extents,
@@ -43,6 +45,40 @@ for i in range(9000):
     os.pwrite(fd, blk, i * 8192)
 os.close(fd)
 EOF
+    # what a file system holds beyond data: extended attributes of every
+    # namespace (binary, empty, a 64 KiB value in an EA inode), POSIX ACLs
+    # (libext2fs converts ext4's on-disk ACL format to the kernel's), inode
+    # flags, a name and a link target that are not UTF-8, a time after 2262
+    python3 - "$m" <<'EOF'
+import fcntl, os, struct, sys
+m = sys.argv[1]
+x = os.path.join(m, "attrs")
+with open(x, "wb") as f:
+    f.write(b"with attributes")
+os.setxattr(x, "user.binary", bytes(range(256)))
+os.setxattr(x, "user.empty", b"")
+os.setxattr(x, "user.large", os.urandom(65536))
+os.setxattr(x, "trusted.t", b"t\0x")
+os.setxattr(x, "security.capability", struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0))
+acl = lambda ents: struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents)
+os.setxattr(x, "system.posix_acl_access",
+            acl([(1, 6, 0xffffffff), (2, 4, 1001), (4, 4, 0xffffffff), (16, 6, 0xffffffff),
+                 (32, 0, 0xffffffff)]))
+d = os.path.join(m, "acl-dir")
+os.mkdir(d)
+os.setxattr(d, "system.posix_acl_default",
+            acl([(1, 7, 0xffffffff), (2, 7, 1003), (4, 5, 0xffffffff), (16, 7, 0xffffffff),
+                 (32, 0, 0xffffffff)]))
+os.setxattr(d, "user.d", b"folder")
+fd = os.open(x, os.O_RDONLY)
+flags = struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0]
+fcntl.ioctl(fd, 0x40086602, struct.pack("i", flags | 0x40 | 0x80))     # d A
+os.close(fd)
+os.symlink(b"\xc3\x28 target", os.path.join(m.encode(), b"\xff\xfe-link"))
+os.setxattr(os.path.join(m.encode(), b"\xff\xfe-link"), "trusted.l", b"on a symlink",
+            follow_symlinks=False)
+os.utime(os.path.join(m, "attrs"), ns=(10413792000 * 10**9 + 1, 10413792000 * 10**9 + 5 * 10**8))
+EOF
     # times with nanoseconds, before 1970 and after 2038 (epoch bits); in UTC,
     # as check_dump_shape expects them, whatever the time zone
     touch -d '2001-02-03 04:05:06.123456789 UTC' "$m/prealloc"
@@ -66,7 +102,7 @@ check_dump_shape() {
     local d=$1 p=$2
     python3 - "$d" "$p" <<'EOF' || fail "unexpected records in $1"
 import json, sys
-recs = {r["path"]: r for r in map(json.loads, open(sys.argv[1]))}
+recs = {r.get("path", r.get("path_hex")): r for r in map(json.loads, open(sys.argv[1]))}
 p = sys.argv[2]
 def r(name): return recs[p + name]
 assert r("/falloc")["data"] == "extents" and any(e[3] == 1 for e in r("/falloc")["extents"]), "unwritten"
@@ -84,13 +120,22 @@ assert r("/prealloc")["mtime_ns"] == 981173106123456789
 from calendar import timegm
 assert r("/falloc")["mtime_ns"] == timegm((1960, 6, 1, 12, 0, 0)) * 10**9 + 5 * 10**8
 assert r("/fast-link")["mtime_ns"] == timegm((2200, 1, 1, 0, 0, 0)) * 10**9 + 25 * 10**7
+a = r("/attrs")
+assert a["mtime_sec"] == 10413792000 and a["mtime_nsec"] == 5 * 10**8 and "mtime_ns" not in a
+assert set(a["xattrs"]) == {"user.binary", "user.empty", "user.large", "trusted.t",
+                            "security.capability", "system.posix_acl_access"}, a["xattrs"]
+assert len(a["xattrs"]["user.large"]) == 2 * 65536 and a["fsflags"] & 0xc0 == 0xc0
+assert "system.posix_acl_default" in r("/acl-dir")["xattrs"]
+links = [x for x in recs.values() if x.get("path_hex", "").endswith("fffe2d6c696e6b")]
+assert links and links[0]["link_hex"] == "c328207461726765" + "74" and \
+    "trusted.l" in links[0]["xattrs"], links
 EOF
 }
 
 # --- ext4, 4 KiB blocks -----------------------------------------------------
 make_tree "$VB_TMP/src"
 truncate -s 512M "$VB_TMP/fs.img"
-mkfs.ext4 -q -b 4096 -d "$VB_TMP/src" "$VB_TMP/fs.img"
+mkfs.ext4 -q -b 4096 -O ea_inode -d "$VB_TMP/src" "$VB_TMP/fs.img"
 loop_mount "$VB_TMP/fs.img" "$M" noatime
 runtime_files "$M"
 sync

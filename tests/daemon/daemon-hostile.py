@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A hostile guest on its real socket: truncated and oversized frames, bad
-magic and version, lying lengths, extents outside the disk or overflowing,
-a disk of another VM, another VM's job and snapshot, bad paths, absurd
-counts, floods.  Each gets the right status and a message that says what
+magic and version (an older peer), lying lengths, extents outside the disk
+or overflowing, a disk of another VM, another VM's job and snapshot, bad
+paths, extended attributes of namespaces not kept, out of order, too large
+or lying, impossible times and flags, problems reports that lie, absurd
+counts, floods.  Names that are not UTF-8 are taken (names are bytes).  Each gets the right status and a message that says what
 was wrong; vbackupd stays up; a backup by another VM running at the same
 moment completes and restores byte for byte.  (Under the ASan build too.)"""
 import os
@@ -86,6 +88,11 @@ with workdir() as w:
     # ---- framing ---------------------------------------------------------------
     expect_close(sock, vp.frame(1, b"x" * 8, magic=0xDEADBEEF), "BAD_FRAME", "bad magic")
     expect_close(sock, vp.frame(1, b"", version=9), "BAD_VERSION", "version 9")
+    # a peer of protocol version 1 (vbackup and vbackupd ship together): a clear error
+    expect_close(sock, vp.frame(1, b"", version=1), "BAD_VERSION",
+                 "protocol version 1 is not supported (this host speaks 2)")
+    expect(c, "HELLO", struct.pack("<II32s", 1, 1, b"old"), "BAD_VERSION",
+           "no common protocol version (client 1..1, host 2)")
     expect_close(sock, vp.frame(1, b"", length=(1 << 20) + 1), "BAD_FRAME", "larger than")
     expect_close(sock, vp.frame(1, b"", length=0xFFFFFFFF), "BAD_FRAME", "larger than")
     expect_close(sock, vp.HDR.pack(vp.MAGIC, 1, 1, 7, 0, 0, 0, 0)[:13])        # truncated header
@@ -107,7 +114,9 @@ with workdir() as w:
     expect(c, "BACKUP_BEGIN", bp("archive", ["e0"], ["../etc"]), "BAD_PATH", "'.' or '..'")
     expect(c, "BACKUP_BEGIN", bp("archive", ["e0"], ["/etc"]), "BAD_PATH", "starts with '/'")
     expect(c, "BACKUP_BEGIN", bp("archive", ["e0"], [b"a\0b"]), "BAD_PATH", "NUL byte")
-    expect(c, "BACKUP_BEGIN", bp("archive", ["e0"], [b"\xff\xfe"]), "BAD_PATH", "UTF-8")
+    # a root that is not UTF-8 is a root (names are bytes): taken, then cancelled
+    bj, _ = c.begin("archive", ["e0"], [b"\xff\xfe"])
+    c.cancel(bj)
     expect(c, "BACKUP_BEGIN", bp("archive", ["e0"], ["a//b"]), "BAD_PATH", "empty path component")
     expect(c, "BACKUP_BEGIN", bp("archive", ["e0"], ["x" * 300]), "BAD_PATH", "longer than 255")
     expect(c, "BACKUP_BEGIN", bp("archive", ["e0"] * 2, ["data"]), "BAD_REQUEST", "named twice")
@@ -138,7 +147,34 @@ with workdir() as w:
            "BAD_REQUEST", "disk index 3")
     expect(c, "BACKUP_FILES", F([R("../x", **reg)]), "BAD_PATH", "'.' or '..'")
     expect(c, "BACKUP_FILES", F([R("/etc/shadow", **reg)]), "BAD_PATH", "starts with '/'")
-    expect(c, "BACKUP_FILES", F([R(b"a\xc3", **reg)]), "BAD_PATH", "UTF-8")
+    expect(c, "BACKUP_FILES", F([R(b"a\0b", **reg)]), "BAD_PATH", "NUL byte")
+    # extended attributes, times, flags
+    X = vp.XATTR.pack
+    expect(c, "BACKUP_FILES", F([R("data/x", xattrs={"system.nfs4_acl": b"x"})]), "BAD_REQUEST",
+           "namespace")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattr_raw=X(1, 6, 0) + b"user.bx" + X(1, 6, 0) +
+                                   b"user.ay", n_xattrs=2)]), "BAD_REQUEST", "ascending")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattr_raw=X(1, 6, 0) + b"user.ax" + X(1, 6, 0) +
+                                   b"user.ax", n_xattrs=2)]), "BAD_REQUEST", "ascending")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattr_raw=X(1, 6, 0) + b"user.ax", n_xattrs=3)]),
+           "BAD_REQUEST", "extended attributes")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattr_raw=X(5000, 6, 0) + b"user.ax", n_xattrs=1)]),
+           "BAD_REQUEST", "truncated")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattrs={"user.big": b"v" * 65537})]), "BAD_REQUEST",
+           "64 KiB")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattrs={f"user.{i:03}": b"v" * 65536
+                                                     for i in range(13)})]),
+           "TOO_LARGE", "768 KiB")
+    expect(c, "BACKUP_FILES", F([R("data/x", mtime=(0, 10**9))]), "BAD_REQUEST", "nanoseconds")
+    expect(c, "BACKUP_FILES", F([R("data/x", fsflags=0x80000)]), "BAD_REQUEST", "inode flags")
+    expect(c, "BACKUP_FILES", F([R("data/x", flags=vp.RF_PREALLOC)]), "BAD_REQUEST",
+           "record flags")
+    expect(c, "BACKUP_FILES", F([R("data/x", data=vp.FD_FALLBACK, size=9,
+                                   extents=[(0, 4096, 4096, 0)])]), "BAD_REQUEST",
+           "only unwritten")
+    expect(c, "BACKUP_FILES", F([R("data/x", xattrs={"user.a": "b"}, type="symlink", link="t"),
+                                 R("data/x", data=vp.FD_MORE, xattrs={"user.a": "b"})]),
+           "BAD_REQUEST", "more extents with")
     expect(c, "BACKUP_FILES", F([R("data/d", type="dir", data=vp.FD_EXTENTS)]), "BAD_REQUEST",
            "only regular files carry data")
     expect(c, "BACKUP_FILES", F([R("data/l", type="symlink")]), "BAD_REQUEST", "symlink target")
@@ -170,6 +206,22 @@ with workdir() as w:
     expect(c, "BACKUP_SEAL", struct.pack("<Q", job), "BAD_STATE", "lacks fallback data")
     c.data(job, 1, 0, b"0123456789", True)
     expect(c, "BACKUP_DATA", D(1, 10, b""), "BAD_STATE", "already complete")
+    # names and link targets that are not UTF-8 are names: taken
+    c.files(job, [R(b"data/\xff\xfe name", type="symlink", link=b"\xc3\x28",
+                    xattrs={"trusted.t": b"\0"})])
+
+    # ---- PROBLEMS ------------------------------------------------------------------
+    P = lambda items, j=job: vp.problems_payload(j, items)                # noqa: E731
+    expect(c, "BACKUP_PROBLEMS", P([("data/x", "a\nforged line")]), "BAD_REQUEST", "control")
+    expect(c, "BACKUP_PROBLEMS", P([("../x", "why")]), "BAD_PATH", "'.' or '..'")
+    expect(c, "BACKUP_PROBLEMS", P([("x", b"\xff")]), "BAD_REQUEST", "printable ASCII")
+    expect(c, "BACKUP_PROBLEMS", P([("x", "CSI \u009b2J")]), "BAD_REQUEST", "printable ASCII")
+    expect(c, "BACKUP_PROBLEMS", P([("x", "r" * 513)]), "BAD_REQUEST", "printable ASCII")
+    expect(c, "BACKUP_PROBLEMS", struct.pack("<QII", job, 3000, 0) + b"\0" * 8, "BAD_REQUEST",
+           "cannot fit")
+    expect(c, "BACKUP_PROBLEMS", P([("x", "why")]) + b"junk", "BAD_REQUEST", "after the last")
+    c.problems(job, [("data/\xff", "cannot read: Permission denied")])
+    check(c.status(job)[0]["incomplete"], "a job with problems is not marked incomplete")
 
     # ---- other VM's things, unknown jobs, tiny replies ----------------------------
     good_jobs = wait_for(lambda: [j["id"] for j in d.ctl_json("jobs") if j["vm"] == "good"],
@@ -179,6 +231,8 @@ with workdir() as w:
     expect(c, "CANCEL", gj, "NO_JOB", "no job")
     expect(c, "BACKUP_SEAL", gj, "NO_JOB", "no job")
     expect(c, "BACKUP_FILES", vp.files_payload(good_jobs[0], [R("x")]), "NO_JOB", "no job")
+    expect(c, "BACKUP_PROBLEMS", vp.problems_payload(good_jobs[0], [("x", "y")]), "NO_JOB",
+           "no job")
     expect(c, "RESTORE_BEGIN", struct.pack("<HHHH", 7, 8, 0, 0) + b"archive" + b"good/x:1",
            "NOT_FOUND", "not found for VM evil")
     expect(c, "STATUS", struct.pack("<Q", job), "REPLY_TOO_SMALL", "", reply_max=40)

@@ -350,7 +350,8 @@ def restore(conn, target, snapshot, dest, paths=()):
                     check(o == off, "RESTORE_READ answered another offset")
                     if flags & vp.RD_EOF:
                         break
-                    if flags & vp.RD_HOLE:
+                    if flags & (vp.RD_HOLE | vp.RD_ZERO | vp.RD_UNWRITTEN):
+                        # a hole, written zeros or preallocated space: zeros
                         check(ln > 0, "empty hole")
                         off += ln
                         continue

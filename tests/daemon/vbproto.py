@@ -14,13 +14,14 @@ import stat
 import struct
 
 MAGIC = 0x314B4256
-VERSION = 1
+VERSION = 2
 HDR = struct.Struct("<IHHQIIiI")   # magic version type tag len reply_max status flags
 REPLY = 0x8000
 MAX_PAYLOAD = 1 << 20
 
 OP = dict(HELLO=1, BACKUP_BEGIN=2, BACKUP_FILES=3, BACKUP_DATA=4, BACKUP_SEAL=5, STATUS=6,
-          CANCEL=7, LIST=8, RESTORE_BEGIN=9, RESTORE_LIST=10, RESTORE_READ=11, RESTORE_END=12)
+          CANCEL=7, LIST=8, RESTORE_BEGIN=9, RESTORE_LIST=10, RESTORE_READ=11, RESTORE_END=12,
+          BACKUP_PROBLEMS=13)
 S = dict(OK=0, UNAVAILABLE=1, BAD_FRAME=2, BAD_VERSION=3, BAD_REQUEST=4, UNKNOWN_TARGET=5,
          NOT_FOUND=6, NOT_OWNED=7, OUT_OF_RANGE=8, BAD_PATH=9, TOO_LARGE=10, BUSY=11,
          SHUTTING_DOWN=12, NO_JOB=13, JOB_FAILED=14, IO=15, NO_SPACE=16, CANCELLED=17,
@@ -34,16 +35,45 @@ EXT_UNWRITTEN = 1
 DATA_LAST = 1
 JOB_STATE = {1: "collecting", 2: "queued", 3: "deferred", 4: "running", 5: "done",
              6: "failed", 7: "cancelled", 8: "restoring"}
-FLAG_READ_DONE = 1
+FLAG_READ_DONE, FLAG_INCOMPLETE = 1, 2
+SNAP_INCOMPLETE = 1
 VIEW_FROZEN, VIEW_SNAPSHOT = 1, 2
-RD_HOLE, RD_EOF = 1, 2
+RD_HOLE, RD_EOF, RD_ZERO, RD_UNWRITTEN = 1, 2, 4, 8
+RF_PREALLOC = 1
 NO_LINK = (1 << 64) - 1
+FSFL_MASK = 0x6283C0FF
 
-FILE_REC = struct.Struct("<BBHIIIIIHHIQQqqq")   # 72 bytes
+# type data disk mode uid gid nlink n_extents path_len link_len rdev size ino
+# mtime(sec nsec res) ctime(...) atime(...) fsflags projid flags n_xattrs res xattr_len res2
+FILE_REC = struct.Struct("<BBHIIIIIHHIQQqIIqIIqIIIIIHHII")   # 120 bytes
+XATTR = struct.Struct("<IHH")
 EXTENT = struct.Struct("<QQQII")
 JOB_STATUS = struct.Struct("<QIIBBHHHQQQQQQqq")
 SNAP_INFO = struct.Struct("<qQQBBHHH")
-assert FILE_REC.size == 72 and EXTENT.size == 32 and JOB_STATUS.size == 88 and SNAP_INFO.size == 32
+assert FILE_REC.size == 120 and EXTENT.size == 32 and JOB_STATUS.size == 88 and \
+    SNAP_INFO.size == 32 and XATTR.size == 8
+
+
+def split_ns(ns):
+    """Seconds and nanoseconds of a time in ns (floor: -1.5 s is -2 s + 0.5 s)."""
+    return ns // 10**9, ns % 10**9
+
+
+def xattrs_section(xattrs):
+    """The wire section of {name: value} (bytes or str), names ascending."""
+    items = sorted((k.encode() if isinstance(k, str) else k,
+                    v.encode() if isinstance(v, str) else v) for k, v in xattrs.items())
+    return b"".join(XATTR.pack(len(v), len(k), 0) + k + v for k, v in items), len(items)
+
+
+def parse_xattrs(b, n):
+    out, off = {}, 0
+    for _ in range(n):
+        vl, nl, _ = XATTR.unpack_from(b, off)
+        off += XATTR.size
+        out[b[off:off + nl].decode(errors="surrogateescape")] = b[off + nl:off + nl + vl]
+        off += nl + vl
+    return out
 
 
 class Error(Exception):
@@ -116,7 +146,7 @@ class Conn:
 
     # ---- operations ----
     def hello(self):
-        _, b = self.call("HELLO", struct.pack("<II32s", 1, 1, b"vbproto.py"))
+        _, b = self.call("HELLO", struct.pack("<II32s", VERSION, VERSION, b"vbproto.py"))
         version, maxp, maxf, feat, vm, daemon = struct.unpack("<IIII64s32s", b)
         return dict(version=version, max_payload=maxp, max_files=maxf, features=feat,
                     vm=vm.rstrip(b"\0").decode(), daemon=daemon.rstrip(b"\0").decode())
@@ -150,6 +180,7 @@ class Conn:
             snap = b[off:off + f[6]].decode()
             off += f[6]
             out.append(dict(job=f[0], state=JOB_STATE.get(f[1], f[1]), flags=f[2], kind=f[3],
+                            incomplete=bool(f[2] & FLAG_INCOMPLETE),
                             mode=f[4], reason=reason, snapshot=snap, bytes_done=f[8],
                             bytes_total=f[9], files_done=f[10], files_total=f[11],
                             bytes_new=f[12], bytes_reused=f[13]))
@@ -171,7 +202,7 @@ class Conn:
             roots = b[off:off + f[6]].decode().split("\n") if f[6] else []
             off += f[6]
             out.append(dict(created_ns=f[0], files=f[1], bytes=f[2], kind=f[3], mode=f[4],
-                            id=sid, roots=roots))
+                            id=sid, roots=roots, incomplete=bool(f[7] & SNAP_INCOMPLETE)))
         return total, out
 
     def wait_job(self, job, timeout=120):
@@ -201,14 +232,26 @@ class Conn:
         for _ in range(count):
             r = FILE_REC.unpack_from(b, off)
             off += FILE_REC.size
-            path = b[off:off + r[8]].decode()
+            path = b[off:off + r[8]].decode(errors="surrogateescape")
+            path_bytes = b[off:off + r[8]]
             off += r[8]
             link = b[off:off + r[9]]
             off += r[9]
+            xl = r[27]
+            xattrs = parse_xattrs(b[off:off + xl], r[25])
+            off += xl
             out.append(dict(type=r[0], mode=r[3], uid=r[4], gid=r[5], nlink=r[6], rdev=r[10],
-                            size=r[11], link_index=r[12], mtime_ns=r[13], ctime_ns=r[14],
-                            atime_ns=r[15], path=path, link=link))
+                            size=r[11], link_index=r[12],
+                            mtime_ns=r[13] * 10**9 + r[14], ctime_ns=r[16] * 10**9 + r[17],
+                            atime_ns=r[19] * 10**9 + r[20], mtime=(r[13], r[14]),
+                            ctime=(r[16], r[17]), atime=(r[19], r[20]), fsflags=r[22],
+                            projid=r[23], flags=r[24], xattrs=xattrs, path=path,
+                            path_bytes=path_bytes, link=link))
         return out
+
+    def problems(self, job, items):
+        """BACKUP_PROBLEMS: items are (path, reason)."""
+        return self.call("BACKUP_PROBLEMS", problems_payload(job, items))
 
     def restore_read(self, job, entry, offset, length, reply_max=0):
         _, b = self.call("RESTORE_READ", struct.pack("<QQQII", job, entry, offset, length, 0),
@@ -230,17 +273,39 @@ def begin_payload(target, serials, roots, kind=KIND_FILES, mode="full"):
 
 
 def record(path, type="reg", data=FD_NONE, size=0, mode=0o644, uid=0, gid=0, nlink=1, ino=0,
-           mtime_ns=0, ctime_ns=0, atime_ns=0, rdev=0, disk=0, link=b"", extents=()):
+           mtime_ns=0, ctime_ns=0, atime_ns=0, rdev=0, disk=0, link=b"", extents=(),
+           mtime=None, ctime=None, atime=None, fsflags=0, projid=0, flags=0, xattrs=None,
+           xattr_raw=None, n_xattrs=None):
+    """One BACKUP_FILES record.  Times as ns, or as (sec, nsec) with mtime= etc.
+    xattrs: {name: value}; xattr_raw/n_xattrs: a section as given (hostile tests)."""
     if isinstance(path, str):
         path = path.encode()
     if isinstance(link, str):
         link = link.encode()
     t = FT[type] if isinstance(type, str) else type
+    mt = mtime if mtime is not None else split_ns(mtime_ns)
+    ct = ctime if ctime is not None else split_ns(ctime_ns)
+    at = atime if atime is not None else split_ns(atime_ns)
+    if xattr_raw is not None:
+        xs, nx = xattr_raw, n_xattrs or 0
+    else:
+        xs, nx = xattrs_section(xattrs or {})
     r = FILE_REC.pack(t, data, disk, mode, uid, gid, nlink, len(extents), len(path), len(link),
-                      rdev, size, ino, mtime_ns, ctime_ns, atime_ns)
-    return r + path + link + b"".join(EXTENT.pack(*e) if len(e) == 5 else
-                                      EXTENT.pack(e[0], e[1], e[2], e[3] if len(e) > 3 else 0, 0)
-                                      for e in extents)
+                      rdev, size, ino, mt[0], mt[1], 0, ct[0], ct[1], 0, at[0], at[1], 0,
+                      fsflags, projid, flags, nx if n_xattrs is None else n_xattrs, 0, len(xs), 0)
+    return r + path + link + xs + b"".join(EXTENT.pack(*e) if len(e) == 5 else
+                                           EXTENT.pack(e[0], e[1], e[2],
+                                                       e[3] if len(e) > 3 else 0, 0)
+                                           for e in extents)
+
+
+def problems_payload(job, items):
+    p = struct.pack("<QII", job, len(items), 0)
+    for path, reason in items:
+        path = path.encode() if isinstance(path, str) else path
+        reason = reason.encode() if isinstance(reason, str) else reason
+        p += struct.pack("<HH", len(path), len(reason)) + path + reason
+    return p
 
 
 def files_payload(job, records):
@@ -292,7 +357,7 @@ def walk_records(mount, roots, disk_offset=0, fallback=()):
         st = os.lstat(full)
         kw = dict(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, nlink=st.st_nlink,
                   ino=st.st_ino, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
-                  atime_ns=st.st_atime_ns)
+                  atime_ns=st.st_atime_ns, xattrs=read_xattrs(full))
         count[0] += 1
         if stat.S_ISDIR(st.st_mode):
             recs.append(record(rel, "dir", **kw))
@@ -329,6 +394,23 @@ def walk_records(mount, roots, disk_offset=0, fallback=()):
                     p = os.path.join(dirpath, name)
                     add(os.path.relpath(p, mount), p)
     return recs, fb
+
+
+def read_xattrs(path):
+    """The extended attributes a backup keeps, as the guest tool reads them."""
+    out = {}
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return out
+    for n in names:
+        if n.startswith(("user.", "trusted.", "security.")) or \
+                n in ("system.posix_acl_access", "system.posix_acl_default"):
+            try:
+                out[n] = os.getxattr(path, n, follow_symlinks=False)
+            except OSError:
+                pass
+    return out
 
 
 def send_records(conn, job, recs, per_msg=4096, max_bytes=MAX_PAYLOAD - 64):

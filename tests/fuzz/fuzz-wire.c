@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * libFuzzer harness for vbackupd's request parsers (hostd/vbackupd/wire.c):
+ * libFuzzer harness for vbackupd's request parsers (hostd/vbackupd/wire.c)
+ * and the protocol library's record decoder (hostd/lib/protolib.c):
  * everything a guest can send is parsed there.  The first byte picks the
  * parser; the rest is the payload.  Built with clang by run-fuzz.sh.
  */
@@ -26,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *p = malloc(size ? size : 1);
     memcpy(p, data, size);
 
-    switch (sel % 11) {
+    switch (sel % 13) {
     case 0: {
         struct vbd_begin b;
         if (vbd_parse_begin(p, size, &b, msg) == VB_S_OK)
@@ -92,6 +93,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t job;
         vbd_parse_job_ref(p, size, &job, msg);
         vbd_peek_job(p, size, &job, msg);
+        break;
+    }
+    case 11: {
+        struct vbd_problems pr;
+        if (vbd_parse_problems(p, size, &pr, msg) == VB_S_OK)
+            vbd_problems_clear(&pr);
+        break;
+    }
+    case 12: {
+        /* a RESTORE_LIST record as the guest tool checks it */
+        struct vb_rec r;
+        size_t used;
+        char why[160];
+        if (vb_rec_decode(p, size, (sel & 0x80) ? VB_REC_RESTORE : VB_REC_BACKUP, &r, &used,
+                          why, sizeof(why)) == VB_S_OK) {
+            struct vb_xattr_view x;
+            size_t off = 0;
+            while (vb_xattr_next(r.xattrs, r.xattr_len, &off, &x))
+                ;
+        }
         break;
     }
     }

@@ -19,6 +19,15 @@ seeds = {
         R("srv/l", "symlink", link="a"), R("srv/f", data=vp.FD_FALLBACK, size=3)]),
     "files-more": b"\x81" + vp.files_payload(7, [R("a/b", data=vp.FD_MORE,
                                                     extents=[(8192, 0, 4096, 0)])]),
+    "files-v2": b"\1" + vp.files_payload(7, [
+        R(b"srv/\xff\xfe name", "dir", mtime=(-1, 500000000), atime=(13700000000, 1),
+          xattrs={"user.a": b"\0\1", "security.capability": b"\1" * 20,
+                  "system.posix_acl_access": b"\2\0\0\0"}, fsflags=0x10, projid=7),
+        R("srv/p", data=vp.FD_NONE, extents=[(8192, 0, 1 << 20, vp.EXT_UNWRITTEN)]),
+        R("srv/f", data=vp.FD_FALLBACK, size=3, extents=[(4096, 0, 4096, vp.EXT_UNWRITTEN)])]),
+    "problems": b"\x0b" + vp.problems_payload(7, [("srv/x", "cannot read: Permission denied"),
+                                                   (b"\xff", "path longer than 65535 bytes")]),
+    "record-restore": b"\x8c" + R("a/b", xattrs={"trusted.x": b"y"}, flags=vp.RF_PREALLOC),
     "data": b"\2" + struct.pack("<QQQII", 7, 3, 0, 3, 1) + b"abc",
     "list": b"\3" + struct.pack("<IHH", 0, 7, 0) + b"archive",
     "restore-begin": b"\4" + struct.pack("<HHHH", 7, 6, 2, 0) + b"archive" + b"latest" +

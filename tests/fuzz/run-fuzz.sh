@@ -28,8 +28,8 @@ else
 fi
 bin="$OUT/fuzz-wire"
 srcs=("$SRC/tests/fuzz/fuzz-wire.c" "$SRC/hostd/vbackupd/wire.c" "$SRC/hostd/lib/util.c"
-      "$SRC/hostd/lib/escape.c")
-if [ ! -x "$bin" ] || [ -n "$(find "${srcs[@]}" "$SRC/include/vbackup/proto.h" -newer "$bin")" ]; then
+      "$SRC/hostd/lib/escape.c" "$SRC/hostd/lib/protolib.c")
+if [ ! -x "$bin" ] || [ -n "$(find "${srcs[@]}" "$SRC/include/vbackup/"*.h -newer "$bin")" ]; then
     clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         -D_GNU_SOURCE -I"$SRC/include" -I"$SRC/hostd/lib" -I"$SRC/hostd/vbackupd" \
         $(pkg-config --cflags glib-2.0) "${srcs[@]}" $(pkg-config --libs glib-2.0) -o "$bin"

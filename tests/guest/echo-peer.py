@@ -36,9 +36,12 @@ import struct
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../daemon"))
+import vbproto  # noqa: E402  (the protocol's one Python module)
+
 HDR = struct.Struct("<IHHQIIiI")
 MAGIC = 0x314B4256
-VERSION = 1
+VERSION = vbproto.VERSION
 REPLY = 0x8000
 MAX_PAYLOAD = 1 << 20
 S_REPLY_TOO_SMALL = 19

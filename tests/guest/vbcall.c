@@ -918,7 +918,7 @@ static int mode_badframes(int argc, char **argv)
 	h.magic = 0xdeadbeef;
 	bad_frame(fd, "bad magic", &h, VB_HDR_SIZE + 8, 4096, VB_S_BAD_FRAME);
 	h = good;
-	h.version = 2;
+	h.version = VB_PROTO_VERSION + 1;
 	bad_frame(fd, "bad version", &h, VB_HDR_SIZE + 8, 4096, VB_S_BAD_VERSION);
 	h = good;
 	h.len = 100;

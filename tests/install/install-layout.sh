@@ -45,7 +45,7 @@ expect_layout() {
     for f in passthrough merge schedule; do
         [ -f "$root$libdir/vbackup/policies/$f.so" ] || fail "$libdir/vbackup/policies/$f.so is not installed"
     done
-    for f in proto.h policy.h; do
+    for f in frame.h proto.h policy.h; do
         cmp -s "$root$includedir/vbackup/$f" "$VB_SRCDIR/include/vbackup/$f" ||
             fail "$includedir/vbackup/$f is not installed (or differs from the source)"
     done

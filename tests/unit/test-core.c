@@ -255,7 +255,10 @@ static void test_proto_sizes(void)
 {
     /* the wire format is fixed: these sizes are part of the protocol */
     g_assert_cmpuint(sizeof(struct vb_hdr), ==, 32);
-    g_assert_cmpuint(sizeof(struct vb_file_rec), ==, 72);
+    g_assert_cmpuint(sizeof(struct vb_file_rec), ==, 120);
+    g_assert_cmpuint(sizeof(struct vb_time), ==, 16);
+    g_assert_cmpuint(sizeof(struct vb_xattr), ==, 8);
+    g_assert_cmpuint(VB_PROTO_VERSION, ==, 2);
     g_assert_cmpuint(sizeof(struct vb_extent), ==, 32);
     g_assert_cmpuint(VB_PCI_DEVICE_ID, ==, 0x107f);
 }

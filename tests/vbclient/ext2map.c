@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,7 +35,9 @@ struct img {
     size_t path_cap;
     struct vbc_extent *ext;
     size_t n_ext, ext_cap;
-    uint64_t skipped;
+    struct vbc_xattr_in *xin;
+    size_t n_xin, xin_cap;
+    struct vbc_xattrs xs;
 };
 
 struct dfile {
@@ -221,19 +225,29 @@ static uint8_t ftype_of(unsigned mode)
 
 /* The kernel's EXT4_INODE_GET_XTIME: seconds signed 32 bit, extended by the
  * two epoch bits of the extra field, nanoseconds above them. */
-static int64_t xtime(const struct ext2_inode_large *in, size_t isize, uint32_t base,
-                     const uint32_t *extra)
+static struct vb_ts xtime(const struct ext2_inode_large *in, size_t isize, uint32_t base,
+                          const uint32_t *extra)
 {
-    int64_t sec = (int32_t)base, nsec = 0;
+    struct vb_ts t = { (int32_t)base, 0 };
     size_t end = (size_t)((const char *)extra - (const char *)in) + sizeof(*extra);
 
     if (isize > EXT2_GOOD_OLD_INODE_SIZE &&
         end <= EXT2_GOOD_OLD_INODE_SIZE + (size_t)in->i_extra_isize) {
         if (*extra & 3)
-            sec += (int64_t)(*extra & 3) << 32;
-        nsec = *extra >> 2;
+            t.sec += (int64_t)(*extra & 3) << 32;
+        t.nsec = *extra >> 2;
     }
-    return sec * 1000000000 + nsec;
+    return t;
+}
+
+/* A field of the large inode, if this inode has it. */
+static bool has_field(const struct ext2_inode_large *in, size_t isize, const void *field,
+                      size_t size)
+{
+    size_t end = (size_t)((const char *)field - (const char *)in) + size;
+
+    return isize > EXT2_GOOD_OLD_INODE_SIZE &&
+           end <= EXT2_GOOD_OLD_INODE_SIZE + (size_t)in->i_extra_isize;
 }
 
 static int read_inode(struct img *g, ext2_ino_t ino, struct ext2_inode_large *in,
@@ -268,9 +282,15 @@ static void fill(struct img *g, struct vbc_file *f, const struct ext2_inode_larg
     f->ino = ino;
     if (f->type == VB_FT_CHR || f->type == VB_FT_BLK)
         f->rdev = in->i_block[0] ? (in->i_block[0] & 0xffff) : in->i_block[1];
-    f->mtime_ns = xtime(in, isize, in->i_mtime, &in->i_mtime_extra);
-    f->ctime_ns = xtime(in, isize, in->i_ctime, &in->i_ctime_extra);
-    f->atime_ns = xtime(in, isize, in->i_atime, &in->i_atime_extra);
+    f->mtime = xtime(in, isize, in->i_mtime, &in->i_mtime_extra);
+    f->ctime = xtime(in, isize, in->i_ctime, &in->i_ctime_extra);
+    f->atime = xtime(in, isize, in->i_atime, &in->i_atime_extra);
+    /* as FS_IOC_GETFLAGS shows them (only regular files and folders have them) */
+    if (f->type == VB_FT_REG || f->type == VB_FT_DIR) {
+        f->fsflags = in->i_flags & VB_FSFL_MASK;
+        if (has_field(in, isize, &in->i_projid, sizeof(in->i_projid)))
+            f->projid = in->i_projid;
+    }
     f->path = g->path + 1;
     f->path_len = strlen(g->path + 1);
     f->fsid = 1;                 /* one file system */
@@ -366,18 +386,132 @@ static int map_file(struct img *g, ext2_ino_t ino, struct ext2_inode_large *in, 
     return 0;
 }
 
+static int problem(struct img *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Something of the entry at g->path could not be backed up. */
+static int problem(struct img *g, const char *fmt, ...)
+{
+    char reason[VB_MAX_MESSAGE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    return vbc_problem_add(g->o->problems, g->path + 1, strlen(g->path + 1), "%s", reason)
+               ? -ENOMEM : 0;
+}
+
+static int xattr_name_cb(char *name, char *value, size_t value_len, void *data)
+{
+    struct img *g = data;
+
+    (void)value;
+    (void)value_len;
+    if (g->n_xin == g->xin_cap) {
+        size_t nc = g->xin_cap ? g->xin_cap * 2 : 32;
+        struct vbc_xattr_in *nv = realloc(g->xin, nc * sizeof(*nv));
+
+        if (!nv)
+            return XATTR_ABORT;
+        g->xin = nv;
+        g->xin_cap = nc;
+    }
+    g->xin[g->n_xin].name = strdup(name);
+    g->xin[g->n_xin].name_len = strlen(name);
+    g->xin[g->n_xin].value = NULL;
+    g->xin[g->n_xin].value_len = 0;
+    if (!g->xin[g->n_xin].name)
+        return XATTR_ABORT;
+    g->n_xin++;
+    return 0;
+}
+
+/* The extended attributes of inode INO into g->xs, with their values as the
+ * kernel gives them (ACLs in the xattr format, values in EA inodes). */
+static int read_xattrs(struct img *g, ext2_ino_t ino, struct vbc_err *e)
+{
+    struct ext2_xattr_handle *h = NULL;
+    size_t total = 0, keep = 0;
+    errcode_t err;
+    int rc = 0;
+
+    g->xs.len = g->xs.n = 0;
+    g->n_xin = 0;
+    if (!ext2fs_has_feature_xattr(g->fs->super))
+        return 0;
+    if ((err = ext2fs_xattrs_open(g->fs, ino, &h)))
+        return e2err(e, err, "extended attributes of", g->path);
+    if ((err = ext2fs_xattrs_read(h)) || (err = ext2fs_xattrs_iterate(h, xattr_name_cb, g))) {
+        ext2fs_xattrs_close(&h);
+        return e2err(e, err, "extended attributes of", g->path);
+    }
+    for (size_t i = 0; i < g->n_xin; i++) {
+        struct vbc_xattr_in x = g->xin[i];
+        void *v = NULL;
+        size_t vl = 0;
+
+        g->xin[i].name = NULL;
+        if (rc || !strcmp(x.name, "system.data")) {
+            free(x.name);           /* system.data: ext4's inline data, not an attribute */
+            continue;
+        }
+        if (!vb_xattr_name_ok(x.name, x.name_len)) {
+            rc = problem(g, "extended attribute '%.*s' is of a namespace a backup does not "
+                         "keep", (int)(x.name_len > 64 ? 64 : x.name_len), x.name);
+            free(x.name);
+            continue;
+        }
+        if ((err = ext2fs_xattr_get(h, x.name, &v, &vl))) {
+            rc = problem(g, "extended attribute %s not backed up: %s", x.name,
+                         error_message(err));
+            free(x.name);
+            continue;
+        }
+        x.value = malloc(vl ? vl : 1);
+        if (x.value && vl)
+            memcpy(x.value, v, vl);
+        /* ACLs as the kernel gives them (libext2fs leaves 0 in unnamed ids) */
+        if (x.value)
+            vb_acl_canonical(x.name, x.name_len, x.value, vl);
+        x.value_len = vl;
+        ext2fs_free_mem(&v);
+        if (!x.value) {
+            free(x.name);
+            rc = -ENOMEM;
+            continue;
+        }
+        total += vb_xattr_size(x.name_len, vl);
+        g->xin[keep++] = x;
+    }
+    ext2fs_xattrs_close(&h);
+    g->n_xin = keep;
+    if (!rc && total > VB_MAX_XATTR_BYTES)
+        rc = problem(g, "extended attributes of %zu bytes, more than the %u a file may carry; "
+                     "none backed up", total, VB_MAX_XATTR_BYTES);
+    else if (!rc && keep)
+        rc = vbc_xattrs_build(&g->xs, g->xin, keep);
+    for (size_t i = 0; i < keep; i++) {
+        free(g->xin[i].name);
+        free(g->xin[i].value);
+    }
+    g->n_xin = 0;
+    if (!rc && total > VB_MAX_XATTR_BYTES)
+        g->xs.len = g->xs.n = 0;
+    return rc ? vbc_seterr(e, rc, "out of memory") : 0;
+}
+
 static int read_link(struct img *g, ext2_ino_t ino, struct ext2_inode_large *in, char *buf,
                      size_t *len, struct vbc_err *e)
 {
     uint64_t size = in->i_size;
     errcode_t err;
 
-    if (size == 0 || size > VB_MAX_PATH)
+    if (size == 0 || size > VB_MAX_LINK)
         return vbc_seterr(e, -EINVAL, "%s: bad symlink size %llu", g->path,
                           (unsigned long long)size);
     if (in->i_flags & EXT4_INLINE_DATA_FL) {
         size_t sz = 0;
-        char tmp[VB_MAX_PATH + 128];
+        char tmp[VB_MAX_LINK + 128];
 
         if ((err = ext2fs_inline_data_size(g->fs, ino, &sz)) || sz > sizeof(tmp) ||
             (err = ext2fs_inline_data_get(g->fs, ino, (struct ext2_inode *)in, tmp, &sz)))
@@ -481,13 +615,10 @@ static int walk_dir(struct img *g, ext2_ino_t dir, size_t plen, struct vbc_err *
             break;
         if (vbc_excluded(g->o, g->path, l.v[i].name) || is_other_root(g, g->path)) {
             /* skipped */
-        } else if (!vbc_utf8_valid(l.v[i].name, nl) || cl - 1 > VB_MAX_PATH) {
-            char safe[1024];
-
-            vbc_sanitize(safe, sizeof(safe), g->path, cl);
-            vbc_warn("%s: %s; skipped", safe, cl - 1 > VB_MAX_PATH
-                     ? "path longer than 4096 bytes" : "name is not valid UTF-8");
-            g->skipped++;
+        } else if (cl - 1 > VB_MAX_PATH) {
+            rc = problem(g, "path longer than %u bytes; not backed up", VB_MAX_PATH);
+            if (rc)
+                rc = vbc_seterr(e, rc, "out of memory");
         } else {
             rc = visit(g, l.v[i].ino, cl, e);
         }
@@ -499,12 +630,24 @@ static int walk_dir(struct img *g, ext2_ino_t dir, size_t plen, struct vbc_err *
     return rc;
 }
 
+/* Keeps only preallocated space past the size (inside it, the data stream
+ * says it all). */
+static size_t only_prealloc(struct vbc_extent *ext, size_t n, uint64_t size)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if ((ext[i].flags & VB_EXT_UNWRITTEN) && ext[i].logical >= size)
+            ext[o++] = ext[i];
+    return o;
+}
+
 static int visit(struct img *g, ext2_ino_t ino, size_t plen, struct vbc_err *e)
 {
     struct ext2_inode_large in;
     struct vbc_file f;
     struct vbc_fb fb;
-    char link[VB_MAX_PATH + 1];
+    char link[VB_MAX_LINK + 1];
     const char *name = strrchr(g->path, '/') ? strrchr(g->path, '/') + 1 : g->path;
     int rc;
 
@@ -512,32 +655,34 @@ static int visit(struct img *g, ext2_ino_t ino, size_t plen, struct vbc_err *e)
         return rc;
     fill(g, &f, &in, ino);
     memset(&fb, 0, sizeof(fb));
-    if (!f.type) {
-        vbc_warn("%s: unknown file type; skipped", g->path);
-        g->skipped++;
-        return 0;
-    }
+    if (!f.type)
+        return problem(g, "of an unknown file type; not backed up")
+                   ? vbc_seterr(e, -ENOMEM, "out of memory") : 0;
+    if ((rc = read_xattrs(g, ino, e)))
+        return rc;
+    f.xattrs = g->xs.len ? g->xs.buf : NULL;
+    f.xattr_len = g->xs.len;
+    f.n_xattrs = g->xs.n;
     if (f.type == VB_FT_REG) {
         bool ok = false;
 
-        if (f.size == 0) {
+        if (in.i_flags & EXT4_ENCRYPT_FL)
+            return problem(g, "encrypted; not backed up") ? vbc_seterr(e, -ENOMEM, "out of memory")
+                                                          : 0;
+        if ((rc = map_file(g, ino, &in, f.size, &ok, e)))
+            return rc;
+        if (!ok)
+            g->n_ext = 0;
+        if (f.size == 0)
             f.data = VB_FD_NONE;
-        } else if (vbc_force_fallback(g->o, g->path, name)) {
+        else if (!ok || vbc_force_fallback(g->o, g->path, name))
             f.data = VB_FD_FALLBACK;
-        } else {
-            if ((rc = map_file(g, ino, &in, f.size, &ok, e)))
-                return rc;
-            if (in.i_flags & EXT4_ENCRYPT_FL) {
-                vbc_warn("%s: encrypted; skipped", g->path);
-                g->skipped++;
-                return 0;
-            }
-            f.data = ok ? VB_FD_EXTENTS : VB_FD_FALLBACK;
-            if (ok) {
-                f.ext = g->ext;
-                f.n_ext = g->n_ext;
-            }
-        }
+        else
+            f.data = VB_FD_EXTENTS;
+        if (f.data != VB_FD_EXTENTS)
+            g->n_ext = only_prealloc(g->ext, g->n_ext, f.size);
+        f.ext = g->n_ext ? g->ext : NULL;
+        f.n_ext = g->n_ext;
         if (f.data == VB_FD_FALLBACK) {
             fb.size = f.size;
             fb.ino = ino;
@@ -577,8 +722,6 @@ static int img_walk(void *s, int (*emit)(void *, const struct vbc_file *, const 
             return rc;
         rc = visit(g, g->roots[i].ino, l, e);
     }
-    if (!rc && g->skipped)
-        vbc_warn("%llu entries skipped (see above)", (unsigned long long)g->skipped);
     return rc;
 }
 
@@ -650,5 +793,7 @@ void vbc_image_free(void *s)
     free(g->mnt);
     free(g->path);
     free(g->ext);
+    free(g->xin);
+    free(g->xs.buf);
     free(g);
 }
