@@ -197,7 +197,7 @@ static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_write *
         if (j->mode == VB_MODE_DIFFERENTIAL && (!mode || strcmp(mode, "full")))
             continue;
         if (vb_files_catalog(j->target->repo, s, &jp->parent_cat, &e) == 0) {
-            jp->cat_mem = jp->parent_cat->len + sizeof(*jp->parent_cat);
+            jp->cat_mem = vb_cat_footprint(jp->parent_cat);
             if (jp->cat_mem > jp->room / 2) {
                 note(jp, "the catalog of parent %s (%llu bytes) would take more than half "
                      "of what the VM may still hold: backing up in full", s->id,

@@ -20,6 +20,9 @@
 /* what an entry costs besides its path, link and extents: the entry, the
  * path's key in the job's table, allocation overhead */
 #define ENTRY_COST (sizeof(struct vbd_entry) + 64)
+/* a kept problem: its JSON object and strings, besides the escaped path and reason */
+#define PROBLEM_COST 256u
+#define PROBLEM_PATH ((size_t)4096)     /* bytes of a problem's path that are kept */
 
 const char *vbd_state_name(int state)
 {
@@ -530,7 +533,8 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             ext += f.recs[i].r.n_extents;
             bytes += (uint64_t)f.recs[i].r.n_extents * sizeof(struct vb_extent);
             if (f.recs[i].r.data != VB_FD_MORE)
-                bytes += ENTRY_COST + f.recs[i].r.path_len + f.recs[i].r.link_len;
+                bytes += ENTRY_COST + f.recs[i].r.path_len + f.recs[i].r.link_len +
+                         f.recs[i].r.xattr_len;     /* kept as sent (en.xattrs) */
         }
         if (j->n_extents + ext > j->d->cfg->max_extents_per_job) {
             vbd_files_clear(&f);
@@ -655,21 +659,42 @@ static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const ui
                       (unsigned long long)pr.job);
         return;
     }
-    if (!j->problems)
-        j->problems = json_object_new_array();
-    for (uint32_t i = 0; i < pr.n; i++) {
-        const struct vbd_problem *x = &pr.items[i];
+    /* the kept ones (the paths escaped) are counted against the VM before
+     * anything is kept */
+    {
+        size_t kept = j->problems ? json_object_array_length(j->problems) : 0;
+        uint32_t n_keep = (uint32_t)VB_MIN((size_t)pr.n, VBD_PROBLEMS_KEPT - VB_MIN(kept,
+                                                                        VBD_PROBLEMS_KEPT));
+        g_autofree char **paths = g_new0(char *, n_keep + 1);
+        uint64_t bytes = 0;
 
-        if (json_object_array_length(j->problems) < VBD_PROBLEMS_KEPT) {
+        for (uint32_t i = 0; i < n_keep; i++) {
+            paths[i] = vb_escape(pr.items[i].path, VB_MIN(pr.items[i].path_len, PROBLEM_PATH));
+            bytes += PROBLEM_COST + strlen(paths[i]) + pr.items[i].reason_len;
+        }
+        if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
+            char what[96];
+            for (uint32_t i = 0; i < n_keep; i++)
+                g_free(paths[i]);
+            vbd_problems_clear(&pr);
+            snprintf(what, sizeof(what), "the problems of job %llu", (unsigned long long)j->id);
+            vbd_mem_fail(j, what);
+            vbd_reply_err(c, h, VB_S_TOO_LARGE, "%s", j->reason);
+            return;
+        }
+        if (n_keep && !j->problems)
+            j->problems = json_object_new_array();
+        for (uint32_t i = 0; i < n_keep; i++) {
+            const struct vbd_problem *x = &pr.items[i];
             json_object *o = json_object_new_object();
-            g_autofree char *path = vb_escape(x->path, VB_MIN(x->path_len, (size_t)4096));
 
-            json_object_object_add(o, "path", json_object_new_string(path));
+            json_object_object_add(o, "path", json_object_new_string(paths[i]));
             json_object_object_add(o, "reason",
                                    json_object_new_string_len(x->reason, (int)x->reason_len));
             json_object_array_add(j->problems, o);
+            g_free(paths[i]);
         }
-        j->n_problems++;
+        j->n_problems += pr.n;
     }
     j->flags |= VB_JOB_FLAG_INCOMPLETE;
     vbd_problems_clear(&pr);

@@ -251,7 +251,7 @@ static void open_done(struct vbd_task *task)
         vbd_req_answer_err(ot->req, ot->st, "%s", j->reason);
         goto out;
     }
-    if (vbd_mem_take(j, VBD_MEM_CATALOG, ot->cat->len + sizeof(*ot->cat) +
+    if (vbd_mem_take(j, VBD_MEM_CATALOG, vb_cat_footprint(ot->cat) +
                      (uint64_t)ot->sel->len * sizeof(uint64_t))) {
         char what[VB_MAX_SNAPSHOT_ID + 64];
         snprintf(what, sizeof(what), "the catalog of snapshot %s", ot->snap->id);

@@ -15,7 +15,9 @@ host spend"):
    max_extents_per_job with a clear error;
 5. a client that sends 2000 reads of 1 MiB and does not read the replies is
    throttled: the daemon's RSS does not grow; every reply comes once it reads;
-6. a plan larger than the VM's memory limit fails its job and says why;
+6. a plan larger than the VM's memory limit fails its job and says why; so do
+   extended attributes (768 KiB per entry), long paths and the problems a
+   guest reports, each counted against the VM's memory;
 7. an idle job and a shutdown with fallback windows half full let go of them
    (the ASan build finds no leak at exit).
 Each time, the other VM's backup still works."""
@@ -256,6 +258,51 @@ with workdir() as w:
     check(st["state"] == "failed" and "memory" in st["reason"], f"the oversized plan: {st}")
     log(f"oversized plan: {st['reason']}")
     wait_released(d2, "evil", "a job whose plan was too large")
+
+    check(d2.stop() == 0, "vbackupd exit status")
+
+    # ---- 6b. attributes, long paths and problems count against the VM's memory -----------
+    # each record: a path of 63 KiB and 768 KiB of extended attributes (the protocol's
+    # most per entry), one per message: 16 MiB of them is about 20 records
+    d2 = Daemon(w, {"evil": {"e0": evil_disk}}, name="d2b", batch_seconds=0.1,
+                extra={"vm_memory": "16M"}).start()
+    c = d2.conn("evil")
+    xattrs = {f"user.a{k:02d}": bytes([k]) * 65000 for k in range(12)}
+    deep = "data/" + ("x" * 250 + "/") * 250
+    job = begin(c)
+    c.files(job, [vp.record("data", "dir")])
+    refused = None
+    for i in range(64):
+        st, body = c.files(job, [vp.record(f"{deep}f{i:04d}", "reg", xattrs=xattrs)],
+                           check=False)
+        if st:
+            refused = (i, st, body.decode(errors="replace"))
+            break
+    check(refused, "64 records of 768 KiB of attributes and 63 KiB paths taken by a VM "
+          "whose memory limit is 16 MiB")
+    log(f"attributes refused after {refused[0]} records: {vp.SNAME.get(refused[1])} "
+        f"{refused[2]}")
+    check(refused[1] == vp.S["TOO_LARGE"] and "memory" in refused[2] and 10 < refused[0] < 25,
+          f"the refusal: {refused}")
+    wait_released(d2, "evil", "a job over the memory limit with attributes")
+    # problems: the first 1000 are kept, each path escaped (4 bytes for each control
+    # byte): 16 KiB each, after 8 MiB of attributes
+    job = begin(c)
+    c.files(job, [vp.record("data", "dir")])
+    for i in range(10):
+        c.files(job, [vp.record(f"{deep}f{i:04d}", "reg", xattrs=xattrs)])
+    refused = None
+    for i in range(16):
+        items = [(b"data/" + (bytes([1 + k % 30]) * 250 + b"/") * 16 + b"%d-%d" % (i, k),
+                  "unreadable") for k in range(64)]
+        st, body = c.call("BACKUP_PROBLEMS", vp.problems_payload(job, items), check=False)
+        if st:
+            refused = (i, st, body.decode(errors="replace"))
+            break
+    check(refused, "1000 problems of 16 KiB each kept by a VM whose memory limit is 16 MiB")
+    log(f"problems refused after {refused[0] * 64}: {vp.SNAME.get(refused[1])} {refused[2]}")
+    check(refused[1] == vp.S["TOO_LARGE"] and "memory" in refused[2], f"the refusal: {refused}")
+    wait_released(d2, "evil", "a job over the memory limit with problems")
     check(d2.stop() == 0, "vbackupd exit status")
 
     # ---- 7. idle timeout, and a shutdown with half-full windows --------------------------
