@@ -14,6 +14,19 @@
 
 #define INDEX_MAX (64u << 20)
 
+/* fsync a folder of the repository (rel: relative to it). */
+static int fsync_at(struct vb_repo *r, const char *rel, vb_error *e)
+{
+    int fd = openat(r->dirfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+    if (fd < 0)
+        return vb_seterr(e, -errno, "open %s/%s: %s", r->path, rel, strerror(errno));
+    if (fsync(fd) < 0)
+        ret = vb_seterr(e, -errno, "fsync %s/%s: %s", r->path, rel, strerror(errno));
+    close(fd);
+    return ret;
+}
+
 const char *vb_snap_type_name(enum vb_snap_type t)
 {
     return t == VB_SNAP_DISK ? "disk" : t == VB_SNAP_FILES ? "files" : "?";
@@ -410,6 +423,10 @@ int vb_snap_delete(struct vb_repo *r, const char *id, vb_error *e)
     if (renameat(r->dirfd, rel, r->dirfd, tmp) < 0)
         return vb_seterr(e, -errno, "delete snapshot %s: %s", id,
                          errno == ENOENT ? "not found" : strerror(errno));
+    /* gone from sight, for good once the VM's folder is on disk (should this
+     * fsync fail, a power cut could bring the complete snapshot back) */
+    snprintf(rel, sizeof(rel), "snapshots/%.*s", (int)(strchr(id, '/') - id), id);
+    fsync_at(r, rel, NULL);
     ret = vb_rm_rf_at(r->dirfd, tmp);
     if (ret)
         return vb_seterr(e, ret, "remove %s/%s: %s", r->path, tmp, strerror(-ret));
@@ -464,8 +481,9 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
 {
     char t[48], id[160], final[PATH_MAX], parent[PATH_MAX];
     const char *s;
-    int ret, fd;
+    int ret;
 
+    snprintf(parent, sizeof(parent), "snapshots/%s", w->vm);
     vb_fmt_time(w->created_ns, t, sizeof(t));
     json_object_object_add(index, "format", json_object_new_int(1));
     json_object_object_add(index, "vm", json_object_new_string(w->vm));
@@ -487,11 +505,13 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
         ret = vb_snap_write_file(w, "index.json", s, strlen(s), NULL, e);
         if (ret)
             return ret;
-        fd = openat(w->r->dirfd, w->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
-        }
+        /* the folder's entries, and the folder in snapshots/<vm>/: durable
+         * before the commit point, and any failure fails the commit */
+        ret = fsync_at(w->r, w->tmpdir, e);
+        if (!ret)
+            ret = fsync_at(w->r, parent, e);
+        if (ret)
+            return ret;
         snprintf(final, sizeof(final), "snapshots/%s", id);
         /* the commit point; an abort that came first wins (w->gate serializes them) */
         if (w->gate)
@@ -506,12 +526,18 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
         if (w->gate)
             g_mutex_unlock(w->gate);
         if (ret == 0) {
-            snprintf(parent, sizeof(parent), "%s/snapshots/%s", w->r->path, w->vm);
-            ret = vb_fsync_dir(parent);
-            if (ret)
-                return vb_seterr(e, ret, "fsync %s: %s", parent, strerror(-ret));
+            /* The snapshot exists: nothing after this point fails the commit.
+             * This fsync makes the rename durable; should it fail, the rename
+             * reaches the disk with the file system's next sync, and only a
+             * power cut before that can take it back (its chunks and files
+             * are durable already).  Said, not failed. */
+            vb_error fe = { 0 };
             w->open = false;
             *id_out = strdup(id);
+            if (fsync_at(w->r, parent, &fe))
+                snprintf(w->warning, sizeof(w->warning), "snapshot %s is committed, but %s; "
+                         "until the file system syncs, a power cut could undo the commit",
+                         id, vb_strerror(&fe));
             return 0;
         }
         if (ret != -EEXIST && ret != -ENOTEMPTY)
