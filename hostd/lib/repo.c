@@ -86,6 +86,21 @@ static int take_lock(struct vb_repo *r, int fd, enum vb_lock lock, bool wait, vb
     return 0;
 }
 
+/*
+ * The lock file, for flock (which takes any open file).  On a read-only
+ * repository (a read-only mount, ext4 after a journal abort) it is opened
+ * read-only: listing, verify and restores still work there; whatever writes
+ * fails where it writes, saying so.
+ */
+static int open_lock(struct vb_repo *r, bool create)
+{
+    int fd = openat(r->dirfd, "lock", O_RDWR | (create ? O_CREAT : 0) | O_CLOEXEC, 0600);
+
+    if (fd < 0 && (errno == EROFS || errno == EACCES))
+        fd = openat(r->dirfd, "lock", O_RDONLY | O_CLOEXEC);
+    return fd;
+}
+
 int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo **out,
                  vb_error *e)
 {
@@ -123,7 +138,7 @@ int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo
         ret = vb_seterr(e, -errno, "open %s/chunks: %s", path, strerror(errno));
         goto fail;
     }
-    r->lock_fd = openat(r->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    r->lock_fd = open_lock(r, true);
     if (r->lock_fd < 0) {
         ret = vb_seterr(e, -errno, "open %s/lock: %s", path, strerror(errno));
         goto fail;
@@ -169,7 +184,7 @@ int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error 
 
     if (!c)
         return vb_seterr(e, -ENOMEM, "out of memory");
-    c->fd = openat(r->dirfd, "lock", O_RDWR | O_CLOEXEC);
+    c->fd = open_lock(r, false);
     if (c->fd < 0) {
         ret = vb_seterr(e, -errno, "open %s/lock: %s", r->path, strerror(errno));
         free(c);
@@ -224,16 +239,22 @@ int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e)
 
 int vb_repo_gc_advance(struct vb_repo *r, uint64_t *gen, vb_error *e)
 {
-    char path[PATH_MAX], t[40];
-    json_object *o;
     int ret = vb_repo_gc_generation(r, gen, e);
 
     if (ret)
         return ret;
-    ++*gen;
+    return vb_repo_gc_set(r, ++*gen, e);
+}
+
+int vb_repo_gc_set(struct vb_repo *r, uint64_t gen, vb_error *e)
+{
+    char path[PATH_MAX], t[40];
+    json_object *o;
+    int ret;
+
     vb_fmt_time(vb_wall_ns(), t, sizeof(t));
     o = json_object_new_object();
-    json_object_object_add(o, "generation", json_object_new_int64((int64_t)*gen));
+    json_object_object_add(o, "generation", json_object_new_int64((int64_t)gen));
     json_object_object_add(o, "started", json_object_new_string(t));
     snprintf(path, sizeof(path), "%s/" GC_FILE, r->path);
     ret = vb_write_file_atomic(path, json_object_to_json_string(o),
@@ -298,6 +319,15 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
     }
     if (renameat2(r->chunks_fd, tmp, r->chunks_fd, rel, RENAME_NOREPLACE) < 0) {
         ret = -errno;
+        /* a file too short to be a chunk is what a power cut leaves of one
+         * whose data never reached the disk: replaced by this complete one */
+        if (ret == -EEXIST && !vb_repo_has_chunk(r, id)) {
+            if (renameat(r->chunks_fd, tmp, r->chunks_fd, rel) == 0) {
+                *added = true;
+                return 0;
+            }
+            ret = -errno;
+        }
         unlinkat(r->chunks_fd, tmp, 0);
         if (ret == -EEXIST)
             return 0;       /* written by a concurrent backup meanwhile */
@@ -305,6 +335,30 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
     }
     *added = true;
     return 0;
+}
+
+int vb_repo_set_aside_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], char *name,
+                            size_t name_len, vb_error *e)
+{
+    char rel[80], bad[96];
+
+    vb_repo_chunk_relpath(id, rel);
+    for (int n = 1; n < 1000; n++) {
+        if (n == 1)
+            snprintf(bad, sizeof(bad), "%s.bad", rel);
+        else
+            snprintf(bad, sizeof(bad), "%s.bad-%d", rel, n);
+        if (renameat2(r->chunks_fd, rel, r->chunks_fd, bad, RENAME_NOREPLACE) == 0) {
+            if (name)
+                snprintf(name, name_len, "chunks/%s", bad);
+            return 0;
+        }
+        if (errno != EEXIST)
+            return vb_seterr(e, -errno, "rename %s/chunks/%s to %s: %s", r->path, rel, bad,
+                             strerror(errno));
+    }
+    return vb_seterr(e, -EEXIST, "rename %s/chunks/%s: 999 damaged copies are kept already",
+                     r->path, rel);
 }
 
 int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,
