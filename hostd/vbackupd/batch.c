@@ -488,7 +488,14 @@ static void cut(struct vbd *d)
             vbd_job_unref(j);           /* cancelled meanwhile */
             continue;
         }
-        if (vbd_job_claim(j, &je)) {
+        int cr = vbd_job_claim(j, &je);
+        if (cr && cr != -EBUSY) {
+            /* a broken or read-only target: its jobs fail, the others go on */
+            vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(&je));
+            vbd_job_unref(j);
+            continue;
+        }
+        if (cr) {
             /* gc holds the repository: offer it again after a while */
             snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
             j->state = VB_JOB_DEFERRED;

@@ -83,14 +83,27 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
 
 int vbd_job_claim(struct vbd_job *j, vb_error *e)
 {
+    struct vb_repo *r;
+    vb_error we = { 0 };
     int ret;
 
     if (j->ws)
         return 0;
-    ret = vb_write_begin(j->target->repo, j->vm->name, VB_WRITE_NOWAIT, &j->ws, e);
-    if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
+    if (!(r = vbd_target_repo(j->target, e)))
+        return e->code ? e->code : -EIO;
+    ret = vb_write_begin(r, j->vm->name, VB_WRITE_NOWAIT, &j->ws, &we);
+    /* the guest may read this: the target's name, not its path */
+    if (ret == -EBUSY) {
         vb_seterr(e, ret, "repository %s is busy (garbage collection is running)",
                   j->target->name);
+    } else if (ret) {
+        vbd_log("job %llu: target %s: %s", (unsigned long long)j->id, j->target->name,
+                vb_strerror(&we));
+        vb_seterr(e, ret, "target '%s' cannot take the backup (%s)", j->target->name,
+                  strerror(-ret));
+    } else {
+        vbd_journal_running(j);     /* names the session: a restart finds its snapshot */
+    }
     return ret;
 }
 
@@ -772,16 +785,10 @@ static void commit_done(struct vbd_task *t)
     struct vbd_job *j = ct->job;
 
     j->committing = false;
-    if (j->state == VB_JOB_RUNNING) {
-        if (ct->err) {
-            vbd_job_fail(j, VB_JOB_FAILED, "commit: %s", vb_strerror(&ct->e));
-        } else {
-            j->snapshot = ct->id;
-            ct->id = NULL;
-            vbd_job_finish_ok(j);
-        }
-    }
-    g_free(ct->id);
+    if (ct->err)
+        vb_prefixerr(&ct->e, "commit");
+    vbd_job_committed(j, ct->err ? NULL : ct->id, &ct->e, vb_write_warning(ct->ws));
+    ct->id = NULL;
     vb_write_unref(ct->ws);
     release_from_plan(j);
     g_free(ct);
@@ -1009,7 +1016,6 @@ static gboolean disk_finished(gpointer opaque)
 
     g_thread_join(j->disk_thread);
     j->disk_thread = NULL;
-    vb_write_unref(dr->ws);
     j->bytes_done = dr->st.allocated;
     j->bytes_total = dr->st.allocated;
     j->bytes_new = dr->st.bytes_new;
@@ -1018,16 +1024,9 @@ static gboolean disk_finished(gpointer opaque)
     j->stored_new = dr->st.stored_new;
     j->flags |= VB_JOB_FLAG_READ_DONE;
     vbd_count_read(j->d, ((struct vbd_disk *)j->disks->pdata[0])->image, dr->st.bytes_read);
-    if (j->state == VB_JOB_RUNNING) {
-        if (dr->err) {
-            vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(&dr->e));
-        } else {
-            j->snapshot = dr->id;
-            dr->id = NULL;
-            vbd_job_finish_ok(j);
-        }
-    }
-    g_free(dr->id);
+    vbd_job_committed(j, dr->err ? NULL : dr->id, &dr->e, vb_write_warning(dr->ws));
+    dr->id = NULL;
+    vb_write_unref(dr->ws);
     g_free(dr);
     release_from_plan(j);
     return G_SOURCE_REMOVE;

@@ -37,6 +37,11 @@ static bool finished(const struct vbd_job *j)
     return j->state == VB_JOB_DONE || j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED;
 }
 
+bool vbd_job_finished(const struct vbd_job *j)
+{
+    return finished(j);
+}
+
 void vbd_entry_clear(struct vbd_entry *en)
 {
     g_free(en->path);
@@ -139,10 +144,9 @@ static void job_end(struct vbd_job *j, int state)
     j->finished_ns = vb_wall_ns();
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
+    vbd_journal_running(j);     /* how it ended, also after a restart */
     if (j->view_op)
-        vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
-    else
-        vbd_journal_forget(j);
+        vbd_view_release(j);    /* commit the snapshot back; the record keeps it until then */
     /* the session ends now: a commit in progress is refused at its commit
      * point, running puts fail; the claim goes when they are back */
     if (j->ws)
@@ -159,12 +163,24 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
 {
     va_list ap;
 
-    if (finished(j))
+    if (finished(j) || j->ending)
         return;
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
     vbd_exec_cancel_job(j);
+    if (j->committing || j->disk_thread) {
+        /* Abort and commit are serialized (session.h): if the commit point
+         * is not passed yet, the commit is refused and the job ends as asked
+         * when it comes back; if it is, the snapshot exists and the job is
+         * done.  Either way the commit's answer decides, never a guess. */
+        j->ending = (uint8_t)state;
+        if (j->ws)
+            vb_write_abort(j->ws);
+        vbd_log("job %llu (%s): %s; waiting for its commit to come back", (unsigned long long)j->id,
+                j->vm->name, j->reason);
+        return;
+    }
     job_end(j, state);
 }
 
@@ -172,6 +188,32 @@ void vbd_job_finish_ok(struct vbd_job *j)
 {
     j->reason[0] = 0;
     job_end(j, VB_JOB_DONE);
+}
+
+void vbd_job_committed(struct vbd_job *j, char *snapshot, const vb_error *err,
+                       const char *warning)
+{
+    uint8_t ending = j->ending;
+
+    j->ending = 0;
+    if (j->state != VB_JOB_RUNNING) {
+        g_free(snapshot);
+        return;
+    }
+    if (snapshot) {
+        if (ending)
+            vbd_log("job %llu (%s): committed as %s before it could be stopped (%s): done",
+                    (unsigned long long)j->id, j->vm->name, snapshot, j->reason);
+        if (warning)
+            vbd_log("job %llu (%s): warning: %s", (unsigned long long)j->id, j->vm->name, warning);
+        g_free(j->snapshot);
+        j->snapshot = snapshot;
+        vbd_job_finish_ok(j);
+    } else if (ending) {
+        job_end(j, ending);                     /* with the reason it was stopped for */
+    } else {
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(err));
+    }
 }
 
 unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm)
@@ -242,6 +284,14 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
                       known);
         goto out;
     }
+    {
+        /* a broken or read-only target says so now, not after the guest sent it all */
+        vb_error te = { 0 };
+        if (vbd_target_writable(t, &te)) {
+            vbd_reply_err(c, h, VB_S_IO, "%s", vb_strerror(&te));
+            goto out;
+        }
+    }
     for (unsigned i = 0; i < b.n_disks; i++) {
         if (!vbd_vm_disk(c->vm, b.serials[i])) {
             vbd_reply_err(c, h, VB_S_NOT_OWNED, "disk '%s' is not attached to VM %s",
@@ -284,6 +334,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
+    vbd_journal_running(j);     /* a restart reports it, whatever happens */
     vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
             b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL ? "incremental"
                                                                            : "differential",
@@ -712,8 +763,14 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
                           l.target, known);
         return;
     }
+    if (!vbd_target_repo(t, &e)) {
+        vbd_reply_err(c, h, VB_S_IO, "%s", vb_strerror(&e));
+        return;
+    }
     if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {
-        vbd_reply_err(c, h, VB_S_IO, "cannot list target '%s': %s", t->name, vb_strerror(&e));
+        vbd_log("LIST of %s in target %s: %s", c->vm->name, t->name, vb_strerror(&e));
+        vbd_reply_err(c, h, VB_S_IO, "cannot list target '%s' (%s)", t->name,
+                      strerror(e.code ? -e.code : EIO));
         return;
     }
     total = snaps->len;
@@ -844,8 +901,10 @@ void vbd_jobs_tick(struct vbd *d)
             seen = GPOINTER_TO_UINT(g_hash_table_lookup(per_vm, j->vm)) + 1;
             g_hash_table_insert(per_vm, j->vm, GUINT_TO_POINTER(seen));
             if (seen > KEEP_FINISHED_PER_VM ||
-                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000)
+                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000) {
+                vbd_journal_drop(j);
                 g_hash_table_remove(d->jobs, &j->id);
+            }
         }
         g_ptr_array_free(all, TRUE);
     }

@@ -44,6 +44,7 @@ static void target_free(gpointer p)
     struct vbd_target *t = p;
 
     vb_repo_close(t->repo);
+    g_free(t->broken);
     g_free(t->name);
     g_free(t->path);
     g_free(t);
@@ -51,7 +52,10 @@ static void target_free(gpointer p)
 
 static GPtrArray *retired_targets;   /* replaced by a reload; jobs may still use them */
 
-static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
+/* strict (--check-config): a repository that cannot be opened is an error;
+ * else the target is kept, unavailable, and tried again when needed
+ * (targets.c): one broken target does not stop the others. */
+static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_error *e)
 {
     GHashTable *fresh = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, NULL);
     GHashTableIter it;
@@ -69,9 +73,15 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
         t->path = g_strdup(tc->repository);
         if (vb_repo_open(t->path, VB_LOCK_NONE, true, &t->repo, e)) {
             vb_prefixerr(e, "target %s", t->name);
-            target_free(t);
-            g_hash_table_destroy(fresh);
-            return e->code ? e->code : -EINVAL;
+            if (strict) {
+                target_free(t);
+                g_hash_table_destroy(fresh);
+                return e->code ? e->code : -EINVAL;
+            }
+            vbd_log("%s; its jobs fail until it can be opened", vb_strerror(e));
+            t->broken = g_strdup(vb_strerror(e));
+            t->repo = NULL;
+            memset(e, 0, sizeof(*e));
         }
         g_hash_table_insert(fresh, t->name, t);
     }
@@ -110,7 +120,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
     cfg = NULL;
     chain = NULL;
     if (vbd_config_load(d->config_path, &cfg, &e) || vbd_chain_load(d, cfg, &chain, &e) ||
-        apply_targets(d, cfg, &e)) {
+        apply_targets(d, cfg, false, &e)) {
         if (!e.code)
             e.code = -EINVAL;
         snprintf(msg, len, "reload failed, keeping the running configuration: %s",
@@ -240,7 +250,7 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_REALTIME, &ts);
         d->next_job = ((uint64_t)ts.tv_sec % 100000000) * 1000 + 1;
     }
-    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, &e) ||
+    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, check, &e) ||
         vbd_chain_load(d, d->cfg, &d->chain, &e)) {
         vbd_log("%s", vb_strerror(&e));
         return 1;

@@ -189,7 +189,12 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = VB_KIND_FILES;
     j->mode = VB_MODE_FULL;
-    st = resolve(j, t, rb.snapshot, rb.paths, rb.n_paths, msg, sizeof(msg));
+    if (!vbd_target_repo(t, &e)) {             /* broken: says so, names no path */
+        st = VB_S_IO;
+        snprintf(msg, sizeof(msg), "%s", vb_strerror(&e));
+    } else {
+        st = resolve(j, t, rb.snapshot, rb.paths, rb.n_paths, msg, sizeof(msg));
+    }
     /* chunks must not vanish under a restore: a read claim, not waiting for gc */
     if (!st && (ret = vb_repo_claim(t->repo, false, &j->claim, &e))) {
         st = VB_S_BUSY;

@@ -9,6 +9,8 @@
  *   batch.c    batching, the policy chain, read plans
  *   exec.c     execution: io_uring reads, windows, chunking, storing, commit
  *   restore.c  restore jobs: RESTORE_BEGIN/LIST/READ/END
+ *   journal.c  every job's record on disk, so that a restart reports what happened
+ *   targets.c  targets that may be broken or read-only
  *   admin.c    the admin socket (vbackupctl vms, jobs, job ID)
  */
 #ifndef VBACKUPD_H
@@ -97,7 +99,9 @@ struct vbd_conn;
 struct vbd_target {
     char *name;
     char *path;
-    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h) */
+    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h);
+                              * NULL while it cannot be opened (vbd_target_repo) */
+    char *broken;            /* why it cannot be opened, as last logged */
 };
 
 struct vbd_disk {
@@ -252,6 +256,9 @@ struct vbd_job {
     bool plan_released;      /* released from its plan (once) */
     bool in_plan;            /* windows, pieces and images are in use by a plan */
     bool committing;         /* commit task with a worker */
+    uint8_t ending;          /* a cancel or failure (its state) that came while the job's
+                              * commit (or disk backup) runs: the job ends so unless the
+                              * commit made its snapshot (then it is done) */
     bool is_restore;
     /* plan and execution */
     uint64_t batch;          /* batch id that ran it */
@@ -387,6 +394,11 @@ json_object *vbd_disks_json(GPtrArray *disks);
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vbd_job_finish_ok(struct vbd_job *j);
+/* The outcome of a job's commit (files) or disk backup, on the main thread:
+ * snapshot (taken, g_malloc'd) when it was committed, else err. */
+void vbd_job_committed(struct vbd_job *j, char *snapshot, const vb_error *err,
+                       const char *warning);
+bool vbd_job_finished(const struct vbd_job *j);
 void vbd_jobs_vm_gone(struct vbd *d, struct vbd_vm *vm);
 void vbd_jobs_tick(struct vbd *d);
 json_object *vbd_job_json(struct vbd_job *j, bool detail);
@@ -415,9 +427,11 @@ uint8_t *vbd_buf_get(struct vbd *d);
 void vbd_buf_put(struct vbd *d, uint8_t *b);
 void vbd_count_read(struct vbd *d, const char *path, uint64_t n);
 
-/* journal.c */
-void vbd_journal_running(struct vbd_job *j);
-void vbd_journal_forget(struct vbd_job *j);
+/* journal.c: every job's record (<state_dir>/jobs/<id>.json) from BEGIN until
+ * the job is forgotten, so that a restart reports what happened */
+void vbd_journal_running(struct vbd_job *j);     /* write the job's record as it is now */
+void vbd_journal_forget(struct vbd_job *j);      /* nothing left to recover (view committed back) */
+void vbd_journal_drop(struct vbd_job *j);        /* the job is forgotten */
 void vbd_journal_recover(struct vbd *d);
 bool vbd_job_hurried(const struct vbd_job *j);
 
@@ -441,6 +455,13 @@ int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
 void vbd_restore_close(struct vbd_job *j);
+
+/* targets.c */
+/* The target's repository, opened now if it could not be before; NULL with
+ * a reason that names the target, never its path (guests read it). */
+struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e);
+/* 0 when new snapshots can be written (not a read-only file system). */
+int vbd_target_writable(struct vbd_target *t, vb_error *e);
 
 /* admin.c */
 int vbd_admin_init(struct vbd *d, vb_error *e);
