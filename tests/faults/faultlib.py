@@ -86,6 +86,29 @@ def snapshots(repo):
     return [s["id"] for s in json.loads(ctl_ok(repo, "snapshots", "--json").stdout)]
 
 
+def chunk_files(repo):
+    """The chunk files of a repository (not leftovers, not chunks set aside)."""
+    out = set()
+    for dirpath, _, files in os.walk(os.path.join(repo, "chunks")):
+        out.update(os.path.join(dirpath, f) for f in files if len(f) == 64)
+    return out
+
+
+def damage(path, how):
+    """Damage a chunk file: flip (a byte of its payload), short (cut to 10
+    bytes), empty (0 bytes, as a power cut can leave a file), gone."""
+    if how == "flip":
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0x5A]))
+    elif how in ("short", "empty"):
+        os.truncate(path, 10 if how == "short" else 0)
+    elif how == "gone":
+        os.unlink(path)
+
+
 def sha_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -102,6 +125,8 @@ def tree_content(root, sub=()):
     out = {}
     tops = [os.path.join(root, s) for s in sub] if sub else [root]
     for top in tops:
+        if sub and os.path.isdir(top):
+            out[os.path.relpath(top, root)] = ("dir",)
         for dirpath, dirs, files in os.walk(top):
             dirs.sort()
             for name in sorted(dirs + files):
