@@ -44,8 +44,15 @@ int vbd_target_writable(struct vbd_target *t, vb_error *e)
 
     if (!r)
         return e && e->code ? e->code : -EIO;
-    if (faccessat(r->dirfd, "snapshots", W_OK, AT_EACCESS) < 0 && errno == EROFS)
+    if (faccessat(r->dirfd, "snapshots", W_OK, AT_EACCESS) == 0)
+        return 0;
+    if (errno == EROFS)
         return vb_seterr(e, -EROFS, "target '%s' cannot take backups: its file system is "
                          "read-only", t->name);
+    /* a failing disk (EIO), a folder gone: said now; a permission problem
+     * is left to the write itself, which says what it could not do */
+    if (errno != EACCES && errno != EPERM)
+        return vb_seterr(e, -errno, "target '%s' cannot take backups (%s)", t->name,
+                         strerror(errno));
     return 0;
 }
