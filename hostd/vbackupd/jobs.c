@@ -204,11 +204,17 @@ void vbd_job_committed(struct vbd_job *j, char *snapshot, const vb_error *err,
         if (ending)
             vbd_log("job %llu (%s): committed as %s before it could be stopped (%s): done",
                     (unsigned long long)j->id, j->vm->name, snapshot, j->reason);
-        if (warning)
-            vbd_log("job %llu (%s): warning: %s", (unsigned long long)j->id, j->vm->name, warning);
         g_free(j->snapshot);
         j->snapshot = snapshot;
-        vbd_job_finish_ok(j);
+        j->reason[0] = 0;
+        if (warning) {
+            /* done, and the guest is told the one thing to know (no path) */
+            vbd_log("job %llu (%s): warning: %s", (unsigned long long)j->id, j->vm->name, warning);
+            snprintf(j->reason, sizeof(j->reason), "committed, but the target could not confirm "
+                     "that the commit is on disk (an fsync failed); a power cut before its next "
+                     "sync could undo it");
+        }
+        job_end(j, VB_JOB_DONE);
     } else if (ending) {
         job_end(j, ending);                     /* with the reason it was stopped for */
     } else {

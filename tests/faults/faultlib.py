@@ -182,6 +182,15 @@ class LoopFS:
 
     def __init__(self, w, name, size="256M", opts="errors=remount-ro"):
         self.w = w
+        if not hasattr(w, "loops"):
+            w.loops = []
+            w_cleanup = w.cleanup
+
+            def cleanup():
+                w_cleanup()
+                for dev in w.loops:
+                    subprocess.run(["losetup", "-d", dev], stderr=subprocess.DEVNULL)
+            w.cleanup = cleanup
         self.img = w.p(name + ".ext4")
         self.mnt = w.p(name)
         self.opts = opts
@@ -191,17 +200,26 @@ class LoopFS:
         self.mount()
 
     def mount(self, extra=""):
-        opts = "loop" + (f",{self.opts}" if self.opts else "") + (f",{extra}" if extra else "")
-        run("mount", "-o", opts, self.img, self.mnt)
+        # a loop device of its own each time: a new mount never meets the
+        # superblock of the last one (a shut-down one, after a power cut)
+        wait_for(lambda: not subprocess.run(["losetup", "-j", self.img], capture_output=True,
+                                            text=True).stdout.strip(),
+                 f"the loop device of {self.img} to go")
+        self.dev = subprocess.run(["losetup", "-f", "--show", self.img], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        opts = ",".join(x for x in (self.opts, extra) if x)
+        run("mount", *(["-o", opts] if opts else []), self.dev, self.mnt)
         self.w.mounts.append(self.mnt)
+        self.w.loops.append(self.dev)
 
     def umount(self):
         run("umount", self.mnt)
         self.w.mounts.remove(self.mnt)
+        subprocess.run(["losetup", "-d", self.dev], stderr=subprocess.DEVNULL)
+        self.w.loops.remove(self.dev)
 
     def device(self):
-        return os.path.basename(subprocess.run(["findmnt", "-no", "SOURCE", self.mnt],
-                                               capture_output=True, text=True).stdout.strip())
+        return os.path.basename(self.dev)
 
     def power_cut(self):
         """What a power cut leaves: the file system stops at once (ext4's
@@ -217,6 +235,11 @@ class LoopFS:
     def remount_after_cut(self):
         self.umount()
         self.mount()
+        probe = os.path.join(self.mnt, ".probe")         # a live file system, not the dead one
+        with open(probe, "w") as f:
+            f.write("up")
+            os.fsync(f.fileno())
+        os.unlink(probe)
 
     def frozen_copy(self, name):
         """A copy of the backing file made while the file system is frozen
@@ -224,7 +247,7 @@ class LoopFS:
         copy = self.w.p(name + ".ext4")
         run("fsfreeze", "-f", self.mnt)
         try:
-            shutil.copyfile(self.img, copy)
+            run("cp", "--sparse=always", self.img, copy)
         finally:
             run("fsfreeze", "-u", self.mnt)
         mnt = self.w.p(name)
@@ -243,54 +266,91 @@ class LoopFS:
 # ---- the ledger of snapshots reported done -------------------------------------------
 
 class Ledger:
-    """Every snapshot a command or a job reported done, with what it must hold."""
+    """Every snapshot a command or a job reported done, with what it must hold.
+    Thread-safe.  A snapshot reported done with a warning that its commit may
+    not be on disk yet (an fsync failed after the commit point) is not
+    durable: a power cut may take it back."""
 
     def __init__(self, w):
         self.w = w
         self.snaps = {}         # (repo, id) -> ("disk", sha256) | ("files", tree_content)
+        self.weak = set()       # (repo, id) not durable
         self.n = 0
+        self.lock = __import__("threading").RLock()
 
-    def disk(self, repo, sid, sha):
-        self.snaps[(repo, sid)] = ("disk", sha)
+    def disk(self, repo, sid, sha, durable=True):
+        with self.lock:
+            self.snaps[(repo, sid)] = ("disk", sha)
+            if not durable:
+                self.weak.add((repo, sid))
 
-    def files(self, repo, sid, content):
-        self.snaps[(repo, sid)] = ("files", content)
+    def files(self, repo, sid, content, durable=True):
+        with self.lock:
+            self.snaps[(repo, sid)] = ("files", content)
+            if not durable:
+                self.weak.add((repo, sid))
 
     def forget(self, repo, sid):
-        self.snaps.pop((repo, sid), None)
+        with self.lock:
+            self.snaps.pop((repo, sid), None)
 
     def repos(self):
-        return sorted({r for r, _ in self.snaps})
+        with self.lock:
+            return sorted({r for r, _ in self.snaps})
 
-    def check(self, what, repos=(), verify=True):
-        """Each snapshot reported done exists, verifies and restores exactly;
-        and each repository verifies as a whole.  Returns the number checked."""
-        for repo in sorted(set(repos) | set(self.repos())):
+    def items(self):
+        with self.lock:
+            return sorted(self.snaps.items())
+
+    def after_cut(self, repo):
+        """After a power cut: a snapshot that was not durable may be gone (then
+        it is no longer expected); every other one must be there."""
+        present = set(snapshots(repo))
+        with self.lock:
+            for key in list(self.snaps):
+                if key[0] == repo and key[1] not in present and key in self.weak:
+                    del self.snaps[key]
+
+    def restore_one(self, repo, sid, kind, want, what):
+        out = self.w.p("check-restore")
+        shutil.rmtree(out, ignore_errors=True)
+        if kind == "disk":
+            r = ctl(repo, "restore-disk", sid, "--to", out + ".raw", "--force")
+            check(r.returncode == 0, f"{what}: restore-disk {sid} from {repo}: {r.stderr}")
+            got = sha_file(out + ".raw")
+            os.unlink(out + ".raw")
+            check(got == want, f"{what}: {sid} in {repo} restores other bytes")
+        else:
+            r = ctl(repo, "restore-files", sid, "--to", out)
+            check(r.returncode == 0, f"{what}: restore-files {sid} from {repo}: {r.stderr}")
+            got = tree_content(out)
+            if got != want:
+                for k in sorted(set(got) | set(want)):
+                    if got.get(k) != want.get(k):
+                        log(f"  {k}: backed up {want.get(k)}, restored {got.get(k)}")
+                fail(f"{what}: {sid} in {repo} restores another tree")
+            shutil.rmtree(out)
+
+    def check(self, what, repos=(), verify=True, sample=None, rng=None, moved=None):
+        """Each snapshot reported done exists, and each repository verifies as
+        a whole (so does every snapshot in it); each snapshot restores exactly
+        (or a sample of them, rng.sample).  moved: {repo: another path} checks
+        a copy of a repository instead.  Returns the number restored."""
+        moved = moved or {}
+        items = self.items()
+        listed = {}
+        for repo in sorted(set(repos) | {r for (r, _), _ in items}):
+            where = moved.get(repo, repo)
             if verify:
-                r = ctl(repo, "verify")
-                check(r.returncode == 0, f"{what}: verify {repo}:\n{r.stdout}{r.stderr}")
-        n = 0
-        for (repo, sid), (kind, want) in sorted(self.snaps.items()):
-            out = self.w.p("check-restore")
-            shutil.rmtree(out, ignore_errors=True)
-            if os.path.exists(out + ".raw"):
-                os.unlink(out + ".raw")
-            if kind == "disk":
-                r = ctl(repo, "restore-disk", sid, "--to", out + ".raw")
-                check(r.returncode == 0, f"{what}: restore-disk {sid} from {repo}: {r.stderr}")
-                got = sha_file(out + ".raw")
-                os.unlink(out + ".raw")
-                check(got == want, f"{what}: {sid} in {repo} restores other bytes")
-            else:
-                r = ctl(repo, "restore-files", sid, "--to", out)
-                check(r.returncode == 0, f"{what}: restore-files {sid} from {repo}: {r.stderr}")
-                got = tree_content(out)
-                if got != want:
-                    for k in sorted(set(got) | set(want)):
-                        if got.get(k) != want.get(k):
-                            log(f"  {k}: backed up {want.get(k)}, restored {got.get(k)}")
-                    fail(f"{what}: {sid} in {repo} restores another tree")
-                shutil.rmtree(out)
-            n += 1
-        self.n += n
-        return n
+                r = ctl(where, "verify")
+                check(r.returncode == 0, f"{what}: verify {where}:\n{r.stdout}{r.stderr}")
+            listed[repo] = set(snapshots(where))
+        for (repo, sid), _ in items:
+            check(sid in listed[repo], f"{what}: {sid}, reported done, is missing from "
+                  f"{moved.get(repo, repo)}")
+        if sample is not None and len(items) > sample:
+            items = rng.sample(items, sample)
+        for (repo, sid), (kind, want) in items:
+            self.restore_one(moved.get(repo, repo), sid, kind, want, what)
+        self.n += len(items)
+        return len(items)

@@ -135,7 +135,8 @@ with fl.dl.workdir() as w:
         r = repo if target == "archive" else srepo
         if outcome == "done":
             # after the commit point: the snapshot exists, the job says so
-            check(st["state"] == "done" and vm_snaps(r, vm) == [st["snapshot"]],
+            check(st["state"] == "done" and vm_snaps(r, vm) == [st["snapshot"]] and
+                  "committed, but" in st["reason"] and w.path not in st["reason"],
                   f"{vm}: an fsync failed after the commit point: {st}, snapshots "
                   f"{vm_snaps(r, vm)}")
             ledger.files(r, st["snapshot"], content(data))
