@@ -157,6 +157,7 @@ class World:
         ctl_ok(self.repo, "init")
         self.jobs, self.cmds = [], []
         self.failures = []          # from job threads
+        self.hold = fl.Hold(w, "chaos-hold")
         # whole disks: three versions of one disk, parts changed, each comes back
         base = bytearray(os.urandom(12 << 20))
         self.disks = []
@@ -225,21 +226,48 @@ class World:
         self.cmds.append(c)
         return c
 
-    def maintenance(self, kind):
+    # a step inside each command where kill -9 lands for sure (io-fault.c's holds)
+    STEPS = {
+        "backup-disk": ["hold:syncfs:/repo$:once",                   # chunks written, not synced
+                        "hold:fsync:/snapshots/c0/.tmp-:dir:once",   # just before the commit point
+                        "hold:fsync:/snapshots/c0$:dir:once"],       # around the rename
+        "gc": ["hold:fsync:/repo/.tmp-:file:once",                   # moving the generation on
+               "hold:syncfs:/repo$:once"],                           # after deleting
+        "prune": ["hold:fsync:/snapshots/s0$:dir:once"],             # a snapshot renamed away
+        "forget": ["hold:fsync:/snapshots/s0$:dir:once"],
+        "restore-disk": ["hold:read:/chunks/:file:once"],            # mid-restore
+        "restore-files": ["hold:read:/chunks/:file:once"],
+    }
+
+    def kill_at_step(self, kind):
+        """Start a command that stops at one of its steps, and kill -9 it there
+        (or, when it never reaches the step, let it end)."""
+        rule = self.rng.choice(self.STEPS[kind])
+        env = fl.fault_env([rule], hold=self.hold)
+        c = self.cli_backup(env=env) if kind == "backup-disk" else self.maintenance(kind, env)
+        fl.wait_for(lambda: self.hold.held() or c.poll() is not None, f"{kind} at {rule}", 120)
+        if self.hold.held():
+            c.kill()
+            self.counts.add(f"kill -9 {kind} at a step")
+        c.finish()
+        self.cmds.remove(c)
+        self.hold.reset()
+
+    def maintenance(self, kind, env=None):
         """gc, prune and forget of scratch snapshots, verify, repair, restores."""
         rng = self.rng
         if kind == "gc":
-            return self.cmd("gc", ["gc"], done=lambda rc, t: check(rc == 0, f"gc: {t}"))
+            return self.cmd("gc", ["gc"], env, lambda rc, t: check(rc == 0, f"gc: {t}"))
         if kind == "prune":
             return self.cmd("prune", ["prune", "--vm", "s0", "--keep-last", str(rng.randint(1, 2))],
-                            done=lambda rc, t: check(rc == 0, f"prune: {t}"))
+                            env, lambda rc, t: check(rc == 0, f"prune: {t}"))
         if kind == "forget":
             scratch = [s for s in fl.snapshots(self.repo) if s.startswith("s0/")]
             if not scratch:
                 return self.cli_backup(vm="s0")
             # a snapshot pruned meanwhile: forget says it is not found (exit 1)
-            return self.cmd("forget", ["forget", rng.choice(scratch)],
-                            done=lambda rc, t: check(rc == 0 or "not found" in t, f"forget: {t}"))
+            return self.cmd("forget", ["forget", rng.choice(scratch)], env,
+                            lambda rc, t: check(rc == 0 or "not found" in t, f"forget: {t}"))
         if kind == "verify":
             return self.cmd("verify", ["verify"], done=lambda rc, t: check(rc == 0, f"verify: {t}"))
         if kind == "repair":
@@ -254,12 +282,12 @@ class World:
             def done(rc, t):
                 check(rc == 0 and fl.sha_file(out) == want, f"restore-disk {sid}: {t}")
                 os.unlink(out)
-            return self.cmd(kind, ["restore-disk", sid, "--to", out], done=done)
+            return self.cmd(kind, ["restore-disk", sid, "--to", out], env, done)
 
         def done_files(rc, t):
             check(rc == 0 and fl.tree_content(out) == want, f"restore-files {sid}: {t}")
             fl.shutil.rmtree(out)
-        return self.cmd(kind, ["restore-files", sid, "--to", out], done=done_files)
+        return self.cmd(kind, ["restore-files", sid, "--to", out], env, done_files)
 
     def in_flight(self):
         """A snapshot is being made: a temporary snapshot folder exists."""
@@ -388,7 +416,7 @@ class World:
         self.jobs = []
         check(not self.failures, f"jobs failed their checks: {self.failures}")
 
-    def check(self, what, sample=6):
+    def check(self, what, sample=3):
         self.settle()
         self.ledger.check(what, repos=[self.repo], sample=sample, rng=self.rng)
         self.counts.add("checks")

@@ -275,6 +275,7 @@ class Ledger:
         self.w = w
         self.snaps = {}         # (repo, id) -> ("disk", sha256) | ("files", tree_content)
         self.weak = set()       # (repo, id) not durable
+        self.restored = set()   # (repo, id) restored byte for byte at least once
         self.n = 0
         self.lock = __import__("threading").RLock()
 
@@ -334,8 +335,9 @@ class Ledger:
     def check(self, what, repos=(), verify=True, sample=None, rng=None, moved=None):
         """Each snapshot reported done exists, and each repository verifies as
         a whole (so does every snapshot in it); each snapshot restores exactly
-        (or a sample of them, rng.sample).  moved: {repo: another path} checks
-        a copy of a repository instead.  Returns the number restored."""
+        (with sample: each one not restored yet, and a sample of the others,
+        rng.sample).  moved: {repo: another path} checks a copy of a
+        repository instead.  Returns the number restored."""
         moved = moved or {}
         items = self.items()
         listed = {}
@@ -348,9 +350,13 @@ class Ledger:
         for (repo, sid), _ in items:
             check(sid in listed[repo], f"{what}: {sid}, reported done, is missing from "
                   f"{moved.get(repo, repo)}")
-        if sample is not None and len(items) > sample:
-            items = rng.sample(items, sample)
+        if sample is not None:
+            new = [x for x in items if x[0] not in self.restored]
+            old = [x for x in items if x[0] in self.restored]
+            items = new + rng.sample(old, min(sample, len(old)))
         for (repo, sid), (kind, want) in items:
             self.restore_one(moved.get(repo, repo), sid, kind, want, what)
+            if not moved:
+                self.restored.add((repo, sid))
         self.n += len(items)
         return len(items)

@@ -14,9 +14,10 @@ VB_FAULTS_ROUNDS rounds each, 5 by default; the seed is printed first):
               mid-work
   io          failing reads, fsyncs, syncfs and listings
 
-After each round every snapshot reported done is in the repository, the
-repository verifies, and a sample of them restores byte for byte; at the end
-every one of them restores byte for byte."""
+After each scenario every snapshot reported done is in the repository, the
+repository verifies, each snapshot made since the last check restores byte
+for byte (and a sample of the older ones); at the end every one of them
+restores byte for byte."""
 import os
 import sys
 import time
@@ -57,19 +58,31 @@ def shared(wd):
     wd.job(kind="files", mode="incremental")
 
 
+KILLS = ["backup-disk", "gc", "prune", "forget", "repair", "restore-disk", "restore-files",
+         "vbackupd"]
+kill_queue = []
+
+
 def kill(wd):
-    kind = wd.rng.choice(["backup-disk", "gc", "prune", "forget", "repair", "restore-disk",
-                          "restore-files", "vbackupd"])
-    wd.job()
-    if kind == "vbackupd":
+    """Two operations killed with -9 at random moments; every kind of them
+    at least once in the run (a queue of all of them, shuffled, refilled)."""
+    for _ in range(2):
+        if not kill_queue:
+            kill_queue.extend(wd.rng.sample(KILLS, len(KILLS)))
+        kind = kill_queue.pop()
         wd.job()
-        pause(wd, 0.1, 1.0)
-        wd.kill_daemon()
-        return
-    c = wd.cli_backup() if kind == "backup-disk" else wd.maintenance(kind)
-    pause(wd, 0, 0.4)
-    c.kill()
-    wd.counts.add("kills aimed")
+        wd.counts.add(f"kills aimed at {kind}")
+        if kind == "vbackupd":
+            wd.job()
+            pause(wd, 0.1, 1.0)
+            wd.kill_daemon()
+            continue
+        if kind in wd.STEPS and wd.rng.random() < 0.5:
+            wd.kill_at_step(kind)           # at one of its steps, for sure
+            continue
+        c = wd.cli_backup() if kind == "backup-disk" else wd.maintenance(kind)
+        pause(wd, 0, 0.4 if kind in ("backup-disk", "restore-disk", "repair") else 0.1)
+        c.kill()
 
 
 def power(wd):
@@ -101,6 +114,8 @@ SCENARIOS = [("gc+prune", gc_prune), ("shared", shared), ("kill", kill), ("power
 with fl.dl.workdir() as w:
     rng = fl.seeded("faults-rounds")
     wd = chaoslib.World(w, rng)
+    if ROUNDS * 2 < len(KILLS):
+        log(f"note: {ROUNDS} rounds kill only {ROUNDS * 2} of the {len(KILLS)} kinds of operations")
     t0 = time.monotonic()
     for r in range(ROUNDS):
         order = SCENARIOS[:]
