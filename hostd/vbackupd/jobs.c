@@ -197,6 +197,9 @@ void vbd_job_committed(struct vbd_job *j, char *snapshot, const vb_error *err,
 
     j->ending = 0;
     if (j->state != VB_JOB_RUNNING) {
+        if (snapshot)                   /* vbd_job_fail waits for commits: never */
+            vbd_log("job %llu (%s): ended %s, but its commit made %s", (unsigned long long)j->id,
+                    j->vm->name, vbd_state_name(j->state), snapshot);
         g_free(snapshot);
         return;
     }
