@@ -141,6 +141,7 @@ static bool recover_one(struct vbd *d, json_object *o)
     const char *session = vb_json_str(o, "session");
     int state = (int)vb_json_int(o, "state", VB_JOB_RUNNING);
     unsigned views_before = d->views_active;
+    bool unchecked = false;
     struct vbd_job *j;
 
     if (!vm)
@@ -181,6 +182,7 @@ static bool recover_one(struct vbd *d, json_object *o)
                     (unsigned long long)j->id, vm->name, snap);
         } else {
             j->state = VB_JOB_FAILED;
+            unchecked = e.code != 0;    /* the record stays: the next start checks again */
             if (e.code)
                 snprintf(j->reason, sizeof(j->reason), "vbackupd stopped while %s; whether "
                          "it committed cannot be checked now (%s)", stopped_while(state),
@@ -196,7 +198,8 @@ static bool recover_one(struct vbd *d, json_object *o)
         vbd_view_recover(j, view);      /* commits the snapshot it left back */
     /* the record now says how it ended; the view stays in it until it is
      * committed back (vbd_journal_forget) */
-    write_record(j, d->views_active != views_before || j->view_op ? view : NULL);
+    if (!unchecked)
+        write_record(j, d->views_active != views_before || j->view_op ? view : NULL);
     return true;
 }
 
