@@ -64,7 +64,7 @@ with fl.dl.workdir() as w:
     with open(disk, "wb") as f:
         f.write(os.urandom(6 << 20))
     disk_sha = fl.sha_file(disk)
-    after = ["ca", "ta", "ka", "da"]        # stopped just after the commit point
+    after = ["ca", "ta", "ka", "da", "ku"]  # stopped just after the commit point
     before = ["cb", "tb", "kb"]             # stopped just before it
     failing = ["fe", "fv", "ff", "fs"]
     vms = {vm: {"d0": disk} for vm in after + before + failing + ["co"]}
@@ -192,6 +192,29 @@ with fl.dl.workdir() as w:
             check(st["state"] == "failed" and "nothing of it was committed" in st["reason"] and
                   not vm_snaps(repo, vm), f"kill -9 before the commit point, after a restart: {st}")
     log("kill -9 during a commit: after a restart, done with its snapshot or failed, as it was")
+
+    # ---- 6b. ... and when its target cannot be read at the restart: checked again later ---
+    data = os.urandom(2 << 20)
+    c = d.conn("ku")
+    job = files_job(c, "archive", data)
+    hold.wait("ku's commit", d.alive)
+    d.kill()
+    hold.reset()
+    marker = os.path.join(repo, "vbackup-repo.json")
+    os.rename(marker, marker + ".away")                 # the target is broken at the restart
+    restart()
+    st = d.conn("ku").status(job)[0]
+    check(st["state"] == "failed" and "cannot be checked now" in st["reason"],
+          f"a committed job whose target is unavailable at the restart: {st}")
+    check(d.stop() == 0, "vbackupd's exit status")
+    os.rename(marker + ".away", marker)
+    restart()
+    st = d.conn("ku").status(job)[0]
+    check(st["state"] == "done" and vm_snaps(repo, "ku") == [st["snapshot"]],
+          f"the same job once its target is back: {st}")
+    ledger.files(repo, st["snapshot"], content(data))
+    log("a committed job whose target was unavailable at a restart: 'cannot be checked', then "
+        "done once the target is back")
 
     # ---- 7. kill -9 while a job collects: failed, with the step, not "no such job" -------
     c = d.conn("co")
