@@ -7,10 +7,10 @@
 
 #include <glib.h>
 #include <stdio.h>
-#include <sys/random.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 struct vb_write {
     struct vb_repo *r;

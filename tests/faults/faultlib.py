@@ -17,6 +17,15 @@ import sys
 import tempfile
 import time
 
+# The suite's mounts live in a mount namespace of its own: no process outside
+# it (a VM's QEMU in its own namespace, another test) keeps a copy of them, so
+# an unmount really releases a file system, and whatever a test leaves
+# mounted goes with it.
+if os.environ.get("VB_FAULTS_NS") != "1" and shutil.which("unshare"):
+    os.environ["VB_FAULTS_NS"] = "1"
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
+                          *sys.argv])
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "daemon"))
 import daemonlib as dl  # noqa: E402
@@ -202,9 +211,6 @@ class LoopFS:
     def mount(self, extra=""):
         # a loop device of its own each time: a new mount never meets the
         # superblock of the last one (a shut-down one, after a power cut)
-        wait_for(lambda: not subprocess.run(["losetup", "-j", self.img], capture_output=True,
-                                            text=True).stdout.strip(),
-                 f"the loop device of {self.img} to go")
         self.dev = subprocess.run(["losetup", "-f", "--show", self.img], capture_output=True,
                                   text=True, check=True).stdout.strip()
         opts = ",".join(x for x in (self.opts, extra) if x)
