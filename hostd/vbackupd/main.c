@@ -264,16 +264,18 @@ int main(int argc, char **argv)
         return 0;
     }
     d->loop = g_main_loop_new(NULL, FALSE);
+    /* before any socket exists: whoever sees one may send SIGTERM at once,
+     * and it must be a clean shutdown (handled once the loop runs) */
+    g_unix_signal_add(SIGTERM, on_term, d);
+    g_unix_signal_add(SIGINT, on_term, d);
+    g_unix_signal_add(SIGHUP, on_hup, d);
+    signal(SIGPIPE, SIG_IGN);
     if (vbd_exec_init(d, &e) || vbd_vms_refresh(d, &e) || vbd_admin_init(d, &e) ||
         (d->cfg->libvirt_uri && vbd_libvirt_start(d, &e))) {
         vbd_log("%s", vb_strerror(&e));
         return 1;
     }
     vbd_journal_recover(d);
-    g_unix_signal_add(SIGTERM, on_term, d);
-    g_unix_signal_add(SIGINT, on_term, d);
-    g_unix_signal_add(SIGHUP, on_hup, d);
-    signal(SIGPIPE, SIG_IGN);
     g_timeout_add_seconds(5, on_tick, d);
     vbd_log("ready: %u VMs, %u targets, policies %u, batch every %.1f s or %u jobs, %d workers",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len,

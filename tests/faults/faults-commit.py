@@ -233,6 +233,16 @@ with fl.dl.workdir() as w:
     check(d.stop() == 0, "vbackupd's exit status")
     log("a job killed while collecting: failed, saying so")
 
+    # ---- 7b. SIGTERM as soon as vbackupd's sockets exist (it is still recovering) ------
+    d.start(wrapper=fl.wrapper(fl.fault_env(["hold:fsync:/state/jobs/.tmp-:file:once"],
+                                            hold=hold)))
+    hold.wait("vbackupd recovering its journal", d.alive)
+    d.proc.send_signal(signal.SIGTERM)
+    hold.release()
+    check(d.proc.wait(60) == 0, "vbackupd killed by a SIGTERM that came while it started")
+    hold.reset()
+    log("SIGTERM while vbackupd starts: a clean shutdown")
+
     # ---- 8. the CLI: the same commit, the same rules ----------------------------------------
     img = w.p("cli.raw")
     with open(img, "wb") as f:
