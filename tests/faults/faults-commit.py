@@ -12,7 +12,8 @@ a restart vbackupd reports each job as it really ended.
   committed snapshot as cancelled / failed; after kill -9 a committed job was
   "failed"; after SIGTERM, and for jobs still collecting, a restart said "no
   such job"; a failed fsync of the snapshot's folder was ignored (the commit
-  went on), and one after the commit point failed a committed snapshot."""
+  went on), and one after the commit point failed a committed snapshot; a
+  SIGTERM that came as soon as vbackupd's sockets existed killed it."""
 import os
 import signal
 import sys
