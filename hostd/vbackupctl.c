@@ -19,6 +19,7 @@
 #include "image.h"
 #include "maint.h"
 #include "reader.h"
+#include "repair.h"
 #include "repo.h"
 #include "session.h"
 #include "snapshot.h"
@@ -52,8 +53,12 @@ static void usage(FILE *f)
 "                                         restore files of a snapshot into a folder of the host;\n"
 "                                         exit 3 when some entries could not be restored\n"
 "  show SNAPSHOT [--json]                 one snapshot's details\n"
-"  verify [SNAPSHOT] [--json] [--threads N]\n"
+"  verify [SNAPSHOT] [--json] [--threads N] [--repair]\n"
 "                                         re-read and re-hash every chunk\n"
+"  repair [--dry-run] [--json] [--threads N]\n"
+"                                         set damaged chunks aside, so that the next backup\n"
+"                                         with their data stores them again\n"
+"  forget SNAPSHOT... [--json]            remove snapshots on purpose\n"
 "  prune --keep-last N [--keep-hourly N] [--keep-daily N] [--keep-weekly N]\n"
 "        [--keep-monthly N] [--keep-yearly N] [--vm NAME] [--dry-run] [--json]\n"
 "                                         remove snapshots outside the retention policy\n"
@@ -250,6 +255,8 @@ static int cmd_backup_disk(int argc, char **argv)
         return die_err("backup-disk", &e);
     }
     c = vb_disk_backup(ws, &o, &st, &id, &e);
+    if (!c && vb_write_warning(ws))
+        fprintf(stderr, "%s: warning: %s\n", prog, vb_write_warning(ws));
     vb_write_unref(ws);
     vb_repo_close(r);
     if (c)
@@ -351,7 +358,7 @@ static int cmd_snapshots(int argc, char **argv)
     static const struct option lo[] = { { "vm", 1, 0, 'v' }, { "target", 1, 0, 't' },
                                         { "json", 0, 0, 'j' }, { 0 } };
     const char *vm = NULL, *target = NULL;
-    bool json = false;
+    bool json = false, broken = false;
     json_object *a;
     int c;
 
@@ -413,13 +420,24 @@ static int cmd_snapshots(int argc, char **argv)
             json_object_put(a);
             return 1;
         }
+        /* a target that cannot be listed: said, and the others are shown */
+        for (size_t i = json_object_array_length(a); i-- > 0;) {
+            json_object *x = json_object_array_get_idx(a, i);
+            if (!vb_json_str(x, "error"))
+                continue;
+            fprintf(stderr, "%s: target %s: %s\n", prog, vb_json_str(x, "target"),
+                    vb_json_str(x, "error"));
+            if (!json)
+                json_object_array_del_idx(a, i, 1);
+            broken = true;
+        }
     }
     if (json)
         print_json(a);
     else
         print_snapshot_table(a, !repo_path);
     json_object_put(a);
-    return 0;
+    return broken ? 1 : 0;
 }
 
 static int cmd_show(int argc, char **argv)
@@ -687,9 +705,12 @@ static int cmd_restore_files(int argc, char **argv)
 
 /* ---- verify / prune / gc / stats -------------------------------------------- */
 
+static int cmd_repair(int argc, char **argv);
+
 static int cmd_verify(int argc, char **argv)
 {
-    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' }, { 0 } };
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' },
+                                        { "repair", 0, 0, 'r' }, { 0 } };
     struct vb_verify_result res;
     struct vb_repo *r;
     vb_error e = { 0 };
@@ -701,6 +722,7 @@ static int cmd_verify(int argc, char **argv)
         switch (c) {
         case 'j': json = true; break;
         case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 'r': optind = 0; return cmd_repair(argc, argv);
         default: return 2;
         }
     }
@@ -755,6 +777,141 @@ static int cmd_verify(int argc, char **argv)
                    (unsigned long long)res.chunks_bad, (unsigned long long)res.snapshots_bad);
     }
     json_object_put(res.report);
+    return rc;
+}
+
+/* repair, or verify --repair (the same options, --repair ignored) */
+static int cmd_repair(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' },
+                                        { "dry-run", 0, 0, 'n' }, { "repair", 0, 0, 'r' },
+                                        { 0 } };
+    struct vb_repair_result res;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    bool json = false, dry = false;
+    int c, threads = 0;
+    json_object *a;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 'n': dry = true; break;
+        case 'r': break;
+        default: return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: %s repair [--dry-run] [--json] [--threads N]\n", prog);
+        return 2;
+    }
+    /* like gc: no backup may trust what it knew about chunks meanwhile */
+    if (open_repo(VB_LOCK_EXCLUSIVE, &r))
+        return 1;
+    if (vb_repair(r, dry, threads, show_progress(), &res, &e)) {
+        vb_repo_close(r);
+        return die_err("repair", &e);
+    }
+    vb_repo_close(r);
+    if (json) {
+        print_json(res.report);
+    } else {
+        json_object_object_get_ex(res.report, "set_aside", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+            json_object *x = json_object_array_get_idx(a, i);
+            if (dry)
+                printf("damaged chunk %s (%s): would be set aside\n", vb_json_str(x, "chunk"),
+                       vb_json_str(x, "error"));
+            else
+                printf("damaged chunk %s (%s): set aside as %s\n", vb_json_str(x, "chunk"),
+                       vb_json_str(x, "error"), vb_json_str(x, "kept_as"));
+        }
+        json_object_object_get_ex(res.report, "missing", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+            printf("missing chunk %s\n", vb_json_str(json_object_array_get_idx(a, i), "chunk"));
+        json_object_object_get_ex(res.report, "unreadable", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+            json_object *x = json_object_array_get_idx(a, i);
+            printf("cannot be healed: %s: %s (its index is damaged; 'vbackupctl forget' removes "
+                   "a snapshot)\n", vb_json_str(x, "snapshot"), vb_json_str(x, "error"));
+        }
+        json_object_object_get_ex(res.report, "waiting", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+            printf("needs data again: %s (heals when a backup stores the same data again; if "
+                   "that data is gone, it cannot be healed)\n",
+                   json_object_get_string(json_object_array_get_idx(a, i)));
+        if (res.generation_rebuilt)
+            printf("gc.json was damaged: rebuilt with generation %llu\n",
+                   (unsigned long long)res.generation);
+        if (!res.chunks_set_aside && !res.chunks_missing && !res.snapshots_unreadable &&
+            !res.generation_rebuilt)
+            printf("checked %llu snapshots, %llu chunks: nothing to repair\n",
+                   (unsigned long long)res.snapshots, (unsigned long long)res.chunks);
+        else
+            printf("checked %llu snapshots, %llu chunks: %llu damaged chunks %s, %llu missing; "
+                   "%llu snapshots wait for their data, %llu cannot be healed%s\n",
+                   (unsigned long long)res.snapshots, (unsigned long long)res.chunks,
+                   (unsigned long long)res.chunks_set_aside,
+                   dry ? "to set aside" : "set aside", (unsigned long long)res.chunks_missing,
+                   (unsigned long long)res.snapshots_waiting,
+                   (unsigned long long)res.snapshots_unreadable,
+                   res.generation_moved ? "; the next backups look up every chunk they reuse"
+                                        : "");
+    }
+    json_object_put(res.report);
+    /* 1 while anything is damaged, as verify: a repair heals only with backups */
+    return res.chunks_set_aside || res.chunks_missing || res.snapshots_unreadable ? 1 : 0;
+}
+
+/* forget SNAPSHOT...: each one out of sight first (then deleted), like prune */
+static int cmd_forget(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_repo *r;
+    json_object *out;
+    bool json = false;
+    int c, rc = 0;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'j')
+            return 2;
+        json = true;
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "usage: %s forget SNAPSHOT... [--json]\n", prog);
+        return 2;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!vb_snap_valid_id(argv[i])) {
+            fprintf(stderr, "%s: '%s' is not a snapshot id (VM/TIME)\n", prog, argv[i]);
+            return 2;
+        }
+    }
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    out = json_object_new_array();
+    for (int i = optind; i < argc; i++) {
+        vb_error e = { 0 };
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "id", json_object_new_string(argv[i]));
+        if (vb_snap_delete(r, argv[i], &e)) {
+            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
+            if (!json)
+                fprintf(stderr, "%s: forget: %s\n", prog, vb_strerror(&e));
+            rc = 1;
+        } else if (!json && !quiet) {
+            printf("forgot %s\n", argv[i]);
+        }
+        json_object_array_add(out, o);
+    }
+    vb_repo_close(r);
+    if (json)
+        print_json(out);
+    else if (!quiet && !rc)
+        printf("run 'vbackupctl gc' to free their chunks\n");
+    json_object_put(out);
     return rc;
 }
 
@@ -1374,6 +1531,8 @@ static const struct {
     { "verify", cmd_verify },
     { "prune", cmd_prune },
     { "gc", cmd_gc },
+    { "repair", cmd_repair },
+    { "forget", cmd_forget },
     { "stats", cmd_stats },
     { "vms", cmd_vms },
     { "jobs", cmd_jobs },

@@ -185,6 +185,22 @@ static int take_lock(struct vb_repo *r, int fd, enum vb_lock lock, bool wait, vb
     return 0;
 }
 
+/*
+ * The lock file, for flock (which takes any open file).  On a read-only
+ * repository (a read-only mount, ext4 after a journal abort) it is opened
+ * read-only: listing, verify and restores still work there; whatever writes
+ * fails where it writes, saying so.
+ */
+static int open_lock(struct vb_repo *r, bool create)
+{
+    /* beneath the repository, never through a symlink (vb_repo_openat) */
+    int fd = vb_repo_openat(r->dirfd, "lock", O_RDWR | (create ? O_CREAT : 0), 0600);
+
+    if (fd == -EROFS || fd == -EACCES)
+        fd = vb_repo_openat(r->dirfd, "lock", O_RDONLY, 0);
+    return fd;        /* or -errno */
+}
+
 int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo **out,
                  vb_error *e)
 {
@@ -235,7 +251,7 @@ int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo
                         vb_repo_strerror(r->chunks_fd));
         goto fail;
     }
-    r->lock_fd = vb_repo_openat(r->dirfd, "lock", O_RDWR | O_CREAT, 0600);
+    r->lock_fd = open_lock(r, true);
     if (r->lock_fd < 0) {
         ret = vb_seterr(e, r->lock_fd, "open %s/lock: %s", path, vb_repo_strerror(r->lock_fd));
         goto fail;
@@ -295,7 +311,7 @@ static int claim(struct vb_repo *r, enum vb_lock kind, bool wait, struct vb_clai
 
     if (!c)
         return vb_seterr(e, -ENOMEM, "out of memory");
-    c->fd = vb_repo_openat(r->dirfd, "lock", O_RDWR, 0);
+    c->fd = open_lock(r, false);
     if (c->fd < 0) {
         ret = vb_seterr(e, c->fd, "open %s/lock: %s", r->path, vb_repo_strerror(c->fd));
         free(c);
@@ -350,16 +366,22 @@ int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e)
 
 int vb_repo_gc_advance(struct vb_repo *r, uint64_t *gen, vb_error *e)
 {
-    char path[PATH_MAX], t[40];
-    json_object *o;
     int ret = vb_repo_gc_generation(r, gen, e);
 
     if (ret)
         return ret;
-    ++*gen;
+    return vb_repo_gc_set(r, ++*gen, e);
+}
+
+int vb_repo_gc_set(struct vb_repo *r, uint64_t gen, vb_error *e)
+{
+    char path[PATH_MAX], t[40];
+    json_object *o;
+    int ret;
+
     vb_fmt_time(vb_wall_ns(), t, sizeof(t));
     o = json_object_new_object();
-    json_object_object_add(o, "generation", json_object_new_int64((int64_t)*gen));
+    json_object_object_add(o, "generation", json_object_new_int64((int64_t)gen));
     json_object_object_add(o, "started", json_object_new_string(t));
     snprintf(path, sizeof(path), "%s/" GC_FILE, r->path);
     ret = vb_write_file_atomic(path, json_object_to_json_string(o),
@@ -450,6 +472,16 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
     }
     if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) < 0) {
         ret = -errno;
+        /* a file too short to be a chunk is what a power cut leaves of one
+         * whose data never reached the disk: replaced by this complete one */
+        if (ret == -EEXIST && !vb_repo_has_chunk(r, id)) {
+            if (renameat(dfd, tmp, dfd, name) == 0) {
+                close(dfd);
+                *added = true;
+                return 0;
+            }
+            ret = -errno;
+        }
         unlinkat(dfd, tmp, 0);
         close(dfd);
         if (ret == -EEXIST)
@@ -459,6 +491,42 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
     close(dfd);
     *added = true;
     return 0;
+}
+
+int vb_repo_set_aside_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], char *name,
+                            size_t name_len, vb_error *e)
+{
+    char rel[80], bad[96];
+    const char *base = rel + VB_FANOUT + 1;
+    int dfd, ret;
+
+    vb_repo_chunk_relpath(id, rel);
+    /* in the fan-out folder, opened without following a symlink */
+    dfd = fanout_dir(r, rel, false);
+    if (dfd < 0)
+        return vb_seterr(e, dfd, "open %s/chunks/%.*s: %s", r->path, VB_FANOUT, rel,
+                         vb_repo_strerror(dfd));
+    for (int n = 1; n < 1000; n++) {
+        if (n == 1)
+            snprintf(bad, sizeof(bad), "%s.bad", base);
+        else
+            snprintf(bad, sizeof(bad), "%s.bad-%d", base, n);
+        if (renameat2(dfd, base, dfd, bad, RENAME_NOREPLACE) == 0) {
+            if (name)
+                snprintf(name, name_len, "chunks/%.*s/%s", VB_FANOUT, rel, bad);
+            close(dfd);
+            return 0;
+        }
+        if (errno != EEXIST) {
+            ret = vb_seterr(e, -errno, "rename %s/chunks/%s to %s: %s", r->path, rel, bad,
+                            strerror(errno));
+            close(dfd);
+            return ret;
+        }
+    }
+    close(dfd);
+    return vb_seterr(e, -EEXIST, "rename %s/chunks/%s: 999 damaged copies are kept already",
+                     r->path, rel);
 }
 
 int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,

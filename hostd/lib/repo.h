@@ -74,13 +74,17 @@ int vb_repo_claim_exclusive(struct vb_repo *r, struct vb_claim **out, vb_error *
 
 /*
  * The gc generation: a counter in gc.json that each gc which may delete
- * chunks moves on, under the exclusive lock, before it deletes anything.
+ * chunks, and each repair that found damage, moves on, under the exclusive
+ * lock, before it deletes or moves anything.
  * Knowledge that a chunk exists is valid only in the generation in which it
  * was gained (docs/repository.md, "Claims and knowledge").  0 before the
  * first gc.
  */
 int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e);
 int vb_repo_gc_advance(struct vb_repo *r, uint64_t *gen, vb_error *e);
+/* Write gen as the generation (durably); for a repair of a damaged gc.json,
+ * under the exclusive lock.  It must exceed every generation recorded. */
+int vb_repo_gc_set(struct vb_repo *r, uint64_t gen, vb_error *e);
 
 /* Chunk store (thread-safe).  Writers store chunks through a write session
  * (session.h), which alone calls has/put. */
@@ -89,6 +93,11 @@ bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN]);
 /* Store an encoded chunk under its id unless it exists; *added tells. */
 int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint8_t *enc,
                       size_t enc_len, bool *added, vb_error *e);
+/* Move a damaged chunk out of the store, beside it as <id>.bad (.bad-2, ...):
+ * kept for inspection, and its id is missing from now on, so the next
+ * backup with its data stores it again.  name gets "chunks/ab/<id>.bad". */
+int vb_repo_set_aside_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], char *name,
+                            size_t name_len, vb_error *e);
 /* Read the encoded bytes of a chunk (malloc'd into *buf / *cap reuse). */
 int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,
                        size_t *cap, size_t *len, vb_error *e);

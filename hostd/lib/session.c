@@ -9,12 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 struct vb_write {
     struct vb_repo *r;
     struct vb_claim *claim;  /* released once ended and no put is running */
     uint64_t gen;            /* gc generation, fixed while the claim is held */
     char vm[72];
+    char token[33];          /* the session's name, recorded in its snapshot */
     int64_t started_ns;
     GMutex mu;               /* everything below */
     GHashTable *known;       /* ids that exist: stored, found or inherited here */
@@ -57,6 +60,16 @@ int vb_write_begin(struct vb_repo *r, const char *vm, unsigned flags, struct vb_
     w->r = r;
     snprintf(w->vm, sizeof(w->vm), "%s", vm);
     w->started_ns = vb_wall_ns();
+    {
+        uint8_t rnd[16];
+        uint64_t mix = (uint64_t)w->started_ns ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)w;
+
+        /* unique: a daemon that died finds its job's snapshot by it */
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+            for (size_t i = 0; i < sizeof(rnd); i++)
+                rnd[i] = (uint8_t)((mix >> (8 * (i % 8))) ^ (uint64_t)random());
+        vb_hex(rnd, sizeof(rnd), w->token);
+    }
     g_mutex_init(&w->mu);
     w->known = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     w->refs = 1;
@@ -98,6 +111,16 @@ uint64_t vb_write_added(struct vb_write *w)
 static int charge(struct vb_write *w, int64_t bytes, vb_error *e)
 {
     return w->charge ? w->charge(w->charge_opaque, bytes, e) : 0;
+}
+
+const char *vb_write_token(const struct vb_write *w)
+{
+    return w->token;
+}
+
+const char *vb_write_warning(const struct vb_write *w)
+{
+    return w->sw.warning[0] ? w->sw.warning : NULL;
 }
 
 /* Under mu. */
@@ -310,6 +333,7 @@ int vb_write_commit(struct vb_write *w, json_object *index, int64_t created_ns, 
         w->sw.cancel = &w->abort_wanted;
         json_object_object_add(index, "gc_generation", json_object_new_int64((int64_t)w->gen));
         json_object_object_add(index, "added_bytes", json_object_new_int64((int64_t)added));
+        json_object_object_add(index, "session", json_object_new_string(w->token));
         ret = vb_snap_commit(&w->sw, index, id_out, e);
     }
     leave(w, true);             /* ended: committed, or nothing visible */

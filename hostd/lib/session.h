@@ -48,6 +48,13 @@ void vb_write_unref(struct vb_write *w);
 
 struct vb_repo *vb_write_repo(struct vb_write *w);
 uint64_t vb_write_generation(const struct vb_write *w);
+/* The session's unique name (32 hex digits), recorded as "session" in the
+ * index.json of the snapshot it commits: who began a session and died can
+ * find out afterwards whether it committed. */
+const char *vb_write_token(const struct vb_write *w);
+/* After a commit: what went wrong after the commit point (a failed fsync
+ * of the folder), or NULL.  The snapshot exists either way. */
+const char *vb_write_warning(const struct vb_write *w);
 
 /*
  * What the session adds to the repository, and a budget for it.  Before a

@@ -442,6 +442,9 @@ int vb_snap_delete(struct vb_repo *r, const char *id, vb_error *e)
         close(vfd);
         return ret;
     }
+    /* gone from sight, for good once the VM's folder is on disk (should this
+     * fsync fail, a power cut could bring the complete snapshot back) */
+    vb_fsync_dirfd(vfd);
     ret = vb_rm_rf_at(vfd, tmp);
     close(vfd);
     if (ret)
@@ -539,10 +542,23 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
         ret = vb_snap_write_file(w, "index.json", s, strlen(s), NULL, e);
         if (ret)
             break;
+        /* the folder's entries, and the folder in snapshots/<vm>/: durable
+         * before the commit point, and any failure fails the commit */
         fd = vb_repo_openat(vfd, tmpname, O_RDONLY | O_DIRECTORY, 0);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
+        if (fd < 0) {
+            ret = vb_seterr(e, fd, "open %s/%s: %s", w->r->path, w->tmpdir,
+                            vb_repo_strerror(fd));
+            break;
+        }
+        ret = vb_fsync_dirfd(fd);
+        close(fd);
+        if (ret) {
+            vb_seterr(e, ret, "fsync %s/%s: %s", w->r->path, w->tmpdir, strerror(-ret));
+            break;
+        }
+        if ((ret = vb_fsync_dirfd(vfd))) {
+            vb_seterr(e, ret, "fsync %s/snapshots/%s: %s", w->r->path, w->vm, strerror(-ret));
+            break;
         }
         /* the commit point; an abort that came first wins (w->gate serializes them) */
         if (w->gate)
@@ -558,13 +574,19 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
         if (w->gate)
             g_mutex_unlock(w->gate);
         if (ret == 0) {
-            ret = vb_fsync_dirfd(vfd);
+            /* The snapshot exists: nothing after this point fails the commit.
+             * This fsync makes the rename durable; should it fail, the rename
+             * reaches the disk with the file system's next sync, and only a
+             * power cut before that can take it back (its chunks and files
+             * are durable already).  Said, not failed. */
+            int fr = vb_fsync_dirfd(vfd);
             close(vfd);
-            if (ret)
-                return vb_seterr(e, ret, "fsync %s/snapshots/%s: %s", w->r->path, w->vm,
-                                 strerror(-ret));
             w->open = false;
             *id_out = strdup(id);
+            if (fr)
+                snprintf(w->warning, sizeof(w->warning), "snapshot %s is committed, but fsync "
+                         "%s/snapshots/%s: %s; until the file system syncs, a power cut could "
+                         "undo the commit", id, w->r->path, w->vm, strerror(-fr));
             return 0;
         }
         if (ret != -EEXIST && ret != -ENOTEMPTY) {

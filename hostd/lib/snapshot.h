@@ -97,13 +97,17 @@ struct vb_snap_writer {
     bool open;
     GMutex *gate;            /* optional: held around the commit point (rename) */
     const bool *cancel;      /* optional: read under gate; true refuses the commit */
+    char warning[400];       /* after a commit: what went wrong after the commit point */
 };
 
 int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, vb_error *e);
 int vb_snap_write_file(struct vb_snap_writer *w, const char *name, const void *data,
                        size_t len, uint8_t sha256[32], vb_error *e);
 /* Adds id, vm, created to index; makes it all durable and visible.
- * *id_out (malloc'd) gets the new snapshot id. */
+ * *id_out (malloc'd) gets the new snapshot id.  Every failure (an fsync
+ * too) comes before the commit point (the folder's rename); once the
+ * snapshot exists the commit succeeds, and what went wrong after that
+ * point (the last fsync) is in w->warning. */
 int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, vb_error *e);
 void vb_snap_abort(struct vb_snap_writer *w);
 

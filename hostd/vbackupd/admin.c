@@ -140,9 +140,23 @@ static json_object *cmd_snapshots(struct vbd *d, json_object *req)
 
         if (want && strcmp(want, t->name))
             continue;
-        if (vb_snap_list(t->repo, vm, &snaps, &e)) {
-            err = admin_error("cannot list target '%s': %s", t->name, vb_strerror(&e));
-            break;
+        if (!vbd_target_repo(t, &e) || vb_snap_list(t->repo, vm, &snaps, &e)) {
+            g_autofree char *why = vbd_target_broken(t);
+            json_object *o;
+
+            if (why)        /* the administrator sees the cause */
+                vb_seterr(&e, e.code, "target '%s' is unavailable: %s", t->name, why);
+
+            if (want) {
+                err = admin_error("cannot list target '%s': %s", t->name, vb_strerror(&e));
+                break;
+            }
+            /* the others are listed: one broken target hides nothing else */
+            o = json_object_new_object();
+            json_object_object_add(o, "target", json_object_new_string(t->name));
+            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
+            json_object_array_add(a, o);
+            continue;
         }
         for (guint i = 0; i < snaps->len; i++) {
             json_object *o = json_object_get(((struct vb_snapshot *)snaps->pdata[i])->json);

@@ -719,6 +719,17 @@ static void cut_done(struct vbd_task *task)
             jobplan_clear(jp);
             continue;
         }
+        if (jp->claim_err && jp->claim_err != -EBUSY) {
+            /* a broken or read-only target: its jobs fail, the others go on */
+            char what[160];
+            if (vbd_target_cannot_write(j->target, jp->claim_err, what, sizeof(what))) {
+                vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&jp->claim_e));
+                vbd_job_unref(j);               /* the queue's reference */
+                jobplan_clear(jp);
+                jp->job = NULL;
+                continue;
+            }
+        }
         if (jp->claim_err) {
             /* gc holds the repository: offer it again after a while */
             if (jp->claim_err == -EBUSY) {
@@ -745,6 +756,7 @@ static void cut_done(struct vbd_task *task)
             j->ws = jp->ws;
             jp->ws = NULL;
             vbd_quota_attach(j);        /* what it stores counts against the VM's quotas */
+            vbd_journal_running(j);     /* names the session: a restart finds its snapshot */
         }
         j->batch = b->id;
         for (size_t k = 0; jp->notes && k < json_object_array_length(jp->notes); k++)

@@ -103,8 +103,12 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
  * generation and makes the snapshot's folder, so it runs on a worker. */
 int vbd_claim_work(struct vbd_target *t, const char *vm, struct vb_write **ws, vb_error *e)
 {
-    int ret = vb_write_begin(t->repo, vm, VB_WRITE_NOWAIT, ws, e);
+    struct vb_repo *r = vbd_target_repo(t, e);
+    int ret;
 
+    if (!r)                 /* broken: the guest's terms in e, the cause in the log */
+        return e->code ? e->code : -EIO;
+    ret = vb_write_begin(r, vm, VB_WRITE_NOWAIT, ws, e);
     if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
         vb_seterr(e, ret, "repository %s is busy (garbage collection is running)", t->name);
     return ret;
@@ -285,6 +289,7 @@ static void claim_done(struct vbd_task *t)
     } else if (!ct->err) {
         j->ws = ct->ws;
         vbd_quota_attach(j);            /* what it stores counts against the VM's quotas */
+        vbd_journal_running(j);         /* names the session: a restart finds its snapshot */
         if (j->claim_waited)
             vbd_log("job %llu: repository %s claimed, fallback data goes on",
                     (unsigned long long)j->id, j->target->name);
@@ -298,9 +303,11 @@ static void claim_done(struct vbd_task *t)
         if (!d->claim_timer)
             d->claim_timer = g_timeout_add(200, on_claim_retry, d);
     } else {
+        /* a broken or read-only target says what is wrong with it */
         char what[160];
-        snprintf(what, sizeof(what), "target '%s' could not be claimed on the host",
-                 j->target->name);
+        if (!vbd_target_cannot_write(j->target, ct->err, what, sizeof(what)))
+            snprintf(what, sizeof(what), "target '%s' could not be claimed on the host",
+                     j->target->name);
         vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&ct->e));
     }
     vbd_batch_schedule(d);          /* a sealed job may wait for this claim */
@@ -1027,21 +1034,18 @@ static void commit_done(struct vbd_task *t)
 {
     struct commit_task *ct = (struct commit_task *)t;
     struct vbd_job *j = ct->job;
+    char what[160] = "";
 
     j->committing = false;
-    if (j->state == VB_JOB_RUNNING && !vbd_quota_failed(j, ct->err)) {
-        if (ct->err) {
-            char what[160];
-            snprintf(what, sizeof(what), ct->err == -ENOSPC ? "target '%s' has no space left "
-                     "for the snapshot" : "the snapshot could not be committed to target '%s'",
-                     j->target->name);
-            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&ct->e));
-        } else {
-            j->snapshot = ct->id;
-            ct->id = NULL;
-            vbd_job_finish_ok(j);
-        }
+    if (ct->err) {
+        vb_prefixerr(&ct->e, "commit");
+        snprintf(what, sizeof(what), ct->err == -ENOSPC ? "target '%s' has no space left "
+                 "for the snapshot" : "the snapshot could not be committed to target '%s'",
+                 j->target->name);
     }
+    /* the commit's answer decides, also for a job stopped meanwhile */
+    vbd_job_committed(j, ct->err ? NULL : g_steal_pointer(&ct->id), ct->err, what, &ct->e,
+                      vb_write_warning(ct->ws));
     g_free(ct->id);
     vb_write_unref(ct->ws);
     release_from_plan(j);
@@ -1089,12 +1093,18 @@ static void disk_view_done(struct vbd_job *j, int err, const char *summary);
 void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary)
 {
     if (j->kind == VB_KIND_DISK) {
-        /* a job that ended meanwhile commits nothing */
-        disk_view_done(j, err ? err : j->state != VB_JOB_RUNNING ? -ECANCELED : 0,
+        /* a job that ended (or was stopped) meanwhile commits nothing */
+        disk_view_done(j, err ? err : j->state != VB_JOB_RUNNING || j->ending ? -ECANCELED : 0,
                        err ? summary : "the job ended");
         return;
     }
     j->committing = false;
+    if (j->ending && j->state == VB_JOB_RUNNING) {
+        /* stopped while its view was folded back: it ends as asked, nothing committed */
+        vbd_job_committed(j, NULL, -ECANCELED, NULL, NULL, NULL);
+        release_from_plan(j);
+        return;
+    }
     if (err)
         vbd_job_fail(j, VB_JOB_FAILED, "point-in-time view: %s (vbackupd's log says more)",
                      summary);
@@ -1311,11 +1321,12 @@ static gboolean disk_view_finish(gpointer opaque)
 {
     struct vbd_disk_run *dr = opaque;
     struct vbd_job *j = dr->job;
+    bool running = j->state == VB_JOB_RUNNING && !j->ending;     /* not being stopped */
 
-    if (j->view_op && j->state == VB_JOB_RUNNING)
+    if (j->view_op && running)
         vbd_view_finish(j);         /* vbd_exec_view_done() answers */
     else
-        disk_view_done(j, j->state == VB_JOB_RUNNING ? 0 : -ECANCELED, "the job ended");
+        disk_view_done(j, running ? 0 : -ECANCELED, "the job ended");
     return G_SOURCE_REMOVE;
 }
 
@@ -1349,10 +1360,10 @@ static gboolean disk_finished(gpointer opaque)
 {
     struct vbd_disk_run *dr = opaque;
     struct vbd_job *j = dr->job;
+    char what[160] = "";
 
     g_thread_join(j->disk_thread);
     j->disk_thread = NULL;
-    vb_write_unref(dr->ws);
     j->bytes_done = dr->st.allocated;
     j->bytes_total = dr->st.allocated;
     j->bytes_new = dr->st.bytes_new;
@@ -1361,24 +1372,20 @@ static gboolean disk_finished(gpointer opaque)
     j->stored_new = dr->st.stored_new;
     j->flags |= VB_JOB_FLAG_READ_DONE;
     vbd_count_read(j->d, ((struct vbd_disk *)j->disks->pdata[0])->image, dr->st.bytes_read);
-    if (j->state == VB_JOB_RUNNING && !vbd_quota_failed(j, dr->err)) {
-        if (dr->err) {
-            struct vbd_disk *dk = j->disks->pdata[0];
-            char what[160];
-            if (dr->err == -ENOSPC)
-                snprintf(what, sizeof(what), "target '%s' has no space left for disk '%s'",
-                         j->target->name, dk->serial);
-            else
-                snprintf(what, sizeof(what), "disk '%s' could not be read or stored on the host",
-                         dk->serial);
-            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&dr->e));
-        } else {
-            j->snapshot = dr->id;
-            dr->id = NULL;
-            vbd_job_finish_ok(j);
-        }
+    if (dr->err) {
+        struct vbd_disk *dk = j->disks->pdata[0];
+        if (dr->err == -ENOSPC)
+            snprintf(what, sizeof(what), "target '%s' has no space left for disk '%s'",
+                     j->target->name, dk->serial);
+        else
+            snprintf(what, sizeof(what), "disk '%s' could not be read or stored on the host",
+                     dk->serial);
     }
+    /* the backup's answer decides, also for a job stopped meanwhile */
+    vbd_job_committed(j, dr->err ? NULL : g_steal_pointer(&dr->id), dr->err, what, &dr->e,
+                      vb_write_warning(dr->ws));
     g_free(dr->id);
+    vb_write_unref(dr->ws);
     j->disk_run = NULL;
     g_mutex_clear(&dr->lock);
     g_cond_clear(&dr->cond);

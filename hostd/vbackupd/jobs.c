@@ -44,6 +44,11 @@ static bool finished(const struct vbd_job *j)
     return j->state == VB_JOB_DONE || j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED;
 }
 
+bool vbd_job_finished(const struct vbd_job *j)
+{
+    return finished(j);
+}
+
 void vbd_entry_clear(struct vbd_entry *en)
 {
     g_free(en->path);
@@ -163,10 +168,12 @@ static void job_end(struct vbd_job *j, int state)
     vbd_quota_end(j);           /* its bytes, counted; a gc if it left garbage */
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
+    /* how it ended, also after a restart; a view being folded back keeps its
+     * record as it is until it is back (vbd_view_released writes it then) */
+    if (!j->view_busy)
+        vbd_journal_running(j);
     if (j->view_op)
-        vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
-    else if (!j->view_busy)
-        vbd_journal_forget(j);
+        vbd_view_release(j);    /* commit the snapshot back; the record keeps it until then */
     /* the session ends now: a commit in progress is refused at its commit
      * point, running puts fail; the claim goes when they are back */
     if (j->ws)
@@ -197,31 +204,49 @@ static void plain_reason(struct vbd_job *j)
         *(char *)g_utf8_find_prev_char(j->reason, j->reason + strlen(j->reason)) = 0;
 }
 
+/* End the job as state (its reason set), or, while its commit (or disk
+ * backup) runs, once that comes back.  Abort and commit are serialized
+ * (session.h): if the commit point is not passed yet, the commit is refused
+ * and the job ends as asked when it comes back; if it is, the snapshot
+ * exists and the job is done.  Either way the commit's answer decides,
+ * never a guess (vbd_job_committed). */
+static void stop(struct vbd_job *j, int state)
+{
+    vbd_exec_cancel_job(j);
+    if (j->committing || j->disk_thread) {
+        j->ending = (uint8_t)state;
+        if (j->ws)
+            vb_write_abort(j->ws);
+        vbd_log("job %llu (%s): %s; waiting for its commit to come back", (unsigned long long)j->id,
+                j->vm->name, j->reason);
+        return;
+    }
+    job_end(j, state);
+}
+
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
 {
     va_list ap;
 
-    if (finished(j))
+    if (finished(j) || j->ending)
         return;
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
     plain_reason(j);
-    vbd_exec_cancel_job(j);
-    job_end(j, state);
+    stop(j, state);
 }
 
 void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const char *detail)
 {
-    if (finished(j))
+    if (finished(j) || j->ending)
         return;
     snprintf(j->reason, sizeof(j->reason), "%s; the host's log has details (job %llu)", what,
              (unsigned long long)j->id);
     plain_reason(j);
     g_free(j->detail);
     j->detail = g_strdup(detail);
-    vbd_exec_cancel_job(j);
-    job_end(j, state);
+    stop(j, state);
 }
 
 void vbd_job_fail_late(struct vbd_job *j, const char *fmt, ...)
@@ -247,6 +272,43 @@ void vbd_job_finish_ok(struct vbd_job *j)
 {
     j->reason[0] = 0;
     job_end(j, VB_JOB_DONE);
+}
+
+void vbd_job_committed(struct vbd_job *j, char *snapshot, int err, const char *what,
+                       const vb_error *e, const char *warning)
+{
+    uint8_t ending = j->ending;
+
+    j->ending = 0;
+    if (j->state != VB_JOB_RUNNING) {
+        if (snapshot)                   /* stop() waits for commits: never */
+            vbd_log("job %llu (%s): ended %s, but its commit made %s", (unsigned long long)j->id,
+                    j->vm->name, vbd_state_name(j->state), snapshot);
+        g_free(snapshot);
+        return;
+    }
+    if (snapshot) {
+        if (ending)
+            vbd_log("job %llu (%s): committed as %s before it could be stopped (%s): done",
+                    (unsigned long long)j->id, j->vm->name, snapshot, j->reason);
+        g_free(j->snapshot);
+        j->snapshot = snapshot;
+        j->reason[0] = 0;
+        g_free(j->detail);
+        j->detail = NULL;
+        if (warning) {
+            /* done, and the guest is told the one thing to know (no path) */
+            vbd_log("job %llu (%s): warning: %s", (unsigned long long)j->id, j->vm->name, warning);
+            snprintf(j->reason, sizeof(j->reason), "committed, but the target could not confirm "
+                     "that the commit is on disk (an fsync failed); a power cut before its next "
+                     "sync could undo it");
+        }
+        job_end(j, VB_JOB_DONE);
+    } else if (ending) {
+        job_end(j, ending);                     /* with the reason it was stopped for */
+    } else if (!vbd_quota_failed(j, err)) {
+        vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(e));
+    }
 }
 
 unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm)
@@ -387,6 +449,14 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
                       known);
         goto out;
     }
+    {
+        /* a broken or read-only target says so now, not after the guest sent it all */
+        vb_error te = { 0 };
+        if (vbd_target_writable(t, &te)) {
+            vbd_reply_err(c, h, VB_S_IO, "%s", vb_strerror(&te));
+            goto out;
+        }
+    }
     for (unsigned i = 0; i < b.n_disks; i++) {
         if (!vbd_vm_disk(c->vm, b.serials[i])) {
             vbd_reply_err(c, h, VB_S_NOT_OWNED, "disk '%s' is not attached to VM %s",
@@ -432,6 +502,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
+    vbd_journal_running(j);     /* a restart reports it, whatever happens */
     bw = g_new0(struct begin_wait, 1);
     bw->job = j;
     j->refs++;
@@ -1145,8 +1216,10 @@ void vbd_jobs_tick(struct vbd *d)
             seen = GPOINTER_TO_UINT(g_hash_table_lookup(per_vm, j->vm)) + 1;
             g_hash_table_insert(per_vm, j->vm, GUINT_TO_POINTER(seen));
             if (seen > KEEP_FINISHED_PER_VM ||
-                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000)
+                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000) {
+                vbd_journal_drop(j);
                 g_hash_table_remove(d->jobs, &j->id);
+            }
         }
         g_ptr_array_free(all, TRUE);
     }

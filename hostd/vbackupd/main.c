@@ -57,6 +57,7 @@ static void target_free(gpointer p)
     struct vbd_target *t = p;
 
     vb_repo_close(t->repo);
+    g_free(t->broken);
     g_free(t->name);
     g_free(t->path);
     g_free(t);
@@ -64,7 +65,10 @@ static void target_free(gpointer p)
 
 static GPtrArray *retired_targets;   /* replaced by a reload; jobs may still use them */
 
-static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
+/* strict (--check-config): a repository that cannot be opened is an error;
+ * else the target is kept, unavailable, and tried again when needed
+ * (targets.c): one broken target does not stop the others. */
+static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_error *e)
 {
     GHashTable *fresh = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, NULL);
     GHashTableIter it;
@@ -82,9 +86,15 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
         t->path = g_strdup(tc->repository);
         if (vb_repo_open(t->path, VB_LOCK_NONE, true, &t->repo, e)) {
             vb_prefixerr(e, "target %s", t->name);
-            target_free(t);
-            g_hash_table_destroy(fresh);
-            return e->code ? e->code : -EINVAL;
+            if (strict) {
+                target_free(t);
+                g_hash_table_destroy(fresh);
+                return e->code ? e->code : -EINVAL;
+            }
+            vbd_log("%s; its jobs fail until it can be opened", vb_strerror(e));
+            t->broken = g_strdup(vb_strerror(e));
+            t->repo = NULL;
+            memset(e, 0, sizeof(*e));
         }
         g_hash_table_insert(fresh, t->name, t);
     }
@@ -123,7 +133,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
     cfg = NULL;
     chain = NULL;
     if (vbd_config_load(d->config_path, &cfg, &e) || vbd_chain_load(d, cfg, &chain, &e) ||
-        apply_targets(d, cfg, &e)) {
+        apply_targets(d, cfg, false, &e)) {
         if (!e.code)
             e.code = -EINVAL;
         snprintf(msg, len, "reload failed, keeping the running configuration: %s",
@@ -255,7 +265,7 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_REALTIME, &ts);
         d->next_job = ((uint64_t)ts.tv_sec % 100000000) * 1000 + 1;
     }
-    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, &e) ||
+    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, check, &e) ||
         vbd_chain_load(d, d->cfg, &d->chain, &e)) {
         vbd_log("%s", vb_strerror(&e));
         return 1;
@@ -269,16 +279,18 @@ int main(int argc, char **argv)
         return 0;
     }
     d->loop = g_main_loop_new(NULL, FALSE);
+    /* before any socket exists: whoever sees one may send SIGTERM at once,
+     * and it must be a clean shutdown (handled once the loop runs) */
+    g_unix_signal_add(SIGTERM, on_term, d);
+    g_unix_signal_add(SIGINT, on_term, d);
+    g_unix_signal_add(SIGHUP, on_hup, d);
+    signal(SIGPIPE, SIG_IGN);
     if (vbd_exec_init(d, &e) || vbd_vms_refresh(d, &e) || vbd_admin_init(d, &e) ||
         (d->cfg->libvirt_uri && vbd_libvirt_start(d, &e))) {
         vbd_log("%s", vb_strerror(&e));
         return 1;
     }
     vbd_journal_recover(d);
-    g_unix_signal_add(SIGTERM, on_term, d);
-    g_unix_signal_add(SIGINT, on_term, d);
-    g_unix_signal_add(SIGHUP, on_hup, d);
-    signal(SIGPIPE, SIG_IGN);
     g_timeout_add_seconds(5, on_tick, d);
     vbd_log("ready: %u VMs, %u targets, policies %u, batch every %.1f s or %u jobs, %d workers",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len,

@@ -120,6 +120,10 @@ static gboolean on_reclaim(gpointer opaque)
             continue;
         if (target_used(d, t))
             continue;           /* a job's claim, or one about to be: later */
+        if (!g_atomic_pointer_get(&t->repo)) {
+            t->reclaim_wanted = false;      /* broken (targets.c): nothing to reclaim there */
+            continue;
+        }
         run = g_new0(struct vbd_reclaim, 1);
         run->t = t;
         if (vb_repo_claim_exclusive(t->repo, &run->claim, &e)) {

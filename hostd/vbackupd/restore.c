@@ -373,7 +373,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     ot->job = j;
     j->refs++;
     ot->req = vbd_req_hold(c, h);
-    ot->repo = t->repo;
+    ot->repo = g_atomic_pointer_get(&t->repo);
     snprintf(ot->target, sizeof(ot->target), "%s", t->name);
     snprintf(ot->want, sizeof(ot->want), "%s", rb.snapshot);
     ot->cands = g_ptr_array_new_with_free_func(g_free);
@@ -381,6 +381,17 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     for (unsigned i = 0; i < rb.n_paths; i++)
         ot->paths[i] = g_strdup(rb.paths[i]);
     ot->n_paths = rb.n_paths;
+    if (!ot->repo) {
+        /* a broken target: opened again now (it may be fixed); else it says so,
+         * naming no path (the cause is in the log) */
+        vb_error e = { 0 };
+        if (!(ot->repo = vbd_target_repo(t, &e))) {
+            ot->st = VB_S_IO;
+            snprintf(ot->msg, sizeof(ot->msg), "%s", vb_strerror(&e));
+            open_done(&ot->task);
+            goto out;
+        }
+    }
     if (!strcmp(rb.snapshot, "latest")) {
         ot->latest = true;
         vbd_snapindex_get(d, t, c->vm->name, latest_cands, ot);

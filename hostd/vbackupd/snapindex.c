@@ -123,25 +123,30 @@ static bool indexes_unchanged(struct vb_repo *r, GPtrArray *snaps)
 static void refresh_work(struct vb_work *work, struct vb_codec *c)
 {
     struct refresh *rf = (struct refresh *)work;
+    struct vb_repo *r = vbd_target_repo(rf->x->t, &rf->e);   /* a broken target: tried again */
     GPtrArray *snaps;
     int64_t t0;
 
-    rf->err = vb_snap_stamp(rf->x->t->repo, rf->x->vm, &rf->stamp, &rf->e);
+    if (!r) {
+        rf->err = rf->e.code ? rf->e.code : -EIO;
+        return;
+    }
+    rf->err = vb_snap_stamp(r, rf->x->vm, &rf->stamp, &rf->e);
     if (rf->err)
         return;
     /* x->snaps is replaced only on the main loop, when this refresh is done */
     if (rf->had && rf->have.settled && vb_snap_stamp_equal(&rf->have, &rf->stamp) &&
-        indexes_unchanged(rf->x->t->repo, rf->x->snaps))
+        indexes_unchanged(r, rf->x->snaps))
         return;                         /* unchanged */
     t0 = vb_wall_ns();
-    if ((rf->err = vb_snap_list(rf->x->t->repo, rf->x->vm, &snaps, &rf->e)))
+    if ((rf->err = vb_snap_list(r, rf->x->vm, &snaps, &rf->e)))
         return;
     rf->snaps = g_ptr_array_new_full(snaps->len, info_free);
     for (guint i = 0; i < snaps->len; i++) {
         struct vbd_snapinfo *si = info_of(snaps->pdata[i]);
         /* stamped after it was read: settled only if it was before the read
          * began (a change meanwhile is read again next time) */
-        if (!vb_snap_index_stamp(rf->x->t->repo, si->id, &si->istamp, NULL))
+        if (!vb_snap_index_stamp(r, si->id, &si->istamp, NULL))
             si->istamp.settled = t0 - si->istamp.ctime_ns > 2000000000ll;
         g_ptr_array_add(rf->snaps, si);
     }

@@ -9,8 +9,9 @@
  *   batch.c    batching, the policy chain, read plans
  *   exec.c     execution: io_uring reads, windows, chunking, storing, commit
  *   restore.c  restore jobs: RESTORE_BEGIN/LIST/READ/END
+ *   journal.c  every job's record on disk, so that a restart reports what happened
+ *   targets.c  targets that may be broken or read-only
  *   admin.c    the admin socket (vbackupctl vms, jobs, job ID)
- *   journal.c  running jobs on disk, for a report after a crash
  *   view.c     the point-in-time view: snapshot, exact commit back, checks
  *   chain.c    disk chains as QEMU reports them, identities of image files
  *   qmp.c      the view through QEMU's monitor
@@ -138,7 +139,10 @@ enum vbd_mem {
 struct vbd_target {
     char *name;
     char *path;
-    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h) */
+    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h);
+                              * NULL while it cannot be opened: vbd_target_repo() opens it
+                              * (on any thread), and once open it stays */
+    char *broken;            /* why it cannot be opened, as last logged (targets.c's lock) */
     /* reclaim.c: a gc after failed jobs */
     bool reclaim_wanted;
     struct vbd_reclaim *reclaim_run;  /* running */
@@ -325,6 +329,9 @@ struct vbd_job {
     bool plan_released;      /* released from its plan (once) */
     bool in_plan;            /* windows, pieces and images are in use by a plan */
     bool committing;         /* commit task with a worker */
+    uint8_t ending;          /* a cancel or failure (its state) that came while the job's
+                              * commit (or disk backup) runs: the job ends so unless the
+                              * commit made its snapshot (then it is done) */
     bool is_restore;
     /* plan and execution */
     uint64_t batch;          /* batch id that ran it */
@@ -531,6 +538,13 @@ void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const cha
 void vbd_job_fail_late(struct vbd_job *j, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void vbd_job_finish_ok(struct vbd_job *j);
+/* The outcome of a job's commit (files) or disk backup, on the main thread:
+ * snapshot (taken, g_malloc'd) when it was committed; else err, what failed
+ * in the guest's terms and the cause (e) for the log.  warning: what went
+ * wrong after the commit point (session.h), or NULL. */
+void vbd_job_committed(struct vbd_job *j, char *snapshot, int err, const char *what,
+                       const vb_error *e, const char *warning);
+bool vbd_job_finished(const struct vbd_job *j);
 void vbd_jobs_vm_gone(struct vbd *d, struct vbd_vm *vm);
 void vbd_jobs_tick(struct vbd *d);
 json_object *vbd_job_json(struct vbd_job *j, bool detail);
@@ -568,9 +582,11 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n);
  * in summary, which names no host paths) */
 void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary);
 
-/* journal.c */
-void vbd_journal_running(struct vbd_job *j);
-void vbd_journal_forget(struct vbd_job *j);
+/* journal.c: every job's record (<state_dir>/jobs/<id>.json) from BEGIN until
+ * the job is forgotten, so that a restart reports what happened */
+void vbd_journal_running(struct vbd_job *j);     /* write the job's record as it is now */
+void vbd_journal_forget(struct vbd_job *j);      /* nothing left to recover (view committed back) */
+void vbd_journal_drop(struct vbd_job *j);        /* the job is forgotten */
 void vbd_journal_recover(struct vbd *d);
 bool vbd_job_hurried(const struct vbd_job *j);
 
@@ -593,6 +609,22 @@ void vbd_libvirt_stop(struct vbd *d);
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
 void vbd_restore_close(struct vbd_job *j);
+
+/* targets.c */
+/* The target's repository, opened now if it could not be before (any
+ * thread); NULL with a reason that names the target, never its path or an
+ * errno text (guests read it); the cause is logged. */
+struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e);
+/* Why the target could not be opened, as last logged (g_malloc'd), or NULL. */
+char *vbd_target_broken(struct vbd_target *t);
+/* 0 when new snapshots can be written (not a read-only file system); else
+ * the reason, in the guest's terms. */
+int vbd_target_writable(struct vbd_target *t, vb_error *e);
+/* A job's claim of the target failed with err: true when the target cannot
+ * take backups now (it cannot be opened; its file system is read-only,
+ * fails or is full), which fails the job, with what in the guest's terms;
+ * false for other causes (its lock cannot be taken), which the job waits out. */
+bool vbd_target_cannot_write(struct vbd_target *t, int err, char *what, size_t len);
 
 /* limits.c */
 uint64_t vbd_mem_total(const struct vbd *d);
