@@ -218,8 +218,8 @@ class World:
             check(rc in expect, f"backup-disk --vm {vm} exit {rc}:\n{text}")
             if rc == 0 and not vm.startswith("s"):
                 self.ledger.disk(self.repo, text.split()[-1], sha, "warning" not in text)
-        return self.cmd("backup-disk", ["backup-disk", "--vm", vm, "--name", "d", path], env,
-                        done)
+        return self.cmd("backup-disk", ["backup-disk", "--vm", vm, "--name", "d", "--format", "raw",
+                                        path], env, done)
 
     def cmd(self, kind, args, env=None, done=None):
         c = Cmd(self, kind, args, env, done)

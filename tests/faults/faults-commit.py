@@ -257,23 +257,25 @@ with fl.dl.workdir() as w:
     sha = fl.sha_file(img)
     crepo = w.p("repo-cli")
     ctl_ok(crepo, "init")
-    r = ctl(crepo, "backup-disk", "--vm", "c1", img,
+    r = ctl(crepo, "backup-disk", "--vm", "c1", "--format", "raw", img,
             env=fl.fault_env(["fail:fsync:/snapshots/c1/.tmp-:dir"]))
     check(r.returncode == 1 and "Input/output error" in r.stderr and not vm_snaps(crepo, "c1"),
           f"backup-disk, the snapshot folder's fsync failed: exit {r.returncode} {r.stderr}")
-    r = ctl(crepo, "backup-disk", "--vm", "c2", img,
+    r = ctl(crepo, "backup-disk", "--vm", "c2", "--format", "raw", img,
             env=fl.fault_env(["fail:fsync:/snapshots/c2$:dir:visible"]))
     check(r.returncode == 0 and "warning" in r.stderr and
           vm_snaps(crepo, "c2") == [r.stdout.split()[-1]],
           f"backup-disk, an fsync failed after the commit point: exit {r.returncode} {r.stderr}")
     ledger.disk(crepo, r.stdout.split()[-1], sha)
-    r = ctl(crepo, "backup-disk", "--vm", "c3", img, env=fl.fault_env(["fail:syncfs:/repo-cli$"]))
+    r = ctl(crepo, "backup-disk", "--vm", "c3", "--format", "raw", img,
+            env=fl.fault_env(["fail:syncfs:/repo-cli$"]))
     check(r.returncode == 1 and "syncfs" in r.stderr and not vm_snaps(crepo, "c3"),
           f"backup-disk, syncfs failed: exit {r.returncode} {r.stderr}")
     for vm, committed in (("c4", True), ("c5", False)):
         rule = f"hold:fsync:/snapshots/{vm}$:dir:visible:once" if committed else \
                f"hold:fsync:/snapshots/{vm}/.tmp-:dir:once"
-        p = fl.ctl_bg(crepo, "backup-disk", "--vm", vm, img, env=fl.fault_env([rule], hold=hold))
+        p = fl.ctl_bg(crepo, "backup-disk", "--vm", vm, "--format", "raw", img,
+                      env=fl.fault_env([rule], hold=hold))
         hold.wait(f"backup-disk of {vm} at its commit", lambda: p.poll() is None)
         p.kill()
         p.wait()

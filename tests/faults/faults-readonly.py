@@ -71,7 +71,7 @@ with fl.dl.workdir() as w:
         check(len(files) == 1, f"{t}: show finds {files}")
         check("/data/f.bin" in ctl_ok(repo, "ls", files[0]).stdout, f"{t}: ls")
         ledger.check(f"read-only target {t}", verify=True)   # verify, restore-disk, restore-files
-        for args in (("backup-disk", "--vm", "x", disk), ("gc",),
+        for args in (("backup-disk", "--vm", "x", "--format", "raw", disk), ("gc",),
                      ("forget", ids[0])):
             r = ctl(repo, *args)
             check(r.returncode == 1 and ("Read-only file system" in r.stderr or

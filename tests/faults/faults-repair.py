@@ -33,7 +33,7 @@ def repair(repo, *args):
 
 
 def backup_disk(repo, vm, img):
-    r = ctl_ok(repo, "backup-disk", "--vm", vm, "--name", "d", img)
+    r = ctl_ok(repo, "backup-disk", "--vm", vm, "--name", "d", "--format", "raw", img)
     return r.stdout.split()[-1]
 
 
@@ -150,7 +150,7 @@ with fl.dl.workdir() as w:
     # ---- 4. a damaged gc.json is rebuilt above every recorded generation -------------
     with open(os.path.join(repo, "gc.json"), "w") as f:
         f.write("garbage")
-    r = ctl(repo, "backup-disk", "--vm", "vm", img)
+    r = ctl(repo, "backup-disk", "--vm", "vm", "--format", "raw", img)
     check(r.returncode == 1 and "gc.json is damaged" in r.stderr, f"backup with a bad gc.json: "
           f"{r.stderr}")
     rep, rc = repair(repo)

@@ -35,7 +35,7 @@ with fl.dl.workdir() as w:
         f.seek(40 << 20)
         f.write(os.urandom(4 << 20))            # a hole between
     sha = fl.sha_file(img)
-    sid = ctl_ok(repo, "backup-disk", "--vm", "vm", img).stdout.split()[-1]
+    sid = ctl_ok(repo, "backup-disk", "--vm", "vm", "--format", "raw", img).stdout.split()[-1]
     out = w.p("out")
     os.makedirs(out)
     target = os.path.join(out, "disk.img")
