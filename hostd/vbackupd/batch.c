@@ -186,7 +186,7 @@ static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_write *
 
     if (j->mode == VB_MODE_FULL || j->kind != VB_KIND_FILES)
         return;
-    if (vb_snap_list(j->target->repo, j->vm->name, &snaps, &e))
+    if (vb_snap_list(vb_write_repo(ws), j->vm->name, &snaps, &e))
         return;
     for (guint i = snaps->len; i-- > 0;) {
         struct vb_snapshot *s = snaps->pdata[i];
@@ -196,7 +196,7 @@ static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_write *
             continue;
         if (j->mode == VB_MODE_DIFFERENTIAL && (!mode || strcmp(mode, "full")))
             continue;
-        if (vb_files_catalog(j->target->repo, s, &jp->parent_cat, &e) == 0) {
+        if (vb_files_catalog(vb_write_repo(ws), s, &jp->parent_cat, &e) == 0) {
             jp->cat_mem = vb_cat_footprint(jp->parent_cat);
             if (jp->cat_mem > jp->room / 2) {
                 note(jp, "the catalog of parent %s (%llu bytes) would take more than half "
