@@ -67,6 +67,8 @@ static void usage(FILE *f)
 "                                         the export and a qcow2 overlay on it to start a VM on\n"
 "  live-restore --qmp SOCKET [--device ID] [--speed BYTES]\n"
 "                                         copy a running VM's disk off the export (no downtime)\n"
+"  mount MOUNTPOINT [--cache SIZE] [--allow-other] [--debug]\n"
+"                                         every snapshot as read-only folders and images (FUSE)\n"
 "\n"
 "Daemon commands (--daemon SOCKET, or $VBACKUPD_ADMIN; default /run/vbackup/admin.sock):\n"
 "  vms [--json]                           VMs, their sockets, disks and connections\n"
@@ -1259,6 +1261,7 @@ static int cmd_reload(int argc, char **argv)
 INSTANT_CMD(cmd_export, vbi_cmd_export)
 INSTANT_CMD(cmd_boot_from, vbi_cmd_boot_from)
 INSTANT_CMD(cmd_live_restore, vbi_cmd_live_restore)
+INSTANT_CMD(cmd_mount, vbi_cmd_mount)
 
 /* ---- main ------------------------------------------------------------------ */
 
@@ -1287,6 +1290,7 @@ static const struct {
     { "export", cmd_export },
     { "boot-from", cmd_boot_from },
     { "live-restore", cmd_live_restore },
+    { "mount", cmd_mount },
 };
 
 int main(int argc, char **argv)
