@@ -4,19 +4,6 @@
 
 : "${VBACKUP_NBDKIT_PLUGIN:?VBACKUP_NBDKIT_PLUGIN must name the built nbdkit plugin (meson sets it)}"
 
-# A sanitizer build's plugin needs the sanitizer runtimes loaded first into
-# the uninstrumented nbdkit: vbackupctl runs nbdkit through this wrapper.
-if ldd "$VBACKUP_NBDKIT_PLUGIN" 2>/dev/null | grep -q 'libasan\|libubsan'; then
-    _preload=$(ldd "$VBACKUP_NBDKIT_PLUGIN" | awk '/libasan|libubsan/ { print $3 }' | tr '\n' ' ')
-    cat > "$T/nbdkit-sanitized" <<EOF
-#!/bin/sh
-# nbdkit itself is not instrumented: its own allocations are not leaks of ours
-LD_PRELOAD="$_preload" ASAN_OPTIONS="\${ASAN_OPTIONS:-}:detect_leaks=0" exec nbdkit "\$@"
-EOF
-    chmod +x "$T/nbdkit-sanitized"
-    export VBACKUP_NBDKIT="$T/nbdkit-sanitized"
-fi
-
 declare -A _bg_pid
 
 # start_export NAME REPO COMMAND ARGS...: vbackupctl --repo REPO COMMAND ARGS
