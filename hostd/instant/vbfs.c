@@ -341,13 +341,15 @@ static void vbfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
     if (parent == FUSE_ROOT_ID) {
         struct vm *v;
+        bool found;
         g_mutex_lock(&fs->lock);
         refresh_locked(fs);
         v = g_hash_table_lookup(fs->vm_by_name, name);
-        if (v && v->snaps->len)
+        found = v && v->snaps->len;
+        if (found)
             folder_attr(fs, v->no + 1, v->newest_ns, &st);
         g_mutex_unlock(&fs->lock);
-        if (!v || !v->snaps->len) {
+        if (!found) {
             fuse_reply_err(req, ENOENT);
             return;
         }

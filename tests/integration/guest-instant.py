@@ -107,8 +107,28 @@ with workdir() as w:
     # ---- boot-from: the export and the overlay ------------------------------------------------
     overlay = w.p("vm1.qcow2")
     bf_log = open(w.p("boot-from.log"), "w")
+    procs = []                          # ended however the test ends
+
+    class Ender:
+        """Stops the processes this test started (workdir's cleanup calls kill)."""
+        log_path = w.p("boot-from.log")
+
+        def kill(self):
+            for p in procs:             # SIGINT: run-guest stops its QEMU, boot-from its export
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+
+        def log_text(self):
+            return open(self.log_path, errors="replace").read()
+    w.daemons.append(Ender())
     bf = subprocess.Popen([VBACKUPCTL, "--repo", repo, "boot-from", "vm1", "--overlay", overlay],
                           stdout=subprocess.PIPE, stderr=bf_log, text=True)
+    procs.append(bf)
     lines = []
     for line in bf.stdout:                 # until it says it is ready (or ends)
         lines.append(line)
@@ -130,6 +150,7 @@ with workdir() as w:
                               "--disk", f"{mailbox.path},serial=mailbox,format=raw",
                               "--qmp", qmp], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
+    procs.append(guest)
     wait_for(lambda: console_has(console, "READY-FOR-RESTORE") or guest.poll() is not None,
              "the guest to read the backup and write its first block", timeout=600)
     if guest.poll() is not None:
