@@ -27,7 +27,8 @@ else
     what="with $runs inputs from seed 1"
 fi
 bin="$OUT/fuzz-wire"
-srcs=("$SRC/tests/fuzz/fuzz-wire.c" "$SRC/hostd/vbackupd/wire.c" "$SRC/hostd/lib/util.c")
+srcs=("$SRC/tests/fuzz/fuzz-wire.c" "$SRC/hostd/vbackupd/wire.c" "$SRC/hostd/lib/util.c"
+      "$SRC/hostd/lib/escape.c")
 if [ ! -x "$bin" ] || [ -n "$(find "${srcs[@]}" "$SRC/include/vbackup/proto.h" -newer "$bin")" ]; then
     clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         -D_GNU_SOURCE -I"$SRC/include" -I"$SRC/hostd/lib" -I"$SRC/hostd/vbackupd" \
