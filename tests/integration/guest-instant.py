@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Boot from a backup, then restore it live (docs/instant-access.md).
 
-A guest's data disk (an MBR partition with ext4 holding known files, and
-space after it) is backed up with vbackupctl backup-disk.  vbackupctl
-boot-from serves that snapshot over NBD and makes a qcow2 overlay on it; a
-real guest (TCG) starts on the overlay before anything was restored: it
-mounts the file system and reads the files from the backup, and writes a
-block into the disk.  While it runs and goes on writing, vbackupctl
+A guest's system disk is backed up with vbackupctl backup-disk: an MBR with
+boot code, a boot partition (extlinux, the kernel, an initramfs that holds
+what the guest runs), an ext4 partition holding known files, and space
+after it.  vbackupctl boot-from serves that snapshot over NBD and makes a
+qcow2 overlay on it; a real guest (TCG) boots from the overlay through the
+firmware before anything was restored (boot loader, kernel and initramfs
+are read from the backup), mounts the ext4 partition and reads the files
+from the backup, and writes a block into the disk.  While it runs and goes on writing, vbackupctl
 live-restore copies the disk into the overlay (QEMU block-stream over QMP);
 the export is stopped at once after that, and the guest keeps reading and
 writing.  At the end the overlay stands alone (no backing file, qemu-img
 check clean) and equals the backed-up disk plus exactly the blocks the
 guest wrote since it booted."""
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,14 +22,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (RUN_GUEST, Mailbox, TOOL, VBACKUPCTL, artifacts, check, fail, log,  # noqa: E402
-                      run, wait_for, workdir)
+from guestlib import (RUN_GUEST, Mailbox, VBACKUPCTL, artifacts, bootable_disk, check,  # noqa: E402
+                      fail, log, run, wait_for, workdir)
 
 MB = 1 << 20
 BLOCK = 64 * 1024
-FIRST_BLOCK = 44 * MB // BLOCK          # the guest's writes: after the file system
+BOOT_MB, DATA_MB, DISK_MB = 24, 40, 120   # partitions 1 (boot) and 2 (data) from 1 MiB
+FIRST_BLOCK = 68 * MB // BLOCK          # the guest's writes: after the file systems
 SLOTS = 800                             # ... in 50 MiB, round and round
-PART_START, PART_SIZE, DISK_SIZE = 1 * MB, 40 * MB, 96 * MB
 
 
 def block(i):
@@ -52,8 +55,9 @@ write_block() {
     yes "vbackup-instant-$1" | head -c 65536 > /tmp/b
     dd if=/tmp/b of="$d" bs=65536 seek=$((FIRST + $1 % SLOTS)) conv=fsync 2>/dev/null
 }
+echo "CMDLINE $(cat /proc/cmdline)"
 mkdir -p /mnt/d
-mount -o ro,noload "${d}1" /mnt/d
+mount -o ro,noload "${d}2" /mnt/d
 echo "SEEN $(cat /mnt/d/hello.txt)"
 echo "SUM $(sha256sum /mnt/d/big.bin | cut -d' ' -f1)"
 umount /mnt/d
@@ -68,7 +72,7 @@ until host_says done; do
 done
 sync
 echo "WRITES $i"
-mount -o ro,noload "${d}1" /mnt/d
+mount -o ro,noload "${d}2" /mnt/d
 echo "AFTER $(cat /mnt/d/hello.txt) $(sha256sum /mnt/d/big.bin | cut -d' ' -f1)"
 umount /mnt/d
 """.replace("FIRST", str(FIRST_BLOCK)).replace("SLOTS", str(SLOTS))
@@ -83,18 +87,16 @@ def console_has(path, word):
 
 with workdir() as w:
     artifacts()
-    # ---- the disk and its backup -----------------------------------------------------
+    # ---- the system disk and its backup -------------------------------------------------
     tree = w.p("tree")
     os.makedirs(tree)
     open(os.path.join(tree, "hello.txt"), "w").write("hello from the backup\n")
     big = os.urandom(3 * MB)
     open(os.path.join(tree, "big.bin"), "wb").write(big)
     disk = w.p("data0.raw")
-    run("truncate", "-s", str(DISK_SIZE), disk)
-    subprocess.run(["sfdisk", "-q", disk], check=True, text=True,
-                   input=f"start={PART_START // 512}, size={PART_SIZE // 512}, type=83\n")
-    run("mkfs.ext4", "-q", "-F", "-E", f"offset={PART_START},root_owner=0:0", "-d", tree, disk,
-        f"{PART_SIZE // 1024}k")
+    parts = bootable_disk(w, disk, DISK_MB, GUEST, boot_mb=BOOT_MB, data_tree=tree,
+                          data_mb=DATA_MB)
+    check(parts[-1][0] + parts[-1][1] <= FIRST_BLOCK * BLOCK, "the guest would write into a file system")
     repo = w.p("repo")
     run(VBACKUPCTL, "--repo", repo, "--quiet", "init")
     out = subprocess.run([VBACKUPCTL, "--repo", repo, "backup-disk", "--vm", "vm1", "--name",
@@ -137,15 +139,12 @@ with workdir() as w:
     check(lines and lines[-1].strip() == "ready", f"boot-from did not get ready: {lines}")
     check(lines[0].startswith(f"created the overlay {overlay}"), f"boot-from said {lines[0]!r}")
 
-    # ---- the guest starts on the overlay --------------------------------------------------------
+    # ---- the guest boots from the overlay ---------------------------------------------------------
     mailbox = Mailbox(w)
     qmp = w.p("qmp.sock")
-    script = w.p("guest.sh")
-    open(script, "w").write("set -e\n" + GUEST)
     console = w.p("guest.console")
     t0 = time.monotonic()
-    guest = subprocess.Popen([RUN_GUEST, "--timeout", "600", "--log", console, "--script", script,
-                              "--add", f"{TOOL}:/bin/vbackup",
+    guest = subprocess.Popen([RUN_GUEST, "--timeout", "600", "--log", console, "--boot-disk",
                               "--disk", f"{overlay},serial=data0,format=qcow2",
                               "--disk", f"{mailbox.path},serial=mailbox,format=raw",
                               "--qmp", qmp], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -157,12 +156,13 @@ with workdir() as w:
         print(open(console, errors="replace").read()[-4000:])
         fail(f"the guest ended early: {guest.stdout.read()[-2000:]}")
     text = open(console, errors="replace").read()
+    check("CMDLINE BOOT_IMAGE=/boot/vmlinuz" in text,
+          "the guest's kernel was not started by the boot loader on its disk")
     check("SEEN hello from the backup" in text, "the guest did not read the file from the backup")
-    import hashlib
     want_sum = hashlib.sha256(big).hexdigest()
     check(f"SUM {want_sum}" in text, "the guest read a different big.bin from the backup")
-    log(f"the guest read its files from the backup {time.monotonic() - t0:.1f} s after it "
-        "started, before any restore")
+    log(f"the guest booted from the backup and read its files {time.monotonic() - t0:.1f} s "
+        "after it started, before any restore")
 
     # ---- live restore while the guest writes ----------------------------------------------------------
     lr = subprocess.run([VBACKUPCTL, "live-restore", "--qmp", qmp, "--speed", "16M"],

@@ -2,8 +2,10 @@
 """Helpers for integration tests that boot real guests (QEMU built here, the
 guest module, the static guest tool) against the real vbackupd."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,3 +154,60 @@ def guest_initrd(w, script, adds=(), name="initrd"):
         dst.write(b"\0" * (-dst.tell() % 4))
         dst.write(gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
     return path
+
+
+SYSLINUX_MBR = "/usr/lib/syslinux/mbr/mbr.bin"      # Debian's syslinux-common
+
+
+def bootable_disk(w, path, size_mb, script, boot_mb=24, data_tree=None, data_mb=0):
+    """A disk that the firmware boots, as a VM's system disk is booted: the
+    MBR holds syslinux's boot code and the partition table; partition 1
+    (from 1 MiB, boot_mb MiB, bootable, ext2: extlinux reads no ext4 with
+    today's mkfs defaults) holds extlinux, the guest kernel and an initramfs
+    whose /test.sh is script; partition 2 (right after it, data_mb MiB,
+    ext4) holds data_tree when given.  Boot it with run-guest --boot-disk.
+    Call artifacts() first.  Returns [(start, size)] of the partitions in
+    bytes."""
+    sys.path.insert(0, os.path.join(SRC, "tests/guest"))
+    from vbguest import make_initrd
+    parts = [(1 << 20, boot_mb << 20)]
+    if data_tree is not None:
+        parts.append((parts[0][0] + parts[0][1], data_mb << 20))
+    check(parts[-1][0] + parts[-1][1] <= size_mb << 20, "bootable_disk: the partitions do not fit")
+    boot = w.p(os.path.basename(path) + ".boot")
+    os.makedirs(os.path.join(boot, "boot"))
+    shutil.copyfile(f"/boot/vmlinuz-{os.environ['KVER']}", os.path.join(boot, "boot/vmlinuz"))
+    make_initrd(os.environ["INITRD"], "set -e\n" + script, [], os.path.join(boot, "boot/initrd.img"))
+    with open(os.path.join(boot, "boot/extlinux.conf"), "w") as f:
+        f.write("DEFAULT vb\nPROMPT 0\nTIMEOUT 0\nLABEL vb\n  LINUX /boot/vmlinuz\n"
+                "  INITRD /boot/initrd.img\n  APPEND console=ttyS0 quiet panic=-1\n")
+    run("truncate", "-s", f"{size_mb}M", path)
+    table = "".join(f"start={s >> 9}, size={n >> 9}, type=83{', bootable' if i == 0 else ''}\n"
+                    for i, (s, n) in enumerate(parts))
+    subprocess.run(["sfdisk", "-q", path], input=table, text=True, check=True)
+    run("mkfs.ext2", "-q", "-F", "-E", f"offset={parts[0][0]},root_owner=0:0", "-d", boot, path,
+        f"{parts[0][1] >> 10}k")
+    if data_tree is not None:
+        run("mkfs.ext4", "-q", "-F", "-E", f"offset={parts[1][0]},root_owner=0:0", "-d",
+            data_tree, path, f"{parts[1][1] >> 10}k")
+    shutil.rmtree(boot)
+    # extlinux installs into a mounted file system: its boot sector, and
+    # ldlinux.sys at sectors it then records (relative to the partition;
+    # the MBR code hands over the partition's start)
+    mnt = tempfile.mkdtemp(prefix="boot.", dir=w.path)
+    run("mount", "-o", f"loop,offset={parts[0][0]},sizelimit={parts[0][1]}", path, mnt)
+    w.mounts.append(mnt)
+    try:
+        r = subprocess.run(["extlinux", "--install", os.path.join(mnt, "boot")],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"extlinux --install failed: {r.stdout}{r.stderr}")
+    finally:
+        run("umount", mnt)
+        w.mounts.remove(mnt)
+        os.rmdir(mnt)
+    with open(SYSLINUX_MBR, "rb") as f:
+        mbr = f.read()
+    check(len(mbr) <= 440, f"{SYSLINUX_MBR} is larger than an MBR's boot code")
+    with open(path, "r+b") as f:
+        f.write(mbr)
+    return parts
