@@ -83,8 +83,8 @@ int vbi_cmd_boot_from(const struct vbi_ctx *c, int argc, char **argv)
     }
     if (optind + 1 != argc || !overlay || o.port) {
         fprintf(stderr, "usage: %s --repo DIR boot-from SNAPSHOT|VM [--disk SERIAL] --overlay "
-                "FILE [--unix SOCKET] [--cache SIZE] [--readahead N] [--threads N] "
-                "[--verbose]\n", c->prog);
+                "FILE [--unix SOCKET] [--socket-group GROUP] [--cache SIZE] [--readahead N] "
+                "[--threads N] [--verbose]\n", c->prog);
         return 2;
     }
     if (!c->repo) {

@@ -5,7 +5,9 @@
  */
 #include "export.h"
 
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +84,7 @@ int vbi_export_option(int opt, const char *arg, struct vbi_export_opts *o, const
     switch (opt) {
     case 'd': o->disk = arg; return 1;
     case 'U': o->unix_path = arg; return 1;
+    case 'G': o->socket_group = arg; return 1;
     case 'a': o->address = arg; return 1;
     case 'C': o->cache = arg; return 1;
     case 'v': o->verbose = true; return 1;
@@ -131,6 +134,53 @@ static int clear_socket(const char *path, vb_error *e)
     return 0;
 }
 
+/* The group named (or a number), for --socket-group. */
+static int group_id(const char *name, gid_t *gid, vb_error *e)
+{
+    struct group *g;
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    g = getgrnam(name);
+    if (g) {
+        *gid = g->gr_gid;
+        return 0;
+    }
+    v = strtoul(name, &end, 10);
+    if (*name && !*end && name[0] != '-' && v < (gid_t)-1) {
+        *gid = (gid_t)v;
+        return 0;
+    }
+    return vb_seterr(e, errno ? -errno : -ENOENT, "--socket-group %s: no such group", name);
+}
+
+/* nbdkit makes its socket 0755: only its owner may connect (connecting
+ * needs write permission).  --socket-group hands it to a group, 0660, so
+ * that a QEMU run as another user (libvirt's) can connect.  The socket is
+ * changed through an O_PATH descriptor of what nbdkit made, never through a
+ * symlink put in its place. */
+static int share_socket(const char *path, const char *group, gid_t gid, vb_error *e)
+{
+    char proc[64];
+    struct stat st;
+    int fd, ret = 0;
+
+    fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    if (fstat(fd, &st) < 0)
+        ret = vb_seterr(e, -errno, "stat %s: %s", path, strerror(errno));
+    else if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
+        ret = vb_seterr(e, -EPERM, "%s is not the socket nbdkit made", path);
+    else if (chown(proc, (uid_t)-1, gid) < 0 || chmod(proc, 0660) < 0)
+        ret = vb_seterr(e, -errno, "--socket-group %s: chown/chmod %s: %s", group, path,
+                        strerror(errno));
+    close(fd);
+    return ret;
+}
+
 static bool file_ready(const char *path)
 {
     struct stat st;
@@ -144,6 +194,7 @@ int vbi_export_start(const struct vbi_ctx *c, const struct vbi_export_opts *o,
     GPtrArray *av = g_ptr_array_new_with_free_func(g_free);
     g_autofree char *plugin = plugin_path(), *repo = NULL, *pidfile = NULL;
     struct vb_sr *sr;
+    gid_t gid = (gid_t)-1;
     int ret, status = 0;
 
     memset(x, 0, sizeof(*x));
@@ -189,6 +240,8 @@ int vbi_export_start(const struct vbi_ctx *c, const struct vbi_export_opts *o,
             goto out;
         }
     }
+    if (o->socket_group && (ret = group_id(o->socket_group, &gid, e)))
+        goto out;
     if (x->socket && (ret = clear_socket(x->socket, e)))
         goto out;
     x->uri = make_uri(o, x->socket, x->info->id);
@@ -241,6 +294,8 @@ int vbi_export_start(const struct vbi_ctx *c, const struct vbi_export_opts *o,
         }
     }
     x->own_socket = x->socket != NULL;
+    if (o->socket_group && (ret = share_socket(x->socket, o->socket_group, gid, e)))
+        goto out;
     ret = 0;
 out:
     g_ptr_array_free(av, TRUE);
@@ -304,10 +359,10 @@ int vbi_cmd_export(const struct vbi_ctx *c, int argc, char **argv)
         if (r <= 0)
             return 2;
     }
-    if (optind + 1 != argc || !!o.unix_path == !!o.port) {
+    if (optind + 1 != argc || !!o.unix_path == !!o.port || (o.socket_group && !o.unix_path)) {
         fprintf(stderr, "usage: %s --repo DIR export SNAPSHOT|VM [--disk SERIAL] "
-                "(--unix SOCKET | --port N [--address ADDR]) [--cache SIZE] [--readahead N] "
-                "[--threads N] [--verbose]\n", c->prog);
+                "(--unix SOCKET [--socket-group GROUP] | --port N [--address ADDR]) "
+                "[--cache SIZE] [--readahead N] [--threads N] [--verbose]\n", c->prog);
         return 2;
     }
     if (!c->repo) {

@@ -17,6 +17,7 @@ struct vbi_export_opts {
     const char *spec;        /* snapshot id or VM name */
     const char *disk;        /* --disk */
     const char *unix_path;   /* --unix */
+    const char *socket_group; /* --socket-group: the socket's group, mode 0660 */
     int port;                /* --port (0: none) */
     const char *address;     /* --address (default 127.0.0.1) */
     const char *cache;       /* --cache SIZE (the plugin's cache=) */
@@ -49,6 +50,6 @@ int vbi_export_option(int opt, const char *arg, struct vbi_export_opts *o, const
 #define VBI_EXPORT_LONGOPTS                                                           \
     { "disk", 1, 0, 'd' }, { "unix", 1, 0, 'U' }, { "port", 1, 0, 'p' },            \
     { "address", 1, 0, 'a' }, { "cache", 1, 0, 'C' }, { "readahead", 1, 0, 'R' },   \
-    { "threads", 1, 0, 't' }, { "verbose", 0, 0, 'v' }
+    { "threads", 1, 0, 't' }, { "verbose", 0, 0, 'v' }, { "socket-group", 1, 0, 'G' }
 
 #endif

@@ -6,8 +6,9 @@
 # snapshot id is the export name and another name is refused; a VM name
 # picks its newest disk snapshot, --disk chooses between disks; a files
 # snapshot, a running server's socket and a file in the socket's place are
-# refused; a stale socket is replaced; SIGTERM and SIGINT stop the export
-# and remove its socket.  boot-from makes a qcow2 overlay on the export,
+# refused; a stale socket is replaced; only its owner may connect to the
+# socket unless --socket-group gives it to a group (whose members then
+# can); SIGTERM and SIGINT stop the export and remove its socket.  boot-from makes a qcow2 overlay on the export,
 # writes go to the overlay, a restarted boot-from keeps it, and an overlay
 # of another snapshot is refused.
 source "$(dirname "$0")/../lib.sh"
@@ -61,6 +62,18 @@ fi
 grep -q "not available\|export" out || { cat out; fail "another export name: no clear refusal"; }
 ok "the snapshot id is the export name; another name is refused"
 
+# only the user who runs the export may connect (nbdkit's 0755: connecting needs
+# write permission); another user (nobody) is refused
+mode=$(stat -c %a "$T/e1.sock")
+[ $((0$mode & 022)) = 0 ] || fail "the socket is writable by others without --socket-group: $mode"
+if [ "$(id -u)" = 0 ]; then
+    chmod 755 "$T"
+    if setpriv --reuid=nobody --regid=nogroup --clear-groups qemu-img info -f raw "$uri" >/dev/null 2>&1; then
+        fail "another user connected to the export without --socket-group"
+    fi
+fi
+ok "the socket is its owner's alone"
+
 # a second server on the same socket is refused
 expect_fail "a server answers there already" "$V" --repo "$R" export "$id" --unix "$T/e1.sock"
 stop_export e1 TERM
@@ -87,11 +100,21 @@ ok "VM names, --disk, missing, malformed and files snapshots, a file in the sock
 
 # a stale socket (a killed export) is replaced; --disk picks the disk; SIGINT stops
 python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])" "$T/e2.sock"
-start_export e2 "$R" export web1 --disk vdb --unix "$T/e2.sock"
+start_export e2 "$R" export web1 --disk vdb --unix "$T/e2.sock" --socket-group nogroup
 qemu-img compare -q -f raw -F raw other.raw "$(export_uri e2)" || fail "--disk vdb: the export differs"
+[ "$(stat -c '%a %G' "$T/e2.sock")" = "660 nogroup" ] ||
+    fail "--socket-group nogroup: the socket is $(stat -c '%a %U:%G' "$T/e2.sock")"
+if [ "$(id -u)" = 0 ]; then     # a user of that group (nobody) connects
+    setpriv --reuid=nobody --regid=nogroup --clear-groups \
+        qemu-img compare -q -f raw -F raw other.raw "$(export_uri e2)" ||
+        fail "a member of the socket's group could not read the export"
+fi
 stop_export e2 INT
 [ ! -e "$T/e2.sock" ] || fail "the socket is left after SIGINT"
-ok "a stale socket is replaced; --disk; SIGINT"
+expect_fail "no such group" "$V" --repo "$R" export "$id" --unix "$T/e4.sock" --socket-group no-such-group-x
+[ ! -e "$T/e4.sock" ] || fail "a socket is left by an export that did not start"
+expect_fail "usage" "$V" --repo "$R" export "$id" --port 1 --socket-group nogroup
+ok "a stale socket is replaced; --disk; --socket-group; SIGINT"
 
 # ---- over TCP on the loopback -----------------------------------------------------
 port=$(free_port)
