@@ -124,7 +124,10 @@ def ensure_libvirtd():
     for prog in ("virtlogd", "libvirtd"):
         if subprocess.run(["pgrep", "-x", prog], capture_output=True).returncode:
             run(prog, "-d")
-            started.append(prog)
+            pidfile = f"/run/{prog}.pid"          # written by the daemon itself
+            wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                     f"{pidfile}", timeout=60)
+            started.append(int(open(pidfile).read().strip()))
     deadline = time.monotonic() + 120          # a safety net: it takes seconds
     while subprocess.run(["virsh", "-c", "qemu:///system", "list"],
                          capture_output=True).returncode:
@@ -132,9 +135,12 @@ def ensure_libvirtd():
             daemonlib.fail("libvirtd did not answer 'virsh list' within 120 s")
         time.sleep(0.1)
 
-    def stop():
-        for prog in reversed(started):
-            subprocess.run(["pkill", "-x", prog])
+    def stop():                                 # what was started here, by its pid
+        for pid in reversed(started):
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
     return stop
 
 
