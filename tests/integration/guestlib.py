@@ -136,6 +136,11 @@ def ensure_libvirtd():
         time.sleep(0.1)
 
     def stop():                                 # what was started here, by its pid
+        # ... unless a domain still runs: another test (of another checkout on
+        # this host) found the daemons running and uses them now
+        if subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"],
+                          capture_output=True, text=True).stdout.strip():
+            return
         for pid in reversed(started):
             try:
                 os.kill(pid, 15)
