@@ -109,6 +109,16 @@ def partitioned_ext4(path, tree, size_mb=512, start_mb=1):
     return start_mb << 20
 
 
+def _daemon_pid(prog):
+    """The pid in /run/PROG.pid if that process runs PROG, else None."""
+    try:
+        pid = int(open(f"/run/{prog}.pid").read().strip())
+        with open(f"/proc/{pid}/comm") as f:
+            return pid if f.read().strip() == prog else None
+    except (OSError, ValueError):
+        return None
+
+
 def ensure_libvirtd():
     """Start virtlogd and libvirtd as the brief describes (users, groups, folders).
     Returns a function that stops what was started here."""
@@ -124,10 +134,10 @@ def ensure_libvirtd():
     for prog in ("virtlogd", "libvirtd"):
         if subprocess.run(["pgrep", "-x", prog], capture_output=True).returncode:
             run(prog, "-d")
-            pidfile = f"/run/{prog}.pid"          # written by the daemon itself
-            wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
-                     f"{pidfile}", timeout=60)
-            started.append(int(open(pidfile).read().strip()))
+            # its pid, from the pid file it writes (one left by an earlier
+            # daemon names a process that is gone or is not this program)
+            started.append(wait_for(lambda: _daemon_pid(prog), f"{prog}'s pid file",
+                                    timeout=60))
     deadline = time.monotonic() + 120          # a safety net: it takes seconds
     while subprocess.run(["virsh", "-c", "qemu:///system", "list"],
                          capture_output=True).returncode:
