@@ -7,8 +7,9 @@
  *                 batch_seconds, batch_max, frozen_wait, workers, ...
  *   [target NAME] repository = DIR
  *   [policy NAME] key = value ...      (passed to the plugin)
- *   [vm NAME]     socket = PATH, qmp = PATH,
+ *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
  *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT]
+ *   [libvirt]     uri = URI, cbt = true|false
  */
 #include "vbackupd.h"
 #include "wire.h"
@@ -189,6 +190,20 @@ static int parse_disk(const char *val, struct vbd_disk_cfg *d, const char *group
     return 0;
 }
 
+/* "true"/"false" (and yes/no, 1/0): changed-block tracking (docs/cbt.md) */
+static int parse_bool(const char *group, const char *key, const char *val, bool *out,
+                      vb_error *e)
+{
+    if (!g_ascii_strcasecmp(val, "true") || !g_ascii_strcasecmp(val, "yes") || !strcmp(val, "1"))
+        *out = true;
+    else if (!g_ascii_strcasecmp(val, "false") || !g_ascii_strcasecmp(val, "no") ||
+             !strcmp(val, "0"))
+        *out = false;
+    else
+        return vb_seterr(e, -EINVAL, "[%s] %s: '%s' is neither true nor false", group, key, val);
+    return 0;
+}
+
 static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vbd_config *c,
                     vb_error *e)
 {
@@ -207,6 +222,9 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             v->socket = g_strdup(val);
         } else if (!strcmp(*k, "qmp")) {
             v->qmp = g_strdup(val);
+        } else if (!strcmp(*k, "cbt")) {
+            if (parse_bool(group, *k, val, &v->cbt, e))
+                return -EINVAL;
         } else if (!strncmp(*k, "disk.", 5)) {
             struct vbd_disk_cfg *d = g_new0(struct vbd_disk_cfg, 1);
             g_ptr_array_add(v->disks, d);
@@ -217,10 +235,13 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             if (parse_disk(val, d, group, *k, e))
                 return -EINVAL;
         } else {
-            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, disk.SERIAL)",
-                             group, *k);
+            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, cbt, "
+                             "disk.SERIAL)", group, *k);
         }
     }
+    if (v->cbt && !v->qmp)
+        return vb_seterr(e, -EINVAL, "[%s] cbt: changed-block tracking needs a point-in-time "
+                         "view: give the VM its QMP socket (qmp = PATH)", group);
     if (!v->disks->len)
         return vb_seterr(e, -EINVAL, "[%s]: no disks (disk.SERIAL = IMAGE)", group);
     if (!v->socket)
@@ -339,11 +360,19 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
         if (!strcmp(*g, "libvirt")) {
             g_auto(GStrv) lk = g_key_file_get_keys(kf, *g, NULL, NULL);
             for (char **k = lk; k && *k; k++)
-                if (strcmp(*k, "uri")) {
-                    ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri)", path, *k);
+                if (strcmp(*k, "uri") && strcmp(*k, "cbt")) {
+                    ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri, cbt)",
+                                    path, *k);
                     goto out;
                 }
             c->libvirt_uri = get_str(kf, *g, "uri", "qemu:///system");
+            if (g_key_file_has_key(kf, *g, "cbt", NULL)) {
+                g_autofree char *val = get_str(kf, *g, "cbt", "");
+                if ((ret = parse_bool("libvirt", "cbt", val, &c->libvirt_cbt, e))) {
+                    vb_prefixerr(e, "%s", path);
+                    goto out;
+                }
+            }
             continue;
         }
         if (!strncmp(*g, "target ", 7)) {

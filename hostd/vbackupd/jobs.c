@@ -62,6 +62,7 @@ static void disk_copy_free(gpointer p)
     g_free(d->format);
     g_free(d->backing_format);
     g_free(d->target);
+    g_free(d->top);
     g_free(d);
 }
 
@@ -136,6 +137,9 @@ void vbd_job_unref(struct vbd_job *j)
     g_free(j->detail);
     g_free(j->parent);
     g_free(j->mode_note);
+    vb_cbt_free(j->cbt_rec);
+    vb_cbt_free(j->cbt_next);
+    g_free(j->cbt_why);
     vbd_vm_unref(j->vm);
     g_free(j);
 }
@@ -337,9 +341,9 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
-    vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
-            b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL ? "incremental"
-                                                                           : "differential",
+    vbd_log("job %llu: %s begins %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
+            b.mode == VB_MODE_FULL ? "a full" : b.mode == VB_MODE_INCREMENTAL ? "an incremental"
+                                                                             : "a differential",
             b.kind == VB_KIND_DISK ? "disk" : "file", t->name);
     memset(&r, 0, sizeof(r));
     r.job = j->id;

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "cbt.h"
 #include "fastcdc.h"
 #include "image.h"
 #include "policyload.h"
@@ -56,6 +57,7 @@ struct vbd_vm_cfg {
     char *socket;
     char *qmp;               /* optional */
     char *libvirt;           /* found through libvirt: the domain's name */
+    bool cbt;                /* changed-block tracking of its disks (docs/cbt.md) */
     GPtrArray *disks;        /* struct vbd_disk_cfg * */
 };
 
@@ -91,6 +93,7 @@ struct vbd_config {
     uint64_t max_extents_per_job;
     uint64_t output_buffer;  /* replies queued and promised per connection */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
+    bool libvirt_cbt;        /* [libvirt] cbt: track the disks of libvirt's VMs */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
     GPtrArray *policies;     /* struct vbd_policy_cfg *, in chain order */
     GPtrArray *vms;          /* struct vbd_vm_cfg * */
@@ -129,6 +132,10 @@ struct vbd_disk {
     char *backing_format;
     char *target;            /* libvirt's target name */
     struct vb_image *img;    /* opened on demand, per job run */
+    /* jobs' copies: the file QEMU ran the disk on when the view was taken,
+     * when that is the disk's tracking overlay over image (qcow2); NULL:
+     * the image itself.  Reads go through it (docs/cbt.md). */
+    char *top;
 };
 
 struct vbd_vm {
@@ -138,6 +145,7 @@ struct vbd_vm {
     char *socket_path;
     char *qmp;
     char *libvirt;           /* domain name when the VM came from libvirt */
+    bool cbt;                /* changed-block tracking of its disks */
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
     guint listen_src;
@@ -313,6 +321,10 @@ struct vbd_job {
     struct vb_catalog *parent_cat;
     bool parent_current;     /* parent committed in this gc generation: its chunks exist */
     /* disk jobs */
+    struct vb_cbt_record *cbt_rec;   /* the disk's tracking record as the view found it */
+    char *cbt_why;           /* why the tracking proves nothing, known before the read */
+    bool cbt_rotate;         /* the view keeps its overlay: the tracking moves on */
+    struct vb_cbt_record *cbt_next;  /* the record the release wrote: bound at the commit */
     GThread *disk_thread;
     struct vbd_disk_run *disk_run;   /* exec.c */
     volatile uint64_t disk_done, disk_total;
