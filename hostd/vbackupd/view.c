@@ -117,6 +117,26 @@ static void view_free(struct vbd_view *v)
     g_free(v);
 }
 
+/* IMAGE.vbackup-top: the disk's tracking overlay, the file to start QEMU on
+ * (docs/cbt.md).  Pointed elsewhere only once QEMU's chain no longer holds
+ * the file it pointed at: QEMU names a layer it opened through the link by
+ * the link, which chain.c resolves. */
+static void point_top(const char *image, const char *file)
+{
+    g_autofree char *link = g_strdup_printf("%s.vbackup-top", image);
+    g_autofree char *tmp = g_strdup_printf("%s.vbackup-top.tmp", image);
+    g_autofree char *target = vbd_image_path(file);
+    g_autofree char *dir = g_path_get_dirname(link);
+
+    unlink(tmp);
+    if (symlink(target, tmp) < 0 || rename(tmp, link) < 0) {
+        vbd_log("cannot point %s at %s: %s", link, target, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    vb_fsync_dir(dir);
+}
+
 static struct vbd_view_disk *disk_of(struct vbd_view *v, guint i)
 {
     return v->disks->pdata[i];
@@ -407,19 +427,6 @@ static struct vb_cbt_record *next_record(struct vbd_view *v, struct vbd_view_dis
     return r;
 }
 
-/* IMAGE.vbackup-top: the file to start QEMU on (docs/cbt.md) */
-static void point_top(const char *image, const char *overlay)
-{
-    g_autofree char *link = g_strdup_printf("%s.vbackup-top", image);
-    g_autofree char *tmp = g_strdup_printf("%s.vbackup-top.tmp", image);
-
-    unlink(tmp);
-    if (symlink(overlay, tmp) < 0 || rename(tmp, link) < 0) {
-        vbd_log("cannot point %s at %s: %s", link, overlay, strerror(errno));
-        unlink(tmp);
-    }
-}
-
 /* A tracked disk job that has read everything: the view's overlay stays,
  * the previous tracking overlay (if QEMU ran on one) is folded into exactly
  * the image under it, and the record names the new overlay. */
@@ -551,6 +558,8 @@ static void release_disk(struct vbd_view *v, void *conn, guint i)
                 "had been folded into the image", (unsigned long long)v->job_id,
                 vd->serial ? vd->serial : "", vd->overlay, vd->active);
         check_ids(v, vd, 2, "while the VM ran on it");
+        if (v->cbt)
+            point_top(vd->image, vd->overlay);
         goto out;
     }
     if (vbd_chain_equal(now, vd->before)) {
@@ -624,6 +633,7 @@ void vbd_view_take(struct vbd_job *j, struct vbd_req *reply)
     }
     v->state_dir = g_strdup(j->d->cfg->state_dir);
     /* a disk job of a tracked VM moves the tracking on (docs/cbt.md) */
+    v->cbt = j->vm->cbt;
     v->rotate = j->kind == VB_KIND_DISK && j->vm->cbt;
     for (guint i = 0; i < j->disks->len; i++) {
         struct vbd_disk *dk = j->disks->pdata[i];
@@ -819,6 +829,8 @@ json_object *vbd_view_json(struct vbd_job *j)
     json_object_object_add(o, "disks", disks);
     if (v->rotate)
         json_object_object_add(o, "rotate", json_object_new_boolean(1));
+    if (v->cbt)
+        json_object_object_add(o, "cbt", json_object_new_boolean(1));
     return o;
 }
 
@@ -862,6 +874,7 @@ void vbd_view_recover(struct vbd_job *j, json_object *view)
     v->lv_domain = g_strdup(vb_json_str(view, "domain"));
     v->be = v->lv_uri ? &vbd_view_libvirt : &vbd_view_qmp;
     v->rotate = json_object_get_boolean(json_object_object_get(view, "rotate"));
+    v->cbt = json_object_get_boolean(json_object_object_get(view, "cbt"));
     v->state_dir = g_strdup(j->d->cfg->state_dir);
     for (size_t i = 0; json_object_is_type(disks, json_type_array) &&
                        i < json_object_array_length(disks); i++)
