@@ -395,9 +395,13 @@ static int cmd_backup_disk(int argc, char **argv)
         die_err("backup-disk", &e);
         goto fail;
     }
-    printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
-           vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
-           (unsigned long long)st.chunks);
+    if (st.tracked)
+        printf("disk %s: %s virtual, %llu chunks\n", o.image, vb_fmt_bytes(st.size, a, sizeof(a)),
+               (unsigned long long)st.chunks);
+    else
+        printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
+               vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
+               (unsigned long long)st.chunks);
     if (st.tracked)
         printf("%s: read only the %s in %llu runs written since snapshot %s (%llu chunks "
                "changed, %llu reused, %llu read whole)\n",
@@ -411,8 +415,9 @@ static int cmd_backup_disk(int argc, char **argv)
            vb_fmt_bytes(st.bytes_read, a, sizeof(a)), vb_fmt_bytes(st.bytes_new, b, sizeof(b)),
            vb_fmt_bytes(st.stored_new, s, sizeof(s)), vb_fmt_bytes(st.bytes_dedup, c2, sizeof(c2)),
            vb_fmt_bytes(st.bytes_zero, z, sizeof(z)), st.seconds,
-           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)st.allocated / st.seconds) : 0, d,
-                        sizeof(d)));
+           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)(st.tracked ? st.bytes_read :
+                                                                st.allocated) / st.seconds)
+                                       : 0, d, sizeof(d)));
     /* nothing wrote the chain while it was read: the tracking may move on */
     {
         struct vb_image_opts io = { .format = o.format, .backing_format = o.backing_format };

@@ -376,9 +376,6 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
     if (ret)
         goto out_img;
     st->size = bk.img->size;
-    ret = scan_allocated(bk.img, &st->allocated, e);
-    if (ret)
-        goto out_img;
 
     name_copy = strdup(o->image);
     snprintf(group, sizeof(group), "disk:%s", o->name ? o->name : basename(name_copy));
@@ -391,6 +388,10 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         snprintf(st->why, sizeof(st->why), "%s", parent || !o->mode || o->mode == VB_MODE_FULL ?
                  "a full backup reads everything" : "no earlier backup of this disk");
     else if ((ret = prove_changes(&bk, o, newest, e)))
+        goto out_img;
+    /* what everything is (a tracked backup does not look at what it does
+     * not read: mapping a large chain costs) */
+    if (!st->tracked && (ret = scan_allocated(bk.img, &st->allocated, e)))
         goto out_img;
     if (parent) {
         /* an unchanged chunk costs a hash and a set lookup, not a lookup in
@@ -641,7 +642,9 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         }
         json_object_object_add(idx, "tracking", cbt);
         stats = json_object_new_object();
-        json_object_object_add(stats, "allocated", json_object_new_int64((int64_t)st->allocated));
+        if (!st->tracked)
+            json_object_object_add(stats, "allocated",
+                                   json_object_new_int64((int64_t)st->allocated));
         json_object_object_add(stats, "bytes_read", json_object_new_int64((int64_t)st->bytes_read));
         json_object_object_add(stats, "bytes_new", json_object_new_int64((int64_t)st->bytes_new));
         json_object_object_add(stats, "bytes_dedup", json_object_new_int64((int64_t)st->bytes_dedup));

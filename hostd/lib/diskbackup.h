@@ -42,7 +42,8 @@ struct vb_disk_backup_opts {
 
 struct vb_disk_stats {
     uint64_t size;           /* virtual size */
-    uint64_t allocated;      /* bytes mapped as data in the image chain */
+    uint64_t allocated;      /* bytes mapped as data in the image chain (0 when tracked:
+                              * not mapped) */
     uint64_t bytes_read;     /* bytes read from image files */
     uint64_t bytes_new;      /* plain bytes of chunks new to the repository */
     uint64_t bytes_dedup;    /* plain bytes of chunks already stored */

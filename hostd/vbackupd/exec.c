@@ -1357,8 +1357,9 @@ static gboolean disk_finished(gpointer opaque)
     g_thread_join(j->disk_thread);
     j->disk_thread = NULL;
     vb_write_unref(dr->ws);
-    j->bytes_done = dr->st.allocated;
-    j->bytes_total = dr->st.allocated;
+    /* what was read: everything allocated, or the tracked change set */
+    j->bytes_done = dr->st.tracked ? dr->st.changed_bytes : dr->st.allocated;
+    j->bytes_total = j->bytes_done;
     j->bytes_new = dr->st.bytes_new;
     j->bytes_reused = dr->st.bytes_dedup;
     j->bytes_read = dr->st.bytes_read;

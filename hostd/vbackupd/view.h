@@ -42,6 +42,8 @@ struct vbd_view {
     char *lv_domain;
     GPtrArray *disks;        /* struct vbd_view_disk * */
     char *state_dir;         /* tracking records */
+    bool cbt;                /* the VM's disks are tracked: IMAGE.vbackup-top names a
+                              * disk's tracking overlay (docs/cbt.md) */
     bool rotate;             /* a tracked disk job: on success the new overlay stays and
                               * the previous one is folded into the image (docs/cbt.md) */
     bool keep;               /* this release is that success */
