@@ -323,7 +323,6 @@ struct vbd_job {
     /* disk jobs */
     struct vb_cbt_record *cbt_rec;   /* the disk's tracking record as the view found it */
     char *cbt_why;           /* why the tracking proves nothing, known before the read */
-    bool cbt_rotate;         /* the view keeps its overlay: the tracking moves on */
     struct vb_cbt_record *cbt_next;  /* the record the release wrote: bound at the commit */
     GThread *disk_thread;
     struct vbd_disk_run *disk_run;   /* exec.c */

@@ -677,7 +677,6 @@ gboolean vbd_view_taken(gpointer opaque)
         j->cbt_why = g_strdup(vd->cbt_why);
         if (v->err && !j->cbt_why)
             j->cbt_why = g_strdup("no point-in-time view of the disk (the snapshot failed)");
-        j->cbt_rotate = v->rotate && vd->precreated && !v->err;
     }
     if (v->err && v->fatal) {
         char why[sizeof(v->e.msg)], summary[sizeof(v->summary)];
