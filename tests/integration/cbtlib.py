@@ -17,6 +17,10 @@ with `vbackup backup-disk --mode incremental` (or differential), three boots:
      one that reads exactly those writes
   C  after another tool touched data0's image (its mtime): a full read that
      says so; then a proven incremental again
+  D  (QMP only) vbackupd killed while a tracked disk job holds its view and
+     the guest writes more; the restarted vbackupd folds the view back into
+     the tracking overlay, and the next incremental is proven: the writes
+     before the job exactly, those made under the view in FOLD_GRANULE units
 
 Checks: every incremental reads at most N MiB plus one 4 KiB subcluster per
 write run (the runs are 4 KiB aligned, so the change set is exactly the
@@ -34,6 +38,15 @@ from guestlib import VBACKUPCTL, check, log, run
 
 MIB = 1 << 20
 SUB = 4096          # the tracking overlay's subcluster: its granularity
+# What the guest writes while a view is held goes to the view's overlay;
+# folding it back into the tracking overlay is QEMU's active commit (a mirror
+# job), which copies whole granules of its dirty bitmap: the target's cluster
+# size capped at 64 KiB (bdrv_get_default_bitmap_granularity), so 64 KiB for
+# the tracking overlay's 128 KiB clusters.  QEMU 7.2 offers no finer fold:
+# block-commit takes no granularity, and blockdev-mirror refuses a target in
+# the source's backing chain ("node is used as backing hd").  Measured with
+# QEMU 7.2 as built here.
+FOLD_GRANULE = 64 << 10
 DISK = 64 * MIB
 
 GUEST_HEAD = r"""
@@ -77,6 +90,31 @@ PHASE_B = GUEST_HEAD + r"""
 step b0 data0 incremental 0 0 0
 """
 
+# D (QMP): vbackupd killed while a tracked disk job holds its view; the
+# restarted vbackupd folds the view back into the tracking overlay, which
+# still proves everything written since the last backup, also what the
+# guest wrote while the view was held (those writes in FOLD_GRANULE units)
+PHASE_D = GUEST_HEAD + r"""
+step d0 data0 incremental {seed7} 1 6
+echo "STEP d1 data0 incremental BEGIN"
+cbtwriter $D0 {seed8} 1 4
+echo PRESSURE-PLEASE
+await_host PRESSURE
+vbackup backup-disk --to archive --mode incremental data0 > /tmp/o1 2>&1 &
+bp=$!
+n=0
+until vbackup status | grep -q ' deferred '; do
+    n=$((n + 1)); [ $n -lt 1200 ] || { vbackup status; echo "NOT DEFERRED"; exit 6; }; sleep 0.1
+done
+echo VIEW-HELD
+cbtwriter $D0 {seed9} 1 4
+echo KILL-DAEMON
+if wait $bp; then echo "UNEXPECTED SUCCESS"; exit 7; fi
+echo "STEP d1 END"
+await_host RESTARTED
+step d2 data0 incremental 0 0 0
+"""
+
 PHASE_C = GUEST_HEAD + r"""
 step c0 data0 incremental 0 0 0
 step c1 data0 incremental {seed6} 1 5
@@ -90,6 +128,11 @@ def sha256_file(path):
         for b in iter(lambda: f.read(1 << 20), b""):
             h.update(b)
     return h.hexdigest()
+
+
+def granules(runs, g=FOLD_GRANULE):
+    """The runs rounded out to whole g-byte granules."""
+    return [(off // g * g, (off + n + g - 1) // g * g - off // g * g) for off, n in runs]
 
 
 def union(runs):
@@ -130,13 +173,17 @@ class Images:
                 (top1 or self.data1, "data1", "qcow2")]
 
 
+def runs_of(text):
+    """The (offset, length) runs cbtwriter printed in text."""
+    return [(int(a), int(b)) for a, b in re.findall(r"^RUN (\d+) (\d+)$", text, re.M)]
+
+
 def steps(console):
     """{label: {"serial", "mode", "runs": [(off, len)], "sha", "snapshot", "out"}}"""
     out = {}
     for m in re.finditer(r"STEP (\S+) (\S+) (\S+) BEGIN\n(.*?)STEP \1 END", console, re.S):
         label, serial, mode, body = m.groups()
-        s = {"serial": serial, "mode": mode, "out": body,
-             "runs": [(int(a), int(b)) for a, b in re.findall(r"^RUN (\d+) (\d+)$", body, re.M)]}
+        s = {"serial": serial, "mode": mode, "out": body, "runs": runs_of(body)}
         sha = re.search(rf"^SHA {label} ([0-9a-f]{{64}})$", body, re.M)
         s["sha"] = sha.group(1) if sha else None
         snap = re.findall(r"^([A-Za-z0-9._-]+/\d{4}-\d\d-\d\dT[0-9:]+Z(?:-\d+)?)$", body, re.M)
@@ -203,8 +250,7 @@ class Checker:
             check(any(p.startswith("tracking: read only") for p in plan),
                   f"step {label}: the plan does not say what was read: {plan}")
             self.rows.append(f"{label} ({s['serial']}, {s['mode']}): wrote {n} bytes in "
-                             f"{len(runs)} runs, change set {want}, read {read} "
-                             f"(allocated {idx['stats']['allocated']})")
+                             f"{len(runs)} runs, change set {want}, read {read}")
         else:
             check(t.get("read") == "everything", f"step {label}: expected a full read: {t}")
             full = [p for p in plan if p.startswith("full read: ")]
