@@ -85,9 +85,31 @@ static void usage(FILE *f)
 "Progress is shown on a terminal; --quiet hides it.\n");
 }
 
+/*
+ * Text for the terminal (escape.h).  guest_text: bytes a guest chose
+ * (names, paths, roots, groups) — always escaped.  host_text: text that
+ * vbackupd or the repository code composed around such bytes (a job's
+ * reason, an error naming a folder of the repository) — as it is when it is
+ * plain, escaped whole when it still holds a control character or bytes
+ * that are not UTF-8.  Both return g_malloc'd strings.
+ */
+static char *guest_text(const char *s)
+{
+    return s ? vb_escape(s, strlen(s)) : g_strdup("");
+}
+
+static char *host_text(const char *s)
+{
+    if (!s)
+        return g_strdup("");
+    return vb_text_plain(s, strlen(s)) ? g_strdup(s) : vb_escape(s, strlen(s));
+}
+
 static int die_err(const char *what, const vb_error *e)
 {
-    fprintf(stderr, "%s: %s%s%s\n", prog, what ? what : "", what ? ": " : "", vb_strerror(e));
+    g_autofree char *msg = host_text(vb_strerror(e));
+
+    fprintf(stderr, "%s: %s%s%s\n", prog, what ? what : "", what ? ": " : "", msg);
     return 1;
 }
 
@@ -499,18 +521,25 @@ static void print_snapshot_table(json_object *a, bool with_target)
            "TYPE", "SOURCE", "SIZE", "NEW");
     for (size_t i = 0; i < json_object_array_length(a); i++) {
         json_object *s = json_object_array_get_idx(a, i), *disk = NULL, *stats = NULL;
-        const char *group = vb_json_str(s, "group");
+        /* a group is made of the roots a guest named */
+        const char *g = vb_json_str(s, "group");
+        g_autofree char *group = guest_text(g && g[0] ? g : "-");
+        g_autofree char *id = guest_text(vb_json_str(s, "id") ? vb_json_str(s, "id") : "?");
+        g_autofree char *type = guest_text(vb_json_str(s, "type") ? vb_json_str(s, "type") : "?");
+        g_autofree char *target = guest_text(vb_json_str(s, "target") ? vb_json_str(s, "target")
+                                                                      : "?");
         char x[32], y[32];
         int64_t size;
 
+        if (!json_object_is_type(s, json_type_object))
+            continue;
         json_object_object_get_ex(s, "disk", &disk);
         json_object_object_get_ex(s, "stats", &stats);
         size = disk ? vb_json_int(disk, "size", 0) : vb_json_int(s, "bytes", 0);
         if (with_target)
-            printf("%-12s ", vb_json_str(s, "target") ? vb_json_str(s, "target") : "?");
-        printf("%-40s %-6s %-24s %10s %10s\n", vb_json_str(s, "id") ? vb_json_str(s, "id") : "?",
-               vb_json_str(s, "type") ? vb_json_str(s, "type") : "?",
-               group && group[0] ? group : "-", vb_fmt_bytes((uint64_t)size, x, sizeof(x)),
+            printf("%-12s ", target);
+        printf("%-40s %-6s %-24s %10s %10s\n", id, type, group,
+               vb_fmt_bytes((uint64_t)size, x, sizeof(x)),
                vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), y, sizeof(y)));
     }
 }
@@ -837,13 +866,16 @@ static int cmd_verify(int argc, char **argv)
                 why += 9 + n + 2;
             else if (!strncmp(why, where, n) && why[n] == ':')
                 why += n + 2;
-            printf("damaged snapshot %s: %s\n", where, why);
+            {
+                g_autofree char *w2 = host_text(where), *y2 = host_text(why);
+                printf("damaged snapshot %s: %s\n", w2, y2);
+            }
         }
         json_object_object_get_ex(res.report, "damaged_chunks", &arr);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             json_object *x = json_object_array_get_idx(arr, i), *sl;
-            printf("damaged chunk %s: %s; needed by:", vb_json_str(x, "chunk"),
-                   vb_json_str(x, "error"));
+            g_autofree char *why = host_text(vb_json_str(x, "error"));
+            printf("damaged chunk %s: %s; needed by:", vb_json_str(x, "chunk"), why);
             json_object_object_get_ex(x, "snapshots", &sl);
             for (size_t k = 0; k < json_object_array_length(sl); k++)
                 printf(" %s", json_object_get_string(json_object_array_get_idx(sl, k)));
@@ -1337,10 +1369,12 @@ static int cmd_jobs(int argc, char **argv)
             snprintf(prog_s, sizeof(prog_s), "%s / %s",
                      vb_fmt_bytes((uint64_t)vb_json_int(j, "bytes_done", 0), a, sizeof(a)),
                      vb_fmt_bytes((uint64_t)vb_json_int(j, "bytes_total", 0), b, sizeof(b)));
+            g_autofree char *what = host_text(vb_json_str(j, "snapshot")
+                                              ? vb_json_str(j, "snapshot")
+                                              : vb_json_str(j, "reason"));
+            g_autofree char *vm = host_text(vb_json_str(j, "vm"));
             printf("%-14lld %-12s %-8s %-10s %22s  %s\n", (long long)vb_json_int(j, "id", 0),
-                   vb_json_str(j, "vm"), vb_json_str(j, "kind"), fmt_state(j), prog_s,
-                   vb_json_str(j, "snapshot") ? vb_json_str(j, "snapshot")
-                   : vb_json_str(j, "reason") ? vb_json_str(j, "reason") : "");
+                   vm, vb_json_str(j, "kind"), fmt_state(j), prog_s, what);
         }
     }
     json_object_put(o);
@@ -1369,14 +1403,27 @@ static int cmd_job(int argc, char **argv)
         char a[32], b[32], c3[32], d[32];
         printf("job %lld: %s %s backup of VM %s, %s\n", id, vb_json_str(o, "mode"),
                vb_json_str(o, "kind"), vb_json_str(o, "vm"), fmt_state(o));
-        if (vb_json_str(o, "reason"))
-            printf("  reason:   %s\n", vb_json_str(o, "reason"));
-        if (vb_json_str(o, "detail"))       /* the host-side cause; the guest never sees it */
-            printf("  cause:    %s\n", vb_json_str(o, "detail"));
-        if (vb_json_str(o, "snapshot"))
-            printf("  snapshot: %s\n", vb_json_str(o, "snapshot"));
-        if (vb_json_str(o, "parent"))
-            printf("  parent:   %s\n", vb_json_str(o, "parent"));
+        /* text vbackupd composed around the guest's bytes: shown plain or escaped */
+        static const char *const fields[][2] = {
+            { "reason", "reason" }, { "detail", "cause" },   /* the host-side cause */
+            { "snapshot", "snapshot" }, { "parent", "parent" },
+        };
+        for (size_t f = 0; f < VB_ARRAY_SIZE(fields); f++) {
+            if (vb_json_str(o, fields[f][0])) {
+                g_autofree char *t = host_text(vb_json_str(o, fields[f][0]));
+                printf("  %s:%*s%s\n", fields[f][1], (int)(9 - strlen(fields[f][1])), "", t);
+            }
+        }
+        if (json_object_object_get_ex(o, "roots", &plan) &&
+            json_object_is_type(plan, json_type_array) && json_object_array_length(plan)) {
+            printf("  roots:   ");
+            for (size_t i = 0; i < json_object_array_length(plan); i++) {
+                g_autofree char *r = guest_text(json_object_get_string(
+                    json_object_array_get_idx(plan, i)));
+                printf(" /%s", r);
+            }
+            printf("\n");
+        }
         printf("  progress: %s of %s, %lld of %lld files\n",
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_done", 0), a, sizeof(a)),
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_total", 0), b, sizeof(b)),
@@ -1385,10 +1432,14 @@ static int cmd_job(int argc, char **argv)
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_read", 0), c3, sizeof(c3)),
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_new", 0), a, sizeof(a)),
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_reused", 0), d, sizeof(d)));
-        if (json_object_object_get_ex(o, "plan", &plan) && json_object_array_length(plan)) {
+        if (json_object_object_get_ex(o, "plan", &plan) &&
+            json_object_is_type(plan, json_type_array) && json_object_array_length(plan)) {
             printf("  plan:\n");
-            for (size_t i = 0; i < json_object_array_length(plan); i++)
-                printf("    %s\n", json_object_get_string(json_object_array_get_idx(plan, i)));
+            for (size_t i = 0; i < json_object_array_length(plan); i++) {
+                g_autofree char *t = host_text(json_object_get_string(
+                    json_object_array_get_idx(plan, i)));
+                printf("    %s\n", t);
+            }
         }
     }
     json_object_put(o);

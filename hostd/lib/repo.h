@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "chunk.h"
 #include "util.h"
@@ -35,6 +36,24 @@ struct vb_repo {
     bool quiet;          /* no "waiting for lock" message */
 };
 
+/*
+ * Paths inside a repository are opened beneath its folder and never through
+ * a symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or one
+ * O_NOFOLLOW step per component where the kernel lacks openat2): a
+ * repository holds no symlinks, and one planted in place of a folder or a
+ * file (snapshots/, chunks/ab, lock) fails with -ELOOP instead of leading
+ * reads or writes elsewhere.  REL is relative to DIRFD (the repository's
+ * folder, or one opened this way); O_CLOEXEC and O_NOFOLLOW are added.
+ * Returns an fd or -errno.
+ */
+int vb_repo_openat(int dirfd, const char *rel, int flags, mode_t mode);
+/* A whole file beneath DIRFD, read as vb_read_file does; messages name it
+ * as "<repository>/REL". */
+int vb_repo_read(struct vb_repo *r, int dirfd, const char *rel, char **data, size_t *len,
+                 size_t max, vb_error *e);
+/* strerror for the repository: a symlink is named as what it is. */
+const char *vb_repo_strerror(int err);
+
 int vb_repo_init(const char *path, int level, vb_error *e);
 int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo **out,
                  vb_error *e);
@@ -49,6 +68,9 @@ void vb_repo_close(struct vb_repo *r);
 struct vb_claim;
 int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error *e);
 void vb_repo_release(struct vb_claim *c);
+/* The exclusive claim a gc needs, without waiting: -EBUSY while anyone
+ * holds a claim (a backup's session, a restore, another gc). */
+int vb_repo_claim_exclusive(struct vb_repo *r, struct vb_claim **out, vb_error *e);
 
 /*
  * The gc generation: a counter in gc.json that each gc which may delete

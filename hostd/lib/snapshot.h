@@ -81,6 +81,11 @@ struct vb_snap_stamp {
     bool settled;            /* ctime at least 2 s before the stamp was taken */
 };
 int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e);
+/* The same of one snapshot's index.json (VM/TIME): an index edited in place
+ * (by hand, or by someone who tampers with the repository) changes it, the
+ * VM's folder does not. */
+int vb_snap_index_stamp(struct vb_repo *r, const char *id, struct vb_snap_stamp *out,
+                        vb_error *e);
 bool vb_snap_stamp_equal(const struct vb_snap_stamp *a, const struct vb_snap_stamp *b);
 
 /* Writing a snapshot */

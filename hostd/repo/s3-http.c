@@ -14,8 +14,13 @@
  * 2xx GET whose body is not exactly what Content-Range (or Content-Length)
  * announced is retried too: a short body is never passed on.  Only
  * idempotent requests are sent through here (a PUT of the same bytes, GET,
- * HEAD, DELETE, the multipart calls); maybe_applied tells the caller that
- * an earlier try of a failed call may have reached the server.
+ * HEAD, DELETE, the multipart calls).  A caller can never know whether an
+ * earlier try reached the server: besides our own retries, curl itself
+ * sends a request again, without a word, when the reused connection it
+ * went out on turns out to be closed after the request was written (a
+ * server that carried it out and dropped the answer looks just like that).
+ * So answers that a repeated request changes (412 to an If-None-Match put,
+ * NoSuchUpload to a complete) are checked by the caller every time.
  */
 #include "s3.h"
 
@@ -447,7 +452,7 @@ static void finish_try(struct vb_s3_http *h, struct vb_s3_call *c, CURLcode cc)
     const struct vb_s3_config *cfg = &h->cfg;
     struct try *t = c->priv;
     char why[256] = "";
-    bool transient = false, nothing_sent = false;
+    bool transient = false;
     long status = 0;
     int err = 0;
 
@@ -456,7 +461,6 @@ static void finish_try(struct vb_s3_http *h, struct vb_s3_call *c, CURLcode cc)
     if (cc != CURLE_OK) {
         c->status = 0;
         transient = transient_curl(cc);
-        nothing_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST;
         err = curl_errno(cc);
         snprintf(why, sizeof(why), "%s", t->overflow ? "more data than asked for"
                  : t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc));
@@ -487,7 +491,6 @@ static void finish_try(struct vb_s3_http *h, struct vb_s3_call *c, CURLcode cc)
         unsigned shift = VB_MIN(c->tries - 1, 10u);
         int64_t delay = VB_MIN((int64_t)cfg->backoff_ms << shift, 20000) * 1000;
 
-        c->maybe_applied |= !nothing_sent;
         delay = delay / 2 + g_random_int_range(0, (gint32)(delay / 2) + 1);
         t->not_before = mono_us() + delay;
         g_queue_push_tail(&h->waiting, c);
@@ -617,7 +620,6 @@ void vb_s3_submit(struct vb_s3_http *h, struct vb_s3_call *c)
 
     c->ret = 0;
     c->tries = 0;
-    c->maybe_applied = false;
     memset(&c->err, 0, sizeof(c->err));
     t->not_before = 0;
     g_mutex_lock(&h->lock);

@@ -250,7 +250,6 @@ struct vb_s3_call {
     char s3_code[64];                /* <Error><Code> of a non-2xx answer */
     char s3_msg[200];
     unsigned tries;
-    bool maybe_applied;              /* an earlier try may have reached the server */
     int ret;                         /* 0: an answer (see status); else what failed */
     vb_error err;
     /* completion, on the engine's thread; it may submit further calls */

@@ -12,9 +12,11 @@
  *           (initiate, parts in parallel each with its MD5, complete, then
  *           a HEAD that checks size and multipart ETag; aborted on
  *           failure).  NOREPLACE: always one PUT with If-None-Match: *
- *           (radosgw ignores it on CompleteMultipartUpload), 412 is -EEXIST;
- *           but a 412 after a try that may have reached the server is
- *           checked with a HEAD: the object's ETag is our MD5 → ours.
+ *           (radosgw ignores it on CompleteMultipartUpload); a 412 is
+ *           checked with a HEAD, since a try of ours may have written it
+ *           (ours or curl's silent re-send on a dead reused connection):
+ *           the object's ETag is our MD5 and its size ours → ours, else
+ *           -EEXIST.
  *   get     a GET with Range, straight into the caller's buffer; the answer
  *           must be exactly that range (Content-Range checked), a range past
  *           the end is -EIO; len 0 is a HEAD.
@@ -180,16 +182,12 @@ static void put_single_done(struct vb_s3_call *c)
         return;
     }
     if (!c->ret && c->status == 412 && (o->flags & VB_PUT_NOREPLACE)) {
-        if (c->maybe_applied) {
-            struct vb_s3_http *http = o->s->http;
-            vb_s3_call_free(c);
-            c = call_new(o, "HEAD", NULL);
-            c->done = put_check_done;
-            vb_s3_submit(http, c);
-            return;
-        }
+        /* an earlier try of ours (or curl's silent re-send) may have written it */
+        struct vb_s3_http *http = o->s->http;
         vb_s3_call_free(c);
-        op_end(o, vb_seterr(&o->err, -EEXIST, "put %s: object exists", o->name));
+        c = call_new(o, "HEAD", NULL);
+        c->done = put_check_done;
+        vb_s3_submit(http, c);
         return;
     }
     call_fail(&o->err, c, "put", o->name);
@@ -255,8 +253,7 @@ static void mp_complete_done(struct vb_s3_call *c)
     struct vb_s3_http *http = o->s->http;
 
     if (!c->ret && (c->status == 200 ||
-                    (c->status == 404 && !strcmp(c->s3_code, "NoSuchUpload") &&
-                     c->maybe_applied))) {
+                    (c->status == 404 && !strcmp(c->s3_code, "NoSuchUpload")))) {
         /* done (or done by an earlier try): check what the bucket holds */
         vb_s3_call_free(c);
         c = call_new(o, "HEAD", NULL);

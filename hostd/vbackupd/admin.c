@@ -49,6 +49,9 @@ static json_object *cmd_vms(struct vbd *d)
         json_object_object_add(o, "disks", vbd_disks_json(vm->disks));
         json_object_object_add(o, "memory", vbd_mem_json(vm));
         json_object_object_add(o, "throttled", json_object_new_int((int)vbd_vm_throttled(vm)));
+        json_object_object_add(o, "pidfile", vm->pidfile ? json_object_new_string(vm->pidfile)
+                                                          : NULL);
+        json_object_object_add(o, "quota", vbd_quota_json(d, vm));
         json_object_array_add(a, o);
     }
     return a;

@@ -737,6 +737,7 @@ static void cut_done(struct vbd_task *task)
         if (jp->ws) {
             j->ws = jp->ws;
             jp->ws = NULL;
+            vbd_quota_attach(j);        /* what it stores counts against the VM's quotas */
         }
         j->batch = b->id;
         for (size_t k = 0; jp->notes && k < json_object_array_length(jp->notes); k++)

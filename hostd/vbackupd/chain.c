@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "escape.h"
 #include "snapshot.h"       /* vb_json_str, vb_json_int */
 
 char *vbd_image_path(const char *qemu_name)
@@ -143,12 +144,22 @@ bool vbd_chain_is_over(const struct vbd_chain *b, const char *top, const struct 
     return true;
 }
 
+/* The names QEMU reported, for messages: QEMU's answers are the guest's
+ * side of the trust boundary (a guest may have taken over its QEMU), so they
+ * go into text escaped (escape.h). */
+static void append_name(GString *s, const char *sep, const char *name)
+{
+    g_autofree char *shown = vb_escape(name, strlen(name));
+
+    g_string_append_printf(s, "%s%s", sep, shown);
+}
+
 char *vbd_chain_str(const struct vbd_chain *c)
 {
     GString *s = g_string_new(NULL);
 
     for (guint i = 0; c && i < c->files->len; i++)
-        g_string_append_printf(s, "%s%s", i ? " -> " : "", (char *)c->files->pdata[i]);
+        append_name(s, i ? " -> " : "", c->files->pdata[i]);
     if (!s->len)
         g_string_append(s, "no image");
     return g_string_free(s, FALSE);
@@ -161,7 +172,7 @@ char *vbd_chain_disks(json_object *blocks)
     for (size_t i = 0; i < json_object_array_length(blocks); i++) {
         struct vbd_chain *c = chain_of(json_object_array_get_idx(blocks, i));
         if (c && c->files->len)
-            g_string_append_printf(s, "%s%s", s->len ? ", " : "", (char *)c->files->pdata[0]);
+            append_name(s, s->len ? ", " : "", c->files->pdata[0]);
         vbd_chain_free(c);
     }
     if (!s->len)

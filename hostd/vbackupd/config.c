@@ -8,12 +8,17 @@
  *   [target NAME] repository = DIR
  *   [policy NAME] key = value ...      (passed to the plugin)
  *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
- *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT]
- *   [libvirt]     uri = URI, cbt = true|false
+ *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT],
+ *                 pidfile = PATH, peer_label = LABEL, max_job_bytes = SIZE,
+ *                 max_total_bytes = SIZE, max_bytes_per_day = SIZE,
+ *                 max_jobs_per_day = N
+ *   [libvirt]     uri = URI, pid_dir = DIR, cbt = true|false, and the
+ *                 quotas of [vm NAME] for every domain found
  */
 #include "vbackupd.h"
 #include "wire.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +31,7 @@ static const char *daemon_keys[] = {
     "runtime_dir", "state_dir", "socket_group", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
     "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "vm_memory",
-    "max_extents_per_job", "output_buffer", NULL,
+    "max_extents_per_job", "output_buffer", "reclaim", "reclaim_interval", NULL,
 };
 
 static void free_disk(gpointer p)
@@ -50,6 +55,8 @@ void vbd_vm_cfg_free(gpointer p)
     g_free(v->socket);
     g_free(v->qmp);
     g_free(v->libvirt);
+    g_free(v->pidfile);
+    g_free(v->peer_label);
     g_ptr_array_free(v->disks, TRUE);
     g_free(v);
 }
@@ -89,6 +96,7 @@ void vbd_config_free(struct vbd_config *c)
     g_free(c->state_dir);
     g_free(c->socket_group);
     g_free(c->libvirt_uri);
+    g_free(c->libvirt_pid_dir);
     g_ptr_array_free(c->targets, TRUE);
     g_ptr_array_free(c->policies, TRUE);
     g_ptr_array_free(c->vms, TRUE);
@@ -146,6 +154,44 @@ static char *get_str(GKeyFile *kf, const char *g, const char *k, const char *dfl
     if (s)
         return g_strstrip(s);
     return dflt ? g_strdup(dflt) : NULL;
+}
+
+/* One quota key of [vm NAME] or [libvirt]; false when KEY is none.  A size
+ * or a count; 0 (the default) is no limit. */
+static bool quota_key(GKeyFile *kf, const char *g, const char *key, struct vbd_quota *q,
+                      int *ret, vb_error *e)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        bool count;
+    } keys[] = {
+        { "max_job_bytes", offsetof(struct vbd_quota, job_bytes), false },
+        { "max_total_bytes", offsetof(struct vbd_quota, total_bytes), false },
+        { "max_bytes_per_day", offsetof(struct vbd_quota, day_bytes), false },
+        { "max_jobs_per_day", offsetof(struct vbd_quota, day_jobs), true },
+    };
+
+    for (size_t i = 0; i < VB_ARRAY_SIZE(keys); i++) {
+        g_autofree char *v = NULL;
+        uint64_t *dst = (uint64_t *)((char *)q + keys[i].off);
+        char *end;
+
+        if (strcmp(key, keys[i].key))
+            continue;
+        v = get_str(kf, g, key, "0");
+        if (keys[i].count) {
+            errno = 0;
+            *dst = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-')
+                *ret = vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a number of jobs", g, key,
+                                 v);
+        } else if (vb_parse_size(v, dst)) {
+            *ret = vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a size (e.g. 20G)", g, key, v);
+        }
+        return true;
+    }
+    return false;
 }
 
 /*
@@ -218,6 +264,7 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
                          group, name);
     for (char **k = keys; k && *k; k++) {
         g_autofree char *val = get_str(kf, group, *k, NULL);
+        int ret = 0;
         if (!strcmp(*k, "socket")) {
             v->socket = g_strdup(val);
         } else if (!strcmp(*k, "qmp")) {
@@ -225,6 +272,18 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
         } else if (!strcmp(*k, "cbt")) {
             if (parse_bool(group, *k, val, &v->cbt, e))
                 return -EINVAL;
+        } else if (!strcmp(*k, "pidfile")) {
+            if (val[0] != '/')
+                return vb_seterr(e, -EINVAL, "[%s] pidfile: '%s' is not an absolute path",
+                                 group, val);
+            v->pidfile = g_strdup(val);
+        } else if (!strcmp(*k, "peer_label")) {
+            if (!val[0])
+                return vb_seterr(e, -EINVAL, "[%s] peer_label: empty", group);
+            v->peer_label = g_strdup(val);
+        } else if (quota_key(kf, group, *k, &v->quota, &ret, e)) {
+            if (ret)
+                return ret;
         } else if (!strncmp(*k, "disk.", 5)) {
             struct vbd_disk_cfg *d = g_new0(struct vbd_disk_cfg, 1);
             g_ptr_array_add(v->disks, d);
@@ -236,7 +295,8 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
                 return -EINVAL;
         } else {
             return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, cbt, "
-                             "disk.SERIAL)", group, *k);
+                             "disk.SERIAL, pidfile, peer_label, max_job_bytes, "
+                             "max_total_bytes, max_bytes_per_day, max_jobs_per_day)", group, *k);
         }
     }
     if (v->cbt && !v->qmp)
@@ -329,6 +389,18 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                         "of 1 MiB and what is promised)", path);
         goto out;
     }
+    {
+        g_autofree char *rc = get_str(kf, "daemon", "reclaim", "yes");
+        if (!strcmp(rc, "yes") || !strcmp(rc, "true"))
+            c->reclaim = true;
+        else if (strcmp(rc, "no") && strcmp(rc, "false")) {
+            ret = vb_seterr(e, -EINVAL, "%s: [daemon] reclaim: '%s' (yes or no)", path, rc);
+            goto out;
+        }
+    }
+    if ((ret = get_double(kf, "daemon", "reclaim_interval", 600, 0, 86400 * 7,
+                          &c->reclaim_interval, e)))
+        goto out;
 
     chain = get_str(kf, "daemon", "policies", "schedule,merge");
     groups = g_key_file_get_groups(kf, NULL);
@@ -359,12 +431,21 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             continue;
         if (!strcmp(*g, "libvirt")) {
             g_auto(GStrv) lk = g_key_file_get_keys(kf, *g, NULL, NULL);
-            for (char **k = lk; k && *k; k++)
-                if (strcmp(*k, "uri") && strcmp(*k, "cbt")) {
-                    ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri, cbt)",
-                                    path, *k);
-                    goto out;
+            for (char **k = lk; k && *k; k++) {
+                if (!strcmp(*k, "uri") || !strcmp(*k, "pid_dir") || !strcmp(*k, "cbt"))
+                    continue;
+                if (quota_key(kf, *g, *k, &c->libvirt_quota, &ret, e)) {
+                    if (ret) {
+                        vb_prefixerr(e, "%s", path);
+                        goto out;
+                    }
+                    continue;
                 }
+                ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri, pid_dir, cbt, "
+                                "max_job_bytes, max_total_bytes, max_bytes_per_day, "
+                                "max_jobs_per_day)", path, *k);
+                goto out;
+            }
             c->libvirt_uri = get_str(kf, *g, "uri", "qemu:///system");
             if (g_key_file_has_key(kf, *g, "cbt", NULL)) {
                 g_autofree char *val = get_str(kf, *g, "cbt", "");
@@ -373,6 +454,8 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                     goto out;
                 }
             }
+            /* libvirt's QEMU writes its pid to DIR/NAME.pid (qemu driver's state dir) */
+            c->libvirt_pid_dir = get_str(kf, *g, "pid_dir", "/run/libvirt/qemu");
             continue;
         }
         if (!strncmp(*g, "target ", 7)) {

@@ -278,6 +278,7 @@ static void claim_done(struct vbd_task *t)
         }
     } else if (!ct->err) {
         j->ws = ct->ws;
+        vbd_quota_attach(j);            /* what it stores counts against the VM's quotas */
         if (j->claim_waited)
             vbd_log("job %llu: repository %s claimed, fallback data goes on",
                     (unsigned long long)j->id, j->target->name);
@@ -426,8 +427,9 @@ static void window_drop(struct vbd_window *w)
     else
         j->fb_windows_pending--;
     if (w->reply)
-        vbd_req_answer_err(w->reply, VB_S_JOB_FAILED, "job %llu %s: %s",
-                           (unsigned long long)j->id, vbd_state_name(j->state), j->reason);
+        vbd_req_answer_err(w->reply, j->over_quota ? VB_S_QUOTA : VB_S_JOB_FAILED,
+                           "job %llu %s: %s", (unsigned long long)j->id,
+                           vbd_state_name(j->state), j->reason);
     w->reply = NULL;
     if (w->plan && !j->windows_open && !j->committing)
         release_from_plan(j);
@@ -519,16 +521,19 @@ static void window_done(struct vbd_task *t)
     w->carry = NULL;
     if (w->err) {
         char what[sizeof(j->reason)];
-        if (w->err == -ENOSPC)
-            snprintf(what, sizeof(what), "target '%s' has no space left for file '%s'",
-                     j->target->name, en->path);
-        else
-            snprintf(what, sizeof(what), "file '%s' could not be read or stored on the host",
-                     en->path);
-        vbd_job_fail_host(j, VB_JOB_FAILED, what, w->emsg ? w->emsg : strerror(-w->err));
+        g_autofree char *shown = vb_escape(en->path, strlen(en->path));
+        if (!vbd_quota_failed(j, w->err)) {     /* else the reason names the quota */
+            if (w->err == -ENOSPC)
+                snprintf(what, sizeof(what), "target '%s' has no space left for file '%s'",
+                         j->target->name, shown);
+            else
+                snprintf(what, sizeof(what), "file '%s' could not be read or stored on the "
+                         "host", shown);
+            vbd_job_fail_host(j, VB_JOB_FAILED, what, w->emsg ? w->emsg : strerror(-w->err));
+        }
         if (w->reply)
-            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE : VB_S_IO, "%s",
-                               j->reason);
+            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE :
+                               w->err == -EDQUOT ? VB_S_QUOTA : VB_S_IO, "%s", j->reason);
         w->reply = NULL;
         /* the window's buffer and place are already given back */
         if (w->plan && !j->windows_open && !j->committing)
@@ -621,6 +626,7 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
 {
     struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, file);
     struct vbd_window *w = en->fb_win;
+    g_autofree char *shown = NULL;
     char what[VB_MAX_PATH + 64];
 
     while (len || last) {
@@ -661,7 +667,8 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
         vbd_req_answer(reply, VB_S_OK, NULL, 0);
     return;
 nomem:
-    snprintf(what, sizeof(what), "fallback data of file '%s'", en->path);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for the reason */
+    snprintf(what, sizeof(what), "fallback data of file '%s'", shown);
     vbd_mem_fail(j, what);              /* frees the job's windows */
     if (reply)
         vbd_req_answer_err(reply, VB_S_TOO_LARGE, "%s", j->reason);
@@ -985,7 +992,7 @@ static void commit_done(struct vbd_task *t)
     struct vbd_job *j = ct->job;
 
     j->committing = false;
-    if (j->state == VB_JOB_RUNNING) {
+    if (j->state == VB_JOB_RUNNING && !vbd_quota_failed(j, ct->err)) {
         if (ct->err) {
             char what[160];
             snprintf(what, sizeof(what), ct->err == -ENOSPC ? "target '%s' has no space left "
@@ -1372,7 +1379,7 @@ static gboolean disk_finished(gpointer opaque)
         vbd_log("job %llu: %s", (unsigned long long)j->id, dr->bound);
         json_object_array_add(j->plan_notes, json_object_new_string(dr->bound));
     }
-    if (j->state == VB_JOB_RUNNING) {
+    if (j->state == VB_JOB_RUNNING && !vbd_quota_failed(j, dr->err)) {
         if (dr->err) {
             struct vbd_disk *dk = j->disks->pdata[0];
             char what[160];

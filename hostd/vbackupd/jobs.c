@@ -158,6 +158,7 @@ static void job_end(struct vbd_job *j, int state)
 
     j->state = state;
     j->finished_ns = vb_wall_ns();
+    vbd_quota_end(j);           /* its bytes, counted; a gc if it left garbage */
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
     if (j->view_op)
@@ -178,6 +179,22 @@ static void job_end(struct vbd_job *j, int state)
             j->detail ? j->detail : "");
 }
 
+/* A reason holds guest bytes (paths) only escaped where they were put in;
+ * one that still holds control characters or stray bytes is escaped whole:
+ * the guest, the log and vbackupctl all show it. */
+static void plain_reason(struct vbd_job *j)
+{
+    char *esc;
+
+    if (vb_text_plain(j->reason, strlen(j->reason)))
+        return;
+    esc = vb_escape(j->reason, strlen(j->reason));
+    g_strlcpy(j->reason, esc, sizeof(j->reason));
+    g_free(esc);
+    if (!g_utf8_validate(j->reason, -1, NULL))   /* cut inside a character */
+        *(char *)g_utf8_find_prev_char(j->reason, j->reason + strlen(j->reason)) = 0;
+}
+
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
 {
     va_list ap;
@@ -187,6 +204,7 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
+    plain_reason(j);
     vbd_exec_cancel_job(j);
     job_end(j, state);
 }
@@ -197,6 +215,7 @@ void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const cha
         return;
     snprintf(j->reason, sizeof(j->reason), "%s; the host's log has details (job %llu)", what,
              (unsigned long long)j->id);
+    plain_reason(j);
     g_free(j->detail);
     j->detail = g_strdup(detail);
     vbd_exec_cancel_job(j);
@@ -275,13 +294,84 @@ void vbd_known_targets(struct vbd *d, char *buf, size_t len)
         o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? ", " : "", (const char *)k);
 }
 
+/*
+ * The VM's quotas (quota.c), then BEGIN's answer.  A VM with a total quota
+ * in the target needs what its snapshots there added: from the snapshot
+ * index, on a worker, never by reading the repository on the main loop; its
+ * BEGIN is answered when that came back.  Meanwhile the job exists but takes
+ * no request (j->opening): nothing it stores could escape its charges.
+ */
+struct begin_wait {
+    struct vbd_job *job;     /* a reference */
+    struct vbd_req *req;
+    uint32_t features;
+    uint64_t commits;        /* vbd_quota_commits when the index was asked */
+};
+
+static void begin_finish(struct begin_wait *bw, uint64_t committed)
+{
+    struct vbd_job *j = bw->job;
+    struct vb_backup_begin_reply r;
+    char msg[VBD_MSG];
+
+    j->opening = false;
+    if (j->state != VB_JOB_COLLECTING) {
+        /* cancelled meanwhile (the VM's last connection closed, a shutdown) */
+        vbd_req_answer_err(bw->req, VB_S_JOB_FAILED, "job %llu %s: %s", (unsigned long long)j->id,
+                           vbd_state_name(j->state), j->reason);
+    } else if (vbd_quota_begin(j, committed, msg, sizeof(msg))) {
+        /* the VM's quotas: jobs per day, bytes left, its total */
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_req_answer_err(bw->req, VB_S_QUOTA, "%s", j->reason);
+    } else {
+        vbd_log("job %llu: %s begins %s %s backup to %s", (unsigned long long)j->id,
+                j->vm->name, j->mode == VB_MODE_FULL ? "a full"
+                             : j->mode == VB_MODE_INCREMENTAL ? "an incremental"
+                                                             : "a differential",
+                j->kind == VB_KIND_DISK ? "disk" : "file", j->target->name);
+        memset(&r, 0, sizeof(r));
+        r.job = j->id;
+        r.features = bw->features;
+        vbd_req_answer(bw->req, VB_S_OK, &r, sizeof(r));
+    }
+    vbd_job_unref(j);
+    g_free(bw);
+}
+
+static void begin_total(void *opaque, GPtrArray *snaps, const char *err)
+{
+    struct begin_wait *bw = opaque;
+    struct vbd_job *j = bw->job;
+    uint64_t commits = vbd_quota_commits(j->d, j->vm);
+    char msg[VBD_MSG];
+
+    if (!snaps && j->state == VB_JOB_COLLECTING) {
+        j->opening = false;
+        vbd_host_error(j->vm, msg, sizeof(msg), "the VM's use of its quota could not be read",
+                       err);
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_req_answer_err(bw->req, VB_S_IO, "%s", j->reason);
+        vbd_job_unref(j);
+        g_free(bw);
+        return;
+    }
+    if (snaps && commits != bw->commits && j->state == VB_JOB_COLLECTING) {
+        /* a job of the VM was committed meanwhile: a listing that lacks its
+         * snapshot would undercount; the next one begins after it */
+        bw->commits = commits;
+        vbd_snapindex_get(j->d, j->target, j->vm->name, begin_total, bw);
+        return;
+    }
+    begin_finish(bw, vbd_quota_committed(snaps));
+}
+
 static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd *d = c->vm->d;
     struct vbd_begin b;
     struct vbd_target *t;
     struct vbd_job *j;
-    struct vb_backup_begin_reply r;
+    struct begin_wait *bw;
     char msg[VBD_MSG], known[256];
     int st = vbd_parse_begin(p, n, &b, msg);
 
@@ -341,14 +431,18 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
-    vbd_log("job %llu: %s begins %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
-            b.mode == VB_MODE_FULL ? "a full" : b.mode == VB_MODE_INCREMENTAL ? "an incremental"
-                                                                             : "a differential",
-            b.kind == VB_KIND_DISK ? "disk" : "file", t->name);
-    memset(&r, 0, sizeof(r));
-    r.job = j->id;
-    r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
-    vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
+    bw = g_new0(struct begin_wait, 1);
+    bw->job = j;
+    j->refs++;
+    bw->req = vbd_req_hold(c, h);
+    bw->features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    if (c->vm->quota.total_bytes) {
+        j->opening = true;
+        bw->commits = vbd_quota_commits(d, c->vm);
+        vbd_snapindex_get(d, t, c->vm->name, begin_total, bw);
+    } else {
+        begin_finish(bw, 0);
+    }
 out:
     vbd_begin_clear(&b);
 }
@@ -364,9 +458,16 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
                       c->vm->name);
         return NULL;
     }
-    if (j->state != VB_JOB_COLLECTING) {
+    if (j->state == VB_JOB_FAILED) {
+        /* the guest learns why (a quota, a full target) from the request it sends next */
+        vbd_reply_err(c, h, j->over_quota ? VB_S_QUOTA : VB_S_JOB_FAILED, "job %llu failed: %s",
+                      (unsigned long long)id, j->reason);
+        return NULL;
+    }
+    if (j->state != VB_JOB_COLLECTING || j->opening) {
         vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is %s, not collecting files",
-                      (unsigned long long)id, vbd_state_name(j->state));
+                      (unsigned long long)id, j->opening ? "still beginning"
+                                                         : vbd_state_name(j->state));
         return NULL;
     }
     j->last_activity = vb_now();
@@ -458,8 +559,9 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             continue;
         path = g_strndup(f.recs[i].path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
+            g_autofree char *shown = vb_escape(path, strlen(path));
             vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
-                          (unsigned long long)id, i, g_utf8_validate(path, -1, NULL) ? path : "?");
+                          (unsigned long long)id, i, shown);
             g_free(path);
             g_hash_table_destroy(fresh);
             vbd_files_clear(&f);
@@ -522,6 +624,7 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     struct vbd_data dt;
     struct vbd_job *j;
     struct vbd_entry *en;
+    g_autofree char *shown = NULL;
     char msg[VBD_MSG];
     int st = vbd_parse_data(p, n, &dt, msg);
 
@@ -537,25 +640,26 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     }
     en = &g_array_index(j->entries, struct vbd_entry, dt.file);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for messages */
     if (en->data != VB_FD_FALLBACK) {
         vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file %llu ('%s') does not take fallback data",
-                      (unsigned long long)dt.file, en->path);
+                      (unsigned long long)dt.file, shown);
         return;
     }
     if (en->fb_done) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", en->path);
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", shown);
         return;
     }
     if (dt.offset != en->fb_received) {
         vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file '%s': data at offset %llu, expected %llu "
-                      "(pieces come in order)", en->path, (unsigned long long)dt.offset,
+                      "(pieces come in order)", shown, (unsigned long long)dt.offset,
                       (unsigned long long)en->fb_received);
         return;
     }
     if (dt.offset + dt.len > en->m.size ||
         ((dt.flags & VB_DATA_LAST) && dt.offset + dt.len != en->m.size)) {
         vbd_reply_err(c, h, VB_S_OUT_OF_RANGE, "file '%s': data up to %llu, but the file's size "
-                      "is %llu", en->path, (unsigned long long)(dt.offset + dt.len),
+                      "is %llu", shown, (unsigned long long)(dt.offset + dt.len),
                       (unsigned long long)en->m.size);
         return;
     }
@@ -585,8 +689,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         return;
     for (guint i = 0; i < j->roots->len; i++) {
         if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            const char *root = j->roots->pdata[i];
+            g_autofree char *shown = vb_escape(root, strlen(root));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: root '%s' was not sent as a record",
-                          (unsigned long long)id, (char *)j->roots->pdata[i]);
+                          (unsigned long long)id, shown);
             return;
         }
     }
@@ -595,8 +701,9 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     for (; j->fb_open && j->fb_first_open < j->entries->len; j->fb_first_open++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, j->fb_first_open);
         if (en->data == VB_FD_FALLBACK && !en->fb_done) {
+            g_autofree char *shown = vb_escape(en->path, strlen(en->path));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: file '%s' still lacks fallback data "
-                          "(%llu of %llu bytes)", (unsigned long long)id, en->path,
+                          "(%llu of %llu bytes)", (unsigned long long)id, shown,
                           (unsigned long long)en->fb_received, (unsigned long long)en->m.size);
             return;
         }

@@ -23,20 +23,33 @@
 struct vbd *vbd_global;
 static bool log_timestamps;
 
+/*
+ * One line on stderr (the journal).  Guest bytes in it (paths, names) were
+ * escaped where they were put into the text (vb_escape, escape.h); a line
+ * that still holds a control character or bytes that are not UTF-8 is
+ * written escaped whole, so that nothing a guest sends can end a line,
+ * forge another, or reach a terminal that reads the log.
+ */
 void vbd_log(const char *fmt, ...)
 {
     va_list ap;
+    char t[48] = "";
+    char *line;
 
     if (log_timestamps) {
-        char t[48];
-        vb_fmt_time(vb_wall_ns(), t, sizeof(t));
-        fprintf(stderr, "%s ", t);
+        vb_fmt_time(vb_wall_ns(), t, sizeof(t) - 1);
+        strcat(t, " ");
     }
-    fputs("vbackupd: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    line = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    if (!vb_text_plain(line, strlen(line))) {
+        char *esc = vb_escape(line, strlen(line));
+        g_free(line);
+        line = esc;
+    }
+    fprintf(stderr, "%svbackupd: %s\n", t, line);
+    g_free(line);
 }
 
 static void target_free(gpointer p)
@@ -235,6 +248,7 @@ int main(int argc, char **argv)
     d->jobs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                     (GDestroyNotify)vbd_job_unref);
     g_queue_init(&d->pending);
+    vbd_quota_init(d);
     {
         /* job ids differ across restarts: a guest holding an old id gets "no such job" */
         struct timespec ts;
@@ -273,6 +287,7 @@ int main(int argc, char **argv)
     g_main_loop_run(d->loop);
 
     shutdown_jobs(d);
+    vbd_reclaim_fini(d);        /* waits for a gc it runs */
     vbd_libvirt_stop(d);
     vbd_vms_close_all(d);
     vbd_admin_fini(d);
@@ -280,6 +295,7 @@ int main(int argc, char **argv)
     vbd_snapindex_fini(d);
     if (d->jobs)
         g_hash_table_destroy(d->jobs);
+    vbd_quota_fini(d);
     g_queue_clear(&d->pending);
     g_ptr_array_free(d->chain, TRUE);
     g_hash_table_destroy(d->vms);

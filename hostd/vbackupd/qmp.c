@@ -121,8 +121,10 @@ static int qmp_cmd(struct qmp *q, const char *cmd, json_object *args, json_objec
             continue;
         }
         if (json_object_object_get_ex(m, "error", &v)) {
-            r = vb_seterr(e, -EIO, "QMP %s: %s", cmd,
-                          vb_json_str(v, "desc") ? vb_json_str(v, "desc") : "error");
+            /* QEMU's words, escaped: a guest may have taken over its QEMU */
+            const char *desc = vb_json_str(v, "desc") ? vb_json_str(v, "desc") : "error";
+            g_autofree char *shown = vb_escape(desc, strlen(desc));
+            r = vb_seterr(e, -EIO, "QMP %s: %s", cmd, shown);
             json_object_put(m);
             return r;
         }
@@ -334,7 +336,12 @@ static int qmp_be_commit(void *conn, struct vbd_view *v, guint i, const struct v
     if (!(ev = qmp_event(q, "BLOCK_JOB_COMPLETED", jid, 600 * 1000, e)))
         return e->code ? e->code : -EIO;
     err = vb_json_str(json_object_object_get(ev, "data"), "error");
-    r = err ? vb_seterr(e, -EIO, "block job %s: %s", jid, err) : 0;
+    if (err) {
+        g_autofree char *shown = vb_escape(err, strlen(err));
+        r = vb_seterr(e, -EIO, "block job %s: %s", jid, shown);
+    } else {
+        r = 0;
+    }
     json_object_put(ev);
     return r;
 }

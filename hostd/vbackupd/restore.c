@@ -203,8 +203,22 @@ static void open_work(struct vb_work *work, struct vb_codec *codec)
         return;
     }
     if (vb_files_select(ot->cat, ot->paths, (int)ot->n_paths, &ot->sel, &e)) {
+        /* the path the guest named, escaped: the log and vbackupctl show it */
+        g_autofree char *shown = NULL;
+        for (unsigned i = 0; i < ot->n_paths && !shown; i++) {
+            GArray *one = NULL;
+            if (vb_files_select(ot->cat, ot->paths + i, 1, &one, NULL))
+                shown = vb_escape(ot->paths[i], strlen(ot->paths[i]));
+            else
+                g_array_free(one, TRUE);
+        }
         ot->st = VB_S_NOT_FOUND;
-        snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: %s", ot->snap->id, vb_strerror(&e));
+        if (shown)
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: '%s' is not in the snapshot",
+                     ot->snap->id, shown);
+        else
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: %s", ot->snap->id,
+                     vb_strerror(&e));
         return;
     }
     for (guint i = 0; i < ot->sel->len; i++) {

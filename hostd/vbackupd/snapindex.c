@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The snapshots of each VM in each target, as LIST and RESTORE_BEGIN
- * "latest" need them: id, time, kind, mode, counts and roots, newest last.
- * Kept in memory per (target, VM) with the stamp of the VM's snapshot folder
- * (vb_snap_stamp), and listed again, on a worker, only when the stamp shows
- * a change (a commit, a prune, a gc, a hand edit) or is not settled yet.
- * Neither a LIST nor a "latest" reads a catalog or an index.json on the main
- * loop; one guest's requests for its index share one refresh at a time.
+ * The snapshots of each VM in each target, as LIST, RESTORE_BEGIN "latest"
+ * and the total quota need them: id, time, kind, mode, counts, roots and
+ * bytes added, newest last.  Kept in memory per (target, VM) with the stamp
+ * of the VM's snapshot folder (vb_snap_stamp) and of each snapshot's
+ * index.json (vb_snap_index_stamp), and listed again, on a worker, only when
+ * a stamp shows a change (a commit, a prune, a gc, a hand edit of the folder
+ * or of an index) or is not settled yet; otherwise a refresh costs a stat
+ * per snapshot.  Neither a LIST nor a "latest" reads a catalog or an
+ * index.json on the main loop; one guest's requests for its index share one
+ * refresh at a time, and each is answered by a refresh that began after it
+ * was asked (it sees every snapshot committed before).
  */
 #include "vbackupd.h"
 
@@ -34,6 +38,7 @@ struct refresh {
     struct idx *x;
     struct vb_snap_stamp have, stamp;
     bool had;                /* x->snaps was there when the refresh began */
+    GQueue waiters;          /* those who asked before it began: it answers them */
     GPtrArray *snaps;        /* new listing, or NULL: unchanged */
     int err;
     vb_error e;
@@ -82,26 +87,62 @@ static struct vbd_snapinfo *info_of(const struct vb_snapshot *s)
                 g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "",
                                        json_object_get_string(x));
         }
-    i->n_roots = s->type == VB_SNAP_FILES && roots ? json_object_array_length(roots) : 0;
+    /* index.json is the repository's, and may be damaged: roots that are not a
+     * list count as none (json-c asserts on an array operation on another type) */
+    i->n_roots = s->type == VB_SNAP_FILES && roots && json_object_is_type(roots, json_type_array)
+                     ? json_object_array_length(roots) : 0;
     i->roots = g_string_free(rs, FALSE);
+    {
+        /* what it added; snapshots from before added_bytes: their new chunks */
+        int64_t n = vb_json_int(s->json, "added_bytes", -1);
+        json_object *st = NULL;
+        if (n < 0 && json_object_object_get_ex(s->json, "stats", &st) &&
+            json_object_is_type(st, json_type_object))
+            n = vb_json_int(st, "stored_new", 0);
+        i->added = (uint64_t)VB_MAX(n, (int64_t)0);
+    }
     return i;
+}
+
+/* On the worker: whether every index.json of the listing is as it was read
+ * (each stamp settled and the same). */
+static bool indexes_unchanged(struct vb_repo *r, GPtrArray *snaps)
+{
+    for (guint i = 0; i < snaps->len; i++) {
+        const struct vbd_snapinfo *s = snaps->pdata[i];
+        struct vb_snap_stamp now;
+        if (!s->istamp.settled || vb_snap_index_stamp(r, s->id, &now, NULL) ||
+            !vb_snap_stamp_equal(&s->istamp, &now))
+            return false;
+    }
+    return true;
 }
 
 static void refresh_work(struct vb_work *work, struct vb_codec *c)
 {
     struct refresh *rf = (struct refresh *)work;
     GPtrArray *snaps;
+    int64_t t0;
 
     rf->err = vb_snap_stamp(rf->x->t->repo, rf->x->vm, &rf->stamp, &rf->e);
     if (rf->err)
         return;
-    if (rf->had && rf->have.settled && vb_snap_stamp_equal(&rf->have, &rf->stamp))
+    /* x->snaps is replaced only on the main loop, when this refresh is done */
+    if (rf->had && rf->have.settled && vb_snap_stamp_equal(&rf->have, &rf->stamp) &&
+        indexes_unchanged(rf->x->t->repo, rf->x->snaps))
         return;                         /* unchanged */
+    t0 = vb_wall_ns();
     if ((rf->err = vb_snap_list(rf->x->t->repo, rf->x->vm, &snaps, &rf->e)))
         return;
     rf->snaps = g_ptr_array_new_full(snaps->len, info_free);
-    for (guint i = 0; i < snaps->len; i++)
-        g_ptr_array_add(rf->snaps, info_of(snaps->pdata[i]));
+    for (guint i = 0; i < snaps->len; i++) {
+        struct vbd_snapinfo *si = info_of(snaps->pdata[i]);
+        /* stamped after it was read: settled only if it was before the read
+         * began (a change meanwhile is read again next time) */
+        if (!vb_snap_index_stamp(rf->x->t->repo, si->id, &si->istamp, NULL))
+            si->istamp.settled = t0 - si->istamp.ctime_ns > 2000000000ll;
+        g_ptr_array_add(rf->snaps, si);
+    }
     g_ptr_array_free(snaps, TRUE);
 }
 
@@ -111,11 +152,9 @@ static void refresh_done(struct vbd_task *task)
 {
     struct refresh *rf = (struct refresh *)task;
     struct idx *x = rf->x;
-    GQueue waiters = x->waiters;
     struct waiter *w;
 
     x->refreshing = false;
-    g_queue_init(&x->waiters);
     if (!rf->err) {
         if (rf->snaps) {
             if (x->snaps)
@@ -124,8 +163,10 @@ static void refresh_done(struct vbd_task *task)
         }
         x->stamp = rf->stamp;
     }
-    /* the callbacks may ask again: they queue for the next refresh */
-    while ((w = g_queue_pop_head(&waiters))) {
+    /* the callbacks may ask again: they queue for the next refresh, as did
+     * those who asked while this one ran (it may have listed before a
+     * change they know of: their own commit) */
+    while ((w = g_queue_pop_head(&rf->waiters))) {
         w->cb(w->opaque, rf->err ? NULL : x->snaps, rf->err ? vb_strerror(&rf->e) : NULL);
         g_free(w);
     }
@@ -143,6 +184,8 @@ static void refresh_start(struct idx *x)
     rf->x = x;
     rf->had = x->snaps != NULL;
     rf->have = x->stamp;
+    rf->waiters = x->waiters;
+    g_queue_init(&x->waiters);
     x->refreshing = true;
     vbd_work_push(x->d, &rf->task);
 }

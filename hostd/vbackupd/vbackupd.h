@@ -17,6 +17,9 @@
  *   libvirt.c  VMs from libvirt, and the view through libvirt
  *   limits.c   what one VM's requests make the daemon hold, against vm_memory
  *   snapindex.c  the snapshots of each VM in each target, for LIST and "latest"
+ *   peer.c     who may connect to a VM's socket (its QEMU's pid, label)
+ *   quota.c    what each VM may add to the repositories, and when
+ *   reclaim.c  gc of a target after failed jobs, when no job holds it
  */
 #ifndef VBACKUPD_H
 #define VBACKUPD_H
@@ -28,6 +31,7 @@
 
 #include "catalog.h"
 #include "cbt.h"
+#include "escape.h"
 #include "fastcdc.h"
 #include "image.h"
 #include "policyload.h"
@@ -52,12 +56,23 @@ struct vbd_disk_cfg {
     char *target;            /* libvirt: the disk's target ("vda") */
 };
 
+/* What a VM may add to a repository (0: no limit).  docs/vbackupd.md, "Quotas". */
+struct vbd_quota {
+    uint64_t job_bytes;      /* max_job_bytes: per backup job */
+    uint64_t total_bytes;    /* max_total_bytes: its snapshots in one target, all told */
+    uint64_t day_bytes;      /* max_bytes_per_day: in any 24 hours */
+    uint64_t day_jobs;       /* max_jobs_per_day: backup jobs begun in any 24 hours */
+};
+
 struct vbd_vm_cfg {
     char *name;
     char *socket;
     char *qmp;               /* optional */
     char *libvirt;           /* found through libvirt: the domain's name */
     bool cbt;                /* changed-block tracking of its disks (docs/cbt.md) */
+    char *pidfile;           /* the QEMU process that alone may connect (peer.c) */
+    char *peer_label;        /* its security label (SO_PEERSEC), when set */
+    struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk_cfg * */
 };
 
@@ -92,8 +107,12 @@ struct vbd_config {
     uint64_t vm_memory;      /* what one VM's requests may make the daemon hold */
     uint64_t max_extents_per_job;
     uint64_t output_buffer;  /* replies queued and promised per connection */
+    bool reclaim;            /* gc a target after failed jobs stored chunks (reclaim.c) */
+    double reclaim_interval; /* seconds between two such gcs of one target, at least */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
     bool libvirt_cbt;        /* [libvirt] cbt: track the disks of libvirt's VMs */
+    char *libvirt_pid_dir;   /* [libvirt] pid_dir: DIR/NAME.pid is a domain's QEMU ("" none) */
+    struct vbd_quota libvirt_quota;   /* [libvirt] quotas of the domains found */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
     GPtrArray *policies;     /* struct vbd_policy_cfg *, in chain order */
     GPtrArray *vms;          /* struct vbd_vm_cfg * */
@@ -123,6 +142,10 @@ struct vbd_target {
     char *name;
     char *path;
     struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h) */
+    /* reclaim.c: a gc after failed jobs */
+    bool reclaim_wanted;
+    struct vbd_reclaim *reclaim_run;  /* running */
+    double reclaim_last;     /* monotonic time of the last one, 0: none */
 };
 
 struct vbd_disk {
@@ -146,6 +169,10 @@ struct vbd_vm {
     char *qmp;
     char *libvirt;           /* domain name when the VM came from libvirt */
     bool cbt;                /* changed-block tracking of its disks */
+    char *pidfile;           /* peer.c: only this QEMU process may connect */
+    char *peer_label;
+    bool peer_start_unknown; /* peer.c: said once that /proc hides the start */
+    struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
     guint listen_src;
@@ -316,6 +343,8 @@ struct vbd_job {
      * chunk (fallback data, or the batch that runs the job) to its commit
      * or abort; a restore holds a read claim */
     struct vb_write *ws;
+    struct vbd_charge *charge;   /* quota.c: what the job adds, against the VM's quotas */
+    bool over_quota;         /* failed for a quota: requests are answered VB_S_QUOTA */
     bool claim_waiting;      /* fallback data waits while gc holds the repository */
     struct vb_claim *claim;  /* restore jobs */
     struct vb_catalog *parent_cat;
@@ -336,7 +365,8 @@ struct vbd_job {
     uint32_t cache_len[2];
     unsigned cache_next;
     GHashTable *inflight;    /* catalog chunk index → decode task */
-    bool opening;            /* RESTORE_BEGIN is being resolved on a worker */
+    bool opening;            /* its BEGIN is resolved on a worker (restore: the snapshot;
+                              * backup: the total quota), no request taken */
     unsigned decoding;       /* decode tasks with the workers */
     GQueue read_wait;        /* RESTORE_READs waiting for a decode slot */
 };
@@ -414,11 +444,53 @@ struct vbd {
     json_object *batches;    /* recent batch reports */
     GPtrArray *libvirt_vms;  /* struct vbd_vm_cfg *, discovered */
     void *lv;                /* libvirt.c state */
+    GHashTable *accts;       /* quota.c: VM name → struct vbd_acct * */
+    guint reclaim_timer;     /* reclaim.c */
+    GList *reclaims;         /* struct vbd_reclaim * running (targets may be retired meanwhile) */
 };
 
 /* main.c */
 extern struct vbd *vbd_global;
 void vbd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* peer.c: whether the process on the other end of a new connection to the
+ * VM's socket may act as the VM (its QEMU: pid from the pidfile, security
+ * label); 0, or -EPERM with the reason in why. */
+int vbd_peer_check(struct vbd_vm *vm, int fd, char *why, size_t len);
+
+/* quota.c */
+void vbd_quota_init(struct vbd *d);
+void vbd_quota_fini(struct vbd *d);
+/* At BEGIN of a backup: may the VM begin one (jobs per day, bytes left, its
+ * total in the target: COMMITTED, what its snapshots there added, from the
+ * snapshot index, when vm->quota.total_bytes is set)?  0, and the job
+ * counted and j->charge set; or -EDQUOT with the reason in why (for the
+ * guest: names the quota, no host path). */
+int vbd_quota_begin(struct vbd_job *j, uint64_t committed, char *why, size_t len);
+/* What the snapshots of a listing (struct vbd_snapinfo *) added. */
+uint64_t vbd_quota_committed(GPtrArray *snaps);
+/* How many of the VM's jobs ended done: a listing begun before it changed
+ * may lack one of their snapshots. */
+uint64_t vbd_quota_commits(struct vbd *d, struct vbd_vm *vm);
+/* The job's session charges what it stores to the job's quotas.  On the
+ * main loop, once j->ws is set (sessions are begun on workers: batch.c's
+ * cut, exec.c's claim of fallback data) and before its first put. */
+void vbd_quota_attach(struct vbd_job *j);
+/* The job ended: its bytes leave the running count (and stay in the total
+ * if it committed); the accounting is written down. */
+void vbd_quota_end(struct vbd_job *j);
+/* A failure: if ERR is the quota's, fail the job saying which quota, and
+ * return true. */
+bool vbd_quota_failed(struct vbd_job *j, int err);
+/* Bytes the job has added to the repository so far. */
+uint64_t vbd_quota_added(struct vbd_job *j);
+json_object *vbd_quota_json(struct vbd *d, struct vbd_vm *vm);
+/* The one clock of quotas: wall-clock ns (plus VBACKUPD_TEST_CLOCK_OFFSET) */
+int64_t vbd_quota_now(void);
+
+/* reclaim.c */
+void vbd_reclaim_want(struct vbd *d, struct vbd_target *t);
+void vbd_reclaim_fini(struct vbd *d);
 
 /* vm.c */
 int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e);
@@ -482,6 +554,9 @@ void vbd_exec_kick(struct vbd *d);
 void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
                        bool last, struct vbd_req *reply);
 void vbd_exec_cancel_job(struct vbd_job *j);
+/* Whatever ended the job (vbd_job_release): its fallback windows are freed
+ * and their DATA requests answered with the job's failure (VB_S_QUOTA when
+ * a quota failed it, VB_S_JOB_FAILED otherwise). */
 void vbd_exec_drop_fallback(struct vbd_job *j);
 void vbd_work_push(struct vbd *d, struct vbd_task *t);
 /* On a worker: a write session for the job's VM in target t. */
@@ -529,7 +604,8 @@ int vbd_mem_take(struct vbd_job *j, enum vbd_mem k, uint64_t n);   /* 0 or -ENOM
 void vbd_mem_give(struct vbd_job *j, enum vbd_mem k, uint64_t n);
 void vbd_mem_give_all(struct vbd_job *j, enum vbd_mem k);
 void vbd_mem_force(struct vbd_vm *vm, enum vbd_mem k, int64_t delta);   /* never refused */
-/* "VM x: WHAT would exceed the VM's memory limit on the host (vm_memory = ...)" */
+/* "VM x: WHAT would exceed the VM's memory limit on the host (vm_memory = ...)";
+ * WHAT is the caller's text, guest bytes in it escaped (vb_escape) */
 void vbd_mem_reason(struct vbd_vm *vm, char *out, size_t len, const char *what);
 void vbd_mem_fail(struct vbd_job *j, const char *what);   /* fails the job with that reason */
 json_object *vbd_mem_json(const struct vbd_vm *vm);
@@ -542,6 +618,8 @@ struct vbd_snapinfo {        /* what LIST and "latest" need of a snapshot */
     uint64_t files, bytes;
     char *roots;             /* joined by '\n' */
     size_t n_roots;          /* 0: not a files snapshot */
+    uint64_t added;          /* repository bytes it added (quota.c: max_total_bytes) */
+    struct vb_snap_stamp istamp;   /* of its index.json when it was read */
 };
 /* snaps: the VM's snapshots in the target, oldest first (valid during the
  * call), or NULL and err (host detail, for the log) when they cannot be

@@ -478,10 +478,17 @@ static gboolean on_accept(gint fd, GIOCondition cond, gpointer opaque)
 {
     struct vbd_vm *vm = opaque;
     struct vbd_conn *c;
+    char why[256];
     int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
     if (cfd < 0)
         return G_SOURCE_CONTINUE;
+    /* the socket says which VM; the process on its other end must be that VM's QEMU */
+    if (vbd_peer_check(vm, cfd, why, sizeof(why))) {
+        vbd_log("VM %s: refusing a connection: %s", vm->name, why);
+        close(cfd);
+        return G_SOURCE_CONTINUE;
+    }
     if (g_list_length(vm->conns) >= vm->d->cfg->max_conns_per_vm) {
         vbd_log("%s: refusing a connection: %u already open", vm->name,
                 vm->d->cfg->max_conns_per_vm);
@@ -564,6 +571,8 @@ void vbd_vm_unref(struct vbd_vm *vm)
     g_free(vm->socket_path);
     g_free(vm->qmp);
     g_free(vm->libvirt);
+    g_free(vm->pidfile);
+    g_free(vm->peer_label);
     g_ptr_array_free(vm->disks, TRUE);
     g_free(vm);
 }
@@ -640,6 +649,11 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
     vm->qmp = g_strdup(vc->qmp);
     g_free(vm->libvirt);
     vm->libvirt = g_strdup(vc->libvirt);
+    g_free(vm->pidfile);
+    vm->pidfile = g_strdup(vc->pidfile);
+    g_free(vm->peer_label);
+    vm->peer_label = g_strdup(vc->peer_label);
+    vm->quota = vc->quota;
 }
 
 int vbd_vms_refresh(struct vbd *d, vb_error *e)
@@ -660,8 +674,16 @@ int vbd_vms_refresh(struct vbd *d, vb_error *e)
                 clash = true;
             }
         }
-        if (!clash)
-            g_ptr_array_add(all, lv);
+        if (clash)
+            continue;
+        /* a domain's QEMU is the process whose pid libvirt keeps in
+         * pid_dir/NAME.pid; its quotas are [libvirt]'s */
+        g_free(lv->pidfile);
+        lv->pidfile = d->cfg->libvirt_pid_dir && d->cfg->libvirt_pid_dir[0]
+                          ? g_strdup_printf("%s/%s.pid", d->cfg->libvirt_pid_dir, lv->libvirt)
+                          : NULL;
+        lv->quota = d->cfg->libvirt_quota;
+        g_ptr_array_add(all, lv);
     }
     ret = vbd_vms_apply(d, all, e);
     g_ptr_array_free(all, TRUE);
@@ -707,8 +729,12 @@ int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e)
             }
             vm->listen_fd = fd;
             vm->listen_src = g_unix_fd_add(fd, G_IO_IN, on_accept, vm);
-            vbd_log("VM %s: listening on %s (%u disks%s)", vm->name, vm->socket_path,
-                    vm->disks->len, vm->libvirt ? ", from libvirt" : vm->qmp ? ", QMP" : "");
+            vbd_log("VM %s: listening on %s (%u disks%s%s)", vm->name, vm->socket_path,
+                    vm->disks->len, vm->libvirt ? ", from libvirt" : vm->qmp ? ", QMP" : "",
+                    vm->pidfile || vm->peer_label ? ", peer checked" : "");
+            if (!vm->pidfile && !vm->peer_label && d->cfg->socket_group)
+                vbd_log("VM %s: any process of group %s can connect and act as this VM (no "
+                        "pidfile or peer_label)", vm->name, d->cfg->socket_group);
         }
     }
     if (!ret) {

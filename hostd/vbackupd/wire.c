@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "wire.h"
 
+#include "escape.h"
 #include "util.h"
 
 #include <glib.h>
@@ -44,19 +45,18 @@ static bool take_str(struct rd *r, const char **s, uint16_t *len)
     return true;
 }
 
+/* A name from the guest, escaped for a message (escape.h): as much of it as
+ * fits cap, never a part of an escape */
 static void printable(char *dst, size_t cap, const char *s, size_t n)
 {
-    /* a name from the guest, made safe for a message */
-    size_t o = 0;
+    char *esc = vb_escape(s, n);
 
-    for (size_t i = 0; i < n && o + 5 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '\'')
-            dst[o++] = (char)ch;
-        else
-            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", ch);
+    while (n && strlen(esc) >= cap) {
+        g_free(esc);
+        esc = vb_escape(s, --n);
     }
-    dst[o] = 0;
+    snprintf(dst, cap, "%s", esc);
+    g_free(esc);
 }
 
 const char *vb_op_name(unsigned type)
@@ -76,7 +76,7 @@ const char *vb_status_name(int status)
         "OK", "UNAVAILABLE", "BAD_FRAME", "BAD_VERSION", "BAD_REQUEST", "UNKNOWN_TARGET",
         "NOT_FOUND", "NOT_OWNED", "OUT_OF_RANGE", "BAD_PATH", "TOO_LARGE", "BUSY",
         "SHUTTING_DOWN", "NO_JOB", "JOB_FAILED", "IO", "NO_SPACE", "CANCELLED", "INTERNAL",
-        "REPLY_TOO_SMALL", "BAD_STATE",
+        "REPLY_TOO_SMALL", "BAD_STATE", "QUOTA",
     };
 
     return status >= 0 && status < (int)(sizeof(names) / sizeof(names[0])) ? names[status] : "?";

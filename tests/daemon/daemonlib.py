@@ -117,7 +117,10 @@ class Daemon:
     """vbackupd with a generated configuration, in its own folder."""
 
     def __init__(self, w, vms, targets=None, policies="schedule,merge", policy_conf=None,
-                 batch_seconds=0.3, batch_max=10, extra=None, name="d"):
+                 batch_seconds=0.3, batch_max=10, extra=None, name="d", vm_conf=None,
+                 sections=None):
+        """vm_conf: {vm: {key: value}} more keys of [vm NAME] (quotas, pidfile);
+        sections: {"libvirt": {key: value}} more sections, as written."""
         self.w = w
         self.dir = w.p(name)
         os.makedirs(self.dir, exist_ok=True)
@@ -141,6 +144,9 @@ class Daemon:
         for vm, disks in vms.items():
             lines += ["", f"[vm {vm}]"] + [f"disk.{s}={disk_value(img)}"
                                            for s, img in disks.items()]
+            lines += [f"{k}={v}" for k, v in (vm_conf or {}).get(vm, {}).items()]
+        for sec, kv in (sections or {}).items():
+            lines += ["", f"[{sec}]"] + [f"{k}={v}" for k, v in kv.items()]
         self.conf = os.path.join(self.dir, "vbackupd.conf")
         open(self.conf, "w").write("\n".join(lines) + "\n")
         self.proc = None
