@@ -21,6 +21,9 @@ with `vbackup backup-disk --mode incremental` (or differential), three boots:
      the guest writes more; the restarted vbackupd folds the view back into
      the tracking overlay, and the next incremental is proven: the writes
      before the job exactly, those made under the view in FOLD_GRANULE units
+  E  (QMP only) data0 restored into its image from an earlier snapshot and
+     QEMU started on the image: the guest sees the restored disk, a full read
+     that says the disk runs on its image, then a proven incremental again
 
 Checks: every incremental reads at most N MiB plus one 4 KiB subcluster per
 write run (the runs are 4 KiB aligned, so the change set is exactly the
@@ -119,6 +122,14 @@ PHASE_C = GUEST_HEAD + r"""
 step c0 data0 incremental 0 0 0
 step c1 data0 incremental {seed6} 1 5
 step c2 data1 incremental 0 0 0
+"""
+
+# E (QMP): data0 restored into its image on the host (VM off) and QEMU
+# started on the image, as docs/cbt.md says: a full read that says so, then
+# the tracking starts anew
+PHASE_E = GUEST_HEAD + r"""
+step e0 data0 incremental 0 0 0
+step e1 data0 incremental {seed10} 2 8
 """
 
 

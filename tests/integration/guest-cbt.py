@@ -8,7 +8,9 @@ boot QEMU runs each disk on exactly its tracking overlay over its image
 (query-block).  Then vbackupd itself is killed (SIGKILL) while a tracked
 disk job holds its view (deferred by the schedule policy: PSI pressure) and
 the guest writes under it; the restarted vbackupd folds the view back into
-the tracking overlay, and the next incremental is proven.  The seed of the
+the tracking overlay, and the next incremental is proven.  Last, a disk is
+restored into its image and QEMU started on the image: a full read that
+says so, then tracked again.  The seed of the
 guest's writes is printed (VB_CBT_SEED to repeat a run)."""
 import json
 import os
@@ -20,7 +22,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import Daemon, Mailbox, SRC, artifacts, boot, check, log, run, workdir  # noqa: E402
+from guestlib import (Daemon, Mailbox, SRC, VBACKUPCTL, artifacts, boot, check, log,  # noqa: E402
+                      run, workdir)
 import cbtlib  # noqa: E402
 
 QMP_CALL = os.path.join(SRC, "tests/guest/qmp-call.py")
@@ -54,7 +57,7 @@ with workdir() as w:
     conf = open(d.conf).read().replace("[vm g]", f"[vm g]\nqmp={qsock}\ncbt=true")
     open(d.conf, "w").write(conf)
     d.start()
-    seeds = {f"{{seed{i}}}": str(seed + i) for i in range(1, 10)}
+    seeds = {f"{{seed{i}}}": str(seed + i) for i in range(1, 11)}
 
     def script(text):
         for k, v in seeds.items():
@@ -106,9 +109,10 @@ with workdir() as w:
         f"tracking overlays: {', '.join(os.path.basename(os.path.realpath(t)) for t in tops.values())}")
 
     # ---- B: QEMU started again on the tracking overlays --------------------------------
-    def watch_chain(name):
+    def watch_chain(name, on_image=()):
         """While the guest of this boot runs: each disk on its tracking overlay, right over
-        its image (checked once the guest has started)."""
+        its image, or on its image for the serials in on_image (checked once the guest
+        has started)."""
         problems = []
 
         def follow():
@@ -119,6 +123,11 @@ with workdir() as w:
                 if "STEP" in text:
                     for serial, image in (("data0", img.data0), ("data1", img.data1)):
                         chain = query_chain(qsock, image)
+                        if serial in on_image:
+                            if not chain or chain[0] != os.path.realpath(image):
+                                problems.append(f"{name}: {serial} runs on {chain}, not on its "
+                                                f"image {image}")
+                            continue
                         want = os.path.realpath(tops[serial])
                         if not chain or chain[0] != want or chain[1] != os.path.realpath(image):
                             problems.append(f"{name}: {serial} runs on {chain}, not on {want} "
@@ -220,6 +229,31 @@ with workdir() as w:
     chk.step("d2", st_d["d2"], True, runs=before + cbtlib.granules(during))
     log("vbackupd killed while a tracked disk job held its view: folded back into the "
         "tracking overlay, and the next incremental proves what was written before and during")
+
+    # ---- E: data0 restored into its image, QEMU started on the image ------------------------
+    # docs/cbt.md, "Restoring a disk": VM off, restore into the image, start the VM on the
+    # image itself (IMAGE.vbackup-top removed); the old tracking overlay may be deleted
+    stale = os.path.realpath(tops["data0"])
+    run(VBACKUPCTL, "--repo", d.targets["archive"], "--quiet", "restore-disk",
+        st["a2"]["snapshot"], "--to", img.data0, "--force")
+    os.unlink(tops["data0"])
+    os.unlink(stale)
+    t, problems = watch_chain("e", on_image={"data0"})
+    boot(w, script(cbtlib.PHASE_E), img.disks(None, tops["data1"]), d.sock("g"), qmp=qsock,
+         name="e", timeout=600, extra=extra)
+    t.join()
+    check(not problems, "; ".join(problems))
+    st_e = cbtlib.steps(open(w.p("e.console"), errors="replace").read())
+    check(st_e["e0"]["sha"] == st["a2"]["sha"], "the guest does not see the restored disk "
+          f"(snapshot {st['a2']['snapshot']} of step a2)")
+    chk.step("e0", st_e["e0"], False, "the disk runs on its image, not on its tracking overlay")
+    chk.step("e1", st_e["e1"], True)
+    rec = cbtlib.record(d, "g", "data0")
+    check(os.path.realpath(tops["data0"]) == rec["overlay"] and rec["overlay"] != stale,
+          f"data0: after the restore {tops['data0']} does not point at a new tracking overlay: "
+          f"{rec}")
+    log("a disk restored into its image and started on it: a full read that says so, then "
+        "tracked again")
     chk.finish()
     left = sorted(f for f in os.listdir(img.dir) if ".vbackup-" in f and f.endswith(".qcow2"))
     want = sorted(os.path.basename(cbtlib.record(d, "g", s)["overlay"])
@@ -228,5 +262,6 @@ with workdir() as w:
     check("FAILED" not in d.log_text(), "vbackupd logged a failure: " +
           "; ".join(ln for ln in d.log_text().splitlines() if "FAILED" in ln))
     check(d.stop() == 0, "vbackupd exit")
-    log("ok: incrementals read only what the guest wrote, across a SIGKILL of QEMU; a touched "
-        "image is a full read that says so; every snapshot is the disk as the guest had it")
+    log("ok: incrementals read only what the guest wrote, across a SIGKILL of QEMU and one of "
+        "vbackupd; a touched image and a restored disk are full reads that say so; every "
+        "snapshot is the disk as the guest had it")
