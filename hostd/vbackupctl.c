@@ -20,6 +20,7 @@
 #include "escape.h"
 #include "filerestore.h"
 #include "image.h"
+#include "instant.h"
 #include "maint.h"
 #include "overlay.h"
 #include "reader.h"
@@ -62,6 +63,17 @@ static void usage(FILE *f)
 "                                         remove snapshots outside the retention policy\n"
 "  gc [--dry-run] [--json]                remove chunks no snapshot references\n"
 "  stats [--json]                         logical and stored bytes, dedup and compression\n"
+"\n"
+"Instant access (docs/instant-access.md):\n"
+"  export SNAPSHOT|VM [--disk SERIAL] (--unix SOCKET | --port N [--address ADDR])\n"
+"         [--cache SIZE] [--readahead N] [--threads N] [--verbose]\n"
+"                                         serve a disk snapshot read-only over NBD (nbdkit)\n"
+"  boot-from SNAPSHOT|VM [--disk SERIAL] --overlay FILE [--unix SOCKET] [...]\n"
+"                                         the export and a qcow2 overlay on it to start a VM on\n"
+"  live-restore --qmp SOCKET [--device ID] [--speed BYTES]\n"
+"                                         copy a running VM's disk off the export (no downtime)\n"
+"  mount MOUNTPOINT [--cache SIZE] [--allow-other] [--debug]\n"
+"                                         every snapshot as read-only folders and images (FUSE)\n"
 "\n"
 "Daemon commands (--daemon SOCKET, or $VBACKUPD_ADMIN; default /run/vbackup/admin.sock):\n"
 "  vms [--json]                           VMs, their sockets, disks and connections\n"
@@ -1493,6 +1505,19 @@ static int cmd_reload(int argc, char **argv)
     return 0;
 }
 
+/* ---- instant access (hostd/instant/) ----------------------------------------- */
+
+#define INSTANT_CMD(fn, impl)                                                   \
+    static int fn(int argc, char **argv)                                        \
+    {                                                                           \
+        struct vbi_ctx c = { .prog = prog, .repo = repo_path, .quiet = quiet }; \
+        return impl(&c, argc, argv);                                            \
+    }
+INSTANT_CMD(cmd_export, vbi_cmd_export)
+INSTANT_CMD(cmd_boot_from, vbi_cmd_boot_from)
+INSTANT_CMD(cmd_live_restore, vbi_cmd_live_restore)
+INSTANT_CMD(cmd_mount, vbi_cmd_mount)
+
 /* ---- main ------------------------------------------------------------------ */
 
 static const struct {
@@ -1517,6 +1542,10 @@ static const struct {
     { "reload", cmd_reload },
     { "image-map", cmd_image_map },
     { "image-dump", cmd_image_dump },
+    { "export", cmd_export },
+    { "boot-from", cmd_boot_from },
+    { "live-restore", cmd_live_restore },
+    { "mount", cmd_mount },
 };
 
 int main(int argc, char **argv)
