@@ -4,6 +4,7 @@
  * (and, through its admin socket, for vbackupd).
  */
 #include <getopt.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,14 +12,17 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
+#include "cbt.h"
 #include "diskbackup.h"
 #include "escape.h"
 #include "filerestore.h"
 #include "image.h"
 #include "instant.h"
 #include "maint.h"
+#include "overlay.h"
 #include "reader.h"
 #include "repair.h"
 #include "repo.h"
@@ -43,7 +47,8 @@ static void usage(FILE *f)
 "Repository commands (--repo DIR, or $VBACKUP_REPO):\n"
 "  init [--level N]                       create a repository (zstd level, default 1)\n"
 "  backup-disk --vm NAME --format raw|qcow2 [--backing-format raw|qcow2] [--name DISK]\n"
-"              [--buffered] [--threads N] IMAGE\n"
+"              [--mode full|incremental|differential] [--parent ID] [--state DIR]\n"
+"              [--track] [--buffered] [--threads N] IMAGE\n"
 "                                         back up a whole disk image; prints the snapshot id last\n"
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
@@ -216,17 +221,127 @@ static int cmd_init(int argc, char **argv)
 
 /* ---- backup-disk / restore-disk --------------------------------------------- */
 
+static int parse_mode(const char *s, int *mode)
+{
+    if (!strcmp(s, "full"))
+        *mode = VB_MODE_FULL;
+    else if (!strcmp(s, "incremental"))
+        *mode = VB_MODE_INCREMENTAL;
+    else if (!strcmp(s, "differential"))
+        *mode = VB_MODE_DIFFERENTIAL;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* After a backup of exactly the chain it found before (nothing wrote it
+ * meanwhile): bind the disk's tracking to the new snapshot, or, with
+ * --track, start it (a new overlay over the image, for the VM to run on). */
+static int track_after(const char *state, const char *repo, const char *vm, const char *disk,
+                       const char *format, struct vb_cbt_record *rec,
+                       const struct vb_cbt_found *f, const char *snap, bool track)
+{
+    struct vb_cbt_record *nr;
+    vb_error e = { 0 };
+    char *ovl = NULL;
+    int ret;
+
+    if (rec && !strcmp(f->files[0], rec->overlay) && f->n >= 2 &&
+        !strcmp(f->files[1], rec->image)) {
+        /* the disk's tracking overlay, untouched during the read: the image
+         * under it and the snapshot now hold the same, as far as the overlay
+         * does not say otherwise */
+        nr = vb_cbt_copy(rec);
+    } else if (track) {
+        struct stat st;
+        if (rec) {
+            fprintf(stderr, "%s: --track: disk '%s' of VM %s already runs on its tracking "
+                    "overlay %s; back that up\n", prog, disk, vm, rec->overlay);
+            return 1;
+        }
+        if (stat(f->files[0], &st) < 0) {
+            fprintf(stderr, "%s: stat %s: %s\n", prog, f->files[0], strerror(errno));
+            return 1;
+        }
+        ovl = g_strdup_printf("%s.vbackup-cbt-%lld.qcow2", f->files[0],
+                              (long long)(vb_wall_ns() / 1000000000));
+        if (vb_overlay_create(ovl, f->size, f->files[0], format, st.st_uid, st.st_gid,
+                              st.st_mode, &e)) {
+            g_free(ovl);
+            return die_err("--track", &e);
+        }
+        nr = g_new0(struct vb_cbt_record, 1);
+        nr->vm = g_strdup(vm);
+        nr->disk = g_strdup(disk);
+        nr->image = g_strdup(f->files[0]);
+        nr->format = g_strdup(format);
+        nr->overlay = ovl;
+        ovl = NULL;
+        nr->size = f->size;
+        {
+            struct vb_file_id oid;
+            if (vb_file_id_get(nr->overlay, &oid, &e)) {
+                vb_cbt_free(nr);
+                return die_err("--track", &e);
+            }
+            nr->overlay_dev = oid.dev;
+            nr->overlay_ino = oid.ino;
+        }
+    } else {
+        return 0;
+    }
+    /* the files under the overlay as they are now */
+    for (unsigned i = 0; i < nr->n_chain; i++)
+        g_free(nr->chain[i]);
+    g_free(nr->chain);
+    g_free(nr->ids);
+    {
+        unsigned skip = strcmp(f->files[0], nr->image) ? 1 : 0;
+        nr->n_chain = f->n - skip;
+        nr->chain = g_new0(char *, nr->n_chain);
+        nr->ids = g_new0(struct vb_file_id, nr->n_chain);
+        for (unsigned i = 0; i < nr->n_chain; i++) {
+            nr->chain[i] = g_strdup(f->files[i + skip]);
+            nr->ids[i] = f->ids[i + skip];
+        }
+    }
+    nr->size = f->size;
+    nr->ready = true;
+    g_free(nr->previous);
+    nr->previous = NULL;
+    g_free(nr->basis);
+    g_free(nr->basis_repo);
+    nr->basis = g_strdup(snap);
+    nr->basis_repo = g_strdup(repo);
+    ret = vb_cbt_save(state, nr, &e);
+    if (ret)
+        ret = die_err("tracking record", &e);
+    else if (!quiet && track && !rec)
+        printf("tracking: the disk's writes must now go to %s (start the VM on it); the "
+               "next incremental backup of it reads only them\n", nr->overlay);
+    else if (!quiet)
+        printf("tracking: bound to snapshot %s\n", snap);
+    vb_cbt_free(nr);
+    return ret;
+}
+
 static int cmd_backup_disk(int argc, char **argv)
 {
     static const struct option lo[] = {
         { "vm", 1, 0, 'v' }, { "name", 1, 0, 'n' }, { "format", 1, 0, 'f' },
         { "backing-format", 1, 0, 'B' }, { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' },
-        { 0 } };
+        { "mode", 1, 0, 'm' }, { "parent", 1, 0, 'p' }, { "state", 1, 0, 'S' },
+        { "track", 0, 0, 'T' }, { 0 } };
     struct vb_disk_backup_opts o = { 0 };
     struct vb_disk_stats st;
     struct vb_repo *r;
     struct vb_write *ws;
-    char *id = NULL, a[32], b[32], c2[32], d[32], z[32], s[32];
+    struct vb_cbt_record *rec = NULL;
+    struct vb_cbt_found before = { 0 }, after = { 0 };
+    const char *state = "/var/lib/vbackup";
+    char *id = NULL, *image_real = NULL, *repo_real = NULL, *name_copy = NULL;
+    char a[32], b[32], c2[32], d[32], z[32], s[32];
+    bool track = false;
     vb_error e = { 0 };
     int c;
 
@@ -238,12 +353,23 @@ static int cmd_backup_disk(int argc, char **argv)
         case 'B': o.backing_format = optarg; break;
         case 'b': o.no_direct = true; break;
         case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        case 'm':
+            if (parse_mode(optarg, &o.mode)) {
+                fprintf(stderr, "%s: backup-disk: --mode must be full, incremental or "
+                        "differential, not '%s'\n", prog, optarg);
+                return 2;
+            }
+            break;
+        case 'p': o.parent = optarg; break;
+        case 'S': state = optarg; break;
+        case 'T': track = true; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc || !o.vm) {
         fprintf(stderr, "usage: %s backup-disk --vm NAME --format raw|qcow2 [--name DISK] "
-                "IMAGE\n", prog);
+                "[--mode full|incremental|differential] [--parent ID] [--state DIR] "
+                "[--track] IMAGE\n", prog);
         return 2;
     }
     if ((c = check_formats("backup-disk", o.format, o.backing_format)))
@@ -257,34 +383,112 @@ static int cmd_backup_disk(int argc, char **argv)
         fprintf(stderr, "%s: '%s' is not a valid disk name\n", prog, o.name);
         return 2;
     }
+    if (o.parent && !vb_snap_valid_id(o.parent)) {
+        fprintf(stderr, "%s: '%s' is not a snapshot id\n", prog, o.parent);
+        return 2;
+    }
     o.image = argv[optind];
     o.progress = show_progress();
+    name_copy = strdup(o.image);
+    if (!o.name)
+        o.name = basename(name_copy);
+
+    /* changed-block tracking: the record vbackupd (or --track) keeps for the disk */
+    image_real = realpath(o.image, NULL);
+    c = vb_cbt_load(state, o.vm, o.name, &rec, &e);
+    if (c && c != -ENOENT) {
+        fprintf(stderr, "%s: warning: %s; ignored (everything is read)\n", prog,
+                vb_strerror(&e));
+        o.cbt_why = "the tracking record cannot be read";
+    }
+    if (rec && image_real && !strcmp(image_real, rec->image))
+        fprintf(stderr, "%s: warning: %s is the image under the tracking overlay %s, which "
+                "holds what the VM wrote since its last backup; back up the overlay\n", prog,
+                o.image, rec->overlay);
+    if (rec && !o.cbt_why && (!image_real || strcmp(image_real, rec->overlay)))
+        o.cbt_why = "the image is not the disk's tracking overlay";
+    if (image_real && !o.cbt_why && vb_image_in_use(image_real) == 1)
+        o.cbt_why = "the image is in use by a running QEMU (vbackupd tracks the disks of the "
+                    "VMs it serves)";
+    o.cbt = rec;
+    {
+        struct vb_image_opts io = { .format = o.format, .backing_format = o.backing_format };
+        if (vb_cbt_find_chain(o.image, &io, &before, &e)) {
+            vb_cbt_free(rec);
+            free(name_copy);
+            free(image_real);
+            return die_err("backup-disk", &e);
+        }
+    }
     if (open_repo(VB_LOCK_NONE, &r))
-        return 1;
+        goto fail;
+    repo_real = realpath(r->path, NULL);
     /* the session claims the repository (waiting while gc runs) until it ends */
     if (vb_write_begin(r, o.vm, 0, &ws, &e)) {
         vb_repo_close(r);
-        return die_err("backup-disk", &e);
+        die_err("backup-disk", &e);
+        goto fail;
     }
     c = vb_disk_backup(ws, &o, &st, &id, &e);
     if (!c && vb_write_warning(ws))
         fprintf(stderr, "%s: warning: %s\n", prog, vb_write_warning(ws));
     vb_write_unref(ws);
     vb_repo_close(r);
-    if (c)
-        return die_err("backup-disk", &e);
-    printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
-           vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
-           (unsigned long long)st.chunks);
+    if (c) {
+        die_err("backup-disk", &e);
+        goto fail;
+    }
+    if (st.tracked)
+        printf("disk %s: %s virtual, %llu chunks\n", o.image, vb_fmt_bytes(st.size, a, sizeof(a)),
+               (unsigned long long)st.chunks);
+    else
+        printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
+               vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
+               (unsigned long long)st.chunks);
+    if (st.tracked)
+        printf("%s: read only the %s in %llu runs written since snapshot %s (%llu chunks "
+               "changed, %llu reused, %llu read whole)\n",
+               st.mode == VB_MODE_DIFFERENTIAL ? "differential" : "incremental",
+               vb_fmt_bytes(st.changed_bytes, a, sizeof(a)), (unsigned long long)st.changed_runs,
+               st.basis, (unsigned long long)st.chunks_changed,
+               (unsigned long long)st.chunks_reused, (unsigned long long)st.chunks_reread);
+    else
+        printf("full read: %s\n", st.why);
     printf("read %s, new %s (stored %s), deduplicated %s, zero %s, %.1f s, %s/s\n",
            vb_fmt_bytes(st.bytes_read, a, sizeof(a)), vb_fmt_bytes(st.bytes_new, b, sizeof(b)),
            vb_fmt_bytes(st.stored_new, s, sizeof(s)), vb_fmt_bytes(st.bytes_dedup, c2, sizeof(c2)),
            vb_fmt_bytes(st.bytes_zero, z, sizeof(z)), st.seconds,
-           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)st.allocated / st.seconds) : 0, d,
-                        sizeof(d)));
+           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)(st.tracked ? st.bytes_read :
+                                                                st.allocated) / st.seconds)
+                                       : 0, d, sizeof(d)));
+    /* nothing wrote the chain while it was read: the tracking may move on */
+    {
+        struct vb_image_opts io = { .format = o.format, .backing_format = o.backing_format };
+        c = 0;
+        if (vb_cbt_find_chain(o.image, &io, &after, &e) == 0 &&
+            vb_cbt_found_same(&before, &after) && vb_image_in_use(before.files[0]) == 0 &&
+            repo_real)
+            c = track_after(state, repo_real, o.vm, o.name, o.format, rec, &after, id, track);
+        else if (track)
+            c = fprintf(stderr, "%s: --track: the image changed while it was read, or is in "
+                        "use: tracking not started\n", prog) > 0;
+    }
     printf("%s\n", id);
     free(id);
-    return 0;
+    vb_cbt_free(rec);
+    vb_cbt_found_clear(&before);
+    vb_cbt_found_clear(&after);
+    free(name_copy);
+    free(image_real);
+    free(repo_real);
+    return c;
+fail:
+    vb_cbt_free(rec);
+    vb_cbt_found_clear(&before);
+    free(name_copy);
+    free(image_real);
+    free(repo_real);
+    return 1;
 }
 
 static int cmd_restore_disk(int argc, char **argv)

@@ -365,10 +365,11 @@ static int plan_files_job(struct vbd_job *j, struct jobplan *jp, struct vb_write
      * or after the snapshot made them read-only */
     for (guint i = 0; i < j->disks->len; i++) {
         struct vbd_disk *dk = j->disks->pdata[i];
-        struct vb_image_opts io = { .format = dk->format,
+        /* on its tracking overlay, the disk is read through it (docs/cbt.md) */
+        struct vb_image_opts io = { .format = dk->top ? "qcow2" : dk->format,
                                     .backing_format = dk->backing_format };
         struct vb_image *img;
-        if ((ret = vb_image_open(dk->image, &io, &img, e))) {
+        if ((ret = vb_image_open(dk->top ? dk->top : dk->image, &io, &img, e))) {
             vb_prefixerr(e, "disk '%s'", dk->serial);
             goto out;
         }

@@ -59,6 +59,8 @@ static struct vbd_chain *chain_of(json_object *block)
     c->node = g_strdup(vb_json_str(ins, "node-name"));
     c->device = g_strdup(dev && *dev ? dev : c->node);
     c->files = g_ptr_array_new_with_free_func(g_free);
+    c->size = (uint64_t)vb_json_int(img, "virtual-size", 0);
+    c->format = g_strdup(vb_json_str(img, "format"));
     for (unsigned depth = 0; img && depth < 256; depth++) {
         json_object *next = NULL;
         g_ptr_array_add(c->files, vbd_image_path(vb_json_str(img, "filename")));
@@ -100,6 +102,7 @@ void vbd_chain_free(struct vbd_chain *c)
     g_free(c->key);
     g_free(c->device);
     g_free(c->node);
+    g_free(c->format);
     g_ptr_array_free(c->files, TRUE);
     g_free(c);
 }
@@ -111,6 +114,8 @@ struct vbd_chain *vbd_chain_copy(const struct vbd_chain *c)
     n->key = g_strdup(c->key);
     n->device = g_strdup(c->device);
     n->node = g_strdup(c->node);
+    n->size = c->size;
+    n->format = g_strdup(c->format);
     n->files = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 0; i < c->files->len; i++)
         g_ptr_array_add(n->files, g_strdup(c->files->pdata[i]));

@@ -19,6 +19,8 @@ struct vbd_chain {
     char *device;            /* block-commit's "device": BlockInfo.device, else the active node */
     char *node;              /* the active layer's node name (may be NULL) */
     GPtrArray *files;        /* char *: real paths, the active layer first */
+    uint64_t size;           /* the active layer's virtual size (0: not given) */
+    char *format;            /* its format driver ("qcow2", "raw"; may be NULL) */
 };
 
 /* The disk of query-block's answer (its "return" array) whose qdev path or

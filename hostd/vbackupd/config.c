@@ -7,13 +7,13 @@
  *                 batch_seconds, batch_max, frozen_wait, workers, ...
  *   [target NAME] repository = DIR
  *   [policy NAME] key = value ...      (passed to the plugin)
- *   [vm NAME]     socket = PATH, qmp = PATH,
+ *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
  *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT],
  *                 pidfile = PATH, peer_label = LABEL, max_job_bytes = SIZE,
  *                 max_total_bytes = SIZE, max_bytes_per_day = SIZE,
  *                 max_jobs_per_day = N
- *   [libvirt]     uri = URI, pid_dir = DIR, and the quotas of [vm NAME]
- *                 for every domain found
+ *   [libvirt]     uri = URI, pid_dir = DIR, cbt = true|false, and the
+ *                 quotas of [vm NAME] for every domain found
  */
 #include "vbackupd.h"
 #include "wire.h"
@@ -236,6 +236,20 @@ static int parse_disk(const char *val, struct vbd_disk_cfg *d, const char *group
     return 0;
 }
 
+/* "true"/"false" (and yes/no, 1/0): changed-block tracking (docs/cbt.md) */
+static int parse_bool(const char *group, const char *key, const char *val, bool *out,
+                      vb_error *e)
+{
+    if (!g_ascii_strcasecmp(val, "true") || !g_ascii_strcasecmp(val, "yes") || !strcmp(val, "1"))
+        *out = true;
+    else if (!g_ascii_strcasecmp(val, "false") || !g_ascii_strcasecmp(val, "no") ||
+             !strcmp(val, "0"))
+        *out = false;
+    else
+        return vb_seterr(e, -EINVAL, "[%s] %s: '%s' is neither true nor false", group, key, val);
+    return 0;
+}
+
 static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vbd_config *c,
                     vb_error *e)
 {
@@ -255,6 +269,9 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             v->socket = g_strdup(val);
         } else if (!strcmp(*k, "qmp")) {
             v->qmp = g_strdup(val);
+        } else if (!strcmp(*k, "cbt")) {
+            if (parse_bool(group, *k, val, &v->cbt, e))
+                return -EINVAL;
         } else if (!strcmp(*k, "pidfile")) {
             if (val[0] != '/')
                 return vb_seterr(e, -EINVAL, "[%s] pidfile: '%s' is not an absolute path",
@@ -277,11 +294,14 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             if (parse_disk(val, d, group, *k, e))
                 return -EINVAL;
         } else {
-            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, disk.SERIAL, "
-                             "pidfile, peer_label, max_job_bytes, max_total_bytes, "
-                             "max_bytes_per_day, max_jobs_per_day)", group, *k);
+            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, cbt, "
+                             "disk.SERIAL, pidfile, peer_label, max_job_bytes, "
+                             "max_total_bytes, max_bytes_per_day, max_jobs_per_day)", group, *k);
         }
     }
+    if (v->cbt && !v->qmp)
+        return vb_seterr(e, -EINVAL, "[%s] cbt: changed-block tracking needs a point-in-time "
+                         "view: give the VM its QMP socket (qmp = PATH)", group);
     if (!v->disks->len)
         return vb_seterr(e, -EINVAL, "[%s]: no disks (disk.SERIAL = IMAGE)", group);
     if (!v->socket)
@@ -412,7 +432,7 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
         if (!strcmp(*g, "libvirt")) {
             g_auto(GStrv) lk = g_key_file_get_keys(kf, *g, NULL, NULL);
             for (char **k = lk; k && *k; k++) {
-                if (!strcmp(*k, "uri") || !strcmp(*k, "pid_dir"))
+                if (!strcmp(*k, "uri") || !strcmp(*k, "pid_dir") || !strcmp(*k, "cbt"))
                     continue;
                 if (quota_key(kf, *g, *k, &c->libvirt_quota, &ret, e)) {
                     if (ret) {
@@ -421,12 +441,19 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                     }
                     continue;
                 }
-                ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri, pid_dir, "
+                ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri, pid_dir, cbt, "
                                 "max_job_bytes, max_total_bytes, max_bytes_per_day, "
                                 "max_jobs_per_day)", path, *k);
                 goto out;
             }
             c->libvirt_uri = get_str(kf, *g, "uri", "qemu:///system");
+            if (g_key_file_has_key(kf, *g, "cbt", NULL)) {
+                g_autofree char *val = get_str(kf, *g, "cbt", "");
+                if ((ret = parse_bool("libvirt", "cbt", val, &c->libvirt_cbt, e))) {
+                    vb_prefixerr(e, "%s", path);
+                    goto out;
+                }
+            }
             /* libvirt's QEMU writes its pid to DIR/NAME.pid (qemu driver's state dir) */
             c->libvirt_pid_dir = get_str(kf, *g, "pid_dir", "/run/libvirt/qemu");
             continue;

@@ -1296,6 +1296,9 @@ struct vbd_disk_run {
     char *id;
     int err;
     vb_error e;
+    char *repo;              /* real path of the target's repository */
+    char *cbt_why;           /* why the tracking proves nothing, known before the read */
+    char bound[320];         /* what became of the tracking, for the plan */
     /* the view is folded back before the snapshot is committed */
     GMutex lock;
     GCond cond;
@@ -1356,6 +1359,51 @@ static void disk_progress(void *opaque, uint64_t done, uint64_t total)
     j->disk_total = total;
 }
 
+/* What the backup read and why: "full read: REASON" or the change set. */
+static void disk_notes(struct vbd_job *j, const struct vb_disk_stats *st)
+{
+    char buf[512], a[32], b[32];
+
+    if (st->tracked)
+        snprintf(buf, sizeof(buf), "tracking: read only the %s in %llu runs written since "
+                 "snapshot %s (%s read; %llu chunks changed, %llu reused, %llu read whole)",
+                 vb_fmt_bytes(st->changed_bytes, a, sizeof(a)),
+                 (unsigned long long)st->changed_runs, st->basis,
+                 vb_fmt_bytes(st->bytes_read, b, sizeof(b)),
+                 (unsigned long long)st->chunks_changed, (unsigned long long)st->chunks_reused,
+                 (unsigned long long)st->chunks_reread);
+    else
+        snprintf(buf, sizeof(buf), "full read: %s", st->why);
+    json_object_array_add(j->plan_notes, json_object_new_string(buf));
+}
+
+/* disk thread: the snapshot is committed; bind the disk's new tracking
+ * overlay to it, so that the next backup reads only what is written to it */
+static void bind_tracking(struct vbd_disk_run *dr)
+{
+    struct vbd_job *j = dr->job;
+    struct vb_cbt_record *r = j->cbt_next;
+    vb_error e = { 0 };
+
+    if (!r)
+        return;
+    r->ready = true;
+    g_free(r->previous);
+    r->previous = NULL;
+    g_free(r->basis);
+    g_free(r->basis_repo);
+    r->basis = g_strdup(dr->id);
+    r->basis_repo = g_strdup(dr->repo);
+    if (!dr->repo || vb_cbt_save(j->d->cfg->state_dir, r, &e))
+        snprintf(dr->bound, sizeof(dr->bound), "tracking: the record of disk %s cannot be "
+                 "written (%s): the next backup reads everything", r->disk,
+                 dr->repo ? vb_strerror(&e) : "no repository path");
+    else
+        snprintf(dr->bound, sizeof(dr->bound), "tracking: disk %s runs on a new overlay, bound "
+                 "to snapshot %s: the next incremental reads only what is written to it",
+                 r->disk, dr->id);
+}
+
 static gboolean disk_finished(gpointer opaque)
 {
     struct vbd_disk_run *dr = opaque;
@@ -1364,14 +1412,21 @@ static gboolean disk_finished(gpointer opaque)
 
     g_thread_join(j->disk_thread);
     j->disk_thread = NULL;
-    j->bytes_done = dr->st.allocated;
-    j->bytes_total = dr->st.allocated;
+    /* what was read: everything allocated, or the tracked change set */
+    j->bytes_done = dr->st.tracked ? dr->st.changed_bytes : dr->st.allocated;
+    j->bytes_total = j->bytes_done;
     j->bytes_new = dr->st.bytes_new;
     j->bytes_reused = dr->st.bytes_dedup;
     j->bytes_read = dr->st.bytes_read;
     j->stored_new = dr->st.stored_new;
     j->flags |= VB_JOB_FLAG_READ_DONE;
     vbd_count_read(j->d, ((struct vbd_disk *)j->disks->pdata[0])->image, dr->st.bytes_read);
+    if (!dr->err)
+        disk_notes(j, &dr->st);
+    if (dr->bound[0]) {
+        vbd_log("job %llu: %s", (unsigned long long)j->id, dr->bound);
+        json_object_array_add(j->plan_notes, json_object_new_string(dr->bound));
+    }
     if (dr->err) {
         struct vbd_disk *dk = j->disks->pdata[0];
         if (dr->err == -ENOSPC)
@@ -1386,6 +1441,8 @@ static gboolean disk_finished(gpointer opaque)
                       vb_write_warning(dr->ws));
     g_free(dr->id);
     vb_write_unref(dr->ws);
+    g_free(dr->repo);
+    g_free(dr->cbt_why);
     j->disk_run = NULL;
     g_mutex_clear(&dr->lock);
     g_cond_clear(&dr->cond);
@@ -1411,9 +1468,19 @@ static gpointer disk_thread(gpointer opaque)
         .cancel = &j->cancel_flag,
         .before_commit = disk_before_commit,
         .before_commit_opaque = dr,
+        .mode = j->mode,
+        .cbt = j->cbt_rec,
+        .cbt_why = dr->cbt_why,
     };
 
+    /* a disk on its tracking overlay is read through it (docs/cbt.md) */
+    if (dk->top) {
+        o.image = dk->top;
+        o.format = "qcow2";
+    }
     dr->err = vb_disk_backup(dr->ws, &o, &dr->st, &dr->id, &dr->e);
+    if (!dr->err)
+        bind_tracking(dr);
     g_idle_add(disk_finished, dr);
     return NULL;
 }
@@ -1424,6 +1491,21 @@ void vbd_disk_job_start(struct vbd_job *j)
 
     dr->job = j;
     dr->ws = vb_write_ref(j->ws);       /* claimed when the batch was cut */
+    {
+        char *real = realpath(j->target->path, NULL);
+        dr->repo = real ? g_strdup(real) : NULL;
+        free(real);
+    }
+    /* what keeps the tracking from proving anything, known now */
+    if (j->view != VB_VIEW_SNAPSHOT)
+        dr->cbt_why = g_strdup(j->cbt_why ? j->cbt_why :
+                               "no point-in-time view of the disk (the VM has no QMP socket "
+                               "and is not a libvirt domain)");
+    else if (!j->vm->cbt)
+        dr->cbt_why = g_strdup("changed-block tracking is off for this VM (cbt = true in its "
+                               "configuration)");
+    else if (j->cbt_why)
+        dr->cbt_why = g_strdup(j->cbt_why);
     g_mutex_init(&dr->lock);
     g_cond_init(&dr->cond);
     j->disk_run = dr;

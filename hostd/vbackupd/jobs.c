@@ -72,6 +72,7 @@ static void disk_copy_free(gpointer p)
     g_free(d->format);
     g_free(d->backing_format);
     g_free(d->target);
+    g_free(d->top);
     g_free(d);
 }
 
@@ -147,6 +148,9 @@ void vbd_job_unref(struct vbd_job *j)
     g_free(j->detail);
     g_free(j->parent);
     g_free(j->mode_note);
+    vb_cbt_free(j->cbt_rec);
+    vb_cbt_free(j->cbt_next);
+    g_free(j->cbt_why);
     vbd_vm_unref(j->vm);
     g_free(j);
 }
@@ -388,9 +392,10 @@ static void begin_finish(struct begin_wait *bw, uint64_t committed)
         vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
         vbd_req_answer_err(bw->req, VB_S_QUOTA, "%s", j->reason);
     } else {
-        vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id,
-                j->vm->name, j->mode == VB_MODE_FULL ? "full" : j->mode == VB_MODE_INCREMENTAL
-                                                                  ? "incremental" : "differential",
+        vbd_log("job %llu: %s begins %s %s backup to %s", (unsigned long long)j->id,
+                j->vm->name, j->mode == VB_MODE_FULL ? "a full"
+                             : j->mode == VB_MODE_INCREMENTAL ? "an incremental"
+                                                             : "a differential",
                 j->kind == VB_KIND_DISK ? "disk" : "file", j->target->name);
         memset(&r, 0, sizeof(r));
         r.job = j->id;

@@ -240,6 +240,7 @@ static struct vbd_vm_cfg *vm_from_xml(struct vbd *d, const char *xml)
     vm->socket = sock;
     sock = NULL;
     vm->libvirt = g_strdup(x.name);
+    vm->cbt = d->cfg->libvirt_cbt;
     vm->disks = g_ptr_array_new_with_free_func(disk_cfg_free);
     for (guint i = 0; i < x.disks->len; i++) {
         struct vbd_disk_cfg *dc = x.disks->pdata[i];
@@ -541,10 +542,12 @@ static int lv_be_snapshot(void *conn, struct vbd_view *v, vb_error *e)
     virDomainSnapshotPtr snap;
     GString *xml = g_string_new("<domainsnapshot><disks>");
     char *dxml = virDomainGetXMLDesc(lc->dom, 0);
+    bool reuse = v->disks->len > 0;
     int ret = 0;
 
     for (guint i = 0; i < v->disks->len; i++) {
         struct vbd_view_disk *vd = v->disks->pdata[i];
+        reuse &= vd->precreated;
         g_autofree char *esc = g_markup_escape_text(vd->overlay, -1);
         g_string_append_printf(xml, "<disk name='%s' snapshot='external'>"
                                "<source file='%s'/><driver type='qcow2'/></disk>",
@@ -566,9 +569,14 @@ static int lv_be_snapshot(void *conn, struct vbd_view *v, vb_error *e)
         }
     }
     g_string_append(xml, "</disks></domainsnapshot>");
+    /* tracking overlays are made by vbackupd (docs/cbt.md); libvirt takes
+     * them over and names them in the domain's definition, live and
+     * persistent, so a restarted domain runs on them */
     snap = virDomainSnapshotCreateXML(lc->dom, xml->str, VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
                                                          VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
-                                                         VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC);
+                                                         VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+                                                         (reuse ? VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+                                                                : 0));
     if (!snap)
         ret = vb_seterr(e, -EIO, "libvirt: snapshot of %s: %s", lc->domain, lv_error());
     else
@@ -618,6 +626,37 @@ static int lv_be_commit(void *conn, struct vbd_view *v, guint i, const struct vb
     return 0;
 }
 
+/* The tracking overlay (now->files[1]) into the image right under it
+ * (SHALLOW), while the domain runs on the view's overlay: not the active
+ * layer, so the job ends by itself; libvirt updates the domain's chain. */
+static int lv_be_commit_down(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                             vb_error *e)
+{
+    struct lv_view *lc = conn;
+    struct vbd_view_disk *vd = v->disks->pdata[i];
+    virDomainBlockJobInfo info;
+    double t0 = vb_now();
+    int r;
+
+    if (!vd->target || now->files->len < 3)
+        return vb_seterr(e, -EINVAL, "libvirt: no target or no tracking overlay for %s",
+                         vd->overlay);
+    if (virDomainBlockCommit(lc->dom, vd->target, NULL, now->files->pdata[1], 0,
+                             VIR_DOMAIN_BLOCK_COMMIT_SHALLOW) < 0)
+        return vb_seterr(e, -EIO, "libvirt: block commit of %s %s (top %s): %s", lc->domain,
+                         vd->target, (char *)now->files->pdata[1], lv_error());
+    while ((r = virDomainGetBlockJobInfo(lc->dom, vd->target, &info, 0)) == 1) {
+        if (vb_now() - t0 > 3600)
+            return vb_seterr(e, -ETIMEDOUT, "libvirt: block commit of %s %s did not finish",
+                             lc->domain, vd->target);
+        g_usleep(20000);
+    }
+    if (r < 0)
+        return vb_seterr(e, -EIO, "libvirt: block job of %s %s: %s", lc->domain, vd->target,
+                         lv_error());
+    return 0;       /* the chain tells whether it worked (view.c) */
+}
+
 const struct vbd_view_backend vbd_view_libvirt = {
     .name = "libvirt",
     .open = lv_be_open,
@@ -625,4 +664,5 @@ const struct vbd_view_backend vbd_view_libvirt = {
     .query_block = lv_be_query_block,
     .snapshot = lv_be_snapshot,
     .commit = lv_be_commit,
+    .commit_down = lv_be_commit_down,
 };

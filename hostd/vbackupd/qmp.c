@@ -11,6 +11,10 @@
  *             BLOCK_JOB_READY, block-job-complete, BLOCK_JOB_COMPLETED.
  *             Never a commit without top and base: QEMU's default base is
  *             the bottom of the chain, an image clones share.
+ *   tracking  (docs/cbt.md) the overlay vbackupd made is taken with
+ *             mode=existing; the previous tracking overlay is folded into
+ *             the image under it: block-commit device=D top-node=TRACKING
+ *             base-node=IMAGE, BLOCK_JOB_COMPLETED.
  *
  * The monitor is spoken with blocking I/O on the view's threads.
  */
@@ -233,6 +237,9 @@ static int qmp_be_snapshot(void *conn, struct vbd_view *v, vb_error *e)
         json_object_object_add(data, "snapshot-file", json_object_new_string(vd->overlay));
         json_object_object_add(data, "snapshot-node-name", json_object_new_string(vd->top_node));
         json_object_object_add(data, "format", json_object_new_string("qcow2"));
+        /* a tracking overlay vbackupd made (its header names the active image) */
+        if (vd->precreated)
+            json_object_object_add(data, "mode", json_object_new_string("existing"));
         json_object_object_add(a, "type", json_object_new_string("blockdev-snapshot-sync"));
         json_object_object_add(a, "data", data);
         json_object_array_add(actions, a);
@@ -339,6 +346,44 @@ static int qmp_be_commit(void *conn, struct vbd_view *v, guint i, const struct v
     return r;
 }
 
+/* The tracking overlay (now->files[1]) into the image under it
+ * (now->files[2]), nodes looked up by their files; not the active layer, so
+ * the job completes by itself (no READY, no pivot). */
+static int qmp_be_commit_down(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                              vb_error *e)
+{
+    struct qmp *q = conn;
+    struct vbd_view_disk *vd = v->disks->pdata[i];
+    g_autofree char *jid = g_strdup_printf("vbackup-%llu-%u-down", (unsigned long long)v->job_id,
+                                           i);
+    g_autofree char *top = NULL, *base = NULL;
+    json_object *args, *ev;
+    const char *err;
+    int r;
+
+    if (now->files->len < 3)
+        return vb_seterr(e, -EINVAL, "no tracking overlay under %s", vd->overlay);
+    top = base_node(q, vd->before->node, now->files->pdata[1], e);
+    if (!top)
+        return e->code;
+    base = base_node(q, NULL, now->files->pdata[2], e);
+    if (!base)
+        return e->code;
+    args = json_object_new_object();
+    json_object_object_add(args, "job-id", json_object_new_string(jid));
+    json_object_object_add(args, "device", json_object_new_string(now->device));
+    json_object_object_add(args, "top-node", json_object_new_string(top));
+    json_object_object_add(args, "base-node", json_object_new_string(base));
+    if ((r = qmp_cmd(q, "block-commit", args, NULL, 10000, e)))
+        return r;
+    if (!(ev = qmp_event(q, "BLOCK_JOB_COMPLETED", jid, 3600 * 1000, e)))
+        return e->code ? e->code : -EIO;
+    err = vb_json_str(json_object_object_get(ev, "data"), "error");
+    r = err ? vb_seterr(e, -EIO, "block job %s: %s", jid, err) : 0;
+    json_object_put(ev);
+    return r;
+}
+
 const struct vbd_view_backend vbd_view_qmp = {
     .name = "QMP",
     .open = qmp_be_open,
@@ -346,4 +391,5 @@ const struct vbd_view_backend vbd_view_qmp = {
     .query_block = qmp_be_query_block,
     .snapshot = qmp_be_snapshot,
     .commit = qmp_be_commit,
+    .commit_down = qmp_be_commit_down,
 };

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "cbt.h"
 #include "escape.h"
 #include "fastcdc.h"
 #include "image.h"
@@ -69,6 +70,7 @@ struct vbd_vm_cfg {
     char *socket;
     char *qmp;               /* optional */
     char *libvirt;           /* found through libvirt: the domain's name */
+    bool cbt;                /* changed-block tracking of its disks (docs/cbt.md) */
     char *pidfile;           /* the QEMU process that alone may connect (peer.c) */
     char *peer_label;        /* its security label (SO_PEERSEC), when set */
     struct vbd_quota quota;
@@ -109,6 +111,7 @@ struct vbd_config {
     bool reclaim;            /* gc a target after failed jobs stored chunks (reclaim.c) */
     double reclaim_interval; /* seconds between two such gcs of one target, at least */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
+    bool libvirt_cbt;        /* [libvirt] cbt: track the disks of libvirt's VMs */
     char *libvirt_pid_dir;   /* [libvirt] pid_dir: DIR/NAME.pid is a domain's QEMU ("" none) */
     struct vbd_quota libvirt_quota;   /* [libvirt] quotas of the domains found */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
@@ -156,6 +159,10 @@ struct vbd_disk {
     char *backing_format;
     char *target;            /* libvirt's target name */
     struct vb_image *img;    /* opened on demand, per job run */
+    /* jobs' copies: the file QEMU ran the disk on when the view was taken,
+     * when that is the disk's tracking overlay over image (qcow2); NULL:
+     * the image itself.  Reads go through it (docs/cbt.md). */
+    char *top;
 };
 
 struct vbd_vm {
@@ -165,6 +172,7 @@ struct vbd_vm {
     char *socket_path;
     char *qmp;
     char *libvirt;           /* domain name when the VM came from libvirt */
+    bool cbt;                /* changed-block tracking of its disks */
     char *pidfile;           /* peer.c: only this QEMU process may connect */
     char *peer_label;
     bool peer_start_unknown; /* peer.c: said once that /proc hides the start */
@@ -352,6 +360,9 @@ struct vbd_job {
     struct vb_catalog *parent_cat;
     bool parent_current;     /* parent committed in this gc generation: its chunks exist */
     /* disk jobs */
+    struct vb_cbt_record *cbt_rec;   /* the disk's tracking record as the view found it */
+    char *cbt_why;           /* why the tracking proves nothing, known before the read */
+    struct vb_cbt_record *cbt_next;  /* the record the release wrote: bound at the commit */
     GThread *disk_thread;
     struct vbd_disk_run *disk_run;   /* exec.c */
     volatile uint64_t disk_done, disk_total;

@@ -18,13 +18,30 @@
  * inode, size and mtime, taken before the snapshot).  A job whose view
  * fails a check fails, loudly, with the reason.  Backends: qmp.c, libvirt.c.
  * They block, so they run on threads of their own, never on the main loop.
+ *
+ * Changed-block tracking (docs/cbt.md) adds one normal chain: a tracked
+ * disk runs on its tracking overlay right over its image between backups.
+ * Its views are taken over that overlay as over any active image, and
+ * folded back into it; only a tracked disk job that has read everything
+ * keeps its overlay (vbackupd made it: extended L2) as the next tracking
+ * overlay and folds the previous one, exactly, into the image under it:
+ *
+ *   QMP      block-commit device=D top-node=TRACKING base-node=IMAGE
+ *   libvirt  virDomainBlockCommit(top=TRACKING, SHALLOW)
+ *
+ * and checks that QEMU then runs on the new overlay over exactly the chain
+ * under the old one, and that the files under the image were not written.
  */
 #include "view.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "overlay.h"
 
 static json_object *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static json_object *strf(const char *fmt, ...)
@@ -64,6 +81,11 @@ static void view_disk_free(gpointer p)
     struct vbd_view_disk *vd = p;
 
     g_free(vd->image);
+    g_free(vd->serial);
+    g_free(vd->active);
+    g_free(vd->cbt_why);
+    vb_cbt_free(vd->rec);
+    vb_cbt_free(vd->next);
     g_free(vd->target);
     g_free(vd->overlay);
     g_free(vd->top_node);
@@ -87,11 +109,32 @@ static struct vbd_view *view_new(struct vbd_job *j)
 static void view_free(struct vbd_view *v)
 {
     g_ptr_array_free(v->disks, TRUE);
+    g_free(v->state_dir);
     g_free(v->qmp_path);
     g_free(v->lv_uri);
     g_free(v->lv_domain);
     g_free(v->vm);
     g_free(v);
+}
+
+/* IMAGE.vbackup-top: the disk's tracking overlay, the file to start QEMU on
+ * (docs/cbt.md).  Pointed elsewhere only once QEMU's chain no longer holds
+ * the file it pointed at: QEMU names a layer it opened through the link by
+ * the link, which chain.c resolves. */
+static void point_top(const char *image, const char *file)
+{
+    g_autofree char *link = g_strdup_printf("%s.vbackup-top", image);
+    g_autofree char *tmp = g_strdup_printf("%s.vbackup-top.tmp", image);
+    g_autofree char *target = vbd_image_path(file);
+    g_autofree char *dir = g_path_get_dirname(link);
+
+    unlink(tmp);
+    if (symlink(target, tmp) < 0 || rename(tmp, link) < 0) {
+        vbd_log("cannot point %s at %s: %s", link, target, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    vb_fsync_dir(dir);
 }
 
 static struct vbd_view_disk *disk_of(struct vbd_view *v, guint i)
@@ -113,12 +156,38 @@ static struct vbd_chain *locate(json_object *blocks, const struct vbd_chain *bef
 
 /* Before the snapshot: QEMU must run the disk on its configured image;
  * remember the chain and who the images under it are. */
+/* The disk's tracking record, if it is of this image. */
+static void load_record(struct vbd_view *v, struct vbd_view_disk *vd, const char *image)
+{
+    vb_error e1 = { 0 };
+    int ret;
+
+    if (!v->state_dir || !vd->serial)
+        return;
+    ret = vb_cbt_load(v->state_dir, v->vm, vd->serial, &vd->rec, &e1);
+    if (ret && ret != -ENOENT)
+        vbd_log("job %llu: %s; the record is ignored", (unsigned long long)v->job_id,
+                vb_strerror(&e1));
+    if (vd->rec && strcmp(vd->rec->image, image)) {
+        vbd_log("job %llu: the tracking record of disk %s is of %s, not of %s; it is ignored",
+                (unsigned long long)v->job_id, vd->serial, vd->rec->image, image);
+        vb_cbt_free(vd->rec);
+        vd->rec = NULL;
+    }
+}
+
 static int learn_disk(struct vbd_view *v, json_object *blocks, struct vbd_view_disk *vd)
 {
     struct vbd_chain *c = vbd_chain_with(blocks, vd->image);
     g_autofree char *want = vbd_image_path(vd->image);
+    bool tracked;
 
-    if (!c || strcmp(c->files->pdata[0], want)) {
+    load_record(v, vd, want);
+    /* the image, or the tracking overlay vbackupd put right over it */
+    tracked = c && vd->rec && c->files->len >= 2 &&
+              vb_cbt_names_overlay(vd->rec, c->files->pdata[0]) &&
+              !strcmp(c->files->pdata[1], want);
+    if (!c || (!tracked && strcmp(c->files->pdata[0], want))) {
         g_autofree char *disks = vbd_chain_disks(blocks);
         g_autofree char *chain = vbd_chain_str(c);
         v->fatal = true;
@@ -133,6 +202,15 @@ static int learn_disk(struct vbd_view *v, json_object *blocks, struct vbd_view_d
         return v->err;
     }
     vd->before = c;
+    vd->active = g_strdup(c->files->pdata[0]);
+    if (vd->rec && !tracked) {
+        /* started on its image again (a restore, a hand-made command line):
+         * what the guest sees is the image; the overlay is left alone */
+        vbd_log("job %llu: QEMU runs disk %s on its image %s, not on its tracking overlay %s; "
+                "that file is left as it is", (unsigned long long)v->job_id, vd->serial,
+                want, vd->rec->overlay);
+        vd->cbt_why = g_strdup("the disk runs on its image, not on its tracking overlay");
+    }
     vd->ids = g_new0(struct vbd_file_id, c->files->len);
     for (guint k = 1; k < c->files->len; k++) {
         vb_error e1 = { 0 };
@@ -144,6 +222,33 @@ static int learn_disk(struct vbd_view *v, json_object *blocks, struct vbd_view_d
         }
     }
     return 0;
+}
+
+/* A tracked disk job's overlay: made by vbackupd (extended L2: a guest's
+ * first write to a cluster copies nothing, and the overlay tells what was
+ * written to the 4 KiB), owned like the file under it, which QEMU writes.
+ * If it cannot be made, QEMU makes a temporary one and the tracking does
+ * not move on. */
+static void precreate(struct vbd_view *v, struct vbd_view_disk *vd)
+{
+    const char *fmt = vd->before->format;
+    struct stat st;
+    vb_error e1 = { 0 };
+
+    if (!vd->before->size || !vb_fmt_valid(fmt))
+        vb_seterr(&e1, -EINVAL, "QEMU gives no size or no known format for %s", vd->active);
+    else if (stat(vd->active, &st) < 0)
+        vb_seterr(&e1, -errno, "stat %s: %s", vd->active, strerror(errno));
+    else if (vb_overlay_create(vd->overlay, vd->before->size, vd->active, fmt, st.st_uid,
+                               st.st_gid, st.st_mode, &e1) == 0)
+        vd->precreated = true;
+    if (vd->precreated)
+        return;
+    vbd_log("job %llu: the tracking overlay of disk %s cannot be made (%s); the view takes a "
+            "temporary overlay and the tracking does not move on", (unsigned long long)v->job_id,
+            vd->serial, vb_strerror(&e1));
+    g_free(vd->cbt_why);
+    vd->cbt_why = g_strdup("the tracking overlay could not be made (vbackupd's log says why)");
 }
 
 static gpointer snapshot_thread(gpointer opaque)
@@ -167,6 +272,8 @@ static gpointer snapshot_thread(gpointer opaque)
             goto out;
     json_object_put(blocks);
     blocks = NULL;
+    for (guint i = 0; v->rotate && i < v->disks->len; i++)
+        precreate(v, disk_of(v, i));
     if (v->be->snapshot(conn, v, &e1)) {
         problem(v, e1.code, "the snapshot failed", "%s", vb_strerror(&e1));
         /* nothing changed, unless the query below says otherwise */
@@ -200,10 +307,12 @@ static gpointer snapshot_thread(gpointer opaque)
             problem(v, -ESTALE, "the snapshot left QEMU on other images than expected",
                     "after the snapshot QEMU runs the disk of %s on %s, not on "
                     "%s over %s", vd->image, have, vd->overlay, had);
-        } else if (!v->err && vbd_file_id_get(vd->image, &vd->ids[0], &e2)) {
+        } else if (!v->err && vbd_file_id_get(vd->active, &vd->ids[0], &e2)) {
             v->fatal = true;
             problem(v, e2.code, "an image of the disk cannot be examined", "%s", vb_strerror(&e2));
         }
+        if (!over && vd->precreated)
+            unlink(vd->overlay);        /* QEMU did not take it */
         vbd_chain_free(now);
     }
 out:
@@ -237,11 +346,183 @@ static void check_ids(struct vbd_view *v, struct vbd_view_disk *vd, guint first,
     }
 }
 
+/* After the overlay was folded back: QEMU runs on the same chain as before
+ * the view, and the files under its active layer were not written. */
+static void finish_fold(struct vbd_view *v, void *conn, struct vbd_view_disk *vd)
+{
+    json_object *blocks = NULL;
+    struct vbd_chain *after = NULL;
+    vb_error e1 = { 0 };
+
+    if (v->be->query_block(conn, &blocks, &e1)) {
+        problem(v, e1.code, "QEMU's monitor did not answer after the commit",
+                "after the commit: %s", vb_strerror(&e1));
+        return;
+    }
+    after = locate(blocks, vd->before, vd->before->files->pdata[0]);
+    if (!vbd_chain_equal(after, vd->before)) {
+        g_autofree char *have = vbd_chain_str(after);
+        g_autofree char *had = vbd_chain_str(vd->before);
+        problem(v, -ESTALE, "after the commit QEMU does not run on the same images as before",
+                "after the commit of %s QEMU runs the disk on %s, not on %s as "
+                "before", vd->overlay, have, had);
+    } else {
+        vd->committed = true;
+        unlink(vd->overlay);
+        check_ids(v, vd, 1, "by the commit");
+    }
+    vbd_chain_free(after);
+    json_object_put(blocks);
+}
+
+/* now is the view's overlay over before without its top: the tracking
+ * overlay before[0] was folded into the image under it */
+static bool rotated_before(const struct vbd_chain *now, const struct vbd_view_disk *vd)
+{
+    g_autofree char *top = vbd_image_path(vd->overlay);
+    const GPtrArray *b = vd->before->files;
+
+    if (!now || now->files->len != b->len || strcmp(now->files->pdata[0], top))
+        return false;
+    for (guint k = 1; k < b->len; k++)
+        if (strcmp(now->files->pdata[k], b->pdata[k]))
+            return false;
+    return true;
+}
+
+/* The record of the new tracking overlay: the image and the files under
+ * it as they are now (from index first of before), not bound to a backup
+ * before the snapshot is committed (pending). */
+static struct vb_cbt_record *next_record(struct vbd_view *v, struct vbd_view_disk *vd,
+                                         guint first, vb_error *e)
+{
+    struct vb_cbt_record *r = g_new0(struct vb_cbt_record, 1);
+    const GPtrArray *b = vd->before->files;
+    struct vb_file_id oid;
+
+    r->vm = g_strdup(v->vm);
+    r->disk = g_strdup(vd->serial);
+    r->image = g_strdup(b->pdata[first]);
+    r->format = g_strdup(first ? (vd->rec ? vd->rec->format : "raw") : vd->before->format);
+    r->overlay = vbd_image_path(vd->overlay);
+    r->previous = first ? g_strdup(b->pdata[0]) : NULL;
+    r->job = v->job_id;
+    r->size = vd->before->size;
+    r->n_chain = b->len - first;
+    r->chain = g_new0(char *, r->n_chain);
+    r->ids = g_new0(struct vb_file_id, r->n_chain);
+    for (guint k = 0; k < r->n_chain; k++) {
+        r->chain[k] = g_strdup(b->pdata[first + k]);
+        if (vb_file_id_get(r->chain[k], &r->ids[k], e)) {
+            vb_cbt_free(r);
+            return NULL;
+        }
+    }
+    if (vb_file_id_get(r->overlay, &oid, e)) {
+        vb_cbt_free(r);
+        return NULL;
+    }
+    r->overlay_dev = oid.dev;
+    r->overlay_ino = oid.ino;
+    return r;
+}
+
+/* A tracked disk job that has read everything: the view's overlay stays,
+ * the previous tracking overlay (if QEMU ran on one) is folded into exactly
+ * the image under it, and the record names the new overlay. */
+static void rotate_disk(struct vbd_view *v, void *conn, guint i, const struct vbd_chain *now)
+{
+    struct vbd_view_disk *vd = disk_of(v, i);
+    bool tracked = strcmp(vd->active, vd->image) != 0;
+    guint first = tracked ? 1 : 0;
+    struct vb_cbt_record *next;
+    json_object *blocks = NULL;
+    struct vbd_chain *after = NULL;
+    vb_error e1 = { 0 };
+    int fd;
+
+    /* first the record: after a crash from here on, the new overlay is one
+     * vbackupd knows, proving nothing (pending) */
+    next = next_record(v, vd, first, &e1);
+    if (!next || vb_cbt_save(v->state_dir, next, &e1)) {
+        vbd_log("job %llu: the tracking record of disk %s cannot be written (%s); the view is "
+                "folded back", (unsigned long long)v->job_id, vd->serial, vb_strerror(&e1));
+        vb_cbt_free(next);
+        if (v->be->commit(conn, v, i, now, &e1))
+            problem(v, e1.code, "the overlay could not be committed back; the VM still runs on it",
+                    "commit of %s into %s: %s; the VM still runs on the overlay", vd->overlay,
+                    vd->active, vb_strerror(&e1));
+        else
+            finish_fold(v, conn, vd);
+        return;
+    }
+    if (tracked && v->be->commit_down(conn, v, i, now, &e1)) {
+        /* the previous overlay stays: fold the new one back into it, as any
+         * view, and keep the record the disk had */
+        vbd_log("job %llu: the tracking overlay %s could not be folded into %s (%s); the new "
+                "overlay is folded back instead and the next backup of disk %s reads "
+                "everything", (unsigned long long)v->job_id, vd->active, vd->image,
+                vb_strerror(&e1), vd->serial);
+        vb_cbt_free(next);
+        if (vd->rec)
+            vb_cbt_save(v->state_dir, vd->rec, NULL);
+        memset(&e1, 0, sizeof(e1));
+        if (v->be->commit(conn, v, i, now, &e1))
+            problem(v, e1.code, "the overlay could not be committed back; the VM still runs on it",
+                    "commit of %s into %s: %s; the VM still runs on the overlay", vd->overlay,
+                    vd->active, vb_strerror(&e1));
+        else
+            finish_fold(v, conn, vd);
+        return;
+    }
+    if (tracked) {
+        if (v->be->query_block(conn, &blocks, &e1)) {
+            problem(v, e1.code, "QEMU's monitor did not answer after the commit",
+                    "after the commit: %s", vb_strerror(&e1));
+            goto out;
+        }
+        after = locate(blocks, vd->before, vd->image);
+        if (!rotated_before(after, vd)) {
+            g_autofree char *have = vbd_chain_str(after);
+            problem(v, -ESTALE, "after the commit QEMU does not run on the images expected",
+                    "after the commit of %s into %s QEMU runs the disk on %s", vd->active,
+                    vd->image, have);
+            goto out;
+        }
+        /* exactly the image was written: nothing under it */
+        check_ids(v, vd, 2, "by the commit");
+        unlink(vd->active);
+    }
+    /* the image holds what was read, durably, before the record says so */
+    fd = open(vd->image, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0)
+        vbd_log("job %llu: fsync %s: %s", (unsigned long long)v->job_id, vd->image,
+                strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    vb_cbt_free(next);
+    next = next_record(v, vd, first, &e1);
+    if (!next || vb_cbt_save(v->state_dir, next, &e1))
+        vbd_log("job %llu: the tracking record of disk %s cannot be written (%s); the next "
+                "backup reads everything", (unsigned long long)v->job_id, vd->serial,
+                vb_strerror(&e1));
+    else
+        point_top(vd->image, next->overlay);
+    vd->next = next;
+    vd->committed = vd->rotated = true;
+    vbd_log("job %llu: disk %s of %s runs on its new tracking overlay %s%s%s",
+            (unsigned long long)v->job_id, vd->serial, v->vm, vd->overlay,
+            tracked ? "; the previous one was folded into " : "", tracked ? vd->image : "");
+out:
+    vbd_chain_free(after);
+    json_object_put(blocks);
+}
+
 static void release_disk(struct vbd_view *v, void *conn, guint i)
 {
     struct vbd_view_disk *vd = disk_of(v, i);
     json_object *blocks = NULL;
-    struct vbd_chain *now = NULL, *after = NULL;
+    struct vbd_chain *now = NULL;
     vb_error e1 = { 0 };
 
     if (v->be->query_block(conn, &blocks, &e1)) {
@@ -268,6 +549,19 @@ static void release_disk(struct vbd_view *v, void *conn, guint i)
                 "is left as it is", vd->image ? vd->image : "its image", vd->overlay, disks);
         goto out;
     }
+    if (vd->image && strcmp(vd->before->files->pdata[0], vd->image) &&
+        vd->before->files->len >= 2 && rotated_before(now, vd)) {
+        /* a tracked disk's rotation that had ended before a crash: the old
+         * tracking overlay is in its image, QEMU runs on the new one */
+        vd->committed = true;
+        vbd_log("job %llu: QEMU runs disk %s on %s over its image: its tracking overlay %s "
+                "had been folded into the image", (unsigned long long)v->job_id,
+                vd->serial ? vd->serial : "", vd->overlay, vd->active);
+        check_ids(v, vd, 2, "while the VM ran on it");
+        if (v->cbt)
+            point_top(vd->image, vd->overlay);
+        goto out;
+    }
     if (vbd_chain_equal(now, vd->before)) {
         /* folded back already (a commit that ended before a crash) */
         vd->committed = true;
@@ -287,34 +581,19 @@ static void release_disk(struct vbd_view *v, void *conn, guint i)
     }
     /* the view was immutable while it was read; the chain under it untouched */
     check_ids(v, vd, 0, "while the view was held");
+    if (v->keep && vd->precreated && !v->err) {
+        rotate_disk(v, conn, i, now);
+        goto out;
+    }
     if (v->be->commit(conn, v, i, now, &e1)) {
         problem(v, e1.code, "the overlay could not be committed back; the VM still runs on it",
                 "commit of %s into %s: %s; the VM still runs on the overlay",
-                vd->overlay, vd->image, vb_strerror(&e1));
+                vd->overlay, (char *)vd->before->files->pdata[0], vb_strerror(&e1));
         goto out;
     }
-    json_object_put(blocks);
-    blocks = NULL;
-    if (v->be->query_block(conn, &blocks, &e1)) {
-        problem(v, e1.code, "QEMU's monitor did not answer after the commit",
-                "after the commit: %s", vb_strerror(&e1));
-        goto out;
-    }
-    after = locate(blocks, vd->before, vd->before->files->pdata[0]);
-    if (!vbd_chain_equal(after, vd->before)) {
-        g_autofree char *have = vbd_chain_str(after);
-        g_autofree char *had = vbd_chain_str(vd->before);
-        problem(v, -ESTALE, "after the commit QEMU does not run on the same images as before",
-                "after the commit of %s QEMU runs the disk on %s, not on %s as "
-                "before", vd->overlay, have, had);
-        goto out;
-    }
-    vd->committed = true;
-    unlink(vd->overlay);
-    check_ids(v, vd, 1, "by the commit");
+    finish_fold(v, conn, vd);
 out:
     vbd_chain_free(now);
-    vbd_chain_free(after);
     json_object_put(blocks);
 }
 
@@ -352,12 +631,18 @@ void vbd_view_take(struct vbd_job *j, struct vbd_req *reply)
         v->be = &vbd_view_qmp;
         v->qmp_path = g_strdup(j->vm->qmp);
     }
+    v->state_dir = g_strdup(j->d->cfg->state_dir);
+    /* a disk job of a tracked VM moves the tracking on (docs/cbt.md) */
+    v->cbt = j->vm->cbt;
+    v->rotate = j->kind == VB_KIND_DISK && j->vm->cbt;
     for (guint i = 0; i < j->disks->len; i++) {
         struct vbd_disk *dk = j->disks->pdata[i];
         struct vbd_view_disk *vd = g_new0(struct vbd_view_disk, 1);
+        g_autofree char *real = v->rotate ? vbd_image_path(dk->image) : NULL;
         vd->image = g_strdup(dk->image);
+        vd->serial = g_strdup(dk->serial);
         vd->target = g_strdup(dk->target);
-        vd->overlay = g_strdup_printf("%s.vbackup-%llu.qcow2", dk->image,
+        vd->overlay = g_strdup_printf("%s.vbackup-%llu.qcow2", real ? real : dk->image,
                                       (unsigned long long)j->id);
         vd->top_node = g_strdup_printf("vb-%llu-%u", (unsigned long long)j->id, i);
         g_ptr_array_add(v->disks, vd);
@@ -374,6 +659,25 @@ gboolean vbd_view_taken(gpointer opaque)
 
     v->reply = NULL;
     j->view_pending = false;
+    /* a disk on its tracking overlay is read through it, also live */
+    for (guint i = 0; i < v->disks->len && i < j->disks->len; i++) {
+        struct vbd_view_disk *vd = disk_of(v, i);
+        struct vbd_disk *dk = j->disks->pdata[i];
+        g_autofree char *img = vbd_image_path(vd->image);
+        if (vd->active && strcmp(vd->active, img)) {
+            g_free(dk->top);
+            dk->top = g_strdup(vd->active);
+        }
+    }
+    if (j->kind == VB_KIND_DISK && v->disks->len) {
+        struct vbd_view_disk *vd = disk_of(v, 0);
+        vb_cbt_free(j->cbt_rec);
+        j->cbt_rec = vb_cbt_copy(vd->rec);
+        g_free(j->cbt_why);
+        j->cbt_why = g_strdup(vd->cbt_why);
+        if (v->err && !j->cbt_why)
+            j->cbt_why = g_strdup("no point-in-time view of the disk (the snapshot failed)");
+    }
     if (v->err && v->fatal) {
         char why[sizeof(v->e.msg)], summary[sizeof(v->summary)];
         snprintf(why, sizeof(why), "%s", vb_strerror(&v->e));
@@ -422,6 +726,8 @@ static void release(struct vbd_job *j, bool for_commit)
     struct vbd_view *v = j->view_op;
 
     v->for_commit = for_commit;
+    /* a tracked disk job that has read everything keeps its overlay */
+    v->keep = for_commit && v->rotate && j->state == VB_JOB_RUNNING;
     j->view_op = NULL;
     j->view_busy = true;
     j->d->views_active++;
@@ -450,10 +756,23 @@ gboolean vbd_view_released(gpointer opaque)
     if (v->err)
         vbd_log("job %llu: the point-in-time view of %s FAILED its release: %s",
                 (unsigned long long)j->id, v->vm, vb_strerror(&v->e));
+    else if (v->disks->len && disk_of(v, 0)->rotated)
+        vbd_log("job %llu: snapshot of %s kept as the disk's tracking overlay in %.2f s; QEMU "
+                "runs on it over the disk's image", (unsigned long long)j->id, v->vm,
+                v->seconds);
     else
         vbd_log("job %llu: snapshot of %s committed back in %.2f s; QEMU runs on the same "
                 "images as before", (unsigned long long)j->id, v->vm, v->seconds);
     j->d->views_active--;
+    for (guint i = 0; i < v->disks->len; i++) {
+        struct vbd_view_disk *vd = disk_of(v, i);
+        if (vd->rotated && vd->next && j->kind == VB_KIND_DISK) {
+            /* bound to the snapshot once it is committed (exec.c) */
+            vb_cbt_free(j->cbt_next);
+            j->cbt_next = vd->next;
+            vd->next = NULL;
+        }
+    }
     if (v->for_commit)
         vbd_exec_view_done(j, v->err, v->summary);
     else if (v->err)
@@ -484,6 +803,10 @@ json_object *vbd_view_json(struct vbd_job *j)
         struct vbd_view_disk *vd = disk_of(v, i);
         json_object *d = json_object_new_object();
         json_object_object_add(d, "image", json_object_new_string(vd->image));
+        if (vd->serial)
+            json_object_object_add(d, "serial", json_object_new_string(vd->serial));
+        if (vd->active)
+            json_object_object_add(d, "active", json_object_new_string(vd->active));
         if (vd->target)
             json_object_object_add(d, "target", json_object_new_string(vd->target));
         json_object_object_add(d, "overlay", json_object_new_string(vd->overlay));
@@ -503,6 +826,10 @@ json_object *vbd_view_json(struct vbd_job *j)
         json_object_object_add(o, "domain", json_object_new_string(v->lv_domain));
     }
     json_object_object_add(o, "disks", disks);
+    if (v->rotate)
+        json_object_object_add(o, "rotate", json_object_new_boolean(1));
+    if (v->cbt)
+        json_object_object_add(o, "cbt", json_object_new_boolean(1));
     return o;
 }
 
@@ -512,6 +839,8 @@ static void recover_disk(struct vbd_view *v, json_object *d)
     json_object *ids, *before;
 
     vd->image = g_strdup(vb_json_str(d, "image"));
+    vd->serial = g_strdup(vb_json_str(d, "serial"));
+    vd->active = g_strdup(vb_json_str(d, "active"));
     vd->target = g_strdup(vb_json_str(d, "target"));
     vd->overlay = g_strdup(vb_json_str(d, "overlay"));
     vd->top_node = g_strdup(vb_json_str(d, "top_node"));
@@ -543,6 +872,9 @@ void vbd_view_recover(struct vbd_job *j, json_object *view)
     v->lv_uri = g_strdup(vb_json_str(view, "libvirt"));
     v->lv_domain = g_strdup(vb_json_str(view, "domain"));
     v->be = v->lv_uri ? &vbd_view_libvirt : &vbd_view_qmp;
+    v->rotate = json_object_get_boolean(json_object_object_get(view, "rotate"));
+    v->cbt = json_object_get_boolean(json_object_object_get(view, "cbt"));
+    v->state_dir = g_strdup(j->d->cfg->state_dir);
     for (size_t i = 0; json_object_is_type(disks, json_type_array) &&
                        i < json_object_array_length(disks); i++)
         recover_disk(v, json_object_array_get_idx(disks, i));

@@ -12,14 +12,24 @@
 
 /* One disk of the view. */
 struct vbd_view_disk {
-    char *image;             /* the file the disk is configured on: active before the view */
+    char *image;             /* the file the disk is configured on: active before the view,
+                              * or right under its tracking overlay (docs/cbt.md) */
+    char *serial;
     char *target;            /* libvirt: the disk's target ("vda") */
-    char *overlay;           /* the temporary overlay */
+    char *overlay;           /* the overlay the view puts on: temporary, or (rotate) the
+                              * disk's next tracking overlay */
     char *top_node;          /* QMP: the overlay's node name (ours) */
-    struct vbd_chain *before;    /* QEMU's chain before the view, image first (NULL: unknown) */
-    struct vbd_file_id *ids;     /* of before->files: the image's once it is read-only, the
-                                  * others' before the snapshot (NULL: unknown) */
-    bool committed;          /* QEMU runs on before again */
+    struct vbd_chain *before;    /* QEMU's chain before the view, active first (NULL: unknown) */
+    struct vbd_file_id *ids;     /* of before->files: the active layer's once it is
+                                  * read-only, the others' before the snapshot (NULL: unknown) */
+    bool committed;          /* QEMU runs on before again (rotated: on the new normal chain) */
+    /* changed-block tracking */
+    char *active;            /* the file QEMU ran the disk on: image, or its tracking overlay */
+    struct vb_cbt_record *rec;   /* the disk's tracking record, when it is of image */
+    struct vb_cbt_record *next;  /* rotated: the record of the new overlay (pending) */
+    char *cbt_why;           /* what keeps the tracking from proving anything, if known */
+    bool precreated;         /* overlay made by vbackupd (rotate) */
+    bool rotated;            /* overlay kept, the previous tracking overlay folded down */
 };
 
 struct vbd_view {
@@ -31,6 +41,12 @@ struct vbd_view {
     char *lv_uri;            /* libvirt */
     char *lv_domain;
     GPtrArray *disks;        /* struct vbd_view_disk * */
+    char *state_dir;         /* tracking records */
+    bool cbt;                /* the VM's disks are tracked: IMAGE.vbackup-top names a
+                              * disk's tracking overlay (docs/cbt.md) */
+    bool rotate;             /* a tracked disk job: on success the new overlay stays and
+                              * the previous one is folded into the image (docs/cbt.md) */
+    bool keep;               /* this release is that success */
     bool held;               /* overlays may exist: the view must be released */
     bool fatal;              /* a failed snapshot fails the job (no frozen fallback) */
     bool for_commit;         /* released before the job's commit: exec.c goes on */
@@ -54,6 +70,11 @@ struct vbd_view_backend {
      * the image under it, and come back when QEMU runs on that image */
     int (*commit)(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
                   vb_error *e);
+    /* rotate: fold disk i's tracking overlay (now: the new overlay, the
+     * tracking overlay, the image, ...) into exactly the image under it
+     * while QEMU runs on the new overlay, and come back when it is done */
+    int (*commit_down)(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                       vb_error *e);
 };
 
 extern const struct vbd_view_backend vbd_view_qmp;

@@ -590,11 +590,51 @@ static void vm_stop_listening(struct vbd_vm *vm)
     vm->listen_fd = -1;
 }
 
+/* A disk on its tracking overlay (docs/cbt.md) is the image under it:
+ * libvirt names the overlay as the disk's source once vbackupd put the disk
+ * on it, and a configuration may name either.  The tracking record says
+ * which image an overlay belongs to. */
+static void disk_image(struct vbd_vm *vm, struct vbd_vm_cfg *vc, struct vbd_disk *dk)
+{
+    struct vb_cbt_record *rec = NULL;
+    g_autofree char *real = NULL;
+    vb_error e = { 0 };
+    char *r;
+    int ret;
+
+    ret = vb_cbt_load(vm->d->cfg->state_dir, vm->name, dk->serial, &rec, &e);
+    if (ret == -ENOENT)
+        return;
+    if (ret) {
+        vbd_log("VM %s disk %s: %s; the record is ignored", vm->name, dk->serial,
+                vb_strerror(&e));
+        return;
+    }
+    r = realpath(dk->image, NULL);
+    real = g_strdup(r ? r : dk->image);
+    free(r);
+    if (!vc->qmp && !vc->libvirt)
+        vbd_log("VM %s disk %s: the tracking record names the overlay %s, but the VM has no "
+                "point-in-time view any more: vbackupd reads %s as configured", vm->name,
+                dk->serial, rec->overlay, dk->image);
+    else if (vb_cbt_names_overlay(rec, real)) {
+        g_free(dk->image);
+        g_free(dk->format);
+        dk->image = g_strdup(rec->image);
+        dk->format = g_strdup(rec->format);
+    } else if (strcmp(real, rec->image)) {
+        vbd_log("VM %s disk %s: the tracking record is of %s, not of %s; it is ignored",
+                vm->name, dk->serial, rec->image, real);
+    }
+    vb_cbt_free(rec);
+}
+
 static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
 {
     if (vm->disks)
         g_ptr_array_free(vm->disks, TRUE);
     vm->disks = g_ptr_array_new_with_free_func(disk_free);
+    vm->cbt = vc->cbt;
     for (guint k = 0; k < vc->disks->len; k++) {
         struct vbd_disk_cfg *dc = vc->disks->pdata[k];
         struct vbd_disk *dk = g_new0(struct vbd_disk, 1);
@@ -603,6 +643,7 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
         dk->format = g_strdup(dc->format);
         dk->backing_format = g_strdup(dc->backing_format);
         dk->target = g_strdup(dc->target);
+        disk_image(vm, vc, dk);
         g_ptr_array_add(vm->disks, dk);
     }
     g_free(vm->qmp);

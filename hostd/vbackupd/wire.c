@@ -187,9 +187,6 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
     if (b.kind == VB_KIND_DISK) {
         if (b.n_disks != 1 || b.n_roots != 0)
             return err(msg, VB_S_BAD_REQUEST, "a disk backup names exactly one disk and no paths");
-        if (b.mode != VB_MODE_FULL)
-            return err(msg, VB_S_BAD_REQUEST, "disk backups are full backups (incremental needs "
-                       "dirty bitmaps, not supported yet)");
     } else if (b.n_roots < 1 || b.n_roots > VB_MAX_ROOTS) {
         return err(msg, VB_S_BAD_REQUEST, "%u paths named (1..%u)", b.n_roots, VB_MAX_ROOTS);
     }
