@@ -15,51 +15,6 @@
 
 /* ---- file identities ---------------------------------------------------------------- */
 
-int vb_file_id_get(const char *path, struct vb_file_id *id, vb_error *e)
-{
-    struct stat st;
-
-    if (stat(path, &st) < 0)
-        return vb_seterr(e, -errno, "stat %s: %s", path, strerror(errno));
-    id->dev = (uint64_t)st.st_dev;
-    id->ino = (uint64_t)st.st_ino;
-    id->size = (uint64_t)st.st_size;
-    id->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    return 0;
-}
-
-bool vb_file_id_same(const struct vb_file_id *a, const struct vb_file_id *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime_ns == b->mtime_ns;
-}
-
-static json_object *id_json(const struct vb_file_id *id)
-{
-    json_object *o = json_object_new_object();
-
-    json_object_object_add(o, "dev", json_object_new_int64((int64_t)id->dev));
-    json_object_object_add(o, "ino", json_object_new_int64((int64_t)id->ino));
-    json_object_object_add(o, "size", json_object_new_int64((int64_t)id->size));
-    json_object_object_add(o, "mtime_ns", json_object_new_int64(id->mtime_ns));
-    return o;
-}
-
-static bool id_from_json(json_object *o, struct vb_file_id *id)
-{
-    static const char *const keys[] = { "dev", "ino", "size", "mtime_ns" };
-    json_object *v;
-
-    for (size_t i = 0; i < VB_ARRAY_SIZE(keys); i++)
-        if (!json_object_object_get_ex(o, keys[i], &v) || !json_object_is_type(v, json_type_int))
-            return false;
-    id->dev = (uint64_t)vb_json_int(o, "dev", 0);
-    id->ino = (uint64_t)vb_json_int(o, "ino", 0);
-    id->size = (uint64_t)vb_json_int(o, "size", 0);
-    id->mtime_ns = vb_json_int(o, "mtime_ns", 0);
-    return true;
-}
-
 /* ---- the record --------------------------------------------------------------------- */
 
 void vb_cbt_free(struct vb_cbt_record *r)
@@ -132,7 +87,7 @@ json_object *vb_cbt_to_json(const struct vb_cbt_record *r)
     for (unsigned i = 0; i < r->n_chain; i++) {
         json_object *f = json_object_new_object();
         json_object_object_add(f, "path", json_object_new_string(r->chain[i]));
-        json_object_object_add(f, "id", id_json(&r->ids[i]));
+        json_object_object_add(f, "id", vb_file_id_to_json(&r->ids[i]));
         json_object_array_add(chain, f);
     }
     json_object_object_add(o, "chain", chain);
@@ -204,7 +159,7 @@ struct vb_cbt_record *vb_cbt_from_json(json_object *o, vb_error *e)
         const char *p = vb_json_str(f, "path");
         r->n_chain++;
         if (!p || p[0] != '/' || !json_object_object_get_ex(f, "id", &id) ||
-            !id_from_json(id, &r->ids[i])) {
+            !vb_file_id_from_json(id, &r->ids[i])) {
             vb_seterr(e, -EINVAL, "chain file %zu is invalid", i);
             goto bad;
         }

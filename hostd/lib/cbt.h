@@ -31,19 +31,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fileid.h"
 #include "image.h"
 #include "util.h"
 
 #define VB_CBT_VERSION 1
-
-/* What tells that a file was written: device, inode, size, mtime. */
-struct vb_file_id {
-    uint64_t dev, ino, size;
-    int64_t mtime_ns;
-};
-
-int vb_file_id_get(const char *path, struct vb_file_id *id, vb_error *e);
-bool vb_file_id_same(const struct vb_file_id *a, const struct vb_file_id *b);
 
 struct vb_cbt_record {
     char *vm, *disk;         /* the VM and the disk's name (its serial) */

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fileid.h"
 #include "util.h"
 
 struct vbd_chain {
@@ -45,16 +46,5 @@ struct vbd_chain *vbd_chain_from_json(json_object *o);
  * "filename" of a json: pseudo-filename (libvirt's -blockdev chains);
  * resolved with realpath() when it exists.  g_free() it. */
 char *vbd_image_path(const char *qemu_name);
-
-/* What tells that a file was written: device, inode, size, mtime. */
-struct vbd_file_id {
-    uint64_t dev, ino, size;
-    int64_t mtime_ns;
-};
-
-int vbd_file_id_get(const char *path, struct vbd_file_id *id, vb_error *e);
-bool vbd_file_id_same(const struct vbd_file_id *a, const struct vbd_file_id *b);
-json_object *vbd_file_id_to_json(const struct vbd_file_id *id);
-bool vbd_file_id_from_json(json_object *o, struct vbd_file_id *id);
 
 #endif

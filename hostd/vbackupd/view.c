@@ -211,10 +211,10 @@ static int learn_disk(struct vbd_view *v, json_object *blocks, struct vbd_view_d
                 want, vd->rec->overlay);
         vd->cbt_why = g_strdup("the disk runs on its image, not on its tracking overlay");
     }
-    vd->ids = g_new0(struct vbd_file_id, c->files->len);
+    vd->ids = g_new0(struct vb_file_id, c->files->len);
     for (guint k = 1; k < c->files->len; k++) {
         vb_error e1 = { 0 };
-        if (vbd_file_id_get(c->files->pdata[k], &vd->ids[k], &e1)) {
+        if (vb_file_id_get(c->files->pdata[k], &vd->ids[k], &e1)) {
             v->fatal = true;
             problem(v, e1.code, "an image of the disk cannot be examined",
                     "the image under %s: %s", vd->image, vb_strerror(&e1));
@@ -307,7 +307,7 @@ static gpointer snapshot_thread(gpointer opaque)
             problem(v, -ESTALE, "the snapshot left QEMU on other images than expected",
                     "after the snapshot QEMU runs the disk of %s on %s, not on "
                     "%s over %s", vd->image, have, vd->overlay, had);
-        } else if (!v->err && vbd_file_id_get(vd->active, &vd->ids[0], &e2)) {
+        } else if (!v->err && vb_file_id_get(vd->active, &vd->ids[0], &e2)) {
             v->fatal = true;
             problem(v, e2.code, "an image of the disk cannot be examined", "%s", vb_strerror(&e2));
         }
@@ -331,12 +331,12 @@ static void check_ids(struct vbd_view *v, struct vbd_view_disk *vd, guint first,
 {
     for (guint k = first; vd->ids && k < vd->before->files->len; k++) {
         const char *f = vd->before->files->pdata[k];
-        struct vbd_file_id now;
+        struct vb_file_id now;
         vb_error e1 = { 0 };
 
-        if (vbd_file_id_get(f, &now, &e1))
+        if (vb_file_id_get(f, &now, &e1))
             problem(v, e1.code, "an image of the disk cannot be examined", "%s", vb_strerror(&e1));
-        else if (!vbd_file_id_same(&now, &vd->ids[k])) {
+        else if (!vb_file_id_same(&now, &vd->ids[k])) {
             problem(v, -ESTALE, "an image other than the temporary overlay was written",
                     "%s was written %s (size %llu -> %llu, mtime changed: %s)", f,
                     when, (unsigned long long)vd->ids[k].size, (unsigned long long)now.size,
@@ -815,7 +815,7 @@ json_object *vbd_view_json(struct vbd_job *j)
             json_object *ids = json_object_new_array();
             json_object_object_add(d, "before", vbd_chain_to_json(vd->before));
             for (guint k = 0; vd->ids && k < vd->before->files->len; k++)
-                json_object_array_add(ids, vbd_file_id_to_json(&vd->ids[k]));
+                json_object_array_add(ids, vb_file_id_to_json(&vd->ids[k]));
             json_object_object_add(d, "ids", ids);
         }
         json_object_array_add(disks, d);
@@ -849,9 +849,9 @@ static void recover_disk(struct vbd_view *v, json_object *d)
     if (vd->before && json_object_object_get_ex(d, "ids", &ids) &&
         json_object_is_type(ids, json_type_array) &&
         json_object_array_length(ids) == vd->before->files->len) {
-        vd->ids = g_new0(struct vbd_file_id, vd->before->files->len);
+        vd->ids = g_new0(struct vb_file_id, vd->before->files->len);
         for (guint k = 0; k < vd->before->files->len; k++)
-            if (!vbd_file_id_from_json(json_object_array_get_idx(ids, k), &vd->ids[k])) {
+            if (!vb_file_id_from_json(json_object_array_get_idx(ids, k), &vd->ids[k])) {
                 g_free(vd->ids);
                 vd->ids = NULL;
                 break;

@@ -20,7 +20,7 @@ struct vbd_view_disk {
                               * disk's next tracking overlay */
     char *top_node;          /* QMP: the overlay's node name (ours) */
     struct vbd_chain *before;    /* QEMU's chain before the view, active first (NULL: unknown) */
-    struct vbd_file_id *ids;     /* of before->files: the active layer's once it is
+    struct vb_file_id *ids;     /* of before->files: the active layer's once it is
                                   * read-only, the others' before the snapshot (NULL: unknown) */
     bool committed;          /* QEMU runs on before again (rotated: on the new normal chain) */
     /* changed-block tracking */

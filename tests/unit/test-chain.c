@@ -194,35 +194,35 @@ static void test_file_id(void)
 {
     g_autofree char *f = file("id.raw");
     g_autofree char *gone = g_build_filename(dir, "nope", NULL);
-    struct vbd_file_id a, b, c;
+    struct vb_file_id a, b, c;
     struct timespec ts[2] = { { 0, UTIME_OMIT }, { 1000, 0 } };
     json_object *o;
     vb_error e = { 0 };
     FILE *fp;
 
-    g_assert_cmpint(vbd_file_id_get(f, &a, NULL), ==, 0);
-    g_assert_cmpint(vbd_file_id_get(f, &b, NULL), ==, 0);
-    g_assert_true(vbd_file_id_same(&a, &b));
+    g_assert_cmpint(vb_file_id_get(f, &a, NULL), ==, 0);
+    g_assert_cmpint(vb_file_id_get(f, &b, NULL), ==, 0);
+    g_assert_true(vb_file_id_same(&a, &b));
     /* a chown or chmod (libvirt labels images) is no write */
     g_assert_cmpint(chmod(f, 0640), ==, 0);
-    g_assert_cmpint(vbd_file_id_get(f, &b, NULL), ==, 0);
-    g_assert_true(vbd_file_id_same(&a, &b));
+    g_assert_cmpint(vb_file_id_get(f, &b, NULL), ==, 0);
+    g_assert_true(vb_file_id_same(&a, &b));
     /* a write in place that keeps the size still moves mtime */
     g_assert_cmpint(utimensat(AT_FDCWD, f, ts, 0), ==, 0);
-    g_assert_cmpint(vbd_file_id_get(f, &a, NULL), ==, 0);
+    g_assert_cmpint(vb_file_id_get(f, &a, NULL), ==, 0);
     fp = fopen(f, "r+");
     g_assert_nonnull(fp);
     fputc('y', fp);
     fclose(fp);
-    g_assert_cmpint(vbd_file_id_get(f, &b, NULL), ==, 0);
+    g_assert_cmpint(vb_file_id_get(f, &b, NULL), ==, 0);
     g_assert_cmpuint(a.size, ==, b.size);
-    g_assert_false(vbd_file_id_same(&a, &b));
-    o = vbd_file_id_to_json(&b);
-    g_assert_true(vbd_file_id_from_json(o, &c));
-    g_assert_true(vbd_file_id_same(&b, &c));
+    g_assert_false(vb_file_id_same(&a, &b));
+    o = vb_file_id_to_json(&b);
+    g_assert_true(vb_file_id_from_json(o, &c));
+    g_assert_true(vb_file_id_same(&b, &c));
     json_object_put(o);
-    g_assert_false(vbd_file_id_from_json(NULL, &c));
-    g_assert_cmpint(vbd_file_id_get(gone, &c, &e), ==, -ENOENT);
+    g_assert_false(vb_file_id_from_json(NULL, &c));
+    g_assert_cmpint(vb_file_id_get(gone, &c, &e), ==, -ENOENT);
     g_assert_nonnull(strstr(e.msg, "nope"));
 }
 
