@@ -18,46 +18,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Daemon, artifacts, check, ensure_libvirtd, guest_initrd, log,  # noqa: E402
-                      run, workdir)
+from guestlib import (VIRSH, Daemon, artifacts, check, domain_xml, ensure_libvirtd,  # noqa
+                      file_disk, guest_initrd, log, run, virsh, workdir)
 import cbtlib  # noqa: E402
-
-VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
-
-DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{kernel}</kernel><initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
-  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    <emulator>{qemu}</emulator>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-      <source file='{data0}'/><target dev='vda' bus='virtio'/><serial>data0</serial></disk>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-      <source file='{data1}'/><target dev='vdb' bus='virtio'/><serial>data1</serial></disk>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-L'/><qemu:arg value='/usr/share/seabios'/>
-    <qemu:arg value='-L'/><qemu:arg value='/usr/share/qemu'/>
-    <qemu:arg value='-chardev'/><qemu:arg value='socket,id=vbackup0,path={sock},reconnect=1'/>
-    <qemu:arg value='-device'/><qemu:arg value='virtio-backup-pci,chardev=vbackup0,id=vbackup0,bus=pcie.0,addr=0x10'/>
-  </qemu:commandline>
-</domain>
-"""
-
-
-def virsh(*args, check_rc=True):
-    r = subprocess.run(VIRSH + list(args), capture_output=True, text=True)
-    if check_rc:
-        check(r.returncode == 0, f"virsh {' '.join(args)}: {r.stderr}")
-    return r.stdout
-
 
 def sources(name, inactive):
     """The disk sources of the domain's definition: {target: [top, backing...]}."""
@@ -126,9 +89,11 @@ with workdir() as w:
             initrd = guest_initrd(w, script(text), adds=[(writer, "/bin/cbtwriter")],
                                   name=f"initrd-{phase}")
             if first:
-                xml = DOMAIN.format(name=name, kernel=env["KERNEL"], qemu=env["QEMU"],
-                                    initrd=initrd, data0=img.data0, data1=img.data1,
-                                    console=console, sock=f"{rundir}/{name}.sock")
+                xml = domain_xml(name, env["QEMU"], console,
+                                 [file_disk(img.data0, "raw", "vda", "data0"),
+                                  file_disk(img.data1, "qcow2", "vdb", "data1")],
+                                 kernel=env["KERNEL"], initrd=initrd,
+                                 sock=f"{rundir}/{name}.sock")
             else:
                 xml = virsh("dumpxml", "--inactive", name)
                 xml = re.sub(r"<initrd>[^<]*</initrd>", f"<initrd>{initrd}</initrd>", xml)

@@ -14,37 +14,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Daemon, artifacts, check, ensure_libvirtd, guest_initrd, log,  # noqa: E402
-                      workdir)
+from guestlib import (VIRSH, Daemon, artifacts, check, domain_xml, ensure_libvirtd,  # noqa
+                      file_disk, guest_initrd, log, workdir)
 from chainlib import GUEST, PHASES, VMS, Chains, StepWatch, check_after, check_reboot  # noqa
-
-VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
-
-DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{kernel}</kernel><initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
-  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    <emulator>{qemu}</emulator>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-      <source file='{top}'/><target dev='vda' bus='virtio'/><serial>data0</serial></disk>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-L'/><qemu:arg value='/usr/share/seabios'/>
-    <qemu:arg value='-L'/><qemu:arg value='/usr/share/qemu'/>
-    <qemu:arg value='-chardev'/><qemu:arg value='socket,id=vbackup0,path={sock},reconnect=1'/>
-    <qemu:arg value='-device'/><qemu:arg value='virtio-backup-pci,chardev=vbackup0,id=vbackup0,bus=pcie.0,addr=0x10'/>
-  </qemu:commandline>
-</domain>
-"""
-
 
 def running():
     return subprocess.run(VIRSH + ["list", "--name"], capture_output=True,
@@ -81,11 +53,12 @@ with workdir() as w:
         for phase in PHASES:
             creating = {}
             for vm in phase:
-                xml = DOMAIN.format(name=names[vm], kernel=env["KERNEL"], qemu=env["QEMU"],
-                                    initrd=guest_initrd(w, GUEST.replace("{vm}", vm),
-                                                        name=f"initrd-{vm}"),
-                                    top=chains.top(vm), console=consoles[vm],
-                                    sock=f"{rundir}/{names[vm]}.sock")
+                xml = domain_xml(names[vm], env["QEMU"], consoles[vm],
+                                 [file_disk(chains.top(vm), "qcow2", "vda", "data0")],
+                                 kernel=env["KERNEL"],
+                                 initrd=guest_initrd(w, GUEST.replace("{vm}", vm),
+                                                     name=f"initrd-{vm}"),
+                                 sock=f"{rundir}/{names[vm]}.sock")
                 path = w.p(f"{vm}.xml")
                 open(path, "w").write(xml)
             # virsh create can take longer than a guest's whole run here: all at once

@@ -20,11 +20,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Mailbox, artifacts, check, ensure_libvirtd, fail, log,  # noqa: E402
-                      wait_for, workdir)
+from guestlib import (VIRSH, Mailbox, artifacts, check, ensure_libvirtd, fail, log,  # noqa
+                      virsh, wait_for, workdir)
 from instantlib import Procs, System, boot_from, console_has  # noqa: E402
-
-VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
 
 DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name>
@@ -58,13 +56,6 @@ DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qe
   </qemu:commandline>
 </domain>
 """
-
-
-def virsh(*args, check_rc=True):
-    r = subprocess.run(VIRSH + list(args), capture_output=True, text=True)
-    if check_rc and r.returncode:
-        fail(f"virsh {' '.join(args)}: {r.stdout}{r.stderr}")
-    return r.stdout
 
 
 def vda_xml(name):

@@ -23,11 +23,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Daemon, Mailbox, artifacts, check, ensure_libvirtd, fail,  # noqa
-                      guest_initrd, log, make_ext4, wait_for, workdir, run, VBACKUPCTL)
+from guestlib import (VIRSH, Daemon, Mailbox, artifacts, check, domain_xml,  # noqa
+                      ensure_libvirtd, fail, file_disk, guest_initrd, log, make_ext4, wait_for,
+                      workdir, run, VBACKUPCTL)
 import vbproto as vp  # noqa: E402
 
-VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
 
 SCRIPT = """
 mkdir -p /data /restore && mount /dev/vda /data && mount /dev/vdb /restore
@@ -54,33 +54,6 @@ if vbackup backup-disk --to archive scratchA; then echo B-FOREIGN-ACCEPTED
 else echo B-FOREIGN-REFUSED; fi
 echo B-DONE
 sleep 600     # stays up until the host has seen both domains run, then destroyed
-"""
-
-DOMAIN = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{kernel}</kernel><initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
-  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    <emulator>{qemu}</emulator>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-      <source file='{data}'/><target dev='vda' bus='virtio'/><serial>data0</serial></disk>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-      <source file='{scratch}'/><target dev='vdb' bus='virtio'/><serial>{scratch_serial}</serial></disk>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-L'/><qemu:arg value='/usr/share/seabios'/>
-    <qemu:arg value='-L'/><qemu:arg value='/usr/share/qemu'/>
-    <qemu:arg value='-chardev'/><qemu:arg value='socket,id=vbackup0,path={sock},reconnect=1'/>
-    <qemu:arg value='-device'/><qemu:arg value='virtio-backup-pci,chardev=vbackup0,id=vbackup0,bus=pcie.0,addr=0x10'/>
-  </qemu:commandline>
-</domain>
 """
 
 with workdir() as w:
@@ -111,9 +84,10 @@ with workdir() as w:
         d.run_dir = rundir
         d.start()
         sock = f"{rundir}/{name}.sock"
-        xml = DOMAIN.format(name=name, kernel=env["KERNEL"], qemu=env["QEMU"],
-                            initrd=guest_initrd(w, SCRIPT), data=data, scratch_serial="scratchA",
-                            scratch=w.p("scratch.raw"), console=w.p("console.log"), sock=sock)
+        xml = domain_xml(name, env["QEMU"], w.p("console.log"),
+                         [file_disk(data, "qcow2", "vda", "data0"),
+                          file_disk(w.p("scratch.raw"), "raw", "vdb", "scratchA")],
+                         kernel=env["KERNEL"], initrd=guest_initrd(w, SCRIPT), sock=sock)
         open(w.p("domain.xml"), "w").write(xml)
         # the second domain: its own image behind the same serial data0
         tree_b = w.p("tree-b")
@@ -123,11 +97,12 @@ with workdir() as w:
         data_b = make_ext4(w.p("data-b.qcow2"), tree_b, size="64M", fmt="qcow2")
         mailbox_b = Mailbox(w, "mailbox-b")     # B's second disk: the host's word
         sock_b = f"{rundir}/{name_b}.sock"
-        open(w.p("domain-b.xml"), "w").write(DOMAIN.format(
-            name=name_b, kernel=env["KERNEL"], qemu=env["QEMU"],
-            initrd=guest_initrd(w, SCRIPT_B, name="initrd-b"), data=data_b,
-            scratch_serial="mailbox", scratch=mailbox_b.path,
-            console=w.p("console-b.log"), sock=sock_b))
+        open(w.p("domain-b.xml"), "w").write(domain_xml(
+            name_b, env["QEMU"], w.p("console-b.log"),
+            [file_disk(data_b, "qcow2", "vda", "data0"),
+             file_disk(mailbox_b.path, "raw", "vdb", "mailbox")],
+            kernel=env["KERNEL"], initrd=guest_initrd(w, SCRIPT_B, name="initrd-b"),
+            sock=sock_b))
         t0 = time.monotonic()
         # B first: it backs up, then stays up while A runs
         for xml_path in (w.p("domain-b.xml"), w.p("domain.xml")):

@@ -159,6 +159,62 @@ def ensure_libvirtd():
     return stop
 
 
+VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
+
+
+def virsh(*args, check_rc=True):
+    """virsh on qemu:///system; its output.  Fails the test when it fails,
+    unless check_rc is False."""
+    r = subprocess.run(VIRSH + list(args), capture_output=True, text=True)
+    if check_rc and r.returncode:
+        daemonlib.fail(f"virsh {' '.join(args)}: {r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def file_disk(path, fmt, dev, serial):
+    """A <disk> of a domain: an image file of the given format."""
+    return (f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/>"
+            f"<source file='{path}'/><target dev='{dev}' bus='virtio'/>"
+            f"<serial>{serial}</serial></disk>")
+
+
+def domain_xml(name, qemu, console, disks, kernel=None, initrd=None, sock=None, vcpu=1):
+    """The test domains' XML (type qemu, TCG): the guest kernel and initrd
+    given, or the firmware booting the first disk; disks as <disk> elements
+    (file_disk); with sock, the virtio-backup device on vbackupd's socket."""
+    if kernel:
+        os_xml = (f"<os><type arch='x86_64' machine='q35'>hvm</type><kernel>{kernel}</kernel>"
+                  f"<initrd>{initrd}</initrd><cmdline>console=ttyS0 quiet panic=-1</cmdline></os>")
+    else:
+        os_xml = "<os><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/></os>"
+    device = ""
+    if sock:
+        device = (f"<qemu:arg value='-chardev'/><qemu:arg value='socket,id=vbackup0,path={sock},"
+                  "reconnect=1'/><qemu:arg value='-device'/><qemu:arg value='virtio-backup-pci,"
+                  "chardev=vbackup0,id=vbackup0,bus=pcie.0,addr=0x10'/>")
+    disks_xml = "\n    ".join(disks)
+    return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>{vcpu}</vcpu>
+  {os_xml}
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{qemu}</emulator>
+    {disks_xml}
+    <serial type='file'><source path='{console}'/><target port='0'/></serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-L'/><qemu:arg value='/usr/share/seabios'/>
+    <qemu:arg value='-L'/><qemu:arg value='/usr/share/qemu'/>
+    {device}
+  </qemu:commandline>
+</domain>
+"""
+
+
 def guest_initrd(w, script, adds=(), name="initrd"):
     """The test initramfs with /test.sh and extra files (as run-guest builds it)."""
     import gzip
