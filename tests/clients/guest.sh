@@ -195,7 +195,7 @@ EOF
 grep -q "RLINK sub/sparse" "$C" && grep -q "CHECK fifo" "$C" && grep -q "CHECK hardlink" "$C" ||
     fail "symlink, fifo or hard link not restored"
 grep -q "RDIR 700 1650000000 755 1650000000" "$C" || fail "directory modes and times"
-grep -q '"kind": 2, "mode": 1, "target": "archive", "serials": \["vbtest-disk"\]' "$VB_TMP/peer.log" ||
+grep -q '"kind": 2, "mode": 2, "target": "archive", "serials": \["vbtest-disk"\]' "$VB_TMP/peer.log" ||
     fail "backup-disk did not name the disk"
 [ "$(grep -c 'file systems frozen for' "$C")" -ge 2 ] || fail "backup-disk did not freeze /mnt"
 log "list, status, restore in place and --into, backup-disk (with a freeze)"

@@ -69,6 +69,7 @@ class Workdir:
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="vbd-test.")
         self.mounts = []
+        self.loops = {}                 # mount point -> its loop device (mount())
         self.daemons = []
 
     def p(self, *parts):
@@ -79,6 +80,8 @@ class Workdir:
             d.kill()
         for m in reversed(self.mounts):
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+            if m in self.loops:
+                subprocess.run(["losetup", "-d", self.loops[m]], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -271,17 +274,27 @@ def make_ext4(path, tree, size="512M", fmt="raw", extra=()):
 
 
 def mount(w, image, offset=0, ro=True):
-    """Loop-mount a raw image (or a qcow2 converted to raw) and return the mount point."""
+    """Loop-mount a raw image (or a qcow2 converted to raw) and return the mount point.
+
+    The loop device is set up here and detached by umount(): 'mount -o loop'
+    reuses a loop device that still backs the same file and offset, and since
+    Linux 5.17 the one of a mount just unmounted is released asynchronously,
+    so a read-write mount right after a read-only one could get the old
+    read-only device ("source write-protected, mounted read-only")."""
     mnt = tempfile.mkdtemp(prefix="mnt.", dir=w.path)
-    opts = f"loop,offset={offset}" + (",ro,noload" if ro else "")
-    run("mount", "-o", opts, image, mnt)
+    dev = subprocess.run(["losetup", "--find", "--show", f"--offset={offset}"] +
+                         (["--read-only"] if ro else []) + [image],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    w.loops[mnt] = dev
     w.mounts.append(mnt)
+    run("mount", "-o", "ro,noload" if ro else "rw", dev, mnt)
     return mnt
 
 
 def umount(w, mnt):
     run("umount", mnt)
     w.mounts.remove(mnt)
+    run("losetup", "-d", w.loops.pop(mnt))
 
 
 def map_image(w, image, roots, fmt="raw", fallback=()):
