@@ -177,18 +177,19 @@ with workdir() as w:
     holder = subprocess.Popen(["flock", "-x", lock, "sleep", "2"])     # what gc holds
     while subprocess.run(["flock", "-n", "-s", lock, "true"]).returncode == 0:
         time.sleep(0.02)
-    t0 = time.time()
     job = collect(c, "a", recs, fb)                       # the DATA replies wait for the claim
-    waited = time.time() - t0
+    # they came once gc let go: the lock is free now (had the data been
+    # stored meanwhile, gc would still hold it for the rest of its 2 s)
+    released = subprocess.run(["flock", "-n", "-s", lock, "true"]).returncode == 0
     holder.wait()
     c.seal(job)
     st = c.wait_job(job)
     check(st["state"] == "done", f"the job that waited for gc ended {st['state']}: {st['reason']}")
-    check(waited > 1.0, f"fallback data was stored while gc held the repository ({waited:.1f} s)")
+    check(released, "fallback data was stored while gc held the repository")
     check("fallback data waits: repository a is busy" in d.log_text(), "no 'waits' in the log")
     verify(ra, "fallback data that waited for gc")
     check(restored_bytes(w, c, "a", st["snapshot"]) == data, "restore of the job that waited")
-    log(f"fallback data waited {waited:.1f} s for gc, then was stored; the snapshot verifies")
+    log("fallback data waited for gc to let go, then was stored; the snapshot verifies")
 
     check(d.stop() == 0, "vbackupd did not exit cleanly")
     log("ok: claims and knowledge of chunks hold across jobs, targets and gc")

@@ -128,8 +128,8 @@ with workdir() as w:
     job, _ = c.begin("archive", ["g0"], ["data"], raw=p)
     vp.send_records(c, job, recs)
     c.seal(job)
-    deadline = time.time() + 20
-    while time.time() < deadline and c.status(job)[0]["state"] != "deferred":
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and c.status(job)[0]["state"] != "deferred":
         time.sleep(0.05)
     st = c.status(job)[0]
     check(st["state"] == "deferred", f"a job without the repository lock: {st}")

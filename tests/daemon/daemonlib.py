@@ -56,8 +56,8 @@ def run(*cmd, **kw):
 
 def wait_for(pred, what, timeout=30):
     """pred()'s first true value, polled until timeout."""
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
         v = pred()
         if v:
             return v

@@ -216,8 +216,8 @@ class StepWatch:
     def check_step(self, vm, i):
         want = self.chains.chains[vm]
         have = None
-        deadline = time.time() + 2.5          # the guest sleeps 4 s after each backup
-        while time.time() < deadline:
+        deadline = time.monotonic() + 2.5          # the guest sleeps 4 s after each backup
+        while time.monotonic() < deadline:
             try:
                 have = chain_of(self.query_block(vm), want[0])
             except Exception as e:           # noqa: BLE001 (said in the failure)

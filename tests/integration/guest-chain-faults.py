@@ -118,9 +118,9 @@ with workdir() as w:
         return chain_of(qmp(qsock, "query-block")[-1]["return"], top)
 
     def expect_own_chain(step):
-        deadline = time.time() + 30
+        deadline = time.monotonic() + 30
         have = None
-        while time.time() < deadline:
+        while time.monotonic() < deadline:
             have = chain_now()
             left = [f for f in os.listdir(imgdir) if ".vbackup-" in f]
             if have == chain and not left:
@@ -142,8 +142,8 @@ with workdir() as w:
 
     def host_side():
         done = set()
-        deadline = time.time() + 600
-        while time.time() < deadline:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
             c = console()
             m = re.search(r"TOUCH-BASE (\d+)", c)
             if m and "touch" not in done:

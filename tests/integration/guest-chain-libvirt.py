@@ -49,7 +49,7 @@ with workdir() as w:
         consoles = {vm: w.p(f"{vm}.console") for vm in VMS}
         # the daemon names VMs after their domains; the scenario after its letters
         watch = StepWatch(chains, consoles, lambda vm: query_block(names[vm]))
-        t0 = time.time()
+        t0 = time.monotonic()
         for phase in PHASES:
             creating = {}
             for vm in phase:
@@ -66,10 +66,10 @@ with workdir() as w:
                 creating[vm] = subprocess.Popen(VIRSH + ["create", w.p(f"{vm}.xml")],
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                 text=True)
-            deadline = time.time() + 600
+            deadline = time.monotonic() + 600
 
             def alive(vm):
-                return time.time() < deadline and (creating[vm].poll() is None or
+                return time.monotonic() < deadline and (creating[vm].poll() is None or
                                                    names[vm] in running())
             watchers = [threading.Thread(target=watch.follow, args=(vm, lambda v=vm: alive(v)))
                         for vm in phase]
@@ -80,8 +80,8 @@ with workdir() as w:
             for vm in phase:
                 out, err = creating[vm].communicate()
                 check(creating[vm].returncode == 0, f"virsh create {vm}: {err}")
-            check(time.time() < deadline, f"the domains {phase} did not finish")
-            log(f"domains {', '.join(phase)} ran, {time.time() - t0:.1f} s since the first "
+            check(time.monotonic() < deadline, f"the domains {phase} did not finish")
+            log(f"domains {', '.join(phase)} ran, {time.monotonic() - t0:.1f} s since the first "
                 "started")
         log(f"QEMU was back on its own top image after {len(watch.events)} backups")
         texts = check_after(w, chains, d, consoles, watch, vm_name=names)

@@ -43,7 +43,7 @@ with workdir() as w:
     d.start()
     consoles = {vm: w.p(f"{vm}.console") for vm in VMS}
     watch = StepWatch(chains, consoles, lambda vm: query_block(qmp[vm]))
-    t0 = time.time()
+    t0 = time.monotonic()
     for phase in PHASES:
         guests = {vm: threading.Thread(target=boot, args=(w, GUEST.replace("{vm}", vm),
                                                           [(chains.top(vm), "data0", "qcow2")],
@@ -57,7 +57,7 @@ with workdir() as w:
             t.start()
         for t in list(guests.values()) + watchers:
             t.join()
-        log(f"guests {', '.join(phase)} ran, {time.time() - t0:.1f} s since the first started")
+        log(f"guests {', '.join(phase)} ran, {time.monotonic() - t0:.1f} s since the first started")
     log(f"QEMU was back on its own top image after {len(watch.events)} backups")
     texts = check_after(w, chains, d, consoles, watch)
     check(d.stop() == 0, "vbackupd exit")
