@@ -69,7 +69,7 @@ class Workdir:
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="vbd-test.")
         self.mounts = []
-        self.loops = {}                 # mount point -> its loop device (mount())
+        self.loops = {}                 # mount point -> its loop device (mount(), LoopFS)
         self.daemons = []
 
     def p(self, *parts):
@@ -80,8 +80,8 @@ class Workdir:
             d.kill()
         for m in reversed(self.mounts):
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
-            if m in self.loops:
-                subprocess.run(["losetup", "-d", self.loops[m]], stderr=subprocess.DEVNULL)
+        for dev in self.loops.values():
+            subprocess.run(["losetup", "-d", dev], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.path, ignore_errors=True)
 
 

@@ -191,15 +191,6 @@ class LoopFS:
 
     def __init__(self, w, name, size="256M", opts="errors=remount-ro"):
         self.w = w
-        if not hasattr(w, "loops"):
-            w.loops = []
-            w_cleanup = w.cleanup
-
-            def cleanup():
-                w_cleanup()
-                for dev in w.loops:
-                    subprocess.run(["losetup", "-d", dev], stderr=subprocess.DEVNULL)
-            w.cleanup = cleanup
         self.img = w.p(name + ".ext4")
         self.mnt = w.p(name)
         self.opts = opts
@@ -213,16 +204,16 @@ class LoopFS:
         # superblock of the last one (a shut-down one, after a power cut)
         self.dev = subprocess.run(["losetup", "-f", "--show", self.img], capture_output=True,
                                   text=True, check=True).stdout.strip()
+        self.w.loops[self.mnt] = self.dev
         opts = ",".join(x for x in (self.opts, extra) if x)
         run("mount", *(["-o", opts] if opts else []), self.dev, self.mnt)
         self.w.mounts.append(self.mnt)
-        self.w.loops.append(self.dev)
 
     def umount(self):
         run("umount", self.mnt)
         self.w.mounts.remove(self.mnt)
         subprocess.run(["losetup", "-d", self.dev], stderr=subprocess.DEVNULL)
-        self.w.loops.remove(self.dev)
+        del self.w.loops[self.mnt]
 
     def device(self):
         return os.path.basename(self.dev)
