@@ -307,6 +307,68 @@ static int send_data(struct bctx *b, uint64_t job, struct vbc_err *e)
     return rc;
 }
 
+/* The records of a job after BEGIN: walk the source (FILES), send the
+ * fallback data (DATA) and what could not be backed up (PROBLEMS). */
+static int send_records(struct bctx *b, uint64_t job, struct vbc_err *e)
+{
+    int rc;
+
+    if ((rc = b->ops->walk(b->src, emit, b, e)))
+        return rc;
+    vbc_progress_clear(&b->prog);
+    if ((rc = vbc_files_flush(&b->files, e)))
+        return rc;
+    if ((rc = send_data(b, job, e)))
+        return rc;
+    if (b->o->problems->n && (rc = vbc_problems_send(b->c, job, b->o->problems, e))) {
+        vbc_prefixerr(e, "telling the host what could not be backed up");
+        return rc;
+    }
+    return 0;
+}
+
+static void bctx_free(struct bctx *b)
+{
+    if (b->files.m.buf)
+        vbc_files_free(&b->files);
+    for (size_t i = 0; i < b->n_fb; i++)
+        free(b->fbs[i].path);
+    free(b->fbs);
+    free(b->by_sent.e);
+    free(b->by_file.e);
+    b->fbs = NULL;
+    b->n_fb = 0;
+    b->by_sent.e = b->by_file.e = NULL;
+}
+
+int vbc_backup_stream(int fd, uint64_t job, struct vbc_backup_opts *o,
+                      const struct vbc_source_ops *ops, void *src, struct vbc_err *e)
+{
+    struct vbc_problems problems;
+    struct bctx b;
+    int rc;
+
+    memset(&b, 0, sizeof(b));
+    memset(&problems, 0, sizeof(problems));
+    b.o = o;
+    b.ops = ops;
+    b.src = src;
+    o->problems = &problems;
+    /* no progress line: b.prog stays off */
+    rc = ops->prepare(src, o, e);
+    if (!rc)
+        rc = vbc_connect_stream(fd, &b.c, e);
+    if (!rc)
+        rc = vbc_files_init(&b.files, b.c, job, e);
+    if (!rc)
+        rc = send_records(&b, job, e);
+    bctx_free(&b);
+    vbc_disconnect(b.c);
+    vbc_problems_free(&problems);
+    o->problems = NULL;
+    return rc;
+}
+
 /* Cancel a job that must not finish, even after a signal. */
 static void cancel_job(struct vbc_conn *c, uint64_t job)
 {
@@ -592,17 +654,8 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
             goto fail_job;
         froze = true;
     }
-    if ((rc = ops->walk(src, emit, &b, &e)))
+    if ((rc = send_records(&b, job, &e)))
         goto fail_job;
-    vbc_progress_clear(&b.prog);
-    if ((rc = vbc_files_flush(&b.files, &e)))
-        goto fail_job;
-    if ((rc = send_data(&b, job, &e)))
-        goto fail_job;
-    if (problems.n && (rc = vbc_problems_send(b.c, job, &problems, &e))) {
-        vbc_prefixerr(&e, "telling the host what could not be backed up");
-        goto fail_job;
-    }
     if ((rc = check_freeze(&b, &e)))
         goto fail_job;
     if ((rc = seal_and_thaw(&b, job, &froze, &sealed, &frozen, &e)))

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { VBC_T_IOCTL, VBC_T_SOCKET };
+enum { VBC_T_IOCTL, VBC_T_SOCKET, VBC_T_STREAM };
 
 /* A socket request waiting for its reply. */
 struct pending {
@@ -166,6 +166,25 @@ static int full_write(int fd, const void *buf, size_t n)
 
     while (n) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* A pipe or file: write(2), not send(2). */
+static int stream_write(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+
+    while (n) {
+        ssize_t w = write(fd, p, n);
 
         if (w < 0) {
             if (errno == EINTR)
@@ -384,6 +403,25 @@ int vbc_connect(const char *path, struct vbc_conn **out, struct vbc_err *e)
     return 0;
 }
 
+int vbc_connect_stream(int fd, struct vbc_conn **out, struct vbc_err *e)
+{
+    struct vbc_conn *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return vbc_seterr(e, -ENOMEM, "out of memory");
+    c->kind = VBC_T_STREAM;
+    c->fd = fd;
+    snprintf(c->path, sizeof(c->path), "the output stream");
+    c->lim.max_payload = VB_MAX_PAYLOAD;
+    c->lim.max_files = VB_MAX_FILES_PER_MSG;
+    c->tag = 1;
+    pthread_mutex_init(&c->wlock, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    vbc_cond_init(&c->cond);
+    *out = c;
+    return 0;
+}
+
 void vbc_disconnect(struct vbc_conn *c)
 {
     if (!c)
@@ -462,6 +500,24 @@ static int call_ioctl(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r
     return 0;
 }
 
+/* One way: the frame is written, the reply is an empty OK. */
+static int call_stream(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r,
+                       struct vbc_err *e)
+{
+    struct vb_hdr h;
+    int rc = stream_write(c->fd, m->buf, m->len);
+
+    if (rc < 0)
+        return vbc_seterr(e, rc, "%s: %s", c->path, strerror(-rc));
+    memset(&h, 0, sizeof(h));
+    h.magic = htole32(VB_MAGIC);
+    h.version = htole16(VB_PROTO_VERSION);
+    h.type = htole16(m->op | VB_REPLY);
+    h.tag = ((struct vb_hdr *)m->buf)->tag;
+    memcpy(r->buf, &h, sizeof(h));
+    return 0;
+}
+
 static int call_socket(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r,
                        struct vbc_err *e)
 {
@@ -527,7 +583,8 @@ int vbc_call(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r, bool id
     h.reply_max = htole32(r->cap);
     memcpy(m->buf, &h, sizeof(h));
 
-    rc = c->kind == VBC_T_IOCTL ? call_ioctl(c, m, r, idempotent, e) : call_socket(c, m, r, e);
+    rc = c->kind == VBC_T_IOCTL ? call_ioctl(c, m, r, idempotent, e)
+       : c->kind == VBC_T_STREAM ? call_stream(c, m, r, e) : call_socket(c, m, r, e);
     if (rc)
         return rc;
 

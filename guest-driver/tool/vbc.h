@@ -122,6 +122,10 @@ struct vbc_reply {
 /* PATH: a character device (ioctl) or a UNIX socket.  NULL = the default
  * (VBACKUP_DEVICE or /dev/vbackup). */
 int vbc_connect(const char *path, struct vbc_conn **out, struct vbc_err *e);
+/* One way, to FD (a pipe; taken over): every request is written as a frame
+ * and answered with an empty OK at once.  The file system mapper writes its
+ * records so (hostd/mapper). */
+int vbc_connect_stream(int fd, struct vbc_conn **out, struct vbc_err *e);
 void vbc_disconnect(struct vbc_conn *c);
 bool vbc_conn_is_socket(const struct vbc_conn *c);
 
@@ -426,6 +430,11 @@ bool vbc_force_fallback(const struct vbc_backup_opts *o, const char *abspath, co
 
 int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_source_ops *ops,
                void *src);
+/* The records of job JOB from SRC (prepare, walk, fallback data, problems)
+ * as frames on FD, one way: the host-side file system mapper's output,
+ * which vbackupd checks as it checks a guest's requests.  0 or an error in E. */
+int vbc_backup_stream(int fd, uint64_t job, struct vbc_backup_opts *o,
+                      const struct vbc_source_ops *ops, void *src, struct vbc_err *e);
 int vbc_backup_disk(const char *device, const char *target, const char *serial,
                     const struct vbc_source_ops *ops, void *src);
 
