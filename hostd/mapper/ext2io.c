@@ -57,6 +57,7 @@ errcode_t vb_ext2io_open(struct vb_image *img, uint64_t offset, int flags, ext2_
 {
     errcode_t err;
 
+    initialize_ext2_error_table();     /* error_message() knows libext2fs's codes */
     if (flags & EXT2_FLAG_RW)
         return EXT2_ET_OP_NOT_SUPPORTED;
     pending.img = img;

@@ -42,6 +42,7 @@ int vb_e2walk_new(ext2_filsys fs, const struct vb_e2walk_opts *wo, struct vb_e2w
 {
     struct vb_e2walk *w = calloc(1, sizeof(*w));
 
+    initialize_ext2_error_table();     /* error_message() knows libext2fs's codes */
     if (!w)
         return vbc_seterr(e, -ENOMEM, "out of memory");
     w->wo = *wo;

@@ -10,7 +10,8 @@
  *            them exactly as it checks a guest's
  *   stderr   why it failed (one line), exit status 1
  *
- * The file systems are the guest's: hostile input.
+ * The file systems are the guest's: hostile input.  The mapper enters the
+ * sandbox of sandbox.c before it reads a byte of them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,13 +22,26 @@
 
 #include "mapsrc.h"
 #include "mapspec.h"
+#include "sandbox.h"
 #include "vbc.h"
 
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: vbackup-mapper < job-description  3< image ...  > frames\n"
+            "usage: vbackup-mapper [--uid N] [--gid N] [--memory BYTES] [--cpu SECONDS]\n"
+            "                      < job-description  3< image ...  > frames\n"
+            "       vbackup-mapper [the options] --probe ACTION\n"
+            "                      (tests: the sandbox refuses ACTION; see sandbox.h)\n"
             "Started by vbackupd; see docs/freeze.md.\n");
+}
+
+static int num(const char *arg, unsigned long long max, unsigned long long *v)
+{
+    char *end;
+
+    errno = 0;
+    *v = strtoull(arg, &end, 10);
+    return errno || *end || arg[0] == '-' || !arg[0] || *v > max ? -1 : 0;
 }
 
 /* The whole of stdin, at most VB_MAPSPEC_MAX_BYTES. */
@@ -67,13 +81,17 @@ static uint8_t *read_spec(size_t *len)
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        { "help", no_argument, NULL, 'h' },
+        { "uid", required_argument, NULL, 'u' }, { "gid", required_argument, NULL, 'g' },
+        { "memory", required_argument, NULL, 'm' }, { "cpu", required_argument, NULL, 'c' },
+        { "probe", required_argument, NULL, 'p' }, { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
+    struct vb_sandbox sb = { .uid = 65534, .gid = 65534, .memory = 2ull << 30, .cpu = 3600 };
     struct vbc_backup_opts o;
     struct vb_mapspec spec;
     struct vbc_err e = { 0 };
-    const char *why;
+    const char *probe = NULL, *why;
+    unsigned long long v;
     uint8_t *raw;
     size_t len;
     void *src;
@@ -83,6 +101,29 @@ int main(int argc, char **argv)
     vbc_quiet = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
+        case 'u':
+            if (num(optarg, 0xfffffffeu, &v) || v == 0)
+                goto bad;
+            sb.uid = (uid_t)v;
+            break;
+        case 'g':
+            if (num(optarg, 0xfffffffeu, &v) || v == 0)
+                goto bad;
+            sb.gid = (gid_t)v;
+            break;
+        case 'm':
+            if (num(optarg, 1ull << 46, &v) || v < (64u << 20))
+                goto bad;
+            sb.memory = v;
+            break;
+        case 'c':
+            if (num(optarg, 1u << 30, &v) || v == 0)
+                goto bad;
+            sb.cpu = (unsigned)v;
+            break;
+        case 'p':
+            probe = optarg;
+            break;
         case 'h':
             usage();
             return 0;
@@ -92,6 +133,8 @@ int main(int argc, char **argv)
     }
     if (optind != argc)
         goto bad;
+    if (probe)
+        return vb_sandbox_probe(&sb, probe);
     if (!(raw = read_spec(&len))) {
         fprintf(stderr, "reading the job description: %s\n", strerror(errno ? errno : ENOMEM));
         return 1;
@@ -102,6 +145,11 @@ int main(int argc, char **argv)
         return 1;
     }
     free(raw);
+    sb.n_fds = 3 + vb_mapspec_n_fds(&spec);
+    if ((rc = vb_sandbox_enter(&sb, &e))) {
+        fprintf(stderr, "the sandbox: %s\n", e.msg);
+        return 1;
+    }
     memset(&o, 0, sizeof(o));
     src = vb_mapsrc_new(&spec, 3);
     rc = src ? vbc_backup_stream(1, spec.job, &o, &vb_mapsrc_ops, src, &e)

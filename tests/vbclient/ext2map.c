@@ -110,6 +110,7 @@ static int img_prepare(void *s, struct vbc_backup_opts *o, struct vbc_err *e)
     g->offset = io->offset;
     if (io->partition && (rc = partition_offset(io->image, io->partition, &g->offset, e)))
         return rc;
+    initialize_ext2_error_table();     /* error_message() knows libext2fs's codes */
     snprintf(opts, sizeof(opts), "offset=%llu", (unsigned long long)g->offset);
     err = ext2fs_open2(io->image, opts, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0,
                        unix_io_manager, &g->fs);
