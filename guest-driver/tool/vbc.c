@@ -721,6 +721,41 @@ int vbc_backup_begin(struct vbc_conn *c, const struct vbc_begin *b, uint64_t *jo
         vbc_msg_put_str(&m, b->serials[i], strlen(b->serials[i]));
     for (size_t i = 0; i < b->n_roots; i++)
         vbc_msg_put_str(&m, b->roots[i], strlen(b->roots[i]));
+    if (b->flags & VB_BEGIN_HOST_MAP) {
+        const struct vbc_map *mp = b->map;
+        struct vb_map_head mh = {
+            .n_fs = htole16((uint16_t)mp->n_fs),
+            .n_prune = htole16((uint16_t)mp->n_prune),
+            .n_exclude = htole16((uint16_t)b->n_exclude),
+        };
+
+        if (mp->n_fs < 1 || mp->n_fs > VB_MAX_ROOTS || mp->n_prune > VB_MAX_PRUNE ||
+            b->n_exclude > VB_MAX_EXCLUDE) {
+            vbc_msg_free(&m);
+            return vbc_seterr(e, -E2BIG, "too many file systems, mount points or exclusions "
+                              "for the host to map");
+        }
+        vbc_msg_put(&m, &mh, sizeof(mh));
+        for (size_t i = 0; i < mp->n_fs; i++) {
+            struct vb_map_fs f = {
+                .disk = htole16(mp->fs[i].disk),
+                .type = VB_FS_EXT,
+                .start = htole64(mp->fs[i].start),
+            };
+
+            vbc_msg_put(&m, &f, sizeof(f));
+        }
+        for (size_t i = 0; i < b->n_roots; i++) {
+            uint16_t fs = htole16(mp->root_fs[i]);
+
+            vbc_msg_put(&m, &fs, 2);
+            vbc_msg_put_str(&m, mp->inside[i], strlen(mp->inside[i]));
+        }
+        for (size_t i = 0; i < mp->n_prune; i++)
+            vbc_msg_put_str(&m, mp->prune[i], strlen(mp->prune[i]));
+        for (size_t i = 0; i < b->n_exclude; i++)
+            vbc_msg_put_str(&m, b->exclude[i], strlen(b->exclude[i]));
+    }
     if ((rc = call_small(c, &m, &r, 4096, false, e)))
         return rc;
     if (r.len < sizeof(rep)) {
@@ -797,6 +832,7 @@ const char *vbc_state_name(uint32_t state)
         [VB_JOB_DEFERRED] = "deferred", [VB_JOB_RUNNING] = "running",
         [VB_JOB_DONE] = "done", [VB_JOB_FAILED] = "failed",
         [VB_JOB_CANCELLED] = "cancelled", [VB_JOB_RESTORING] = "restoring",
+        [VB_JOB_MAPPING] = "mapping",
     };
 
     return state < sizeof(names) / sizeof(names[0]) && names[state] ? names[state] : "?";
@@ -1334,6 +1370,16 @@ void vbc_dump_record(FILE *f, const struct vbc_file *r, const char *serial, cons
                 (unsigned long long)(r->data == VB_FD_EXTENTS ? r->ext[i].physical : 0),
                 (unsigned long long)r->ext[i].length, r->ext[i].flags);
     fputs("]}\n", f);
+}
+
+void vbc_map_clear(struct vbc_map *m)
+{
+    for (size_t i = 0; i < VB_MAX_ROOTS; i++)
+        free(m->inside[i]);
+    for (size_t i = 0; i < m->n_prune; i++)
+        free(m->prune[i]);
+    free(m->prune);
+    memset(m, 0, sizeof(*m));
 }
 
 /* ---- extended attributes and problems (the sources' side) -------------------------------- */

@@ -24,9 +24,9 @@
 #define VB_MAPSPEC_VERSION    1u
 #define VB_MAPSPEC_MAX_LAYERS 64u           /* per disk (VB_MAX_CHAIN) */
 #define VB_MAPSPEC_MAX_FDS    256u          /* layers of all disks */
-#define VB_MAPSPEC_MAX_PRUNE  1024u
-#define VB_MAPSPEC_MAX_EXCLUDE 256u
-#define VB_MAPSPEC_MAX_PATTERN 4096u
+#define VB_MAPSPEC_MAX_PRUNE  VB_MAX_PRUNE
+#define VB_MAPSPEC_MAX_EXCLUDE VB_MAX_EXCLUDE
+#define VB_MAPSPEC_MAX_PATTERN VB_MAX_PATTERN
 #define VB_MAPSPEC_MAX_BYTES  (64u << 20)
 
 enum vb_mapspec_fmt { VB_MAPSPEC_RAW = 1, VB_MAPSPEC_QCOW2 = 2 };

@@ -29,6 +29,7 @@ const char *vbd_state_name(int state)
     case VB_JOB_FAILED: return "failed";
     case VB_JOB_CANCELLED: return "cancelled";
     case VB_JOB_RESTORING: return "restoring";
+    case VB_JOB_MAPPING: return "mapping";
     }
     return "?";
 }
@@ -144,6 +145,7 @@ static void job_end(struct vbd_job *j, int state)
     j->finished_ns = vb_wall_ns();
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
+    vbd_map_stop(j);        /* a mapper still running is killed */
     if (j->view_op)
         vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
     else
@@ -305,13 +307,26 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
-    vbd_log("job %llu: %s begins a %s %s backup to %s", (unsigned long long)j->id, c->vm->name,
-            b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL ? "incremental"
-                                                                           : "differential",
-            b.kind == VB_KIND_DISK ? "disk" : "file", t->name);
+    if (b.flags & VB_BEGIN_HOST_MAP) {
+        char why[256], note[320];
+
+        j->host_map = vbd_map_offer(j, &b, why, sizeof(why));
+        if (j->host_map)
+            snprintf(note, sizeof(note), "map: the host maps the files in its view");
+        else
+            snprintf(note, sizeof(note), "map: the guest walks (the host does not map: %s)", why);
+        json_object_array_add(j->plan_notes, json_object_new_string(note));
+    }
+    vbd_log("job %llu: %s begins a %s %s backup to %s%s", (unsigned long long)j->id,
+            c->vm->name, b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL
+                                                               ? "incremental" : "differential",
+            b.kind == VB_KIND_DISK ? "disk" : "file", t->name,
+            j->host_map ? " (the host maps the files)" : "");
     memset(&r, 0, sizeof(r));
     r.job = j->id;
     r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    if (j->host_map)
+        r.features |= VB_FEAT_HOST_MAPS;
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
 out:
     vbd_begin_clear(&b);
@@ -337,27 +352,21 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
     return j;
 }
 
-static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+/* A FILES payload for job J, from its guest or from the host's mapper: checked
+ * whole (wire.c, then paths sent twice) before any record is taken. */
+int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg)
 {
     struct vbd_files_ctx ctx;
     struct vbd_files f;
-    struct vbd_job *j;
-    uint64_t id, sizes[VB_MAX_DISKS];
+    uint64_t sizes[VB_MAX_DISKS];
     const char *names[VB_MAX_DISKS];
     struct vbd_entry *last = NULL;
     GHashTable *fresh;
-    char msg[VBD_MSG];
-    int st = vbd_peek_job(p, n, &id, msg);
+    int st;
 
-    if (st) {
-        vbd_reply_err(c, h, st, "%s", msg);
-        return;
-    }
-    if (!(j = collecting_job(c, h, id)))
-        return;
     if (j->kind != VB_KIND_FILES) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is a disk backup", (unsigned long long)id);
-        return;
+        snprintf(msg, VBD_MSG, "job %llu is a disk backup", (unsigned long long)j->id);
+        return VB_S_BAD_STATE;
     }
     memset(&ctx, 0, sizeof(ctx));
     ctx.n_disks = j->disks->len;
@@ -384,8 +393,11 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     }
     st = vbd_parse_files(p, n, &ctx, &f, msg);
     if (st) {
-        vbd_reply_err(c, h, st, "job %llu: %s", (unsigned long long)id, msg);
-        return;
+        char m[VBD_MSG];
+
+        snprintf(m, sizeof(m), "job %llu: %s", (unsigned long long)j->id, msg);
+        snprintf(msg, VBD_MSG, "%s", m);
+        return st;
     }
     /* duplicates, checked before anything is taken */
     fresh = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -395,12 +407,13 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             continue;
         path = g_strndup(f.recs[i].r.path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
-            vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
-                          (unsigned long long)id, i, g_utf8_validate(path, -1, NULL) ? path : "?");
+            snprintf(msg, VBD_MSG, "job %llu: record %u: path '%s' sent twice",
+                     (unsigned long long)j->id, i,
+                     g_utf8_validate(path, -1, NULL) ? path : "?");
             g_free(path);
             g_hash_table_destroy(fresh);
             vbd_files_clear(&f);
-            return;
+            return VB_S_BAD_REQUEST;
         }
         g_hash_table_add(fresh, path);
     }
@@ -460,10 +473,68 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             j->bytes_total += en.m.size;
     }
     vbd_files_clear(&f);
-    vbd_reply(c, h, VB_S_OK, NULL, 0);
+    return VB_S_OK;
+}
+
+static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd_job *j;
+    uint64_t id;
+    char msg[VBD_MSG];
+    int st = vbd_peek_job(p, n, &id, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    if (!(j = collecting_job(c, h, id)))
+        return;
+    if (j->host_map) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: the host maps its files",
+                      (unsigned long long)id);
+        return;
+    }
+    if ((st = vbd_job_files(j, p, n, msg)))
+        vbd_reply_err(c, h, st, "%s", msg);
+    else
+        vbd_reply(c, h, VB_S_OK, NULL, 0);
 }
 
 /* ---- PROBLEMS ---------------------------------------------------------------------- */
+
+/* What the guest could not back up: counted, the first VBD_PROBLEMS_KEPT kept
+ * (the path escaped as ls -b shows it), and said in the snapshot. */
+/* Parsed PROBLEMS for job J, from its guest or from the host's mapper. */
+int vbd_job_problems(struct vbd_job *j, const struct vbd_problems *pr, char *msg)
+{
+    if (j->kind != VB_KIND_FILES) {
+        snprintf(msg, VBD_MSG, "job %llu is a disk backup", (unsigned long long)j->id);
+        return VB_S_BAD_STATE;
+    }
+    if (pr->job != j->id) {
+        snprintf(msg, VBD_MSG, "problems of job %llu sent for job %llu",
+                 (unsigned long long)pr->job, (unsigned long long)j->id);
+        return VB_S_NO_JOB;
+    }
+    if (!j->problems)
+        j->problems = json_object_new_array();
+    for (uint32_t i = 0; i < pr->n; i++) {
+        const struct vbd_problem *x = &pr->items[i];
+
+        if (json_object_array_length(j->problems) < VBD_PROBLEMS_KEPT) {
+            json_object *o = json_object_new_object();
+            g_autofree char *path = vb_escape(x->path, VB_MIN(x->path_len, (size_t)4096));
+
+            json_object_object_add(o, "path", json_object_new_string(path));
+            json_object_object_add(o, "reason",
+                                   json_object_new_string_len(x->reason, (int)x->reason_len));
+            json_object_array_add(j->problems, o);
+        }
+        j->n_problems++;
+    }
+    j->flags |= VB_JOB_FLAG_INCOMPLETE;
+    return VB_S_OK;
+}
 
 /* What the guest could not back up: counted, the first VBD_PROBLEMS_KEPT kept
  * (the path escaped as ls -b shows it), and said in the snapshot. */
@@ -479,44 +550,74 @@ static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const ui
         vbd_reply_err(c, h, st, "%s", msg);
         return;
     }
-    if (!(j = collecting_job(c, h, pr.job))) {
-        vbd_problems_clear(&pr);
-        return;
+    if ((j = collecting_job(c, h, pr.job))) {
+        if ((st = vbd_job_problems(j, &pr, msg)))
+            vbd_reply_err(c, h, st, "%s", msg);
+        else
+            vbd_reply(c, h, VB_S_OK, NULL, 0);
     }
-    if (j->kind != VB_KIND_FILES) {
-        vbd_problems_clear(&pr);
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is a disk backup",
-                      (unsigned long long)pr.job);
-        return;
-    }
-    if (!j->problems)
-        j->problems = json_object_new_array();
-    for (uint32_t i = 0; i < pr.n; i++) {
-        const struct vbd_problem *x = &pr.items[i];
-
-        if (json_object_array_length(j->problems) < VBD_PROBLEMS_KEPT) {
-            json_object *o = json_object_new_object();
-            g_autofree char *path = vb_escape(x->path, VB_MIN(x->path_len, (size_t)4096));
-
-            json_object_object_add(o, "path", json_object_new_string(path));
-            json_object_object_add(o, "reason",
-                                   json_object_new_string_len(x->reason, (int)x->reason_len));
-            json_object_array_add(j->problems, o);
-        }
-        j->n_problems++;
-    }
-    j->flags |= VB_JOB_FLAG_INCOMPLETE;
     vbd_problems_clear(&pr);
-    vbd_reply(c, h, VB_S_OK, NULL, 0);
 }
 
 /* ---- DATA (fallback) ---------------------------------------------------------- */
+
+/* A DATA piece for job J, from its guest or from the host's mapper: checked
+ * (vbd_job_data_check), then taken; REPLY (held) is answered once the piece
+ * is chunked, which makes its sender wait. */
+int vbd_job_data_check(struct vbd_job *j, const struct vbd_data *dt, char *msg)
+{
+    struct vbd_entry *en;
+
+    if (dt->job != j->id) {
+        snprintf(msg, VBD_MSG, "data of job %llu sent for job %llu",
+                 (unsigned long long)dt->job, (unsigned long long)j->id);
+        return VB_S_NO_JOB;
+    }
+    if (dt->file >= j->entries->len) {
+        snprintf(msg, VBD_MSG, "job %llu has no file %llu", (unsigned long long)dt->job,
+                 (unsigned long long)dt->file);
+        return VB_S_BAD_REQUEST;
+    }
+    en = &g_array_index(j->entries, struct vbd_entry, dt->file);
+    if (en->data != VB_FD_FALLBACK) {
+        snprintf(msg, VBD_MSG, "file %llu ('%s') does not take fallback data",
+                 (unsigned long long)dt->file, en->path);
+        return VB_S_BAD_REQUEST;
+    }
+    if (en->fb_done) {
+        snprintf(msg, VBD_MSG, "file '%s' is already complete", en->path);
+        return VB_S_BAD_STATE;
+    }
+    if (dt->offset != en->fb_received) {
+        snprintf(msg, VBD_MSG, "file '%s': data at offset %llu, expected %llu (pieces come in "
+                 "order)", en->path, (unsigned long long)dt->offset,
+                 (unsigned long long)en->fb_received);
+        return VB_S_BAD_REQUEST;
+    }
+    if (dt->offset + dt->len > en->m.size ||
+        ((dt->flags & VB_DATA_LAST) && dt->offset + dt->len != en->m.size)) {
+        snprintf(msg, VBD_MSG, "file '%s': data up to %llu, but the file's size is %llu",
+                 en->path, (unsigned long long)(dt->offset + dt->len),
+                 (unsigned long long)en->m.size);
+        return VB_S_OUT_OF_RANGE;
+    }
+    return VB_S_OK;
+}
+
+void vbd_job_data_take(struct vbd_job *j, const struct vbd_data *dt, struct vbd_req *reply)
+{
+    struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, dt->file);
+
+    en->fb_received += dt->len;
+    if (dt->flags & VB_DATA_LAST)
+        en->fb_done = true;
+    vbd_fallback_data(j, dt->file, dt->bytes, dt->len, en->fb_done, reply);
+}
 
 static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd_data dt;
     struct vbd_job *j;
-    struct vbd_entry *en;
     char msg[VBD_MSG];
     int st = vbd_parse_data(p, n, &dt, msg);
 
@@ -526,41 +627,31 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     }
     if (!(j = collecting_job(c, h, dt.job)))
         return;
-    if (dt.file >= j->entries->len) {
-        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu has no file %llu",
-                      (unsigned long long)dt.job, (unsigned long long)dt.file);
+    if (j->host_map) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: the host maps its files",
+                      (unsigned long long)dt.job);
         return;
     }
-    en = &g_array_index(j->entries, struct vbd_entry, dt.file);
-    if (en->data != VB_FD_FALLBACK) {
-        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file %llu ('%s') does not take fallback data",
-                      (unsigned long long)dt.file, en->path);
+    if ((st = vbd_job_data_check(j, &dt, msg))) {
+        vbd_reply_err(c, h, st, "%s", msg);
         return;
     }
-    if (en->fb_done) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", en->path);
-        return;
-    }
-    if (dt.offset != en->fb_received) {
-        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file '%s': data at offset %llu, expected %llu "
-                      "(pieces come in order)", en->path, (unsigned long long)dt.offset,
-                      (unsigned long long)en->fb_received);
-        return;
-    }
-    if (dt.offset + dt.len > en->m.size ||
-        ((dt.flags & VB_DATA_LAST) && dt.offset + dt.len != en->m.size)) {
-        vbd_reply_err(c, h, VB_S_OUT_OF_RANGE, "file '%s': data up to %llu, but the file's size "
-                      "is %llu", en->path, (unsigned long long)(dt.offset + dt.len),
-                      (unsigned long long)en->m.size);
-        return;
-    }
-    en->fb_received += dt.len;
-    if (dt.flags & VB_DATA_LAST)
-        en->fb_done = true;
-    vbd_fallback_data(j, dt.file, dt.bytes, dt.len, en->fb_done, vbd_req_hold(c, h));
+    vbd_job_data_take(j, &dt, vbd_req_hold(c, h));
 }
 
 /* ---- SEAL ---------------------------------------------------------------------- */
+
+bool vbd_job_roots_sent(struct vbd_job *j, char *msg)
+{
+    for (guint i = 0; i < j->roots->len; i++) {
+        if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            snprintf(msg, VBD_MSG, "job %llu: root '%s' was not sent as a record",
+                     (unsigned long long)j->id, (char *)j->roots->pdata[i]);
+            return false;
+        }
+    }
+    return true;
+}
 
 static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
@@ -576,12 +667,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     }
     if (!(j = collecting_job(c, h, id)))
         return;
-    for (guint i = 0; i < j->roots->len; i++) {
-        if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
-            vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: root '%s' was not sent as a record",
-                          (unsigned long long)id, (char *)j->roots->pdata[i]);
-            return;
-        }
+    /* the roots and fallback data: of a job the host maps, once it has mapped */
+    if (!j->host_map && !vbd_job_roots_sent(j, msg)) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "%s", msg);
+        return;
     }
     for (guint i = 0; i < j->entries->len; i++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
@@ -605,7 +694,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     memset(&r, 0, sizeof(r));
     r.view = j->view;
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
-    vbd_batch_enqueue(j->d, j);
+    if (j->host_map)
+        vbd_map_start(j);
+    else
+        vbd_batch_enqueue(j->d, j);
 }
 
 void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
@@ -623,7 +715,10 @@ void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
     }
     if (reply)
         vbd_req_answer(reply, VB_S_OK, &r, sizeof(r));
-    vbd_batch_enqueue(j->d, j);
+    if (j->host_map)
+        vbd_map_start(j);       /* QUEUED once the files are mapped */
+    else
+        vbd_batch_enqueue(j->d, j);
 }
 
 /* ---- STATUS / CANCEL ------------------------------------------------------------ */

@@ -122,6 +122,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
         return;
     }
     vbd_swap_cfg(d, cfg);
+    vbd_mapper_check(d);
     if (vbd_vms_refresh(d, &e)) {
         snprintf(msg, len, "reload partly failed: %s", vb_strerror(&e));
         vbd_log("%s", msg);
@@ -234,6 +235,7 @@ int main(int argc, char **argv)
     d->jobs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                     (GDestroyNotify)vbd_job_unref);
     g_queue_init(&d->pending);
+    g_queue_init(&d->map_waiting);
     {
         /* job ids differ across restarts: a guest holding an old id gets "no such job" */
         struct timespec ts;
@@ -259,6 +261,7 @@ int main(int argc, char **argv)
         vbd_log("%s", vb_strerror(&e));
         return 1;
     }
+    vbd_mapper_check(d);
     vbd_journal_recover(d);
     g_unix_signal_add(SIGTERM, on_term, d);
     g_unix_signal_add(SIGINT, on_term, d);

@@ -22,6 +22,7 @@ BUILD = os.environ.get("VB_BUILDDIR", os.path.join(os.path.dirname(__file__), ".
 VBACKUPD = os.environ.get("VBACKUPD", os.path.join(BUILD, "hostd/vbackupd"))
 VBACKUPCTL = os.environ.get("VBACKUPCTL", os.path.join(BUILD, "hostd/vbackupctl"))
 POLICY_DIR = os.environ.get("VB_POLICY_DIR", os.path.join(BUILD, "policies"))
+MAPPER = os.environ.get("VBACKUP_MAPPER", os.path.join(BUILD, "hostd/mapper/vbackup-mapper"))
 
 
 def log(*a):
@@ -117,7 +118,7 @@ class Daemon:
     """vbackupd with a generated configuration, in its own folder."""
 
     def __init__(self, w, vms, targets=None, policies="schedule,merge", policy_conf=None,
-                 batch_seconds=0.3, batch_max=10, extra=None, name="d"):
+                 batch_seconds=0.3, batch_max=10, extra=None, name="d", qmp=None):
         self.w = w
         self.dir = w.p(name)
         os.makedirs(self.dir, exist_ok=True)
@@ -133,7 +134,10 @@ class Daemon:
                  f"plugin_dir={POLICY_DIR}", f"psi_dir={self.psi_dir}",
                  f"batch_seconds={batch_seconds}", f"batch_max={batch_max}",
                  f"policies={policies}", "workers=2"]
-        lines += [f"{k}={v}" for k, v in (extra or {}).items()]
+        # the file system mapper of this build (vbackupd's default is the installed one)
+        extra = dict(extra or {})
+        extra.setdefault("mapper", MAPPER)
+        lines += [f"{k}={v}" for k, v in extra.items()]
         for t, path in self.targets.items():
             lines += ["", f"[target {t}]", f"repository={path}"]
         for pol, kv in (policy_conf or {}).items():
@@ -141,6 +145,8 @@ class Daemon:
         for vm, disks in vms.items():
             lines += ["", f"[vm {vm}]"] + [f"disk.{s}={disk_value(img)}"
                                            for s, img in disks.items()]
+            if qmp and vm in qmp:
+                lines.append(f"qmp={qmp[vm]}")
         self.conf = os.path.join(self.dir, "vbackupd.conf")
         open(self.conf, "w").write("\n".join(lines) + "\n")
         self.proc = None
