@@ -1097,6 +1097,11 @@ json_object *vbd_job_json(struct vbd_job *j, bool detail)
             json_object_array_add(a, json_object_new_string(j->serials->pdata[i]));
         json_object_object_add(o, "disks", a);
         json_object_object_add(o, "plan", json_object_get(j->plan_notes));
+        if (j->host_map) {
+            json_object *m = vbd_map_json(j);
+
+            json_object_object_add(o, "host_map", m ? m : json_object_new_boolean(1));
+        }
     }
     return o;
 }

@@ -439,23 +439,34 @@ stop:
     return G_SOURCE_REMOVE;
 }
 
-static gboolean on_err(gint fd, GIOCondition cond, gpointer opaque)
+/* One read of the mapper's stderr: 1 more may come, 0 end, -1 nothing now. */
+static int read_err(struct vbd_map *m)
 {
-    struct vbd_map *m = opaque;
     char buf[4096];
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = read(m->err_fd, buf, sizeof(buf));
 
-    (void)cond;
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return G_SOURCE_CONTINUE;
+        return -1;
     if (n <= 0) {
-        m->err_src = 0;
         m->err_eof = true;
-        return G_SOURCE_REMOVE;
+        return 0;
     }
     g_string_append_len(m->err, buf, n);
     if (m->err->len > ERR_KEEP)
         g_string_erase(m->err, 0, (gssize)(m->err->len - ERR_KEEP));
+    return 1;
+}
+
+static gboolean on_err(gint fd, GIOCondition cond, gpointer opaque)
+{
+    struct vbd_map *m = opaque;
+
+    (void)fd;
+    (void)cond;
+    if (read_err(m) == 0) {
+        m->err_src = 0;
+        return G_SOURCE_REMOVE;
+    }
     return G_SOURCE_CONTINUE;
 }
 
@@ -471,11 +482,10 @@ static void on_exit_(GPid pid, gint status, gpointer opaque)
         map_release(m);             /* the job ended before: only the reference is left */
         return;
     }
-    /* what it still wrote to stderr */
-    if (m->err_fd >= 0)
-        while (on_err(m->err_fd, G_IO_IN, m) == G_SOURCE_CONTINUE && !m->err_eof &&
-               m->err->len < ERR_KEEP)
-            ;
+    /* what it still wrote to stderr (its end is closed: the reads end) */
+    for (int i = 0; m->err_fd >= 0 && !m->err_eof && i < 64; i++)
+        if (read_err(m) <= 0)
+            break;
     map_maybe_done(m);
 }
 
