@@ -4,6 +4,7 @@
  * (and, through its admin socket, for vbackupd).
  */
 #include <getopt.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,15 +12,20 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
+#include "cbt.h"
 #include "diskbackup.h"
 #include "escape.h"
 #include "filerestore.h"
 #include "image.h"
 #include "imageread.h"
+#include "instant.h"
 #include "maint.h"
+#include "overlay.h"
 #include "reader.h"
+#include "repair.h"
 #include "repo.h"
 #include "session.h"
 #include "snapshot.h"
@@ -42,7 +48,8 @@ static void usage(FILE *f)
 "Repository commands (--repo DIR, or $VBACKUP_REPO):\n"
 "  init [--level N]                       create a repository (zstd level, default 1)\n"
 "  backup-disk --vm NAME --format raw|qcow2 [--backing-format raw|qcow2] [--name DISK]\n"
-"              [--buffered] [--threads N] IMAGE\n"
+"              [--mode full|incremental|differential] [--parent ID] [--state DIR]\n"
+"              [--track] [--buffered] [--threads N] IMAGE\n"
 "                                         back up a whole disk image; prints the snapshot id last\n"
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
@@ -53,13 +60,28 @@ static void usage(FILE *f)
 "                                         restore files of a snapshot into a folder of the host;\n"
 "                                         exit 3 when some entries could not be restored\n"
 "  show SNAPSHOT [--json]                 one snapshot's details\n"
-"  verify [SNAPSHOT] [--json] [--threads N]\n"
+"  verify [SNAPSHOT] [--json] [--threads N] [--repair]\n"
 "                                         re-read and re-hash every chunk\n"
+"  repair [--dry-run] [--json] [--threads N]\n"
+"                                         set damaged chunks aside, so that the next backup\n"
+"                                         with their data stores them again\n"
+"  forget SNAPSHOT... [--json]            remove snapshots on purpose\n"
 "  prune --keep-last N [--keep-hourly N] [--keep-daily N] [--keep-weekly N]\n"
 "        [--keep-monthly N] [--keep-yearly N] [--vm NAME] [--dry-run] [--json]\n"
 "                                         remove snapshots outside the retention policy\n"
 "  gc [--dry-run] [--json]                remove chunks no snapshot references\n"
 "  stats [--json]                         logical and stored bytes, dedup and compression\n"
+"\n"
+"Instant access (docs/instant-access.md):\n"
+"  export SNAPSHOT|VM [--disk SERIAL] (--unix SOCKET | --port N [--address ADDR])\n"
+"         [--cache SIZE] [--readahead N] [--threads N] [--verbose]\n"
+"                                         serve a disk snapshot read-only over NBD (nbdkit)\n"
+"  boot-from SNAPSHOT|VM [--disk SERIAL] --overlay FILE [--unix SOCKET] [...]\n"
+"                                         the export and a qcow2 overlay on it to start a VM on\n"
+"  live-restore --qmp SOCKET [--device ID] [--speed BYTES]\n"
+"                                         copy a running VM's disk off the export (no downtime)\n"
+"  mount MOUNTPOINT [--cache SIZE] [--allow-other] [--debug]\n"
+"                                         every snapshot as read-only folders and images (FUSE)\n"
 "\n"
 "Daemon commands (--daemon SOCKET, or $VBACKUPD_ADMIN; default /run/vbackup/admin.sock):\n"
 "  vms [--json]                           VMs, their sockets, disks and connections\n"
@@ -84,9 +106,31 @@ static void usage(FILE *f)
 "Progress is shown on a terminal; --quiet hides it.\n");
 }
 
+/*
+ * Text for the terminal (escape.h).  guest_text: bytes a guest chose
+ * (names, paths, roots, groups) — always escaped.  host_text: text that
+ * vbackupd or the repository code composed around such bytes (a job's
+ * reason, an error naming a folder of the repository) — as it is when it is
+ * plain, escaped whole when it still holds a control character or bytes
+ * that are not UTF-8.  Both return g_malloc'd strings.
+ */
+static char *guest_text(const char *s)
+{
+    return s ? vb_escape(s, strlen(s)) : g_strdup("");
+}
+
+static char *host_text(const char *s)
+{
+    if (!s)
+        return g_strdup("");
+    return vb_text_plain(s, strlen(s)) ? g_strdup(s) : vb_escape(s, strlen(s));
+}
+
 static int die_err(const char *what, const vb_error *e)
 {
-    fprintf(stderr, "%s: %s%s%s\n", prog, what ? what : "", what ? ": " : "", vb_strerror(e));
+    g_autofree char *msg = host_text(vb_strerror(e));
+
+    fprintf(stderr, "%s: %s%s%s\n", prog, what ? what : "", what ? ": " : "", msg);
     return 1;
 }
 
@@ -179,17 +223,127 @@ static int cmd_init(int argc, char **argv)
 
 /* ---- backup-disk / restore-disk --------------------------------------------- */
 
+static int parse_mode(const char *s, int *mode)
+{
+    if (!strcmp(s, "full"))
+        *mode = VB_MODE_FULL;
+    else if (!strcmp(s, "incremental"))
+        *mode = VB_MODE_INCREMENTAL;
+    else if (!strcmp(s, "differential"))
+        *mode = VB_MODE_DIFFERENTIAL;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* After a backup of exactly the chain it found before (nothing wrote it
+ * meanwhile): bind the disk's tracking to the new snapshot, or, with
+ * --track, start it (a new overlay over the image, for the VM to run on). */
+static int track_after(const char *state, const char *repo, const char *vm, const char *disk,
+                       const char *format, struct vb_cbt_record *rec,
+                       const struct vb_cbt_found *f, const char *snap, bool track)
+{
+    struct vb_cbt_record *nr;
+    vb_error e = { 0 };
+    char *ovl = NULL;
+    int ret;
+
+    if (rec && !strcmp(f->files[0], rec->overlay) && f->n >= 2 &&
+        !strcmp(f->files[1], rec->image)) {
+        /* the disk's tracking overlay, untouched during the read: the image
+         * under it and the snapshot now hold the same, as far as the overlay
+         * does not say otherwise */
+        nr = vb_cbt_copy(rec);
+    } else if (track) {
+        struct stat st;
+        if (rec) {
+            fprintf(stderr, "%s: --track: disk '%s' of VM %s already runs on its tracking "
+                    "overlay %s; back that up\n", prog, disk, vm, rec->overlay);
+            return 1;
+        }
+        if (stat(f->files[0], &st) < 0) {
+            fprintf(stderr, "%s: stat %s: %s\n", prog, f->files[0], strerror(errno));
+            return 1;
+        }
+        ovl = g_strdup_printf("%s.vbackup-cbt-%lld.qcow2", f->files[0],
+                              (long long)(vb_wall_ns() / 1000000000));
+        if (vb_overlay_create(ovl, f->size, f->files[0], format, st.st_uid, st.st_gid,
+                              st.st_mode, &e)) {
+            g_free(ovl);
+            return die_err("--track", &e);
+        }
+        nr = g_new0(struct vb_cbt_record, 1);
+        nr->vm = g_strdup(vm);
+        nr->disk = g_strdup(disk);
+        nr->image = g_strdup(f->files[0]);
+        nr->format = g_strdup(format);
+        nr->overlay = ovl;
+        ovl = NULL;
+        nr->size = f->size;
+        {
+            struct vb_file_id oid;
+            if (vb_file_id_get(nr->overlay, &oid, &e)) {
+                vb_cbt_free(nr);
+                return die_err("--track", &e);
+            }
+            nr->overlay_dev = oid.dev;
+            nr->overlay_ino = oid.ino;
+        }
+    } else {
+        return 0;
+    }
+    /* the files under the overlay as they are now */
+    for (unsigned i = 0; i < nr->n_chain; i++)
+        g_free(nr->chain[i]);
+    g_free(nr->chain);
+    g_free(nr->ids);
+    {
+        unsigned skip = strcmp(f->files[0], nr->image) ? 1 : 0;
+        nr->n_chain = f->n - skip;
+        nr->chain = g_new0(char *, nr->n_chain);
+        nr->ids = g_new0(struct vb_file_id, nr->n_chain);
+        for (unsigned i = 0; i < nr->n_chain; i++) {
+            nr->chain[i] = g_strdup(f->files[i + skip]);
+            nr->ids[i] = f->ids[i + skip];
+        }
+    }
+    nr->size = f->size;
+    nr->ready = true;
+    g_free(nr->previous);
+    nr->previous = NULL;
+    g_free(nr->basis);
+    g_free(nr->basis_repo);
+    nr->basis = g_strdup(snap);
+    nr->basis_repo = g_strdup(repo);
+    ret = vb_cbt_save(state, nr, &e);
+    if (ret)
+        ret = die_err("tracking record", &e);
+    else if (!quiet && track && !rec)
+        printf("tracking: the disk's writes must now go to %s (start the VM on it); the "
+               "next incremental backup of it reads only them\n", nr->overlay);
+    else if (!quiet)
+        printf("tracking: bound to snapshot %s\n", snap);
+    vb_cbt_free(nr);
+    return ret;
+}
+
 static int cmd_backup_disk(int argc, char **argv)
 {
     static const struct option lo[] = {
         { "vm", 1, 0, 'v' }, { "name", 1, 0, 'n' }, { "format", 1, 0, 'f' },
         { "backing-format", 1, 0, 'B' }, { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' },
-        { 0 } };
+        { "mode", 1, 0, 'm' }, { "parent", 1, 0, 'p' }, { "state", 1, 0, 'S' },
+        { "track", 0, 0, 'T' }, { 0 } };
     struct vb_disk_backup_opts o = { 0 };
     struct vb_disk_stats st;
     struct vb_repo *r;
     struct vb_write *ws;
-    char *id = NULL, a[32], b[32], c2[32], d[32], z[32], s[32];
+    struct vb_cbt_record *rec = NULL;
+    struct vb_cbt_found before = { 0 }, after = { 0 };
+    const char *state = "/var/lib/vbackup";
+    char *id = NULL, *image_real = NULL, *repo_real = NULL, *name_copy = NULL;
+    char a[32], b[32], c2[32], d[32], z[32], s[32];
+    bool track = false;
     vb_error e = { 0 };
     int c;
 
@@ -201,12 +355,23 @@ static int cmd_backup_disk(int argc, char **argv)
         case 'B': o.backing_format = optarg; break;
         case 'b': o.no_direct = true; break;
         case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        case 'm':
+            if (parse_mode(optarg, &o.mode)) {
+                fprintf(stderr, "%s: backup-disk: --mode must be full, incremental or "
+                        "differential, not '%s'\n", prog, optarg);
+                return 2;
+            }
+            break;
+        case 'p': o.parent = optarg; break;
+        case 'S': state = optarg; break;
+        case 'T': track = true; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc || !o.vm) {
         fprintf(stderr, "usage: %s backup-disk --vm NAME --format raw|qcow2 [--name DISK] "
-                "IMAGE\n", prog);
+                "[--mode full|incremental|differential] [--parent ID] [--state DIR] "
+                "[--track] IMAGE\n", prog);
         return 2;
     }
     if ((c = check_formats("backup-disk", o.format, o.backing_format)))
@@ -220,32 +385,112 @@ static int cmd_backup_disk(int argc, char **argv)
         fprintf(stderr, "%s: '%s' is not a valid disk name\n", prog, o.name);
         return 2;
     }
+    if (o.parent && !vb_snap_valid_id(o.parent)) {
+        fprintf(stderr, "%s: '%s' is not a snapshot id\n", prog, o.parent);
+        return 2;
+    }
     o.image = argv[optind];
     o.progress = show_progress();
+    name_copy = strdup(o.image);
+    if (!o.name)
+        o.name = basename(name_copy);
+
+    /* changed-block tracking: the record vbackupd (or --track) keeps for the disk */
+    image_real = realpath(o.image, NULL);
+    c = vb_cbt_load(state, o.vm, o.name, &rec, &e);
+    if (c && c != -ENOENT) {
+        fprintf(stderr, "%s: warning: %s; ignored (everything is read)\n", prog,
+                vb_strerror(&e));
+        o.cbt_why = "the tracking record cannot be read";
+    }
+    if (rec && image_real && !strcmp(image_real, rec->image))
+        fprintf(stderr, "%s: warning: %s is the image under the tracking overlay %s, which "
+                "holds what the VM wrote since its last backup; back up the overlay\n", prog,
+                o.image, rec->overlay);
+    if (rec && !o.cbt_why && (!image_real || strcmp(image_real, rec->overlay)))
+        o.cbt_why = "the image is not the disk's tracking overlay";
+    if (image_real && !o.cbt_why && vb_image_in_use(image_real) == 1)
+        o.cbt_why = "the image is in use by a running QEMU (vbackupd tracks the disks of the "
+                    "VMs it serves)";
+    o.cbt = rec;
+    {
+        struct vb_image_opts io = { .format = o.format, .backing_format = o.backing_format };
+        if (vb_cbt_find_chain(o.image, &io, &before, &e)) {
+            vb_cbt_free(rec);
+            free(name_copy);
+            free(image_real);
+            return die_err("backup-disk", &e);
+        }
+    }
     if (open_repo(VB_LOCK_NONE, &r))
-        return 1;
+        goto fail;
+    repo_real = realpath(r->path, NULL);
     /* the session claims the repository (waiting while gc runs) until it ends */
     if (vb_write_begin(r, o.vm, 0, &ws, &e)) {
         vb_repo_close(r);
-        return die_err("backup-disk", &e);
+        die_err("backup-disk", &e);
+        goto fail;
     }
     c = vb_disk_backup(ws, &o, &st, &id, &e);
+    if (!c && vb_write_warning(ws))
+        fprintf(stderr, "%s: warning: %s\n", prog, vb_write_warning(ws));
     vb_write_unref(ws);
     vb_repo_close(r);
-    if (c)
-        return die_err("backup-disk", &e);
-    printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
-           vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
-           (unsigned long long)st.chunks);
+    if (c) {
+        die_err("backup-disk", &e);
+        goto fail;
+    }
+    if (st.tracked)
+        printf("disk %s: %s virtual, %llu chunks\n", o.image, vb_fmt_bytes(st.size, a, sizeof(a)),
+               (unsigned long long)st.chunks);
+    else
+        printf("disk %s: %s virtual, %s allocated, %llu chunks\n", o.image,
+               vb_fmt_bytes(st.size, a, sizeof(a)), vb_fmt_bytes(st.allocated, b, sizeof(b)),
+               (unsigned long long)st.chunks);
+    if (st.tracked)
+        printf("%s: read only the %s in %llu runs written since snapshot %s (%llu chunks "
+               "changed, %llu reused, %llu read whole)\n",
+               st.mode == VB_MODE_DIFFERENTIAL ? "differential" : "incremental",
+               vb_fmt_bytes(st.changed_bytes, a, sizeof(a)), (unsigned long long)st.changed_runs,
+               st.basis, (unsigned long long)st.chunks_changed,
+               (unsigned long long)st.chunks_reused, (unsigned long long)st.chunks_reread);
+    else
+        printf("full read: %s\n", st.why);
     printf("read %s, new %s (stored %s), deduplicated %s, zero %s, %.1f s, %s/s\n",
            vb_fmt_bytes(st.bytes_read, a, sizeof(a)), vb_fmt_bytes(st.bytes_new, b, sizeof(b)),
            vb_fmt_bytes(st.stored_new, s, sizeof(s)), vb_fmt_bytes(st.bytes_dedup, c2, sizeof(c2)),
            vb_fmt_bytes(st.bytes_zero, z, sizeof(z)), st.seconds,
-           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)st.allocated / st.seconds) : 0, d,
-                        sizeof(d)));
+           vb_fmt_bytes(st.seconds > 0 ? (uint64_t)((double)(st.tracked ? st.bytes_read :
+                                                                st.allocated) / st.seconds)
+                                       : 0, d, sizeof(d)));
+    /* nothing wrote the chain while it was read: the tracking may move on */
+    {
+        struct vb_image_opts io = { .format = o.format, .backing_format = o.backing_format };
+        c = 0;
+        if (vb_cbt_find_chain(o.image, &io, &after, &e) == 0 &&
+            vb_cbt_found_same(&before, &after) && vb_image_in_use(before.files[0]) == 0 &&
+            repo_real)
+            c = track_after(state, repo_real, o.vm, o.name, o.format, rec, &after, id, track);
+        else if (track)
+            c = fprintf(stderr, "%s: --track: the image changed while it was read, or is in "
+                        "use: tracking not started\n", prog) > 0;
+    }
     printf("%s\n", id);
     free(id);
-    return 0;
+    vb_cbt_free(rec);
+    vb_cbt_found_clear(&before);
+    vb_cbt_found_clear(&after);
+    free(name_copy);
+    free(image_real);
+    free(repo_real);
+    return c;
+fail:
+    vb_cbt_free(rec);
+    vb_cbt_found_clear(&before);
+    free(name_copy);
+    free(image_real);
+    free(repo_real);
+    return 1;
 }
 
 static int cmd_restore_disk(int argc, char **argv)
@@ -299,18 +544,25 @@ static void print_snapshot_table(json_object *a, bool with_target)
            "TYPE", "SOURCE", "SIZE", "NEW");
     for (size_t i = 0; i < json_object_array_length(a); i++) {
         json_object *s = json_object_array_get_idx(a, i), *disk = NULL, *stats = NULL;
-        const char *group = vb_json_str(s, "group");
+        /* a group is made of the roots a guest named */
+        const char *g = vb_json_str(s, "group");
+        g_autofree char *group = guest_text(g && g[0] ? g : "-");
+        g_autofree char *id = guest_text(vb_json_str(s, "id") ? vb_json_str(s, "id") : "?");
+        g_autofree char *type = guest_text(vb_json_str(s, "type") ? vb_json_str(s, "type") : "?");
+        g_autofree char *target = guest_text(vb_json_str(s, "target") ? vb_json_str(s, "target")
+                                                                      : "?");
         char x[32], y[32];
         int64_t size;
 
+        if (!json_object_is_type(s, json_type_object))
+            continue;
         json_object_object_get_ex(s, "disk", &disk);
         json_object_object_get_ex(s, "stats", &stats);
         size = disk ? vb_json_int(disk, "size", 0) : vb_json_int(s, "bytes", 0);
         if (with_target)
-            printf("%-12s ", vb_json_str(s, "target") ? vb_json_str(s, "target") : "?");
-        printf("%-40s %-6s %-24s %10s %10s%s\n", vb_json_str(s, "id") ? vb_json_str(s, "id") : "?",
-               vb_json_str(s, "type") ? vb_json_str(s, "type") : "?",
-               group && group[0] ? group : "-", vb_fmt_bytes((uint64_t)size, x, sizeof(x)),
+            printf("%-12s ", target);
+        printf("%-40s %-6s %-24s %10s %10s%s\n", id, type, group,
+               vb_fmt_bytes((uint64_t)size, x, sizeof(x)),
                vb_fmt_bytes((uint64_t)vb_json_int(stats, "bytes_new", 0), y, sizeof(y)),
                /* the guest could not back up everything (its index.json lists what) */
                json_object_object_get(s, "incomplete") ? "  (incomplete)" : "");
@@ -324,7 +576,7 @@ static int cmd_snapshots(int argc, char **argv)
     static const struct option lo[] = { { "vm", 1, 0, 'v' }, { "target", 1, 0, 't' },
                                         { "json", 0, 0, 'j' }, { 0 } };
     const char *vm = NULL, *target = NULL;
-    bool json = false;
+    bool json = false, broken = false;
     json_object *a;
     int c;
 
@@ -386,13 +638,24 @@ static int cmd_snapshots(int argc, char **argv)
             json_object_put(a);
             return 1;
         }
+        /* a target that cannot be listed: said, and the others are shown */
+        for (size_t i = json_object_array_length(a); i-- > 0;) {
+            json_object *x = json_object_array_get_idx(a, i);
+            if (!vb_json_str(x, "error"))
+                continue;
+            fprintf(stderr, "%s: target %s: %s\n", prog, vb_json_str(x, "target"),
+                    vb_json_str(x, "error"));
+            if (!json)
+                json_object_array_del_idx(a, i, 1);
+            broken = true;
+        }
     }
     if (json)
         print_json(a);
     else
         print_snapshot_table(a, !repo_path);
     json_object_put(a);
-    return 0;
+    return broken ? 1 : 0;
 }
 
 static int cmd_show(int argc, char **argv)
@@ -660,9 +923,12 @@ static int cmd_restore_files(int argc, char **argv)
 
 /* ---- verify / prune / gc / stats -------------------------------------------- */
 
+static int cmd_repair(int argc, char **argv);
+
 static int cmd_verify(int argc, char **argv)
 {
-    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' }, { 0 } };
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' },
+                                        { "repair", 0, 0, 'r' }, { 0 } };
     struct vb_verify_result res;
     struct vb_repo *r;
     vb_error e = { 0 };
@@ -674,6 +940,7 @@ static int cmd_verify(int argc, char **argv)
         switch (c) {
         case 'j': json = true; break;
         case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 'r': optind = 0; return cmd_repair(argc, argv);
         default: return 2;
         }
     }
@@ -704,13 +971,16 @@ static int cmd_verify(int argc, char **argv)
                 why += 9 + n + 2;
             else if (!strncmp(why, where, n) && why[n] == ':')
                 why += n + 2;
-            printf("damaged snapshot %s: %s\n", where, why);
+            {
+                g_autofree char *w2 = host_text(where), *y2 = host_text(why);
+                printf("damaged snapshot %s: %s\n", w2, y2);
+            }
         }
         json_object_object_get_ex(res.report, "damaged_chunks", &arr);
         for (size_t i = 0; i < json_object_array_length(arr); i++) {
             json_object *x = json_object_array_get_idx(arr, i), *sl;
-            printf("damaged chunk %s: %s; needed by:", vb_json_str(x, "chunk"),
-                   vb_json_str(x, "error"));
+            g_autofree char *why = host_text(vb_json_str(x, "error"));
+            printf("damaged chunk %s: %s; needed by:", vb_json_str(x, "chunk"), why);
             json_object_object_get_ex(x, "snapshots", &sl);
             for (size_t k = 0; k < json_object_array_length(sl); k++)
                 printf(" %s", json_object_get_string(json_object_array_get_idx(sl, k)));
@@ -725,6 +995,141 @@ static int cmd_verify(int argc, char **argv)
                    (unsigned long long)res.chunks_bad, (unsigned long long)res.snapshots_bad);
     }
     json_object_put(res.report);
+    return rc;
+}
+
+/* repair, or verify --repair (the same options, --repair ignored) */
+static int cmd_repair(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { "threads", 1, 0, 't' },
+                                        { "dry-run", 0, 0, 'n' }, { "repair", 0, 0, 'r' },
+                                        { 0 } };
+    struct vb_repair_result res;
+    struct vb_repo *r;
+    vb_error e = { 0 };
+    bool json = false, dry = false;
+    int c, threads = 0;
+    json_object *a;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 'n': dry = true; break;
+        case 'r': break;
+        default: return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "usage: %s repair [--dry-run] [--json] [--threads N]\n", prog);
+        return 2;
+    }
+    /* like gc: no backup may trust what it knew about chunks meanwhile */
+    if (open_repo(VB_LOCK_EXCLUSIVE, &r))
+        return 1;
+    if (vb_repair(r, dry, threads, show_progress(), &res, &e)) {
+        vb_repo_close(r);
+        return die_err("repair", &e);
+    }
+    vb_repo_close(r);
+    if (json) {
+        print_json(res.report);
+    } else {
+        json_object_object_get_ex(res.report, "set_aside", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+            json_object *x = json_object_array_get_idx(a, i);
+            if (dry)
+                printf("damaged chunk %s (%s): would be set aside\n", vb_json_str(x, "chunk"),
+                       vb_json_str(x, "error"));
+            else
+                printf("damaged chunk %s (%s): set aside as %s\n", vb_json_str(x, "chunk"),
+                       vb_json_str(x, "error"), vb_json_str(x, "kept_as"));
+        }
+        json_object_object_get_ex(res.report, "missing", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+            printf("missing chunk %s\n", vb_json_str(json_object_array_get_idx(a, i), "chunk"));
+        json_object_object_get_ex(res.report, "unreadable", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+            json_object *x = json_object_array_get_idx(a, i);
+            printf("cannot be healed: %s: %s (its index is damaged; 'vbackupctl forget' removes "
+                   "a snapshot)\n", vb_json_str(x, "snapshot"), vb_json_str(x, "error"));
+        }
+        json_object_object_get_ex(res.report, "waiting", &a);
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+            printf("needs data again: %s (heals when a backup stores the same data again; if "
+                   "that data is gone, it cannot be healed)\n",
+                   json_object_get_string(json_object_array_get_idx(a, i)));
+        if (res.generation_rebuilt)
+            printf("gc.json was damaged: rebuilt with generation %llu\n",
+                   (unsigned long long)res.generation);
+        if (!res.chunks_set_aside && !res.chunks_missing && !res.snapshots_unreadable &&
+            !res.generation_rebuilt)
+            printf("checked %llu snapshots, %llu chunks: nothing to repair\n",
+                   (unsigned long long)res.snapshots, (unsigned long long)res.chunks);
+        else
+            printf("checked %llu snapshots, %llu chunks: %llu damaged chunks %s, %llu missing; "
+                   "%llu snapshots wait for their data, %llu cannot be healed%s\n",
+                   (unsigned long long)res.snapshots, (unsigned long long)res.chunks,
+                   (unsigned long long)res.chunks_set_aside,
+                   dry ? "to set aside" : "set aside", (unsigned long long)res.chunks_missing,
+                   (unsigned long long)res.snapshots_waiting,
+                   (unsigned long long)res.snapshots_unreadable,
+                   res.generation_moved ? "; the next backups look up every chunk they reuse"
+                                        : "");
+    }
+    json_object_put(res.report);
+    /* 1 while anything is damaged, as verify: a repair heals only with backups */
+    return res.chunks_set_aside || res.chunks_missing || res.snapshots_unreadable ? 1 : 0;
+}
+
+/* forget SNAPSHOT...: each one out of sight first (then deleted), like prune */
+static int cmd_forget(int argc, char **argv)
+{
+    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
+    struct vb_repo *r;
+    json_object *out;
+    bool json = false;
+    int c, rc = 0;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c != 'j')
+            return 2;
+        json = true;
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "usage: %s forget SNAPSHOT... [--json]\n", prog);
+        return 2;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!vb_snap_valid_id(argv[i])) {
+            fprintf(stderr, "%s: '%s' is not a snapshot id (VM/TIME)\n", prog, argv[i]);
+            return 2;
+        }
+    }
+    if (open_repo(VB_LOCK_SHARED, &r))
+        return 1;
+    out = json_object_new_array();
+    for (int i = optind; i < argc; i++) {
+        vb_error e = { 0 };
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "id", json_object_new_string(argv[i]));
+        if (vb_snap_delete(r, argv[i], &e)) {
+            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
+            if (!json)
+                fprintf(stderr, "%s: forget: %s\n", prog, vb_strerror(&e));
+            rc = 1;
+        } else if (!json && !quiet) {
+            printf("forgot %s\n", argv[i]);
+        }
+        json_object_array_add(out, o);
+    }
+    vb_repo_close(r);
+    if (json)
+        print_json(out);
+    else if (!quiet && !rc)
+        printf("run 'vbackupctl gc' to free their chunks\n");
+    json_object_put(out);
     return rc;
 }
 
@@ -1214,10 +1619,12 @@ static int cmd_jobs(int argc, char **argv)
             snprintf(prog_s, sizeof(prog_s), "%s / %s",
                      vb_fmt_bytes((uint64_t)vb_json_int(j, "bytes_done", 0), a, sizeof(a)),
                      vb_fmt_bytes((uint64_t)vb_json_int(j, "bytes_total", 0), b, sizeof(b)));
+            g_autofree char *what = host_text(vb_json_str(j, "snapshot")
+                                              ? vb_json_str(j, "snapshot")
+                                              : vb_json_str(j, "reason"));
+            g_autofree char *vm = host_text(vb_json_str(j, "vm"));
             printf("%-14lld %-12s %-8s %-10s %22s  %s\n", (long long)vb_json_int(j, "id", 0),
-                   vb_json_str(j, "vm"), vb_json_str(j, "kind"), fmt_state(j), prog_s,
-                   vb_json_str(j, "snapshot") ? vb_json_str(j, "snapshot")
-                   : vb_json_str(j, "reason") ? vb_json_str(j, "reason") : "");
+                   vm, vb_json_str(j, "kind"), fmt_state(j), prog_s, what);
         }
     }
     json_object_put(o);
@@ -1246,14 +1653,27 @@ static int cmd_job(int argc, char **argv)
         char a[32], b[32], c3[32], d[32];
         printf("job %lld: %s %s backup of VM %s, %s\n", id, vb_json_str(o, "mode"),
                vb_json_str(o, "kind"), vb_json_str(o, "vm"), fmt_state(o));
-        if (vb_json_str(o, "reason"))
-            printf("  reason:   %s\n", vb_json_str(o, "reason"));
-        if (vb_json_str(o, "detail"))       /* the host-side cause; the guest never sees it */
-            printf("  cause:    %s\n", vb_json_str(o, "detail"));
-        if (vb_json_str(o, "snapshot"))
-            printf("  snapshot: %s\n", vb_json_str(o, "snapshot"));
-        if (vb_json_str(o, "parent"))
-            printf("  parent:   %s\n", vb_json_str(o, "parent"));
+        /* text vbackupd composed around the guest's bytes: shown plain or escaped */
+        static const char *const fields[][2] = {
+            { "reason", "reason" }, { "detail", "cause" },   /* the host-side cause */
+            { "snapshot", "snapshot" }, { "parent", "parent" },
+        };
+        for (size_t f = 0; f < VB_ARRAY_SIZE(fields); f++) {
+            if (vb_json_str(o, fields[f][0])) {
+                g_autofree char *t = host_text(vb_json_str(o, fields[f][0]));
+                printf("  %s:%*s%s\n", fields[f][1], (int)(9 - strlen(fields[f][1])), "", t);
+            }
+        }
+        if (json_object_object_get_ex(o, "roots", &plan) &&
+            json_object_is_type(plan, json_type_array) && json_object_array_length(plan)) {
+            printf("  roots:   ");
+            for (size_t i = 0; i < json_object_array_length(plan); i++) {
+                g_autofree char *r = guest_text(json_object_get_string(
+                    json_object_array_get_idx(plan, i)));
+                printf(" /%s", r);
+            }
+            printf("\n");
+        }
         printf("  progress: %s of %s, %lld of %lld files\n",
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_done", 0), a, sizeof(a)),
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_total", 0), b, sizeof(b)),
@@ -1262,10 +1682,14 @@ static int cmd_job(int argc, char **argv)
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_read", 0), c3, sizeof(c3)),
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_new", 0), a, sizeof(a)),
                vb_fmt_bytes((uint64_t)vb_json_int(o, "bytes_reused", 0), d, sizeof(d)));
-        if (json_object_object_get_ex(o, "plan", &plan) && json_object_array_length(plan)) {
+        if (json_object_object_get_ex(o, "plan", &plan) &&
+            json_object_is_type(plan, json_type_array) && json_object_array_length(plan)) {
             printf("  plan:\n");
-            for (size_t i = 0; i < json_object_array_length(plan); i++)
-                printf("    %s\n", json_object_get_string(json_object_array_get_idx(plan, i)));
+            for (size_t i = 0; i < json_object_array_length(plan); i++) {
+                g_autofree char *t = host_text(json_object_get_string(
+                    json_object_array_get_idx(plan, i)));
+                printf("    %s\n", t);
+            }
         }
     }
     json_object_put(o);
@@ -1296,6 +1720,8 @@ static int cmd_daemon_stats(int argc, char **argv)
                "(4 MiB each)\n", (long long)vb_json_int(o, "pending_jobs", 0),
                (long long)vb_json_int(o, "plans_running", 0),
                (long long)vb_json_int(o, "buffers_in_use", 0));
+        printf("memory held for the VMs' requests: %s (vbackupctl vms --json: by VM)\n",
+               vb_fmt_bytes((uint64_t)vb_json_int(o, "memory_in_use", 0), a, sizeof(a)));
     }
     json_object_put(o);
     return 0;
@@ -1317,6 +1743,19 @@ static int cmd_reload(int argc, char **argv)
     return 0;
 }
 
+/* ---- instant access (hostd/instant/) ----------------------------------------- */
+
+#define INSTANT_CMD(fn, impl)                                                   \
+    static int fn(int argc, char **argv)                                        \
+    {                                                                           \
+        struct vbi_ctx c = { .prog = prog, .repo = repo_path, .quiet = quiet }; \
+        return impl(&c, argc, argv);                                            \
+    }
+INSTANT_CMD(cmd_export, vbi_cmd_export)
+INSTANT_CMD(cmd_boot_from, vbi_cmd_boot_from)
+INSTANT_CMD(cmd_live_restore, vbi_cmd_live_restore)
+INSTANT_CMD(cmd_mount, vbi_cmd_mount)
+
 /* ---- main ------------------------------------------------------------------ */
 
 static const struct {
@@ -1333,6 +1772,8 @@ static const struct {
     { "verify", cmd_verify },
     { "prune", cmd_prune },
     { "gc", cmd_gc },
+    { "repair", cmd_repair },
+    { "forget", cmd_forget },
     { "stats", cmd_stats },
     { "vms", cmd_vms },
     { "jobs", cmd_jobs },
@@ -1341,6 +1782,10 @@ static const struct {
     { "reload", cmd_reload },
     { "image-map", cmd_image_map },
     { "image-dump", cmd_image_dump },
+    { "export", cmd_export },
+    { "boot-from", cmd_boot_from },
+    { "live-restore", cmd_live_restore },
+    { "mount", cmd_mount },
 };
 
 int main(int argc, char **argv)

@@ -772,7 +772,7 @@ fail:
     return 1;
 }
 
-int vbc_backup_disk(const char *device, const char *target, const char *serial,
+int vbc_backup_disk(const char *device, const char *target, const char *serial, uint8_t mode,
                     const struct vbc_source_ops *ops, void *src)
 {
     struct vbc_err e = { 0 };
@@ -798,7 +798,7 @@ int vbc_backup_disk(const char *device, const char *target, const char *serial,
         goto fail;
     memset(&begin, 0, sizeof(begin));
     begin.kind = VB_KIND_DISK;
-    begin.mode = VB_MODE_FULL;
+    begin.mode = mode;
     begin.flags = ops && ops->freeze && ops->is_frozen ? 0 : VB_BEGIN_UNFROZEN;
     begin.target = target;
     begin.serials = &serial;

@@ -35,7 +35,7 @@ static const struct {
     { { "help", no_argument, NULL, 'h' }, ALL },
     { { "version", no_argument, NULL, 'V' }, ALL },
     { { "to", required_argument, NULL, O_TO }, M(C_BACKUP) | M(C_DISK) },
-    { { "mode", required_argument, NULL, O_MODE }, M(C_BACKUP) },
+    { { "mode", required_argument, NULL, O_MODE }, M(C_BACKUP) | M(C_DISK) },
     { { "exclude", required_argument, NULL, O_EXCLUDE }, M(C_BACKUP) },
     { { "freeze-timeout", required_argument, NULL, O_FREEZE_TIMEOUT }, M(C_BACKUP) | M(C_DISK) },
     { { "no-freeze", no_argument, NULL, O_NO_FREEZE }, M(C_BACKUP) | M(C_DISK) },
@@ -64,7 +64,8 @@ static void usage(const struct vbc_tool *t, FILE *f)
 "  %1$s list [--from TARGET]\n"
 "  %1$s status [JOB]\n"
 "  %1$s cancel JOB\n"
-"  %1$s backup-disk --to TARGET SERIAL_OR_DEVICE\n"
+"  %1$s backup-disk --to TARGET [--mode full|incremental|differential]\n"
+"         SERIAL_OR_DEVICE\n"
 "\n"
 "Common options:\n"
 "  --device PATH        the vbackup device or a vbackupd socket\n"
@@ -469,7 +470,7 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
             rc = 1;
             goto out;
         }
-        rc = vbc_backup_disk(device, bo.target, serial, ops, src);
+        rc = vbc_backup_disk(device, bo.target, serial, bo.mode, ops, src);
         if (src)
             t->source_free(src);
         break;

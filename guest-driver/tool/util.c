@@ -70,6 +70,7 @@ const char *vbc_status_text(int status)
         [VB_S_INTERNAL] = "internal error in vbackupd",
         [VB_S_REPLY_TOO_SMALL] = "reply too large for the buffer",
         [VB_S_BAD_STATE] = "request not valid in the job's state",
+        [VB_S_QUOTA] = "over a quota the host set for this VM",
     };
 
     if (status >= 0 && status < VB_S_STATUS_MAX_ && text[status])

@@ -459,7 +459,9 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
  * which vbackupd checks as it checks a guest's requests.  0 or an error in E. */
 int vbc_backup_stream(int fd, uint64_t job, struct vbc_backup_opts *o,
                       const struct vbc_source_ops *ops, void *src, struct vbc_err *e);
-int vbc_backup_disk(const char *device, const char *target, const char *serial,
+/* A whole disk; mode VB_MODE_*: an incremental or differential reads only
+ * what changed when the host tracks the disk (docs/cbt.md), else all. */
+int vbc_backup_disk(const char *device, const char *target, const char *serial, uint8_t mode,
                     const struct vbc_source_ops *ops, void *src);
 
 struct vbc_restore_opts {

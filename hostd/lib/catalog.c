@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "catalog.h"
 
+#include <fcntl.h>
 #include <glib.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -537,8 +538,14 @@ int vb_cat_load(const char *path, const char *want_sha256, struct vb_catalog **o
 {
     char *data;
     size_t len;
-    int ret = vb_read_file(path, &data, &len, (size_t)1 << 36, e);
+    /* a catalog is a file of its snapshot, never a symlink to another */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), ret;
 
+    if (fd < 0)
+        ret = vb_seterr(e, -errno, "open %s: %s", path, errno == ELOOP ? "a symlink, which a "
+                        "repository never holds (refused: tampered with?)" : strerror(errno));
+    else
+        ret = vb_read_fd(fd, path, &data, &len, (size_t)1 << 36, e);
     if (ret)
         return ret;
     if (want_sha256) {

@@ -137,6 +137,12 @@ int vb_cat_parse(uint8_t *data, size_t len, const char *what, struct vb_catalog 
 int vb_cat_load(const char *path, const char *want_sha256, struct vb_catalog **out,
                 vb_error *e);
 void vb_cat_free(struct vb_catalog *c);
+/* What the catalog holds in memory: its bytes, and a version 1 catalog's
+ * entries converted to the version 2 form. */
+static inline uint64_t vb_cat_footprint(const struct vb_catalog *c)
+{
+    return sizeof(*c) + c->len + (c->converted ? c->n * sizeof(struct vb_cat_entry) : 0);
+}
 static inline const char *vb_cat_path(const struct vb_catalog *c, uint64_t i, size_t *len)
 {
     *len = c->e[i].path_len;

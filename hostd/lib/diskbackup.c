@@ -19,9 +19,16 @@
 #include "session.h"
 #include "snapshot.h"
 #include "uring.h"
+#include "vbackup/proto.h"
 #include "workers.h"
 
 enum outcome { OUT_HOLE = 1, OUT_NEW, OUT_DEDUP };
+
+/* What a chunk slot is doing: reading and storing the chunk (READ), or,
+ * for a chunk the tracking says changed, loading its basis chunk into the
+ * buffer first (LOAD), then reading over it what the tracking overlay
+ * holds (top_only) and storing the result. */
+enum phase { PH_READ = 1, PH_LOAD };
 
 struct dbk;
 
@@ -30,6 +37,8 @@ struct dchunk {
     struct dbk *bk;
     struct vb_rd rd;
     uint64_t index;
+    enum phase phase;
+    bool patch;              /* the basis chunk is in the buffer: read only the changes */
     int err;
     vb_error e;
     uint8_t id[VB_ID_LEN];
@@ -39,6 +48,7 @@ struct dchunk {
 
 struct dbk {
     struct vb_write *ws;
+    struct vb_repo *r;
     struct vb_image *img;
     struct vb_ring ring;
     struct vb_workers wk;
@@ -49,8 +59,14 @@ struct dbk {
     struct vb_io poll_io;
     struct vb_disk_stats *st;
     uint8_t *ids;
-    uint64_t processed;      /* allocated bytes processed, for progress */
+    uint64_t processed;      /* bytes processed, for progress */
+    /* changed-block tracking */
+    struct vb_snapshot *basis;   /* with its chunk ids */
+    struct vb_cbt_plan plan;
+    uint8_t *todo;           /* per chunk: what to do (enum todo) */
 };
+
+enum todo { TD_READ = 0, TD_REUSE, TD_PATCH };
 
 /* worker thread */
 static void chunk_work(struct vb_work *w, struct vb_codec *c)
@@ -58,6 +74,21 @@ static void chunk_work(struct vb_work *w, struct vb_codec *c)
     struct dchunk *ch = (struct dchunk *)w;
     int ret;
 
+    if (ch->phase == PH_LOAD) {
+        /* the basis chunk: what the chunk held at the basis snapshot */
+        const uint8_t *bid = ch->bk->basis->ids + ch->index * VB_ID_LEN;
+        size_t plain = 0;
+        if (vb_id_is_zero(bid)) {
+            memset(ch->rd.buf, 0, ch->rd.len);
+            ch->err = 0;
+            return;
+        }
+        ch->err = vb_repo_get_chunk(ch->bk->r, c, bid, ch->rd.buf, ch->rd.len, &plain, &ch->e);
+        if (!ch->err && plain != ch->rd.len)
+            ch->err = vb_seterr(&ch->e, -EBADMSG, "basis chunk of %zu bytes, not %u", plain,
+                                ch->rd.len);
+        return;
+    }
     ch->err = vb_rd_finish(&ch->rd, &ch->e);
     if (ch->err)
         return;
@@ -124,22 +155,202 @@ static json_object *chain_json(struct vb_image *img)
     return a;
 }
 
-static char *find_parent(struct vb_repo *r, const char *vm, const char *group)
+static const char *mode_name(int mode)
+{
+    return mode == VB_MODE_INCREMENTAL ? "incremental" :
+           mode == VB_MODE_DIFFERENTIAL ? "differential" : "full";
+}
+
+/* The disk's backups in this repository: the newest, and the newest full one. */
+static int find_backups(struct vb_repo *r, const char *vm, const char *group, char **newest,
+                        char **newest_full, vb_error *e)
 {
     GPtrArray *list;
-    char *id = NULL;
+    int ret;
 
-    if (vb_snap_list(r, vm, &list, NULL))
-        return NULL;
+    *newest = *newest_full = NULL;
+    if ((ret = vb_snap_list(r, vm, &list, e)))
+        return ret == -ENOENT ? 0 : ret;
     for (guint i = list->len; i-- > 0;) {
         struct vb_snapshot *s = list->pdata[i];
-        if (s->type == VB_SNAP_DISK && !strcmp(s->group, group)) {
-            id = strdup(s->id);
+        const char *m = vb_json_str(s->json, "mode");
+        if (s->type != VB_SNAP_DISK || strcmp(s->group, group))
+            continue;
+        if (!*newest)
+            *newest = strdup(s->id);
+        if (!m || !strcmp(m, "full")) {
+            *newest_full = strdup(s->id);
             break;
         }
     }
     g_ptr_array_free(list, TRUE);
-    return id;
+    return 0;
+}
+
+/* The parent the snapshot names, by mode, and the mode it then has. */
+static int choose_parent(struct vb_repo *r, const struct vb_disk_backup_opts *o,
+                         const char *group, char **parent, char **newest, int *mode, vb_error *e)
+{
+    char *full = NULL;
+    int ret = find_backups(r, o->vm, group, newest, &full, e);
+
+    *parent = NULL;
+    *mode = o->mode == VB_MODE_INCREMENTAL || o->mode == VB_MODE_DIFFERENTIAL ? o->mode
+                                                                            : VB_MODE_FULL;
+    if (ret)
+        return ret;
+    if (o->parent) {
+        struct vb_snapshot *ps;
+        if ((ret = vb_snap_load(r, o->parent, &ps, e))) {
+            free(full);
+            return ret;
+        }
+        if (ps->type != VB_SNAP_DISK || strcmp(ps->vm, o->vm) || strcmp(ps->group, group))
+            ret = vb_seterr(e, -EINVAL, "snapshot %s is not a backup of disk '%s' of VM %s",
+                            o->parent, group + 5, o->vm);
+        else
+            *parent = strdup(o->parent);
+        vb_snap_free(ps);
+        if (!ret && *mode == VB_MODE_FULL)
+            *mode = VB_MODE_INCREMENTAL;
+    } else if (*mode == VB_MODE_DIFFERENTIAL) {
+        *parent = full ? strdup(full) : NULL;
+    } else {
+        /* incremental; a full backup names the newest as its parent too */
+        *parent = *newest ? strdup(*newest) : NULL;
+    }
+    free(full);
+    if (!ret && !*parent)
+        *mode = VB_MODE_FULL;
+    return ret;
+}
+
+/* Whether the disk's tracking proves the change set; then bk->basis and
+ * bk->plan hold it.  Otherwise st->why says why not. */
+static int prove_changes(struct dbk *bk, const struct vb_disk_backup_opts *o, const char *newest,
+                         vb_error *e)
+{
+    struct vb_disk_stats *st = bk->st;
+    struct vb_image *img = bk->img;
+    struct vb_file_id ids[VB_MAX_CHAIN];
+    char *files[VB_MAX_CHAIN] = { 0 };
+    struct vb_cbt_chain c = { .n = (unsigned)img->n, .files = (const char *const *)files,
+                              .ids = ids, .size = img->size,
+                              .top_is_qcow2 = img->layer[0].fmt == VB_FMT_QCOW2 };
+    struct vb_cbt_repo_facts f = { 0 };
+    struct vb_snapshot *ns = NULL;
+    GArray *ranges = NULL;
+    char *repo = NULL;
+    bool ok = false;
+    vb_error e1 = { 0 };
+    int ret = 0;
+
+    if (!o->cbt || o->cbt_why) {
+        snprintf(st->why, sizeof(st->why), "%s", o->cbt_why ? o->cbt_why :
+                 "the disk has no tracking record (changed-block tracking is off or has not "
+                 "started)");
+        return 0;
+    }
+    for (int i = 0; i < img->n; i++) {
+        files[i] = realpath(img->layer[i].path, NULL);
+        if (!files[i] || vb_file_id_get(files[i], &ids[i], &e1)) {
+            snprintf(st->why, sizeof(st->why), "a file of the disk's chain cannot be examined");
+            goto out;
+        }
+    }
+    if (!vb_cbt_chain_proves(o->cbt, &c, st->why, sizeof(st->why)))
+        goto out;
+    repo = realpath(bk->r->path, NULL);
+    f.repo = repo;
+    f.newest = newest;
+    if (newest && vb_snap_load(bk->r, newest, &ns, &e1) == 0 &&
+        vb_snap_load_fidx(bk->r, ns, &e1) == 0) {
+        f.newest_size = ns->size;
+        f.newest_chunk_size = ns->chunk_size;
+    } else if (newest) {
+        snprintf(st->why, sizeof(st->why), "the newest backup of this disk (%s) cannot be read",
+                 newest);
+        goto out;
+    }
+    if (!vb_cbt_basis_proves(o->cbt, &f, st->why, sizeof(st->why)))
+        goto out;
+    if (ns->chunk_size != VB_DISK_CHUNK || ns->size != img->size) {
+        snprintf(st->why, sizeof(st->why), "snapshot %s has other chunks than this backup makes",
+                 ns->id);
+        goto out;
+    }
+    ranges = g_array_new(FALSE, FALSE, sizeof(struct vb_cbt_range));
+    if ((ret = vb_cbt_changes(img, ranges, e)))
+        goto out;
+    if ((ret = vb_cbt_plan_build(ranges, img->size, VB_DISK_CHUNK, &bk->plan))) {
+        ret = vb_seterr(e, ret, "the change set of %s is invalid", img->layer[0].path);
+        goto out;
+    }
+    bk->basis = ns;
+    ns = NULL;
+    st->tracked = ok = true;
+    st->why[0] = 0;
+    snprintf(st->basis, sizeof(st->basis), "%s", bk->basis->id);
+    st->changed_bytes = bk->plan.bytes;
+    st->changed_runs = bk->plan.runs;
+out:
+    if (!ok && !ret)
+        vb_cbt_plan_clear(&bk->plan);
+    for (int i = 0; i < img->n; i++)
+        free(files[i]);
+    if (ranges)
+        g_array_free(ranges, TRUE);
+    vb_snap_free(ns);
+    free(repo);
+    return ret;
+}
+
+/* What to do with each chunk of a tracked backup: take the basis chunk
+ * (unchanged: known to exist, or found), patch it (changed), or read it. */
+static int plan_chunks(struct dbk *bk, uint64_t n_chunks, vb_error *e)
+{
+    struct vb_disk_stats *st = bk->st;
+    bool known = vb_write_inherits(bk->ws, bk->basis);
+
+    bk->todo = calloc(VB_MAX(n_chunks, 1u), 1);
+    if (!bk->todo)
+        return vb_seterr(e, -ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n_chunks; i++) {
+        const uint8_t *bid = bk->basis->ids + i * VB_ID_LEN;
+        if (bk->plan.count[i]) {
+            bk->todo[i] = TD_PATCH;
+            st->chunks_changed++;
+        } else if (vb_id_is_zero(bid)) {
+            bk->todo[i] = TD_REUSE;
+            st->chunks_reused++;
+        } else if (known || vb_write_has(bk->ws, bid)) {
+            /* after a gc each is looked up once; one that is gone is read again */
+            bk->todo[i] = TD_REUSE;
+            st->chunks_reused++;
+            memcpy(bk->ids + i * VB_ID_LEN, bid, VB_ID_LEN);
+        } else {
+            bk->todo[i] = TD_READ;
+            st->chunks_reread++;
+        }
+    }
+    return 0;
+}
+
+/* Queue the reads of a slot (its phase READ); 1: nothing to read, the slot
+ * goes to the workers as it is (patch: the basis chunk and the overlay's
+ * zeros; else: a hole, slot given back). */
+static int start_read(struct dbk *bk, struct dchunk *ch, vb_error *e)
+{
+    int r2;
+
+    ch->phase = PH_READ;
+    ch->rd.top_only = ch->patch;
+    r2 = vb_rd_start(&bk->ring, &ch->rd, bk->scratch, e);
+    if (r2 == 1 && ch->patch) {
+        vb_workers_push(&bk->wk, &ch->work);
+        return 0;
+    }
+    return r2;
 }
 
 int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
@@ -150,29 +361,38 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
     struct vb_repo *r = vb_write_repo(ws);
     struct dbk bk;
     struct vb_progress prog;
-    uint64_t n_chunks, next = 0;
+    uint64_t n_chunks, next = 0, total;
     unsigned active = 0;
     double t0 = vb_now();
-    char group[300], *name_copy, *parent = NULL;
+    char group[300], *name_copy, *parent = NULL, *newest = NULL;
     int ret;
 
     memset(&bk, 0, sizeof(bk));
     memset(st, 0, sizeof(*st));
     bk.ws = ws;
+    bk.r = r;
     bk.st = st;
     ret = vb_image_open(o->image, &io, &bk.img, e);
     if (ret)
         goto out_img;
     st->size = bk.img->size;
-    ret = scan_allocated(bk.img, &st->allocated, e);
-    if (ret)
-        goto out_img;
 
     name_copy = strdup(o->image);
     snprintf(group, sizeof(group), "disk:%s", o->name ? o->name : basename(name_copy));
     free(name_copy);
 
-    parent = find_parent(r, o->vm, group);
+    ret = choose_parent(r, o, group, &parent, &newest, &st->mode, e);
+    if (ret)
+        goto out_img;
+    if (st->mode == VB_MODE_FULL)
+        snprintf(st->why, sizeof(st->why), "%s", parent || !o->mode || o->mode == VB_MODE_FULL ?
+                 "a full backup reads everything" : "no earlier backup of this disk");
+    else if ((ret = prove_changes(&bk, o, newest, e)))
+        goto out_img;
+    /* what everything is (a tracked backup does not look at what it does
+     * not read: mapping a large chain costs) */
+    if (!st->tracked && (ret = scan_allocated(bk.img, &st->allocated, e)))
+        goto out_img;
     if (parent) {
         /* an unchanged chunk costs a hash and a set lookup, not a lookup in
          * the store, while the parent's chunks are known to exist: no gc
@@ -187,6 +407,10 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
             vb_snap_free(ps);
         }
     }
+    if (bk.basis && vb_write_inherits(ws, bk.basis))
+        for (uint64_t i = 0; i < bk.basis->n_chunks; i++)
+            if (!vb_id_is_zero(bk.basis->ids + i * VB_ID_LEN))
+                vb_write_inherit(ws, bk.basis->ids + i * VB_ID_LEN);
     n_chunks = (bk.img->size + VB_DISK_CHUNK - 1) / VB_DISK_CHUNK;
     st->chunks = n_chunks;
     bk.ids = calloc(VB_MAX(n_chunks, 1u), VB_ID_LEN);
@@ -194,6 +418,8 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         ret = vb_seterr(e, -ENOMEM, "out of memory");
         goto out_img;
     }
+    if (st->tracked && (ret = plan_chunks(&bk, n_chunks, e)))
+        goto out_ids;
     ret = vb_ring_init(&bk.ring, 128);
     if (ret) {
         vb_seterr(e, ret, "io_uring_queue_init: %s", strerror(-ret));
@@ -226,28 +452,55 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
                                  .poll_mask = POLLIN, .cb = poll_done, .opaque = &bk };
     vb_ring_queue(&bk.ring, &bk.poll_io);
 
-    vb_progress_init(&prog, "backup", st->allocated, o->progress);
+    /* progress: what is read (a tracked backup: the change set and the
+     * chunks read whole) */
+    total = st->tracked ? st->changed_bytes + st->chunks_reread * (uint64_t)VB_DISK_CHUNK
+                        : st->allocated;
+    vb_progress_init(&prog, "backup", total, o->progress);
     while ((next < n_chunks && !ret) || active) {
         if (vb_interrupted && !ret)
             ret = vb_seterr(e, -EINTR, "interrupted");
         if (o->cancel && *o->cancel && !ret)
             ret = vb_seterr(e, -ECANCELED, "cancelled");
         while (!ret && next < n_chunks && !g_queue_is_empty(&bk.free_slots)) {
-            struct dchunk *ch = g_queue_pop_head(&bk.free_slots);
+            struct dchunk *ch;
             int r2;
 
+            if (bk.todo && bk.todo[next] == TD_REUSE) {
+                /* unchanged since the basis: its chunk, not read */
+                if (vb_id_is_zero(bk.basis->ids + next * VB_ID_LEN)) {
+                    st->chunks_hole++;
+                    st->bytes_zero += VB_MIN((uint64_t)VB_DISK_CHUNK,
+                                             bk.img->size - next * VB_DISK_CHUNK);
+                } else {
+                    st->chunks_dedup++;
+                    st->bytes_dedup += VB_MIN((uint64_t)VB_DISK_CHUNK,
+                                              bk.img->size - next * VB_DISK_CHUNK);
+                }
+                next++;
+                continue;
+            }
+            ch = g_queue_pop_head(&bk.free_slots);
             ch->index = next;
             ch->err = 0;
             ch->rd.off = next * VB_DISK_CHUNK;
             ch->rd.len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, bk.img->size - ch->rd.off);
-            r2 = vb_rd_start(&bk.ring, &ch->rd, bk.scratch, e);
+            ch->patch = bk.todo && bk.todo[next] == TD_PATCH;
+            next++;
+            if (ch->patch) {
+                /* the basis chunk first, then the changes over it */
+                ch->phase = PH_LOAD;
+                vb_workers_push(&bk.wk, &ch->work);
+                active++;
+                continue;
+            }
+            r2 = start_read(&bk, ch, e);
             if (r2 < 0) {
                 ret = r2;
                 vb_rd_clear(&ch->rd);
                 g_queue_push_head(&bk.free_slots, ch);
                 break;
             }
-            next++;
             if (r2 == 1) {          /* nothing allocated: a hole */
                 st->chunks_hole++;
                 st->bytes_zero += ch->rd.len;
@@ -270,6 +523,31 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         }
         while ((wd = vb_workers_pop(&bk.wk))) {
             struct dchunk *ch = (struct dchunk *)wd;
+            if (ch->phase == PH_LOAD) {
+                int r2;
+                if (ch->err) {
+                    /* the basis chunk cannot be read: read the chunk whole */
+                    ch->patch = false;
+                    ch->err = 0;
+                    st->chunks_changed--;
+                    st->chunks_reread++;
+                } else if (!vb_id_is_zero(bk.basis->ids + ch->index * VB_ID_LEN)) {
+                    st->bytes_basis += ch->rd.len;
+                }
+                r2 = ret ? -ECANCELED : start_read(&bk, ch, e);
+                if (r2 == 0)
+                    continue;       /* reads queued, or back with the workers */
+                active--;
+                if (r2 == 1) {
+                    st->chunks_hole++;
+                    st->bytes_zero += ch->rd.len;
+                } else if (!ret) {
+                    ret = r2;
+                }
+                vb_rd_clear(&ch->rd);
+                g_queue_push_head(&bk.free_slots, ch);
+                continue;
+            }
             active--;
             bk.processed += ch->rd.data_bytes;
             if (ch->err && !ret) {
@@ -304,7 +582,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         }
         vb_progress_update(&prog, bk.processed);
         if (o->progress_cb)
-            o->progress_cb(o->progress_opaque, bk.processed, st->allocated);
+            o->progress_cb(o->progress_opaque, bk.processed, total);
     }
     vb_progress_end(&prog);
     st->bytes_read = bk.ring.bytes_read;
@@ -314,7 +592,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         uint8_t sum[32];
         char hex[VB_ID_HEX];
         uint8_t *fidx = vb_fidx_build(bk.img->size, VB_DISK_CHUNK, n_chunks, bk.ids, &flen);
-        json_object *idx, *src, *disk, *stats;
+        json_object *idx, *src, *disk, *stats, *cbt;
         char *abs = realpath(o->image, NULL);
 
         ret = fidx ? vb_write_file(ws, "disk.fidx", fidx, flen, sum, e)
@@ -326,7 +604,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         idx = json_object_new_object();
         json_object_object_add(idx, "type", json_object_new_string("disk"));
         json_object_object_add(idx, "group", json_object_new_string(group));
-        json_object_object_add(idx, "mode", json_object_new_string("full"));
+        json_object_object_add(idx, "mode", json_object_new_string(mode_name(st->mode)));
         json_object_object_add(idx, "parent", parent ? json_object_new_string(parent) : NULL);
         src = json_object_new_object();
         json_object_object_add(src, "path", json_object_new_string(abs ? abs : o->image));
@@ -343,8 +621,30 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         json_object_object_add(disk, "index", json_object_new_string("disk.fidx"));
         json_object_object_add(disk, "index_sha256", json_object_new_string(hex));
         json_object_object_add(idx, "disk", disk);
+        /* how the backup knew what to read */
+        cbt = json_object_new_object();
+        json_object_object_add(cbt, "read", json_object_new_string(
+            st->tracked ? "changes" : "everything"));
+        if (st->tracked) {
+            json_object_object_add(cbt, "basis", json_object_new_string(st->basis));
+            json_object_object_add(cbt, "changed_bytes",
+                                   json_object_new_int64((int64_t)st->changed_bytes));
+            json_object_object_add(cbt, "changed_runs",
+                                   json_object_new_int64((int64_t)st->changed_runs));
+            json_object_object_add(cbt, "chunks_changed",
+                                   json_object_new_int64((int64_t)st->chunks_changed));
+            json_object_object_add(cbt, "chunks_reused",
+                                   json_object_new_int64((int64_t)st->chunks_reused));
+            json_object_object_add(cbt, "chunks_reread",
+                                   json_object_new_int64((int64_t)st->chunks_reread));
+        } else {
+            json_object_object_add(cbt, "reason", json_object_new_string(st->why));
+        }
+        json_object_object_add(idx, "tracking", cbt);
         stats = json_object_new_object();
-        json_object_object_add(stats, "allocated", json_object_new_int64((int64_t)st->allocated));
+        if (!st->tracked)
+            json_object_object_add(stats, "allocated",
+                                   json_object_new_int64((int64_t)st->allocated));
         json_object_object_add(stats, "bytes_read", json_object_new_int64((int64_t)st->bytes_read));
         json_object_object_add(stats, "bytes_new", json_object_new_int64((int64_t)st->bytes_new));
         json_object_object_add(stats, "bytes_dedup", json_object_new_int64((int64_t)st->bytes_dedup));
@@ -353,6 +653,8 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         json_object_object_add(stats, "seconds", json_object_new_double(st->seconds));
         json_object_object_add(idx, "stats", stats);
         free(abs);
+        if (!ret && o->before_commit)
+            ret = o->before_commit(o->before_commit_opaque, e);
         if (!ret)
             ret = vb_write_commit(ws, idx, 0, snap_id, e);
         json_object_put(idx);
@@ -376,6 +678,10 @@ out_ids:
 out_img:
     vb_write_abort(ws);         /* a no-op after the commit */
     free(parent);
+    free(newest);
+    free(bk.todo);
+    vb_cbt_plan_clear(&bk.plan);
+    vb_snap_free(bk.basis);
     vb_image_close(bk.img);
     st->seconds = vb_now() - t0;
     return ret;

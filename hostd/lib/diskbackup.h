@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cbt.h"
 #include "repo.h"
 
 struct vb_disk_backup_opts {
@@ -21,11 +22,28 @@ struct vb_disk_backup_opts {
     void (*progress_cb)(void *opaque, uint64_t done, uint64_t total);
     void *progress_opaque;
     volatile int *cancel;    /* optional: non-zero stops the backup (-ECANCELED) */
+    /* optional: called from the backup's thread once everything is read,
+     * before the snapshot is committed; non-zero aborts the backup */
+    int (*before_commit)(void *opaque, vb_error *e);
+    void *before_commit_opaque;
+    /* full (0 or VB_MODE_FULL), VB_MODE_INCREMENTAL (parent: the newest
+     * backup of the disk) or VB_MODE_DIFFERENTIAL (parent: the newest full
+     * one); parent names it instead (a backup of the same disk) */
+    int mode;
+    const char *parent;
+    /* changed-block tracking (cbt.h, docs/cbt.md): the disk's record (NULL:
+     * none) and, when the caller already knows that it cannot prove the
+     * change set, why (no host paths).  An incremental or differential
+     * backup whose record proves the change set reads only that; anything
+     * else reads everything and says why (struct vb_disk_stats). */
+    const struct vb_cbt_record *cbt;
+    const char *cbt_why;
 };
 
 struct vb_disk_stats {
     uint64_t size;           /* virtual size */
-    uint64_t allocated;      /* bytes mapped as data in the image chain */
+    uint64_t allocated;      /* bytes mapped as data in the image chain (0 when tracked:
+                              * not mapped) */
     uint64_t bytes_read;     /* bytes read from image files */
     uint64_t bytes_new;      /* plain bytes of chunks new to the repository */
     uint64_t bytes_dedup;    /* plain bytes of chunks already stored */
@@ -33,6 +51,17 @@ struct vb_disk_stats {
     uint64_t stored_new;     /* bytes written for new chunks (compressed, with headers) */
     uint64_t chunks, chunks_new, chunks_dedup, chunks_hole;
     double seconds;
+    /* changed-block tracking */
+    int mode;                /* what the snapshot says (full without a parent) */
+    bool tracked;            /* only the tracked change set was read */
+    char why[256];           /* otherwise: why everything was read (no host paths) */
+    uint64_t changed_bytes;  /* tracked: bytes of the change set */
+    uint64_t changed_runs;   /* its runs of contiguous bytes */
+    uint64_t chunks_changed; /* chunks holding changes (their basis chunk patched) */
+    uint64_t chunks_reused;  /* chunks taken from the basis without a read */
+    uint64_t chunks_reread;  /* chunks read whole (basis chunk unreadable or gone) */
+    uint64_t bytes_basis;    /* plain bytes of basis chunks loaded from the repository */
+    char basis[128];         /* tracked: the snapshot the change set is relative to */
 };
 
 struct vb_write;

@@ -55,6 +55,10 @@ struct drs {
     struct vb_q2w *q2w;
     int fd;
     int dfd;                 /* the same target with O_DIRECT, or -1 */
+    int dir_fd;              /* a file target's folder; -1 for a block device */
+    char base[256];          /* the target's name in it */
+    char tmp_name[300];      /* the new file's name while it has one, else "" */
+    bool replace;            /* an existing file is replaced */
     uint32_t dio_align;      /* offset, length and memory alignment for dfd */
     uint32_t grain;
     bool zero_holes;         /* target may hold old data: zero the holes */
@@ -227,11 +231,18 @@ static void open_direct(struct drs *rs, const char *path)
     }
 }
 
+/* A file is restored as a new file beside the target, which replaces it only
+ * once it is complete and durable: a failed or killed restore destroys
+ * nothing and leaves nothing that looks like an image (an unnamed O_TMPFILE
+ * where the file system has it, else a hidden ".NAME.restore-…" that is
+ * removed on failure).  A block device is written in place. */
 static int open_target(struct drs *rs, const struct vb_disk_restore_opts *o, bool qcow2,
                        vb_error *e)
 {
+    g_autofree char *dir = g_path_get_dirname(o->to), *base = g_path_get_basename(o->to);
+    char fdpath[64];
     struct stat st;
-    int flags = O_RDWR | O_CLOEXEC;
+    bool exists = false;
 
     if (stat(o->to, &st) == 0) {
         if (!o->force)
@@ -241,7 +252,7 @@ static int open_target(struct drs *rs, const struct vb_disk_restore_opts *o, boo
             if (qcow2)
                 return vb_seterr(e, -EINVAL, "%s: a qcow2 restore needs a file, not a block "
                                  "device", o->to);
-            rs->fd = open(o->to, flags);
+            rs->fd = open(o->to, O_RDWR | O_CLOEXEC);
             if (rs->fd < 0)
                 return vb_seterr(e, -errno, "open %s: %s", o->to, strerror(errno));
             if (ioctl(rs->fd, BLKGETSIZE64, &dev_size) < 0 || dev_size < rs->snap->size)
@@ -252,16 +263,82 @@ static int open_target(struct drs *rs, const struct vb_disk_restore_opts *o, boo
             open_direct(rs, o->to);
             return 0;
         }
-        flags |= O_TRUNC;
-    } else {
-        flags |= O_CREAT | O_EXCL;
+        if (!S_ISREG(st.st_mode))
+            return vb_seterr(e, -EINVAL, "%s is neither a file nor a block device", o->to);
+        exists = true;
+    } else if (errno != ENOENT) {
+        return vb_seterr(e, -errno, "%s: %s", o->to, strerror(errno));
     }
-    rs->fd = open(o->to, flags, 0600);
-    if (rs->fd < 0)
-        return vb_seterr(e, -errno, "create %s: %s", o->to, strerror(errno));
+    rs->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rs->dir_fd < 0)
+        return vb_seterr(e, -errno, "open %s: %s", dir, strerror(errno));
+    snprintf(rs->base, sizeof(rs->base), "%s", base);
+    rs->fd = openat(rs->dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (rs->fd < 0) {
+        /* no O_TMPFILE here (or not for this file system): a hidden name */
+        snprintf(rs->tmp_name, sizeof(rs->tmp_name), ".%.200s.restore-%d-%lx", base,
+                 (int)getpid(), (unsigned long)random());
+        rs->fd = openat(rs->dir_fd, rs->tmp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (rs->fd < 0) {
+            int err = errno;
+            rs->tmp_name[0] = 0;
+            return vb_seterr(e, -err, "create %s/%s: %s", dir, base, strerror(err));
+        }
+    }
+    if (exists) {               /* the new file takes the old one's owner and mode */
+        if (fchown(rs->fd, st.st_uid, st.st_gid) < 0) {
+            /* not root: the restoring user owns it */
+        }
+        fchmod(rs->fd, st.st_mode & 07777);
+    }
+    rs->replace = exists;
     if (!qcow2 && ftruncate(rs->fd, (off_t)rs->snap->size) < 0)
         return vb_seterr(e, -errno, "truncate %s: %s", o->to, strerror(errno));
-    open_direct(rs, o->to);
+    snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", rs->fd);
+    open_direct(rs, fdpath);
+    return 0;
+}
+
+/* The complete, durable file takes the target's name (a new name, or in
+ * place of the old file, atomically), and the folder is synced. */
+static int publish(struct drs *rs, const char *to, vb_error *e)
+{
+    char fdpath[64], tmp[300];
+    int ret = 0;
+
+    if (rs->dir_fd < 0)
+        return 0;                       /* a block device, written in place */
+    if (!rs->tmp_name[0]) {
+        /* link the unnamed file: straight to its name when that is free */
+        snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", rs->fd);
+        if (rs->replace)
+            snprintf(tmp, sizeof(tmp), ".%.200s.restore-%d-%lx", rs->base, (int)getpid(),
+                     (unsigned long)random());
+        else
+            snprintf(tmp, sizeof(tmp), "%s", rs->base);
+        if (linkat(AT_FDCWD, fdpath, rs->dir_fd, tmp, AT_SYMLINK_FOLLOW) < 0 &&
+            linkat(rs->fd, "", rs->dir_fd, tmp, AT_EMPTY_PATH) < 0)
+            return vb_seterr(e, -errno, "link the restored image as %s: %s", to,
+                             errno == EEXIST ? "it exists now (created meanwhile?)"
+                                             : strerror(errno));
+        if (rs->replace)
+            snprintf(rs->tmp_name, sizeof(rs->tmp_name), "%s", tmp);
+    }
+    if (rs->tmp_name[0]) {
+        if (!rs->replace &&
+            renameat2(rs->dir_fd, rs->tmp_name, rs->dir_fd, rs->base, RENAME_NOREPLACE) < 0)
+            ret = vb_seterr(e, -errno, "rename the restored image to %s: %s", to,
+                            errno == EEXIST ? "it exists now (created meanwhile?)"
+                                            : strerror(errno));
+        else if (rs->replace && renameat(rs->dir_fd, rs->tmp_name, rs->dir_fd, rs->base) < 0)
+            ret = vb_seterr(e, -errno, "rename the restored image to %s: %s", to,
+                            strerror(errno));
+        if (ret)
+            return ret;
+        rs->tmp_name[0] = 0;
+    }
+    if (fsync(rs->dir_fd) < 0)
+        return vb_seterr(e, -errno, "fsync the folder of %s: %s", to, strerror(errno));
     return 0;
 }
 
@@ -281,6 +358,7 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
     memset(st, 0, sizeof(*st));
     rs.fd = -1;
     rs.dfd = -1;
+    rs.dir_fd = -1;
     rs.repo = r;
     if (o->format && !qcow2 && strcmp(o->format, "raw"))
         return vb_seterr(e, -EINVAL, "unknown format '%s' (raw or qcow2)", o->format);
@@ -410,6 +488,8 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
         ret = vb_q2w_finish(rs.q2w, e);
     if (!ret && !rs.q2w && fsync(rs.fd) < 0)
         ret = vb_seterr(e, -errno, "fsync %s: %s", o->to, strerror(errno));
+    if (!ret)
+        ret = publish(&rs, o->to, e);
 out:
     vb_workers_stop(&rs.wk);
     vb_ring_exit(&rs.ring);
@@ -424,8 +504,11 @@ out:
         close(rs.dfd);
     if (rs.fd >= 0)
         close(rs.fd);
-    if (ret && rs.fd >= 0 && !rs.zero_holes)
-        unlink(o->to);      /* never leave a half-restored file that looks complete */
+    /* never leave a half-restored file: an unnamed one vanishes with its fd */
+    if (rs.tmp_name[0])
+        unlinkat(rs.dir_fd, rs.tmp_name, 0);
+    if (rs.dir_fd >= 0)
+        close(rs.dir_fd);
     vb_snap_free(rs.snap);
     st->seconds = vb_now() - t0;
     return ret;

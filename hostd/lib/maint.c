@@ -540,12 +540,13 @@ static void sweep_one(void *opaque, const char *dir, const char *name, const str
 static int find_snapshot_leftovers(struct vb_repo *r, GByteArray *doomed, struct vb_gc_result *res,
                                    vb_error *e)
 {
-    int sfd = openat(r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+    int sfd = vb_repo_openat(r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY, 0), ret = 0;
     DIR *d = sfd >= 0 ? fdopendir(sfd) : NULL;
     struct dirent *de;
 
     if (!d) {
-        ret = vb_seterr(e, -errno, "open %s/snapshots: %s", r->path, strerror(errno));
+        int err = sfd < 0 ? -sfd : errno;
+        ret = vb_seterr(e, -err, "open %s/snapshots: %s", r->path, vb_repo_strerror(err));
         if (sfd >= 0)
             close(sfd);
         return ret;
@@ -592,6 +593,29 @@ static int find_snapshot_leftovers(struct vb_repo *r, GByteArray *doomed, struct
     return ret;
 }
 
+/* Remove REL ("folder/name") beneath DIRFD: the folder opened without
+ * following a symlink, then the name in it (a whole tree when TREE). */
+static int remove_in(int dirfd, const char *rel, bool tree)
+{
+    const char *slash = strrchr(rel, '/');
+    char dir[PATH_MAX];
+    int fd, ret = 0;
+
+    if (!slash || (size_t)(slash - rel) >= sizeof(dir))
+        return -EINVAL;
+    memcpy(dir, rel, (size_t)(slash - rel));
+    dir[slash - rel] = 0;
+    fd = vb_repo_openat(dirfd, dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    if (tree)
+        ret = vb_rm_rf_at(fd, slash + 1);
+    else if (unlinkat(fd, slash + 1, 0) < 0)
+        ret = -errno;
+    close(fd);
+    return ret;
+}
+
 int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e)
 {
     GHashTable *marks = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
@@ -625,18 +649,20 @@ int vb_gc(struct vb_repo *r, bool dry_run, struct vb_gc_result *res, vb_error *e
         vb_prefixerr(e, "nothing removed");
         goto out;
     }
-    /* 4. delete */
+    /* 4. delete: each name in its folder, opened beneath the repository
+     * without following a symlink (one planted since the walk fails) */
     for (guint off = 0; off < sw.doomed->len;) {
         const char *rel = (const char *)sw.doomed->data + off;
-        if (unlinkat(r->chunks_fd, rel, 0) < 0 && errno != ENOENT && !failed++) {
-            first_err = -errno;
+        int r2 = remove_in(r->chunks_fd, rel, false);
+        if (r2 && r2 != -ENOENT && !failed++) {
+            first_err = r2;
             snprintf(first, sizeof(first), "chunks/%s", rel);
         }
         off += (guint)strlen(rel) + 1;
     }
     for (guint off = 0; off < leftovers->len;) {
         const char *rel = (const char *)leftovers->data + off;
-        int r2 = vb_rm_rf_at(r->dirfd, rel);
+        int r2 = remove_in(r->dirfd, rel, true);
         if (r2 && r2 != -ENOENT && !failed++) {
             first_err = r2;
             snprintf(first, sizeof(first), "%s", rel);

@@ -59,6 +59,20 @@ int vb_rd_start(struct vb_ring *ring, struct vb_rd *rd, GArray *scratch, vb_erro
     if (ret)
         return ret;
 
+    if (rd->top_only) {
+        /* the rest stays as the caller put it: drop what lower layers give */
+        guint k = 0;
+        for (guint i = 0; i < scratch->len; i++) {
+            struct vb_extent_map *m = &g_array_index(scratch, struct vb_extent_map, i);
+            if (m->depth != 0 || m->kind == VB_X_HOLE)
+                continue;
+            if (m->kind == VB_X_ZERO)
+                memset(rd->buf + (m->off - rd->off), 0, m->len);
+            else
+                g_array_index(scratch, struct vb_extent_map, k++) = *m;
+        }
+        g_array_set_size(scratch, k);
+    }
     for (guint i = 0; i < scratch->len; i++) {
         struct vb_extent_map *m = &g_array_index(scratch, struct vb_extent_map, i);
         if (m->kind == VB_X_DATA) {
@@ -73,7 +87,7 @@ int vb_rd_start(struct vb_ring *ring, struct vb_rd *rd, GArray *scratch, vb_erro
         return 1;
 
     /* everything the map does not cover (image end) and every zero range reads as zeros */
-    {
+    if (!rd->top_only) {
         uint64_t covered = rd->off;
         for (guint i = 0; i < scratch->len; i++) {
             struct vb_extent_map *m = &g_array_index(scratch, struct vb_extent_map, i);

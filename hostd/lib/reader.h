@@ -27,6 +27,10 @@ struct vb_rd {
     uint8_t *buf;            /* len bytes; page aligned for O_DIRECT */
     void (*done)(struct vb_rd *rd);   /* all reads finished (ring thread) */
     void *opaque;
+    /* only what the top layer holds: its data and compressed clusters are
+     * read and its zeros written; bytes the layers under it would give are
+     * left as they are in buf (changed-block tracking, cbt.h) */
+    bool top_only;
 
     /* results */
     uint64_t data_bytes;     /* guest bytes mapped as data or compressed */
@@ -42,7 +46,8 @@ struct vb_rd {
 
 /*
  * Start reading.  Returns 1 if the range holds no data at all (only zeros
- * and holes: buf is left untouched and done is NOT called), 0 if reads were
+ * and holes: buf is left untouched, except for the top layer's zeros with
+ * top_only, and done is NOT called), 0 if reads were
  * queued (done will be called once they finish), or -errno (mapping failed).
  */
 int vb_rd_start(struct vb_ring *ring, struct vb_rd *rd, GArray *scratch, vb_error *e);

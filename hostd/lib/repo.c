@@ -4,14 +4,113 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define REPO_MARKER "vbackup-repo.json"
+
+/* ---- paths beneath the repository ---------------------------------------------- */
+
+/* openat of one component that is not followed if it is a symlink: -ELOOP
+ * then, as openat2 says it (O_NOFOLLOW with O_DIRECTORY says -ENOTDIR) */
+static int open_step(int fd, const char *name, int flags, mode_t mode)
+{
+    struct stat st;
+    int ret;
+
+    if (!strcmp(name, ".."))
+        return -EXDEV;
+    ret = openat(fd, *name ? name : ".", flags | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (ret >= 0)
+        return ret;
+    ret = -errno;
+    if ((ret == -ENOTDIR || ret == -ELOOP) &&
+        fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        ret = -ELOOP;
+    return ret;
+}
+
+/* Without openat2 (ENOSYS): one component at a time, none a symlink, none "..". */
+static int openat_steps(int dirfd, const char *rel, int flags, mode_t mode)
+{
+    char buf[PATH_MAX];
+    char *p = buf, *slash;
+    int fd = dirfd, next;
+
+    if (strlen(rel) >= sizeof(buf))
+        return -ENAMETOOLONG;
+    strcpy(buf, rel);
+    while ((slash = strchr(p, '/'))) {
+        *slash = 0;
+        if (*p && strcmp(p, "."))
+            next = open_step(fd, p, O_RDONLY | O_DIRECTORY, 0);
+        else if ((next = dup(fd)) < 0)
+            next = -errno;
+        if (fd != dirfd)
+            close(fd);
+        if (next < 0)
+            return next;
+        fd = next;
+        p = slash + 1;
+    }
+    next = open_step(fd, p, flags, mode);
+    if (fd != dirfd)
+        close(fd);
+    return next;
+}
+
+int vb_repo_openat(int dirfd, const char *rel, int flags, mode_t mode)
+{
+    static volatile int no_openat2;
+    struct open_how how = {
+        /* a trailing symlink is refused by RESOLVE_NO_SYMLINKS (-ELOOP) */
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .mode = flags & O_CREAT ? mode : 0,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd;
+
+    if (!no_openat2) {
+        do {
+            fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+        } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+        if (fd >= 0)
+            return (int)fd;
+        if (errno != ENOSYS)
+            return -errno;
+        no_openat2 = 1;
+    }
+    return openat_steps(dirfd, rel, flags, mode);
+}
+
+const char *vb_repo_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    if (err == ELOOP)
+        return "a symlink, which a repository never holds (refused: tampered with?)";
+    if (err == EXDEV)
+        return "leads outside the repository (refused)";
+    return strerror(err);
+}
+
+int vb_repo_read(struct vb_repo *r, int dirfd, const char *rel, char **data, size_t *len,
+                 size_t max, vb_error *e)
+{
+    char name[PATH_MAX];
+    int fd = vb_repo_openat(dirfd, rel, O_RDONLY, 0);
+
+    snprintf(name, sizeof(name), "%s/%s", r->path, rel);
+    if (fd < 0)
+        return vb_seterr(e, fd, "open %s: %s", name, vb_repo_strerror(fd));
+    return vb_read_fd(fd, name, data, len, max, e);
+}
 
 int vb_repo_init(const char *path, int level, vb_error *e)
 {
@@ -86,11 +185,27 @@ static int take_lock(struct vb_repo *r, int fd, enum vb_lock lock, bool wait, vb
     return 0;
 }
 
+/*
+ * The lock file, for flock (which takes any open file).  On a read-only
+ * repository (a read-only mount, ext4 after a journal abort) it is opened
+ * read-only: listing, verify and restores still work there; whatever writes
+ * fails where it writes, saying so.
+ */
+static int open_lock(struct vb_repo *r, bool create)
+{
+    /* beneath the repository, never through a symlink (vb_repo_openat) */
+    int fd = vb_repo_openat(r->dirfd, "lock", O_RDWR | (create ? O_CREAT : 0), 0600);
+
+    if (fd == -EROFS || fd == -EACCES)
+        fd = vb_repo_openat(r->dirfd, "lock", O_RDONLY, 0);
+    return fd;        /* or -errno */
+}
+
 int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo **out,
                  vb_error *e)
 {
     struct vb_repo *r = calloc(1, sizeof(*r));
-    char buf[PATH_MAX], *data = NULL;
+    char *data = NULL;
     json_object *o = NULL, *v;
     int ret;
 
@@ -99,33 +214,46 @@ int vb_repo_open(const char *path, enum vb_lock lock, bool quiet, struct vb_repo
     r->dirfd = r->chunks_fd = r->lock_fd = -1;
     r->quiet = quiet;
     r->path = strdup(path);
-    snprintf(buf, sizeof(buf), "%s/" REPO_MARKER, path);
-    ret = vb_read_file(buf, &data, NULL, 1 << 20, NULL);
-    if (ret) {
-        ret = vb_seterr(e, ret, "%s is not a vbackup repository (%s: %s); create one with "
-                        "'vbackupctl --repo %s init'", path, buf, strerror(-ret), path);
-        goto fail;
-    }
-    o = json_tokener_parse(data);
-    if (!o || !json_object_object_get_ex(o, "vbackup_repository", &v) ||
-        json_object_get_int(v) != VB_REPO_FORMAT) {
-        ret = vb_seterr(e, -EINVAL, "%s: unsupported or damaged repository marker %s", path, buf);
-        goto fail;
-    }
-    r->level = json_object_object_get_ex(o, "level", &v) ? json_object_get_int(v) : 1;
     r->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (r->dirfd < 0) {
-        ret = vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    if (r->dirfd < 0)
+        ret = -errno;
+    else
+        ret = vb_repo_read(r, r->dirfd, REPO_MARKER, &data, NULL, 1 << 20, NULL);
+    if (ret) {
+        ret = vb_seterr(e, ret, "%s is not a vbackup repository (%s/" REPO_MARKER ": %s); "
+                        "create one with 'vbackupctl --repo %s init'", path, path,
+                        vb_repo_strerror(ret), path);
         goto fail;
     }
-    r->chunks_fd = openat(r->dirfd, "chunks", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* the marker: each field of the type it must have, or the repository is refused */
+    o = json_tokener_parse(data);
+    if (!o || !json_object_is_type(o, json_type_object) ||
+        !json_object_object_get_ex(o, "vbackup_repository", &v) ||
+        !json_object_is_type(v, json_type_int) || json_object_get_int64(v) != VB_REPO_FORMAT) {
+        ret = vb_seterr(e, -EINVAL, "%s: unsupported or damaged repository marker %s/"
+                        REPO_MARKER " (\"vbackup_repository\" must be the number %d)", path,
+                        path, VB_REPO_FORMAT);
+        goto fail;
+    }
+    r->level = 1;
+    if (json_object_object_get_ex(o, "level", &v)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+            json_object_get_int64(v) > 22) {
+            ret = vb_seterr(e, -EINVAL, "%s: damaged repository marker %s/" REPO_MARKER
+                            " (\"level\" must be a number from 1 to 22)", path, path);
+            goto fail;
+        }
+        r->level = (int)json_object_get_int64(v);
+    }
+    r->chunks_fd = vb_repo_openat(r->dirfd, "chunks", O_RDONLY | O_DIRECTORY, 0);
     if (r->chunks_fd < 0) {
-        ret = vb_seterr(e, -errno, "open %s/chunks: %s", path, strerror(errno));
+        ret = vb_seterr(e, r->chunks_fd, "open %s/chunks: %s", path,
+                        vb_repo_strerror(r->chunks_fd));
         goto fail;
     }
-    r->lock_fd = openat(r->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    r->lock_fd = open_lock(r, true);
     if (r->lock_fd < 0) {
-        ret = vb_seterr(e, -errno, "open %s/lock: %s", path, strerror(errno));
+        ret = vb_seterr(e, r->lock_fd, "open %s/lock: %s", path, vb_repo_strerror(r->lock_fd));
         goto fail;
     }
     ret = take_lock(r, r->lock_fd, lock, true, e);
@@ -162,20 +290,34 @@ struct vb_claim {
     int fd;                  /* its own open file description: flock is per description */
 };
 
+static int claim(struct vb_repo *r, enum vb_lock kind, bool wait, struct vb_claim **out,
+                 vb_error *e);
+
 int vb_repo_claim(struct vb_repo *r, bool wait, struct vb_claim **out, vb_error *e)
+{
+    return claim(r, VB_LOCK_SHARED, wait, out, e);
+}
+
+int vb_repo_claim_exclusive(struct vb_repo *r, struct vb_claim **out, vb_error *e)
+{
+    return claim(r, VB_LOCK_EXCLUSIVE, false, out, e);
+}
+
+static int claim(struct vb_repo *r, enum vb_lock kind, bool wait, struct vb_claim **out,
+                 vb_error *e)
 {
     struct vb_claim *c = calloc(1, sizeof(*c));
     int ret;
 
     if (!c)
         return vb_seterr(e, -ENOMEM, "out of memory");
-    c->fd = openat(r->dirfd, "lock", O_RDWR | O_CLOEXEC);
+    c->fd = open_lock(r, false);
     if (c->fd < 0) {
-        ret = vb_seterr(e, -errno, "open %s/lock: %s", r->path, strerror(errno));
+        ret = vb_seterr(e, c->fd, "open %s/lock: %s", r->path, vb_repo_strerror(c->fd));
         free(c);
         return ret;
     }
-    ret = take_lock(r, c->fd, VB_LOCK_SHARED, wait, e);
+    ret = take_lock(r, c->fd, kind, wait, e);
     if (ret) {
         close(c->fd);
         free(c);
@@ -205,11 +347,11 @@ int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e)
 
     *gen = 0;
     snprintf(path, sizeof(path), "%s/" GC_FILE, r->path);
-    ret = vb_read_file(path, &data, NULL, 1 << 16, NULL);
+    ret = vb_repo_read(r, r->dirfd, GC_FILE, &data, NULL, 1 << 16, NULL);
     if (ret == -ENOENT)
         return 0;                       /* no gc has run yet */
     if (ret)
-        return vb_seterr(e, ret, "read %s: %s", path, strerror(-ret));
+        return vb_seterr(e, ret, "read %s: %s", path, vb_repo_strerror(ret));
     o = json_tokener_parse(data);
     free(data);
     if (!o || !json_object_object_get_ex(o, "generation", &v) ||
@@ -224,16 +366,22 @@ int vb_repo_gc_generation(struct vb_repo *r, uint64_t *gen, vb_error *e)
 
 int vb_repo_gc_advance(struct vb_repo *r, uint64_t *gen, vb_error *e)
 {
-    char path[PATH_MAX], t[40];
-    json_object *o;
     int ret = vb_repo_gc_generation(r, gen, e);
 
     if (ret)
         return ret;
-    ++*gen;
+    return vb_repo_gc_set(r, ++*gen, e);
+}
+
+int vb_repo_gc_set(struct vb_repo *r, uint64_t gen, vb_error *e)
+{
+    char path[PATH_MAX], t[40];
+    json_object *o;
+    int ret;
+
     vb_fmt_time(vb_wall_ns(), t, sizeof(t));
     o = json_object_new_object();
-    json_object_object_add(o, "generation", json_object_new_int64((int64_t)*gen));
+    json_object_object_add(o, "generation", json_object_new_int64((int64_t)gen));
     json_object_object_add(o, "started", json_object_new_string(t));
     snprintf(path, sizeof(path), "%s/" GC_FILE, r->path);
     ret = vb_write_file_atomic(path, json_object_to_json_string(o),
@@ -256,36 +404,61 @@ bool vb_repo_has_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN])
 {
     struct stat st;
     char rel[80];
+    bool has;
+    int fd;
 
-    /* a file longer than a header: not an empty name left by a crash */
+    /* a file longer than a header: not an empty name left by a crash; and
+     * in the repository, not behind a symlinked fan-out folder */
     vb_repo_chunk_relpath(id, rel);
-    return fstatat(r->chunks_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-           st.st_size > VB_CHUNK_HDR;
+    fd = vb_repo_openat(r->chunks_fd, rel, O_PATH, 0);
+    if (fd < 0)
+        return false;
+    has = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > VB_CHUNK_HDR;
+    close(fd);
+    return has;
+}
+
+/* The fan-out folder of a chunk (chunks/ab), made when missing; an fd or -errno. */
+static int fanout_dir(struct vb_repo *r, const char *rel, bool create)
+{
+    char dir[VB_FANOUT + 1];
+    int fd;
+
+    memcpy(dir, rel, VB_FANOUT);
+    dir[VB_FANOUT] = 0;
+    fd = vb_repo_openat(r->chunks_fd, dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd == -ENOENT && create) {
+        if (mkdirat(r->chunks_fd, dir, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        fd = vb_repo_openat(r->chunks_fd, dir, O_RDONLY | O_DIRECTORY, 0);
+    }
+    return fd;
 }
 
 int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint8_t *enc,
                       size_t enc_len, bool *added, vb_error *e)
 {
     char rel[80], tmp[128];
+    const char *name = rel + VB_FANOUT + 1;
     static __thread unsigned long seq;
-    int fd, ret;
+    int dfd, fd, ret;
 
     *added = false;
     vb_repo_chunk_relpath(id, rel);
-    snprintf(tmp, sizeof(tmp), "%.*s/.tmp-%.16s-%d-%lx-%lu", VB_FANOUT, rel, rel + VB_FANOUT + 1,
-             (int)getpid(),
+    /* everything happens in the fan-out folder, opened without following a symlink */
+    dfd = fanout_dir(r, rel, true);
+    if (dfd < 0)
+        return vb_seterr(e, dfd, "open %s/chunks/%.*s: %s", r->path, VB_FANOUT, rel,
+                         vb_repo_strerror(dfd));
+    snprintf(tmp, sizeof(tmp), ".tmp-%.16s-%d-%lx-%lu", name, (int)getpid(),
              (unsigned long)gettid(), seq++);
-    fd = openat(r->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == ENOENT) {
-        char dir[VB_FANOUT + 1];
-        memcpy(dir, rel, VB_FANOUT);
-        dir[VB_FANOUT] = 0;
-        if (mkdirat(r->chunks_fd, dir, 0700) < 0 && errno != EEXIST)
-            return vb_seterr(e, -errno, "mkdir %s/chunks/%s: %s", r->path, dir, strerror(errno));
-        fd = openat(r->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ret = vb_seterr(e, -errno, "create %s/chunks/%.*s/%s: %s", r->path, VB_FANOUT, rel, tmp,
+                        strerror(errno));
+        close(dfd);
+        return ret;
     }
-    if (fd < 0)
-        return vb_seterr(e, -errno, "create %s/chunks/%s: %s", r->path, tmp, strerror(errno));
     ret = vb_write_all(fd, enc, enc_len);
     /* start writeback now, so the syncfs before the commit has little left */
     if (!ret)
@@ -293,18 +466,67 @@ int vb_repo_put_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], const uint
     if (close(fd) < 0 && !ret)
         ret = -errno;
     if (ret) {
-        unlinkat(r->chunks_fd, tmp, 0);
+        unlinkat(dfd, tmp, 0);
+        close(dfd);
         return vb_seterr(e, ret, "write %s/chunks/%s: %s", r->path, rel, strerror(-ret));
     }
-    if (renameat2(r->chunks_fd, tmp, r->chunks_fd, rel, RENAME_NOREPLACE) < 0) {
+    if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) < 0) {
         ret = -errno;
-        unlinkat(r->chunks_fd, tmp, 0);
+        /* a file too short to be a chunk is what a power cut leaves of one
+         * whose data never reached the disk: replaced by this complete one */
+        if (ret == -EEXIST && !vb_repo_has_chunk(r, id)) {
+            if (renameat(dfd, tmp, dfd, name) == 0) {
+                close(dfd);
+                *added = true;
+                return 0;
+            }
+            ret = -errno;
+        }
+        unlinkat(dfd, tmp, 0);
+        close(dfd);
         if (ret == -EEXIST)
             return 0;       /* written by a concurrent backup meanwhile */
         return vb_seterr(e, ret, "rename %s/chunks/%s: %s", r->path, rel, strerror(-ret));
     }
+    close(dfd);
     *added = true;
     return 0;
+}
+
+int vb_repo_set_aside_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], char *name,
+                            size_t name_len, vb_error *e)
+{
+    char rel[80], bad[96];
+    const char *base = rel + VB_FANOUT + 1;
+    int dfd, ret;
+
+    vb_repo_chunk_relpath(id, rel);
+    /* in the fan-out folder, opened without following a symlink */
+    dfd = fanout_dir(r, rel, false);
+    if (dfd < 0)
+        return vb_seterr(e, dfd, "open %s/chunks/%.*s: %s", r->path, VB_FANOUT, rel,
+                         vb_repo_strerror(dfd));
+    for (int n = 1; n < 1000; n++) {
+        if (n == 1)
+            snprintf(bad, sizeof(bad), "%s.bad", base);
+        else
+            snprintf(bad, sizeof(bad), "%s.bad-%d", base, n);
+        if (renameat2(dfd, base, dfd, bad, RENAME_NOREPLACE) == 0) {
+            if (name)
+                snprintf(name, name_len, "chunks/%.*s/%s", VB_FANOUT, rel, bad);
+            close(dfd);
+            return 0;
+        }
+        if (errno != EEXIST) {
+            ret = vb_seterr(e, -errno, "rename %s/chunks/%s to %s: %s", r->path, rel, bad,
+                            strerror(errno));
+            close(dfd);
+            return ret;
+        }
+    }
+    close(dfd);
+    return vb_seterr(e, -EEXIST, "rename %s/chunks/%s: 999 damaged copies are kept already",
+                     r->path, rel);
 }
 
 int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,
@@ -315,10 +537,10 @@ int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t *
     int fd, ret;
 
     vb_repo_chunk_relpath(id, rel);
-    fd = openat(r->chunks_fd, rel, O_RDONLY | O_CLOEXEC);
+    fd = vb_repo_openat(r->chunks_fd, rel, O_RDONLY, 0);
     if (fd < 0)
-        return vb_seterr(e, -errno, "chunk %s: %s", rel + VB_FANOUT + 1,
-                         errno == ENOENT ? "missing from the repository" : strerror(errno));
+        return vb_seterr(e, fd, "chunk %s: %s", rel + VB_FANOUT + 1,
+                         fd == -ENOENT ? "missing from the repository" : vb_repo_strerror(fd));
     if (fstat(fd, &st) < 0) {
         ret = vb_seterr(e, -errno, "stat chunk %s: %s", rel + VB_FANOUT + 1, strerror(errno));
         close(fd);

@@ -9,12 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 struct vb_write {
     struct vb_repo *r;
     struct vb_claim *claim;  /* released once ended and no put is running */
     uint64_t gen;            /* gc generation, fixed while the claim is held */
     char vm[72];
+    char token[33];          /* the session's name, recorded in its snapshot */
     int64_t started_ns;
     GMutex mu;               /* everything below */
     GHashTable *known;       /* ids that exist: stored, found or inherited here */
@@ -25,6 +28,10 @@ struct vb_write {
     bool ended;              /* committed or aborted */
     bool abort_wanted;       /* abort asked while writing: the writer ends it */
     bool failed;             /* a put failed: no commit */
+    uint64_t added;          /* bytes stored: chunks and files */
+    vb_write_charge_fn charge;   /* set before the first put, then read only */
+    void *charge_opaque;
+    void (*charge_release)(void *opaque);
 };
 
 int vb_write_begin(struct vb_repo *r, const char *vm, unsigned flags, struct vb_write **out,
@@ -53,6 +60,16 @@ int vb_write_begin(struct vb_repo *r, const char *vm, unsigned flags, struct vb_
     w->r = r;
     snprintf(w->vm, sizeof(w->vm), "%s", vm);
     w->started_ns = vb_wall_ns();
+    {
+        uint8_t rnd[16];
+        uint64_t mix = (uint64_t)w->started_ns ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)w;
+
+        /* unique: a daemon that died finds its job's snapshot by it */
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+            for (size_t i = 0; i < sizeof(rnd); i++)
+                rnd[i] = (uint8_t)((mix >> (8 * (i % 8))) ^ (uint64_t)random());
+        vb_hex(rnd, sizeof(rnd), w->token);
+    }
     g_mutex_init(&w->mu);
     w->known = g_hash_table_new_full(vb_id_hash, vb_id_equal, g_free, NULL);
     w->refs = 1;
@@ -68,6 +85,42 @@ struct vb_repo *vb_write_repo(struct vb_write *w)
 uint64_t vb_write_generation(const struct vb_write *w)
 {
     return w->gen;
+}
+
+void vb_write_set_charge(struct vb_write *w, vb_write_charge_fn charge, void *opaque,
+                         void (*release)(void *opaque))
+{
+    if (w->charge_release)
+        w->charge_release(w->charge_opaque);
+    w->charge = charge;
+    w->charge_opaque = opaque;
+    w->charge_release = release;
+}
+
+uint64_t vb_write_added(struct vb_write *w)
+{
+    uint64_t n;
+
+    g_mutex_lock(&w->mu);
+    n = w->added;
+    g_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* Charge BYTES (negative: give back) to the session's budget; 0 or -errno. */
+static int charge(struct vb_write *w, int64_t bytes, vb_error *e)
+{
+    return w->charge ? w->charge(w->charge_opaque, bytes, e) : 0;
+}
+
+const char *vb_write_token(const struct vb_write *w)
+{
+    return w->token;
+}
+
+const char *vb_write_warning(const struct vb_write *w)
+{
+    return w->sw.warning[0] ? w->sw.warning : NULL;
 }
 
 /* Under mu. */
@@ -109,6 +162,8 @@ void vb_write_unref(struct vb_write *w)
     if (!last)
         return;
     vb_repo_release(w->claim);  /* no put runs without a reference */
+    if (w->charge_release)
+        w->charge_release(w->charge_opaque);
     g_hash_table_destroy(w->known);
     g_mutex_clear(&w->mu);
     free(w);
@@ -189,13 +244,18 @@ int vb_write_put(struct vb_write *w, struct vb_codec *c, const void *data, size_
         ret = vb_chunk_encode(c, data, len, &enc, &enc_len);
         if (ret)
             vb_seterr(e, ret, "encode chunk: %s", strerror(-ret));
-        else
+        /* the budget first: a chunk it refuses is never written */
+        else if (!(ret = charge(w, (int64_t)enc_len, e))) {
             ret = vb_repo_put_chunk(w->r, id, enc, enc_len, &added, e);
+            if (ret || !added)
+                charge(w, -(int64_t)enc_len, NULL);
+        }
         if (!ret && added)
             *stored = (uint32_t)enc_len;
     }
 
     g_mutex_lock(&w->mu);
+    w->added += *stored;
     if (ret) {
         w->failed = true;
         g_hash_table_remove(w->known, id);
@@ -238,7 +298,16 @@ int vb_write_file(struct vb_write *w, const char *name, const void *data, size_t
 
     if (ret)
         return ret;
-    ret = vb_snap_write_file(&w->sw, name, data, len, sha256, e);
+    ret = charge(w, (int64_t)len, e);
+    if (!ret) {
+        ret = vb_snap_write_file(&w->sw, name, data, len, sha256, e);
+        if (ret)
+            charge(w, -(int64_t)len, NULL);
+    }
+    g_mutex_lock(&w->mu);
+    if (!ret)
+        w->added += len;
+    g_mutex_unlock(&w->mu);
     leave(w, false);
     return ret;
 }
@@ -246,6 +315,7 @@ int vb_write_file(struct vb_write *w, const char *name, const void *data, size_t
 int vb_write_commit(struct vb_write *w, json_object *index, int64_t created_ns, char **id_out,
                     vb_error *e)
 {
+    uint64_t added;
     int ret = enter(w, e);
 
     if (ret) {
@@ -255,12 +325,15 @@ int vb_write_commit(struct vb_write *w, json_object *index, int64_t created_ns, 
     g_mutex_lock(&w->mu);
     if (w->puts)
         ret = vb_seterr(e, -EBUSY, "commit while chunks are being stored");
+    added = w->added;
     g_mutex_unlock(&w->mu);
     if (!ret) {
         w->sw.created_ns = created_ns ? created_ns : w->started_ns;
         w->sw.gate = &w->mu;
         w->sw.cancel = &w->abort_wanted;
         json_object_object_add(index, "gc_generation", json_object_new_int64((int64_t)w->gen));
+        json_object_object_add(index, "added_bytes", json_object_new_int64((int64_t)added));
+        json_object_object_add(index, "session", json_object_new_string(w->token));
         ret = vb_snap_commit(&w->sw, index, id_out, e);
     }
     leave(w, true);             /* ended: committed, or nothing visible */

@@ -48,6 +48,30 @@ void vb_write_unref(struct vb_write *w);
 
 struct vb_repo *vb_write_repo(struct vb_write *w);
 uint64_t vb_write_generation(const struct vb_write *w);
+/* The session's unique name (32 hex digits), recorded as "session" in the
+ * index.json of the snapshot it commits: who began a session and died can
+ * find out afterwards whether it committed. */
+const char *vb_write_token(const struct vb_write *w);
+/* After a commit: what went wrong after the commit point (a failed fsync
+ * of the folder), or NULL.  The snapshot exists either way. */
+const char *vb_write_warning(const struct vb_write *w);
+
+/*
+ * What the session adds to the repository, and a budget for it.  Before a
+ * put writes a new chunk (its encoded bytes) or the session writes a file,
+ * charge(opaque, bytes, e) is called on the writing thread; a negative
+ * errno (e.g. -EDQUOT, with the reason in e) refuses the write, which fails
+ * the put or the file and with it the session.  Bytes charged for a chunk
+ * that was not added after all (a concurrent writer was first, the write
+ * failed) are given back: charge(opaque, -bytes).  release(opaque) runs
+ * when the session is freed.  Set it before the first put.
+ */
+typedef int (*vb_write_charge_fn)(void *opaque, int64_t bytes, vb_error *e);
+void vb_write_set_charge(struct vb_write *w, vb_write_charge_fn charge, void *opaque,
+                         void (*release)(void *opaque));
+/* Bytes the session added: chunks it stored and files of its snapshot.  The
+ * commit records them in index.json ("added_bytes"). */
+uint64_t vb_write_added(struct vb_write *w);
 
 /*
  * Store data (len bytes, not all zero) as a chunk; id gets its id.  Returns

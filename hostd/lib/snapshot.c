@@ -85,21 +85,27 @@ int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb
     struct vb_snapshot *s;
     json_object *o;
     const char *type, *created, *named;
-    struct stat st;
     int ret;
 
     if (!vb_snap_valid_id(id))
         return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id (VM/TIME)", id);
-    snprintf(path, sizeof(path), "%s/snapshots/%s/index.json", r->path, id);
-    ret = vb_read_file(path, &data, NULL, INDEX_MAX, NULL);
+    snprintf(path, sizeof(path), "snapshots/%s/index.json", id);
+    ret = vb_repo_read(r, r->dirfd, path, &data, NULL, INDEX_MAX, NULL);
     if (ret == -ENOENT) {
+        int fd;
         snprintf(path, sizeof(path), "snapshots/%s", id);
-        if (fstatat(r->dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        fd = vb_repo_openat(r->dirfd, path, O_PATH, 0);
+        if (fd >= 0) {
+            close(fd);
             return vb_seterr(e, -EBADMSG, "snapshot %s: index.json is missing", id);
+        }
+        if (fd != -ENOENT)
+            return vb_seterr(e, fd, "snapshot %s: %s: %s", id, path, vb_repo_strerror(fd));
         return vb_seterr(e, ret, "snapshot %s not found", id);
     }
     if (ret)
-        return vb_seterr(e, ret, "snapshot %s: read %s: %s", id, path, strerror(-ret));
+        return vb_seterr(e, ret, "snapshot %s: read %s/%s: %s", id, r->path, path,
+                         vb_repo_strerror(ret));
     o = json_tokener_parse(data);
     free(data);
     if (!o || !json_object_is_type(o, json_type_object)) {
@@ -204,17 +210,20 @@ static int scan_vm(struct scan *sc, const char *vm, vb_error *e)
     int fd, ret = 0;
 
     snprintf(rel, sizeof(rel), "snapshots/%s", vm);
-    fd = openat(sc->r->dirfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT)
+    fd = vb_repo_openat(sc->r->dirfd, rel, O_RDONLY | O_DIRECTORY, 0);
+    if (fd == -ENOENT)
         return 0;                       /* no snapshot of this VM */
     if (fd < 0 || !(d = fdopendir(fd))) {
-        int err = errno;
+        int err = fd < 0 ? -fd : errno;
         if (fd >= 0)
             close(fd);
-        if (sc->problems && err == ENOTDIR) {
-            problem(sc, rel, "%s: not a VM folder (a stray file?)", rel);
+        if (sc->problems && (err == ENOTDIR || err == ELOOP)) {
+            problem(sc, rel, "%s: not a VM folder (%s)", rel,
+                    err == ELOOP ? "a symlink" : "a stray file?");
             return 0;
         }
+        if (err == ELOOP || err == EXDEV)
+            return vb_seterr(e, -err, "list %s/%s: %s", sc->r->path, rel, vb_repo_strerror(err));
         return list_error(sc, rel, err, e);
     }
     for (;;) {
@@ -259,15 +268,16 @@ static int scan_all(struct scan *sc, const char *vm, vb_error *e)
 
     if (vm)
         return scan_vm(sc, vm, e);
-    fd = openat(sc->r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fd = vb_repo_openat(sc->r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY, 0);
     if (fd < 0 || !(d = fdopendir(fd))) {
-        ret = vb_seterr(e, -errno, "open %s/snapshots: %s", sc->r->path, strerror(errno));
+        int err = fd < 0 ? -fd : errno;
+        ret = vb_seterr(e, -err, "open %s/snapshots: %s", sc->r->path, vb_repo_strerror(err));
         if (fd >= 0)
             close(fd);
         return ret;
     }
     while (!ret) {
-        struct stat st;
+        struct stat st = { .st_mode = 0 };
         char rel[PATH_MAX];
 
         errno = 0;
@@ -282,7 +292,9 @@ static int scan_all(struct scan *sc, const char *vm, vb_error *e)
         if (!vb_valid_name(de->d_name) ||
             fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)) {
             if (sc->problems)
-                problem(sc, rel, "%s: not a VM folder (a stray entry?)", rel);
+                problem(sc, rel, "%s: not a VM folder (%s)", rel,
+                        vb_valid_name(de->d_name) && S_ISLNK(st.st_mode) ? "a symlink"
+                                                                         : "a stray entry?");
             continue;
         }
         ret = scan_vm(sc, de->d_name, e);
@@ -359,18 +371,23 @@ int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e)
 
     if (s->type != VB_SNAP_DISK)
         return vb_seterr(e, -EINVAL, "snapshot %s is not a disk snapshot", s->id);
-    if (!json_object_object_get_ex(s->json, "disk", &disk))
-        return vb_seterr(e, -EBADMSG, "snapshot %s: index.json lacks \"disk\"", s->id);
+    if (!json_object_object_get_ex(s->json, "disk", &disk) ||
+        !json_object_is_type(disk, json_type_object))
+        return vb_seterr(e, -EBADMSG, "snapshot %s: index.json lacks \"disk\" (an object)",
+                         s->id);
     want = vb_json_str(disk, "index_sha256");
-    snprintf(path, sizeof(path), "%s/snapshots/%s/disk.fidx", r->path, s->id);
-    ret = vb_read_file(path, &data, &len, (size_t)1 << 34, NULL);
+    if (!want)
+        return vb_seterr(e, -EBADMSG, "snapshot %s: index.json lacks \"disk\": "
+                         "\"index_sha256\" (a string)", s->id);
+    snprintf(path, sizeof(path), "snapshots/%s/disk.fidx", s->id);
+    ret = vb_repo_read(r, r->dirfd, path, &data, &len, (size_t)1 << 34, NULL);
     if (ret == -ENOENT)
         return vb_seterr(e, -EBADMSG, "snapshot %s: disk.fidx is missing", s->id);
     if (ret)
-        return vb_seterr(e, ret, "snapshot %s: read disk.fidx: %s", s->id, strerror(-ret));
+        return vb_seterr(e, ret, "snapshot %s: read disk.fidx: %s", s->id, vb_repo_strerror(ret));
     SHA256((uint8_t *)data, len, sum);
     vb_hex(sum, 32, hex);
-    if (!want || strcmp(want, hex) != 0) {
+    if (strcmp(want, hex) != 0) {
         free(data);
         return vb_seterr(e, -EBADMSG, "snapshot %s: disk.fidx is damaged (SHA-256 mismatch)",
                          s->id);
@@ -396,29 +413,49 @@ int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e)
     return 0;
 }
 
+/* The folder snapshots/<vm>, opened beneath the repository; an fd or -errno. */
+static int vm_dir(struct vb_repo *r, const char *vm, size_t len)
+{
+    char rel[PATH_MAX];
+
+    snprintf(rel, sizeof(rel), "snapshots/%.*s", (int)len, vm);
+    return vb_repo_openat(r->dirfd, rel, O_RDONLY | O_DIRECTORY, 0);
+}
+
 int vb_snap_delete(struct vb_repo *r, const char *id, vb_error *e)
 {
-    char rel[PATH_MAX], tmp[PATH_MAX];
-    int ret;
+    const char *time = id ? strchr(id, '/') + 1 : NULL;
+    char tmp[PATH_MAX];
+    int ret, vfd;
 
     if (!vb_snap_valid_id(id))
         return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id", id);
-    snprintf(rel, sizeof(rel), "snapshots/%s", id);
+    vfd = vm_dir(r, id, (size_t)(time - 1 - id));
+    if (vfd < 0)
+        return vb_seterr(e, vfd, "delete snapshot %s: %s", id,
+                         vfd == -ENOENT ? "not found" : vb_repo_strerror(vfd));
     /* rename out of sight first: a half-deleted snapshot is never visible */
-    snprintf(tmp, sizeof(tmp), "snapshots/%.*s/.del-%s", (int)(strchr(id, '/') - id), id,
-             strchr(id, '/') + 1);
-    if (renameat(r->dirfd, rel, r->dirfd, tmp) < 0)
-        return vb_seterr(e, -errno, "delete snapshot %s: %s", id,
-                         errno == ENOENT ? "not found" : strerror(errno));
-    ret = vb_rm_rf_at(r->dirfd, tmp);
+    snprintf(tmp, sizeof(tmp), ".del-%s", time);
+    if (renameat(vfd, time, vfd, tmp) < 0) {
+        ret = vb_seterr(e, -errno, "delete snapshot %s: %s", id,
+                        errno == ENOENT ? "not found" : strerror(errno));
+        close(vfd);
+        return ret;
+    }
+    /* gone from sight, for good once the VM's folder is on disk (should this
+     * fsync fail, a power cut could bring the complete snapshot back) */
+    vb_fsync_dirfd(vfd);
+    ret = vb_rm_rf_at(vfd, tmp);
+    close(vfd);
     if (ret)
-        return vb_seterr(e, ret, "remove %s/%s: %s", r->path, tmp, strerror(-ret));
+        return vb_seterr(e, ret, "remove %s/snapshots/%.*s/%s: %s", r->path,
+                         (int)(time - 1 - id), id, tmp, strerror(-ret));
     return 0;
 }
 
 int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, vb_error *e)
 {
-    char dir[PATH_MAX];
+    int sfd, vfd, ret;
 
     memset(w, 0, sizeof(*w));
     if (!vb_valid_name(vm))
@@ -427,13 +464,27 @@ int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, v
     w->r = r;
     snprintf(w->vm, sizeof(w->vm), "%s", vm);
     w->created_ns = vb_wall_ns();
-    snprintf(dir, sizeof(dir), "snapshots/%s", vm);
-    if (mkdirat(r->dirfd, dir, 0700) < 0 && errno != EEXIST)
-        return vb_seterr(e, -errno, "mkdir %s/%s: %s", r->path, dir, strerror(errno));
+    /* snapshots/ and snapshots/<vm>/, never through a symlink */
+    sfd = vb_repo_openat(r->dirfd, "snapshots", O_RDONLY | O_DIRECTORY, 0);
+    if (sfd < 0)
+        return vb_seterr(e, sfd, "open %s/snapshots: %s", r->path, vb_repo_strerror(sfd));
+    if (mkdirat(sfd, vm, 0700) < 0 && errno != EEXIST) {
+        ret = vb_seterr(e, -errno, "mkdir %s/snapshots/%s: %s", r->path, vm, strerror(errno));
+        close(sfd);
+        return ret;
+    }
+    close(sfd);
+    vfd = vm_dir(r, vm, strlen(vm));
+    if (vfd < 0)
+        return vb_seterr(e, vfd, "open %s/snapshots/%s: %s", r->path, vm, vb_repo_strerror(vfd));
     snprintf(w->tmpdir, sizeof(w->tmpdir), "snapshots/%s/.tmp-%d-%lx", vm, (int)getpid(),
              (unsigned long)(w->created_ns ^ random()));
-    if (mkdirat(r->dirfd, w->tmpdir, 0700) < 0)
-        return vb_seterr(e, -errno, "mkdir %s/%s: %s", r->path, w->tmpdir, strerror(errno));
+    if (mkdirat(vfd, strrchr(w->tmpdir, '/') + 1, 0700) < 0) {
+        ret = vb_seterr(e, -errno, "mkdir %s/%s: %s", r->path, w->tmpdir, strerror(errno));
+        close(vfd);
+        return ret;
+    }
+    close(vfd);
     w->open = true;
     return 0;
 }
@@ -445,9 +496,9 @@ int vb_snap_write_file(struct vb_snap_writer *w, const char *name, const void *d
     int fd, ret;
 
     snprintf(rel, sizeof(rel), "%s/%s", w->tmpdir, name);
-    fd = openat(w->r->dirfd, rel, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fd = vb_repo_openat(w->r->dirfd, rel, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
-        return vb_seterr(e, -errno, "create %s/%s: %s", w->r->path, rel, strerror(errno));
+        return vb_seterr(e, fd, "create %s/%s: %s", w->r->path, rel, vb_repo_strerror(fd));
     ret = vb_write_all(fd, data, len);
     if (!ret && fsync(fd) < 0)
         ret = -errno;
@@ -462,9 +513,9 @@ int vb_snap_write_file(struct vb_snap_writer *w, const char *name, const void *d
 
 int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, vb_error *e)
 {
-    char t[48], id[160], final[PATH_MAX], parent[PATH_MAX];
-    const char *s;
-    int ret, fd;
+    char t[48], id[160];
+    const char *s, *tmpname = strrchr(w->tmpdir, '/') + 1;
+    int ret, fd, vfd;
 
     vb_fmt_time(w->created_ns, t, sizeof(t));
     json_object_object_add(index, "format", json_object_new_int(1));
@@ -476,6 +527,10 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
     ret = vb_repo_sync(w->r, e);
     if (ret)
         return ret;
+    vfd = vm_dir(w->r, w->vm, strlen(w->vm));
+    if (vfd < 0)
+        return vb_seterr(e, vfd, "open %s/snapshots/%s: %s", w->r->path, w->vm,
+                         vb_repo_strerror(vfd));
     for (int attempt = 1; attempt < 1000; attempt++) {
         if (attempt == 1)
             snprintf(id, sizeof(id), "%s/%s", w->vm, t);
@@ -486,43 +541,130 @@ int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, 
                                                   JSON_C_TO_STRING_NOSLASHESCAPE);
         ret = vb_snap_write_file(w, "index.json", s, strlen(s), NULL, e);
         if (ret)
-            return ret;
-        fd = openat(w->r->dirfd, w->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
+            break;
+        /* the folder's entries, and the folder in snapshots/<vm>/: durable
+         * before the commit point, and any failure fails the commit */
+        fd = vb_repo_openat(vfd, tmpname, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0) {
+            ret = vb_seterr(e, fd, "open %s/%s: %s", w->r->path, w->tmpdir,
+                            vb_repo_strerror(fd));
+            break;
         }
-        snprintf(final, sizeof(final), "snapshots/%s", id);
+        ret = vb_fsync_dirfd(fd);
+        close(fd);
+        if (ret) {
+            vb_seterr(e, ret, "fsync %s/%s: %s", w->r->path, w->tmpdir, strerror(-ret));
+            break;
+        }
+        if ((ret = vb_fsync_dirfd(vfd))) {
+            vb_seterr(e, ret, "fsync %s/snapshots/%s: %s", w->r->path, w->vm, strerror(-ret));
+            break;
+        }
         /* the commit point; an abort that came first wins (w->gate serializes them) */
         if (w->gate)
             g_mutex_lock(w->gate);
         if (w->cancel && *w->cancel) {
             if (w->gate)
                 g_mutex_unlock(w->gate);
-            return vb_seterr(e, -ECANCELED, "commit snapshot: the backup was aborted");
+            ret = vb_seterr(e, -ECANCELED, "commit snapshot: the backup was aborted");
+            break;
         }
-        ret = renameat2(w->r->dirfd, w->tmpdir, w->r->dirfd, final, RENAME_NOREPLACE) == 0
+        ret = renameat2(vfd, tmpname, vfd, strchr(id, '/') + 1, RENAME_NOREPLACE) == 0
                   ? 0 : -errno;
         if (w->gate)
             g_mutex_unlock(w->gate);
         if (ret == 0) {
-            snprintf(parent, sizeof(parent), "%s/snapshots/%s", w->r->path, w->vm);
-            ret = vb_fsync_dir(parent);
-            if (ret)
-                return vb_seterr(e, ret, "fsync %s: %s", parent, strerror(-ret));
+            /* The snapshot exists: nothing after this point fails the commit.
+             * This fsync makes the rename durable; should it fail, the rename
+             * reaches the disk with the file system's next sync, and only a
+             * power cut before that can take it back (its chunks and files
+             * are durable already).  Said, not failed. */
+            int fr = vb_fsync_dirfd(vfd);
+            close(vfd);
             w->open = false;
             *id_out = strdup(id);
+            if (fr)
+                snprintf(w->warning, sizeof(w->warning), "snapshot %s is committed, but fsync "
+                         "%s/snapshots/%s: %s; until the file system syncs, a power cut could "
+                         "undo the commit", id, w->r->path, w->vm, strerror(-fr));
             return 0;
         }
-        if (ret != -EEXIST && ret != -ENOTEMPTY)
-            return vb_seterr(e, ret, "commit snapshot %s: %s", id, strerror(-ret));
+        if (ret != -EEXIST && ret != -ENOTEMPTY) {
+            vb_seterr(e, ret, "commit snapshot %s: %s", id, strerror(-ret));
+            break;
+        }
+        ret = vb_seterr(e, -EEXIST, "commit snapshot: no free id for %s/%s", w->vm, t);
     }
-    return vb_seterr(e, -EEXIST, "commit snapshot: no free id for %s/%s", w->vm, t);
+    close(vfd);
+    return ret;
 }
 
 void vb_snap_abort(struct vb_snap_writer *w)
 {
-    if (w->open)
-        vb_rm_rf_at(w->r->dirfd, w->tmpdir);
+    int vfd;
+
+    if (w->open && (vfd = vm_dir(w->r, w->vm, strlen(w->vm))) >= 0) {
+        vb_rm_rf_at(vfd, strrchr(w->tmpdir, '/') + 1);
+        close(vfd);
+    }
     w->open = false;
+}
+
+/* The stamp of REL beneath the repository, opened as every path in it is:
+ * never through a symlink (vb_repo_openat).  Missing: exists = false. */
+static int stamp_at(struct vb_repo *r, const char *rel, struct vb_snap_stamp *out, vb_error *e)
+{
+    struct stat st;
+    int fd;
+
+    memset(out, 0, sizeof(*out));
+    fd = vb_repo_openat(r->dirfd, rel, O_PATH, 0);
+    if (fd == -ENOENT) {
+        out->settled = true;
+        return 0;
+    }
+    if (fd < 0)
+        return vb_seterr(e, fd, "%s/%s: %s", r->path, rel, vb_repo_strerror(fd));
+    if (fstat(fd, &st) < 0) {
+        int ret = -errno;
+        close(fd);
+        return vb_seterr(e, ret, "stat %s/%s: %s", r->path, rel, strerror(-ret));
+    }
+    close(fd);
+    out->exists = true;
+    out->ino = (uint64_t)st.st_ino;
+    out->nlink = (uint64_t)st.st_nlink;
+    out->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    out->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+    out->settled = vb_wall_ns() - out->ctime_ns > 2000000000ll;
+    return 0;
+}
+
+int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e)
+{
+    char rel[PATH_MAX];
+
+    memset(out, 0, sizeof(*out));
+    if (!vb_valid_name(vm))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid VM name", vm);
+    snprintf(rel, sizeof(rel), "snapshots/%s", vm);
+    return stamp_at(r, rel, out, e);
+}
+
+int vb_snap_index_stamp(struct vb_repo *r, const char *id, struct vb_snap_stamp *out,
+                        vb_error *e)
+{
+    char rel[PATH_MAX];
+
+    memset(out, 0, sizeof(*out));
+    if (!vb_snap_valid_id(id))
+        return vb_seterr(e, -EINVAL, "'%s' is not a valid snapshot id (VM/TIME)", id);
+    snprintf(rel, sizeof(rel), "snapshots/%s/index.json", id);
+    return stamp_at(r, rel, out, e);
+}
+
+bool vb_snap_stamp_equal(const struct vb_snap_stamp *a, const struct vb_snap_stamp *b)
+{
+    return a->exists == b->exists && a->ino == b->ino && a->nlink == b->nlink &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
 }

@@ -66,6 +66,28 @@ int vb_snap_load_fidx(struct vb_repo *r, struct vb_snapshot *s, vb_error *e);
 void vb_snap_free(struct vb_snapshot *s);
 int vb_snap_delete(struct vb_repo *r, const char *id, vb_error *e);
 
+/*
+ * What identifies the state of a VM's snapshots: the folder they live in
+ * changes (inode, mtime, ctime, links) whenever a snapshot is added or
+ * removed, or a backup begins or ends.  A caller that keeps a listing keeps
+ * the stamp with it and lists again when the stamp differs, or when it is
+ * not settled (changed too recently to tell two changes in one timestamp
+ * tick apart).  A VM without snapshots has exists = false.
+ */
+struct vb_snap_stamp {
+    bool exists;
+    uint64_t ino, nlink;
+    int64_t mtime_ns, ctime_ns;
+    bool settled;            /* ctime at least 2 s before the stamp was taken */
+};
+int vb_snap_stamp(struct vb_repo *r, const char *vm, struct vb_snap_stamp *out, vb_error *e);
+/* The same of one snapshot's index.json (VM/TIME): an index edited in place
+ * (by hand, or by someone who tampers with the repository) changes it, the
+ * VM's folder does not. */
+int vb_snap_index_stamp(struct vb_repo *r, const char *id, struct vb_snap_stamp *out,
+                        vb_error *e);
+bool vb_snap_stamp_equal(const struct vb_snap_stamp *a, const struct vb_snap_stamp *b);
+
 /* Writing a snapshot */
 struct vb_snap_writer {
     struct vb_repo *r;
@@ -75,13 +97,17 @@ struct vb_snap_writer {
     bool open;
     GMutex *gate;            /* optional: held around the commit point (rename) */
     const bool *cancel;      /* optional: read under gate; true refuses the commit */
+    char warning[400];       /* after a commit: what went wrong after the commit point */
 };
 
 int vb_snap_begin(struct vb_repo *r, const char *vm, struct vb_snap_writer *w, vb_error *e);
 int vb_snap_write_file(struct vb_snap_writer *w, const char *name, const void *data,
                        size_t len, uint8_t sha256[32], vb_error *e);
 /* Adds id, vm, created to index; makes it all durable and visible.
- * *id_out (malloc'd) gets the new snapshot id. */
+ * *id_out (malloc'd) gets the new snapshot id.  Every failure (an fsync
+ * too) comes before the commit point (the folder's rename); once the
+ * snapshot exists the commit succeeds, and what went wrong after that
+ * point (the last fsync) is in w->warning. */
 int vb_snap_commit(struct vb_snap_writer *w, json_object *index, char **id_out, vb_error *e);
 void vb_snap_abort(struct vb_snap_writer *w);
 

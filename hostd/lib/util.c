@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <glib.h>
+
+#include "escape.h"
 
 volatile sig_atomic_t vb_interrupted;
 
@@ -330,16 +333,26 @@ out:
 int vb_read_file(const char *path, char **data, size_t *len, size_t max, vb_error *e)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    return vb_read_fd(fd, path, data, len, max, e);
+}
+
+int vb_read_fd(int fd, const char *path, char **data, size_t *len, size_t max, vb_error *e)
+{
     struct stat st;
     char *buf;
     int ret;
 
-    if (fd < 0)
-        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
     if (fstat(fd, &st) < 0) {
         ret = vb_seterr(e, -errno, "stat %s: %s", path, strerror(errno));
         close(fd);
         return ret;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return vb_seterr(e, -EISDIR, "read %s: %s", path, strerror(EISDIR));
     }
     if ((uint64_t)st.st_size > max) {
         close(fd);
@@ -398,6 +411,24 @@ bool vb_valid_name(const char *s)
             return false;
     }
     return n <= 64;
+}
+
+bool vb_text_plain(const char *s, size_t n)
+{
+    char *esc = vb_escape(s, n);
+    bool plain = true;
+
+    /* vb_escape writes a space as backslash-space and a backslash as two;
+     * any other backslash starts the escape of a control character or of a
+     * byte that is not UTF-8 */
+    for (const char *p = esc; *p && plain; p++) {
+        if (*p != '\\')
+            continue;
+        p++;
+        plain = *p == ' ' || *p == '\\';
+    }
+    g_free(esc);
+    return plain;
 }
 
 int vb_parse_size(const char *s, uint64_t *out)

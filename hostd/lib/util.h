@@ -70,12 +70,23 @@ int vb_fsync_dirfd(int dirfd);
 int vb_write_file_atomic(const char *path, const void *data, size_t len,
                          bool exclusive, vb_error *e);
 int vb_read_file(const char *path, char **data, size_t *len, size_t max, vb_error *e);
+/* The same from an open file (closed either way); name is for messages. */
+int vb_read_fd(int fd, const char *name, char **data, size_t *len, size_t max, vb_error *e);
 int vb_mkdir_p(const char *path, mode_t mode);
 /* Remove name (file or folder tree) under the folder parent; -errno. */
 int vb_rm_rf_at(int parent, const char *name);
 
 /* A name usable as one path component: [A-Za-z0-9._-]{1,64}, not starting with '.' */
 bool vb_valid_name(const char *s);
+
+/*
+ * Whether N bytes of S are plain text: valid UTF-8 without a control
+ * character, i.e. vb_escape (escape.h) would change nothing in them but
+ * spaces and backslashes.  Text composed on the host around escaped guest
+ * bytes (a job's reason, a log line) is written as it is when plain and
+ * through vb_escape, whole, when not.
+ */
+bool vb_text_plain(const char *s, size_t n);
 
 /* Parse "4M", "1G", "512", "64k" (binary units). */
 int vb_parse_size(const char *s, uint64_t *out);

@@ -60,6 +60,7 @@ struct vb_store;
 /* capability bits (vb_store_caps) */
 #define VB_STORE_NOREPLACE   (1u << 0)   /* put honours VB_PUT_NOREPLACE atomically */
 #define VB_STORE_OBJECT_LOCK (1u << 1)   /* retention locks (S3 Object Lock); none yet */
+#define VB_STORE_ASYNC       (1u << 2)   /* queued requests overlap (vb_store_queue_*) */
 
 struct vb_obj_info {
     uint64_t size;
@@ -73,9 +74,19 @@ typedef int (*vb_list_fn)(void *opaque, const char *name, const struct vb_obj_in
 
 /*
  * Open a store.  location: a path (a local folder, store-local.c), or
- * "s3://BUCKET/PREFIX" (-ENOTSUP until object storage is built, issue 13).
+ * "s3://BUCKET/PREFIX" (S3-compatible object storage, store-s3.c; its
+ * endpoint, region and credentials come from the AWS_* variables).
  */
 int vb_store_open(const char *location, unsigned flags, struct vb_store **out, vb_error *e);
+/*
+ * The same with options: "key=value" strings, NULL-terminated (opts may be
+ * NULL).  A local folder takes none; s3:// takes endpoint, region,
+ * addressing, credentials_file, profile, credential, ca_file, ... (s3.h,
+ * vb_s3_config_load).  An unknown key is -EINVAL.  Never put a secret in an
+ * option: options name the files that hold them.
+ */
+int vb_store_open_opts(const char *location, unsigned flags, const char *const *opts,
+                       struct vb_store **out, vb_error *e);
 /* Nothing is synced by close: call vb_store_sync first if it matters. */
 void vb_store_close(struct vb_store *s);
 
@@ -103,5 +114,45 @@ int vb_store_sync(struct vb_store *s, vb_error *e);
  * fails.  0 on a store that leaves nothing behind.
  */
 int vb_store_clean_temp(struct vb_store *s, int64_t cutoff_ns, unsigned *removed, vb_error *e);
+
+/*
+ * Many puts and gets in flight at once, reaped by one caller, in the manner
+ * of io_uring: submit up to depth requests, then reap completions (in the
+ * order they finish) and submit more.  Each request has exactly the
+ * semantics of vb_store_put / vb_store_get; only when it runs differs.  On
+ * a store that cannot overlap requests (a local folder) each request runs
+ * at submission and its completion waits to be reaped.
+ *
+ * A queue belongs to one thread (several queues may share a store).  A
+ * put's buf must stay valid and unchanged, and a get's out untouched, until
+ * the request is reaped; out then holds exactly len bytes, or none on
+ * error.  Memory: the store holds no copy of a put's data, and a get
+ * writes straight into out.
+ */
+struct vb_store_queue;
+
+struct vb_store_done {
+    void *tag;               /* as given when submitted */
+    int ret;                 /* 0 or a negative errno */
+    vb_error err;            /* when ret < 0 */
+};
+
+int vb_store_queue_new(struct vb_store *s, unsigned depth, struct vb_store_queue **out,
+                       vb_error *e);
+/* 0: submitted (its completion will be reaped); -EBUSY: depth requests are
+ * not reaped yet (reap one first); any other error is the request's own,
+ * found before it was started (invalid name, flags, read-only store):
+ * nothing is queued then. */
+int vb_store_queue_put(struct vb_store_queue *q, const char *name, const void *buf, size_t len,
+                       unsigned flags, void *tag, vb_error *e);
+int vb_store_queue_get(struct vb_store_queue *q, const char *name, uint64_t off, size_t len,
+                       GByteArray *out, void *tag, vb_error *e);
+/* 1 and *d filled when a request was reaped; 0 when none is in flight, or
+ * (wait false) none has finished yet. */
+int vb_store_queue_reap(struct vb_store_queue *q, bool wait, struct vb_store_done *d);
+/* Requests submitted and not yet reaped. */
+unsigned vb_store_queue_pending(const struct vb_store_queue *q);
+/* Waits for every request still in flight (their results are dropped). */
+void vb_store_queue_free(struct vb_store_queue *q);
 
 #endif

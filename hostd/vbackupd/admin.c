@@ -47,6 +47,11 @@ static json_object *cmd_vms(struct vbd *d)
         json_object_object_add(o, "requests", json_object_new_int64((int64_t)vm->requests));
         json_object_object_add(o, "errors", json_object_new_int64((int64_t)vm->errors));
         json_object_object_add(o, "disks", vbd_disks_json(vm->disks));
+        json_object_object_add(o, "memory", vbd_mem_json(vm));
+        json_object_object_add(o, "throttled", json_object_new_int((int)vbd_vm_throttled(vm)));
+        json_object_object_add(o, "pidfile", vm->pidfile ? json_object_new_string(vm->pidfile)
+                                                          : NULL);
+        json_object_object_add(o, "quota", vbd_quota_json(d, vm));
         json_object_array_add(a, o);
     }
     return a;
@@ -92,8 +97,8 @@ static json_object *cmd_stats(struct vbd *d)
     json_object_object_add(o, "batches", json_object_get(d->batches));
     json_object_object_add(o, "pending_jobs", json_object_new_int((int)g_queue_get_length(&d->pending)));
     json_object_object_add(o, "plans_running", json_object_new_int((int)g_list_length(d->plans)));
-    json_object_object_add(o, "buffers_in_use", json_object_new_int(
-        (int)(d->n_bufs - g_queue_get_length(&d->free_bufs))));
+    json_object_object_add(o, "buffers_in_use", json_object_new_int((int)d->bufs_in_use));
+    json_object_object_add(o, "memory_in_use", json_object_new_int64((int64_t)vbd_mem_total(d)));
     json_object_object_add(o, "version", json_object_new_string(VBD_VERSION));
     return o;
 }
@@ -135,9 +140,23 @@ static json_object *cmd_snapshots(struct vbd *d, json_object *req)
 
         if (want && strcmp(want, t->name))
             continue;
-        if (vb_snap_list(t->repo, vm, &snaps, &e)) {
-            err = admin_error("cannot list target '%s': %s", t->name, vb_strerror(&e));
-            break;
+        if (!vbd_target_repo(t, &e) || vb_snap_list(t->repo, vm, &snaps, &e)) {
+            g_autofree char *why = vbd_target_broken(t);
+            json_object *o;
+
+            if (why)        /* the administrator sees the cause */
+                vb_seterr(&e, e.code, "target '%s' is unavailable: %s", t->name, why);
+
+            if (want) {
+                err = admin_error("cannot list target '%s': %s", t->name, vb_strerror(&e));
+                break;
+            }
+            /* the others are listed: one broken target hides nothing else */
+            o = json_object_new_object();
+            json_object_object_add(o, "target", json_object_new_string(t->name));
+            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
+            json_object_array_add(a, o);
+            continue;
         }
         for (guint i = 0; i < snaps->len; i++) {
             json_object *o = json_object_get(((struct vb_snapshot *)snaps->pdata[i])->json);

@@ -5,6 +5,14 @@
  * then each job's files are turned into a read plan (file extents → disk
  * offsets → image chain → host file ranges), the policy chain rewrites it
  * (merge, schedule), and the executor runs what was not deferred.
+ *
+ * The cut runs in three steps, so that no guest's job size shows on the main
+ * loop: the main loop takes the pending jobs; a worker claims the repository
+ * for them, plans them (in time linear in their entries, extents and windows,
+ * within what each VM may still hold) and runs the policy chain; the main
+ * loop takes the result back: jobs that ended meanwhile are dropped, plans
+ * are charged to their VMs, frozen guests get their priority (bounded, see
+ * frozen_priority) and the plan starts.  One cut at a time.
  */
 #include "vbackupd.h"
 
@@ -48,6 +56,8 @@ int vbd_chain_load(struct vbd *d, struct vbd_config *cfg, GPtrArray **out, vb_er
 
 static double job_due(struct vbd *d, struct vbd_job *j, double now, int64_t wall)
 {
+    if (j->claiming)
+        return 0;                       /* its fallback claim comes back first */
     if (j->state == VB_JOB_DEFERRED)
         return now + VB_MAX(0.05, (double)(j->defer_until_ns - wall) / 1e9);
     if (vbd_job_hurried(j))
@@ -61,9 +71,13 @@ void vbd_batch_schedule(struct vbd *d)
     int64_t wall = vb_wall_ns();
     unsigned ready = 0;
 
+    if (d->cutting)
+        return;                         /* the cut's end schedules the next one */
     for (GList *l = d->pending.head; l; l = l->next) {
         struct vbd_job *j = l->data;
         double t = job_due(d, j, now, wall);
+        if (!t)
+            continue;
         if (j->state != VB_JOB_DEFERRED)
             ready++;
         if (!due || t < due)
@@ -119,8 +133,52 @@ char *vbd_job_group(struct vbd_job *j)
     return g_string_free(s, FALSE);
 }
 
-/* The parent snapshot of an incremental or differential job, and its catalog. */
-static void find_parent(struct vbd_job *j)
+/*
+ * What a worker plans for one job of a cut.  The worker writes the job's
+ * windows, pieces and the run state of its entries (nothing else touches a
+ * sealed job's entries); what the main loop may read meanwhile (notes,
+ * counters, the parent) waits here until the cut comes back.
+ */
+struct jobplan {
+    struct vbd_job *job;     /* the pending queue's reference */
+    struct vbp_job *pj;      /* in the batch, once added (valid after the last add) */
+    uint64_t pj_id;
+    struct vb_write *ws;     /* a session the worker began for the job */
+    int claim_err;           /* -EBUSY: gc holds the repository */
+    vb_error claim_e;
+    int err;                 /* planning failed on the host */
+    vb_error e;
+    uint64_t room;           /* what the job's VM may still hold, when the cut began */
+    uint64_t mem;            /* what its plan holds (estimate) */
+    uint64_t cat_mem;        /* what its parent's catalog holds */
+    json_object *notes;
+    struct vb_catalog *parent_cat;
+    char *parent, *mode_note;
+    bool parent_current;
+    uint64_t bytes_total, bytes_done, files_done, bytes_reused;
+};
+
+/* A plan costs about this much per piece: the piece, its read and consumer in
+ * the batch and their copies while policies run, the executor's read. */
+#define PIECE_COST (sizeof(struct vbd_piece) + 2 * (sizeof(struct vbp_read) + \
+                    sizeof(struct vbp_consumer) + 16) + sizeof(struct vbd_read) + 16)
+#define WINDOW_COST (sizeof(struct vbd_window) + 16)
+
+static void note(struct jobplan *jp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct jobplan *jp, const char *fmt, ...)
+{
+    va_list ap;
+    char buf[512];
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    json_object_array_add(jp->notes, json_object_new_string(buf));
+}
+
+/* The parent snapshot of an incremental or differential job, and its
+ * catalog, if it fits what the VM may hold. */
+static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_write *ws)
 {
     g_autofree char *group = vbd_job_group(j);
     GPtrArray *snaps;
@@ -128,7 +186,7 @@ static void find_parent(struct vbd_job *j)
 
     if (j->mode == VB_MODE_FULL || j->kind != VB_KIND_FILES)
         return;
-    if (vb_snap_list(j->target->repo, j->vm->name, &snaps, &e))
+    if (vb_snap_list(vb_write_repo(ws), j->vm->name, &snaps, &e))
         return;
     for (guint i = snaps->len; i-- > 0;) {
         struct vb_snapshot *s = snaps->pdata[i];
@@ -138,9 +196,19 @@ static void find_parent(struct vbd_job *j)
             continue;
         if (j->mode == VB_MODE_DIFFERENTIAL && (!mode || strcmp(mode, "full")))
             continue;
-        if (vb_files_catalog(j->target->repo, s, &j->parent_cat, &e) == 0) {
-            j->parent = g_strdup(s->id);
-            j->parent_current = vb_write_inherits(j->ws, s);
+        if (vb_files_catalog(vb_write_repo(ws), s, &jp->parent_cat, &e) == 0) {
+            jp->cat_mem = vb_cat_footprint(jp->parent_cat);
+            if (jp->cat_mem > jp->room / 2) {
+                note(jp, "the catalog of parent %s (%llu bytes) would take more than half "
+                     "of what the VM may still hold: backing up in full", s->id,
+                     (unsigned long long)jp->cat_mem);
+                vb_cat_free(jp->parent_cat);
+                jp->parent_cat = NULL;
+                jp->cat_mem = 0;
+                break;
+            }
+            jp->parent = g_strdup(s->id);
+            jp->parent_current = vb_write_inherits(ws, s);
         } else {
             vbd_log("job %llu: parent %s is unreadable (%s); backing up in full",
                     (unsigned long long)j->id, s->id, vb_strerror(&e));
@@ -148,20 +216,8 @@ static void find_parent(struct vbd_job *j)
         break;
     }
     g_ptr_array_free(snaps, TRUE);
-    if (!j->parent_cat)
-        j->mode_note = g_strdup("full (no parent snapshot of these paths)");
-}
-
-static void note(struct vbd_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(struct vbd_job *j, const char *fmt, ...)
-{
-    va_list ap;
-    char buf[512];
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    json_object_array_add(j->plan_notes, json_object_new_string(buf));
+    if (!jp->parent_cat)
+        jp->mode_note = g_strdup("full (no parent snapshot of these paths)");
 }
 
 static uint32_t add_layer_file(struct vbp_batch *b, struct vb_layer *l)
@@ -169,20 +225,31 @@ static uint32_t add_layer_file(struct vbp_batch *b, struct vb_layer *l)
     return vbd_batch_add_file(b, l->path, (uint64_t)l->dev, (uint64_t)l->ino, l->file_size);
 }
 
-/* Pieces of one window: [off, off + len) of entry en. */
+/* Pieces of one window: [off, off + len) of entry en.  Windows of a file
+ * come in file order and its extents are sorted (wire.c checks it): *cursor
+ * is the first extent that may still reach this window, so a file costs its
+ * extents plus its windows, not their product. */
 static int plan_window(struct vbd_job *j, struct vbp_batch *b, struct vbd_entry *en,
-                       struct vbd_window *w, GArray *scratch, vb_error *e)
+                       struct vbd_window *w, GArray *scratch, guint *cursor, vb_error *e)
 {
     struct vbd_disk *dk = j->disks->pdata[en->disk];
     struct vb_image *img = dk->img;
     uint64_t wend = w->off + w->len;
 
     w->first_piece = j->pieces->len;
-    for (guint k = 0; k < en->extents->len; k++) {
+    while (*cursor < en->extents->len) {
+        struct vb_extent *x = &g_array_index(en->extents, struct vb_extent, *cursor);
+        if (x->logical + x->length > w->off)
+            break;
+        (*cursor)++;
+    }
+    for (guint k = *cursor; k < en->extents->len; k++) {
         struct vb_extent *x = &g_array_index(en->extents, struct vb_extent, k);
         uint64_t a = VB_MAX(x->logical, w->off), z = VB_MIN(x->logical + x->length, wend);
         int ret;
 
+        if (x->logical >= wend)
+            break;
         if (a >= z || (x->flags & VB_EXT_UNWRITTEN))
             continue;
         g_array_set_size(scratch, 0);
@@ -237,6 +304,7 @@ static void window_free(gpointer p)
 
     if (w->chunks)
         g_array_free(w->chunks, TRUE);
+    g_free(w->emsg);
     g_free(w);
 }
 
@@ -252,27 +320,41 @@ static bool unchanged(const struct vbd_entry *en, const struct vb_cat_entry *pe)
  * without a look when no gc ran since the parent was committed, else looked
  * up (once per chunk).  A file whose chunk is missing is read again, and the
  * chunk stored again (docs/repository.md, "Claims and knowledge"). */
-static bool parent_chunks_exist(struct vbd_job *j, const struct vb_cat_entry *pe)
+static bool parent_chunks_exist(struct jobplan *jp, struct vb_write *ws,
+                                const struct vb_cat_entry *pe)
 {
-    const struct vb_cat_chunk *c = &j->parent_cat->c[pe->first_chunk];
+    const struct vb_cat_chunk *c = &jp->parent_cat->c[pe->first_chunk];
 
     for (uint64_t k = 0; k < pe->n_chunks; k++) {
         if (c[k].flags & VB_CATC_ZERO)
             continue;               /* written zeros: nothing stored */
-        if (j->parent_current)
-            vb_write_inherit(j->ws, c[k].id);
-        else if (!vb_write_has(j->ws, c[k].id))
+        if (jp->parent_current)
+            vb_write_inherit(ws, c[k].id);
+        else if (!vb_write_has(ws, c[k].id))
             return false;
     }
     return true;
 }
 
-/* Turn a files job into windows and pieces, adding its reads to the batch. */
-static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
+/* What the plan holds so far; -E2BIG once it would pass what the VM may hold. */
+static int plan_cost(struct vbd_job *j, struct jobplan *jp, uint64_t chunks, vb_error *e)
+{
+    jp->mem = j->windows->len * WINDOW_COST + j->pieces->len * PIECE_COST +
+              chunks * sizeof(struct vb_cat_chunk);
+    if (jp->mem + jp->cat_mem <= jp->room)
+        return 0;
+    return vb_seterr(e, -E2BIG, "the read plan of job %llu (%u windows, %u pieces so far)",
+                     (unsigned long long)j->id, j->windows->len, j->pieces->len);
+}
+
+/* Turn a files job into windows and pieces, adding its reads to the batch
+ * (on a worker). */
+static int plan_files_job(struct vbd_job *j, struct jobplan *jp, struct vb_write *ws,
+                          struct vbp_batch *b, vb_error *e)
 {
     GArray *scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
     GHashTable *links = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-    uint64_t reused_files = 0, reused_bytes = 0, planned = 0, missing = 0;
+    uint64_t reused_files = 0, reused_bytes = 0, planned = 0, missing = 0, chunks = 0;
     int ret = 0;
 
     if (!j->pieces)
@@ -283,25 +365,24 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
      * or after the snapshot made them read-only */
     for (guint i = 0; i < j->disks->len; i++) {
         struct vbd_disk *dk = j->disks->pdata[i];
-        struct vb_image_opts io = { .format = dk->format,
+        /* on its tracking overlay, the disk is read through it (docs/cbt.md) */
+        struct vb_image_opts io = { .format = dk->top ? "qcow2" : dk->format,
                                     .backing_format = dk->backing_format };
         struct vb_image *img;
-        if ((ret = vb_image_open(dk->image, &io, &img, e))) {
+        if ((ret = vb_image_open(dk->top ? dk->top : dk->image, &io, &img, e))) {
             vb_prefixerr(e, "disk '%s'", dk->serial);
             goto out;
         }
         vb_image_close(dk->img);
         dk->img = img;
     }
-    find_parent(j);
-    j->bytes_done = 0;
-    j->files_done = 0;
+    find_parent(j, jp, ws);
     for (guint i = 0; i < j->entries->len && !ret; i++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
         uint64_t pi;
 
         if (en->m.type != VB_FT_REG) {
-            j->files_done++;
+            jp->files_done++;
             continue;
         }
         /* hard links: the first link holds the data */
@@ -310,7 +391,7 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
             gpointer v = g_hash_table_lookup(links, &key);
             if (v) {
                 en->master = GPOINTER_TO_SIZE(v) - 1;
-                j->files_done++;
+                jp->files_done++;
                 continue;
             }
             k = g_new(uint64_t, 1);
@@ -320,36 +401,39 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
         if (en->data == VB_FD_FALLBACK) {
             /* chunked as it arrived */
             if (en->done_windows == en->windows)
-                j->files_done++;
+                jp->files_done++;
             continue;
         }
-        if (j->parent_cat &&
-            (pi = vb_cat_find(j->parent_cat, en->path, strlen(en->path))) != VB_CAT_NONE &&
-            unchanged(en, &j->parent_cat->e[pi])) {
-            const struct vb_cat_entry *pe = &j->parent_cat->e[pi];
-            if (parent_chunks_exist(j, pe)) {
+        if (jp->parent_cat &&
+            (pi = vb_cat_find(jp->parent_cat, en->path, strlen(en->path))) != VB_CAT_NONE &&
+            unchanged(en, &jp->parent_cat->e[pi])) {
+            const struct vb_cat_entry *pe = &jp->parent_cat->e[pi];
+            if (parent_chunks_exist(jp, ws, pe)) {
                 if (!en->chunks)
                     en->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
-                g_array_append_vals(en->chunks, &j->parent_cat->c[pe->first_chunk],
+                g_array_append_vals(en->chunks, &jp->parent_cat->c[pe->first_chunk],
                                     pe->n_chunks);
                 en->reused = true;
                 reused_files++;
-                reused_bytes += vb_cat_data_bytes(j->parent_cat, pi);
-                j->files_done++;
+                chunks += pe->n_chunks;
+                reused_bytes += vb_cat_data_bytes(jp->parent_cat, pi);
+                jp->files_done++;
+                if ((reused_files & 1023) == 0)
+                    ret = plan_cost(j, jp, chunks, e);
                 continue;
             }
             missing++;                  /* read again, below */
         }
         if (en->data != VB_FD_EXTENTS || !en->extents || !en->extents->len) {
-            j->files_done++;        /* empty, or all holes */
+            jp->files_done++;       /* empty, or all holes */
             continue;
         }
         /* data regions: written extents, clipped to the size, merged when contiguous */
         {
             uint64_t rs = 0, re = 0;
             bool have = false;
-            guint nwin0 = j->windows->len;
-            for (guint k = 0; k <= en->extents->len; k++) {
+            guint nwin0 = j->windows->len, cursor = 0;
+            for (guint k = 0; k <= en->extents->len && !ret; k++) {
                 uint64_t a = 0, z = 0;
                 if (k < en->extents->len) {
                     struct vb_extent *x = &g_array_index(en->extents, struct vb_extent, k);
@@ -368,8 +452,10 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
                                                           (uint32_t)VB_MIN((uint64_t)WINDOW, re - o));
                         w->region_end = o + WINDOW >= re;
                         g_ptr_array_add(j->windows, w);
-                        ret = plan_window(j, b, en, w, scratch, e);
+                        ret = plan_window(j, b, en, w, scratch, &cursor, e);
                         planned += w->len;
+                        if (!ret && (j->windows->len & 1023) == 0)
+                            ret = plan_cost(j, jp, chunks, e);
                     }
                 }
                 if (k == en->extents->len)
@@ -381,9 +467,11 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
             if (j->windows->len > nwin0)
                 ((struct vbd_window *)j->windows->pdata[j->windows->len - 1])->file_end = true;
             else
-                j->files_done++;    /* nothing written: all holes */
+                jp->files_done++;   /* nothing written: all holes */
         }
     }
+    if (!ret)
+        ret = plan_cost(j, jp, chunks, e);
     /* progress counts bytes to read plus bytes already in hand (reused, fallback) */
     {
         uint64_t fb = 0;
@@ -392,17 +480,17 @@ static int plan_files_job(struct vbd_job *j, struct vbp_batch *b, vb_error *e)
             if (en->data == VB_FD_FALLBACK)
                 fb += en->fb_received;
         }
-        j->bytes_total = planned + reused_bytes + fb;
-        j->bytes_done = reused_bytes + fb;
+        jp->bytes_total = planned + reused_bytes + fb;
+        jp->bytes_done = reused_bytes + fb;
     }
-    j->bytes_reused += reused_bytes;
+    jp->bytes_reused = reused_bytes;
     if (reused_files)
-        note(j, "incremental: %llu unchanged files (%llu bytes) reuse the chunks of %s",
-             (unsigned long long)reused_files, (unsigned long long)reused_bytes, j->parent);
+        note(jp, "incremental: %llu unchanged files (%llu bytes) reuse the chunks of %s",
+             (unsigned long long)reused_files, (unsigned long long)reused_bytes, jp->parent);
     if (missing)
-        note(j, "incremental: %llu unchanged files are read again: chunks of %s are missing "
-             "from the repository", (unsigned long long)missing, j->parent);
-    note(j, "%u windows, %u pieces, %llu bytes of file data to read",
+        note(jp, "incremental: %llu unchanged files are read again: chunks of %s are missing "
+             "from the repository", (unsigned long long)missing, jp->parent);
+    note(jp, "%u windows, %u pieces, %llu bytes of file data to read",
          j->windows->len, j->pieces->len, (unsigned long long)planned);
 out:
     g_array_free(scratch, TRUE);
@@ -419,7 +507,7 @@ static void unplan_job(struct vbd_job *j)
         const char *t = json_object_get_string(n);
         if (!strncmp(t, "schedule: deferred", 18) || !strncmp(t, "view:", 5) ||
             !strncmp(t, "map:", 4) ||
-            !strncmp(t, "not deferred", 12))
+            !strncmp(t, "not deferred", 12) || !strncmp(t, "frozen priority:", 16))
             json_object_array_add(keep, json_object_get(n));
     }
     json_object_put(j->plan_notes);
@@ -452,13 +540,27 @@ static void unplan_job(struct vbd_job *j)
     g_free(j->mode_note);
     j->mode_note = NULL;
     j->bytes_reused = 0;
+    vbd_mem_give_all(j, VBD_MEM_PLAN);
+    vbd_mem_give_all(j, VBD_MEM_CATALOG);
 }
 
 /* ---- the cut ------------------------------------------------------------------- */
 
-static void batch_note(struct vbd *d, json_object *report, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void batch_note(struct vbd *d, json_object *report, const char *fmt, ...)
+struct cut {
+    struct vbd_task task;    /* first */
+    struct vbd *d;
+    struct vbp_batch *b;
+    GPtrArray *chain;        /* a reference: a reload may replace d->chain meanwhile */
+    struct jobplan *jp;
+    guint n;
+    json_object *report;     /* the batch's notes */
+    char *headline;          /* logged when the cut comes back */
+    char *psi_dir;           /* a copy: a reload may replace the configuration */
+};
+
+static void batch_note(json_object *report, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void batch_note(json_object *report, const char *fmt, ...)
 {
     va_list ap;
     char buf[512];
@@ -467,41 +569,173 @@ static void batch_note(struct vbd *d, json_object *report, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     json_object_array_add(report, json_object_new_string(buf));
-    vbd_log("%s", buf);
 }
 
-static void cut(struct vbd *d)
+/* On a worker: claims, plans, the policy chain. */
+static void cut_work(struct vb_work *work, struct vb_codec *codec)
 {
-    struct vbp_batch *b;
-    GPtrArray *jobs = g_ptr_array_new(), *locked = g_ptr_array_new();
-    json_object *report = json_object_new_array();
+    struct cut *c = (struct cut *)work;
+    struct vbp_batch *b = c->b;
     vb_error e = { 0 };
-    int64_t now_ns;
+    unsigned planned = 0;
 
-    if (g_queue_is_empty(&d->pending))
-        goto out;
-    b = vbd_batch_new(++d->next_batch);
-    if (vbd_psi_read(d->cfg->psi_dir, &b->load, &e)) {
-        vbd_log("batch %llu: host load unknown: %s", (unsigned long long)b->id, vb_strerror(&e));
+    if (vbd_psi_read(c->psi_dir, &b->load, &e)) {
+        batch_note(c->report, "batch %llu: host load unknown: %s", (unsigned long long)b->id,
+                   vb_strerror(&e));
         b->load.now_ns = vb_wall_ns();
     }
-    now_ns = b->load.now_ns;
     b->max_read_bytes = 4u << 20;
-
-    /* offer every pending job */
-    while (!g_queue_is_empty(&d->pending)) {
-        struct vbd_job *j = g_queue_pop_head(&d->pending);
+    for (guint i = 0; i < c->n; i++) {
+        struct jobplan *jp = &c->jp[i];
+        struct vbd_job *j = jp->job;
+        struct vb_write *ws = j->ws;
         struct vbp_job *pj;
-        vb_error je = { 0 };
 
+        if (!ws) {
+            jp->claim_err = vbd_claim_work(j->target, j->vm->name, &jp->ws, &jp->claim_e);
+            if (jp->claim_err)
+                continue;                           /* not in this batch */
+            ws = jp->ws;
+        }
+        pj = vbd_batch_add_job(b, j->id, j->vm->name, j->kind == VB_KIND_DISK ? VBP_KIND_DISK
+                                                                             : VBP_KIND_FILES,
+                               j->mode);
+        jp->pj_id = j->id;
+        pj->sealed_ns = j->sealed_ns;
+        pj->first_deferred_ns = j->first_deferred_ns;
+        if (j->kind == VB_KIND_FILES) {
+            if (!j->pieces)
+                j->pieces = g_array_new(FALSE, FALSE, sizeof(struct vbd_piece));
+            if (!j->windows)
+                j->windows = g_ptr_array_new_with_free_func(window_free);
+            if ((jp->err = plan_files_job(j, jp, ws, b, &jp->e)))
+                continue;                           /* dropped from the batch below */
+        }
+        planned++;
+    }
+    /* the jobs' entries in the batch, now that no job is added any more */
+    for (guint i = 0; i < c->n; i++) {
+        struct jobplan *jp = &c->jp[i];
+        if (!jp->pj_id)
+            continue;
+        for (uint32_t k = 0; k < b->n_jobs; k++)
+            if (b->jobs[k].id == jp->pj_id)
+                jp->pj = &b->jobs[k];
+        if (jp->err) {
+            jp->pj->bytes = 0;
+            jp->pj->defer_until_ns = INT64_MAX;     /* drop its reads */
+            snprintf(jp->pj->defer_reason, sizeof(jp->pj->defer_reason), "failed");
+        } else if (jp->job->kind == VB_KIND_FILES) {
+            jp->pj->bytes = jp->bytes_total - jp->bytes_done;
+        } else {
+            jp->pj->bytes = ((struct vbd_disk *)jp->job->disks->pdata[0])->img->size;
+        }
+    }
+    c->headline = g_strdup_printf("batch %llu: %u jobs, %u reads planned, load io %.1f%% "
+                                  "cpu %.1f%%", (unsigned long long)b->id, planned, b->n_reads,
+                                  b->load.io_some_avg10, b->load.cpu_some_avg10);
+    batch_note(c->report, "%s", c->headline);
+    for (guint i = 0; i < c->chain->len; i++) {
+        struct vbd_policy *p = c->chain->pdata[i];
+        vb_error pe = { 0 };
+        if (vbd_policy_run(p, b, &pe))
+            batch_note(c->report, "policy %s failed, skipped: %s", vbd_policy_name(p),
+                       vb_strerror(&pe));
+    }
+}
+
+static void jobplan_clear(struct jobplan *jp)
+{
+    if (jp->ws) {
+        vb_write_abort(jp->ws);
+        vb_write_unref(jp->ws);
+    }
+    json_object_put(jp->notes);
+    vb_cat_free(jp->parent_cat);
+    g_free(jp->parent);
+    g_free(jp->mode_note);
+    memset(jp, 0, sizeof(*jp));
+}
+
+/*
+ * Frozen priority.  A job whose guest stays frozen while the host reads the
+ * live image is cut within frozen_wait and runs even when a policy would
+ * defer it — once: that VM's later frozen jobs are scheduled like everyone
+ * else's until a policy lets one of its jobs run on its own (the host is
+ * quiet again, or max_delay passed).  A guest that only says it is frozen
+ * thus skips the schedule policy at most once per busy period.
+ */
+static void frozen_priority(struct cut *c, int64_t now_ns)
+{
+    for (guint i = 0; i < c->n; i++) {
+        struct jobplan *jp = &c->jp[i];
+        if (jp->job && jp->pj && jp->pj->defer_until_ns <= now_ns)
+            jp->job->vm->frozen_spent = 0;          /* it ran on its own */
+    }
+    for (guint i = 0; i < c->n; i++) {
+        struct jobplan *jp = &c->jp[i];
+        struct vbd_job *j = jp->job;
+        struct vbd_vm *vm;
+
+        if (!j || !jp->pj || !vbd_job_hurried(j) || jp->pj->defer_until_ns <= now_ns ||
+            jp->pj->defer_until_ns == INT64_MAX)
+            continue;
+        vm = j->vm;
+        if (!vm->frozen_spent) {
+            note(jp, "frozen priority: not deferred (%s): the guest stays frozen until its "
+                 "data is read; VM %s has this once, until a policy lets one of its jobs run",
+                 jp->pj->defer_reason, vm->name);
+            jp->pj->defer_until_ns = 0;
+            vm->frozen_spent = j->id;
+        } else {
+            note(jp, "frozen priority: deferred although the guest says it is frozen: VM %s "
+                 "used it for job %llu, and has it again once a policy lets one of its jobs "
+                 "run", vm->name, (unsigned long long)vm->frozen_spent);
+        }
+    }
+}
+
+/* Back on the main loop: apply the plans, start what runs. */
+static void cut_done(struct vbd_task *task)
+{
+    struct cut *c = (struct cut *)task;
+    struct vbd *d = c->d;
+    struct vbp_batch *b = c->b;
+    struct vbd_plan *plan;
+    int64_t now_ns = b->load.now_ns;
+
+    d->cutting = false;
+    vbd_log("%s", c->headline);
+    for (guint i = 0; i < c->n; i++) {
+        struct jobplan *jp = &c->jp[i];
+        struct vbd_job *j = jp->job;
+
+        j->planning = false;
         if (j->state != VB_JOB_QUEUED && j->state != VB_JOB_DEFERRED) {
-            vbd_job_unref(j);           /* cancelled meanwhile */
+            /* cancelled or failed while it was planned */
+            if (jp->pj)
+                jp->pj->defer_until_ns = INT64_MAX;
+            unplan_job(j);
+            vbd_job_release(j);
+            vbd_job_unref(j);
+            jobplan_clear(jp);
             continue;
         }
-        if (vbd_job_claim(j, &je)) {
+        if (jp->claim_err && jp->claim_err != -EBUSY) {
+            /* a broken or read-only target: its jobs fail, the others go on */
+            char what[160];
+            if (vbd_target_cannot_write(j->target, jp->claim_err, what, sizeof(what))) {
+                vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&jp->claim_e));
+                vbd_job_unref(j);               /* the queue's reference */
+                jobplan_clear(jp);
+                jp->job = NULL;
+                continue;
+            }
+        }
+        if (jp->claim_err) {
             /* gc holds the repository: offer it again after a while */
-            if (je.code == -EBUSY) {
-                snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&je));
+            if (jp->claim_err == -EBUSY) {
+                snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&jp->claim_e));
             } else {
                 /* the cause to the log (once), a reference to it for the guest */
                 char why[sizeof(j->reason)];
@@ -509,127 +743,193 @@ static void cut(struct vbd *d)
                          "job waits; the host's log has details (job %llu)", j->target->name,
                          (unsigned long long)j->id);
                 if (strcmp(why, j->reason))
-                    vbd_log("job %llu: %s", (unsigned long long)j->id, vb_strerror(&je));
+                    vbd_log("job %llu: %s", (unsigned long long)j->id, vb_strerror(&jp->claim_e));
                 memcpy(j->reason, why, sizeof(why));
             }
             j->state = VB_JOB_DEFERRED;
             if (!j->first_deferred_ns)
                 j->first_deferred_ns = now_ns;
             j->defer_until_ns = now_ns + (int64_t)(d->cfg->batch_seconds * 1e9);
-            g_ptr_array_add(locked, j);
+            g_queue_push_tail(&d->pending, j);      /* the queue's reference */
+            jobplan_clear(jp);
             continue;
         }
+        if (jp->ws) {
+            j->ws = jp->ws;
+            jp->ws = NULL;
+            vbd_quota_attach(j);        /* what it stores counts against the VM's quotas */
+            vbd_journal_running(j);     /* names the session: a restart finds its snapshot */
+        }
         j->batch = b->id;
-        pj = vbd_batch_add_job(b, j->id, j->vm->name, j->kind == VB_KIND_DISK ? VBP_KIND_DISK
-                                                                             : VBP_KIND_FILES,
-                               j->mode);
-        pj->sealed_ns = j->sealed_ns;
-        pj->first_deferred_ns = j->first_deferred_ns;
+        for (size_t k = 0; jp->notes && k < json_object_array_length(jp->notes); k++)
+            json_object_array_add(j->plan_notes,
+                                  json_object_get(json_object_array_get_idx(jp->notes, k)));
+        json_object_put(jp->notes);
+        jp->notes = json_object_new_array();
         if (j->kind == VB_KIND_FILES) {
-            if (plan_files_job(j, b, &e)) {
-                pj->bytes = 0;
-                vbd_job_fail_host(j, VB_JOB_FAILED, "the reads from the disks could not be "
-                                  "planned on the host", vb_strerror(&e));
-                vbd_job_unref(j);
-                pj->defer_until_ns = INT64_MAX;     /* drop its reads */
-                snprintf(pj->defer_reason, sizeof(pj->defer_reason), "failed");
-                continue;
-            }
-            pj->bytes = j->bytes_total - j->bytes_done;
-        } else {
-            struct vbd_disk *dk = j->disks->pdata[0];
-            pj->bytes = dk->img->size;
+            j->parent_cat = jp->parent_cat;
+            j->parent = jp->parent;
+            j->mode_note = jp->mode_note;
+            j->parent_current = jp->parent_current;
+            jp->parent_cat = NULL;
+            jp->parent = jp->mode_note = NULL;
+            j->bytes_total = jp->bytes_total;
+            j->bytes_done = jp->bytes_done;
+            j->files_done = jp->files_done;
+            j->bytes_reused += jp->bytes_reused;
         }
-        g_ptr_array_add(jobs, j);
-    }
-    for (guint i = 0; i < locked->len; i++)
-        g_queue_push_tail(&d->pending, locked->pdata[i]);
-    batch_note(d, report, "batch %llu: %u jobs, %u reads planned, load io %.1f%% cpu %.1f%%",
-               (unsigned long long)b->id, jobs->len, b->n_reads, b->load.io_some_avg10,
-               b->load.cpu_some_avg10);
-
-    for (guint i = 0; i < d->chain->len; i++) {
-        struct vbd_policy *p = d->chain->pdata[i];
-        vb_error pe = { 0 };
-        if (vbd_policy_run(p, b, &pe))
-            batch_note(d, report, "policy %s failed, skipped: %s", vbd_policy_name(p),
-                       vb_strerror(&pe));
-    }
-    /* a frozen guest cannot wait: its jobs run whatever a policy said */
-    for (uint32_t k = 0; k < b->n_jobs; k++) {
-        struct vbp_job *pj = &b->jobs[k];
-        for (guint i = 0; i < jobs->len; i++) {
-            struct vbd_job *j = jobs->pdata[i];
-            if (j->id == pj->id && vbd_job_hurried(j) && pj->defer_until_ns > now_ns &&
-                pj->defer_until_ns != INT64_MAX) {
-                note(j, "not deferred (%s): the guest stays frozen until its data is read",
-                     pj->defer_reason);
-                pj->defer_until_ns = 0;
-            }
+        if (jp->err == -E2BIG || (!jp->err && (vbd_mem_take(j, VBD_MEM_PLAN, jp->mem) ||
+                                                vbd_mem_take(j, VBD_MEM_CATALOG, jp->cat_mem)))) {
+            char what[160];
+            snprintf(what, sizeof(what), "the read plan of job %llu (%u windows, %u pieces "
+                     "and more)", (unsigned long long)j->id, j->windows ? j->windows->len : 0,
+                     j->pieces ? j->pieces->len : 0);
+            if (jp->pj)
+                jp->pj->defer_until_ns = INT64_MAX;
+            vbd_mem_fail(j, what);
+            vbd_job_unref(j);
+            jp->job = NULL;
+            continue;
+        }
+        if (jp->err) {
+            if (jp->pj)
+                jp->pj->defer_until_ns = INT64_MAX;
+            vbd_job_fail_host(j, VB_JOB_FAILED, "the reads from the disks could not be "
+                              "planned on the host", vb_strerror(&jp->e));
+            vbd_job_unref(j);
+            jp->job = NULL;
+            continue;
         }
     }
+    frozen_priority(c, now_ns);
     vbd_batch_strip_deferred(b);
     /* notes into the jobs' plans */
     {
         GPtrArray *notes = vbd_batch_notes(b);
+        GHashTable *byid = g_hash_table_new(g_int64_hash, g_int64_equal);
+        for (guint i = 0; i < c->n; i++)
+            if (c->jp[i].job && c->jp[i].pj)
+                g_hash_table_insert(byid, &c->jp[i].job->id, c->jp[i].job);
         for (guint n = 0; n < notes->len; n++) {
             struct vbd_note *nt = notes->pdata[n];
             char *line = g_strdup_printf("%s: %s", nt->policy, nt->text);
-            if (nt->job == 0)
-                json_object_array_add(report, json_object_new_string(line));
-            for (guint i = 0; i < jobs->len; i++) {
-                struct vbd_job *j = jobs->pdata[i];
-                if (nt->job == 0 || nt->job == j->id)
+            if (nt->job == 0) {
+                GHashTableIter it;
+                gpointer k, v;
+                json_object_array_add(c->report, json_object_new_string(line));
+                g_hash_table_iter_init(&it, byid);
+                while (g_hash_table_iter_next(&it, &k, &v))
+                    json_object_array_add(((struct vbd_job *)v)->plan_notes,
+                                          json_object_new_string(line));
+            } else {
+                struct vbd_job *j = g_hash_table_lookup(byid, &nt->job);
+                if (j)
                     json_object_array_add(j->plan_notes, json_object_new_string(line));
             }
             g_free(line);
         }
+        /* the frozen priority's notes, after the policies' */
+        for (guint i = 0; i < c->n; i++)
+            for (size_t k = 0; c->jp[i].job && c->jp[i].notes &&
+                               k < json_object_array_length(c->jp[i].notes); k++)
+                json_object_array_add(c->jp[i].job->plan_notes, json_object_get(
+                    json_object_array_get_idx(c->jp[i].notes, k)));
+        g_hash_table_destroy(byid);
     }
-    {
-        struct vbd_plan *plan = g_new0(struct vbd_plan, 1);
-        plan->id = b->id;
-        plan->batch = b;
-        plan->jobs = g_ptr_array_new();
-        for (guint i = 0; i < jobs->len; i++) {
-            struct vbd_job *j = jobs->pdata[i];
-            struct vbp_job *pj = NULL;
-            for (uint32_t k = 0; k < b->n_jobs; k++)
-                if (b->jobs[k].id == j->id)
-                    pj = &b->jobs[k];
-            if (pj && pj->defer_until_ns > now_ns) {
-                /* deferred: back to the queue, unplanned */
-                if (!j->first_deferred_ns)
-                    j->first_deferred_ns = now_ns;
-                j->state = VB_JOB_DEFERRED;
-                j->defer_until_ns = pj->defer_until_ns;
-                snprintf(j->reason, sizeof(j->reason), "%s", pj->defer_reason);
-                unplan_job(j);
-                vbd_job_unclaim_idle(j);
-                g_queue_push_tail(&d->pending, j);
-                continue;
-            }
+    plan = g_new0(struct vbd_plan, 1);
+    plan->id = b->id;
+    plan->batch = b;
+    plan->jobs = g_ptr_array_new();
+    for (guint i = 0; i < c->n; i++) {
+        struct jobplan *jp = &c->jp[i];
+        struct vbd_job *j = jp->job;
+
+        if (!j || !jp->pj) {
+            jobplan_clear(jp);
+            continue;
+        }
+        if (jp->pj->defer_until_ns > now_ns) {
+            /* deferred: back to the queue, unplanned */
+            if (!j->first_deferred_ns)
+                j->first_deferred_ns = now_ns;
+            j->state = VB_JOB_DEFERRED;
+            j->defer_until_ns = jp->pj->defer_until_ns;
+            snprintf(j->reason, sizeof(j->reason), "%s", jp->pj->defer_reason);
+            unplan_job(j);
+            vbd_job_unclaim_idle(j);
+            g_queue_push_tail(&d->pending, j);
+        } else {
             j->state = VB_JOB_RUNNING;
             j->reason[0] = 0;
             j->started_ns = vb_wall_ns();
             vbd_journal_running(j);
             g_ptr_array_add(plan->jobs, j);     /* the queue's reference moves to the plan */
         }
-        plan->rate_limit_bps = b->rate_limit_bps;
-        json_object_array_add(d->batches, json_object_get(report));
-        while (json_object_array_length(d->batches) > 20)
-            json_object_array_del_idx(d->batches, 0, 1);
-        if (plan->jobs->len) {
-            vbd_exec_start(d, plan);
-        } else {
-            g_ptr_array_free(plan->jobs, TRUE);
-            vbd_batch_free(b);
-            g_free(plan);
-        }
+        jobplan_clear(jp);
     }
-out:
-    json_object_put(report);
-    g_ptr_array_free(jobs, TRUE);
-    g_ptr_array_free(locked, TRUE);
+    plan->rate_limit_bps = b->rate_limit_bps;
+    json_object_array_add(d->batches, json_object_get(c->report));
+    while (json_object_array_length(d->batches) > 20)
+        json_object_array_del_idx(d->batches, 0, 1);
+    if (plan->jobs->len) {
+        vbd_exec_start(d, plan);
+    } else {
+        g_ptr_array_free(plan->jobs, TRUE);
+        vbd_batch_free(b);
+        g_free(plan);
+    }
+    json_object_put(c->report);
+    g_ptr_array_unref(c->chain);
+    g_free(c->jp);
+    g_free(c->headline);
+    g_free(c->psi_dir);
+    g_free(c);
+    vbd_batch_schedule(d);
+}
+
+/* On the main loop: take the pending jobs and hand them to a worker. */
+static void cut(struct vbd *d)
+{
+    GQueue keep = G_QUEUE_INIT;
+    struct cut *c;
+
+    if (d->cutting || g_queue_is_empty(&d->pending))
+        return;
+    c = g_new0(struct cut, 1);
+    c->d = d;
+    c->jp = g_new0(struct jobplan, g_queue_get_length(&d->pending));
+    while (!g_queue_is_empty(&d->pending)) {
+        struct vbd_job *j = g_queue_pop_head(&d->pending);
+        struct jobplan *jp;
+
+        if (j->state != VB_JOB_QUEUED && j->state != VB_JOB_DEFERRED) {
+            vbd_job_unref(j);           /* cancelled meanwhile */
+            continue;
+        }
+        if (j->claiming) {              /* its fallback data's claim is still out */
+            g_queue_push_tail(&keep, j);
+            continue;
+        }
+        jp = &c->jp[c->n++];
+        jp->job = j;
+        jp->room = vbd_mem_room(j->vm);
+        jp->notes = json_object_new_array();
+        j->planning = true;             /* its entries and windows are the worker's */
+    }
+    d->pending = keep;
+    if (!c->n) {
+        g_free(c->jp);
+        g_free(c);
+        return;
+    }
+    c->b = vbd_batch_new(++d->next_batch);
+    c->chain = g_ptr_array_ref(d->chain);
+    c->psi_dir = g_strdup(d->cfg->psi_dir);
+    c->report = json_object_new_array();
+    c->task.work.fn = cut_work;
+    c->task.done = cut_done;
+    d->cutting = true;
+    vbd_work_push(d, &c->task);
 }
 
 static gboolean on_cut(gpointer opaque)

@@ -8,13 +8,19 @@
  *                 mapper_user, mapper_memory, mapper_seconds, max_mappers, ...
  *   [target NAME] repository = DIR
  *   [policy NAME] key = value ...      (passed to the plugin)
- *   [vm NAME]     socket = PATH, qmp = PATH,
- *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT]
+ *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
+ *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT],
+ *                 pidfile = PATH, peer_label = LABEL, max_job_bytes = SIZE,
+ *                 max_total_bytes = SIZE, max_bytes_per_day = SIZE,
+ *                 max_jobs_per_day = N
+ *   [libvirt]     uri = URI, pid_dir = DIR, cbt = true|false, and the
+ *                 quotas of [vm NAME] for every domain found
  */
 #include "vbackupd.h"
 #include "wire.h"
 
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +35,8 @@
 static const char *daemon_keys[] = {
     "runtime_dir", "state_dir", "socket_group", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
-    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "mapper",
+    "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "vm_memory",
+    "max_extents_per_job", "output_buffer", "reclaim", "reclaim_interval", "mapper",
     "mapper_user", "mapper_memory", "mapper_seconds", "max_mappers", NULL,
 };
 
@@ -54,6 +61,8 @@ void vbd_vm_cfg_free(gpointer p)
     g_free(v->socket);
     g_free(v->qmp);
     g_free(v->libvirt);
+    g_free(v->pidfile);
+    g_free(v->peer_label);
     g_ptr_array_free(v->disks, TRUE);
     g_free(v);
 }
@@ -93,6 +102,7 @@ void vbd_config_free(struct vbd_config *c)
     g_free(c->state_dir);
     g_free(c->socket_group);
     g_free(c->libvirt_uri);
+    g_free(c->libvirt_pid_dir);
     g_free(c->mapper);
     g_free(c->mapper_user);
     g_ptr_array_free(c->targets, TRUE);
@@ -154,6 +164,44 @@ static char *get_str(GKeyFile *kf, const char *g, const char *k, const char *dfl
     return dflt ? g_strdup(dflt) : NULL;
 }
 
+/* One quota key of [vm NAME] or [libvirt]; false when KEY is none.  A size
+ * or a count; 0 (the default) is no limit. */
+static bool quota_key(GKeyFile *kf, const char *g, const char *key, struct vbd_quota *q,
+                      int *ret, vb_error *e)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        bool count;
+    } keys[] = {
+        { "max_job_bytes", offsetof(struct vbd_quota, job_bytes), false },
+        { "max_total_bytes", offsetof(struct vbd_quota, total_bytes), false },
+        { "max_bytes_per_day", offsetof(struct vbd_quota, day_bytes), false },
+        { "max_jobs_per_day", offsetof(struct vbd_quota, day_jobs), true },
+    };
+
+    for (size_t i = 0; i < VB_ARRAY_SIZE(keys); i++) {
+        g_autofree char *v = NULL;
+        uint64_t *dst = (uint64_t *)((char *)q + keys[i].off);
+        char *end;
+
+        if (strcmp(key, keys[i].key))
+            continue;
+        v = get_str(kf, g, key, "0");
+        if (keys[i].count) {
+            errno = 0;
+            *dst = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-')
+                *ret = vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a number of jobs", g, key,
+                                 v);
+        } else if (vb_parse_size(v, dst)) {
+            *ret = vb_seterr(e, -EINVAL, "[%s] %s: '%s' is not a size (e.g. 20G)", g, key, v);
+        }
+        return true;
+    }
+    return false;
+}
+
 /*
  * IMAGE,format=raw|qcow2[,backing_format=raw|qcow2].  The format is
  * required: it is never guessed from the image, whose bytes a guest writes
@@ -196,6 +244,20 @@ static int parse_disk(const char *val, struct vbd_disk_cfg *d, const char *group
     return 0;
 }
 
+/* "true"/"false" (and yes/no, 1/0): changed-block tracking (docs/cbt.md) */
+static int parse_bool(const char *group, const char *key, const char *val, bool *out,
+                      vb_error *e)
+{
+    if (!g_ascii_strcasecmp(val, "true") || !g_ascii_strcasecmp(val, "yes") || !strcmp(val, "1"))
+        *out = true;
+    else if (!g_ascii_strcasecmp(val, "false") || !g_ascii_strcasecmp(val, "no") ||
+             !strcmp(val, "0"))
+        *out = false;
+    else
+        return vb_seterr(e, -EINVAL, "[%s] %s: '%s' is neither true nor false", group, key, val);
+    return 0;
+}
+
 static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vbd_config *c,
                     vb_error *e)
 {
@@ -210,10 +272,26 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
                          group, name);
     for (char **k = keys; k && *k; k++) {
         g_autofree char *val = get_str(kf, group, *k, NULL);
+        int ret = 0;
         if (!strcmp(*k, "socket")) {
             v->socket = g_strdup(val);
         } else if (!strcmp(*k, "qmp")) {
             v->qmp = g_strdup(val);
+        } else if (!strcmp(*k, "cbt")) {
+            if (parse_bool(group, *k, val, &v->cbt, e))
+                return -EINVAL;
+        } else if (!strcmp(*k, "pidfile")) {
+            if (val[0] != '/')
+                return vb_seterr(e, -EINVAL, "[%s] pidfile: '%s' is not an absolute path",
+                                 group, val);
+            v->pidfile = g_strdup(val);
+        } else if (!strcmp(*k, "peer_label")) {
+            if (!val[0])
+                return vb_seterr(e, -EINVAL, "[%s] peer_label: empty", group);
+            v->peer_label = g_strdup(val);
+        } else if (quota_key(kf, group, *k, &v->quota, &ret, e)) {
+            if (ret)
+                return ret;
         } else if (!strncmp(*k, "disk.", 5)) {
             struct vbd_disk_cfg *d = g_new0(struct vbd_disk_cfg, 1);
             g_ptr_array_add(v->disks, d);
@@ -224,10 +302,14 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             if (parse_disk(val, d, group, *k, e))
                 return -EINVAL;
         } else {
-            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, disk.SERIAL)",
-                             group, *k);
+            return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, cbt, "
+                             "disk.SERIAL, pidfile, peer_label, max_job_bytes, "
+                             "max_total_bytes, max_bytes_per_day, max_jobs_per_day)", group, *k);
         }
     }
+    if (v->cbt && !v->qmp)
+        return vb_seterr(e, -EINVAL, "[%s] cbt: changed-block tracking needs a point-in-time "
+                         "view: give the VM its QMP socket (qmp = PATH)", group);
     if (!v->disks->len)
         return vb_seterr(e, -EINVAL, "[%s]: no disks (disk.SERIAL = IMAGE)", group);
     if (!v->socket)
@@ -298,6 +380,35 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     if ((ret = get_size(kf, "daemon", "cache", 256u << 20, &u, e)))
         goto out;
     c->cache_bytes = u;
+    /* what one VM's requests may make the daemon hold (limits.c) */
+    if ((ret = get_size(kf, "daemon", "vm_memory", 1ull << 30, &c->vm_memory, e)))
+        goto out;
+    if (c->vm_memory < (16u << 20)) {
+        ret = vb_seterr(e, -EINVAL, "%s: [daemon] vm_memory: at least 16M", path);
+        goto out;
+    }
+    if ((ret = get_double(kf, "daemon", "max_extents_per_job", 4194304, 8192, 1e12, &v, e)))
+        goto out;
+    c->max_extents_per_job = (uint64_t)v;
+    if ((ret = get_size(kf, "daemon", "output_buffer", 8u << 20, &c->output_buffer, e)))
+        goto out;
+    if (c->output_buffer < (3u << 20)) {
+        ret = vb_seterr(e, -EINVAL, "%s: [daemon] output_buffer: at least 3M (two replies "
+                        "of 1 MiB and what is promised)", path);
+        goto out;
+    }
+    {
+        g_autofree char *rc = get_str(kf, "daemon", "reclaim", "yes");
+        if (!strcmp(rc, "yes") || !strcmp(rc, "true"))
+            c->reclaim = true;
+        else if (strcmp(rc, "no") && strcmp(rc, "false")) {
+            ret = vb_seterr(e, -EINVAL, "%s: [daemon] reclaim: '%s' (yes or no)", path, rc);
+            goto out;
+        }
+    }
+    if ((ret = get_double(kf, "daemon", "reclaim_interval", 600, 0, 86400 * 7,
+                          &c->reclaim_interval, e)))
+        goto out;
     /* the file system mapper (docs/freeze.md) */
     c->mapper = get_str(kf, "daemon", "mapper", VBD_MAPPER);
     c->mapper_user = get_str(kf, "daemon", "mapper_user", "nobody");
@@ -368,12 +479,31 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             continue;
         if (!strcmp(*g, "libvirt")) {
             g_auto(GStrv) lk = g_key_file_get_keys(kf, *g, NULL, NULL);
-            for (char **k = lk; k && *k; k++)
-                if (strcmp(*k, "uri")) {
-                    ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri)", path, *k);
+            for (char **k = lk; k && *k; k++) {
+                if (!strcmp(*k, "uri") || !strcmp(*k, "pid_dir") || !strcmp(*k, "cbt"))
+                    continue;
+                if (quota_key(kf, *g, *k, &c->libvirt_quota, &ret, e)) {
+                    if (ret) {
+                        vb_prefixerr(e, "%s", path);
+                        goto out;
+                    }
+                    continue;
+                }
+                ret = vb_seterr(e, -EINVAL, "%s: [libvirt]: unknown key '%s' (uri, pid_dir, cbt, "
+                                "max_job_bytes, max_total_bytes, max_bytes_per_day, "
+                                "max_jobs_per_day)", path, *k);
+                goto out;
+            }
+            c->libvirt_uri = get_str(kf, *g, "uri", "qemu:///system");
+            if (g_key_file_has_key(kf, *g, "cbt", NULL)) {
+                g_autofree char *val = get_str(kf, *g, "cbt", "");
+                if ((ret = parse_bool("libvirt", "cbt", val, &c->libvirt_cbt, e))) {
+                    vb_prefixerr(e, "%s", path);
                     goto out;
                 }
-            c->libvirt_uri = get_str(kf, *g, "uri", "qemu:///system");
+            }
+            /* libvirt's QEMU writes its pid to DIR/NAME.pid (qemu driver's state dir) */
+            c->libvirt_pid_dir = get_str(kf, *g, "pid_dir", "/run/libvirt/qemu");
             continue;
         }
         if (!strncmp(*g, "target ", 7)) {

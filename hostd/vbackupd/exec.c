@@ -28,6 +28,7 @@
 #include "vbackup/protolib.h"
 
 #define WINDOW (4u << 20)
+#define FB_BUSY_MAX 2       /* fallback windows of one job with the workers at once */
 
 static void pump(struct vbd *d);
 static void check_job_done(struct vbd_job *j);
@@ -36,22 +37,34 @@ static void window_free_fb(struct vbd_window *w);
 
 /* ---- buffers and counters --------------------------------------------------------- */
 
+/* The shared pool of 4 MiB window buffers of plans: at most max_bufs in use. */
 uint8_t *vbd_buf_get(struct vbd *d)
 {
-    uint8_t *b = g_queue_pop_head(&d->free_bufs);
+    uint8_t *b;
 
-    if (b)
-        return b;
-    if (d->n_bufs >= d->max_bufs)
+    if (d->bufs_in_use >= d->max_bufs)
         return NULL;
-    d->n_bufs++;
-    return aligned_alloc(4096, WINDOW);
+    b = g_queue_pop_head(&d->free_bufs);
+    if (!b && !(b = aligned_alloc(4096, WINDOW)))
+        return NULL;
+    d->bufs_in_use++;
+    return b;
 }
 
 void vbd_buf_put(struct vbd *d, uint8_t *b)
 {
-    if (b)
-        g_queue_push_head(&d->free_bufs, b);
+    if (!b)
+        return;
+    g_assert(d->bufs_in_use > 0);
+    d->bufs_in_use--;
+    g_queue_push_head(&d->free_bufs, b);
+}
+
+/* Work for the CPU workers, counted so that a shutdown waits for it. */
+void vbd_work_push(struct vbd *d, struct vbd_task *t)
+{
+    d->tasks_out++;
+    vb_workers_push(&d->wk, &t->work);
 }
 
 json_object *vbd_disks_json(GPtrArray *disks)
@@ -86,16 +99,18 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
 
 /* ---- the repository claim of a job ---------------------------------------------------- */
 
-int vbd_job_claim(struct vbd_job *j, vb_error *e)
+/* Begin a write session: it takes the repository's lock, reads the gc
+ * generation and makes the snapshot's folder, so it runs on a worker. */
+int vbd_claim_work(struct vbd_target *t, const char *vm, struct vb_write **ws, vb_error *e)
 {
+    struct vb_repo *r = vbd_target_repo(t, e);
     int ret;
 
-    if (j->ws)
-        return 0;
-    ret = vb_write_begin(j->target->repo, j->vm->name, VB_WRITE_NOWAIT, &j->ws, e);
+    if (!r)                 /* broken: the guest's terms in e, the cause in the log */
+        return e->code ? e->code : -EIO;
+    ret = vb_write_begin(r, vm, VB_WRITE_NOWAIT, ws, e);
     if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
-        vb_seterr(e, ret, "repository %s is busy (garbage collection is running)",
-                  j->target->name);
+        vb_seterr(e, ret, "repository %s is busy (garbage collection is running)", t->name);
     return ret;
 }
 
@@ -127,7 +142,7 @@ void vbd_job_unclaim_idle(struct vbd_job *j)
 /* Store one chunk through the job's session (unless it is zeros: those are
  * recorded as written zeros, nothing stored); record it. */
 static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *data,
-                      uint32_t len, uint64_t off)
+                      uint32_t len, uint64_t off, vb_error *e)
 {
     struct vb_cat_chunk ch = { .offset = off, .len = len };
     uint32_t stored;
@@ -138,7 +153,7 @@ static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *d
         g_array_append_val(w->chunks, ch);
         return 0;
     }
-    ret = vb_write_put(w->ws, c, data, len, ch.id, &stored, &w->e);
+    ret = vb_write_put(w->ws, c, data, len, ch.id, &stored, e);
     if (ret < 0)
         return ret;
     if (ret == 1) {
@@ -157,6 +172,7 @@ static void process_window(struct vb_work *work, struct vb_codec *c)
     const struct vb_cdc *cdc = &w->job->d->cdc;
     uint8_t *data, *tmp = NULL;
     uint32_t total, pos = 0;
+    vb_error e = { 0 };
     int ret = 0;
 
     w->chunks = g_array_new(FALSE, FALSE, sizeof(struct vb_cat_chunk));
@@ -170,7 +186,7 @@ static void process_window(struct vb_work *work, struct vb_codec *c)
             continue;
         cs = vb_image_layer_cluster_size(w->img, pc->depth);
         tmp = tmp ? tmp : g_malloc(2u << 20);
-        ret = vb_image_inflate(w->img, pc->depth, pc->comp, pc->comp_len, tmp, &w->e);
+        ret = vb_image_inflate(w->img, pc->depth, pc->comp, pc->comp_len, tmp, &e);
         if (!ret)
             memcpy(w->buf + pc->win_off, tmp + pc->cluster_off,
                    VB_MIN(pc->len, (uint32_t)(cs - pc->cluster_off)));
@@ -180,6 +196,7 @@ static void process_window(struct vb_work *work, struct vb_codec *c)
     g_free(tmp);
     if (ret) {
         w->err = ret;
+        w->emsg = g_strdup(vb_strerror(&e));
         return;
     }
     /* the carry from the previous window of the file, then this window */
@@ -196,11 +213,13 @@ static void process_window(struct vb_work *work, struct vb_codec *c)
         uint32_t avail = total - pos, n = (uint32_t)vb_cdc_cut(cdc, data + pos, avail);
         if (n == avail && !w->region_end && avail < cdc->max)
             break;                      /* wait for the next window */
-        ret = emit_chunk(w, c, data + pos, n, w->carry_off + pos);
+        ret = emit_chunk(w, c, data + pos, n, w->carry_off + pos, &e);
         pos += n;
     }
-    if (ret)
+    if (ret) {
         w->err = ret;
+        w->emsg = g_strdup(vb_strerror(&e));
+    }
     g_free(w->carry);
     w->carry = NULL;
     if (!ret && pos < total) {
@@ -238,34 +257,85 @@ static bool job_over(const struct vbd_job *j)
 }
 
 static gboolean on_claim_retry(gpointer opaque);
+static void fb_resubmit(struct vbd_job *j);
+
+struct claim_task {
+    struct vbd_task task;    /* first */
+    struct vbd_job *job;     /* a reference */
+    struct vb_write *ws;
+    int err;
+    vb_error e;
+};
+
+static void claim_work(struct vb_work *work, struct vb_codec *c)
+{
+    struct claim_task *ct = (struct claim_task *)work;
+
+    ct->err = vbd_claim_work(ct->job->target, ct->job->vm->name, &ct->ws, &ct->e);
+}
+
+static void claim_done(struct vbd_task *t)
+{
+    struct claim_task *ct = (struct claim_task *)t;
+    struct vbd_job *j = ct->job;
+    struct vbd *d = j->d;
+
+    j->claiming = false;
+    if (job_over(j) || j->ws) {
+        if (ct->ws) {
+            vb_write_abort(ct->ws);
+            vb_write_unref(ct->ws);
+        }
+    } else if (!ct->err) {
+        j->ws = ct->ws;
+        vbd_quota_attach(j);            /* what it stores counts against the VM's quotas */
+        vbd_journal_running(j);         /* names the session: a restart finds its snapshot */
+        if (j->claim_waited)
+            vbd_log("job %llu: repository %s claimed, fallback data goes on",
+                    (unsigned long long)j->id, j->target->name);
+        fb_resubmit(j);
+    } else if (ct->err == -EBUSY) {
+        if (!j->claim_waited)
+            vbd_log("job %llu: fallback data waits: %s", (unsigned long long)j->id,
+                    vb_strerror(&ct->e));
+        j->claim_waited = true;
+        j->claim_waiting = true;
+        if (!d->claim_timer)
+            d->claim_timer = g_timeout_add(200, on_claim_retry, d);
+    } else {
+        /* a broken or read-only target says what is wrong with it */
+        char what[160];
+        if (!vbd_target_cannot_write(j->target, ct->err, what, sizeof(what)))
+            snprintf(what, sizeof(what), "target '%s' could not be claimed on the host",
+                     j->target->name);
+        vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&ct->e));
+    }
+    vbd_batch_schedule(d);          /* a sealed job may wait for this claim */
+    vbd_job_unref(j);
+    g_free(ct);
+    pump(d);
+}
 
 /* Fallback data is stored as it arrives, before the job is sealed: its first
- * window claims the repository.  While gc holds it, the windows wait (and
- * with them the guest's DATA requests); another failure fails the job. */
+ * window claims the repository, on a worker.  While gc holds it, the windows
+ * wait (and with them the guest's DATA requests); another failure fails the
+ * job. */
 static bool job_claimed(struct vbd_job *j)
 {
-    vb_error e = { 0 };
-    int ret;
+    struct claim_task *ct;
 
     if (j->ws)
         return true;
-    if (j->claim_waiting)
-        return false;                   /* the timer tries again */
-    ret = vbd_job_claim(j, &e);
-    if (ret == -EBUSY) {
-        vbd_log("job %llu: fallback data waits: %s", (unsigned long long)j->id, vb_strerror(&e));
-        j->claim_waiting = true;
-        if (!j->d->claim_timer)
-            j->d->claim_timer = g_timeout_add(200, on_claim_retry, j->d);
-        return false;
-    }
-    if (ret) {
-        snprintf(j->reason, sizeof(j->reason), "%s", vb_strerror(&e));
-        drop_ready(j);                  /* answers their requests */
-        vbd_job_fail(j, VB_JOB_FAILED, "%s", vb_strerror(&e));
-        return false;
-    }
-    return true;
+    if (j->claiming || j->claim_waiting)
+        return false;                   /* the task or the timer comes back */
+    ct = g_new0(struct claim_task, 1);
+    ct->task.work.fn = claim_work;
+    ct->task.done = claim_done;
+    ct->job = j;
+    j->refs++;
+    j->claiming = true;
+    vbd_work_push(j->d, &ct->task);
+    return false;
 }
 
 static gboolean on_claim_retry(gpointer opaque)
@@ -286,29 +356,35 @@ static gboolean on_claim_retry(gpointer opaque)
         if (job_over(j))
             continue;
         j->last_activity = vb_now();    /* waiting for gc is not the guest's silence */
-        if (!job_claimed(j))
-            continue;
-        vbd_log("job %llu: repository %s claimed, fallback data goes on",
-                (unsigned long long)j->id, j->target->name);
-        for (guint f = 0; j->entries && f < j->entries->len; f++)
-            try_submit(j, &g_array_index(j->entries, struct vbd_entry, f));
+        job_claimed(j);
     }
     g_ptr_array_free(waiting, TRUE);
-    pump(d);
     return G_SOURCE_REMOVE;
 }
 
-/* Hand the file's next window to a worker, in order. */
+/* Hand the file's next window to a worker, in order.  A job has at most
+ * FB_BUSY_MAX fallback windows with the workers, so that one guest's data
+ * cannot fill the workers' queue; the others wait, in memory it is charged
+ * for, and so do the DATA requests they answer. */
 static void try_submit(struct vbd_job *j, struct vbd_entry *en)
 {
     struct vbd_window *w;
 
     if (en->busy || !(w = g_queue_peek_head(&en->ready)) || w->seq != en->next_seq)
         return;
+    if (!w->plan && (!job_claimed(j) || j->fb_busy >= FB_BUSY_MAX)) {
+        if (!en->fb_queued) {
+            en->fb_queued = true;
+            g_queue_push_tail(&j->fb_waiting, GUINT_TO_POINTER(w->file));
+        }
+        return;
+    }
     if (!job_claimed(j))
         return;
     g_queue_pop_head(&en->ready);
     en->busy = true;
+    if (!w->plan)
+        j->fb_busy++;
     w->carry = en->carry;
     w->carry_len = en->carry_len;
     w->carry_off = en->carry_off;
@@ -317,7 +393,34 @@ static void try_submit(struct vbd_job *j, struct vbd_entry *en)
     w->ws = vb_write_ref(j->ws);
     w->task.work.fn = process_window;
     w->task.done = window_done;
-    vb_workers_push(&j->d->wk, &w->task.work);
+    vbd_work_push(j->d, &w->task);
+}
+
+/* Files whose fallback windows wait for a worker, in the order they came. */
+static void fb_resubmit(struct vbd_job *j)
+{
+    while (!job_over(j) && j->ws && j->fb_busy < FB_BUSY_MAX &&
+           !g_queue_is_empty(&j->fb_waiting)) {
+        guint f = GPOINTER_TO_UINT(g_queue_pop_head(&j->fb_waiting));
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, f);
+        en->fb_queued = false;
+        try_submit(j, en);
+    }
+}
+
+/* A window's buffer goes back: to the pool (plans), or freed (fallback). */
+static void window_put_buf(struct vbd_window *w)
+{
+    if (w->plan) {
+        if (w->buf)
+            w->job->vm->pool_bufs--;
+        vbd_buf_put(w->job->d, w->buf);
+    } else if (w->buf) {
+        g_free(w->buf);
+        vbd_mem_give(w->job, VBD_MEM_FALLBACK, w->cap);
+    }
+    w->buf = NULL;
+    w->cap = 0;
 }
 
 /* A window of a job that failed or was cancelled: its buffer goes back, its
@@ -329,8 +432,7 @@ static void window_drop(struct vbd_window *w)
 
     vb_write_unref(w->ws);
     w->ws = NULL;
-    vbd_buf_put(j->d, w->buf);
-    w->buf = NULL;
+    window_put_buf(w);
     g_free(w->carry);
     w->carry = NULL;
     if (w->plan)
@@ -338,8 +440,9 @@ static void window_drop(struct vbd_window *w)
     else
         j->fb_windows_pending--;
     if (w->reply)
-        vbd_req_answer_err(w->reply, VB_S_JOB_FAILED, "job %llu %s: %s",
-                           (unsigned long long)j->id, vbd_state_name(j->state), j->reason);
+        vbd_req_answer_err(w->reply, j->over_quota ? VB_S_QUOTA : VB_S_JOB_FAILED,
+                           "job %llu %s: %s", (unsigned long long)j->id,
+                           vbd_state_name(j->state), j->reason);
     w->reply = NULL;
     if (w->plan && !j->windows_open && !j->committing)
         release_from_plan(j);
@@ -357,6 +460,26 @@ static void drop_ready(struct vbd_job *j)
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
         while ((w = g_queue_pop_head(&en->ready)))
             window_drop(w);
+        en->fb_queued = false;
+    }
+    g_queue_clear(&j->fb_waiting);
+}
+
+/* Whatever ends a job (vbd_job_release): its fallback windows, full ones
+ * waiting for a worker or the repository and half-full ones, are freed and
+ * their DATA requests answered.  Windows with a worker come back to
+ * window_done, which drops them. */
+void vbd_exec_drop_fallback(struct vbd_job *j)
+{
+    drop_ready(j);
+    for (guint i = 0; j->entries && i < j->entries->len; i++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+        struct vbd_window *w = en->fb_win;
+        if (w) {
+            en->fb_win = NULL;
+            window_put_buf(w);
+            window_free_fb(w);
+        }
     }
 }
 
@@ -366,8 +489,8 @@ static void window_ready(struct vbd_window *w)
     struct vbd_entry *en;
 
     if (job_over(j)) {
-        window_drop(w);
         drop_ready(j);
+        window_drop(w);                 /* frees a fallback window: last */
         return;
     }
     en = entry_of(w);
@@ -388,15 +511,16 @@ static void window_done(struct vbd_task *t)
     struct vbd *d = j->d;
     struct vbd_entry *en;
 
+    if (!w->plan)
+        j->fb_busy--;
     if (job_over(j)) {
-        window_drop(w);
         drop_ready(j);
+        window_drop(w);                 /* frees a fallback window */
         goto out;
     }
     vb_write_unref(w->ws);
     w->ws = NULL;
-    vbd_buf_put(d, w->buf);
-    w->buf = NULL;
+    window_put_buf(w);
     if (w->plan)
         j->windows_open--;
     else
@@ -410,23 +534,26 @@ static void window_done(struct vbd_task *t)
     w->carry = NULL;
     if (w->err) {
         char what[sizeof(j->reason)];
-        if (w->err == -ENOSPC)
-            snprintf(what, sizeof(what), "target '%s' has no space left for file '%s'",
-                     j->target->name, en->path);
-        else
-            snprintf(what, sizeof(what), "file '%s' could not be read or stored on the host",
-                     en->path);
-        vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&w->e));
+        g_autofree char *shown = vb_escape(en->path, strlen(en->path));
+        if (!vbd_quota_failed(j, w->err)) {     /* else the reason names the quota */
+            if (w->err == -ENOSPC)
+                snprintf(what, sizeof(what), "target '%s' has no space left for file '%s'",
+                         j->target->name, shown);
+            else
+                snprintf(what, sizeof(what), "file '%s' could not be read or stored on the "
+                         "host", shown);
+            vbd_job_fail_host(j, VB_JOB_FAILED, what, w->emsg ? w->emsg : strerror(-w->err));
+        }
         if (w->reply)
-            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE : VB_S_IO, "%s",
-                               j->reason);
+            vbd_req_answer_err(w->reply, w->err == -ENOSPC ? VB_S_NO_SPACE :
+                               w->err == -EDQUOT ? VB_S_QUOTA : VB_S_IO, "%s", j->reason);
         w->reply = NULL;
         /* the window's buffer and place are already given back */
         if (w->plan && !j->windows_open && !j->committing)
             release_from_plan(j);
+        drop_ready(j);
         if (!w->plan)
             window_free_fb(w);
-        drop_ready(j);
         goto out;
     }
     if (!en->chunks)
@@ -445,10 +572,12 @@ static void window_done(struct vbd_task *t)
     }
     if (w->plan)
         j->windows_done++;
-    else
-        window_free_fb(w);
     try_submit(j, en);
+    if (!w->plan)
+        fb_resubmit(j);
     check_job_done(j);
+    if (!w->plan)
+        window_free_fb(w);              /* may let go of the job: last */
 out:
     pump(d);
 }
@@ -457,10 +586,52 @@ out:
 
 static void window_free_fb(struct vbd_window *w)
 {
+    struct vbd_job *j = w->job;
+
     if (w->chunks)
         g_array_free(w->chunks, TRUE);
     g_free(w->carry);
+    g_free(w->emsg);
     g_free(w);
+    vbd_mem_give(j, VBD_MEM_FALLBACK, sizeof(*w));
+    vbd_job_unref(j);                   /* the window's reference */
+}
+
+/* A fallback window holds the job, and is counted against its VM. */
+static struct vbd_window *fb_window_new(struct vbd_job *j, uint32_t file, struct vbd_entry *en)
+{
+    struct vbd_window *w;
+
+    if (vbd_mem_take(j, VBD_MEM_FALLBACK, sizeof(*w)))
+        return NULL;
+    w = g_new0(struct vbd_window, 1);
+    w->job = j;
+    j->refs++;
+    w->file = file;
+    w->seq = en->windows++;
+    return w;
+}
+
+/* Room for need bytes: the buffer grows with the data, up to a window, so a
+ * piece of one byte costs a byte. */
+static int fb_reserve(struct vbd_window *w, uint32_t need)
+{
+    uint32_t cap;
+    uint8_t *b;
+
+    if (need <= w->cap)
+        return 0;
+    cap = VB_MIN(WINDOW, VB_MAX(need, w->cap * 2));
+    if (vbd_mem_take(w->job, VBD_MEM_FALLBACK, cap - w->cap))
+        return -ENOMEM;
+    b = g_try_realloc(w->buf, cap);
+    if (!b) {
+        vbd_mem_give(w->job, VBD_MEM_FALLBACK, cap - w->cap);
+        return -ENOMEM;
+    }
+    w->buf = b;
+    w->cap = cap;
+    return 0;
 }
 
 void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
@@ -468,25 +639,21 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
 {
     struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, file);
     struct vbd_window *w = en->fb_win;
+    g_autofree char *shown = NULL;
+    char what[VB_MAX_PATH + 64];
 
     while (len || last) {
         uint32_t n;
         if (!w) {
-            w = g_new0(struct vbd_window, 1);
-            w->job = j;
-            w->file = (uint32_t)file;
-            w->seq = en->windows++;
-            w->buf = vbd_buf_get(j->d);
-            if (!w->buf) {
-                w->buf = aligned_alloc(4096, WINDOW);   /* beyond the pool: kept by the pool */
-                j->d->n_bufs++;
-            }
-            w->len = 0;
+            if (!(w = fb_window_new(j, (uint32_t)file, en)))
+                goto nomem;
             en->fb_win = w;
             /* fb_received already counts this whole piece */
             w->off = en->fb_received - len;
         }
         n = VB_MIN(len, WINDOW - w->len);
+        if (fb_reserve(w, w->len + n))
+            goto nomem;
         memcpy(w->buf + w->len, data, n);
         w->len += n;
         data += n;
@@ -497,8 +664,10 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
             w->file_end = w->region_end;
             en->fb_win = NULL;
             j->fb_windows_pending++;
-            if (!len && reply) {
-                w->reply = reply;       /* answered once chunked: back-pressure */
+            /* the piece that completes a window is answered once the window is
+             * stored: back-pressure on a guest that sends faster than that */
+            if (reply) {
+                w->reply = reply;
                 reply = NULL;
             }
             window_ready(w);
@@ -509,6 +678,13 @@ void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, ui
     }
     if (reply)
         vbd_req_answer(reply, VB_S_OK, NULL, 0);
+    return;
+nomem:
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for the reason */
+    snprintf(what, sizeof(what), "fallback data of file '%s'", shown);
+    vbd_mem_fail(j, what);              /* frees the job's windows */
+    if (reply)
+        vbd_req_answer_err(reply, VB_S_TOO_LARGE, "%s", j->reason);
 }
 
 /* ---- reads ------------------------------------------------------------------------------------ */
@@ -520,9 +696,8 @@ static void deliver(struct vbd_read *r, struct vbd_window *w, uint32_t piece)
     if (r->err) {
         if (!w->err) {
             w->err = r->err;
-            vb_seterr(&w->e, r->err, "read %s at %#llx: %s",
-                      r->plan->batch->files[r->file].path, (unsigned long long)r->off,
-                      strerror(-r->err));
+            w->emsg = g_strdup_printf("read %s at %#llx: %s", r->plan->batch->files[r->file].path,
+                                      (unsigned long long)r->off, strerror(-r->err));
         }
     } else if (pc->kind == P_DATA) {
         memcpy(w->buf + pc->win_off, r->buf + pc->read_off, pc->len);
@@ -579,6 +754,22 @@ static void read_done(struct vb_io *io, int res)
     pump(d);
 }
 
+/* A read that cannot be issued (no memory for its buffer) fails its waiters
+ * at once; the caller's window keeps its own guard. */
+static void read_fail_now(struct vbd_read *r, int err)
+{
+    r->state = R_DONE;
+    r->err = err;
+    for (guint i = 0; i < r->waiters->len; i++) {
+        struct vbd_window *w = r->waiters->pdata[i];
+        deliver(r, w, g_array_index(r->waiter_pieces, uint32_t, i));
+        if (--w->pending == 0)
+            window_ready(w);
+    }
+    g_ptr_array_set_size(r->waiters, 0);
+    g_array_set_size(r->waiter_pieces, 0);
+}
+
 static void issue_read(struct vbd_plan *p, struct vbd_read *r)
 {
     struct vbd *d = r->d;
@@ -587,6 +778,10 @@ static void issue_read(struct vbd_plan *p, struct vbd_read *r)
     bool direct;
 
     r->buf = aligned_alloc(4096, VB_MAX(cap, (size_t)4096));
+    if (!r->buf) {
+        read_fail_now(r, -ENOMEM);
+        return;
+    }
     direct = dfd >= 0 && r->off % p->off_align[r->file] == 0 && r->len % p->off_align[r->file] == 0;
     memset(&r->io, 0, sizeof(r->io));
     r->io.op = VB_IO_READ;
@@ -609,6 +804,7 @@ static bool open_window(struct vbd_plan *p, struct vbd_job *j, struct vbd_window
     if (!buf)
         return false;
     w->buf = buf;
+    j->vm->pool_bufs++;
     w->opened = true;
     w->img = ((struct vbd_disk *)j->disks->pdata[entry_of(w)->disk])->img;
     memset(buf, 0, w->len);
@@ -653,29 +849,50 @@ static gboolean on_rate_timer(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
-/* Open windows round-robin over running jobs while buffers last. */
+static bool wants_window(const struct vbd_job *j)
+{
+    return j->state == VB_JOB_RUNNING && j->kind == VB_KIND_FILES && j->windows &&
+           j->next_window < j->windows->len;
+}
+
+/* Open windows round-robin over running jobs while buffers last.  A VM gets
+ * at most its share of the pool (max_bufs over the VMs whose jobs want
+ * windows, at least 2), so one VM's jobs cannot hold every buffer. */
 static void pump(struct vbd *d)
 {
     bool progress = true, limited = false;
+    GHashTable *vms = g_hash_table_new(NULL, NULL);
+    unsigned share;
 
+    for (GList *l = d->plans; l; l = l->next) {
+        struct vbd_plan *p = l->data;
+        for (guint i = 0; i < p->jobs->len; i++)
+            if (wants_window(p->jobs->pdata[i]))
+                g_hash_table_add(vms, ((struct vbd_job *)p->jobs->pdata[i])->vm);
+    }
+    share = VB_MAX(2u, d->max_bufs / VB_MAX(1u, g_hash_table_size(vms)));
+    g_hash_table_destroy(vms);
     while (progress) {
         progress = false;
         for (GList *l = d->plans; l; l = l->next) {
             struct vbd_plan *p = l->data;
             for (guint i = 0; i < p->jobs->len; i++) {
                 struct vbd_job *j = p->jobs->pdata[i];
-                if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
-                    j->next_window >= j->windows->len)
+                if (!wants_window(j))
                     continue;
                 /* keep each job's windows few, so that all jobs advance together */
-                if (j->windows_open >= 6)
+                if (j->windows_open >= 6 || j->vm->pool_bufs >= share)
                     continue;
                 if (!rate_ok(d, p)) {
                     limited = true;
                     continue;
                 }
-                if (!open_window(p, j, j->windows->pdata[j->next_window]))
+                if (!open_window(p, j, j->windows->pdata[j->next_window])) {
+                    if (!d->bufs_in_use)    /* not even one buffer could be allocated */
+                        vbd_job_fail_host(j, VB_JOB_FAILED, "the host is out of memory",
+                                          "no memory for a 4 MiB read buffer");
                     goto out;
+                }
                 j->next_window++;
                 progress = true;
             }
@@ -817,49 +1034,85 @@ static void commit_done(struct vbd_task *t)
 {
     struct commit_task *ct = (struct commit_task *)t;
     struct vbd_job *j = ct->job;
+    char what[160] = "";
 
     j->committing = false;
-    if (j->state == VB_JOB_RUNNING) {
-        if (ct->err) {
-            char what[160];
-            snprintf(what, sizeof(what), ct->err == -ENOSPC ? "target '%s' has no space left "
-                     "for the snapshot" : "the snapshot could not be committed to target '%s'",
-                     j->target->name);
-            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&ct->e));
-        } else {
-            j->snapshot = ct->id;
-            ct->id = NULL;
-            vbd_job_finish_ok(j);
-        }
+    if (ct->err) {
+        vb_prefixerr(&ct->e, "commit");
+        snprintf(what, sizeof(what), ct->err == -ENOSPC ? "target '%s' has no space left "
+                 "for the snapshot" : "the snapshot could not be committed to target '%s'",
+                 j->target->name);
     }
+    /* the commit's answer decides, also for a job stopped meanwhile */
+    vbd_job_committed(j, ct->err ? NULL : g_steal_pointer(&ct->id), ct->err, what, &ct->e,
+                      vb_write_warning(ct->ws));
     g_free(ct->id);
     vb_write_unref(ct->ws);
     release_from_plan(j);
     g_free(ct);
 }
 
-static void check_job_done(struct vbd_job *j)
+static void start_commit(struct vbd_job *j)
 {
     struct commit_task *ct;
 
-    if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
-        j->windows_done < j->windows->len || j->fb_windows_pending || j->windows_open)
-        return;
-    if (j->committing)
-        return;
     if (!j->ws) {                       /* claimed when its batch was cut: cannot happen */
         vbd_job_fail(j, VB_JOB_FAILED, "internal error: the job holds no claim on %s",
                      j->target->name);
         return;
     }
-    j->flags |= VB_JOB_FLAG_READ_DONE;
     j->committing = true;
     ct = g_new0(struct commit_task, 1);
     ct->task.work.fn = commit_work;
     ct->task.done = commit_done;
     ct->job = j;
     ct->ws = vb_write_ref(j->ws);
-    vb_workers_push(&j->d->wk, &ct->task.work);
+    vbd_work_push(j->d, &ct->task);
+}
+
+static void check_job_done(struct vbd_job *j)
+{
+    if (j->state != VB_JOB_RUNNING || j->kind != VB_KIND_FILES || !j->windows ||
+        j->windows_done < j->windows->len || j->fb_windows_pending || j->windows_open)
+        return;
+    if (j->committing)
+        return;
+    j->flags |= VB_JOB_FLAG_READ_DONE;
+    if (j->view_op) {
+        /* everything is read: fold the view back and check it first, so
+         * that "done" means the VM runs on its own images, untouched */
+        j->committing = true;
+        vbd_view_finish(j);
+        return;
+    }
+    start_commit(j);
+}
+
+static void disk_view_done(struct vbd_job *j, int err, const char *summary);
+
+void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary)
+{
+    if (j->kind == VB_KIND_DISK) {
+        /* a job that ended (or was stopped) meanwhile commits nothing */
+        disk_view_done(j, err ? err : j->state != VB_JOB_RUNNING || j->ending ? -ECANCELED : 0,
+                       err ? summary : "the job ended");
+        return;
+    }
+    j->committing = false;
+    if (j->ending && j->state == VB_JOB_RUNNING) {
+        /* stopped while its view was folded back: it ends as asked, nothing committed */
+        vbd_job_committed(j, NULL, -ECANCELED, NULL, NULL, NULL);
+        release_from_plan(j);
+        return;
+    }
+    if (err)
+        vbd_job_fail(j, VB_JOB_FAILED, "point-in-time view: %s (vbackupd's log says more)",
+                     summary);
+    if (j->state != VB_JOB_RUNNING) {
+        release_from_plan(j);
+        return;
+    }
+    start_commit(j);
 }
 
 /* ---- plans ----------------------------------------------------------------------------------------- */
@@ -1036,14 +1289,67 @@ void vbd_exec_cancel_job(struct vbd_job *j)
 
 /* ---- disk jobs --------------------------------------------------------------------------------------- */
 
-struct disk_run {
+struct vbd_disk_run {
     struct vbd_job *job;
     struct vb_write *ws;     /* a reference to the job's session, which the backup ends */
     struct vb_disk_stats st;
     char *id;
     int err;
     vb_error e;
+    char *repo;              /* real path of the target's repository */
+    char *cbt_why;           /* why the tracking proves nothing, known before the read */
+    char bound[320];         /* what became of the tracking, for the plan */
+    /* the view is folded back before the snapshot is committed */
+    GMutex lock;
+    GCond cond;
+    bool view_done;
+    int view_err;
+    char view_summary[160];
 };
+
+static void disk_view_done(struct vbd_job *j, int err, const char *summary)
+{
+    struct vbd_disk_run *dr = j->disk_run;
+
+    g_mutex_lock(&dr->lock);
+    dr->view_err = err;
+    snprintf(dr->view_summary, sizeof(dr->view_summary), "%s", summary ? summary : "");
+    dr->view_done = true;
+    g_cond_signal(&dr->cond);
+    g_mutex_unlock(&dr->lock);
+}
+
+/* main thread: the disk thread has read everything */
+static gboolean disk_view_finish(gpointer opaque)
+{
+    struct vbd_disk_run *dr = opaque;
+    struct vbd_job *j = dr->job;
+    bool running = j->state == VB_JOB_RUNNING && !j->ending;     /* not being stopped */
+
+    if (j->view_op && running)
+        vbd_view_finish(j);         /* vbd_exec_view_done() answers */
+    else
+        disk_view_done(j, running ? 0 : -ECANCELED, "the job ended");
+    return G_SOURCE_REMOVE;
+}
+
+/* disk thread, before the snapshot is committed: wait for the view's release */
+static int disk_before_commit(void *opaque, vb_error *e)
+{
+    struct vbd_disk_run *dr = opaque;
+    int err;
+
+    g_idle_add(disk_view_finish, dr);
+    g_mutex_lock(&dr->lock);
+    while (!dr->view_done)
+        g_cond_wait(&dr->cond, &dr->lock);
+    err = dr->view_err;
+    if (err)
+        vb_seterr(e, err, "point-in-time view: %s (vbackupd's log says more)",
+                  dr->view_summary);
+    g_mutex_unlock(&dr->lock);
+    return err;
+}
 
 static void disk_progress(void *opaque, uint64_t done, uint64_t total)
 {
@@ -1053,40 +1359,93 @@ static void disk_progress(void *opaque, uint64_t done, uint64_t total)
     j->disk_total = total;
 }
 
+/* What the backup read and why: "full read: REASON" or the change set. */
+static void disk_notes(struct vbd_job *j, const struct vb_disk_stats *st)
+{
+    char buf[512], a[32], b[32];
+
+    if (st->tracked)
+        snprintf(buf, sizeof(buf), "tracking: read only the %s in %llu runs written since "
+                 "snapshot %s (%s read; %llu chunks changed, %llu reused, %llu read whole)",
+                 vb_fmt_bytes(st->changed_bytes, a, sizeof(a)),
+                 (unsigned long long)st->changed_runs, st->basis,
+                 vb_fmt_bytes(st->bytes_read, b, sizeof(b)),
+                 (unsigned long long)st->chunks_changed, (unsigned long long)st->chunks_reused,
+                 (unsigned long long)st->chunks_reread);
+    else
+        snprintf(buf, sizeof(buf), "full read: %s", st->why);
+    json_object_array_add(j->plan_notes, json_object_new_string(buf));
+}
+
+/* disk thread: the snapshot is committed; bind the disk's new tracking
+ * overlay to it, so that the next backup reads only what is written to it */
+static void bind_tracking(struct vbd_disk_run *dr)
+{
+    struct vbd_job *j = dr->job;
+    struct vb_cbt_record *r = j->cbt_next;
+    vb_error e = { 0 };
+
+    if (!r)
+        return;
+    r->ready = true;
+    g_free(r->previous);
+    r->previous = NULL;
+    g_free(r->basis);
+    g_free(r->basis_repo);
+    r->basis = g_strdup(dr->id);
+    r->basis_repo = g_strdup(dr->repo);
+    if (!dr->repo || vb_cbt_save(j->d->cfg->state_dir, r, &e))
+        snprintf(dr->bound, sizeof(dr->bound), "tracking: the record of disk %s cannot be "
+                 "written (%s): the next backup reads everything", r->disk,
+                 dr->repo ? vb_strerror(&e) : "no repository path");
+    else
+        snprintf(dr->bound, sizeof(dr->bound), "tracking: disk %s runs on a new overlay, bound "
+                 "to snapshot %s: the next incremental reads only what is written to it",
+                 r->disk, dr->id);
+}
+
 static gboolean disk_finished(gpointer opaque)
 {
-    struct disk_run *dr = opaque;
+    struct vbd_disk_run *dr = opaque;
     struct vbd_job *j = dr->job;
+    char what[160] = "";
 
     g_thread_join(j->disk_thread);
     j->disk_thread = NULL;
-    vb_write_unref(dr->ws);
-    j->bytes_done = dr->st.allocated;
-    j->bytes_total = dr->st.allocated;
+    /* what was read: everything allocated, or the tracked change set */
+    j->bytes_done = dr->st.tracked ? dr->st.changed_bytes : dr->st.allocated;
+    j->bytes_total = j->bytes_done;
     j->bytes_new = dr->st.bytes_new;
     j->bytes_reused = dr->st.bytes_dedup;
     j->bytes_read = dr->st.bytes_read;
     j->stored_new = dr->st.stored_new;
     j->flags |= VB_JOB_FLAG_READ_DONE;
     vbd_count_read(j->d, ((struct vbd_disk *)j->disks->pdata[0])->image, dr->st.bytes_read);
-    if (j->state == VB_JOB_RUNNING) {
-        if (dr->err) {
-            struct vbd_disk *dk = j->disks->pdata[0];
-            char what[160];
-            if (dr->err == -ENOSPC)
-                snprintf(what, sizeof(what), "target '%s' has no space left for disk '%s'",
-                         j->target->name, dk->serial);
-            else
-                snprintf(what, sizeof(what), "disk '%s' could not be read or stored on the host",
-                         dk->serial);
-            vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(&dr->e));
-        } else {
-            j->snapshot = dr->id;
-            dr->id = NULL;
-            vbd_job_finish_ok(j);
-        }
+    if (!dr->err)
+        disk_notes(j, &dr->st);
+    if (dr->bound[0]) {
+        vbd_log("job %llu: %s", (unsigned long long)j->id, dr->bound);
+        json_object_array_add(j->plan_notes, json_object_new_string(dr->bound));
     }
+    if (dr->err) {
+        struct vbd_disk *dk = j->disks->pdata[0];
+        if (dr->err == -ENOSPC)
+            snprintf(what, sizeof(what), "target '%s' has no space left for disk '%s'",
+                     j->target->name, dk->serial);
+        else
+            snprintf(what, sizeof(what), "disk '%s' could not be read or stored on the host",
+                     dk->serial);
+    }
+    /* the backup's answer decides, also for a job stopped meanwhile */
+    vbd_job_committed(j, dr->err ? NULL : g_steal_pointer(&dr->id), dr->err, what, &dr->e,
+                      vb_write_warning(dr->ws));
     g_free(dr->id);
+    vb_write_unref(dr->ws);
+    g_free(dr->repo);
+    g_free(dr->cbt_why);
+    j->disk_run = NULL;
+    g_mutex_clear(&dr->lock);
+    g_cond_clear(&dr->cond);
     g_free(dr);
     release_from_plan(j);
     return G_SOURCE_REMOVE;
@@ -1094,7 +1453,7 @@ static gboolean disk_finished(gpointer opaque)
 
 static gpointer disk_thread(gpointer opaque)
 {
-    struct disk_run *dr = opaque;
+    struct vbd_disk_run *dr = opaque;
     struct vbd_job *j = dr->job;
     struct vbd_disk *dk = j->disks->pdata[0];
     struct vb_disk_backup_opts o = {
@@ -1107,19 +1466,49 @@ static gpointer disk_thread(gpointer opaque)
         .progress_cb = disk_progress,
         .progress_opaque = j,
         .cancel = &j->cancel_flag,
+        .before_commit = disk_before_commit,
+        .before_commit_opaque = dr,
+        .mode = j->mode,
+        .cbt = j->cbt_rec,
+        .cbt_why = dr->cbt_why,
     };
 
+    /* a disk on its tracking overlay is read through it (docs/cbt.md) */
+    if (dk->top) {
+        o.image = dk->top;
+        o.format = "qcow2";
+    }
     dr->err = vb_disk_backup(dr->ws, &o, &dr->st, &dr->id, &dr->e);
+    if (!dr->err)
+        bind_tracking(dr);
     g_idle_add(disk_finished, dr);
     return NULL;
 }
 
 void vbd_disk_job_start(struct vbd_job *j)
 {
-    struct disk_run *dr = g_new0(struct disk_run, 1);
+    struct vbd_disk_run *dr = g_new0(struct vbd_disk_run, 1);
 
     dr->job = j;
     dr->ws = vb_write_ref(j->ws);       /* claimed when the batch was cut */
+    {
+        char *real = realpath(j->target->path, NULL);
+        dr->repo = real ? g_strdup(real) : NULL;
+        free(real);
+    }
+    /* what keeps the tracking from proving anything, known now */
+    if (j->view != VB_VIEW_SNAPSHOT)
+        dr->cbt_why = g_strdup(j->cbt_why ? j->cbt_why :
+                               "no point-in-time view of the disk (the VM has no QMP socket "
+                               "and is not a libvirt domain)");
+    else if (!j->vm->cbt)
+        dr->cbt_why = g_strdup("changed-block tracking is off for this VM (cbt = true in its "
+                               "configuration)");
+    else if (j->cbt_why)
+        dr->cbt_why = g_strdup(j->cbt_why);
+    g_mutex_init(&dr->lock);
+    g_cond_init(&dr->cond);
+    j->disk_run = dr;
     j->disk_thread = g_thread_new("disk-backup", disk_thread, dr);
 }
 
@@ -1145,6 +1534,7 @@ static gboolean on_workers(gint fd, GIOCondition cond, gpointer opaque)
 
     while ((w = vb_workers_pop(&d->wk))) {
         struct vbd_task *t = (struct vbd_task *)w;
+        d->tasks_out--;
         t->done(t);
     }
     return G_SOURCE_CONTINUE;

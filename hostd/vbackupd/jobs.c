@@ -17,6 +17,12 @@
 
 #define KEEP_FINISHED_SECONDS 3600
 #define KEEP_FINISHED_PER_VM 32
+/* what an entry costs besides its path, link and extents: the entry, the
+ * path's key in the job's table, allocation overhead */
+#define ENTRY_COST (sizeof(struct vbd_entry) + 64)
+/* a kept problem: its JSON object and strings, besides the escaped path and reason */
+#define PROBLEM_COST 256u
+#define PROBLEM_PATH ((size_t)4096)     /* bytes of a problem's path that are kept */
 
 const char *vbd_state_name(int state)
 {
@@ -37,6 +43,11 @@ const char *vbd_state_name(int state)
 static bool finished(const struct vbd_job *j)
 {
     return j->state == VB_JOB_DONE || j->state == VB_JOB_FAILED || j->state == VB_JOB_CANCELLED;
+}
+
+bool vbd_job_finished(const struct vbd_job *j)
+{
+    return finished(j);
 }
 
 void vbd_entry_clear(struct vbd_entry *en)
@@ -62,12 +73,17 @@ static void disk_copy_free(gpointer p)
     g_free(d->format);
     g_free(d->backing_format);
     g_free(d->target);
+    g_free(d->top);
     g_free(d);
 }
 
-/* Free what a finished job no longer needs; its summary stays for STATUS. */
+/* Free what a finished job no longer needs; its summary stays for STATUS.
+ * Whatever ended the job, what it held is given back to its VM here: its
+ * entries and extents, plan and catalogs, and its fallback windows (freed,
+ * their DATA requests answered; those with a worker when they come back). */
 void vbd_job_release(struct vbd_job *j)
 {
+    vbd_exec_drop_fallback(j);
     if (j->entries) {
         for (guint i = 0; i < j->entries->len; i++)
             vbd_entry_clear(&g_array_index(j->entries, struct vbd_entry, i));
@@ -81,6 +97,10 @@ void vbd_job_release(struct vbd_job *j)
     if (j->pieces) {
         g_array_free(j->pieces, TRUE);
         j->pieces = NULL;
+    }
+    if (j->windows) {
+        g_ptr_array_free(j->windows, TRUE);
+        j->windows = NULL;
     }
     if (j->disks) {
         g_ptr_array_free(j->disks, TRUE);
@@ -104,6 +124,10 @@ void vbd_job_release(struct vbd_job *j)
     vbd_job_unclaim(j);
     vb_repo_release(j->claim);
     j->claim = NULL;
+    vbd_mem_give_all(j, VBD_MEM_FILES);
+    vbd_mem_give_all(j, VBD_MEM_PLAN);
+    vbd_mem_give_all(j, VBD_MEM_CATALOG);
+    vbd_mem_give_all(j, VBD_MEM_RESTORE);
 }
 
 void vbd_job_unref(struct vbd_job *j)
@@ -111,8 +135,8 @@ void vbd_job_unref(struct vbd_job *j)
     if (--j->refs > 0)
         return;
     vbd_job_release(j);
-    if (j->windows)
-        g_ptr_array_free(j->windows, TRUE);
+    for (int k = 0; k < VBD_MEM__N; k++)
+        vbd_mem_give_all(j, (enum vbd_mem)k);
     if (j->serials)
         g_ptr_array_free(j->serials, TRUE);
     if (j->roots)
@@ -125,6 +149,9 @@ void vbd_job_unref(struct vbd_job *j)
     g_free(j->detail);
     g_free(j->parent);
     g_free(j->mode_note);
+    vb_cbt_free(j->cbt_rec);
+    vb_cbt_free(j->cbt_next);
+    g_free(j->cbt_why);
     vbd_vm_unref(j->vm);
     g_free(j);
 }
@@ -143,19 +170,23 @@ static void job_end(struct vbd_job *j, int state)
 
     j->state = state;
     j->finished_ns = vb_wall_ns();
+    vbd_quota_end(j);           /* its bytes, counted; a gc if it left garbage */
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
     vbd_map_stop(j);        /* a mapper still running is killed */
+    /* how it ended, also after a restart; a view being folded back keeps its
+     * record as it is until it is back (vbd_view_released writes it then) */
+    if (!j->view_busy)
+        vbd_journal_running(j);
     if (j->view_op)
-        vbd_view_release(j);    /* commit the snapshot back; forgets the journal when done */
-    else
-        vbd_journal_forget(j);
+        vbd_view_release(j);    /* commit the snapshot back; the record keeps it until then */
     /* the session ends now: a commit in progress is refused at its commit
      * point, running puts fail; the claim goes when they are back */
     if (j->ws)
         vb_write_abort(j->ws);
-    /* a plan still using the job's windows releases it when they are back */
-    if (!j->in_plan)
+    /* a plan still using the job's windows releases it when they are back,
+     * and so does a cut planning it on a worker */
+    if (!j->in_plan && !j->planning)
         vbd_job_release(j);
     vbd_log("job %llu (%s, %s): %s%s%s%s%s", (unsigned long long)j->id, j->vm->name,
             j->kind == VB_KIND_DISK ? "disk" : "files", vbd_state_name(state),
@@ -163,35 +194,127 @@ static void job_end(struct vbd_job *j, int state)
             j->detail ? j->detail : "");
 }
 
+/* A reason holds guest bytes (paths) only escaped where they were put in;
+ * one that still holds control characters or stray bytes is escaped whole:
+ * the guest, the log and vbackupctl all show it. */
+static void plain_reason(struct vbd_job *j)
+{
+    char *esc;
+
+    if (vb_text_plain(j->reason, strlen(j->reason)))
+        return;
+    esc = vb_escape(j->reason, strlen(j->reason));
+    g_strlcpy(j->reason, esc, sizeof(j->reason));
+    g_free(esc);
+    if (!g_utf8_validate(j->reason, -1, NULL))   /* cut inside a character */
+        *(char *)g_utf8_find_prev_char(j->reason, j->reason + strlen(j->reason)) = 0;
+}
+
+/* End the job as state (its reason set), or, while its commit (or disk
+ * backup) runs, once that comes back.  Abort and commit are serialized
+ * (session.h): if the commit point is not passed yet, the commit is refused
+ * and the job ends as asked when it comes back; if it is, the snapshot
+ * exists and the job is done.  Either way the commit's answer decides,
+ * never a guess (vbd_job_committed). */
+static void stop(struct vbd_job *j, int state)
+{
+    vbd_exec_cancel_job(j);
+    if (j->committing || j->disk_thread) {
+        j->ending = (uint8_t)state;
+        if (j->ws)
+            vb_write_abort(j->ws);
+        vbd_log("job %llu (%s): %s; waiting for its commit to come back", (unsigned long long)j->id,
+                j->vm->name, j->reason);
+        return;
+    }
+    job_end(j, state);
+}
+
 void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
 {
     va_list ap;
 
-    if (finished(j))
+    if (finished(j) || j->ending)
         return;
     va_start(ap, fmt);
     vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
     va_end(ap);
-    vbd_exec_cancel_job(j);
-    job_end(j, state);
+    plain_reason(j);
+    stop(j, state);
 }
 
 void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const char *detail)
 {
-    if (finished(j))
+    if (finished(j) || j->ending)
         return;
     snprintf(j->reason, sizeof(j->reason), "%s; the host's log has details (job %llu)", what,
              (unsigned long long)j->id);
+    plain_reason(j);
     g_free(j->detail);
     j->detail = g_strdup(detail);
-    vbd_exec_cancel_job(j);
-    job_end(j, state);
+    stop(j, state);
+}
+
+void vbd_job_fail_late(struct vbd_job *j, const char *fmt, ...)
+{
+    char why[sizeof(j->reason)], was[sizeof(j->reason)];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (!finished(j)) {
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", why);
+        return;
+    }
+    snprintf(was, sizeof(was), "%s%s%s", vbd_state_name(j->state), j->reason[0] ? ": " : "",
+             j->reason);
+    snprintf(j->reason, sizeof(j->reason), "%s (the job had ended %s)", why, was);
+    j->state = VB_JOB_FAILED;
+    vbd_log("job %llu (%s): failed: %s", (unsigned long long)j->id, j->vm->name, j->reason);
 }
 
 void vbd_job_finish_ok(struct vbd_job *j)
 {
     j->reason[0] = 0;
     job_end(j, VB_JOB_DONE);
+}
+
+void vbd_job_committed(struct vbd_job *j, char *snapshot, int err, const char *what,
+                       const vb_error *e, const char *warning)
+{
+    uint8_t ending = j->ending;
+
+    j->ending = 0;
+    if (j->state != VB_JOB_RUNNING) {
+        if (snapshot)                   /* stop() waits for commits: never */
+            vbd_log("job %llu (%s): ended %s, but its commit made %s", (unsigned long long)j->id,
+                    j->vm->name, vbd_state_name(j->state), snapshot);
+        g_free(snapshot);
+        return;
+    }
+    if (snapshot) {
+        if (ending)
+            vbd_log("job %llu (%s): committed as %s before it could be stopped (%s): done",
+                    (unsigned long long)j->id, j->vm->name, snapshot, j->reason);
+        g_free(j->snapshot);
+        j->snapshot = snapshot;
+        j->reason[0] = 0;
+        g_free(j->detail);
+        j->detail = NULL;
+        if (warning) {
+            /* done, and the guest is told the one thing to know (no path) */
+            vbd_log("job %llu (%s): warning: %s", (unsigned long long)j->id, j->vm->name, warning);
+            snprintf(j->reason, sizeof(j->reason), "committed, but the target could not confirm "
+                     "that the commit is on disk (an fsync failed); a power cut before its next "
+                     "sync could undo it");
+        }
+        job_end(j, VB_JOB_DONE);
+    } else if (ending) {
+        job_end(j, ending);                     /* with the reason it was stopped for */
+    } else if (!vbd_quota_failed(j, err)) {
+        vbd_job_fail_host(j, VB_JOB_FAILED, what, vb_strerror(e));
+    }
 }
 
 unsigned vbd_unfinished_jobs(struct vbd *d, struct vbd_vm *vm)
@@ -241,13 +364,85 @@ void vbd_known_targets(struct vbd *d, char *buf, size_t len)
         o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? ", " : "", (const char *)k);
 }
 
+/*
+ * The VM's quotas (quota.c), then BEGIN's answer.  A VM with a total quota
+ * in the target needs what its snapshots there added: from the snapshot
+ * index, on a worker, never by reading the repository on the main loop; its
+ * BEGIN is answered when that came back.  Meanwhile the job exists but takes
+ * no request (j->opening): nothing it stores could escape its charges.
+ */
+struct begin_wait {
+    struct vbd_job *job;     /* a reference */
+    struct vbd_req *req;
+    uint32_t features;
+    uint64_t commits;        /* vbd_quota_commits when the index was asked */
+};
+
+static void begin_finish(struct begin_wait *bw, uint64_t committed)
+{
+    struct vbd_job *j = bw->job;
+    struct vb_backup_begin_reply r;
+    char msg[VBD_MSG];
+
+    j->opening = false;
+    if (j->state != VB_JOB_COLLECTING) {
+        /* cancelled meanwhile (the VM's last connection closed, a shutdown) */
+        vbd_req_answer_err(bw->req, VB_S_JOB_FAILED, "job %llu %s: %s", (unsigned long long)j->id,
+                           vbd_state_name(j->state), j->reason);
+    } else if (vbd_quota_begin(j, committed, msg, sizeof(msg))) {
+        /* the VM's quotas: jobs per day, bytes left, its total */
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_req_answer_err(bw->req, VB_S_QUOTA, "%s", j->reason);
+    } else {
+        vbd_log("job %llu: %s begins %s %s backup to %s%s", (unsigned long long)j->id,
+                j->vm->name, j->mode == VB_MODE_FULL ? "a full"
+                             : j->mode == VB_MODE_INCREMENTAL ? "an incremental"
+                                                             : "a differential",
+                j->kind == VB_KIND_DISK ? "disk" : "file", j->target->name,
+                j->host_map ? " (the host maps the files)" : "");
+        memset(&r, 0, sizeof(r));
+        r.job = j->id;
+        r.features = bw->features;
+        vbd_req_answer(bw->req, VB_S_OK, &r, sizeof(r));
+    }
+    vbd_job_unref(j);
+    g_free(bw);
+}
+
+static void begin_total(void *opaque, GPtrArray *snaps, const char *err)
+{
+    struct begin_wait *bw = opaque;
+    struct vbd_job *j = bw->job;
+    uint64_t commits = vbd_quota_commits(j->d, j->vm);
+    char msg[VBD_MSG];
+
+    if (!snaps && j->state == VB_JOB_COLLECTING) {
+        j->opening = false;
+        vbd_host_error(j->vm, msg, sizeof(msg), "the VM's use of its quota could not be read",
+                       err);
+        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
+        vbd_req_answer_err(bw->req, VB_S_IO, "%s", j->reason);
+        vbd_job_unref(j);
+        g_free(bw);
+        return;
+    }
+    if (snaps && commits != bw->commits && j->state == VB_JOB_COLLECTING) {
+        /* a job of the VM was committed meanwhile: a listing that lacks its
+         * snapshot would undercount; the next one begins after it */
+        bw->commits = commits;
+        vbd_snapindex_get(j->d, j->target, j->vm->name, begin_total, bw);
+        return;
+    }
+    begin_finish(bw, vbd_quota_committed(snaps));
+}
+
 static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd *d = c->vm->d;
     struct vbd_begin b;
     struct vbd_target *t;
     struct vbd_job *j;
-    struct vb_backup_begin_reply r;
+    struct begin_wait *bw;
     char msg[VBD_MSG], known[256];
     int st = vbd_parse_begin(p, n, &b, msg);
 
@@ -261,6 +456,14 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         vbd_reply_err(c, h, VB_S_UNKNOWN_TARGET, "unknown target '%s' (known: %s)", b.target,
                       known);
         goto out;
+    }
+    {
+        /* a broken or read-only target says so now, not after the guest sent it all */
+        vb_error te = { 0 };
+        if (vbd_target_writable(t, &te)) {
+            vbd_reply_err(c, h, VB_S_IO, "%s", vb_strerror(&te));
+            goto out;
+        }
     }
     for (unsigned i = 0; i < b.n_disks; i++) {
         if (!vbd_vm_disk(c->vm, b.serials[i])) {
@@ -317,17 +520,21 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             snprintf(note, sizeof(note), "map: the guest walks (the host does not map: %s)", why);
         json_object_array_add(j->plan_notes, json_object_new_string(note));
     }
-    vbd_log("job %llu: %s begins a %s %s backup to %s%s", (unsigned long long)j->id,
-            c->vm->name, b.mode == VB_MODE_FULL ? "full" : b.mode == VB_MODE_INCREMENTAL
-                                                               ? "incremental" : "differential",
-            b.kind == VB_KIND_DISK ? "disk" : "file", t->name,
-            j->host_map ? " (the host maps the files)" : "");
-    memset(&r, 0, sizeof(r));
-    r.job = j->id;
-    r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    vbd_journal_running(j);     /* a restart reports it, whatever happens */
+    bw = g_new0(struct begin_wait, 1);
+    bw->job = j;
+    j->refs++;
+    bw->req = vbd_req_hold(c, h);
+    bw->features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
     if (j->host_map)
-        r.features |= VB_FEAT_HOST_MAPS;
-    vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
+        bw->features |= VB_FEAT_HOST_MAPS;
+    if (c->vm->quota.total_bytes) {
+        j->opening = true;
+        bw->commits = vbd_quota_commits(d, c->vm);
+        vbd_snapindex_get(d, t, c->vm->name, begin_total, bw);
+    } else {
+        begin_finish(bw, 0);
+    }
 out:
     vbd_begin_clear(&b);
 }
@@ -343,9 +550,16 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
                       c->vm->name);
         return NULL;
     }
-    if (j->state != VB_JOB_COLLECTING) {
+    if (j->state == VB_JOB_FAILED) {
+        /* the guest learns why (a quota, a full target) from the request it sends next */
+        vbd_reply_err(c, h, j->over_quota ? VB_S_QUOTA : VB_S_JOB_FAILED, "job %llu failed: %s",
+                      (unsigned long long)id, j->reason);
+        return NULL;
+    }
+    if (j->state != VB_JOB_COLLECTING || j->opening) {
         vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is %s, not collecting files",
-                      (unsigned long long)id, vbd_state_name(j->state));
+                      (unsigned long long)id, j->opening ? "still beginning"
+                                                         : vbd_state_name(j->state));
         return NULL;
     }
     j->last_activity = vb_now();
@@ -353,19 +567,20 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
 }
 
 /* A FILES payload for job J, from its guest or from the host's mapper: checked
- * whole (wire.c, then paths sent twice) before any record is taken. */
+ * whole (wire.c, the job's bounds, paths sent twice) before any record is
+ * taken.  VB_S_OK, or a status with MSG (the job may have failed: a bound). */
 int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg)
 {
     struct vbd_files_ctx ctx;
     struct vbd_files f;
-    uint64_t sizes[VB_MAX_DISKS];
+    uint64_t id = j->id, sizes[VB_MAX_DISKS];
     const char *names[VB_MAX_DISKS];
     struct vbd_entry *last = NULL;
     GHashTable *fresh;
     int st;
 
     if (j->kind != VB_KIND_FILES) {
-        snprintf(msg, VBD_MSG, "job %llu is a disk backup", (unsigned long long)j->id);
+        snprintf(msg, VBD_MSG, "job %llu is a disk backup", (unsigned long long)id);
         return VB_S_BAD_STATE;
     }
     memset(&ctx, 0, sizeof(ctx));
@@ -395,9 +610,38 @@ int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg)
     if (st) {
         char m[VBD_MSG];
 
-        snprintf(m, sizeof(m), "job %llu: %s", (unsigned long long)j->id, msg);
+        snprintf(m, sizeof(m), "job %llu: %s", (unsigned long long)id, msg);
         snprintf(msg, VBD_MSG, "%s", m);
         return st;
+    }
+    /* what the job would hold: bounded per job (extents) and per VM (memory);
+     * a job over either fails, it cannot be completed */
+    {
+        uint64_t ext = 0, bytes = 0;
+        for (uint32_t i = 0; i < f.n; i++) {
+            ext += f.recs[i].r.n_extents;
+            bytes += (uint64_t)f.recs[i].r.n_extents * sizeof(struct vb_extent);
+            if (f.recs[i].r.data != VB_FD_MORE)
+                bytes += ENTRY_COST + f.recs[i].r.path_len + f.recs[i].r.link_len +
+                         f.recs[i].r.xattr_len;     /* kept as sent (en.xattrs) */
+        }
+        if (j->n_extents + ext > j->d->cfg->max_extents_per_job) {
+            vbd_files_clear(&f);
+            vbd_job_fail(j, VB_JOB_FAILED, "job %llu: more than %llu extents "
+                         "(max_extents_per_job on the host)", (unsigned long long)id,
+                         (unsigned long long)j->d->cfg->max_extents_per_job);
+            snprintf(msg, VBD_MSG, "%s", j->reason);
+            return VB_S_TOO_LARGE;
+        }
+        if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
+            char what[96];
+            vbd_files_clear(&f);
+            snprintf(what, sizeof(what), "the files of job %llu", (unsigned long long)id);
+            vbd_mem_fail(j, what);
+            snprintf(msg, VBD_MSG, "%s", j->reason);
+            return VB_S_TOO_LARGE;
+        }
+        j->n_extents += ext;
     }
     /* duplicates, checked before anything is taken */
     fresh = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -407,9 +651,9 @@ int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg)
             continue;
         path = g_strndup(f.recs[i].r.path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
+            g_autofree char *shown = vb_escape(path, strlen(path));
             snprintf(msg, VBD_MSG, "job %llu: record %u: path '%s' sent twice",
-                     (unsigned long long)j->id, i,
-                     g_utf8_validate(path, -1, NULL) ? path : "?");
+                     (unsigned long long)id, i, shown);
             g_free(path);
             g_hash_table_destroy(fresh);
             vbd_files_clear(&f);
@@ -464,6 +708,8 @@ int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg)
         }
         if (en.data == VB_FD_FALLBACK && en.m.size == 0)
             en.fb_done = true;
+        else if (en.data == VB_FD_FALLBACK)
+            j->fb_open++;
         g_array_append_val(j->entries, en);
         g_hash_table_insert(j->paths, g_array_index(j->entries, struct vbd_entry,
                                                     j->entries->len - 1).path,
@@ -502,9 +748,9 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
 
 /* ---- PROBLEMS ---------------------------------------------------------------------- */
 
-/* What the guest could not back up: counted, the first VBD_PROBLEMS_KEPT kept
- * (the path escaped as ls -b shows it), and said in the snapshot. */
-/* Parsed PROBLEMS for job J, from its guest or from the host's mapper. */
+/* Parsed PROBLEMS for job J, from its guest or from the host's mapper: counted,
+ * the first VBD_PROBLEMS_KEPT kept (the path escaped as ls -b shows it), and
+ * said in the snapshot. */
 int vbd_job_problems(struct vbd_job *j, const struct vbd_problems *pr, char *msg)
 {
     if (j->kind != VB_KIND_FILES) {
@@ -516,28 +762,46 @@ int vbd_job_problems(struct vbd_job *j, const struct vbd_problems *pr, char *msg
                  (unsigned long long)pr->job, (unsigned long long)j->id);
         return VB_S_NO_JOB;
     }
-    if (!j->problems)
-        j->problems = json_object_new_array();
-    for (uint32_t i = 0; i < pr->n; i++) {
-        const struct vbd_problem *x = &pr->items[i];
+    /* the kept ones (the paths escaped) are counted against the VM before
+     * anything is kept */
+    {
+        size_t kept = j->problems ? json_object_array_length(j->problems) : 0;
+        uint32_t n_keep = (uint32_t)VB_MIN((size_t)pr->n, VBD_PROBLEMS_KEPT - VB_MIN(kept,
+                                                                         VBD_PROBLEMS_KEPT));
+        g_autofree char **paths = g_new0(char *, n_keep + 1);
+        uint64_t bytes = 0;
 
-        if (json_object_array_length(j->problems) < VBD_PROBLEMS_KEPT) {
+        for (uint32_t i = 0; i < n_keep; i++) {
+            paths[i] = vb_escape(pr->items[i].path, VB_MIN(pr->items[i].path_len, PROBLEM_PATH));
+            bytes += PROBLEM_COST + strlen(paths[i]) + pr->items[i].reason_len;
+        }
+        if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
+            char what[96];
+            for (uint32_t i = 0; i < n_keep; i++)
+                g_free(paths[i]);
+            snprintf(what, sizeof(what), "the problems of job %llu", (unsigned long long)j->id);
+            vbd_mem_fail(j, what);
+            snprintf(msg, VBD_MSG, "%s", j->reason);
+            return VB_S_TOO_LARGE;
+        }
+        if (n_keep && !j->problems)
+            j->problems = json_object_new_array();
+        for (uint32_t i = 0; i < n_keep; i++) {
+            const struct vbd_problem *x = &pr->items[i];
             json_object *o = json_object_new_object();
-            g_autofree char *path = vb_escape(x->path, VB_MIN(x->path_len, (size_t)4096));
 
-            json_object_object_add(o, "path", json_object_new_string(path));
+            json_object_object_add(o, "path", json_object_new_string(paths[i]));
             json_object_object_add(o, "reason",
                                    json_object_new_string_len(x->reason, (int)x->reason_len));
             json_object_array_add(j->problems, o);
+            g_free(paths[i]);
         }
-        j->n_problems++;
+        j->n_problems += pr->n;
     }
     j->flags |= VB_JOB_FLAG_INCOMPLETE;
     return VB_S_OK;
 }
 
-/* What the guest could not back up: counted, the first VBD_PROBLEMS_KEPT kept
- * (the path escaped as ls -b shows it), and said in the snapshot. */
 static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p,
                             size_t n)
 {
@@ -567,6 +831,7 @@ static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const ui
 int vbd_job_data_check(struct vbd_job *j, const struct vbd_data *dt, char *msg)
 {
     struct vbd_entry *en;
+    g_autofree char *shown = NULL;
 
     if (dt->job != j->id) {
         snprintf(msg, VBD_MSG, "data of job %llu sent for job %llu",
@@ -579,26 +844,26 @@ int vbd_job_data_check(struct vbd_job *j, const struct vbd_data *dt, char *msg)
         return VB_S_BAD_REQUEST;
     }
     en = &g_array_index(j->entries, struct vbd_entry, dt->file);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for messages */
     if (en->data != VB_FD_FALLBACK) {
         snprintf(msg, VBD_MSG, "file %llu ('%s') does not take fallback data",
-                 (unsigned long long)dt->file, en->path);
+                 (unsigned long long)dt->file, shown);
         return VB_S_BAD_REQUEST;
     }
     if (en->fb_done) {
-        snprintf(msg, VBD_MSG, "file '%s' is already complete", en->path);
+        snprintf(msg, VBD_MSG, "file '%s' is already complete", shown);
         return VB_S_BAD_STATE;
     }
     if (dt->offset != en->fb_received) {
         snprintf(msg, VBD_MSG, "file '%s': data at offset %llu, expected %llu (pieces come in "
-                 "order)", en->path, (unsigned long long)dt->offset,
+                 "order)", shown, (unsigned long long)dt->offset,
                  (unsigned long long)en->fb_received);
         return VB_S_BAD_REQUEST;
     }
     if (dt->offset + dt->len > en->m.size ||
         ((dt->flags & VB_DATA_LAST) && dt->offset + dt->len != en->m.size)) {
-        snprintf(msg, VBD_MSG, "file '%s': data up to %llu, but the file's size is %llu",
-                 en->path, (unsigned long long)(dt->offset + dt->len),
-                 (unsigned long long)en->m.size);
+        snprintf(msg, VBD_MSG, "file '%s': data up to %llu, but the file's size is %llu", shown,
+                 (unsigned long long)(dt->offset + dt->len), (unsigned long long)en->m.size);
         return VB_S_OUT_OF_RANGE;
     }
     return VB_S_OK;
@@ -609,8 +874,10 @@ void vbd_job_data_take(struct vbd_job *j, const struct vbd_data *dt, struct vbd_
     struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, dt->file);
 
     en->fb_received += dt->len;
-    if (dt->flags & VB_DATA_LAST)
+    if (dt->flags & VB_DATA_LAST) {
         en->fb_done = true;
+        j->fb_open--;
+    }
     vbd_fallback_data(j, dt->file, dt->bytes, dt->len, en->fb_done, reply);
 }
 
@@ -645,8 +912,11 @@ bool vbd_job_roots_sent(struct vbd_job *j, char *msg)
 {
     for (guint i = 0; i < j->roots->len; i++) {
         if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            const char *root = j->roots->pdata[i];
+            g_autofree char *shown = vb_escape(root, strlen(root));
+
             snprintf(msg, VBD_MSG, "job %llu: root '%s' was not sent as a record",
-                     (unsigned long long)j->id, (char *)j->roots->pdata[i]);
+                     (unsigned long long)j->id, shown);
             return false;
         }
     }
@@ -672,11 +942,14 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
         vbd_reply_err(c, h, VB_S_BAD_STATE, "%s", msg);
         return;
     }
-    for (guint i = 0; i < j->entries->len; i++) {
-        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
+    /* the first fallback file that lacks data: a cursor that only moves on, so
+     * repeated SEALs cost no more than one look at each entry */
+    for (; j->fb_open && j->fb_first_open < j->entries->len; j->fb_first_open++) {
+        struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, j->fb_first_open);
         if (en->data == VB_FD_FALLBACK && !en->fb_done) {
+            g_autofree char *shown = vb_escape(en->path, strlen(en->path));
             vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: file '%s' still lacks fallback data "
-                          "(%llu of %llu bytes)", (unsigned long long)id, en->path,
+                          "(%llu of %llu bytes)", (unsigned long long)id, shown,
                           (unsigned long long)en->fb_received, (unsigned long long)en->m.size);
             return;
         }
@@ -707,8 +980,9 @@ void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
     if (j->state != VB_JOB_QUEUED) {
         /* cancelled or failed while the snapshot was taken */
         if (reply)
-            vbd_req_answer_err(reply, VB_S_BAD_STATE, "job %llu is %s", (unsigned long long)j->id,
-                               vbd_state_name(j->state));
+            vbd_req_answer_err(reply, VB_S_BAD_STATE, "job %llu is %s%s%s",
+                               (unsigned long long)j->id, vbd_state_name(j->state),
+                               j->reason[0] ? ": " : "", j->reason);
         if (j->view_op)
             vbd_view_release(j);
         return;
@@ -853,16 +1127,74 @@ static void handle_cancel(struct vbd_conn *c, const struct vb_hdr *h, const uint
 
 /* ---- LIST -------------------------------------------------------------------------- */
 
+/* LIST is answered from the snapshot index (snapindex.c): never a read of
+ * the repository on the main loop. */
+struct list_ctx {
+    struct vbd_req *req;
+    struct vbd_vm *vm;       /* a reference */
+    char target[VB_MAX_TARGET + 1];
+    uint32_t start, cap;
+};
+
+static void list_answer(void *opaque, GPtrArray *snaps, const char *err)
+{
+    struct list_ctx *lc = opaque;
+    uint32_t total, count = 0;
+    size_t off = 8;
+    uint8_t *out;
+    char msg[VBD_MSG];
+
+    if (!snaps) {
+        char what[160];
+        snprintf(what, sizeof(what), "the snapshots in target '%s' could not be listed on the "
+                 "host", lc->target);
+        vbd_host_error(lc->vm, msg, sizeof(msg), what, err);
+        vbd_req_answer_err(lc->req, VB_S_IO, "%s", msg);
+        goto out;
+    }
+    total = snaps->len;
+    out = g_malloc(lc->cap);
+    for (guint k = lc->start; k < total; k++) {
+        const struct vbd_snapinfo *s = snaps->pdata[total - 1 - k];     /* newest first */
+        struct vb_snap_info si;
+
+        memset(&si, 0, sizeof(si));
+        si.created_ns = s->created_ns;
+        si.kind = s->kind;
+        si.mode = s->mode;
+        si.files = s->files;
+        si.flags = s->flags;
+        si.bytes = s->bytes;
+        si.id_len = (uint16_t)strlen(s->id);
+        si.roots_len = (uint16_t)VB_MIN(strlen(s->roots), 4096u);
+        if (off + sizeof(si) + si.id_len + si.roots_len > lc->cap)
+            break;
+        memcpy(out + off, &si, sizeof(si));
+        memcpy(out + off + sizeof(si), s->id, si.id_len);
+        memcpy(out + off + sizeof(si) + si.id_len, s->roots, si.roots_len);
+        off += sizeof(si) + si.id_len + si.roots_len;
+        count++;
+    }
+    if (count == 0 && lc->start < total) {
+        vbd_req_answer_err(lc->req, VB_S_REPLY_TOO_SMALL, "a snapshot record does not fit %u "
+                           "bytes", lc->cap);
+    } else {
+        memcpy(out, &total, 4);
+        memcpy(out + 4, &count, 4);
+        vbd_req_answer(lc->req, VB_S_OK, out, off);
+    }
+    g_free(out);
+out:
+    vbd_vm_unref(lc->vm);
+    g_free(lc);
+}
+
 static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd *d = c->vm->d;
     struct vbd_list l;
     struct vbd_target *t;
-    GPtrArray *snaps;
-    vb_error e = { 0 };
-    uint32_t cap = h->reply_max ? h->reply_max : VB_MAX_PAYLOAD, total, count = 0;
-    uint8_t *out;
-    size_t off = 8;
+    struct list_ctx *lc;
     char msg[VBD_MSG], known[256];
     int st = vbd_parse_list(p, n, &l, msg);
 
@@ -889,61 +1221,14 @@ static void handle_list(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
                           l.target, known);
         return;
     }
-    if (vb_snap_list(t->repo, c->vm->name, &snaps, &e)) {
-        char what[160];
-        snprintf(what, sizeof(what), "the snapshots in target '%s' could not be listed on the "
-                 "host", t->name);
-        vbd_host_error(c->vm, msg, sizeof(msg), what, vb_strerror(&e));
-        vbd_reply_err(c, h, VB_S_IO, "%s", msg);
-        return;
-    }
-    total = snaps->len;
-    cap = VB_MIN(cap, VB_MAX_PAYLOAD);
-    out = g_malloc(cap);
-    for (guint k = l.start; k < total; k++) {
-        struct vb_snapshot *s = snaps->pdata[total - 1 - k];     /* newest first */
-        struct vb_snap_info si;
-        json_object *roots = NULL;
-        GString *rs = g_string_new(NULL);
-        const char *mode = vb_json_str(s->json, "mode");
-
-        memset(&si, 0, sizeof(si));
-        si.created_ns = s->created_ns;
-        si.kind = s->type == VB_SNAP_DISK ? VB_KIND_DISK : VB_KIND_FILES;
-        si.mode = mode && !strcmp(mode, "incremental") ? VB_MODE_INCREMENTAL
-                : mode && !strcmp(mode, "differential") ? VB_MODE_DIFFERENTIAL : VB_MODE_FULL;
-        si.files = (uint64_t)vb_json_int(s->json, "files", 0);
-        if (json_object_object_get(s->json, "incomplete"))
-            si.flags = VB_SNAP_INCOMPLETE;
-        si.bytes = (uint64_t)(s->type == VB_SNAP_DISK
-                                  ? vb_json_int(json_object_object_get(s->json, "disk"), "size", 0)
-                                  : vb_json_int(s->json, "bytes", 0));
-        if (json_object_object_get_ex(s->json, "roots", &roots))
-            for (size_t r = 0; r < json_object_array_length(roots); r++)
-                g_string_append_printf(rs, "%s%s", r ? "\n" : "",
-                                       json_object_get_string(json_object_array_get_idx(roots, r)));
-        si.id_len = (uint16_t)strlen(s->id);
-        si.roots_len = (uint16_t)VB_MIN(rs->len, 4096u);
-        if (off + sizeof(si) + si.id_len + si.roots_len > cap) {
-            g_string_free(rs, TRUE);
-            break;
-        }
-        memcpy(out + off, &si, sizeof(si));
-        memcpy(out + off + sizeof(si), s->id, si.id_len);
-        memcpy(out + off + sizeof(si) + si.id_len, rs->str, si.roots_len);
-        off += sizeof(si) + si.id_len + si.roots_len;
-        count++;
-        g_string_free(rs, TRUE);
-    }
-    if (count == 0 && l.start < total) {
-        vbd_reply_err(c, h, VB_S_REPLY_TOO_SMALL, "a snapshot record does not fit %u bytes", cap);
-    } else {
-        memcpy(out, &total, 4);
-        memcpy(out + 4, &count, 4);
-        vbd_reply(c, h, VB_S_OK, out, off);
-    }
-    g_free(out);
-    g_ptr_array_free(snaps, TRUE);
+    lc = g_new0(struct list_ctx, 1);
+    lc->req = vbd_req_hold(c, h);
+    lc->vm = c->vm;
+    c->vm->refs++;
+    snprintf(lc->target, sizeof(lc->target), "%s", t->name);
+    lc->start = l.start;
+    lc->cap = VB_MIN(h->reply_max ? h->reply_max : VB_MAX_PAYLOAD, VB_MAX_PAYLOAD);
+    vbd_snapindex_get(d, t, c->vm->name, list_answer, lc);
 }
 
 void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
@@ -1028,8 +1313,10 @@ void vbd_jobs_tick(struct vbd *d)
             seen = GPOINTER_TO_UINT(g_hash_table_lookup(per_vm, j->vm)) + 1;
             g_hash_table_insert(per_vm, j->vm, GUINT_TO_POINTER(seen));
             if (seen > KEEP_FINISHED_PER_VM ||
-                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000)
+                wall - j->finished_ns > (int64_t)KEEP_FINISHED_SECONDS * 1000000000) {
+                vbd_journal_drop(j);
                 g_hash_table_remove(d->jobs, &j->id);
+            }
         }
         g_ptr_array_free(all, TRUE);
     }

@@ -11,15 +11,18 @@
  * Sockets appear when domains start and go when they stop.
  *
  * Under libvirt the monitor belongs to libvirt, so the point-in-time view
- * uses libvirt's own calls: a disk-only external snapshot without metadata
- * (virDomainSnapshotCreateXML), then an active block commit with pivot
- * (virDomainBlockCommit, virDomainBlockJobAbort(PIVOT)); libvirt's picture
- * of the domain's disks stays true throughout.  Those calls block, so they
- * run on the view threads (qmp.c), each with its own connection.
+ * (view.c) uses libvirt's own calls: a disk-only external snapshot without
+ * metadata (virDomainSnapshotCreateXML), then a shallow active block commit
+ * with pivot (virDomainBlockCommit(SHALLOW | ACTIVE),
+ * virDomainBlockJobAbort(PIVOT)); libvirt's picture of the domain's disks
+ * stays true throughout.  The checks read QEMU's chain with query-block
+ * through virDomainQemuMonitorCommand.  Those calls block, so they run on
+ * the view threads, each with its own connection.
  */
-#include "vbackupd.h"
+#include "view.h"
 
 #include <libvirt/libvirt.h>
+#include <libvirt/libvirt-qemu.h>
 #include <libvirt/virterror.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +240,7 @@ static struct vbd_vm_cfg *vm_from_xml(struct vbd *d, const char *xml)
     vm->socket = sock;
     sock = NULL;
     vm->libvirt = g_strdup(x.name);
+    vm->cbt = d->cfg->libvirt_cbt;
     vm->disks = g_ptr_array_new_with_free_func(disk_cfg_free);
     for (guint i = 0; i < x.disks->len; i++) {
         struct vbd_disk_cfg *dc = x.disks->pdata[i];
@@ -467,57 +471,96 @@ void vbd_libvirt_stop(struct vbd *d)
     d->lv = NULL;
 }
 
-/* ---- the view, on view threads --------------------------------------------------------- */
+/* ---- the view backend (view.c), on view threads ---------------------------------------- */
 
-/* A connection of the view thread's own and the domain; on failure *c is
- * closed and NULL, and e says why. */
-static virDomainPtr open_domain(const char *uri, const char *domain, virConnectPtr *c,
-                                vb_error *e)
-{
+struct lv_view {
+    virConnectPtr c;
     virDomainPtr dom;
+    char *domain;
+};
 
-    if (!(*c = virConnectOpen(uri))) {
-        vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", uri, lv_error());
-        return NULL;
-    }
-    if (!(dom = virDomainLookupByName(*c, domain))) {
-        vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", domain, lv_error());
-        virConnectClose(*c);
-        *c = NULL;
-    }
-    return dom;
+static void lv_be_close(void *conn)
+{
+    struct lv_view *lc = conn;
+
+    if (lc->dom)
+        virDomainFree(lc->dom);
+    if (lc->c)
+        virConnectClose(lc->c);
+    g_free(lc->domain);
+    g_free(lc);
 }
 
-int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets,
-                         GPtrArray *overlays, vb_error *e)
+/* A connection of the view thread's own, and the domain. */
+static void *lv_be_open(struct vbd_view *v, vb_error *e)
 {
-    virConnectPtr c;
-    virDomainPtr dom = open_domain(uri, domain, &c, e);
-    virDomainSnapshotPtr snap = NULL;
-    GString *xml;
-    char *dxml = NULL;
+    struct lv_view *lc = g_new0(struct lv_view, 1);
+
+    lc->domain = g_strdup(v->lv_domain);
+    if (!(lc->c = virConnectOpen(v->lv_uri))) {
+        vb_seterr(e, -ECONNREFUSED, "libvirt %s: %s", v->lv_uri, lv_error());
+        lv_be_close(lc);
+        return NULL;
+    }
+    if (!(lc->dom = virDomainLookupByName(lc->c, v->lv_domain))) {
+        vb_seterr(e, -ENOENT, "libvirt: domain %s: %s", v->lv_domain, lv_error());
+        lv_be_close(lc);
+        return NULL;
+    }
+    return lc;
+}
+
+/* query-block through libvirt: read-only, it changes nothing libvirt
+ * knows (libvirt marks the domain "custom-monitor" tainted, as it does for
+ * every monitor command it did not send itself). */
+static int lv_be_query_block(void *conn, json_object **blocks, vb_error *e)
+{
+    struct lv_view *lc = conn;
+    char *out = NULL;
+    json_object *o, *r;
+
+    *blocks = NULL;
+    if (virDomainQemuMonitorCommand(lc->dom, "{\"execute\":\"query-block\"}", &out, 0) < 0)
+        return vb_seterr(e, -EIO, "libvirt: query-block of %s: %s", lc->domain, lv_error());
+    o = json_tokener_parse(out);
+    free(out);
+    if (!o || !json_object_object_get_ex(o, "return", &r) ||
+        !json_object_is_type(r, json_type_array)) {
+        json_object_put(o);
+        return vb_seterr(e, -EPROTO, "libvirt: query-block of %s: no answer", lc->domain);
+    }
+    *blocks = json_object_get(r);
+    json_object_put(o);
+    return 0;
+}
+
+/* A disk-only external snapshot without metadata of the view's disks
+ * (every other disk of the domain: snapshot='no'), atomically. */
+static int lv_be_snapshot(void *conn, struct vbd_view *v, vb_error *e)
+{
+    struct lv_view *lc = conn;
+    virDomainSnapshotPtr snap;
+    GString *xml = g_string_new("<domainsnapshot><disks>");
+    char *dxml = virDomainGetXMLDesc(lc->dom, 0);
+    bool reuse = v->disks->len > 0;
     int ret = 0;
 
-    if (!dom)
-        return e->code;
-    xml = g_string_new("<domainsnapshot><disks>");
-    /* every disk of the domain must be named: the ones we read get an
-     * external snapshot, the others none */
-    dxml = virDomainGetXMLDesc(dom, 0);
-    for (guint i = 0; i < targets->len; i++) {
-        g_autofree char *esc = g_markup_escape_text(overlays->pdata[i], -1);
+    for (guint i = 0; i < v->disks->len; i++) {
+        struct vbd_view_disk *vd = v->disks->pdata[i];
+        reuse &= vd->precreated;
+        g_autofree char *esc = g_markup_escape_text(vd->overlay, -1);
         g_string_append_printf(xml, "<disk name='%s' snapshot='external'>"
                                "<source file='%s'/><driver type='qcow2'/></disk>",
-                               (char *)targets->pdata[i], esc);
+                               vd->target, esc);
     }
     if (dxml) {
-        /* the other disks of the domain: snapshot='no' */
         struct xml_ctx x;
         if (parse_domain(dxml, &x)) {
             for (guint k = 0; k < x.all_targets->len; k++) {
                 bool ours = false;
-                for (guint i = 0; i < targets->len; i++)
-                    ours |= !strcmp(x.all_targets->pdata[k], targets->pdata[i]);
+                for (guint i = 0; i < v->disks->len; i++)
+                    ours |= !g_strcmp0(x.all_targets->pdata[k],
+                                       ((struct vbd_view_disk *)v->disks->pdata[i])->target);
                 if (!ours)
                     g_string_append_printf(xml, "<disk name='%s' snapshot='no'/>",
                                            (char *)x.all_targets->pdata[k]);
@@ -526,58 +569,100 @@ int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets
         }
     }
     g_string_append(xml, "</disks></domainsnapshot>");
-    snap = virDomainSnapshotCreateXML(dom, xml->str, VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
-                                                     VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
-                                                     VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC);
+    /* tracking overlays are made by vbackupd (docs/cbt.md); libvirt takes
+     * them over and names them in the domain's definition, live and
+     * persistent, so a restarted domain runs on them */
+    snap = virDomainSnapshotCreateXML(lc->dom, xml->str, VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+                                                         VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
+                                                         VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+                                                         (reuse ? VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+                                                                : 0));
     if (!snap)
-        ret = vb_seterr(e, -EIO, "libvirt: snapshot of %s: %s", domain, lv_error());
-    if (snap)
+        ret = vb_seterr(e, -EIO, "libvirt: snapshot of %s: %s", lc->domain, lv_error());
+    else
         virDomainSnapshotFree(snap);
-    virDomainFree(dom);
     free(dxml);
-    virConnectClose(c);
     g_string_free(xml, TRUE);
     return ret;
 }
 
-int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
-                       const char *overlay, vb_error *e)
+/* SHALLOW: the base is the image right under the overlay, never one
+ * further down; ACTIVE: the overlay is the active layer; then the pivot
+ * puts the disk back on that image. */
+static int lv_be_commit(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                        vb_error *e)
 {
-    virConnectPtr c;
-    virDomainPtr dom = open_domain(uri, domain, &c, e);
+    struct lv_view *lc = conn;
+    struct vbd_view_disk *vd = v->disks->pdata[i];
     virDomainBlockJobInfo info;
     double t0 = vb_now();
-    int ret = 0, r;
+    int r;
 
-    if (!dom)
-        return e->code;
-    if (virDomainBlockCommit(dom, target, NULL, NULL, 0, VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0) {
-        ret = vb_seterr(e, -EIO, "libvirt: block commit of %s %s: %s", domain, target, lv_error());
-        goto out;
-    }
-    /* ready when the mirror has caught up; then pivot back to the original */
+    if (!vd->target)
+        return vb_seterr(e, -EINVAL, "libvirt: no target for %s", vd->overlay);
+    if (virDomainBlockCommit(lc->dom, vd->target, NULL, NULL, 0,
+                             VIR_DOMAIN_BLOCK_COMMIT_SHALLOW | VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0)
+        return vb_seterr(e, -EIO, "libvirt: block commit of %s %s: %s", lc->domain, vd->target,
+                         lv_error());
+    /* ready when the mirror has caught up; then pivot back to the image */
     for (;;) {
-        r = virDomainGetBlockJobInfo(dom, target, &info, 0);
-        if (r < 0) {
-            ret = vb_seterr(e, -EIO, "libvirt: block job of %s %s: %s", domain, target,
-                            lv_error());
-            goto out;
-        }
-        if (r == 1 && info.end > 0 && info.cur == info.end &&
-            virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
+        r = virDomainGetBlockJobInfo(lc->dom, vd->target, &info, 0);
+        if (r < 0)
+            return vb_seterr(e, -EIO, "libvirt: block job of %s %s: %s", lc->domain,
+                             vd->target, lv_error());
+        if (r == 0)
+            return vb_seterr(e, -EIO, "libvirt: the block commit of %s %s vanished before "
+                             "its pivot", lc->domain, vd->target);
+        if (info.end > 0 && info.cur == info.end &&
+            virDomainBlockJobAbort(lc->dom, vd->target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
             break;
-        if (vb_now() - t0 > 3600) {
-            ret = vb_seterr(e, -ETIMEDOUT, "libvirt: block commit of %s %s did not finish",
-                            domain, target);
-            goto out;
-        }
+        if (vb_now() - t0 > 3600)
+            return vb_seterr(e, -ETIMEDOUT, "libvirt: block commit of %s %s did not finish",
+                             lc->domain, vd->target);
         g_usleep(50000);
     }
-    while ((r = virDomainGetBlockJobInfo(dom, target, &info, 0)) == 1 && vb_now() - t0 < 3600)
+    while (virDomainGetBlockJobInfo(lc->dom, vd->target, &info, 0) == 1 && vb_now() - t0 < 3600)
         g_usleep(20000);
-    unlink(overlay);
-out:
-    virDomainFree(dom);
-    virConnectClose(c);
-    return ret;
+    return 0;
 }
+
+/* The tracking overlay (now->files[1]) into the image right under it
+ * (SHALLOW), while the domain runs on the view's overlay: not the active
+ * layer, so the job ends by itself; libvirt updates the domain's chain. */
+static int lv_be_commit_down(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                             vb_error *e)
+{
+    struct lv_view *lc = conn;
+    struct vbd_view_disk *vd = v->disks->pdata[i];
+    virDomainBlockJobInfo info;
+    double t0 = vb_now();
+    int r;
+
+    if (!vd->target || now->files->len < 3)
+        return vb_seterr(e, -EINVAL, "libvirt: no target or no tracking overlay for %s",
+                         vd->overlay);
+    if (virDomainBlockCommit(lc->dom, vd->target, NULL, now->files->pdata[1], 0,
+                             VIR_DOMAIN_BLOCK_COMMIT_SHALLOW) < 0)
+        return vb_seterr(e, -EIO, "libvirt: block commit of %s %s (top %s): %s", lc->domain,
+                         vd->target, (char *)now->files->pdata[1], lv_error());
+    while ((r = virDomainGetBlockJobInfo(lc->dom, vd->target, &info, 0)) == 1) {
+        if (vb_now() - t0 > 3600)
+            return vb_seterr(e, -ETIMEDOUT, "libvirt: block commit of %s %s did not finish",
+                             lc->domain, vd->target);
+        g_usleep(20000);
+    }
+    if (r < 0)
+        return vb_seterr(e, -EIO, "libvirt: block job of %s %s: %s", lc->domain, vd->target,
+                         lv_error());
+    return 0;       /* the chain tells whether it worked (view.c) */
+}
+
+const struct vbd_view_backend vbd_view_libvirt = {
+    .name = "libvirt",
+    .open = lv_be_open,
+    .close = lv_be_close,
+    .query_block = lv_be_query_block,
+    .snapshot = lv_be_snapshot,
+    .commit = lv_be_commit,
+    .commit_down = lv_be_commit_down,
+};

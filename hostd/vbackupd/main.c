@@ -23,20 +23,33 @@
 struct vbd *vbd_global;
 static bool log_timestamps;
 
+/*
+ * One line on stderr (the journal).  Guest bytes in it (paths, names) were
+ * escaped where they were put into the text (vb_escape, escape.h); a line
+ * that still holds a control character or bytes that are not UTF-8 is
+ * written escaped whole, so that nothing a guest sends can end a line,
+ * forge another, or reach a terminal that reads the log.
+ */
 void vbd_log(const char *fmt, ...)
 {
     va_list ap;
+    char t[48] = "";
+    char *line;
 
     if (log_timestamps) {
-        char t[48];
-        vb_fmt_time(vb_wall_ns(), t, sizeof(t));
-        fprintf(stderr, "%s ", t);
+        vb_fmt_time(vb_wall_ns(), t, sizeof(t) - 1);
+        strcat(t, " ");
     }
-    fputs("vbackupd: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    line = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    if (!vb_text_plain(line, strlen(line))) {
+        char *esc = vb_escape(line, strlen(line));
+        g_free(line);
+        line = esc;
+    }
+    fprintf(stderr, "%svbackupd: %s\n", t, line);
+    g_free(line);
 }
 
 static void target_free(gpointer p)
@@ -44,6 +57,7 @@ static void target_free(gpointer p)
     struct vbd_target *t = p;
 
     vb_repo_close(t->repo);
+    g_free(t->broken);
     g_free(t->name);
     g_free(t->path);
     g_free(t);
@@ -51,7 +65,10 @@ static void target_free(gpointer p)
 
 static GPtrArray *retired_targets;   /* replaced by a reload; jobs may still use them */
 
-static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
+/* strict (--check-config): a repository that cannot be opened is an error;
+ * else the target is kept, unavailable, and tried again when needed
+ * (targets.c): one broken target does not stop the others. */
+static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_error *e)
 {
     GHashTable *fresh = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, NULL);
     GHashTableIter it;
@@ -69,9 +86,15 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, vb_error *e)
         t->path = g_strdup(tc->repository);
         if (vb_repo_open(t->path, VB_LOCK_NONE, true, &t->repo, e)) {
             vb_prefixerr(e, "target %s", t->name);
-            target_free(t);
-            g_hash_table_destroy(fresh);
-            return e->code ? e->code : -EINVAL;
+            if (strict) {
+                target_free(t);
+                g_hash_table_destroy(fresh);
+                return e->code ? e->code : -EINVAL;
+            }
+            vbd_log("%s; its jobs fail until it can be opened", vb_strerror(e));
+            t->broken = g_strdup(vb_strerror(e));
+            t->repo = NULL;
+            memset(e, 0, sizeof(*e));
         }
         g_hash_table_insert(fresh, t->name, t);
     }
@@ -110,7 +133,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
     cfg = NULL;
     chain = NULL;
     if (vbd_config_load(d->config_path, &cfg, &e) || vbd_chain_load(d, cfg, &chain, &e) ||
-        apply_targets(d, cfg, &e)) {
+        apply_targets(d, cfg, false, &e)) {
         if (!e.code)
             e.code = -EINVAL;
         snprintf(msg, len, "reload failed, keeping the running configuration: %s",
@@ -127,7 +150,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
         snprintf(msg, len, "reload partly failed: %s", vb_strerror(&e));
         vbd_log("%s", msg);
     }
-    g_ptr_array_free(d->chain, TRUE);
+    g_ptr_array_unref(d->chain);        /* a cut on a worker may still hold the old one */
     d->chain = chain;
     vbd_log("configuration reloaded: %u VMs, %u targets, %u policies",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len);
@@ -182,9 +205,10 @@ static void shutdown_jobs(struct vbd *d)
     }
     g_ptr_array_free(all, TRUE);
     /* let workers, reads and disk threads come back, so that nothing is
-     * left half-written: chunks are complete or absent, snapshots aborted */
+     * left half-written: chunks are complete or absent, snapshots aborted;
+     * and what the workers hold (windows, plans, claims) is given back */
     for (int round = 0; busy && round < 3000; round++) {
-        busy = d->plans != NULL || d->views_active;
+        busy = d->plans != NULL || d->views_active || d->tasks_out || d->cutting;
         while (g_main_context_iteration(NULL, FALSE))
             ;
         if (busy)
@@ -235,6 +259,7 @@ int main(int argc, char **argv)
     d->jobs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                     (GDestroyNotify)vbd_job_unref);
     g_queue_init(&d->pending);
+    vbd_quota_init(d);
     g_queue_init(&d->map_waiting);
     {
         /* job ids differ across restarts: a guest holding an old id gets "no such job" */
@@ -242,7 +267,7 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_REALTIME, &ts);
         d->next_job = ((uint64_t)ts.tv_sec % 100000000) * 1000 + 1;
     }
-    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, &e) ||
+    if (vbd_config_load(d->config_path, &d->cfg, &e) || apply_targets(d, d->cfg, check, &e) ||
         vbd_chain_load(d, d->cfg, &d->chain, &e)) {
         vbd_log("%s", vb_strerror(&e));
         return 1;
@@ -256,6 +281,12 @@ int main(int argc, char **argv)
         return 0;
     }
     d->loop = g_main_loop_new(NULL, FALSE);
+    /* before any socket exists: whoever sees one may send SIGTERM at once,
+     * and it must be a clean shutdown (handled once the loop runs) */
+    g_unix_signal_add(SIGTERM, on_term, d);
+    g_unix_signal_add(SIGINT, on_term, d);
+    g_unix_signal_add(SIGHUP, on_hup, d);
+    signal(SIGPIPE, SIG_IGN);
     if (vbd_exec_init(d, &e) || vbd_vms_refresh(d, &e) || vbd_admin_init(d, &e) ||
         (d->cfg->libvirt_uri && vbd_libvirt_start(d, &e))) {
         vbd_log("%s", vb_strerror(&e));
@@ -263,10 +294,6 @@ int main(int argc, char **argv)
     }
     vbd_mapper_check(d);
     vbd_journal_recover(d);
-    g_unix_signal_add(SIGTERM, on_term, d);
-    g_unix_signal_add(SIGINT, on_term, d);
-    g_unix_signal_add(SIGHUP, on_hup, d);
-    signal(SIGPIPE, SIG_IGN);
     g_timeout_add_seconds(5, on_tick, d);
     vbd_log("ready: %u VMs, %u targets, policies %u, batch every %.1f s or %u jobs, %d workers",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len,
@@ -275,12 +302,15 @@ int main(int argc, char **argv)
     g_main_loop_run(d->loop);
 
     shutdown_jobs(d);
+    vbd_reclaim_fini(d);        /* waits for a gc it runs */
     vbd_libvirt_stop(d);
     vbd_vms_close_all(d);
     vbd_admin_fini(d);
     vbd_exec_fini(d);
+    vbd_snapindex_fini(d);
     if (d->jobs)
         g_hash_table_destroy(d->jobs);
+    vbd_quota_fini(d);
     g_queue_clear(&d->pending);
     g_ptr_array_free(d->chain, TRUE);
     g_hash_table_destroy(d->vms);

@@ -634,6 +634,7 @@ void vbd_map_start(struct vbd_job *j)
     struct vbd_map *m = j->map;
 
     j->state = VB_JOB_MAPPING;
+    vbd_journal_running(j);         /* a restart says the host was mapping */
     m->job = j;
     j->refs++;                      /* the mapper's: until it is reaped or never started */
     g_queue_push_tail(&j->d->map_waiting, j);

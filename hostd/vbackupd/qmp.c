@@ -1,21 +1,27 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Point-in-time views through QEMU's monitor (QMP), for VMs whose config
- * names a QMP socket.  At SEAL the disks the job reads get an external
- * overlay in one transaction (blockdev-snapshot-sync): QEMU flushes them,
- * reopens them read-only and writes to the overlays from then on, so the
- * guest can thaw at once and the job reads the now immutable images, as
- * long as it likes (it may even be deferred).  When the job ends, however
- * it ends, the overlays are committed back (block-commit, BLOCK_JOB_READY,
- * block-job-complete, BLOCK_JOB_COMPLETED) and deleted, leaving the VM on
- * its original images.  The monitor is spoken with blocking I/O on a
- * thread of its own, never on the main loop.
+ * The point-in-time view through QEMU's monitor (QMP), for VMs whose config
+ * names a QMP socket (view.c decides and checks; this file only talks):
+ *
+ *   snapshot  one transaction of blockdev-snapshot-sync actions, each on the
+ *             disk's active node, naming the overlay's node (vb-JOB-I)
+ *   commit    block-commit device=D top-node=OVERLAY base-node=IMAGE, where
+ *             IMAGE is the node that was active before the snapshot, found by
+ *             its name and checked by its file (query-named-block-nodes);
+ *             BLOCK_JOB_READY, block-job-complete, BLOCK_JOB_COMPLETED.
+ *             Never a commit without top and base: QEMU's default base is
+ *             the bottom of the chain, an image clones share.
+ *   tracking  (docs/cbt.md) the overlay vbackupd made is taken with
+ *             mode=existing; the previous tracking overlay is folded into
+ *             the image under it: block-commit device=D top-node=TRACKING
+ *             base-node=IMAGE, BLOCK_JOB_COMPLETED.
+ *
+ * The monitor is spoken with blocking I/O on the view's threads.
  */
-#include "vbackupd.h"
+#include "view.h"
 
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,18 +38,6 @@ struct qmp {
 static void put_json(gpointer p)
 {
     json_object_put(p);
-}
-
-static json_object *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static json_object *strf(const char *fmt, ...)
-{
-    va_list ap;
-    char buf[512];
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    return json_object_new_string(buf);
 }
 
 static void qmp_close(struct qmp *q)
@@ -127,8 +121,10 @@ static int qmp_cmd(struct qmp *q, const char *cmd, json_object *args, json_objec
             continue;
         }
         if (json_object_object_get_ex(m, "error", &v)) {
-            r = vb_seterr(e, -EIO, "QMP %s: %s", cmd,
-                          vb_json_str(v, "desc") ? vb_json_str(v, "desc") : "error");
+            /* QEMU's words, escaped: a guest may have taken over its QEMU */
+            const char *desc = vb_json_str(v, "desc") ? vb_json_str(v, "desc") : "error";
+            g_autofree char *shown = vb_escape(desc, strlen(desc));
+            r = vb_seterr(e, -EIO, "QMP %s: %s", cmd, shown);
             json_object_put(m);
             return r;
         }
@@ -199,343 +195,201 @@ static struct qmp *qmp_open(const char *path, vb_error *e)
     return q;
 }
 
-/* ---- the view ------------------------------------------------------------------ */
+/* ---- the backend ------------------------------------------------------------------ */
 
-struct view_op {
-    struct vbd_job *job;
-    char *lv_uri;            /* libvirt: the snapshot goes through libvirt */
-    char *lv_domain;
-    char *qmp_path;
-    char *vm;
-    GPtrArray *images;       /* char *: the images the guest's disks use */
-    GPtrArray *devices;      /* char *: QEMU's names for them (filled) */
-    GPtrArray *overlays;     /* char *: overlay files (filled / given) */
-    int err;
-    vb_error e;
-    double seconds;
-    struct vbd_req *reply;   /* SEAL, answered once the view is taken */
-};
-
-static void view_op_free(struct view_op *op)
+static void *qmp_be_open(struct vbd_view *v, vb_error *e)
 {
-    g_ptr_array_free(op->images, TRUE);
-    g_ptr_array_free(op->devices, TRUE);
-    g_ptr_array_free(op->overlays, TRUE);
-    g_free(op->qmp_path);
-    g_free(op->lv_uri);
-    g_free(op->lv_domain);
-    g_free(op->vm);
-    g_free(op);
+    if (!v->qmp_path) {
+        vb_seterr(e, -EINVAL, "VM %s has no QMP socket", v->vm);
+        return NULL;
+    }
+    return qmp_open(v->qmp_path, e);
 }
 
-static char *real(const char *p)
+static void qmp_be_close(void *conn)
 {
-    char *r = realpath(p, NULL);
-
-    return r ? r : strdup(p);
+    qmp_close(conn);
 }
 
-/* QEMU's device name for the disk whose active image is path */
-static int find_device(json_object *blocks, const char *path, char **dev, vb_error *e)
+static int qmp_be_query_block(void *conn, json_object **blocks, vb_error *e)
 {
-    g_autofree char *want = real(path);
-    GString *seen = g_string_new(NULL);
+    int r = qmp_cmd(conn, "query-block", NULL, blocks, 10000, e);
 
-    for (size_t i = 0; i < json_object_array_length(blocks); i++) {
-        json_object *b = json_object_array_get_idx(blocks, i), *ins;
-        const char *file;
-        if (!json_object_object_get_ex(b, "inserted", &ins))
-            continue;
-        file = vb_json_str(ins, "file");
-        if (!file)
-            continue;
-        g_autofree char *have = real(file);
-        g_string_append_printf(seen, "%s%s", seen->len ? ", " : "", file);
-        if (!strcmp(have, want)) {
-            const char *d = vb_json_str(b, "device");
-            *dev = g_strdup(d && *d ? d : vb_json_str(ins, "node-name"));
-            g_string_free(seen, TRUE);
-            return 0;
-        }
+    if (!r && !json_object_is_type(*blocks, json_type_array)) {
+        json_object_put(*blocks);
+        *blocks = NULL;
+        return vb_seterr(e, -EPROTO, "QMP query-block: not an array");
     }
-    vb_seterr(e, -ENOENT, "QEMU has no disk on %s (its disks: %s)", path,
-              seen->len ? seen->str : "none");
-    g_string_free(seen, TRUE);
-    return -ENOENT;
+    return r;
 }
 
-static gpointer snapshot_thread(gpointer opaque)
+static int qmp_be_snapshot(void *conn, struct vbd_view *v, vb_error *e)
 {
-    struct view_op *op = opaque;
-    double t0 = vb_now();
-    json_object *blocks = NULL, *actions;
-    struct qmp *q = NULL;
+    json_object *actions = json_object_new_array(), *args;
 
-    if (op->lv_uri) {
-        /* devices already hold the libvirt targets, overlays their files */
-        op->err = vbd_libvirt_snapshot(op->lv_uri, op->lv_domain, op->devices, op->overlays,
-                                       &op->e);
-        goto out;
-    }
-    q = qmp_open(op->qmp_path, &op->e);
-
-    if (!q) {
-        op->err = op->e.code ? op->e.code : -EIO;
-        goto out;
-    }
-    op->err = qmp_cmd(q, "query-block", NULL, &blocks, 10000, &op->e);
-    if (op->err)
-        goto out;
-    actions = json_object_new_array();
-    for (guint i = 0; i < op->images->len; i++) {
-        const char *img = op->images->pdata[i];
-        char *dev = NULL, *ov;
-        json_object *a, *data;
-        op->err = find_device(blocks, img, &dev, &op->e);
-        if (op->err) {
-            json_object_put(actions);
-            goto out;
-        }
-        ov = g_strdup_printf("%s.vbackup-%llu.qcow2", img,
-                             (unsigned long long)op->job->id);
-        g_ptr_array_add(op->devices, dev);
-        g_ptr_array_add(op->overlays, ov);
-        data = json_object_new_object();
-        json_object_object_add(data, "device", json_object_new_string(dev));
-        json_object_object_add(data, "snapshot-file", json_object_new_string(ov));
+    for (guint i = 0; i < v->disks->len; i++) {
+        struct vbd_view_disk *vd = v->disks->pdata[i];
+        json_object *a = json_object_new_object(), *data = json_object_new_object();
+        if (vd->before->node)
+            json_object_object_add(data, "node-name", json_object_new_string(vd->before->node));
+        else
+            json_object_object_add(data, "device", json_object_new_string(vd->before->device));
+        json_object_object_add(data, "snapshot-file", json_object_new_string(vd->overlay));
+        json_object_object_add(data, "snapshot-node-name", json_object_new_string(vd->top_node));
         json_object_object_add(data, "format", json_object_new_string("qcow2"));
-        a = json_object_new_object();
+        /* a tracking overlay vbackupd made (its header names the active image) */
+        if (vd->precreated)
+            json_object_object_add(data, "mode", json_object_new_string("existing"));
         json_object_object_add(a, "type", json_object_new_string("blockdev-snapshot-sync"));
         json_object_object_add(a, "data", data);
         json_object_array_add(actions, a);
     }
-    {
-        json_object *args = json_object_new_object();
-        json_object_object_add(args, "actions", actions);
-        /* all disks at one instant, or none */
-        op->err = qmp_cmd(q, "transaction", args, NULL, 60000, &op->e);
-    }
-out:
-    json_object_put(blocks);
-    qmp_close(q);
-    op->seconds = vb_now() - t0;
-    g_idle_add((GSourceFunc)vbd_view_taken, op);
-    return NULL;
+    args = json_object_new_object();
+    json_object_object_add(args, "actions", actions);
+    /* all disks at one instant, or none */
+    return qmp_cmd(conn, "transaction", args, NULL, 60000, e);
 }
 
-static gpointer commit_thread(gpointer opaque)
+static bool protocol_driver(const char *drv)
 {
-    struct view_op *op = opaque;
-    double t0 = vb_now();
-    struct qmp *q = NULL;
+    static const char *const protocols[] = { "file", "host_device", "host_cdrom", "nbd",
+                                             "iscsi", "rbd", "nfs", "ssh", "http", "https",
+                                             "null-co", "null-aio" };
 
-    if (op->lv_uri) {
-        for (guint i = 0; i < op->devices->len; i++) {
-            vb_error e1 = { 0 };
-            if (vbd_libvirt_commit(op->lv_uri, op->lv_domain, op->devices->pdata[i],
-                                   op->overlays->pdata[i], &e1)) {
-                op->err = e1.code ? e1.code : -EIO;
-                op->e = e1;
-            }
-        }
-        goto out;
-    }
-    q = qmp_open(op->qmp_path, &op->e);
-
-    if (!q) {
-        op->err = op->e.code ? op->e.code : -EIO;
-        goto out;
-    }
-    for (guint i = 0; i < op->devices->len; i++) {
-        const char *dev = op->devices->pdata[i];
-        g_autofree char *jid = g_strdup_printf("vbackup-%llu-%u",
-                                               (unsigned long long)op->job->id, i);
-        json_object *args = json_object_new_object(), *ev;
-        json_object_object_add(args, "job-id", json_object_new_string(jid));
-        json_object_object_add(args, "device", json_object_new_string(dev));
-        if (qmp_cmd(q, "block-commit", args, NULL, 10000, &op->e)) {
-            op->err = op->e.code ? op->e.code : -EIO;
-            continue;           /* try the other disks; the overlay stays */
-        }
-        ev = qmp_event(q, "BLOCK_JOB_READY", jid, 3600 * 1000, &op->e);
-        if (!ev) {
-            op->err = op->e.code ? op->e.code : -EIO;
-            continue;
-        }
-        json_object_put(ev);
-        args = json_object_new_object();
-        json_object_object_add(args, "device", json_object_new_string(jid));
-        if (qmp_cmd(q, "block-job-complete", args, NULL, 10000, &op->e)) {
-            op->err = op->e.code ? op->e.code : -EIO;
-            continue;
-        }
-        ev = qmp_event(q, "BLOCK_JOB_COMPLETED", jid, 600 * 1000, &op->e);
-        if (!ev) {
-            op->err = op->e.code ? op->e.code : -EIO;
-            continue;
-        }
-        if (vb_json_str(json_object_object_get(ev, "data"), "error")) {
-            op->err = vb_seterr(&op->e, -EIO, "commit of %s: %s", dev,
-                                vb_json_str(json_object_object_get(ev, "data"), "error"));
-        } else {
-            unlink(op->overlays->pdata[i]);
-        }
-        json_object_put(ev);
-    }
-out:
-    qmp_close(q);
-    op->seconds = vb_now() - t0;
-    g_idle_add((GSourceFunc)vbd_view_released, op);
-    return NULL;
+    for (size_t i = 0; i < VB_ARRAY_SIZE(protocols); i++)
+        if (!g_strcmp0(drv, protocols[i]))
+            return true;
+    return false;
 }
 
-/* ---- main thread ---------------------------------------------------------------------- */
-
-void vbd_view_take(struct vbd_job *j, struct vbd_req *reply)
+/* The node that holds image as a format layer: the one named want if its
+ * file is image (the name was taken before the snapshot), else the only
+ * such node; NULL with e set if there is none or more than one. */
+static char *base_node(struct qmp *q, const char *want, const char *image, vb_error *e)
 {
-    struct view_op *op = g_new0(struct view_op, 1);
+    json_object *args = json_object_new_object(), *nodes = NULL;
+    g_autofree char *path = vbd_image_path(image);
+    char *found = NULL;
+    unsigned n = 0;
 
-    op->job = j;
-    j->refs++;
-    op->qmp_path = g_strdup(j->vm->qmp);
-    op->vm = g_strdup(j->vm->name);
-    op->images = g_ptr_array_new_with_free_func(g_free);
-    op->devices = g_ptr_array_new_with_free_func(g_free);
-    op->overlays = g_ptr_array_new_with_free_func(g_free);
-    op->reply = reply;
-    for (guint i = 0; i < j->disks->len; i++) {
-        struct vbd_disk *dk = j->disks->pdata[i];
-        g_ptr_array_add(op->images, g_strdup(dk->image));
-        if (j->vm->libvirt) {
-            g_ptr_array_add(op->devices, g_strdup(dk->target));
-            g_ptr_array_add(op->overlays, g_strdup_printf("%s.vbackup-%llu.qcow2", dk->image,
-                                                          (unsigned long long)j->id));
-        }
-    }
-    if (j->vm->libvirt) {
-        op->lv_uri = g_strdup(j->d->cfg->libvirt_uri);
-        op->lv_domain = g_strdup(j->vm->libvirt);
-    }
-    j->view_op = op;
-    g_thread_unref(g_thread_new("qmp-snapshot", snapshot_thread, op));
-}
-
-gboolean vbd_view_taken(gpointer opaque)
-{
-    struct view_op *op = opaque;
-    struct vbd_job *j = op->job;
-    struct vbd_req *reply = op->reply;
-
-    op->reply = NULL;
-    j->view_pending = false;
-    if (op->err) {
-        /* a failed transaction changed nothing: read the live image, guest frozen */
-        vbd_log("job %llu: snapshot of %s failed (%s); reading the live image while the guest "
-                "stays frozen", (unsigned long long)j->id, op->vm, vb_strerror(&op->e));
-        json_object_array_add(j->plan_notes, strf(
-            "view: snapshot failed (%s); the guest stays frozen while the host reads",
-            vb_strerror(&op->e)));
-        j->view = VB_VIEW_FROZEN;
-        j->view_op = NULL;
-        view_op_free(op);
-        vbd_job_unref(j);
-    } else {
-        j->view = VB_VIEW_SNAPSHOT;
-        j->view_seconds = op->seconds;
-        json_object_array_add(j->plan_notes, strf(
-            "view: snapshot of %u disk%s taken in %.3f s; the guest thawed", op->devices->len,
-            op->devices->len == 1 ? "" : "s", op->seconds));
-        vbd_journal_running(j);      /* remembers the overlays, to commit after a crash */
-    }
-    vbd_seal_done(j, reply);
-    return G_SOURCE_REMOVE;
-}
-
-void vbd_view_release(struct vbd_job *j)
-{
-    struct view_op *op = j->view_op;
-
-    if (!op)
-        return;
-    j->view_op = NULL;
-    j->d->views_active++;
-    g_thread_unref(g_thread_new("qmp-commit", commit_thread, op));
-}
-
-gboolean vbd_view_released(gpointer opaque)
-{
-    struct view_op *op = opaque;
-    struct vbd_job *j = op->job;
-
-    if (op->err)
-        vbd_log("job %llu: committing the snapshot of %s back FAILED: %s; the VM still runs on "
-                "%s", (unsigned long long)j->id, op->vm, vb_strerror(&op->e),
-                op->overlays->len ? (char *)op->overlays->pdata[0] : "its overlays");
-    else
-        vbd_log("job %llu: snapshot of %s committed back in %.2f s", (unsigned long long)j->id,
-                op->vm, op->seconds);
-    if (!op->err)
-        vbd_journal_forget(j);
-    j->d->views_active--;
-    view_op_free(op);
-    vbd_job_unref(j);
-    return G_SOURCE_REMOVE;
-}
-
-json_object *vbd_view_json(struct vbd_job *j)
-{
-    struct view_op *op = j->view_op;
-    json_object *o, *devs, *ovs;
-
-    if (!op)
+    json_object_object_add(args, "flat", json_object_new_boolean(1));
+    if (qmp_cmd(q, "query-named-block-nodes", args, &nodes, 10000, e))
         return NULL;
-    o = json_object_new_object();
-    devs = json_object_new_array();
-    ovs = json_object_new_array();
-    for (guint i = 0; i < op->devices->len; i++) {
-        json_object_array_add(devs, json_object_new_string(op->devices->pdata[i]));
-        json_object_array_add(ovs, json_object_new_string(op->overlays->pdata[i]));
+    for (size_t i = 0; json_object_is_type(nodes, json_type_array) &&
+                       i < json_object_array_length(nodes); i++) {
+        json_object *nd = json_object_array_get_idx(nodes, i);
+        const char *name = vb_json_str(nd, "node-name");
+        g_autofree char *file = vbd_image_path(vb_json_str(nd, "file"));
+        if (!name || strcmp(file, path) || protocol_driver(vb_json_str(nd, "drv")))
+            continue;
+        if (want && !strcmp(name, want)) {
+            g_free(found);
+            found = g_strdup(name);
+            n = 1;
+            break;
+        }
+        if (!n++)
+            found = g_strdup(name);
     }
-    json_object_object_add(o, "qmp", op->qmp_path ? json_object_new_string(op->qmp_path) : NULL);
-    if (op->lv_uri) {
-        json_object_object_add(o, "libvirt", json_object_new_string(op->lv_uri));
-        json_object_object_add(o, "domain", json_object_new_string(op->lv_domain));
+    json_object_put(nodes);
+    if (n != 1) {
+        g_free(found);
+        vb_seterr(e, -ENOENT, "QEMU has %s node on %s", n ? "more than one" : "no", image);
+        return NULL;
     }
-    json_object_object_add(o, "devices", devs);
-    json_object_object_add(o, "overlays", ovs);
-    return o;
+    return found;
 }
 
-/* ---- recovery ------------------------------------------------------------------------ */
-
-/* After a crash: commit back the overlays a job left (best effort). */
-void vbd_view_recover(struct vbd_job *j, json_object *view)
+static int qmp_be_commit(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                         vb_error *e)
 {
-    struct view_op *op = g_new0(struct view_op, 1);
-    json_object *devs = json_object_object_get(view, "devices");
-    json_object *ovs = json_object_object_get(view, "overlays");
+    struct qmp *q = conn;
+    struct vbd_view_disk *vd = v->disks->pdata[i];
+    g_autofree char *jid = g_strdup_printf("vbackup-%llu-%u", (unsigned long long)v->job_id, i);
+    g_autofree char *base = NULL;
+    json_object *args, *ev;
+    const char *err;
+    int r;
 
-    op->job = j;
-    j->refs++;
-    op->qmp_path = g_strdup(vb_json_str(view, "qmp"));
-    op->lv_uri = g_strdup(vb_json_str(view, "libvirt"));
-    op->lv_domain = g_strdup(vb_json_str(view, "domain"));
-    op->vm = g_strdup(j->vm->name);
-    op->images = g_ptr_array_new_with_free_func(g_free);
-    op->devices = g_ptr_array_new_with_free_func(g_free);
-    op->overlays = g_ptr_array_new_with_free_func(g_free);
-    for (size_t i = 0; i < json_object_array_length(devs) && i < json_object_array_length(ovs);
-         i++) {
-        g_ptr_array_add(op->devices, g_strdup(json_object_get_string(json_object_array_get_idx(devs, i))));
-        g_ptr_array_add(op->overlays, g_strdup(json_object_get_string(json_object_array_get_idx(ovs, i))));
+    if (!now->node)
+        return vb_seterr(e, -ENOENT, "QEMU gives no node name for %s", vd->overlay);
+    if (vd->top_node && strcmp(now->node, vd->top_node))
+        vbd_log("job %llu: the overlay %s is node %s, not %s (QEMU was restarted?)",
+                (unsigned long long)v->job_id, vd->overlay, now->node, vd->top_node);
+    base = base_node(q, vd->before->node, now->files->pdata[1], e);
+    if (!base)
+        return e->code;
+    args = json_object_new_object();
+    json_object_object_add(args, "job-id", json_object_new_string(jid));
+    json_object_object_add(args, "device", json_object_new_string(now->device));
+    json_object_object_add(args, "top-node", json_object_new_string(now->node));
+    json_object_object_add(args, "base-node", json_object_new_string(base));
+    if ((r = qmp_cmd(q, "block-commit", args, NULL, 10000, e)))
+        return r;
+    if (!(ev = qmp_event(q, "BLOCK_JOB_READY", jid, 3600 * 1000, e)))
+        return e->code ? e->code : -EIO;
+    json_object_put(ev);
+    args = json_object_new_object();
+    json_object_object_add(args, "device", json_object_new_string(jid));
+    if ((r = qmp_cmd(q, "block-job-complete", args, NULL, 10000, e)))
+        return r;
+    if (!(ev = qmp_event(q, "BLOCK_JOB_COMPLETED", jid, 600 * 1000, e)))
+        return e->code ? e->code : -EIO;
+    err = vb_json_str(json_object_object_get(ev, "data"), "error");
+    if (err) {
+        g_autofree char *shown = vb_escape(err, strlen(err));
+        r = vb_seterr(e, -EIO, "block job %s: %s", jid, shown);
+    } else {
+        r = 0;
     }
-    if ((!op->qmp_path && !op->lv_uri) || !op->devices->len) {
-        view_op_free(op);
-        vbd_job_unref(j);
-        return;
-    }
-    j->view_op = op;
-    vbd_log("job %llu: committing back the snapshot it left on %s", (unsigned long long)j->id,
-            j->vm->name);
-    vbd_view_release(j);
+    json_object_put(ev);
+    return r;
 }
+
+/* The tracking overlay (now->files[1]) into the image under it
+ * (now->files[2]), nodes looked up by their files; not the active layer, so
+ * the job completes by itself (no READY, no pivot). */
+static int qmp_be_commit_down(void *conn, struct vbd_view *v, guint i, const struct vbd_chain *now,
+                              vb_error *e)
+{
+    struct qmp *q = conn;
+    struct vbd_view_disk *vd = v->disks->pdata[i];
+    g_autofree char *jid = g_strdup_printf("vbackup-%llu-%u-down", (unsigned long long)v->job_id,
+                                           i);
+    g_autofree char *top = NULL, *base = NULL;
+    json_object *args, *ev;
+    const char *err;
+    int r;
+
+    if (now->files->len < 3)
+        return vb_seterr(e, -EINVAL, "no tracking overlay under %s", vd->overlay);
+    top = base_node(q, vd->before->node, now->files->pdata[1], e);
+    if (!top)
+        return e->code;
+    base = base_node(q, NULL, now->files->pdata[2], e);
+    if (!base)
+        return e->code;
+    args = json_object_new_object();
+    json_object_object_add(args, "job-id", json_object_new_string(jid));
+    json_object_object_add(args, "device", json_object_new_string(now->device));
+    json_object_object_add(args, "top-node", json_object_new_string(top));
+    json_object_object_add(args, "base-node", json_object_new_string(base));
+    if ((r = qmp_cmd(q, "block-commit", args, NULL, 10000, e)))
+        return r;
+    if (!(ev = qmp_event(q, "BLOCK_JOB_COMPLETED", jid, 3600 * 1000, e)))
+        return e->code ? e->code : -EIO;
+    err = vb_json_str(json_object_object_get(ev, "data"), "error");
+    r = err ? vb_seterr(e, -EIO, "block job %s: %s", jid, err) : 0;
+    json_object_put(ev);
+    return r;
+}
+
+const struct vbd_view_backend vbd_view_qmp = {
+    .name = "QMP",
+    .open = qmp_be_open,
+    .close = qmp_be_close,
+    .query_block = qmp_be_query_block,
+    .snapshot = qmp_be_snapshot,
+    .commit = qmp_be_commit,
+    .commit_down = qmp_be_commit_down,
+};

@@ -4,7 +4,11 @@
  * lists the entries, and reads file data in bounded pieces (holes, written
  * zeros and preallocated ranges are reported, not sent).  Chunks are read, checked and decompressed on the
  * workers; the last two decoded chunks of each job are cached so that
- * sequential reads of one chunk cost one decode.
+ * sequential reads of one chunk cost one decode.  A job decodes at most
+ * MAX_DECODES chunks at once; further reads wait their turn, and decoded
+ * chunks count against the VM's memory (limits.c).  RESTORE_BEGIN resolves
+ * the snapshot on a worker, from the snapshot index (snapindex.c): the main
+ * loop never reads the repository for a guest.
  */
 #include "vbackupd.h"
 
@@ -15,9 +19,13 @@
 #include "filerestore.h"
 #include "wire.h"
 
+#define MAX_DECODES 4        /* chunks of one restore job decoded at once */
+#define LATEST_TRIES 32      /* snapshots "latest" looks into, newest first */
+
 struct rd_wait {
     struct vbd_req *req;
     uint64_t entry, offset;
+    uint64_t chunk;          /* catalog chunk index (waiting for a decode slot) */
     uint32_t len;
 };
 
@@ -48,9 +56,9 @@ static struct vbd_job *restore_job(struct vbd_conn *c, const struct vb_hdr *h, u
                       c->vm->name);
         return NULL;
     }
-    if (j->state != VB_JOB_RESTORING) {
+    if (j->state != VB_JOB_RESTORING || j->opening) {
         vbd_reply_err(c, h, VB_S_BAD_STATE, "restore job %llu is %s", (unsigned long long)id,
-                      vbd_state_name(j->state));
+                      j->opening ? "still opening" : vbd_state_name(j->state));
         return NULL;
     }
     j->last_activity = vb_now();
@@ -84,91 +92,255 @@ static uint64_t sel_index(struct vbd_job *j, uint64_t ci)
 
 /* ---- RESTORE_BEGIN ------------------------------------------------------------------ */
 
-/* The snapshot to restore from.  On failure, msg is for the guest; a cause on
- * the host (paths, errno texts) goes to detail, for the log only. */
-static int resolve(struct vbd_job *j, struct vbd_target *t, const char *want, char **paths,
-                   unsigned n_paths, char *msg, size_t msg_len, char *detail, size_t detail_len)
-{
-    GPtrArray *snaps = NULL;
-    vb_error e = { 0 };
-    char id[VB_MAX_SNAPSHOT_ID + 80];
-    int st = VB_S_NOT_FOUND;
+/* Opening a restore, on a worker: the snapshot (the one named, or the newest
+ * of the candidates that holds every path), its catalog, a read claim and
+ * the selection.  On failure, msg is for the guest; a cause on the host
+ * (paths, errno texts) goes to detail, for the log only. */
+struct open_task {
+    struct vbd_task task;    /* first */
+    struct vbd_job *job;     /* a reference */
+    struct vbd_req *req;
+    struct vb_repo *repo;
+    char target[VB_MAX_TARGET + 1];
+    char want[VB_MAX_SNAPSHOT_ID + 1];
+    bool latest;
+    GPtrArray *cands;        /* snapshot ids to try, newest first */
+    char **paths;
+    unsigned n_paths;
+    /* results */
+    struct vb_snapshot *snap;
+    struct vb_catalog *cat;
+    struct vb_claim *claim;
+    GArray *sel;
+    uint64_t bytes_total;
+    int st;
+    char msg[VBD_MSG], detail[VBD_MSG];
+};
 
-    if (!strcmp(want, "latest")) {
-        if (vb_snap_list(t->repo, j->vm->name, &snaps, &e)) {
-            snprintf(msg, msg_len, "the snapshots in target '%s' could not be listed on the host",
-                     t->name);
-            snprintf(detail, detail_len, "%s", vb_strerror(&e));
-            return VB_S_IO;
-        }
-        for (guint i = snaps->len; i-- > 0;) {
-            struct vb_snapshot *s = snaps->pdata[i];
-            struct vb_catalog *cat = NULL;
-            bool all = true;
-            if (s->type != VB_SNAP_FILES || vb_files_catalog(t->repo, s, &cat, &e))
-                continue;
-            for (unsigned k = 0; k < n_paths && all; k++) {
-                uint64_t self, first, end;
-                vb_cat_subtree(cat, paths[k], strlen(paths[k]), &self, &first, &end);
-                all = self != VB_CAT_NONE || first < end;
-            }
-            if (all) {
-                j->cat = cat;
-                vb_snap_load(t->repo, s->id, &j->snap, &e);
+static void open_task_free(struct open_task *ot)
+{
+    vb_snap_free(ot->snap);
+    vb_cat_free(ot->cat);
+    vb_repo_release(ot->claim);
+    if (ot->sel)
+        g_array_free(ot->sel, TRUE);
+    if (ot->cands)
+        g_ptr_array_free(ot->cands, TRUE);
+    g_strfreev(ot->paths);
+    g_free(ot);
+}
+
+static bool holds_paths(struct vb_catalog *cat, char **paths, unsigned n)
+{
+    for (unsigned k = 0; k < n; k++) {
+        uint64_t self, first, end;
+        vb_cat_subtree(cat, paths[k], strlen(paths[k]), &self, &first, &end);
+        if (self == VB_CAT_NONE && first >= end)
+            return false;
+    }
+    return true;
+}
+
+static void open_work(struct vb_work *work, struct vb_codec *codec)
+{
+    struct open_task *ot = (struct open_task *)work;
+    const char *vm = ot->job->vm->name;
+    vb_error e = { 0 };
+    int ret;
+
+    for (guint i = 0; i < ot->cands->len && !ot->cat; i++) {
+        const char *id = ot->cands->pdata[i];
+        ret = vb_files_open(ot->repo, id, &ot->snap, &ot->cat, &e);
+        if (ot->latest) {
+            if (ret)
+                continue;                       /* unreadable: an older one may do */
+            if (holds_paths(ot->cat, ot->paths, ot->n_paths))
                 break;
-            }
-            vb_cat_free(cat);
+            vb_cat_free(ot->cat);
+            vb_snap_free(ot->snap);
+            ot->cat = NULL;
+            ot->snap = NULL;
+            continue;
         }
-        g_ptr_array_free(snaps, TRUE);
-        if (!j->cat) {
-            snprintf(msg, msg_len, "no snapshot of VM %s in '%s' holds %s", j->vm->name, t->name,
-                     n_paths ? "those paths" : "files");
-            return VB_S_NOT_FOUND;
+        switch (ret) {
+        case 0:
+            break;
+        case -ENOENT:
+            ot->st = VB_S_NOT_FOUND;
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot '%s' not found for VM %s in '%s'",
+                     ot->want, vm, ot->target);
+            return;
+        case -EINVAL:       /* a disk snapshot */
+            ot->st = VB_S_BAD_REQUEST;
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s is a disk snapshot: disks are "
+                     "restored on the host (vbackupctl restore-disk)", id);
+            return;
+        default:
+            ot->st = VB_S_IO;
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s could not be read on the host", id);
+            snprintf(ot->detail, sizeof(ot->detail), "%s", vb_strerror(&e));
+            return;
         }
-        return VB_S_OK;
     }
-    if (strchr(want, '/'))
-        snprintf(id, sizeof(id), "%s", want);
-    else
-        snprintf(id, sizeof(id), "%s/%s", j->vm->name, want);
-    /* another VM's snapshot is "not found", exactly like a missing one */
-    if (strncmp(id, j->vm->name, strlen(j->vm->name)) || id[strlen(j->vm->name)] != '/' ||
-        !vb_snap_valid_id(id)) {
-        snprintf(msg, msg_len, "snapshot '%s' not found for VM %s in '%s'", want, j->vm->name,
-                 t->name);
-        return st;
+    if (!ot->cat) {
+        ot->st = VB_S_NOT_FOUND;
+        snprintf(ot->msg, sizeof(ot->msg), "no snapshot of VM %s in '%s' holds %s (of the %d "
+                 "newest that may)", vm, ot->target, ot->n_paths ? "those paths" : "files",
+                 LATEST_TRIES);
+        return;
     }
-    switch (vb_files_open(t->repo, id, &j->snap, &j->cat, &e)) {
-    case 0:
-        break;
-    case -ENOENT:
-        snprintf(msg, msg_len, "snapshot '%s' not found for VM %s in '%s'", want, j->vm->name,
-                 t->name);
-        return st;
-    case -EINVAL:       /* a disk snapshot */
-        snprintf(msg, msg_len, "snapshot %s is a disk snapshot: disks are restored on the host "
-                 "(vbackupctl restore-disk)", id);
-        return VB_S_BAD_REQUEST;
-    default:
-        snprintf(msg, msg_len, "snapshot %s could not be read on the host", id);
-        snprintf(detail, detail_len, "%s", vb_strerror(&e));
-        return VB_S_IO;
+    /* chunks must not vanish under a restore: a read claim, not waiting for gc */
+    if ((ret = vb_repo_claim(ot->repo, false, &ot->claim, &e))) {
+        ot->st = VB_S_BUSY;
+        if (ret == -EBUSY) {  /* the guest reads this: the target's name, not its path */
+            snprintf(ot->msg, sizeof(ot->msg), "target '%s' is busy (garbage collection is "
+                     "running); try again later", ot->target);
+        } else {
+            snprintf(ot->msg, sizeof(ot->msg), "target '%s' could not be locked on the host",
+                     ot->target);
+            snprintf(ot->detail, sizeof(ot->detail), "%s", vb_strerror(&e));
+        }
+        return;
     }
-    return VB_S_OK;
+    if (vb_files_select(ot->cat, ot->paths, (int)ot->n_paths, &ot->sel, &e)) {
+        /* the path the guest named, escaped: the log and vbackupctl show it */
+        g_autofree char *shown = NULL;
+        for (unsigned i = 0; i < ot->n_paths && !shown; i++) {
+            GArray *one = NULL;
+            if (vb_files_select(ot->cat, ot->paths + i, 1, &one, NULL))
+                shown = vb_escape(ot->paths[i], strlen(ot->paths[i]));
+            else
+                g_array_free(one, TRUE);
+        }
+        ot->st = VB_S_NOT_FOUND;
+        if (shown)
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: '%s' is not in the snapshot",
+                     ot->snap->id, shown);
+        else
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: %s", ot->snap->id,
+                     vb_strerror(&e));
+        return;
+    }
+    for (guint i = 0; i < ot->sel->len; i++) {
+        /* the bytes that will travel: data chunks, not holes */
+        const struct vb_cat_entry *ce = &ot->cat->e[g_array_index(ot->sel, uint64_t, i)];
+        if (ce->type == VB_FT_REG)
+            ot->bytes_total += vb_cat_data_bytes(ot->cat, g_array_index(ot->sel, uint64_t, i));
+    }
+}
+
+static void open_done(struct vbd_task *task)
+{
+    struct open_task *ot = (struct open_task *)task;
+    struct vbd_job *j = ot->job;
+    struct vb_restore_begin_reply r;
+    uint8_t *out;
+    size_t sl;
+
+    j->opening = false;
+    if (j->state != VB_JOB_RESTORING) {
+        vbd_req_answer_err(ot->req, VB_S_BAD_STATE, "restore job %llu was closed while it "
+                           "opened", (unsigned long long)j->id);
+        goto out;
+    }
+    if (ot->st) {
+        if (ot->detail[0])
+            vbd_job_fail_host(j, VB_JOB_FAILED, ot->msg, ot->detail);
+        else
+            vbd_job_fail(j, VB_JOB_FAILED, "%s", ot->msg);
+        vbd_req_answer_err(ot->req, ot->st, "%s", j->reason);
+        goto out;
+    }
+    if (vbd_mem_take(j, VBD_MEM_CATALOG, vb_cat_footprint(ot->cat) +
+                     (uint64_t)ot->sel->len * sizeof(uint64_t))) {
+        char what[VB_MAX_SNAPSHOT_ID + 64];
+        snprintf(what, sizeof(what), "the catalog of snapshot %s", ot->snap->id);
+        vbd_mem_fail(j, what);
+        vbd_req_answer_err(ot->req, VB_S_TOO_LARGE, "%s", j->reason);
+        goto out;
+    }
+    j->cat = ot->cat;
+    j->snap = ot->snap;
+    j->claim = ot->claim;
+    j->sel = ot->sel;
+    ot->cat = NULL;
+    ot->snap = NULL;
+    ot->claim = NULL;
+    ot->sel = NULL;
+    j->bytes_total = ot->bytes_total;
+    j->files_total = j->sel->len;
+    j->started_ns = vb_wall_ns();
+    j->snapshot = g_strdup(j->snap->id);
+    j->last_activity = vb_now();
+    vbd_log("job %llu: %s restores %llu entries of %s", (unsigned long long)j->id, j->vm->name,
+            (unsigned long long)j->sel->len, j->snap->id);
+    sl = strlen(j->snap->id);
+    out = g_malloc(sizeof(r) + sl);
+    memset(&r, 0, sizeof(r));
+    r.job = j->id;
+    r.n_entries = j->sel->len;
+    r.bytes_total = j->bytes_total;
+    r.snap_len = (uint16_t)sl;
+    memcpy(out, &r, sizeof(r));
+    memcpy(out + sizeof(r), j->snap->id, sl);
+    vbd_req_answer(ot->req, VB_S_OK, out, sizeof(r) + sl);
+    g_free(out);
+out:
+    vbd_job_unref(j);
+    open_task_free(ot);
+}
+
+static void open_start(struct open_task *ot)
+{
+    ot->task.work.fn = open_work;
+    ot->task.done = open_done;
+    vbd_work_push(ot->job->d, &ot->task);
+}
+
+/* "latest": the newest files snapshots whose roots may hold every path, from
+ * the index; their catalogs are looked into on the worker. */
+static void latest_cands(void *opaque, GPtrArray *snaps, const char *err)
+{
+    struct open_task *ot = opaque;
+    struct vbd_job *j = ot->job;
+
+    if (!snaps || j->state != VB_JOB_RESTORING) {
+        if (!snaps) {
+            ot->st = VB_S_IO;
+            snprintf(ot->msg, sizeof(ot->msg), "the snapshots in target '%s' could not be "
+                     "listed on the host", ot->target);
+            snprintf(ot->detail, sizeof(ot->detail), "%s", err);
+        }
+        open_done(&ot->task);
+        return;
+    }
+    for (guint i = snaps->len; i-- > 0 && ot->cands->len < LATEST_TRIES;) {
+        const struct vbd_snapinfo *s = snaps->pdata[i];
+        bool all = s->kind == VB_KIND_FILES;
+        for (unsigned k = 0; k < ot->n_paths && all; k++)
+            all = vbd_snapinfo_may_hold(s, ot->paths[k]);
+        if (all)
+            g_ptr_array_add(ot->cands, g_strdup(s->id));
+    }
+    if (!ot->cands->len) {
+        ot->st = VB_S_NOT_FOUND;
+        snprintf(ot->msg, sizeof(ot->msg), "no snapshot of VM %s in '%s' holds %s",
+                 j->vm->name, ot->target, ot->n_paths ? "those paths" : "files");
+        open_done(&ot->task);
+        return;
+    }
+    open_start(ot);
 }
 
 static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd *d = c->vm->d;
     struct vbd_restore_begin rb;
-    struct vb_restore_begin_reply r;
     struct vbd_target *t;
     struct vbd_job *j;
-    vb_error e = { 0 };
-    char msg[VBD_MSG], detail[VBD_MSG] = "";
-    uint8_t *out;
-    size_t sl;
-    int ret, st = vbd_parse_restore_begin(p, n, &rb, msg);
+    struct open_task *ot;
+    char msg[VBD_MSG], id[VB_MAX_SNAPSHOT_ID + 80];
+    int st = vbd_parse_restore_begin(p, n, &rb, msg);
 
     if (st) {
         vbd_reply_err(c, h, st, "%s", msg);
@@ -194,57 +366,52 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->target = t;
     j->kind = VB_KIND_FILES;
     j->mode = VB_MODE_FULL;
-    st = resolve(j, t, rb.snapshot, rb.paths, rb.n_paths, msg, sizeof(msg), detail,
-                 sizeof(detail));
-    /* chunks must not vanish under a restore: a read claim, not waiting for gc */
-    if (!st && (ret = vb_repo_claim(t->repo, false, &j->claim, &e))) {
-        st = VB_S_BUSY;
-        if (ret == -EBUSY) {  /* the guest reads this: the target's name, not its path */
-            snprintf(msg, sizeof(msg), "target '%s' is busy (garbage collection is running); "
-                     "try again later", t->name);
-        } else {
-            snprintf(msg, sizeof(msg), "target '%s' could not be locked on the host", t->name);
-            snprintf(detail, sizeof(detail), "%s", vb_strerror(&e));
+    j->state = VB_JOB_RESTORING;
+    j->opening = true;
+    g_ptr_array_add(j->roots, g_strdup(rb.n_paths ? rb.paths[0] : ""));
+    ot = g_new0(struct open_task, 1);
+    ot->job = j;
+    j->refs++;
+    ot->req = vbd_req_hold(c, h);
+    ot->repo = g_atomic_pointer_get(&t->repo);
+    snprintf(ot->target, sizeof(ot->target), "%s", t->name);
+    snprintf(ot->want, sizeof(ot->want), "%s", rb.snapshot);
+    ot->cands = g_ptr_array_new_with_free_func(g_free);
+    ot->paths = g_new0(char *, rb.n_paths + 1);
+    for (unsigned i = 0; i < rb.n_paths; i++)
+        ot->paths[i] = g_strdup(rb.paths[i]);
+    ot->n_paths = rb.n_paths;
+    if (!ot->repo) {
+        /* a broken target: opened again now (it may be fixed); else it says so,
+         * naming no path (the cause is in the log) */
+        vb_error e = { 0 };
+        if (!(ot->repo = vbd_target_repo(t, &e))) {
+            ot->st = VB_S_IO;
+            snprintf(ot->msg, sizeof(ot->msg), "%s", vb_strerror(&e));
+            open_done(&ot->task);
+            goto out;
         }
     }
-    if (st) {
-        if (detail[0])
-            vbd_job_fail_host(j, VB_JOB_FAILED, msg, detail);
-        else
-            vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
-        vbd_reply_err(c, h, st, "%s", j->reason);
+    if (!strcmp(rb.snapshot, "latest")) {
+        ot->latest = true;
+        vbd_snapindex_get(d, t, c->vm->name, latest_cands, ot);
         goto out;
     }
-    if (vb_files_select(j->cat, rb.paths, rb.n_paths, &j->sel, &e)) {
-        snprintf(msg, sizeof(msg), "snapshot %s: %s", j->snap->id, vb_strerror(&e));
-        vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
-        vbd_reply_err(c, h, VB_S_NOT_FOUND, "%s", msg);
+    if (strchr(rb.snapshot, '/'))
+        snprintf(id, sizeof(id), "%s", rb.snapshot);
+    else
+        snprintf(id, sizeof(id), "%s/%s", c->vm->name, rb.snapshot);
+    /* another VM's snapshot is "not found", exactly like a missing one */
+    if (strncmp(id, c->vm->name, strlen(c->vm->name)) || id[strlen(c->vm->name)] != '/' ||
+        !vb_snap_valid_id(id)) {
+        ot->st = VB_S_NOT_FOUND;
+        snprintf(ot->msg, sizeof(ot->msg), "snapshot '%s' not found for VM %s in '%s'",
+                 rb.snapshot, c->vm->name, t->name);
+        open_done(&ot->task);
         goto out;
     }
-    for (guint i = 0; i < j->sel->len; i++) {
-        /* the bytes that will travel: data chunks, not holes */
-        const struct vb_cat_entry *ce = &j->cat->e[g_array_index(j->sel, uint64_t, i)];
-        if (ce->type == VB_FT_REG)
-            j->bytes_total += vb_cat_data_bytes(j->cat, g_array_index(j->sel, uint64_t, i));
-    }
-    j->files_total = j->sel->len;
-    j->state = VB_JOB_RESTORING;
-    j->started_ns = vb_wall_ns();
-    j->snapshot = g_strdup(j->snap->id);
-    g_ptr_array_add(j->roots, g_strdup(rb.n_paths ? rb.paths[0] : ""));
-    vbd_log("job %llu: %s restores %llu entries of %s", (unsigned long long)j->id, c->vm->name,
-            (unsigned long long)j->sel->len, j->snap->id);
-    sl = strlen(j->snap->id);
-    out = g_malloc(sizeof(r) + sl);
-    memset(&r, 0, sizeof(r));
-    r.job = j->id;
-    r.n_entries = j->sel->len;
-    r.bytes_total = j->bytes_total;
-    r.snap_len = (uint16_t)sl;
-    memcpy(out, &r, sizeof(r));
-    memcpy(out + sizeof(r), j->snap->id, sl);
-    vbd_reply(c, h, VB_S_OK, out, sizeof(r) + sl);
-    g_free(out);
+    g_ptr_array_add(ot->cands, g_strdup(id));
+    open_start(ot);
 out:
     vbd_restore_begin_clear(&rb);
 }
@@ -376,6 +543,62 @@ static void decode_work(struct vb_work *w, struct vb_codec *c)
                            t->len, t->ch.len);
 }
 
+static void read_wait_drop(struct vbd_job *j)
+{
+    struct rd_wait *wt;
+
+    while ((wt = g_queue_pop_head(&j->read_wait))) {
+        vbd_req_answer_err(wt->req, VB_S_BAD_STATE, "restore job %llu was closed",
+                           (unsigned long long)j->id);
+        g_free(wt);
+    }
+}
+
+static void decode_next(struct vbd_job *j);
+static void decode_done(struct vbd_task *task);
+
+/* Decode a chunk for a read: at most MAX_DECODES per job at once, each
+ * counted against the VM's memory; a read that cannot have its decode now
+ * waits for one to come back (false: it was answered, it cannot wait). */
+static bool decode_start(struct vbd_job *j, struct rd_wait *wt)
+{
+    struct chunk_task *t = g_hash_table_lookup(j->inflight, &wt->chunk);
+
+    if (t) {
+        g_array_append_val(t->waiters, *wt);
+        return true;
+    }
+    if (j->decoding >= MAX_DECODES ||
+        vbd_mem_take(j, VBD_MEM_RESTORE, j->cat->c[wt->chunk].len)) {
+        if (j->decoding) {
+            g_queue_push_tail(&j->read_wait, g_memdup2(wt, sizeof(*wt)));
+            return true;
+        }
+        {
+            char why[VBD_MSG], what[96];
+            snprintf(what, sizeof(what), "a chunk of %u bytes for restore job %llu",
+                     j->cat->c[wt->chunk].len, (unsigned long long)j->id);
+            vbd_mem_reason(j->vm, why, sizeof(why), what);
+            vbd_req_answer_err(wt->req, VB_S_TOO_LARGE, "%s", why);
+        }
+        return false;
+    }
+    t = g_new0(struct chunk_task, 1);
+    t->task.work.fn = decode_work;
+    t->task.done = decode_done;
+    t->job = j;
+    j->refs++;
+    t->chunk = wt->chunk;
+    t->ch = j->cat->c[wt->chunk];
+    t->repo = j->target->repo;
+    t->waiters = g_array_new(FALSE, FALSE, sizeof(struct rd_wait));
+    g_array_append_val(t->waiters, *wt);
+    g_hash_table_insert(j->inflight, &t->chunk, t);
+    j->decoding++;
+    vbd_work_push(j->d, &t->task);
+    return true;
+}
+
 static void decode_done(struct vbd_task *task)
 {
     struct chunk_task *t = (struct chunk_task *)task;
@@ -383,6 +606,7 @@ static void decode_done(struct vbd_task *task)
     char msg[VBD_MSG];
 
     g_hash_table_remove(j->inflight, &t->chunk);
+    j->decoding--;
     if (t->err) {
         char what[160];
         snprintf(what, sizeof(what), "snapshot %s: data could not be read from target '%s' on "
@@ -391,6 +615,8 @@ static void decode_done(struct vbd_task *task)
     }
     if (!t->err && j->state == VB_JOB_RESTORING) {
         unsigned s = j->cache_next;
+        if (j->cache_buf[s])
+            vbd_mem_give(j, VBD_MEM_RESTORE, j->cache_len[s]);
         g_free(j->cache_buf[s]);
         j->cache_buf[s] = t->buf;
         j->cache_len[s] = (uint32_t)t->len;
@@ -411,9 +637,35 @@ static void decode_done(struct vbd_task *task)
         }
     }
     g_array_free(t->waiters, TRUE);
+    if (t->buf)                         /* not kept in the cache */
+        vbd_mem_give(j, VBD_MEM_RESTORE, t->ch.len);
     g_free(t->buf);
     g_free(t);
+    if (j->state == VB_JOB_RESTORING)
+        decode_next(j);
+    else
+        read_wait_drop(j);
     vbd_job_unref(j);
+}
+
+/* Reads that waited for a decode slot, in order. */
+static void decode_next(struct vbd_job *j)
+{
+    struct rd_wait *wt;
+
+    while (j->decoding < MAX_DECODES && (wt = g_queue_pop_head(&j->read_wait))) {
+        bool done = false;
+        for (unsigned s = 0; s < 2 && !done; s++) {
+            if (j->cache_buf[s] && j->cache_chunk[s] == wt->chunk) {
+                answer_read(j, wt->req, wt->entry, wt->offset, wt->len, j->cache_buf[s],
+                            &j->cat->c[wt->chunk]);
+                done = true;
+            }
+        }
+        if (!done)
+            decode_start(j, wt);
+        g_free(wt);
+    }
 }
 
 static void handle_read(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
@@ -492,23 +744,9 @@ data:
         }
     }
     {
-        struct chunk_task *t = g_hash_table_lookup(j->inflight, &chi);
         struct rd_wait wt = { .req = vbd_req_hold(c, h), .entry = rr.entry, .offset = rr.offset,
-                              .len = rr.len };
-        if (!t) {
-            t = g_new0(struct chunk_task, 1);
-            t->task.work.fn = decode_work;
-            t->task.done = decode_done;
-            t->job = j;
-            j->refs++;
-            t->chunk = chi;
-            t->ch = j->cat->c[chi];
-            t->repo = j->target->repo;
-            t->waiters = g_array_new(FALSE, FALSE, sizeof(struct rd_wait));
-            g_hash_table_insert(j->inflight, &t->chunk, t);
-            vb_workers_push(&j->d->wk, &t->task.work);
-        }
-        g_array_append_val(t->waiters, wt);
+                              .chunk = chi, .len = rr.len };
+        decode_start(j, &wt);
     }
 }
 
@@ -520,6 +758,7 @@ void vbd_restore_close(struct vbd_job *j)
         return;
     j->files_done = j->files_total;
     vbd_job_finish_ok(j);      /* frees the catalog and caches; decodes in flight see the state */
+    read_wait_drop(j);
 }
 
 static void handle_end(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)

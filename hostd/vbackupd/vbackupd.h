@@ -10,7 +10,18 @@
  *   exec.c     execution: io_uring reads, windows, chunking, storing, commit
  *   mapper.c   the host maps a job's files: runs vbackup-mapper on the view
  *   restore.c  restore jobs: RESTORE_BEGIN/LIST/READ/END
+ *   journal.c  every job's record on disk, so that a restart reports what happened
+ *   targets.c  targets that may be broken or read-only
  *   admin.c    the admin socket (vbackupctl vms, jobs, job ID)
+ *   view.c     the point-in-time view: snapshot, exact commit back, checks
+ *   chain.c    disk chains as QEMU reports them, identities of image files
+ *   qmp.c      the view through QEMU's monitor
+ *   libvirt.c  VMs from libvirt, and the view through libvirt
+ *   limits.c   what one VM's requests make the daemon hold, against vm_memory
+ *   snapindex.c  the snapshots of each VM in each target, for LIST and "latest"
+ *   peer.c     who may connect to a VM's socket (its QEMU's pid, label)
+ *   quota.c    what each VM may add to the repositories, and when
+ *   reclaim.c  gc of a target after failed jobs, when no job holds it
  */
 #ifndef VBACKUPD_H
 #define VBACKUPD_H
@@ -21,6 +32,8 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "cbt.h"
+#include "escape.h"
 #include "fastcdc.h"
 #include "image.h"
 #include "policyload.h"
@@ -45,11 +58,23 @@ struct vbd_disk_cfg {
     char *target;            /* libvirt: the disk's target ("vda") */
 };
 
+/* What a VM may add to a repository (0: no limit).  docs/vbackupd.md, "Quotas". */
+struct vbd_quota {
+    uint64_t job_bytes;      /* max_job_bytes: per backup job */
+    uint64_t total_bytes;    /* max_total_bytes: its snapshots in one target, all told */
+    uint64_t day_bytes;      /* max_bytes_per_day: in any 24 hours */
+    uint64_t day_jobs;       /* max_jobs_per_day: backup jobs begun in any 24 hours */
+};
+
 struct vbd_vm_cfg {
     char *name;
     char *socket;
     char *qmp;               /* optional */
     char *libvirt;           /* found through libvirt: the domain's name */
+    bool cbt;                /* changed-block tracking of its disks (docs/cbt.md) */
+    char *pidfile;           /* the QEMU process that alone may connect (peer.c) */
+    char *peer_label;        /* its security label (SO_PEERSEC), when set */
+    struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk_cfg * */
 };
 
@@ -81,6 +106,11 @@ struct vbd_config {
     uint64_t max_files_per_job;
     unsigned idle_timeout;   /* seconds */
     uint64_t cache_bytes;    /* shared read cache */
+    uint64_t vm_memory;      /* what one VM's requests may make the daemon hold */
+    uint64_t max_extents_per_job;
+    uint64_t output_buffer;  /* replies queued and promised per connection */
+    bool reclaim;            /* gc a target after failed jobs stored chunks (reclaim.c) */
+    double reclaim_interval; /* seconds between two such gcs of one target, at least */
     char *mapper;            /* vbackup-mapper; "" = the host never maps files */
     char *mapper_user;       /* its sandbox's user */
     uid_t mapper_uid;
@@ -89,6 +119,9 @@ struct vbd_config {
     unsigned mapper_seconds; /* wall-clock bound (and RLIMIT_CPU) */
     unsigned max_mappers;    /* mappers running at once */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
+    bool libvirt_cbt;        /* [libvirt] cbt: track the disks of libvirt's VMs */
+    char *libvirt_pid_dir;   /* [libvirt] pid_dir: DIR/NAME.pid is a domain's QEMU ("" none) */
+    struct vbd_quota libvirt_quota;   /* [libvirt] quotas of the domains found */
     GPtrArray *targets;      /* struct vbd_target_cfg * */
     GPtrArray *policies;     /* struct vbd_policy_cfg *, in chain order */
     GPtrArray *vms;          /* struct vbd_vm_cfg * */
@@ -103,10 +136,28 @@ struct vbd;
 struct vbd_job;
 struct vbd_conn;
 
+/* What a VM's requests make the daemon hold, by kind (limits.c). */
+enum vbd_mem {
+    VBD_MEM_FILES,           /* entries, paths and extents the guest sent */
+    VBD_MEM_FALLBACK,        /* fallback data windows */
+    VBD_MEM_PLAN,            /* read plans: windows, pieces, reads */
+    VBD_MEM_CATALOG,         /* catalogs: parents of incremental jobs, restores */
+    VBD_MEM_RESTORE,         /* decoded chunks of restores */
+    VBD_MEM_REPLIES,         /* replies queued for the VM's connections */
+    VBD_MEM__N,
+};
+
 struct vbd_target {
     char *name;
     char *path;
-    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h) */
+    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h);
+                              * NULL while it cannot be opened: vbd_target_repo() opens it
+                              * (on any thread), and once open it stays */
+    char *broken;            /* why it cannot be opened, as last logged (targets.c's lock) */
+    /* reclaim.c: a gc after failed jobs */
+    bool reclaim_wanted;
+    struct vbd_reclaim *reclaim_run;  /* running */
+    double reclaim_last;     /* monotonic time of the last one, 0: none */
 };
 
 struct vbd_disk {
@@ -116,6 +167,10 @@ struct vbd_disk {
     char *backing_format;
     char *target;            /* libvirt's target name */
     struct vb_image *img;    /* opened on demand, per job run */
+    /* jobs' copies: the file QEMU ran the disk on when the view was taken,
+     * when that is the disk's tracking overlay over image (qcow2); NULL:
+     * the image itself.  Reads go through it (docs/cbt.md). */
+    char *top;
 };
 
 struct vbd_vm {
@@ -125,12 +180,20 @@ struct vbd_vm {
     char *socket_path;
     char *qmp;
     char *libvirt;           /* domain name when the VM came from libvirt */
+    bool cbt;                /* changed-block tracking of its disks */
+    char *pidfile;           /* peer.c: only this QEMU process may connect */
+    char *peer_label;
+    bool peer_start_unknown; /* peer.c: said once that /proc hides the start */
+    struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
     guint listen_src;
     GList *conns;            /* struct vbd_conn * */
     bool removed;            /* gone from the configuration */
     uint64_t requests, errors;
+    uint64_t mem[VBD_MEM__N], mem_used, mem_peak;   /* limits.c */
+    unsigned pool_bufs;      /* read buffers of the pool its plans' windows hold */
+    uint64_t frozen_spent;   /* the job that used the VM's frozen priority; 0: unused */
 };
 
 struct vbd_conn {
@@ -141,9 +204,13 @@ struct vbd_conn {
     size_t in_len, in_cap;
     GQueue out;              /* GBytes * of whole frames */
     size_t out_off;          /* bytes of the head already written */
+    size_t out_bytes;        /* bytes queued in out */
     unsigned inflight;       /* requests without a reply yet */
+    uint64_t promised;       /* the largest replies those may still get */
+    guint resume_src;        /* processes frames already read, once it may again */
+    bool in_dispatch;        /* process_input is running */
     bool closing;
-    bool paused;             /* not reading: too many requests in flight */
+    bool throttled;          /* not read: its replies are not taken */
 };
 
 /* A request waiting for an asynchronous answer keeps its connection. */
@@ -200,10 +267,11 @@ struct vbd_window {
     bool opened, ready, done;
     /* worker results */
     int err;
-    vb_error e;
+    char *emsg;              /* what failed, for the log */
     GArray *chunks;          /* struct vb_cat_chunk */
     uint64_t bytes_new, bytes_reused, stored;
     struct vbd_req *reply;   /* fallback DATA: answered once processed */
+    uint32_t cap;            /* fallback: bytes allocated in buf */
 };
 
 /* One entry the guest sent. */
@@ -232,6 +300,7 @@ struct vbd_entry {
     struct vbd_window *fb_win;   /* fallback window being filled */
     GQueue ready;            /* windows ready to chunk, by seq */
     bool busy;               /* a window of this file is with a worker */
+    bool fb_queued;          /* in the job's fb_waiting */
 };
 
 struct vbd_job {
@@ -246,7 +315,8 @@ struct vbd_job {
     uint32_t view;           /* VB_VIEW_* once sealed */
     bool unfrozen;           /* the client holds no freeze: the job may wait */
     bool view_pending;       /* the snapshot is being taken */
-    void *view_op;           /* qmp.c: the snapshot to commit back */
+    void *view_op;           /* view.c: the view to release (commit back) */
+    bool view_busy;          /* view.c: a release is under way */
     double view_seconds;
     GPtrArray *serials;      /* char * */
     GPtrArray *disks;        /* struct vbd_disk * (VM's, by serial order) */
@@ -263,11 +333,23 @@ struct vbd_job {
     char *mode_note;         /* e.g. "full (no parent)" */
     uint64_t bytes_total, bytes_done, files_total, files_done;
     uint64_t bytes_new, bytes_reused, stored_new, bytes_read;
+    uint64_t mem[VBD_MEM__N];    /* what the job holds, counted against its VM */
+    uint64_t n_extents;          /* extents sent, continuation records too */
+    uint64_t fb_open;            /* fallback files still lacking data */
+    guint fb_first_open;         /* no fallback file before this entry lacks data */
+    unsigned fb_busy;            /* fallback windows with the workers */
+    GQueue fb_waiting;           /* entries whose ready fallback windows wait (uint index) */
+    bool planning;               /* in a cut on a worker: its entries and windows are the worker's */
+    bool claiming;               /* the fallback data's claim is with a worker */
+    bool claim_waited;           /* said in the log that fallback data waits for gc */
     bool cancel;
     volatile int cancel_flag;    /* disk jobs: read by the backup thread */
     bool plan_released;      /* released from its plan (once) */
     bool in_plan;            /* windows, pieces and images are in use by a plan */
     bool committing;         /* commit task with a worker */
+    uint8_t ending;          /* a cancel or failure (its state) that came while the job's
+                              * commit (or disk backup) runs: the job ends so unless the
+                              * commit made its snapshot (then it is done) */
     bool is_restore;
     /* plan and execution */
     uint64_t batch;          /* batch id that ran it */
@@ -281,12 +363,18 @@ struct vbd_job {
      * chunk (fallback data, or the batch that runs the job) to its commit
      * or abort; a restore holds a read claim */
     struct vb_write *ws;
+    struct vbd_charge *charge;   /* quota.c: what the job adds, against the VM's quotas */
+    bool over_quota;         /* failed for a quota: requests are answered VB_S_QUOTA */
     bool claim_waiting;      /* fallback data waits while gc holds the repository */
     struct vb_claim *claim;  /* restore jobs */
     struct vb_catalog *parent_cat;
     bool parent_current;     /* parent committed in this gc generation: its chunks exist */
     /* disk jobs */
+    struct vb_cbt_record *cbt_rec;   /* the disk's tracking record as the view found it */
+    char *cbt_why;           /* why the tracking proves nothing, known before the read */
+    struct vb_cbt_record *cbt_next;  /* the record the release wrote: bound at the commit */
     GThread *disk_thread;
+    struct vbd_disk_run *disk_run;   /* exec.c */
     volatile uint64_t disk_done, disk_total;
     /* restore jobs */
     struct vb_catalog *cat;
@@ -297,6 +385,10 @@ struct vbd_job {
     uint32_t cache_len[2];
     unsigned cache_next;
     GHashTable *inflight;    /* catalog chunk index → decode task */
+    bool opening;            /* its BEGIN is resolved on a worker (restore: the snapshot;
+                              * backup: the total quota), no request taken */
+    unsigned decoding;       /* decode tasks with the workers */
+    GQueue read_wait;        /* RESTORE_READs waiting for a decode slot */
     /* what the guest could not back up (BACKUP_PROBLEMS): the snapshot is incomplete */
     uint64_t n_problems;
     json_object *problems;   /* array of {path, reason}, the first VBD_PROBLEMS_KEPT */
@@ -363,7 +455,11 @@ struct vbd {
     struct vb_cdc cdc;
     guint claim_timer;       /* retries jobs waiting for a repository gc holds */
     GQueue free_bufs;        /* 4 MiB window buffers */
-    unsigned n_bufs, max_bufs;
+    unsigned bufs_in_use, max_bufs;
+    unsigned tasks_out;      /* daemon work with the workers (vbd_work_push) */
+    uint64_t mem_used;       /* held for all VMs (limits.c) */
+    bool cutting;            /* a batch is being planned on a worker */
+    GHashTable *snapindex;   /* snapindex.c */
     uint64_t cache_used;
     int admin_fd;
     guint admin_src;
@@ -380,11 +476,53 @@ struct vbd {
     json_object *batches;    /* recent batch reports */
     GPtrArray *libvirt_vms;  /* struct vbd_vm_cfg *, discovered */
     void *lv;                /* libvirt.c state */
+    GHashTable *accts;       /* quota.c: VM name → struct vbd_acct * */
+    guint reclaim_timer;     /* reclaim.c */
+    GList *reclaims;         /* struct vbd_reclaim * running (targets may be retired meanwhile) */
 };
 
 /* main.c */
 extern struct vbd *vbd_global;
 void vbd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* peer.c: whether the process on the other end of a new connection to the
+ * VM's socket may act as the VM (its QEMU: pid from the pidfile, security
+ * label); 0, or -EPERM with the reason in why. */
+int vbd_peer_check(struct vbd_vm *vm, int fd, char *why, size_t len);
+
+/* quota.c */
+void vbd_quota_init(struct vbd *d);
+void vbd_quota_fini(struct vbd *d);
+/* At BEGIN of a backup: may the VM begin one (jobs per day, bytes left, its
+ * total in the target: COMMITTED, what its snapshots there added, from the
+ * snapshot index, when vm->quota.total_bytes is set)?  0, and the job
+ * counted and j->charge set; or -EDQUOT with the reason in why (for the
+ * guest: names the quota, no host path). */
+int vbd_quota_begin(struct vbd_job *j, uint64_t committed, char *why, size_t len);
+/* What the snapshots of a listing (struct vbd_snapinfo *) added. */
+uint64_t vbd_quota_committed(GPtrArray *snaps);
+/* How many of the VM's jobs ended done: a listing begun before it changed
+ * may lack one of their snapshots. */
+uint64_t vbd_quota_commits(struct vbd *d, struct vbd_vm *vm);
+/* The job's session charges what it stores to the job's quotas.  On the
+ * main loop, once j->ws is set (sessions are begun on workers: batch.c's
+ * cut, exec.c's claim of fallback data) and before its first put. */
+void vbd_quota_attach(struct vbd_job *j);
+/* The job ended: its bytes leave the running count (and stay in the total
+ * if it committed); the accounting is written down. */
+void vbd_quota_end(struct vbd_job *j);
+/* A failure: if ERR is the quota's, fail the job saying which quota, and
+ * return true. */
+bool vbd_quota_failed(struct vbd_job *j, int err);
+/* Bytes the job has added to the repository so far. */
+uint64_t vbd_quota_added(struct vbd_job *j);
+json_object *vbd_quota_json(struct vbd *d, struct vbd_vm *vm);
+/* The one clock of quotas: wall-clock ns (plus VBACKUPD_TEST_CLOCK_OFFSET) */
+int64_t vbd_quota_now(void);
+
+/* reclaim.c */
+void vbd_reclaim_want(struct vbd *d, struct vbd_target *t);
+void vbd_reclaim_fini(struct vbd *d);
 
 /* vm.c */
 int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e);
@@ -406,6 +544,7 @@ void vbd_req_answer_err(struct vbd_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vbd_vms_close_all(struct vbd *d);
 bool vbd_vm_connected(struct vbd_vm *vm);
+unsigned vbd_vm_throttled(struct vbd_vm *vm);   /* connections not read: replies not taken */
 
 /* jobs.c */
 void vbd_handle_backup(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
@@ -423,7 +562,17 @@ void vbd_job_fail(struct vbd_job *j, int state, const char *fmt, ...)
  * job's id; DETAIL (host paths, errno texts) goes to the log and to the
  * admin's view of the job only. */
 void vbd_job_fail_host(struct vbd_job *j, int state, const char *what, const char *detail);
+/* A job that has ended turns out to have failed (its view's release) */
+void vbd_job_fail_late(struct vbd_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void vbd_job_finish_ok(struct vbd_job *j);
+/* The outcome of a job's commit (files) or disk backup, on the main thread:
+ * snapshot (taken, g_malloc'd) when it was committed; else err, what failed
+ * in the guest's terms and the cause (e) for the log.  warning: what went
+ * wrong after the commit point (session.h), or NULL. */
+void vbd_job_committed(struct vbd_job *j, char *snapshot, int err, const char *what,
+                       const vb_error *e, const char *warning);
+bool vbd_job_finished(const struct vbd_job *j);
 void vbd_jobs_vm_gone(struct vbd *d, struct vbd_vm *vm);
 void vbd_jobs_tick(struct vbd *d);
 json_object *vbd_job_json(struct vbd_job *j, bool detail);
@@ -444,13 +593,28 @@ void vbd_exec_kick(struct vbd *d);
 void vbd_fallback_data(struct vbd_job *j, uint64_t file, const uint8_t *data, uint32_t len,
                        bool last, struct vbd_req *reply);
 void vbd_exec_cancel_job(struct vbd_job *j);
-int vbd_job_claim(struct vbd_job *j, vb_error *e);
+/* Whatever ended the job (vbd_job_release): its fallback windows are freed
+ * and their DATA requests answered with the job's failure (VB_S_QUOTA when
+ * a quota failed it, VB_S_JOB_FAILED otherwise). */
+void vbd_exec_drop_fallback(struct vbd_job *j);
+void vbd_work_push(struct vbd *d, struct vbd_task *t);
+/* On a worker: a write session for the job's VM in target t. */
+int vbd_claim_work(struct vbd_target *t, const char *vm, struct vb_write **ws, vb_error *e);
 void vbd_job_unclaim(struct vbd_job *j);
 void vbd_job_unclaim_idle(struct vbd_job *j);
 void vbd_disk_job_start(struct vbd_job *j);
 uint8_t *vbd_buf_get(struct vbd *d);
 void vbd_buf_put(struct vbd *d, uint8_t *b);
 void vbd_count_read(struct vbd *d, const char *path, uint64_t n);
+/* the view was folded back before the commit (err: it failed a check, said
+ * in summary, which names no host paths) */
+void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary);
+
+/* journal.c: every job's record (<state_dir>/jobs/<id>.json) from BEGIN until
+ * the job is forgotten, so that a restart reports what happened */
+void vbd_journal_running(struct vbd_job *j);     /* write the job's record as it is now */
+void vbd_journal_forget(struct vbd_job *j);      /* nothing left to recover (view committed back) */
+void vbd_journal_drop(struct vbd_job *j);        /* the job is forgotten */
 
 int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg);
 struct vbd_problems;
@@ -474,17 +638,16 @@ void vbd_map_start(struct vbd_job *j);
 /* The job ends: a running mapper is killed. */
 void vbd_map_stop(struct vbd_job *j);
 json_object *vbd_map_json(struct vbd_job *j);
-
-/* journal.c */
-void vbd_journal_running(struct vbd_job *j);
-void vbd_journal_forget(struct vbd_job *j);
 void vbd_journal_recover(struct vbd *d);
 bool vbd_job_hurried(const struct vbd_job *j);
 
-/* qmp.c */
+/* view.c */
 void vbd_view_take(struct vbd_job *j, struct vbd_req *reply);
 gboolean vbd_view_taken(gpointer opaque);
+/* fold the view back (a job that ended); a failed check fails the job late */
 void vbd_view_release(struct vbd_job *j);
+/* fold the view back before the job's commit; then vbd_exec_view_done() */
+void vbd_view_finish(struct vbd_job *j);
 gboolean vbd_view_released(gpointer opaque);
 json_object *vbd_view_json(struct vbd_job *j);
 void vbd_view_recover(struct vbd_job *j, json_object *view);
@@ -493,14 +656,61 @@ void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply);
 /* libvirt.c */
 int vbd_libvirt_start(struct vbd *d, vb_error *e);
 void vbd_libvirt_stop(struct vbd *d);
-int vbd_libvirt_snapshot(const char *uri, const char *domain, GPtrArray *targets,
-                         GPtrArray *overlays, vb_error *e);
-int vbd_libvirt_commit(const char *uri, const char *domain, const char *target,
-                       const char *overlay, vb_error *e);
 
 /* restore.c */
 void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n);
 void vbd_restore_close(struct vbd_job *j);
+
+/* targets.c */
+/* The target's repository, opened now if it could not be before (any
+ * thread); NULL with a reason that names the target, never its path or an
+ * errno text (guests read it); the cause is logged. */
+struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e);
+/* Why the target could not be opened, as last logged (g_malloc'd), or NULL. */
+char *vbd_target_broken(struct vbd_target *t);
+/* 0 when new snapshots can be written (not a read-only file system); else
+ * the reason, in the guest's terms. */
+int vbd_target_writable(struct vbd_target *t, vb_error *e);
+/* A job's claim of the target failed with err: true when the target cannot
+ * take backups now (it cannot be opened; its file system is read-only,
+ * fails or is full), which fails the job, with what in the guest's terms;
+ * false for other causes (its lock cannot be taken), which the job waits out. */
+bool vbd_target_cannot_write(struct vbd_target *t, int err, char *what, size_t len);
+
+/* limits.c */
+uint64_t vbd_mem_total(const struct vbd *d);
+uint64_t vbd_mem_room(const struct vbd_vm *vm);          /* what the VM may still take */
+int vbd_mem_take(struct vbd_job *j, enum vbd_mem k, uint64_t n);   /* 0 or -ENOMEM */
+void vbd_mem_give(struct vbd_job *j, enum vbd_mem k, uint64_t n);
+void vbd_mem_give_all(struct vbd_job *j, enum vbd_mem k);
+void vbd_mem_force(struct vbd_vm *vm, enum vbd_mem k, int64_t delta);   /* never refused */
+/* "VM x: WHAT would exceed the VM's memory limit on the host (vm_memory = ...)";
+ * WHAT is the caller's text, guest bytes in it escaped (vb_escape) */
+void vbd_mem_reason(struct vbd_vm *vm, char *out, size_t len, const char *what);
+void vbd_mem_fail(struct vbd_job *j, const char *what);   /* fails the job with that reason */
+json_object *vbd_mem_json(const struct vbd_vm *vm);
+
+/* snapindex.c */
+struct vbd_snapinfo {        /* what LIST and "latest" need of a snapshot */
+    char *id;
+    int64_t created_ns;
+    uint8_t kind, mode;      /* VB_KIND_*, VB_MODE_* */
+    uint8_t flags;           /* VB_SNAP_INCOMPLETE: the guest could not back up everything */
+    uint64_t files, bytes;
+    char *roots;             /* joined by '\n' */
+    size_t n_roots;          /* 0: not a files snapshot */
+    uint64_t added;          /* repository bytes it added (quota.c: max_total_bytes) */
+    struct vb_snap_stamp istamp;   /* of its index.json when it was read */
+};
+/* snaps: the VM's snapshots in the target, oldest first (valid during the
+ * call), or NULL and err (host detail, for the log) when they cannot be
+ * listed.  Called from the main loop, always after vbd_snapindex_get has
+ * returned. */
+typedef void (*vbd_snapindex_cb)(void *opaque, GPtrArray *snaps, const char *err);
+void vbd_snapindex_get(struct vbd *d, struct vbd_target *t, const char *vm, vbd_snapindex_cb cb,
+                       void *opaque);
+void vbd_snapindex_fini(struct vbd *d);
+bool vbd_snapinfo_may_hold(const struct vbd_snapinfo *s, const char *path);
 
 /* admin.c */
 int vbd_admin_init(struct vbd *d, vb_error *e);

@@ -3,8 +3,11 @@
  * Per-VM sockets: one listening UNIX socket per VM (mode 0600).  The socket
  * a frame arrives on identifies the VM; nothing in the frame does.  Frames
  * are read without blocking, checked (wire.c), dispatched, and answered in
- * any order; a connection with too many unanswered requests stops being
- * read until replies drain.
+ * any order.  A connection stops being read while it has
+ * max_requests_in_flight unanswered requests, or while the replies queued
+ * for it and the largest replies its unanswered requests may still get
+ * would pass output_buffer (a client that does not read its replies); it is
+ * read again, frames already received first, when room frees up.
  */
 #include "vbackupd.h"
 
@@ -27,6 +30,7 @@
 static void conn_close(struct vbd_conn *c);
 static gboolean on_conn_in(gint fd, GIOCondition cond, gpointer opaque);
 static gboolean on_conn_out(gint fd, GIOCondition cond, gpointer opaque);
+static void update_reading(struct vbd_conn *c);
 
 static GHashTable *held;   /* struct vbd_req * → struct vbd_conn * (live requests) */
 
@@ -45,7 +49,55 @@ bool vbd_vm_connected(struct vbd_vm *vm)
     return vm->conns != NULL;
 }
 
+unsigned vbd_vm_throttled(struct vbd_vm *vm)
+{
+    unsigned n = 0;
+
+    for (GList *l = vm->conns; l; l = l->next)
+        n += ((struct vbd_conn *)l->data)->throttled;
+    return n;
+}
+
+/* ---- what a connection may still take --------------------------------------------- */
+
+/* The largest reply a request can get: what it may cost in the output queue. */
+static uint64_t reply_bound(uint16_t type, uint32_t reply_max)
+{
+    switch (type & ~VB_REPLY) {
+    case VB_OP_STATUS:
+    case VB_OP_LIST:
+    case VB_OP_RESTORE_LIST:
+    case VB_OP_RESTORE_READ:
+        return VB_HDR_SIZE + VB_MAX(VB_MIN(reply_max ? reply_max : VB_MAX_PAYLOAD,
+                                           VB_MAX_PAYLOAD), VB_MAX_MESSAGE);
+    default:                /* small fixed replies, or a message */
+        return VB_HDR_SIZE + VB_MAX_MESSAGE;
+    }
+}
+
+/* Whether the next request may be taken: room for one more in flight, and for
+ * its largest reply next to the replies queued and promised. */
+static bool may_read(const struct vbd_conn *c)
+{
+    const struct vbd_config *cfg = c->vm->d->cfg;
+
+    return !c->closing && c->inflight < cfg->max_inflight_per_conn &&
+           c->out_bytes + c->promised + VB_MAX_FRAME <= cfg->output_buffer;
+}
+
+static void take_request(struct vbd_conn *c, const struct vb_hdr *h)
+{
+    c->inflight++;
+    c->promised += reply_bound(h->type, h->reply_max);
+}
+
 /* ---- replies ---------------------------------------------------------------- */
+
+static void out_drop(struct vbd_conn *c, size_t len)
+{
+    c->out_bytes -= len;
+    vbd_mem_force(c->vm, VBD_MEM_REPLIES, -(int64_t)len);
+}
 
 static void conn_flush(struct vbd_conn *c)
 {
@@ -63,13 +115,17 @@ static void conn_flush(struct vbd_conn *c)
                 return;
             }
             c->closing = true;      /* peer gone: drop the queue */
-            while ((b = g_queue_pop_head(&c->out)))
+            while ((b = g_queue_pop_head(&c->out))) {
+                out_drop(c, g_bytes_get_size(b));
                 g_bytes_unref(b);
+            }
+            c->out_off = 0;
             return;
         }
         c->out_off += (size_t)n;
         if (c->out_off == len) {
             g_bytes_unref(g_queue_pop_head(&c->out));
+            out_drop(c, len);
             c->out_off = 0;
         }
     }
@@ -89,15 +145,8 @@ static gboolean on_conn_out(gint fd, GIOCondition cond, gpointer opaque)
         conn_close(c);
         return G_SOURCE_REMOVE;
     }
+    update_reading(c);
     return G_SOURCE_REMOVE;
-}
-
-static void resume_reading(struct vbd_conn *c)
-{
-    if (c->paused && !c->closing && c->inflight < c->vm->d->cfg->max_inflight_per_conn) {
-        c->paused = false;
-        c->in_src = g_unix_fd_add(c->fd, G_IO_IN, on_conn_in, c);
-    }
 }
 
 static void send_frame(struct vbd_conn *c, uint16_t type, uint64_t tag, uint32_t reply_max,
@@ -128,12 +177,17 @@ static void send_frame(struct vbd_conn *c, uint16_t type, uint64_t tag, uint32_t
     if (len)
         memcpy(buf + sizeof(h), payload, len);
     g_queue_push_tail(&c->out, g_bytes_new_take(buf, sizeof(h) + len));
-    if (c->inflight)
+    c->out_bytes += sizeof(h) + len;
+    vbd_mem_force(c->vm, VBD_MEM_REPLIES, (int64_t)(sizeof(h) + len));
+    if (c->inflight) {
+        uint64_t b = reply_bound(type, reply_max);
         c->inflight--;
+        c->promised -= VB_MIN(b, c->promised);
+    }
     if (status != VB_S_OK)
         c->vm->errors++;
     conn_flush(c);
-    resume_reading(c);
+    update_reading(c);
 }
 
 void vbd_reply(struct vbd_conn *c, const struct vb_hdr *req, int status, const void *payload,
@@ -236,7 +290,7 @@ static void handle_hello(struct vbd_conn *c, const struct vb_hdr *h, const uint8
 static void dispatch(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p)
 {
     c->vm->requests++;
-    c->inflight++;
+    take_request(c, h);
     if (c->vm->d->stopping) {
         vbd_reply_err(c, h, VB_S_SHUTTING_DOWN, "vbackupd is shutting down");
         return;
@@ -266,13 +320,14 @@ static void dispatch(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *
     }
 }
 
-/* Consume whole frames from the input buffer.  Returns false if the
- * connection must close (unrecoverable framing). */
+/* Consume whole frames from the input buffer while the connection may take
+ * them.  Returns false if the connection must close (unrecoverable framing). */
 static bool process_input(struct vbd_conn *c)
 {
     size_t off = 0;
 
-    while (c->in_len - off >= VB_HDR_SIZE && !c->closing && !c->paused) {
+    c->in_dispatch = true;
+    while (c->in_len - off >= VB_HDR_SIZE && may_read(c)) {
         struct vb_hdr h;
         char msg[VBD_MSG];
         int st;
@@ -281,7 +336,7 @@ static bool process_input(struct vbd_conn *c)
         st = vbd_check_header(&h, msg);
         if (st == VB_S_BAD_FRAME || st == VB_S_BAD_VERSION) {
             /* the stream cannot be trusted after this: answer and hang up */
-            c->inflight++;
+            take_request(c, &h);
             vbd_reply_err(c, &h, st, "%s; closing the connection", msg);
             c->closing = true;
             break;
@@ -289,19 +344,14 @@ static bool process_input(struct vbd_conn *c)
         if (c->in_len - off < VB_HDR_SIZE + h.len)
             break;
         if (st) {
-            c->inflight++;
+            take_request(c, &h);
             vbd_reply_err(c, &h, st, "%s", msg);
         } else {
             dispatch(c, &h, c->in + off + VB_HDR_SIZE);
         }
         off += VB_HDR_SIZE + h.len;
-        if (c->inflight >= c->vm->d->cfg->max_inflight_per_conn && c->in_src) {
-            /* back-pressure: stop reading until replies drain */
-            g_source_remove(c->in_src);
-            c->in_src = 0;
-            c->paused = true;
-        }
     }
+    c->in_dispatch = false;
     if (off) {
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
@@ -309,12 +359,61 @@ static bool process_input(struct vbd_conn *c)
     return !c->closing;
 }
 
+/* Watch the socket exactly while the connection may take requests; frames
+ * already received are processed first when it may again. */
+static gboolean on_resume(gpointer opaque);
+
+static void update_reading(struct vbd_conn *c)
+{
+    bool want;
+
+    if (c->in_dispatch || c->closing)
+        return;             /* process_input looks itself, frame by frame */
+    want = may_read(c);
+    c->throttled = !want && c->inflight < c->vm->d->cfg->max_inflight_per_conn;
+    if (want && !c->in_src) {
+        c->in_src = g_unix_fd_add(c->fd, G_IO_IN, on_conn_in, c);
+        if (c->in_len >= VB_HDR_SIZE && !c->resume_src)
+            c->resume_src = g_idle_add(on_resume, c);
+    } else if (!want && c->in_src) {
+        g_source_remove(c->in_src);
+        c->in_src = 0;
+    }
+}
+
+/* After reading stops: close, or stop watching the socket. */
+static gboolean after_input(struct vbd_conn *c)
+{
+    if (c->closing) {
+        if (c->in_src)
+            g_source_remove(c->in_src);
+        c->in_src = 0;
+        if (g_queue_is_empty(&c->out))
+            conn_close(c);
+        return G_SOURCE_REMOVE;
+    }
+    update_reading(c);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean on_resume(gpointer opaque)
+{
+    struct vbd_conn *c = opaque;
+
+    c->resume_src = 0;
+    process_input(c);
+    return after_input(c);
+}
+
 static gboolean on_conn_in(gint fd, GIOCondition cond, gpointer opaque)
 {
     struct vbd_conn *c = opaque;
     size_t budget = READ_BUDGET;
 
-    for (;;) {
+    /* this source stays ours only while the connection may read: the last
+     * steps below remove it otherwise, and may_read is looked at per frame */
+    c->in_src = 0;
+    while (may_read(c) && budget) {
         size_t want;
         ssize_t n;
 
@@ -326,38 +425,25 @@ static gboolean on_conn_in(gint fd, GIOCondition cond, gpointer opaque)
         if (!want)
             break;
         n = recv(fd, c->in + c->in_len, want, MSG_DONTWAIT);
-        if (n == 0) {
-            c->in_src = 0;
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
             conn_close(c);
             return G_SOURCE_REMOVE;
         }
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
             if (errno == EAGAIN)
                 break;
-            c->in_src = 0;
-            conn_close(c);
-            return G_SOURCE_REMOVE;
+            continue;
         }
         c->in_len += (size_t)n;
         if (!process_input(c))
             break;
-        if (c->paused || (size_t)n >= budget)
-            break;
-        budget -= (size_t)n;
+        budget -= VB_MIN((size_t)n, budget);
     }
-    if (c->closing) {
-        c->in_src = 0;
-        if (g_queue_is_empty(&c->out))
-            conn_close(c);
-        return G_SOURCE_REMOVE;
+    if (!c->closing && may_read(c)) {
+        c->in_src = g_source_get_id(g_main_current_source());
+        return G_SOURCE_CONTINUE;
     }
-    if (c->paused) {
-        c->in_src = 0;
-        return G_SOURCE_REMOVE;
-    }
-    return G_SOURCE_CONTINUE;
+    return after_input(c);
 }
 
 static void conn_close(struct vbd_conn *c)
@@ -371,6 +457,8 @@ static void conn_close(struct vbd_conn *c)
         g_source_remove(c->in_src);
     if (c->out_src)
         g_source_remove(c->out_src);
+    if (c->resume_src)
+        g_source_remove(c->resume_src);
     close(c->fd);
     if (held) {
         g_hash_table_iter_init(&it, held);
@@ -380,8 +468,10 @@ static void conn_close(struct vbd_conn *c)
                 g_hash_table_iter_remove(&it);
             }
     }
-    while ((b = g_queue_pop_head(&c->out)))
+    while ((b = g_queue_pop_head(&c->out))) {
+        out_drop(c, g_bytes_get_size(b));
         g_bytes_unref(b);
+    }
     g_free(c->in);
     vm->conns = g_list_remove(vm->conns, c);
     g_free(c);
@@ -394,10 +484,17 @@ static gboolean on_accept(gint fd, GIOCondition cond, gpointer opaque)
 {
     struct vbd_vm *vm = opaque;
     struct vbd_conn *c;
+    char why[256];
     int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
     if (cfd < 0)
         return G_SOURCE_CONTINUE;
+    /* the socket says which VM; the process on its other end must be that VM's QEMU */
+    if (vbd_peer_check(vm, cfd, why, sizeof(why))) {
+        vbd_log("VM %s: refusing a connection: %s", vm->name, why);
+        close(cfd);
+        return G_SOURCE_CONTINUE;
+    }
     if (g_list_length(vm->conns) >= vm->d->cfg->max_conns_per_vm) {
         vbd_log("%s: refusing a connection: %u already open", vm->name,
                 vm->d->cfg->max_conns_per_vm);
@@ -480,6 +577,8 @@ void vbd_vm_unref(struct vbd_vm *vm)
     g_free(vm->socket_path);
     g_free(vm->qmp);
     g_free(vm->libvirt);
+    g_free(vm->pidfile);
+    g_free(vm->peer_label);
     g_ptr_array_free(vm->disks, TRUE);
     g_free(vm);
 }
@@ -496,11 +595,51 @@ static void vm_stop_listening(struct vbd_vm *vm)
     vm->listen_fd = -1;
 }
 
+/* A disk on its tracking overlay (docs/cbt.md) is the image under it:
+ * libvirt names the overlay as the disk's source once vbackupd put the disk
+ * on it, and a configuration may name either.  The tracking record says
+ * which image an overlay belongs to. */
+static void disk_image(struct vbd_vm *vm, struct vbd_vm_cfg *vc, struct vbd_disk *dk)
+{
+    struct vb_cbt_record *rec = NULL;
+    g_autofree char *real = NULL;
+    vb_error e = { 0 };
+    char *r;
+    int ret;
+
+    ret = vb_cbt_load(vm->d->cfg->state_dir, vm->name, dk->serial, &rec, &e);
+    if (ret == -ENOENT)
+        return;
+    if (ret) {
+        vbd_log("VM %s disk %s: %s; the record is ignored", vm->name, dk->serial,
+                vb_strerror(&e));
+        return;
+    }
+    r = realpath(dk->image, NULL);
+    real = g_strdup(r ? r : dk->image);
+    free(r);
+    if (!vc->qmp && !vc->libvirt)
+        vbd_log("VM %s disk %s: the tracking record names the overlay %s, but the VM has no "
+                "point-in-time view any more: vbackupd reads %s as configured", vm->name,
+                dk->serial, rec->overlay, dk->image);
+    else if (vb_cbt_names_overlay(rec, real)) {
+        g_free(dk->image);
+        g_free(dk->format);
+        dk->image = g_strdup(rec->image);
+        dk->format = g_strdup(rec->format);
+    } else if (strcmp(real, rec->image)) {
+        vbd_log("VM %s disk %s: the tracking record is of %s, not of %s; it is ignored",
+                vm->name, dk->serial, rec->image, real);
+    }
+    vb_cbt_free(rec);
+}
+
 static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
 {
     if (vm->disks)
         g_ptr_array_free(vm->disks, TRUE);
     vm->disks = g_ptr_array_new_with_free_func(disk_free);
+    vm->cbt = vc->cbt;
     for (guint k = 0; k < vc->disks->len; k++) {
         struct vbd_disk_cfg *dc = vc->disks->pdata[k];
         struct vbd_disk *dk = g_new0(struct vbd_disk, 1);
@@ -509,12 +648,18 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
         dk->format = g_strdup(dc->format);
         dk->backing_format = g_strdup(dc->backing_format);
         dk->target = g_strdup(dc->target);
+        disk_image(vm, vc, dk);
         g_ptr_array_add(vm->disks, dk);
     }
     g_free(vm->qmp);
     vm->qmp = g_strdup(vc->qmp);
     g_free(vm->libvirt);
     vm->libvirt = g_strdup(vc->libvirt);
+    g_free(vm->pidfile);
+    vm->pidfile = g_strdup(vc->pidfile);
+    g_free(vm->peer_label);
+    vm->peer_label = g_strdup(vc->peer_label);
+    vm->quota = vc->quota;
 }
 
 int vbd_vms_refresh(struct vbd *d, vb_error *e)
@@ -535,8 +680,16 @@ int vbd_vms_refresh(struct vbd *d, vb_error *e)
                 clash = true;
             }
         }
-        if (!clash)
-            g_ptr_array_add(all, lv);
+        if (clash)
+            continue;
+        /* a domain's QEMU is the process whose pid libvirt keeps in
+         * pid_dir/NAME.pid; its quotas are [libvirt]'s */
+        g_free(lv->pidfile);
+        lv->pidfile = d->cfg->libvirt_pid_dir && d->cfg->libvirt_pid_dir[0]
+                          ? g_strdup_printf("%s/%s.pid", d->cfg->libvirt_pid_dir, lv->libvirt)
+                          : NULL;
+        lv->quota = d->cfg->libvirt_quota;
+        g_ptr_array_add(all, lv);
     }
     ret = vbd_vms_apply(d, all, e);
     g_ptr_array_free(all, TRUE);
@@ -582,8 +735,12 @@ int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e)
             }
             vm->listen_fd = fd;
             vm->listen_src = g_unix_fd_add(fd, G_IO_IN, on_accept, vm);
-            vbd_log("VM %s: listening on %s (%u disks%s)", vm->name, vm->socket_path,
-                    vm->disks->len, vm->libvirt ? ", from libvirt" : vm->qmp ? ", QMP" : "");
+            vbd_log("VM %s: listening on %s (%u disks%s%s)", vm->name, vm->socket_path,
+                    vm->disks->len, vm->libvirt ? ", from libvirt" : vm->qmp ? ", QMP" : "",
+                    vm->pidfile || vm->peer_label ? ", peer checked" : "");
+            if (!vm->pidfile && !vm->peer_label && d->cfg->socket_group)
+                vbd_log("VM %s: any process of group %s can connect and act as this VM (no "
+                        "pidfile or peer_label)", vm->name, d->cfg->socket_group);
         }
     }
     if (!ret) {

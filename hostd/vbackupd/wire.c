@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "wire.h"
 
+#include "escape.h"
 #include "util.h"
 #include "vbackup/protolib.h"
 
@@ -45,19 +46,18 @@ static bool take_str(struct rd *r, const char **s, uint16_t *len)
     return true;
 }
 
+/* A name from the guest, escaped for a message (escape.h): as much of it as
+ * fits cap, never a part of an escape */
 static void printable(char *dst, size_t cap, const char *s, size_t n)
 {
-    /* a name from the guest, made safe for a message */
-    size_t o = 0;
+    char *esc = vb_escape(s, n);
 
-    for (size_t i = 0; i < n && o + 5 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '\'')
-            dst[o++] = (char)ch;
-        else
-            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", ch);
+    while (n && strlen(esc) >= cap) {
+        g_free(esc);
+        esc = vb_escape(s, --n);
     }
-    dst[o] = 0;
+    snprintf(dst, cap, "%s", esc);
+    g_free(esc);
 }
 
 const char *vb_op_name(unsigned type)
@@ -78,7 +78,7 @@ const char *vb_status_name(int status)
         "OK", "UNAVAILABLE", "BAD_FRAME", "BAD_VERSION", "BAD_REQUEST", "UNKNOWN_TARGET",
         "NOT_FOUND", "NOT_OWNED", "OUT_OF_RANGE", "BAD_PATH", "TOO_LARGE", "BUSY",
         "SHUTTING_DOWN", "NO_JOB", "JOB_FAILED", "IO", "NO_SPACE", "CANCELLED", "INTERNAL",
-        "REPLY_TOO_SMALL", "BAD_STATE",
+        "REPLY_TOO_SMALL", "BAD_STATE", "QUOTA",
     };
 
     return status >= 0 && status < (int)(sizeof(names) / sizeof(names[0])) ? names[status] : "?";
@@ -270,9 +270,6 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
     if (b.kind == VB_KIND_DISK) {
         if (b.n_disks != 1 || b.n_roots != 0)
             return err(msg, VB_S_BAD_REQUEST, "a disk backup names exactly one disk and no paths");
-        if (b.mode != VB_MODE_FULL)
-            return err(msg, VB_S_BAD_REQUEST, "disk backups are full backups (incremental needs "
-                       "dirty bitmaps, not supported yet)");
     } else if (b.n_roots < 1 || b.n_roots > VB_MAX_ROOTS) {
         return err(msg, VB_S_BAD_REQUEST, "%u paths named (1..%u)", b.n_roots, VB_MAX_ROOTS);
     }

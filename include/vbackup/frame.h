@@ -91,7 +91,8 @@ enum vb_status {
     VB_S_INTERNAL         = 18,
     VB_S_REPLY_TOO_SMALL  = 19,  /* reply_max smaller than the reply needs */
     VB_S_BAD_STATE        = 20,  /* request not valid in the job's state */
-    VB_S_STATUS_MAX_      = 21,
+    VB_S_QUOTA            = 21,  /* over a quota the host set for this VM */
+    VB_S_STATUS_MAX_      = 22,
 };
 
 #define VB_MAX_MESSAGE          512u

@@ -86,8 +86,11 @@ with workdir() as w:
     tree = w.p("tree")
     random_files(tree + "/data", 3, 3 << 20)
     ext4 = make_ext4(w.p("d1.raw"), tree, size="64M")
+    # gc runs here when the test says (the daemon's own gc after failed jobs,
+    # tested in daemon-quota, would run at moments of its choosing)
     d = Daemon(w, {"vm1": {"d0": disk}, "vm2": {"d1": ext4}}, batch_seconds=0.1,
-               targets={"a": w.p("repo-a"), "b": w.p("repo-b")}).start()
+               targets={"a": w.p("repo-a"), "b": w.p("repo-b")},
+               extra={"reclaim": "no"}).start()
     ra, rb = d.targets["a"], d.targets["b"]
     c = d.conn("vm1")
 

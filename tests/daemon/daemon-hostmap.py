@@ -81,9 +81,11 @@ with workdir() as w:
     run("cp", "--sparse=always", disk, w.p("disk2.raw"))
     q1 = FakeQmp(w.p("vm1.qmp"), {"drive0": disk})
     q3 = FakeQmp(w.p("vm3.qmp"), {"drive0": bad, "drive1": past})
+    run("cp", "--sparse=always", disk, w.p("disk4.raw"))
+    q4 = FakeQmp(w.p("vm4.qmp"), {"drive0": w.p("disk4.raw")})
     d = Daemon(w, {"vm1": {"data0": disk}, "vm2": {"data0": w.p("disk2.raw")},
-                   "vm3": {"bad0": bad, "past0": past}},
-               qmp={"vm1": q1.path, "vm3": q3.path}, batch_seconds=0.2,
+                   "vm3": {"bad0": bad, "past0": past}, "vm4": {"data0": w.p("disk4.raw")}},
+               qmp={"vm1": q1.path, "vm3": q3.path, "vm4": q4.path}, batch_seconds=0.2,
                extra={"max_mappers": 1}).start()
     # the sandbox check runs at start (and says so), before the VMs are answered
     wait_for(lambda: "the host maps files of ext2/3/4 file systems" in d.log_text() or
@@ -199,15 +201,23 @@ with workdir() as w:
     log(f"ok: records refused by the checks a guest's get: {st['reason'][:160]}")
     check("commit" in " ".join(q3.commands), "the failed jobs' views were not committed back")
 
-    # ---- two jobs, one mapper at a time
+    # ---- two jobs (of two VMs: a disk has one view at a time), one mapper at a time
+    c4 = d.conn("vm4")
     jobs = []
-    for i in range(2):
-        job, feat = host_map_job(c1, ["srv"], ["srv"], mode="full")
-        c1.seal(job)
-        jobs.append(job)
-    for job in jobs:
-        st = c1.wait_job(job)
+    for c in (c1, c4):
+        job, feat = host_map_job(c, ["srv"], ["srv"], mode="full")
+        jobs.append((c, job))
+    for c, job in jobs:
+        c.seal(job)
+    for c, job in jobs:
+        st = c.wait_job(job)
         check(st["state"] == "done", f"queued mapper job {job}: {st}")
+    # one after the other: the second starts once the first has mapped
+    lines = d.log_text().splitlines()
+    at = lambda pat: min(i for i, l in enumerate(lines) if re.search(pat, l))  # noqa: E731
+    first, second = sorted((at(f"job {job}: mapping the files"), job) for _, job in jobs)
+    check(at(f"job {first[1]}: the host mapped") < second[0],
+          "two mappers ran at once with max_mappers=1")
     check(d.stop() == 0, "vbackupd exit")
     log("ok: with max_mappers=1 two jobs mapped one after the other")
 
@@ -229,3 +239,4 @@ with workdir() as w:
     log(f"ok: a mapper that outlives mapper_seconds: {st['reason']}")
     q1.stop()
     q3.stop()
+    q4.stop()

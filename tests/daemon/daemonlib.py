@@ -118,7 +118,10 @@ class Daemon:
     """vbackupd with a generated configuration, in its own folder."""
 
     def __init__(self, w, vms, targets=None, policies="schedule,merge", policy_conf=None,
-                 batch_seconds=0.3, batch_max=10, extra=None, name="d", qmp=None):
+                 batch_seconds=0.3, batch_max=10, extra=None, name="d", vm_conf=None,
+                 sections=None, qmp=None):
+        """vm_conf: {vm: {key: value}} more keys of [vm NAME] (quotas, pidfile);
+        sections: {"libvirt": {key: value}} more sections, as written; qmp: {vm: socket}."""
         self.w = w
         self.dir = w.p(name)
         os.makedirs(self.dir, exist_ok=True)
@@ -147,6 +150,9 @@ class Daemon:
                                            for s, img in disks.items()]
             if qmp and vm in qmp:
                 lines.append(f"qmp={qmp[vm]}")
+            lines += [f"{k}={v}" for k, v in (vm_conf or {}).get(vm, {}).items()]
+        for sec, kv in (sections or {}).items():
+            lines += ["", f"[{sec}]"] + [f"{k}={v}" for k, v in kv.items()]
         self.conf = os.path.join(self.dir, "vbackupd.conf")
         open(self.conf, "w").write("\n".join(lines) + "\n")
         self.proc = None
@@ -438,3 +444,29 @@ def same_trees(a, b, what):
 
 def allocated(path):
     return os.stat(path).st_blocks * 512
+
+
+# ---- what vbackupd holds (tests of its bounds) --------------------------------------
+
+def rss_mib(d):
+    """The daemon's resident memory (VmRSS), MiB."""
+    for line in open(f"/proc/{d.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    fail("no VmRSS in /proc/PID/status")
+
+
+def vm_row(d, vm):
+    """The VM's row of `vbackupctl vms --json`."""
+    rows = [r for r in d.ctl_json("vms") if r["name"] == vm]
+    check(rows, f"no VM {vm} in vbackupctl vms")
+    return rows[0]
+
+
+def wait_released(d, vm, what, timeout=30):
+    """Wait until no read buffer is in use and the VM holds no memory."""
+    wait_for(lambda: d.ctl_json("daemon-stats")["buffers_in_use"] == 0,
+             f"{what}: the read buffers to come back", timeout)
+    wait_for(lambda: vm_row(d, vm)["memory"]["in_use"] == 0,
+             f"{what}: VM {vm}'s memory to be given back "
+             f"(still {vm_row(d, vm)['memory']})", timeout)

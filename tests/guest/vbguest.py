@@ -2,6 +2,7 @@
 """Helpers shared by the guest image tools (build-initramfs, run-guest)."""
 
 import argparse
+import gzip
 import io
 import os
 import stat
@@ -81,3 +82,23 @@ def parse_add(spec):
     if not os.path.exists(host):
         raise argparse.ArgumentTypeError(f"--add: {host} does not exist")
     return (os.path.abspath(host), guest)
+
+
+def make_initrd(base, script, adds, path):
+    """Write to path the base initramfs followed by an archive holding
+    /test.sh (script, unless None) and the --add files; returns path."""
+    cpio = Cpio()
+    if script is not None:
+        cpio.file("test.sh", script.encode(), 0o755)
+    for host, guest in adds:
+        add_host_file(cpio, host, guest)
+    with open(base, "rb") as src, open(path, "wb") as dst:
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            dst.write(chunk)
+        # Each archive of a concatenation must start 4-byte aligned.
+        dst.write(b"\0" * (-dst.tell() % 4))
+        dst.write(gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
+    return path

@@ -45,6 +45,8 @@ expect_layout() {
     for f in passthrough merge schedule; do
         [ -f "$root$libdir/vbackup/policies/$f.so" ] || fail "$libdir/vbackup/policies/$f.so is not installed"
     done
+    [ -f "$root$libdir/nbdkit/plugins/nbdkit-vbackup-plugin.so" ] ||
+        fail "$libdir/nbdkit/plugins/nbdkit-vbackup-plugin.so is not installed"
     for f in frame.h proto.h policy.h; do
         cmp -s "$root$includedir/vbackup/$f" "$VB_SRCDIR/include/vbackup/$f" ||
             fail "$includedir/vbackup/$f is not installed (or differs from the source)"
@@ -115,6 +117,28 @@ rc=0
     { cat "$T/check"; fail "without merge.so, --check-config should fail naming $libdir/vbackup/policies (exit $rc)"; }
 mv "$T/merge.so" "$libdir/vbackup/policies/"
 ok "without merge.so it fails naming the installed policy folder"
+
+# the installed vbackupctl runs the installed nbdkit plugin (its compiled-in path)
+if command -v nbdkit >/dev/null && command -v qemu-img >/dev/null; then
+    truncate -s 8M "$T/disk.raw"
+    printf 'installed' | dd of="$T/disk.raw" bs=1 seek=4096 conv=notrunc 2>/dev/null
+    id=$("$sbindir/vbackupctl" --repo "$T/repo" backup-disk --vm inst --format raw "$T/disk.raw" | tail -n 1)
+    env -u VBACKUP_NBDKIT_PLUGIN "$sbindir/vbackupctl" --repo "$T/repo" export "$id" \
+        --unix "$T/inst.sock" >"$T/export.out" 2>"$T/export.err" &
+    epid=$!
+    cleanup_add "kill $epid 2>/dev/null"
+    until grep -q '^exporting' "$T/export.out"; do
+        kill -0 "$epid" 2>/dev/null || { cat "$T/export.err"; fail "the installed export did not start"; }
+        sleep 0.05
+    done
+    qemu-img compare -q -f raw -F raw "$T/disk.raw" "nbd+unix:///$id?socket=$T/inst.sock" ||
+        fail "the installed export serves other bytes"
+    kill -INT "$epid"
+    wait "$epid" || fail "the installed export did not stop cleanly"
+    grep -qF "$libdir/nbdkit/plugins/nbdkit-vbackup-plugin.so" "$mandir/man8/vbackupctl.8" ||
+        fail "vbackupctl(8) does not name the installed plugin"
+    ok "the installed vbackupctl export runs $libdir/nbdkit/plugins/nbdkit-vbackup-plugin.so"
+fi
 
 unit="$(unit_dir "$prefix")/vbackupd.service"
 grep -qxF "ExecStart=$sbindir/vbackupd --config $conf" "$unit" ||

@@ -11,7 +11,10 @@ domain's images carry no overlay and no file is left behind.
 A second domain runs at the same time with a disk of the same serial on
 another image: each domain's snapshot holds its own image's files, and a
 request on the second domain's socket that names a disk of the first is
-refused (NOT_OWNED)."""
+refused (NOT_OWNED).  A domain's socket serves only the domain's QEMU (the
+pid libvirt writes into /run/libvirt/qemu/NAME.pid): a connection of this
+test's process is refused and logged, so the foreign disk is asked for from
+inside the second guest, once the host has seen both domains run."""
 import json
 import os
 import re
@@ -20,8 +23,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestlib import (Daemon, artifacts, check, ensure_libvirtd, fail, guest_initrd, log,  # noqa
-                      make_ext4, wait_for, workdir, run, VBACKUPCTL)
+from guestlib import (Daemon, Mailbox, artifacts, check, ensure_libvirtd, fail,  # noqa
+                      guest_initrd, log, make_ext4, wait_for, workdir, run, VBACKUPCTL)
 import vbproto as vp  # noqa: E402
 
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
@@ -41,10 +44,14 @@ cmp /tmp/before /tmp/into && cmp /tmp/before /tmp/after && echo LIBVIRT-RESTORE-
 umount /data /restore
 """
 
-SCRIPT_B = """
+SCRIPT_B = Mailbox.SHELL + """
 mkdir -p /data && mount /dev/vda /data
 vbackup backup /data --to archive --mode full
 umount /data
+await_host BOTH-RUN
+# B's socket is B, whatever the request names: A's disk is not B's
+if vbackup backup-disk --to archive scratchA; then echo B-FOREIGN-ACCEPTED
+else echo B-FOREIGN-REFUSED; fi
 echo B-DONE
 sleep 600     # stays up until the host has seen both domains run, then destroyed
 """
@@ -114,12 +121,12 @@ with workdir() as w:
         with open(tree_b + "/srv/b-only.txt", "w") as f:
             f.write("this file is on domain B's disk\n")
         data_b = make_ext4(w.p("data-b.qcow2"), tree_b, size="64M", fmt="qcow2")
-        run("truncate", "-s", "16M", w.p("scratch-b.raw"))
+        mailbox_b = Mailbox(w, "mailbox-b")     # B's second disk: the host's word
         sock_b = f"{rundir}/{name_b}.sock"
         open(w.p("domain-b.xml"), "w").write(DOMAIN.format(
             name=name_b, kernel=env["KERNEL"], qemu=env["QEMU"],
             initrd=guest_initrd(w, SCRIPT_B, name="initrd-b"), data=data_b,
-            scratch_serial="scratchB", scratch=w.p("scratch-b.raw"),
+            scratch_serial="mailbox", scratch=mailbox_b.path,
             console=w.p("console-b.log"), sock=sock_b))
         t0 = time.monotonic()
         # B first: it backs up, then stays up while A runs
@@ -130,16 +137,21 @@ with workdir() as w:
         while time.monotonic() - t0 < 600:
             seen_socket = seen_socket or os.path.exists(sock)
             if not probed and os.path.exists(sock) and os.path.exists(sock_b):
-                # B's socket is B, whatever the request names
-                c = vp.Conn(sock_b)
-                check(c.hello()["vm"] == name_b, "B's socket answers as another VM")
+                # B's socket serves B's QEMU only: this process is refused, and logged
                 try:
-                    c.begin("archive", ["scratchA"], ["data"])
-                    fail("B's socket accepted a backup of A's disk scratchA")
-                except vp.Error as e:
-                    check(e.status == vp.S["NOT_OWNED"] and "scratchA" in e.message,
-                          f"A's disk through B's socket: {e}")
-                c.close()
+                    c = vp.Conn(sock_b)
+                    c.hello()
+                    fail("B's socket served a process that is not B's QEMU")
+                except (EOFError, ConnectionError, OSError):
+                    pass
+                wait_for(lambda: f"VM {name_b}: refusing a connection: pid {os.getpid()} "
+                         in d.log_text(), "the log line refusing this process on B's socket")
+                line = [ln for ln in d.log_text().splitlines()
+                        if f"VM {name_b}: refusing a connection: pid {os.getpid()} " in ln][-1]
+                check("is not the VM's QEMU" in line and f"/{name_b}.pid" in line,
+                      f"the refusal does not name B's QEMU and pidfile: {line}")
+                # B asks for A's disk now that both run (guest B's script)
+                mailbox_b.post("BOTH-RUN")
                 probed = True
             names = subprocess.run(VIRSH + ["list", "--name"], capture_output=True,
                                    text=True).stdout.split()
@@ -155,6 +167,12 @@ with workdir() as w:
         log(f"domains ran {time.monotonic() - t0:.1f} s")
         console_b = open(w.p("console-b.log"), errors="replace").read()
         check("B-DONE" in console_b, f"guest B:\n{console_b[-3000:]}")
+        # A's disk through B's socket (B's own QEMU): NOT_OWNED, naming the disk
+        check("B-FOREIGN-REFUSED" in console_b and "B-FOREIGN-ACCEPTED" not in console_b,
+              f"B's socket and A's disk scratchA:\n{console_b[-3000:]}")
+        check(f"{name_b}: BACKUP_BEGIN: disk 'scratchA' is not attached to VM {name_b}"
+              in d.log_text(), f"B's BEGIN of A's disk was not refused as NOT_OWNED:\n"
+              f"{d.log_text()[-3000:]}")
         console = open(w.p("console.log"), errors="replace").read()
         m = re.findall(r"VBACKUP-GUEST-EXIT=(\d+)", console)
         if not m or m[-1] != "0":

@@ -2,8 +2,10 @@
 """Helpers for integration tests that boot real guests (QEMU built here, the
 guest module, the static guest tool) against the real vbackupd."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -107,6 +109,16 @@ def partitioned_ext4(path, tree, size_mb=512, start_mb=1):
     return start_mb << 20
 
 
+def _daemon_pid(prog):
+    """The pid in /run/PROG.pid if that process runs PROG, else None."""
+    try:
+        pid = int(open(f"/run/{prog}.pid").read().strip())
+        with open(f"/proc/{pid}/comm") as f:
+            return pid if f.read().strip() == prog else None
+    except (OSError, ValueError):
+        return None
+
+
 def ensure_libvirtd():
     """Start virtlogd and libvirtd as the brief describes (users, groups, folders).
     Returns a function that stops what was started here."""
@@ -122,7 +134,10 @@ def ensure_libvirtd():
     for prog in ("virtlogd", "libvirtd"):
         if subprocess.run(["pgrep", "-x", prog], capture_output=True).returncode:
             run(prog, "-d")
-            started.append(prog)
+            # its pid, from the pid file it writes (one left by an earlier
+            # daemon names a process that is gone or is not this program)
+            started.append(wait_for(lambda: _daemon_pid(prog), f"{prog}'s pid file",
+                                    timeout=60))
     deadline = time.monotonic() + 120          # a safety net: it takes seconds
     while subprocess.run(["virsh", "-c", "qemu:///system", "list"],
                          capture_output=True).returncode:
@@ -130,9 +145,17 @@ def ensure_libvirtd():
             daemonlib.fail("libvirtd did not answer 'virsh list' within 120 s")
         time.sleep(0.1)
 
-    def stop():
-        for prog in reversed(started):
-            subprocess.run(["pkill", "-x", prog])
+    def stop():                                 # what was started here, by its pid
+        # ... unless a domain still runs: another test (of another checkout on
+        # this host) found the daemons running and uses them now
+        if subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"],
+                          capture_output=True, text=True).stdout.strip():
+            return
+        for pid in reversed(started):
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
     return stop
 
 
@@ -152,3 +175,60 @@ def guest_initrd(w, script, adds=(), name="initrd"):
         dst.write(b"\0" * (-dst.tell() % 4))
         dst.write(gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
     return path
+
+
+SYSLINUX_MBR = "/usr/lib/syslinux/mbr/mbr.bin"      # Debian's syslinux-common
+
+
+def bootable_disk(w, path, size_mb, script, boot_mb=24, data_tree=None, data_mb=0):
+    """A disk that the firmware boots, as a VM's system disk is booted: the
+    MBR holds syslinux's boot code and the partition table; partition 1
+    (from 1 MiB, boot_mb MiB, bootable, ext2: extlinux reads no ext4 with
+    today's mkfs defaults) holds extlinux, the guest kernel and an initramfs
+    whose /test.sh is script; partition 2 (right after it, data_mb MiB,
+    ext4) holds data_tree when given.  Boot it with run-guest --boot-disk.
+    Call artifacts() first.  Returns [(start, size)] of the partitions in
+    bytes."""
+    sys.path.insert(0, os.path.join(SRC, "tests/guest"))
+    from vbguest import make_initrd
+    parts = [(1 << 20, boot_mb << 20)]
+    if data_tree is not None:
+        parts.append((parts[0][0] + parts[0][1], data_mb << 20))
+    check(parts[-1][0] + parts[-1][1] <= size_mb << 20, "bootable_disk: the partitions do not fit")
+    boot = w.p(os.path.basename(path) + ".boot")
+    os.makedirs(os.path.join(boot, "boot"))
+    shutil.copyfile(f"/boot/vmlinuz-{os.environ['KVER']}", os.path.join(boot, "boot/vmlinuz"))
+    make_initrd(os.environ["INITRD"], "set -e\n" + script, [], os.path.join(boot, "boot/initrd.img"))
+    with open(os.path.join(boot, "boot/extlinux.conf"), "w") as f:
+        f.write("DEFAULT vb\nPROMPT 0\nTIMEOUT 0\nLABEL vb\n  LINUX /boot/vmlinuz\n"
+                "  INITRD /boot/initrd.img\n  APPEND console=ttyS0 quiet panic=-1\n")
+    run("truncate", "-s", f"{size_mb}M", path)
+    table = "".join(f"start={s >> 9}, size={n >> 9}, type=83{', bootable' if i == 0 else ''}\n"
+                    for i, (s, n) in enumerate(parts))
+    subprocess.run(["sfdisk", "-q", path], input=table, text=True, check=True)
+    run("mkfs.ext2", "-q", "-F", "-E", f"offset={parts[0][0]},root_owner=0:0", "-d", boot, path,
+        f"{parts[0][1] >> 10}k")
+    if data_tree is not None:
+        run("mkfs.ext4", "-q", "-F", "-E", f"offset={parts[1][0]},root_owner=0:0", "-d",
+            data_tree, path, f"{parts[1][1] >> 10}k")
+    shutil.rmtree(boot)
+    # extlinux installs into a mounted file system: its boot sector, and
+    # ldlinux.sys at sectors it then records (relative to the partition;
+    # the MBR code hands over the partition's start)
+    mnt = tempfile.mkdtemp(prefix="boot.", dir=w.path)
+    run("mount", "-o", f"loop,offset={parts[0][0]},sizelimit={parts[0][1]}", path, mnt)
+    w.mounts.append(mnt)
+    try:
+        r = subprocess.run(["extlinux", "--install", os.path.join(mnt, "boot")],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"extlinux --install failed: {r.stdout}{r.stderr}")
+    finally:
+        run("umount", mnt)
+        w.mounts.remove(mnt)
+        os.rmdir(mnt)
+    with open(SYSLINUX_MBR, "rb") as f:
+        mbr = f.read()
+    check(len(mbr) <= 440, f"{SYSLINUX_MBR} is larger than an MBR's boot code")
+    with open(path, "r+b") as f:
+        f.write(mbr)
+    return parts

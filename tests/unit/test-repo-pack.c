@@ -579,7 +579,7 @@ static void test_fuzz(void)
                     memcpy(p + len - 8, &v, 4);
                     break;
                 case 5:        /* an extreme value in a trailer field */
-                    if (len >= 80) {
+                    if (len >= 8 + 76 + 4) {   /* the field lies inside the pack */
                         static const uint32_t vals[] = { 0, 1, 0x7fffffff, 0xffffffff, 8, 4 };
                         v = vals[g_rand_int_range(r, 0, G_N_ELEMENTS(vals))];
                         memcpy(p + len - 8 - (size_t)g_rand_int_range(r, 4, 76), &v, 4);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "store-backend.h"
+#include "store-conformance.h"
 
 #define PACK "data/ab/ab00000000000000000000000000000000000000000000000000000000000001"
 
@@ -745,8 +746,36 @@ static void test_mountpoint(struct fx *f, gconstpointer walk)
     in_child(f, mountpoint_child, "mount point in the repository", true);
 }
 
+/* The conformance cases every store runs, here in a temporary folder. */
+static GHashTable *conformance_dirs;     /* struct vb_store * -> its folder */
+
+static struct vb_store *open_conformance(void *opaque)
+{
+    char *dir = g_dir_make_tmp("vb-store-conf-XXXXXX", NULL);
+    struct vb_store *s = NULL;
+    vb_error e = { 0 };
+
+    g_assert_nonnull(dir);
+    if (vb_store_open(dir, VB_STORE_CREATE, &s, &e))
+        g_error("open %s: %s", dir, vb_strerror(&e));
+    g_hash_table_insert(conformance_dirs, s, dir);
+    return s;
+}
+
+static void close_conformance(struct vb_store *s, void *opaque)
+{
+    char *dir = g_hash_table_lookup(conformance_dirs, s);
+
+    vb_store_close(s);
+    g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, dir), ==, 0);
+    g_hash_table_remove(conformance_dirs, s);
+}
+
 int main(int argc, char **argv)
 {
+    static const struct vb_conformance conformance = {
+        "/repo-store-local/conformance", open_conformance, close_conformance, NULL,
+    };
     static const struct {
         const char *name;
         void (*fn)(struct fx *, gconstpointer);
@@ -777,5 +806,7 @@ int main(int argc, char **argv)
             g_free(name);
         }
     }
+    conformance_dirs = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+    vb_conformance_add(&conformance);
     return g_test_run();
 }

@@ -107,9 +107,28 @@ static void test_open_dispatch(void)
     char *dir = g_dir_make_tmp("vb-store-XXXXXX", NULL), *file, *sub;
     vb_error e = { 0 };
 
-    g_assert_cmpint(vb_store_open("s3://bucket/prefix", 0, &s, &e), ==, -ENOTSUP);
+    /* s3://: configured from options and AWS_* variables, checked before any request */
+    g_unsetenv("AWS_ACCESS_KEY_ID");
+    g_unsetenv("AWS_SECRET_ACCESS_KEY");
+    g_unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+    g_assert_cmpint(vb_store_open("s3://bucket/prefix", 0, &s, &e), ==, -ENOKEY);
     g_assert_null(s);
-    g_assert_nonnull(strstr(e.msg, "object storage is not built yet"));
+    g_assert_nonnull(strstr(e.msg, "no S3 credentials"));
+    g_assert_nonnull(strstr(e.msg, "s3://bucket/prefix"));
+    g_assert_cmpint(vb_store_open("s3://b/prefix", 0, &s, &e), ==, -EINVAL);
+    g_assert_nonnull(strstr(e.msg, "invalid bucket name"));
+    g_assert_cmpint(vb_store_open_opts("s3://bucket/p", 0, (const char *const[]){ "x=1", NULL },
+                                       &s, &e), ==, -EINVAL);
+    g_assert_nonnull(strstr(e.msg, "unknown option 'x'"));
+    g_assert_cmpint(vb_store_open_opts("s3://bucket/p", 0,
+                                       (const char *const[]){ "endpoint=ftp://h", NULL }, &s,
+                                       &e), ==, -EINVAL);
+    g_assert_nonnull(strstr(e.msg, "not an http:// or https:// URL"));
+    g_assert_null(s);
+    /* a local folder takes no options */
+    g_assert_cmpint(vb_store_open_opts(dir, 0, (const char *const[]){ "region=x", NULL }, &s,
+                                       &e), ==, -EINVAL);
+    g_assert_nonnull(strstr(e.msg, "takes no options"));
     g_assert_cmpint(vb_store_open("sftp://host/x", 0, &s, &e), ==, -EINVAL);
     g_assert_nonnull(strstr(e.msg, "unknown kind of storage 'sftp://'"));
     g_assert_cmpint(vb_store_open("", 0, &s, &e), ==, -EINVAL);

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Reading snapshots, and nothing else: the one door through which instant
+ * access (the NBD export, the FUSE mount) reaches a repository.  A disk
+ * snapshot is a size, a chunk size and a chunk id (or a hole) per index; a
+ * files snapshot is its catalog; a chunk is read by its id into a buffer.
+ * Everything here is thread-safe once opened, and any number of chunk reads
+ * may be in flight.  Only this file knows the repository's layout and
+ * version (today version 1: vb_snap_load, vb_snap_load_fidx,
+ * vb_files_catalog, vb_repo_get_chunk); the move to the version 2 door
+ * replaces this file alone.
+ */
+#ifndef VB_SNAPREAD_H
+#define VB_SNAPREAD_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "chunk.h"
+#include "util.h"
+
+enum vb_sr_kind { VB_SR_DISK = 1, VB_SR_FILES = 2 };
+
+/* A repository opened for reading snapshots.  It holds a read claim for as
+ * long as it is open: no chunk a snapshot references can be removed (gc
+ * waits) while it is.  wait: wait for a running gc, or fail with -EBUSY. */
+struct vb_sr;
+int vb_sr_open(const char *path, bool wait, struct vb_sr **out, vb_error *e);
+void vb_sr_close(struct vb_sr *r);
+
+/* What a listing tells about one snapshot. */
+struct vb_sr_info {
+    char *id;                /* "<vm>/<time>" */
+    char *vm;
+    const char *time;        /* the part of id after the '/' */
+    enum vb_sr_kind kind;
+    int64_t created_ns;
+    char *disk;              /* disk snapshots: the disk's name (its serial); else NULL */
+    uint64_t size;           /* disk snapshots: the virtual size; files: bytes of regular files */
+};
+void vb_sr_info_free(struct vb_sr_info *i);
+
+/* Every snapshot (of vm, when not NULL), oldest first: a GPtrArray of
+ * struct vb_sr_info * that frees them.  A snapshot that cannot be read is
+ * left out; a folder that cannot be listed to its end is an error. */
+int vb_sr_list(struct vb_sr *r, const char *vm, GPtrArray **out, vb_error *e);
+
+/* One snapshot, opened with its index checked (the chunk list of a disk,
+ * the catalog of files).  An id of the wrong shape is -EINVAL, a missing
+ * snapshot -ENOENT. */
+struct vb_sr_snap;
+int vb_sr_snap_open(struct vb_sr *r, const char *id, struct vb_sr_snap **out, vb_error *e);
+void vb_sr_snap_close(struct vb_sr_snap *s);
+const struct vb_sr_info *vb_sr_snap_info(const struct vb_sr_snap *s);
+
+/* Disk snapshots: chunk i covers [i * chunk_size, min(size, (i + 1) * chunk_size)). */
+uint64_t vb_sr_disk_size(const struct vb_sr_snap *s);
+uint32_t vb_sr_disk_chunk_size(const struct vb_sr_snap *s);
+uint64_t vb_sr_disk_chunks(const struct vb_sr_snap *s);
+/* The id of chunk i, or NULL when it is a hole (reads as zeros). */
+const uint8_t *vb_sr_disk_chunk(const struct vb_sr_snap *s, uint64_t i);
+
+/* Files snapshots: the catalog, checked (catalog.h); owned by the snapshot. */
+const struct vb_catalog *vb_sr_files_catalog(const struct vb_sr_snap *s);
+
+/* Read, check and decode the chunk id into buf, which must receive exactly
+ * len bytes (the length the snapshot's index gives it): a chunk of another
+ * length is -EBADMSG.  Thread-safe. */
+int vb_sr_read_chunk(struct vb_sr *r, const uint8_t id[VB_ID_LEN], void *buf, size_t len,
+                     vb_error *e);
+
+#endif
