@@ -20,6 +20,7 @@
 #include "escape.h"
 #include "filerestore.h"
 #include "image.h"
+#include "imageread.h"
 #include "instant.h"
 #include "maint.h"
 #include "overlay.h"
@@ -94,8 +95,9 @@ static void usage(FILE *f)
 "Diagnostics:\n"
 "  image-map IMAGE --format F [--backing-format F] [--json]\n"
 "                                         allocation map of a disk image chain\n"
-"  image-dump IMAGE --format F [--backing-format F] [--output FILE]\n"
-"                                         the image's guest-visible bytes (like qemu-img convert -O raw)\n"
+"  image-dump IMAGE --format F [--backing-format F] [--output FILE] [--pread]\n"
+"                                         the image's guest-visible bytes (like qemu-img convert -O raw);\n"
+"                                         --pread: read as the file system mapper does\n"
 "\n"
 "An image's format is never guessed from its content (a VM may have written it):\n"
 "--format names it; backing files have the format their overlay's header names,\n"
@@ -1400,7 +1402,7 @@ static int cmd_image_dump(int argc, char **argv)
 {
     static const struct option lo[] = { { "format", 1, 0, 'f' }, { "backing-format", 1, 0, 'B' },
                                         { "output", 1, 0, 'o' }, { "buffered", 0, 0, 'b' },
-                                        { 0 } };
+                                        { "pread", 0, 0, 'p' }, { 0 } };
     struct vb_image_opts io = { 0 };
     const char *output = NULL;
     struct vb_image *img;
@@ -1408,7 +1410,7 @@ static int cmd_image_dump(int argc, char **argv)
     struct vb_rd rd = { 0 };
     GArray *scratch;
     vb_error e = { 0 };
-    bool finished;
+    bool finished, sync = false;
     int c, fd = STDOUT_FILENO, ret = 0;
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1417,11 +1419,13 @@ static int cmd_image_dump(int argc, char **argv)
         case 'B': io.backing_format = optarg; break;
         case 'o': output = optarg; break;
         case 'b': io.no_direct = true; break;
+        case 'p': sync = io.no_direct = true; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc) {
-        fprintf(stderr, "usage: %s image-dump IMAGE --format raw|qcow2 [--output FILE]\n", prog);
+        fprintf(stderr, "usage: %s image-dump IMAGE --format raw|qcow2 [--output FILE] "
+                "[--buffered | --pread]\n", prog);
         return 2;
     }
     if ((c = check_formats("image-dump", io.format, io.backing_format)))
@@ -1451,6 +1455,14 @@ static int cmd_image_dump(int argc, char **argv)
         rd.off = off;
         rd.len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, img->size - off);
         finished = false;
+        if (sync) {
+            /* plain pread, as the file system mapper reads (imageread.h) */
+            if ((ret = vb_image_pread(img, rd.buf, rd.len, off, &e)))
+                break;
+            if ((ret = vb_write_all(fd, rd.buf, rd.len)))
+                vb_seterr(&e, ret, "write: %s", strerror(-ret));
+            continue;
+        }
         ret = vb_rd_start(&ring, &rd, scratch, &e);
         if (ret == 1) {
             memset(rd.buf, 0, rd.len);

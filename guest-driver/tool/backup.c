@@ -117,6 +117,7 @@ struct bctx {
     struct linktab by_sent;      /* (disk, ino sent) -> fsid */
     struct linktab by_file;      /* (fsid, real ino) -> ino sent */
     uint64_t next_ino;
+    bool mapped;                 /* the host mapped the files of the job */
 };
 
 /* The ino to send for a hard-linked file (see above). */
@@ -307,6 +308,68 @@ static int send_data(struct bctx *b, uint64_t job, struct vbc_err *e)
     return rc;
 }
 
+/* The records of a job after BEGIN: walk the source (FILES), send the
+ * fallback data (DATA) and what could not be backed up (PROBLEMS). */
+static int send_records(struct bctx *b, uint64_t job, struct vbc_err *e)
+{
+    int rc;
+
+    if ((rc = b->ops->walk(b->src, emit, b, e)))
+        return rc;
+    vbc_progress_clear(&b->prog);
+    if ((rc = vbc_files_flush(&b->files, e)))
+        return rc;
+    if ((rc = send_data(b, job, e)))
+        return rc;
+    if (b->o->problems->n && (rc = vbc_problems_send(b->c, job, b->o->problems, e))) {
+        vbc_prefixerr(e, "telling the host what could not be backed up");
+        return rc;
+    }
+    return 0;
+}
+
+static void bctx_free(struct bctx *b)
+{
+    if (b->files.m.buf)
+        vbc_files_free(&b->files);
+    for (size_t i = 0; i < b->n_fb; i++)
+        free(b->fbs[i].path);
+    free(b->fbs);
+    free(b->by_sent.e);
+    free(b->by_file.e);
+    b->fbs = NULL;
+    b->n_fb = 0;
+    b->by_sent.e = b->by_file.e = NULL;
+}
+
+int vbc_backup_stream(int fd, uint64_t job, struct vbc_backup_opts *o,
+                      const struct vbc_source_ops *ops, void *src, struct vbc_err *e)
+{
+    struct vbc_problems problems;
+    struct bctx b;
+    int rc;
+
+    memset(&b, 0, sizeof(b));
+    memset(&problems, 0, sizeof(problems));
+    b.o = o;
+    b.ops = ops;
+    b.src = src;
+    o->problems = &problems;
+    /* no progress line: b.prog stays off */
+    rc = ops->prepare(src, o, e);
+    if (!rc)
+        rc = vbc_connect_stream(fd, &b.c, e);
+    if (!rc)
+        rc = vbc_files_init(&b.files, b.c, job, e);
+    if (!rc)
+        rc = send_records(&b, job, e);
+    bctx_free(&b);
+    vbc_disconnect(b.c);
+    vbc_problems_free(&problems);
+    o->problems = NULL;
+    return rc;
+}
+
 /* Cancel a job that must not finish, even after a signal. */
 static void cancel_job(struct vbc_conn *c, uint64_t job)
 {
@@ -406,6 +469,12 @@ static int wait_job(struct vbc_conn *c, uint64_t job, struct vbc_job *out, struc
             vbc_progress_text(&p, t);
         } else if (j.state == VB_JOB_RUNNING) {
             vbc_progress_show(&p, "backing up:", j.bytes_done, j.bytes_total);
+        } else if (j.state == VB_JOB_MAPPING) {
+            char t[96];
+
+            snprintf(t, sizeof(t), "the host maps the files: %llu",
+                     (unsigned long long)j.files_total);
+            vbc_progress_text(&p, t);
         } else {
             vbc_progress_text(&p, vbc_state_name(j.state));
         }
@@ -415,7 +484,7 @@ static int wait_job(struct vbc_conn *c, uint64_t job, struct vbc_job *out, struc
 
 /* FROZEN_S < 0: nothing was frozen. */
 static void summary(const struct vbc_job *j, uint64_t n_entries, double frozen_s, int64_t t0,
-                    size_t problems)
+                    size_t problems, bool mapped)
 {
     char tot[32], nw[32], re[32], dur[32];
     double secs = (double)(vbc_now_ns() - t0) / 1e9;
@@ -433,6 +502,8 @@ static void summary(const struct vbc_job *j, uint64_t n_entries, double frozen_s
                    re, dur);
         if (frozen_s >= 0)
             printf("; file systems frozen for %.2f s", frozen_s);
+        if (mapped)
+            printf("; files mapped by the host");
         if (problems)
             printf("; incomplete: %zu problems (see above)", problems);
         printf("\n");
@@ -527,23 +598,103 @@ static int seal_and_thaw(struct bctx *b, uint64_t job, bool *froze, bool *sealed
     return rc;
 }
 
+/*
+ * One job: BEGIN, freeze, the records (unless the host maps them: MAP and the
+ * host agrees), SEAL, thaw, and the job until it ends (*j, also when it
+ * failed).  b->mapped says whether the host mapped.
+ */
+static int run_job(struct bctx *b, bool map, struct vbc_job *j, double *frozen,
+                   struct vbc_err *e)
+{
+    struct vbc_backup_opts *o = b->o;
+    const struct vbc_source_ops *ops = b->ops;
+    struct vbc_begin begin;
+    uint64_t job = 0;
+    uint32_t features = 0;
+    bool froze = false, sealed = false;
+    int rc;
+
+    b->mapped = false;
+    memset(&begin, 0, sizeof(begin));
+    begin.kind = VB_KIND_FILES;
+    begin.mode = o->mode;
+    /* no freeze held (--no-freeze, nothing to freeze, vbclient): the host
+     * may let the job wait for a quiet moment */
+    begin.flags = !o->no_freeze && o->will_freeze && ops->freeze ? 0 : VB_BEGIN_UNFROZEN;
+    begin.target = o->target;
+    begin.serials = (const char *const *)o->serials;
+    begin.n_serials = o->n_serials;
+    begin.roots = (const char *const *)o->roots_rel;
+    begin.n_roots = o->n_roots;
+    if (map) {
+        begin.flags |= VB_BEGIN_HOST_MAP;
+        begin.map = &o->map;
+        begin.exclude = o->exclude;
+        begin.n_exclude = o->n_exclude;
+    }
+    if ((rc = vbc_backup_begin(b->c, &begin, &job, &features, e)))
+        return rc;
+    /* the host maps the files in its view: the freeze lasts until it holds it */
+    b->mapped = map && (features & VB_FEAT_HOST_MAPS);
+    if (!b->mapped && (rc = vbc_files_init(&b->files, b->c, job, e)))
+        goto fail_job;
+
+    if (!o->no_freeze && ops->freeze) {
+        if ((rc = ops->freeze(b->src, e)))
+            goto fail_job;
+        froze = true;
+    }
+    if (!b->mapped)
+        rc = send_records(b, job, e);
+    else if (o->problems->n && (rc = vbc_problems_send(b->c, job, o->problems, e)))
+        vbc_prefixerr(e, "telling the host what could not be backed up");
+    if (rc)
+        goto fail_job;
+    if ((rc = check_freeze(b, e)))
+        goto fail_job;
+    if ((rc = seal_and_thaw(b, job, &froze, &sealed, frozen, e)))
+        goto fail_job;
+    if (b->files.m.buf)
+        vbc_files_free(&b->files);
+    memset(&b->files, 0, sizeof(b->files));
+    for (size_t i = 0; i < b->n_fb; i++)
+        free(b->fbs[i].path);
+    free(b->fbs);
+    b->fbs = NULL;
+    b->n_fb = b->cap_fb = 0;
+
+    rc = wait_job(b->c, job, j, e);
+    if (rc)
+        vbc_prefixerr(e, "job %llu", (unsigned long long)job);
+    return rc;
+
+fail_job:
+    vbc_progress_clear(&b->prog);
+    if (froze)
+        ops->thaw(b->src);
+    if (ops->freeze_broken)
+        ops->freeze_broken(b->src, e);     /* the freeze's story is the one to tell */
+    if (b->c && job && !sealed)
+        cancel_job(b->c, job);
+    return rc;
+}
+
 int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_source_ops *ops,
                void *src)
 {
     struct bctx b;
     struct vbc_err e = { 0 };
     struct vbc_hello hello;
-    struct vbc_begin begin;
     struct vbc_problems problems;
     struct vbc_job j;
-    uint64_t job = 0;
     double frozen = -1;
-    bool froze = false, sealed = false;
+    bool map;
     int64_t t0 = vbc_now_ns();
     int rc;
 
     memset(&b, 0, sizeof(b));
     memset(&problems, 0, sizeof(problems));
+    memset(&j, 0, sizeof(j));
     b.o = o;
     b.ops = ops;
     b.src = src;
@@ -571,55 +722,28 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
     if ((rc = vbc_hello(b.c, vbc_prog, &hello, &e)))
         goto fail;
 
-    memset(&begin, 0, sizeof(begin));
-    begin.kind = VB_KIND_FILES;
-    begin.mode = o->mode;
-    /* no freeze held (--no-freeze, nothing to freeze, vbclient): the host
-     * may let the job wait for a quiet moment */
-    begin.flags = !o->no_freeze && o->will_freeze && ops->freeze ? 0 : VB_BEGIN_UNFROZEN;
-    begin.target = o->target;
-    begin.serials = (const char *const *)o->serials;
-    begin.n_serials = o->n_serials;
-    begin.roots = (const char *const *)o->roots_rel;
-    begin.n_roots = o->n_roots;
-    if ((rc = vbc_backup_begin(b.c, &begin, &job, NULL, &e)))
+    /* the host maps the files in its view when it can and every root lies on
+     * a file system it reads (docs/freeze.md); --fallback asks for the guest's
+     * own reading of files, --no-freeze for no freeze */
+    map = o->map.ok && !o->no_host_map && !o->no_freeze && o->will_freeze && ops->freeze &&
+          !o->fallback_all && !o->n_fallback_glob && (hello.features & VB_FEAT_HOST_MAPS);
+    rc = run_job(&b, map, &j, &frozen, &e);
+    if (rc && b.mapped && (j.flags & VB_JOB_FLAG_MAP_FAILED) && !vbc_interrupted) {
+        /* once, the guest's own walk, saying so */
+        vbc_warn("%s; the guest walks the files itself (frozen while it walks)",
+                 j.reason[0] ? j.reason : "the host could not map the files");
+        free(b.by_sent.e);
+        free(b.by_file.e);
+        memset(&b.by_sent, 0, sizeof(b.by_sent));
+        memset(&b.by_file, 0, sizeof(b.by_file));
+        b.n_entries = b.bytes = b.fb_bytes = 0;
+        memset(&j, 0, sizeof(j));
+        memset(&e, 0, sizeof(e));
+        rc = run_job(&b, false, &j, &frozen, &e);
+    }
+    if (rc)
         goto fail;
-    if ((rc = vbc_files_init(&b.files, b.c, job, &e)))
-        goto fail_job;
-
-    if (!o->no_freeze && ops->freeze) {
-        if ((rc = ops->freeze(src, &e)))
-            goto fail_job;
-        froze = true;
-    }
-    if ((rc = ops->walk(src, emit, &b, &e)))
-        goto fail_job;
-    vbc_progress_clear(&b.prog);
-    if ((rc = vbc_files_flush(&b.files, &e)))
-        goto fail_job;
-    if ((rc = send_data(&b, job, &e)))
-        goto fail_job;
-    if (problems.n && (rc = vbc_problems_send(b.c, job, &problems, &e))) {
-        vbc_prefixerr(&e, "telling the host what could not be backed up");
-        goto fail_job;
-    }
-    if ((rc = check_freeze(&b, &e)))
-        goto fail_job;
-    if ((rc = seal_and_thaw(&b, job, &froze, &sealed, &frozen, &e)))
-        goto fail_job;
-    vbc_files_free(&b.files);
-    for (size_t i = 0; i < b.n_fb; i++)
-        free(b.fbs[i].path);
-    free(b.fbs);
-    b.fbs = NULL;
-    b.n_fb = 0;
-
-    rc = wait_job(b.c, job, &j, &e);
-    if (rc) {
-        vbc_prefixerr(&e, "job %llu", (unsigned long long)job);
-        goto fail;
-    }
-    summary(&j, b.n_entries, frozen, t0, problems.n);
+    summary(&j, b.n_entries, frozen, t0, problems.n, b.mapped);
     vbc_disconnect(b.c);
     free(b.by_sent.e);
     free(b.by_file.e);
@@ -631,26 +755,18 @@ int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_s
         vbc_problems_free(&problems);
         return VBC_EXIT_INCOMPLETE;
     }
+    if (j.flags & VB_JOB_FLAG_INCOMPLETE) {
+        /* the host found them, mapping: the snapshot lists them */
+        vbc_error("backup incomplete: the host could not back up some entries or attributes "
+                  "it found; the snapshot %s lists them", j.snapshot);
+        return VBC_EXIT_INCOMPLETE;
+    }
     return 0;
 
-fail_job:
-    vbc_progress_clear(&b.prog);
-    if (froze)
-        ops->thaw(src);
-    if (ops->freeze_broken)
-        ops->freeze_broken(src, &e);     /* the freeze's story is the one to tell */
-    if (b.c && job && !sealed)
-        cancel_job(b.c, job);
 fail:
     vbc_progress_clear(&b.prog);
     vbc_error("backup failed: %s", e.msg);
-    if (b.files.m.buf)
-        vbc_files_free(&b.files);
-    for (size_t i = 0; i < b.n_fb; i++)
-        free(b.fbs[i].path);
-    free(b.fbs);
-    free(b.by_sent.e);
-    free(b.by_file.e);
+    bctx_free(&b);
     vbc_disconnect(b.c);
     vbc_problems_free(&problems);
     return 1;
@@ -700,7 +816,7 @@ int vbc_backup_disk(const char *device, const char *target, const char *serial, 
         vbc_prefixerr(&e, "job %llu", (unsigned long long)job);
         goto fail;
     }
-    summary(&j, 0, frozen, t0, 0);
+    summary(&j, 0, frozen, t0, 0, false);
     vbc_disconnect(c);
     return 0;
 

@@ -23,6 +23,7 @@ enum cmd { C_NONE, C_BACKUP, C_RESTORE, C_LIST, C_STATUS, C_CANCEL, C_DISK };
 enum {
     O_TO = 1001, O_MODE, O_EXCLUDE, O_FREEZE_TIMEOUT, O_NO_FREEZE, O_FROM, O_SNAPSHOT, O_INTO,
     O_DUMP, O_DUMP_FREEZE_MS, O_FALLBACK_ALL, O_FALLBACK, O_HOOKS, O_SPARSE, O_NO_SPARSE,
+    O_NO_HOST_MAP,
 };
 
 static const struct {
@@ -38,6 +39,7 @@ static const struct {
     { { "exclude", required_argument, NULL, O_EXCLUDE }, M(C_BACKUP) },
     { { "freeze-timeout", required_argument, NULL, O_FREEZE_TIMEOUT }, M(C_BACKUP) | M(C_DISK) },
     { { "no-freeze", no_argument, NULL, O_NO_FREEZE }, M(C_BACKUP) | M(C_DISK) },
+    { { "no-host-map", no_argument, NULL, O_NO_HOST_MAP }, M(C_BACKUP) },
     { { "hooks", required_argument, NULL, O_HOOKS }, M(C_BACKUP) | M(C_DISK) },
     { { "from", required_argument, NULL, O_FROM }, M(C_RESTORE) | M(C_LIST) },
     { { "snapshot", required_argument, NULL, O_SNAPSHOT }, M(C_RESTORE) },
@@ -56,7 +58,7 @@ static void usage(const struct vbc_tool *t, FILE *f)
     fprintf(f,
 "Usage:\n"
 "  %1$s backup PATH... --to TARGET [--mode full|incremental|differential]\n"
-"         [--exclude PATTERN]... [--freeze-timeout SEC] [--no-freeze]\n"
+"         [--exclude PATTERN]... [--freeze-timeout SEC] [--no-freeze] [--no-host-map]\n"
 "  %1$s restore [PATH...] --from TARGET [--snapshot ID|latest] [--into DIR]\n"
 "         [--sparse|--no-sparse]\n"
 "  %1$s list [--from TARGET]\n"
@@ -81,6 +83,8 @@ static void usage(const struct vbc_tool *t, FILE *f)
 "  --no-freeze          do not freeze (UNSAFE: files may change while the\n"
 "                       host reads them)\n"
 "  --hooks DIR          fsfreeze hooks in DIR (default /etc/vbackup)\n"
+"  --no-host-map        map the files in the guest, frozen meanwhile, even where\n"
+"                       the host could map them in its view after a short freeze\n"
 "\n"
 "Restore options:\n"
 "  --sparse             4 KiB blocks of zeros become holes, as cp --sparse=always\n"
@@ -286,6 +290,7 @@ static void backup_opts_clear(struct vbc_backup_opts *o)
     free(o->roots_rel);
     free(o->exclude);
     free(o->fallback_glob);
+    vbc_map_clear(&o->map);
 }
 
 #define USAGE(...) do { rc = usage_error(t, __VA_ARGS__); goto out; } while (0)
@@ -367,6 +372,7 @@ int vbc_main(int argc, char **argv, const struct vbc_tool *t)
             break;
         }
         case O_NO_FREEZE: bo.no_freeze = true; break;
+        case O_NO_HOST_MAP: bo.no_host_map = true; break;
         case O_HOOKS: bo.hooks_dir = optarg; break;
         case O_FROM: from = optarg; break;
         case O_SNAPSHOT: ro.snapshot = optarg; break;

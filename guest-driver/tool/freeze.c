@@ -287,6 +287,9 @@ int vbf_freeze(struct vbf *f, struct vbc_err *e)
     sigset_t all, old;
     int rc, err;
 
+    pthread_mutex_lock(&f->lock);
+    f->stop = false;                 /* a second freeze (the guest walks after all) is bounded too */
+    pthread_mutex_unlock(&f->lock);
     if ((rc = hooks_freeze(f->hooks, e)))
         return rc;
     f->hooks_done = true;

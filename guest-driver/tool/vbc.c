@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { VBC_T_IOCTL, VBC_T_SOCKET };
+enum { VBC_T_IOCTL, VBC_T_SOCKET, VBC_T_STREAM };
 
 /* A socket request waiting for its reply. */
 struct pending {
@@ -166,6 +166,25 @@ static int full_write(int fd, const void *buf, size_t n)
 
     while (n) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* A pipe or file: write(2), not send(2). */
+static int stream_write(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+
+    while (n) {
+        ssize_t w = write(fd, p, n);
 
         if (w < 0) {
             if (errno == EINTR)
@@ -384,6 +403,25 @@ int vbc_connect(const char *path, struct vbc_conn **out, struct vbc_err *e)
     return 0;
 }
 
+int vbc_connect_stream(int fd, struct vbc_conn **out, struct vbc_err *e)
+{
+    struct vbc_conn *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return vbc_seterr(e, -ENOMEM, "out of memory");
+    c->kind = VBC_T_STREAM;
+    c->fd = fd;
+    snprintf(c->path, sizeof(c->path), "the output stream");
+    c->lim.max_payload = VB_MAX_PAYLOAD;
+    c->lim.max_files = VB_MAX_FILES_PER_MSG;
+    c->tag = 1;
+    pthread_mutex_init(&c->wlock, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    vbc_cond_init(&c->cond);
+    *out = c;
+    return 0;
+}
+
 void vbc_disconnect(struct vbc_conn *c)
 {
     if (!c)
@@ -462,6 +500,24 @@ static int call_ioctl(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r
     return 0;
 }
 
+/* One way: the frame is written, the reply is an empty OK. */
+static int call_stream(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r,
+                       struct vbc_err *e)
+{
+    struct vb_hdr h;
+    int rc = stream_write(c->fd, m->buf, m->len);
+
+    if (rc < 0)
+        return vbc_seterr(e, rc, "%s: %s", c->path, strerror(-rc));
+    memset(&h, 0, sizeof(h));
+    h.magic = htole32(VB_MAGIC);
+    h.version = htole16(VB_PROTO_VERSION);
+    h.type = htole16(m->op | VB_REPLY);
+    h.tag = ((struct vb_hdr *)m->buf)->tag;
+    memcpy(r->buf, &h, sizeof(h));
+    return 0;
+}
+
 static int call_socket(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r,
                        struct vbc_err *e)
 {
@@ -527,7 +583,8 @@ int vbc_call(struct vbc_conn *c, struct vbc_msg *m, struct vbc_reply *r, bool id
     h.reply_max = htole32(r->cap);
     memcpy(m->buf, &h, sizeof(h));
 
-    rc = c->kind == VBC_T_IOCTL ? call_ioctl(c, m, r, idempotent, e) : call_socket(c, m, r, e);
+    rc = c->kind == VBC_T_IOCTL ? call_ioctl(c, m, r, idempotent, e)
+       : c->kind == VBC_T_STREAM ? call_stream(c, m, r, e) : call_socket(c, m, r, e);
     if (rc)
         return rc;
 
@@ -664,6 +721,41 @@ int vbc_backup_begin(struct vbc_conn *c, const struct vbc_begin *b, uint64_t *jo
         vbc_msg_put_str(&m, b->serials[i], strlen(b->serials[i]));
     for (size_t i = 0; i < b->n_roots; i++)
         vbc_msg_put_str(&m, b->roots[i], strlen(b->roots[i]));
+    if (b->flags & VB_BEGIN_HOST_MAP) {
+        const struct vbc_map *mp = b->map;
+        struct vb_map_head mh = {
+            .n_fs = htole16((uint16_t)mp->n_fs),
+            .n_prune = htole16((uint16_t)mp->n_prune),
+            .n_exclude = htole16((uint16_t)b->n_exclude),
+        };
+
+        if (mp->n_fs < 1 || mp->n_fs > VB_MAX_ROOTS || mp->n_prune > VB_MAX_PRUNE ||
+            b->n_exclude > VB_MAX_EXCLUDE) {
+            vbc_msg_free(&m);
+            return vbc_seterr(e, -E2BIG, "too many file systems, mount points or exclusions "
+                              "for the host to map");
+        }
+        vbc_msg_put(&m, &mh, sizeof(mh));
+        for (size_t i = 0; i < mp->n_fs; i++) {
+            struct vb_map_fs f = {
+                .disk = htole16(mp->fs[i].disk),
+                .type = VB_FS_EXT,
+                .start = htole64(mp->fs[i].start),
+            };
+
+            vbc_msg_put(&m, &f, sizeof(f));
+        }
+        for (size_t i = 0; i < b->n_roots; i++) {
+            uint16_t fs = htole16(mp->root_fs[i]);
+
+            vbc_msg_put(&m, &fs, 2);
+            vbc_msg_put_str(&m, mp->inside[i], strlen(mp->inside[i]));
+        }
+        for (size_t i = 0; i < mp->n_prune; i++)
+            vbc_msg_put_str(&m, mp->prune[i], strlen(mp->prune[i]));
+        for (size_t i = 0; i < b->n_exclude; i++)
+            vbc_msg_put_str(&m, b->exclude[i], strlen(b->exclude[i]));
+    }
     if ((rc = call_small(c, &m, &r, 4096, false, e)))
         return rc;
     if (r.len < sizeof(rep)) {
@@ -740,6 +832,7 @@ const char *vbc_state_name(uint32_t state)
         [VB_JOB_DEFERRED] = "deferred", [VB_JOB_RUNNING] = "running",
         [VB_JOB_DONE] = "done", [VB_JOB_FAILED] = "failed",
         [VB_JOB_CANCELLED] = "cancelled", [VB_JOB_RESTORING] = "restoring",
+        [VB_JOB_MAPPING] = "mapping",
     };
 
     return state < sizeof(names) / sizeof(names[0]) && names[state] ? names[state] : "?";
@@ -1277,6 +1370,16 @@ void vbc_dump_record(FILE *f, const struct vbc_file *r, const char *serial, cons
                 (unsigned long long)(r->data == VB_FD_EXTENTS ? r->ext[i].physical : 0),
                 (unsigned long long)r->ext[i].length, r->ext[i].flags);
     fputs("]}\n", f);
+}
+
+void vbc_map_clear(struct vbc_map *m)
+{
+    for (size_t i = 0; i < VB_MAX_ROOTS; i++)
+        free(m->inside[i]);
+    for (size_t i = 0; i < m->n_prune; i++)
+        free(m->prune[i]);
+    free(m->prune);
+    memset(m, 0, sizeof(*m));
 }
 
 /* ---- extended attributes and problems (the sources' side) -------------------------------- */

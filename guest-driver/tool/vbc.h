@@ -122,6 +122,10 @@ struct vbc_reply {
 /* PATH: a character device (ioctl) or a UNIX socket.  NULL = the default
  * (VBACKUP_DEVICE or /dev/vbackup). */
 int vbc_connect(const char *path, struct vbc_conn **out, struct vbc_err *e);
+/* One way, to FD (a pipe; taken over): every request is written as a frame
+ * and answered with an empty OK at once.  The file system mapper writes its
+ * records so (hostd/mapper). */
+int vbc_connect_stream(int fd, struct vbc_conn **out, struct vbc_err *e);
 void vbc_disconnect(struct vbc_conn *c);
 bool vbc_conn_is_socket(const struct vbc_conn *c);
 
@@ -161,6 +165,24 @@ const struct vbc_limits *vbc_conn_limits(const struct vbc_conn *c);
 
 int vbc_hello(struct vbc_conn *c, const char *tool, struct vbc_hello *h, struct vbc_err *e);
 
+/*
+ * What the host needs to map the files itself (VB_BEGIN_HOST_MAP,
+ * docs/freeze.md): each root's file system (a disk and where the file system
+ * starts on it) and path inside it, the mount points under the roots (not
+ * walked into) and the exclusions.  Filled by the guest source's prepare
+ * when every root lies on an ext2/3/4 file system of a virtio disk.
+ */
+struct vbc_map {
+    bool ok;                     /* the host may map every root */
+    size_t n_fs;
+    struct { uint16_t disk; uint64_t start; } fs[VB_MAX_ROOTS];
+    uint16_t root_fs[VB_MAX_ROOTS];
+    char *inside[VB_MAX_ROOTS];  /* malloc'ed protocol paths ("" the file system's root) */
+    char **prune;                /* malloc'ed protocol paths */
+    size_t n_prune;
+};
+void vbc_map_clear(struct vbc_map *m);
+
 struct vbc_begin {
     uint8_t kind, mode;
     uint32_t flags;              /* VB_BEGIN_* */
@@ -170,6 +192,10 @@ struct vbc_begin {
     const char *const *roots;    /* relative paths; "" is "/" */
     size_t n_roots;
     uint64_t n_files_hint, bytes_hint;
+    /* VB_BEGIN_HOST_MAP: the map section and the exclusions */
+    const struct vbc_map *map;
+    char *const *exclude;
+    size_t n_exclude;
 };
 int vbc_backup_begin(struct vbc_conn *c, const struct vbc_begin *b, uint64_t *job,
                      uint32_t *features, struct vbc_err *e);
@@ -408,6 +434,7 @@ struct vbc_backup_opts {
     unsigned dump_freeze_ms;
     const char *hooks_dir;
     const char *assume_disk;     /* SERIAL[:START] */
+    bool no_host_map;            /* --no-host-map: the guest walks, frozen meanwhile */
     struct vbc_problems *problems;   /* what the source could not back up (vbc_backup's) */
     /* filled by prepare */
     bool will_freeze;            /* the source freezes what the host reads */
@@ -415,6 +442,7 @@ struct vbc_backup_opts {
     size_t n_serials;
     char **roots_rel;
     size_t n_roots;
+    struct vbc_map map;          /* what the host needs to map the files (map.ok) */
 };
 
 bool vbc_excluded(const struct vbc_backup_opts *o, const char *abspath, const char *name);
@@ -426,6 +454,11 @@ bool vbc_force_fallback(const struct vbc_backup_opts *o, const char *abspath, co
 
 int vbc_backup(const char *device, struct vbc_backup_opts *o, const struct vbc_source_ops *ops,
                void *src);
+/* The records of job JOB from SRC (prepare, walk, fallback data, problems)
+ * as frames on FD, one way: the host-side file system mapper's output,
+ * which vbackupd checks as it checks a guest's requests.  0 or an error in E. */
+int vbc_backup_stream(int fd, uint64_t job, struct vbc_backup_opts *o,
+                      const struct vbc_source_ops *ops, void *src, struct vbc_err *e);
 /* A whole disk; mode VB_MODE_*: an incremental or differential reads only
  * what changed when the host tracks the disk (docs/cbt.md), else all. */
 int vbc_backup_disk(const char *device, const char *target, const char *serial, uint8_t mode,

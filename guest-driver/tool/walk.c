@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "mounts.h"
 
 #define EXT4_MAGIC      0xEF53
 #define XFS_MAGIC       0x58465342
@@ -272,6 +273,140 @@ static int add_fs(struct guest *g, const char *where, int fd, dev_t dev, struct 
     return (int)(g->n_fs - 1);
 }
 
+/* ---- what the host needs to map the files ------------------------------------------ */
+
+/* The whole of a small /proc file, NUL-terminated; NULL on failure. */
+static char *read_text(const char *path, size_t max)
+{
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || !buf) {
+        if (fd >= 0)
+            close(fd);
+        free(buf);
+        return NULL;
+    }
+    for (;;) {
+        ssize_t r;
+
+        if (n + 1 == cap) {
+            char *nb = cap < max ? realloc(buf, cap * 2) : NULL;
+
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        r = read(fd, buf + n, cap - n - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r < 0) {
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (buf)
+        buf[n] = 0;
+    return buf;
+}
+
+#define MAP_PRUNE_BYTES (256u << 10)
+
+/*
+ * o->map: when every root lies on an ext2/3/4 file system of a disk the
+ * host names, each root's file system (disk, start) and path inside it, the
+ * mount points under the roots and the exclusions; else map.ok stays false
+ * and the guest walks.
+ */
+static void host_map_info(struct guest *g)
+{
+    struct vbc_backup_opts *o = g->o;
+    struct vbc_map *mp = &o->map;
+    struct vbc_mount *mt = NULL;
+    size_t nm = 0, prune_bytes = 0, cap = 0;
+    int fs_index[VB_MAX_ROOTS];
+    char *text;
+
+    vbc_map_clear(mp);
+    for (size_t i = 0; i < g->n_fs; i++) {
+        fs_index[i] = -1;
+        if (!g->fs[i].extents || strcmp(g->fs[i].fstype, "ext4") || g->fs[i].disk < 0)
+            return;
+    }
+    if (o->n_exclude > VB_MAX_EXCLUDE)
+        return;
+    for (size_t i = 0; i < o->n_exclude; i++)
+        if (!o->exclude[i][0] || strlen(o->exclude[i]) > VB_MAX_PATTERN)
+            return;
+    if (!(text = read_text("/proc/self/mountinfo", 16u << 20)))
+        return;
+    if (vbc_mounts_parse(text, &mt, &nm) < 0) {
+        free(text);
+        return;
+    }
+    free(text);
+    for (size_t i = 0; i < g->n_roots; i++) {
+        const struct groot *r = &g->roots[i];
+        const struct gfs *x = &g->fs[r->fs];
+        int k = vbc_mount_of(mt, nm, major(x->dev), minor(x->dev), r->abs);
+
+        if (k < 0 || !(mp->inside[i] = vbc_mount_inside(&mt[k], r->abs)) ||
+            vb_path_check(mp->inside[i], strlen(mp->inside[i]), true))
+            goto out;
+        if (fs_index[r->fs] < 0) {
+            fs_index[r->fs] = (int)mp->n_fs;
+            mp->fs[mp->n_fs].disk = (uint16_t)x->disk;
+            mp->fs[mp->n_fs].start = x->start;
+            mp->n_fs++;
+        }
+        mp->root_fs[i] = (uint16_t)fs_index[r->fs];
+    }
+    /* the mount points under the roots: folders of the roots' file systems
+     * the guest's walk does not enter (another file system is there) */
+    for (size_t k = 0; k < nm; k++) {
+        const char *pt = mt[k].point;
+        bool under = false, dup = false;
+
+        for (size_t i = 0; i < g->n_roots && !under; i++)
+            under = strcmp(pt, g->roots[i].abs) && vbc_path_under(pt, g->roots[i].abs);
+        if (!under)
+            continue;
+        for (size_t i = 0; i < mp->n_prune && !dup; i++)
+            dup = !strcmp(mp->prune[i], pt + 1);
+        if (dup)
+            continue;
+        if (mp->n_prune == VB_MAX_PRUNE || vb_path_check(pt + 1, strlen(pt + 1), false) ||
+            (prune_bytes += strlen(pt + 1) + 2) > MAP_PRUNE_BYTES)
+            goto out;
+        if (mp->n_prune == cap) {
+            char **nv = realloc(mp->prune, (cap ? cap * 2 : 16) * sizeof(char *));
+
+            if (!nv)
+                goto out;
+            mp->prune = nv;
+            cap = cap ? cap * 2 : 16;
+        }
+        if (!(mp->prune[mp->n_prune] = strdup(pt + 1)))
+            goto out;
+        mp->n_prune++;
+    }
+    mp->ok = true;
+out:
+    vbc_mounts_free(mt, nm);
+    if (!mp->ok)
+        vbc_map_clear(mp);
+}
+
 /* ---- prepare ---------------------------------------------------------------------- */
 
 static int guest_prepare(void *s, struct vbc_backup_opts *o, struct vbc_err *e)
@@ -385,6 +520,7 @@ static int guest_prepare(void *s, struct vbc_backup_opts *o, struct vbc_err *e)
     vbf_init(&g->fz, g->ffs, g->n_ffs, o->freeze_timeout, o->hooks_dir);
     g->fz_init = true;
     o->will_freeze = g->n_ffs > 0;
+    host_map_info(g);
     return 0;
 }
 

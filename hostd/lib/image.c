@@ -44,32 +44,30 @@ static void dio_alignment(struct vb_layer *l)
 #endif
 }
 
-static int open_layer(struct vb_layer *l, const char *path, const char *fmt,
-                      const struct vb_image_opts *opts, char **backing, char **backing_fmt,
-                      vb_error *e)
+/* Layer L from the open FD (taken over), named NAME in messages. */
+static int init_layer(struct vb_layer *l, int fd, const char *name, const char *fmt,
+                      char **backing, char **backing_fmt, vb_error *e)
 {
     struct stat st;
     int ret;
 
     memset(l, 0, sizeof(*l));
-    l->fd = l->dfd = -1;
-    l->path = strdup(path);
+    l->fd = fd;
+    l->dfd = -1;
+    l->path = strdup(name);
     if (!l->path)
         return vb_seterr(e, -ENOMEM, "out of memory");
-    l->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (l->fd < 0)
-        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
     if (fstat(l->fd, &st) < 0)
-        return vb_seterr(e, -errno, "stat %s: %s", path, strerror(errno));
+        return vb_seterr(e, -errno, "stat %s: %s", name, strerror(errno));
     if (S_ISBLK(st.st_mode)) {
         off_t end = lseek(l->fd, 0, SEEK_END);
         if (end < 0)
-            return vb_seterr(e, -errno, "lseek %s: %s", path, strerror(errno));
+            return vb_seterr(e, -errno, "lseek %s: %s", name, strerror(errno));
         l->file_size = (uint64_t)end;
     } else if (S_ISREG(st.st_mode)) {
         l->file_size = (uint64_t)st.st_size;
     } else {
-        return vb_seterr(e, -EINVAL, "%s: not a regular file or block device", path);
+        return vb_seterr(e, -EINVAL, "%s: not a regular file or block device", name);
     }
     l->dev = st.st_dev;
     l->ino = st.st_ino;
@@ -88,9 +86,25 @@ static int open_layer(struct vb_layer *l, const char *path, const char *fmt,
                        (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
     } else {
         return vb_seterr(e, -ENOTSUP, "%s: image format '%s' is not supported (raw, qcow2)",
-                         path, fmt);
+                         name, fmt);
     }
+    return 0;
+}
 
+static int open_layer(struct vb_layer *l, const char *path, const char *fmt,
+                      const struct vb_image_opts *opts, char **backing, char **backing_fmt,
+                      vb_error *e)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC), ret;
+
+    if (fd < 0) {
+        memset(l, 0, sizeof(*l));
+        l->fd = l->dfd = -1;
+        return vb_seterr(e, -errno, "open %s: %s", path, strerror(errno));
+    }
+    ret = init_layer(l, fd, path, fmt, backing, backing_fmt, e);
+    if (ret)
+        return ret;
     if (!opts || !opts->no_direct) {
         l->dfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
         if (l->dfd >= 0)
@@ -228,6 +242,63 @@ int vb_image_open(const char *path, const struct vb_image_opts *opts,
 fail:
     free(cur);
     free(fmt);
+    vb_image_close(img);
+    return ret;
+}
+
+int vb_image_open_fds(const int *fds, const enum vb_fmt *fmts, int n, struct vb_image **out,
+                      vb_error *e)
+{
+    struct vb_image *img;
+    int ret = 0, i;
+
+    if (n < 1 || n > VB_MAX_CHAIN) {
+        for (i = 0; i < n; i++)
+            close(fds[i]);
+        return vb_seterr(e, -EINVAL, "a chain of %d images (1..%d)", n, VB_MAX_CHAIN);
+    }
+    img = calloc(1, sizeof(*img));
+    if (!img) {
+        for (i = 0; i < n; i++)
+            close(fds[i]);
+        return vb_seterr(e, -ENOMEM, "out of memory");
+    }
+    for (i = 0; i < n; i++)
+        img->layer[i].fd = img->layer[i].dfd = -1;
+    for (i = 0; i < n; i++) {
+        struct vb_layer *l = &img->layer[i];
+        char name[32], *backing = NULL, *bfmt = NULL;
+
+        snprintf(name, sizeof(name), "layer %d", i);
+        img->n = i + 1;
+        if (fmts[i] != VB_FMT_RAW && fmts[i] != VB_FMT_QCOW2) {
+            for (int k = i; k < n; k++)
+                close(fds[k]);
+            ret = vb_seterr(e, -EINVAL, "%s: unknown format %d", name, (int)fmts[i]);
+            goto fail;
+        }
+        ret = init_layer(l, fds[i], name, vb_fmt_name(fmts[i]), &backing, &bfmt, e);
+        if (!ret && !backing != (i == n - 1))
+            ret = vb_seterr(e, -EINVAL, "%s %s a backing file, but the chain given %s", name,
+                            backing ? "names" : "does not name",
+                            i == n - 1 ? "ends here" : "goes on");
+        if (!ret && bfmt && (!vb_fmt_valid(bfmt) || strcmp(bfmt, vb_fmt_name(fmts[i + 1]))))
+            ret = vb_seterr(e, -EINVAL, "%s names its backing file's format '%s', but layer %d "
+                            "is %s", name, bfmt, i + 1, vb_fmt_name(fmts[i + 1]));
+        free(backing);
+        free(bfmt);
+        if (ret) {
+            for (int k = i + 1; k < n; k++)
+                close(fds[k]);
+            goto fail;
+        }
+    }
+    img->size = img->layer[0].virtual_size;
+    img->cluster_size = img->layer[0].fmt == VB_FMT_QCOW2 ? vb_q2_cluster_size(&img->layer[0])
+                                                          : RAW_PLAN_CLUSTER;
+    *out = img;
+    return 0;
+fail:
     vb_image_close(img);
     return ret;
 }

@@ -91,6 +91,16 @@ int vb_image_open(const char *path, const struct vb_image_opts *opts,
 void vb_image_close(struct vb_image *img);
 
 /*
+ * The chain FDS[0] (top) .. FDS[N-1] (base), opened by someone else (the
+ * fds are taken over, also on failure), each in the format FMTS[i].  Nothing
+ * is opened by name: each layer but the last must name a backing file (whose
+ * name is not used) and the last none; a backing format an overlay names must
+ * be the next layer's.  Layers are named "layer I" in messages.  No O_DIRECT.
+ */
+int vb_image_open_fds(const int *fds, const enum vb_fmt *fmts, int n, struct vb_image **out,
+                      vb_error *e);
+
+/*
  * Map [off, off+len) (clipped to the image size).  Appends extents in
  * ascending order to out (a GArray of struct vb_extent_map), merging
  * neighbours of the same kind and source.  Returns 0 or -errno.

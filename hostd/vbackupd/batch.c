@@ -500,12 +500,13 @@ out:
 
 static void unplan_job(struct vbd_job *j)
 {
-    /* of a discarded plan, keep only the history: deferrals and the view */
+    /* of a discarded plan, keep only the history: deferrals, the view, the map */
     json_object *keep = json_object_new_array();
     for (size_t i = 0; i < json_object_array_length(j->plan_notes); i++) {
         json_object *n = json_object_array_get_idx(j->plan_notes, i);
         const char *t = json_object_get_string(n);
         if (!strncmp(t, "schedule: deferred", 18) || !strncmp(t, "view:", 5) ||
+            !strncmp(t, "map:", 4) ||
             !strncmp(t, "not deferred", 12) || !strncmp(t, "frozen priority:", 16))
             json_object_array_add(keep, json_object_get(n));
     }

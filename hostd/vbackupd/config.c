@@ -4,7 +4,8 @@
  * hostd/vbackupd.conf.example:
  *
  *   [daemon]      runtime_dir, admin_socket, plugin_dir, psi_dir, policies,
- *                 batch_seconds, batch_max, frozen_wait, workers, ...
+ *                 batch_seconds, batch_max, frozen_wait, workers, mapper,
+ *                 mapper_user, mapper_memory, mapper_seconds, max_mappers, ...
  *   [target NAME] repository = DIR
  *   [policy NAME] key = value ...      (passed to the plugin)
  *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
@@ -18,6 +19,7 @@
 #include "vbackupd.h"
 #include "wire.h"
 
+#include <pwd.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +28,16 @@
 #ifndef VBD_PLUGIN_DIR
 #define VBD_PLUGIN_DIR "/usr/local/lib/vbackup/policies"
 #endif
+#ifndef VBD_MAPPER
+#define VBD_MAPPER "/usr/local/libexec/vbackup/vbackup-mapper"
+#endif
 
 static const char *daemon_keys[] = {
     "runtime_dir", "state_dir", "socket_group", "admin_socket", "plugin_dir", "psi_dir", "policies", "batch_seconds",
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
     "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "vm_memory",
-    "max_extents_per_job", "output_buffer", "reclaim", "reclaim_interval", NULL,
+    "max_extents_per_job", "output_buffer", "reclaim", "reclaim_interval", "mapper",
+    "mapper_user", "mapper_memory", "mapper_seconds", "max_mappers", NULL,
 };
 
 static void free_disk(gpointer p)
@@ -97,6 +103,8 @@ void vbd_config_free(struct vbd_config *c)
     g_free(c->socket_group);
     g_free(c->libvirt_uri);
     g_free(c->libvirt_pid_dir);
+    g_free(c->mapper);
+    g_free(c->mapper_user);
     g_ptr_array_free(c->targets, TRUE);
     g_ptr_array_free(c->policies, TRUE);
     g_ptr_array_free(c->vms, TRUE);
@@ -401,6 +409,46 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     if ((ret = get_double(kf, "daemon", "reclaim_interval", 600, 0, 86400 * 7,
                           &c->reclaim_interval, e)))
         goto out;
+    /* the file system mapper (docs/freeze.md) */
+    c->mapper = get_str(kf, "daemon", "mapper", VBD_MAPPER);
+    c->mapper_user = get_str(kf, "daemon", "mapper_user", "nobody");
+    {
+        struct passwd *pw = getpwnam(c->mapper_user);
+        char *end;
+        unsigned long n = strtoul(c->mapper_user, &end, 10);
+
+        if (pw) {
+            c->mapper_uid = pw->pw_uid;
+            c->mapper_gid = pw->pw_gid;
+        } else if (*c->mapper_user && !*end && n > 0 && n < 0xffffffffu) {
+            c->mapper_uid = (uid_t)n;   /* a number: uid and gid */
+            c->mapper_gid = (gid_t)n;
+        } else if (!strcmp(c->mapper_user, "nobody")) {
+            c->mapper_uid = c->mapper_gid = 65534;
+        } else {
+            ret = vb_seterr(e, -EINVAL, "%s: [daemon] mapper_user: no user '%s'", path,
+                            c->mapper_user);
+            goto out;
+        }
+        if (c->mapper_uid == 0 || c->mapper_gid == 0) {
+            ret = vb_seterr(e, -EINVAL, "%s: [daemon] mapper_user: the mapper reads what guests "
+                            "wrote and must not run as root", path);
+            goto out;
+        }
+    }
+    if ((ret = get_size(kf, "daemon", "mapper_memory", 2ull << 30, &u, e)))
+        goto out;
+    if (u < (64u << 20) || u > (1ull << 46)) {
+        ret = vb_seterr(e, -EINVAL, "%s: [daemon] mapper_memory: from 64M to 64T", path);
+        goto out;
+    }
+    c->mapper_memory = u;
+    if ((ret = get_double(kf, "daemon", "mapper_seconds", 3600, 1, 86400 * 7, &v, e)))
+        goto out;
+    c->mapper_seconds = (unsigned)v;
+    if ((ret = get_double(kf, "daemon", "max_mappers", 2, 1, 256, &v, e)))
+        goto out;
+    c->max_mappers = (unsigned)v;
 
     chain = get_str(kf, "daemon", "policies", "schedule,merge");
     groups = g_key_file_get_groups(kf, NULL);

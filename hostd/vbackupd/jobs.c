@@ -35,6 +35,7 @@ const char *vbd_state_name(int state)
     case VB_JOB_FAILED: return "failed";
     case VB_JOB_CANCELLED: return "cancelled";
     case VB_JOB_RESTORING: return "restoring";
+    case VB_JOB_MAPPING: return "mapping";
     }
     return "?";
 }
@@ -172,6 +173,7 @@ static void job_end(struct vbd_job *j, int state)
     vbd_quota_end(j);           /* its bytes, counted; a gc if it left garbage */
     if (g_queue_remove(&d->pending, j))
         j->refs--;          /* the queue's reference; the job table still holds one */
+    vbd_map_stop(j);        /* a mapper still running is killed */
     /* how it ended, also after a restart; a view being folded back keeps its
      * record as it is until it is back (vbd_view_released writes it then) */
     if (!j->view_busy)
@@ -392,11 +394,12 @@ static void begin_finish(struct begin_wait *bw, uint64_t committed)
         vbd_job_fail(j, VB_JOB_FAILED, "%s", msg);
         vbd_req_answer_err(bw->req, VB_S_QUOTA, "%s", j->reason);
     } else {
-        vbd_log("job %llu: %s begins %s %s backup to %s", (unsigned long long)j->id,
+        vbd_log("job %llu: %s begins %s %s backup to %s%s", (unsigned long long)j->id,
                 j->vm->name, j->mode == VB_MODE_FULL ? "a full"
                              : j->mode == VB_MODE_INCREMENTAL ? "an incremental"
                                                              : "a differential",
-                j->kind == VB_KIND_DISK ? "disk" : "file", j->target->name);
+                j->kind == VB_KIND_DISK ? "disk" : "file", j->target->name,
+                j->host_map ? " (the host maps the files)" : "");
         memset(&r, 0, sizeof(r));
         r.job = j->id;
         r.features = bw->features;
@@ -507,12 +510,24 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         g_ptr_array_add(j->roots, g_strdup(b.roots[i]));
     j->entries = g_array_new(FALSE, TRUE, sizeof(struct vbd_entry));
     j->paths = g_hash_table_new(g_str_hash, g_str_equal);
+    if (b.flags & VB_BEGIN_HOST_MAP) {
+        char why[256], note[320];
+
+        j->host_map = vbd_map_offer(j, &b, why, sizeof(why));
+        if (j->host_map)
+            snprintf(note, sizeof(note), "map: the host maps the files in its view");
+        else
+            snprintf(note, sizeof(note), "map: the guest walks (the host does not map: %s)", why);
+        json_object_array_add(j->plan_notes, json_object_new_string(note));
+    }
     vbd_journal_running(j);     /* a restart reports it, whatever happens */
     bw = g_new0(struct begin_wait, 1);
     bw->job = j;
     j->refs++;
     bw->req = vbd_req_hold(c, h);
     bw->features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    if (j->host_map)
+        bw->features |= VB_FEAT_HOST_MAPS;
     if (c->vm->quota.total_bytes) {
         j->opening = true;
         bw->commits = vbd_quota_commits(d, c->vm);
@@ -551,27 +566,22 @@ static struct vbd_job *collecting_job(struct vbd_conn *c, const struct vb_hdr *h
     return j;
 }
 
-static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+/* A FILES payload for job J, from its guest or from the host's mapper: checked
+ * whole (wire.c, the job's bounds, paths sent twice) before any record is
+ * taken.  VB_S_OK, or a status with MSG (the job may have failed: a bound). */
+int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg)
 {
     struct vbd_files_ctx ctx;
     struct vbd_files f;
-    struct vbd_job *j;
-    uint64_t id, sizes[VB_MAX_DISKS];
+    uint64_t id = j->id, sizes[VB_MAX_DISKS];
     const char *names[VB_MAX_DISKS];
     struct vbd_entry *last = NULL;
     GHashTable *fresh;
-    char msg[VBD_MSG];
-    int st = vbd_peek_job(p, n, &id, msg);
+    int st;
 
-    if (st) {
-        vbd_reply_err(c, h, st, "%s", msg);
-        return;
-    }
-    if (!(j = collecting_job(c, h, id)))
-        return;
     if (j->kind != VB_KIND_FILES) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is a disk backup", (unsigned long long)id);
-        return;
+        snprintf(msg, VBD_MSG, "job %llu is a disk backup", (unsigned long long)id);
+        return VB_S_BAD_STATE;
     }
     memset(&ctx, 0, sizeof(ctx));
     ctx.n_disks = j->disks->len;
@@ -598,8 +608,11 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     }
     st = vbd_parse_files(p, n, &ctx, &f, msg);
     if (st) {
-        vbd_reply_err(c, h, st, "job %llu: %s", (unsigned long long)id, msg);
-        return;
+        char m[VBD_MSG];
+
+        snprintf(m, sizeof(m), "job %llu: %s", (unsigned long long)id, msg);
+        snprintf(msg, VBD_MSG, "%s", m);
+        return st;
     }
     /* what the job would hold: bounded per job (extents) and per VM (memory);
      * a job over either fails, it cannot be completed */
@@ -617,16 +630,16 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             vbd_job_fail(j, VB_JOB_FAILED, "job %llu: more than %llu extents "
                          "(max_extents_per_job on the host)", (unsigned long long)id,
                          (unsigned long long)j->d->cfg->max_extents_per_job);
-            vbd_reply_err(c, h, VB_S_TOO_LARGE, "%s", j->reason);
-            return;
+            snprintf(msg, VBD_MSG, "%s", j->reason);
+            return VB_S_TOO_LARGE;
         }
         if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
             char what[96];
             vbd_files_clear(&f);
             snprintf(what, sizeof(what), "the files of job %llu", (unsigned long long)id);
             vbd_mem_fail(j, what);
-            vbd_reply_err(c, h, VB_S_TOO_LARGE, "%s", j->reason);
-            return;
+            snprintf(msg, VBD_MSG, "%s", j->reason);
+            return VB_S_TOO_LARGE;
         }
         j->n_extents += ext;
     }
@@ -639,12 +652,12 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         path = g_strndup(f.recs[i].r.path, f.recs[i].r.path_len);
         if (g_hash_table_contains(j->paths, path) || g_hash_table_contains(fresh, path)) {
             g_autofree char *shown = vb_escape(path, strlen(path));
-            vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu: record %u: path '%s' sent twice",
-                          (unsigned long long)id, i, shown);
+            snprintf(msg, VBD_MSG, "job %llu: record %u: path '%s' sent twice",
+                     (unsigned long long)id, i, shown);
             g_free(path);
             g_hash_table_destroy(fresh);
             vbd_files_clear(&f);
-            return;
+            return VB_S_BAD_REQUEST;
         }
         g_hash_table_add(fresh, path);
     }
@@ -706,13 +719,89 @@ static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8
             j->bytes_total += en.m.size;
     }
     vbd_files_clear(&f);
-    vbd_reply(c, h, VB_S_OK, NULL, 0);
+    return VB_S_OK;
+}
+
+static void handle_files(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
+{
+    struct vbd_job *j;
+    uint64_t id;
+    char msg[VBD_MSG];
+    int st = vbd_peek_job(p, n, &id, msg);
+
+    if (st) {
+        vbd_reply_err(c, h, st, "%s", msg);
+        return;
+    }
+    if (!(j = collecting_job(c, h, id)))
+        return;
+    if (j->host_map) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: the host maps its files",
+                      (unsigned long long)id);
+        return;
+    }
+    if ((st = vbd_job_files(j, p, n, msg)))
+        vbd_reply_err(c, h, st, "%s", msg);
+    else
+        vbd_reply(c, h, VB_S_OK, NULL, 0);
 }
 
 /* ---- PROBLEMS ---------------------------------------------------------------------- */
 
-/* What the guest could not back up: counted, the first VBD_PROBLEMS_KEPT kept
- * (the path escaped as ls -b shows it), and said in the snapshot. */
+/* Parsed PROBLEMS for job J, from its guest or from the host's mapper: counted,
+ * the first VBD_PROBLEMS_KEPT kept (the path escaped as ls -b shows it), and
+ * said in the snapshot. */
+int vbd_job_problems(struct vbd_job *j, const struct vbd_problems *pr, char *msg)
+{
+    if (j->kind != VB_KIND_FILES) {
+        snprintf(msg, VBD_MSG, "job %llu is a disk backup", (unsigned long long)j->id);
+        return VB_S_BAD_STATE;
+    }
+    if (pr->job != j->id) {
+        snprintf(msg, VBD_MSG, "problems of job %llu sent for job %llu",
+                 (unsigned long long)pr->job, (unsigned long long)j->id);
+        return VB_S_NO_JOB;
+    }
+    /* the kept ones (the paths escaped) are counted against the VM before
+     * anything is kept */
+    {
+        size_t kept = j->problems ? json_object_array_length(j->problems) : 0;
+        uint32_t n_keep = (uint32_t)VB_MIN((size_t)pr->n, VBD_PROBLEMS_KEPT - VB_MIN(kept,
+                                                                         VBD_PROBLEMS_KEPT));
+        g_autofree char **paths = g_new0(char *, n_keep + 1);
+        uint64_t bytes = 0;
+
+        for (uint32_t i = 0; i < n_keep; i++) {
+            paths[i] = vb_escape(pr->items[i].path, VB_MIN(pr->items[i].path_len, PROBLEM_PATH));
+            bytes += PROBLEM_COST + strlen(paths[i]) + pr->items[i].reason_len;
+        }
+        if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
+            char what[96];
+            for (uint32_t i = 0; i < n_keep; i++)
+                g_free(paths[i]);
+            snprintf(what, sizeof(what), "the problems of job %llu", (unsigned long long)j->id);
+            vbd_mem_fail(j, what);
+            snprintf(msg, VBD_MSG, "%s", j->reason);
+            return VB_S_TOO_LARGE;
+        }
+        if (n_keep && !j->problems)
+            j->problems = json_object_new_array();
+        for (uint32_t i = 0; i < n_keep; i++) {
+            const struct vbd_problem *x = &pr->items[i];
+            json_object *o = json_object_new_object();
+
+            json_object_object_add(o, "path", json_object_new_string(paths[i]));
+            json_object_object_add(o, "reason",
+                                   json_object_new_string_len(x->reason, (int)x->reason_len));
+            json_object_array_add(j->problems, o);
+            g_free(paths[i]);
+        }
+        j->n_problems += pr->n;
+    }
+    j->flags |= VB_JOB_FLAG_INCOMPLETE;
+    return VB_S_OK;
+}
+
 static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p,
                             size_t n)
 {
@@ -725,66 +814,77 @@ static void handle_problems(struct vbd_conn *c, const struct vb_hdr *h, const ui
         vbd_reply_err(c, h, st, "%s", msg);
         return;
     }
-    if (!(j = collecting_job(c, h, pr.job))) {
-        vbd_problems_clear(&pr);
-        return;
+    if ((j = collecting_job(c, h, pr.job))) {
+        if ((st = vbd_job_problems(j, &pr, msg)))
+            vbd_reply_err(c, h, st, "%s", msg);
+        else
+            vbd_reply(c, h, VB_S_OK, NULL, 0);
     }
-    if (j->kind != VB_KIND_FILES) {
-        vbd_problems_clear(&pr);
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu is a disk backup",
-                      (unsigned long long)pr.job);
-        return;
-    }
-    /* the kept ones (the paths escaped) are counted against the VM before
-     * anything is kept */
-    {
-        size_t kept = j->problems ? json_object_array_length(j->problems) : 0;
-        uint32_t n_keep = (uint32_t)VB_MIN((size_t)pr.n, VBD_PROBLEMS_KEPT - VB_MIN(kept,
-                                                                        VBD_PROBLEMS_KEPT));
-        g_autofree char **paths = g_new0(char *, n_keep + 1);
-        uint64_t bytes = 0;
-
-        for (uint32_t i = 0; i < n_keep; i++) {
-            paths[i] = vb_escape(pr.items[i].path, VB_MIN(pr.items[i].path_len, PROBLEM_PATH));
-            bytes += PROBLEM_COST + strlen(paths[i]) + pr.items[i].reason_len;
-        }
-        if (vbd_mem_take(j, VBD_MEM_FILES, bytes)) {
-            char what[96];
-            for (uint32_t i = 0; i < n_keep; i++)
-                g_free(paths[i]);
-            vbd_problems_clear(&pr);
-            snprintf(what, sizeof(what), "the problems of job %llu", (unsigned long long)j->id);
-            vbd_mem_fail(j, what);
-            vbd_reply_err(c, h, VB_S_TOO_LARGE, "%s", j->reason);
-            return;
-        }
-        if (n_keep && !j->problems)
-            j->problems = json_object_new_array();
-        for (uint32_t i = 0; i < n_keep; i++) {
-            const struct vbd_problem *x = &pr.items[i];
-            json_object *o = json_object_new_object();
-
-            json_object_object_add(o, "path", json_object_new_string(paths[i]));
-            json_object_object_add(o, "reason",
-                                   json_object_new_string_len(x->reason, (int)x->reason_len));
-            json_object_array_add(j->problems, o);
-            g_free(paths[i]);
-        }
-        j->n_problems += pr.n;
-    }
-    j->flags |= VB_JOB_FLAG_INCOMPLETE;
     vbd_problems_clear(&pr);
-    vbd_reply(c, h, VB_S_OK, NULL, 0);
 }
 
 /* ---- DATA (fallback) ---------------------------------------------------------- */
+
+/* A DATA piece for job J, from its guest or from the host's mapper: checked
+ * (vbd_job_data_check), then taken; REPLY (held) is answered once the piece
+ * is chunked, which makes its sender wait. */
+int vbd_job_data_check(struct vbd_job *j, const struct vbd_data *dt, char *msg)
+{
+    struct vbd_entry *en;
+    g_autofree char *shown = NULL;
+
+    if (dt->job != j->id) {
+        snprintf(msg, VBD_MSG, "data of job %llu sent for job %llu",
+                 (unsigned long long)dt->job, (unsigned long long)j->id);
+        return VB_S_NO_JOB;
+    }
+    if (dt->file >= j->entries->len) {
+        snprintf(msg, VBD_MSG, "job %llu has no file %llu", (unsigned long long)dt->job,
+                 (unsigned long long)dt->file);
+        return VB_S_BAD_REQUEST;
+    }
+    en = &g_array_index(j->entries, struct vbd_entry, dt->file);
+    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for messages */
+    if (en->data != VB_FD_FALLBACK) {
+        snprintf(msg, VBD_MSG, "file %llu ('%s') does not take fallback data",
+                 (unsigned long long)dt->file, shown);
+        return VB_S_BAD_REQUEST;
+    }
+    if (en->fb_done) {
+        snprintf(msg, VBD_MSG, "file '%s' is already complete", shown);
+        return VB_S_BAD_STATE;
+    }
+    if (dt->offset != en->fb_received) {
+        snprintf(msg, VBD_MSG, "file '%s': data at offset %llu, expected %llu (pieces come in "
+                 "order)", shown, (unsigned long long)dt->offset,
+                 (unsigned long long)en->fb_received);
+        return VB_S_BAD_REQUEST;
+    }
+    if (dt->offset + dt->len > en->m.size ||
+        ((dt->flags & VB_DATA_LAST) && dt->offset + dt->len != en->m.size)) {
+        snprintf(msg, VBD_MSG, "file '%s': data up to %llu, but the file's size is %llu", shown,
+                 (unsigned long long)(dt->offset + dt->len), (unsigned long long)en->m.size);
+        return VB_S_OUT_OF_RANGE;
+    }
+    return VB_S_OK;
+}
+
+void vbd_job_data_take(struct vbd_job *j, const struct vbd_data *dt, struct vbd_req *reply)
+{
+    struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, dt->file);
+
+    en->fb_received += dt->len;
+    if (dt->flags & VB_DATA_LAST) {
+        en->fb_done = true;
+        j->fb_open--;
+    }
+    vbd_fallback_data(j, dt->file, dt->bytes, dt->len, en->fb_done, reply);
+}
 
 static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
     struct vbd_data dt;
     struct vbd_job *j;
-    struct vbd_entry *en;
-    g_autofree char *shown = NULL;
     char msg[VBD_MSG];
     int st = vbd_parse_data(p, n, &dt, msg);
 
@@ -794,44 +894,34 @@ static void handle_data(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     }
     if (!(j = collecting_job(c, h, dt.job)))
         return;
-    if (dt.file >= j->entries->len) {
-        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "job %llu has no file %llu",
-                      (unsigned long long)dt.job, (unsigned long long)dt.file);
+    if (j->host_map) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: the host maps its files",
+                      (unsigned long long)dt.job);
         return;
     }
-    en = &g_array_index(j->entries, struct vbd_entry, dt.file);
-    shown = vb_escape(en->path, strlen(en->path));     /* the guest's bytes, for messages */
-    if (en->data != VB_FD_FALLBACK) {
-        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file %llu ('%s') does not take fallback data",
-                      (unsigned long long)dt.file, shown);
+    if ((st = vbd_job_data_check(j, &dt, msg))) {
+        vbd_reply_err(c, h, st, "%s", msg);
         return;
     }
-    if (en->fb_done) {
-        vbd_reply_err(c, h, VB_S_BAD_STATE, "file '%s' is already complete", shown);
-        return;
-    }
-    if (dt.offset != en->fb_received) {
-        vbd_reply_err(c, h, VB_S_BAD_REQUEST, "file '%s': data at offset %llu, expected %llu "
-                      "(pieces come in order)", shown, (unsigned long long)dt.offset,
-                      (unsigned long long)en->fb_received);
-        return;
-    }
-    if (dt.offset + dt.len > en->m.size ||
-        ((dt.flags & VB_DATA_LAST) && dt.offset + dt.len != en->m.size)) {
-        vbd_reply_err(c, h, VB_S_OUT_OF_RANGE, "file '%s': data up to %llu, but the file's size "
-                      "is %llu", shown, (unsigned long long)(dt.offset + dt.len),
-                      (unsigned long long)en->m.size);
-        return;
-    }
-    en->fb_received += dt.len;
-    if (dt.flags & VB_DATA_LAST) {
-        en->fb_done = true;
-        j->fb_open--;
-    }
-    vbd_fallback_data(j, dt.file, dt.bytes, dt.len, en->fb_done, vbd_req_hold(c, h));
+    vbd_job_data_take(j, &dt, vbd_req_hold(c, h));
 }
 
 /* ---- SEAL ---------------------------------------------------------------------- */
+
+bool vbd_job_roots_sent(struct vbd_job *j, char *msg)
+{
+    for (guint i = 0; i < j->roots->len; i++) {
+        if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
+            const char *root = j->roots->pdata[i];
+            g_autofree char *shown = vb_escape(root, strlen(root));
+
+            snprintf(msg, VBD_MSG, "job %llu: root '%s' was not sent as a record",
+                     (unsigned long long)j->id, shown);
+            return false;
+        }
+    }
+    return true;
+}
 
 static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_t *p, size_t n)
 {
@@ -847,14 +937,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     }
     if (!(j = collecting_job(c, h, id)))
         return;
-    for (guint i = 0; i < j->roots->len; i++) {
-        if (!g_hash_table_contains(j->paths, j->roots->pdata[i]) && j->kind == VB_KIND_FILES) {
-            const char *root = j->roots->pdata[i];
-            g_autofree char *shown = vb_escape(root, strlen(root));
-            vbd_reply_err(c, h, VB_S_BAD_STATE, "job %llu: root '%s' was not sent as a record",
-                          (unsigned long long)id, shown);
-            return;
-        }
+    /* the roots and fallback data: of a job the host maps, once it has mapped */
+    if (!j->host_map && !vbd_job_roots_sent(j, msg)) {
+        vbd_reply_err(c, h, VB_S_BAD_STATE, "%s", msg);
+        return;
     }
     /* the first fallback file that lacks data: a cursor that only moves on, so
      * repeated SEALs cost no more than one look at each entry */
@@ -881,7 +967,10 @@ static void handle_seal(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
     memset(&r, 0, sizeof(r));
     r.view = j->view;
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));
-    vbd_batch_enqueue(j->d, j);
+    if (j->host_map)
+        vbd_map_start(j);
+    else
+        vbd_batch_enqueue(j->d, j);
 }
 
 void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
@@ -900,7 +989,10 @@ void vbd_seal_done(struct vbd_job *j, struct vbd_req *reply)
     }
     if (reply)
         vbd_req_answer(reply, VB_S_OK, &r, sizeof(r));
-    vbd_batch_enqueue(j->d, j);
+    if (j->host_map)
+        vbd_map_start(j);       /* QUEUED once the files are mapped */
+    else
+        vbd_batch_enqueue(j->d, j);
 }
 
 /* ---- STATUS / CANCEL ------------------------------------------------------------ */
@@ -1292,6 +1384,11 @@ json_object *vbd_job_json(struct vbd_job *j, bool detail)
             json_object_array_add(a, json_object_new_string(j->serials->pdata[i]));
         json_object_object_add(o, "disks", a);
         json_object_object_add(o, "plan", json_object_get(j->plan_notes));
+        if (j->host_map) {
+            json_object *m = vbd_map_json(j);
+
+            json_object_object_add(o, "host_map", m ? m : json_object_new_boolean(1));
+        }
     }
     return o;
 }

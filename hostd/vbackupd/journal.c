@@ -126,6 +126,7 @@ static const char *stopped_while(int state)
 {
     switch (state) {
     case VB_JOB_COLLECTING: return "the job was collecting data from the guest";
+    case VB_JOB_MAPPING: return "the host was mapping the job's files";
     case VB_JOB_QUEUED:
     case VB_JOB_DEFERRED: return "the job was waiting to run";
     default: return "the job was running";

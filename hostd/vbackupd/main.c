@@ -145,6 +145,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
         return;
     }
     vbd_swap_cfg(d, cfg);
+    vbd_mapper_check(d);
     if (vbd_vms_refresh(d, &e)) {
         snprintf(msg, len, "reload partly failed: %s", vb_strerror(&e));
         vbd_log("%s", msg);
@@ -259,6 +260,7 @@ int main(int argc, char **argv)
                                     (GDestroyNotify)vbd_job_unref);
     g_queue_init(&d->pending);
     vbd_quota_init(d);
+    g_queue_init(&d->map_waiting);
     {
         /* job ids differ across restarts: a guest holding an old id gets "no such job" */
         struct timespec ts;
@@ -290,6 +292,7 @@ int main(int argc, char **argv)
         vbd_log("%s", vb_strerror(&e));
         return 1;
     }
+    vbd_mapper_check(d);
     vbd_journal_recover(d);
     g_timeout_add_seconds(5, on_tick, d);
     vbd_log("ready: %u VMs, %u targets, policies %u, batch every %.1f s or %u jobs, %d workers",

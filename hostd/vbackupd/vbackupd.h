@@ -8,6 +8,7 @@
  *   jobs.c     backup jobs: BEGIN/FILES/DATA/SEAL/STATUS/CANCEL/LIST
  *   batch.c    batching, the policy chain, read plans
  *   exec.c     execution: io_uring reads, windows, chunking, storing, commit
+ *   mapper.c   the host maps a job's files: runs vbackup-mapper on the view
  *   restore.c  restore jobs: RESTORE_BEGIN/LIST/READ/END
  *   journal.c  every job's record on disk, so that a restart reports what happened
  *   targets.c  targets that may be broken or read-only
@@ -110,6 +111,13 @@ struct vbd_config {
     uint64_t output_buffer;  /* replies queued and promised per connection */
     bool reclaim;            /* gc a target after failed jobs stored chunks (reclaim.c) */
     double reclaim_interval; /* seconds between two such gcs of one target, at least */
+    char *mapper;            /* vbackup-mapper; "" = the host never maps files */
+    char *mapper_user;       /* its sandbox's user */
+    uid_t mapper_uid;
+    gid_t mapper_gid;
+    uint64_t mapper_memory;  /* RLIMIT_AS */
+    unsigned mapper_seconds; /* wall-clock bound (and RLIMIT_CPU) */
+    unsigned max_mappers;    /* mappers running at once */
     char *libvirt_uri;       /* [libvirt] uri: discover VMs from libvirt */
     bool libvirt_cbt;        /* [libvirt] cbt: track the disks of libvirt's VMs */
     char *libvirt_pid_dir;   /* [libvirt] pid_dir: DIR/NAME.pid is a domain's QEMU ("" none) */
@@ -211,6 +219,8 @@ struct vbd_req {
     uint16_t type;
     uint64_t tag;
     uint32_t reply_max;
+    void (*answered)(void *opaque);   /* not from a connection: called when answered */
+    void *opaque;
 };
 
 enum vbd_pkind { P_DATA = 1, P_ZERO = 2, P_COMP = 3 };
@@ -382,6 +392,9 @@ struct vbd_job {
     /* what the guest could not back up (BACKUP_PROBLEMS): the snapshot is incomplete */
     uint64_t n_problems;
     json_object *problems;   /* array of {path, reason}, the first VBD_PROBLEMS_KEPT */
+    /* the host maps the files (VB_BEGIN_HOST_MAP answered with VB_FEAT_HOST_MAPS) */
+    bool host_map;
+    struct vbd_map *map;     /* mapper.c */
 };
 
 #define VBD_PROBLEMS_KEPT 1000
@@ -453,6 +466,10 @@ struct vbd {
     GList *admin_conns;
     bool stopping;
     unsigned views_active;   /* snapshots being committed back */
+    bool mapper_ok;          /* the mapper runs in its sandbox on this host */
+    char mapper_why[256];    /* ... or why it does not */
+    unsigned mappers_running;
+    GQueue map_waiting;      /* jobs waiting for a mapper (struct vbd_job *, referenced) */
     /* counters */
     GHashTable *bytes_by_file;   /* host path → uint64_t * bytes read */
     uint64_t bytes_read_total;
@@ -598,6 +615,29 @@ void vbd_exec_view_done(struct vbd_job *j, int err, const char *summary);
 void vbd_journal_running(struct vbd_job *j);     /* write the job's record as it is now */
 void vbd_journal_forget(struct vbd_job *j);      /* nothing left to recover (view committed back) */
 void vbd_journal_drop(struct vbd_job *j);        /* the job is forgotten */
+
+int vbd_job_files(struct vbd_job *j, const uint8_t *p, size_t n, char *msg);
+struct vbd_problems;
+int vbd_job_problems(struct vbd_job *j, const struct vbd_problems *pr, char *msg);
+struct vbd_data;
+int vbd_job_data_check(struct vbd_job *j, const struct vbd_data *dt, char *msg);
+void vbd_job_data_take(struct vbd_job *j, const struct vbd_data *dt, struct vbd_req *reply);
+/* Every root was sent as a record; else false with MSG. */
+bool vbd_job_roots_sent(struct vbd_job *j, char *msg);
+
+/* mapper.c */
+struct vbd_begin;
+/* At start and reload: does the mapper run in its sandbox here? */
+void vbd_mapper_check(struct vbd *d);
+/* BEGIN asked the host to map: true if it will (J's disks are open); else
+ * WHY says why not (for the log) */
+bool vbd_map_offer(struct vbd_job *j, const struct vbd_begin *b, char *why, size_t len);
+/* The view is taken: map (state MAPPING); QUEUED when done, FAILED with
+ * VB_JOB_FLAG_MAP_FAILED when the mapper could not. */
+void vbd_map_start(struct vbd_job *j);
+/* The job ends: a running mapper is killed. */
+void vbd_map_stop(struct vbd_job *j);
+json_object *vbd_map_json(struct vbd_job *j);
 void vbd_journal_recover(struct vbd *d);
 bool vbd_job_hurried(const struct vbd_job *j);
 

@@ -244,6 +244,8 @@ void vbd_req_answer(struct vbd_req *r, int status, const void *payload, size_t l
         g_hash_table_remove(held, r);
         send_frame(r->conn, r->type, r->tag, r->reply_max, status, payload, len);
     }
+    if (r->answered)
+        r->answered(r->opaque);
     g_free(r);
 }
 
@@ -277,6 +279,9 @@ static void handle_hello(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     r.max_payload = VB_MAX_PAYLOAD;
     r.max_files_per_msg = VB_MAX_FILES_PER_MSG;
     r.features = c->vm->qmp || c->vm->libvirt ? VB_FEAT_SNAPSHOT_VIEW : 0;
+    /* the host maps files in a view, with a mapper that runs here */
+    if (r.features && c->vm->d->mapper_ok)
+        r.features |= VB_FEAT_HOST_MAPS;
     snprintf(r.vm, sizeof(r.vm), "%s", c->vm->name);
     snprintf(r.daemon, sizeof(r.daemon), "vbackupd %s", VBD_VERSION);
     vbd_reply(c, h, VB_S_OK, &r, sizeof(r));

@@ -160,8 +160,87 @@ void vbd_begin_clear(struct vbd_begin *b)
 {
     for (unsigned i = 0; i < VB_MAX_ROOTS; i++) {
         free(b->roots[i]);
-        b->roots[i] = NULL;
+        free(b->inside[i]);
+        b->roots[i] = b->inside[i] = NULL;
     }
+    for (unsigned i = 0; b->prune && i < b->n_prune; i++)
+        free(b->prune[i]);
+    for (unsigned i = 0; b->exclude && i < b->n_exclude; i++)
+        free(b->exclude[i]);
+    free(b->prune);
+    free(b->exclude);
+    b->prune = b->exclude = NULL;
+    b->n_prune = b->n_exclude = 0;
+}
+
+/* The map section of a BEGIN with VB_BEGIN_HOST_MAP (proto.h). */
+static int parse_map(struct rd *r, struct vbd_begin *out, char *msg)
+{
+    struct vb_map_head h;
+    char why[96], shown[128];
+
+    if (!take(r, &h, sizeof(h)))
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: the map section is truncated");
+    if (h.n_fs < 1 || h.n_fs > VB_MAX_ROOTS || h.n_prune > VB_MAX_PRUNE ||
+        h.n_exclude > VB_MAX_EXCLUDE || h.reserved)
+        return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: map section with %u file systems "
+                   "(1..%u), %u mount points (..%u), %u exclusions (..%u)", h.n_fs, VB_MAX_ROOTS,
+                   h.n_prune, VB_MAX_PRUNE, h.n_exclude, VB_MAX_EXCLUDE);
+    for (unsigned i = 0; i < h.n_fs; i++) {
+        struct vb_map_fs *f = &out->fs[i];
+
+        if (!take(r, f, sizeof(*f)))
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: file system %u truncated", i);
+        if (f->disk >= out->n_disks || f->type != VB_FS_EXT || f->reserved || f->reserved2)
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: file system %u: disk %u of %u, "
+                       "type %u, or reserved fields not 0", i, f->disk, out->n_disks, f->type);
+    }
+    out->n_fs = h.n_fs;
+    for (unsigned i = 0; i < out->n_roots; i++) {
+        const char *s;
+        uint16_t len;
+
+        if (!take(r, &out->root_fs[i], 2) || out->root_fs[i] >= h.n_fs)
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: the file system of root %u is "
+                       "missing or out of range", i);
+        if (!take_str(r, &s, &len))
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: root %u's path inside its file "
+                       "system is truncated", i);
+        if (!vbd_check_path(s, len, true, why, sizeof(why))) {
+            printable(shown, sizeof(shown), s, VB_MIN(len, 60u));
+            return err(msg, VB_S_BAD_PATH, "root %u's path inside its file system '%s': %s", i,
+                       shown, why);
+        }
+        out->inside[i] = g_strndup(s, len);
+    }
+    out->prune = calloc(h.n_prune ? h.n_prune : 1, sizeof(char *));
+    out->exclude = calloc(h.n_exclude ? h.n_exclude : 1, sizeof(char *));
+    if (!out->prune || !out->exclude)
+        return err(msg, VB_S_INTERNAL, "out of memory");
+    for (unsigned i = 0; i < h.n_prune; i++) {
+        const char *s;
+        uint16_t len;
+
+        if (!take_str(r, &s, &len))
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: mount point %u truncated", i);
+        if (!vbd_check_path(s, len, false, why, sizeof(why))) {
+            printable(shown, sizeof(shown), s, VB_MIN(len, 60u));
+            return err(msg, VB_S_BAD_PATH, "mount point %u '%s': %s", i, shown, why);
+        }
+        out->prune[i] = g_strndup(s, len);
+        out->n_prune = (uint16_t)(i + 1);
+    }
+    for (unsigned i = 0; i < h.n_exclude; i++) {
+        const char *s;
+        uint16_t len;
+
+        if (!take_str(r, &s, &len) || len < 1 || len > VB_MAX_PATTERN || memchr(s, 0, len))
+            return err(msg, VB_S_BAD_REQUEST, "BACKUP_BEGIN: exclusion %u truncated, empty, "
+                       "longer than %u bytes or with a NUL", i, VB_MAX_PATTERN);
+        out->exclude[i] = g_strndup(s, len);
+        out->n_exclude = (uint16_t)(i + 1);
+    }
+    return VB_S_OK;
 }
 
 int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg)
@@ -178,8 +257,12 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
         return err(msg, VB_S_BAD_REQUEST, "unknown backup kind %u", b.kind);
     if (b.mode < VB_MODE_FULL || b.mode > VB_MODE_DIFFERENTIAL)
         return err(msg, VB_S_BAD_REQUEST, "unknown backup mode %u", b.mode);
-    if ((b.flags & ~VB_BEGIN_UNFROZEN) || b.reserved)
+    if ((b.flags & ~(VB_BEGIN_UNFROZEN | VB_BEGIN_HOST_MAP)) || b.reserved)
         return err(msg, VB_S_BAD_REQUEST, "unknown flags or reserved fields not 0");
+    if ((b.flags & VB_BEGIN_HOST_MAP) &&
+        (b.kind != VB_KIND_FILES || (b.flags & VB_BEGIN_UNFROZEN)))
+        return err(msg, VB_S_BAD_REQUEST, "the host maps only the files of frozen file "
+                   "systems");
     /* a files backup may name no disk at all: all its data comes as fallback data */
     if ((b.kind == VB_KIND_DISK && b.n_disks < 1) || b.n_disks > VB_MAX_DISKS)
         return err(msg, VB_S_BAD_REQUEST, "%u disks named (%u..%u)", b.n_disks,
@@ -225,6 +308,10 @@ int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg
         }
         out->roots[i] = g_strndup(s, len);
         out->n_roots = (uint16_t)(i + 1);
+    }
+    if ((b.flags & VB_BEGIN_HOST_MAP) && (st = parse_map(&r, out, msg))) {
+        vbd_begin_clear(out);
+        return st;
     }
     if (r.off != n) {
         vbd_begin_clear(out);

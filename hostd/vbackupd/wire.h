@@ -27,6 +27,13 @@ struct vbd_begin {
     char serials[VB_MAX_DISKS][VB_MAX_SERIAL + 1];
     char *roots[VB_MAX_ROOTS];    /* malloc'd */
     uint64_t n_files_hint, bytes_hint;
+    /* VB_BEGIN_HOST_MAP: the map section (proto.h) */
+    uint16_t n_fs, n_prune, n_exclude;
+    struct vb_map_fs fs[VB_MAX_ROOTS];
+    uint16_t root_fs[VB_MAX_ROOTS];
+    char *inside[VB_MAX_ROOTS];   /* malloc'd: the roots' paths inside their file systems */
+    char **prune;                 /* malloc'd, n_prune */
+    char **exclude;               /* malloc'd, n_exclude */
 };
 int vbd_parse_begin(const uint8_t *p, size_t n, struct vbd_begin *out, char *msg);
 void vbd_begin_clear(struct vbd_begin *b);

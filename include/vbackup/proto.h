@@ -63,6 +63,9 @@ enum vb_op {
 #define VB_MAX_ROOTS            64u    /* paths named by the user in one backup */
 #define VB_MAX_FILES_PER_MSG    4096u
 #define VB_MAX_EXTENTS_PER_REC  8192u
+#define VB_MAX_PRUNE            1024u  /* host maps: mount points under the roots */
+#define VB_MAX_EXCLUDE          256u   /* host maps: --exclude patterns */
+#define VB_MAX_PATTERN          4096u  /* one pattern, bytes */
 
 /* ---- payloads ----------------------------------------------------------- */
 
@@ -93,6 +96,9 @@ struct vb_hello_reply {
 };
 
 #define VB_FEAT_SNAPSHOT_VIEW   1u  /* the host takes a snapshot: thaw after SEAL */
+/* The host maps the files of ext2/3/4 file systems in its view itself
+ * (docs/freeze.md): HELLO says it can, BEGIN's reply that it will. */
+#define VB_FEAT_HOST_MAPS       2u
 
 enum vb_kind { VB_KIND_FILES = 1, VB_KIND_DISK = 2 };
 enum vb_mode { VB_MODE_FULL = 1, VB_MODE_INCREMENTAL = 2, VB_MODE_DIFFERENTIAL = 3 };
@@ -118,6 +124,38 @@ struct vb_backup_begin {
 /* The client holds no freeze (it cannot, or was told not to): without a
  * snapshot view the job may still wait for a quiet host. */
 #define VB_BEGIN_UNFROZEN       1u
+/* The client asks the host to map the files (VB_FEAT_HOST_MAPS): after the
+ * roots comes the map section below.  If the reply's features have
+ * VB_FEAT_HOST_MAPS the client sends no FILES or DATA, freezes only until
+ * SEAL is answered, and the host maps the files in its view (job state
+ * MAPPING); otherwise the client walks as always. */
+#define VB_BEGIN_HOST_MAP       2u
+
+/*
+ * The map section: struct vb_map_head, n_fs struct vb_map_fs, then for
+ * each root (in BEGIN's order) uint16_t fs (index into the file systems) and
+ * the root's path inside its file system (uint16_t len + bytes, a protocol
+ * path, "" its root), then n_prune folders not to walk into (protocol
+ * paths under the roots: mount points of other file systems), then
+ * n_exclude patterns (uint16_t len + 1..VB_MAX_PATTERN bytes without NUL,
+ * fnmatch patterns as --exclude: matched against "/path" and the name).
+ */
+struct vb_map_head {
+    uint16_t n_fs;               /* 1..VB_MAX_ROOTS */
+    uint16_t n_prune;            /* 0..VB_MAX_PRUNE */
+    uint16_t n_exclude;          /* 0..VB_MAX_EXCLUDE */
+    uint16_t reserved;
+};
+
+#define VB_FS_EXT               1u   /* ext2, ext3 or ext4 */
+
+struct vb_map_fs {
+    uint16_t disk;               /* index into BEGIN's serials */
+    uint8_t  type;               /* VB_FS_* */
+    uint8_t  reserved;
+    uint32_t reserved2;
+    uint64_t start;              /* where the file system starts on the disk, bytes */
+};
 
 /* VB_OP_BACKUP_BEGIN reply */
 struct vb_backup_begin_reply {
@@ -294,10 +332,13 @@ enum vb_job_state {
     VB_JOB_FAILED     = 6,
     VB_JOB_CANCELLED  = 7,
     VB_JOB_RESTORING  = 8,       /* restore job open */
+    VB_JOB_MAPPING    = 9,       /* sealed; the host maps the files in its view */
 };
 
 #define VB_JOB_FLAG_READ_DONE   1u   /* every byte from the guest's disks has been read */
 #define VB_JOB_FLAG_INCOMPLETE  2u   /* the guest reported problems: the snapshot lacks something */
+#define VB_JOB_FLAG_MAP_FAILED  4u   /* failed: the host could not map the files (the
+                                        guest may walk them itself) */
 
 /* VB_OP_STATUS reply: uint32_t count, uint32_t reserved, then count records:
  * struct vb_job_status then reason (reason_len) then snapshot id (snap_len). */
@@ -407,6 +448,8 @@ _Static_assert(sizeof(struct vb_hello) == 40, "vb_hello");
 _Static_assert(sizeof(struct vb_hello_reply) == 112, "vb_hello_reply");
 _Static_assert(sizeof(struct vb_backup_begin) == 32, "vb_backup_begin");
 _Static_assert(sizeof(struct vb_backup_begin_reply) == 16, "vb_backup_begin_reply");
+_Static_assert(sizeof(struct vb_map_head) == 8, "vb_map_head");
+_Static_assert(sizeof(struct vb_map_fs) == 16, "vb_map_fs");
 _Static_assert(sizeof(struct vb_files) == 16, "vb_files");
 _Static_assert(sizeof(struct vb_time) == 16, "vb_time");
 _Static_assert(sizeof(struct vb_file_rec) == 120, "vb_file_rec");

@@ -22,6 +22,7 @@ BUILD = os.environ.get("VB_BUILDDIR", os.path.join(os.path.dirname(__file__), ".
 VBACKUPD = os.environ.get("VBACKUPD", os.path.join(BUILD, "hostd/vbackupd"))
 VBACKUPCTL = os.environ.get("VBACKUPCTL", os.path.join(BUILD, "hostd/vbackupctl"))
 POLICY_DIR = os.environ.get("VB_POLICY_DIR", os.path.join(BUILD, "policies"))
+MAPPER = os.environ.get("VBACKUP_MAPPER", os.path.join(BUILD, "hostd/mapper/vbackup-mapper"))
 
 
 def log(*a):
@@ -121,9 +122,9 @@ class Daemon:
 
     def __init__(self, w, vms, targets=None, policies="schedule,merge", policy_conf=None,
                  batch_seconds=0.3, batch_max=10, extra=None, name="d", vm_conf=None,
-                 sections=None):
+                 sections=None, qmp=None):
         """vm_conf: {vm: {key: value}} more keys of [vm NAME] (quotas, pidfile);
-        sections: {"libvirt": {key: value}} more sections, as written."""
+        sections: {"libvirt": {key: value}} more sections, as written; qmp: {vm: socket}."""
         self.w = w
         self.dir = w.p(name)
         os.makedirs(self.dir, exist_ok=True)
@@ -139,7 +140,10 @@ class Daemon:
                  f"plugin_dir={POLICY_DIR}", f"psi_dir={self.psi_dir}",
                  f"batch_seconds={batch_seconds}", f"batch_max={batch_max}",
                  f"policies={policies}", "workers=2"]
-        lines += [f"{k}={v}" for k, v in (extra or {}).items()]
+        # the file system mapper of this build (vbackupd's default is the installed one)
+        extra = dict(extra or {})
+        extra.setdefault("mapper", MAPPER)
+        lines += [f"{k}={v}" for k, v in extra.items()]
         for t, path in self.targets.items():
             lines += ["", f"[target {t}]", f"repository={path}"]
         for pol, kv in (policy_conf or {}).items():
@@ -147,6 +151,8 @@ class Daemon:
         for vm, disks in vms.items():
             lines += ["", f"[vm {vm}]"] + [f"disk.{s}={disk_value(img)}"
                                            for s, img in disks.items()]
+            if qmp and vm in qmp:
+                lines.append(f"qmp={qmp[vm]}")
             lines += [f"{k}={v}" for k, v in (vm_conf or {}).get(vm, {}).items()]
         for sec, kv in (sections or {}).items():
             lines += ["", f"[{sec}]"] + [f"{k}={v}" for k, v in kv.items()]

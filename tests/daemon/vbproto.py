@@ -34,8 +34,11 @@ FD_NONE, FD_EXTENTS, FD_FALLBACK, FD_MORE = 0, 1, 2, 3
 EXT_UNWRITTEN = 1
 DATA_LAST = 1
 JOB_STATE = {1: "collecting", 2: "queued", 3: "deferred", 4: "running", 5: "done",
-             6: "failed", 7: "cancelled", 8: "restoring"}
-FLAG_READ_DONE, FLAG_INCOMPLETE = 1, 2
+             6: "failed", 7: "cancelled", 8: "restoring", 9: "mapping"}
+FLAG_READ_DONE, FLAG_INCOMPLETE, FLAG_MAP_FAILED = 1, 2, 4
+FEAT_SNAPSHOT_VIEW, FEAT_HOST_MAPS = 1, 2
+BEGIN_UNFROZEN, BEGIN_HOST_MAP = 1, 2
+FS_EXT = 1
 SNAP_INCOMPLETE = 1
 VIEW_FROZEN, VIEW_SNAPSHOT = 1, 2
 RD_HOLE, RD_EOF, RD_ZERO, RD_UNWRITTEN = 1, 2, 4, 8
@@ -181,6 +184,7 @@ class Conn:
             off += f[6]
             out.append(dict(job=f[0], state=JOB_STATE.get(f[1], f[1]), flags=f[2], kind=f[3],
                             incomplete=bool(f[2] & FLAG_INCOMPLETE),
+                            map_failed=bool(f[2] & FLAG_MAP_FAILED),
                             mode=f[4], reason=reason, snapshot=snap, bytes_done=f[8],
                             bytes_total=f[9], files_done=f[10], files_total=f[11],
                             bytes_new=f[12], bytes_reused=f[13]))
@@ -270,6 +274,23 @@ def begin_payload(target, serials, roots, kind=KIND_FILES, mode="full"):
     p += b"".join(s16(s) for s in serials)
     p += b"".join(s16(r) for r in roots)
     return p
+
+
+def map_section(fss, roots, prune=(), exclude=()):
+    """The map section of a BEGIN with BEGIN_HOST_MAP: fss [(disk, start)], roots
+    [(fs, path inside)] in BEGIN's order, mount points, exclusions."""
+    p = struct.pack("<HHHH", len(fss), len(prune), len(exclude), 0)
+    p += b"".join(struct.pack("<HBBIQ", disk, FS_EXT, 0, 0, start) for disk, start in fss)
+    p += b"".join(struct.pack("<H", fs) + s16(inside) for fs, inside in roots)
+    p += b"".join(s16(x) for x in prune) + b"".join(s16(x) for x in exclude)
+    return p
+
+
+def begin_host_map(target, serials, roots, fss, inside, prune=(), exclude=(), mode="full"):
+    """BEGIN asking the host to map (flags BEGIN_HOST_MAP, the map section)."""
+    p = begin_payload(target, serials, roots, KIND_FILES, mode)
+    p = p[:8] + struct.pack("<I", BEGIN_HOST_MAP) + p[12:]
+    return p + map_section(fss, inside, prune, exclude)
 
 
 def record(path, type="reg", data=FD_NONE, size=0, mode=0o644, uid=0, gid=0, nlink=1, ino=0,

@@ -2,7 +2,8 @@
 # Image readers against the oracle: for images made here by qemu-img and
 # qemu-io (odd offsets, discards, zero writes, compression, backing chains of
 # raw and qcow2 with relative and absolute names, extended L2, every cluster
-# size), vbackupctl image-dump must equal `qemu-img convert -O raw` byte for
+# size), vbackupctl image-dump (io_uring, and --pread: plain pread, as the
+# file system mapper reads) must equal `qemu-img convert -O raw` byte for
 # byte, and image-map must agree with `qemu-img map` on where data lives.
 source "$(dirname "$0")/../lib.sh"
 requires qemu-img
@@ -16,6 +17,9 @@ check() {   # check IMAGE [OPTIONS]: the format is the one the name says (this t
     qemu-img convert -U -O raw "$img" "$T/ref.raw"
     "$V" image-dump "$img" --format "$fmt" "$@" --output "$T/ours.raw"
     cmp -s "$T/ref.raw" "$T/ours.raw" || fail "$img: image-dump differs from qemu-img convert"
+    # the synchronous reader (the file system mapper's) reads the same bytes
+    "$V" image-dump "$img" --format "$fmt" "$@" --pread --output "$T/ours.raw"
+    cmp -s "$T/ref.raw" "$T/ours.raw" || fail "$img: image-dump --pread differs from qemu-img convert"
     "$V" image-map --json --format "$fmt" "$@" "$img" > "$T/ours.json"
     qemu-img map -U --output=json "$img" > "$T/qemu.json"
     python3 "$SRC/tests/engine/mapcmp.py" "$T/ours.json" "$T/qemu.json" >/dev/null ||

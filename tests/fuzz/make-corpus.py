@@ -13,6 +13,10 @@ R = vp.record
 seeds = {
     "begin-files": b"\0" + vp.begin_payload("archive", ["vda"], ["srv", "etc/x"]),
     "begin-disk": b"\0" + vp.begin_payload("archive", ["vdb"], [], kind=vp.KIND_DISK),
+    "begin-hostmap": b"\0" + vp.begin_host_map("archive", ["vda", "vdb"], ["", "srv"],
+                                              [(0, 1 << 20), (1, 0)], [(0, ""), (1, "www")],
+                                              prune=["proc", "srv/www/mnt"],
+                                              exclude=["*.tmp", "/var/cache/*"]),
     "files": b"\1" + vp.files_payload(7, [
         R("srv", "dir"), R("srv/a", data=vp.FD_EXTENTS, size=8192,
                            extents=[(0, 4096, 4096, 0), (4096, 65536, 4096, 1)]),

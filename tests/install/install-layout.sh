@@ -21,7 +21,7 @@ dirs() {
 import json, os, sys
 o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
 p = o["prefix"]
-for k in ("sbindir", "libdir", "sysconfdir", "mandir", "includedir"):
+for k in ("sbindir", "libdir", "sysconfdir", "mandir", "includedir", "libexecdir", "datadir"):
     print("%s=%s" % (k, os.path.join(p, o[k])))
 print("prefix=%s" % p)
 print("sanitize=%s" % o["b_sanitize"])'
@@ -53,6 +53,11 @@ expect_layout() {
     done
     [ -f "$root$(unit_dir "$prefix")/vbackupd.service" ] ||
         fail "the unit is not in $(unit_dir "$prefix")"
+    # the file system mapper, and the drop-in that lets it run under the unit
+    [ -x "$root$libexecdir/vbackup/vbackup-mapper" ] ||
+        fail "$libexecdir/vbackup/vbackup-mapper is not installed"
+    grep -qF "$datadir/vbackup/vbackupd-host-map.conf" "$root$datadir/vbackup/vbackupd-host-map.conf" ||
+        fail "$datadir/vbackup/vbackupd-host-map.conf is not installed (or does not name its place)"
     cmp -s "$root$sysconfdir/vbackup/vbackupd.conf.example" "$VB_SRCDIR/hostd/vbackupd.conf.example" ||
         fail "$sysconfdir/vbackup/vbackupd.conf.example is not installed"
     [ ! -e "$root$sysconfdir/vbackup/vbackupd.conf" ] ||
@@ -147,6 +152,10 @@ if command -v systemd-analyze >/dev/null; then
     [ -z "$out" ] || fail "systemd-analyze verify $unit: $out"
     ok "systemd-analyze verify $unit: nothing to say"
 fi
+# vbackupd runs the installed mapper unless told otherwise
+grep -qaF "$libexecdir/vbackup/vbackup-mapper" "$sbindir/vbackupd" ||
+    fail "vbackupd's default mapper is not $libexecdir/vbackup/vbackup-mapper"
+ok "vbackupd's default mapper is $libexecdir/vbackup/vbackup-mapper"
 "$sbindir/vbackup" --version >/dev/null || fail "the installed vbackup does not run"
 "$sbindir/vbackupctl" --version >/dev/null || fail "the installed vbackupctl does not run"
 ok "installed programs run"

@@ -2,7 +2,10 @@
 # The systemd unit as `meson install` puts it: `systemd-analyze verify` has
 # nothing to say about it (a warning is a failure), it keeps the settings
 # vbackupd relies on, and `systemd-analyze security` rates it (the exposure
-# score is printed; above VB_MAX_EXPOSURE, default 2.0, is a failure).
+# score is printed; above VB_MAX_EXPOSURE, default 2.0, is a failure).  The
+# drop-in that lets the host map files (vbackupd-host-map.conf) adds exactly
+# the capabilities, namespaces and system calls the mapper's sandbox needs,
+# verifies, and rates at most 2.5 with the unit.
 . "$(dirname "$0")/../lib.sh"
 requires systemd-analyze
 requires meson
@@ -77,3 +80,31 @@ echo "exposure score: $score (systemd $(systemd-analyze --version | sed -n '1s/^
 awk -v s="$score" -v m="$max" 'BEGIN { exit !(s <= m) }' ||
     fail "exposure $score is above $max: the unit lost some of its hardening"
 ok "exposure $score"
+
+# the drop-in for host maps: exactly what the mapper's sandbox needs, no more
+mapfile -t dropins < <(find "$D" -name vbackupd-host-map.conf)
+[ "${#dropins[@]}" -eq 1 ] || fail "expected one vbackupd-host-map.conf, found ${#dropins[@]}"
+dropin=${dropins[0]}
+body=$(grep -v '^#' "$dropin" | grep -v '^$')
+want=$'[Service]\nCapabilityBoundingSet=CAP_SETUID CAP_SETGID\nRestrictNamespaces=\nRestrictNamespaces=user mnt net ipc\nSystemCallFilter=@mount'
+[ "$body" = "$want" ] || fail "the host-map drop-in grants more or less than the sandbox needs:
+$body"
+grep -q '@DATADIR@' "$dropin" && fail "the drop-in has an unsubstituted @DATADIR@"
+# a drop-in's [Service] section is the unit's, later: appended to a copy
+mkdir "$T/hm"
+cat "$T/unit/vbackupd.service" "$dropin" > "$T/hm/vbackupd.service"
+rc=0
+(cd "$T/hm" && MANPATH=$(dirname "$(dirname "$man8")") \
+    systemd-analyze verify "$T/hm/vbackupd.service") >"$T/verify-hm.out" 2>&1 || rc=$?
+if [ "$rc" -ne 0 ] || [ -s "$T/verify-hm.out" ]; then
+    cat "$T/verify-hm.out"
+    fail "systemd-analyze verify with the host-map drop-in: exit $rc, output above"
+fi
+systemd-analyze security --offline=yes "$T/hm/vbackupd.service" >"$T/security-hm.out" 2>&1 ||
+    { cat "$T/security-hm.out"; fail "systemd-analyze security with the drop-in failed"; }
+hm=$(sed -n 's/.*Overall exposure level for vbackupd.service: \([0-9.]*\).*/\1/p' "$T/security-hm.out")
+[ -n "$hm" ] || { cat "$T/security-hm.out"; fail "no exposure score with the drop-in"; }
+echo "exposure score with the host-map drop-in: $hm (at most 2.5 allowed)"
+awk -v s="$hm" 'BEGIN { exit !(s <= 2.5) }' ||
+    fail "exposure $hm with the host-map drop-in is above 2.5"
+ok "the host-map drop-in verifies; exposure $hm"
