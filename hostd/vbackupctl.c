@@ -49,7 +49,7 @@ static void usage(FILE *f)
 "  init [--level N]                       create a repository (zstd level, default 1)\n"
 "  backup-disk --vm NAME --format raw|qcow2 [--backing-format raw|qcow2] [--name DISK]\n"
 "              [--mode full|incremental|differential] [--parent ID] [--state DIR]\n"
-"              [--track] [--buffered] [--threads N] IMAGE\n"
+"              [--track] [--dedup-group NAME] [--buffered] [--threads N] IMAGE\n"
 "                                         back up a whole disk image; prints the snapshot id last\n"
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
 "                                         write a disk snapshot to a file or block device\n"
@@ -333,8 +333,9 @@ static int cmd_backup_disk(int argc, char **argv)
         { "vm", 1, 0, 'v' }, { "name", 1, 0, 'n' }, { "format", 1, 0, 'f' },
         { "backing-format", 1, 0, 'B' }, { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' },
         { "mode", 1, 0, 'm' }, { "parent", 1, 0, 'p' }, { "state", 1, 0, 'S' },
-        { "track", 0, 0, 'T' }, { 0 } };
+        { "track", 0, 0, 'T' }, { "dedup-group", 1, 0, 'G' }, { 0 } };
     struct vb_disk_backup_opts o = { 0 };
+    const char *dedup_group = NULL;
     struct vb_disk_stats st;
     struct vb_repo *r;
     struct vb_write *ws;
@@ -365,13 +366,14 @@ static int cmd_backup_disk(int argc, char **argv)
         case 'p': o.parent = optarg; break;
         case 'S': state = optarg; break;
         case 'T': track = true; break;
+        case 'G': dedup_group = optarg; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc || !o.vm) {
         fprintf(stderr, "usage: %s backup-disk --vm NAME --format raw|qcow2 [--name DISK] "
                 "[--mode full|incremental|differential] [--parent ID] [--state DIR] "
-                "[--track] IMAGE\n", prog);
+                "[--track] [--dedup-group NAME] IMAGE\n", prog);
         return 2;
     }
     if ((c = check_formats("backup-disk", o.format, o.backing_format)))
@@ -384,6 +386,13 @@ static int cmd_backup_disk(int argc, char **argv)
     if (o.name && !vb_valid_name(o.name)) {
         fprintf(stderr, "%s: '%s' is not a valid disk name\n", prog, o.name);
         return 2;
+    }
+    if (dedup_group) {
+        struct vb_idspace sp;
+        if (vb_idspace_init(&sp, dedup_group, &e)) {
+            fprintf(stderr, "%s: backup-disk: --dedup-group: %s\n", prog, vb_strerror(&e));
+            return 2;
+        }
     }
     if (o.parent && !vb_snap_valid_id(o.parent)) {
         fprintf(stderr, "%s: '%s' is not a snapshot id\n", prog, o.parent);
@@ -426,7 +435,7 @@ static int cmd_backup_disk(int argc, char **argv)
         goto fail;
     repo_real = realpath(r->path, NULL);
     /* the session claims the repository (waiting while gc runs) until it ends */
-    if (vb_write_begin(r, o.vm, 0, &ws, &e)) {
+    if (vb_write_begin(r, o.vm, dedup_group, 0, &ws, &e)) {
         vb_repo_close(r);
         die_err("backup-disk", &e);
         goto fail;

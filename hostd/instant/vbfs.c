@@ -605,9 +605,11 @@ static void vbfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* Bytes [off, off + len) of regular file entry i (len already within its size). */
-static int file_read(struct vbi_fs *fs, const struct vb_catalog *cat, uint64_t i, uint8_t *buf,
+static int file_read(struct vbi_fs *fs, const struct vb_sr_snap *s, uint64_t i, uint8_t *buf,
                      size_t len, uint64_t off, vb_error *e)
 {
+    const struct vb_catalog *cat = vb_sr_files_catalog(s);
+    const struct vb_idspace *sp = vb_sr_snap_space(s);
     uint64_t end = off + len;
 
     while (off < end) {
@@ -623,7 +625,7 @@ static int file_read(struct vbi_fs *fs, const struct vb_catalog *cat, uint64_t i
             off = stop;
             continue;
         }
-        ret = vb_ccache_get(fs->cache, c->id, c->len, &ch, e);
+        ret = vb_ccache_get(fs->cache, sp, c->id, c->len, &ch, e);
         if (ret)
             return ret;
         stop = VB_MIN(c->offset + c->len, end);
@@ -633,7 +635,7 @@ static int file_read(struct vbi_fs *fs, const struct vb_catalog *cat, uint64_t i
         off = stop;
         /* the file's next chunk is read ahead while this one is copied out */
         if (fs->readahead && k + 1 < cat->e[i].first_chunk + cat->e[i].n_chunks)
-            vb_ccache_prefetch(fs->cache, cat->c[k + 1].id, cat->c[k + 1].len);
+            vb_ccache_prefetch(fs->cache, sp, cat->c[k + 1].id, cat->c[k + 1].len);
     }
     return 0;
 }
@@ -673,7 +675,7 @@ static void vbfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     ret = s->dr ? vb_diskread_pread(s->dr, buf, size, (uint64_t)off, &e)
-                : file_read(fs, vb_sr_files_catalog(s->s), data, buf, size, (uint64_t)off, &e);
+                : file_read(fs, s->s, data, buf, size, (uint64_t)off, &e);
     if (ret) {
         fuse_log(FUSE_LOG_ERR, "vbackup: snapshot %s: read of %zu bytes at %lld: %s\n",
                  s->info->id, size, (long long)off, vb_strerror(&e));

@@ -18,6 +18,7 @@ enum { CH_LOADING, CH_READY, CH_FAILED };
 struct vb_cchunk {
     uint8_t id[VB_ID_LEN];
     uint32_t len;
+    struct vb_idspace space;  /* its id's */
     int state;
     unsigned refs;           /* readers, plus one while in the table */
     bool in_table;
@@ -42,6 +43,7 @@ struct vb_ccache {
 struct prefetch {
     uint8_t id[VB_ID_LEN];
     uint32_t len;
+    struct vb_idspace space;
 };
 
 struct vb_ccache *vb_ccache_new(struct vb_sr *src, size_t max_bytes)
@@ -87,8 +89,8 @@ static void evict_locked(struct vb_ccache *c)
     }
 }
 
-static int get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
-               struct vb_cchunk **out, bool *missed, vb_error *e)
+static int get(struct vb_ccache *c, const struct vb_idspace *sp, const uint8_t id[VB_ID_LEN],
+               uint32_t len, struct vb_cchunk **out, bool *missed, vb_error *e)
 {
     struct vb_cchunk *ch;
     int ret;
@@ -103,6 +105,13 @@ static int get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
             vb_hex(id, VB_ID_LEN, hex);
             return vb_seterr(e, -EBADMSG, "chunk %s is %u bytes long in one index and %u in "
                              "another", hex, ch->len, len);
+        }
+        if (!vb_idspace_same(&ch->space, sp)) {
+            char hex[VB_ID_HEX];
+            g_mutex_unlock(&c->lock);
+            vb_hex(id, VB_ID_LEN, hex);
+            return vb_seterr(e, -EBADMSG, "chunk %s is named by snapshots of two dedup groups "
+                             "(a tampered index)", hex);
         }
         ch->refs++;
         if (ch->state == CH_LOADING) {
@@ -133,6 +142,8 @@ static int get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
     ch = g_new0(struct vb_cchunk, 1);
     memcpy(ch->id, id, VB_ID_LEN);
     ch->len = len;
+    if (sp)
+        ch->space = *sp;
     ch->state = CH_LOADING;
     ch->refs = 2;
     ch->in_table = true;
@@ -141,7 +152,7 @@ static int get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
     g_mutex_unlock(&c->lock);
 
     ch->data = malloc(VB_MAX(len, 1u));
-    ret = ch->data ? vb_sr_read_chunk(c->src, id, ch->data, len, &ch->err)
+    ret = ch->data ? vb_sr_read_chunk(c->src, sp, id, ch->data, len, &ch->err)
                    : vb_seterr(&ch->err, -ENOMEM, "out of memory for a chunk of %u bytes", len);
 
     g_mutex_lock(&c->lock);
@@ -165,12 +176,12 @@ static int get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
     return ret;
 }
 
-int vb_ccache_get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
-                  struct vb_cchunk **out, vb_error *e)
+int vb_ccache_get(struct vb_ccache *c, const struct vb_idspace *sp, const uint8_t id[VB_ID_LEN],
+                  uint32_t len, struct vb_cchunk **out, vb_error *e)
 {
     bool missed;
 
-    return get(c, id, len, out, &missed, e);
+    return get(c, sp, id, len, out, &missed, e);
 }
 
 const uint8_t *vb_cchunk_data(const struct vb_cchunk *ch)
@@ -193,7 +204,7 @@ static void prefetch_work(gpointer data, gpointer opaque)
     bool missed;
 
     /* a failure is not remembered: the reader that needs the chunk meets it */
-    if (!g_atomic_int_get(&c->stopping) && get(c, p->id, p->len, &ch, &missed, NULL) == 0) {
+    if (!g_atomic_int_get(&c->stopping) && get(c, &p->space, p->id, p->len, &ch, &missed, NULL) == 0) {
         if (missed) {
             g_mutex_lock(&c->lock);
             c->st.prefetched++;
@@ -219,7 +230,8 @@ int vb_ccache_start_prefetch(struct vb_ccache *c, int n, vb_error *e)
     return 0;
 }
 
-void vb_ccache_prefetch(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len)
+void vb_ccache_prefetch(struct vb_ccache *c, const struct vb_idspace *sp,
+                        const uint8_t id[VB_ID_LEN], uint32_t len)
 {
     struct prefetch *p;
     bool known;
@@ -231,9 +243,11 @@ void vb_ccache_prefetch(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32
     g_mutex_unlock(&c->lock);
     if (known)
         return;
-    p = g_new(struct prefetch, 1);
+    p = g_new0(struct prefetch, 1);
     memcpy(p->id, id, VB_ID_LEN);
     p->len = len;
+    if (sp)
+        p->space = *sp;
     g_thread_pool_push(c->pool, p, NULL);
 }
 

@@ -27,15 +27,18 @@ int vb_ccache_start_prefetch(struct vb_ccache *c, int n, vb_error *e);
  * reference must have been released. */
 void vb_ccache_free(struct vb_ccache *c);
 
-/* The chunk id of len bytes, read (and checked) unless cached. */
-int vb_ccache_get(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len,
-                  struct vb_cchunk **out, vb_error *e);
+/* The chunk id of len bytes, read (and checked: id in space sp, the
+ * snapshot's) unless cached.  A chunk cached under another space is -EBADMSG
+ * (ids of two dedup groups never meet unless an index was tampered with). */
+int vb_ccache_get(struct vb_ccache *c, const struct vb_idspace *sp, const uint8_t id[VB_ID_LEN],
+                  uint32_t len, struct vb_cchunk **out, vb_error *e);
 const uint8_t *vb_cchunk_data(const struct vb_cchunk *ch);
 void vb_cchunk_release(struct vb_ccache *c, struct vb_cchunk *ch);
 
 /* Read the chunk into the cache in the background unless it is there or on
  * its way; does nothing without prefetch threads or when they are busy. */
-void vb_ccache_prefetch(struct vb_ccache *c, const uint8_t id[VB_ID_LEN], uint32_t len);
+void vb_ccache_prefetch(struct vb_ccache *c, const struct vb_idspace *sp,
+                        const uint8_t id[VB_ID_LEN], uint32_t len);
 
 struct vb_ccache_stats {
     uint64_t hits, misses, waits, prefetched, evicted, errors;

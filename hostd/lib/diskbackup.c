@@ -83,7 +83,7 @@ static void chunk_work(struct vb_work *w, struct vb_codec *c)
             ch->err = 0;
             return;
         }
-        ch->err = vb_repo_get_chunk(ch->bk->r, c, bid, ch->rd.buf, ch->rd.len, &plain, &ch->e);
+        ch->err = vb_repo_get_chunk(ch->bk->r, c, &ch->bk->basis->space, bid, ch->rd.buf, ch->rd.len, &plain, &ch->e);
         if (!ch->err && plain != ch->rd.len)
             ch->err = vb_seterr(&ch->e, -EBADMSG, "basis chunk of %zu bytes, not %u", plain,
                                 ch->rd.len);
@@ -162,19 +162,20 @@ static const char *mode_name(int mode)
 }
 
 /* The disk's backups in this repository: the newest, and the newest full one. */
-static int find_backups(struct vb_repo *r, const char *vm, const char *group, char **newest,
+static int find_backups(struct vb_write *ws, const char *vm, const char *group, char **newest,
                         char **newest_full, vb_error *e)
 {
     GPtrArray *list;
     int ret;
 
     *newest = *newest_full = NULL;
-    if ((ret = vb_snap_list(r, vm, &list, e)))
+    if ((ret = vb_snap_list(vb_write_repo(ws), vm, &list, e)))
         return ret == -ENOENT ? 0 : ret;
     for (guint i = list->len; i-- > 0;) {
         struct vb_snapshot *s = list->pdata[i];
         const char *m = vb_json_str(s->json, "mode");
-        if (s->type != VB_SNAP_DISK || strcmp(s->group, group))
+        /* one of another dedup group names its chunks in another id space */
+        if (s->type != VB_SNAP_DISK || strcmp(s->group, group) || !vb_write_same_space(ws, s))
             continue;
         if (!*newest)
             *newest = strdup(s->id);
@@ -188,11 +189,12 @@ static int find_backups(struct vb_repo *r, const char *vm, const char *group, ch
 }
 
 /* The parent the snapshot names, by mode, and the mode it then has. */
-static int choose_parent(struct vb_repo *r, const struct vb_disk_backup_opts *o,
+static int choose_parent(struct vb_write *ws, const struct vb_disk_backup_opts *o,
                          const char *group, char **parent, char **newest, int *mode, vb_error *e)
 {
+    struct vb_repo *r = vb_write_repo(ws);
     char *full = NULL;
-    int ret = find_backups(r, o->vm, group, newest, &full, e);
+    int ret = find_backups(ws, o->vm, group, newest, &full, e);
 
     *parent = NULL;
     *mode = o->mode == VB_MODE_INCREMENTAL || o->mode == VB_MODE_DIFFERENTIAL ? o->mode
@@ -208,6 +210,10 @@ static int choose_parent(struct vb_repo *r, const struct vb_disk_backup_opts *o,
         if (ps->type != VB_SNAP_DISK || strcmp(ps->vm, o->vm) || strcmp(ps->group, group))
             ret = vb_seterr(e, -EINVAL, "snapshot %s is not a backup of disk '%s' of VM %s",
                             o->parent, group + 5, o->vm);
+        else if (!vb_write_same_space(ws, ps))
+            ret = vb_seterr(e, -EINVAL, "snapshot %s was made in dedup group '%s', this backup "
+                            "is in '%s': it cannot be its parent", o->parent, ps->space.tagged ? ps->space.group : "(none)",
+                            vb_write_space(ws)->tagged ? vb_write_space(ws)->group : "(none)");
         else
             *parent = strdup(o->parent);
         vb_snap_free(ps);
@@ -274,6 +280,10 @@ static int prove_changes(struct dbk *bk, const struct vb_disk_backup_opts *o, co
     }
     if (!vb_cbt_basis_proves(o->cbt, &f, st->why, sizeof(st->why)))
         goto out;
+    if (!vb_write_same_space(bk->ws, ns)) {     /* find_backups left those out: never */
+        snprintf(st->why, sizeof(st->why), "snapshot %s is of another dedup group", ns->id);
+        goto out;
+    }
     if (ns->chunk_size != VB_DISK_CHUNK || ns->size != img->size) {
         snprintf(st->why, sizeof(st->why), "snapshot %s has other chunks than this backup makes",
                  ns->id);
@@ -381,7 +391,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
     snprintf(group, sizeof(group), "disk:%s", o->name ? o->name : basename(name_copy));
     free(name_copy);
 
-    ret = choose_parent(r, o, group, &parent, &newest, &st->mode, e);
+    ret = choose_parent(ws, o, group, &parent, &newest, &st->mode, e);
     if (ret)
         goto out_img;
     if (st->mode == VB_MODE_FULL)

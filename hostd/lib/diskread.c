@@ -60,7 +60,7 @@ static void prefetch_range(struct vb_diskread *d, uint64_t first, uint64_t last)
     for (uint64_t i = first; i <= last && i < d->n; i++) {
         const uint8_t *id = vb_sr_disk_chunk(d->s, i);
         if (id)
-            vb_ccache_prefetch(d->c, id, chunk_len(d, i));
+            vb_ccache_prefetch(d->c, vb_sr_snap_space(d->s), id, chunk_len(d, i));
     }
 }
 
@@ -105,7 +105,8 @@ int vb_diskread_pread(struct vb_diskread *d, void *buf, size_t len, uint64_t off
             memset(p, 0, n);
         } else {
             struct vb_cchunk *ch;
-            int ret = vb_ccache_get(d->c, id, chunk_len(d, i), &ch, e);
+            int ret = vb_ccache_get(d->c, vb_sr_snap_space(d->s), id, chunk_len(d, i),
+                                     &ch, e);
             if (ret)
                 return ret;
             memcpy(p, vb_cchunk_data(ch) + in, n);

@@ -78,7 +78,7 @@ static void chunk_decode_work(struct vb_work *w, struct vb_codec *c)
     uint32_t g = rs->grain;
 
     ch->n_runs = 0;
-    ch->err = vb_repo_get_chunk(rs->repo, c, id, ch->buf, VB_DISK_CHUNK, &got, &ch->e);
+    ch->err = vb_repo_get_chunk(rs->repo, c, &rs->snap->space, id, ch->buf, VB_DISK_CHUNK, &got, &ch->e);
     if (ch->err)
         return;
     if (got != ch->len) {

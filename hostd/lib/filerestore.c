@@ -68,6 +68,7 @@ struct rs {
     size_t nlv;
     const char *lpath;
     struct vb_codec codec;
+    const struct vb_idspace *space;  /* the snapshot's chunk ids */
     uint8_t *buf;
     size_t cap;
     uint64_t done;
@@ -306,7 +307,7 @@ static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_e
             s->buf = g_malloc(ch->len);
             s->cap = ch->len;
         }
-        ret = vb_repo_get_chunk(s->r, &s->codec, ch->id, s->buf, ch->len, &got, e);
+        ret = vb_repo_get_chunk(s->r, &s->codec, s->space, ch->id, s->buf, ch->len, &got, e);
         if (ret)
             return ret;
         if (got != ch->len)
@@ -718,6 +719,7 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
     ret = vb_files_open(r, o->snapshot, &snap, &s.cat, e);
     if (ret)
         return ret;
+    s.space = &snap->space;
     ret = vb_files_select(s.cat, o->paths, o->n_paths, &sel, e);
     if (ret)
         goto out;

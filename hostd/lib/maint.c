@@ -61,6 +61,7 @@ struct vchunk {
     struct vb_repo *repo;
     uint8_t id[VB_ID_LEN];
     uint32_t len;
+    const struct vb_idspace *space;  /* of the snapshots that reference it */
     uint8_t *buf;
     int err;
     vb_error e;
@@ -68,6 +69,7 @@ struct vchunk {
 
 struct centry {              /* one distinct chunk */
     uint32_t len;
+    const struct vb_idspace *space;  /* its id's: the first snapshot's that names it */
     GArray *snaps;           /* guint indices into the snapshot list */
 };
 
@@ -84,7 +86,7 @@ static void verify_work(struct vb_work *w, struct vb_codec *c)
     struct vchunk *v = (struct vchunk *)w;
     size_t got;
 
-    v->err = vb_repo_get_chunk(v->repo, c, v->id, v->buf, VB_CHUNK_MAX, &got, &v->e);
+    v->err = vb_repo_get_chunk(v->repo, c, v->space, v->id, v->buf, VB_CHUNK_MAX, &got, &v->e);
     if (!v->err && got != v->len)
         v->err = vb_seterr(&v->e, -EBADMSG, "chunk holds %zu bytes, snapshots expect %u", got,
                            v->len);
@@ -151,9 +153,23 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
             if (!c) {
                 c = g_new0(struct centry, 1);
                 c->len = ref->len;
+                c->space = &s->space;
                 c->snaps = g_array_new(FALSE, FALSE, sizeof(guint));
                 g_hash_table_insert(chunks, g_memdup2(ref->id, VB_ID_LEN), c);
                 total += ref->len;
+            }
+            if (!vb_idspace_same(c->space, &s->space) && !snap_bad[i]) {
+                /* ids of two spaces never meet: one of the two was tampered with */
+                json_object *o = json_object_new_object();
+                char hex[VB_ID_HEX];
+                vb_hex(ref->id, VB_ID_LEN, hex);
+                json_object_object_add(o, "snapshot", json_object_new_string(s->id));
+                char *msg = g_strdup_printf("names chunk %s, a chunk of another dedup group",
+                                            hex);
+                json_object_object_add(o, "error", json_object_new_string(msg));
+                g_free(msg);
+                json_object_array_add(bad_snaps, o);
+                snap_bad[i] = true;
             }
             if (!c->snaps->len || g_array_index(c->snaps, guint, c->snaps->len - 1) != i)
                 g_array_append_val(c->snaps, i);
@@ -188,6 +204,7 @@ int vb_verify(struct vb_repo *r, const char *snapshot, int threads, bool progres
             struct vchunk *v = g_queue_pop_head(&free_slots);
             memcpy(v->id, key, VB_ID_LEN);
             v->len = ((struct centry *)val)->len;
+            v->space = ((struct centry *)val)->space;
             v->err = 0;
             active++;
             vb_workers_push(&wk, &v->work);

@@ -568,15 +568,16 @@ int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t *
     return 0;
 }
 
-int vb_repo_get_chunk(struct vb_repo *r, struct vb_codec *c, const uint8_t id[VB_ID_LEN],
-                      void *out, size_t cap, size_t *plain_len, vb_error *e)
+int vb_repo_get_chunk(struct vb_repo *r, struct vb_codec *c, const struct vb_idspace *sp,
+                      const uint8_t id[VB_ID_LEN], void *out, size_t cap, size_t *plain_len,
+                      vb_error *e)
 {
     size_t len;
     int ret = vb_repo_read_chunk(r, id, &c->rbuf, &c->rcap, &len, e);
 
     if (ret)
         return ret;
-    ret = vb_chunk_decode(c, c->rbuf, len, id, out, cap, plain_len, e);
+    ret = vb_chunk_decode(c, c->rbuf, len, sp, id, out, cap, plain_len, e);
     if (ret) {
         char hex[VB_ID_HEX];
         vb_hex(id, VB_ID_LEN, hex);

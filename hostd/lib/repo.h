@@ -101,9 +101,12 @@ int vb_repo_set_aside_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], char
 /* Read the encoded bytes of a chunk (malloc'd into *buf / *cap reuse). */
 int vb_repo_read_chunk(struct vb_repo *r, const uint8_t id[VB_ID_LEN], uint8_t **buf,
                        size_t *cap, size_t *len, vb_error *e);
-/* Read, check and decode a chunk into out. */
-int vb_repo_get_chunk(struct vb_repo *r, struct vb_codec *c, const uint8_t id[VB_ID_LEN],
-                      void *out, size_t cap, size_t *plain_len, vb_error *e);
+/* Read, check and decode a chunk into out: id must be its data's id in space
+ * sp (the snapshot's dedup group, struct vb_snapshot's space; NULL: the
+ * default space). */
+int vb_repo_get_chunk(struct vb_repo *r, struct vb_codec *c, const struct vb_idspace *sp,
+                      const uint8_t id[VB_ID_LEN], void *out, size_t cap, size_t *plain_len,
+                      vb_error *e);
 /* Make everything written so far durable (syncfs of the repository). */
 int vb_repo_sync(struct vb_repo *r, vb_error *e);
 

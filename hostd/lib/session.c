@@ -18,6 +18,7 @@ struct vb_write {
     uint64_t gen;            /* gc generation, fixed while the claim is held */
     char vm[72];
     char token[33];          /* the session's name, recorded in its snapshot */
+    struct vb_idspace space; /* its dedup group's (read only) */
     int64_t started_ns;
     GMutex mu;               /* everything below */
     GHashTable *known;       /* ids that exist: stored, found or inherited here */
@@ -34,18 +35,22 @@ struct vb_write {
     void (*charge_release)(void *opaque);
 };
 
-int vb_write_begin(struct vb_repo *r, const char *vm, unsigned flags, struct vb_write **out,
-                   vb_error *e)
+int vb_write_begin(struct vb_repo *r, const char *vm, const char *group, unsigned flags,
+                   struct vb_write **out, vb_error *e)
 {
+    struct vb_idspace space;
     struct vb_write *w;
     int ret;
 
     if (!vb_valid_name(vm))
         return vb_seterr(e, -EINVAL, "'%s' is not a valid VM name (letters, digits, . _ -; at "
                          "most 64)", vm);
+    if ((ret = vb_idspace_init(&space, group, e)))
+        return ret;
     w = calloc(1, sizeof(*w));
     if (!w)
         return vb_seterr(e, -ENOMEM, "out of memory");
+    w->space = space;
     ret = vb_repo_claim(r, !(flags & VB_WRITE_NOWAIT), &w->claim, e);
     if (!ret)
         ret = vb_repo_gc_generation(r, &w->gen, e);
@@ -75,6 +80,16 @@ int vb_write_begin(struct vb_repo *r, const char *vm, unsigned flags, struct vb_
     w->refs = 1;
     *out = w;
     return 0;
+}
+
+const struct vb_idspace *vb_write_space(const struct vb_write *w)
+{
+    return &w->space;
+}
+
+bool vb_write_same_space(const struct vb_write *w, const struct vb_snapshot *s)
+{
+    return vb_idspace_same(&w->space, &s->space);
 }
 
 struct vb_repo *vb_write_repo(struct vb_write *w)
@@ -203,7 +218,8 @@ bool vb_write_has(struct vb_write *w, const uint8_t id[VB_ID_LEN])
 
 bool vb_write_inherits(const struct vb_write *w, const struct vb_snapshot *s)
 {
-    return s->gc_generation >= 0 && (uint64_t)s->gc_generation == w->gen;
+    return s->gc_generation >= 0 && (uint64_t)s->gc_generation == w->gen &&
+           vb_write_same_space(w, s);
 }
 
 void vb_write_inherit(struct vb_write *w, const uint8_t id[VB_ID_LEN])
@@ -223,7 +239,7 @@ int vb_write_put(struct vb_write *w, struct vb_codec *c, const void *data, size_
     int ret = 0;
 
     *stored = 0;
-    vb_chunk_id(data, len, id);
+    vb_idspace_id(&w->space, data, len, id);
     g_mutex_lock(&w->mu);
     if (w->ended || w->abort_wanted) {
         g_mutex_unlock(&w->mu);
@@ -334,6 +350,9 @@ int vb_write_commit(struct vb_write *w, json_object *index, int64_t created_ns, 
         json_object_object_add(index, "gc_generation", json_object_new_int64((int64_t)w->gen));
         json_object_object_add(index, "added_bytes", json_object_new_int64((int64_t)added));
         json_object_object_add(index, "session", json_object_new_string(w->token));
+        if (w->space.tagged)
+            json_object_object_add(index, "dedup_group",
+                                   json_object_new_string(w->space.group));
         ret = vb_snap_commit(&w->sw, index, id_out, e);
     }
     leave(w, true);             /* ended: committed, or nothing visible */

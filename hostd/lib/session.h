@@ -41,8 +41,16 @@ struct vb_write;
 
 #define VB_WRITE_NOWAIT 1u   /* -EBUSY instead of waiting while gc runs */
 
-int vb_write_begin(struct vb_repo *r, const char *vm, unsigned flags, struct vb_write **out,
-                   vb_error *e);
+/* group: the dedup group whose id space the session's chunks are named in
+ * (chunk.h, struct vb_idspace; NULL or "": the default space), recorded in
+ * its snapshot as dedup_group. */
+int vb_write_begin(struct vb_repo *r, const char *vm, const char *group, unsigned flags,
+                   struct vb_write **out, vb_error *e);
+/* The session's id space. */
+const struct vb_idspace *vb_write_space(const struct vb_write *w);
+/* Whether snapshot s names its chunks in the session's id space: only then may
+ * the session take chunk ids from it (a parent's unchanged files, a basis). */
+bool vb_write_same_space(const struct vb_write *w, const struct vb_snapshot *s);
 struct vb_write *vb_write_ref(struct vb_write *w);
 void vb_write_unref(struct vb_write *w);
 

@@ -209,8 +209,13 @@ static void codec_put(struct vb_sr *r, struct vb_codec *c)
     g_mutex_unlock(&r->lock);
 }
 
-int vb_sr_read_chunk(struct vb_sr *r, const uint8_t id[VB_ID_LEN], void *buf, size_t len,
-                     vb_error *e)
+const struct vb_idspace *vb_sr_snap_space(const struct vb_sr_snap *s)
+{
+    return &s->snap->space;
+}
+
+int vb_sr_read_chunk(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t id[VB_ID_LEN],
+                     void *buf, size_t len, vb_error *e)
 {
     struct vb_codec *c = codec_get(r);
     size_t got = 0;
@@ -218,7 +223,7 @@ int vb_sr_read_chunk(struct vb_sr *r, const uint8_t id[VB_ID_LEN], void *buf, si
 
     if (!c)
         return vb_seterr(e, -ENOMEM, "out of memory for a decompression context");
-    ret = vb_repo_get_chunk(r->repo, c, id, buf, len, &got, e);
+    ret = vb_repo_get_chunk(r->repo, c, sp, id, buf, len, &got, e);
     codec_put(r, c);
     if (!ret && got != len) {
         char hex[VB_ID_HEX];

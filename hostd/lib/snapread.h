@@ -65,10 +65,13 @@ const uint8_t *vb_sr_disk_chunk(const struct vb_sr_snap *s, uint64_t i);
 /* Files snapshots: the catalog, checked (catalog.h); owned by the snapshot. */
 const struct vb_catalog *vb_sr_files_catalog(const struct vb_sr_snap *s);
 
-/* Read, check and decode the chunk id into buf, which must receive exactly
- * len bytes (the length the snapshot's index gives it): a chunk of another
- * length is -EBADMSG.  Thread-safe. */
-int vb_sr_read_chunk(struct vb_sr *r, const uint8_t id[VB_ID_LEN], void *buf, size_t len,
-                     vb_error *e);
+/* Read, check and decode the chunk id (in space sp: vb_sr_snap_space of its
+ * snapshot) into buf, which must receive exactly len bytes (the length the
+ * snapshot's index gives it): a chunk of another length is -EBADMSG.
+ * Thread-safe. */
+int vb_sr_read_chunk(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t id[VB_ID_LEN],
+                     void *buf, size_t len, vb_error *e);
+/* The id space of a snapshot's chunks (its dedup group's). */
+const struct vb_idspace *vb_sr_snap_space(const struct vb_sr_snap *s);
 
 #endif

@@ -136,6 +136,18 @@ int vb_snap_load(struct vb_repo *r, const char *id, struct vb_snapshot **out, vb
         s->parent = strdup(vb_json_str(o, "parent"));
     s->group = strdup(vb_json_str(o, "group") ? vb_json_str(o, "group") : "");
     s->gc_generation = vb_json_int(o, "gc_generation", -1);
+    {
+        json_object *g;
+        vb_error ge = { 0 };
+        if (json_object_object_get_ex(o, "dedup_group", &g) &&
+            (!json_object_is_type(g, json_type_string) ||
+             vb_idspace_init(&s->space, json_object_get_string(g), &ge) ||
+             !s->space.tagged)) {
+            vb_snap_free(s);
+            return vb_seterr(e, -EBADMSG, "snapshot %s: index.json has an invalid dedup_group",
+                             id);
+        }
+    }
     if (!s->type) {
         vb_snap_free(s);
         return vb_seterr(e, -EBADMSG, "snapshot %s: unknown type in index.json", id);

@@ -28,6 +28,7 @@ struct vb_snapshot {
     char *parent;           /* id or NULL */
     char *group;            /* retention group inside the VM */
     int64_t gc_generation;  /* gc generation it was committed in; -1: not recorded */
+    struct vb_idspace space;    /* its chunks' ids: index.json's dedup_group (chunk.h) */
     json_object *json;      /* index.json, owned */
     /* disk snapshots, after vb_snap_load_fidx() */
     uint64_t size;

@@ -192,7 +192,9 @@ static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_write *
         struct vb_snapshot *s = snaps->pdata[i];
         const char *mode = vb_json_str(s->json, "mode");
 
-        if (s->type != VB_SNAP_FILES || strcmp(s->group, group))
+        /* a snapshot of another dedup group names its chunks in another id
+         * space: nothing of it can be reused here */
+        if (s->type != VB_SNAP_FILES || strcmp(s->group, group) || !vb_write_same_space(ws, s))
             continue;
         if (j->mode == VB_MODE_DIFFERENTIAL && (!mode || strcmp(mode, "full")))
             continue;
@@ -592,7 +594,7 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
         struct vbp_job *pj;
 
         if (!ws) {
-            jp->claim_err = vbd_claim_work(j->target, j->vm->name, &jp->ws, &jp->claim_e);
+            jp->claim_err = vbd_claim_work(j->target, j->vm, &jp->ws, &jp->claim_e);
             if (jp->claim_err)
                 continue;                           /* not in this batch */
             ws = jp->ws;

@@ -12,7 +12,7 @@
  *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT],
  *                 pidfile = PATH, peer_label = LABEL, max_job_bytes = SIZE,
  *                 max_total_bytes = SIZE, max_bytes_per_day = SIZE,
- *                 max_jobs_per_day = N
+ *                 max_jobs_per_day = N, dedup_group = NAME|@vm
  *   [libvirt]     uri = URI, pid_dir = DIR, cbt = true|false, and the
  *                 quotas of [vm NAME] for every domain found
  */
@@ -37,7 +37,7 @@ static const char *daemon_keys[] = {
     "batch_max", "frozen_wait", "workers", "max_jobs_per_vm", "max_connections_per_vm",
     "max_requests_in_flight", "max_files_per_job", "idle_timeout", "cache", "vm_memory",
     "max_extents_per_job", "output_buffer", "reclaim", "reclaim_interval", "mapper",
-    "mapper_user", "mapper_memory", "mapper_seconds", "max_mappers", NULL,
+    "mapper_user", "mapper_memory", "mapper_seconds", "max_mappers", "dedup_group", NULL,
 };
 
 static void free_disk(gpointer p)
@@ -63,6 +63,7 @@ void vbd_vm_cfg_free(gpointer p)
     g_free(v->libvirt);
     g_free(v->pidfile);
     g_free(v->peer_label);
+    g_free(v->dedup_group);
     g_ptr_array_free(v->disks, TRUE);
     g_free(v);
 }
@@ -105,6 +106,7 @@ void vbd_config_free(struct vbd_config *c)
     g_free(c->libvirt_pid_dir);
     g_free(c->mapper);
     g_free(c->mapper_user);
+    g_free(c->dedup_group);
     g_ptr_array_free(c->targets, TRUE);
     g_ptr_array_free(c->policies, TRUE);
     g_ptr_array_free(c->vms, TRUE);
@@ -244,6 +246,23 @@ static int parse_disk(const char *val, struct vbd_disk_cfg *d, const char *group
     return 0;
 }
 
+/* A dedup group (docs/threat-model.md, "Deduplication scope"): a name, or
+ * "@vm" (each VM a group of its own). */
+static int parse_dedup_group(const char *section, const char *val, char **out, vb_error *e)
+{
+    struct vb_idspace sp;
+
+    if (!*val)
+        return vb_seterr(e, -EINVAL, "[%s] dedup_group: empty (a name, or @vm)", section);
+    if (strcmp(val, "@vm") && vb_idspace_init(&sp, val, e)) {
+        vb_prefixerr(e, "[%s] dedup_group (a name, or @vm)", section);
+        return -EINVAL;
+    }
+    g_free(*out);
+    *out = g_strdup(val);
+    return 0;
+}
+
 /* "true"/"false" (and yes/no, 1/0): changed-block tracking (docs/cbt.md) */
 static int parse_bool(const char *group, const char *key, const char *val, bool *out,
                       vb_error *e)
@@ -289,6 +308,9 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
             if (!val[0])
                 return vb_seterr(e, -EINVAL, "[%s] peer_label: empty", group);
             v->peer_label = g_strdup(val);
+        } else if (!strcmp(*k, "dedup_group")) {
+            if ((ret = parse_dedup_group(group, val, &v->dedup_group, e)))
+                return ret;
         } else if (quota_key(kf, group, *k, &v->quota, &ret, e)) {
             if (ret)
                 return ret;
@@ -303,7 +325,7 @@ static int parse_vm(GKeyFile *kf, const char *group, const char *name, struct vb
                 return -EINVAL;
         } else {
             return vb_seterr(e, -EINVAL, "[%s]: unknown key '%s' (socket, qmp, cbt, "
-                             "disk.SERIAL, pidfile, peer_label, max_job_bytes, "
+                             "disk.SERIAL, pidfile, peer_label, dedup_group, max_job_bytes, "
                              "max_total_bytes, max_bytes_per_day, max_jobs_per_day)", group, *k);
         }
     }
@@ -409,6 +431,14 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     if ((ret = get_double(kf, "daemon", "reclaim_interval", 600, 0, 86400 * 7,
                           &c->reclaim_interval, e)))
         goto out;
+    {
+        g_autofree char *dg = get_str(kf, "daemon", "dedup_group", NULL);
+        c->dedup_group = g_strdup("");
+        if (dg && (ret = parse_dedup_group("daemon", dg, &c->dedup_group, e))) {
+            vb_prefixerr(e, "%s", path);
+            goto out;
+        }
+    }
     /* the file system mapper (docs/freeze.md) */
     c->mapper = get_str(kf, "daemon", "mapper", VBD_MAPPER);
     c->mapper_user = get_str(kf, "daemon", "mapper_user", "nobody");

@@ -101,14 +101,15 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
 
 /* Begin a write session: it takes the repository's lock, reads the gc
  * generation and makes the snapshot's folder, so it runs on a worker. */
-int vbd_claim_work(struct vbd_target *t, const char *vm, struct vb_write **ws, vb_error *e)
+int vbd_claim_work(struct vbd_target *t, const struct vbd_vm *vm, struct vb_write **ws,
+                   vb_error *e)
 {
     struct vb_repo *r = vbd_target_repo(t, e);
     int ret;
 
     if (!r)                 /* broken: the guest's terms in e, the cause in the log */
         return e->code ? e->code : -EIO;
-    ret = vb_write_begin(r, vm, VB_WRITE_NOWAIT, ws, e);
+    ret = vb_write_begin(r, vm->name, vm->dedup_group, VB_WRITE_NOWAIT, ws, e);
     if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
         vb_seterr(e, ret, "repository %s is busy (garbage collection is running)", t->name);
     return ret;
@@ -271,7 +272,7 @@ static void claim_work(struct vb_work *work, struct vb_codec *c)
 {
     struct claim_task *ct = (struct claim_task *)work;
 
-    ct->err = vbd_claim_work(ct->job->target, ct->job->vm->name, &ct->ws, &ct->e);
+    ct->err = vbd_claim_work(ct->job->target, ct->job->vm, &ct->ws, &ct->e);
 }
 
 static void claim_done(struct vbd_task *t)

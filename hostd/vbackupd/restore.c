@@ -34,6 +34,7 @@ struct chunk_task {
     struct vbd_job *job;
     struct vb_repo *repo;
     struct vb_cat_chunk ch;  /* copied: the worker never touches the catalog */
+    struct vb_idspace space; /* the snapshot's ids' (copied too) */
     uint64_t chunk;          /* catalog chunk index */
     uint8_t *buf;
     size_t len;
@@ -537,7 +538,7 @@ static void decode_work(struct vb_work *w, struct vb_codec *c)
     struct chunk_task *t = (struct chunk_task *)w;
 
     t->buf = g_malloc(t->ch.len);
-    t->err = vb_repo_get_chunk(t->repo, c, t->ch.id, t->buf, t->ch.len, &t->len, &t->e);
+    t->err = vb_repo_get_chunk(t->repo, c, &t->space, t->ch.id, t->buf, t->ch.len, &t->len, &t->e);
     if (!t->err && t->len != t->ch.len)
         t->err = vb_seterr(&t->e, -EBADMSG, "chunk holds %zu bytes, the catalog says %u",
                            t->len, t->ch.len);
@@ -591,6 +592,7 @@ static bool decode_start(struct vbd_job *j, struct rd_wait *wt)
     t->chunk = wt->chunk;
     t->ch = j->cat->c[wt->chunk];
     t->repo = j->target->repo;
+    t->space = j->snap->space;
     t->waiters = g_array_new(FALSE, FALSE, sizeof(struct rd_wait));
     g_array_append_val(t->waiters, *wt);
     g_hash_table_insert(j->inflight, &t->chunk, t);

@@ -74,6 +74,7 @@ struct vbd_vm_cfg {
     bool cbt;                /* changed-block tracking of its disks (docs/cbt.md) */
     char *pidfile;           /* the QEMU process that alone may connect (peer.c) */
     char *peer_label;        /* its security label (SO_PEERSEC), when set */
+    char *dedup_group;       /* NULL: [daemon] dedup_group's; "@vm": its own */
     struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk_cfg * */
 };
@@ -111,6 +112,8 @@ struct vbd_config {
     uint64_t output_buffer;  /* replies queued and promised per connection */
     bool reclaim;            /* gc a target after failed jobs stored chunks (reclaim.c) */
     double reclaim_interval; /* seconds between two such gcs of one target, at least */
+    char *dedup_group;       /* [daemon] dedup_group: of VMs that name none ("" default,
+                              * "@vm": each its own) */
     char *mapper;            /* vbackup-mapper; "" = the host never maps files */
     char *mapper_user;       /* its sandbox's user */
     uid_t mapper_uid;
@@ -184,6 +187,7 @@ struct vbd_vm {
     char *pidfile;           /* peer.c: only this QEMU process may connect */
     char *peer_label;
     bool peer_start_unknown; /* peer.c: said once that /proc hides the start */
+    char *dedup_group;       /* its chunks' id space ("": the default; chunk.h) */
     struct vbd_quota quota;
     GPtrArray *disks;        /* struct vbd_disk * */
     int listen_fd;
@@ -599,7 +603,8 @@ void vbd_exec_cancel_job(struct vbd_job *j);
 void vbd_exec_drop_fallback(struct vbd_job *j);
 void vbd_work_push(struct vbd *d, struct vbd_task *t);
 /* On a worker: a write session for the job's VM in target t. */
-int vbd_claim_work(struct vbd_target *t, const char *vm, struct vb_write **ws, vb_error *e);
+int vbd_claim_work(struct vbd_target *t, const struct vbd_vm *vm, struct vb_write **ws,
+                   vb_error *e);
 void vbd_job_unclaim(struct vbd_job *j);
 void vbd_job_unclaim_idle(struct vbd_job *j);
 void vbd_disk_job_start(struct vbd_job *j);

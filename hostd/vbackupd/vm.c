@@ -579,6 +579,7 @@ void vbd_vm_unref(struct vbd_vm *vm)
     g_free(vm->libvirt);
     g_free(vm->pidfile);
     g_free(vm->peer_label);
+    g_free(vm->dedup_group);
     g_ptr_array_free(vm->disks, TRUE);
     g_free(vm);
 }
@@ -659,6 +660,11 @@ static void vm_set_disks(struct vbd_vm *vm, struct vbd_vm_cfg *vc)
     vm->pidfile = g_strdup(vc->pidfile);
     g_free(vm->peer_label);
     vm->peer_label = g_strdup(vc->peer_label);
+    {
+        const char *g = vc->dedup_group ? vc->dedup_group : vm->d->cfg->dedup_group;
+        g_free(vm->dedup_group);
+        vm->dedup_group = g_strdup(g && !strcmp(g, "@vm") ? vm->name : g ? g : "");
+    }
     vm->quota = vc->quota;
 }
 

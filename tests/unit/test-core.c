@@ -36,7 +36,7 @@ static void roundtrip(const uint8_t *data, size_t len, int expect_comp)
     g_assert_cmpint(vb_chunk_parse_hdr(enc, enc_len, &h, &e), ==, 0);
     g_assert_cmpint(h.comp, ==, expect_comp);
     g_assert_cmpuint(h.plain_len, ==, len);
-    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, id, out, len, &got, &e), ==, 0);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, NULL, id, out, len, &got, &e), ==, 0);
     g_assert_cmpuint(got, ==, len);
     g_assert_true(memcmp(out, data, len) == 0);
 
@@ -44,18 +44,18 @@ static void roundtrip(const uint8_t *data, size_t len, int expect_comp)
     uint8_t *bad = g_memdup2(enc, enc_len);
     for (size_t i = 0; i < enc_len; i += enc_len / 97 + 1) {
         bad[i] ^= 0x40;
-        g_assert_cmpint(vb_chunk_decode(&c, bad, enc_len, id, out, len, &got, &e), <, 0);
+        g_assert_cmpint(vb_chunk_decode(&c, bad, enc_len, NULL, id, out, len, &got, &e), <, 0);
         bad[i] ^= 0x40;
     }
     /* truncated, and a wrong id */
-    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len - 1, id, out, len, &got, &e), <, 0);
-    g_assert_cmpint(vb_chunk_decode(&c, enc, 10, id, out, len, &got, &e), <, 0);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len - 1, NULL, id, out, len, &got, &e), <, 0);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, 10, NULL, id, out, len, &got, &e), <, 0);
     id[0] ^= 1;
-    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, id, out, len, &got, &e), ==, -EBADMSG);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, NULL, id, out, len, &got, &e), ==, -EBADMSG);
     g_assert_nonnull(strstr(e.msg, "does not match its id"));
     /* a buffer too small is refused, never overrun */
     if (len > 1)
-        g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, NULL, out, len - 1, &got, &e), <, 0);
+        g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, NULL, NULL, out, len - 1, &got, &e), <, 0);
     g_free(bad);
     g_free(out);
     vb_codec_free(&c);
@@ -97,6 +97,62 @@ static void test_chunk_id_known(void)
     vb_chunk_id("abc", 3, id);
     vb_hex(id, VB_ID_LEN, hex);
     g_assert_cmpstr(hex, ==, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+/* Dedup groups: the same data has unrelated ids in two groups, a chunk is
+ * only accepted under the id of the space it was stored in, and the
+ * derivation is pinned (docs/threat-model.md gives it). */
+static void test_chunk_idspace(void)
+{
+    static const char data[] = "one guest's secret file";
+    struct vb_idspace def, a, a2, b;
+    struct vb_codec c;
+    const uint8_t *enc;
+    size_t enc_len, got;
+    uint8_t id_def[VB_ID_LEN], id_a[VB_ID_LEN], id_b[VB_ID_LEN], out[64];
+    char hex[VB_ID_HEX];
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_idspace_init(&def, NULL, &e), ==, 0);
+    g_assert_false(def.tagged);
+    g_assert_cmpint(vb_idspace_init(&a, "tenant-a", &e), ==, 0);
+    g_assert_cmpint(vb_idspace_init(&a2, "tenant-a", &e), ==, 0);
+    g_assert_cmpint(vb_idspace_init(&b, "tenant-b", &e), ==, 0);
+    g_assert_true(vb_idspace_same(&a, &a2));
+    g_assert_false(vb_idspace_same(&a, &b));
+    g_assert_false(vb_idspace_same(&a, &def));
+    g_assert_true(vb_idspace_same(NULL, &def));
+
+    vb_idspace_id(&a, "abc", 3, id_a);
+    vb_hex(id_a, VB_ID_LEN, hex);
+    g_assert_cmpstr(hex, ==, "ebcf2fd17301798d82225d6433f1781c6df3d2e5c51f1777baa236934e7df13d");
+    vb_idspace_id(&def, data, sizeof(data), id_def);
+    vb_idspace_id(&a, data, sizeof(data), id_a);
+    vb_idspace_id(&b, data, sizeof(data), id_b);
+    g_assert_true(memcmp(id_def, id_a, VB_ID_LEN) != 0);
+    g_assert_true(memcmp(id_a, id_b, VB_ID_LEN) != 0);
+    vb_chunk_id(data, sizeof(data), out);
+    g_assert_true(memcmp(out, id_def, VB_ID_LEN) == 0);     /* the default is plain SHA-256 */
+
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    g_assert_cmpint(vb_chunk_encode(&c, data, sizeof(data), &enc, &enc_len), ==, 0);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, &a, id_a, out, sizeof(out), &got, &e), ==, 0);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, &b, id_a, out, sizeof(out), &got, &e), ==,
+                    -EBADMSG);
+    g_assert_nonnull(strstr(e.msg, "dedup group tenant-b"));
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, NULL, id_a, out, sizeof(out), &got, &e), ==,
+                    -EBADMSG);
+    g_assert_cmpint(vb_chunk_decode(&c, enc, enc_len, &a, id_def, out, sizeof(out), &got, &e), ==,
+                    -EBADMSG);
+    vb_codec_free(&c);
+
+    /* names as VM names are: no paths, no control characters, at most 64 */
+    g_assert_cmpint(vb_idspace_init(&b, "a/b", &e), ==, -EINVAL);
+    g_assert_nonnull(strstr(e.msg, "not a valid dedup group"));
+    g_assert_cmpint(vb_idspace_init(&b, "..", &e), ==, -EINVAL);
+    g_assert_cmpint(vb_idspace_init(&b, "x\n", &e), ==, -EINVAL);
+    g_assert_cmpint(vb_idspace_init(&b, "0123456789012345678901234567890123456789012345678901234567890123", &e), ==, 0);
+    g_assert_cmpint(vb_idspace_init(&b, "01234567890123456789012345678901234567890123456789012345678901234", &e), ==, -EINVAL);
 }
 
 static void test_names(void)
@@ -328,6 +384,7 @@ int main(int argc, char **argv)
     g_test_add_func("/chunk/incompressible", test_chunk_incompressible);
     g_test_add_func("/chunk/tiny", test_chunk_tiny);
     g_test_add_func("/chunk/id", test_chunk_id_known);
+    g_test_add_func("/chunk/idspace", test_chunk_idspace);
     g_test_add_func("/util/names", test_names);
     g_test_add_func("/util/sizes", test_sizes);
     g_test_add_func("/util/is-zero", test_is_zero);

@@ -275,7 +275,7 @@ static char *backup(const char *vm, const char *name, const char *img)
     char *id = NULL;
 
     g_assert_cmpint(vb_repo_open(repo_path, VB_LOCK_NONE, true, &r, &e), ==, 0);
-    g_assert_cmpint(vb_write_begin(r, vm, 0, &ws, &e), ==, 0);
+    g_assert_cmpint(vb_write_begin(r, vm, NULL, 0, &ws, &e), ==, 0);
     if (vb_disk_backup(ws, &o, &st, &id, &e))
         g_error("backup: %s", vb_strerror(&e));
     vb_write_unref(ws);
@@ -421,16 +421,16 @@ static void test_chunk_failure_not_cached(void)
     g_assert_true(g_file_set_contents(file, bytes, (gssize)len, NULL));
     c = vb_ccache_new(sr, 64 << 20);
     for (int i = 0; i < 2; i++) {
-        g_assert_cmpint(vb_ccache_get(c, cid, VB_DISK_CHUNK, &ch, &e), ==, -EBADMSG);
+        g_assert_cmpint(vb_ccache_get(c, NULL, cid, VB_DISK_CHUNK, &ch, &e), ==, -EBADMSG);
         g_assert_nonnull(strstr(e.msg, "chunk"));
     }
     bytes[len - 1] ^= 1;
     g_assert_true(g_file_set_contents(file, bytes, (gssize)len, NULL));
-    g_assert_cmpint(vb_ccache_get(c, cid, VB_DISK_CHUNK, &ch, &e), ==, 0);
+    g_assert_cmpint(vb_ccache_get(c, NULL, cid, VB_DISK_CHUNK, &ch, &e), ==, 0);
     g_assert_true(memcmp(vb_cchunk_data(ch), image, VB_DISK_CHUNK) == 0);
     vb_cchunk_release(c, ch);
     /* the same id asked for with another length is refused */
-    g_assert_cmpint(vb_ccache_get(c, cid, 4096, &ch, &e), ==, -EBADMSG);
+    g_assert_cmpint(vb_ccache_get(c, NULL, cid, 4096, &ch, &e), ==, -EBADMSG);
     vb_ccache_free(c);
     vb_sr_snap_close(s);
     vb_sr_close(sr);
