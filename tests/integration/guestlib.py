@@ -233,7 +233,10 @@ def guest_initrd(w, script, adds=(), name="initrd"):
     return path
 
 
-SYSLINUX_MBR = "/usr/lib/syslinux/mbr/mbr.bin"      # Debian's syslinux-common
+# the MBR boot code of the package install-deps installs (extlinux); Debian's
+# syslinux-common, which extlinux only recommends, has the same at
+# /usr/lib/syslinux/mbr/mbr.bin
+SYSLINUX_MBR = "/usr/lib/EXTLINUX/mbr.bin"
 
 
 def bootable_disk(w, path, size_mb, script, boot_mb=24, data_tree=None, data_mb=0):
