@@ -33,12 +33,14 @@
 #include "util.h"
 #include "vbackup/protolib.h"
 
+#include "ctl-v2.h"
+
 #define VERSION "0.1.0"
 
 static const char *repo_path;
 static const char *admin_path = "/run/vbackup/admin.sock";
-static bool quiet;
-static const char *prog = "vbackupctl";
+bool quiet;
+const char *prog = "vbackupctl";
 
 static void usage(FILE *f)
 {
@@ -1833,6 +1835,32 @@ int main(int argc, char **argv)
     }
     if (i >= argc) {
         usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[i], "copy"))
+        return vbctl_copy(argc - i, argv + i);
+    if (!strcmp(argv[i], "init")) {
+        for (int k = i + 1; k < argc; k++)
+            if ((!strcmp(argv[k], "--format") && k + 1 < argc && !strcmp(argv[k + 1], "2")) ||
+                !strcmp(argv[k], "--format=2")) {
+                if (!repo_path) {
+                    fprintf(stderr, "%s: init needs --repo LOCATION\n", prog);
+                    return 2;
+                }
+                return vbctl_v2_init(repo_path, argc - i, argv + i);
+            }
+    } else if (vbctl_is_v2(repo_path)) {
+        /* the v2 door: what vbackupctl does on version 2 repositories so far */
+        if (!strcmp(argv[i], "snapshots"))
+            return vbctl_v2_snapshots(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "restore-disk"))
+            return vbctl_v2_restore_disk(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "verify"))
+            return vbctl_v2_verify(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "key"))
+            return vbctl_v2_key(repo_path, argc - i, argv + i);
+        fprintf(stderr, "%s: %s: %s is a version 2 repository, where vbackupctl does init, "
+                "snapshots, restore-disk, verify, key and copy so far\n", prog, argv[i], repo_path);
         return 2;
     }
     for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {

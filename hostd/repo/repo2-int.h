@@ -27,6 +27,7 @@ struct vb2_repo {
     GMutex mu;                       /* groups */
     GHashTable *groups;              /* group name -> 32-byte key */
     uint64_t range_gets;             /* __atomic */
+    char key_name[VB_OBJ_NAME_MAX];  /* the key file that opened it ("" unencrypted) */
 };
 
 /* Random bytes (getrandom). */
@@ -64,5 +65,13 @@ int vb2_put_index(struct vb2_repo *r, struct vb_index_entry *ents, size_t n,
 /* Remove a cached manifest (forget, gc); add one (commit). */
 void vb2_snap_cache_drop(struct vb2_repo *r, const char *object);
 void vb2_snap_cache_put(struct vb2_repo *r, const char *object, const GByteArray *b);
+
+/* vb2_snap_list reading every manifest from the store, not the cache (verify:
+ * a manifest changed in the store must not hide behind its cached copy). */
+int vb2_snap_list_fresh(struct vb2_repo *r, const char *vm, GPtrArray **out,
+                        GPtrArray **problems, vb_error *e);
+
+/* The names of the store's objects under prefix (a GPtrArray of strings). */
+int vb2_list_names(struct vb_store *s, const char *prefix, GPtrArray **out, vb_error *e);
 
 #endif

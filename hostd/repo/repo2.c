@@ -362,7 +362,7 @@ static int list_any(void *opaque, const char *name, const struct vb_obj_info *in
     return 0;
 }
 
-static int list_names(struct vb_store *s, const char *prefix, GPtrArray **out, vb_error *e)
+int vb2_list_names(struct vb_store *s, const char *prefix, GPtrArray **out, vb_error *e)
 {
     GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
     int ret = vb_store_list(s, prefix, list_any, a, e);
@@ -467,13 +467,14 @@ out:
 
 /* ---- open ------------------------------------------------------------------------------ */
 
-/* Try the secret on every key file. */
+/* Try the secret on every key file; used (VB_OBJ_NAME_MAX) gets the one that
+ * opened. */
 static int unlock(struct vb_store *s, const struct vb_secret *secret,
-                  uint8_t master[VB_MASTER_LEN], vb_error *e)
+                  uint8_t master[VB_MASTER_LEN], char *used, vb_error *e)
 {
     GPtrArray *names;
     GByteArray *buf = g_byte_array_new();
-    int ret = list_names(s, vb_obj_prefix(VB_OBJ_KEY), &names, e), wrong = 0, damaged = 0;
+    int ret = vb2_list_names(s, vb_obj_prefix(VB_OBJ_KEY), &names, e), wrong = 0, damaged = 0;
     vb_error first_damage = { 0 };
 
     if (ret) {
@@ -501,6 +502,7 @@ static int unlock(struct vb_store *s, const struct vb_secret *secret,
             r = vb_keyfile_open((const char *)buf->data, buf->len, secret, master, &one);
         if (!r) {
             ret = 0;
+            snprintf(used, VB_OBJ_NAME_MAX, "%s", name);
             break;
         }
         if (r == -EACCES) {
@@ -621,7 +623,7 @@ int vb2_repo_open_store(struct vb_store *s, const char *location,
         GPtrArray *keys;
         memset(master, 0, 32);
         memcpy(master + 32, c.idmat, 32);
-        ret = list_names(r->s, vb_obj_prefix(VB_OBJ_KEY), &keys, e);
+        ret = vb2_list_names(r->s, vb_obj_prefix(VB_OBJ_KEY), &keys, e);
         if (!ret && keys->len)
             ret = vb_seterr(e, -EBADMSG, "config says the repository is not encrypted, but "
                             "keys/ holds key files: the config was changed?");
@@ -631,7 +633,7 @@ int vb2_repo_open_store(struct vb_store *s, const char *location,
         ret = vb_seterr(e, -ENOKEY, "the repository is encrypted (%s): give a password or key",
                         vb_aead_name(c.aead));
     } else {
-        ret = unlock(r->s, o->secret, master, e);
+        ret = unlock(r->s, o->secret, master, r->key_name, e);
     }
     if (!ret)
         ret = vb_keys_from_master(&r->keys, c.aead, master, e);
@@ -862,15 +864,16 @@ void vb2_snap_cache_put(struct vb2_repo *r, const char *object, const GByteArray
         unlinkat(r->snapfd, tmp, 0);
 }
 
-/* One manifest by object (32 hex): the cached copy, else the store's. */
-static int snap_fetch(struct vb2_repo *r, const char *object, struct vb_manifest **out,
-                      vb_error *e)
+/* One manifest by object (32 hex): the cached copy, else (or when fresh:
+ * always) the store's. */
+static int snap_fetch(struct vb2_repo *r, const char *object, bool fresh,
+                      struct vb_manifest **out, vb_error *e)
 {
     GByteArray *b = g_byte_array_new();
     char name[VB_OBJ_NAME_MAX];
     int ret;
 
-    if (snap_cache_read(r, object, b) == 0 &&
+    if (!fresh && snap_cache_read(r, object, b) == 0 &&
         vb_manifest_open(&r->keys, b->data, b->len, object, out, NULL) == 0) {
         g_byte_array_free(b, TRUE);
         return 0;
@@ -928,8 +931,8 @@ static void snap_cache_prune(struct vb2_repo *r, GHashTable *listed)
     closedir(d);
 }
 
-int vb2_snap_list(struct vb2_repo *r, const char *vm, GPtrArray **out, GPtrArray **problems,
-                  vb_error *e)
+static int snap_list(struct vb2_repo *r, const char *vm, bool fresh, GPtrArray **out,
+                     GPtrArray **problems, vb_error *e)
 {
     GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
     GPtrArray *all = g_ptr_array_new_with_free_func((GDestroyNotify)vb_manifest_free);
@@ -945,7 +948,7 @@ int vb2_snap_list(struct vb2_repo *r, const char *vm, GPtrArray **out, GPtrArray
         int r2;
 
         g_hash_table_add(listed, names->pdata[i]);
-        r2 = snap_fetch(r, names->pdata[i], &m, &one);
+        r2 = snap_fetch(r, names->pdata[i], fresh, &m, &one);
         if (r2 == -ENOENT)
             continue;           /* forgotten meanwhile */
         if (r2 && problems) {
@@ -979,6 +982,18 @@ int vb2_snap_list(struct vb2_repo *r, const char *vm, GPtrArray **out, GPtrArray
     return 0;
 }
 
+int vb2_snap_list(struct vb2_repo *r, const char *vm, GPtrArray **out, GPtrArray **problems,
+                  vb_error *e)
+{
+    return snap_list(r, vm, false, out, problems, e);
+}
+
+int vb2_snap_list_fresh(struct vb2_repo *r, const char *vm, GPtrArray **out,
+                        GPtrArray **problems, vb_error *e)
+{
+    return snap_list(r, vm, true, out, problems, e);
+}
+
 int vb2_snap_load(struct vb2_repo *r, const char *id, struct vb_manifest **out, vb_error *e)
 {
     GPtrArray *all, *problems;
@@ -986,7 +1001,7 @@ int vb2_snap_load(struct vb2_repo *r, const char *id, struct vb_manifest **out, 
 
     *out = NULL;
     if (strlen(id) == 32 && lower_hex(id, 16)) {
-        ret = snap_fetch(r, id, out, e);
+        ret = snap_fetch(r, id, false, out, e);
         if (ret == -ENOENT)
             ret = vb_seterr(e, -ENOENT, "snapshot %s not found", id);
         return ret;

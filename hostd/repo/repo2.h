@@ -97,6 +97,25 @@ struct vb_store *vb2_repo_store(struct vb2_repo *r);
 /* The id key of a dedup group (NULL or "": the repository's). */
 int vb2_group_key(struct vb2_repo *r, const char *group, uint8_t key[VB_KEY_LEN], vb_error *e);
 
+/* ---- key files (keys.c) ------------------------------------------------------------------ */
+
+struct vb2_key {
+    char id[33];                     /* keys/<id> */
+    bool current;                    /* the one this repository was opened with */
+    bool damaged;                    /* unreadable: info is empty */
+    struct vb_keyfile_info info;
+};
+/* Every key file (a GArray of struct vb2_key; none when unencrypted). */
+int vb2_key_list(struct vb2_repo *r, GArray **out, vb_error *e);
+/* A key file for secret s, wrapping the master key this open unlocked (kdf
+ * NULL: the defaults).  id_out (33 bytes, may be NULL) gets its id.  -EPERM
+ * on an unencrypted repository. */
+int vb2_key_add(struct vb2_repo *r, const struct vb_secret *s, const struct vb_kdf_params *kdf,
+                char id_out[33], vb_error *e);
+/* Remove the key file whose id starts with id (4..32 hex; unique).  Refused
+ * (-EBUSY) for the key this open used and for the last key. */
+int vb2_key_remove(struct vb2_repo *r, const char *id, vb_error *e);
+
 /* ---- write sessions -------------------------------------------------------------------- */
 
 struct vb2_write_opts {
@@ -142,8 +161,9 @@ struct vb_stream_writer *vb2_write_stream_new(struct vb2_write *w, struct vb_cod
  * Commit: flush the open packs, wait for every upload, write the session's
  * index file(s), sync the store, then put the manifest (NOREPLACE, synced):
  * the commit point.  m is completed here: object (random), vm, id
- * ("<vm>/<time>[-n]" from created_ns, or the session's start when 0),
- * dedup_group.  *id_out (may be NULL; free()) gets the snapshot id.  Refused
+ * ("<vm>/<time>[-n]" from created_ns, or the session's start when 0; an id
+ * the caller set is kept, or refused with -EEXIST when a snapshot has it:
+ * copies keep their ids), dedup_group.  *id_out (may be NULL; free()) gets the snapshot id.  Refused
  * (nothing visible) when a put failed, an abort came first, or the lease
  * may have expired (-ESTALE).  The session has ended either way.
  */

@@ -225,7 +225,7 @@ int vb2_verify(struct vb2_repo *r, const struct vb2_verify_opts *o,
     if (!ret)
         ret = vb_index_cache_view(r->cache, &v, e);
     if (!ret)
-        ret = vb2_snap_list(r, NULL, &manifests, &problems, e);
+        ret = vb2_snap_list_fresh(r, NULL, &manifests, &problems, e);
     if (ret)
         goto out;
     for (guint i = 0; i < problems->len; i++)

@@ -743,6 +743,24 @@ static int pick_id(struct vb2_write *w, int64_t created_ns, char *id, vb_error *
     return ret;
 }
 
+/* The caller's id (a copy keeps its snapshot's): valid, of this VM, and free. */
+static int keep_id(struct vb2_write *w, const char *id, vb_error *e)
+{
+    size_t n = strlen(w->vm);
+    GPtrArray *list;
+    int ret;
+
+    if (!vb_snap_id_valid(id) || strncmp(id, w->vm, n) || id[n] != '/')
+        return vb_seterr(e, -EINVAL, "'%s' is not a snapshot id of VM %s", id, w->vm);
+    if ((ret = vb2_snap_list(w->r, w->vm, &list, NULL, e)))
+        return ret;
+    for (guint i = 0; i < list->len && !ret; i++)
+        if (!strcmp(((struct vb_manifest *)list->pdata[i])->id, id))
+            ret = vb_seterr(e, -EEXIST, "snapshot %s exists already", id);
+    g_ptr_array_free(list, TRUE);
+    return ret;
+}
+
 int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, vb_error *e)
 {
     struct vb2_repo *r = w->r;
@@ -810,7 +828,7 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
         snprintf(m->vm, sizeof(m->vm), "%s", w->vm);
         if (!m->created_ns)
             m->created_ns = w->started_ns;
-        ret = pick_id(w, m->created_ns, m->id, e);
+        ret = m->id[0] ? keep_id(w, m->id, e) : pick_id(w, m->created_ns, m->id, e);
     }
     if (!ret)
         ret = vb2_random(obj, sizeof(obj), e);

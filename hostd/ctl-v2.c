@@ -1,0 +1,743 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vbackupctl's commands on version 2 repositories (ctl-v2.h).  Everything
+ * here goes through the v2 door (repo2.h); the version 1 side of `copy`
+ * through the version 1 library (repo.h, snapshot.h).
+ */
+#include "ctl-v2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "escape.h"
+#include "progress.h"
+#include "repo.h"
+#include "repo2.h"
+#include "snapshot.h"
+
+/* Text that may hold bytes a guest chose (names, groups): escaped when it is
+ * not plain (as ls -b does); ours stays readable. */
+static char *esc(const char *s)
+{
+    return vb_text_plain(s, strlen(s)) ? g_strdup(s) : vb_escape(s, strlen(s));
+}
+
+static int fail(const char *what, const vb_error *e)
+{
+    g_autofree char *msg = esc(vb_strerror(e));
+
+    fprintf(stderr, "%s: %s: %s\n", prog, what, msg);
+    return 1;
+}
+
+bool vbctl_is_v2(const char *location)
+{
+    g_autofree char *config = NULL;
+
+    if (!location)
+        return false;
+    if (!strncmp(location, "s3://", 5))
+        return true;
+    config = g_build_filename(location, "config", NULL);
+    return access(config, F_OK) == 0;
+}
+
+/* The secret of the options (NULL: ask $VBACKUP_PASSWORD_FILE or a terminal). */
+static int read_secret(const char *password_file, const char *key_file, const char *prompt,
+                       struct vb_secret *s, vb_error *e)
+{
+    if (key_file)
+        return vb_rawkey_read(key_file, s, e);
+    return vb_password_read(password_file, prompt, s, e);
+}
+
+/* Open a v2 repository; an unencrypted one needs no secret. */
+static int open_v2(const char *location, const char *password_file, const char *key_file,
+                   bool readonly, struct vb2_repo **r, vb_error *e)
+{
+    struct vb2_open_opts o = { .readonly = readonly };
+    struct vb_secret s = { 0 };
+    int ret = vb2_repo_open(location, &o, r, e);
+
+    if (ret != -ENOKEY)
+        return ret;
+    if ((ret = read_secret(password_file, key_file, "repository password: ", &s, e)))
+        return ret;
+    o.secret = &s;
+    memset(e, 0, sizeof(*e));
+    ret = vb2_repo_open(location, &o, r, e);
+    vb_secret_wipe(&s);
+    return ret;
+}
+
+/* ---- init ------------------------------------------------------------------------------ */
+
+int vbctl_v2_init(const char *location, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "format", 1, 0, 'F' }, { "encryption", 1, 0, 'E' }, { "password-file", 1, 0, 'P' },
+        { "key-file", 1, 0, 'K' }, { "level", 1, 0, 'l' }, { 0 } };
+    struct vb2_create_opts o = { .encryption = VB_AEAD_AES256GCM };
+    const char *password_file = NULL, *key_file = NULL;
+    struct vb_secret s = { 0 };
+    vb_error e = { 0 };
+    int c, ret;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'F': break;                        /* 2: how we got here */
+        case 'E':
+            if (vb_aead_parse(optarg, &o.encryption, &e)) {
+                fprintf(stderr, "%s: init: --encryption: %s\n", prog, vb_strerror(&e));
+                return 2;
+            }
+            break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        case 'l': o.zstd_level = atoi(optarg); break;
+        default: return 2;
+        }
+    }
+    if (optind != argc || o.zstd_level < 0 || o.zstd_level > 19) {
+        fprintf(stderr, "usage: %s --repo LOCATION init --format 2 [--encryption "
+                "aes-256-gcm|chacha20-poly1305|none] [--password-file FILE | --key-file FILE] "
+                "[--level N]\n", prog);
+        return 2;
+    }
+    if (o.encryption != VB_AEAD_NONE) {
+        if (read_secret(password_file, key_file, "new repository password: ", &s, &e))
+            return fail("init", &e);
+        o.secret = &s;
+    }
+    ret = vb2_repo_create(location, &o, &e);
+    vb_secret_wipe(&s);
+    if (ret)
+        return fail("init", &e);
+    if (!quiet)
+        printf("created repository %s (format 2, encryption %s)\n", location,
+               vb_aead_name(o.encryption));
+    return 0;
+}
+
+/* ---- snapshots ----------------------------------------------------------------------- */
+
+int vbctl_v2_snapshots(const char *location, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "vm", 1, 0, 'v' }, { "json", 0, 0, 'j' }, { "password-file", 1, 0, 'P' },
+        { "key-file", 1, 0, 'K' }, { 0 } };
+    const char *vm = NULL, *password_file = NULL, *key_file = NULL;
+    GPtrArray *list = NULL, *problems = NULL;
+    struct vb2_repo *r;
+    json_object *a;
+    bool json = false;
+    vb_error e = { 0 };
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'v': vm = optarg; break;
+        case 'j': json = true; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        default: return 2;
+        }
+    }
+    if (open_v2(location, password_file, key_file, true, &r, &e))
+        return fail("snapshots", &e);
+    if (vb2_snap_list(r, vm, &list, &problems, &e)) {
+        vb2_repo_close(r);
+        return fail("snapshots", &e);
+    }
+    a = json_object_new_array();
+    if (!json)
+        printf("%-40s %-6s %-24s %12s\n", "SNAPSHOT", "TYPE", "SOURCE", "SIZE");
+    for (guint i = 0; i < list->len; i++) {
+        struct vb_manifest *m = list->pdata[i];
+        json_object *o = json_object_new_object();
+        uint64_t size = m->type == VB_MF_DISK ? m->disk.size : m->files.bytes;
+        g_autofree char *id = esc(m->id);
+        g_autofree char *group = esc(m->group && *m->group ? m->group : "-");
+        char sz[32];
+
+        json_object_object_add(o, "id", json_object_new_string(m->id));
+        json_object_object_add(o, "vm", json_object_new_string(m->vm));
+        json_object_object_add(o, "type", json_object_new_string(m->type == VB_MF_DISK
+                                                                 ? "disk" : "files"));
+        json_object_object_add(o, "group", json_object_new_string(m->group ? m->group : ""));
+        json_object_object_add(o, "mode", json_object_new_string(m->mode ? m->mode : ""));
+        json_object_object_add(o, "created_ns", json_object_new_int64(m->created_ns));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t)size));
+        if (m->dedup_group)
+            json_object_object_add(o, "dedup_group", json_object_new_string(m->dedup_group));
+        json_object_array_add(a, o);
+        if (!json)
+            printf("%-40s %-6s %-24s %12s\n", id, m->type == VB_MF_DISK ? "disk" : "files",
+                   group, vb_fmt_bytes(size, sz, sizeof(sz)));
+    }
+    if (json)
+        puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY |
+                                               JSON_C_TO_STRING_NOSLASHESCAPE));
+    for (guint i = 0; i < problems->len; i++) {
+        g_autofree char *p = esc(problems->pdata[i]);
+        fprintf(stderr, "%s: snapshots: unreadable: %s\n", prog, p);
+    }
+    c = problems->len ? 1 : 0;
+    json_object_put(a);
+    g_ptr_array_free(list, TRUE);
+    g_ptr_array_free(problems, TRUE);
+    vb2_repo_close(r);
+    return c;
+}
+
+/* ---- restore-disk -------------------------------------------------------------------- */
+
+struct rd {
+    int fd;
+    uint32_t chunk_size;
+    uint64_t size;
+    const uint64_t *index;   /* get_many's i -> chunk number */
+    GMutex lock;             /* below */
+    int err;
+    vb_error e;
+    uint64_t done;
+};
+
+static void rd_got(void *opaque, size_t i, const uint8_t *data, size_t len, int err,
+                   const vb_error *e)
+{
+    struct rd *rd = opaque;
+    uint64_t n = rd->index[i], off = n * rd->chunk_size;
+    uint64_t want = VB_MIN((uint64_t)rd->chunk_size, rd->size - off);
+    int ret = err;
+    vb_error my = { 0 };
+
+    if (!ret && len != want)
+        ret = vb_seterr(&my, -EBADMSG, "chunk %llu holds %zu bytes, not %llu",
+                        (unsigned long long)n, len, (unsigned long long)want);
+    if (!ret) {
+        size_t put = 0;
+        while (put < len) {
+            ssize_t k = pwrite(rd->fd, data + put, len - put, (off_t)(off + put));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                ret = vb_seterr(&my, k < 0 ? -errno : -EIO, "write at %llu: %s",
+                                (unsigned long long)(off + put),
+                                strerror(k < 0 ? errno : EIO));
+                break;
+            }
+            put += (size_t)k;
+        }
+    }
+    g_mutex_lock(&rd->lock);
+    if (ret && !rd->err) {
+        rd->err = ret;
+        rd->e = err ? *e : my;
+    }
+    rd->done += want;
+    g_mutex_unlock(&rd->lock);
+}
+
+int vbctl_v2_restore_disk(const char *location, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "to", 1, 0, 'o' }, { "force", 0, 0, 'F' }, { "password-file", 1, 0, 'P' },
+        { "key-file", 1, 0, 'K' }, { 0 } };
+    const char *to = NULL, *password_file = NULL, *key_file = NULL;
+    struct vb_manifest *m = NULL;
+    GByteArray *list = g_byte_array_new();
+    GByteArray *ids = g_byte_array_new();
+    GArray *index = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    struct vb2_repo *r = NULL;
+    struct rd rd = { .fd = -1 };
+    uint8_t key[VB_KEY_LEN];
+    static const uint8_t zero[VB_HASH_LEN];
+    bool force = false;
+    double t0 = vb_now();
+    vb_error e = { 0 };
+    int c, ret = 1;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': to = optarg; break;
+        case 'F': force = true; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        default: ret = 2; goto out;
+        }
+    }
+    if (optind + 1 != argc || !to) {
+        fprintf(stderr, "usage: %s --repo LOCATION restore-disk SNAPSHOT --to FILE [--force]\n",
+                prog);
+        ret = 2;
+        goto out;
+    }
+    if (open_v2(location, password_file, key_file, true, &r, &e) ||
+        vb2_snap_load(r, argv[optind], &m, &e)) {
+        ret = fail("restore-disk", &e);
+        goto out;
+    }
+    if (m->type != VB_MF_DISK) {
+        fprintf(stderr, "%s: restore-disk: %s is a files snapshot\n", prog, m->id);
+        goto out;
+    }
+    if (vb2_stream_get_all(r, m, &m->chunks, list, &e) || vb2_group_key(r, m->dedup_group, key, &e)) {
+        ret = fail("restore-disk", &e);
+        goto out;
+    }
+    if (list->len != m->disk.chunk_count * VB_HASH_LEN) {
+        fprintf(stderr, "%s: restore-disk: %s: its chunk list holds %u bytes, not %llu ids\n",
+                prog, m->id, list->len, (unsigned long long)m->disk.chunk_count);
+        goto out;
+    }
+    /* a new file (or, with --force, one emptied), its holes left as holes */
+    rd.fd = open(to, O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0600);
+    if (rd.fd < 0) {
+        fprintf(stderr, "%s: restore-disk: %s: %s%s\n", prog, to, strerror(errno),
+                errno == EEXIST ? " (--force replaces it)" : "");
+        goto out;
+    }
+    if (ftruncate(rd.fd, (off_t)m->disk.size) < 0) {
+        fprintf(stderr, "%s: restore-disk: %s: %s (only files are written)\n", prog, to,
+                strerror(errno));
+        goto out;
+    }
+    for (uint64_t i = 0; i < m->disk.chunk_count; i++) {
+        if (!memcmp(list->data + i * VB_HASH_LEN, zero, VB_HASH_LEN))
+            continue;
+        g_byte_array_append(ids, list->data + i * VB_HASH_LEN, VB_HASH_LEN);
+        g_array_append_val(index, i);
+    }
+    rd.chunk_size = m->disk.chunk_size;
+    rd.size = m->disk.size;
+    rd.index = (const uint64_t *)(void *)index->data;
+    g_mutex_init(&rd.lock);
+    c = vb2_get_many(r, key, ids->data, index->len, rd_got, &rd, &e);
+    g_mutex_clear(&rd.lock);
+    if (c || rd.err) {
+        ret = fail("restore-disk", c ? &e : &rd.e);
+        goto out;
+    }
+    if (fsync(rd.fd) < 0) {
+        fprintf(stderr, "%s: restore-disk: %s: %s\n", prog, to, strerror(errno));
+        goto out;
+    }
+    if (!quiet) {
+        char a[32];
+        printf("restored %s to %s (raw, %s of data) in %.1f s\n", m->id, to,
+               vb_fmt_bytes(rd.done, a, sizeof(a)), vb_now() - t0);
+    }
+    ret = 0;
+out:
+    if (rd.fd >= 0)
+        close(rd.fd);
+    vb_manifest_free(m);
+    g_byte_array_free(list, TRUE);
+    g_byte_array_free(ids, TRUE);
+    g_array_free(index, TRUE);
+    if (r)
+        vb2_repo_close(r);
+    return ret;
+}
+
+/* ---- verify ----------------------------------------------------------------------------- */
+
+int vbctl_v2_verify(const char *location, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "read-data", 0, 0, 'd' }, { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' },
+        { 0 } };
+    const char *password_file = NULL, *key_file = NULL;
+    struct vb2_verify_opts o = { 0 };
+    struct vb2_verify_report rep = { 0 };
+    struct vb2_repo *r;
+    vb_error e = { 0 };
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'd': o.read_data = true; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        default: return 2;
+        }
+    }
+    if (optind < argc)
+        o.snapshot = argv[optind];
+    if (open_v2(location, password_file, key_file, true, &r, &e))
+        return fail("verify", &e);
+    if (vb2_verify(r, &o, &rep, &e)) {
+        vb2_repo_close(r);
+        return fail("verify", &e);
+    }
+    for (guint i = 0; rep.problems && i < rep.problems->len; i++) {
+        g_autofree char *p = esc(rep.problems->pdata[i]);
+        printf("damaged: %s\n", p);
+    }
+    c = rep.problems && rep.problems->len ? 1 : 0;
+    if (!quiet || c)
+        printf("verify: %u snapshots, %llu packs, %llu blobs%s: %s\n", rep.snapshots,
+               (unsigned long long)rep.packs, (unsigned long long)rep.blobs,
+               o.read_data ? " read" : "", c ? "DAMAGED" : "ok");
+    vb2_verify_report_free(&rep);
+    vb2_repo_close(r);
+    return c;
+}
+
+/* ---- key list | add | remove ID | passwd ------------------------------------------------ */
+
+/* The new secret of key add / passwd: a file (never the one that opens). */
+static int read_new_secret(const char *password_file, const char *key_file,
+                           struct vb_secret *s, vb_error *e)
+{
+    if (key_file)
+        return vb_rawkey_read(key_file, s, e);
+    /* $VBACKUP_PASSWORD_FILE names the password that opens: never the new one */
+    if (!password_file && (getenv("VBACKUP_PASSWORD_FILE") || !isatty(STDIN_FILENO)))
+        return vb_seterr(e, -ENOKEY, "give the new password with --new-password-file FILE "
+                         "(or the new key with --new-key-file FILE)");
+    return vb_password_read(password_file, "new password: ", s, e);
+}
+
+int vbctl_v2_key(const char *location, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' },
+        { "new-password-file", 1, 0, 'N' }, { "new-key-file", 1, 0, 'M' }, { "json", 0, 0, 'j' },
+        { 0 } };
+    const char *password_file = NULL, *key_file = NULL, *new_pw = NULL, *new_key = NULL, *verb;
+    struct vb2_repo *r = NULL;
+    struct vb_secret s = { 0 };
+    bool json = false;
+    vb_error e = { 0 };
+    int c, ret = 1;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        case 'N': new_pw = optarg; break;
+        case 'M': new_key = optarg; break;
+        case 'j': json = true; break;
+        default: return 2;
+        }
+    }
+    verb = optind < argc ? argv[optind] : "";
+    if (!(!strcmp(verb, "list") && optind + 1 == argc) &&
+        !(!strcmp(verb, "add") && optind + 1 == argc) &&
+        !(!strcmp(verb, "passwd") && optind + 1 == argc) &&
+        !(!strcmp(verb, "remove") && optind + 2 == argc)) {
+        fprintf(stderr, "usage: %s --repo LOCATION key list [--json] | add | remove ID | passwd "
+                "[--password-file FILE | --key-file FILE] [--new-password-file FILE | "
+                "--new-key-file FILE]\n", prog);
+        return 2;
+    }
+    if (open_v2(location, password_file, key_file, !strcmp(verb, "list"), &r, &e)) {
+        ret = fail("key", &e);
+        goto out;
+    }
+    if (!strcmp(verb, "list")) {
+        GArray *keys;
+        json_object *a = json_object_new_array();
+        if (vb2_key_list(r, &keys, &e)) {
+            json_object_put(a);
+            ret = fail("key list", &e);
+            goto out;
+        }
+        if (!json)
+            printf("  %-32s %-7s %-20s %s\n", "ID", "KDF", "CREATED", "HOST / USER");
+        for (guint i = 0; i < keys->len; i++) {
+            const struct vb2_key *k = &g_array_index(keys, struct vb2_key, i);
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "id", json_object_new_string(k->id));
+            json_object_object_add(o, "current", json_object_new_boolean(k->current));
+            json_object_object_add(o, "damaged", json_object_new_boolean(k->damaged));
+            json_object_object_add(o, "kdf", json_object_new_string(k->info.kdf));
+            json_object_object_add(o, "created", json_object_new_string(k->info.created));
+            json_object_object_add(o, "host", json_object_new_string(k->info.host));
+            json_object_object_add(o, "user", json_object_new_string(k->info.user));
+            json_object_array_add(a, o);
+            if (!json)
+                printf("%c %-32s %-7s %-20s %s / %s\n", k->current ? '*' : ' ', k->id,
+                       k->damaged ? "damaged" : k->info.kdf, k->info.created, k->info.host,
+                       k->info.user);
+        }
+        if (json)
+            puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY));
+        json_object_put(a);
+        g_array_free(keys, TRUE);
+        ret = 0;
+    } else if (!strcmp(verb, "remove")) {
+        if (vb2_key_remove(r, argv[optind + 1], &e)) {
+            ret = fail("key remove", &e);
+            goto out;
+        }
+        if (!quiet)
+            printf("removed key %s\n", argv[optind + 1]);
+        ret = 0;
+    } else {
+        char id[33];
+        GArray *keys = NULL;
+        char old[33] = "";
+        if (read_new_secret(new_pw, new_key, &s, &e) || vb2_key_add(r, &s, NULL, id, &e)) {
+            ret = fail(!strcmp(verb, "add") ? "key add" : "key passwd", &e);
+            goto out;
+        }
+        if (!strcmp(verb, "passwd")) {
+            /* the new key file is durable (synced) before the old one goes */
+            if (vb2_key_list(r, &keys, &e)) {
+                ret = fail("key passwd", &e);
+                goto out;
+            }
+            for (guint i = 0; i < keys->len; i++)
+                if (g_array_index(keys, struct vb2_key, i).current)
+                    snprintf(old, sizeof(old), "%s", g_array_index(keys, struct vb2_key, i).id);
+            g_array_free(keys, TRUE);
+            /* the open used the old one: a second handle opened with the new key removes it */
+            vb2_repo_close(r);
+            r = NULL;
+            {
+                struct vb2_open_opts o = { .secret = &s };
+                if (vb2_repo_open(location, &o, &r, &e) || vb2_key_remove(r, old, &e)) {
+                    ret = fail("key passwd (the new key file was added)", &e);
+                    goto out;
+                }
+            }
+            if (!quiet)
+                printf("key %s replaced by key %s\n", old, id);
+        } else if (!quiet) {
+            printf("added key %s\n", id);
+        }
+        ret = 0;
+    }
+out:
+    vb_secret_wipe(&s);
+    if (r)
+        vb2_repo_close(r);
+    return ret;
+}
+
+/* ---- copy: version 1 -> version 2 ---------------------------------------------------- */
+
+/* The numbers of a v1 snapshot's stats that a v2 manifest takes. */
+static json_object *copy_stats(json_object *v1)
+{
+    json_object *out = json_object_new_object(), *stats;
+
+    if (!json_object_object_get_ex(v1, "stats", &stats) ||
+        !json_object_is_type(stats, json_type_object))
+        return out;
+    json_object_object_foreach(stats, k, v) {
+        bool name_ok = strlen(k) >= 1 && strlen(k) <= 64;
+        for (const char *p = k; name_ok && *p; p++)
+            name_ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+        if (name_ok && json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0)
+            json_object_object_add(out, k, json_object_new_int64(json_object_get_int64(v)));
+    }
+    return out;
+}
+
+static int copy_disk(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo *r2,
+                     struct vb_codec *c, struct vb_progress *prog_, uint64_t *done,
+                     char **new_id, uint64_t *bytes_new, vb_error *e)
+{
+    struct vb2_write_opts wo = { .vm = s->vm,
+                                 .dedup_group = s->space.tagged ? s->space.group : NULL };
+    struct vb2_write *w = NULL;
+    struct vb2_write_stats ws;
+    struct vb_manifest *m = vb_manifest_new();
+    uint8_t *ids = NULL, *buf = NULL;
+    const char *mode = vb_json_str(s->json, "mode");
+    int ret;
+
+    if ((ret = vb_snap_load_fidx(r1, s, e)))
+        goto out;
+    ids = calloc(VB_MAX(s->n_chunks, 1u), VB_HASH_LEN);
+    buf = malloc(s->chunk_size);
+    if (!ids || !buf) {
+        ret = vb_seterr(e, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((ret = vb2_write_begin(r2, &wo, &w, e)))
+        goto out;
+    for (uint64_t i = 0; i < s->n_chunks; i++) {
+        const uint8_t *id = s->ids + i * VB_ID_LEN;
+        size_t plain = 0;
+        if (vb_id_is_zero(id))
+            continue;                           /* a hole stays one */
+        ret = vb_repo_get_chunk(r1, c, &s->space, id, buf, s->chunk_size, &plain, e);
+        if (ret) {
+            vb_prefixerr(e, "%s: chunk %llu", s->id, (unsigned long long)i);
+            goto out;
+        }
+        ret = vb2_write_put(w, c, VB_BLOB_DATA, buf, plain, ids + i * VB_HASH_LEN, NULL, e);
+        if (ret < 0)
+            goto out;
+        *done += plain;
+        vb_progress_update(prog_, *done);
+    }
+    m->type = VB_MF_DISK;
+    snprintf(m->id, sizeof(m->id), "%s", s->id);       /* the same id in both */
+    m->created_ns = s->created_ns;
+    m->group = g_strdup(s->group);
+    m->mode = g_strdup(mode ? mode : "full");
+    m->parent = s->parent ? g_strdup(s->parent) : NULL;
+    m->disk.name = g_strdup(!strncmp(s->group, "disk:", 5) ? s->group + 5 : s->group);
+    m->disk.size = s->size;
+    m->disk.chunk_size = s->chunk_size;
+    m->disk.chunk_count = s->n_chunks;
+    m->source = json_object_new_object();
+    json_object_object_add(m->source, "copied_from", json_object_new_string(s->id));
+    json_object_object_add(m->source, "copied_from_format", json_object_new_int(1));
+    m->stats = copy_stats(s->json);
+    if ((ret = vb2_write_stream(w, c, ids, s->n_chunks * VB_HASH_LEN, &m->chunks, e)))
+        goto out;
+    vb2_write_stats(w, &ws);
+    ret = vb2_write_commit(w, m, new_id, e);
+    *bytes_new = ws.stored_new;
+out:
+    if (w) {
+        vb2_write_abort(w);
+        vb2_write_unref(w);
+    }
+    vb_manifest_free(m);
+    free(ids);
+    free(buf);
+    return ret;
+}
+
+int vbctl_copy(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "from", 1, 0, 'f' }, { "to", 1, 0, 't' }, { "password-file", 1, 0, 'P' },
+        { "key-file", 1, 0, 'K' }, { 0 } };
+    const char *from = NULL, *to = NULL, *password_file = NULL, *key_file = NULL;
+    struct vb_repo *r1 = NULL;
+    struct vb_claim *claim = NULL;
+    struct vb2_repo *r2 = NULL;
+    GPtrArray *list = NULL;
+    struct vb_codec codec;
+    struct vb_progress p;
+    uint64_t total = 0, done = 0;
+    unsigned copied = 0, present = 0, skipped = 0, failed = 0;
+    vb_error e = { 0 };
+    int c, ret = 1;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f': from = optarg; break;
+        case 't': to = optarg; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        default: return 2;
+        }
+    }
+    if (!from || !to) {
+        fprintf(stderr, "usage: %s copy --from V1-REPOSITORY --to V2-REPOSITORY "
+                "[--password-file FILE | --key-file FILE] [SNAPSHOT...]\n", prog);
+        return 2;
+    }
+    if (vbctl_is_v2(from)) {
+        fprintf(stderr, "%s: copy: %s is a version 2 repository: copy reads version 1 "
+                "repositories so far\n", prog, from);
+        return 1;
+    }
+    if (!vbctl_is_v2(to)) {
+        fprintf(stderr, "%s: copy: %s is not a version 2 repository (make one with "
+                "vbackupctl --repo %s init --format 2)\n", prog, to, to);
+        return 1;
+    }
+    if (vb_codec_init(&codec, 1))
+        return 1;
+    /* the source's claim keeps its gc from removing what is being copied */
+    if (vb_repo_open(from, VB_LOCK_NONE, quiet, &r1, &e) || vb_repo_claim(r1, true, &claim, &e) ||
+        open_v2(to, password_file, key_file, false, &r2, &e)) {
+        ret = fail("copy", &e);
+        goto out;
+    }
+    if (optind < argc) {
+        list = g_ptr_array_new_with_free_func((GDestroyNotify)vb_snap_free);
+        for (int i = optind; i < argc; i++) {
+            struct vb_snapshot *s;
+            if (vb_snap_load(r1, argv[i], &s, &e)) {
+                ret = fail("copy", &e);
+                goto out;
+            }
+            g_ptr_array_add(list, s);
+        }
+    } else if (vb_snap_list(r1, NULL, &list, &e)) {
+        ret = fail("copy", &e);
+        goto out;
+    }
+    for (guint i = 0; i < list->len; i++) {
+        struct vb_snapshot *s = list->pdata[i];
+        if (s->type == VB_SNAP_DISK && vb_snap_load_fidx(r1, s, NULL) == 0)
+            total += s->size;
+    }
+    vb_progress_init(&p, "copy", total, !quiet && isatty(STDERR_FILENO));
+    for (guint i = 0; i < list->len; i++) {
+        struct vb_snapshot *s = list->pdata[i];
+        struct vb_manifest *there = NULL;
+        g_autofree char *id = esc(s->id);
+        char *new_id = NULL;
+        uint64_t added = 0, before = done;
+        char a[32];
+
+        if (vb2_snap_load(r2, s->id, &there, NULL) == 0) {
+            vb_manifest_free(there);
+            present++;
+            if (!quiet)
+                printf("%s: in the target already\n", id);
+            continue;
+        }
+        if (s->type != VB_SNAP_DISK) {
+            skipped++;
+            fprintf(stderr, "%s: copy: %s: a files snapshot: not copied (copy moves disk "
+                    "snapshots so far)\n", prog, id);
+            continue;
+        }
+        memset(&e, 0, sizeof(e));
+        if (copy_disk(r1, s, r2, &codec, &p, &done, &new_id, &added, &e)) {
+            failed++;
+            fail(id, &e);
+            done = before + (s->size);
+            continue;
+        }
+        copied++;
+        if (!quiet) {
+            g_autofree char *nid = esc(new_id);
+            printf("%s -> %s (%s new in the target)\n", id, nid,
+                   vb_fmt_bytes(added, a, sizeof(a)));
+        }
+        free(new_id);
+    }
+    vb_progress_end(&p);
+    if (!quiet || failed || skipped)
+        printf("copy: %u copied, %u already there, %u not copied (files), %u failed\n", copied,
+               present, skipped, failed);
+    ret = failed || skipped ? 1 : 0;
+out:
+    if (list)
+        g_ptr_array_free(list, TRUE);
+    if (r2)
+        vb2_repo_close(r2);
+    vb_repo_release(claim);
+    if (r1)
+        vb_repo_close(r1);
+    vb_codec_free(&codec);
+    return ret;
+}
