@@ -32,21 +32,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
 from daemonlib import (VBACKUPCTL, Daemon, backup, check, log, make_ext4, map_image,  # noqa
-                       workdir)
+                       stored, workdir)
 
 MiB = 1 << 20
 ROOTS = ["data"]
 SEED = int(os.environ.get("VB_TEST_SEED", random.randrange(1 << 32)))
 print(f"seed {SEED} (VB_TEST_SEED={SEED} repeats this run)", flush=True)
 rng = random.Random(SEED)
-
-
-def stored(repo):
-    n = 0
-    for dirpath, _, files in os.walk(os.path.join(repo, "chunks")):
-        n += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files
-                 if not f.startswith("."))
-    return n
 
 
 def ctl(repo, *args, rc=0):

@@ -22,19 +22,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
-from daemonlib import VBACKUPCTL, Daemon, check, log, wait_for, workdir  # noqa: E402
+from daemonlib import VBACKUPCTL, Daemon, check, log, stored, wait_for, workdir  # noqa: E402
 
 MiB = 1 << 20
 PIECE = vp.MAX_PAYLOAD - 64
-
-
-def stored(repo):
-    """Bytes of chunk files in the repository."""
-    n = 0
-    for dirpath, _, files in os.walk(os.path.join(repo, "chunks")):
-        n += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files
-                 if not f.startswith("."))
-    return n
 
 
 def files_backup(c, serial, size):

@@ -227,6 +227,15 @@ class Daemon:
         return open(self.log_path).read()
 
 
+def stored(repo):
+    """Bytes of chunk files in the repository."""
+    n = 0
+    for dirpath, _, files in os.walk(os.path.join(repo, "chunks")):
+        n += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files
+                 if not f.startswith("."))
+    return n
+
+
 # ---- images --------------------------------------------------------------------
 
 def make_tree(root):
