@@ -58,8 +58,7 @@ static int read_secret(const char *password_file, const char *key_file, const ch
     return vb_password_read(password_file, prompt, s, e);
 }
 
-/* Open a v2 repository; an unencrypted one needs no secret. */
-static int open_v2(const char *location, const char *password_file, const char *key_file,
+int vbctl_open_v2(const char *location, const char *password_file, const char *key_file,
                    bool readonly, struct vb2_repo **r, vb_error *e)
 {
     struct vb2_open_opts o = { .readonly = readonly };
@@ -152,7 +151,7 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv)
         default: return 2;
         }
     }
-    if (open_v2(location, password_file, key_file, true, &r, &e))
+    if (vbctl_open_v2(location, password_file, key_file, true, &r, &e))
         return fail("snapshots", &e);
     if (vb2_snap_list(r, vm, &list, &problems, &e)) {
         vb2_repo_close(r);
@@ -199,156 +198,55 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv)
     return c;
 }
 
-/* ---- restore-disk -------------------------------------------------------------------- */
+/* ---- show ------------------------------------------------------------------------------ */
 
-struct rd {
-    int fd;
-    uint32_t chunk_size;
-    uint64_t size;
-    const uint64_t *index;   /* get_many's i -> chunk number */
-    GMutex lock;             /* below */
-    int err;
-    vb_error e;
-    uint64_t done;
-};
-
-static void rd_got(void *opaque, size_t i, const uint8_t *data, size_t len, int err,
-                   const vb_error *e)
-{
-    struct rd *rd = opaque;
-    uint64_t n = rd->index[i], off = n * rd->chunk_size;
-    uint64_t want = VB_MIN((uint64_t)rd->chunk_size, rd->size - off);
-    int ret = err;
-    vb_error my = { 0 };
-
-    if (!ret && len != want)
-        ret = vb_seterr(&my, -EBADMSG, "chunk %llu holds %zu bytes, not %llu",
-                        (unsigned long long)n, len, (unsigned long long)want);
-    if (!ret) {
-        size_t put = 0;
-        while (put < len) {
-            ssize_t k = pwrite(rd->fd, data + put, len - put, (off_t)(off + put));
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0) {
-                ret = vb_seterr(&my, k < 0 ? -errno : -EIO, "write at %llu: %s",
-                                (unsigned long long)(off + put),
-                                strerror(k < 0 ? errno : EIO));
-                break;
-            }
-            put += (size_t)k;
-        }
-    }
-    g_mutex_lock(&rd->lock);
-    if (ret && !rd->err) {
-        rd->err = ret;
-        rd->e = err ? *e : my;
-    }
-    rd->done += want;
-    g_mutex_unlock(&rd->lock);
-}
-
-int vbctl_v2_restore_disk(const char *location, int argc, char **argv)
+/* A snapshot's manifest as JSON, with the members of its notes (a disk
+ * backup's "tracking") beside the others, as version 1's index.json has
+ * them: one shape for `show --json` whatever the format. */
+int vbctl_v2_show(const char *location, int argc, char **argv)
 {
     static const struct option lo[] = {
-        { "to", 1, 0, 'o' }, { "force", 0, 0, 'F' }, { "password-file", 1, 0, 'P' },
-        { "key-file", 1, 0, 'K' }, { 0 } };
-    const char *to = NULL, *password_file = NULL, *key_file = NULL;
+        { "json", 0, 0, 'j' }, { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' },
+        { 0 } };
+    const char *password_file = NULL, *key_file = NULL;
     struct vb_manifest *m = NULL;
-    GByteArray *list = g_byte_array_new();
-    GByteArray *ids = g_byte_array_new();
-    GArray *index = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-    struct vb2_repo *r = NULL;
-    struct rd rd = { .fd = -1 };
-    uint8_t key[VB_KEY_LEN];
-    static const uint8_t zero[VB_HASH_LEN];
-    bool force = false;
-    double t0 = vb_now();
+    struct vb2_repo *r;
+    json_object *j, *notes;
     vb_error e = { 0 };
-    int c, ret = 1;
+    int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'o': to = optarg; break;
-        case 'F': force = true; break;
+        case 'j': break;
         case 'P': password_file = optarg; break;
         case 'K': key_file = optarg; break;
-        default: ret = 2; goto out;
+        default: return 2;
         }
     }
-    if (optind + 1 != argc || !to) {
-        fprintf(stderr, "usage: %s --repo LOCATION restore-disk SNAPSHOT --to FILE [--force]\n",
-                prog);
-        ret = 2;
-        goto out;
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: %s show SNAPSHOT [--json]\n", prog);
+        return 2;
     }
-    if (open_v2(location, password_file, key_file, true, &r, &e) ||
-        vb2_snap_load(r, argv[optind], &m, &e)) {
-        ret = fail("restore-disk", &e);
-        goto out;
-    }
-    if (m->type != VB_MF_DISK) {
-        fprintf(stderr, "%s: restore-disk: %s is a files snapshot\n", prog, m->id);
-        goto out;
-    }
-    if (vb2_stream_get_all(r, m, &m->chunks, list, &e) || vb2_group_key(r, m->dedup_group, key, &e)) {
-        ret = fail("restore-disk", &e);
-        goto out;
-    }
-    if (list->len != m->disk.chunk_count * VB_HASH_LEN) {
-        fprintf(stderr, "%s: restore-disk: %s: its chunk list holds %u bytes, not %llu ids\n",
-                prog, m->id, list->len, (unsigned long long)m->disk.chunk_count);
-        goto out;
-    }
-    /* a new file (or, with --force, one emptied), its holes left as holes */
-    rd.fd = open(to, O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0600);
-    if (rd.fd < 0) {
-        fprintf(stderr, "%s: restore-disk: %s: %s%s\n", prog, to, strerror(errno),
-                errno == EEXIST ? " (--force replaces it)" : "");
-        goto out;
-    }
-    if (ftruncate(rd.fd, (off_t)m->disk.size) < 0) {
-        fprintf(stderr, "%s: restore-disk: %s: %s (only files are written)\n", prog, to,
-                strerror(errno));
-        goto out;
-    }
-    for (uint64_t i = 0; i < m->disk.chunk_count; i++) {
-        if (!memcmp(list->data + i * VB_HASH_LEN, zero, VB_HASH_LEN))
-            continue;
-        g_byte_array_append(ids, list->data + i * VB_HASH_LEN, VB_HASH_LEN);
-        g_array_append_val(index, i);
-    }
-    rd.chunk_size = m->disk.chunk_size;
-    rd.size = m->disk.size;
-    rd.index = (const uint64_t *)(void *)index->data;
-    g_mutex_init(&rd.lock);
-    c = vb2_get_many(r, key, ids->data, index->len, rd_got, &rd, &e);
-    g_mutex_clear(&rd.lock);
-    if (c || rd.err) {
-        ret = fail("restore-disk", c ? &e : &rd.e);
-        goto out;
-    }
-    if (fsync(rd.fd) < 0) {
-        fprintf(stderr, "%s: restore-disk: %s: %s\n", prog, to, strerror(errno));
-        goto out;
-    }
-    if (!quiet) {
-        char a[32];
-        printf("restored %s to %s (raw, %s of data) in %.1f s\n", m->id, to,
-               vb_fmt_bytes(rd.done, a, sizeof(a)), vb_now() - t0);
-    }
-    ret = 0;
-out:
-    if (rd.fd >= 0)
-        close(rd.fd);
-    vb_manifest_free(m);
-    g_byte_array_free(list, TRUE);
-    g_byte_array_free(ids, TRUE);
-    g_array_free(index, TRUE);
-    if (r)
+    if (vbctl_open_v2(location, password_file, key_file, true, &r, &e))
+        return fail("show", &e);
+    if (vb2_snap_load(r, argv[optind], &m, &e) || !(j = vb_manifest_to_json(m, &e))) {
+        vb_manifest_free(m);
         vb2_repo_close(r);
-    return ret;
+        return fail("show", &e);
+    }
+    if (json_object_object_get_ex(j, "notes", &notes) &&
+        json_object_is_type(notes, json_type_object)) {
+        json_object_object_foreach(notes, k, v)
+            if (!json_object_object_get_ex(j, k, NULL))
+                json_object_object_add(j, k, json_object_get(v));
+    }
+    puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY |
+                                           JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(j);
+    vb_manifest_free(m);
+    vb2_repo_close(r);
+    return 0;
 }
 
 /* ---- verify ----------------------------------------------------------------------------- */
@@ -376,7 +274,7 @@ int vbctl_v2_verify(const char *location, int argc, char **argv)
     }
     if (optind < argc)
         o.snapshot = argv[optind];
-    if (open_v2(location, password_file, key_file, true, &r, &e))
+    if (vbctl_open_v2(location, password_file, key_file, true, &r, &e))
         return fail("verify", &e);
     if (vb2_verify(r, &o, &rep, &e)) {
         vb2_repo_close(r);
@@ -445,7 +343,7 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
                 "--new-key-file FILE]\n", prog);
         return 2;
     }
-    if (open_v2(location, password_file, key_file, !strcmp(verb, "list"), &r, &e)) {
+    if (vbctl_open_v2(location, password_file, key_file, !strcmp(verb, "list"), &r, &e)) {
         ret = fail("key", &e);
         goto out;
     }
@@ -665,7 +563,7 @@ int vbctl_copy(int argc, char **argv)
         return 1;
     /* the source's claim keeps its gc from removing what is being copied */
     if (vb_repo_open(from, VB_LOCK_NONE, quiet, &r1, &e) || vb_repo_claim(r1, true, &claim, &e) ||
-        open_v2(to, password_file, key_file, false, &r2, &e)) {
+        vbctl_open_v2(to, password_file, key_file, false, &r2, &e)) {
         ret = fail("copy", &e);
         goto out;
     }

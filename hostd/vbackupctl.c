@@ -17,6 +17,8 @@
 
 #include "cbt.h"
 #include "diskbackup.h"
+#include "disksink.h"
+#include "disksink2.h"
 #include "escape.h"
 #include "filerestore.h"
 #include "image.h"
@@ -335,9 +337,11 @@ static int cmd_backup_disk(int argc, char **argv)
         { "vm", 1, 0, 'v' }, { "name", 1, 0, 'n' }, { "format", 1, 0, 'f' },
         { "backing-format", 1, 0, 'B' }, { "buffered", 0, 0, 'b' }, { "threads", 1, 0, 't' },
         { "mode", 1, 0, 'm' }, { "parent", 1, 0, 'p' }, { "state", 1, 0, 'S' },
-        { "track", 0, 0, 'T' }, { "dedup-group", 1, 0, 'G' }, { 0 } };
+        { "track", 0, 0, 'T' }, { "dedup-group", 1, 0, 'G' }, { "password-file", 1, 0, 'P' },
+        { "key-file", 1, 0, 'K' }, { 0 } };
     struct vb_disk_backup_opts o = { 0 };
-    const char *dedup_group = NULL;
+    const char *dedup_group = NULL, *password_file = NULL, *key_file = NULL;
+    bool v2 = vbctl_is_v2(repo_path);
     struct vb_disk_stats st;
     struct vb_repo *r;
     struct vb_write *ws;
@@ -369,13 +373,16 @@ static int cmd_backup_disk(int argc, char **argv)
         case 'S': state = optarg; break;
         case 'T': track = true; break;
         case 'G': dedup_group = optarg; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc || !o.vm) {
         fprintf(stderr, "usage: %s backup-disk --vm NAME --format raw|qcow2 [--name DISK] "
                 "[--mode full|incremental|differential] [--parent ID] [--state DIR] "
-                "[--track] [--dedup-group NAME] IMAGE\n", prog);
+                "[--track] [--dedup-group NAME] [--password-file FILE | --key-file FILE] "
+                "IMAGE\n", prog);
         return 2;
     }
     if ((c = check_formats("backup-disk", o.format, o.backing_format)))
@@ -433,20 +440,38 @@ static int cmd_backup_disk(int argc, char **argv)
             return die_err("backup-disk", &e);
         }
     }
-    if (open_repo(VB_LOCK_NONE, &r))
-        goto fail;
-    repo_real = realpath(r->path, NULL);
-    /* the session claims the repository (waiting while gc runs) until it ends */
-    if (vb_write_begin(r, o.vm, dedup_group, 0, &ws, &e)) {
+    if (v2) {
+        /* format 2: a write session of the v2 engine (its lease keeps gc
+         * from deleting what it stores) under the same backup engine */
+        struct vb2_repo *r2;
+        struct vb_disk_sink sk;
+        if (!repo_path || vbctl_open_v2(repo_path, password_file, key_file, false, &r2, &e)) {
+            die_err("backup-disk", &e);
+            goto fail;
+        }
+        repo_real = strncmp(repo_path, "s3://", 5) ? realpath(repo_path, NULL)
+                                                  : strdup(repo_path);
+        if ((c = vb2_disk_sink(r2, repo_real, o.vm, dedup_group, &sk, &e)) == 0) {
+            c = vb_disk_backup(&sk, &o, &st, &id, &e);
+            vb2_disk_sink_end(&sk);
+        }
+        vb2_repo_close(r2);
+    } else {
+        if (open_repo(VB_LOCK_NONE, &r))
+            goto fail;
+        repo_real = realpath(r->path, NULL);
+        /* the session claims the repository (waiting while gc runs) until it ends */
+        if (vb_write_begin(r, o.vm, dedup_group, 0, &ws, &e)) {
+            vb_repo_close(r);
+            die_err("backup-disk", &e);
+            goto fail;
+        }
+        c = vb_disk_backup_v1(ws, &o, &st, &id, &e);
+        if (!c && vb_write_warning(ws))
+            fprintf(stderr, "%s: warning: %s\n", prog, vb_write_warning(ws));
+        vb_write_unref(ws);
         vb_repo_close(r);
-        die_err("backup-disk", &e);
-        goto fail;
     }
-    c = vb_disk_backup(ws, &o, &st, &id, &e);
-    if (!c && vb_write_warning(ws))
-        fprintf(stderr, "%s: warning: %s\n", prog, vb_write_warning(ws));
-    vb_write_unref(ws);
-    vb_repo_close(r);
     if (c) {
         die_err("backup-disk", &e);
         goto fail;
@@ -508,12 +533,16 @@ static int cmd_restore_disk(int argc, char **argv)
 {
     static const struct option lo[] = {
         { "to", 1, 0, 'o' }, { "format", 1, 0, 'f' }, { "force", 0, 0, 'F' },
-        { "threads", 1, 0, 't' }, { 0 } };
+        { "threads", 1, 0, 't' }, { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' },
+        { 0 } };
     struct vb_disk_restore_opts o = { 0 };
     struct vb_disk_stats st;
-    struct vb_repo *r;
+    struct vb_disk_source src;
+    const char *password_file = NULL, *key_file = NULL;
+    struct vb_repo *r = NULL;
+    struct vb2_repo *r2 = NULL;
     vb_error e = { 0 };
-    char a[32], b[32];
+    char a[32];
     int c;
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -522,26 +551,42 @@ static int cmd_restore_disk(int argc, char **argv)
         case 'f': o.format = optarg; break;
         case 'F': o.force = true; break;
         case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
         default: return 2;
         }
     }
     if (optind + 1 != argc || !o.to) {
-        fprintf(stderr, "usage: %s restore-disk SNAPSHOT --to FILE [--format raw|qcow2]\n", prog);
+        fprintf(stderr, "usage: %s restore-disk SNAPSHOT --to FILE [--format raw|qcow2] "
+                "[--force] [--threads N] [--password-file FILE | --key-file FILE]\n", prog);
         return 2;
     }
     o.snapshot = argv[optind];
     o.progress = show_progress();
-    if (open_repo(VB_LOCK_SHARED, &r))
-        return 1;
-    if (vb_disk_restore(r, &o, &st, &e)) {
-        vb_repo_close(r);
-        return die_err("restore-disk", &e);
+    if (vbctl_is_v2(repo_path)) {
+        /* format 2: the same restore engine reading through the v2 door;
+         * object storage answers slower than a disk, so more reads are in
+         * flight than there are CPUs */
+        if (vbctl_open_v2(repo_path, password_file, key_file, true, &r2, &e))
+            return die_err("restore-disk", &e);
+        if (!o.threads && !strncmp(repo_path, "s3://", 5))
+            o.threads = 8;
+        vb2_disk_source(r2, &src);
+    } else {
+        if (open_repo(VB_LOCK_SHARED, &r))
+            return 1;
+        vb_disk_source_v1(r, &src);
     }
-    vb_repo_close(r);
+    c = vb_disk_restore(&src, &o, &st, &e);
+    if (r)
+        vb_repo_close(r);
+    if (r2)
+        vb2_repo_close(r2);
+    if (c)
+        return die_err("restore-disk", &e);
     if (!quiet)
         printf("restored %s to %s (%s, %s of data) in %.1f s\n", o.snapshot, o.to,
                o.format ? o.format : "raw", vb_fmt_bytes(st.allocated, a, sizeof(a)), st.seconds);
-    (void)b;
     return 0;
 }
 
@@ -1853,14 +1898,22 @@ int main(int argc, char **argv)
         /* the v2 door: what vbackupctl does on version 2 repositories so far */
         if (!strcmp(argv[i], "snapshots"))
             return vbctl_v2_snapshots(repo_path, argc - i, argv + i);
-        if (!strcmp(argv[i], "restore-disk"))
-            return vbctl_v2_restore_disk(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "show"))
+            return vbctl_v2_show(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "restore-disk")) {
+            optind = 1;
+            return cmd_restore_disk(argc - i, argv + i);
+        }
         if (!strcmp(argv[i], "verify"))
             return vbctl_v2_verify(repo_path, argc - i, argv + i);
         if (!strcmp(argv[i], "key"))
             return vbctl_v2_key(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "backup-disk")) {
+            optind = 1;
+            return cmd_backup_disk(argc - i, argv + i);
+        }
         fprintf(stderr, "%s: %s: %s is a version 2 repository, where vbackupctl does init, "
-                "snapshots, restore-disk, verify, key and copy so far\n", prog, argv[i], repo_path);
+                "backup-disk, snapshots, show, restore-disk, verify, key and copy so far\n", prog, argv[i], repo_path);
         return 2;
     }
     for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {

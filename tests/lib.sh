@@ -22,6 +22,24 @@ requires() {
     command -v "$1" >/dev/null 2>&1 || { echo "SKIP: $1 not installed"; exit 77; }
 }
 
+# The repository format a test runs on: meson runs some tests once per
+# format.  VB_TEST_FORMAT=1 (the default) or 2; VB_TEST_ENCRYPTION (format 2:
+# none by default) makes encrypted ones, their password in a file that
+# VBACKUP_PASSWORD_FILE names, as a user would keep it.
+repo_format=${VB_TEST_FORMAT:-1}
+repo_init() {   # DIR: a new repository in the test's format
+    if [ "$repo_format" = 2 ]; then
+        local enc=${VB_TEST_ENCRYPTION:-none}
+        if [ "$enc" != none ] && [ -z "${VBACKUP_PASSWORD_FILE:-}" ]; then
+            echo "the test's password" > "$T/.password"
+            export VBACKUP_PASSWORD_FILE="$T/.password"
+        fi
+        "$V" --repo "$1" init --format 2 --encryption "$enc" >/dev/null
+    else
+        "$V" --repo "$1" init >/dev/null
+    fi
+}
+
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 

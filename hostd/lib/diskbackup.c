@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "disksink.h"
 #include "image.h"
 #include "progress.h"
 #include "reader.h"
-#include "session.h"
 #include "snapshot.h"
 #include "uring.h"
 #include "vbackup/proto.h"
@@ -47,8 +47,8 @@ struct dchunk {
 };
 
 struct dbk {
-    struct vb_write *ws;
-    struct vb_repo *r;
+    struct vb_disk_sink *sk;
+    uint32_t cs;             /* chunk size */
     struct vb_image *img;
     struct vb_ring ring;
     struct vb_workers wk;
@@ -61,7 +61,7 @@ struct dbk {
     uint8_t *ids;
     uint64_t processed;      /* bytes processed, for progress */
     /* changed-block tracking */
-    struct vb_snapshot *basis;   /* with its chunk ids */
+    struct vb_disk_prior *basis; /* with its chunk ids */
     struct vb_cbt_plan plan;
     uint8_t *todo;           /* per chunk: what to do (enum todo) */
 };
@@ -83,7 +83,8 @@ static void chunk_work(struct vb_work *w, struct vb_codec *c)
             ch->err = 0;
             return;
         }
-        ch->err = vb_repo_get_chunk(ch->bk->r, c, &ch->bk->basis->space, bid, ch->rd.buf, ch->rd.len, &plain, &ch->e);
+        ch->err = ch->bk->sk->ops->get(ch->bk->sk->h, c, ch->bk->basis, bid, ch->rd.buf,
+                                       ch->rd.len, &plain, &ch->e);
         if (!ch->err && plain != ch->rd.len)
             ch->err = vb_seterr(&ch->e, -EBADMSG, "basis chunk of %zu bytes, not %u", plain,
                                 ch->rd.len);
@@ -98,7 +99,8 @@ static void chunk_work(struct vb_work *w, struct vb_codec *c)
     }
     /* known to the session (stored, found, or inherited from a parent of
      * this gc generation): no lookup; else looked up, and stored if absent */
-    ret = vb_write_put(ch->bk->ws, c, ch->rd.buf, ch->rd.len, ch->id, &ch->stored, &ch->e);
+    ret = ch->bk->sk->ops->put(ch->bk->sk->h, c, ch->rd.buf, ch->rd.len, ch->id, &ch->stored,
+                               &ch->e);
     if (ret < 0)
         ch->err = ret;
     ch->outcome = ret == 1 ? OUT_NEW : OUT_DEDUP;
@@ -162,24 +164,23 @@ static const char *mode_name(int mode)
 }
 
 /* The disk's backups in this repository: the newest, and the newest full one. */
-static int find_backups(struct vb_write *ws, const char *vm, const char *group, char **newest,
-                        char **newest_full, vb_error *e)
+static int find_backups(struct vb_disk_sink *sk, const char *vm, const char *group,
+                        char **newest, char **newest_full, vb_error *e)
 {
     GPtrArray *list;
     int ret;
 
     *newest = *newest_full = NULL;
-    if ((ret = vb_snap_list(vb_write_repo(ws), vm, &list, e)))
-        return ret == -ENOENT ? 0 : ret;
+    if ((ret = sk->ops->list(sk->h, vm, &list, e)))
+        return ret;
     for (guint i = list->len; i-- > 0;) {
-        struct vb_snapshot *s = list->pdata[i];
-        const char *m = vb_json_str(s->json, "mode");
+        struct vb_disk_prior *s = list->pdata[i];
         /* one of another dedup group names its chunks in another id space */
-        if (s->type != VB_SNAP_DISK || strcmp(s->group, group) || !vb_write_same_space(ws, s))
+        if (strcmp(s->group, group) || !s->same_space)
             continue;
         if (!*newest)
             *newest = strdup(s->id);
-        if (!m || !strcmp(m, "full")) {
+        if (s->full) {
             *newest_full = strdup(s->id);
             break;
         }
@@ -189,12 +190,11 @@ static int find_backups(struct vb_write *ws, const char *vm, const char *group, 
 }
 
 /* The parent the snapshot names, by mode, and the mode it then has. */
-static int choose_parent(struct vb_write *ws, const struct vb_disk_backup_opts *o,
+static int choose_parent(struct vb_disk_sink *sk, const struct vb_disk_backup_opts *o,
                          const char *group, char **parent, char **newest, int *mode, vb_error *e)
 {
-    struct vb_repo *r = vb_write_repo(ws);
     char *full = NULL;
-    int ret = find_backups(ws, o->vm, group, newest, &full, e);
+    int ret = find_backups(sk, o->vm, group, newest, &full, e);
 
     *parent = NULL;
     *mode = o->mode == VB_MODE_INCREMENTAL || o->mode == VB_MODE_DIFFERENTIAL ? o->mode
@@ -202,21 +202,25 @@ static int choose_parent(struct vb_write *ws, const struct vb_disk_backup_opts *
     if (ret)
         return ret;
     if (o->parent) {
-        struct vb_snapshot *ps;
-        if ((ret = vb_snap_load(r, o->parent, &ps, e))) {
+        struct vb_disk_prior *ps;
+        ret = sk->ops->load(sk->h, o->parent, &ps, e);
+        if (ret == -EMEDIUMTYPE)
+            ret = vb_seterr(e, -EINVAL, "snapshot %s is not a backup of disk '%s' of VM %s",
+                            o->parent, group + 5, o->vm);
+        if (ret) {
             free(full);
             return ret;
         }
-        if (ps->type != VB_SNAP_DISK || strcmp(ps->vm, o->vm) || strcmp(ps->group, group))
+        if (strcmp(ps->vm, o->vm) || strcmp(ps->group, group))
             ret = vb_seterr(e, -EINVAL, "snapshot %s is not a backup of disk '%s' of VM %s",
                             o->parent, group + 5, o->vm);
-        else if (!vb_write_same_space(ws, ps))
+        else if (!ps->same_space)
             ret = vb_seterr(e, -EINVAL, "snapshot %s was made in dedup group '%s', this backup "
-                            "is in '%s': it cannot be its parent", o->parent, ps->space.tagged ? ps->space.group : "(none)",
-                            vb_write_space(ws)->tagged ? vb_write_space(ws)->group : "(none)");
+                            "is in '%s': it cannot be its parent", o->parent, ps->space_name,
+                            sk->space_name);
         else
             *parent = strdup(o->parent);
-        vb_snap_free(ps);
+        vb_disk_prior_free(ps);
         if (!ret && *mode == VB_MODE_FULL)
             *mode = VB_MODE_INCREMENTAL;
     } else if (*mode == VB_MODE_DIFFERENTIAL) {
@@ -244,9 +248,8 @@ static int prove_changes(struct dbk *bk, const struct vb_disk_backup_opts *o, co
                               .ids = ids, .size = img->size,
                               .top_is_qcow2 = img->layer[0].fmt == VB_FMT_QCOW2 };
     struct vb_cbt_repo_facts f = { 0 };
-    struct vb_snapshot *ns = NULL;
+    struct vb_disk_prior *ns = NULL;
     GArray *ranges = NULL;
-    char *repo = NULL;
     bool ok = false;
     vb_error e1 = { 0 };
     int ret = 0;
@@ -266,11 +269,9 @@ static int prove_changes(struct dbk *bk, const struct vb_disk_backup_opts *o, co
     }
     if (!vb_cbt_chain_proves(o->cbt, &c, st->why, sizeof(st->why)))
         goto out;
-    repo = realpath(bk->r->path, NULL);
-    f.repo = repo;
+    f.repo = bk->sk->location;
     f.newest = newest;
-    if (newest && vb_snap_load(bk->r, newest, &ns, &e1) == 0 &&
-        vb_snap_load_fidx(bk->r, ns, &e1) == 0) {
+    if (newest && bk->sk->ops->load(bk->sk->h, newest, &ns, &e1) == 0) {
         f.newest_size = ns->size;
         f.newest_chunk_size = ns->chunk_size;
     } else if (newest) {
@@ -280,11 +281,11 @@ static int prove_changes(struct dbk *bk, const struct vb_disk_backup_opts *o, co
     }
     if (!vb_cbt_basis_proves(o->cbt, &f, st->why, sizeof(st->why)))
         goto out;
-    if (!vb_write_same_space(bk->ws, ns)) {     /* find_backups left those out: never */
+    if (!ns->same_space) {      /* find_backups left those out: never */
         snprintf(st->why, sizeof(st->why), "snapshot %s is of another dedup group", ns->id);
         goto out;
     }
-    if (ns->chunk_size != VB_DISK_CHUNK || ns->size != img->size) {
+    if (ns->chunk_size != bk->cs || ns->size != img->size) {
         snprintf(st->why, sizeof(st->why), "snapshot %s has other chunks than this backup makes",
                  ns->id);
         goto out;
@@ -292,7 +293,7 @@ static int prove_changes(struct dbk *bk, const struct vb_disk_backup_opts *o, co
     ranges = g_array_new(FALSE, FALSE, sizeof(struct vb_cbt_range));
     if ((ret = vb_cbt_changes(img, ranges, e)))
         goto out;
-    if ((ret = vb_cbt_plan_build(ranges, img->size, VB_DISK_CHUNK, &bk->plan))) {
+    if ((ret = vb_cbt_plan_build(ranges, img->size, bk->cs, &bk->plan))) {
         ret = vb_seterr(e, ret, "the change set of %s is invalid", img->layer[0].path);
         goto out;
     }
@@ -310,8 +311,7 @@ out:
         free(files[i]);
     if (ranges)
         g_array_free(ranges, TRUE);
-    vb_snap_free(ns);
-    free(repo);
+    vb_disk_prior_free(ns);
     return ret;
 }
 
@@ -320,7 +320,7 @@ out:
 static int plan_chunks(struct dbk *bk, uint64_t n_chunks, vb_error *e)
 {
     struct vb_disk_stats *st = bk->st;
-    bool known = vb_write_inherits(bk->ws, bk->basis);
+    bool known = bk->basis->known;
 
     bk->todo = calloc(VB_MAX(n_chunks, 1u), 1);
     if (!bk->todo)
@@ -333,7 +333,7 @@ static int plan_chunks(struct dbk *bk, uint64_t n_chunks, vb_error *e)
         } else if (vb_id_is_zero(bid)) {
             bk->todo[i] = TD_REUSE;
             st->chunks_reused++;
-        } else if (known || vb_write_has(bk->ws, bid)) {
+        } else if (known || bk->sk->ops->has(bk->sk->h, bid)) {
             /* after a gc each is looked up once; one that is gone is read again */
             bk->todo[i] = TD_REUSE;
             st->chunks_reused++;
@@ -363,12 +363,11 @@ static int start_read(struct dbk *bk, struct dchunk *ch, vb_error *e)
     return r2;
 }
 
-int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
+int vb_disk_backup(struct vb_disk_sink *sk, const struct vb_disk_backup_opts *o,
                    struct vb_disk_stats *st, char **snap_id, vb_error *e)
 {
     struct vb_image_opts io = { .format = o->format, .backing_format = o->backing_format,
                                 .no_direct = o->no_direct };
-    struct vb_repo *r = vb_write_repo(ws);
     struct dbk bk;
     struct vb_progress prog;
     uint64_t n_chunks, next = 0, total;
@@ -379,8 +378,8 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
 
     memset(&bk, 0, sizeof(bk));
     memset(st, 0, sizeof(*st));
-    bk.ws = ws;
-    bk.r = r;
+    bk.sk = sk;
+    bk.cs = sk->chunk_size;
     bk.st = st;
     ret = vb_image_open(o->image, &io, &bk.img, e);
     if (ret)
@@ -391,7 +390,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
     snprintf(group, sizeof(group), "disk:%s", o->name ? o->name : basename(name_copy));
     free(name_copy);
 
-    ret = choose_parent(ws, o, group, &parent, &newest, &st->mode, e);
+    ret = choose_parent(sk, o, group, &parent, &newest, &st->mode, e);
     if (ret)
         goto out_img;
     if (st->mode == VB_MODE_FULL)
@@ -403,25 +402,19 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
      * not read: mapping a large chain costs) */
     if (!st->tracked && (ret = scan_allocated(bk.img, &st->allocated, e)))
         goto out_img;
-    if (parent) {
+    if (parent && sk->ops->inherit) {
         /* an unchanged chunk costs a hash and a set lookup, not a lookup in
          * the store, while the parent's chunks are known to exist: no gc
          * since it was committed (session.h); after a gc they are looked up */
-        struct vb_snapshot *ps;
-        if (vb_snap_load(r, parent, &ps, NULL) == 0) {
-            if (vb_write_inherits(ws, ps) && vb_snap_load_fidx(r, ps, NULL) == 0) {
-                for (uint64_t i = 0; i < ps->n_chunks; i++)
-                    if (!vb_id_is_zero(ps->ids + i * VB_ID_LEN))
-                        vb_write_inherit(ws, ps->ids + i * VB_ID_LEN);
-            }
-            vb_snap_free(ps);
+        struct vb_disk_prior *ps;
+        if (sk->ops->load(sk->h, parent, &ps, NULL) == 0) {
+            sk->ops->inherit(sk->h, ps);
+            vb_disk_prior_free(ps);
         }
     }
-    if (bk.basis && vb_write_inherits(ws, bk.basis))
-        for (uint64_t i = 0; i < bk.basis->n_chunks; i++)
-            if (!vb_id_is_zero(bk.basis->ids + i * VB_ID_LEN))
-                vb_write_inherit(ws, bk.basis->ids + i * VB_ID_LEN);
-    n_chunks = (bk.img->size + VB_DISK_CHUNK - 1) / VB_DISK_CHUNK;
+    if (bk.basis && sk->ops->inherit)
+        sk->ops->inherit(sk->h, bk.basis);
+    n_chunks = (bk.img->size + bk.cs - 1) / bk.cs;
     st->chunks = n_chunks;
     bk.ids = calloc(VB_MAX(n_chunks, 1u), VB_ID_LEN);
     if (!bk.ids) {
@@ -435,7 +428,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         vb_seterr(e, ret, "io_uring_queue_init: %s", strerror(-ret));
         goto out_ids;
     }
-    ret = vb_workers_start(&bk.wk, o->threads, r->level);
+    ret = vb_workers_start(&bk.wk, o->threads, sk->zstd_level);
     if (ret) {
         vb_seterr(e, ret, "start workers: %s", strerror(-ret));
         goto out_ring;
@@ -451,7 +444,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         ch->rd.img = bk.img;
         ch->rd.opaque = ch;
         ch->rd.done = chunk_read_done;
-        ch->rd.buf = aligned_alloc(4096, VB_DISK_CHUNK);
+        ch->rd.buf = aligned_alloc(4096, bk.cs);
         if (!ch->rd.buf) {
             ret = vb_seterr(e, -ENOMEM, "out of memory");
             goto out_slots;
@@ -464,7 +457,7 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
 
     /* progress: what is read (a tracked backup: the change set and the
      * chunks read whole) */
-    total = st->tracked ? st->changed_bytes + st->chunks_reread * (uint64_t)VB_DISK_CHUNK
+    total = st->tracked ? st->changed_bytes + st->chunks_reread * (uint64_t)bk.cs
                         : st->allocated;
     vb_progress_init(&prog, "backup", total, o->progress);
     while ((next < n_chunks && !ret) || active) {
@@ -480,12 +473,12 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
                 /* unchanged since the basis: its chunk, not read */
                 if (vb_id_is_zero(bk.basis->ids + next * VB_ID_LEN)) {
                     st->chunks_hole++;
-                    st->bytes_zero += VB_MIN((uint64_t)VB_DISK_CHUNK,
-                                             bk.img->size - next * VB_DISK_CHUNK);
+                    st->bytes_zero += VB_MIN((uint64_t)bk.cs,
+                                             bk.img->size - next * bk.cs);
                 } else {
                     st->chunks_dedup++;
-                    st->bytes_dedup += VB_MIN((uint64_t)VB_DISK_CHUNK,
-                                              bk.img->size - next * VB_DISK_CHUNK);
+                    st->bytes_dedup += VB_MIN((uint64_t)bk.cs,
+                                              bk.img->size - next * bk.cs);
                 }
                 next++;
                 continue;
@@ -493,8 +486,8 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
             ch = g_queue_pop_head(&bk.free_slots);
             ch->index = next;
             ch->err = 0;
-            ch->rd.off = next * VB_DISK_CHUNK;
-            ch->rd.len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, bk.img->size - ch->rd.off);
+            ch->rd.off = next * bk.cs;
+            ch->rd.len = (uint32_t)VB_MIN((uint64_t)bk.cs, bk.img->size - ch->rd.off);
             ch->patch = bk.todo && bk.todo[next] == TD_PATCH;
             next++;
             if (ch->patch) {
@@ -598,39 +591,19 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
     st->bytes_read = bk.ring.bytes_read;
 
     if (!ret) {
-        size_t flen;
-        uint8_t sum[32];
-        char hex[VB_ID_HEX];
-        uint8_t *fidx = vb_fidx_build(bk.img->size, VB_DISK_CHUNK, n_chunks, bk.ids, &flen);
-        json_object *idx, *src, *disk, *stats, *cbt;
+        json_object *src, *stats, *cbt;
         char *abs = realpath(o->image, NULL);
+        struct vb_disk_commit d = {
+            .group = group, .mode = mode_name(st->mode), .parent = parent,
+            .size = bk.img->size, .chunk_size = bk.cs, .n_chunks = n_chunks, .ids = bk.ids,
+            .data_chunks = st->chunks_new + st->chunks_dedup,
+        };
 
-        ret = fidx ? vb_write_file(ws, "disk.fidx", fidx, flen, sum, e)
-                   : vb_seterr(e, -ENOMEM, "out of memory");
-        free(fidx);
-        vb_hex(sum, 32, hex);
         st->seconds = vb_now() - t0;
-
-        idx = json_object_new_object();
-        json_object_object_add(idx, "type", json_object_new_string("disk"));
-        json_object_object_add(idx, "group", json_object_new_string(group));
-        json_object_object_add(idx, "mode", json_object_new_string(mode_name(st->mode)));
-        json_object_object_add(idx, "parent", parent ? json_object_new_string(parent) : NULL);
         src = json_object_new_object();
         json_object_object_add(src, "path", json_object_new_string(abs ? abs : o->image));
         json_object_object_add(src, "format", json_object_new_string(vb_fmt_name(bk.img->layer[0].fmt)));
         json_object_object_add(src, "chain", chain_json(bk.img));
-        json_object_object_add(idx, "source", src);
-        disk = json_object_new_object();
-        json_object_object_add(disk, "name", json_object_new_string(group + 5));
-        json_object_object_add(disk, "size", json_object_new_int64((int64_t)bk.img->size));
-        json_object_object_add(disk, "chunk_size", json_object_new_int(VB_DISK_CHUNK));
-        json_object_object_add(disk, "chunks", json_object_new_int64((int64_t)n_chunks));
-        json_object_object_add(disk, "data_chunks",
-                               json_object_new_int64((int64_t)(st->chunks_new + st->chunks_dedup)));
-        json_object_object_add(disk, "index", json_object_new_string("disk.fidx"));
-        json_object_object_add(disk, "index_sha256", json_object_new_string(hex));
-        json_object_object_add(idx, "disk", disk);
         /* how the backup knew what to read */
         cbt = json_object_new_object();
         json_object_object_add(cbt, "read", json_object_new_string(
@@ -650,7 +623,6 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         } else {
             json_object_object_add(cbt, "reason", json_object_new_string(st->why));
         }
-        json_object_object_add(idx, "tracking", cbt);
         stats = json_object_new_object();
         if (!st->tracked)
             json_object_object_add(stats, "allocated",
@@ -661,13 +633,17 @@ int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
         json_object_object_add(stats, "bytes_zero", json_object_new_int64((int64_t)st->bytes_zero));
         json_object_object_add(stats, "stored_new", json_object_new_int64((int64_t)st->stored_new));
         json_object_object_add(stats, "seconds", json_object_new_double(st->seconds));
-        json_object_object_add(idx, "stats", stats);
         free(abs);
-        if (!ret && o->before_commit)
+        d.source = src;
+        d.tracking = cbt;
+        d.stats = stats;
+        if (o->before_commit)
             ret = o->before_commit(o->before_commit_opaque, e);
         if (!ret)
-            ret = vb_write_commit(ws, idx, 0, snap_id, e);
-        json_object_put(idx);
+            ret = sk->ops->commit(sk->h, &d, snap_id, e);
+        json_object_put(src);
+        json_object_put(cbt);
+        json_object_put(stats);
     }
 
 out_slots:
@@ -686,12 +662,12 @@ out_ring:
 out_ids:
     free(bk.ids);
 out_img:
-    vb_write_abort(ws);         /* a no-op after the commit */
+    sk->ops->abort(sk->h);      /* a no-op after the commit */
     free(parent);
     free(newest);
     free(bk.todo);
     vb_cbt_plan_clear(&bk.plan);
-    vb_snap_free(bk.basis);
+    vb_disk_prior_free(bk.basis);
     vb_image_close(bk.img);
     st->seconds = vb_now() - t0;
     return ret;

@@ -64,12 +64,12 @@ struct vb_disk_stats {
     char basis[128];         /* tracked: the snapshot the change set is relative to */
 };
 
-struct vb_write;
+struct vb_disk_sink;
 
-/* Back up a disk image through the write session ws (session.h), begun by
- * the caller: the backup ends it, committed on success, aborted on failure
- * (the caller still drops its reference). */
-int vb_disk_backup(struct vb_write *ws, const struct vb_disk_backup_opts *o,
+/* Back up a disk image through a sink over a write session (disksink.h),
+ * begun by the caller: the backup ends it, committed on success, aborted on
+ * failure (the caller still drops its reference). */
+int vb_disk_backup(struct vb_disk_sink *sk, const struct vb_disk_backup_opts *o,
                    struct vb_disk_stats *st, char **snap_id, vb_error *e);
 
 struct vb_disk_restore_opts {
@@ -81,7 +81,9 @@ struct vb_disk_restore_opts {
     bool progress;
 };
 
-int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
+struct vb_disk_source;
+/* Restore a disk snapshot read through a source (disksink.h). */
+int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opts *o,
                     struct vb_disk_stats *st, vb_error *e);
 
 #endif

@@ -6,6 +6,7 @@
  * and zero runs are not written, so the result is sparse.
  */
 #include "diskbackup.h"
+#include "disksink.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -19,12 +20,12 @@
 
 #include "progress.h"
 #include "qcow2w.h"
-#include "snapshot.h"
 #include "uring.h"
 #include "workers.h"
 
 #define ZERO_GRAIN_RAW   4096u
-#define MAX_RUNS         (VB_DISK_CHUNK / ZERO_GRAIN_RAW / 2 + 1)
+#define CHUNK_MAX        (16u << 20)     /* the largest fixed chunk of a disk snapshot */
+#define MAX_RUNS         (CHUNK_MAX / ZERO_GRAIN_RAW / 2 + 1)
 
 struct drs;
 
@@ -47,8 +48,9 @@ struct rchunk {
 };
 
 struct drs {
-    struct vb_repo *repo;
-    struct vb_snapshot *snap;
+    struct vb_disk_source *src;
+    struct vb_disk_prior *snap;
+    uint32_t cs;             /* its chunk size */
     struct vb_ring ring;
     struct vb_workers wk;
     struct vb_io poll_io;
@@ -78,7 +80,7 @@ static void chunk_decode_work(struct vb_work *w, struct vb_codec *c)
     uint32_t g = rs->grain;
 
     ch->n_runs = 0;
-    ch->err = vb_repo_get_chunk(rs->repo, c, &rs->snap->space, id, ch->buf, VB_DISK_CHUNK, &got, &ch->e);
+    ch->err = rs->src->ops->get(rs->src->h, c, rs->snap, id, ch->buf, rs->cs, &got, &ch->e);
     if (ch->err)
         return;
     if (got != ch->len) {
@@ -156,11 +158,11 @@ static struct vb_io write_io(struct drs *rs, struct rchunk *ch, uint64_t off, ui
 /* decoded chunk: queue its writes */
 static int chunk_write(struct drs *rs, struct rchunk *ch, vb_error *e)
 {
-    uint64_t base = ch->index * VB_DISK_CHUNK;
+    uint64_t base = ch->index * rs->cs;
     unsigned n = 0;
     int ret;
 
-    ch->ios = calloc(VB_MAX(ch->n_runs * (VB_DISK_CHUNK / 65536), 1u), sizeof(*ch->ios));
+    ch->ios = calloc(VB_MAX(ch->n_runs * (rs->cs / 65536 + 1), 1u), sizeof(*ch->ios));
     if (!ch->ios)
         return vb_seterr(e, -ENOMEM, "out of memory");
     /* holes between runs */
@@ -342,7 +344,7 @@ static int publish(struct drs *rs, const char *to, vb_error *e)
     return 0;
 }
 
-int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
+int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opts *o,
                     struct vb_disk_stats *st, vb_error *e)
 {
     struct drs rs;
@@ -359,23 +361,21 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
     rs.fd = -1;
     rs.dfd = -1;
     rs.dir_fd = -1;
-    rs.repo = r;
+    rs.src = src;
     if (o->format && !qcow2 && strcmp(o->format, "raw"))
         return vb_seterr(e, -EINVAL, "unknown format '%s' (raw or qcow2)", o->format);
-    ret = vb_snap_load(r, o->snapshot, &rs.snap, e);
+    ret = src->ops->load(src->h, o->snapshot, &rs.snap, e);
     if (ret)
         return ret;
-    if (rs.snap->type != VB_SNAP_DISK) {
-        ret = vb_seterr(e, -EINVAL, "snapshot %s is a %s snapshot, not a disk", o->snapshot,
-                        vb_snap_type_name(rs.snap->type));
-        goto out;
-    }
-    ret = vb_snap_load_fidx(r, rs.snap, e);
-    if (ret)
-        goto out;
-    if (rs.snap->chunk_size != VB_DISK_CHUNK) {
+    rs.cs = rs.snap->chunk_size;
+    if (rs.cs < 4096 || rs.cs > CHUNK_MAX || (rs.cs & (rs.cs - 1))) {
         ret = vb_seterr(e, -EBADMSG, "snapshot %s: unsupported chunk size %u", o->snapshot,
                         rs.snap->chunk_size);
+        goto out;
+    }
+    if (qcow2 && rs.cs < 65536) {
+        ret = vb_seterr(e, -EINVAL, "snapshot %s has chunks of %u bytes, smaller than a "
+                        "qcow2 cluster: restore it to raw", o->snapshot, rs.cs);
         goto out;
     }
     st->size = rs.snap->size;
@@ -391,7 +391,7 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
     }
     for (uint64_t i = 0; i < rs.snap->n_chunks; i++)
         if (!vb_id_is_zero(rs.snap->ids + i * VB_ID_LEN))
-            st->allocated += VB_MIN((uint64_t)VB_DISK_CHUNK, rs.snap->size - i * VB_DISK_CHUNK);
+            st->allocated += VB_MIN((uint64_t)rs.cs, rs.snap->size - i * rs.cs);
 
     ret = vb_ring_init(&rs.ring, 128);
     if (ret) {
@@ -409,7 +409,7 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
     for (unsigned i = 0; i < n_slots; i++) {
         slots[i].work.fn = chunk_decode_work;
         slots[i].rs = &rs;
-        slots[i].buf = aligned_alloc(4096, VB_DISK_CHUNK);
+        slots[i].buf = aligned_alloc(4096, rs.cs);
         if (!slots[i].buf) {
             ret = vb_seterr(e, -ENOMEM, "out of memory");
             goto out;
@@ -425,8 +425,8 @@ int vb_disk_restore(struct vb_repo *r, const struct vb_disk_restore_opts *o,
         if (vb_interrupted && !ret)
             ret = vb_seterr(e, -EINTR, "interrupted");
         while (!ret && !rs.err && next < rs.snap->n_chunks && !g_queue_is_empty(&rs.free_slots)) {
-            uint64_t off = next * VB_DISK_CHUNK;
-            uint32_t len = (uint32_t)VB_MIN((uint64_t)VB_DISK_CHUNK, rs.snap->size - off);
+            uint64_t off = next * rs.cs;
+            uint32_t len = (uint32_t)VB_MIN((uint64_t)rs.cs, rs.snap->size - off);
             struct rchunk *ch;
 
             if (vb_id_is_zero(rs.snap->ids + next * VB_ID_LEN)) {
@@ -509,7 +509,7 @@ out:
         unlinkat(rs.dir_fd, rs.tmp_name, 0);
     if (rs.dir_fd >= 0)
         close(rs.dir_fd);
-    vb_snap_free(rs.snap);
+    vb_disk_prior_free(rs.snap);
     st->seconds = vb_now() - t0;
     return ret;
 }

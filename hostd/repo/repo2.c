@@ -414,7 +414,7 @@ int vb2_repo_create(const char *location, const struct vb2_create_opts *o, vb_er
     }
     if (!vb_store_stat(s, CONFIG_NAME, &info, NULL) ||
         !vb_store_stat(s, V1_MARKER, &info, NULL)) {
-        ret = vb_seterr(e, -EEXIST, "create repository %s: it is a repository already",
+        ret = vb_seterr(e, -EEXIST, "create repository %s: it is already a vbackup repository",
                         location);
         goto out;
     }
@@ -451,7 +451,7 @@ int vb2_repo_create(const char *location, const struct vb2_create_opts *o, vb_er
         ret = vb_store_put(s, CONFIG_NAME, json, strlen(json), VB_PUT_NOREPLACE | VB_PUT_SYNC,
                            e);
     if (ret == -EEXIST)
-        ret = vb_seterr(e, -EEXIST, "create repository %s: it is a repository already",
+        ret = vb_seterr(e, -EEXIST, "create repository %s: it is already a vbackup repository",
                         location);
     if (ret && keyname[0])
         vb_store_remove(s, keyname, NULL);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "diskbackup.h"
+#include "disksink.h"
 #include "escape.h"
 #include "vbackup/protolib.h"
 
@@ -1479,7 +1480,7 @@ static gpointer disk_thread(gpointer opaque)
         o.image = dk->top;
         o.format = "qcow2";
     }
-    dr->err = vb_disk_backup(dr->ws, &o, &dr->st, &dr->id, &dr->e);
+    dr->err = vb_disk_backup_v1(dr->ws, &o, &dr->st, &dr->id, &dr->e);
     if (!dr->err)
         bind_tracking(dr);
     g_idle_add(disk_finished, dr);

@@ -8,14 +8,15 @@
 # overlay written, the disk resized, the record gone or damaged, the overlay
 # in use by a QEMU, the basis snapshot in another repository or not the
 # newest.  A basis chunk that cannot be read, or a reused one gone after a
-# gc, is read whole.
+# gc, is read whole (format 1; format 2's damaged blobs: repo-v2 tests).
+# Runs once per repository format (lib.sh, repo_init).
 source "$(dirname "$0")/../lib.sh"
 requires qemu-img
 requires qemu-io
 cd "$T"
 R="$T/repo"
 S="$T/state"
-"$V" --repo "$R" init >/dev/null
+repo_init "$R"
 
 # the disk: a raw image of 64 MiB with data here and there
 truncate -s 64M disk.raw
@@ -132,7 +133,7 @@ wait_until 60 "the lock holder to end" sh -c "! kill -0 $locker"
 ok "overlay in use: full read"
 
 # a backup into another repository moves the basis there
-"$V" --repo "$T/repo2" init >/dev/null
+repo_init "$T/repo2"
 "$V" --repo "$T/repo2" backup-disk --vm v1 --name d0 --state "$S" --format qcow2 \
     --mode incremental "$ovl" >/dev/null
 full_read "another repository" --format qcow2 --mode incremental "$ovl" >/dev/null
@@ -147,7 +148,10 @@ PY
 full_read "not from the newest backup of this disk ($newest)" --format qcow2 --mode incremental "$ovl" >/dev/null
 ok "basis in another repository or not the newest: full read"
 
-# a basis chunk that cannot be read: that chunk is read whole
+# a basis chunk that cannot be read: that chunk is read whole (format 1's
+# chunk files; a version 2 pack holds many chunks, damaged ones are found by
+# verify: tests/engine/repo-v2-*.sh)
+if [ "$repo_format" = 1 ]; then
 qemu-io -f qcow2 -c "write -P 0x99 44M 4k" "$ovl" >/dev/null
 base=$(bk --format qcow2 --mode incremental "$ovl" | last_line)
 qemu-io -f qcow2 -c "write -P 0x9a 44M 4k" "$ovl" >/dev/null
@@ -172,6 +176,7 @@ out=$(bk --format qcow2 --mode incremental "$ovl")
 echo "$out" | grep -q "^incremental: .*1 read whole" || fail "the missing reused chunk: $out"
 restored_equals "$(echo "$out" | last_line)" "$ovl" qcow2
 ok "basis chunk unreadable, reused chunk gone after a gc: read whole, snapshots correct"
+fi
 
 # an explicit parent: another disk's snapshot is refused
 "$V" --repo "$R" backup-disk --vm v1 --name other --format raw disk.raw >/dev/null
@@ -181,4 +186,4 @@ expect_fail "is not a backup of disk 'd0'" bk --format qcow2 --mode incremental 
 pid=$(bk --format qcow2 --mode incremental --parent "$id2" "$ovl" | last_line)
 [ "$(stat_of "$pid" '["parent"]')" = "$id2" ] || fail "--parent is not the parent"
 "$V" --repo "$R" --quiet verify "$pid" >/dev/null || fail "the newest snapshot does not verify"
-ok "--parent; the newest snapshot verifies (older ones lost the chunks removed above)"
+ok "--parent; the newest snapshot verifies (format $repo_format)"

@@ -73,7 +73,7 @@ for s in "$full" "$inc" "$grp"; do
     [ "$(du -k "$f" | cut -f1)" -lt 24000 ] || fail "restore-disk $s did not keep the holes"
 done
 rc=0; "$V" --repo "$V2" restore-disk "$full" --to "v2-$(echo "$full" | tr / _).raw" > out 2>&1 || rc=$?
-[ "$rc" = 1 ] && grep -q "File exists (--force replaces it)" out || fail "restore-disk over a file: $(cat out)"
+[ "$rc" = 1 ] && grep -q "exists; use --force" out || fail "restore-disk over a file: $(cat out)"
 
 # --- verify, and damage ---------------------------------------------------------
 "$V" --repo "$V2" verify --read-data > out || { cat out; fail "verify of the copy"; }
@@ -119,8 +119,8 @@ rc=0; "$V" --repo "$V2" key remove "$(python3 -c "import json,sys; print(json.lo
 [ "$rc" = 1 ] && grep -q "is the one this command opened\|is the last one" out || fail "removing the last key: $(cat out)"
 
 # --- what is not there yet, and copies the wrong way round -----------------------
-rc=0; "$V" --repo "$V2" backup-disk --vm web --format raw d.raw > out 2>&1 || rc=$?
-[ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "backup-disk on v2: exit $rc: $(cat out)"
+rc=0; "$V" --repo "$V2" restore-files "$full" --to rf > out 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "restore-files on v2: exit $rc: $(cat out)"
 rc=0; "$V" copy --from "$V2" --to "$V1" > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is a version 2 repository" out || fail "copy from v2: $(cat out)"
 mkdir v1b && "$V" --repo v1b init >/dev/null

@@ -18,6 +18,7 @@
 #include "catalog.h"
 #include "chunkcache.h"
 #include "diskbackup.h"
+#include "disksink.h"
 #include "diskread.h"
 #include "fstree.h"
 #include "repo.h"
@@ -276,7 +277,7 @@ static char *backup(const char *vm, const char *name, const char *img)
 
     g_assert_cmpint(vb_repo_open(repo_path, VB_LOCK_NONE, true, &r, &e), ==, 0);
     g_assert_cmpint(vb_write_begin(r, vm, NULL, 0, &ws, &e), ==, 0);
-    if (vb_disk_backup(ws, &o, &st, &id, &e))
+    if (vb_disk_backup_v1(ws, &o, &st, &id, &e))
         g_error("backup: %s", vb_strerror(&e));
     vb_write_unref(ws);
     vb_repo_close(r);

@@ -44,7 +44,7 @@ static void test_create_open(void)
         {
             struct vb2_create_opts co = { .encryption = VB_AEAD_NONE };
             g_assert_cmpint(vb2_repo_create(t.dir, &co, &e), ==, -EEXIST);
-            g_assert_nonnull(strstr(e.msg, "a repository already"));
+            g_assert_nonnull(strstr(e.msg, "already a vbackup repository"));
         }
         o = trepo_open_opts(&t);
         if (all_aeads[a] != VB_AEAD_NONE) {
