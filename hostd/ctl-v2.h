@@ -3,9 +3,10 @@
  * vbackupctl on version 2 repositories (hostd/repo/repo2.h, the v2 door):
  * init with encryption, the list of snapshots, restore-disk, verify, key
  * files, and `copy`, which moves snapshots from a version 1 repository into
- * a version 2 one (a local folder or s3://BUCKET/PREFIX).  The daemon and
- * the other commands still work on version 1 repositories
- * (docs/repository-v2.md, "What uses it today").
+ * a version 2 one (a local folder or s3://BUCKET/PREFIX), in ctl-v2.c;
+ * forget, prune, gc and stats in ctl-v2-maint.c.  The daemon and the other
+ * commands still work on version 1 repositories (docs/repository-v2.md,
+ * "What uses it today").
  *
  * Secrets never come from the command line: --password-file FILE, else the
  * file $VBACKUP_PASSWORD_FILE names, else a terminal prompt; or
@@ -73,5 +74,10 @@ int vbctl_v2_restore_disk(const char *location, int argc, char **argv);
 int vbctl_v2_verify(const char *location, int argc, char **argv);
 int vbctl_v2_key(const char *location, int argc, char **argv);
 int vbctl_copy(int argc, char **argv);
+/* ctl-v2-maint.c */
+int vbctl_v2_forget(const char *location, int argc, char **argv);
+int vbctl_v2_prune(const char *location, int argc, char **argv);
+int vbctl_v2_gc(const char *location, int argc, char **argv);
+int vbctl_v2_stats(const char *location, int argc, char **argv);
 
 #endif

@@ -1892,8 +1892,17 @@ int main(int argc, char **argv)
             return vbctl_v2_verify(repo_path, argc - i, argv + i);
         if (!strcmp(argv[i], "key"))
             return vbctl_v2_key(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "forget"))
+            return vbctl_v2_forget(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "prune"))
+            return vbctl_v2_prune(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "gc"))
+            return vbctl_v2_gc(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "stats"))
+            return vbctl_v2_stats(repo_path, argc - i, argv + i);
         fprintf(stderr, "%s: %s: %s is a version 2 repository, where vbackupctl does init, "
-                "snapshots, restore-disk, verify, key and copy so far\n", prog, argv[i], repo_path);
+                "snapshots, restore-disk, verify, key, forget, prune, gc, stats and copy so "
+                "far\n", prog, argv[i], repo_path);
         return 2;
     }
     for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {
