@@ -22,16 +22,14 @@
 #include "repo2.h"
 #include "snapshot.h"
 
-/* Text that may hold bytes a guest chose (names, groups): escaped when it is
- * not plain (as ls -b does); ours stays readable. */
-static char *esc(const char *s)
+char *vbctl_esc(const char *s)
 {
     return vb_text_plain(s, strlen(s)) ? g_strdup(s) : vb_escape(s, strlen(s));
 }
 
-static int fail(const char *what, const vb_error *e)
+int vbctl_fail(const char *what, const vb_error *e)
 {
-    g_autofree char *msg = esc(vb_strerror(e));
+    g_autofree char *msg = vbctl_esc(vb_strerror(e));
 
     fprintf(stderr, "%s: %s: %s\n", prog, what, msg);
     return 1;
@@ -58,8 +56,8 @@ static int read_secret(const char *password_file, const char *key_file, const ch
     return vb_password_read(password_file, prompt, s, e);
 }
 
-int vbctl_open_v2(const char *location, const char *password_file, const char *key_file,
-                   bool readonly, struct vb2_repo **r, vb_error *e)
+int vbctl_v2_open(const char *location, const char *password_file, const char *key_file,
+                  bool readonly, struct vb2_repo **r, vb_error *e)
 {
     struct vb2_open_opts o = { .readonly = readonly };
     struct vb_secret s = { 0 };
@@ -113,13 +111,13 @@ int vbctl_v2_init(const char *location, int argc, char **argv)
     }
     if (o.encryption != VB_AEAD_NONE) {
         if (read_secret(password_file, key_file, "new repository password: ", &s, &e))
-            return fail("init", &e);
+            return vbctl_fail("init", &e);
         o.secret = &s;
     }
     ret = vb2_repo_create(location, &o, &e);
     vb_secret_wipe(&s);
     if (ret)
-        return fail("init", &e);
+        return vbctl_fail("init", &e);
     if (!quiet)
         printf("created repository %s (format 2, encryption %s)\n", location,
                vb_aead_name(o.encryption));
@@ -151,11 +149,11 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv)
         default: return 2;
         }
     }
-    if (vbctl_open_v2(location, password_file, key_file, true, &r, &e))
-        return fail("snapshots", &e);
+    if (vbctl_v2_open(location, password_file, key_file, true, &r, &e))
+        return vbctl_fail("snapshots", &e);
     if (vb2_snap_list(r, vm, &list, &problems, &e)) {
         vb2_repo_close(r);
-        return fail("snapshots", &e);
+        return vbctl_fail("snapshots", &e);
     }
     a = json_object_new_array();
     if (!json)
@@ -164,8 +162,8 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv)
         struct vb_manifest *m = list->pdata[i];
         json_object *o = json_object_new_object();
         uint64_t size = m->type == VB_MF_DISK ? m->disk.size : m->files.bytes;
-        g_autofree char *id = esc(m->id);
-        g_autofree char *group = esc(m->group && *m->group ? m->group : "-");
+        g_autofree char *id = vbctl_esc(m->id);
+        g_autofree char *group = vbctl_esc(m->group && *m->group ? m->group : "-");
         char sz[32];
 
         json_object_object_add(o, "id", json_object_new_string(m->id));
@@ -187,7 +185,7 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv)
         puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY |
                                                JSON_C_TO_STRING_NOSLASHESCAPE));
     for (guint i = 0; i < problems->len; i++) {
-        g_autofree char *p = esc(problems->pdata[i]);
+        g_autofree char *p = vbctl_esc(problems->pdata[i]);
         fprintf(stderr, "%s: snapshots: unreadable: %s\n", prog, p);
     }
     c = problems->len ? 1 : 0;
@@ -228,12 +226,12 @@ int vbctl_v2_show(const char *location, int argc, char **argv)
         fprintf(stderr, "usage: %s show SNAPSHOT [--json]\n", prog);
         return 2;
     }
-    if (vbctl_open_v2(location, password_file, key_file, true, &r, &e))
-        return fail("show", &e);
+    if (vbctl_v2_open(location, password_file, key_file, true, &r, &e))
+        return vbctl_fail("show", &e);
     if (vb2_snap_load(r, argv[optind], &m, &e) || !(j = vb_manifest_to_json(m, &e))) {
         vb_manifest_free(m);
         vb2_repo_close(r);
-        return fail("show", &e);
+        return vbctl_fail("show", &e);
     }
     if (json_object_object_get_ex(j, "notes", &notes) &&
         json_object_is_type(notes, json_type_object)) {
@@ -274,14 +272,14 @@ int vbctl_v2_verify(const char *location, int argc, char **argv)
     }
     if (optind < argc)
         o.snapshot = argv[optind];
-    if (vbctl_open_v2(location, password_file, key_file, true, &r, &e))
-        return fail("verify", &e);
+    if (vbctl_v2_open(location, password_file, key_file, true, &r, &e))
+        return vbctl_fail("verify", &e);
     if (vb2_verify(r, &o, &rep, &e)) {
         vb2_repo_close(r);
-        return fail("verify", &e);
+        return vbctl_fail("verify", &e);
     }
     for (guint i = 0; rep.problems && i < rep.problems->len; i++) {
-        g_autofree char *p = esc(rep.problems->pdata[i]);
+        g_autofree char *p = vbctl_esc(rep.problems->pdata[i]);
         printf("damaged: %s\n", p);
     }
     c = rep.problems && rep.problems->len ? 1 : 0;
@@ -343,8 +341,8 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
                 "--new-key-file FILE]\n", prog);
         return 2;
     }
-    if (vbctl_open_v2(location, password_file, key_file, !strcmp(verb, "list"), &r, &e)) {
-        ret = fail("key", &e);
+    if (vbctl_v2_open(location, password_file, key_file, !strcmp(verb, "list"), &r, &e)) {
+        ret = vbctl_fail("key", &e);
         goto out;
     }
     if (!strcmp(verb, "list")) {
@@ -352,7 +350,7 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
         json_object *a = json_object_new_array();
         if (vb2_key_list(r, &keys, &e)) {
             json_object_put(a);
-            ret = fail("key list", &e);
+            ret = vbctl_fail("key list", &e);
             goto out;
         }
         if (!json)
@@ -380,7 +378,7 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
         ret = 0;
     } else if (!strcmp(verb, "remove")) {
         if (vb2_key_remove(r, argv[optind + 1], &e)) {
-            ret = fail("key remove", &e);
+            ret = vbctl_fail("key remove", &e);
             goto out;
         }
         if (!quiet)
@@ -391,13 +389,13 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
         GArray *keys = NULL;
         char old[33] = "";
         if (read_new_secret(new_pw, new_key, &s, &e) || vb2_key_add(r, &s, NULL, id, &e)) {
-            ret = fail(!strcmp(verb, "add") ? "key add" : "key passwd", &e);
+            ret = vbctl_fail(!strcmp(verb, "add") ? "key add" : "key passwd", &e);
             goto out;
         }
         if (!strcmp(verb, "passwd")) {
             /* the new key file is durable (synced) before the old one goes */
             if (vb2_key_list(r, &keys, &e)) {
-                ret = fail("key passwd", &e);
+                ret = vbctl_fail("key passwd", &e);
                 goto out;
             }
             for (guint i = 0; i < keys->len; i++)
@@ -410,7 +408,7 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
             {
                 struct vb2_open_opts o = { .secret = &s };
                 if (vb2_repo_open(location, &o, &r, &e) || vb2_key_remove(r, old, &e)) {
-                    ret = fail("key passwd (the new key file was added)", &e);
+                    ret = vbctl_fail("key passwd (the new key file was added)", &e);
                     goto out;
                 }
             }
@@ -563,8 +561,8 @@ int vbctl_copy(int argc, char **argv)
         return 1;
     /* the source's claim keeps its gc from removing what is being copied */
     if (vb_repo_open(from, VB_LOCK_NONE, quiet, &r1, &e) || vb_repo_claim(r1, true, &claim, &e) ||
-        vbctl_open_v2(to, password_file, key_file, false, &r2, &e)) {
-        ret = fail("copy", &e);
+        vbctl_v2_open(to, password_file, key_file, false, &r2, &e)) {
+        ret = vbctl_fail("copy", &e);
         goto out;
     }
     if (optind < argc) {
@@ -572,13 +570,13 @@ int vbctl_copy(int argc, char **argv)
         for (int i = optind; i < argc; i++) {
             struct vb_snapshot *s;
             if (vb_snap_load(r1, argv[i], &s, &e)) {
-                ret = fail("copy", &e);
+                ret = vbctl_fail("copy", &e);
                 goto out;
             }
             g_ptr_array_add(list, s);
         }
     } else if (vb_snap_list(r1, NULL, &list, &e)) {
-        ret = fail("copy", &e);
+        ret = vbctl_fail("copy", &e);
         goto out;
     }
     for (guint i = 0; i < list->len; i++) {
@@ -590,7 +588,7 @@ int vbctl_copy(int argc, char **argv)
     for (guint i = 0; i < list->len; i++) {
         struct vb_snapshot *s = list->pdata[i];
         struct vb_manifest *there = NULL;
-        g_autofree char *id = esc(s->id);
+        g_autofree char *id = vbctl_esc(s->id);
         char *new_id = NULL;
         uint64_t added = 0, before = done;
         char a[32];
@@ -611,13 +609,13 @@ int vbctl_copy(int argc, char **argv)
         memset(&e, 0, sizeof(e));
         if (copy_disk(r1, s, r2, &codec, &p, &done, &new_id, &added, &e)) {
             failed++;
-            fail(id, &e);
+            vbctl_fail(id, &e);
             done = before + (s->size);
             continue;
         }
         copied++;
         if (!quiet) {
-            g_autofree char *nid = esc(new_id);
+            g_autofree char *nid = vbctl_esc(new_id);
             printf("%s -> %s (%s new in the target)\n", id, nid,
                    vb_fmt_bytes(added, a, sizeof(a)));
         }

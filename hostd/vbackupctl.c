@@ -180,12 +180,12 @@ static int open_repo(enum vb_lock lock, struct vb_repo **r)
     return 0;
 }
 
-static void print_json(json_object *o)
+void vbctl_print_json(json_object *o)
 {
     puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
-static int parse_int(const char *opt, const char *s, int *out)
+int vbctl_parse_int(const char *opt, const char *s, int *out)
 {
     char *end;
     long v = strtol(s, &end, 10);
@@ -207,7 +207,7 @@ static int cmd_init(int argc, char **argv)
     vb_error e = { 0 };
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (c != 'l' || parse_int("--level", optarg, &level))
+        if (c != 'l' || vbctl_parse_int("--level", optarg, &level))
             return 2;
     }
     if (level < 1 || level > 19) {
@@ -361,7 +361,7 @@ static int cmd_backup_disk(int argc, char **argv)
         case 'f': o.format = optarg; break;
         case 'B': o.backing_format = optarg; break;
         case 'b': o.no_direct = true; break;
-        case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        case 't': if (vbctl_parse_int("--threads", optarg, &o.threads)) return 2; break;
         case 'm':
             if (parse_mode(optarg, &o.mode)) {
                 fprintf(stderr, "%s: backup-disk: --mode must be full, incremental or "
@@ -445,7 +445,7 @@ static int cmd_backup_disk(int argc, char **argv)
          * from deleting what it stores) under the same backup engine */
         struct vb2_repo *r2;
         struct vb_disk_sink sk;
-        if (!repo_path || vbctl_open_v2(repo_path, password_file, key_file, false, &r2, &e)) {
+        if (!repo_path || vbctl_v2_open(repo_path, password_file, key_file, false, &r2, &e)) {
             die_err("backup-disk", &e);
             goto fail;
         }
@@ -550,7 +550,7 @@ static int cmd_restore_disk(int argc, char **argv)
         case 'o': o.to = optarg; break;
         case 'f': o.format = optarg; break;
         case 'F': o.force = true; break;
-        case 't': if (parse_int("--threads", optarg, &o.threads)) return 2; break;
+        case 't': if (vbctl_parse_int("--threads", optarg, &o.threads)) return 2; break;
         case 'P': password_file = optarg; break;
         case 'K': key_file = optarg; break;
         default: return 2;
@@ -567,7 +567,7 @@ static int cmd_restore_disk(int argc, char **argv)
         /* format 2: the same restore engine reading through the v2 door;
          * object storage answers slower than a disk, so more reads are in
          * flight than there are CPUs */
-        if (vbctl_open_v2(repo_path, password_file, key_file, true, &r2, &e))
+        if (vbctl_v2_open(repo_path, password_file, key_file, true, &r2, &e))
             return die_err("restore-disk", &e);
         if (!o.threads && !strncmp(repo_path, "s3://", 5))
             o.threads = 8;
@@ -707,7 +707,7 @@ static int cmd_snapshots(int argc, char **argv)
         }
     }
     if (json)
-        print_json(a);
+        vbctl_print_json(a);
     else
         print_snapshot_table(a, !repo_path);
     json_object_put(a);
@@ -735,7 +735,7 @@ static int cmd_show(int argc, char **argv)
         vb_repo_close(r);
         return die_err(NULL, &e);
     }
-    print_json(s->json);
+    vbctl_print_json(s->json);
     vb_snap_free(s);
     vb_repo_close(r);
     return 0;
@@ -855,7 +855,7 @@ static int cmd_ls(int argc, char **argv)
         }
     }
     if (json) {
-        print_json(a);
+        vbctl_print_json(a);
         json_object_put(a);
     }
     g_array_free(sel, TRUE);
@@ -995,7 +995,7 @@ static int cmd_verify(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
-        case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 't': if (vbctl_parse_int("--threads", optarg, &threads)) return 2; break;
         case 'r': optind = 0; return cmd_repair(argc, argv);
         default: return 2;
         }
@@ -1014,7 +1014,7 @@ static int cmd_verify(int argc, char **argv)
     rc = res.chunks_bad || res.snapshots_bad ? 1 : 0;
     if (json) {
         json_object_object_add(res.report, "ok", json_object_new_boolean(!rc));
-        print_json(res.report);
+        vbctl_print_json(res.report);
     } else {
         json_object *arr;
         json_object_object_get_ex(res.report, "damaged_snapshot_indexes", &arr);
@@ -1070,7 +1070,7 @@ static int cmd_repair(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
-        case 't': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 't': if (vbctl_parse_int("--threads", optarg, &threads)) return 2; break;
         case 'n': dry = true; break;
         case 'r': break;
         default: return 2;
@@ -1089,7 +1089,7 @@ static int cmd_repair(int argc, char **argv)
     }
     vb_repo_close(r);
     if (json) {
-        print_json(res.report);
+        vbctl_print_json(res.report);
     } else {
         json_object_object_get_ex(res.report, "set_aside", &a);
         for (size_t i = 0; i < json_object_array_length(a); i++) {
@@ -1182,38 +1182,43 @@ static int cmd_forget(int argc, char **argv)
     }
     vb_repo_close(r);
     if (json)
-        print_json(out);
+        vbctl_print_json(out);
     else if (!quiet && !rc)
         printf("run 'vbackupctl gc' to free their chunks\n");
     json_object_put(out);
     return rc;
 }
 
-static int cmd_prune(int argc, char **argv)
+int vbctl_prune_args(int argc, char **argv, bool v2, struct vbctl_prune_args *a)
 {
     static const struct option lo[] = {
         { "keep-last", 1, 0, 'l' }, { "keep-hourly", 1, 0, 'h' }, { "keep-daily", 1, 0, 'd' },
         { "keep-weekly", 1, 0, 'w' }, { "keep-monthly", 1, 0, 'm' }, { "keep-yearly", 1, 0, 'y' },
-        { "vm", 1, 0, 'v' }, { "dry-run", 0, 0, 'n' }, { "json", 0, 0, 'j' }, { 0 } };
-    struct vb_prune_opts o = { 0 };
-    struct vb_repo *r;
-    json_object *plan;
-    vb_error e = { 0 };
-    bool json = false;
+        { "vm", 1, 0, 'v' }, { "dry-run", 0, 0, 'n' }, { "json", 0, 0, 'j' },
+        { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' }, { 0 } };
     int c, *dst;
 
+    memset(a, 0, sizeof(*a));
+    optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if ((c == 'P' || c == 'K') && !v2) {
+            fprintf(stderr, "%s: prune: --password-file and --key-file are for format 2 "
+                    "repositories\n", prog);
+            return 2;
+        }
         dst = NULL;
         switch (c) {
-        case 'l': dst = &o.policy.keep[VB_KEEP_LAST]; break;
-        case 'h': dst = &o.policy.keep[VB_KEEP_HOURLY]; break;
-        case 'd': dst = &o.policy.keep[VB_KEEP_DAILY]; break;
-        case 'w': dst = &o.policy.keep[VB_KEEP_WEEKLY]; break;
-        case 'm': dst = &o.policy.keep[VB_KEEP_MONTHLY]; break;
-        case 'y': dst = &o.policy.keep[VB_KEEP_YEARLY]; break;
-        case 'v': o.vm = optarg; break;
-        case 'n': o.dry_run = true; break;
-        case 'j': json = true; break;
+        case 'l': dst = &a->policy.keep[VB_KEEP_LAST]; break;
+        case 'h': dst = &a->policy.keep[VB_KEEP_HOURLY]; break;
+        case 'd': dst = &a->policy.keep[VB_KEEP_DAILY]; break;
+        case 'w': dst = &a->policy.keep[VB_KEEP_WEEKLY]; break;
+        case 'm': dst = &a->policy.keep[VB_KEEP_MONTHLY]; break;
+        case 'y': dst = &a->policy.keep[VB_KEEP_YEARLY]; break;
+        case 'v': a->vm = optarg; break;
+        case 'n': a->dry_run = true; break;
+        case 'j': a->json = true; break;
+        case 'P': a->password_file = optarg; break;
+        case 'K': a->key_file = optarg; break;
         default: return 2;
         }
         if (dst) {
@@ -1221,7 +1226,7 @@ static int cmd_prune(int argc, char **argv)
             for (const struct option *x = lo; x->name; x++)
                 if (x->val == c)
                     snprintf(opt, sizeof(opt), "--%s", x->name);
-            if (parse_int(opt, optarg, dst))
+            if (vbctl_parse_int(opt, optarg, dst))
                 return 2;
         }
     }
@@ -1229,10 +1234,59 @@ static int cmd_prune(int argc, char **argv)
         fprintf(stderr, "usage: %s prune --keep-last N [...] [--dry-run]\n", prog);
         return 2;
     }
-    if (o.vm && !vb_valid_name(o.vm)) {
-        fprintf(stderr, "%s: '%s' is not a valid VM name\n", prog, o.vm);
+    if (a->vm && !vb_valid_name(a->vm)) {
+        fprintf(stderr, "%s: '%s' is not a valid VM name\n", prog, a->vm);
         return 2;
     }
+    if (!vb_retention_any(&a->policy)) {
+        fprintf(stderr, "%s: prune: prune needs at least one --keep-* option (refusing to "
+                "remove every snapshot)\n", prog);
+        return 1;
+    }
+    return 0;
+}
+
+void vbctl_prune_print(json_object *plan, const struct vbctl_prune_args *a)
+{
+    size_t removed = 0;
+
+    if (a->json) {
+        vbctl_print_json(plan);
+        return;
+    }
+    for (size_t i = 0; i < json_object_array_length(plan); i++) {
+        json_object *x = json_object_array_get_idx(plan, i), *k, *why;
+        json_object_object_get_ex(x, "keep", &k);
+        json_object_object_get_ex(x, "reasons", &why);
+        if (json_object_get_boolean(k)) {
+            printf("keep    %s (", vb_json_str(x, "id"));
+            for (size_t j = 0; j < json_object_array_length(why); j++)
+                printf("%s%s", j ? ", " : "",
+                       json_object_get_string(json_object_array_get_idx(why, j)));
+            printf(")\n");
+        } else {
+            printf("%s %s\n", a->dry_run ? "would remove" : "remove ", vb_json_str(x, "id"));
+            removed++;
+        }
+    }
+    printf("%zu snapshots %s; run 'vbackupctl gc' to free their chunks\n", removed,
+           a->dry_run ? "would be removed" : "removed");
+}
+
+static int cmd_prune(int argc, char **argv)
+{
+    struct vbctl_prune_args a;
+    struct vb_prune_opts o = { 0 };
+    struct vb_repo *r;
+    json_object *plan;
+    vb_error e = { 0 };
+    int ret = vbctl_prune_args(argc, argv, false, &a);
+
+    if (ret)
+        return ret;
+    o.vm = a.vm;
+    o.policy = a.policy;
+    o.dry_run = a.dry_run;
     if (open_repo(VB_LOCK_SHARED, &r))
         return 1;
     if (vb_prune(r, &o, &plan, &e)) {
@@ -1240,28 +1294,7 @@ static int cmd_prune(int argc, char **argv)
         return die_err("prune", &e);
     }
     vb_repo_close(r);
-    if (json) {
-        print_json(plan);
-    } else {
-        size_t removed = 0;
-        for (size_t i = 0; i < json_object_array_length(plan); i++) {
-            json_object *x = json_object_array_get_idx(plan, i), *k, *why;
-            json_object_object_get_ex(x, "keep", &k);
-            json_object_object_get_ex(x, "reasons", &why);
-            if (json_object_get_boolean(k)) {
-                printf("keep    %s (", vb_json_str(x, "id"));
-                for (size_t j = 0; j < json_object_array_length(why); j++)
-                    printf("%s%s", j ? ", " : "",
-                           json_object_get_string(json_object_array_get_idx(why, j)));
-                printf(")\n");
-            } else {
-                printf("%s %s\n", o.dry_run ? "would remove" : "remove ", vb_json_str(x, "id"));
-                removed++;
-            }
-        }
-        printf("%zu snapshots %s; run 'vbackupctl gc' to free their chunks\n", removed,
-               o.dry_run ? "would be removed" : "removed");
-    }
+    vbctl_prune_print(plan, &a);
     json_object_put(plan);
     return 0;
 }
@@ -1298,7 +1331,7 @@ static int cmd_gc(int argc, char **argv)
         json_object_object_add(o, "bytes_removed", json_object_new_int64((int64_t)res.bytes_removed));
         json_object_object_add(o, "temporary_removed", json_object_new_int64((int64_t)res.temp_removed));
         json_object_object_add(o, "generation", json_object_new_int64((int64_t)res.generation));
-        print_json(o);
+        vbctl_print_json(o);
         json_object_put(o);
     } else {
         printf("%s %llu unreferenced chunks (%s), %llu leftovers of interrupted operations; "
@@ -1348,7 +1381,7 @@ static int cmd_stats(int argc, char **argv)
         json_object_object_add(o, "dedup_ratio", json_object_new_double(dedup));
         json_object_object_add(o, "compression_ratio", json_object_new_double(comp));
         json_object_object_add(o, "total_ratio", json_object_new_double(dedup * comp));
-        print_json(o);
+        vbctl_print_json(o);
         json_object_put(o);
     } else {
         printf("snapshots:          %llu (%llu disk, %llu files)\n",
@@ -1429,7 +1462,7 @@ static int cmd_image_map(int argc, char **argv)
                 json_object_object_add(o, "offset", json_object_new_int64((int64_t)x->host_off));
             json_object_array_add(a, o);
         }
-        print_json(a);
+        vbctl_print_json(a);
         json_object_put(a);
     } else {
         for (int i = 0; i < img->n; i++)
@@ -1639,7 +1672,7 @@ static int cmd_vms(int argc, char **argv)
     if (!(o = admin_call("vms", 0)))
         return 1;
     if (json) {
-        print_json(o);
+        vbctl_print_json(o);
     } else {
         printf("%-20s %-10s %-6s %s\n", "VM", "CONNECTED", "DISKS", "SOCKET");
         for (size_t i = 0; i < json_object_array_length(o); i++) {
@@ -1665,7 +1698,7 @@ static int cmd_jobs(int argc, char **argv)
     if (!(o = admin_call("jobs", 0)))
         return 1;
     if (json) {
-        print_json(o);
+        vbctl_print_json(o);
     } else {
         printf("%-14s %-12s %-8s %-10s %22s  %s\n", "JOB", "VM", "KIND", "STATE", "PROGRESS",
                "SNAPSHOT / REASON");
@@ -1704,7 +1737,7 @@ static int cmd_job(int argc, char **argv)
     if (!(o = admin_call("job", id)))
         return 1;
     if (json) {
-        print_json(o);
+        vbctl_print_json(o);
     } else {
         char a[32], b[32], c3[32], d[32];
         printf("job %lld: %s %s backup of VM %s, %s\n", id, vb_json_str(o, "mode"),
@@ -1762,7 +1795,7 @@ static int cmd_daemon_stats(int argc, char **argv)
     if (!(o = admin_call("stats", 0)))
         return 1;
     if (json) {
-        print_json(o);
+        vbctl_print_json(o);
     } else {
         char a[32];
         printf("bytes read from disk images: %s\n",
@@ -1912,8 +1945,17 @@ int main(int argc, char **argv)
             optind = 1;
             return cmd_backup_disk(argc - i, argv + i);
         }
+        if (!strcmp(argv[i], "forget"))
+            return vbctl_v2_forget(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "prune"))
+            return vbctl_v2_prune(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "gc"))
+            return vbctl_v2_gc(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "stats"))
+            return vbctl_v2_stats(repo_path, argc - i, argv + i);
         fprintf(stderr, "%s: %s: %s is a version 2 repository, where vbackupctl does init, "
-                "backup-disk, snapshots, show, restore-disk, verify, key and copy so far\n", prog, argv[i], repo_path);
+                "backup-disk, restore-disk, snapshots, show, verify, key, forget, prune, gc, "
+                "stats and copy so far\n", prog, argv[i], repo_path);
         return 2;
     }
     for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {

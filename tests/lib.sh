@@ -82,3 +82,25 @@ flip_byte() { python3 -c "
 import sys
 f = open(sys.argv[1], 'r+b'); f.seek(int(sys.argv[2])); b = f.read(1)
 f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0xff]))" "$1" "$2"; }
+
+# v1_backup_disk REPO IMAGE OPTION...: a disk snapshot of the raw IMAGE in the
+# version 1 repository REPO (backup-disk with the OPTIONs), restored at once by
+# version 1 into "$(v1_restored ID)" (in the current folder): the bytes its
+# copies must restore to.  Prints the snapshot's id.
+v1_backup_disk() {
+    local repo=$1 image=$2 id
+    shift 2
+    id=$("$V" --repo "$repo" backup-disk --format raw "$@" "$image" | last_line)
+    "$V" --repo "$repo" --quiet restore-disk "$id" --to "$(v1_restored "$id")"
+    echo "$id"
+}
+v1_restored() { echo "v1-$(echo "$1" | tr / _).raw"; }
+
+# v2_copy_of V1 V2 INIT-OPTION...: a new version 2 repository V2 (init --format
+# 2 with the INIT-OPTIONs) holding copies of every snapshot of V1
+v2_copy_of() {
+    local v1=$1 v2=$2
+    shift 2
+    "$V" --repo "$v2" --quiet init --format 2 "$@" || fail "init --format 2 $* at $v2"
+    "$V" --quiet copy --from "$v1" --to "$v2" || fail "copy from $v1 to $v2"
+}

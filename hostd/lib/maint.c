@@ -296,81 +296,42 @@ static int scan_refusal(GPtrArray *problems, const char *what, vb_error *e)
 int vb_prune(struct vb_repo *r, const struct vb_prune_opts *o, json_object **plan, vb_error *e)
 {
     GPtrArray *snaps, *problems;
-    GHashTable *groups;
-    GHashTableIter it;
-    gpointer key, val;
-    json_object *out = json_object_new_array();
+    struct vb_retention_snap *rs;
+    json_object *out;
+    unsigned *keeps;
     int ret;
 
-    if (!vb_retention_any(&o->policy)) {
-        json_object_put(out);
+    if (!vb_retention_any(&o->policy))
         return vb_seterr(e, -EINVAL, "prune needs at least one --keep-* option (refusing to "
                          "remove every snapshot)");
-    }
     /* a snapshot that cannot be read could be the one retention keeps */
     ret = vb_snap_scan(r, o->vm, &snaps, &problems, e);
-    if (ret) {
-        json_object_put(out);
+    if (ret)
         return ret;
-    }
     if (problems->len) {
         ret = scan_refusal(problems, "cannot read every snapshot, nothing removed", e);
         g_ptr_array_free(problems, TRUE);
         g_ptr_array_free(snaps, TRUE);
-        json_object_put(out);
         return ret;
     }
     g_ptr_array_free(problems, TRUE);
-    /* groups: vm + type + group, each newest first */
-    groups = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                   (GDestroyNotify)g_ptr_array_unref);
-    for (guint i = snaps->len; i-- > 0;) {
+    rs = g_new0(struct vb_retention_snap, snaps->len);
+    keeps = g_new0(unsigned, snaps->len);
+    for (guint i = 0; i < snaps->len; i++) {
         struct vb_snapshot *s = snaps->pdata[i];
-        char *k = g_strdup_printf("%s\n%s\n%s", s->vm, vb_snap_type_name(s->type), s->group);
-        GPtrArray *g = g_hash_table_lookup(groups, k);
-        if (!g) {
-            g = g_ptr_array_new();
-            g_hash_table_insert(groups, k, g);
-        } else {
-            g_free(k);
-        }
-        g_ptr_array_add(g, s);
+        rs[i] = (struct vb_retention_snap){ .id = s->id, .vm = s->vm,
+                                            .type = vb_snap_type_name(s->type),
+                                            .group = s->group ? s->group : "",
+                                            .created_ns = s->created_ns };
     }
-    g_hash_table_iter_init(&it, groups);
-    while (g_hash_table_iter_next(&it, &key, &val)) {
-        GPtrArray *g = val;
-        int64_t *times = g_new(int64_t, g->len);
-        unsigned *keeps = g_new(unsigned, g->len);
-
-        for (guint i = 0; i < g->len; i++)
-            times[i] = ((struct vb_snapshot *)g->pdata[i])->created_ns;
-        vb_retention_plan(&o->policy, times, g->len, keeps);
-        for (guint i = 0; i < g->len; i++) {
-            struct vb_snapshot *s = g->pdata[i];
-            json_object *reasons = json_object_new_array(), *o2;
-
-            for (int k = 0; k < VB_KEEP_N_RULES; k++)
-                if (keeps[i] & (1u << k))
-                    json_object_array_add(reasons, json_object_new_string(
-                        vb_keep_rule_name((enum vb_keep_rule)k)));
-            o2 = json_object_new_object();
-            json_object_object_add(o2, "id", json_object_new_string(s->id));
-            json_object_object_add(o2, "keep", json_object_new_boolean(keeps[i] != 0));
-            json_object_object_add(o2, "reasons", reasons);
-            json_object_array_add(out, o2);
-        }
-        g_free(times);
-        g_free(keeps);
-    }
-    if (!o->dry_run) {
-        for (size_t i = 0; i < json_object_array_length(out) && !ret; i++) {
-            json_object *x = json_object_array_get_idx(out, i), *k;
-            json_object_object_get_ex(x, "keep", &k);
-            if (!json_object_get_boolean(k))
-                ret = vb_snap_delete(r, vb_json_str(x, "id"), e);
-        }
-    }
-    g_hash_table_destroy(groups);
+    out = vb_retention_plan_groups(&o->policy, rs, snaps->len, keeps);
+    if (!out)
+        ret = vb_seterr(e, -ENOMEM, "prune: out of memory");
+    for (guint i = 0; !ret && !o->dry_run && i < snaps->len; i++)
+        if (!keeps[i])
+            ret = vb_snap_delete(r, ((struct vb_snapshot *)snaps->pdata[i])->id, e);
+    g_free(rs);
+    g_free(keeps);
     g_ptr_array_free(snaps, TRUE);
     if (ret) {
         json_object_put(out);

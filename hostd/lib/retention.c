@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -90,4 +91,72 @@ void vb_retention_plan(const struct vb_retention *p, const int64_t *times_ns, si
                 keeps[i] |= 1u << k;
         }
     }
+}
+
+/* snapshots of one group together (byte order of vm, type, group), each
+ * group newest first */
+static int cmp_group_newest(const void *a, const void *b)
+{
+    const struct vb_retention_snap *x = *(const struct vb_retention_snap *const *)a;
+    const struct vb_retention_snap *y = *(const struct vb_retention_snap *const *)b;
+    int c = strcmp(x->vm, y->vm);
+
+    if (!c)
+        c = strcmp(x->type, y->type);
+    if (!c)
+        c = strcmp(x->group, y->group);
+    if (!c && x->created_ns != y->created_ns)
+        c = x->created_ns > y->created_ns ? -1 : 1;
+    if (!c && x != y)
+        c = x > y ? -1 : 1;                 /* later in snaps: newer */
+    return c;
+}
+
+static int same_group(const struct vb_retention_snap *x, const struct vb_retention_snap *y)
+{
+    return !strcmp(x->vm, y->vm) && !strcmp(x->type, y->type) && !strcmp(x->group, y->group);
+}
+
+json_object *vb_retention_plan_groups(const struct vb_retention *p,
+                                      const struct vb_retention_snap *snaps, size_t n,
+                                      unsigned *keeps)
+{
+    const struct vb_retention_snap **order = calloc(n ? n : 1, sizeof(*order));
+    int64_t *times = calloc(n ? n : 1, sizeof(*times));
+    unsigned *k = calloc(n ? n : 1, sizeof(*k));
+    json_object *out = json_object_new_array();
+
+    if (!order || !times || !k || !out) {
+        free(order);
+        free(times);
+        free(k);
+        json_object_put(out);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = &snaps[i];
+    qsort(order, n, sizeof(*order), cmp_group_newest);
+    for (size_t start = 0, end; start < n; start = end) {
+        for (end = start; end < n && same_group(order[start], order[end]); end++)
+            times[end - start] = order[end]->created_ns;
+        vb_retention_plan(p, times, end - start, k + start);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *reasons = json_object_new_array(), *o = json_object_new_object();
+
+        for (int r = 0; r < VB_KEEP_N_RULES; r++)
+            if (k[i] & (1u << r))
+                json_object_array_add(reasons, json_object_new_string(
+                    vb_keep_rule_name((enum vb_keep_rule)r)));
+        json_object_object_add(o, "id", json_object_new_string(order[i]->id));
+        json_object_object_add(o, "keep", json_object_new_boolean(k[i] != 0));
+        json_object_object_add(o, "reasons", reasons);
+        json_object_array_add(out, o);
+        if (keeps)
+            keeps[order[i] - snaps] = k[i];
+    }
+    free(order);
+    free(times);
+    free(k);
+    return out;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Retention: which snapshots of one group a prune keeps.  Pure logic (no
- * repository, no clock): the caller passes the creation times, the planner
- * answers with the rules that keep each one.  docs/repository.md.
+ * Retention: which snapshots a prune keeps, in one group or grouped here.
+ * Pure logic (no repository, no clock): the caller passes the creation
+ * times, the planner answers with the rules that keep each one; prune on
+ * either repository format plans with it.  docs/repository.md.
  *
  * Calendar rules count in the local time zone of the process (TZ), like
  * restic, borg and Proxmox: "daily" means the user's calendar days, 23 or
@@ -12,6 +13,7 @@
 #ifndef VB_RETENTION_H
 #define VB_RETENTION_H
 
+#include <json-c/json.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,5 +49,26 @@ int vb_retention_bucket(enum vb_keep_rule r, int64_t t_ns, char *out, size_t len
  * kept by every calendar rule that is on (never removed by doubt). */
 void vb_retention_plan(const struct vb_retention *p, const int64_t *times_ns, size_t n,
                        unsigned *keeps);
+
+/* A snapshot as prune sees it, whatever the repository's format. */
+struct vb_retention_snap {
+    const char *id;
+    const char *vm;
+    const char *type;        /* "disk", "files" */
+    const char *group;       /* a disk, or a set of backed-up paths ("" when none) */
+    int64_t created_ns;
+};
+
+/*
+ * prune's plan for snapshots of many groups (in any order): grouped by
+ * (vm, type, group), each group planned newest first by vb_retention_plan
+ * (equal times: the one later in snaps counts as newer).  Returns a JSON
+ * array (a new reference) of {id, keep: bool, reasons: [rule names]}, the
+ * groups in byte order of (vm, type, group), each newest first.  keeps (may
+ * be NULL; n entries) gets the rule bits of snaps[i], in snaps' order.
+ */
+json_object *vb_retention_plan_groups(const struct vb_retention *p,
+                                      const struct vb_retention_snap *snaps, size_t n,
+                                      unsigned *keeps);
 
 #endif

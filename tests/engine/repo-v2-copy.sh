@@ -20,13 +20,10 @@ V2="$T/v2"
 qemu-img create -q -f raw d.raw 48M
 qemu-io -f raw -c "write -P 7 0 8M" -c "write -P 9 20M 4M" -c "write -z 30M 4M" d.raw >/dev/null
 head -c 3M /dev/urandom | dd of=d.raw bs=1M seek=40 conv=notrunc status=none
-full=$("$V" --repo "$V1" backup-disk --vm web --name vda --format raw d.raw | last_line)
+full=$(v1_backup_disk "$V1" d.raw --vm web --name vda)
 qemu-io -f raw -c "write -P 11 4M 1M" d.raw >/dev/null
-inc=$("$V" --repo "$V1" backup-disk --vm web --name vda --format raw --mode incremental d.raw | last_line)
-grp=$("$V" --repo "$V1" backup-disk --vm other --name vda --format raw --dedup-group t1 d.raw | last_line)
-for s in "$full" "$inc" "$grp"; do
-    "$V" --repo "$V1" --quiet restore-disk "$s" --to "v1-$(echo "$s" | tr / _).raw"
-done
+inc=$(v1_backup_disk "$V1" d.raw --vm web --name vda --mode incremental)
+grp=$(v1_backup_disk "$V1" d.raw --vm other --name vda --dedup-group t1)
 
 # --- init: encrypted, the password from a file --------------------------------
 printf 'correct horse\n' > pw
@@ -69,7 +66,7 @@ PY
 for s in "$full" "$inc" "$grp"; do
     f="v2-$(echo "$s" | tr / _).raw"
     "$V" --repo "$V2" --quiet restore-disk "$s" --to "$f" || fail "restore-disk $s from v2"
-    cmp "$f" "v1-$(echo "$s" | tr / _).raw" || fail "restore-disk $s: v2 differs from v1"
+    cmp "$f" "$(v1_restored "$s")" || fail "restore-disk $s: v2 differs from v1"
     [ "$(du -k "$f" | cut -f1)" -lt 24000 ] || fail "restore-disk $s did not keep the holes"
 done
 rc=0; "$V" --repo "$V2" restore-disk "$full" --to "v2-$(echo "$full" | tr / _).raw" > out 2>&1 || rc=$?

@@ -168,6 +168,78 @@ static void test_before_1970_and_last(void)
     g_assert_true(vb_retention_any(&p));
 }
 
+/* ---- the plan of many groups (prune on either repository format) ------------- */
+
+static void test_plan_groups(void)
+{
+    struct vb_retention p = { .keep = { [VB_KEEP_LAST] = 1, [VB_KEEP_DAILY] = 2 } };
+    const int64_t h = INT64_C(3600) * 1000000000, day = 24 * h;
+    /* oldest first as listed, but not sorted; two VMs, two disks of one, a
+     * files group whose name equals a disk's, and two snapshots of one time */
+    const struct vb_retention_snap s[] = {
+        { "a/1", "a", "disk", "disk:vda", 10 * day + 12 * h },
+        { "b/1", "b", "disk", "disk:vda", 10 * day + 12 * h },
+        { "a/2", "a", "disk", "disk:vda", 11 * day + 12 * h },
+        { "a/3", "a", "disk", "disk:vdb", 11 * day + 13 * h },
+        { "a/4", "a", "disk", "disk:vda", 12 * day + 10 * h },
+        { "a/5", "a", "disk", "disk:vda", 12 * day + 11 * h },
+        { "a/6", "a", "files", "disk:vda", 1 * day + 12 * h },
+        { "a/7", "a", "disk", "disk:vdb", 11 * day + 13 * h },   /* the same time as a/3 */
+        { "a/8", "a", "disk", "disk:vda", 9 * day },
+    };
+    /* in byte order of (vm, type, group), each group newest first */
+    const struct { const char *id; unsigned keep; } want[] = {
+        { "a/5", B(VB_KEEP_LAST) | B(VB_KEEP_DAILY) },
+        { "a/4", 0 },                                     /* day 12 has a/5 */
+        { "a/2", B(VB_KEEP_DAILY) },
+        { "a/1", 0 },                                     /* a third day */
+        { "a/8", 0 },
+        { "a/7", B(VB_KEEP_LAST) | B(VB_KEEP_DAILY) },    /* later in the list: newer */
+        { "a/3", 0 },
+        { "a/6", B(VB_KEEP_LAST) | B(VB_KEEP_DAILY) },
+        { "b/1", B(VB_KEEP_LAST) | B(VB_KEEP_DAILY) },
+    };
+    unsigned keeps[G_N_ELEMENTS(s)];
+    json_object *plan;
+
+    for (int pass = 0; pass < 2; pass++) {
+        /* the same answer in a zone far from UTC: no time is near midnight there */
+        set_tz(pass ? "JST-9" : "UTC0");
+        memset(keeps, 0xff, sizeof(keeps));
+        plan = vb_retention_plan_groups(&p, s, G_N_ELEMENTS(s), keeps);
+        g_assert_nonnull(plan);
+        g_assert_cmpuint(json_object_array_length(plan), ==, G_N_ELEMENTS(want));
+        for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+            json_object *x = json_object_array_get_idx(plan, i), *v;
+            unsigned bits = 0;
+
+            g_assert_true(json_object_object_get_ex(x, "id", &v));
+            g_assert_cmpstr(json_object_get_string(v), ==, want[i].id);
+            g_assert_true(json_object_object_get_ex(x, "keep", &v));
+            g_assert_cmpint(json_object_get_boolean(v), ==, want[i].keep != 0);
+            g_assert_true(json_object_object_get_ex(x, "reasons", &v));
+            for (size_t j = 0; j < json_object_array_length(v); j++) {
+                const char *r = json_object_get_string(json_object_array_get_idx(v, j));
+                for (int k = 0; k < VB_KEEP_N_RULES; k++)
+                    if (!strcmp(r, vb_keep_rule_name((enum vb_keep_rule)k)))
+                        bits |= B(k);
+            }
+            g_assert_cmpuint(bits, ==, want[i].keep);
+            /* keeps[] in the caller's order says the same */
+            for (size_t j = 0; j < G_N_ELEMENTS(s); j++)
+                if (!strcmp(s[j].id, want[i].id))
+                    g_assert_cmpuint(keeps[j], ==, want[i].keep);
+        }
+        json_object_put(plan);
+    }
+
+    /* nothing to plan: an empty array */
+    plan = vb_retention_plan_groups(&p, NULL, 0, NULL);
+    g_assert_nonnull(plan);
+    g_assert_cmpuint(json_object_array_length(plan), ==, 0);
+    json_object_put(plan);
+}
+
 /* ---- every day of 2028 as "today", several zones ---------------------------- */
 
 struct snap {
@@ -295,5 +367,6 @@ int main(int argc, char **argv)
     g_test_add_func("/retention/dst-spring-forward", test_dst_spring_forward);
     g_test_add_func("/retention/before-1970-and-last", test_before_1970_and_last);
     g_test_add_func("/retention/every-day-of-2028", test_every_day_of_a_year);
+    g_test_add_func("/retention/plan-groups", test_plan_groups);
     return g_test_run();
 }
