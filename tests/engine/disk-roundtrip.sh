@@ -107,20 +107,21 @@ for i in 1 2 3; do
     same_image clone$i.qcow2 rc$i.raw
 done
 
-# stats add up; verify passes
-if [ "$repo_format" = 1 ]; then
+# stats add up (format 2 counts the plain bytes of what its index holds); verify passes
 "$V" --repo "$R" stats --json > st.json
 python3 - st.json <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
+unique = s.get("unique_bytes", s.get("plain_bytes"))
 assert s["snapshots"] == 7, s
-assert s["logical_bytes"] > s["unique_bytes"] > 0, s
+assert s["logical_bytes"] > unique > 0, s
 assert s["dedup_ratio"] > 2.0, s
 assert s["stored_bytes"] > 0 and s["compression_ratio"] >= 1.0, s
 PY
-"$V" --repo "$R" verify | grep -q "verified 7 snapshots.*: ok" || fail "verify"
+if [ "$repo_format" = 1 ]; then
+    "$V" --repo "$R" verify | grep -q "verified 7 snapshots.*: ok" || fail "verify"
 else
-"$V" --repo "$R" verify --read-data | grep -q "verify: 7 snapshots, .* read: ok" || fail "verify"
+    "$V" --repo "$R" verify --read-data | grep -q "verify: 7 snapshots, .* read: ok" || fail "verify"
 fi
 "$V" --repo "$R" snapshots --vm clone2 --json | json_len | grep -qx 1 || fail "snapshots --vm"
 
