@@ -37,14 +37,7 @@ int vbctl_fail(const char *what, const vb_error *e)
 
 bool vbctl_is_v2(const char *location)
 {
-    g_autofree char *config = NULL;
-
-    if (!location)
-        return false;
-    if (!strncmp(location, "s3://", 5))
-        return true;
-    config = g_build_filename(location, "config", NULL);
-    return access(config, F_OK) == 0;
+    return vb2_is_repository(location);
 }
 
 /* The secret of the options (NULL: ask $VBACKUP_PASSWORD_FILE or a terminal). */
@@ -60,18 +53,8 @@ int vbctl_v2_open(const char *location, const char *password_file, const char *k
                   bool readonly, struct vb2_repo **r, vb_error *e)
 {
     struct vb2_open_opts o = { .readonly = readonly };
-    struct vb_secret s = { 0 };
-    int ret = vb2_repo_open(location, &o, r, e);
 
-    if (ret != -ENOKEY)
-        return ret;
-    if ((ret = read_secret(password_file, key_file, "repository password: ", &s, e)))
-        return ret;
-    o.secret = &s;
-    memset(e, 0, sizeof(*e));
-    ret = vb2_repo_open(location, &o, r, e);
-    vb_secret_wipe(&s);
-    return ret;
+    return vb2_repo_open_asking(location, &o, password_file, key_file, r, e);
 }
 
 /* ---- init ------------------------------------------------------------------------------ */

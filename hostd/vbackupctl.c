@@ -17,6 +17,7 @@
 
 #include "cbt.h"
 #include "diskbackup.h"
+#include "diskrestore.h"
 #include "disksink.h"
 #include "disksink2.h"
 #include "escape.h"
@@ -174,6 +175,24 @@ static int open_repo(enum vb_lock lock, struct vb_repo **r)
         return -EINVAL;
     }
     if (vb_repo_open(repo_path, lock, quiet, r, &e)) {
+        die_err(NULL, &e);
+        return e.code ? e.code : -EIO;
+    }
+    return 0;
+}
+
+/* The repository for reading snapshots, either format (snapread.h); the
+ * secret of an encrypted one from the options, $VBACKUP_PASSWORD_FILE or a
+ * terminal. */
+static int open_reader(const char *password_file, const char *key_file, struct vb_sr **r)
+{
+    vb_error e = { 0 };
+
+    if (!repo_path) {
+        fprintf(stderr, "%s: no repository: give --repo DIR or set VBACKUP_REPO\n", prog);
+        return -EINVAL;
+    }
+    if (vb_sr_open_secret(repo_path, true, password_file, key_file, r, &e)) {
         die_err(NULL, &e);
         return e.code ? e.code : -EIO;
     }
@@ -537,10 +556,8 @@ static int cmd_restore_disk(int argc, char **argv)
         { 0 } };
     struct vb_disk_restore_opts o = { 0 };
     struct vb_disk_stats st;
-    struct vb_disk_source src;
     const char *password_file = NULL, *key_file = NULL;
-    struct vb_repo *r = NULL;
-    struct vb2_repo *r2 = NULL;
+    struct vb_sr *r;
     vb_error e = { 0 };
     char a[32];
     int c;
@@ -563,25 +580,14 @@ static int cmd_restore_disk(int argc, char **argv)
     }
     o.snapshot = argv[optind];
     o.progress = show_progress();
-    if (vbctl_is_v2(repo_path)) {
-        /* format 2: the same restore engine reading through the v2 door;
-         * object storage answers slower than a disk, so more reads are in
-         * flight than there are CPUs */
-        if (vbctl_v2_open(repo_path, password_file, key_file, true, &r2, &e))
-            return die_err("restore-disk", &e);
-        if (!o.threads && !strncmp(repo_path, "s3://", 5))
-            o.threads = 8;
-        vb2_disk_source(r2, &src);
-    } else {
-        if (open_repo(VB_LOCK_SHARED, &r))
-            return 1;
-        vb_disk_source_v1(r, &src);
-    }
-    c = vb_disk_restore(&src, &o, &st, &e);
-    if (r)
-        vb_repo_close(r);
-    if (r2)
-        vb2_repo_close(r2);
+    if (open_reader(password_file, key_file, &r))
+        return 1;
+    /* object storage answers slower than a disk: more reads in flight than
+     * there are CPUs */
+    if (!o.threads && !strncmp(repo_path, "s3://", 5))
+        o.threads = 8;
+    c = vb_disk_restore(r, &o, &st, &e);
+    vb_sr_close(r);
     if (c)
         return die_err("restore-disk", &e);
     if (!quiet)
@@ -763,10 +769,13 @@ static void json_add_bytes(json_object *o, const char *key, const char *p, size_
 
 static int cmd_ls(int argc, char **argv)
 {
-    static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
-    struct vb_snapshot *snap;
-    struct vb_catalog *cat;
-    struct vb_repo *r;
+    static const struct option lo[] = {
+        { "json", 0, 0, 'j' }, { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' },
+        { 0 } };
+    const char *password_file = NULL, *key_file = NULL;
+    struct vb_sr_snap *snap;
+    const struct vb_catalog *cat;
+    struct vb_sr *r;
     GArray *sel;
     vb_error e = { 0 };
     bool json = false;
@@ -774,24 +783,34 @@ static int cmd_ls(int argc, char **argv)
     int c;
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (c != 'j')
-            return 2;
-        json = true;
+        switch (c) {
+        case 'j': json = true; break;
+        case 'P': password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        default: return 2;
+        }
     }
     if (optind >= argc) {
         fprintf(stderr, "usage: %s ls SNAPSHOT [PATH...] [--json]\n", prog);
         return 2;
     }
-    if (open_repo(VB_LOCK_NONE, &r))
+    if (open_reader(password_file, key_file, &r))
         return 1;
-    if (vb_files_open(r, argv[optind], &snap, &cat, &e)) {
-        vb_repo_close(r);
+    if (vb_sr_snap_open(r, argv[optind], &snap, &e)) {
+        vb_sr_close(r);
         return die_err(NULL, &e);
     }
+    if (vb_sr_snap_info(snap)->kind != VB_SR_FILES) {
+        fprintf(stderr, "%s: snapshot %s is a disk snapshot: ls lists files snapshots\n", prog,
+                argv[optind]);
+        vb_sr_snap_close(snap);
+        vb_sr_close(r);
+        return 1;
+    }
+    cat = vb_sr_files_catalog(snap);
     if (vb_files_select(cat, argv + optind + 1, argc - optind - 1, &sel, &e)) {
-        vb_cat_free(cat);
-        vb_snap_free(snap);
-        vb_repo_close(r);
+        vb_sr_snap_close(snap);
+        vb_sr_close(r);
         return die_err(NULL, &e);
     }
     if (json)
@@ -859,9 +878,8 @@ static int cmd_ls(int argc, char **argv)
         json_object_put(a);
     }
     g_array_free(sel, TRUE);
-    vb_cat_free(cat);
-    vb_snap_free(snap);
-    vb_repo_close(r);
+    vb_sr_snap_close(snap);
+    vb_sr_close(r);
     return 0;
 }
 
@@ -883,11 +901,13 @@ static int cmd_restore_files(int argc, char **argv)
 {
     static const struct option lo[] = {
         { "to", 1, 0, 'o' }, { "same-owner", 0, 0, 'O' }, { "devices", 0, 0, 'D' },
-        { "xattrs", 1, 0, 'X' }, { "sparse", 0, 0, 'S' }, { "no-sparse", 0, 0, 'N' }, { 0 }
+        { "xattrs", 1, 0, 'X' }, { "sparse", 0, 0, 'S' }, { "no-sparse", 0, 0, 'N' },
+        { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' }, { 0 }
     };
     struct vb_files_restore_opts o = { .xattrs = VB_XA_USER | VB_XA_ACL };
     struct vb_files_restore_stats st;
-    struct vb_repo *r;
+    const char *password_file = NULL, *key_file = NULL;
+    struct vb_sr *r;
     vb_error e = { 0 };
     char a[32], c1[64], c2[64], c3[64], c4[64];
     double t0 = vb_now();
@@ -904,6 +924,10 @@ static int cmd_restore_files(int argc, char **argv)
             o.no_sparse = false;
         else if (c == 'N')
             o.no_sparse = true;
+        else if (c == 'P')
+            password_file = optarg;
+        else if (c == 'K')
+            key_file = optarg;
         else if (c == 'X' && !strcmp(optarg, "none"))
             o.xattrs = 0;
         else if (c == 'X' && !strcmp(optarg, "user"))
@@ -931,10 +955,10 @@ static int cmd_restore_files(int argc, char **argv)
     o.paths = argv + optind + 1;
     o.n_paths = argc - optind - 1;
     o.progress = show_progress();
-    if (open_repo(VB_LOCK_SHARED, &r))
+    if (open_reader(password_file, key_file, &r))
         return 1;
     ret = vb_files_restore(r, &o, &st, &e);
-    vb_repo_close(r);
+    vb_sr_close(r);
     if (ret && ret != -EINTR) {
         vb_files_restore_stats_clear(&st);
         return die_err("restore-files", &e);
@@ -1933,18 +1957,21 @@ int main(int argc, char **argv)
             return vbctl_v2_snapshots(repo_path, argc - i, argv + i);
         if (!strcmp(argv[i], "show"))
             return vbctl_v2_show(repo_path, argc - i, argv + i);
-        if (!strcmp(argv[i], "restore-disk")) {
-            optind = 1;
-            return cmd_restore_disk(argc - i, argv + i);
-        }
         if (!strcmp(argv[i], "verify"))
             return vbctl_v2_verify(repo_path, argc - i, argv + i);
         if (!strcmp(argv[i], "key"))
             return vbctl_v2_key(repo_path, argc - i, argv + i);
-        if (!strcmp(argv[i], "backup-disk")) {
-            optind = 1;
-            return cmd_backup_disk(argc - i, argv + i);
-        }
+        /* the commands that run on either format */
+        static int (*const both[])(int, char **) = { cmd_backup_disk, cmd_restore_disk,
+                                                      cmd_restore_files, cmd_ls, cmd_export,
+                                                      cmd_mount };
+        static const char *const both_names[] = { "backup-disk", "restore-disk",
+                                                  "restore-files", "ls", "export", "mount" };
+        for (size_t k = 0; k < VB_ARRAY_SIZE(both); k++)
+            if (!strcmp(argv[i], both_names[k])) {
+                optind = 1;
+                return both[k](argc - i, argv + i);
+            }
         if (!strcmp(argv[i], "forget"))
             return vbctl_v2_forget(repo_path, argc - i, argv + i);
         if (!strcmp(argv[i], "prune"))
@@ -1954,8 +1981,8 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "stats"))
             return vbctl_v2_stats(repo_path, argc - i, argv + i);
         fprintf(stderr, "%s: %s: %s is a version 2 repository, where vbackupctl does init, "
-                "backup-disk, restore-disk, snapshots, show, verify, key, forget, prune, gc, "
-                "stats and copy so far\n", prog, argv[i], repo_path);
+                "backup-disk, restore-disk, restore-files, ls, export, mount, snapshots, show, "
+                "verify, key, forget, prune, gc, stats and copy so far\n", prog, argv[i], repo_path);
         return 2;
     }
     for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {

@@ -199,7 +199,10 @@ int vbi_export_start(const struct vbi_ctx *c, const struct vbi_export_opts *o,
 
     memset(x, 0, sizeof(*x));
     x->pid = -1;
-    if (!(repo = realpath(c->repo, NULL))) {
+    /* a folder by its real path (nbdkit runs elsewhere); a bucket by its URL */
+    if (!strncmp(c->repo, "s3://", 5))
+        repo = g_strdup(c->repo);
+    else if (!(repo = realpath(c->repo, NULL))) {
         ret = vb_seterr(e, -errno, "repository %s: %s", c->repo, strerror(errno));
         goto out;
     }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Whole-disk backup and restore: fixed 4 MiB chunks, holes not stored. */
+/* Whole-disk backup: fixed chunks (4 MiB by default), holes not stored. */
 #ifndef VB_DISKBACKUP_H
 #define VB_DISKBACKUP_H
 
@@ -71,19 +71,5 @@ struct vb_disk_sink;
  * failure (the caller still drops its reference). */
 int vb_disk_backup(struct vb_disk_sink *sk, const struct vb_disk_backup_opts *o,
                    struct vb_disk_stats *st, char **snap_id, vb_error *e);
-
-struct vb_disk_restore_opts {
-    const char *snapshot;
-    const char *to;
-    const char *format;      /* "raw" (default) or "qcow2" */
-    bool force;              /* overwrite an existing file */
-    int threads;
-    bool progress;
-};
-
-struct vb_disk_source;
-/* Restore a disk snapshot read through a source (disksink.h). */
-int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opts *o,
-                    struct vb_disk_stats *st, vb_error *e);
 
 #endif

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Where a disk backup goes, and where a disk restore reads: small tables
- * over a repository of either format, so that one disk backup engine
- * (diskbackup.c) and one restore engine (diskrestore.c) serve both.
+ * Where a disk backup goes: a small table over a write session of either
+ * repository format, so that one disk backup engine (diskbackup.c) serves
+ * both.  (Restores read through the snapshot door, hostd/repo/snapread.h.)
  *
- *   vb_disk_sink_v1, vb_disk_source_v1   version 1 (session.h, snapshot.h), disksink1.c
- *   vb2_disk_sink, vb2_disk_source       version 2 (hostd/repo/disksink2.h)
+ *   vb_disk_sink_v1   version 1 (session.h, snapshot.h), disksink1.c
+ *   vb2_disk_sink     version 2 (hostd/repo/disksink2.h)
  *
  * The engine asks the sink for the disk's earlier backups (to name a parent,
  * or to take a changed-block tracking basis), stores chunks through it, and
@@ -85,24 +85,6 @@ struct vb_disk_sink {
     uint32_t chunk_size;     /* fixed chunk size of disks */
     int zstd_level;          /* for the workers' codecs (a v2 session sets its own) */
 };
-
-/* Reads of disk snapshots (no session). */
-struct vb_disk_source_ops {
-    /* one snapshot with its chunk ids; -EMEDIUMTYPE when it is not a disk snapshot */
-    int (*load)(void *h, const char *id, struct vb_disk_prior **out, vb_error *e);
-    /* the plain bytes of chunk id of snapshot p into buf (cap bytes) */
-    int (*get)(void *h, struct vb_codec *c, const struct vb_disk_prior *p, const uint8_t id[32],
-               void *buf, size_t cap, size_t *plain, vb_error *e);
-};
-
-struct vb_disk_source {
-    const struct vb_disk_source_ops *ops;
-    void *h;
-};
-
-struct vb_repo;
-/* A source over a version 1 repository (opened by the caller). */
-void vb_disk_source_v1(struct vb_repo *r, struct vb_disk_source *out);
 
 void vb_disk_prior_free(struct vb_disk_prior *p);
 /* Free what the sink owns (location, space_name); the session is the caller's. */

@@ -118,25 +118,6 @@ static int s1_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
     return get(vb_write_repo(h), c, p, id, buf, cap, plain, e);
 }
 
-static int src1_load(void *h, const char *id, struct vb_disk_prior **out, vb_error *e)
-{
-    return load(h, NULL, id, out, e);
-}
-
-static int src1_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
-                    const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
-{
-    return get(h, c, p, id, buf, cap, plain, e);
-}
-
-static const struct vb_disk_source_ops source_v1 = { .load = src1_load, .get = src1_get };
-
-void vb_disk_source_v1(struct vb_repo *r, struct vb_disk_source *out)
-{
-    out->ops = &source_v1;
-    out->h = r;
-}
-
 static void s1_inherit(void *h, const struct vb_disk_prior *p)
 {
     if (!p->known || !p->ids)

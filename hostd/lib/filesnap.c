@@ -47,7 +47,7 @@ static gint cmp_u64(gconstpointer a, gconstpointer b)
     return x < y ? -1 : x > y;
 }
 
-int vb_files_select(struct vb_catalog *cat, char **paths, int n, GArray **out, vb_error *e)
+int vb_files_select(const struct vb_catalog *cat, char **paths, int n, GArray **out, vb_error *e)
 {
     GArray *sel = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 

@@ -16,6 +16,6 @@ int vb_files_catalog(struct vb_repo *r, const struct vb_snapshot *s, struct vb_c
 int vb_files_open(struct vb_repo *r, const char *id, struct vb_snapshot **snap,
                   struct vb_catalog **cat, vb_error *e);
 /* Entries under the paths (none, or "/": everything), sorted, parents first. */
-int vb_files_select(struct vb_catalog *cat, char **paths, int n, GArray **out, vb_error *e);
+int vb_files_select(const struct vb_catalog *cat, char **paths, int n, GArray **out, vb_error *e);
 
 #endif

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
-#include "filerestore.h"
+#include "filesnap.h"
 #include "progress.h"
 #include "retention.h"
 #include "workers.h"

@@ -162,25 +162,6 @@ static int s2_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
     return get(s->r, c, p, id, buf, cap, plain, e);
 }
 
-static int src2_load(void *h, const char *id, struct vb_disk_prior **out, vb_error *e)
-{
-    return load(h, NULL, id, out, e);
-}
-
-static int src2_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
-                    const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
-{
-    return get(h, c, p, id, buf, cap, plain, e);
-}
-
-static const struct vb_disk_source_ops source_v2 = { .load = src2_load, .get = src2_get };
-
-void vb2_disk_source(struct vb2_repo *r, struct vb_disk_source *out)
-{
-    out->ops = &source_v2;
-    out->h = r;
-}
-
 static int s2_commit(void *h, const struct vb_disk_commit *d, char **id, vb_error *e)
 {
     struct s2 *s = h;

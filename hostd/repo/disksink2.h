@@ -21,7 +21,4 @@ int vb2_disk_sink(struct vb2_repo *r, const char *location, const char *vm,
 void vb2_disk_sink_stats(struct vb_disk_sink *s, struct vb2_write_stats *st);
 void vb2_disk_sink_end(struct vb_disk_sink *s);
 
-/* Reads of r's disk snapshots (restore-disk). */
-void vb2_disk_source(struct vb2_repo *r, struct vb_disk_source *out);
-
 #endif

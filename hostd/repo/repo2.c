@@ -555,6 +555,40 @@ static void key_free(gpointer p)
     g_free(p);
 }
 
+int vb2_repo_open_asking(const char *location, const struct vb2_open_opts *o,
+                         const char *password_file, const char *key_file,
+                         struct vb2_repo **out, vb_error *e)
+{
+    struct vb2_open_opts oo = o ? *o : (struct vb2_open_opts){ 0 };
+    struct vb_secret sec = { 0 };
+    int ret;
+
+    oo.secret = NULL;
+    if ((ret = vb2_repo_open(location, &oo, out, e)) != -ENOKEY)
+        return ret;
+    ret = key_file ? vb_rawkey_read(key_file, &sec, e)
+                   : vb_password_read(password_file, "repository password: ", &sec, e);
+    if (ret)
+        return ret;
+    oo.secret = &sec;
+    memset(e, 0, sizeof(*e));
+    ret = vb2_repo_open(location, &oo, out, e);
+    vb_secret_wipe(&sec);
+    return ret;
+}
+
+bool vb2_is_repository(const char *location)
+{
+    g_autofree char *config = NULL;
+
+    if (!location)
+        return false;
+    if (!strncmp(location, "s3://", 5))
+        return true;
+    config = g_build_filename(location, "config", NULL);
+    return access(config, F_OK) == 0;
+}
+
 int vb2_repo_open(const char *location, const struct vb2_open_opts *o, struct vb2_repo **out,
                   vb_error *e)
 {

@@ -76,6 +76,19 @@ struct vb2_open_opts {
  */
 int vb2_repo_open(const char *location, const struct vb2_open_opts *o, struct vb2_repo **out,
                   vb_error *e);
+/*
+ * Open a repository, and only when it is encrypted read its secret: the raw
+ * key file key_file, else the password in password_file, else in the file
+ * $VBACKUP_PASSWORD_FILE names, else typed on a terminal (keyfile.h).  o
+ * may be NULL (the defaults); its secret is ignored.  Secrets never come
+ * from a command line.
+ */
+int vb2_repo_open_asking(const char *location, const struct vb2_open_opts *o,
+                         const char *password_file, const char *key_file,
+                         struct vb2_repo **out, vb_error *e);
+/* Whether location names a version 2 repository: s3://..., or a folder
+ * holding a config object (no secret needed to tell). */
+bool vb2_is_repository(const char *location);
 /* The same on a store already opened (tests, other backends); it is closed
  * with the repository, or on failure.  location names it in messages. */
 int vb2_repo_open_store(struct vb_store *s, const char *location,

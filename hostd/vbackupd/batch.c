@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "escape.h"
-#include "filerestore.h"
+#include "filesnap.h"
 #include "psi.h"
 #include "vbackup/protolib.h"
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filerestore.h"
+#include "filesnap.h"
 #include "wire.h"
 
 #define MAX_DECODES 4        /* chunks of one restore job decoded at once */

@@ -117,7 +117,9 @@ rc=0; "$V" --repo "$V2" key remove "$(python3 -c "import json,sys; print(json.lo
 
 # --- what is not there yet, and copies the wrong way round -----------------------
 rc=0; "$V" --repo "$V2" restore-files "$full" --to rf > out 2>&1 || rc=$?
-[ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "restore-files on v2: exit $rc: $(cat out)"
+[ "$rc" = 1 ] && grep -q "is a disk snapshot" out || fail "restore-files of a disk snapshot on v2: exit $rc: $(cat out)"
+rc=0; "$V" --repo "$V2" repair > out 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "repair on v2: exit $rc: $(cat out)"
 rc=0; "$V" copy --from "$V2" --to "$V1" > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is a version 2 repository" out || fail "copy from v2: $(cat out)"
 mkdir v1b && "$V" --repo v1b init >/dev/null

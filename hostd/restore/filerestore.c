@@ -51,10 +51,10 @@ struct written {             /* a file this run wrote: what a hard link may poin
 };
 
 struct rs {
-    struct vb_repo *r;
+    struct vb_sr *r;
     const struct vb_files_restore_opts *o;
     struct vb_files_restore_stats *st;
-    struct vb_catalog *cat;
+    const struct vb_catalog *cat;
     uint8_t *state;          /* ST_* per catalog entry */
     GHashTable *written;     /* index of an entry holding data (uint64_t *) -> struct written */
     int destfd;
@@ -67,7 +67,6 @@ struct rs {
     struct { size_t end; int fd; } lv[LEVELS_MAX];
     size_t nlv;
     const char *lpath;
-    struct vb_codec codec;
     const struct vb_idspace *space;  /* the snapshot's chunk ids */
     uint8_t *buf;
     size_t cap;
@@ -289,7 +288,6 @@ static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_e
 
     for (uint64_t k = 0; k < src->n_chunks; k++) {
         const struct vb_cat_chunk *ch = &s->cat->c[src->first_chunk + k];
-        size_t got;
         int ret;
 
         if (vb_interrupted)
@@ -307,12 +305,11 @@ static int write_data(struct rs *s, const struct vb_cat_entry *src, int fd, vb_e
             s->buf = g_malloc(ch->len);
             s->cap = ch->len;
         }
-        ret = vb_repo_get_chunk(s->r, &s->codec, s->space, ch->id, s->buf, ch->len, &got, e);
+        /* exactly the length the catalog gives it, checked */
+        ret = vb_sr_read_chunk(s->r, s->space, ch->id, s->buf, ch->len, e);
         if (ret)
             return ret;
-        if (got != ch->len)
-            return vb_seterr(e, -EBADMSG, "a chunk does not match the catalog");
-        if ((ret = vb_write_sparse(fd, s->buf, got, ch->offset, sparse)))
+        if ((ret = vb_write_sparse(fd, s->buf, ch->len, ch->offset, sparse)))
             return vb_seterr(e, ret, "write: %s", strerror(-ret));
         s->done += ch->len;
         vb_progress_update(&s->prog, s->done);
@@ -704,10 +701,10 @@ static void restore_entry(struct rs *s, uint64_t idx, uint64_t prev)
         s->state[idx] = ST_DONE;
 }
 
-int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
+int vb_files_restore(struct vb_sr *r, const struct vb_files_restore_opts *o,
                      struct vb_files_restore_stats *st, vb_error *e)
 {
-    struct vb_snapshot *snap = NULL;
+    struct vb_sr_snap *snap = NULL;
     struct rs s = { .r = r, .o = o, .st = st, .destfd = -1 };
     GArray *sel = NULL;
     uint64_t total = 0, prev = VB_CAT_NONE;
@@ -716,10 +713,16 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
 
     memset(st, 0, sizeof(*st));
     st->failures = g_ptr_array_new_with_free_func(g_free);
-    ret = vb_files_open(r, o->snapshot, &snap, &s.cat, e);
+    ret = vb_sr_snap_open(r, o->snapshot, &snap, e);
     if (ret)
         return ret;
-    s.space = &snap->space;
+    if (vb_sr_snap_info(snap)->kind != VB_SR_FILES) {
+        vb_sr_snap_close(snap);
+        return vb_seterr(e, -EINVAL, "snapshot %s is a disk snapshot, not files (restore-disk "
+                         "restores it)", o->snapshot);
+    }
+    s.cat = vb_sr_files_catalog(snap);
+    s.space = vb_sr_snap_space(snap);
     ret = vb_files_select(s.cat, o->paths, o->n_paths, &sel, e);
     if (ret)
         goto out;
@@ -742,7 +745,6 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
             total += vb_cat_data_bytes(s.cat, idx);
     }
     st->entries = sel->len;
-    vb_codec_init(&s.codec, 1);
     vb_progress_init(&s.prog, "restore", total, o->progress);
     /* modes are set exactly as the snapshot (or the options) say */
     old_umask = umask(0);
@@ -756,7 +758,6 @@ int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
     umask(old_umask);
     vb_progress_end(&s.prog);
     st->bytes = s.done;
-    vb_codec_free(&s.codec);
     if (vb_interrupted)
         ret = vb_seterr(e, -EINTR, "interrupted");
 out:
@@ -772,8 +773,7 @@ out:
     g_free(s.buf);
     if (sel)
         g_array_free(sel, TRUE);
-    vb_cat_free(s.cat);
-    vb_snap_free(snap);
+    vb_sr_snap_close(snap);
     return ret;
 }
 

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Restore a files snapshot into a folder of the host (vbackupctl restore-files). */
+/* Restore a files snapshot into a folder of the host (vbackupctl
+ * restore-files), read through the snapshot door (snapread.h): either
+ * repository format. */
 #ifndef VB_FILERESTORE_H
 #define VB_FILERESTORE_H
 
@@ -8,6 +10,7 @@
 
 #include "filesnap.h"
 #include "fsmeta.h"
+#include "snapread.h"
 
 struct vb_files_restore_opts {
     const char *snapshot;
@@ -36,7 +39,7 @@ struct vb_files_restore_stats {
  * st->failures), -EINTR when a signal stopped it (folders still get their
  * modes and times), another -errno when it could not start.  Free st with
  * vb_files_restore_stats_clear() in every case. */
-int vb_files_restore(struct vb_repo *r, const struct vb_files_restore_opts *o,
+int vb_files_restore(struct vb_sr *r, const struct vb_files_restore_opts *o,
                      struct vb_files_restore_stats *st, vb_error *e);
 void vb_files_restore_stats_clear(struct vb_files_restore_stats *st);
 

@@ -5,10 +5,10 @@
  * snapshot is a size, a chunk size and a chunk id (or a hole) per index; a
  * files snapshot is its catalog; a chunk is read by its id into a buffer.
  * Everything here is thread-safe once opened, and any number of chunk reads
- * may be in flight.  Only this file knows the repository's layout and
- * version (today version 1: vb_snap_load, vb_snap_load_fidx,
- * vb_files_catalog, vb_repo_get_chunk); the move to the version 2 door
- * replaces this file alone.
+ * may be in flight.  Either repository format: version 1 through its
+ * library (vb_snap_load, vb_snap_load_fidx, vb_files_catalog,
+ * vb_repo_get_chunk), version 2 through its door (repo2.h); a snapshot's
+ * "space" is its dedup group in both.  Callers never know which.
  */
 #ifndef VB_SNAPREAD_H
 #define VB_SNAPREAD_H
@@ -23,11 +23,19 @@
 
 enum vb_sr_kind { VB_SR_DISK = 1, VB_SR_FILES = 2 };
 
-/* A repository opened for reading snapshots.  It holds a read claim for as
- * long as it is open: no chunk a snapshot references can be removed (gc
- * waits) while it is.  wait: wait for a running gc, or fail with -EBUSY. */
+/* A repository opened for reading snapshots.  Version 1: it holds a read
+ * claim for as long as it is open: no chunk a snapshot references can be
+ * removed (gc waits) while it is; wait: wait for a running gc, or fail with
+ * -EBUSY.  Version 2: gc keeps what manifests reference and readers find
+ * blobs it moved (wait is ignored); a snapshot forgotten while it is read
+ * fails its reads, naming what is missing. */
 struct vb_sr;
 int vb_sr_open(const char *path, bool wait, struct vb_sr **out, vb_error *e);
+/* The same, with the secret of an encrypted version 2 repository from
+ * key_file or password_file (NULL: $VBACKUP_PASSWORD_FILE's, or a terminal:
+ * vb2_repo_open_asking). */
+int vb_sr_open_secret(const char *path, bool wait, const char *password_file,
+                      const char *key_file, struct vb_sr **out, vb_error *e);
 void vb_sr_close(struct vb_sr *r);
 
 /* What a listing tells about one snapshot. */

@@ -5,8 +5,7 @@
  * io_uring to a raw file or block device, or into a new qcow2 image.  Holes
  * and zero runs are not written, so the result is sparse.
  */
-#include "diskbackup.h"
-#include "disksink.h"
+#include "diskrestore.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -48,9 +47,10 @@ struct rchunk {
 };
 
 struct drs {
-    struct vb_disk_source *src;
-    struct vb_disk_prior *snap;
+    struct vb_sr *src;
+    struct vb_sr_snap *snap;
     uint32_t cs;             /* its chunk size */
+    uint64_t size, n_chunks;
     struct vb_ring ring;
     struct vb_workers wk;
     struct vb_io poll_io;
@@ -75,17 +75,15 @@ static void chunk_decode_work(struct vb_work *w, struct vb_codec *c)
 {
     struct rchunk *ch = (struct rchunk *)w;
     struct drs *rs = ch->rs;
-    const uint8_t *id = rs->snap->ids + ch->index * VB_ID_LEN;
-    size_t got;
+    const uint8_t *id = vb_sr_disk_chunk(rs->snap, ch->index);
     uint32_t g = rs->grain;
 
+    (void)c;                 /* the door has its own */
     ch->n_runs = 0;
-    ch->err = rs->src->ops->get(rs->src->h, c, rs->snap, id, ch->buf, rs->cs, &got, &ch->e);
-    if (ch->err)
-        return;
-    if (got != ch->len) {
-        ch->err = vb_seterr(&ch->e, -EBADMSG, "chunk %llu holds %zu bytes, expected %u",
-                            (unsigned long long)ch->index, got, ch->len);
+    /* exactly the chunk's length, checked */
+    ch->err = vb_sr_read_chunk(rs->src, vb_sr_snap_space(rs->snap), id, ch->buf, ch->len, &ch->e);
+    if (ch->err) {
+        vb_prefixerr(&ch->e, "chunk %llu", (unsigned long long)ch->index);
         return;
     }
     for (uint32_t off = 0; off < ch->len; off += g) {
@@ -257,10 +255,10 @@ static int open_target(struct drs *rs, const struct vb_disk_restore_opts *o, boo
             rs->fd = open(o->to, O_RDWR | O_CLOEXEC);
             if (rs->fd < 0)
                 return vb_seterr(e, -errno, "open %s: %s", o->to, strerror(errno));
-            if (ioctl(rs->fd, BLKGETSIZE64, &dev_size) < 0 || dev_size < rs->snap->size)
+            if (ioctl(rs->fd, BLKGETSIZE64, &dev_size) < 0 || dev_size < rs->size)
                 return vb_seterr(e, -ENOSPC, "%s: block device of %llu bytes is smaller than "
                                  "the disk (%llu bytes)", o->to, (unsigned long long)dev_size,
-                                 (unsigned long long)rs->snap->size);
+                                 (unsigned long long)rs->size);
             rs->zero_holes = true;
             open_direct(rs, o->to);
             return 0;
@@ -294,7 +292,7 @@ static int open_target(struct drs *rs, const struct vb_disk_restore_opts *o, boo
         fchmod(rs->fd, st.st_mode & 07777);
     }
     rs->replace = exists;
-    if (!qcow2 && ftruncate(rs->fd, (off_t)rs->snap->size) < 0)
+    if (!qcow2 && ftruncate(rs->fd, (off_t)rs->size) < 0)
         return vb_seterr(e, -errno, "truncate %s: %s", o->to, strerror(errno));
     snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", rs->fd);
     open_direct(rs, fdpath);
@@ -344,7 +342,7 @@ static int publish(struct drs *rs, const char *to, vb_error *e)
     return 0;
 }
 
-int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opts *o,
+int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
                     struct vb_disk_stats *st, vb_error *e)
 {
     struct drs rs;
@@ -364,13 +362,20 @@ int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opt
     rs.src = src;
     if (o->format && !qcow2 && strcmp(o->format, "raw"))
         return vb_seterr(e, -EINVAL, "unknown format '%s' (raw or qcow2)", o->format);
-    ret = src->ops->load(src->h, o->snapshot, &rs.snap, e);
+    ret = vb_sr_snap_open(src, o->snapshot, &rs.snap, e);
     if (ret)
         return ret;
-    rs.cs = rs.snap->chunk_size;
+    if (vb_sr_snap_info(rs.snap)->kind != VB_SR_DISK) {
+        ret = vb_seterr(e, -EINVAL, "snapshot %s is a files snapshot, not a disk",
+                        o->snapshot);
+        goto out;
+    }
+    rs.cs = vb_sr_disk_chunk_size(rs.snap);
+    rs.size = vb_sr_disk_size(rs.snap);
+    rs.n_chunks = vb_sr_disk_chunks(rs.snap);
     if (rs.cs < 4096 || rs.cs > CHUNK_MAX || (rs.cs & (rs.cs - 1))) {
         ret = vb_seterr(e, -EBADMSG, "snapshot %s: unsupported chunk size %u", o->snapshot,
-                        rs.snap->chunk_size);
+                        rs.cs);
         goto out;
     }
     if (qcow2 && rs.cs < 65536) {
@@ -378,20 +383,20 @@ int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opt
                         "qcow2 cluster: restore it to raw", o->snapshot, rs.cs);
         goto out;
     }
-    st->size = rs.snap->size;
-    st->chunks = rs.snap->n_chunks;
+    st->size = rs.size;
+    st->chunks = rs.n_chunks;
     ret = open_target(&rs, o, qcow2, e);
     if (ret)
         goto out;
     rs.grain = qcow2 ? 65536 : ZERO_GRAIN_RAW;
     if (qcow2) {
-        ret = vb_q2w_create(rs.fd, o->to, rs.snap->size, &rs.q2w, e);
+        ret = vb_q2w_create(rs.fd, o->to, rs.size, &rs.q2w, e);
         if (ret)
             goto out;
     }
-    for (uint64_t i = 0; i < rs.snap->n_chunks; i++)
-        if (!vb_id_is_zero(rs.snap->ids + i * VB_ID_LEN))
-            st->allocated += VB_MIN((uint64_t)rs.cs, rs.snap->size - i * rs.cs);
+    for (uint64_t i = 0; i < rs.n_chunks; i++)
+        if (vb_sr_disk_chunk(rs.snap, i))
+            st->allocated += VB_MIN((uint64_t)rs.cs, rs.size - i * rs.cs);
 
     ret = vb_ring_init(&rs.ring, 128);
     if (ret) {
@@ -421,15 +426,15 @@ int vb_disk_restore(struct vb_disk_source *src, const struct vb_disk_restore_opt
     vb_ring_queue(&rs.ring, &rs.poll_io);
 
     vb_progress_init(&prog, "restore", st->allocated, o->progress);
-    while ((next < rs.snap->n_chunks && !ret && !rs.err) || rs.active) {
+    while ((next < rs.n_chunks && !ret && !rs.err) || rs.active) {
         if (vb_interrupted && !ret)
             ret = vb_seterr(e, -EINTR, "interrupted");
-        while (!ret && !rs.err && next < rs.snap->n_chunks && !g_queue_is_empty(&rs.free_slots)) {
+        while (!ret && !rs.err && next < rs.n_chunks && !g_queue_is_empty(&rs.free_slots)) {
             uint64_t off = next * rs.cs;
-            uint32_t len = (uint32_t)VB_MIN((uint64_t)rs.cs, rs.snap->size - off);
+            uint32_t len = (uint32_t)VB_MIN((uint64_t)rs.cs, rs.size - off);
             struct rchunk *ch;
 
-            if (vb_id_is_zero(rs.snap->ids + next * VB_ID_LEN)) {
+            if (vb_sr_disk_chunk(rs.snap, next) == NULL) {
                 ret = zero_range(&rs, off, len);
                 if (ret)
                     *e = rs.e;
@@ -509,7 +514,7 @@ out:
         unlinkat(rs.dir_fd, rs.tmp_name, 0);
     if (rs.dir_fd >= 0)
         close(rs.dir_fd);
-    vb_disk_prior_free(rs.snap);
+    vb_sr_snap_close(rs.snap);
     st->seconds = vb_now() - t0;
     return ret;
 }
