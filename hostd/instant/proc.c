@@ -91,7 +91,7 @@ int vbi_run(char **argv, char **out, vb_error *e)
 {
     GString *s = g_string_new(NULL);
     int fds[2], status, ret;
-    pid_t pid;
+    pid_t pid = -1;
 
     if (pipe2(fds, O_CLOEXEC) < 0) {
         g_string_free(s, TRUE);

@@ -347,7 +347,7 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
     g_autofree char *chain = NULL;
     struct vbd_config *c = g_new0(struct vbd_config, 1);
     GError *ge = NULL;
-    double v;
+    double v = 0;
     uint64_t u;
     int ret = 0;
 

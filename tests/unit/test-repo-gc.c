@@ -63,7 +63,7 @@ static void test_basic(void)
     struct tdisk b = { .seed = 2, .chunk = CHUNK, .nchunks = 64 };
     struct vb2_gc_report rep;
     struct vb2_stats st;
-    char *ia, *ib;
+    char *ia = NULL, *ib = NULL;
     uint64_t before;
     vb_error e = { 0 };
 
@@ -124,7 +124,7 @@ static void test_repack(void)
     struct tdisk b = { .seed = 5, .chunk = CHUNK, .nchunks = 6 };   /* the first 6 of a */
     struct vb2_gc_report rep;
     struct vb2_stats st;
-    char *ia, *ib;
+    char *ia = NULL, *ib = NULL;
     vb_error e = { 0 };
 
     trepo_init(&t, VB_AEAD_NONE, 1 << 20);
@@ -165,7 +165,7 @@ static void test_phases(void)
         struct vb2_write *w1, *w2;
         struct vb_codec c;
         uint8_t *buf = g_malloc(CHUNK), *ids1 = g_malloc0(40 * 32), *ids2 = g_malloc0(40 * 32);
-        char *ia, *id1 = NULL, *id2 = NULL;
+        char *ia = NULL, *id1 = NULL, *id2 = NULL;
         vb_error e = { 0 };
 
         trepo_init(&t, enc ? VB_AEAD_AES256GCM : VB_AEAD_NONE, 1 << 20);
@@ -289,7 +289,7 @@ static void test_failsafe(void)
     struct tdisk b = { .seed = 4, .chunk = CHUNK, .nchunks = 20 };
     struct vb2_gc_report rep;
     GPtrArray *list;
-    char *ia, *ib, *p;
+    char *ia = NULL, *ib = NULL, *p;
     uint64_t before;
     vb_error e = { 0 };
 
@@ -325,7 +325,7 @@ static void test_verify_repair(void)
     struct tdisk a = { .seed = 21, .chunk = CHUNK, .nchunks = 30 };
     struct vb2_verify_opts full = { .read_data = true };
     struct vb2_verify_report rep;
-    char *ia, *pack = NULL;
+    char *ia = NULL, *pack = NULL;
     uint64_t np, nb;
     vb_error e = { 0 };
 

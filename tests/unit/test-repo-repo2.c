@@ -126,7 +126,7 @@ static void test_roundtrip(void)
         struct trepo t;
         struct tdisk d = { .seed = 7, .chunk = 64 << 10, .nchunks = 100, .hole_every = 9 };
         struct tdisk d2 = d;
-        char *id1, *id2, *id3;
+        char *id1 = NULL, *id2 = NULL, *id3 = NULL;
         GPtrArray *list;
         vb_error e = { 0 };
 
@@ -219,7 +219,7 @@ static void test_requests(void)
     struct teststore *ts;
     struct tdisk d = { .seed = 3, .chunk = 16 << 10, .nchunks = 2000 };
     struct vb2_open_opts o;
-    char *id;
+    char *id = NULL;
     vb_error e = { 0 };
 
     trepo_init(&t, VB_AEAD_CHACHA20POLY1305, 1 << 20);
@@ -375,7 +375,7 @@ static void test_files_streams(void)
     struct vb_manifest *m = vb_manifest_new(), *back;
     GString *cat = g_string_new(NULL);
     uint8_t ids[3 * 32], buf[5000];
-    char *id;
+    char *id = NULL;
     vb_error e = { 0 };
 
     trepo_init(&t, VB_AEAD_CHACHA20POLY1305, 1 << 20);
@@ -449,7 +449,7 @@ static void test_spill(void)
     struct trepo t;
     struct tdisk d = { .seed = 61, .chunk = 4096, .nchunks = 12000 };
     struct vb2_open_opts o;
-    char *id;
+    char *id = NULL;
     vb_error e = { 0 };
     GDir *dir;
     char *p;
