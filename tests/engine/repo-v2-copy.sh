@@ -275,6 +275,17 @@ files_gc "$V2"
 v2_copy_of "$V1" "$T/v2n" --encryption none
 files_copied "$T/v2n"
 files_gc "$T/v2n"
+# a chunk missing from version 1: that snapshot fails, named with the file,
+# nothing of it is committed, the others are copied
+"$V" --repo v1bad init >/dev/null
+lost=$(python3 "$MK" v1bad tree.json)
+fine2=$(python3 "$MK" v1bad fine.json)
+gone=$(python3 -c "import hashlib,random; print(hashlib.sha256(random.Random(8).randbytes(1048577)[:1048576]).hexdigest())")
+rm "v1bad/chunks/${gone:0:2}/$gone"
+"$V" --repo v2bad --quiet init --format 2 --encryption none
+rc=0; "$V" copy --from v1bad --to v2bad > out 2> err || rc=$?
+[ "$rc" = 1 ] && grep -q "^vbackupctl: $lost: 'srv/two': chunk at 0: " err && grep -q "^$fine2 -> " out     && grep -q "copy: 1 copied, 0 already there, 1 failed" out || fail "a missing chunk: exit $rc: $(cat out err)"
+"$V" --repo v2bad snapshots --json | python3 -c "import json,sys; assert [s['id'] for s in json.load(sys.stdin)] == [sys.argv[1]]" "$fine2"     || fail "a failed copy left a snapshot"
 ok "version 2: files snapshots copied (catalogs of version 1 and 2), verified, kept by gc"
 
 # --- key files: add, open with either, remove, passwd --------------------------------
