@@ -399,6 +399,8 @@ int vbctl_copy(int argc, char **argv)
         if (vb2_snap_load(r2, s->id, &there, NULL) == 0) {
             vb_manifest_free(there);
             present++;
+            done += copy_size(s);
+            vb_progress_update(&p, done);
             if (!quiet)
                 printf("%s: in the target already\n", id);
             continue;
