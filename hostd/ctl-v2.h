@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vbackupctl on version 2 repositories (hostd/repo/repo2.h, the v2 door):
- * init with encryption, the list of snapshots, show, verify, key files, and
- * `copy`, which moves snapshots from a version 1 repository into a version
- * 2 one (a local folder or s3://BUCKET/PREFIX), in ctl-v2.c; forget, prune,
- * gc and stats in ctl-v2-maint.c.  backup-disk and restore-disk
+ * init with encryption, the list of snapshots, show, verify and key files
+ * in ctl-v2.c; `copy`, which moves disk and files snapshots from a version
+ * 1 repository into a version 2 one (a local folder or s3://BUCKET/PREFIX),
+ * in ctl-copy.c; forget, prune, gc and stats in ctl-v2-maint.c.  backup-disk and restore-disk
  * (vbackupctl.c) run the one disk engine on either format through
  * hostd/lib/disksink.h.  The daemon and the other commands still work on
  * version 1 repositories (docs/repository-v2.md, "What uses it today").
@@ -74,6 +74,7 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv);
 int vbctl_v2_show(const char *location, int argc, char **argv);
 int vbctl_v2_verify(const char *location, int argc, char **argv);
 int vbctl_v2_key(const char *location, int argc, char **argv);
+/* ctl-copy.c */
 int vbctl_copy(int argc, char **argv);
 /* ctl-v2-maint.c */
 int vbctl_v2_forget(const char *location, int argc, char **argv);

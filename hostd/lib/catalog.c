@@ -112,8 +112,16 @@ uint64_t vb_catb_add(struct vb_catb *b, const struct vb_cat_entry *meta, const c
     x.m.n_chunks = 0;
     x.m.n_ranges = 0;
     x.m.hardlink = VB_CAT_NONE;
-    x.path = g_strndup(path, path_len);
-    x.link = link_len ? g_strndup(link, link_len) : NULL;
+    /* bytes, NUL-terminated for the eye only: a NUL inside does not cut them */
+    x.path = g_malloc(path_len + 1);
+    if (path_len)
+        memcpy(x.path, path, path_len);
+    x.path[path_len] = '\0';
+    if (link_len) {
+        x.link = g_malloc(link_len + 1);
+        memcpy(x.link, link, link_len);
+        x.link[link_len] = '\0';
+    }
     g_array_append_val(b->e, x);
     return b->e->len - 1;
 }
@@ -658,4 +666,50 @@ uint64_t vb_cat_range_at(const struct vb_catalog *c, uint64_t i, uint64_t off)
             hi = mid;
     }
     return lo < x->n_ranges ? x->first_range + lo : VB_CAT_NONE;
+}
+
+/* ---- rebuilding -------------------------------------------------------------------------- */
+
+int vb_catb_from_catalog(const struct vb_catalog *c, vb_cat_chunk_fn fn, void *opaque,
+                         struct vb_catb **out, vb_error *e)
+{
+    struct vb_catb *b = vb_catb_new();
+    int ret;
+
+    /* in catalog order, so entry i is the builder's i and hard links keep
+     * their indexes (they point backwards: vb_cat_parse checked it) */
+    for (uint64_t i = 0; i < c->n; i++) {
+        const struct vb_cat_entry *x = &c->e[i];
+        struct vb_cat_entry m = *x;
+        size_t pl, ll;
+        const char *path = vb_cat_path(c, i, &pl), *link = vb_cat_link(c, i, &ll);
+
+        m.reserved = 0;
+        vb_catb_add(b, &m, path, pl, link, ll);
+        for (uint32_t k = 0; k < x->n_xattrs; k++) {
+            const char *name;
+            const uint8_t *value;
+            size_t nl, vl;
+            vb_cat_xattr(c, i, k, &name, &nl, &value, &vl);
+            vb_catb_add_xattr(b, i, name, nl, value, vl);
+        }
+        for (uint64_t k = 0; k < x->n_chunks; k++) {
+            struct vb_cat_chunk ch = c->c[x->first_chunk + k];
+            if (ch.flags & VB_CATC_ZERO)
+                memset(ch.id, 0, sizeof(ch.id));        /* nothing stored: no id */
+            else if (fn && (ret = fn(opaque, i, &ch, e)))
+                goto fail;
+            vb_catb_add_chunk(b, i, &ch);
+        }
+        for (uint64_t k = 0; k < x->n_ranges; k++)
+            vb_catb_add_range(b, i, c->rg[x->first_range + k].offset,
+                              c->rg[x->first_range + k].len);
+        if (x->hardlink != VB_CAT_NONE)
+            vb_catb_set_hardlink(b, i, x->hardlink);
+    }
+    *out = b;
+    return 0;
+fail:
+    vb_catb_free(b);
+    return ret;
 }

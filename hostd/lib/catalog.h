@@ -110,6 +110,23 @@ uint64_t vb_catb_count(const struct vb_catb *b);
 uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
                            uint64_t *n_chunks, uint64_t *bytes);
 
+/* ---- rebuilding ---- */
+struct vb_catalog;
+/* Called for each data chunk (not written zeros) of entry idx, in catalog
+ * order; it may change c->id (a copy names the chunks of another
+ * repository).  Non-zero stops the rebuild and is returned. */
+typedef int (*vb_cat_chunk_fn)(void *opaque, uint64_t idx, struct vb_cat_chunk *c,
+                               vb_error *e);
+/* A builder holding what catalog c (version 1 or 2) holds: every entry with
+ * its metadata and flags, name and link target (bytes), attributes, chunks
+ * (through fn, may be NULL; written zeros get an all-zero id), preallocated
+ * ranges and hard links, as entries 0..n-1.  Serialized, it is a version 2
+ * catalog of the same tree: one the builder made comes back the same when fn
+ * changes nothing, but for where entries without chunks or ranges point in
+ * those tables. */
+int vb_catb_from_catalog(const struct vb_catalog *c, vb_cat_chunk_fn fn, void *opaque,
+                         struct vb_catb **out, vb_error *e);
+
 /* ---- reading ---- */
 struct vb_catalog {
     uint8_t *data;

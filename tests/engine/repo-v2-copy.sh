@@ -5,8 +5,15 @@
 # stored again, a second copy changes nothing), the list, restore-disk equal
 # byte for byte to version 1's restore of the same snapshot (holes kept),
 # verify --read-data, and a flipped byte in a pack or a manifest named by
-# verify.  Wrong and missing passwords, commands not there yet on v2, and
-# copies the wrong way round give clear errors.
+# verify.  Files snapshots (catalogs of version 1 and 2, written by
+# mkfilesnap.py) copied into an encrypted and an unencrypted repository: listed
+# and shown with their entries and bytes, read back through the door by
+# v2-files-check (the catalog parses, every chunk it names is there with its
+# length and in the chunks stream, the content equal to what was backed up),
+# a second copy storing nothing, verify --read-data clean, and gc repacking a
+# pack they share with a forgotten snapshot without losing a chunk.  Wrong
+# and missing passwords, commands not there yet on v2, and copies the wrong
+# way round give clear errors.
 source "$(dirname "$0")/../lib.sh"
 requires qemu-img
 requires qemu-io
@@ -44,7 +51,7 @@ grep -q "^$inc -> $inc " out || fail "copy did not keep the id: $(cat out)"
 "$V" copy --from "$V1" --to "$V2" > out || { cat out; fail "copy of everything"; }
 grep -q "^$full -> $full " out && grep -q "^$grp -> $grp " out && grep -q "^$inc: in the target already" out \
     || fail "copy: $(cat out)"
-grep -q "copy: 2 copied, 1 already there, 0 not copied (files), 0 failed" out || fail "copy's summary: $(cat out)"
+grep -q "copy: 2 copied, 1 already there, 0 failed" out || fail "copy's summary: $(cat out)"
 # the full backup's chunks are all in the incremental already there (its one
 # changed chunk held what its first chunk holds): only its chunk list is new
 grep "^$full -> " out | grep -qE "\(([0-9]+ B|[0-9.]+ KiB) new in the target\)" \
@@ -88,6 +95,198 @@ rc=0; "$V" --repo "$V2" verify > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "$(basename "$man")" out || { cat out; fail "verify of a flipped manifest byte: exit $rc"; }
 cp man.good "$man"
 "$V" --repo "$V2" verify > /dev/null || fail "verify after the repair"
+
+# --- files snapshots ----------------------------------------------------------------
+# Three written straight into version 1 (mkfilesnap.py): "old" (catalog
+# version 1) holds big's data and data of its own; "tree" (version 1: files
+# of several sizes, one of several chunks, a file naming another's chunks, a
+# hard link, a symlink, folders, a fifo); "fine" (catalog version 2, dedup
+# group t1: attributes, written zeros, a hole, preallocated ranges, a hard
+# link).  "old" is copied first, so the chunks "tree" shares with it lie in
+# its pack: once it is forgotten, gc repacks that pack and must keep what
+# tree's chunks stream lists.
+MK="$SRC/tests/engine/mkfilesnap.py"
+CHECK="${VB_V2_FILES_CHECK:?meson sets VB_V2_FILES_CHECK}"
+cat > old.json <<'EOF'
+{"vm": "fs", "time": "2026-01-01T10:00:00Z", "roots": ["/srv"],
+ "entries": [
+  {"path": "srv", "type": "dir"},
+  {"path": "srv/big", "type": "reg", "data_rand": 2621440, "data_seed": 1, "chunk_size": 1048576},
+  {"path": "srv/own", "type": "reg", "data_rand": 6291456, "data_seed": 2, "chunk_size": 1048576}
+ ]}
+EOF
+cat > tree.json <<'EOF'
+{"vm": "fs", "time": "2026-01-02T10:00:00Z", "roots": ["/srv", "/etc"],
+ "entries": [
+  {"path": "etc", "type": "dir", "mode": 493},
+  {"path": "etc/empty", "type": "reg", "data": ""},
+  {"path": "etc/one", "type": "reg", "data": "x", "uid": 1000, "gid": 100},
+  {"path": "etc/page", "type": "reg", "data_rand": 4095, "data_seed": 7, "mode": 384},
+  {"path": "etc/fifo", "type": "fifo"},
+  {"path": "srv", "type": "dir"},
+  {"path": "srv/big", "type": "reg", "data_rand": 2621440, "data_seed": 1, "chunk_size": 1048576},
+  {"path": "srv/hl", "type": "reg", "hardlink": "srv/big", "nlink": 2, "size": 2621440},
+  {"path": "srv/link", "type": "symlink", "link": "big"},
+  {"path": "srv/two", "type": "reg", "data_rand": 1048577, "data_seed": 8, "chunk_size": 1048576,
+   "mtime_ns": 1600000000000000001},
+  {"path": "srv/zsame", "type": "reg", "reuse": "srv/big", "size": 2621440}
+ ]}
+EOF
+cat > fine.json <<'EOF'
+{"vm": "fsg", "time": "2026-01-03T10:00:00Z", "roots": ["/data"], "catalog_version": 2,
+ "dedup_group": "t1",
+ "entries": [
+  {"path": "data", "type": "dir", "xattrs": {"user.dir": "d"}},
+  {"path": "data/big", "type": "reg", "data_rand": 2621440, "data_seed": 1, "chunk_size": 1048576},
+  {"path": "data/sparse", "type": "reg", "xattrs": {"user.b": "2", "user.a": "1"},
+   "xattrs_hex": {"user.bin": "00ff10"}, "ranges": [[4194304, 65536]],
+   "layout": [{"data_rand": 10000, "data_seed": 3}, {"hole": 2097152}, {"zeros": 65536},
+              {"data_rand": 5000, "data_seed": 4}]},
+  {"path": "data/sparse-link", "type": "reg", "hardlink": "data/sparse", "nlink": 2,
+   "size": 2177688, "xattrs": {"user.b": "2", "user.a": "1"}, "xattrs_hex": {"user.bin": "00ff10"}},
+  {"path": "data/tail-hole", "type": "reg", "size": 3000000,
+   "layout": [{"data": "head"}, {"zeros": 4096}]}
+ ]}
+EOF
+old=$(python3 "$MK" "$V1" old.json)
+tree=$(python3 "$MK" "$V1" tree.json)
+fine=$(python3 "$MK" "$V1" fine.json)
+
+# files_check REPO ID SPEC: the snapshot read back through the door
+# (v2-files-check: the catalog parses, every chunk it names is there with its
+# length, the chunks stream lists them all) is the tree of SPEC, byte for byte
+files_check() {
+    "$CHECK" "$1" "$2" > check.json || fail "v2-files-check $2 in $1"
+    python3 - "$MK" "$3" check.json <<'PY' || fail "$2 in $1 is not the tree backed up"
+import hashlib, importlib.util, json, sys
+spec_ = importlib.util.spec_from_file_location("mk", sys.argv[1])
+mk = importlib.util.module_from_spec(spec_)
+spec_.loader.exec_module(mk)
+spec, got = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+ents = {e["path"]: e for e in spec["entries"]}
+
+def content(e):
+    """(bytes, written zeros) of a regular file, as a restore would write it"""
+    if "hardlink" in e:
+        data, zeros = content(ents[e["hardlink"]])
+    elif "reuse" in e:
+        data, zeros = content(ents[e["reuse"]])
+    elif "layout" in e:
+        data, zeros = bytearray(), 0
+        for off, d, ln in mk.pieces(e):
+            data[len(data):] = bytes(off - len(data))
+            data += d if d is not None else bytes(ln)
+            zeros += ln if d is None else 0
+        data = bytes(data)
+    else:
+        data, zeros = mk.entry_data(e), 0
+    size = e.get("size", len(data))
+    return data[:size] + bytes(max(0, size - len(data))), min(zeros, size)
+
+holder = lambda e: ents[e["hardlink"]] if "hardlink" in e else e
+want_bytes = 0
+assert set(got["tree"]) == set(ents), (sorted(got["tree"]), sorted(ents))
+for p, e in ents.items():
+    g = got["tree"][p]
+    want = {"type": mk.TYPES[e["type"]], "mode": e.get("mode", 0o755 if e["type"] == "dir" else 0o644),
+            "uid": e.get("uid", 0), "gid": e.get("gid", 0),
+            "mtime_ns": e.get("mtime_ns", 1_700_000_000_123_456_789),
+            "xattrs": {**{k: v.encode().hex() for k, v in e.get("xattrs", {}).items()},
+                       **e.get("xattrs_hex", {})},
+            "ranges": holder(e).get("ranges", [])}
+    if "link" in e:
+        want["link"] = e["link"]
+    if "hardlink" in e:
+        want["hardlink"] = e["hardlink"]
+    if e["type"] == "reg":
+        data, zeros = content(e)
+        want.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), zeros=zeros)
+        want_bytes += len(data)
+    else:
+        want["size"] = 0
+    assert g == want, (p, g, want)
+assert got["entries"] == len(ents) and got["bytes"] == want_bytes, (got["entries"], got["bytes"])
+PY
+}
+
+# files_copied REPO: what a user checks of the copied files snapshots
+files_copied() {
+    local r=$1
+    "$V" --repo "$r" snapshots --json > list.json
+    for s in "$old" "$tree" "$fine"; do
+        "$V" --repo "$r" show "$s" --json > show.json || fail "show $s in $r"
+        python3 - list.json show.json "$V1/snapshots/$s/index.json" "$s" <<'PY' || fail "$s in $r: $(cat show.json)"
+import json, sys
+lst, show, v1 = (json.load(open(a)) for a in sys.argv[1:4])
+sid = sys.argv[4]
+lst = {s["id"]: s for s in lst}
+assert lst[sid]["type"] == "files" and lst[sid]["size"] == v1["bytes"], lst[sid]
+assert lst[sid].get("dedup_group") == v1.get("dedup_group"), lst[sid]
+f = show["files"]
+assert show["id"] == sid and show["type"] == "files", show
+assert f["entries"] == v1["catalog"]["entries"] == v1["files"], (f, v1)
+assert f["bytes"] == v1["bytes"], (f, v1)
+assert f["roots"] == v1["roots"], (f, v1)
+assert show["group"] == v1["group"] and show["mode"] == v1["mode"], show
+assert show["source"] == {"copied_from": sid, "copied_from_format": 1}, show
+assert show["streams"]["chunks"]["length"] > 0 and show["streams"]["catalog"]["length"] > 0
+PY
+    done
+    files_check "$r" "$old" old.json
+    files_check "$r" "$tree" tree.json
+    files_check "$r" "$fine" fine.json
+}
+
+# files_gc REPO: old forgotten, gc repacks its pack; tree keeps every chunk
+files_gc() {
+    local r=$1
+    "$V" --repo "$r" forget "$old" > /dev/null || fail "forget $old in $r"
+    "$V" --repo "$r" gc --json > gc.json || fail "gc of $r"
+    python3 -c "import json,sys; g=json.load(open('gc.json')); sys.exit(not (g['blobs_repacked'] > 0 and g['packs_deleted'] > 0))" \
+        || fail "gc of $r did not repack the pack tree shares with old: $(cat gc.json)"
+    "$V" --repo "$r" verify --read-data > out || { cat out; fail "verify --read-data of $r after gc"; }
+    grep -q " read: ok" out || fail "verify after gc: $(cat out)"
+    files_check "$r" "$tree" tree.json
+    files_check "$r" "$fine" fine.json
+    "$V" --repo "$r" gc --json > gc.json || fail "a second gc of $r"
+    python3 -c "import json,sys; g=json.load(open('gc.json')); sys.exit(g['packs_deleted'] != 0 or g['blobs_repacked'] != 0)" \
+        || fail "a second gc of $r found more: $(cat gc.json)"
+}
+
+# encrypted: the disk snapshots are there already
+"$V" copy --from "$V1" --to "$V2" > out || { cat out; fail "copy of the files snapshots"; }
+grep -q "^$old -> $old " out && grep -q "^$tree -> $tree " out && grep -q "^$fine -> $fine " out \
+    || fail "copy of files snapshots: $(cat out)"
+[ "$(grep -n "^$old -> " out | cut -d: -f1)" -lt "$(grep -n "^$tree -> " out | cut -d: -f1)" ] \
+    || fail "old was not copied before tree: $(cat out)"
+grep -q "copy: 3 copied, 3 already there, 0 failed" out || fail "copy's summary: $(cat out)"
+# tree's big file is in old already; fine's is in another dedup group
+grep "^$tree -> " out | grep -qE "\(([0-9.]+ (B|KiB)|1\.[0-9]+ MiB) new in the target\)" \
+    || fail "tree's copy stored chunks old brought: $(cat out)"
+files_before=$(find "$V2" -type f | sort | md5sum)
+"$V" copy --from "$V1" --to "$V2" > out || fail "a second copy"
+grep -q "copy: 0 copied, 6 already there, 0 failed" out || fail "a second copy: $(cat out)"
+[ "$(find "$V2" -type f | sort | md5sum)" = "$files_before" ] || fail "a second copy changed the target"
+"$V" --repo "$V2" verify --read-data > out || { cat out; fail "verify of the files copies"; }
+grep -q "verify: 6 snapshots, .* read: ok" out || fail "verify's summary: $(cat out)"
+files_copied "$V2"
+files_gc "$V2"
+# unencrypted: everything at once
+v2_copy_of "$V1" "$T/v2n" --encryption none
+files_copied "$T/v2n"
+files_gc "$T/v2n"
+# a chunk missing from version 1: that snapshot fails, named with the file,
+# nothing of it is committed, the others are copied
+"$V" --repo v1bad init >/dev/null
+lost=$(python3 "$MK" v1bad tree.json)
+fine2=$(python3 "$MK" v1bad fine.json)
+gone=$(python3 -c "import hashlib,random; print(hashlib.sha256(random.Random(8).randbytes(1048577)[:1048576]).hexdigest())")
+rm "v1bad/chunks/${gone:0:2}/$gone"
+"$V" --repo v2bad --quiet init --format 2 --encryption none
+rc=0; "$V" copy --from v1bad --to v2bad > out 2> err || rc=$?
+[ "$rc" = 1 ] && grep -q "^vbackupctl: $lost: 'srv/two': chunk at 0: " err && grep -q "^$fine2 -> " out     && grep -q "copy: 1 copied, 0 already there, 1 failed" out || fail "a missing chunk: exit $rc: $(cat out err)"
+"$V" --repo v2bad snapshots --json | python3 -c "import json,sys; assert [s['id'] for s in json.load(sys.stdin)] == [sys.argv[1]]" "$fine2"     || fail "a failed copy left a snapshot"
+ok "version 2: files snapshots copied (catalogs of version 1 and 2), verified, kept by gc"
 
 # --- key files: add, open with either, remove, passwd --------------------------------
 "$V" --repo "$V2" key list --json > keys.json
