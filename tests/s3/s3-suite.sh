@@ -13,6 +13,12 @@
 #     a version 1 repository's disk snapshot copied into it (again: nothing
 #     copied), restored from the bucket equal to the disk, verified reading
 #     every blob
+#   6 vbackupctl straight into a bucket: backup-disk of a disk into an
+#     encrypted format 2 repository on radosgw, an incremental after a change
+#     storing only that, each snapshot restored (raw and qcow2) equal to the
+#     disk as it was, a files snapshot (copied in) restored by restore-files
+#     and listed by ls, forget + gc on the bucket, the rest still restoring
+#     and verify --read-data clean
 # The seed is printed (set VB_S3_SEED to replay one).  Needs root and the
 # Ceph packages of scripts/install-deps.
 set -eu
@@ -28,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..5"
+echo "1..6"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -98,4 +104,51 @@ copy_s3() {     # vbackupctl copy into a bucket, and back
     "$VBACKUPCTL" --repo "$loc" verify --read-data --password-file "$d/pw"
 }
 run "vbackupctl: init, copy, restore-disk and verify on s3://" copy_s3
+
+direct_s3() {   # backups into a bucket and restores from it, no local repository
+    d="$tmp/direct"
+    loc="s3://vbdirect/host1"
+    mkdir -p "$d" || return 1
+    printf 'the bucket password\n' > "$d/pw"
+    export VBACKUP_PASSWORD_FILE="$d/pw"
+    head -c 10M /dev/urandom > "$d/disk.raw" && truncate -s 24M "$d/disk.raw" || return 1
+    "$VBACKUPCTL" --repo "$loc" init --format 2 --encryption aes-256-gcm || return 1
+    id1=$("$VBACKUPCTL" --repo "$loc" backup-disk --vm s3vm --name vda --format raw \
+          "$d/disk.raw" | tail -n 1) || return 1
+    cp --sparse=always "$d/disk.raw" "$d/disk1.raw" || return 1
+    # a changed MiB: the second backup stores that chunk, not the disk
+    head -c 1M /dev/urandom | dd of="$d/disk.raw" bs=1M seek=2 conv=notrunc status=none || return 1
+    "$VBACKUPCTL" --repo "$loc" backup-disk --vm s3vm --name vda --format raw \
+        "$d/disk.raw" > "$d/out" || return 1
+    id2=$(tail -n 1 "$d/out")
+    "$VBACKUPCTL" --repo "$loc" show "$id2" --json > "$d/show.json" || return 1
+    python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["stats"]
+sys.exit(not (s["bytes_new"] == 4 << 20 and s["bytes_dedup"] == 8 << 20))' "$d/show.json" ||
+        { cat "$d/out" "$d/show.json"; echo "the second backup stored more than the changed chunk"; return 1; }
+    "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id2" --to "$d/back2.raw" || return 1
+    cmp "$d/disk.raw" "$d/back2.raw" || return 1
+    "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id1" --to "$d/back1.qcow2" \
+        --format qcow2 || return 1
+    qemu-img compare -q -f raw -F qcow2 "$d/disk1.raw" "$d/back1.qcow2" || return 1
+    # a files snapshot (made in a version 1 repository, copied into the bucket)
+    "$VBACKUPCTL" --repo "$d/v1" --quiet init || return 1
+    printf '{"vm": "s3vm", "time": "2026-01-01T00:00:00Z", "roots": ["etc"], "entries": [
+      {"path": "etc", "type": "dir"},
+      {"path": "etc/motd", "type": "reg", "data": "hello from the bucket\\n"},
+      {"path": "etc/big", "type": "reg", "data_rand": 3000000, "data_seed": 5}]}' > "$d/spec.json"
+    fid=$(python3 "$VB_SRCDIR/tests/engine/mkfilesnap.py" "$d/v1" "$d/spec.json") || return 1
+    "$VBACKUPCTL" --quiet copy --from "$d/v1" --to "$loc" "$fid" || return 1
+    "$VBACKUPCTL" --repo "$loc" ls "$fid" | grep -q " /etc/motd$" || return 1
+    "$VBACKUPCTL" --repo "$loc" --quiet restore-files "$fid" --to "$d/files" || return 1
+    "$VBACKUPCTL" --repo "$d/v1" --quiet restore-files "$fid" --to "$d/files1" || return 1
+    [ "$(cat "$d/files/etc/motd")" = "hello from the bucket" ] || return 1
+    cmp "$d/files/etc/big" "$d/files1/etc/big" || return 1
+    # forget the first, gc: the second still restores, every blob verifies
+    "$VBACKUPCTL" --repo "$loc" --quiet forget "$id1" || return 1
+    "$VBACKUPCTL" --repo "$loc" gc || return 1
+    "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id2" --to "$d/back2b.raw" || return 1
+    cmp "$d/disk.raw" "$d/back2b.raw" || return 1
+    "$VBACKUPCTL" --repo "$loc" verify --read-data
+}
+run "vbackupctl: backup-disk into s3://, restore-disk, restore-files, ls, gc" direct_s3
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"
