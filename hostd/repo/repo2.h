@@ -31,7 +31,7 @@
 
 #define VB2_FILE_AVG_DEFAULT   (1u << 20)     /* content-defined chunks of files */
 #define VB2_DISK_CHUNK_DEFAULT (4u << 20)     /* fixed chunks of disks */
-#define VB2_ZSTD_DEFAULT       3
+#define VB2_ZSTD_DEFAULT       1      /* as format 1: docs/repository-v2.md, "Config" */
 
 struct vb2_repo;
 struct vb2_write;
