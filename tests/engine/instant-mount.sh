@@ -121,13 +121,17 @@ img=$(echo mnt/db1/*/vdb.raw)
 [ "$(stat -c %s "$img")" = "$(stat -c %s fs.raw)" ] || fail "the image's size differs"
 cmp "$img" fs.raw || fail "the image differs from the disk"
 loop=$(losetup --find --show --read-only "$img")
-cleanup_add "losetup -d $loop 2>/dev/null"
+# detached at the exit only if still ours: a loop device once detached may be
+# another test's a moment later (a second 'losetup -d' took a concurrent
+# test's device away)
+cleanup_add 'if [ -n "${loop:-}" ]; then losetup -d "$loop" 2>/dev/null; fi' 
 mkdir lmnt
 mount -o ro "$loop" lmnt
 cleanup_add "umount lmnt 2>/dev/null"
 diff -r --no-dereference -x lost+found src lmnt || fail "the loop-mounted image's files differ"
 umount lmnt
 losetup -d "$loop"
+loop=
 ok "disk snapshot: a raw image equal to the disk (cmp), mounted through a loop device"
 
 # ---- a snapshot made while mounted appears ------------------------------------------------------
