@@ -61,14 +61,18 @@ static bool is_object_name(const char *s)
 
 /* ---- forget ----------------------------------------------------------------------------- */
 
+static int forget_v2(void *h, const char *id, vb_error *e)
+{
+    return vb2_forget(h, id, e);
+}
+
 int vbctl_v2_forget(const char *location, int argc, char **argv)
 {
     const char *password_file = NULL, *key_file = NULL;
     struct vb2_repo *r;
-    json_object *out;
     bool json = false, dry = false;
     vb_error e = { 0 };
-    int rc = 0;
+    int rc;
 
     if (parse_opts(argc, argv, false, &password_file, &key_file, &json, &dry))
         return 2;
@@ -85,28 +89,8 @@ int vbctl_v2_forget(const char *location, int argc, char **argv)
     }
     if (vbctl_v2_open(location, password_file, key_file, false, &r, &e))
         return vbctl_fail("forget", &e);
-    out = json_object_new_array();
-    for (int i = optind; i < argc; i++) {
-        json_object *o = json_object_new_object();
-
-        memset(&e, 0, sizeof(e));
-        json_object_object_add(o, "id", json_object_new_string(argv[i]));
-        if (vb2_forget(r, argv[i], &e)) {
-            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
-            if (!json)
-                vbctl_fail("forget", &e);
-            rc = 1;
-        } else if (!json && !quiet) {
-            printf("forgot %s\n", argv[i]);
-        }
-        json_object_array_add(out, o);
-    }
+    rc = vbctl_forget_each(argc - optind, argv + optind, json, forget_v2, r);
     vb2_repo_close(r);
-    if (json)
-        vbctl_print_json(out);
-    else if (!quiet && !rc)
-        printf("run 'vbackupctl gc' to free their chunks\n");
-    json_object_put(out);
     return rc;
 }
 

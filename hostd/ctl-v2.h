@@ -35,6 +35,10 @@ void vbctl_print_json(json_object *o);
 /* A count option (0..1000000); a message and -1 when s is not one. */
 int vbctl_parse_int(const char *opt, const char *s, int *out);
 
+/* forget's loop, the same for both formats: forget(h, id) each of ids, "forgot
+ * ID" or the error per id (or a JSON array of {id, error?}); 1 if any failed */
+int vbctl_forget_each(int n, char **ids, bool json,
+                      int (*forget)(void *h, const char *id, vb_error *e), void *h);
 /* prune's options, the same for both formats: 0, or an exit status after a
  * message (2: usage; 1: no --keep-* option, which would remove everything).
  * --password-file and --key-file only when v2 is set. */

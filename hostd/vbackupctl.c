@@ -1169,12 +1169,45 @@ static int cmd_repair(int argc, char **argv)
     return res.chunks_set_aside || res.chunks_missing || res.snapshots_unreadable ? 1 : 0;
 }
 
+int vbctl_forget_each(int n, char **ids, bool json,
+                      int (*forget)(void *h, const char *id, vb_error *e), void *h)
+{
+    json_object *out = json_object_new_array();
+    int rc = 0;
+
+    for (int i = 0; i < n; i++) {
+        vb_error e = { 0 };
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "id", json_object_new_string(ids[i]));
+        if (forget(h, ids[i], &e)) {
+            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
+            if (!json)
+                vbctl_fail("forget", &e);
+            rc = 1;
+        } else if (!json && !quiet) {
+            printf("forgot %s\n", ids[i]);
+        }
+        json_object_array_add(out, o);
+    }
+    if (json)
+        vbctl_print_json(out);
+    else if (!quiet && !rc)
+        printf("run 'vbackupctl gc' to free their chunks\n");
+    json_object_put(out);
+    return rc;
+}
+
+static int forget_v1(void *h, const char *id, vb_error *e)
+{
+    return vb_snap_delete(h, id, e);
+}
+
 /* forget SNAPSHOT...: each one out of sight first (then deleted), like prune */
 static int cmd_forget(int argc, char **argv)
 {
     static const struct option lo[] = { { "json", 0, 0, 'j' }, { 0 } };
     struct vb_repo *r;
-    json_object *out;
     bool json = false;
     int c, rc = 0;
 
@@ -1195,28 +1228,8 @@ static int cmd_forget(int argc, char **argv)
     }
     if (open_repo(VB_LOCK_SHARED, &r))
         return 1;
-    out = json_object_new_array();
-    for (int i = optind; i < argc; i++) {
-        vb_error e = { 0 };
-        json_object *o = json_object_new_object();
-
-        json_object_object_add(o, "id", json_object_new_string(argv[i]));
-        if (vb_snap_delete(r, argv[i], &e)) {
-            json_object_object_add(o, "error", json_object_new_string(vb_strerror(&e)));
-            if (!json)
-                fprintf(stderr, "%s: forget: %s\n", prog, vb_strerror(&e));
-            rc = 1;
-        } else if (!json && !quiet) {
-            printf("forgot %s\n", argv[i]);
-        }
-        json_object_array_add(out, o);
-    }
+    rc = vbctl_forget_each(argc - optind, argv + optind, json, forget_v1, r);
     vb_repo_close(r);
-    if (json)
-        vbctl_print_json(out);
-    else if (!quiet && !rc)
-        printf("run 'vbackupctl gc' to free their chunks\n");
-    json_object_put(out);
     return rc;
 }
 
