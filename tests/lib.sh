@@ -43,6 +43,27 @@ repo_init() {   # DIR: a new repository in the test's format
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
+# files_snap REPO SPEC.json: a files snapshot written from SPEC by
+# tests/engine/mkfilesnap.py (a catalog as a guest could send it, hostile
+# ones too) into REPO, in the test's format; prints its id.  vbackupd does
+# not write format 2 yet: a files snapshot reaches a format 2 repository
+# only through `vbackupctl copy`, so there it is made in a side version 1
+# repository ($T/.v1side, made once) and that one snapshot copied into REPO
+# with its id (the catalog rebuilt with version 2 chunk ids).
+files_snap() {
+    local repo=$1 spec=$2 side="$T/.v1side" id out
+    if [ "$repo_format" != 2 ]; then
+        python3 "$SRC/tests/engine/mkfilesnap.py" "$repo" "$spec"
+        return
+    fi
+    # (errexit is off in the $(...) that calls this: every step checked)
+    [ -d "$side" ] || "$V" --repo "$side" init >/dev/null || fail "init of $side"
+    id=$(python3 "$SRC/tests/engine/mkfilesnap.py" "$side" "$spec") || fail "mkfilesnap.py $spec"
+    out=$("$V" --quiet copy --from "$side" --to "$repo" "$id" 2>&1) ||
+        { echo "$out" >&2; fail "copy of the files snapshot $id into $repo"; }
+    echo "$id"
+}
+
 # wait_until SECONDS WHAT CMD...: run CMD every 0.05 s until it succeeds;
 # after SECONDS (a safety net, far above the expected time) fail naming WHAT
 wait_until() {

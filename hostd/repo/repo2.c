@@ -1041,7 +1041,7 @@ int vb2_snap_load(struct vb2_repo *r, const char *id, struct vb_manifest **out, 
         return ret;
     }
     if (!vb_snap_id_valid(id))
-        return vb_seterr(e, -EINVAL, "'%.100s' is not a snapshot id (VM/TIME)", id);
+        return vb_seterr(e, -EINVAL, "'%.100s' is not a valid snapshot id (VM/TIME)", id);
     /* the others' damage does not hide this one */
     ret = vb2_snap_list(r, NULL, &all, &problems, e);
     if (ret)

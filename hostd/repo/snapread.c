@@ -334,6 +334,12 @@ int vb_sr_read_chunk(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t
         ret = vb2_group_key(r->r2, sp->tagged ? sp->group : NULL, key, e);
         if (!ret)
             ret = vb2_blob_get(r->r2, c, key, id, b, e);
+        if (ret == -ENOENT) {
+            /* as version 1 says it (docs/host-restore.md), then why */
+            char hex[VB_ID_HEX];
+            vb_hex(id, VB_ID_LEN, hex);
+            vb_prefixerr(e, "chunk %s: missing from the repository", hex);
+        }
         if (!ret && b->len <= len)
             memcpy(buf, b->data, b->len);
         got = b->len;

@@ -3,7 +3,9 @@
 # snapshot's catalog comes from a guest: its names, link targets, types,
 # owners and modes are the guest's to choose.  Snapshots are written
 # straight into the repository by mkfilesnap.py, as a guest could make
-# vbackupd write them.  Each case states what must hold:
+# vbackupd write them (format 2, run by meson too: written into a version 1
+# repository and copied in, lib.sh's files_snap).  Each case states what
+# must hold, on either format:
 #  * nothing is created, changed or linked outside --to DIR: not through a
 #    symlink the catalog made earlier in the same restore, not through one
 #    already in DIR, not by a hard link to a file outside the restored set;
@@ -21,15 +23,14 @@ requires python3
 requires setpriv
 cd "$T"
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
-MK="$SRC/tests/engine/mkfilesnap.py"
+repo_init "$R"
 # snap: a snapshot from the JSON spec on stdin (one second later than the
-# last one); prints its id
+# last one) in $R; prints its id
 snap() {
     local n=$(($(cat count 2>/dev/null || echo 0) + 1))
     echo $n > count
     python3 -c "import json,sys; s=json.load(sys.stdin); s.setdefault('time', '2026-01-01T00:00:%02dZ' % $n); json.dump(s, sys.stdout)" > "spec$n.json"
-    python3 "$MK" "$R" "spec$n.json"
+    files_snap "$R" "spec$n.json"
 }
 # restore ID [ARGS...]: restore-files into $D; output in out/err, status in rc
 restore() {
@@ -171,20 +172,25 @@ EOF
     [ "$(stat -c %u:%g "$D/bin/mine")" = 1234:5678 ] && [ "$(stat -c %u:%g "$D/bin")" = 1234:5678 ] &&
         [ "$(stat -c %g "$D/bin/wall")" = 5 ] || fail "owners with --same-owner"
     ok "device nodes, setuid/setgid bits and foreign owners only with --devices / --same-owner"
-    # not root: the invoking user owns everything; --same-owner needs root
+    # not root: the invoking user owns everything; --same-owner needs root.
+    # The user reads the repository (and an encrypted one's password) and
+    # has a home of its own: setpriv keeps root's $HOME, and a format 2
+    # reader keeps its index cache under ~/.cache/vbackup
     chmod 755 "$T"
     chmod -R a+rX "$R"
-    chmod 666 "$R/lock"
+    [ -z "${VBACKUP_PASSWORD_FILE:-}" ] || chmod 644 "$VBACKUP_PASSWORD_FILE"
+    # version 1's readers take a claim through its lock file (format 2 has none)
+    [ "$repo_format" = 2 ] || chmod 666 "$R/lock"
+    mkdir -m 700 "$T/home65534" && chown 65534:65534 "$T/home65534"
+    as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$T/home65534" "$@"; }
     D="$T/d4c"
     mkdir "$D" && chown 65534:65534 "$D"
     rc=0
-    setpriv --reuid=65534 --regid=65534 --clear-groups "$V" --repo "$R" restore-files "$id" \
-        --to "$D" >out 2>err || rc=$?
+    as_user "$V" --repo "$R" restore-files "$id" --to "$D" >out 2>err || rc=$?
     [ "$rc" = 0 ] || { cat err; fail "restore as an ordinary user"; }
     [ "$(stat -c %u:%g "$D/bin/mine")" = 65534:65534 ] || fail "owner of a file restored by an ordinary user"
     rc=0
-    setpriv --reuid=65534 --regid=65534 --clear-groups "$V" --repo "$R" restore-files "$id" \
-        --to "$D" --same-owner >out 2>err || rc=$?
+    as_user "$V" --repo "$R" restore-files "$id" --to "$D" --same-owner >out 2>err || rc=$?
     [ "$rc" = 1 ] && grep -q "same-owner.*root" err || { cat err; fail "--same-owner as an ordinary user"; }
     ok "an ordinary user's restore: owned by the user; --same-owner refused"
 }
@@ -261,14 +267,49 @@ EOF
 
 # ---- a missing chunk; stopping early (SIGINT) keeps folder modes and times --------------
 missing_chunk() {
-    id=$(snap <<'EOF'
+    cat > spec-missing.json <<'EOF'
 {"roots": ["q"], "entries": [
   {"path": "q", "type": "dir", "mode": 320, "mtime_ns": 1300000000000000000},
   {"path": "q/broken", "type": "reg", "data": "this chunk will be missing\n"},
   {"path": "q/fine", "type": "reg", "data": "fine\n"}]}
 EOF
-    )
-    rm -f "$R/chunks/"*/"$(printf 'this chunk will be missing\n' | sha256sum | cut -d' ' -f1)"
+    if [ "$repo_format" = 1 ]; then
+        id=$(snap < spec-missing.json)
+        rm -f "$R/chunks/"*/"$(printf 'this chunk will be missing\n' | sha256sum | cut -d' ' -f1)"
+    else
+        # Format 2 keeps chunks in packs (data/XX/PACK), many to a pack, and
+        # loses a pack, not a chunk.  A repository of its own, where a first
+        # snapshot stores fine's chunk: the copy of this one then stores
+        # only the chunk to lose, in a data pack of its own, whose trailer
+        # lists 2 blobs (the salt every pack starts with, and the chunk);
+        # its metadata pack lists 3 (the salt, the catalog, the chunk list).
+        # The trailer's length is in the pack's plain tail.
+        R="$T/repo-missing"
+        repo_init "$R"
+        snap >/dev/null <<'EOF'
+{"vm": "fine", "roots": ["q"], "entries": [{"path": "q", "type": "dir"},
+  {"path": "q/fine", "type": "reg", "data": "fine\n"}]}
+EOF
+        find "$R/data" -type f | sort > packs-before
+        id=$(snap < spec-missing.json)
+        find "$R/data" -type f | sort | comm -13 packs-before - > packs-new
+        pack=$(python3 - "${VB_TEST_ENCRYPTION:-none}" packs-new <<'EOF'
+import struct, sys
+seal = 4 if sys.argv[1] == "none" else 12 + 16     # CRC-32, or nonce and tag
+two = []
+for p in open(sys.argv[2]).read().split():
+    with open(p, "rb") as f:
+        f.seek(-8, 2)
+        length, magic = struct.unpack("<I4s", f.read(8))
+    assert magic == b"VBPT", p
+    if length == 4 + 2 * 52 + seal:
+        two.append(p)
+print(two[0] if len(two) == 1 else "")
+EOF
+        )
+        [ -n "$pack" ] || { cat packs-new; fail "not one new data pack of 2 blobs"; }
+        rm "$pack"
+    fi
     D="$T/d7"
     restore "$id" --to "$D"
     [ "$rc" = 3 ] && has err "/q/broken: .*missing from the repository" "a missing chunk is not reported"
@@ -286,7 +327,7 @@ E += [{"path": "w/f%06d" % i, "type": "reg", "reuse": "w/f000000", "size": 27} f
 E += [{"path": "zlast", "type": "reg", "data": "after w\n"}]
 json.dump({"roots": ["w", "zlast"], "time": "2026-01-01T01:00:00Z", "entries": E}, open("/dev/stdout", "w"))
 EOF
-    id=$(python3 "$MK" "$R" spec-many.json)
+    id=$(files_snap "$R" spec-many.json)
     D="$T/d8"
     "$V" --repo "$R" restore-files "$id" --to "$D" >out 2>err &
     pid=$!
@@ -319,7 +360,7 @@ E.append({"path": "t/zz", "type": "reg", "data": "t/zz\n"})
 json.dump({"roots": ["t", "t b", "t-c"], "time": "2026-01-01T02:00:00Z", "entries": E},
           open("/dev/stdout", "w"))
 EOF
-    id=$(python3 "$MK" "$R" spec-tree.json)
+    id=$(files_snap "$R" spec-tree.json)
     D="$T/d9"
     restore "$id" --to "$D"
     [ "$rc" = 0 ] || { cat err; fail "restore of a deep tree"; }
