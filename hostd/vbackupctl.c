@@ -48,11 +48,11 @@ const char *prog = "vbackupctl";
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: vbackupctl [--repo DIR] [--quiet] COMMAND [ARGS]\n"
+"usage: vbackupctl [--repo DIR] [--password-file FILE] [--quiet] COMMAND [ARGS]\n"
 "\n"
 "Repository commands (--repo DIR, or $VBACKUP_REPO; a format 2 repository may\n"
 "also be s3://BUCKET/PREFIX; an encrypted one's password comes from --password-file\n"
-"FILE or the file $VBACKUP_PASSWORD_FILE names):\n"
+"FILE, given before the command or after it, or the file $VBACKUP_PASSWORD_FILE names):\n"
 "  init [--level N]                       create a repository (zstd level, default 1)\n"
 "  init --format 2 [--encryption aes-256-gcm|chacha20-poly1305|none]\n"
 "                                         create a format 2 repository (packs, encryption)\n"
@@ -1939,6 +1939,18 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(argv[i], "--daemon") && i + 1 < argc) {
             admin_path = argv[i + 1];
+            i += 2;
+        } else if (!strcmp(argv[i], "--password-file") && i + 1 < argc) {
+            /* for every command, and the processes they start (the nbdkit
+             * plugin of export): as if $VBACKUP_PASSWORD_FILE named it */
+            char *abs = realpath(argv[i + 1], NULL);
+            if (!abs) {
+                fprintf(stderr, "%s: --password-file %s: %s\n", prog, argv[i + 1],
+                        strerror(errno));
+                return 2;
+            }
+            setenv("VBACKUP_PASSWORD_FILE", abs, 1);
+            free(abs);
             i += 2;
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
             quiet = true;
