@@ -22,6 +22,7 @@ struct vb2_repo {
     unsigned index_file_records;
     int64_t lease_expiry_ns, lease_refresh_ns, lease_margin_ns;
     char *cache_dir;
+    bool cache_private;              /* a temporary folder of this open, removed at close */
     struct vb_index_cache *cache;
     int snapfd;                      /* <cache>/snapshots/: manifests as fetched */
     GMutex mu;                       /* groups */

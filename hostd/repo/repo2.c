@@ -539,6 +539,8 @@ static void repo_free(struct vb2_repo *r)
     vb_index_cache_close(r->cache);
     if (r->snapfd >= 0)
         close(r->snapfd);
+    if (r->cache_private && r->cache_dir)
+        vb_rm_rf_at(AT_FDCWD, r->cache_dir);
     if (r->groups)
         g_hash_table_destroy(r->groups);
     vb_store_close(r->s);
@@ -697,9 +699,24 @@ int vb2_repo_open_store(struct vb_store *s, const char *location,
     ret = vb_cache_dir(o->cache_dir, r->id, dir, e);
     if (!ret)
         ret = vb_index_cache_open(dir, r->id, &r->cache, e);
+    if (ret && !(o->cache_dir && *o->cache_dir)) {
+        /* no usable cache folder (a user whose home is not writable, or
+         * none): a private one for this open, removed at close; reads work,
+         * each open reads the index again */
+        char *tmp = g_dir_make_tmp("vbackup-cache-XXXXXX", NULL);
+        if (tmp) {
+            snprintf(dir, sizeof(dir), "%s", tmp);
+            g_free(tmp);
+            memset(e, 0, sizeof(*e));
+            ret = vb_index_cache_open(dir, r->id, &r->cache, e);
+            r->cache_private = true;
+            r->cache_dir = strdup(dir);
+        }
+    }
     if (ret)
         goto fail;
-    r->cache_dir = strdup(dir);
+    if (!r->cache_dir)
+        r->cache_dir = strdup(dir);
     {
         int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0 && mkdirat(dfd, "snapshots", 0700) < 0 && errno != EEXIST)

@@ -62,6 +62,39 @@ static void test_create_open(void)
     }
 }
 
+/* No usable cache folder (VBACKUP_CACHE not writable, as a user whose home
+ * is not): the open takes a private temporary one and removes it at close. */
+static void test_private_cache(void)
+{
+    struct trepo t;
+    struct vb2_open_opts o;
+    struct vb2_repo_info info;
+    struct vb2_repo *r;
+    GPtrArray *list = NULL;
+    vb_error e = { 0 };
+    char *tmp;
+
+    trepo_init(&t, VB_AEAD_NONE, 0);
+    trepo_close(&t);
+    o = trepo_open_opts(&t);
+    o.cache_dir = NULL;
+    g_setenv("VBACKUP_CACHE", "/proc/no-cache-here", TRUE);
+    g_assert_cmpint(vb2_repo_open(t.dir, &o, &r, &e), ==, 0);
+    g_unsetenv("VBACKUP_CACHE");
+    vb2_repo_info(r, &info);
+    g_assert_nonnull(strstr(info.cache_dir, "vbackup-cache-"));
+    tmp = g_strdup(info.cache_dir);
+    g_assert_true(g_file_test(tmp, G_FILE_TEST_IS_DIR));
+    g_assert_cmpint(vb2_snap_list(r, NULL, &list, NULL, &e), ==, 0);
+    g_ptr_array_free(list, TRUE);
+    vb2_repo_close(r);
+    g_assert_false(g_file_test(tmp, G_FILE_TEST_EXISTS));
+    g_free(tmp);
+    trepo_open(&t);
+    trepo_close(&t);
+    trepo_free(&t);
+}
+
 static void test_open_errors(void)
 {
     char *dir = g_dir_make_tmp("vb-notrepo-XXXXXX", NULL), *p;
@@ -539,6 +572,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/repo-repo2/create-open", test_create_open);
     g_test_add_func("/repo-repo2/open-errors", test_open_errors);
+    g_test_add_func("/repo-repo2/private-cache", test_private_cache);
     g_test_add_func("/repo-repo2/config-downgrade", test_config_downgrade);
     g_test_add_func("/repo-repo2/roundtrip", test_roundtrip);
     g_test_add_func("/repo-repo2/dedup", test_dedup);
