@@ -8,16 +8,16 @@
  *
  *   - A copy copies every snapshot of the target that copy_to lacks, so
  *     that after a failure or a restart the next one catches up; one runs
- *     at startup, and one after each commit.  A commit that comes while a
+ *     at startup and on reload, and one after each commit.  A commit that comes while a
  *     copy of its target runs makes one more run after it (coalesced): at
  *     most one copy per target at a time.
  *   - It runs on a thread of its own (as reclaim.c's gc): a copy can take
  *     as long as the upload, and the CPU workers stay with the backups.  It
  *     holds a claim of the source repository (vb_repo_claim), so that its
  *     gc waits for it; a job's own claims are shared and do not.
- *   - Its outcome goes to the log: "copy of ID to NAME's copy_to: done (N
- *     new)" or the failure with its reason.  It never fails a backup: the
- *     snapshot is done in the target.
+ *   - The log says "copy of ID to NAME's copy_to: started", then "...: done
+ *     (N new)" or the failure with its reason.  It never fails a backup:
+ *     the snapshot is done in the target.
  *   - copy_to is opened with its secret (copy_password_file or
  *     copy_credential, read anew each time, never kept) when the
  *     configuration is loaded, to check it, and again for each copy: a
@@ -42,6 +42,7 @@ struct vbd_copy {
     struct vbd_target *t;
     GThread *thread;
     int cancel;              /* atomic: shutdown */
+    gint all_seen;           /* every snapshot of the listing was copied or tried */
     gint finished;           /* atomic */
 };
 
@@ -102,6 +103,7 @@ static gpointer copy_thread(gpointer opaque)
     GPtrArray *list = NULL;
     struct vb_repo *r1;
     unsigned copied = 0, failed = 0;
+    bool cancelled = false;
     vb_error e = { 0 };
 
     if (!(r1 = vbd_target_repo(t, &e)) || vb_repo_claim(r1, true, &claim, &e) ||
@@ -116,6 +118,15 @@ static gpointer copy_thread(gpointer opaque)
         char a[32];
         int ret;
 
+        struct vb_manifest *there = NULL;
+
+        if (vb2_snap_load(r2, s->id, &there, NULL) == 0) {
+            vb_manifest_free(there);
+            if (i + 1 == list->len)
+                g_atomic_int_set(&run->all_seen, 1);
+            continue;           /* there already (vb_copy_snap would say -EEXIST) */
+        }
+        vbd_log("copy of %s to %s's copy_to: started", s->id, t->name);
         memset(&e, 0, sizeof(e));
         ret = vb_copy_snap(r1, s, r2, &run->cancel, NULL, &done, &new_id, &added, &e);
         if (ret == -EEXIST)
@@ -123,6 +134,7 @@ static gpointer copy_thread(gpointer opaque)
         if (ret == -ECANCELED) {
             vbd_log("copy of %s to %s's copy_to: cancelled (vbackupd is stopping); nothing of "
                     "it is in the copy", s->id, t->name);
+            cancelled = true;
         } else if (ret) {
             failed++;
             copy_log_fail(s->id, t->name, &e);
@@ -132,7 +144,12 @@ static gpointer copy_thread(gpointer opaque)
                     vb_fmt_bytes(added, a, sizeof(a)));
         }
         free(new_id);
+        if (i + 1 == list->len)
+            g_atomic_int_set(&run->all_seen, 1);
     }
+    if (!cancelled && g_atomic_int_get(&run->cancel) && !g_atomic_int_get(&run->all_seen))
+        vbd_log("copy of target %s to its copy_to: cancelled before it ended (vbackupd is "
+                "stopping)", t->name);
     if (failed)
         vbd_log("copy of target %s to its copy_to: %u copied, %u failed (tried again after "
                 "the next commit, or at the next start)", t->name, copied, failed);

@@ -8,7 +8,10 @@ format 2 repository (here an encrypted folder, its password in a file).
 2. A second (incremental) backup's copy stores only its new chunks.
 3. A wrong copy_password_file is refused at start, the message naming the
    target and never the password.
-4. A restart catches up a snapshot the copy lacks (one forgotten in it)."""
+4. A restart catches up a snapshot the copy lacks (one forgotten in it).
+5. A shutdown during a copy cancels it (when the copy has not ended
+   first): the snapshot is not in the copy, verify is clean, and the next
+   start copies it."""
 import json
 import os
 import subprocess
@@ -134,6 +137,42 @@ with workdir() as w:
     r = ctl("--repo", copy, "verify", "--read-data", pw=pw)
     check(r.returncode == 0, f"verify --read-data of the copy: {r.stdout}{r.stderr}")
 
+    # ---- 5. a shutdown during a copy cancels it: nothing of it in the copy -----------------
+    m = mount(w, disk, ro=False)
+    with open(os.path.join(m, "srv/big.bin"), "wb") as f:
+        f.write(os.urandom(64 * MiB))
+    umount(w, m)
+    d.start()
+    c = d.conn("web1")
+    dj, _ = c.begin("archive", ["data0"], [], kind=vp.KIND_DISK)
+    c.seal(dj)
+    st = c.wait_job(dj)
+    check(st["state"] == "done", f"disk job: {st}")
+    big_id = st["snapshot"]
+    deadline = time.monotonic() + 60
+    while f"copy of {big_id} to archive's copy_to: started" not in d.log_text():
+        check(time.monotonic() < deadline, "the copy of the disk backup did not start")
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    check(d.stop() == 0, "vbackupd did not exit cleanly on SIGTERM during a copy")
+    took = time.monotonic() - t0
+    text = d.log_text()
+    if f"copy of {big_id} to archive's copy_to: cancelled" in text or \
+            "copy of target archive to its copy_to: cancelled" in text:
+        check(big_id not in copy_ids(copy, pw), "a cancelled copy left its snapshot")
+        said = [ln for ln in text.splitlines() if "cancelled" in ln][-1]
+        log(f"the copy running at shutdown was cancelled ({said}); vbackupd stopped in "
+            f"{took:.1f} s")
+    else:
+        check(f"copy of {big_id} to archive's copy_to: done" in text,
+              f"the copy at shutdown neither done nor cancelled:\n{text[-3000:]}")
+        log("the copy ended before the shutdown reached it (nothing to cancel)")
+    r = ctl("--repo", copy, "verify", "--read-data", pw=pw)
+    check(r.returncode == 0, f"verify --read-data after the shutdown: {r.stdout}{r.stderr}")
+    d.start()                           # and the next start copies it
+    wait_copied(d, copy, pw, [big_id])
+    check(d.stop() == 0, "vbackupd did not exit cleanly on SIGTERM")
+
     # ---- 3. a wrong password is refused at start, naming the target -----------------------
     bad = w.p("wrong.pw")
     with open(bad, "w") as f:
@@ -149,4 +188,19 @@ with workdir() as w:
     check("not-the-password" not in out and PASSWORD not in out,
           f"the refusal prints a password: {out}")
     log(f"a wrong copy_password_file is refused: {out.strip().splitlines()[-1]}")
+    base = [ln for ln in open(d.conf).read().splitlines()
+            if not ln.startswith(("copy_to=", "copy_password_file="))]
+    at = base.index(f"repository={repo}") + 1
+    for keys, want in (([f"copy_to={copy}", f"copy_password_file={pw}", "copy_credential=x"],
+                        "exclude each other"),
+                       ([f"copy_to={w.p('nowhere')}"], "copy_to"),
+                       ([f"copy_password_file={pw}"], "without copy_to")):
+        open(conf, "w").write("\n".join(base[:at] + keys + base[at:]) + "\n")
+        r = subprocess.run([VBACKUPD, "--config", conf, "--check-config"], capture_output=True,
+                           text=True, timeout=60)
+        out = r.stdout + r.stderr
+        check(r.returncode != 0 and want in out and "archive" in out,
+              f"a bad [target] ({keys}) is not refused naming it: {out}")
+    log("copy_password_file with copy_credential, a copy_to that is no repository, a "
+        "password file without copy_to: refused")
     log("ok: copy_to copies each new snapshot, restorable and verified in the copy")
