@@ -58,8 +58,8 @@ static json_object *copy_stats(json_object *v1)
 }
 
 static int copy_disk(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo *r2,
-                     struct vb_codec *c, const int *cancel, struct vb_progress *prog_, uint64_t *done,
-                     char **new_id, uint64_t *bytes_new, vb_error *e)
+                     struct vb_codec *c, const int *cancel, struct vb_progress *prog_,
+                     uint64_t *done, char **new_id, uint64_t *bytes_new, vb_error *e)
 {
     struct vb2_write_opts wo = { .vm = s->vm,
                                  .dedup_group = s->space.tagged ? s->space.group : NULL };
@@ -240,8 +240,8 @@ static void copy_roots(json_object *v1, struct vb_manifest *m)
  * marks, must hold them all.
  */
 static int copy_files(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo *r2,
-                      struct vb_codec *c, const int *cancel, struct vb_progress *prog_, uint64_t *done,
-                      char **new_id, uint64_t *bytes_new, vb_error *e)
+                      struct vb_codec *c, const int *cancel, struct vb_progress *prog_,
+                      uint64_t *done, char **new_id, uint64_t *bytes_new, vb_error *e)
 {
     struct vb2_write_opts wo = { .vm = s->vm,
                                  .dedup_group = s->space.tagged ? s->space.group : NULL };
