@@ -42,7 +42,6 @@ struct vbd_copy {
     struct vbd_target *t;
     GThread *thread;
     int cancel;              /* atomic: shutdown */
-    gint all_seen;           /* every snapshot of the listing was copied or tried */
     gint finished;           /* atomic */
 };
 
@@ -105,25 +104,23 @@ static gpointer copy_thread(gpointer opaque)
     unsigned copied = 0, failed = 0;
     bool cancelled = false;
     vb_error e = { 0 };
+    guint i;
 
     if (!(r1 = vbd_target_repo(t, &e)) || vb_repo_claim(r1, true, &claim, &e) ||
         vb_snap_list(r1, NULL, &list, &e) || vbd_copy_open(t, &r2, &e)) {
         vbd_log("copy of target %s to its copy_to: failed: %s", t->name, vb_strerror(&e));
         goto out;
     }
-    for (guint i = 0; i < list->len && !g_atomic_int_get(&run->cancel); i++) {
+    for (i = 0; i < list->len && !g_atomic_int_get(&run->cancel); i++) {
         struct vb_snapshot *s = list->pdata[i];
+        struct vb_manifest *there = NULL;
         char *new_id = NULL;
         uint64_t done = 0, added = 0;
         char a[32];
         int ret;
 
-        struct vb_manifest *there = NULL;
-
         if (vb2_snap_load(r2, s->id, &there, NULL) == 0) {
             vb_manifest_free(there);
-            if (i + 1 == list->len)
-                g_atomic_int_set(&run->all_seen, 1);
             continue;           /* there already (vb_copy_snap would say -EEXIST) */
         }
         vbd_log("copy of %s to %s's copy_to: started", s->id, t->name);
@@ -144,10 +141,10 @@ static gpointer copy_thread(gpointer opaque)
                     vb_fmt_bytes(added, a, sizeof(a)));
         }
         free(new_id);
-        if (i + 1 == list->len)
-            g_atomic_int_set(&run->all_seen, 1);
+        if (cancelled)
+            break;
     }
-    if (!cancelled && g_atomic_int_get(&run->cancel) && !g_atomic_int_get(&run->all_seen))
+    if (!cancelled && i < list->len)
         vbd_log("copy of target %s to its copy_to: cancelled before it ended (vbackupd is "
                 "stopping)", t->name);
     if (failed)
