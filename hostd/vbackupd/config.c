@@ -6,7 +6,8 @@
  *   [daemon]      runtime_dir, admin_socket, plugin_dir, psi_dir, policies,
  *                 batch_seconds, batch_max, frozen_wait, workers, mapper,
  *                 mapper_user, mapper_memory, mapper_seconds, max_mappers, ...
- *   [target NAME] repository = DIR
+ *   [target NAME] repository = DIR, copy_to = LOCATION (format 2),
+ *                 copy_password_file = FILE | copy_credential = NAME
  *   [policy NAME] key = value ...      (passed to the plugin)
  *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
  *                 disk.SERIAL = IMAGE,format=FMT[,backing_format=FMT],
@@ -79,6 +80,9 @@ static void free_target(gpointer p)
 
     g_free(t->name);
     g_free(t->repository);
+    g_free(t->copy_to);
+    g_free(t->copy_password_file);
+    g_free(t->copy_credential);
     g_free(t);
 }
 
@@ -546,14 +550,42 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                 goto out;
             }
             for (char **k = tk; k && *k; k++)
-                if (strcmp(*k, "repository")) {
-                    ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository)", path,
-                                    *g, *k);
+                if (strcmp(*k, "repository") && strcmp(*k, "copy_to") &&
+                    strcmp(*k, "copy_password_file") && strcmp(*k, "copy_credential")) {
+                    ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository, "
+                                    "copy_to, copy_password_file, copy_credential)", path, *g,
+                                    *k);
                     goto out;
                 }
             t->repository = get_str(kf, *g, "repository", NULL);
             if (!t->repository) {
                 ret = vb_seterr(e, -EINVAL, "%s: [%s]: repository = DIR is missing", path, *g);
+                goto out;
+            }
+            /* offsite.c: a format 2 repository each new snapshot is copied to;
+             * its secret from a file or a systemd credential, never from here */
+            t->copy_to = get_str(kf, *g, "copy_to", NULL);
+            t->copy_password_file = get_str(kf, *g, "copy_password_file", NULL);
+            t->copy_credential = get_str(kf, *g, "copy_credential", NULL);
+            if (t->copy_to && !*t->copy_to) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: copy_to is empty", path, *g);
+                goto out;
+            }
+            if ((t->copy_password_file || t->copy_credential) && !t->copy_to) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: %s without copy_to", path, *g,
+                                t->copy_password_file ? "copy_password_file"
+                                                      : "copy_credential");
+                goto out;
+            }
+            if (t->copy_password_file && t->copy_credential) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: copy_password_file and copy_credential "
+                                "exclude each other", path, *g);
+                goto out;
+            }
+            if ((t->copy_password_file && !*t->copy_password_file) ||
+                (t->copy_credential && !*t->copy_credential)) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: %s is empty", path, *g,
+                                t->copy_credential ? "copy_credential" : "copy_password_file");
                 goto out;
             }
         } else if (!strncmp(*g, "vm ", 3)) {

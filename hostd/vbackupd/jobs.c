@@ -310,6 +310,7 @@ void vbd_job_committed(struct vbd_job *j, char *snapshot, int err, const char *w
                      "sync could undo it");
         }
         job_end(j, VB_JOB_DONE);
+        vbd_copy_want(j->d, j->target);        /* copy_to: offsite.c, never the job's fate */
     } else if (ending) {
         job_end(j, ending);                     /* with the reason it was stopped for */
     } else if (!vbd_quota_failed(j, err)) {

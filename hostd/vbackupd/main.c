@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "repo2.h"
+
 #ifndef VBD_DEFAULT_CONFIG
 #define VBD_DEFAULT_CONFIG "/etc/vbackup/vbackupd.conf"
 #endif
@@ -58,12 +60,41 @@ static void target_free(gpointer p)
 
     vb_repo_close(t->repo);
     g_free(t->broken);
+    g_free(t->copy_to);
+    g_free(t->copy_password_file);
+    g_free(t->copy_credential);
     g_free(t->name);
     g_free(t->path);
     g_free(t);
 }
 
 static GPtrArray *retired_targets;   /* replaced by a reload; jobs may still use them */
+
+/* A target's copy_to (offsite.c) is opened once at load, with its secret:
+ * a wrong or missing secret, or no format 2 repository there, is an error
+ * of the configuration, naming the target (the daemon does not start, a
+ * reload is refused).  A place that cannot be reached now (an S3 endpoint
+ * down) is logged and tried again at each copy, unless strict. */
+static int check_copy_to(struct vbd_target_cfg *tc, bool strict, vb_error *e)
+{
+    struct vbd_target t = { .name = tc->name, .copy_to = tc->copy_to,
+                            .copy_password_file = tc->copy_password_file,
+                            .copy_credential = tc->copy_credential };
+    struct vb2_repo *r;
+    int ret;
+
+    if (!tc->copy_to)
+        return 0;
+    if (!(ret = vbd_copy_open(&t, &r, e))) {
+        vb2_repo_close(r);
+        return 0;
+    }
+    if (strict || vbd_copy_config_error(ret))
+        return ret;
+    vbd_log("%s; its copies are tried again after each commit", vb_strerror(e));
+    memset(e, 0, sizeof(*e));
+    return 0;
+}
 
 /* strict (--check-config): a repository that cannot be opened is an error;
  * else the target is kept, unavailable, and tried again when needed
@@ -73,17 +104,28 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_
     GHashTable *fresh = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, NULL);
     GHashTableIter it;
     gpointer k, v;
+    int ret;
 
     for (guint i = 0; i < cfg->targets->len; i++) {
         struct vbd_target_cfg *tc = cfg->targets->pdata[i];
         struct vbd_target *old = d->targets ? g_hash_table_lookup(d->targets, tc->name) : NULL, *t;
-        if (old && !strcmp(old->path, tc->repository)) {
+        if ((ret = check_copy_to(tc, strict, e))) {
+            g_hash_table_destroy(fresh);
+            return ret;
+        }
+        if (old && !strcmp(old->path, tc->repository) &&
+            !g_strcmp0(old->copy_to, tc->copy_to) &&
+            !g_strcmp0(old->copy_password_file, tc->copy_password_file) &&
+            !g_strcmp0(old->copy_credential, tc->copy_credential)) {
             g_hash_table_insert(fresh, old->name, old);
             continue;
         }
         t = g_new0(struct vbd_target, 1);
         t->name = g_strdup(tc->name);
         t->path = g_strdup(tc->repository);
+        t->copy_to = g_strdup(tc->copy_to);
+        t->copy_password_file = g_strdup(tc->copy_password_file);
+        t->copy_credential = g_strdup(tc->copy_credential);
         if (vb_repo_open(t->path, VB_LOCK_NONE, true, &t->repo, e)) {
             vb_prefixerr(e, "target %s", t->name);
             if (strict) {
@@ -155,6 +197,7 @@ void vbd_reload(struct vbd *d, char *msg, size_t len)
     vbd_log("configuration reloaded: %u VMs, %u targets, %u policies",
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len);
     vbd_batch_schedule(d);
+    vbd_copy_want_all(d);       /* a new copy_to catches up */
 }
 
 static gboolean on_hup(gpointer opaque)
@@ -299,9 +342,11 @@ int main(int argc, char **argv)
             g_hash_table_size(d->vms), g_hash_table_size(d->targets), d->chain->len,
             d->cfg->batch_seconds, d->cfg->batch_max, d->wk.n);
     sd_notify(0, "READY=1");
+    vbd_copy_want_all(d);       /* what copy_to lacks, from before a restart */
     g_main_loop_run(d->loop);
 
     shutdown_jobs(d);
+    vbd_copy_fini(d);           /* cancels the copies to copy_to, waits for them */
     vbd_reclaim_fini(d);        /* waits for a gc it runs */
     vbd_libvirt_stop(d);
     vbd_vms_close_all(d);

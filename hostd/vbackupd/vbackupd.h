@@ -22,6 +22,7 @@
  *   peer.c     who may connect to a VM's socket (its QEMU's pid, label)
  *   quota.c    what each VM may add to the repositories, and when
  *   reclaim.c  gc of a target after failed jobs, when no job holds it
+ *   offsite.c  copy_to: each new snapshot copied into a format 2 repository
  */
 #ifndef VBACKUPD_H
 #define VBACKUPD_H
@@ -45,6 +46,8 @@
 #include "vbackup/policy.h"
 #include "vbackup/proto.h"
 #include "workers.h"
+
+struct vb2_repo;
 
 #define VBD_VERSION "0.1.0"
 
@@ -82,6 +85,9 @@ struct vbd_vm_cfg {
 struct vbd_target_cfg {
     char *name;
     char *repository;
+    char *copy_to;           /* a format 2 repository new snapshots are copied to (offsite.c) */
+    char *copy_password_file;   /* its password: a file ... */
+    char *copy_credential;      /* ... or a systemd credential; NULL both: unencrypted */
 };
 
 struct vbd_policy_cfg {
@@ -161,6 +167,10 @@ struct vbd_target {
     bool reclaim_wanted;
     struct vbd_reclaim *reclaim_run;  /* running */
     double reclaim_last;     /* monotonic time of the last one, 0: none */
+    /* offsite.c: copies of its snapshots into copy_to */
+    char *copy_to, *copy_password_file, *copy_credential;   /* as configured */
+    bool copy_wanted;        /* a commit came while a copy ran: another one after it */
+    struct vbd_copy *copy_run;   /* running */
 };
 
 struct vbd_disk {
@@ -483,6 +493,8 @@ struct vbd {
     GHashTable *accts;       /* quota.c: VM name → struct vbd_acct * */
     guint reclaim_timer;     /* reclaim.c */
     GList *reclaims;         /* struct vbd_reclaim * running (targets may be retired meanwhile) */
+    guint copy_timer;        /* offsite.c */
+    GList *copies;           /* struct vbd_copy * running (targets may be retired meanwhile) */
 };
 
 /* main.c */
@@ -527,6 +539,21 @@ int64_t vbd_quota_now(void);
 /* reclaim.c */
 void vbd_reclaim_want(struct vbd *d, struct vbd_target *t);
 void vbd_reclaim_fini(struct vbd *d);
+
+/* offsite.c */
+/* Open the target's copy_to with its configured secret (never a terminal);
+ * errors name the target, never the secret. */
+int vbd_copy_open(const struct vbd_target *t, struct vb2_repo **out, vb_error *e);
+/* Whether an error of vbd_copy_open is the configuration's (a wrong or
+ * missing secret, no repository there) rather than the place's for now (an
+ * S3 endpoint unreachable). */
+bool vbd_copy_config_error(int err);
+/* Copy the target's snapshots that its copy_to lacks, on a thread of its
+ * own; if one runs, once more after it (coalesced).  No-op without copy_to. */
+void vbd_copy_want(struct vbd *d, struct vbd_target *t);
+void vbd_copy_want_all(struct vbd *d);
+/* Shutdown: running copies are cancelled (their writes aborted) and joined. */
+void vbd_copy_fini(struct vbd *d);
 
 /* vm.c */
 int vbd_vms_apply(struct vbd *d, GPtrArray *vms, vb_error *e);

@@ -122,8 +122,9 @@ class Daemon:
 
     def __init__(self, w, vms, targets=None, policies="schedule,merge", policy_conf=None,
                  batch_seconds=0.3, batch_max=10, extra=None, name="d", vm_conf=None,
-                 sections=None, qmp=None):
+                 sections=None, qmp=None, target_conf=None):
         """vm_conf: {vm: {key: value}} more keys of [vm NAME] (quotas, pidfile);
+        target_conf: {target: {key: value}} more keys of [target NAME] (copy_to);
         sections: {"libvirt": {key: value}} more sections, as written; qmp: {vm: socket}."""
         self.w = w
         self.dir = w.p(name)
@@ -146,6 +147,7 @@ class Daemon:
         lines += [f"{k}={v}" for k, v in extra.items()]
         for t, path in self.targets.items():
             lines += ["", f"[target {t}]", f"repository={path}"]
+            lines += [f"{k}={v}" for k, v in (target_conf or {}).get(t, {}).items()]
         for pol, kv in (policy_conf or {}).items():
             lines += ["", f"[policy {pol}]"] + [f"{k}={v}" for k, v in kv.items()]
         for vm, disks in vms.items():
