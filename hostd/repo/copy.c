@@ -39,6 +39,7 @@ static int copy_cancelled(const int *cancel, vb_error *e)
     return 0;
 }
 
+
 /* The numbers of a v1 snapshot's stats that a v2 manifest takes. */
 static json_object *copy_stats(json_object *v1)
 {
@@ -57,6 +58,31 @@ static json_object *copy_stats(json_object *v1)
     return out;
 }
 
+/* What a copied manifest says of where it came from, and the source's figures. */
+static void copied_from(struct vb_manifest *m, const struct vb_snapshot *s)
+{
+    m->source = json_object_new_object();
+    json_object_object_add(m->source, "copied_from", json_object_new_string(s->id));
+    json_object_object_add(m->source, "copied_from_format", json_object_new_int(1));
+    m->stats = copy_stats(s->json);
+}
+
+/* The commit point of a copy (unless cancelled meanwhile); *bytes_new gets what
+ * it added to the target. */
+static int commit_copy(struct vb2_write *w, struct vb_manifest *m, const int *cancel,
+                       char **new_id, uint64_t *bytes_new, vb_error *e)
+{
+    struct vb2_write_stats ws;
+    int ret = copy_cancelled(cancel, e);
+
+    if (ret)
+        return ret;
+    vb2_write_stats(w, &ws);
+    ret = vb2_write_commit(w, m, new_id, e);
+    *bytes_new = ws.stored_new;
+    return ret;
+}
+
 static int copy_disk(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo *r2,
                      struct vb_codec *c, const int *cancel, struct vb_progress *prog_,
                      uint64_t *done, char **new_id, uint64_t *bytes_new, vb_error *e)
@@ -64,7 +90,6 @@ static int copy_disk(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo 
     struct vb2_write_opts wo = { .vm = s->vm,
                                  .dedup_group = s->space.tagged ? s->space.group : NULL };
     struct vb2_write *w = NULL;
-    struct vb2_write_stats ws;
     struct vb_manifest *m = vb_manifest_new();
     uint8_t *ids = NULL, *buf = NULL;
     const char *mode = vb_json_str(s->json, "mode");
@@ -108,17 +133,10 @@ static int copy_disk(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo 
     m->disk.size = s->size;
     m->disk.chunk_size = s->chunk_size;
     m->disk.chunk_count = s->n_chunks;
-    m->source = json_object_new_object();
-    json_object_object_add(m->source, "copied_from", json_object_new_string(s->id));
-    json_object_object_add(m->source, "copied_from_format", json_object_new_int(1));
-    m->stats = copy_stats(s->json);
+    copied_from(m, s);
     if ((ret = vb2_write_stream(w, c, ids, s->n_chunks * VB_HASH_LEN, &m->chunks, e)))
         goto out;
-    if ((ret = copy_cancelled(cancel, e)))
-        goto out;
-    vb2_write_stats(w, &ws);
-    ret = vb2_write_commit(w, m, new_id, e);
-    *bytes_new = ws.stored_new;
+    ret = commit_copy(w, m, cancel, new_id, bytes_new, e);
 out:
     if (w) {
         vb2_write_abort(w);
@@ -250,7 +268,6 @@ static int copy_files(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo
     struct vb_catalog *cat = NULL, *out = NULL;
     struct vb_catb *b = NULL;
     struct vb2_write *w = NULL;
-    struct vb2_write_stats ws;
     struct vb_manifest *m = vb_manifest_new();
     const char *mode = vb_json_str(s->json, "mode");
     uint64_t n_entries, n_chunks, bytes, n_in;
@@ -302,18 +319,11 @@ static int copy_files(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo
     copy_roots(s->json, m);
     m->files.entries = n_entries;
     m->files.bytes = bytes;
-    m->source = json_object_new_object();
-    json_object_object_add(m->source, "copied_from", json_object_new_string(s->id));
-    json_object_object_add(m->source, "copied_from_format", json_object_new_int(1));
-    m->stats = copy_stats(s->json);
+    copied_from(m, s);
     if ((ret = vb2_write_stream(w, c, out->data, out->len, &m->catalog, e)) ||
         (ret = vb2_write_stream(w, c, fc.ids->data, fc.ids->len, &m->chunks, e)))
         goto out;
-    if ((ret = copy_cancelled(cancel, e)))
-        goto out;
-    vb2_write_stats(w, &ws);
-    ret = vb2_write_commit(w, m, new_id, e);
-    *bytes_new = ws.stored_new;
+    ret = commit_copy(w, m, cancel, new_id, bytes_new, e);
 out:
     if (w) {
         vb2_write_abort(w);
