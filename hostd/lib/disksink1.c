@@ -40,7 +40,7 @@ static struct vb_disk_prior *prior_of(struct vb_write *ws, const struct vb_snaps
     p->vm = g_strdup(s->vm);
     p->group = g_strdup(s->group);
     p->full = !m || !strcmp(m, "full");
-    p->same_space = ws ? vb_write_same_space(ws, s) : false;
+    p->same_space = vb_write_same_space(ws, s);
     p->dedup_group = s->space.tagged ? g_strdup(s->space.group) : NULL;
     p->space_name = g_strdup(space_of(&s->space));
     return p;
@@ -64,10 +64,10 @@ static int s1_list(void *h, const char *vm, GPtrArray **out, vb_error *e)
     return 0;
 }
 
-/* A disk snapshot with its chunk ids; ws (may be NULL) the session asking. */
-static int load(struct vb_repo *r, struct vb_write *ws, const char *id,
-                struct vb_disk_prior **out, vb_error *e)
+static int s1_load(void *h, const char *id, struct vb_disk_prior **out, vb_error *e)
 {
+    struct vb_write *ws = h;
+    struct vb_repo *r = vb_write_repo(ws);
     struct vb_snapshot *s;
     struct vb_disk_prior *p;
     int ret;
@@ -89,33 +89,22 @@ static int load(struct vb_repo *r, struct vb_write *ws, const char *id,
     p->n_chunks = s->n_chunks;
     p->ids = g_steal_pointer(&s->ids);
     /* committed in this gc generation: its chunks exist (session.h) */
-    p->known = ws ? vb_write_inherits(ws, s) : false;
+    p->known = vb_write_inherits(ws, s);
     vb_snap_free(s);
     *out = p;
     return 0;
 }
 
-static int s1_load(void *h, const char *id, struct vb_disk_prior **out, vb_error *e)
-{
-    return load(vb_write_repo(h), h, id, out, e);
-}
-
 /* A chunk of p, named in p's id space. */
-static int get(struct vb_repo *r, struct vb_codec *c, const struct vb_disk_prior *p,
-               const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
+static int s1_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
+                  const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
 {
     struct vb_idspace sp;
     int ret;
 
     if ((ret = vb_idspace_init(&sp, p->dedup_group, e)))
         return ret;
-    return vb_repo_get_chunk(r, c, &sp, id, buf, cap, plain, e);
-}
-
-static int s1_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
-                  const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
-{
-    return get(vb_write_repo(h), c, p, id, buf, cap, plain, e);
+    return vb_repo_get_chunk(vb_write_repo(h), c, &sp, id, buf, cap, plain, e);
 }
 
 static void s1_inherit(void *h, const struct vb_disk_prior *p)
@@ -222,6 +211,6 @@ void vb_disk_prior_free(struct vb_disk_prior *p)
     g_free(p->group);
     g_free(p->space_name);
     g_free(p->dedup_group);
-    free(p->ids);
+    g_free(p->ids);
     g_free(p);
 }

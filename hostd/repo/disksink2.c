@@ -43,7 +43,6 @@ static bool s2_has(void *h, const uint8_t id[32])
     return vb2_write_has(s->w, id);
 }
 
-/* s: the session asking, or NULL */
 static struct vb_disk_prior *prior_of(struct s2 *s, const struct vb_manifest *m)
 {
     struct vb_disk_prior *p = g_new0(struct vb_disk_prior, 1);
@@ -52,7 +51,7 @@ static struct vb_disk_prior *prior_of(struct s2 *s, const struct vb_manifest *m)
     p->vm = g_strdup(m->vm);
     p->group = g_strdup(m->group ? m->group : "");
     p->full = !m->mode || !m->mode[0] || !strcmp(m->mode, "full");
-    p->same_space = s && same_group(m->dedup_group, s->dedup_group);
+    p->same_space = same_group(m->dedup_group, s->dedup_group);
     p->dedup_group = m->dedup_group ? g_strdup(m->dedup_group) : NULL;
     p->space_name = g_strdup(space_name(m->dedup_group));
     return p;
@@ -80,10 +79,11 @@ static int s2_list(void *h, const char *vm, GPtrArray **out, vb_error *e)
     return 0;
 }
 
-/* A disk snapshot with its chunk ids; s (may be NULL) the session asking. */
-static int load(struct vb2_repo *r, struct s2 *s, const char *id, struct vb_disk_prior **out,
-                vb_error *e)
+/* A disk snapshot with its chunk ids. */
+static int s2_load(void *h, const char *id, struct vb_disk_prior **out, vb_error *e)
 {
+    struct s2 *s = h;
+    struct vb2_repo *r = s->r;
     struct vb_manifest *m;
     struct vb_disk_prior *p;
     GByteArray *ids;
@@ -110,32 +110,18 @@ static int load(struct vb2_repo *r, struct s2 *s, const char *id, struct vb_disk
     p->size = m->disk.size;
     p->chunk_size = m->disk.chunk_size;
     p->n_chunks = m->disk.chunk_count;
-    p->ids = malloc(VB_MAX(ids->len, 1u));
-    if (!p->ids) {
-        g_byte_array_free(ids, TRUE);
-        vb_manifest_free(m);
-        vb_disk_prior_free(p);
-        return vb_seterr(e, -ENOMEM, "out of memory");
-    }
-    memcpy(p->ids, ids->data, ids->len);
     /* known: no; a chunk of it is looked up in the index (vb2_write_has) */
-    g_byte_array_free(ids, TRUE);
+    p->ids = g_byte_array_free(ids, FALSE);
     vb_manifest_free(m);
     *out = p;
     return 0;
 }
 
-static int s2_load(void *h, const char *id, struct vb_disk_prior **out, vb_error *e)
-{
-    struct s2 *s = h;
-
-    return load(s->r, s, id, out, e);
-}
-
 /* A chunk of p, its id keyed with p's dedup group's key. */
-static int get(struct vb2_repo *r, struct vb_codec *c, const struct vb_disk_prior *p,
-               const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
+static int s2_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
+                  const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
 {
+    struct vb2_repo *r = ((struct s2 *)h)->r;
     uint8_t key[VB_KEY_LEN];
     GByteArray *out;
     int ret;
@@ -152,14 +138,6 @@ static int get(struct vb2_repo *r, struct vb_codec *c, const struct vb_disk_prio
     }
     g_byte_array_free(out, TRUE);
     return ret;
-}
-
-static int s2_get(void *h, struct vb_codec *c, const struct vb_disk_prior *p,
-                  const uint8_t id[32], void *buf, size_t cap, size_t *plain, vb_error *e)
-{
-    struct s2 *s = h;
-
-    return get(s->r, c, p, id, buf, cap, plain, e);
 }
 
 static int s2_commit(void *h, const struct vb_disk_commit *d, char **id, vb_error *e)
