@@ -183,14 +183,17 @@ EOF
     [ "$repo_format" = 2 ] || chmod 666 "$R/lock"
     mkdir -m 700 "$T/home65534" && chown 65534:65534 "$T/home65534"
     as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$T/home65534" "$@"; }
+    # the user runs a copy of vbackupctl in $T: the checkout may be in a
+    # folder only root can enter (a clone into mktemp -d is 0700)
+    install -m 755 "$V" "$T/vbackupctl"
     D="$T/d4c"
     mkdir "$D" && chown 65534:65534 "$D"
     rc=0
-    as_user "$V" --repo "$R" restore-files "$id" --to "$D" >out 2>err || rc=$?
+    as_user "$T/vbackupctl" --repo "$R" restore-files "$id" --to "$D" >out 2>err || rc=$?
     [ "$rc" = 0 ] || { cat err; fail "restore as an ordinary user"; }
     [ "$(stat -c %u:%g "$D/bin/mine")" = 65534:65534 ] || fail "owner of a file restored by an ordinary user"
     rc=0
-    as_user "$V" --repo "$R" restore-files "$id" --to "$D" --same-owner >out 2>err || rc=$?
+    as_user "$T/vbackupctl" --repo "$R" restore-files "$id" --to "$D" --same-owner >out 2>err || rc=$?
     [ "$rc" = 1 ] && grep -q "same-owner.*root" err || { cat err; fail "--same-owner as an ordinary user"; }
     ok "an ordinary user's restore: owned by the user; --same-owner refused"
 }
