@@ -266,7 +266,16 @@ static void test_aborted(void)
         tdata(77, (uint64_t)i, buf, CHUNK);
         g_assert_cmpint(vb2_write_put(w, &c, VB_BLOB_DATA, buf, CHUNK, id, NULL, &e), ==, 1);
     }
-    /* gc while it runs: its uploaded packs are condemned, not deleted */
+    /* gc while it runs: its uploaded packs are condemned, not deleted (once
+     * one is uploaded: the upload threads may not have got to it yet on a
+     * busy machine; 60 s is a safety net) */
+    for (int k = 0; k < 6000; k++) {
+        struct vb2_write_stats ws;
+        vb2_write_stats(w, &ws);
+        if (ws.packs)
+            break;
+        g_usleep(10000);
+    }
     g_assert_cmpint(vb2_gc(t.r, NULL, &rep, &e), ==, 0);
     g_assert_cmpuint(rep.packs_deleted, ==, 0);
     g_assert_cmpuint(rep.lists_waiting, ==, 1);
