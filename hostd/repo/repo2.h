@@ -184,6 +184,30 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
 /* End without a snapshot; a no-op once ended.  Safe from any thread. */
 void vb2_write_abort(struct vb2_write *w);
 
+/*
+ * A budget for what the session adds (sink.h, vb_sink_set_charge): a put of
+ * a blob new to the session calls charge(opaque, vb_blob_bound of its
+ * length) before it encodes it, and gives back (a negative charge) what the
+ * stored blob is smaller, or all of it when the blob is not added after all
+ * (an error, an abort); the commit charges its sealed manifest's length
+ * before writing it, and gives it back when the manifest is not written.
+ * A refusal (a negative errno, the reason in e) fails the put with that
+ * errno and message, and with it the session (the commit is refused,
+ * nothing is visible); a refused manifest fails the commit.  charge runs on
+ * the writing thread, outside the session's lock; give-backs are never
+ * refused.  Blobs in a pack whose upload fails stay charged (the session
+ * failed).  release(opaque) runs when the session is freed (last unref), or
+ * when another budget replaces this one.  Set it before the first put.
+ */
+void vb2_write_set_charge(struct vb2_write *w,
+                          int (*charge)(void *opaque, int64_t bytes, vb_error *e), void *opaque,
+                          void (*release)(void *opaque));
+/* Bytes the session added: the stored length of every blob it put into its
+ * packs (data and meta: stats' stored_new) and, once committed, of its
+ * manifest.  What its charges come to after give-backs.  Pack framing (the
+ * salt blob, the trailer) and index files are not counted. */
+uint64_t vb2_write_added(struct vb2_write *w);
+
 struct vb2_write_stats {
     uint64_t blobs_new, bytes_new;       /* plain bytes of blobs stored */
     uint64_t stored_new;                 /* bytes added to packs */

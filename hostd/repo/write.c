@@ -155,6 +155,11 @@ struct vb2_write {
     bool timer_stop;
     GPtrArray *sinks;                 /* stream sinks of vb2_write_stream_new */
     struct vb2_write_stats st;        /* blobs_known: __atomic; the rest under mu */
+    /* the budget (vb2_write_set_charge): called outside mu */
+    int (*charge)(void *opaque, int64_t bytes, vb_error *e);
+    void *charge_opaque;
+    void (*charge_release)(void *opaque);
+    uint64_t manifest_bytes;          /* the committed manifest's stored length */
 };
 
 /* Under mu: remember the first failure; the session can no longer commit. */
@@ -524,10 +529,70 @@ void vb2_write_unref(struct vb2_write *w)
     free(w->uploaders);
     g_ptr_array_free(w->sinks, TRUE);
     free(w->group);
+    if (w->charge_release)
+        w->charge_release(w->charge_opaque);
     OPENSSL_cleanse(w->idkey, sizeof(w->idkey));
     g_cond_clear(&w->cond);
     g_mutex_clear(&w->mu);
     free(w);
+}
+
+void vb2_write_set_charge(struct vb2_write *w,
+                          int (*charge)(void *opaque, int64_t bytes, vb_error *e), void *opaque,
+                          void (*release)(void *opaque))
+{
+    void (*old_release)(void *) = NULL;
+    void *old_opaque = NULL;
+
+    g_mutex_lock(&w->mu);
+    old_release = w->charge_release;
+    old_opaque = w->charge_opaque;
+    w->charge = charge;
+    w->charge_opaque = opaque;
+    w->charge_release = release;
+    g_mutex_unlock(&w->mu);
+    /* the budget replaced is never released at the session's end: now */
+    if (old_release)
+        old_release(old_opaque);
+}
+
+uint64_t vb2_write_added(struct vb2_write *w)
+{
+    uint64_t n;
+
+    g_mutex_lock(&w->mu);
+    n = w->st.stored_new + w->manifest_bytes;
+    g_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* Charge bytes: 0, or the refusal (a negative errno) with its reason in e. */
+static int charge_now(int (*charge)(void *, int64_t, vb_error *), void *opaque, int64_t bytes,
+                      vb_error *e)
+{
+    vb_error why = { 0 };
+    int ret = charge(opaque, bytes, &why);
+
+    if (ret >= 0)
+        return 0;
+    if (why.code || why.msg[0]) {
+        if (e) {
+            *e = why;
+            e->code = ret;
+        }
+        return ret;
+    }
+    return vb_seterr(e, ret, "the budget refused %lld bytes: %s", (long long)bytes,
+                     strerror(-ret));
+}
+
+/* Give back bytes charged for what was not added (never refused). */
+static void give_back(int (*charge)(void *, int64_t, vb_error *), void *opaque, int64_t bytes)
+{
+    vb_error ignored = { 0 };
+
+    if (charge && bytes > 0)
+        charge(opaque, -bytes, &ignored);
 }
 
 void vb2_write_abort(struct vb2_write *w)
@@ -588,7 +653,10 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
 {
     struct vb_pack_entry ent = { .type = (uint8_t)t };
     struct vb_pack_writer *full = NULL;
-    size_t slen;
+    int (*charge)(void *, int64_t, vb_error *);
+    void *charge_opaque;
+    int64_t charged = 0;
+    size_t slen = 0;
     int ret, slot = t == VB_BLOB_META;
 
     if (stored)
@@ -621,12 +689,23 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
         return vb_seterr(e, -ENOMEM, "out of memory");
     }
     w->puts++;
+    charge = w->charge;
+    charge_opaque = w->charge_opaque;
     g_mutex_unlock(&w->mu);
 
+    /* the budget: the most this blob can add, before anything is spent on
+     * it; what encoding saves is given back below */
+    ret = 0;
+    if (charge) {
+        charged = (int64_t)vb_blob_bound(&w->r->keys, len);
+        ret = charge_now(charge, charge_opaque, charged, e);
+        if (ret)
+            charged = 0;
+    }
     vb_codec_set_level(c, w->r->zstd_level);
-    if (encode_room(c, vb_blob_bound(&w->r->keys, len)))
+    if (!ret && encode_room(c, vb_blob_bound(&w->r->keys, len)))
         ret = vb_seterr(e, -ENOMEM, "out of memory");
-    else
+    if (!ret)
         ret = vb_blob_encode(c, &w->r->keys, id, data, len, c->rbuf, c->rcap, &slen, &ent.comp,
                              e);
 
@@ -656,6 +735,10 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
         }
     }
     g_mutex_unlock(&w->mu);
+    /* in a pack now: the charge stands for its stored bytes; otherwise it
+     * was not added and all of it goes back.  (A pack that then fails to
+     * upload fails the session; its blobs stay charged.) */
+    give_back(charge, charge_opaque, ret ? charged : charged - (int64_t)slen);
 
     if (full)
         ret = ship(w, full, e);
@@ -767,7 +850,10 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
     struct vb_pack_writer *last[2];
     uint8_t obj[16], *stored = NULL;
     char name[VB_OBJ_NAME_MAX];
-    size_t len;
+    int (*charge)(void *, int64_t, vb_error *);
+    void *charge_opaque;
+    int64_t charged = 0;
+    size_t len = 0;
     unsigned n = 0;
     int ret = 0;
 
@@ -836,6 +922,13 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
         vb_hex(obj, sizeof(obj), m->object);
         ret = vb_manifest_seal(&r->keys, m, &stored, &len, e);
     }
+    /* the manifest is charged as blobs are, before it is written */
+    g_mutex_lock(&w->mu);
+    charge = w->charge;
+    charge_opaque = w->charge_opaque;
+    g_mutex_unlock(&w->mu);
+    if (!ret && charge && !(ret = charge_now(charge, charge_opaque, (int64_t)len, e)))
+        charged = (int64_t)len;
     if (!ret) {
         vb_obj_name(VB_OBJ_SNAPSHOT, obj, name);
         g_mutex_lock(&w->mu);
@@ -856,6 +949,11 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
         /* our own manifest goes to the cache as it is: nobody fetches it again */
         GByteArray b = { .data = stored, .len = (guint)len };
         vb2_snap_cache_put(r, m->object, &b);
+        g_mutex_lock(&w->mu);
+        w->manifest_bytes = len;
+        g_mutex_unlock(&w->mu);
+    } else {
+        give_back(charge, charge_opaque, charged);
     }
     free(stored);
     if (!ret && id_out)
