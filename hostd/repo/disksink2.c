@@ -13,9 +13,10 @@
 
 struct s2 {
     struct vb2_repo *r;
-    struct vb2_write *w;
+    struct vb2_write *w;     /* the sink's own reference */
     char *dedup_group;       /* NULL: none */
     int zstd_level;
+    json_object *notes;      /* added to the manifest's notes (vb2_disk_sink_note), or NULL */
 };
 
 static const char *space_name(const char *group)
@@ -162,6 +163,10 @@ static int s2_commit(void *h, const struct vb_disk_commit *d, char **id, vb_erro
     m->source = json_object_get(d->source);
     m->notes = json_object_new_object();
     json_object_object_add(m->notes, "tracking", json_object_get(d->tracking));
+    if (s->notes) {
+        json_object_object_foreach(s->notes, k, v)
+            json_object_object_add(m->notes, k, json_object_get(v));
+    }
     m->stats = json_object_get(d->stats);
     json_object_object_add(m->stats, "data_chunks", json_object_new_int64((int64_t)d->data_chunks));
     ret = vb2_write_stream(s->w, &c, d->ids, d->n_chunks * VB_HASH_LEN, &m->chunks, e);
@@ -191,31 +196,48 @@ static const struct vb_disk_sink_ops sink_v2 = {
     .abort = s2_abort,
 };
 
-int vb2_disk_sink(struct vb2_repo *r, const char *location, const char *vm,
-                  const char *dedup_group, struct vb_disk_sink *out, vb_error *e)
+void vb2_disk_sink_over(struct vb2_repo *r, struct vb2_write *w, const char *location,
+                        const char *dedup_group, struct vb_disk_sink *out)
 {
-    struct vb2_write_opts wo = { .vm = vm, .dedup_group = dedup_group };
     struct vb2_repo_info info;
     struct s2 *s = g_new0(struct s2, 1);
-    int ret;
 
     memset(out, 0, sizeof(*out));
     vb2_repo_info(r, &info);
     s->r = r;
+    s->w = vb2_write_ref(w);
     s->dedup_group = dedup_group && dedup_group[0] ? g_strdup(dedup_group) : NULL;
     s->zstd_level = info.zstd_level;
-    if ((ret = vb2_write_begin(r, &wo, &s->w, e))) {
-        g_free(s->dedup_group);
-        g_free(s);
-        return ret;
-    }
     out->ops = &sink_v2;
     out->h = s;
     out->location = location ? strdup(location) : NULL;
     out->space_name = strdup(space_name(s->dedup_group));
     out->chunk_size = info.disk_chunk;
     out->zstd_level = info.zstd_level;
+}
+
+int vb2_disk_sink(struct vb2_repo *r, const char *location, const char *vm,
+                  const char *dedup_group, struct vb_disk_sink *out, vb_error *e)
+{
+    struct vb2_write_opts wo = { .vm = vm, .dedup_group = dedup_group };
+    struct vb2_write *w;
+    int ret;
+
+    memset(out, 0, sizeof(*out));
+    if ((ret = vb2_write_begin(r, &wo, &w, e)))
+        return ret;
+    vb2_disk_sink_over(r, w, location, dedup_group, out);
+    vb2_write_unref(w);                 /* the sink's reference is the only one */
     return 0;
+}
+
+void vb2_disk_sink_note(struct vb_disk_sink *sk, const char *name, const char *value)
+{
+    struct s2 *s = sk->h;
+
+    if (!s->notes)
+        s->notes = json_object_new_object();
+    json_object_object_add(s->notes, name, json_object_new_string(value));
 }
 
 void vb2_disk_sink_stats(struct vb_disk_sink *sk, struct vb2_write_stats *st)
@@ -232,6 +254,7 @@ void vb2_disk_sink_end(struct vb_disk_sink *sk)
     if (s) {
         vb2_write_abort(s->w);          /* a no-op after the commit */
         vb2_write_unref(s->w);
+        json_object_put(s->notes);
         g_free(s->dedup_group);
         g_free(s);
     }
