@@ -133,6 +133,11 @@ const char *vb_write_token(const struct vb_write *w)
     return w->token;
 }
 
+const char *vb_write_vm(const struct vb_write *w)
+{
+    return w->vm;
+}
+
 const char *vb_write_warning(const struct vb_write *w)
 {
     return w->sw.warning[0] ? w->sw.warning : NULL;

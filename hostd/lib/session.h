@@ -60,6 +60,8 @@ uint64_t vb_write_generation(const struct vb_write *w);
  * index.json of the snapshot it commits: who began a session and died can
  * find out afterwards whether it committed. */
 const char *vb_write_token(const struct vb_write *w);
+/* The VM the session backs up. */
+const char *vb_write_vm(const struct vb_write *w);
 /* After a commit: what went wrong after the commit point (a failed fsync
  * of the folder), or NULL.  The snapshot exists either way. */
 const char *vb_write_warning(const struct vb_write *w);

@@ -1,8 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/*
- * The write-session door (sink.h): a reference count around a format's
- * session state, and each operation handed to the format's table.
- */
+/* The write-session door (sink.h): a reference count over a format's ops. */
 #include "sink.h"
 
 #include <glib.h>
@@ -10,7 +7,7 @@
 struct vb_sink {
     const struct vb_sink_ops *ops;
     void *h;
-    gint ref;
+    gint refs;
 };
 
 struct vb_sink *vb_sink_new(const struct vb_sink_ops *ops, void *h)
@@ -19,22 +16,31 @@ struct vb_sink *vb_sink_new(const struct vb_sink_ops *ops, void *h)
 
     s->ops = ops;
     s->h = h;
-    s->ref = 1;
+    s->refs = 1;
     return s;
 }
 
 struct vb_sink *vb_sink_ref(struct vb_sink *s)
 {
-    g_atomic_int_inc(&s->ref);
+    g_atomic_int_inc(&s->refs);
     return s;
 }
 
 void vb_sink_unref(struct vb_sink *s)
 {
-    if (!s || !g_atomic_int_dec_and_test(&s->ref))
+    if (!s || !g_atomic_int_dec_and_test(&s->refs))
         return;
     s->ops->free(s->h);
     g_free(s);
+}
+
+void vb_files_parent_free(struct vb_files_parent *p)
+{
+    if (!p)
+        return;
+    g_free(p->id);
+    vb_cat_free(p->cat);
+    g_free(p);
 }
 
 int vb_sink_put(struct vb_sink *s, struct vb_codec *c, const void *data, size_t len,
@@ -56,6 +62,7 @@ void vb_sink_inherit(struct vb_sink *s, const uint8_t id[VB_ID_LEN])
 int vb_sink_files_parent(struct vb_sink *s, const char *group, bool full_only,
                          struct vb_files_parent **out, vb_error *e)
 {
+    *out = NULL;
     return s->ops->files_parent(s->h, group, full_only, out, e);
 }
 
@@ -94,13 +101,4 @@ void vb_sink_set_charge(struct vb_sink *s, vb_sink_charge_fn fn, void *opaque,
 void vb_sink_abort(struct vb_sink *s)
 {
     s->ops->abort(s->h);
-}
-
-void vb_files_parent_free(struct vb_files_parent *p)
-{
-    if (!p)
-        return;
-    g_free(p->id);
-    vb_cat_free(p->cat);
-    g_free(p);
 }

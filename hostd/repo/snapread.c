@@ -27,6 +27,7 @@ struct vb_sr {
     struct vb_repo *repo;    /* version 1, or NULL */
     struct vb_claim *claim;
     struct vb2_repo *r2;     /* version 2, or NULL */
+    bool borrowed;           /* repo or r2 is the caller's (vb_sr_over) */
     GMutex lock;             /* guards codecs */
     GPtrArray *codecs;       /* idle struct vb_codec * */
 };
@@ -70,6 +71,25 @@ int vb_sr_open_secret(const char *path, bool wait, const char *password_file,
     return 0;
 }
 
+int vb_sr_over(struct vb_repo *r1, struct vb2_repo *r2, bool wait, struct vb_sr **out,
+               vb_error *e)
+{
+    struct vb_sr *r = g_new0(struct vb_sr, 1);
+    int ret;
+
+    r->borrowed = true;
+    r->repo = r1;
+    r->r2 = r2;
+    if (r1 && (ret = vb_repo_claim(r1, wait, &r->claim, e))) {
+        g_free(r);
+        return ret;
+    }
+    g_mutex_init(&r->lock);
+    r->codecs = g_ptr_array_new();
+    *out = r;
+    return 0;
+}
+
 static void codec_free(struct vb_codec *c)
 {
     vb_codec_free(c);
@@ -85,9 +105,9 @@ void vb_sr_close(struct vb_sr *r)
     g_ptr_array_free(r->codecs, TRUE);
     g_mutex_clear(&r->lock);
     vb_repo_release(r->claim);
-    if (r->repo)
+    if (r->repo && !r->borrowed)
         vb_repo_close(r->repo);
-    if (r->r2)
+    if (r->r2 && !r->borrowed)
         vb2_repo_close(r->r2);
     g_free(r);
 }

@@ -36,6 +36,13 @@ int vb_sr_open(const char *path, bool wait, struct vb_sr **out, vb_error *e);
  * vb2_repo_open_asking). */
 int vb_sr_open_secret(const char *path, bool wait, const char *password_file,
                       const char *key_file, struct vb_sr **out, vb_error *e);
+/* The same over a repository the caller opened and keeps open (a daemon's
+ * target): exactly one of r1 and r2.  Version 1: a claim is taken on r1
+ * (wait as above) and held until vb_sr_close, which closes neither. */
+struct vb_repo;
+struct vb2_repo;
+int vb_sr_over(struct vb_repo *r1, struct vb2_repo *r2, bool wait, struct vb_sr **out,
+               vb_error *e);
 void vb_sr_close(struct vb_sr *r);
 
 /* What a listing tells about one snapshot. */

@@ -8,6 +8,8 @@
  */
 #include "vbackupd.h"
 
+#include "repo2.h"
+
 #include <glib-unix.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,6 +120,34 @@ static json_object *admin_error(const char *fmt, ...)
     return o;
 }
 
+/* A format 2 target's snapshots: each manifest as JSON (manifest.h's
+ * schema) with the target's name; 0, or the error in e. */
+static int list_v2(struct vbd_target *t, const char *vm, json_object *a, vb_error *e)
+{
+    GPtrArray *list, *problems = NULL;
+    int ret;
+
+    if ((ret = vb2_snap_list(t->repo2, vm, &list, &problems, e)))
+        return ret;
+    for (guint i = 0; i < list->len; i++) {
+        json_object *o = vb_manifest_to_json(list->pdata[i], NULL);
+        if (!o)
+            continue;
+        json_object_object_add(o, "target", json_object_new_string(t->name));
+        json_object_array_add(a, o);
+    }
+    for (guint i = 0; problems && i < problems->len; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "target", json_object_new_string(t->name));
+        json_object_object_add(o, "error", json_object_new_string(problems->pdata[i]));
+        json_object_array_add(a, o);
+    }
+    g_ptr_array_free(list, TRUE);
+    if (problems)
+        g_ptr_array_free(problems, TRUE);
+    return 0;
+}
+
 /* Every snapshot of every target (or of one), oldest first within a target;
  * each carries the name of its target. */
 static json_object *cmd_snapshots(struct vbd *d, json_object *req)
@@ -140,7 +170,11 @@ static json_object *cmd_snapshots(struct vbd *d, json_object *req)
 
         if (want && strcmp(want, t->name))
             continue;
-        if (!vbd_target_repo(t, &e) || vb_snap_list(t->repo, vm, &snaps, &e)) {
+        if (!vbd_target_open(t, &e) && g_atomic_pointer_get(&t->repo2)) {
+            if (!list_v2(t, vm, a, &e))
+                continue;
+        }
+        if (e.code || !vbd_target_repo(t, &e) || vb_snap_list(t->repo, vm, &snaps, &e)) {
             g_autofree char *why = vbd_target_broken(t);
             json_object *o;
 

@@ -143,7 +143,7 @@ struct jobplan {
     struct vbd_job *job;     /* the pending queue's reference */
     struct vbp_job *pj;      /* in the batch, once added (valid after the last add) */
     uint64_t pj_id;
-    struct vb_write *ws;     /* a session the worker began for the job */
+    struct vb_sink *ws;     /* a session the worker began for the job */
     int claim_err;           /* -EBUSY: gc holds the repository */
     vb_error claim_e;
     int err;                 /* planning failed on the host */
@@ -178,46 +178,30 @@ static void note(struct jobplan *jp, const char *fmt, ...)
 
 /* The parent snapshot of an incremental or differential job, and its
  * catalog, if it fits what the VM may hold. */
-static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_write *ws)
+static void find_parent(struct vbd_job *j, struct jobplan *jp, struct vb_sink *ws)
 {
     g_autofree char *group = vbd_job_group(j);
-    GPtrArray *snaps;
+    struct vb_files_parent *p = NULL;
     vb_error e = { 0 };
 
     if (j->mode == VB_MODE_FULL || j->kind != VB_KIND_FILES)
         return;
-    if (vb_snap_list(vb_write_repo(ws), j->vm->name, &snaps, &e))
-        return;
-    for (guint i = snaps->len; i-- > 0;) {
-        struct vb_snapshot *s = snaps->pdata[i];
-        const char *mode = vb_json_str(s->json, "mode");
-
-        /* a snapshot of another dedup group names its chunks in another id
-         * space: nothing of it can be reused here */
-        if (s->type != VB_SNAP_FILES || strcmp(s->group, group) || !vb_write_same_space(ws, s))
-            continue;
-        if (j->mode == VB_MODE_DIFFERENTIAL && (!mode || strcmp(mode, "full")))
-            continue;
-        if (vb_files_catalog(vb_write_repo(ws), s, &jp->parent_cat, &e) == 0) {
-            jp->cat_mem = vb_cat_footprint(jp->parent_cat);
-            if (jp->cat_mem > jp->room / 2) {
-                note(jp, "the catalog of parent %s (%llu bytes) would take more than half "
-                     "of what the VM may still hold: backing up in full", s->id,
-                     (unsigned long long)jp->cat_mem);
-                vb_cat_free(jp->parent_cat);
-                jp->parent_cat = NULL;
-                jp->cat_mem = 0;
-                break;
-            }
-            jp->parent = g_strdup(s->id);
-            jp->parent_current = vb_write_inherits(ws, s);
+    if (vb_sink_files_parent(ws, group, j->mode == VB_MODE_DIFFERENTIAL, &p, &e)) {
+        vbd_log("job %llu: %s; backing up in full", (unsigned long long)j->id, vb_strerror(&e));
+    } else if (p) {
+        jp->cat_mem = vb_cat_footprint(p->cat);
+        if (jp->cat_mem > jp->room / 2) {
+            note(jp, "the catalog of parent %s (%llu bytes) would take more than half "
+                 "of what the VM may still hold: backing up in full", p->id,
+                 (unsigned long long)jp->cat_mem);
+            jp->cat_mem = 0;
         } else {
-            vbd_log("job %llu: parent %s is unreadable (%s); backing up in full",
-                    (unsigned long long)j->id, s->id, vb_strerror(&e));
+            jp->parent_cat = g_steal_pointer(&p->cat);
+            jp->parent = g_strdup(p->id);
+            jp->parent_current = p->known;
         }
-        break;
+        vb_files_parent_free(p);
     }
-    g_ptr_array_free(snaps, TRUE);
     if (!jp->parent_cat)
         jp->mode_note = g_strdup("full (no parent snapshot of these paths)");
 }
@@ -322,7 +306,7 @@ static bool unchanged(const struct vbd_entry *en, const struct vb_cat_entry *pe)
  * without a look when no gc ran since the parent was committed, else looked
  * up (once per chunk).  A file whose chunk is missing is read again, and the
  * chunk stored again (docs/repository.md, "Claims and knowledge"). */
-static bool parent_chunks_exist(struct jobplan *jp, struct vb_write *ws,
+static bool parent_chunks_exist(struct jobplan *jp, struct vb_sink *ws,
                                 const struct vb_cat_entry *pe)
 {
     const struct vb_cat_chunk *c = &jp->parent_cat->c[pe->first_chunk];
@@ -331,8 +315,8 @@ static bool parent_chunks_exist(struct jobplan *jp, struct vb_write *ws,
         if (c[k].flags & VB_CATC_ZERO)
             continue;               /* written zeros: nothing stored */
         if (jp->parent_current)
-            vb_write_inherit(ws, c[k].id);
-        else if (!vb_write_has(ws, c[k].id))
+            vb_sink_inherit(ws, c[k].id);
+        else if (!vb_sink_has(ws, c[k].id))
             return false;
     }
     return true;
@@ -351,7 +335,7 @@ static int plan_cost(struct vbd_job *j, struct jobplan *jp, uint64_t chunks, vb_
 
 /* Turn a files job into windows and pieces, adding its reads to the batch
  * (on a worker). */
-static int plan_files_job(struct vbd_job *j, struct jobplan *jp, struct vb_write *ws,
+static int plan_files_job(struct vbd_job *j, struct jobplan *jp, struct vb_sink *ws,
                           struct vbp_batch *b, vb_error *e)
 {
     GArray *scratch = g_array_new(FALSE, FALSE, sizeof(struct vb_extent_map));
@@ -590,7 +574,7 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
     for (guint i = 0; i < c->n; i++) {
         struct jobplan *jp = &c->jp[i];
         struct vbd_job *j = jp->job;
-        struct vb_write *ws = j->ws;
+        struct vb_sink *ws = j->ws;
         struct vbp_job *pj;
 
         if (!ws) {
@@ -649,8 +633,8 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
 static void jobplan_clear(struct jobplan *jp)
 {
     if (jp->ws) {
-        vb_write_abort(jp->ws);
-        vb_write_unref(jp->ws);
+        vb_sink_abort(jp->ws);
+        vb_sink_unref(jp->ws);
     }
     json_object_put(jp->notes);
     vb_cat_free(jp->parent_cat);

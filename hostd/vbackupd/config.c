@@ -6,7 +6,8 @@
  *   [daemon]      runtime_dir, admin_socket, plugin_dir, psi_dir, policies,
  *                 batch_seconds, batch_max, frozen_wait, workers, mapper,
  *                 mapper_user, mapper_memory, mapper_seconds, max_mappers, ...
- *   [target NAME] repository = DIR, copy_to = LOCATION (format 2),
+ *   [target NAME] repository = DIR or LOCATION (format 2: password_file = FILE | credential
+ *                 = NAME when encrypted), copy_to = LOCATION (format 2),
  *                 copy_password_file = FILE | copy_credential = NAME
  *   [policy NAME] key = value ...      (passed to the plugin)
  *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
@@ -83,6 +84,8 @@ static void free_target(gpointer p)
     g_free(t->copy_to);
     g_free(t->copy_password_file);
     g_free(t->copy_credential);
+    g_free(t->password_file);
+    g_free(t->credential);
     g_free(t);
 }
 
@@ -551,9 +554,11 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             }
             for (char **k = tk; k && *k; k++)
                 if (strcmp(*k, "repository") && strcmp(*k, "copy_to") &&
-                    strcmp(*k, "copy_password_file") && strcmp(*k, "copy_credential")) {
+                    strcmp(*k, "copy_password_file") && strcmp(*k, "copy_credential") &&
+                    strcmp(*k, "password_file") && strcmp(*k, "credential")) {
                     ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository, "
-                                    "copy_to, copy_password_file, copy_credential)", path, *g,
+                                    "password_file, credential, copy_to, copy_password_file, "
+                                    "copy_credential)", path, *g,
                                     *k);
                     goto out;
                 }
@@ -580,6 +585,19 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             if (t->copy_password_file && t->copy_credential) {
                 ret = vb_seterr(e, -EINVAL, "%s: [%s]: copy_password_file and copy_credential "
                                 "exclude each other", path, *g);
+                goto out;
+            }
+            /* a format 2 repository's own secret, from the same kinds of place */
+            t->password_file = get_str(kf, *g, "password_file", NULL);
+            t->credential = get_str(kf, *g, "credential", NULL);
+            if (t->password_file && t->credential) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: password_file and credential exclude "
+                                "each other", path, *g);
+                goto out;
+            }
+            if ((t->password_file && !*t->password_file) || (t->credential && !*t->credential)) {
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: %s is empty", path, *g,
+                                t->credential ? "credential" : "password_file");
                 goto out;
             }
             if ((t->copy_password_file && !*t->copy_password_file) ||

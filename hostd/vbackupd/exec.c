@@ -100,20 +100,12 @@ void vbd_count_read(struct vbd *d, const char *path, uint64_t n)
 
 /* ---- the repository claim of a job ---------------------------------------------------- */
 
-/* Begin a write session: it takes the repository's lock, reads the gc
- * generation and makes the snapshot's folder, so it runs on a worker. */
-int vbd_claim_work(struct vbd_target *t, const struct vbd_vm *vm, struct vb_write **ws,
+/* Begin a write session: it takes the repository's claim or lease and may
+ * wait for the store, so it runs on a worker. */
+int vbd_claim_work(struct vbd_target *t, const struct vbd_vm *vm, struct vb_sink **ws,
                    vb_error *e)
 {
-    struct vb_repo *r = vbd_target_repo(t, e);
-    int ret;
-
-    if (!r)                 /* broken: the guest's terms in e, the cause in the log */
-        return e->code ? e->code : -EIO;
-    ret = vb_write_begin(r, vm->name, vm->dedup_group, VB_WRITE_NOWAIT, ws, e);
-    if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
-        vb_seterr(e, ret, "repository %s is busy (garbage collection is running)", t->name);
-    return ret;
+    return vbd_target_begin(t, vm, ws, e);
 }
 
 /* Whatever ends the job: the session ends (a commit already ended it) and the
@@ -122,8 +114,8 @@ void vbd_job_unclaim(struct vbd_job *j)
 {
     if (!j->ws)
         return;
-    vb_write_abort(j->ws);
-    vb_write_unref(j->ws);
+    vb_sink_abort(j->ws);
+    vb_sink_unref(j->ws);
     j->ws = NULL;
 }
 
@@ -155,7 +147,7 @@ static int emit_chunk(struct vbd_window *w, struct vb_codec *c, const uint8_t *d
         g_array_append_val(w->chunks, ch);
         return 0;
     }
-    ret = vb_write_put(w->ws, c, data, len, ch.id, &stored, e);
+    ret = vb_sink_put(w->ws, c, data, len, ch.id, &stored, e);
     if (ret < 0)
         return ret;
     if (ret == 1) {
@@ -264,7 +256,7 @@ static void fb_resubmit(struct vbd_job *j);
 struct claim_task {
     struct vbd_task task;    /* first */
     struct vbd_job *job;     /* a reference */
-    struct vb_write *ws;
+    struct vb_sink *ws;
     int err;
     vb_error e;
 };
@@ -285,8 +277,8 @@ static void claim_done(struct vbd_task *t)
     j->claiming = false;
     if (job_over(j) || j->ws) {
         if (ct->ws) {
-            vb_write_abort(ct->ws);
-            vb_write_unref(ct->ws);
+            vb_sink_abort(ct->ws);
+            vb_sink_unref(ct->ws);
         }
     } else if (!ct->err) {
         j->ws = ct->ws;
@@ -392,7 +384,7 @@ static void try_submit(struct vbd_job *j, struct vbd_entry *en)
     w->carry_off = en->carry_off;
     en->carry = NULL;
     en->carry_len = 0;
-    w->ws = vb_write_ref(j->ws);
+    w->ws = vb_sink_ref(j->ws);
     w->task.work.fn = process_window;
     w->task.done = window_done;
     vbd_work_push(j->d, &w->task);
@@ -432,7 +424,7 @@ static void window_drop(struct vbd_window *w)
 {
     struct vbd_job *j = w->job;
 
-    vb_write_unref(w->ws);
+    vb_sink_unref(w->ws);
     w->ws = NULL;
     window_put_buf(w);
     g_free(w->carry);
@@ -520,7 +512,7 @@ static void window_done(struct vbd_task *t)
         window_drop(w);                 /* frees a fallback window */
         goto out;
     }
-    vb_write_unref(w->ws);
+    vb_sink_unref(w->ws);
     w->ws = NULL;
     window_put_buf(w);
     if (w->plan)
@@ -916,7 +908,7 @@ void vbd_exec_kick(struct vbd *d)
 struct commit_task {
     struct vbd_task task;
     struct vbd_job *job;
-    struct vb_write *ws;     /* a reference: an abort may come meanwhile */
+    struct vb_sink *ws;     /* a reference: an abort may come meanwhile */
     int err;
     vb_error e;
     char *id;
@@ -949,15 +941,13 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
     struct commit_task *ct = (struct commit_task *)work;
     struct vbd_job *j = ct->job;
     struct vb_catb *cb = vb_catb_new();
-    json_object *idx = json_object_new_object(), *a, *stats, *cat;
+    struct vb_files_commit fc = { 0 };
+    json_object *stats, *inc = NULL;
     uint64_t *newidx = g_new(uint64_t, VB_MAX(j->entries->len, 1u));
-    uint64_t n_entries = 0, n_chunks = 0, bytes = 0;
-    uint8_t sum[32];
-    char hex[65];
-    size_t len;
     uint8_t *blob;
     g_autofree char *group = vbd_job_group(j);
 
+    (void)c;
     for (guint i = 0; i < j->entries->len; i++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
         struct vb_cat_entry m = en->m;
@@ -973,42 +963,18 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
             vb_catb_set_hardlink(cb, newidx[i], newidx[en->master]);
     }
     g_free(newidx);
-    blob = vb_catb_serialize(cb, &len, &n_entries, &n_chunks, &bytes);
+    blob = vb_catb_serialize(cb, &fc.catalog_len, &fc.entries, &fc.chunks, &fc.bytes);
     vb_catb_free(cb);
+    fc.catalog = blob;
 
-    ct->err = vb_write_file(ct->ws, "files.cat", blob, len, sum, &ct->e);
-    g_free(blob);
-    if (ct->err) {
-        json_object_put(idx);
-        return;
-    }
-    vb_hex(sum, 32, hex);
-    json_object_object_add(idx, "type", json_object_new_string("files"));
-    json_object_object_add(idx, "group", json_object_new_string(group));
-    json_object_object_add(idx, "mode", json_object_new_string(
-        j->mode == VB_MODE_FULL || !j->parent ? "full" :
-        j->mode == VB_MODE_INCREMENTAL ? "incremental" : "differential"));
-    if (j->mode_note)
-        json_object_object_add(idx, "mode_note", json_object_new_string(j->mode_note));
-    json_object_object_add(idx, "parent", j->parent ? json_object_new_string(j->parent) : NULL);
-    a = json_object_new_array();
-    for (guint i = 0; i < j->roots->len; i++) {
-        /* a root that is not UTF-8: as ls -b shows it (JSON holds text) */
-        const char *root = j->roots->pdata[i];
-        g_autofree char *esc = vb_utf8_valid(root, strlen(root)) ? NULL
-                             : vb_escape(root, strlen(root));
-        json_object_array_add(a, json_object_new_string(esc ? esc : root));
-    }
-    json_object_object_add(idx, "roots", a);
-    json_object_object_add(idx, "disks", vbd_disks_json(j->disks));
-    json_object_object_add(idx, "files", json_object_new_int64((int64_t)n_entries));
-    json_object_object_add(idx, "bytes", json_object_new_int64((int64_t)bytes));
-    cat = json_object_new_object();
-    json_object_object_add(cat, "file", json_object_new_string("files.cat"));
-    json_object_object_add(cat, "sha256", json_object_new_string(hex));
-    json_object_object_add(cat, "entries", json_object_new_int64((int64_t)n_entries));
-    json_object_object_add(cat, "chunks", json_object_new_int64((int64_t)n_chunks));
-    json_object_object_add(idx, "catalog", cat);
+    fc.group = group;
+    fc.mode = j->mode == VB_MODE_FULL || !j->parent ? "full" :
+              j->mode == VB_MODE_INCREMENTAL ? "incremental" : "differential";
+    fc.mode_note = j->mode_note;
+    fc.parent = j->parent;
+    fc.roots = (const char *const *)j->roots->pdata;
+    fc.nroots = j->roots->len;
+    fc.disks = vbd_disks_json(j->disks);
     stats = json_object_new_object();
     json_object_object_add(stats, "bytes_read", json_object_new_int64((int64_t)j->bytes_read));
     json_object_object_add(stats, "bytes_new", json_object_new_int64((int64_t)j->bytes_new));
@@ -1018,18 +984,22 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
         (double)(vb_wall_ns() - j->started_ns) / 1e9));
     json_object_object_add(stats, "job", json_object_new_int64((int64_t)j->id));
     json_object_object_add(stats, "batch", json_object_new_int64((int64_t)j->batch));
-    json_object_object_add(idx, "stats", stats);
-    json_object_object_add(idx, "plan", json_object_get(j->plan_notes));
+    fc.stats = stats;
+    fc.plan = j->plan_notes;
     if (j->n_problems) {
         /* what the guest could not back up: the snapshot says so */
-        json_object *inc = json_object_new_object();
+        inc = json_object_new_object();
         json_object_object_add(inc, "problems", json_object_new_int64((int64_t)j->n_problems));
         json_object_object_add(inc, "listed", json_object_get(j->problems));
-        json_object_object_add(idx, "incomplete", inc);
     }
+    fc.incomplete = inc;
     /* created: the point in time the snapshot shows */
-    ct->err = vb_write_commit(ct->ws, idx, j->sealed_ns, &ct->id, &ct->e);
-    json_object_put(idx);
+    fc.created_ns = j->sealed_ns;
+    ct->err = vb_sink_files_commit(ct->ws, &fc, &ct->id, &ct->e);
+    g_free(blob);
+    json_object_put(fc.disks);
+    json_object_put(stats);
+    json_object_put(inc);
 }
 
 static void commit_done(struct vbd_task *t)
@@ -1047,9 +1017,9 @@ static void commit_done(struct vbd_task *t)
     }
     /* the commit's answer decides, also for a job stopped meanwhile */
     vbd_job_committed(j, ct->err ? NULL : g_steal_pointer(&ct->id), ct->err, what, &ct->e,
-                      vb_write_warning(ct->ws));
+                      vb_sink_warning(ct->ws));
     g_free(ct->id);
-    vb_write_unref(ct->ws);
+    vb_sink_unref(ct->ws);
     release_from_plan(j);
     g_free(ct);
 }
@@ -1068,7 +1038,7 @@ static void start_commit(struct vbd_job *j)
     ct->task.work.fn = commit_work;
     ct->task.done = commit_done;
     ct->job = j;
-    ct->ws = vb_write_ref(j->ws);
+    ct->ws = vb_sink_ref(j->ws);
     vbd_work_push(j->d, &ct->task);
 }
 
@@ -1293,7 +1263,7 @@ void vbd_exec_cancel_job(struct vbd_job *j)
 
 struct vbd_disk_run {
     struct vbd_job *job;
-    struct vb_write *ws;     /* a reference to the job's session, which the backup ends */
+    struct vb_sink *ws;     /* a reference to the job's session, which the backup ends */
     struct vb_disk_stats st;
     char *id;
     int err;
@@ -1440,9 +1410,9 @@ static gboolean disk_finished(gpointer opaque)
     }
     /* the backup's answer decides, also for a job stopped meanwhile */
     vbd_job_committed(j, dr->err ? NULL : g_steal_pointer(&dr->id), dr->err, what, &dr->e,
-                      vb_write_warning(dr->ws));
+                      vb_sink_warning(dr->ws));
     g_free(dr->id);
-    vb_write_unref(dr->ws);
+    vb_sink_unref(dr->ws);
     g_free(dr->repo);
     g_free(dr->cbt_why);
     j->disk_run = NULL;
@@ -1480,7 +1450,13 @@ static gpointer disk_thread(gpointer opaque)
         o.image = dk->top;
         o.format = "qcow2";
     }
-    dr->err = vb_disk_backup_v1(dr->ws, &o, &dr->st, &dr->id, &dr->e);
+    {
+        struct vb_disk_sink sk;
+
+        vb_sink_disk(dr->ws, &sk);
+        dr->err = vb_disk_backup(&sk, &o, &dr->st, &dr->id, &dr->e);
+        vb_disk_sink_clear(&sk);
+    }
     if (!dr->err)
         bind_tracking(dr);
     g_idle_add(disk_finished, dr);
@@ -1492,7 +1468,7 @@ void vbd_disk_job_start(struct vbd_job *j)
     struct vbd_disk_run *dr = g_new0(struct vbd_disk_run, 1);
 
     dr->job = j;
-    dr->ws = vb_write_ref(j->ws);       /* claimed when the batch was cut */
+    dr->ws = vb_sink_ref(j->ws);       /* claimed when the batch was cut */
     {
         char *real = realpath(j->target->path, NULL);
         dr->repo = real ? g_strdup(real) : NULL;

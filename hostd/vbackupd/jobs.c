@@ -6,6 +6,8 @@
  */
 #include "vbackupd.h"
 
+#include "snapread.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,9 +111,8 @@ void vbd_job_release(struct vbd_job *j)
     vb_cat_free(j->parent_cat);
     j->parent_cat = NULL;
     /* restore jobs */
-    vb_cat_free(j->cat);
     j->cat = NULL;
-    vb_snap_free(j->snap);
+    vb_sr_snap_close(j->snap);
     j->snap = NULL;
     if (j->sel) {
         g_array_free(j->sel, TRUE);
@@ -122,8 +123,8 @@ void vbd_job_release(struct vbd_job *j)
         j->cache_buf[s] = NULL;
     }
     vbd_job_unclaim(j);
-    vb_repo_release(j->claim);
-    j->claim = NULL;
+    vb_sr_close(j->sr);
+    j->sr = NULL;
     vbd_mem_give_all(j, VBD_MEM_FILES);
     vbd_mem_give_all(j, VBD_MEM_PLAN);
     vbd_mem_give_all(j, VBD_MEM_CATALOG);
@@ -183,7 +184,7 @@ static void job_end(struct vbd_job *j, int state)
     /* the session ends now: a commit in progress is refused at its commit
      * point, running puts fail; the claim goes when they are back */
     if (j->ws)
-        vb_write_abort(j->ws);
+        vb_sink_abort(j->ws);
     /* a plan still using the job's windows releases it when they are back,
      * and so does a cut planning it on a worker */
     if (!j->in_plan && !j->planning)
@@ -222,7 +223,7 @@ static void stop(struct vbd_job *j, int state)
     if (j->committing || j->disk_thread) {
         j->ending = (uint8_t)state;
         if (j->ws)
-            vb_write_abort(j->ws);
+            vb_sink_abort(j->ws);
         vbd_log("job %llu (%s): %s; waiting for its commit to come back", (unsigned long long)j->id,
                 j->vm->name, j->reason);
         return;

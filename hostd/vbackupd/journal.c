@@ -17,6 +17,8 @@
  */
 #include "vbackupd.h"
 
+#include "repo2.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +68,7 @@ static void write_record(struct vbd_job *j, json_object *view)
     if (j->snapshot)
         json_object_object_add(o, "snapshot", json_object_new_string(j->snapshot));
     if (j->ws)
-        json_object_object_add(o, "session", json_object_new_string(vb_write_token(j->ws)));
+        json_object_object_add(o, "session", json_object_new_string(vb_sink_token(j->ws)));
     if (view)
         json_object_object_add(o, "view", json_object_get(view));
     else if (j->view_op)
@@ -101,15 +103,31 @@ void vbd_journal_drop(struct vbd_job *j)
 static char *committed_by(struct vbd_target *t, const char *vm, const char *session,
                           vb_error *err)
 {
-    struct vb_repo *r = t ? vbd_target_repo(t, err) : NULL;
+    struct vb_repo *r;
     GPtrArray *snaps;
     char *id = NULL;
 
-    if (!r) {
-        if (!t)
-            vb_seterr(err, -ENOENT, "its target is no longer configured");
+    if (!t) {
+        vb_seterr(err, -ENOENT, "its target is no longer configured");
         return NULL;
     }
+    if (vbd_target_open(t, err))
+        return NULL;
+    if (g_atomic_pointer_get(&t->repo2)) {
+        /* format 2: the token is in the manifest's notes (sink2.c) */
+        if (vb2_snap_list(t->repo2, vm, &snaps, NULL, err))
+            return NULL;
+        for (guint i = snaps->len; i-- > 0 && !id;) {
+            struct vb_manifest *m = snaps->pdata[i];
+            const char *tok = m->notes ? vb_json_str(m->notes, "session") : NULL;
+            if (tok && !strcmp(tok, session))
+                id = g_strdup(m->id);
+        }
+        g_ptr_array_free(snaps, TRUE);
+        return id;
+    }
+    if (!(r = vbd_target_repo(t, err)))
+        return NULL;
     if (vb_snap_list(r, vm, &snaps, err))
         return NULL;
     for (guint i = snaps->len; i-- > 0 && !id;) {

@@ -59,6 +59,10 @@ static void target_free(gpointer p)
     struct vbd_target *t = p;
 
     vb_repo_close(t->repo);
+    if (t->repo2)
+        vb2_repo_close(t->repo2);
+    g_free(t->password_file);
+    g_free(t->credential);
     g_free(t->broken);
     g_free(t->copy_to);
     g_free(t->copy_password_file);
@@ -116,7 +120,9 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_
         if (old && !strcmp(old->path, tc->repository) &&
             !g_strcmp0(old->copy_to, tc->copy_to) &&
             !g_strcmp0(old->copy_password_file, tc->copy_password_file) &&
-            !g_strcmp0(old->copy_credential, tc->copy_credential)) {
+            !g_strcmp0(old->copy_credential, tc->copy_credential) &&
+            !g_strcmp0(old->password_file, tc->password_file) &&
+            !g_strcmp0(old->credential, tc->credential)) {
             g_hash_table_insert(fresh, old->name, old);
             continue;
         }
@@ -126,16 +132,20 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_
         t->copy_to = g_strdup(tc->copy_to);
         t->copy_password_file = g_strdup(tc->copy_password_file);
         t->copy_credential = g_strdup(tc->copy_credential);
-        if (vb_repo_open(t->path, VB_LOCK_NONE, true, &t->repo, e)) {
-            vb_prefixerr(e, "target %s", t->name);
+        t->password_file = g_strdup(tc->password_file);
+        t->credential = g_strdup(tc->credential);
+        if (vbd_target_open(t, e)) {
+            /* the cause, logged by vbd_target_open, is what --check-config says */
+            char *why = vbd_target_broken(t);
+            if (why)
+                vb_seterr(e, e->code ? e->code : -EIO, "target %s: %s", t->name, why);
+            g_free(why);
             if (strict) {
                 target_free(t);
                 g_hash_table_destroy(fresh);
                 return e->code ? e->code : -EINVAL;
             }
-            vbd_log("%s; its jobs fail until it can be opened", vb_strerror(e));
-            t->broken = g_strdup(vb_strerror(e));
-            t->repo = NULL;
+            vbd_log("target %s: its jobs fail until it can be opened", t->name);
             memset(e, 0, sizeof(*e));
         }
         g_hash_table_insert(fresh, t->name, t);

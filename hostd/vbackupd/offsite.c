@@ -47,27 +47,12 @@ struct vbd_copy {
 
 int vbd_copy_open(const struct vbd_target *t, struct vb2_repo **out, vb_error *e)
 {
-    struct vb2_open_opts o = { 0 };
-    struct vb_secret sec = { 0 };
-    int ret;
+    g_autofree char *what = g_strdup_printf("target %s: copy_to %s", t->name, t->copy_to);
+    int ret = vbd_open_v2(t->copy_to, t->copy_password_file, t->copy_credential, what, out, e);
 
-    *out = NULL;
-    if (t->copy_credential) {
-        if (!(ret = vb_password_from_credential(t->copy_credential, &sec, e))) {
-            o.secret = &sec;
-            ret = vb2_repo_open(t->copy_to, &o, out, e);
-        }
-        vb_secret_wipe(&sec);
-    } else if (t->copy_password_file) {
-        /* read only when the repository is encrypted; never a terminal */
-        ret = vb2_repo_open_asking(t->copy_to, &o, t->copy_password_file, NULL, out, e);
-    } else {
-        ret = vb2_repo_open(t->copy_to, &o, out, e);
-        if (ret == -ENOKEY)
-            vb_seterr(e, ret, "it is encrypted: give copy_password_file or copy_credential");
-    }
-    if (ret)
-        vb_prefixerr(e, "target %s: copy_to %s", t->name, t->copy_to);
+    if (ret == -ENOKEY)
+        vb_seterr(e, ret, "%s: it is encrypted: give copy_password_file or copy_credential",
+                  what);
     return ret;
 }
 

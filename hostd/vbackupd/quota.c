@@ -387,7 +387,7 @@ void vbd_quota_attach(struct vbd_job *j)
     if (!j->charge || !j->ws)
         return;
     g_atomic_int_inc(&j->charge->refs);
-    vb_write_set_charge(j->ws, charge, j->charge, charge_unref);
+    vb_sink_set_charge(j->ws, charge, j->charge, charge_unref);
 }
 
 uint64_t vbd_quota_added(struct vbd_job *j)

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "filesnap.h"
+#include "manifest.h"
+#include "snapread.h"
 #include "wire.h"
 
 #define MAX_DECODES 4        /* chunks of one restore job decoded at once */
@@ -32,9 +34,9 @@ struct rd_wait {
 struct chunk_task {
     struct vbd_task task;
     struct vbd_job *job;
-    struct vb_repo *repo;
+    struct vb_sr *sr;        /* the job's (it holds a reference to the job) */
     struct vb_cat_chunk ch;  /* copied: the worker never touches the catalog */
-    struct vb_idspace space; /* the snapshot's ids' (copied too) */
+    const struct vb_idspace *space;  /* the snapshot's ids', the job's snapshot's */
     uint64_t chunk;          /* catalog chunk index */
     uint8_t *buf;
     size_t len;
@@ -101,7 +103,8 @@ struct open_task {
     struct vbd_task task;    /* first */
     struct vbd_job *job;     /* a reference */
     struct vbd_req *req;
-    struct vb_repo *repo;
+    struct vb_repo *repo;    /* format 1, or */
+    struct vb2_repo *repo2;  /* format 2: the target's, open */
     char target[VB_MAX_TARGET + 1];
     char want[VB_MAX_SNAPSHOT_ID + 1];
     bool latest;
@@ -109,9 +112,9 @@ struct open_task {
     char **paths;
     unsigned n_paths;
     /* results */
-    struct vb_snapshot *snap;
-    struct vb_catalog *cat;
-    struct vb_claim *claim;
+    struct vb_sr *sr;        /* the read door over the target (a claim on format 1) */
+    struct vb_sr_snap *snap;
+    const struct vb_catalog *cat;    /* snap's */
     GArray *sel;
     uint64_t bytes_total;
     int st;
@@ -120,9 +123,8 @@ struct open_task {
 
 static void open_task_free(struct open_task *ot)
 {
-    vb_snap_free(ot->snap);
-    vb_cat_free(ot->cat);
-    vb_repo_release(ot->claim);
+    vb_sr_snap_close(ot->snap);
+    vb_sr_close(ot->sr);
     if (ot->sel)
         g_array_free(ot->sel, TRUE);
     if (ot->cands)
@@ -131,7 +133,7 @@ static void open_task_free(struct open_task *ot)
     g_free(ot);
 }
 
-static bool holds_paths(struct vb_catalog *cat, char **paths, unsigned n)
+static bool holds_paths(const struct vb_catalog *cat, char **paths, unsigned n)
 {
     for (unsigned k = 0; k < n; k++) {
         uint64_t self, first, end;
@@ -149,29 +151,47 @@ static void open_work(struct vb_work *work, struct vb_codec *codec)
     vb_error e = { 0 };
     int ret;
 
+    (void)codec;
+    /* chunks must not vanish under a restore: format 1 takes a read claim,
+     * not waiting for gc; format 2's gc keeps what manifests reference */
+    if ((ret = vb_sr_over(ot->repo, ot->repo2, false, &ot->sr, &e))) {
+        ot->st = VB_S_BUSY;
+        if (ret == -EBUSY) {  /* the guest reads this: the target's name, not its path */
+            snprintf(ot->msg, sizeof(ot->msg), "target '%s' is busy (garbage collection is "
+                     "running); try again later", ot->target);
+        } else {
+            snprintf(ot->msg, sizeof(ot->msg), "target '%s' could not be locked on the host",
+                     ot->target);
+            snprintf(ot->detail, sizeof(ot->detail), "%s", vb_strerror(&e));
+        }
+        return;
+    }
     for (guint i = 0; i < ot->cands->len && !ot->cat; i++) {
         const char *id = ot->cands->pdata[i];
-        ret = vb_files_open(ot->repo, id, &ot->snap, &ot->cat, &e);
+        ret = vb_sr_snap_open(ot->sr, id, &ot->snap, &e);
+        if (!ret && vb_sr_snap_info(ot->snap)->kind != VB_SR_FILES)
+            ret = -EMEDIUMTYPE;
+        if (ret == 0)
+            ot->cat = vb_sr_files_catalog(ot->snap);
         if (ot->latest) {
-            if (ret)
-                continue;                       /* unreadable: an older one may do */
-            if (holds_paths(ot->cat, ot->paths, ot->n_paths))
+            if (ret == 0 && holds_paths(ot->cat, ot->paths, ot->n_paths))
                 break;
-            vb_cat_free(ot->cat);
-            vb_snap_free(ot->snap);
-            ot->cat = NULL;
+            /* unreadable, or not holding the paths: an older one may do */
+            vb_sr_snap_close(ot->snap);
             ot->snap = NULL;
+            ot->cat = NULL;
             continue;
         }
         switch (ret) {
         case 0:
             break;
         case -ENOENT:
+        case -EINVAL:
             ot->st = VB_S_NOT_FOUND;
             snprintf(ot->msg, sizeof(ot->msg), "snapshot '%s' not found for VM %s in '%s'",
                      ot->want, vm, ot->target);
             return;
-        case -EINVAL:       /* a disk snapshot */
+        case -EMEDIUMTYPE:  /* a disk snapshot */
             ot->st = VB_S_BAD_REQUEST;
             snprintf(ot->msg, sizeof(ot->msg), "snapshot %s is a disk snapshot: disks are "
                      "restored on the host (vbackupctl restore-disk)", id);
@@ -190,19 +210,6 @@ static void open_work(struct vb_work *work, struct vb_codec *codec)
                  LATEST_TRIES);
         return;
     }
-    /* chunks must not vanish under a restore: a read claim, not waiting for gc */
-    if ((ret = vb_repo_claim(ot->repo, false, &ot->claim, &e))) {
-        ot->st = VB_S_BUSY;
-        if (ret == -EBUSY) {  /* the guest reads this: the target's name, not its path */
-            snprintf(ot->msg, sizeof(ot->msg), "target '%s' is busy (garbage collection is "
-                     "running); try again later", ot->target);
-        } else {
-            snprintf(ot->msg, sizeof(ot->msg), "target '%s' could not be locked on the host",
-                     ot->target);
-            snprintf(ot->detail, sizeof(ot->detail), "%s", vb_strerror(&e));
-        }
-        return;
-    }
     if (vb_files_select(ot->cat, ot->paths, (int)ot->n_paths, &ot->sel, &e)) {
         /* the path the guest named, escaped: the log and vbackupctl show it */
         g_autofree char *shown = NULL;
@@ -216,9 +223,9 @@ static void open_work(struct vb_work *work, struct vb_codec *codec)
         ot->st = VB_S_NOT_FOUND;
         if (shown)
             snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: '%s' is not in the snapshot",
-                     ot->snap->id, shown);
+                     vb_sr_snap_info(ot->snap)->id, shown);
         else
-            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: %s", ot->snap->id,
+            snprintf(ot->msg, sizeof(ot->msg), "snapshot %s: %s", vb_sr_snap_info(ot->snap)->id,
                      vb_strerror(&e));
         return;
     }
@@ -255,27 +262,27 @@ static void open_done(struct vbd_task *task)
     if (vbd_mem_take(j, VBD_MEM_CATALOG, vb_cat_footprint(ot->cat) +
                      (uint64_t)ot->sel->len * sizeof(uint64_t))) {
         char what[VB_MAX_SNAPSHOT_ID + 64];
-        snprintf(what, sizeof(what), "the catalog of snapshot %s", ot->snap->id);
+        snprintf(what, sizeof(what), "the catalog of snapshot %s", vb_sr_snap_info(ot->snap)->id);
         vbd_mem_fail(j, what);
         vbd_req_answer_err(ot->req, VB_S_TOO_LARGE, "%s", j->reason);
         goto out;
     }
     j->cat = ot->cat;
     j->snap = ot->snap;
-    j->claim = ot->claim;
+    j->sr = ot->sr;
     j->sel = ot->sel;
     ot->cat = NULL;
     ot->snap = NULL;
-    ot->claim = NULL;
+    ot->sr = NULL;
     ot->sel = NULL;
     j->bytes_total = ot->bytes_total;
     j->files_total = j->sel->len;
     j->started_ns = vb_wall_ns();
-    j->snapshot = g_strdup(j->snap->id);
+    j->snapshot = g_strdup(vb_sr_snap_info(j->snap)->id);
     j->last_activity = vb_now();
     vbd_log("job %llu: %s restores %llu entries of %s", (unsigned long long)j->id, j->vm->name,
-            (unsigned long long)j->sel->len, j->snap->id);
-    sl = strlen(j->snap->id);
+            (unsigned long long)j->sel->len, vb_sr_snap_info(j->snap)->id);
+    sl = strlen(vb_sr_snap_info(j->snap)->id);
     out = g_malloc(sizeof(r) + sl);
     memset(&r, 0, sizeof(r));
     r.job = j->id;
@@ -283,7 +290,7 @@ static void open_done(struct vbd_task *task)
     r.bytes_total = j->bytes_total;
     r.snap_len = (uint16_t)sl;
     memcpy(out, &r, sizeof(r));
-    memcpy(out + sizeof(r), j->snap->id, sl);
+    memcpy(out + sizeof(r), vb_sr_snap_info(j->snap)->id, sl);
     vbd_req_answer(ot->req, VB_S_OK, out, sizeof(r) + sl);
     g_free(out);
 out:
@@ -375,6 +382,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     j->refs++;
     ot->req = vbd_req_hold(c, h);
     ot->repo = g_atomic_pointer_get(&t->repo);
+    ot->repo2 = g_atomic_pointer_get(&t->repo2);
     snprintf(ot->target, sizeof(ot->target), "%s", t->name);
     snprintf(ot->want, sizeof(ot->want), "%s", rb.snapshot);
     ot->cands = g_ptr_array_new_with_free_func(g_free);
@@ -382,11 +390,14 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
     for (unsigned i = 0; i < rb.n_paths; i++)
         ot->paths[i] = g_strdup(rb.paths[i]);
     ot->n_paths = rb.n_paths;
-    if (!ot->repo) {
+    if (!ot->repo && !ot->repo2) {
         /* a broken target: opened again now (it may be fixed); else it says so,
          * naming no path (the cause is in the log) */
         vb_error e = { 0 };
-        if (!(ot->repo = vbd_target_repo(t, &e))) {
+        if (vbd_target_open(t, &e) == 0) {
+            ot->repo = g_atomic_pointer_get(&t->repo);
+            ot->repo2 = g_atomic_pointer_get(&t->repo2);
+        } else {
             ot->st = VB_S_IO;
             snprintf(ot->msg, sizeof(ot->msg), "%s", vb_strerror(&e));
             open_done(&ot->task);
@@ -404,7 +415,7 @@ static void handle_begin(struct vbd_conn *c, const struct vb_hdr *h, const uint8
         snprintf(id, sizeof(id), "%s/%s", c->vm->name, rb.snapshot);
     /* another VM's snapshot is "not found", exactly like a missing one */
     if (strncmp(id, c->vm->name, strlen(c->vm->name)) || id[strlen(c->vm->name)] != '/' ||
-        !vb_snap_valid_id(id)) {
+        (!vb_snap_valid_id(id) && !vb_snap_id_valid(id))) {
         ot->st = VB_S_NOT_FOUND;
         snprintf(ot->msg, sizeof(ot->msg), "snapshot '%s' not found for VM %s in '%s'",
                  rb.snapshot, c->vm->name, t->name);
@@ -537,11 +548,11 @@ static void decode_work(struct vb_work *w, struct vb_codec *c)
 {
     struct chunk_task *t = (struct chunk_task *)w;
 
+    (void)c;
     t->buf = g_malloc(t->ch.len);
-    t->err = vb_repo_get_chunk(t->repo, c, &t->space, t->ch.id, t->buf, t->ch.len, &t->len, &t->e);
-    if (!t->err && t->len != t->ch.len)
-        t->err = vb_seterr(&t->e, -EBADMSG, "chunk holds %zu bytes, the catalog says %u",
-                           t->len, t->ch.len);
+    /* the read door checks the length the catalog gives it */
+    t->err = vb_sr_read_chunk(t->sr, t->space, t->ch.id, t->buf, t->ch.len, &t->e);
+    t->len = t->ch.len;
 }
 
 static void read_wait_drop(struct vbd_job *j)
@@ -591,8 +602,8 @@ static bool decode_start(struct vbd_job *j, struct rd_wait *wt)
     j->refs++;
     t->chunk = wt->chunk;
     t->ch = j->cat->c[wt->chunk];
-    t->repo = j->target->repo;
-    t->space = j->snap->space;
+    t->sr = j->sr;
+    t->space = vb_sr_snap_space(j->snap);
     t->waiters = g_array_new(FALSE, FALSE, sizeof(struct rd_wait));
     g_array_append_val(t->waiters, *wt);
     g_hash_table_insert(j->inflight, &t->chunk, t);

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo2.h"
+
 struct idx {
     struct vbd *d;
     struct vbd_target *t;    /* targets outlive a reload (main.c keeps them) */
@@ -106,6 +108,51 @@ static struct vbd_snapinfo *info_of(const struct vb_snapshot *s)
     return i;
 }
 
+/* A format 2 manifest (manifest.h): the same things from its fields, what
+ * it added from its stats (stored_new: the bytes its new blobs took). */
+static struct vbd_snapinfo *info_of_v2(const struct vb_manifest *m)
+{
+    struct vbd_snapinfo *i = g_new0(struct vbd_snapinfo, 1);
+    GString *rs = g_string_new(NULL);
+    int64_t n = m->stats ? vb_json_int(m->stats, "stored_new", 0) : 0;
+
+    i->id = g_strdup(m->id);
+    i->created_ns = m->created_ns;
+    i->kind = m->type == VB_MF_DISK ? VB_KIND_DISK : VB_KIND_FILES;
+    i->mode = m->mode && !strcmp(m->mode, "incremental") ? VB_MODE_INCREMENTAL
+            : m->mode && !strcmp(m->mode, "differential") ? VB_MODE_DIFFERENTIAL : VB_MODE_FULL;
+    if (m->notes && json_object_object_get(m->notes, "incomplete"))
+        i->flags = VB_SNAP_INCOMPLETE;
+    if (m->type == VB_MF_DISK) {
+        i->bytes = m->disk.size;
+    } else {
+        i->files = m->files.entries;
+        i->bytes = m->files.bytes;
+        for (size_t r = 0; r < m->files.nroots; r++)
+            g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "", m->files.roots[r]);
+        i->n_roots = m->files.nroots;
+    }
+    i->roots = g_string_free(rs, FALSE);
+    i->added = (uint64_t)VB_MAX(n, (int64_t)0);
+    return i;
+}
+
+/* Format 2: its listing (manifests are cached on the host; a damaged one is
+ * left out, as verify names it). */
+static void refresh_v2(struct refresh *rf, struct vb2_repo *r2)
+{
+    GPtrArray *list, *problems = NULL;
+
+    if ((rf->err = vb2_snap_list(r2, rf->x->vm, &list, &problems, &rf->e)))
+        return;
+    rf->snaps = g_ptr_array_new_full(list->len, info_free);
+    for (guint i = 0; i < list->len; i++)
+        g_ptr_array_add(rf->snaps, info_of_v2(list->pdata[i]));
+    g_ptr_array_free(list, TRUE);
+    if (problems)
+        g_ptr_array_free(problems, TRUE);
+}
+
 /* On the worker: whether every index.json of the listing is as it was read
  * (each stamp settled and the same). */
 static bool indexes_unchanged(struct vb_repo *r, GPtrArray *snaps)
@@ -123,11 +170,19 @@ static bool indexes_unchanged(struct vb_repo *r, GPtrArray *snaps)
 static void refresh_work(struct vb_work *work, struct vb_codec *c)
 {
     struct refresh *rf = (struct refresh *)work;
-    struct vb_repo *r = vbd_target_repo(rf->x->t, &rf->e);   /* a broken target: tried again */
+    struct vb_repo *r;
     GPtrArray *snaps;
     int64_t t0;
 
-    if (!r) {
+    (void)c;
+    /* a broken target: tried again */
+    if ((rf->err = vbd_target_open(rf->x->t, &rf->e)))
+        return;
+    if (g_atomic_pointer_get(&rf->x->t->repo2)) {
+        refresh_v2(rf, rf->x->t->repo2);
+        return;
+    }
+    if (!(r = vbd_target_repo(rf->x->t, &rf->e))) {
         rf->err = rf->e.code ? rf->e.code : -EIO;
         return;
     }

@@ -18,37 +18,137 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "repo2.h"
+#include "sink2.h"
+
 static GMutex lock;          /* opening a repository, and t->broken */
 
-struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e)
+int vbd_open_v2(const char *location, const char *password_file, const char *credential,
+                const char *what, struct vb2_repo **out, vb_error *e)
 {
-    struct vb_repo *r = g_atomic_pointer_get(&t->repo);
-    vb_error oe = { 0 };
+    struct vb2_open_opts o = { 0 };
+    struct vb_secret sec = { 0 };
+    int ret;
 
-    if (r)
-        return r;
+    *out = NULL;
+    if (credential) {
+        if (!(ret = vb_password_from_credential(credential, &sec, e))) {
+            o.secret = &sec;
+            ret = vb2_repo_open(location, &o, out, e);
+        }
+        vb_secret_wipe(&sec);
+    } else if (password_file) {
+        /* read only when the repository is encrypted; never a terminal */
+        ret = vb2_repo_open_asking(location, &o, password_file, NULL, out, e);
+    } else {
+        ret = vb2_repo_open(location, &o, out, e);
+    }
+    if (ret)
+        vb_prefixerr(e, "%s", what);
+    return ret;
+}
+
+/* Open the target's repository (under the lock): format 2 when the place
+ * holds one (an s3:// location, or a folder with a version 2 config), else
+ * format 1. */
+static int open_locked(struct vbd_target *t, vb_error *e)
+{
+    g_autofree char *what = g_strdup_printf("repository %s", t->path);
+    struct vb2_repo *r2;
+    struct vb_repo *r;
+    int ret;
+
+    if (vb2_is_repository(t->path)) {
+        ret = vbd_open_v2(t->path, t->password_file, t->credential, what, &r2, e);
+        if (ret == -ENOKEY)
+            vb_seterr(e, ret, "%s: it is encrypted: give password_file or credential", what);
+        if (!ret)
+            g_atomic_pointer_set(&t->repo2, r2);
+        return ret;
+    }
+    if (t->password_file || t->credential)
+        return vb_seterr(e, -EINVAL, "%s: not a format 2 repository (password_file and "
+                         "credential are for those)", what);
+    if ((ret = vb_repo_open(t->path, VB_LOCK_NONE, true, &r, e)))
+        return ret;
+    g_atomic_pointer_set(&t->repo, r);
+    return 0;
+}
+
+static bool is_open(struct vbd_target *t)
+{
+    return g_atomic_pointer_get(&t->repo) || g_atomic_pointer_get(&t->repo2);
+}
+
+int vbd_target_open(struct vbd_target *t, vb_error *e)
+{
+    vb_error oe = { 0 };
+    int ret = 0;
+
+    if (is_open(t))
+        return 0;
     g_mutex_lock(&lock);
-    if (!(r = g_atomic_pointer_get(&t->repo)) &&
-        vb_repo_open(t->path, VB_LOCK_NONE, true, &r, &oe) == 0) {
+    if (!is_open(t) && (ret = open_locked(t, &oe)) == 0) {
         if (t->broken)
             vbd_log("target %s: repository %s can be opened again", t->name, t->path);
         g_free(t->broken);
         t->broken = NULL;
-        g_atomic_pointer_set(&t->repo, r);
-    } else if (!r) {
+    } else if (ret) {
         if (!t->broken || strcmp(t->broken, vb_strerror(&oe))) {
             vbd_log("target %s is unavailable: %s", t->name, vb_strerror(&oe));
             g_free(t->broken);
             t->broken = g_strdup(vb_strerror(&oe));
         }
-        vb_seterr(e, oe.code ? oe.code : -EIO, "target '%s' is unavailable (its repository "
-                  "cannot be opened on the host)", t->name);
+        ret = vb_seterr(e, oe.code ? oe.code : -EIO, "target '%s' is unavailable (its "
+                        "repository cannot be opened on the host)", t->name);
     }
     g_mutex_unlock(&lock);
-    return r;
+    return ret;
+}
+
+struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e)
+{
+    if (vbd_target_open(t, e))
+        return NULL;
+    if (!g_atomic_pointer_get(&t->repo))
+        vb_seterr(e, -EPROTONOSUPPORT, "target '%s' holds a format 2 repository, which this "
+                  "does not support yet", t->name);
+    return g_atomic_pointer_get(&t->repo);
+}
+
+int vbd_target_begin(struct vbd_target *t, const struct vbd_vm *vm, struct vb_sink **out,
+                     vb_error *e)
+{
+    struct vb2_repo *r2;
+    struct vb_write *w1;
+    int ret;
+
+    *out = NULL;
+    if ((ret = vbd_target_open(t, e)))
+        return ret;
+    if ((r2 = g_atomic_pointer_get(&t->repo2))) {
+        g_autofree char *where = realpath(t->path, NULL);
+        ret = vb_sink_v2(r2, where ? where : t->path, vm->name, vm->dedup_group, out, e);
+        if (ret) {
+            /* the cause for the log, the target's name for the guest */
+            vbd_log("target %s: a backup of %s could not begin: %s", t->name, vm->name,
+                    vb_strerror(e));
+            vb_seterr(e, ret, "target '%s' cannot take backups now; the host's log has "
+                      "details", t->name);
+        }
+        return ret;
+    }
+    ret = vb_write_begin(g_atomic_pointer_get(&t->repo), vm->name, vm->dedup_group,
+                         VB_WRITE_NOWAIT, &w1, e);
+    if (ret == 0)
+        *out = vb_sink_v1(w1);
+    if (ret == -EBUSY)      /* the guest may read this: the target's name, not its path */
+        vb_seterr(e, ret, "repository %s is busy (garbage collection is running)", t->name);
+    return ret;
 }
 
 char *vbd_target_broken(struct vbd_target *t)
@@ -77,7 +177,7 @@ bool vbd_target_cannot_write(struct vbd_target *t, int err, char *what, size_t l
 {
     const char *why = fs_trouble(err);
 
-    if (!g_atomic_pointer_get(&t->repo)) {
+    if (!is_open(t)) {
         snprintf(what, len, "target '%s' is unavailable (its repository cannot be opened on "
                  "the host)", t->name);
         return true;
@@ -90,12 +190,15 @@ bool vbd_target_cannot_write(struct vbd_target *t, int err, char *what, size_t l
 
 int vbd_target_writable(struct vbd_target *t, vb_error *e)
 {
-    struct vb_repo *r = vbd_target_repo(t, e);
+    struct vb_repo *r;
     const char *why;
     int err;
 
-    if (!r)
-        return e && e->code ? e->code : -EIO;
+    if ((err = vbd_target_open(t, e)))
+        return err;
+    /* format 2: its store says what is wrong when a put fails */
+    if (!(r = g_atomic_pointer_get(&t->repo)))
+        return 0;
     if (faccessat(r->dirfd, "snapshots", W_OK, AT_EACCESS) == 0)
         return 0;
     err = -errno;

@@ -40,6 +40,9 @@
 #include "policyload.h"
 #include "repo.h"
 #include "session.h"
+#include "sink.h"
+struct vb_sr;            /* snapread.h */
+struct vb_sr_snap;
 #include "snapshot.h"
 #include "uring.h"
 #include "util.h"
@@ -88,6 +91,8 @@ struct vbd_target_cfg {
     char *copy_to;           /* a format 2 repository new snapshots are copied to (offsite.c) */
     char *copy_password_file;   /* its password: a file ... */
     char *copy_credential;      /* ... or a systemd credential; NULL both: unencrypted */
+    char *password_file;     /* a format 2 repository's password: a file ... */
+    char *credential;        /* ... or a systemd credential; NULL both: unencrypted */
 };
 
 struct vbd_policy_cfg {
@@ -159,9 +164,11 @@ enum vbd_mem {
 struct vbd_target {
     char *name;
     char *path;
-    struct vb_repo *repo;    /* opened without a lock; jobs claim it (session.h, repo.h);
-                              * NULL while it cannot be opened: vbd_target_repo() opens it
-                              * (on any thread), and once open it stays */
+    struct vb_repo *repo;    /* format 1: opened without a lock; jobs claim it (session.h,
+                              * repo.h); NULL while it cannot be opened: vbd_target_open()
+                              * opens it (on any thread), and once open it stays */
+    struct vb2_repo *repo2;  /* format 2 (repo2.h), the same way; at most one of the two */
+    char *password_file, *credential;   /* format 2: its secret, as configured */
     char *broken;            /* why it cannot be opened, as last logged (targets.c's lock) */
     /* reclaim.c: a gc after failed jobs */
     bool reclaim_wanted;
@@ -265,7 +272,7 @@ struct vbd_window {
     struct vbd_job *job;
     struct vbd_plan *plan;   /* NULL for fallback windows */
     struct vb_image *img;    /* for compressed pieces */
-    struct vb_write *ws;     /* the job's write session, referenced while with a worker */
+    struct vb_sink *ws;     /* the job's write session, referenced while with a worker */
     uint8_t *carry;          /* moved from the entry while the window is worked on */
     uint32_t carry_len;
     uint64_t carry_off;
@@ -376,11 +383,12 @@ struct vbd_job {
     /* the repository: a backup's write session claims it from its first
      * chunk (fallback data, or the batch that runs the job) to its commit
      * or abort; a restore holds a read claim */
-    struct vb_write *ws;
+    struct vb_sink *ws;
     struct vbd_charge *charge;   /* quota.c: what the job adds, against the VM's quotas */
     bool over_quota;         /* failed for a quota: requests are answered VB_S_QUOTA */
     bool claim_waiting;      /* fallback data waits while gc holds the repository */
-    struct vb_claim *claim;  /* restore jobs */
+    struct vb_sr *sr;        /* restore jobs: the read door (snapread.h), with a claim
+                              * on a format 1 target */
     struct vb_catalog *parent_cat;
     bool parent_current;     /* parent committed in this gc generation: its chunks exist */
     /* disk jobs */
@@ -391,8 +399,8 @@ struct vbd_job {
     struct vbd_disk_run *disk_run;   /* exec.c */
     volatile uint64_t disk_done, disk_total;
     /* restore jobs */
-    struct vb_catalog *cat;
-    struct vb_snapshot *snap;
+    const struct vb_catalog *cat;    /* snap's */
+    struct vb_sr_snap *snap;
     GArray *sel;             /* uint64 entry indices */
     uint64_t cache_chunk[2];
     uint8_t *cache_buf[2];
@@ -630,7 +638,7 @@ void vbd_exec_cancel_job(struct vbd_job *j);
 void vbd_exec_drop_fallback(struct vbd_job *j);
 void vbd_work_push(struct vbd *d, struct vbd_task *t);
 /* On a worker: a write session for the job's VM in target t. */
-int vbd_claim_work(struct vbd_target *t, const struct vbd_vm *vm, struct vb_write **ws,
+int vbd_claim_work(struct vbd_target *t, const struct vbd_vm *vm, struct vb_sink **ws,
                    vb_error *e);
 void vbd_job_unclaim(struct vbd_job *j);
 void vbd_job_unclaim_idle(struct vbd_job *j);
@@ -694,10 +702,22 @@ void vbd_handle_restore(struct vbd_conn *c, const struct vb_hdr *h, const uint8_
 void vbd_restore_close(struct vbd_job *j);
 
 /* targets.c */
-/* The target's repository, opened now if it could not be before (any
- * thread); NULL with a reason that names the target, never its path or an
+/* Open the target's repository of either format if it is not open yet (any
+ * thread): 0, or a reason that names the target, never its path or an
  * errno text (guests read it); the cause is logged. */
+int vbd_target_open(struct vbd_target *t, vb_error *e);
+/* The same for callers that read format 1 only: NULL, with a reason, also
+ * for a format 2 target (what cannot use one yet says so). */
 struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e);
+/* Open a format 2 repository at location with the secret of password_file
+ * or credential (both NULL: unencrypted; never a terminal); errors are
+ * prefixed with what (naming the target), never the secret. */
+int vbd_open_v2(const char *location, const char *password_file, const char *credential,
+                const char *what, struct vb2_repo **out, vb_error *e);
+/* Begin a backup's write session in the target (a worker: it may wait for
+ * the store); -EBUSY while a format 1 gc holds the repository. */
+int vbd_target_begin(struct vbd_target *t, const struct vbd_vm *vm, struct vb_sink **out,
+                     vb_error *e);
 /* Why the target could not be opened, as last logged (g_malloc'd), or NULL. */
 char *vbd_target_broken(struct vbd_target *t);
 /* 0 when new snapshots can be written (not a read-only file system); else

@@ -23,6 +23,32 @@ VBACKUPD = os.environ.get("VBACKUPD", os.path.join(BUILD, "hostd/vbackupd"))
 VBACKUPCTL = os.environ.get("VBACKUPCTL", os.path.join(BUILD, "hostd/vbackupctl"))
 POLICY_DIR = os.environ.get("VB_POLICY_DIR", os.path.join(BUILD, "policies"))
 MAPPER = os.environ.get("VBACKUP_MAPPER", os.path.join(BUILD, "hostd/mapper/vbackup-mapper"))
+# The repository format the daemon's targets are made in: meson runs some
+# tests once per format.  VB_TEST_FORMAT=1 (the default) or 2;
+# VB_TEST_ENCRYPTION (format 2, none by default) makes them encrypted, the
+# password in a file that the target's password_file names and
+# VBACKUP_PASSWORD_FILE names for the test's own vbackupctl calls.
+TEST_FORMAT = os.environ.get("VB_TEST_FORMAT", "1")
+TEST_ENCRYPTION = os.environ.get("VB_TEST_ENCRYPTION", "none")
+
+
+def init_target(path, workdir_path):
+    """A new repository at path in the test's format; the [target] keys it needs."""
+    if TEST_FORMAT != "2":
+        run(VBACKUPCTL, "--repo", path, "--quiet", "init")
+        return {}
+    keys = {}
+    if TEST_ENCRYPTION != "none":
+        pw = os.path.join(workdir_path, ".password")
+        if not os.path.exists(pw):
+            with open(pw, "w") as f:
+                f.write("the test's password\n")
+            os.chmod(pw, 0o600)
+        os.environ["VBACKUP_PASSWORD_FILE"] = pw
+        keys["password_file"] = pw
+    run(VBACKUPCTL, "--repo", path, "--quiet", "init", "--format", "2",
+        "--encryption", TEST_ENCRYPTION)
+    return keys
 
 
 def log(*a):
@@ -134,9 +160,11 @@ class Daemon:
         os.makedirs(self.psi_dir, exist_ok=True)
         self.set_psi(0, 0, 0)
         self.targets = targets or {"archive": os.path.join(self.dir, "repo")}
-        for path in self.targets.values():
-            if not os.path.exists(os.path.join(path, "vbackup-repo.json")):
-                run(VBACKUPCTL, "--repo", path, "--quiet", "init")
+        target_conf = {t: dict(kv) for t, kv in (target_conf or {}).items()}
+        for t, path in self.targets.items():
+            if not os.path.exists(os.path.join(path, "vbackup-repo.json")) and \
+                    not os.path.exists(os.path.join(path, "config")):
+                target_conf.setdefault(t, {}).update(init_target(path, self.dir))
         lines = ["[daemon]", f"runtime_dir={self.run_dir}", f"state_dir={self.dir}/state",
                  f"plugin_dir={POLICY_DIR}", f"psi_dir={self.psi_dir}",
                  f"batch_seconds={batch_seconds}", f"batch_max={batch_max}",
