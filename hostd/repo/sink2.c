@@ -157,6 +157,71 @@ static int chunk_list(struct sink2 *s, const struct vb_catalog *cat, GByteArray 
     return ret;
 }
 
+/* The group and roots as the guest sent them (bytes, base64), beside the
+ * text the manifest's own members hold (plain, or escaped as ls -b shows
+ * it): a guest's LIST and "latest" compare paths as bytes, and a display
+ * escapes them once (vb2_files_group_raw, vb2_files_root_raw). */
+static void raw_names(json_object *source, const struct vb_files_commit *fc)
+{
+    json_object *a = json_object_new_array();
+    char *b;
+
+    b = g_base64_encode((const guchar *)fc->group, strlen(fc->group));
+    json_object_object_add(source, "group_raw", json_object_new_string(b));
+    g_free(b);
+    for (size_t i = 0; i < fc->nroots; i++) {
+        if (!fc->roots[i] || !fc->roots[i][0])
+            continue;                       /* as the manifest's roots */
+        b = g_base64_encode((const guchar *)fc->roots[i], strlen(fc->roots[i]));
+        json_object_array_add(a, json_object_new_string(b));
+        g_free(b);
+    }
+    json_object_object_add(source, "roots_raw", a);
+}
+
+/* A base64 member as a C string: NULL when missing, not base64, or holding a
+ * NUL (a damaged or hand-made manifest: the caller falls back on the text). */
+static char *raw_of(json_object *v)
+{
+    gsize n = 0;
+    guchar *b;
+
+    if (!v || !json_object_is_type(v, json_type_string))
+        return NULL;
+    b = g_base64_decode(json_object_get_string(v), &n);
+    if (!b || memchr(b, 0, n)) {
+        g_free(b);
+        return NULL;
+    }
+    b = g_realloc(b, n + 1);
+    b[n] = 0;
+    return (char *)b;
+}
+
+char *vb2_files_group_raw(const struct vb_manifest *m)
+{
+    json_object *v = NULL;
+    char *r = NULL;
+
+    if (m->source && json_object_object_get_ex(m->source, "group_raw", &v))
+        r = raw_of(v);
+    return r ? r : g_strdup(m->group ? m->group : "");
+}
+
+char *vb2_files_root_raw(const struct vb_manifest *m, size_t i)
+{
+    json_object *a = NULL;
+    char *r = NULL;
+
+    if (i >= m->files.nroots)
+        return NULL;
+    if (m->source && json_object_object_get_ex(m->source, "roots_raw", &a) &&
+        json_object_is_type(a, json_type_array) &&
+        json_object_array_length(a) == m->files.nroots)
+        r = raw_of(json_object_array_get_idx(a, i));
+    return r ? r : g_strdup(m->files.roots[i]);
+}
+
 /*
  * What the guest could not back up.  A manifest's notes nest at most
  * VB_MF_FREE_DEPTH levels, and the daemon's {"problems": N, "listed":
@@ -206,6 +271,7 @@ static void fill_manifest(struct sink2 *s, const struct vb_files_commit *fc,
     m->source = json_object_new_object();
     if (fc->disks)
         json_object_object_add(m->source, "disks", json_object_get(fc->disks));
+    raw_names(m->source, fc);
     m->notes = json_object_new_object();
     json_object_object_add(m->notes, "session", json_object_new_string(s->token));
     if (fc->plan)

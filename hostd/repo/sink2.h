@@ -26,4 +26,13 @@
 int vb_sink_v2(struct vb2_repo *r, const char *location, const char *vm,
                const char *dedup_group, struct vb_sink **out, vb_error *e);
 
+/*
+ * A files manifest's group and root i as the guest sent them (g_malloc'd),
+ * kept by the commit as base64 beside the manifest's text (which is plain,
+ * or escaped as ls -b shows it); the text when a manifest lacks them
+ * (copies of version 1 snapshots, older manifests).
+ */
+char *vb2_files_group_raw(const struct vb_manifest *m);
+char *vb2_files_root_raw(const struct vb_manifest *m, size_t i);
+
 #endif

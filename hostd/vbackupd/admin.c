@@ -9,6 +9,7 @@
 #include "vbackupd.h"
 
 #include "repo2.h"
+#include "sink2.h"
 
 #include <glib-unix.h>
 #include <stdarg.h>
@@ -130,9 +131,23 @@ static int list_v2(struct vbd_target *t, const char *vm, json_object *a, vb_erro
     if ((ret = vb2_snap_list(t->repo2, vm, &list, &problems, e)))
         return ret;
     for (guint i = 0; i < list->len; i++) {
-        json_object *o = vb_manifest_to_json(list->pdata[i], NULL);
+        struct vb_manifest *m = list->pdata[i];
+        json_object *o = vb_manifest_to_json(m, NULL);
         if (!o)
             continue;
+        if (m->type == VB_MF_FILES) {
+            /* as a format 1 index.json has them: the guest's bytes, which
+             * whoever shows them escapes once */
+            g_autofree char *g = vb2_files_group_raw(m);
+            json_object *roots = json_object_new_array();
+            json_object_object_add(o, "group", json_object_new_string(g));
+            for (size_t r = 0; r < m->files.nroots; r++) {
+                g_autofree char *raw = vb2_files_root_raw(m, r);
+                json_object_array_add(roots, json_object_new_string(raw));
+            }
+            json_object_object_add(o, "roots", roots);
+            json_object_object_add(o, "bytes", json_object_new_int64((int64_t)m->files.bytes));
+        }
         json_object_object_add(o, "target", json_object_new_string(t->name));
         json_object_array_add(a, o);
     }

@@ -16,6 +16,11 @@
  *     the target (the first one runs at once).
  *
  * The gc runs on a thread of its own; the main loop looks for its end.
+ *
+ * A format 2 target takes no claim: its gc (repo2.h, vb2_gc) runs beside
+ * other writers by its leases, condemns the packs that only failed sessions
+ * named and deletes them once no lease that began before may still use
+ * them (at once when none is live, else at a later gc).
  */
 #include "vbackupd.h"
 
@@ -23,6 +28,7 @@
 #include <string.h>
 
 #include "maint.h"
+#include "repo2.h"
 
 #define POLL_MS 250
 
@@ -31,6 +37,7 @@ struct vbd_reclaim {
     GThread *thread;
     struct vb_claim *claim;  /* exclusive */
     struct vb_gc_result res;
+    struct vb2_gc_report rep2;   /* format 2 */
     int err;
     vb_error e;
     gint finished;
@@ -51,7 +58,10 @@ static gpointer reclaim_thread(gpointer opaque)
 {
     struct vbd_reclaim *run = opaque;
 
-    run->err = vb_gc(run->t->repo, false, &run->res, &run->e);
+    if (run->t->repo2)
+        run->err = vb2_gc(run->t->repo2, NULL, &run->rep2, &run->e);
+    else
+        run->err = vb_gc(run->t->repo, false, &run->res, &run->e);
     g_atomic_int_set(&run->finished, 1);
     return NULL;
 }
@@ -60,7 +70,7 @@ static gpointer reclaim_thread(gpointer opaque)
 static void reclaim_done(struct vbd *d, struct vbd_reclaim *run)
 {
     struct vbd_target *t = run->t;
-    char a[32];
+    char a[32], b[32];
 
     g_thread_join(run->thread);
     d->reclaims = g_list_remove(d->reclaims, run);
@@ -69,6 +79,14 @@ static void reclaim_done(struct vbd *d, struct vbd_reclaim *run)
     t->reclaim_last = vb_now();
     if (run->err)
         vbd_log("target %s: gc after failed jobs: %s", t->name, vb_strerror(&run->e));
+    else if (t->repo2)
+        vbd_log("target %s: gc after failed jobs removed %llu packs (%s)%s%s%s", t->name,
+                (unsigned long long)run->rep2.packs_deleted,
+                vb_fmt_bytes(run->rep2.bytes_deleted, a, sizeof(a)),
+                run->rep2.lists_waiting ? "; condemned " : "",
+                run->rep2.lists_waiting ? vb_fmt_bytes(run->rep2.bytes_condemned, b, sizeof(b))
+                                        : "",
+                run->rep2.lists_waiting ? " wait for writers that were running" : "");
     else
         vbd_log("target %s: gc after failed jobs removed %llu chunks (%s) and %llu leftovers",
                 t->name, (unsigned long long)run->res.chunks_removed,
@@ -120,13 +138,13 @@ static gboolean on_reclaim(gpointer opaque)
             continue;
         if (target_used(d, t))
             continue;           /* a job's claim, or one about to be: later */
-        if (!g_atomic_pointer_get(&t->repo)) {
+        if (!g_atomic_pointer_get(&t->repo) && !g_atomic_pointer_get(&t->repo2)) {
             t->reclaim_wanted = false;      /* broken (targets.c): nothing to reclaim there */
             continue;
         }
         run = g_new0(struct vbd_reclaim, 1);
         run->t = t;
-        if (vb_repo_claim_exclusive(t->repo, &run->claim, &e)) {
+        if (!t->repo2 && vb_repo_claim_exclusive(t->repo, &run->claim, &e)) {
             g_free(run);        /* held by someone else (a restore, vbackupctl): later */
             continue;
         }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "repo2.h"
+#include "sink2.h"
 
 struct idx {
     struct vbd *d;
@@ -128,8 +129,10 @@ static struct vbd_snapinfo *info_of_v2(const struct vb_manifest *m)
     } else {
         i->files = m->files.entries;
         i->bytes = m->files.bytes;
-        for (size_t r = 0; r < m->files.nroots; r++)
-            g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "", m->files.roots[r]);
+        for (size_t r = 0; r < m->files.nroots; r++) {
+            g_autofree char *raw = vb2_files_root_raw(m, r);   /* bytes, as the guest sent */
+            g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "", raw);
+        }
         i->n_roots = m->files.nroots;
     }
     i->roots = g_string_free(rs, FALSE);

@@ -258,9 +258,10 @@ class Daemon:
 
 
 def stored(repo):
-    """Bytes of chunk files in the repository."""
+    """Bytes of data in the repository: chunk files (format 1), packs (format 2: data/)."""
     n = 0
-    for dirpath, _, files in os.walk(os.path.join(repo, "chunks")):
+    sub = "data" if os.path.exists(os.path.join(repo, "config")) else "chunks"
+    for dirpath, _, files in os.walk(os.path.join(repo, sub)):
         n += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files
                  if not f.startswith("."))
     return n
