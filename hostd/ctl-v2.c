@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sink2.h"
+#include "vbackup/protolib.h"
+
 #include "escape.h"
 #include "repo2.h"
 
@@ -34,6 +37,20 @@ int vbctl_fail(const char *what, const vb_error *e)
 bool vbctl_is_v2(const char *location)
 {
     return vb2_is_repository(location);
+}
+
+/* The group as the guest named it (a files snapshot vbackupd made keeps
+ * the bytes, sink2.h), escaped once when shown; the manifest's text when
+ * those are not UTF-8 (JSON holds text) or missing. */
+static char *group_of(const struct vb_manifest *m)
+{
+    char *g = m->type == VB_MF_FILES ? vb2_files_group_raw(m) : g_strdup(m->group ? m->group : "");
+
+    if (!vb_utf8_valid(g, strlen(g))) {
+        g_free(g);
+        g = g_strdup(m->group ? m->group : "");
+    }
+    return g;
 }
 
 /* The secret of the options (NULL: ask $VBACKUP_PASSWORD_FILE or a terminal). */
@@ -142,14 +159,17 @@ int vbctl_v2_snapshots(const char *location, int argc, char **argv)
         json_object *o = json_object_new_object();
         uint64_t size = m->type == VB_MF_DISK ? m->disk.size : m->files.bytes;
         g_autofree char *id = vbctl_esc(m->id);
-        g_autofree char *group = vbctl_esc(m->group && *m->group ? m->group : "-");
+        g_autofree char *graw = group_of(m);
+        g_autofree char *group = vbctl_esc(*graw ? graw : "-");
         char sz[32];
 
         json_object_object_add(o, "id", json_object_new_string(m->id));
         json_object_object_add(o, "vm", json_object_new_string(m->vm));
         json_object_object_add(o, "type", json_object_new_string(m->type == VB_MF_DISK
                                                                  ? "disk" : "files"));
-        json_object_object_add(o, "group", json_object_new_string(m->group ? m->group : ""));
+        json_object_object_add(o, "group", json_object_new_string(graw));
+        if (m->parent)
+            json_object_object_add(o, "parent", json_object_new_string(m->parent));
         json_object_object_add(o, "mode", json_object_new_string(m->mode ? m->mode : ""));
         json_object_object_add(o, "created_ns", json_object_new_int64(m->created_ns));
         json_object_object_add(o, "size", json_object_new_int64((int64_t)size));

@@ -9,6 +9,7 @@
 #include "vbackupd.h"
 
 #include "repo2.h"
+#include "vbackup/protolib.h"
 #include "sink2.h"
 
 #include <glib-unix.h>
@@ -143,7 +144,9 @@ static int list_v2(struct vbd_target *t, const char *vm, json_object *a, vb_erro
             json_object_object_add(o, "group", json_object_new_string(g));
             for (size_t r = 0; r < m->files.nroots; r++) {
                 g_autofree char *raw = vb2_files_root_raw(m, r);
-                json_object_array_add(roots, json_object_new_string(raw));
+                g_autofree char *esc = vb_utf8_valid(raw, strlen(raw)) ? NULL
+                                     : vb_escape(raw, strlen(raw));
+                json_object_array_add(roots, json_object_new_string(esc ? esc : raw));
             }
             json_object_object_add(o, "roots", roots);
             json_object_object_add(o, "bytes", json_object_new_int64((int64_t)m->files.bytes));

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "repo2.h"
+#include "vbackup/protolib.h"
 #include "sink2.h"
 
 struct idx {
@@ -130,8 +131,11 @@ static struct vbd_snapinfo *info_of_v2(const struct vb_manifest *m)
         i->files = m->files.entries;
         i->bytes = m->files.bytes;
         for (size_t r = 0; r < m->files.nroots; r++) {
-            g_autofree char *raw = vb2_files_root_raw(m, r);   /* bytes, as the guest sent */
-            g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "", raw);
+            /* as format 1 records a root: the guest's bytes, escaped when not UTF-8 */
+            g_autofree char *raw = vb2_files_root_raw(m, r);
+            g_autofree char *esc = vb_utf8_valid(raw, strlen(raw)) ? NULL
+                                 : vb_escape(raw, strlen(raw));
+            g_string_append_printf(rs, "%s%s", rs->len ? "\n" : "", esc ? esc : raw);
         }
         i->n_roots = m->files.nroots;
     }

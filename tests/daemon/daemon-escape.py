@@ -10,11 +10,12 @@ but the line ends, no line the guest wrote, only valid UTF-8; and
 as they are."""
 import os
 import struct
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
-from daemonlib import Daemon, check, log, make_ext4, random_files, workdir  # noqa: E402
+from daemonlib import VBACKUPCTL, Daemon, check, log, make_ext4, random_files, workdir  # noqa: E402
 
 FORGED = "vbackupd: job 1 (good, files): done"
 ESC = "\x1b]0;owned\x07\x1b[2J"
@@ -79,6 +80,12 @@ with workdir() as w:
                   f"vbackupctl snapshots does not show the group escaped:\n{out}")
         if args[0] == "job" and args[1] == str(rjob):
             check("\\033" in out and "nope\\n" in out, f"the reason is not shown escaped:\n{out}")
+    # the repository read directly shows the same, escaped once
+    r = subprocess.run([VBACKUPCTL, "--repo", d.targets["archive"], "snapshots"],
+                       capture_output=True)
+    out = clean_text("vbackupctl --repo snapshots", r.stdout)
+    check(r.returncode == 0 and "x\\n" + FORGED.replace(" ", "\\ ") in out,
+          f"vbackupctl --repo snapshots does not show the group escaped once:\n{out}")
     check(d.stop() == 0, "vbackupd did not exit cleanly")
     text = clean_text("the log", open(d.log_path, "rb").read())
     check("does not take fallback data" in text and "data/f\\n" in text,
