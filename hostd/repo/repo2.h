@@ -132,8 +132,10 @@ int vb2_key_remove(struct vb2_repo *r, const char *id, vb_error *e);
 /* ---- write sessions -------------------------------------------------------------------- */
 
 struct vb2_write_opts {
-    const char *vm;                  /* the snapshot's VM */
+    const char *vm;                  /* the snapshot's VM (shared: NULL) */
     const char *dedup_group;         /* NULL: the repository's id key */
+    bool shared;                     /* several snapshots, of several VMs, commit from it
+                                      * (vb2_write_commit_one) */
 };
 
 /*
@@ -158,6 +160,19 @@ void vb2_write_unref(struct vb2_write *w);
 int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
                   const void *data, size_t len, uint8_t id[VB_HASH_LEN], uint32_t *stored,
                   vb_error *e);
+/*
+ * The same with a budget of the caller's instead of the session's (each job
+ * of a shared session has its own; NULL charge: none).  A refusal fails
+ * only this put in a shared session (nothing was added), the session too
+ * otherwise.
+ */
+struct vb2_budget {
+    int (*charge)(void *opaque, int64_t bytes, vb_error *e);
+    void *opaque;
+};
+int vb2_write_put_budget(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
+                         const void *data, size_t len, uint8_t id[VB_HASH_LEN],
+                         uint32_t *stored, const struct vb2_budget *b, vb_error *e);
 /* Whether the blob exists for this session: stored by it, or in the index in
  * a pack that is not condemned.  For chunks referenced without their data. */
 bool vb2_write_has(struct vb2_write *w, const uint8_t id[VB_HASH_LEN]);
@@ -183,6 +198,21 @@ struct vb_stream_writer *vb2_write_stream_new(struct vb2_write *w, struct vb_cod
 int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, vb_error *e);
 /* End without a snapshot; a no-op once ended.  Safe from any thread. */
 void vb2_write_abort(struct vb2_write *w);
+
+/*
+ * A shared session (opts.shared): commit m, a snapshot of vm, with every
+ * blob put before this call, and go on.  New puts wait while the ones
+ * running finish (a blob another put was storing is in a pack then), the
+ * open packs are uploaded, an index file names what was uploaded since the
+ * last commit, the store is synced, then the manifest is put (charged to
+ * b, when given): the commit point.  Commits of one session take turns.
+ * A failed upload fails the session and every later commit; a refused
+ * charge or a commit that fails for its own manifest fails only itself.
+ * The session ends when its last reference goes (what no commit took is
+ * left for gc).
+ */
+int vb2_write_commit_one(struct vb2_write *w, struct vb_manifest *m, const char *vm,
+                         const struct vb2_budget *b, char **id_out, vb_error *e);
 
 /*
  * A budget for what the session adds (sink.h, vb_sink_set_charge): a put of

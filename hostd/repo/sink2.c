@@ -30,7 +30,27 @@ struct sink2 {
     GMutex mu;               /* guards disk */
     bool has_disk;
     struct vb_disk_sink disk;    /* the session's disk sink, made on first ask */
+    /* over a shared session (vb_sink_v2_shared): this job's end, budget and
+     * bytes; the session is the batch's */
+    bool shared;
+    gint ended;              /* atomic: aborted or committed */
+    vb_sink_charge_fn charge;
+    void *charge_opaque;
+    void (*charge_release)(void *);
+    int64_t added;           /* atomic: what this job's puts and commit were charged */
 };
+
+/* A shared session's budget for one job: the job's own charge, and its
+ * tally of what it added. */
+static int job_charge(void *opaque, int64_t bytes, vb_error *e)
+{
+    struct sink2 *s = opaque;
+    int ret = s->charge ? s->charge(s->charge_opaque, bytes, e) : 0;
+
+    if (!ret)
+        __atomic_fetch_add(&s->added, bytes, __ATOMIC_RELAXED);
+    return ret;
+}
 
 /* Text a manifest takes: as it is when plain, else escaped as `ls -b` shows
  * it (copy.c does the same with what it copies). */
@@ -48,8 +68,13 @@ static int k2_put(void *h, struct vb_codec *c, const void *data, size_t len, uin
                   uint32_t *stored, vb_error *e)
 {
     struct sink2 *s = h;
+    struct vb2_budget b = { job_charge, s };
 
-    return vb2_write_put(s->w, c, VB_BLOB_DATA, data, len, id, stored, e);
+    if (!s->shared)
+        return vb2_write_put(s->w, c, VB_BLOB_DATA, data, len, id, stored, e);
+    if (g_atomic_int_get(&s->ended))
+        return vb_seterr(e, -ECANCELED, "the backup was aborted");
+    return vb2_write_put_budget(s->w, c, VB_BLOB_DATA, data, len, id, stored, &b, e);
 }
 
 static bool k2_has(void *h, const uint8_t id[32])
@@ -320,10 +345,19 @@ static int k2_files_commit(void *h, const struct vb_files_commit *fc, char **id,
     if ((ret = vb2_write_stream(s->w, &c, fc->catalog, fc->catalog_len, &m->catalog, e)) ||
         (ret = vb2_write_stream(s->w, &c, ids->data, ids->len, &m->chunks, e)))
         goto out;
+    if (s->shared) {
+        /* the batch's session goes on; this job has ended either way */
+        struct vb2_budget b = { job_charge, s };
+        if (!g_atomic_int_compare_and_exchange(&s->ended, 0, 1))
+            ret = vb_seterr(e, -ECANCELED, "the backup was aborted");
+        else
+            ret = vb2_write_commit_one(s->w, m, s->vm, &b, id, e);
+        goto out;
+    }
     /* ends the session either way */
     ret = vb2_write_commit(s->w, m, id, e);
 out:
-    if (ret)
+    if (ret && !s->shared)
         vb2_write_abort(s->w);              /* a no-op once the commit ended it */
     if (codec)
         vb_codec_free(&c);
@@ -366,17 +400,40 @@ static const char *k2_warning(void *h)
 
 static uint64_t k2_added(void *h)
 {
-    return vb2_write_added(((struct sink2 *)h)->w);
+    struct sink2 *s = h;
+    int64_t n;
+
+    if (!s->shared)
+        return vb2_write_added(s->w);
+    n = __atomic_load_n(&s->added, __ATOMIC_RELAXED);
+    return n > 0 ? (uint64_t)n : 0;
 }
 
 static void k2_set_charge(void *h, vb_sink_charge_fn fn, void *opaque, void (*release)(void *))
 {
-    vb2_write_set_charge(((struct sink2 *)h)->w, fn, opaque, release);
+    struct sink2 *s = h;
+
+    if (!s->shared) {
+        vb2_write_set_charge(s->w, fn, opaque, release);
+        return;
+    }
+    if (s->charge_release)
+        s->charge_release(s->charge_opaque);
+    s->charge = fn;
+    s->charge_opaque = opaque;
+    s->charge_release = release;
 }
 
+/* A shared session is the batch's: a job's abort ends only the job (what
+ * it stored is left for gc, as a failed session's is). */
 static void k2_abort(void *h)
 {
-    vb2_write_abort(((struct sink2 *)h)->w);
+    struct sink2 *s = h;
+
+    if (s->shared)
+        g_atomic_int_set(&s->ended, 1);
+    else
+        vb2_write_abort(s->w);
 }
 
 static void k2_free(void *h)
@@ -386,6 +443,8 @@ static void k2_free(void *h)
     if (s->has_disk)
         vb2_disk_sink_end(&s->disk);
     vb2_write_unref(s->w);                  /* the last one: aborts a session never ended */
+    if (s->charge_release)
+        s->charge_release(s->charge_opaque);
     g_mutex_clear(&s->mu);
     g_free(s->location);
     g_free(s->vm);
@@ -429,6 +488,33 @@ int vb_sink_v2(struct vb2_repo *r, const char *location, const char *vm,
     }
     vb2_repo_info(r, &info);
     s->r = r;
+    s->location = g_strdup(location);
+    s->vm = g_strdup(vm);
+    s->dedup_group = dedup_group && dedup_group[0] ? g_strdup(dedup_group) : NULL;
+    s->zstd_level = info.zstd_level;
+    g_mutex_init(&s->mu);
+    *out = vb_sink_new(&sink_v2_ops, s);
+    return 0;
+}
+
+int vb_sink_v2_shared(struct vb2_repo *r, struct vb2_write *w, const char *location,
+                      const char *vm, const char *dedup_group, struct vb_sink **out,
+                      vb_error *e)
+{
+    struct vb2_repo_info info;
+    struct sink2 *s;
+    uint8_t raw[16];
+
+    *out = NULL;
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return vb_seterr(e, -EIO, "begin a backup of %s: no random bytes for its token "
+                         "(libcrypto's RAND_bytes failed)", vm ? vm : "(none)");
+    s = g_new0(struct sink2, 1);
+    vb_hex(raw, sizeof(raw), s->token);
+    vb2_repo_info(r, &info);
+    s->r = r;
+    s->w = vb2_write_ref(w);
+    s->shared = true;
     s->location = g_strdup(location);
     s->vm = g_strdup(vm);
     s->dedup_group = dedup_group && dedup_group[0] ? g_strdup(dedup_group) : NULL;

@@ -27,6 +27,19 @@ int vb_sink_v2(struct vb2_repo *r, const char *location, const char *vm,
                const char *dedup_group, struct vb_sink **out, vb_error *e);
 
 /*
+ * A sink for one file job over a session shared by the jobs of a batch
+ * (vb2_write_begin with opts.shared, the caller's reference kept; the sink
+ * takes one of its own): blobs one job stores are found by the others at
+ * once.  Each job has its own token, budget (vb_sink_set_charge: charged
+ * per put, not per session) and commit (vb2_write_commit_one); its abort
+ * ends only the job.  vb_sink_added is what its puts and commit were
+ * charged.  Files snapshots only: vb_sink_disk's commit is refused.
+ */
+int vb_sink_v2_shared(struct vb2_repo *r, struct vb2_write *w, const char *location,
+                      const char *vm, const char *dedup_group, struct vb_sink **out,
+                      vb_error *e);
+
+/*
  * A files manifest's group and root i as the guest sent them (g_malloc'd),
  * kept by the commit as base64 beside the manifest's text (which is plain,
  * or escaped as ls -b shows it); the text when a manifest lacks them

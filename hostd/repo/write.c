@@ -120,6 +120,7 @@ struct upload {
     uint8_t id[VB_OBJ_ID_LEN];
     struct vb_pack_entry *ents;
     uint32_t count;
+    unsigned ep;                      /* the epoch it was queued in (commit_one) */
 };
 
 struct vb2_write {
@@ -160,6 +161,13 @@ struct vb2_write {
     void *charge_opaque;
     void (*charge_release)(void *opaque);
     uint64_t manifest_bytes;          /* the committed manifest's stored length */
+    /* shared sessions (vb2_write_commit_one) */
+    bool shared;
+    bool draining;                    /* a commit waits for running puts: new ones wait */
+    unsigned epoch;                   /* commits so far; uploads queued in epoch e count in */
+    unsigned inflight_ep[2];          /* inflight_ep[e & 1] (commits take turns: at most
+                                       * two epochs have uploads in flight) */
+    GMutex commit_mu;                 /* commits take turns */
 };
 
 /* Under mu: remember the first failure; the session can no longer commit. */
@@ -181,6 +189,14 @@ static void upload_free(struct upload *u)
     free(u->data);
     free(u->ents);
     free(u);
+}
+
+/* Under mu: an upload is over (done, failed or dropped). */
+static void upload_over_locked(struct vb2_write *w, struct upload *u)
+{
+    w->inflight--;
+    w->inflight_ep[u->ep & 1]--;
+    g_cond_broadcast(&w->cond);
 }
 
 /* Put the uploaded packs' entries into an index file now (bounded memory).
@@ -226,8 +242,7 @@ static gpointer uploader(gpointer opaque)
         u = g_queue_pop_head(&w->queue);
         if (w->ended && !w->writing) {
             /* aborted: what is queued is garbage anyway */
-            w->inflight--;
-            g_cond_broadcast(&w->cond);
+            upload_over_locked(w, u);
             upload_free(u);
             continue;
         }
@@ -252,11 +267,12 @@ static gpointer uploader(gpointer opaque)
                 g_array_append_val(w->ents, x);
             }
             w->st.packs++;
-            if (w->ents->len >= w->r->index_file_records)
+            /* a shared session's commits write its index files (a commit
+             * waits for its epoch's uploads, not for spills) */
+            if (!w->shared && w->ents->len >= w->r->index_file_records)
                 spill_locked(w);
         }
-        w->inflight--;
-        g_cond_broadcast(&w->cond);
+        upload_over_locked(w, u);
         upload_free(u);
     }
     g_mutex_unlock(&w->mu);
@@ -298,6 +314,8 @@ static int ship(struct vb2_write *w, struct vb_pack_writer *pw, vb_error *e)
         return vb_seterr(e, -ECANCELED, "the backup was aborted");
     }
     w->inflight++;
+    u->ep = w->epoch;
+    w->inflight_ep[u->ep & 1]++;
     g_queue_push_tail(&w->queue, u);
     g_cond_broadcast(&w->cond);
     g_mutex_unlock(&w->mu);
@@ -385,14 +403,16 @@ int vb2_write_begin(struct vb2_repo *r, const struct vb2_write_opts *o, struct v
         return vb_seterr(e, -EROFS, "begin a backup: the repository was opened read-only");
     char probe[VB_SNAP_ID_MAX];
 
-    if (!o || !o->vm || vb_snap_id_make(o->vm, 0, 0, probe, NULL))
+    if (!o || (!o->shared && (!o->vm || vb_snap_id_make(o->vm, 0, 0, probe, NULL))))
         return vb_seterr(e, -EINVAL, "begin a backup: '%s' is not a valid VM name (letters, "
                          "digits, . _ -; at most 64)", o && o->vm ? o->vm : "(none)");
     w = calloc(1, sizeof(*w));
     if (!w)
         return vb_seterr(e, -ENOMEM, "out of memory");
     w->r = r;
-    snprintf(w->vm, sizeof(w->vm), "%s", o->vm);
+    w->shared = o->shared;
+    g_mutex_init(&w->commit_mu);
+    snprintf(w->vm, sizeof(w->vm), "%s", o->vm ? o->vm : "(shared)");
     if (o->dedup_group && *o->dedup_group)
         w->group = strdup(o->dedup_group);
     g_mutex_init(&w->mu);
@@ -471,7 +491,7 @@ static void end_locked(struct vb2_write *w)
     w->ended = true;
     /* what is still queued is garbage: drop it */
     while ((u = g_queue_pop_head(&w->queue))) {
-        w->inflight--;
+        upload_over_locked(w, u);
         upload_free(u);
     }
     for (int t = 0; t < 2; t++) {
@@ -534,6 +554,7 @@ void vb2_write_unref(struct vb2_write *w)
     OPENSSL_cleanse(w->idkey, sizeof(w->idkey));
     g_cond_clear(&w->cond);
     g_mutex_clear(&w->mu);
+    g_mutex_clear(&w->commit_mu);
     free(w);
 }
 
@@ -647,9 +668,10 @@ static int encode_room(struct vb_codec *c, size_t need)
     return 0;
 }
 
-int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
-                  const void *data, size_t len, uint8_t id[VB_HASH_LEN], uint32_t *stored,
-                  vb_error *e)
+/* b: the caller's budget, or NULL: the session's. */
+static int put_blob(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
+                    const void *data, size_t len, uint8_t id[VB_HASH_LEN], uint32_t *stored,
+                    const struct vb2_budget *b, vb_error *e)
 {
     struct vb_pack_entry ent = { .type = (uint8_t)t };
     struct vb_pack_writer *full = NULL;
@@ -657,6 +679,7 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
     void *charge_opaque;
     int64_t charged = 0;
     size_t slen = 0;
+    bool refused = false;
     int ret, slot = t == VB_BLOB_META;
 
     if (stored)
@@ -674,6 +697,10 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
         return 0;
     }
     g_mutex_lock(&w->mu);
+    /* a commit of a shared session is making every blob in `own` reach a
+     * pack: none may join it until then */
+    while (w->draining && !w->ended)
+        g_cond_wait(&w->cond, &w->mu);
     if (w->ended || w->abort_wanted) {
         g_mutex_unlock(&w->mu);
         return vb_seterr(e, -ECANCELED, "the backup was aborted");
@@ -689,8 +716,8 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
         return vb_seterr(e, -ENOMEM, "out of memory");
     }
     w->puts++;
-    charge = w->charge;
-    charge_opaque = w->charge_opaque;
+    charge = b ? b->charge : w->charge;
+    charge_opaque = b ? b->opaque : w->charge_opaque;
     g_mutex_unlock(&w->mu);
 
     /* the budget: the most this blob can add, before anything is spent on
@@ -699,8 +726,10 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
     if (charge) {
         charged = (int64_t)vb_blob_bound(&w->r->keys, len);
         ret = charge_now(charge, charge_opaque, charged, e);
-        if (ret)
+        if (ret) {
             charged = 0;
+            refused = true;
+        }
     }
     vb_codec_set_level(c, w->r->zstd_level);
     if (!ret && encode_room(c, vb_blob_bound(&w->r->keys, len)))
@@ -745,13 +774,33 @@ int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
 
     g_mutex_lock(&w->mu);
     if (ret) {
-        if (ret != -ECANCELED)
+        /* a refused charge added nothing: in a shared session it is the
+         * job's failure, not the session's */
+        if (ret != -ECANCELED && !(refused && w->shared))
             fail_locked(w, ret, e);
         idset_del(&w->own, id);
     }
-    w->puts--;                        /* nobody waits for this: no wake-up, no syscall */
+    w->puts--;
+    if (w->draining && !w->puts)      /* otherwise nobody waits: no wake-up, no syscall */
+        g_cond_broadcast(&w->cond);
     g_mutex_unlock(&w->mu);
     return ret ? ret : 1;
+}
+
+int vb2_write_put(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
+                  const void *data, size_t len, uint8_t id[VB_HASH_LEN], uint32_t *stored,
+                  vb_error *e)
+{
+    return put_blob(w, c, t, data, len, id, stored, NULL, e);
+}
+
+int vb2_write_put_budget(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t,
+                         const void *data, size_t len, uint8_t id[VB_HASH_LEN],
+                         uint32_t *stored, const struct vb2_budget *b, vb_error *e)
+{
+    static const struct vb2_budget none = { 0 };
+
+    return put_blob(w, c, t, data, len, id, stored, b ? b : &none, e);
 }
 
 /* ---- streams ---------------------------------------------------------------------------------- */
@@ -802,16 +851,17 @@ struct vb_stream_writer *vb2_write_stream_new(struct vb2_write *w, struct vb_cod
 /* ---- commit ---------------------------------------------------------------------------------- */
 
 /* Pick the first free "<vm>/<time>[-n]" among the snapshots listed now. */
-static int pick_id(struct vb2_write *w, int64_t created_ns, char *id, vb_error *e)
+static int pick_id(struct vb2_write *w, const char *vm, int64_t created_ns, char *id,
+                   vb_error *e)
 {
     GPtrArray *list;
-    int ret = vb2_snap_list(w->r, w->vm, &list, NULL, e);
+    int ret = vb2_snap_list(w->r, vm, &list, NULL, e);
 
     if (ret)
         return ret;
     for (unsigned n = 1; n <= 99999; n++) {
         bool taken = false;
-        ret = vb_snap_id_make(w->vm, created_ns, n, id, e);
+        ret = vb_snap_id_make(vm, created_ns, n, id, e);
         if (ret)
             break;
         for (guint i = 0; i < list->len && !taken; i++)
@@ -822,7 +872,7 @@ static int pick_id(struct vb2_write *w, int64_t created_ns, char *id, vb_error *
     }
     g_ptr_array_free(list, TRUE);
     if (ret == -EEXIST)
-        ret = vb_seterr(e, -EEXIST, "too many snapshots of %s in one second", w->vm);
+        ret = vb_seterr(e, -EEXIST, "too many snapshots of %s in one second", vm);
     return ret;
 }
 
@@ -859,6 +909,8 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
 
     if (id_out)
         *id_out = NULL;
+    if (w->shared)
+        return vb_seterr(e, -EINVAL, "commit: a shared session commits with commit_one");
     g_mutex_lock(&w->mu);
     if (!m && !w->ended && !w->abort_wanted)
         ret = vb_seterr(e, -EINVAL, "commit without a manifest");
@@ -914,7 +966,7 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
         snprintf(m->vm, sizeof(m->vm), "%s", w->vm);
         if (!m->created_ns)
             m->created_ns = w->started_ns;
-        ret = m->id[0] ? keep_id(w, m->id, e) : pick_id(w, m->created_ns, m->id, e);
+        ret = m->id[0] ? keep_id(w, m->id, e) : pick_id(w, w->vm, m->created_ns, m->id, e);
     }
     if (!ret)
         ret = vb2_random(obj, sizeof(obj), e);
@@ -970,6 +1022,154 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
         vb_prefixerr(e, "commit the backup of %s", w->vm);
     return ret;
 }
+
+int vb2_write_commit_one(struct vb2_write *w, struct vb_manifest *m, const char *vm,
+                         const struct vb2_budget *b, char **id_out, vb_error *e)
+{
+    struct vb2_repo *r = w->r;
+    struct vb_pack_writer *last[2] = { NULL, NULL };
+    GArray *packs = NULL, *ents = NULL;
+    uint8_t obj[16], *stored = NULL;
+    char name[VB_OBJ_NAME_MAX], probe[VB_SNAP_ID_MAX];
+    int64_t charged = 0;
+    size_t len = 0;
+    unsigned n = 0, old;
+    int ret = 0;
+
+    if (id_out)
+        *id_out = NULL;
+    if (!w->shared)
+        return vb_seterr(e, -EINVAL, "commit_one: the session is not shared");
+    if (!m || !vm || vb_snap_id_make(vm, 0, 0, probe, NULL))
+        return vb_seterr(e, -EINVAL, "commit a backup: '%s' is not a valid VM name",
+                         vm ? vm : "(none)");
+    g_mutex_lock(&w->commit_mu);
+    g_mutex_lock(&w->mu);
+    if (w->ended || w->abort_wanted)
+        ret = vb_seterr(e, -ECANCELED, "the backup was aborted");
+    else if (w->failed)
+        ret = vb_seterr(e, w->fail_err.code ? w->fail_err.code : -EIO,
+                        "a blob of this backup could not be stored: %s",
+                        vb_strerror(&w->fail_err));
+    if (!ret) {
+        /* 1. every blob in `own` reaches a pack: puts running finish, new
+         * ones wait; then the open packs are this commit's to upload */
+        w->draining = true;
+        while (w->puts && !w->ended)
+            g_cond_wait(&w->cond, &w->mu);
+        last[0] = w->open[0];
+        last[1] = w->open[1];
+        w->open[0] = w->open[1] = NULL;
+        w->draining = false;
+        g_cond_broadcast(&w->cond);
+        w->writing++;
+    }
+    g_mutex_unlock(&w->mu);
+    if (ret) {
+        g_mutex_unlock(&w->commit_mu);
+        vb_prefixerr(e, "commit the backup of %s", vm);
+        return ret;
+    }
+
+    /* 2. the open packs, and every upload queued before (not the ones
+     * other jobs' puts queue meanwhile: their epoch is the next) */
+    for (int t = 0; t < 2; t++) {
+        if (last[t] && !ret)
+            ret = ship(w, last[t], e);
+        else
+            vb_pack_writer_free(last[t]);
+    }
+    g_mutex_lock(&w->mu);
+    old = w->epoch & 1;
+    w->epoch++;
+    while (w->inflight_ep[old] && !w->failed)
+        g_cond_wait(&w->cond, &w->mu);
+    if (!ret && w->failed)
+        ret = vb_seterr(e, w->fail_err.code ? w->fail_err.code : -EIO, "%s",
+                        vb_strerror(&w->fail_err));
+    if (!ret) {
+        packs = w->packs;
+        ents = w->ents;
+        w->packs = g_array_new(FALSE, FALSE, sizeof(struct vb_pack_id));
+        w->ents = g_array_new(FALSE, FALSE, sizeof(struct vb_index_entry));
+    }
+    g_mutex_unlock(&w->mu);
+
+    /* 3. an index file for what was uploaded since the last commit, then
+     * everything durable */
+    if (!ret && ents->len)
+        ret = vb2_put_index(r, (struct vb_index_entry *)ents->data, ents->len,
+                            (const struct vb_pack_id *)packs->data, packs->len, &n, e);
+    if (!ret)
+        ret = vb_store_sync(r->s, e);
+    if (ret && ents) {
+        /* uploaded, not indexed: a store that fails fails the session (its
+         * packs are gc's) */
+        g_mutex_lock(&w->mu);
+        fail_locked(w, ret, e);
+        g_mutex_unlock(&w->mu);
+    }
+
+    /* 4. the manifest */
+    if (!ret) {
+        free(m->dedup_group);
+        m->dedup_group = w->group ? strdup(w->group) : NULL;
+        snprintf(m->vm, sizeof(m->vm), "%s", vm);
+        if (!m->created_ns)
+            m->created_ns = vb_wall_ns();
+        ret = m->id[0] ? vb_seterr(e, -EINVAL, "a shared session picks the snapshot's id")
+                       : pick_id(w, vm, m->created_ns, m->id, e);
+    }
+    if (!ret)
+        ret = vb2_random(obj, sizeof(obj), e);
+    if (!ret) {
+        vb_hex(obj, sizeof(obj), m->object);
+        ret = vb_manifest_seal(&r->keys, m, &stored, &len, e);
+    }
+    if (!ret && b && b->charge && !(ret = charge_now(b->charge, b->opaque, (int64_t)len, e)))
+        charged = (int64_t)len;
+    if (!ret) {
+        vb_obj_name(VB_OBJ_SNAPSHOT, obj, name);
+        /* the commit point, refused when the lease may have expired (gc may
+         * have judged this writer gone).  Nothing can abort a shared session
+         * meanwhile: the caller holds a reference. */
+        g_mutex_lock(&w->mu);
+        if (w->lease_lost ||
+            !vb_lease_safe(&w->lease, vb_lease_mono_now(), r->lease_expiry_ns,
+                           r->lease_margin_ns))
+            ret = vb_seterr(e, -ESTALE, "the session's lease %s may have expired: not "
+                            "committing", w->lease.name);
+        g_mutex_unlock(&w->mu);
+        if (!ret)
+            ret = vb_store_put(r->s, name, stored, len, VB_PUT_NOREPLACE | VB_PUT_SYNC, e);
+    }
+    if (!ret) {
+        GByteArray gb = { .data = stored, .len = (guint)len };
+        vb2_snap_cache_put(r, m->object, &gb);
+        g_mutex_lock(&w->mu);
+        w->manifest_bytes += len;
+        g_mutex_unlock(&w->mu);
+    } else if (b) {
+        give_back(b->charge, b->opaque, charged);
+    }
+    free(stored);
+    if (!ret && id_out)
+        *id_out = strdup(m->id);
+    if (packs)
+        g_array_free(packs, TRUE);
+    if (ents)
+        g_array_free(ents, TRUE);
+
+    g_mutex_lock(&w->mu);
+    w->index_files += n;
+    w->writing--;
+    g_mutex_unlock(&w->mu);
+    g_mutex_unlock(&w->commit_mu);
+    if (ret)
+        vb_prefixerr(e, "commit the backup of %s", vm);
+    return ret;
+}
+
 
 void vb2_write_stats(struct vb2_write *w, struct vb2_write_stats *st)
 {

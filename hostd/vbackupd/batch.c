@@ -16,6 +16,8 @@
  */
 #include "vbackupd.h"
 
+#include "repo2.h"
+
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -564,6 +566,7 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
     struct vbp_batch *b = c->b;
     vb_error e = { 0 };
     unsigned planned = 0;
+    GHashTable *shared;
 
     if (vbd_psi_read(c->psi_dir, &b->load, &e)) {
         batch_note(c->report, "batch %llu: host load unknown: %s", (unsigned long long)b->id,
@@ -571,6 +574,10 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
         b->load.now_ns = vb_wall_ns();
     }
     b->max_read_bytes = 4u << 20;
+    /* format 2: the files jobs of this batch with one target and dedup
+     * group write through one session (targets.c) */
+    shared = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                   (GDestroyNotify)vb2_write_unref);
     for (guint i = 0; i < c->n; i++) {
         struct jobplan *jp = &c->jp[i];
         struct vbd_job *j = jp->job;
@@ -578,7 +585,9 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
         struct vbp_job *pj;
 
         if (!ws) {
-            jp->claim_err = vbd_claim_work(j->target, j->vm, &jp->ws, &jp->claim_e);
+            jp->claim_err = j->kind == VB_KIND_FILES
+                ? vbd_target_begin_shared(j->target, j->vm, shared, &jp->ws, &jp->claim_e)
+                : vbd_claim_work(j->target, j->vm, &jp->ws, &jp->claim_e);
             if (jp->claim_err)
                 continue;                           /* not in this batch */
             ws = jp->ws;
@@ -599,6 +608,7 @@ static void cut_work(struct vb_work *work, struct vb_codec *codec)
         }
         planned++;
     }
+    g_hash_table_destroy(shared);             /* the jobs' sinks hold the sessions */
     /* the jobs' entries in the batch, now that no job is added any more */
     for (guint i = 0; i < c->n; i++) {
         struct jobplan *jp = &c->jp[i];

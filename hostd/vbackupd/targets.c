@@ -151,6 +151,34 @@ int vbd_target_begin(struct vbd_target *t, const struct vbd_vm *vm, struct vb_si
     return ret;
 }
 
+int vbd_target_begin_shared(struct vbd_target *t, const struct vbd_vm *vm, GHashTable *batch,
+                            struct vb_sink **out, vb_error *e)
+{
+    struct vb2_repo *r2;
+    struct vb2_write *w;
+    g_autofree char *key = NULL, *where = NULL;
+    int ret;
+
+    *out = NULL;
+    if ((ret = vbd_target_open(t, e)))
+        return ret;
+    if (!batch || !(r2 = g_atomic_pointer_get(&t->repo2)))
+        return vbd_target_begin(t, vm, out, e);
+    key = g_strdup_printf("%s\n%s", t->name, vm->dedup_group ? vm->dedup_group : "");
+    if (!(w = g_hash_table_lookup(batch, key))) {
+        struct vb2_write_opts wo = { .dedup_group = vm->dedup_group, .shared = true };
+        if ((ret = vb2_write_begin(r2, &wo, &w, e))) {
+            vbd_log("target %s: a batch's backups could not begin: %s", t->name,
+                    vb_strerror(e));
+            return vb_seterr(e, ret, "target '%s' cannot take backups now; the host's log "
+                             "has details", t->name);
+        }
+        g_hash_table_insert(batch, g_strdup(key), w);
+    }
+    where = realpath(t->path, NULL);
+    return vb_sink_v2_shared(r2, w, where ? where : t->path, vm->name, vm->dedup_group, out, e);
+}
+
 char *vbd_target_broken(struct vbd_target *t)
 {
     char *why;

@@ -718,6 +718,12 @@ int vbd_open_v2(const char *location, const char *password_file, const char *cre
  * the store); -EBUSY while a format 1 gc holds the repository. */
 int vbd_target_begin(struct vbd_target *t, const struct vbd_vm *vm, struct vb_sink **out,
                      vb_error *e);
+/* The same for a files job of a batch: on a format 2 target the jobs of one
+ * batch with one dedup group share a session (batch: key -> vb2_write, the
+ * caller's table; it unrefs them with vb2_write_unref), so that what one
+ * stores the others find at once; format 1 shares through its folder. */
+int vbd_target_begin_shared(struct vbd_target *t, const struct vbd_vm *vm, GHashTable *batch,
+                            struct vb_sink **out, vb_error *e);
 /* Why the target could not be opened, as last logged (g_malloc'd), or NULL. */
 char *vbd_target_broken(struct vbd_target *t);
 /* 0 when new snapshots can be written (not a read-only file system); else

@@ -694,6 +694,130 @@ static void test_disk(void)
     trepo_free(&t);
 }
 
+/* ---- a session shared by the jobs of a batch --------------------------------------------- */
+
+struct shared_job {
+    struct vb_sink *s;
+    struct tfiles f;
+    int ret;
+    vb_error e;
+};
+
+static gpointer shared_build(gpointer opaque)
+{
+    struct shared_job *j = opaque;
+
+    j->ret = tfiles_build(j->s, &j->f, &j->e);
+    return NULL;
+}
+
+/*
+ * Three jobs of three VMs back up the same tree at once through one shared
+ * session: the data is stored once; one job aborts, one is refused by its
+ * budget, and neither fails the others' commits; each committed snapshot
+ * reads back; gc condemns nothing a snapshot names and verify passes.
+ */
+static void test_shared(void)
+{
+    static const char *vms[] = { "clone1", "clone2", "clone3", "clone4" };
+    struct shared_job jobs[4];
+    struct vb2_write_opts wo = { .shared = true };
+    struct vb2_write_stats st;
+    struct budget tight = { .limit = 1 };
+    struct trepo t;
+    struct vb2_write *w;
+    GThread *th[4];
+    vb_error e = { 0 };
+    char *ids[4] = { 0 };
+
+    trepo_init(&t, VB_AEAD_CHACHA20POLY1305, 0);
+    g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+    for (int i = 0; i < 4; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        g_assert_cmpint(vb_sink_v2_shared(t.r, w, "/repo", vms[i], NULL, &jobs[i].s, &e), ==, 0);
+    }
+    vb_sink_set_charge(jobs[3].s, budget_charge, &tight, budget_release);
+    for (int i = 0; i < 4; i++)
+        th[i] = g_thread_new("job", shared_build, &jobs[i]);
+    for (int i = 0; i < 4; i++)
+        g_thread_join(th[i]);
+    for (int i = 0; i < 3; i++)
+        g_assert_cmpint(jobs[i].ret, ==, 0);
+    /* the budget refused clone4's first new chunk, if it came first, or found
+     * every chunk stored by the others: either way it refused or added nothing */
+    g_assert_true(jobs[3].ret == -EDQUOT || vb_sink_added(jobs[3].s) == 0);
+    if (jobs[3].ret)
+        g_assert_nonnull(strstr(vb_strerror(&jobs[3].e), "quota"));
+    /* three distinct chunks, however many jobs put them */
+    vb2_write_stats(w, &st);
+    g_assert_cmpuint(st.blobs_new, ==, 3);
+
+    /* clone2 aborts: the others commit all the same */
+    vb_sink_abort(jobs[1].s);
+    g_assert_cmpint(tfiles_commit(jobs[1].s, &jobs[1].f, &(struct tcommit){ .created_ns = at(0) },
+                                  &ids[1], &e), ==, -ECANCELED);
+    for (int i = 0; i < 3; i += 2) {
+        struct tcommit tc = { .created_ns = at(i) };
+        if (tfiles_commit(jobs[i].s, &jobs[i].f, &tc, &ids[i], &e))
+            g_error("commit %s: %s", vms[i], vb_strerror(&e));
+        g_assert_cmpstr(vb_sink_token(jobs[i].s), !=, vb_sink_token(jobs[(i + 1) % 4].s));
+    }
+    /* a job whose commit came and went cannot put any more; the session goes on */
+    {
+        uint8_t buf[4096], id[32];
+        struct vb_codec c;
+        memset(buf, 7, sizeof(buf));
+        g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+        g_assert_cmpint(vb_sink_put(jobs[0].s, &c, buf, sizeof(buf), id, NULL, &e), ==,
+                        -ECANCELED);
+        g_assert_cmpint(vb_sink_put(jobs[3].s, &c, buf, sizeof(buf), id, NULL, &e), <=, 1);
+        vb_codec_free(&c);
+    }
+    for (int i = 0; i < 4; i++) {
+        vb_sink_unref(jobs[i].s);
+        tfiles_clear(&jobs[i].f);
+    }
+    g_assert_cmpint(tight.releases, ==, 1);
+    vb2_write_unref(w);
+
+    /* both snapshots read back; the data is in the repository once */
+    {
+        struct vb_sr *sr = sr_open(&t);
+        struct vb2_gc_report rep = { 0 };
+        struct vb2_verify_report vr = { 0 };
+        struct vb2_verify_opts vo = { .read_data = true };
+        for (int i = 0; i < 3; i += 2) {
+            struct vb_sr_snap *ss;
+            const struct vb_catalog *cat;
+            g_assert_cmpint(vb_sr_snap_open(sr, ids[i], &ss, &e), ==, 0);
+            cat = vb_sr_files_catalog(ss);
+            for (uint64_t k = 0; k < cat->n_chunks; k++) {
+                const struct vb_cat_chunk *ch = &cat->c[k];
+                uint8_t *buf;
+                if (ch->flags & VB_CATC_ZERO)
+                    continue;
+                buf = g_malloc(ch->len);
+                g_assert_cmpint(vb_sr_read_chunk(sr, vb_sr_snap_space(ss), ch->id, buf, ch->len,
+                                                 &e), ==, 0);
+                g_free(buf);
+            }
+            vb_sr_snap_close(ss);
+        }
+        vb_sr_close(sr);
+        g_assert_cmpuint(sr_count(&t, "clone2"), ==, 0);
+        g_assert_cmpint(vb2_gc(t.r, NULL, &rep, &e), ==, 0);
+        g_assert_cmpuint(rep.snapshots, ==, 2);
+        g_assert_cmpuint(rep.packs_condemned, ==, 0);
+        g_assert_cmpint(vb2_verify(t.r, &vo, &vr, &e), ==, 0);
+        g_assert_cmpuint(vr.problems->len, ==, 0);
+        g_assert_cmpuint(vr.blobs, >=, 3);
+        vb2_verify_report_free(&vr);
+    }
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    trepo_free(&t);
+}
+
 int main(int argc, char **argv)
 {
     g_autofree char *cache = g_dir_make_tmp("vb-sink2-cache-XXXXXX", NULL);
@@ -707,6 +831,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-sink2/parent", test_parent);
     g_test_add_func("/repo-sink2/charge", test_charge);
     g_test_add_func("/repo-sink2/disk", test_disk);
+    g_test_add_func("/repo-sink2/shared", test_shared);
     ret = g_test_run();
     vb_rm_rf_at(AT_FDCWD, cache);
     return ret;
