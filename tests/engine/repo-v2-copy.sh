@@ -13,8 +13,9 @@
 # and restored by restore-files equal field by field to version 1's restore,
 # a second copy storing nothing, verify --read-data clean, and gc repacking a
 # pack they share with a forgotten snapshot without losing a chunk.  Wrong
-# and missing passwords, commands not there yet on v2, and copies the wrong
-# way round give clear errors.
+# and missing passwords, commands not there yet on v2, and copies into a
+# version 1 repository give clear errors (copies between version 2 ones:
+# repo-v2-copy2.sh).
 source "$(dirname "$0")/../lib.sh"
 requires qemu-img
 requires qemu-io
@@ -355,7 +356,7 @@ rc=0; "$V" --repo "$V2" restore-files "$full" --to rf > out 2>&1 || rc=$?
 rc=0; "$V" --repo "$V2" repair > out 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "repair on v2: exit $rc: $(cat out)"
 rc=0; "$V" copy --from "$V2" --to "$V1" > out 2>&1 || rc=$?
-[ "$rc" = 1 ] && grep -q "is a version 2 repository" out || fail "copy from v2: $(cat out)"
+[ "$rc" = 1 ] && grep -q "$V1 is not a version 2 repository" out || fail "copy from v2 into v1: $(cat out)"
 mkdir v1b && "$V" --repo v1b init >/dev/null
 rc=0; "$V" copy --from "$V1" --to v1b > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is not a version 2 repository" out || fail "copy to v1: $(cat out)"
