@@ -248,29 +248,7 @@ restored_same() {
     rm -rf "$T/ra" "$T/rb"
     "$V" --repo "$V1" --quiet restore-files "$2" --to "$T/ra" --xattrs=all || fail "restore-files $2 from v1"
     "$V" --repo "$1" --quiet restore-files "$2" --to "$T/rb" --xattrs=all || fail "restore-files $2 from $1"
-    python3 - "$T/ra" "$T/rb" <<'PY' || fail "restore-files $2 from $1 differs from version 1's"
-import hashlib, os, stat, sys
-
-def tree(top):
-    out = {}
-    for d, dirs, files in os.walk(top):
-        for n in dirs + files:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            rec = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_nlink,
-                   st.st_mtime_ns, st.st_blocks,
-                   sorted((x, os.getxattr(p, x, follow_symlinks=False))
-                          for x in os.listxattr(p, follow_symlinks=False)))
-            if stat.S_ISLNK(st.st_mode):
-                rec += (os.readlink(p),)
-            elif stat.S_ISREG(st.st_mode):
-                rec += (hashlib.sha256(open(p, "rb").read()).hexdigest(),)
-            out[os.path.relpath(p, top)] = rec
-    return out
-
-a, b = tree(sys.argv[1]), tree(sys.argv[2])
-assert a and a == b, [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-PY
+    trees_same "$T/ra" "$T/rb" || fail "restore-files $2 from $1 differs from version 1's"
 }
 
 # files_gc REPO: old forgotten, gc repacks its pack; tree keeps every chunk
