@@ -158,13 +158,14 @@ void vb_sr_info_free(struct vb_sr_info *i)
     g_free(i);
 }
 
-/* A copy of its own: the copies go to other threads (an export's) */
-static json_object *json_dup(json_object *o)
+/* A copy of its own (an info is handed to other threads: an export's) of an
+ * object, or an empty object */
+static json_object *object_or_empty(json_object *o)
 {
     json_object *c = NULL;
 
-    if (o && json_object_deep_copy(o, &c, NULL))
-        c = json_object_new_object();
+    if (!o || !json_object_is_type(o, json_type_object) || json_object_deep_copy(o, &c, NULL))
+        return json_object_new_object();
     return c;
 }
 
@@ -184,9 +185,9 @@ struct vb_sr_info *vb_sr_info_dup(const struct vb_sr_info *i)
     c->roots = g_new0(char *, i->nroots + 1);
     for (size_t k = 0; k < i->nroots; k++)
         c->roots[k] = g_strdup(i->roots[k]);
-    c->source = json_dup(i->source);
-    c->notes = json_dup(i->notes);
-    c->stats = json_dup(i->stats);
+    c->source = object_or_empty(i->source);
+    c->notes = object_or_empty(i->notes);
+    c->stats = object_or_empty(i->stats);
     return c;
 }
 
@@ -215,15 +216,6 @@ static void roots_fill1(struct vb_sr_info *i, json_object *idx)
             i->roots[i->nroots++] = g_strdup(json_object_get_string(r));
     }
     i->roots[i->nroots] = NULL;
-}
-
-static json_object *object_or_empty(json_object *o)
-{
-    json_object *c = NULL;
-
-    if (!o || !json_object_is_type(o, json_type_object) || json_object_deep_copy(o, &c, NULL))
-        return json_object_new_object();
-    return c;
 }
 
 static void info_fill(struct vb_sr_info *i, const struct vb_snapshot *s)
