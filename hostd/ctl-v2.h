@@ -2,9 +2,9 @@
 /*
  * vbackupctl on version 2 repositories (hostd/repo/repo2.h, the v2 door):
  * init with encryption, the list of snapshots, show, verify and key files
- * in ctl-v2.c; `copy`, which moves disk and files snapshots from a version
- * 1 repository into a version 2 one (a local folder or s3://BUCKET/PREFIX),
- * in ctl-copy.c; forget, prune, gc and stats in ctl-v2-maint.c.  backup-disk and restore-disk
+ * in ctl-v2.c; `copy`, which moves disk and files snapshots from a
+ * repository of either format into a version 2 one (a local folder or
+ * s3://BUCKET/PREFIX), in ctl-copy.c; forget, prune, gc and stats in ctl-v2-maint.c.  backup-disk and restore-disk
  * (vbackupctl.c) run the one disk engine on either format through
  * hostd/lib/disksink.h.  The daemon and the other commands still work on
  * version 1 repositories (docs/repository-v2.md, "What uses it today").

@@ -125,3 +125,32 @@ v2_copy_of() {
     "$V" --repo "$v2" --quiet init --format 2 "$@" || fail "init --format 2 $* at $v2"
     "$V" --quiet copy --from "$v1" --to "$v2" || fail "copy from $v1 to $v2"
 }
+
+# trees_same DIR_A DIR_B: two restored trees are the same field by field:
+# types, modes, sizes, link counts, times, link targets, bytes, extended
+# attributes and allocated blocks (holes stay holes); exit 1 listing what differs
+trees_same() {
+    python3 - "$1" "$2" <<'PY'
+import hashlib, os, stat, sys
+
+def tree(top):
+    out = {}
+    for d, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            rec = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_nlink,
+                   st.st_mtime_ns, st.st_blocks,
+                   sorted((x, os.getxattr(p, x, follow_symlinks=False))
+                          for x in os.listxattr(p, follow_symlinks=False)))
+            if stat.S_ISLNK(st.st_mode):
+                rec += (os.readlink(p),)
+            elif stat.S_ISREG(st.st_mode):
+                rec += (hashlib.sha256(open(p, "rb").read()).hexdigest(),)
+            out[os.path.relpath(p, top)] = rec
+    return out
+
+a, b = tree(sys.argv[1]), tree(sys.argv[2])
+assert a and a == b, [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+PY
+}

@@ -4,18 +4,6 @@
 
 #include <string.h>
 
-static struct vb_sr_info *info_copy(const struct vb_sr_info *i)
-{
-    struct vb_sr_info *c = g_new0(struct vb_sr_info, 1);
-
-    *c = *i;
-    c->id = g_strdup(i->id);
-    c->vm = g_strdup(i->vm);
-    c->time = c->id + strlen(c->vm) + 1;
-    c->disk = g_strdup(i->disk);
-    return c;
-}
-
 int vbi_resolve_disk(struct vb_sr *r, const char *spec, const char *disk,
                      struct vb_sr_info **info, vb_error *e)
 {
@@ -40,7 +28,7 @@ int vbi_resolve_disk(struct vb_sr *r, const char *spec, const char *disk,
             ret = vb_seterr(e, -ENOENT, "snapshot %s is of disk '%s', not '%s'", spec, i->disk,
                             disk);
         else
-            *info = info_copy(i);
+            *info = vb_sr_info_dup(i);
         vb_sr_snap_close(s);
         return ret;
     }
@@ -68,7 +56,7 @@ int vbi_resolve_disk(struct vb_sr *r, const char *spec, const char *disk,
         ret = vb_seterr(e, -EINVAL, "VM %s has snapshots of several disks (%s): name one with "
                         "--disk", spec, disks->str);
     else
-        *info = info_copy(pick);
+        *info = vb_sr_info_dup(pick);
     g_hash_table_destroy(seen);
     g_string_free(disks, TRUE);
     g_ptr_array_free(list, TRUE);

@@ -1,35 +1,30 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Snapshots of a version 1 repository, read with the version 1 library
- * (repo.h, snapshot.h, filesnap.h), written into a version 2 one through its
- * door (repo2.h) with their ids, groups, dedup groups and parents: a disk
- * snapshot as its chunks and chunk list, a files snapshot as its data
- * chunks, its catalog naming them by their version 2 ids, and the list of
- * those ids (docs/repository-v2.md, "Manifests").  Used by `vbackupctl
- * copy` and by vbackupd's copy_to (copy.h).
+ * Snapshots of any repository, read through the snapshot door (snapread.h),
+ * written into a version 2 one through its door (repo2.h) with their ids,
+ * groups, dedup groups, parents and times: a disk snapshot as its chunks and
+ * chunk list, a files snapshot as its data chunks, its catalog naming them
+ * by the target's ids, and the list of those ids (docs/repository-v2.md,
+ * "Manifests").  Used by `vbackupctl copy` and by vbackupd's copy_to
+ * (copy.h).
  */
 #include "copy.h"
 
 #include <errno.h>
 #include <glib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "catalog.h"
 #include "escape.h"
-#include "filesnap.h"
 
-/* Text a manifest takes: as it is when plain, else escaped. */
+/* Text a manifest takes: as it is when plain, else escaped (escaped text
+ * is plain: a version 2 source's text comes through unchanged). */
 static char *copy_esc(const char *s)
 {
     return vb_text_plain(s, strlen(s)) ? g_strdup(s) : vb_escape(s, strlen(s));
-}
-
-static void copy_progress(struct vb_progress *p, uint64_t done)
-{
-    if (p)
-        vb_progress_update(p, done);
 }
 
 static int copy_cancelled(const int *cancel, vb_error *e)
@@ -39,209 +34,243 @@ static int copy_cancelled(const int *cancel, vb_error *e)
     return 0;
 }
 
+/* ---- one copy: the chunks it met ---- */
 
-/* The numbers of a v1 snapshot's stats that a v2 manifest takes. */
-static json_object *copy_stats(json_object *v1)
-{
-    json_object *out = json_object_new_object(), *stats;
-
-    if (!json_object_object_get_ex(v1, "stats", &stats) ||
-        !json_object_is_type(stats, json_type_object))
-        return out;
-    json_object_object_foreach(stats, k, v) {
-        bool name_ok = strlen(k) >= 1 && strlen(k) <= 64;
-        for (const char *p = k; name_ok && *p; p++)
-            name_ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
-        if (name_ok && json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0)
-            json_object_object_add(out, k, json_object_new_int64(json_object_get_int64(v)));
-    }
-    return out;
-}
-
-/* What a copied manifest says of where it came from, and the source's figures. */
-static void copied_from(struct vb_manifest *m, const struct vb_snapshot *s)
-{
-    m->source = json_object_new_object();
-    json_object_object_add(m->source, "copied_from", json_object_new_string(s->id));
-    json_object_object_add(m->source, "copied_from_format", json_object_new_int(1));
-    m->stats = copy_stats(s->json);
-}
-
-/* The commit point of a copy (unless cancelled meanwhile); *bytes_new gets what
- * it added to the target. */
-static int commit_copy(struct vb2_write *w, struct vb_manifest *m, const int *cancel,
-                       char **new_id, uint64_t *bytes_new, vb_error *e)
-{
-    struct vb2_write_stats ws;
-    int ret = copy_cancelled(cancel, e);
-
-    if (ret)
-        return ret;
-    vb2_write_stats(w, &ws);
-    ret = vb2_write_commit(w, m, new_id, e);
-    *bytes_new = ws.stored_new;
-    return ret;
-}
-
-static int copy_disk(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo *r2,
-                     struct vb_codec *c, const int *cancel, struct vb_progress *prog_,
-                     uint64_t *done, char **new_id, uint64_t *bytes_new, vb_error *e)
-{
-    struct vb2_write_opts wo = { .vm = s->vm,
-                                 .dedup_group = s->space.tagged ? s->space.group : NULL };
-    struct vb2_write *w = NULL;
-    struct vb_manifest *m = vb_manifest_new();
-    uint8_t *ids = NULL, *buf = NULL;
-    const char *mode = vb_json_str(s->json, "mode");
-    int ret;
-
-    if ((ret = vb_snap_load_fidx(r1, s, e)))
-        goto out;
-    ids = calloc(VB_MAX(s->n_chunks, 1u), VB_HASH_LEN);
-    buf = malloc(s->chunk_size);
-    if (!ids || !buf) {
-        ret = vb_seterr(e, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((ret = vb2_write_begin(r2, &wo, &w, e)))
-        goto out;
-    for (uint64_t i = 0; i < s->n_chunks; i++) {
-        const uint8_t *id = s->ids + i * VB_ID_LEN;
-        size_t plain = 0;
-        if ((ret = copy_cancelled(cancel, e)))
-            goto out;
-        if (vb_id_is_zero(id))
-            continue;                           /* a hole stays one */
-        ret = vb_repo_get_chunk(r1, c, &s->space, id, buf, s->chunk_size, &plain, e);
-        if (ret) {
-            vb_prefixerr(e, "%s: chunk %llu", s->id, (unsigned long long)i);
-            goto out;
-        }
-        ret = vb2_write_put(w, c, VB_BLOB_DATA, buf, plain, ids + i * VB_HASH_LEN, NULL, e);
-        if (ret < 0)
-            goto out;
-        *done += plain;
-        copy_progress(prog_, *done);
-    }
-    m->type = VB_MF_DISK;
-    snprintf(m->id, sizeof(m->id), "%s", s->id);       /* the same id in both */
-    m->created_ns = s->created_ns;
-    m->group = g_strdup(s->group);
-    m->mode = g_strdup(mode ? mode : "full");
-    m->parent = s->parent ? g_strdup(s->parent) : NULL;
-    m->disk.name = g_strdup(!strncmp(s->group, "disk:", 5) ? s->group + 5 : s->group);
-    m->disk.size = s->size;
-    m->disk.chunk_size = s->chunk_size;
-    m->disk.chunk_count = s->n_chunks;
-    copied_from(m, s);
-    if ((ret = vb2_write_stream(w, c, ids, s->n_chunks * VB_HASH_LEN, &m->chunks, e)))
-        goto out;
-    ret = commit_copy(w, m, cancel, new_id, bytes_new, e);
-out:
-    if (w) {
-        vb2_write_abort(w);
-        vb2_write_unref(w);
-    }
-    vb_manifest_free(m);
-    free(ids);
-    free(buf);
-    return ret;
-}
-
-/* ---- files snapshots ---- */
-
-/* A data chunk copy_files met: its id in both repositories, its length. */
-struct copied_chunk {
-    uint8_t v1[VB_ID_LEN];
-    uint8_t v2[VB_HASH_LEN];
+/* A chunk the copy met: its id in both repositories, its length. */
+struct mapped {
+    uint8_t from[VB_ID_LEN];
+    uint8_t to[VB_HASH_LEN];
     uint32_t len;
 };
 
-struct files_copy {
-    struct vb_repo *r1;
-    const struct vb_snapshot *s;
-    const struct vb_catalog *cat;       /* the version 1 catalog, to name entries */
+struct copy_run {
+    struct vb_sr *sr;
+    const struct vb_idspace *space;     /* the source snapshot's */
     struct vb2_write *w;
     struct vb_codec *c;
     uint8_t *buf;                       /* VB_CHUNK_MAX */
-    GHashTable *by_v1;                  /* v1 id -> struct copied_chunk (owned) */
-    GHashTable *v2;                     /* the v2 ids stored (keys in by_v1's values) */
-    GByteArray *ids;                    /* each v2 id once, in catalog order */
+    GHashTable *map;                    /* source id -> struct mapped (owned) */
+    GByteArray *ids;                    /* each target id once, in the order met */
     struct vb_progress *p;
     uint64_t *done;
     const int *cancel;
 };
 
-/* vb_catb_from_catalog's map: the chunk read from version 1 and put into the
- * session once, however often the catalog names it; its id becomes the
- * version 2 one. */
+static int run_init(struct copy_run *cr, struct vb_sr *sr, const struct vb_sr_snap *s,
+                    struct vb_codec *c, const int *cancel, struct vb_progress *p,
+                    uint64_t *done, vb_error *e)
+{
+    *cr = (struct copy_run){ .sr = sr, .space = vb_sr_snap_space(s), .c = c, .p = p,
+                             .done = done, .cancel = cancel };
+    cr->map = g_hash_table_new_full(vb_id_hash, vb_id_equal, NULL, g_free);
+    cr->ids = g_byte_array_new();
+    if (!(cr->buf = malloc(VB_CHUNK_MAX)))
+        return vb_seterr(e, -ENOMEM, "out of memory for a chunk");
+    return 0;
+}
+
+static void run_free(struct copy_run *cr)
+{
+    if (cr->w) {
+        vb2_write_abort(cr->w);
+        vb2_write_unref(cr->w);
+    }
+    if (cr->map)
+        g_hash_table_destroy(cr->map);
+    if (cr->ids)
+        g_byte_array_free(cr->ids, TRUE);
+    free(cr->buf);
+}
+
+/*
+ * The target's id of the source's chunk id, len bytes long: read from the
+ * source and put into the session the first time this copy meets it (the
+ * keys differ, so the source's id says nothing of the target's), from the
+ * map after that.  *done grows by len each time, as a restore's would.
+ */
+static int copy_chunk_id(struct copy_run *cr, const uint8_t id[VB_ID_LEN], uint32_t len,
+                         uint8_t to[VB_HASH_LEN], vb_error *e)
+{
+    struct mapped *k = g_hash_table_lookup(cr->map, id);
+    int ret;
+
+    if ((ret = copy_cancelled(cr->cancel, e)))
+        return ret;
+    if (k && k->len != len)
+        return vb_seterr(e, -EBADMSG, "a chunk of %u bytes named again with %u", k->len, len);
+    if (!k) {
+        if (!len || len > VB_CHUNK_MAX)
+            return vb_seterr(e, -EBADMSG, "a chunk of %u bytes (at most %u)", len,
+                             VB_CHUNK_MAX);
+        if ((ret = vb_sr_read_chunk(cr->sr, cr->space, id, cr->buf, len, e)))
+            return ret;
+        k = g_new0(struct mapped, 1);
+        memcpy(k->from, id, VB_ID_LEN);
+        k->len = len;
+        ret = vb2_write_put(cr->w, cr->c, VB_BLOB_DATA, cr->buf, len, k->to, NULL, e);
+        if (ret < 0) {
+            g_free(k);
+            return ret;
+        }
+        g_hash_table_insert(cr->map, k->from, k);
+        g_byte_array_append(cr->ids, k->to, VB_HASH_LEN);
+    }
+    memcpy(to, k->to, VB_HASH_LEN);
+    *cr->done += len;
+    if (cr->p)
+        vb_progress_update(cr->p, *cr->done);
+    return 0;
+}
+
+/* ---- the manifest ---- */
+
+/* The source's stats that a manifest takes: names of [a-z0-9_]{1,64},
+ * non-negative numbers (version 1's are not checked when written). */
+static json_object *copy_stats(json_object *stats)
+{
+    json_object *out = json_object_new_object();
+
+    json_object_object_foreach(stats, k, v) {
+        bool ok = strlen(k) >= 1 && strlen(k) <= 64;
+        for (const char *p = k; ok && *p; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+        if (!ok)
+            continue;
+        errno = 0;
+        if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0 && !errno)
+            json_object_object_add(out, k, json_object_new_int64(json_object_get_int64(v)));
+        else if (json_object_is_type(v, json_type_double) &&
+                 isfinite(json_object_get_double(v)) && json_object_get_double(v) >= 0)
+            json_object_object_add(out, k, json_object_new_double(json_object_get_double(v)));
+    }
+    return out;
+}
+
+/*
+ * What every copied manifest takes from the source: id (the same in both),
+ * time, group (escaped where not text), mode, parent, notes and stats, and
+ * its source's members with where it was copied from (replacing what an
+ * earlier copy said).
+ */
+static int copy_meta(struct vb_manifest *m, struct vb_sr *sr, const struct vb_sr_info *i,
+                     vb_error *e)
+{
+    json_object *src = NULL;
+
+    if (json_object_deep_copy(i->source, &src, NULL) ||
+        json_object_deep_copy(i->notes, &m->notes, NULL)) {
+        json_object_put(src);
+        return vb_seterr(e, -ENOMEM, "out of memory for the manifest");
+    }
+    snprintf(m->id, sizeof(m->id), "%s", i->id);
+    m->created_ns = i->created_ns;
+    m->group = copy_esc(i->group);
+    m->mode = g_strdup(i->mode ? i->mode : "full");
+    m->parent = g_strdup(i->parent);
+    json_object_object_add(src, "copied_from", json_object_new_string(i->id));
+    json_object_object_add(src, "copied_from_format", json_object_new_int(vb_sr_format(sr)));
+    m->source = src;
+    m->stats = copy_stats(i->stats);
+    return 0;
+}
+
+/* The commit point of a copy (unless cancelled meanwhile); *bytes_new gets what
+ * it added to the target. */
+static int commit_copy(struct copy_run *cr, struct vb_manifest *m, char **new_id,
+                       uint64_t *bytes_new, vb_error *e)
+{
+    struct vb2_write_stats ws;
+    int ret = copy_cancelled(cr->cancel, e);
+
+    if (ret)
+        return ret;
+    vb2_write_stats(cr->w, &ws);
+    ret = vb2_write_commit(cr->w, m, new_id, e);
+    *bytes_new = ws.stored_new;
+    return ret;
+}
+
+static int session_begin(struct vb2_repo *to, const struct vb_sr_info *i, struct copy_run *cr,
+                         vb_error *e)
+{
+    struct vb2_write_opts wo = { .vm = i->vm, .dedup_group = i->dedup_group };
+
+    return vb2_write_begin(to, &wo, &cr->w, e);
+}
+
+/* ---- disks ---- */
+
+static int copy_disk(struct vb_sr *sr, struct vb_sr_snap *s, struct vb2_repo *to,
+                     struct vb_codec *c, const int *cancel, struct vb_progress *p,
+                     uint64_t *done, char **new_id, uint64_t *bytes_new, vb_error *e)
+{
+    const struct vb_sr_info *i = vb_sr_snap_info(s);
+    uint64_t size = vb_sr_disk_size(s), n = vb_sr_disk_chunks(s);
+    uint32_t cs = vb_sr_disk_chunk_size(s);
+    struct vb_manifest *m = vb_manifest_new();
+    struct copy_run cr;
+    uint8_t *ids = NULL;
+    int ret;
+
+    if ((ret = run_init(&cr, sr, s, c, cancel, p, done, e)))
+        goto out;
+    if (!(ids = calloc(VB_MAX(n, (uint64_t)1), VB_HASH_LEN))) {
+        ret = vb_seterr(e, -ENOMEM, "out of memory for a chunk list of %llu chunks",
+                        (unsigned long long)n);
+        goto out;
+    }
+    if ((ret = session_begin(to, i, &cr, e)))
+        goto out;
+    for (uint64_t k = 0; k < n; k++) {
+        const uint8_t *id = vb_sr_disk_chunk(s, k);
+        uint64_t off = k * cs;
+        if (!id)
+            continue;                           /* a hole stays one */
+        ret = copy_chunk_id(&cr, id, (uint32_t)VB_MIN((uint64_t)cs, size - off),
+                            ids + k * VB_HASH_LEN, e);
+        if (ret) {
+            vb_prefixerr(e, "chunk %llu", (unsigned long long)k);
+            goto out;
+        }
+    }
+    m->type = VB_MF_DISK;
+    if ((ret = copy_meta(m, sr, i, e)))
+        goto out;
+    /* both formats name a disk by its group (disksink1.c, disksink2.c) */
+    m->disk.name = g_strdup(!strncmp(i->group, "disk:", 5) ? i->group + 5 : i->group);
+    m->disk.size = size;
+    m->disk.chunk_size = cs;
+    m->disk.chunk_count = n;
+    if ((ret = vb2_write_stream(cr.w, c, ids, n * VB_HASH_LEN, &m->chunks, e)))
+        goto out;
+    ret = commit_copy(&cr, m, new_id, bytes_new, e);
+out:
+    run_free(&cr);
+    vb_manifest_free(m);
+    free(ids);
+    return ret;
+}
+
+/* ---- files snapshots ---- */
+
+struct files_copy {
+    struct copy_run *cr;
+    const struct vb_catalog *cat;       /* the source's catalog, to name entries */
+};
+
+/* vb_catb_from_catalog's map: the chunk's id becomes the target's. */
 static int copy_chunk(void *opaque, uint64_t idx, struct vb_cat_chunk *ch, vb_error *e)
 {
     struct files_copy *fc = opaque;
-    struct copied_chunk *k = g_hash_table_lookup(fc->by_v1, ch->id);
-    size_t plain = 0;
-    int ret = 0;
+    int ret = copy_chunk_id(fc->cr, ch->id, ch->len, ch->id, e);
 
-    if ((ret = copy_cancelled(fc->cancel, e)))
-        return ret;
-    if (!k) {
-        ret = vb_repo_get_chunk(fc->r1, fc->c, &fc->s->space, ch->id, fc->buf, VB_CHUNK_MAX,
-                                &plain, e);
-        if (!ret && plain != ch->len)
-            ret = vb_seterr(e, -EBADMSG, "a chunk of %zu bytes where the catalog says %u",
-                            plain, ch->len);
-        if (!ret) {
-            k = g_new0(struct copied_chunk, 1);
-            memcpy(k->v1, ch->id, VB_ID_LEN);
-            k->len = ch->len;
-            ret = vb2_write_put(fc->w, fc->c, VB_BLOB_DATA, fc->buf, plain, k->v2, NULL, e);
-            if (ret < 0) {
-                g_free(k);
-            } else {
-                ret = 0;
-                g_hash_table_insert(fc->by_v1, k->v1, k);
-                g_hash_table_add(fc->v2, k->v2);
-                g_byte_array_append(fc->ids, k->v2, VB_HASH_LEN);
-            }
-        }
-    } else if (k->len != ch->len) {
-        ret = vb_seterr(e, -EBADMSG, "a chunk of %u bytes named again with %u", k->len, ch->len);
-    }
     if (ret) {
         size_t pl;
         const char *p = vb_cat_path(fc->cat, idx, &pl);
         g_autofree char *path = vb_text_plain(p, pl) ? g_strndup(p, pl) : vb_escape(p, pl);
         vb_prefixerr(e, "'%s': chunk at %llu", path, (unsigned long long)ch->offset);
-        return ret;
     }
-    memcpy(ch->id, k->v2, VB_HASH_LEN);
-    *fc->done += ch->len;
-    copy_progress(fc->p, *fc->done);
-    return 0;
-}
-
-/* The roots of the version 1 index (text already: a root that is not UTF-8
- * was escaped when it was written), escaped once more where they hold what
- * a manifest refuses. */
-static void copy_roots(json_object *v1, struct vb_manifest *m)
-{
-    json_object *roots;
-    size_t n;
-
-    if (!json_object_object_get_ex(v1, "roots", &roots) ||
-        !json_object_is_type(roots, json_type_array))
-        return;
-    n = json_object_array_length(roots);
-    m->files.roots = calloc(VB_MAX(n, (size_t)1), sizeof(char *));
-    for (size_t i = 0; m->files.roots && i < n; i++) {
-        json_object *r = json_object_array_get_idx(roots, i);
-        g_autofree char *t = NULL;
-        if (!json_object_is_type(r, json_type_string) || !*json_object_get_string(r))
-            continue;
-        t = copy_esc(json_object_get_string(r));
-        if ((m->files.roots[m->files.nroots] = strdup(t)))
-            m->files.nroots++;
-    }
+    return ret;
 }
 
 /*
@@ -255,53 +284,57 @@ static void copy_roots(json_object *v1, struct vb_manifest *m)
  * catalog byte for byte, but its SHA-256 changes with the ids either way.
  * The rewritten catalog is parsed before it is stored, and every chunk it
  * names is checked to be one this copy put: the chunks stream, which gc
- * marks, must hold them all.
+ * marks, must hold them all.  The source snapshot (s) is closed here, as
+ * soon as its catalog is rebuilt: two catalogs in memory at most.
  */
-static int copy_files(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo *r2,
-                      struct vb_codec *c, const int *cancel, struct vb_progress *prog_,
+static int copy_files(struct vb_sr *sr, struct vb_sr_snap *s, struct vb2_repo *to,
+                      struct vb_codec *c, const int *cancel, struct vb_progress *p,
                       uint64_t *done, char **new_id, uint64_t *bytes_new, vb_error *e)
 {
-    struct vb2_write_opts wo = { .vm = s->vm,
-                                 .dedup_group = s->space.tagged ? s->space.group : NULL };
-    struct files_copy fc = { .r1 = r1, .s = s, .c = c, .p = prog_, .done = done,
-                             .cancel = cancel };
-    struct vb_catalog *cat = NULL, *out = NULL;
-    struct vb_catb *b = NULL;
-    struct vb2_write *w = NULL;
+    const struct vb_sr_info *i = vb_sr_snap_info(s);
+    const struct vb_catalog *cat = vb_sr_files_catalog(s);
+    struct files_copy fc = { .cat = cat };
     struct vb_manifest *m = vb_manifest_new();
-    const char *mode = vb_json_str(s->json, "mode");
-    uint64_t n_entries, n_chunks, bytes, n_in;
+    struct vb_catalog *out = NULL;
+    struct vb_catb *b = NULL;
+    struct copy_run cr;
+    GHashTable *stored = NULL;
+    uint64_t n_entries, n_chunks, bytes, n_in = cat->n;
     uint8_t *data;
     size_t len;
     int ret;
 
-    fc.by_v1 = g_hash_table_new_full(vb_id_hash, vb_id_equal, NULL, g_free);
-    fc.v2 = g_hash_table_new(vb_id_hash, vb_id_equal);
-    fc.ids = g_byte_array_new();
-    if ((ret = vb_files_catalog(r1, s, &cat, e)))
+    fc.cr = &cr;
+    if ((ret = run_init(&cr, sr, s, c, cancel, p, done, e)))
         goto out;
-    fc.cat = cat;
-    if (!(fc.buf = malloc(VB_CHUNK_MAX))) {
-        ret = vb_seterr(e, -ENOMEM, "out of memory");
+    m->type = VB_MF_FILES;
+    if ((ret = copy_meta(m, sr, i, e)))
         goto out;
+    m->files.roots = calloc(i->nroots + 1, sizeof(char *));
+    for (size_t k = 0; m->files.roots && k < i->nroots; k++) {
+        g_autofree char *t = copy_esc(i->roots[k]);
+        if ((m->files.roots[m->files.nroots] = strdup(t)))
+            m->files.nroots++;
     }
-    if ((ret = vb2_write_begin(r2, &wo, &w, e)))
+    if ((ret = session_begin(to, i, &cr, e)) ||
+        (ret = vb_catb_from_catalog(cat, copy_chunk, &fc, &b, e)))
         goto out;
-    fc.w = w;
-    if ((ret = vb_catb_from_catalog(cat, copy_chunk, &fc, &b, e)))
-        goto out;
-    n_in = cat->n;
-    vb_cat_free(cat);                           /* one catalog in memory at a time, or two */
-    cat = NULL;
+    /* nothing is read from the source from here on */
+    cr.space = NULL;
+    vb_sr_snap_close(s);
+    s = NULL;
     data = vb_catb_serialize(b, &len, &n_entries, &n_chunks, &bytes);
     vb_catb_free(b);
     b = NULL;
     if ((ret = vb_cat_parse(data, len, "the rewritten catalog", &out, e)))
         goto out;
+    stored = g_hash_table_new(vb_id_hash, vb_id_equal);
+    for (guint k = 0; k < cr.ids->len; k += VB_HASH_LEN)
+        g_hash_table_add(stored, cr.ids->data + k);
     for (uint64_t k = 0; k < out->n_chunks && !ret; k++) {
         const struct vb_cat_chunk *ch = &out->c[k];
         if ((ch->flags & VB_CATC_ZERO) ? !vb_id_is_zero(ch->id)
-                                       : !g_hash_table_contains(fc.v2, ch->id))
+                                       : !g_hash_table_contains(stored, ch->id))
             ret = vb_seterr(e, -EBADMSG, "the rewritten catalog names a chunk this copy did "
                             "not store (chunk %llu)", (unsigned long long)k);
     }
@@ -310,84 +343,81 @@ static int copy_files(struct vb_repo *r1, struct vb_snapshot *s, struct vb2_repo
                         (unsigned long long)n_entries, (unsigned long long)n_in);
     if (ret)
         goto out;
-    m->type = VB_MF_FILES;
-    snprintf(m->id, sizeof(m->id), "%s", s->id);       /* the same id in both */
-    m->created_ns = s->created_ns;
-    m->group = copy_esc(s->group);             /* "files:" and the roots, as text */
-    m->mode = g_strdup(mode ? mode : "full");
-    m->parent = s->parent ? g_strdup(s->parent) : NULL;
-    copy_roots(s->json, m);
     m->files.entries = n_entries;
     m->files.bytes = bytes;
-    copied_from(m, s);
-    if ((ret = vb2_write_stream(w, c, out->data, out->len, &m->catalog, e)) ||
-        (ret = vb2_write_stream(w, c, fc.ids->data, fc.ids->len, &m->chunks, e)))
+    if ((ret = vb2_write_stream(cr.w, c, out->data, out->len, &m->catalog, e)) ||
+        (ret = vb2_write_stream(cr.w, c, cr.ids->data, cr.ids->len, &m->chunks, e)))
         goto out;
-    ret = commit_copy(w, m, cancel, new_id, bytes_new, e);
+    ret = commit_copy(&cr, m, new_id, bytes_new, e);
 out:
-    if (w) {
-        vb2_write_abort(w);
-        vb2_write_unref(w);
-    }
+    if (stored)
+        g_hash_table_destroy(stored);
+    run_free(&cr);
+    vb_sr_snap_close(s);
     vb_manifest_free(m);
     vb_catb_free(b);
-    vb_cat_free(cat);
     vb_cat_free(out);
-    g_hash_table_destroy(fc.v2);
-    g_hash_table_destroy(fc.by_v1);
-    g_byte_array_free(fc.ids, TRUE);
-    free(fc.buf);
     return ret;
 }
 
-uint64_t vb_copy_size(const struct vb_snapshot *s)
-{
-    int64_t n;
+/* ---- the door ---- */
 
-    if (s->type == VB_SNAP_DISK)
-        return s->size;
-    n = vb_json_int(s->json, "bytes", 0);
-    return n > 0 ? (uint64_t)n : 0;
+uint64_t vb_copy_size(const struct vb_sr_info *i)
+{
+    return i->size;
 }
 
-int vb_copy_snap(struct vb_repo *from, struct vb_snapshot *s, struct vb2_repo *to,
-                 const int *cancel, struct vb_progress *p, uint64_t *done, char **new_id,
-                 uint64_t *bytes_new, vb_error *e)
+int vb_copy_check(struct vb_sr *from, struct vb2_repo *to, vb_error *e)
+{
+    const char *id = vb_sr_repo_id(from);
+    struct vb2_repo_info ti;
+
+    vb2_repo_info(to, &ti);
+    if (id && !strcmp(id, ti.id))
+        return vb_seterr(e, -EINVAL, "the source and the target are one repository (id %s): "
+                         "a copy needs another one", id);
+    return 0;
+}
+
+int vb_copy_snap(struct vb_sr *from, const char *id, struct vb2_repo *to, const int *cancel,
+                 struct vb_progress *p, uint64_t *done, char **new_id, uint64_t *bytes_new,
+                 vb_error *e)
 {
     struct vb_manifest *there = NULL;
+    struct vb_sr_info *info = NULL;
+    struct vb_sr_snap *s = NULL;
     struct vb_codec codec;
     uint64_t added = 0;
     int ret;
 
     *new_id = NULL;
     *bytes_new = 0;
-    if (vb2_snap_load(to, s->id, &there, NULL) == 0) {
+    if ((ret = vb_copy_check(from, to, e)))
+        return ret;
+    /* the id as the source has it (a version 2 source takes an object's
+     * name too), looked up in the target before any index is read */
+    if ((ret = vb_sr_stat(from, id, &info, e)))
+        return ret;
+    ret = vb2_snap_load(to, info->id, &there, NULL);
+    vb_sr_info_free(info);
+    if (ret == 0) {
         vb_manifest_free(there);
         return -EEXIST;
     }
-    if (vb_codec_init(&codec, 1))
+    if ((ret = vb_sr_snap_open(from, id, &s, e)))
+        return ret;
+    if (vb_codec_init(&codec, 1)) {
+        vb_sr_snap_close(s);
         return vb_seterr(e, -ENOMEM, "cannot set up compression");
-    ret = s->type == VB_SNAP_DISK
-              ? copy_disk(from, s, to, &codec, cancel, p, done, new_id, &added, e)
-              : copy_files(from, s, to, &codec, cancel, p, done, new_id, &added, e);
+    }
+    if (vb_sr_snap_info(s)->kind == VB_SR_DISK) {
+        ret = copy_disk(from, s, to, &codec, cancel, p, done, new_id, &added, e);
+        vb_sr_snap_close(s);
+    } else {
+        ret = copy_files(from, s, to, &codec, cancel, p, done, new_id, &added, e);
+    }
     vb_codec_free(&codec);
     if (!ret)
         *bytes_new = added;
-    return ret;
-}
-
-int vb_copy_snapshot(struct vb_repo *from, const char *id, struct vb2_repo *to,
-                     const int *cancel, struct vb_progress *p, uint64_t *done, char **new_id,
-                     uint64_t *bytes_new, vb_error *e)
-{
-    struct vb_snapshot *s;
-    int ret;
-
-    *new_id = NULL;
-    *bytes_new = 0;
-    if ((ret = vb_snap_load(from, id, &s, e)))
-        return ret;
-    ret = vb_copy_snap(from, s, to, cancel, p, done, new_id, bytes_new, e);
-    vb_snap_free(s);
     return ret;
 }

@@ -15,6 +15,7 @@
 #include "snapread.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@ struct vb_sr {
     struct vb_repo *repo;    /* version 1, or NULL */
     struct vb_claim *claim;
     struct vb2_repo *r2;     /* version 2, or NULL */
+    char r2_id[33];          /* its repository id */
     bool borrowed;           /* repo or r2 is the caller's (vb_sr_over) */
     GMutex lock;             /* guards codecs */
     GPtrArray *codecs;       /* idle struct vb_codec * */
@@ -41,6 +43,18 @@ struct vb_sr_snap {
     uint8_t *ids;            /* n_chunks * 32, a zero id: a hole */
     struct vb_catalog *cat;  /* files */
 };
+
+/* What every open does once it has its repository. */
+static void sr_ready(struct vb_sr *r)
+{
+    if (r->r2) {
+        struct vb2_repo_info ri;
+        vb2_repo_info(r->r2, &ri);
+        snprintf(r->r2_id, sizeof(r->r2_id), "%s", ri.id);
+    }
+    g_mutex_init(&r->lock);
+    r->codecs = g_ptr_array_new();
+}
 
 int vb_sr_open(const char *path, bool wait, struct vb_sr **out, vb_error *e)
 {
@@ -65,8 +79,7 @@ int vb_sr_open_secret(const char *path, bool wait, const char *password_file,
         g_free(r);
         return ret;
     }
-    g_mutex_init(&r->lock);
-    r->codecs = g_ptr_array_new();
+    sr_ready(r);
     *out = r;
     return 0;
 }
@@ -84,8 +97,7 @@ int vb_sr_over(struct vb_repo *r1, struct vb2_repo *r2, bool wait, struct vb_sr 
         g_free(r);
         return ret;
     }
-    g_mutex_init(&r->lock);
-    r->codecs = g_ptr_array_new();
+    sr_ready(r);
     *out = r;
     return 0;
 }
@@ -112,14 +124,71 @@ void vb_sr_close(struct vb_sr *r)
     g_free(r);
 }
 
+int vb_sr_format(const struct vb_sr *r)
+{
+    return r->r2 ? 2 : 1;
+}
+
+const char *vb_sr_repo_id(const struct vb_sr *r)
+{
+    return r->r2 ? r->r2_id : NULL;
+}
+
+/* The members of i, not i */
+static void info_clear(struct vb_sr_info *i)
+{
+    g_free(i->id);
+    g_free(i->vm);
+    g_free(i->disk);
+    g_free(i->group);
+    g_free(i->mode);
+    g_free(i->parent);
+    g_free(i->dedup_group);
+    g_strfreev(i->roots);
+    json_object_put(i->source);
+    json_object_put(i->notes);
+    json_object_put(i->stats);
+}
+
 void vb_sr_info_free(struct vb_sr_info *i)
 {
     if (!i)
         return;
-    g_free(i->id);
-    g_free(i->vm);
-    g_free(i->disk);
+    info_clear(i);
     g_free(i);
+}
+
+/* A copy of its own (an info is handed to other threads: an export's) of an
+ * object, or an empty object */
+static json_object *object_or_empty(json_object *o)
+{
+    json_object *c = NULL;
+
+    if (!o || !json_object_is_type(o, json_type_object) || json_object_deep_copy(o, &c, NULL))
+        return json_object_new_object();
+    return c;
+}
+
+struct vb_sr_info *vb_sr_info_dup(const struct vb_sr_info *i)
+{
+    struct vb_sr_info *c = g_new0(struct vb_sr_info, 1);
+
+    *c = *i;
+    c->id = g_strdup(i->id);
+    c->vm = g_strdup(i->vm);
+    c->time = c->id + strlen(c->vm) + 1;
+    c->disk = g_strdup(i->disk);
+    c->group = g_strdup(i->group);
+    c->mode = g_strdup(i->mode);
+    c->parent = g_strdup(i->parent);
+    c->dedup_group = g_strdup(i->dedup_group);
+    c->roots = g_new0(char *, i->nroots + 1);
+    for (size_t k = 0; k < i->nroots; k++)
+        c->roots[k] = g_strdup(i->roots[k]);
+    c->source = object_or_empty(i->source);
+    c->notes = object_or_empty(i->notes);
+    c->stats = object_or_empty(i->stats);
+    return c;
 }
 
 /* a disk's serial (host configuration): printable, no '/' */
@@ -128,9 +197,31 @@ static char *disk_name(const char *name)
     return g_strdup(name && *name && !strchr(name, '/') ? name : "disk");
 }
 
+/* index.json's roots: strings (a root that is not UTF-8 was escaped when it
+ * was written), empty ones left out */
+static void roots_fill1(struct vb_sr_info *i, json_object *idx)
+{
+    json_object *roots;
+    size_t n;
+
+    i->roots = g_new0(char *, 1);
+    if (!json_object_object_get_ex(idx, "roots", &roots) ||
+        !json_object_is_type(roots, json_type_array))
+        return;
+    n = json_object_array_length(roots);
+    i->roots = g_renew(char *, i->roots, n + 1);
+    for (size_t k = 0; k < n; k++) {
+        json_object *r = json_object_array_get_idx(roots, k);
+        if (json_object_is_type(r, json_type_string) && *json_object_get_string(r))
+            i->roots[i->nroots++] = g_strdup(json_object_get_string(r));
+    }
+    i->roots[i->nroots] = NULL;
+}
+
 static void info_fill(struct vb_sr_info *i, const struct vb_snapshot *s)
 {
-    json_object *disk = NULL;
+    json_object *disk = NULL, *stats = NULL;
+    const char *mode = vb_json_str(s->json, "mode");
 
     i->id = g_strdup(s->id);
     i->vm = g_strdup(s->vm);
@@ -143,6 +234,18 @@ static void info_fill(struct vb_sr_info *i, const struct vb_snapshot *s)
     } else if (i->kind == VB_SR_FILES) {
         i->size = (uint64_t)VB_MAX(vb_json_int(s->json, "bytes", 0), (int64_t)0);
     }
+    i->group = g_strdup(s->group ? s->group : "");
+    i->mode = g_strdup(mode);
+    i->parent = g_strdup(s->parent);
+    i->dedup_group = s->space.tagged ? g_strdup(s->space.group) : NULL;
+    if (i->kind == VB_SR_FILES)
+        roots_fill1(i, s->json);
+    else
+        i->roots = g_new0(char *, 1);
+    i->source = json_object_new_object();
+    i->notes = json_object_new_object();
+    json_object_object_get_ex(s->json, "stats", &stats);
+    i->stats = object_or_empty(stats);
 }
 
 static void info_fill2(struct vb_sr_info *i, const struct vb_manifest *m)
@@ -158,6 +261,16 @@ static void info_fill2(struct vb_sr_info *i, const struct vb_manifest *m)
     } else {
         i->size = m->files.bytes;
     }
+    i->group = g_strdup(m->group ? m->group : "");
+    i->mode = g_strdup(m->mode);
+    i->parent = g_strdup(m->parent);
+    i->dedup_group = g_strdup(m->dedup_group);
+    i->roots = g_new0(char *, m->files.nroots + 1);
+    for (size_t k = 0; k < m->files.nroots; k++)
+        i->roots[i->nroots++] = g_strdup(m->files.roots[k]);
+    i->source = object_or_empty(m->source);
+    i->notes = object_or_empty(m->notes);
+    i->stats = object_or_empty(m->stats);
 }
 
 int vb_sr_list(struct vb_sr *r, const char *vm, GPtrArray **out, vb_error *e)
@@ -182,6 +295,32 @@ int vb_sr_list(struct vb_sr *r, const char *vm, GPtrArray **out, vb_error *e)
     if (problems)
         g_ptr_array_free(problems, TRUE);
     *out = res;
+    return 0;
+}
+
+int vb_sr_stat(struct vb_sr *r, const char *id, struct vb_sr_info **out, vb_error *e)
+{
+    struct vb_sr_info *i = g_new0(struct vb_sr_info, 1);
+    int ret;
+
+    if (r->r2) {
+        struct vb_manifest *m;
+        if (!(ret = vb2_snap_load(r->r2, id, &m, e))) {
+            info_fill2(i, m);
+            vb_manifest_free(m);
+        }
+    } else {
+        struct vb_snapshot *s;
+        if (!(ret = vb_snap_load(r->repo, id, &s, e))) {
+            info_fill(i, s);
+            vb_snap_free(s);
+        }
+    }
+    if (ret) {
+        g_free(i);
+        return ret;
+    }
+    *out = i;
     return 0;
 }
 
@@ -265,9 +404,7 @@ void vb_sr_snap_close(struct vb_sr_snap *s)
 {
     if (!s)
         return;
-    g_free(s->info.id);
-    g_free(s->info.vm);
-    g_free(s->info.disk);
+    info_clear(&s->info);
     vb_cat_free(s->cat);
     g_free(s->ids);
     g_free(s);

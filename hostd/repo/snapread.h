@@ -1,19 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Reading snapshots, and nothing else: the one door through which instant
- * access (the NBD export, the FUSE mount) reaches a repository.  A disk
- * snapshot is a size, a chunk size and a chunk id (or a hole) per index; a
- * files snapshot is its catalog; a chunk is read by its id into a buffer.
- * Everything here is thread-safe once opened, and any number of chunk reads
- * may be in flight.  Either repository format: version 1 through its
- * library (vb_snap_load, vb_snap_load_fidx, vb_files_catalog,
- * vb_repo_get_chunk), version 2 through its door (repo2.h); a snapshot's
- * "space" is its dedup group in both.  Callers never know which.
+ * access (the NBD export, the FUSE mount), the restores and the copy into
+ * another repository (copy.h) reach a repository.  A disk snapshot is a
+ * size, a chunk size and a chunk id (or a hole) per index; a files snapshot
+ * is its catalog; a chunk is read by its id into a buffer.  Everything here
+ * is thread-safe once opened, and any number of chunk reads may be in
+ * flight.  Either repository format: version 1 through its library
+ * (vb_snap_load, vb_snap_load_fidx, vb_files_catalog, vb_repo_get_chunk),
+ * version 2 through its door (repo2.h); a snapshot's "space" is its dedup
+ * group in both.  Callers need not know which (a copy records it:
+ * vb_sr_format).
  */
 #ifndef VB_SNAPREAD_H
 #define VB_SNAPREAD_H
 
 #include <glib.h>
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -44,6 +47,11 @@ struct vb2_repo;
 int vb_sr_over(struct vb_repo *r1, struct vb2_repo *r2, bool wait, struct vb_sr **out,
                vb_error *e);
 void vb_sr_close(struct vb_sr *r);
+/* The repository's format (1 or 2), and for version 2 its id (32 hex,
+ * vb2_repo_info; NULL for version 1): a copy refuses to copy a repository
+ * into itself, however each side spelled its location. */
+int vb_sr_format(const struct vb_sr *r);
+const char *vb_sr_repo_id(const struct vb_sr *r);
 
 /* What a listing tells about one snapshot. */
 struct vb_sr_info {
@@ -54,13 +62,34 @@ struct vb_sr_info {
     int64_t created_ns;
     char *disk;              /* disk snapshots: the disk's name (its serial); else NULL */
     uint64_t size;           /* disk snapshots: the virtual size; files: bytes of regular files */
+    /* What a copy into another repository keeps (copy.h), as each format
+     * records it.  Version 1 keeps its own members in index.json (the
+     * image's chain, the plan, what was incomplete): they are not carried,
+     * and its source and notes are empty. */
+    char *group;             /* the retention group inside the VM ("" when none); version 1:
+                              * bytes a guest may have chosen, version 2: text */
+    char *mode;              /* "full", "incremental"...; NULL when not recorded */
+    char *parent;            /* the snapshot it was made on, or NULL */
+    char *dedup_group;       /* its chunks' dedup group; NULL: the repository's */
+    char **roots;            /* files snapshots: the folders backed up, as text */
+    size_t nroots;
+    json_object *source;     /* objects, never NULL (owned): the manifest's members of */
+    json_object *notes;      /* these names; stats: names -> numbers, unchecked for */
+    json_object *stats;      /* version 1 */
 };
 void vb_sr_info_free(struct vb_sr_info *i);
+/* A copy owning its own members (vb_sr_info_free). */
+struct vb_sr_info *vb_sr_info_dup(const struct vb_sr_info *i);
 
 /* Every snapshot (of vm, when not NULL), oldest first: a GPtrArray of
  * struct vb_sr_info * that frees them.  A snapshot that cannot be read is
  * left out; a folder that cannot be listed to its end is an error. */
 int vb_sr_list(struct vb_sr *r, const char *vm, GPtrArray **out, vb_error *e);
+/* What the listing tells about one snapshot (*out: vb_sr_info_free), without
+ * reading its index: a disk's size is index.json's for version 1 (the one
+ * vb_sr_snap_info gives is the checked index's).  An id of the wrong shape
+ * is -EINVAL, a missing snapshot -ENOENT. */
+int vb_sr_stat(struct vb_sr *r, const char *id, struct vb_sr_info **out, vb_error *e);
 
 /* One snapshot, opened with its index checked (the chunk list of a disk,
  * the catalog of files).  An id of the wrong shape is -EINVAL, a missing

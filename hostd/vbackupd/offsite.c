@@ -83,7 +83,7 @@ static gpointer copy_thread(gpointer opaque)
     struct vbd_copy *run = opaque;
     struct vbd_target *t = run->t;
     struct vb2_repo *r2 = NULL;
-    struct vb_claim *claim = NULL;
+    struct vb_sr *sr = NULL;
     GPtrArray *list = NULL;
     struct vb_repo *r1;
     unsigned copied = 0, failed = 0;
@@ -91,7 +91,7 @@ static gpointer copy_thread(gpointer opaque)
     vb_error e = { 0 };
     guint i;
 
-    if (!(r1 = vbd_target_repo(t, &e)) || vb_repo_claim(r1, true, &claim, &e) ||
+    if (!(r1 = vbd_target_repo(t, &e)) || vb_sr_over(r1, NULL, true, &sr, &e) ||
         vb_snap_list(r1, NULL, &list, &e) || vbd_copy_open(t, &r2, &e)) {
         vbd_log("copy of target %s to its copy_to: failed: %s", t->name, vb_strerror(&e));
         goto out;
@@ -110,7 +110,7 @@ static gpointer copy_thread(gpointer opaque)
         }
         vbd_log("copy of %s to %s's copy_to: started", s->id, t->name);
         memset(&e, 0, sizeof(e));
-        ret = vb_copy_snap(r1, s, r2, &run->cancel, NULL, &done, &new_id, &added, &e);
+        ret = vb_copy_snap(sr, s->id, r2, &run->cancel, NULL, &done, &new_id, &added, &e);
         if (ret == -EEXIST)
             continue;           /* there already */
         if (ret == -ECANCELED) {
@@ -140,7 +140,7 @@ out:
         g_ptr_array_free(list, TRUE);
     if (r2)
         vb2_repo_close(r2);
-    vb_repo_release(claim);
+    vb_sr_close(sr);
     g_atomic_int_set(&run->finished, 1);
     return NULL;
 }

@@ -13,8 +13,9 @@
 # and restored by restore-files equal field by field to version 1's restore,
 # a second copy storing nothing, verify --read-data clean, and gc repacking a
 # pack they share with a forgotten snapshot without losing a chunk.  Wrong
-# and missing passwords, commands not there yet on v2, and copies the wrong
-# way round give clear errors.
+# and missing passwords, commands not there yet on v2, and copies into a
+# version 1 repository give clear errors (copies between version 2 ones:
+# repo-v2-copy2.sh).
 source "$(dirname "$0")/../lib.sh"
 requires qemu-img
 requires qemu-io
@@ -247,29 +248,7 @@ restored_same() {
     rm -rf "$T/ra" "$T/rb"
     "$V" --repo "$V1" --quiet restore-files "$2" --to "$T/ra" --xattrs=all || fail "restore-files $2 from v1"
     "$V" --repo "$1" --quiet restore-files "$2" --to "$T/rb" --xattrs=all || fail "restore-files $2 from $1"
-    python3 - "$T/ra" "$T/rb" <<'PY' || fail "restore-files $2 from $1 differs from version 1's"
-import hashlib, os, stat, sys
-
-def tree(top):
-    out = {}
-    for d, dirs, files in os.walk(top):
-        for n in dirs + files:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            rec = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_nlink,
-                   st.st_mtime_ns, st.st_blocks,
-                   sorted((x, os.getxattr(p, x, follow_symlinks=False))
-                          for x in os.listxattr(p, follow_symlinks=False)))
-            if stat.S_ISLNK(st.st_mode):
-                rec += (os.readlink(p),)
-            elif stat.S_ISREG(st.st_mode):
-                rec += (hashlib.sha256(open(p, "rb").read()).hexdigest(),)
-            out[os.path.relpath(p, top)] = rec
-    return out
-
-a, b = tree(sys.argv[1]), tree(sys.argv[2])
-assert a and a == b, [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-PY
+    trees_same "$T/ra" "$T/rb" || fail "restore-files $2 from $1 differs from version 1's"
 }
 
 # files_gc REPO: old forgotten, gc repacks its pack; tree keeps every chunk
@@ -355,7 +334,7 @@ rc=0; "$V" --repo "$V2" restore-files "$full" --to rf > out 2>&1 || rc=$?
 rc=0; "$V" --repo "$V2" repair > out 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "repair on v2: exit $rc: $(cat out)"
 rc=0; "$V" copy --from "$V2" --to "$V1" > out 2>&1 || rc=$?
-[ "$rc" = 1 ] && grep -q "is a version 2 repository" out || fail "copy from v2: $(cat out)"
+[ "$rc" = 1 ] && grep -q "$V1 is not a version 2 repository" out || fail "copy from v2 into v1: $(cat out)"
 mkdir v1b && "$V" --repo v1b init >/dev/null
 rc=0; "$V" copy --from "$V1" --to v1b > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is not a version 2 repository" out || fail "copy to v1: $(cat out)"

@@ -19,6 +19,12 @@
 #     disk as it was, a files snapshot (copied in) restored by restore-files
 #     and listed by ls, forget + gc on the bucket, the rest still restoring
 #     and verify --read-data clean
+#   7 vbackupctl copy between version 2 repositories through a bucket: a
+#     local plain one (a disk backed up into it, a files snapshot copied in)
+#     into an encrypted bucket (again: nothing copied), the bucket into a
+#     local one encrypted with another password, each disk restored equal
+#     to what was backed up, the files equal to version 1's restore; the
+#     bucket is not copied into itself
 # The seed is printed (set VB_S3_SEED to replay one).  Needs root and the
 # Ceph packages of scripts/install-deps.
 set -eu
@@ -34,7 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..6"
+echo "1..7"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -151,4 +157,47 @@ sys.exit(not (s["bytes_new"] == 4 << 20 and s["bytes_dedup"] == 8 << 20))' "$d/s
     "$VBACKUPCTL" --repo "$loc" verify --read-data
 }
 run "vbackupctl: backup-disk into s3://, restore-disk, restore-files, ls, gc" direct_s3
+
+copy_v2_s3() {  # version 2 local -> bucket -> local, each side its own password
+    d="$tmp/copy2"
+    loc="s3://vbcopy2/site2"
+    mkdir -p "$d" || return 1
+    unset VBACKUP_PASSWORD_FILE     # direct_s3's: each side is given its own here
+    printf 'the bucket password\n' > "$d/pws"
+    printf 'the local password\n' > "$d/pwl"
+    head -c 5M /dev/urandom > "$d/disk.raw" && truncate -s 12M "$d/disk.raw" || return 1
+    "$VBACKUPCTL" --repo "$d/a" --quiet init --format 2 --encryption none || return 1
+    id=$("$VBACKUPCTL" --repo "$d/a" backup-disk --vm s3vm --name vda --format raw \
+         "$d/disk.raw" | tail -n 1) || return 1
+    "$VBACKUPCTL" --repo "$d/v1" --quiet init || return 1
+    printf '{"vm": "s3vm", "time": "2026-01-01T00:00:00Z", "roots": ["etc"], "entries": [
+      {"path": "etc", "type": "dir", "mode": 448},
+      {"path": "etc/motd", "type": "reg", "data": "hello through the bucket\\n", "mode": 384},
+      {"path": "etc/big", "type": "reg", "data_rand": 3000000, "data_seed": 6}]}' > "$d/spec.json"
+    fid=$(python3 "$VB_SRCDIR/tests/engine/mkfilesnap.py" "$d/v1" "$d/spec.json") || return 1
+    "$VBACKUPCTL" --quiet copy --from "$d/v1" --to "$d/a" || return 1
+    "$VBACKUPCTL" --repo "$loc" --quiet init --format 2 --password-file "$d/pws" || return 1
+    "$VBACKUPCTL" copy --from "$d/a" --to "$loc" --password-file "$d/pws" > "$d/out" || return 1
+    grep -q "copy: 2 copied, 0 already there, 0 failed" "$d/out" || { cat "$d/out"; return 1; }
+    "$VBACKUPCTL" copy --from "$d/a" --to "$loc" --password-file "$d/pws" > "$d/out" || return 1
+    grep -q "copy: 0 copied, 2 already there" "$d/out" || { cat "$d/out"; return 1; }
+    rc=0; "$VBACKUPCTL" copy --from "$loc" --to "$loc" --from-password-file "$d/pws" \
+        --password-file "$d/pws" > "$d/out" 2>&1 || rc=$?
+    [ "$rc" = 1 ] && grep -q "one repository" "$d/out" || { cat "$d/out"; return 1; }
+    "$VBACKUPCTL" --repo "$d/b" --quiet init --format 2 --password-file "$d/pwl" || return 1
+    "$VBACKUPCTL" copy --from "$loc" --from-password-file "$d/pws" --to "$d/b" \
+        --password-file "$d/pwl" > "$d/out" || return 1
+    grep -q "^$id -> $id " "$d/out" && grep -q "^$fid -> $fid " "$d/out" || { cat "$d/out"; return 1; }
+    "$VBACKUPCTL" --repo "$d/b" --quiet restore-disk "$id" --to "$d/back.raw" \
+        --password-file "$d/pwl" || return 1
+    cmp "$d/disk.raw" "$d/back.raw" || return 1
+    "$VBACKUPCTL" --repo "$d/b" --quiet restore-files "$fid" --to "$d/files" \
+        --password-file "$d/pwl" || return 1
+    "$VBACKUPCTL" --repo "$d/v1" --quiet restore-files "$fid" --to "$d/files1" || return 1
+    [ "$(cat "$d/files/etc/motd")" = "hello through the bucket" ] || return 1
+    cmp "$d/files/etc/big" "$d/files1/etc/big" || return 1
+    [ "$(stat -c %a "$d/files/etc/motd") $(stat -c %a "$d/files/etc")" = "600 700" ] || return 1
+    "$VBACKUPCTL" --repo "$d/b" verify --read-data --password-file "$d/pwl"
+}
+run "vbackupctl: copy from a version 2 folder into s3:// and back into another" copy_v2_s3
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"
