@@ -467,33 +467,48 @@ static const struct vb_sink_ops sink_v2_ops = {
     .free = k2_free,
 };
 
-int vb_sink_v2(struct vb2_repo *r, const char *location, const char *vm,
-               const char *dedup_group, struct vb_sink **out, vb_error *e)
+/* A sink over w (the reference is the sink's); shared: w is a batch's. */
+static struct vb_sink *sink_over(struct vb2_repo *r, struct vb2_write *w, bool shared,
+                                 const char *location, const char *vm,
+                                 const char *dedup_group, const uint8_t raw[16])
 {
-    struct vb2_write_opts wo = { .vm = vm, .dedup_group = dedup_group };
+    struct sink2 *s = g_new0(struct sink2, 1);
     struct vb2_repo_info info;
-    struct sink2 *s;
-    uint8_t raw[16];
-    int ret;
 
-    *out = NULL;
-    if (RAND_bytes(raw, sizeof(raw)) != 1)
-        return vb_seterr(e, -EIO, "begin a backup of %s: no random bytes for its token "
-                         "(libcrypto's RAND_bytes failed)", vm ? vm : "(none)");
-    s = g_new0(struct sink2, 1);
-    vb_hex(raw, sizeof(raw), s->token);
-    if ((ret = vb2_write_begin(r, &wo, &s->w, e))) {
-        g_free(s);
-        return ret;
-    }
+    vb_hex(raw, 16, s->token);
     vb2_repo_info(r, &info);
     s->r = r;
+    s->w = w;
+    s->shared = shared;
     s->location = g_strdup(location);
     s->vm = g_strdup(vm);
     s->dedup_group = dedup_group && dedup_group[0] ? g_strdup(dedup_group) : NULL;
     s->zstd_level = info.zstd_level;
     g_mutex_init(&s->mu);
-    *out = vb_sink_new(&sink_v2_ops, s);
+    return vb_sink_new(&sink_v2_ops, s);
+}
+
+/* The token's bytes: 16 random ones. */
+static int token_bytes(uint8_t raw[16], const char *vm, vb_error *e)
+{
+    if (RAND_bytes(raw, 16) != 1)
+        return vb_seterr(e, -EIO, "begin a backup of %s: no random bytes for its token "
+                         "(libcrypto's RAND_bytes failed)", vm ? vm : "(none)");
+    return 0;
+}
+
+int vb_sink_v2(struct vb2_repo *r, const char *location, const char *vm,
+               const char *dedup_group, struct vb_sink **out, vb_error *e)
+{
+    struct vb2_write_opts wo = { .vm = vm, .dedup_group = dedup_group };
+    struct vb2_write *w;
+    uint8_t raw[16];
+    int ret;
+
+    *out = NULL;
+    if ((ret = token_bytes(raw, vm, e)) || (ret = vb2_write_begin(r, &wo, &w, e)))
+        return ret;
+    *out = sink_over(r, w, false, location, vm, dedup_group, raw);
     return 0;
 }
 
@@ -501,25 +516,12 @@ int vb_sink_v2_shared(struct vb2_repo *r, struct vb2_write *w, const char *locat
                       const char *vm, const char *dedup_group, struct vb_sink **out,
                       vb_error *e)
 {
-    struct vb2_repo_info info;
-    struct sink2 *s;
     uint8_t raw[16];
+    int ret;
 
     *out = NULL;
-    if (RAND_bytes(raw, sizeof(raw)) != 1)
-        return vb_seterr(e, -EIO, "begin a backup of %s: no random bytes for its token "
-                         "(libcrypto's RAND_bytes failed)", vm ? vm : "(none)");
-    s = g_new0(struct sink2, 1);
-    vb_hex(raw, sizeof(raw), s->token);
-    vb2_repo_info(r, &info);
-    s->r = r;
-    s->w = vb2_write_ref(w);
-    s->shared = true;
-    s->location = g_strdup(location);
-    s->vm = g_strdup(vm);
-    s->dedup_group = dedup_group && dedup_group[0] ? g_strdup(dedup_group) : NULL;
-    s->zstd_level = info.zstd_level;
-    g_mutex_init(&s->mu);
-    *out = vb_sink_new(&sink_v2_ops, s);
+    if ((ret = token_bytes(raw, vm, e)))
+        return ret;
+    *out = sink_over(r, vb2_write_ref(w), true, location, vm, dedup_group, raw);
     return 0;
 }

@@ -894,6 +894,20 @@ static int keep_id(struct vb2_write *w, const char *id, vb_error *e)
     return ret;
 }
 
+/* Ship the packs a commit took from the session (after a failure: free them). */
+static int ship_last(struct vb2_write *w, struct vb_pack_writer *last[2], vb_error *e)
+{
+    int ret = 0;
+
+    for (int t = 0; t < 2; t++) {
+        if (last[t] && !ret)
+            ret = ship(w, last[t], e);
+        else
+            vb_pack_writer_free(last[t]);
+    }
+    return ret;
+}
+
 int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, vb_error *e)
 {
     struct vb2_repo *r = w->r;
@@ -938,12 +952,7 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
     g_mutex_unlock(&w->mu);
 
     /* 1. the last packs, and every upload */
-    for (int t = 0; t < 2; t++) {
-        if (last[t] && !ret)
-            ret = ship(w, last[t], e);
-        else
-            vb_pack_writer_free(last[t]);
-    }
+    ret = ship_last(w, last, e);
     g_mutex_lock(&w->mu);
     while (w->inflight)
         g_cond_wait(&w->cond, &w->mu);
@@ -1073,12 +1082,7 @@ int vb2_write_commit_one(struct vb2_write *w, struct vb_manifest *m, const char 
 
     /* 2. the open packs, and every upload queued before (not the ones
      * other jobs' puts queue meanwhile: their epoch is the next) */
-    for (int t = 0; t < 2; t++) {
-        if (last[t] && !ret)
-            ret = ship(w, last[t], e);
-        else
-            vb_pack_writer_free(last[t]);
-    }
+    ret = ship_last(w, last, e);
     g_mutex_lock(&w->mu);
     old = w->epoch & 1;
     w->epoch++;

@@ -13,8 +13,10 @@
  *     most one copy per target at a time.
  *   - It runs on a thread of its own (as reclaim.c's gc): a copy can take
  *     as long as the upload, and the CPU workers stay with the backups.  It
- *     holds a claim of the source repository (vb_repo_claim), so that its
- *     gc waits for it; a job's own claims are shared and do not.
+ *     reads the target, of either format, through the snapshot door
+ *     (snapread.h, vb_sr_over): on format 1 that holds a claim, so that its
+ *     gc waits for it (a job's own claims are shared and do not); format 2's
+ *     gc keeps what manifests reference.
  *   - The log says "copy of ID to NAME's copy_to: started", then "...: done
  *     (N new)" or the failure with its reason.  It never fails a backup:
  *     the snapshot is done in the target.
@@ -85,19 +87,21 @@ static gpointer copy_thread(gpointer opaque)
     struct vb2_repo *r2 = NULL;
     struct vb_sr *sr = NULL;
     GPtrArray *list = NULL;
-    struct vb_repo *r1;
     unsigned copied = 0, failed = 0;
     bool cancelled = false;
     vb_error e = { 0 };
     guint i;
 
-    if (!(r1 = vbd_target_repo(t, &e)) || vb_sr_over(r1, NULL, true, &sr, &e) ||
-        vb_snap_list(r1, NULL, &list, &e) || vbd_copy_open(t, &r2, &e)) {
+    /* either format: read through the snapshot door (format 1 holds a claim) */
+    if (vbd_target_open(t, &e) ||
+        vb_sr_over(g_atomic_pointer_get(&t->repo), g_atomic_pointer_get(&t->repo2), true, &sr,
+                   &e) ||
+        vb_sr_list(sr, NULL, &list, &e) || vbd_copy_open(t, &r2, &e)) {
         vbd_log("copy of target %s to its copy_to: failed: %s", t->name, vb_strerror(&e));
         goto out;
     }
     for (i = 0; i < list->len && !g_atomic_int_get(&run->cancel); i++) {
-        struct vb_snapshot *s = list->pdata[i];
+        const struct vb_sr_info *s = list->pdata[i];
         struct vb_manifest *there = NULL;
         char *new_id = NULL;
         uint64_t done = 0, added = 0;

@@ -33,39 +33,8 @@ full=$(v1_backup_disk "$V1" d.raw --vm web --name vda)
 qemu-io -f raw -c "write -P 11 4M 1M" d.raw >/dev/null
 inc=$(v1_backup_disk "$V1" d.raw --vm web --name vda --mode incremental)
 grp=$(v1_backup_disk "$V1" d.raw --vm other --name vda --dedup-group t1)
-cat > tree.json <<'EOF'
-{"vm": "fs", "time": "2026-01-02T10:00:00Z", "roots": ["/srv", "/etc"],
- "entries": [
-  {"path": "etc", "type": "dir", "mode": 493},
-  {"path": "etc/empty", "type": "reg", "data": ""},
-  {"path": "etc/one", "type": "reg", "data": "x", "uid": 1000, "gid": 100},
-  {"path": "etc/page", "type": "reg", "data_rand": 4095, "data_seed": 7, "mode": 384},
-  {"path": "etc/fifo", "type": "fifo"},
-  {"path": "srv", "type": "dir"},
-  {"path": "srv/big", "type": "reg", "data_rand": 2621440, "data_seed": 1, "chunk_size": 1048576},
-  {"path": "srv/hl", "type": "reg", "hardlink": "srv/big", "nlink": 2, "size": 2621440},
-  {"path": "srv/link", "type": "symlink", "link": "big"},
-  {"path": "srv/two", "type": "reg", "data_rand": 1048577, "data_seed": 8, "chunk_size": 1048576,
-   "mtime_ns": 1600000000000000001},
-  {"path": "srv/zsame", "type": "reg", "reuse": "srv/big", "size": 2621440}
- ]}
-EOF
-cat > fine.json <<'EOF'
-{"vm": "fsg", "time": "2026-01-03T10:00:00Z", "roots": ["/data"], "catalog_version": 2,
- "dedup_group": "t1",
- "entries": [
-  {"path": "data", "type": "dir", "xattrs": {"user.dir": "d"}},
-  {"path": "data/big", "type": "reg", "data_rand": 2621440, "data_seed": 1, "chunk_size": 1048576},
-  {"path": "data/sparse", "type": "reg", "xattrs": {"user.b": "2", "user.a": "1"},
-   "xattrs_hex": {"user.bin": "00ff10"}, "ranges": [[4194304, 65536]],
-   "layout": [{"data_rand": 10000, "data_seed": 3}, {"hole": 2097152}, {"zeros": 65536},
-              {"data_rand": 5000, "data_seed": 4}]},
-  {"path": "data/sparse-link", "type": "reg", "hardlink": "data/sparse", "nlink": 2,
-   "size": 2177688, "xattrs": {"user.b": "2", "user.a": "1"}, "xattrs_hex": {"user.bin": "00ff10"}},
-  {"path": "data/tail-hole", "type": "reg", "size": 3000000,
-   "layout": [{"data": "head"}, {"zeros": 4096}]}
- ]}
-EOF
+cp "$SRC/tests/engine/specs/copy-tree.json" tree.json
+cp "$SRC/tests/engine/specs/copy-fine.json" fine.json
 tree=$(python3 "$MK" "$V1" tree.json)
 fine=$(python3 "$MK" "$V1" fine.json)
 files="$tree $fine"
