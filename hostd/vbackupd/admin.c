@@ -151,6 +151,11 @@ static int list_v2(struct vbd_target *t, const char *vm, json_object *a, vb_erro
             json_object_object_add(o, "roots", roots);
             json_object_object_add(o, "bytes", json_object_new_int64((int64_t)m->files.bytes));
         }
+        /* what the guest could not back up, where format 1 has it */
+        if (m->notes && json_object_object_get(m->notes, "incomplete"))
+            json_object_object_add(o, "incomplete",
+                                   json_object_get(json_object_object_get(m->notes,
+                                                                          "incomplete")));
         json_object_object_add(o, "target", json_object_new_string(t->name));
         json_object_array_add(a, o);
     }

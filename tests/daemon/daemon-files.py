@@ -113,6 +113,19 @@ with workdir() as w:
           f"restore-files of a missing path: {r.stderr}")
     umount(w, src)
 
+    # ---- what the guest could not back up: listed incomplete ---------------
+    recs, _ = map_image(w, disk, ["etc"])
+    job = backup(c, "archive", ["data0"], ["etc"], recs, [], wait=False, seal=False)
+    c.problems(job, [("etc/shadow", "cannot read: Permission denied")])
+    c.seal(job)
+    st = c.wait_job(job)
+    check(st["state"] == "done", f"the backup with a problem: {st}")
+    _, snaps = c.list("archive")
+    inc = [s for s in snaps if s["id"] == st["snapshot"]]
+    check(inc and inc[0]["incomplete"], f"LIST does not mark it incomplete: {inc}")
+    shown = [ln for ln in d.ctl("snapshots").stdout.splitlines() if st["snapshot"] in ln]
+    check(shown and "(incomplete)" in shown[0], f"vbackupctl snapshots: {shown}")
+
     # ---- the repository ------------------------------------------------------
     repo = d.targets["archive"]
     r = subprocess.run([VBACKUPCTL, "--repo", repo, "verify"], capture_output=True, text=True)

@@ -358,7 +358,10 @@ def map_image(w, image, roots, fmt="raw", fallback=()):
             os.unlink(view)
 
 
-def backup(conn, target, serials, roots, records, fb, mode="full", unfrozen=True, wait=True):
+def backup(conn, target, serials, roots, records, fb, mode="full", unfrozen=True, wait=True,
+           seal=True):
+    """A files backup job: records, fallback data, the seal (seal=False: the
+    caller seals; then nothing is waited for); the job's end, or its id."""
     p = vp.begin_payload(target, serials, roots, vp.KIND_FILES, mode)
     if unfrozen:
         p = p[:8] + (1).to_bytes(4, "little") + p[12:]   # VB_BEGIN_UNFROZEN
@@ -369,6 +372,8 @@ def backup(conn, target, serials, roots, records, fb, mode="full", unfrozen=True
         for off in range(0, max(len(data), 1), step):
             piece = data[off:off + step]
             conn.data(job, idx, off, piece, off + step >= len(data))
+    if not seal:
+        return job
     conn.seal(job)
     if not wait:
         return job
