@@ -6,8 +6,8 @@
  *   [daemon]      runtime_dir, admin_socket, plugin_dir, psi_dir, policies,
  *                 batch_seconds, batch_max, frozen_wait, workers, mapper,
  *                 mapper_user, mapper_memory, mapper_seconds, max_mappers, ...
- *   [target NAME] repository = DIR or LOCATION (format 2: password_file = FILE | credential
- *                 = NAME when encrypted), copy_to = LOCATION (format 2),
+ *   [target NAME] repository = DIR or LOCATION (format 2: password_file = FILE |
+ *                 password_credential = NAME when encrypted), copy_to = LOCATION (format 2),
  *                 copy_password_file = FILE | copy_credential = NAME
  *   [policy NAME] key = value ...      (passed to the plugin)
  *   [vm NAME]     socket = PATH, qmp = PATH, cbt = true|false,
@@ -555,9 +555,9 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             for (char **k = tk; k && *k; k++)
                 if (strcmp(*k, "repository") && strcmp(*k, "copy_to") &&
                     strcmp(*k, "copy_password_file") && strcmp(*k, "copy_credential") &&
-                    strcmp(*k, "password_file") && strcmp(*k, "credential")) {
+                    strcmp(*k, "password_file") && strcmp(*k, "password_credential")) {
                     ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository, "
-                                    "password_file, credential, copy_to, copy_password_file, "
+                                    "password_file, password_credential, copy_to, copy_password_file, "
                                     "copy_credential)", path, *g,
                                     *k);
                     goto out;
@@ -589,15 +589,15 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
             }
             /* a format 2 repository's own secret, from the same kinds of place */
             t->password_file = get_str(kf, *g, "password_file", NULL);
-            t->credential = get_str(kf, *g, "credential", NULL);
+            t->credential = get_str(kf, *g, "password_credential", NULL);
             if (t->password_file && t->credential) {
-                ret = vb_seterr(e, -EINVAL, "%s: [%s]: password_file and credential exclude "
+                ret = vb_seterr(e, -EINVAL, "%s: [%s]: password_file and password_credential exclude "
                                 "each other", path, *g);
                 goto out;
             }
             if ((t->password_file && !*t->password_file) || (t->credential && !*t->credential)) {
                 ret = vb_seterr(e, -EINVAL, "%s: [%s]: %s is empty", path, *g,
-                                t->credential ? "credential" : "password_file");
+                                t->credential ? "password_credential" : "password_file");
                 goto out;
             }
             if ((t->copy_password_file && !*t->copy_password_file) ||

@@ -65,14 +65,15 @@ static int open_locked(struct vbd_target *t, vb_error *e)
     if (vb2_is_repository(t->path)) {
         ret = vbd_open_v2(t->path, t->password_file, t->credential, what, &r2, e);
         if (ret == -ENOKEY)
-            vb_seterr(e, ret, "%s: it is encrypted: give password_file or credential", what);
+            vb_seterr(e, ret, "%s: it is encrypted: give password_file or password_credential",
+                      what);
         if (!ret)
             g_atomic_pointer_set(&t->repo2, r2);
         return ret;
     }
     if (t->password_file || t->credential)
         return vb_seterr(e, -EINVAL, "%s: not a format 2 repository (password_file and "
-                         "credential are for those)", what);
+                         "password_credential are for those)", what);
     if ((ret = vb_repo_open(t->path, VB_LOCK_NONE, true, &r, e)))
         return ret;
     g_atomic_pointer_set(&t->repo, r);

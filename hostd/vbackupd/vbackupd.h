@@ -92,7 +92,8 @@ struct vbd_target_cfg {
     char *copy_password_file;   /* its password: a file ... */
     char *copy_credential;      /* ... or a systemd credential; NULL both: unencrypted */
     char *password_file;     /* a format 2 repository's password: a file ... */
-    char *credential;        /* ... or a systemd credential; NULL both: unencrypted */
+    char *credential;        /* ... or a systemd credential (password_credential); NULL
+                              * both: unencrypted */
 };
 
 struct vbd_policy_cfg {

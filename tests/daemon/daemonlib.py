@@ -45,7 +45,15 @@ def init_target(path, workdir_path):
                 f.write("the test's password\n")
             os.chmod(pw, 0o600)
         os.environ["VBACKUP_PASSWORD_FILE"] = pw
-        keys["password_file"] = pw
+        if TEST_ENCRYPTION == "chacha20-poly1305":
+            # as systemd hands it over (LoadCredential=archive-password:FILE)
+            creds = os.path.join(workdir_path, "credentials")
+            os.makedirs(creds, mode=0o700, exist_ok=True)
+            shutil.copyfile(pw, os.path.join(creds, "archive-password"))
+            os.environ["CREDENTIALS_DIRECTORY"] = creds
+            keys["password_credential"] = "archive-password"
+        else:
+            keys["password_file"] = pw
     run(VBACKUPCTL, "--repo", path, "--quiet", "init", "--format", "2",
         "--encryption", TEST_ENCRYPTION)
     return keys
