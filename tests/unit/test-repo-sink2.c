@@ -818,6 +818,99 @@ static void test_shared(void)
     trepo_free(&t);
 }
 
+/* A job that puts fresh chunks until told to stop (others commit meanwhile). */
+struct busy_job {
+    struct vb_sink *s;
+    gint stop;
+    unsigned puts;
+    int ret;
+};
+
+static gpointer busy_put(gpointer opaque)
+{
+    struct busy_job *b = opaque;
+    struct vb_codec c;
+    uint8_t *buf = g_malloc(200000), id[32];
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_codec_init(&c, 1), ==, 0);
+    while (!g_atomic_int_get(&b->stop) && !b->ret && b->puts < 400) {
+        tdata(5000 + b->puts, 0, buf, 200000);
+        b->ret = vb_sink_put(b->s, &c, buf, 200000, id, NULL, &e) < 0;
+        b->puts++;
+    }
+    vb_codec_free(&c);
+    g_free(buf);
+    return NULL;
+}
+
+/*
+ * Commits of a shared session while other jobs keep putting: each commit
+ * waits only for what was put before it (the others go on meanwhile, and
+ * their packs belong to later commits), and every committed snapshot reads
+ * back whole.  Packs are small here, so that many are uploaded meanwhile.
+ */
+static void test_shared_busy(void)
+{
+    struct vb2_write_opts wo = { .shared = true };
+    struct busy_job busy = { 0 };
+    struct trepo t;
+    struct vb2_write *w;
+    GThread *th;
+    vb_error e = { 0 };
+    char *ids[5] = { 0 };
+
+    trepo_init(&t, VB_AEAD_NONE, 1u << 20);
+    g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+    g_assert_cmpint(vb_sink_v2_shared(t.r, w, "/repo", "busy", NULL, &busy.s, &e), ==, 0);
+    th = g_thread_new("busy", busy_put, &busy);
+    for (int i = 0; i < 5; i++) {
+        struct vb_sink *s;
+        struct tfiles f;
+        struct tcommit tc = { .created_ns = at(i) };
+        g_assert_cmpint(vb_sink_v2_shared(t.r, w, "/repo", "quick", NULL, &s, &e), ==, 0);
+        if (tfiles_build(s, &f, &e) || tfiles_commit(s, &f, &tc, &ids[i], &e))
+            g_error("job %d of a busy session: %s", i, vb_strerror(&e));
+        vb_sink_unref(s);
+        tfiles_clear(&f);
+    }
+    g_atomic_int_set(&busy.stop, 1);
+    g_thread_join(th);
+    g_assert_cmpint(busy.ret, ==, 0);
+    g_assert_cmpuint(busy.puts, >, 0);
+    vb_sink_unref(busy.s);              /* never committed: its blobs are gc's */
+    vb2_write_unref(w);
+    {
+        struct vb_sr *sr = sr_open(&t);
+        struct vb2_verify_report vr = { 0 };
+        struct vb2_verify_opts vo = { .read_data = false };
+        for (int i = 0; i < 5; i++) {
+            struct vb_sr_snap *ss;
+            const struct vb_catalog *cat;
+            g_assert_cmpint(vb_sr_snap_open(sr, ids[i], &ss, &e), ==, 0);
+            cat = vb_sr_files_catalog(ss);
+            for (uint64_t k = 0; k < cat->n_chunks; k++) {
+                const struct vb_cat_chunk *ch = &cat->c[k];
+                uint8_t *buf;
+                if (ch->flags & VB_CATC_ZERO)
+                    continue;
+                buf = g_malloc(ch->len);
+                if (vb_sr_read_chunk(sr, vb_sr_snap_space(ss), ch->id, buf, ch->len, &e))
+                    g_error("snapshot %s, chunk %llu: %s", ids[i], (unsigned long long)k,
+                            vb_strerror(&e));
+                g_free(buf);
+            }
+            vb_sr_snap_close(ss);
+            free(ids[i]);
+        }
+        vb_sr_close(sr);
+        g_assert_cmpint(vb2_verify(t.r, &vo, &vr, &e), ==, 0);
+        g_assert_cmpuint(vr.problems->len, ==, 0);
+        vb2_verify_report_free(&vr);
+    }
+    trepo_free(&t);
+}
+
 int main(int argc, char **argv)
 {
     g_autofree char *cache = g_dir_make_tmp("vb-sink2-cache-XXXXXX", NULL);
@@ -832,6 +925,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-sink2/charge", test_charge);
     g_test_add_func("/repo-sink2/disk", test_disk);
     g_test_add_func("/repo-sink2/shared", test_shared);
+    g_test_add_func("/repo-sink2/shared-busy", test_shared_busy);
     ret = g_test_run();
     vb_rm_rf_at(AT_FDCWD, cache);
     return ret;
