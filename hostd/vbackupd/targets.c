@@ -47,7 +47,7 @@ int vbd_open_v2(const char *location, const char *password_file, const char *cre
     } else {
         ret = vb2_repo_open(location, &o, out, e);
     }
-    if (ret)
+    if (ret && what)
         vb_prefixerr(e, "%s", what);
     return ret;
 }
@@ -57,23 +57,23 @@ int vbd_open_v2(const char *location, const char *password_file, const char *cre
  * format 1. */
 static int open_locked(struct vbd_target *t, vb_error *e)
 {
-    g_autofree char *what = g_strdup_printf("repository %s", t->path);
     struct vb2_repo *r2;
     struct vb_repo *r;
     int ret;
 
     if (vb2_is_repository(t->path)) {
-        ret = vbd_open_v2(t->path, t->password_file, t->credential, what, &r2, e);
+        /* its errors name the repository */
+        ret = vbd_open_v2(t->path, t->password_file, t->credential, NULL, &r2, e);
         if (ret == -ENOKEY)
-            vb_seterr(e, ret, "%s: it is encrypted: give password_file or password_credential",
-                      what);
+            vb_seterr(e, ret, "repository %s is encrypted: give password_file or "
+                      "password_credential", t->path);
         if (!ret)
             g_atomic_pointer_set(&t->repo2, r2);
         return ret;
     }
     if (t->password_file || t->credential)
-        return vb_seterr(e, -EINVAL, "%s: not a format 2 repository (password_file and "
-                         "password_credential are for those)", what);
+        return vb_seterr(e, -EINVAL, "repository %s: not a format 2 repository (password_file "
+                         "and password_credential are for those)", t->path);
     if ((ret = vb_repo_open(t->path, VB_LOCK_NONE, true, &r, e)))
         return ret;
     g_atomic_pointer_set(&t->repo, r);

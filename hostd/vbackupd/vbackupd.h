@@ -712,7 +712,7 @@ int vbd_target_open(struct vbd_target *t, vb_error *e);
 struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e);
 /* Open a format 2 repository at location with the secret of password_file
  * or credential (both NULL: unencrypted; never a terminal); errors are
- * prefixed with what (naming the target), never the secret. */
+ * prefixed with what (naming the target; NULL: none), never the secret. */
 int vbd_open_v2(const char *location, const char *password_file, const char *credential,
                 const char *what, struct vb2_repo **out, vb_error *e);
 /* Begin a backup's write session in the target (a worker: it may wait for

@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vbproto as vp  # noqa: E402
 from daemonlib import (VBACKUPCTL, VBACKUPD, Daemon, backup, check, fail, log,  # noqa: E402
-                       make_ext4, make_tree, map_image, mount, same_trees, umount, workdir)
+                       make_ext4, make_tree, map_image, mount, run, same_trees, umount, workdir)
 
 ROOTS = ["etc", "srv"]
 PASSWORD = "offsite-secret-7d1f"
@@ -203,4 +203,30 @@ with workdir() as w:
               f"a bad [target] ({keys}) is not refused naming it: {out}")
     log("copy_password_file with copy_credential, a copy_to that is no repository, a "
         "password file without copy_to: refused")
+    # the target's own password (format 2): wrong, missing, or given to format 1
+    bad = w.p("bad-password")
+    open(bad, "w").write("not-the-password\n")
+    enc = w.p("enc-target")
+    run(VBACKUPCTL, "--repo", enc, "--quiet", "init", "--format", "2",
+        "--encryption", "aes-256-gcm", env=dict(os.environ, VBACKUP_PASSWORD_FILE=pw))
+    plain = [ln for ln in base if not ln.startswith("repository=")]
+    at = plain.index("[target archive]") + 1
+    for keys, want in (([f"repository={enc}", f"password_file={bad}"], "wrong password"),
+                       ([f"repository={enc}"], "give password_file or password_credential"),
+                       ([f"repository={enc}", f"password_file={pw}", "password_credential=x"],
+                        "exclude each other"),
+                       ([f"repository={w.p('v1')}", f"password_file={pw}"],
+                        "not a format 2 repository")):
+        if "v1" in keys[0] and not os.path.exists(w.p("v1")):
+            run(VBACKUPCTL, "--repo", w.p("v1"), "--quiet", "init")
+        open(conf, "w").write("\n".join(plain[:at] + keys + plain[at:]) + "\n")
+        r = subprocess.run([VBACKUPD, "--config", conf, "--check-config"], capture_output=True,
+                           text=True, timeout=60)
+        out = r.stdout + r.stderr
+        check(r.returncode != 0 and want in out and "target archive" in out,
+              f"a bad format 2 target ({keys}) is not refused naming it: {out}")
+        check("not-the-password" not in out and PASSWORD not in out,
+              f"the refusal prints a password: {out}")
+    log("a format 2 target's wrong or missing password, password_file with "
+        "password_credential, a password for format 1: refused")
     log("ok: copy_to copies each new snapshot, restorable and verified in the copy")
