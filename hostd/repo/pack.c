@@ -212,14 +212,30 @@ static size_t trailer_stored(const struct vb_keys *k, uint64_t count)
 
 struct vb_pack_writer *vb_pack_writer_new(const struct vb_keys *k, size_t target)
 {
+    return vb_pack_writer_new_buf(k, target, NULL, 0);
+}
+
+struct vb_pack_writer *vb_pack_writer_new_buf(const struct vb_keys *k, size_t target,
+                                              uint8_t *buf, size_t cap)
+{
     struct vb_pack_writer *w = calloc(1, sizeof(*w));
 
-    if (!w)
+    if (!w) {
+        free(buf);
         return NULL;
+    }
     w->k = k;
     w->target = VB_MIN(target ? target : VB_PACK_TARGET, (size_t)VB_PACK_MAX / 2);
-    w->cap = VB_PACK_HDR;
-    w->buf = malloc(w->cap);
+    if (buf && cap >= VB_PACK_HDR) {
+        w->buf = buf;
+        w->cap = cap;
+    } else {
+        free(buf);
+        /* a pack usually ends a little past its target: one allocation, no
+         * growth (each realloc step of a pack-sized buffer may copy it) */
+        w->cap = VB_ALIGN_UP(w->target + (w->target >> 3), (size_t)1 << 20);
+        w->buf = malloc(w->cap);
+    }
     if (!w->buf) {
         free(w);
         return NULL;

@@ -76,6 +76,11 @@ struct vb_pack_writer;
 /* A writer for packs of about target bytes (0: VB_PACK_TARGET) sealed with k,
  * which must outlive it.  NULL when out of memory. */
 struct vb_pack_writer *vb_pack_writer_new(const struct vb_keys *k, size_t target);
+/* The same writing into buf (cap bytes, malloc'd; the writer owns it now):
+ * a buffer an earlier pack was uploaded from, its pages in memory already.
+ * NULL buf: a new one. */
+struct vb_pack_writer *vb_pack_writer_new_buf(const struct vb_keys *k, size_t target,
+                                              uint8_t *buf, size_t cap);
 void vb_pack_writer_free(struct vb_pack_writer *w);
 /* Encode plain as a blob and append it. */
 int vb_pack_add(struct vb_pack_writer *w, struct vb_codec *c, enum vb_blob_type type,

@@ -42,6 +42,9 @@ int vb2_random(uint8_t *out, size_t n, vb_error *e);
  * (NOREPLACE) and rely on a pack that gc is about to delete.
  */
 struct vb_pack_writer *vb2_pack_new(struct vb2_repo *r, struct vb_codec *c, vb_error *e);
+/* The same into a buffer of an earlier pack (buf, cap: vb_pack_writer_new_buf). */
+struct vb_pack_writer *vb2_pack_new_buf(struct vb2_repo *r, struct vb_codec *c, uint8_t *buf,
+                                        size_t cap, vb_error *e);
 
 /* Read a whole object of at most max bytes. */
 int vb2_get_object(struct vb2_repo *r, const char *name, size_t max, GByteArray *out,

@@ -823,7 +823,13 @@ GArray *vb2_all_group_keys(struct vb2_repo *r, GPtrArray *manifests, vb_error *e
 
 struct vb_pack_writer *vb2_pack_new(struct vb2_repo *r, struct vb_codec *c, vb_error *e)
 {
-    struct vb_pack_writer *w = vb_pack_writer_new(&r->keys, r->pack_target);
+    return vb2_pack_new_buf(r, c, NULL, 0, e);
+}
+
+struct vb_pack_writer *vb2_pack_new_buf(struct vb2_repo *r, struct vb_codec *c, uint8_t *buf,
+                                        size_t cap, vb_error *e)
+{
+    struct vb_pack_writer *w = vb_pack_writer_new_buf(&r->keys, r->pack_target, buf, cap);
     uint8_t salt[16], id[VB_HASH_LEN];
     int ret;
 

@@ -13,6 +13,7 @@
  */
 #include "repo2-int.h"
 
+#include <malloc.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +156,9 @@ struct vb2_write {
     GThread *timer;
     bool timer_stop;
     GPtrArray *sinks;                 /* stream sinks of vb2_write_stream_new */
+    GPtrArray *spare;                 /* buffers of uploaded packs, for the next ones: a
+                                       * fresh pack-sized buffer costs a page fault per
+                                       * page, more than the copy into it */
     struct vb2_write_stats st;        /* blobs_known: __atomic; the rest under mu */
     /* the budget (vb2_write_set_charge): called outside mu */
     int (*charge)(void *opaque, int64_t bytes, vb_error *e);
@@ -271,6 +275,11 @@ static gpointer uploader(gpointer opaque)
              * waits for its epoch's uploads, not for spills) */
             if (!w->shared && w->ents->len >= w->r->index_file_records)
                 spill_locked(w);
+        }
+        /* its buffer serves the next pack */
+        if (u->data && w->spare->len < w->max_inflight + 1) {
+            g_ptr_array_add(w->spare, u->data);
+            u->data = NULL;
         }
         upload_over_locked(w, u);
         upload_free(u);
@@ -423,6 +432,7 @@ int vb2_write_begin(struct vb2_repo *r, const struct vb2_write_opts *o, struct v
     w->ents = g_array_new(FALSE, FALSE, sizeof(struct vb_index_entry));
     g_queue_init(&w->queue);
     w->sinks = g_ptr_array_new_with_free_func(free);
+    w->spare = g_ptr_array_new_with_free_func(free);
     w->max_inflight = r->upload_threads + 1;
     ret = vb2_group_key(r, w->group, w->idkey, e);
     if (ret)
@@ -548,6 +558,7 @@ void vb2_write_unref(struct vb2_write *w)
     g_array_free(w->ents, TRUE);
     free(w->uploaders);
     g_ptr_array_free(w->sinks, TRUE);
+    g_ptr_array_free(w->spare, TRUE);
     free(w->group);
     if (w->charge_release)
         w->charge_release(w->charge_opaque);
@@ -742,7 +753,9 @@ static int put_blob(struct vb2_write *w, struct vb_codec *c, enum vb_blob_type t
     if (!ret && (w->ended || w->abort_wanted))
         ret = vb_seterr(e, -ECANCELED, "the backup was aborted");
     if (!ret && !w->open[slot]) {
-        w->open[slot] = vb2_pack_new(w->r, c, e);
+        uint8_t *buf = w->spare->len ? g_ptr_array_steal_index_fast(w->spare,
+                                                                     w->spare->len - 1) : NULL;
+        w->open[slot] = vb2_pack_new_buf(w->r, c, buf, buf ? malloc_usable_size(buf) : 0, e);
         if (!w->open[slot])
             ret = e && e->code ? e->code : -ENOMEM;
     }
