@@ -277,7 +277,7 @@ static gpointer uploader(gpointer opaque)
                 spill_locked(w);
         }
         /* its buffer serves the next pack */
-        if (u->data && w->spare->len < w->max_inflight + 1) {
+        if (u->data && w->spare->len < 2) {        /* the open packs and one more */
             g_ptr_array_add(w->spare, u->data);
             u->data = NULL;
         }
