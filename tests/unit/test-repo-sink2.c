@@ -694,6 +694,29 @@ static void test_disk(void)
     trepo_free(&t);
 }
 
+/* Every chunk of files snapshot id reads back through sr, with its length. */
+static void read_back(struct vb_sr *sr, const char *id)
+{
+    struct vb_sr_snap *ss;
+    const struct vb_catalog *cat;
+    vb_error e = { 0 };
+
+    if (vb_sr_snap_open(sr, id, &ss, &e))
+        g_error("open %s: %s", id, vb_strerror(&e));
+    cat = vb_sr_files_catalog(ss);
+    for (uint64_t k = 0; k < cat->n_chunks; k++) {
+        const struct vb_cat_chunk *ch = &cat->c[k];
+        uint8_t *buf;
+        if (ch->flags & VB_CATC_ZERO)
+            continue;
+        buf = g_malloc(ch->len);
+        if (vb_sr_read_chunk(sr, vb_sr_snap_space(ss), ch->id, buf, ch->len, &e))
+            g_error("snapshot %s, chunk %llu: %s", id, (unsigned long long)k, vb_strerror(&e));
+        g_free(buf);
+    }
+    vb_sr_snap_close(ss);
+}
+
 /* ---- a session shared by the jobs of a batch --------------------------------------------- */
 
 struct shared_job {
@@ -786,23 +809,8 @@ static void test_shared(void)
         struct vb2_gc_report rep = { 0 };
         struct vb2_verify_report vr = { 0 };
         struct vb2_verify_opts vo = { .read_data = true };
-        for (int i = 0; i < 3; i += 2) {
-            struct vb_sr_snap *ss;
-            const struct vb_catalog *cat;
-            g_assert_cmpint(vb_sr_snap_open(sr, ids[i], &ss, &e), ==, 0);
-            cat = vb_sr_files_catalog(ss);
-            for (uint64_t k = 0; k < cat->n_chunks; k++) {
-                const struct vb_cat_chunk *ch = &cat->c[k];
-                uint8_t *buf;
-                if (ch->flags & VB_CATC_ZERO)
-                    continue;
-                buf = g_malloc(ch->len);
-                g_assert_cmpint(vb_sr_read_chunk(sr, vb_sr_snap_space(ss), ch->id, buf, ch->len,
-                                                 &e), ==, 0);
-                g_free(buf);
-            }
-            vb_sr_snap_close(ss);
-        }
+        for (int i = 0; i < 3; i += 2)
+            read_back(sr, ids[i]);
         vb_sr_close(sr);
         g_assert_cmpuint(sr_count(&t, "clone2"), ==, 0);
         g_assert_cmpint(vb2_gc(t.r, NULL, &rep, &e), ==, 0);
@@ -885,22 +893,7 @@ static void test_shared_busy(void)
         struct vb2_verify_report vr = { 0 };
         struct vb2_verify_opts vo = { .read_data = false };
         for (int i = 0; i < 5; i++) {
-            struct vb_sr_snap *ss;
-            const struct vb_catalog *cat;
-            g_assert_cmpint(vb_sr_snap_open(sr, ids[i], &ss, &e), ==, 0);
-            cat = vb_sr_files_catalog(ss);
-            for (uint64_t k = 0; k < cat->n_chunks; k++) {
-                const struct vb_cat_chunk *ch = &cat->c[k];
-                uint8_t *buf;
-                if (ch->flags & VB_CATC_ZERO)
-                    continue;
-                buf = g_malloc(ch->len);
-                if (vb_sr_read_chunk(sr, vb_sr_snap_space(ss), ch->id, buf, ch->len, &e))
-                    g_error("snapshot %s, chunk %llu: %s", ids[i], (unsigned long long)k,
-                            vb_strerror(&e));
-                g_free(buf);
-            }
-            vb_sr_snap_close(ss);
+            read_back(sr, ids[i]);
             free(ids[i]);
         }
         vb_sr_close(sr);
