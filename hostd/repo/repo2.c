@@ -598,7 +598,8 @@ int vb2_repo_open(const char *location, const struct vb2_open_opts *o, struct vb
     int ret;
 
     *out = NULL;
-    ret = vb_store_open(location, o && o->readonly ? VB_STORE_READONLY : 0, &s, e);
+    ret = vb_store_open_opts(location, o && o->readonly ? VB_STORE_READONLY : 0,
+                             o ? o->store_opts : NULL, &s, e);
     if (ret) {
         vb_prefixerr(e, "open repository %s", location);
         return ret;

@@ -66,6 +66,10 @@ struct vb2_open_opts {
     /* records per index file written (0: VB_INDEX_FILE_RECORDS); a session
      * writes one as soon as it has this many (tests lower it) */
     unsigned index_file_records;
+    /* the store's options ("key=value", NULL-terminated; NULL: none): an
+     * s3:// location's endpoint, region, credentials_file, ... (store.h,
+     * vb_store_open_opts); a folder takes none */
+    const char *const *store_opts;
 };
 
 /*

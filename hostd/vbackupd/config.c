@@ -86,6 +86,8 @@ static void free_target(gpointer p)
     g_free(t->copy_credential);
     g_free(t->password_file);
     g_free(t->credential);
+    if (t->store_opts)
+        g_ptr_array_free(t->store_opts, TRUE);
     g_free(t);
 }
 
@@ -268,6 +270,19 @@ static int parse_dedup_group(const char *section, const char *val, char **out, v
     g_free(*out);
     *out = g_strdup(val);
     return 0;
+}
+
+/* A [target] key of its object storage (an s3:// repository): vb_store_open_opts's. */
+static bool is_store_key(const char *k)
+{
+    static const char *const keys[] = { "endpoint", "region", "addressing", "credential",
+                                        "credentials_file", "profile", "ca_file", "connections",
+                                        "attempts", "timeout", NULL };
+
+    for (const char *const *p = keys; *p; p++)
+        if (!strcmp(k, *p))
+            return true;
+    return false;
 }
 
 /* "true"/"false" (and yes/no, 1/0): changed-block tracking (docs/cbt.md) */
@@ -553,15 +568,26 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                 goto out;
             }
             for (char **k = tk; k && *k; k++)
-                if (strcmp(*k, "repository") && strcmp(*k, "copy_to") &&
-                    strcmp(*k, "copy_password_file") && strcmp(*k, "copy_credential") &&
-                    strcmp(*k, "password_file") && strcmp(*k, "password_credential")) {
+                if (is_store_key(*k)) {
+                    /* object storage: the store checks the value (store.h) */
+                    g_autofree char *val = get_str(kf, *g, *k, NULL);
+                    if (!t->store_opts)
+                        t->store_opts = g_ptr_array_new_with_free_func(g_free);
+                    g_ptr_array_add(t->store_opts, g_strdup_printf("%s=%s", *k, val ? val : ""));
+                } else if (strcmp(*k, "repository") && strcmp(*k, "copy_to") &&
+                           strcmp(*k, "copy_password_file") && strcmp(*k, "copy_credential") &&
+                           strcmp(*k, "password_file") && strcmp(*k, "password_credential")) {
                     ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository, "
-                                    "password_file, password_credential, copy_to, copy_password_file, "
-                                    "copy_credential)", path, *g,
+                                    "password_file, password_credential, copy_to, "
+                                    "copy_password_file, copy_credential; object storage: "
+                                    "endpoint, region, "
+                                    "addressing, credential, credentials_file, profile, "
+                                    "ca_file, connections, attempts, timeout)", path, *g,
                                     *k);
                     goto out;
                 }
+            if (t->store_opts)
+                g_ptr_array_add(t->store_opts, NULL);      /* NULL-terminated */
             t->repository = get_str(kf, *g, "repository", NULL);
             if (!t->repository) {
                 ret = vb_seterr(e, -EINVAL, "%s: [%s]: repository = DIR is missing", path, *g);

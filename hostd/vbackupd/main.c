@@ -63,6 +63,8 @@ static void target_free(gpointer p)
         vb2_repo_close(t->repo2);
     g_free(t->password_file);
     g_free(t->credential);
+    if (t->store_opts)
+        g_ptr_array_free(t->store_opts, TRUE);
     g_free(t->broken);
     g_free(t->copy_to);
     g_free(t->copy_password_file);
@@ -100,6 +102,19 @@ static int check_copy_to(struct vbd_target_cfg *tc, bool strict, vb_error *e)
     return 0;
 }
 
+/* Whether two targets' object storage options are the same (NULL-terminated). */
+static bool same_opts(const GPtrArray *a, const GPtrArray *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (a->len != b->len)
+        return false;
+    for (guint i = 0; i < a->len; i++)
+        if (g_strcmp0(a->pdata[i], b->pdata[i]))
+            return false;
+    return true;
+}
+
 /* strict (--check-config): a repository that cannot be opened is an error;
  * else the target is kept, unavailable, and tried again when needed
  * (targets.c): one broken target does not stop the others. */
@@ -122,7 +137,8 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_
             !g_strcmp0(old->copy_password_file, tc->copy_password_file) &&
             !g_strcmp0(old->copy_credential, tc->copy_credential) &&
             !g_strcmp0(old->password_file, tc->password_file) &&
-            !g_strcmp0(old->credential, tc->credential)) {
+            !g_strcmp0(old->credential, tc->credential) &&
+            same_opts(old->store_opts, tc->store_opts)) {
             g_hash_table_insert(fresh, old->name, old);
             continue;
         }
@@ -134,6 +150,11 @@ static int apply_targets(struct vbd *d, struct vbd_config *cfg, bool strict, vb_
         t->copy_credential = g_strdup(tc->copy_credential);
         t->password_file = g_strdup(tc->password_file);
         t->credential = g_strdup(tc->credential);
+        if (tc->store_opts) {
+            t->store_opts = g_ptr_array_new_with_free_func(g_free);
+            for (guint o = 0; o < tc->store_opts->len; o++)
+                g_ptr_array_add(t->store_opts, g_strdup(tc->store_opts->pdata[o]));
+        }
         if (vbd_target_open(t, e)) {
             /* the cause, logged by vbd_target_open, is what --check-config says */
             char *why = vbd_target_broken(t);

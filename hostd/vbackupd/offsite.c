@@ -50,7 +50,8 @@ struct vbd_copy {
 int vbd_copy_open(const struct vbd_target *t, struct vb2_repo **out, vb_error *e)
 {
     g_autofree char *what = g_strdup_printf("target %s: copy_to %s", t->name, t->copy_to);
-    int ret = vbd_open_v2(t->copy_to, t->copy_password_file, t->copy_credential, what, out, e);
+    int ret = vbd_open_v2(t->copy_to, t->copy_password_file, t->copy_credential, NULL, what,
+                          out, e);
 
     if (ret == -ENOKEY)
         vb_seterr(e, ret, "%s: it is encrypted: give copy_password_file or copy_credential",

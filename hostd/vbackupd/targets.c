@@ -28,9 +28,10 @@
 static GMutex lock;          /* opening a repository, and t->broken */
 
 int vbd_open_v2(const char *location, const char *password_file, const char *credential,
-                const char *what, struct vb2_repo **out, vb_error *e)
+                const char *const *store_opts, const char *what, struct vb2_repo **out,
+                vb_error *e)
 {
-    struct vb2_open_opts o = { 0 };
+    struct vb2_open_opts o = { .store_opts = store_opts };
     struct vb_secret sec = { 0 };
     int ret;
 
@@ -63,7 +64,9 @@ static int open_locked(struct vbd_target *t, vb_error *e)
 
     if (vb2_is_repository(t->path)) {
         /* its errors name the repository */
-        ret = vbd_open_v2(t->path, t->password_file, t->credential, NULL, &r2, e);
+        ret = vbd_open_v2(t->path, t->password_file, t->credential,
+                          t->store_opts ? (const char *const *)t->store_opts->pdata : NULL,
+                          NULL, &r2, e);
         if (ret == -ENOKEY)
             vb_seterr(e, ret, "repository %s is encrypted: give password_file or "
                       "password_credential", t->path);
@@ -71,6 +74,10 @@ static int open_locked(struct vbd_target *t, vb_error *e)
             g_atomic_pointer_set(&t->repo2, r2);
         return ret;
     }
+    if (t->store_opts && t->store_opts->len > 1)
+        return vb_seterr(e, -EINVAL, "repository %s: not a format 2 repository on object "
+                         "storage (%s is for those)", t->path,
+                         (const char *)t->store_opts->pdata[0]);
     if (t->password_file || t->credential)
         return vb_seterr(e, -EINVAL, "repository %s: not a format 2 repository (password_file "
                          "and password_credential are for those)", t->path);

@@ -91,6 +91,8 @@ struct vbd_target_cfg {
     char *copy_to;           /* a format 2 repository new snapshots are copied to (offsite.c) */
     char *copy_password_file;   /* its password: a file ... */
     char *copy_credential;      /* ... or a systemd credential; NULL both: unencrypted */
+    GPtrArray *store_opts;   /* "key=value" of its object storage (endpoint, region, ...),
+                              * NULL-terminated, or NULL: none */
     char *password_file;     /* a format 2 repository's password: a file ... */
     char *credential;        /* ... or a systemd credential (password_credential); NULL
                               * both: unencrypted */
@@ -170,6 +172,7 @@ struct vbd_target {
                               * opens it (on any thread), and once open it stays */
     struct vb2_repo *repo2;  /* format 2 (repo2.h), the same way; at most one of the two */
     char *password_file, *credential;   /* format 2: its secret, as configured */
+    GPtrArray *store_opts;   /* its object storage's options (vbd_target_cfg) */
     char *broken;            /* why it cannot be opened, as last logged (targets.c's lock) */
     /* reclaim.c: a gc after failed jobs */
     bool reclaim_wanted;
@@ -714,7 +717,8 @@ struct vb_repo *vbd_target_repo(struct vbd_target *t, vb_error *e);
  * or credential (both NULL: unencrypted; never a terminal); errors are
  * prefixed with what (naming the target; NULL: none), never the secret. */
 int vbd_open_v2(const char *location, const char *password_file, const char *credential,
-                const char *what, struct vb2_repo **out, vb_error *e);
+                const char *const *store_opts, const char *what, struct vb2_repo **out,
+                vb_error *e);
 /* Begin a backup's write session in the target (a worker: it may wait for
  * the store); -EBUSY while a format 1 gc holds the repository. */
 int vbd_target_begin(struct vbd_target *t, const struct vbd_vm *vm, struct vb_sink **out,

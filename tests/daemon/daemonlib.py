@@ -30,6 +30,14 @@ MAPPER = os.environ.get("VBACKUP_MAPPER", os.path.join(BUILD, "hostd/mapper/vbac
 # VBACKUP_PASSWORD_FILE names for the test's own vbackupctl calls.
 TEST_FORMAT = os.environ.get("VB_TEST_FORMAT", "1")
 TEST_ENCRYPTION = os.environ.get("VB_TEST_ENCRYPTION", "none")
+# A default target elsewhere than a folder (tests/s3/s3-suite.sh): its
+# location (VB_TEST_TARGET, e.g. s3://bucket/prefix, format 2) and the
+# [target] keys that reach it (VB_TEST_TARGET_KEYS, "key=value;..."); the
+# daemon then runs without the AWS_* variables, so that only those keys
+# take it there, while the test's own vbackupctl calls keep them.
+TEST_TARGET = os.environ.get("VB_TEST_TARGET")
+TEST_TARGET_KEYS = dict(kv.split("=", 1) for kv in
+                        os.environ.get("VB_TEST_TARGET_KEYS", "").split(";") if kv)
 
 
 def init_target(path, workdir_path):
@@ -167,9 +175,18 @@ class Daemon:
         self.psi_dir = os.path.join(self.dir, "psi")
         os.makedirs(self.psi_dir, exist_ok=True)
         self.set_psi(0, 0, 0)
-        self.targets = targets or {"archive": os.path.join(self.dir, "repo")}
+        self.targets = targets or {"archive": TEST_TARGET or os.path.join(self.dir, "repo")}
+        if not targets and TEST_TARGET:
+            target_conf = dict(target_conf or {})
+            target_conf["archive"] = {**TEST_TARGET_KEYS, **target_conf.get("archive", {})}
         target_conf = {t: dict(kv) for t, kv in (target_conf or {}).items()}
         for t, path in self.targets.items():
+            if path.startswith("s3://"):
+                # made by the caller: its password reaches the daemon as a file
+                if os.environ.get("VBACKUP_PASSWORD_FILE"):
+                    target_conf.setdefault(t, {}).setdefault(
+                        "password_file", os.environ["VBACKUP_PASSWORD_FILE"])
+                continue
             if not os.path.exists(os.path.join(path, "vbackup-repo.json")) and \
                     not os.path.exists(os.path.join(path, "config")):
                 target_conf.setdefault(t, {}).update(init_target(path, self.dir))
@@ -211,8 +228,11 @@ class Daemon:
         if os.path.exists(admin):
             os.unlink(admin)            # left by a killed daemon: wait for the new one
         self.logf = open(self.log_path, "a")
+        env = dict(os.environ)
+        if TEST_TARGET_KEYS:
+            env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
         self.proc = subprocess.Popen(list(wrapper) + [VBACKUPD, "--config", self.conf],
-                                     stdout=self.logf, stderr=self.logf)
+                                     stdout=self.logf, stderr=self.logf, env=env)
         deadline = time.monotonic() + 60         # a safety net: it takes well under 1 s
         while time.monotonic() < deadline:
             if os.path.exists(os.path.join(self.run_dir, "admin.sock")):

@@ -25,6 +25,12 @@
 #     local one encrypted with another password, each disk restored equal
 #     to what was backed up, the files equal to version 1's restore; the
 #     bucket is not copied into itself
+#   8 vbackupd with its target in a bucket, reached only through the
+#     [target] keys (endpoint, region, addressing, credentials_file; the
+#     daemon runs without AWS_* variables) and its password file: the file
+#     backups and restores of tests/daemon/daemon-files.py (full,
+#     incremental, differential, fallback data, guest and host restores,
+#     verify, gc) against radosgw
 # The seed is printed (set VB_S3_SEED to replay one).  Needs root and the
 # Ceph packages of scripts/install-deps.
 set -eu
@@ -40,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..7"
+echo "1..8"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -200,4 +206,19 @@ copy_v2_s3() {  # version 2 local -> bucket -> local, each side its own password
     "$VBACKUPCTL" --repo "$d/b" verify --read-data --password-file "$d/pwl"
 }
 run "vbackupctl: copy from a version 2 folder into s3:// and back into another" copy_v2_s3
+daemon_s3() {   # vbackupd writing to a bucket
+    d="$tmp/daemon"
+    loc="s3://vbdaemon/host1"
+    mkdir -p "$d" || return 1
+    printf 'the daemon bucket password\n' > "$d/pw"
+    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > "$d/keys" ) || return 1
+    VBACKUP_PASSWORD_FILE="$d/pw" "$VBACKUPCTL" --repo "$loc" --quiet init --format 2 \
+        --encryption aes-256-gcm || return 1
+    VBACKUP_PASSWORD_FILE="$d/pw" VB_TEST_FORMAT=2 VB_TEST_TARGET="$loc" \
+        VB_TEST_TARGET_KEYS="endpoint=$AWS_ENDPOINT_URL;region=$AWS_REGION;addressing=path;credentials_file=$d/keys" \
+        python3 "$VB_SRCDIR/tests/daemon/daemon-files.py"
+}
+run "vbackupd: file backups and restores with its target in s3:// ([target] keys)" daemon_s3
+
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"
