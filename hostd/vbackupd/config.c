@@ -579,8 +579,7 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                            strcmp(*k, "password_file") && strcmp(*k, "password_credential")) {
                     ret = vb_seterr(e, -EINVAL, "%s: [%s]: unknown key '%s' (repository, "
                                     "password_file, password_credential, copy_to, "
-                                    "copy_password_file, copy_credential; object storage: "
-                                    "endpoint, region, "
+                                    "copy_password_file, copy_credential, endpoint, region, "
                                     "addressing, credential, credentials_file, profile, "
                                     "ca_file, connections, attempts, timeout)", path, *g,
                                     *k);
