@@ -117,6 +117,21 @@ v1_backup_disk() {
 }
 v1_restored() { echo "v1-$(echo "$1" | tr / _).raw"; }
 
+# copy_disk_sources V1: the disk snapshots the copy tests copy, backed up
+# into V1 from d.raw (made here): a disk with data, a hole and a zero run
+# ($full), an incremental after a change ($inc), the same disk in dedup
+# group t1 ($grp)
+copy_disk_sources() {
+    qemu-img create -q -f raw d.raw 48M
+    qemu-io -f raw -c "write -P 7 0 8M" -c "write -P 9 20M 4M" -c "write -z 30M 4M" \
+        d.raw >/dev/null
+    head -c 3M /dev/urandom | dd of=d.raw bs=1M seek=40 conv=notrunc status=none
+    full=$(v1_backup_disk "$1" d.raw --vm web --name vda)
+    qemu-io -f raw -c "write -P 11 4M 1M" d.raw >/dev/null
+    inc=$(v1_backup_disk "$1" d.raw --vm web --name vda --mode incremental)
+    grp=$(v1_backup_disk "$1" d.raw --vm other --name vda --dedup-group t1)
+}
+
 # v2_copy_of V1 V2 INIT-OPTION...: a new version 2 repository V2 (init --format
 # 2 with the INIT-OPTIONs) holding copies of every snapshot of V1
 v2_copy_of() {

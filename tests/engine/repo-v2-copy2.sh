@@ -26,13 +26,7 @@ printf 'not it\n' > bad
 
 # --- the sources: version 1 snapshots, and version 2 ones made in A -----------
 "$V" --repo "$V1" init >/dev/null
-qemu-img create -q -f raw d.raw 48M
-qemu-io -f raw -c "write -P 7 0 8M" -c "write -P 9 20M 4M" -c "write -z 30M 4M" d.raw >/dev/null
-head -c 3M /dev/urandom | dd of=d.raw bs=1M seek=40 conv=notrunc status=none
-full=$(v1_backup_disk "$V1" d.raw --vm web --name vda)
-qemu-io -f raw -c "write -P 11 4M 1M" d.raw >/dev/null
-inc=$(v1_backup_disk "$V1" d.raw --vm web --name vda --mode incremental)
-grp=$(v1_backup_disk "$V1" d.raw --vm other --name vda --dedup-group t1)
+copy_disk_sources "$V1"
 cp "$SRC/tests/engine/specs/copy-tree.json" tree.json
 cp "$SRC/tests/engine/specs/copy-fine.json" fine.json
 tree=$(python3 "$MK" "$V1" tree.json)
