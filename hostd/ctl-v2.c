@@ -86,7 +86,12 @@ int vbctl_v2_init(const char *location, int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'F': break;                        /* 2: how we got here */
+        case 'F':                               /* 2 (1 went to version 1's init) */
+            if (strcmp(optarg, "2")) {
+                fprintf(stderr, "%s: init: --format must be 1 or 2, not '%s'\n", prog, optarg);
+                return 2;
+            }
+            break;
         case 'E':
             if (vb_aead_parse(optarg, &o.encryption, &e)) {
                 fprintf(stderr, "%s: init: --encryption: %s\n", prog, vb_strerror(&e));
@@ -100,14 +105,20 @@ int vbctl_v2_init(const char *location, int argc, char **argv)
         }
     }
     if (optind != argc || o.zstd_level < 0 || o.zstd_level > 19) {
-        fprintf(stderr, "usage: %s --repo LOCATION init --format 2 [--encryption "
+        fprintf(stderr, "usage: %s --repo LOCATION init [--format 2] [--encryption "
                 "aes-256-gcm|chacha20-poly1305|none] [--password-file FILE | --key-file FILE] "
-                "[--level N]\n", prog);
+                "[--level N]\n       %s --repo DIR init --format 1 [--level N]\n", prog, prog);
         return 2;
     }
     if (o.encryption != VB_AEAD_NONE) {
-        if (read_secret(password_file, key_file, "new repository password: ", &s, &e))
+        if (read_secret(password_file, key_file, "new repository password: ", &s, &e)) {
+            if (!key_file) {
+                g_autofree char *msg = vbctl_esc(vb_strerror(&e));
+                fprintf(stderr, "%s: init: %s, or choose --encryption none\n", prog, msg);
+                return 1;
+            }
             return vbctl_fail("init", &e);
+        }
         o.secret = &s;
     }
     ret = vb2_repo_create(location, &o, &e);

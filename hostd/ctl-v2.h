@@ -84,6 +84,7 @@ int vbctl_copy(int argc, char **argv);
 int vbctl_v2_forget(const char *location, int argc, char **argv);
 int vbctl_v2_prune(const char *location, int argc, char **argv);
 int vbctl_v2_gc(const char *location, int argc, char **argv);
+int vbctl_v2_repair(const char *location, int argc, char **argv);
 int vbctl_v2_stats(const char *location, int argc, char **argv);
 
 #endif

@@ -53,9 +53,10 @@ static void usage(FILE *f)
 "Repository commands (--repo DIR, or $VBACKUP_REPO; a format 2 repository may\n"
 "also be s3://BUCKET/PREFIX; an encrypted one's password comes from --password-file\n"
 "FILE, given before the command or after it, or the file $VBACKUP_PASSWORD_FILE names):\n"
-"  init [--level N]                       create a repository (zstd level, default 1)\n"
-"  init --format 2 [--encryption aes-256-gcm|chacha20-poly1305|none]\n"
-"                                         create a format 2 repository (packs, encryption)\n"
+"  init [--encryption aes-256-gcm|chacha20-poly1305|none] [--level N]\n"
+"                                         create a repository (format 2: packs, encryption;\n"
+"                                         AES-256-GCM unless told otherwise)\n"
+"  init --format 1 [--level N]            create a version 1 repository (chunk files)\n"
 "  copy --from LOCATION --to V2-LOCATION [--from-password-file FILE] [SNAPSHOT...]\n"
 "                                         copy snapshots of any repository into a format 2 one\n"
 "  key list|add|remove ID|passwd          the key files of an encrypted format 2 repository\n"
@@ -228,11 +229,14 @@ int vbctl_parse_int(const char *opt, const char *s, int *out)
 
 static int cmd_init(int argc, char **argv)
 {
-    static const struct option lo[] = { { "level", 1, 0, 'l' }, { 0 } };
+    static const struct option lo[] = { { "level", 1, 0, 'l' }, { "format", 1, 0, 'F' },
+                                        { 0 } };
     int level = 1, c;
     vb_error e = { 0 };
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if (c == 'F' && !strcmp(optarg, "1"))
+            continue;                           /* how we got here */
         if (c != 'l' || vbctl_parse_int("--level", optarg, &level))
             return 2;
     }
@@ -242,6 +246,11 @@ static int cmd_init(int argc, char **argv)
     }
     if (!repo_path) {
         fprintf(stderr, "%s: init needs --repo DIR\n", prog);
+        return 2;
+    }
+    if (!strncmp(repo_path, "s3://", 5)) {
+        fprintf(stderr, "%s: init: format 1 is a folder; object storage holds format 2 "
+                "(init without --format 1)\n", prog);
         return 2;
     }
     if (vb_repo_init(repo_path, level, &e))
@@ -1921,6 +1930,19 @@ static const struct {
     { "mount", cmd_mount },
 };
 
+/* Whether a command works on a repository (the others talk to vbackupd, to
+ * QEMU or read an image, whatever $VBACKUP_REPO names). */
+static bool repo_command(const char *name)
+{
+    static const char *const not_repo[] = { "vms", "jobs", "job", "daemon-stats", "reload",
+                                            "image-map", "image-dump", "live-restore" };
+
+    for (size_t k = 0; k < VB_ARRAY_SIZE(not_repo); k++)
+        if (!strcmp(name, not_repo[k]))
+            return false;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -1974,15 +1996,20 @@ int main(int argc, char **argv)
     if (!strcmp(argv[i], "copy"))
         return vbctl_copy(argc - i, argv + i);
     if (!strcmp(argv[i], "init")) {
+        /* format 2 unless --format 1 asks for the old one */
         for (int k = i + 1; k < argc; k++)
-            if ((!strcmp(argv[k], "--format") && k + 1 < argc && !strcmp(argv[k + 1], "2")) ||
-                !strcmp(argv[k], "--format=2")) {
-                if (!repo_path) {
-                    fprintf(stderr, "%s: init needs --repo LOCATION\n", prog);
-                    return 2;
-                }
-                return vbctl_v2_init(repo_path, argc - i, argv + i);
+            if ((!strcmp(argv[k], "--format") && k + 1 < argc && !strcmp(argv[k + 1], "1")) ||
+                !strcmp(argv[k], "--format=1")) {
+                optind = 1;
+                return cmd_init(argc - i, argv + i);
             }
+        if (!repo_path) {
+            fprintf(stderr, "%s: init needs --repo LOCATION\n", prog);
+            return 2;
+        }
+        return vbctl_v2_init(repo_path, argc - i, argv + i);
+    } else if (!repo_command(argv[i])) {
+        /* the daemon's and the image commands: no repository, either format */
     } else if (vbctl_is_v2(repo_path)) {
         /* the v2 door: what vbackupctl does on version 2 repositories so far */
         if (!strcmp(argv[i], "snapshots"))
@@ -1996,9 +2023,10 @@ int main(int argc, char **argv)
         /* the commands that run on either format */
         static int (*const both[])(int, char **) = { cmd_backup_disk, cmd_restore_disk,
                                                       cmd_restore_files, cmd_ls, cmd_export,
-                                                      cmd_mount };
+                                                      cmd_mount, cmd_boot_from };
         static const char *const both_names[] = { "backup-disk", "restore-disk",
-                                                  "restore-files", "ls", "export", "mount" };
+                                                  "restore-files", "ls", "export", "mount",
+                                                  "boot-from" };
         for (size_t k = 0; k < VB_ARRAY_SIZE(both); k++)
             if (!strcmp(argv[i], both_names[k])) {
                 optind = 1;
@@ -2012,9 +2040,11 @@ int main(int argc, char **argv)
             return vbctl_v2_gc(repo_path, argc - i, argv + i);
         if (!strcmp(argv[i], "stats"))
             return vbctl_v2_stats(repo_path, argc - i, argv + i);
+        if (!strcmp(argv[i], "repair"))
+            return vbctl_v2_repair(repo_path, argc - i, argv + i);
         fprintf(stderr, "%s: %s: %s is a version 2 repository, where vbackupctl does init, "
-                "backup-disk, restore-disk, restore-files, ls, export, mount, snapshots, show, "
-                "verify, key, forget, prune, gc, stats and copy so far\n", prog, argv[i], repo_path);
+                "backup-disk, restore-disk, restore-files, ls, export, mount, boot-from, snapshots, "
+                "show, verify, key, forget, prune, gc, repair, stats and copy so far\n", prog, argv[i], repo_path);
         return 2;
     }
     for (size_t k = 0; k < VB_ARRAY_SIZE(commands); k++) {

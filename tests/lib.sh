@@ -36,7 +36,7 @@ repo_init() {   # DIR: a new repository in the test's format
         fi
         "$V" --repo "$1" init --format 2 --encryption "$enc" >/dev/null
     else
-        "$V" --repo "$1" init >/dev/null
+        "$V" --repo "$1" init --format 1 >/dev/null
     fi
 }
 
@@ -57,7 +57,7 @@ files_snap() {
         return
     fi
     # (errexit is off in the $(...) that calls this: every step checked)
-    [ -d "$side" ] || "$V" --repo "$side" init >/dev/null || fail "init of $side"
+    [ -d "$side" ] || "$V" --repo "$side" init --format 1 >/dev/null || fail "init of $side"
     id=$(python3 "$SRC/tests/engine/mkfilesnap.py" "$side" "$spec") || fail "mkfilesnap.py $spec"
     out=$("$V" --quiet copy --from "$side" --to "$repo" "$id" 2>&1) ||
         { echo "$out" >&2; fail "copy of the files snapshot $id into $repo"; }

@@ -218,7 +218,7 @@ with workdir() as w:
                        ([f"repository={w.p('v1')}", f"password_file={pw}"],
                         "not a format 2 repository")):
         if "v1" in keys[0] and not os.path.exists(w.p("v1")):
-            run(VBACKUPCTL, "--repo", w.p("v1"), "--quiet", "init")
+            run(VBACKUPCTL, "--repo", w.p("v1"), "--quiet", "init", "--format", "1")
         open(conf, "w").write("\n".join(plain[:at] + keys + plain[at:]) + "\n")
         r = subprocess.run([VBACKUPD, "--config", conf, "--check-config"], capture_output=True,
                            text=True, timeout=60)

@@ -43,7 +43,7 @@ TEST_TARGET_KEYS = dict(kv.split("=", 1) for kv in
 def init_target(path, workdir_path):
     """A new repository at path in the test's format; the [target] keys it needs."""
     if TEST_FORMAT != "2":
-        run(VBACKUPCTL, "--repo", path, "--quiet", "init")
+        run(VBACKUPCTL, "--repo", path, "--quiet", "init", "--format", "1")
         return {}
     keys = {}
     if TEST_ENCRYPTION != "none":

@@ -10,7 +10,21 @@ R="$T/repo"
 expect_fail "unknown command 'frobnicate'" "$V" frobnicate
 expect_fail "no repository: give --repo" env -u VBACKUP_REPO "$V" snapshots
 expect_fail "is not a vbackup repository" "$V" --repo "$T/nothing" snapshots
-"$V" --repo "$R" init >/dev/null
+# init makes format 2, encrypted unless told otherwise: a password or a choice
+expect_fail "no password: .*or choose --encryption none" env -u VBACKUP_PASSWORD_FILE \
+    "$V" --repo "$T/new" init
+expect_fail "init: --format must be 1 or 2, not '3'" "$V" --repo "$T/new" init --format 3
+expect_fail "format 1 is a folder" "$V" --repo s3://bucket/prefix init --format 1
+"$V" --repo "$T/plain" init --encryption none | grep -q "(format 2, encryption none)" ||
+    fail "init --encryption none"
+echo "a password" > pw
+"$V" --repo "$T/sealed" --password-file pw init | grep -q "(format 2, encryption aes-256-gcm)" ||
+    fail "init with a password file"
+[ -f "$T/sealed/config" ] && [ -d "$T/sealed/keys" ] || fail "init made no format 2 repository"
+# the daemon's verbs do not open $VBACKUP_REPO, whatever its format
+expect_fail "cannot reach vbackupd at $T/no.sock" env VBACKUP_REPO="$T/plain" \
+    "$V" --daemon "$T/no.sock" jobs
+"$V" --repo "$R" init --format 1 >/dev/null
 expect_fail "not a valid VM name" "$V" --repo "$R" backup-disk --vm "../etc" --format raw x.raw
 expect_fail "usage: vbackupctl backup-disk" "$V" --repo "$R" backup-disk x.raw
 expect_fail "not a valid snapshot id" "$V" --repo "$R" restore-disk "../../etc/passwd" --to x

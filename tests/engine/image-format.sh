@@ -11,7 +11,7 @@ requires qemu-img
 requires qemu-io
 cd "$T"
 E="python3 $SRC/tests/engine/qcow2edit.py"
-"$V" --repo repo init >/dev/null
+"$V" --repo repo init --format 1 >/dev/null
 
 # a file of the host that no VM may read
 MARK=HOST-SECRET-e1f0c2a7

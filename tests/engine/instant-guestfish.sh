@@ -57,7 +57,7 @@ mkfs.ext4 -q -F -E offset=1048576,root_owner=0:0 -d src disk.raw 62M
     fail "the partition table is not as made: $(sfdisk -d disk.raw)"
 
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 did=$("$V" --repo "$R" backup-disk --vm db1 --name vda --format raw disk.raw | last_line)
 [[ "$did" == db1/* ]] || fail "backup-disk printed no snapshot id: $did"
 

@@ -14,7 +14,7 @@ source "$(dirname "$0")/../instant-lib.sh"
 ensure_fuse
 cd "$T"
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 long=$(printf 'L%.0s' $(seq 256))

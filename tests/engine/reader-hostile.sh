@@ -8,7 +8,7 @@ requires qemu-img
 requires qemu-io
 cd "$T"
 E="python3 $SRC/tests/engine/qcow2edit.py"
-"$V" --repo repo init >/dev/null
+"$V" --repo repo init --format 1 >/dev/null
 
 good() {   # good NAME [qemu-img create options]: a small valid image with data
     qemu-img create -q -f qcow2 "${@:2}" "$1" 16M

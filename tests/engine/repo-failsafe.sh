@@ -10,7 +10,7 @@ source "$(dirname "$0")/../lib.sh"
 : "${VB_READDIR_FAULT:?VB_READDIR_FAULT must point at the readdir fault shim (meson sets it)}"
 cd "$T"
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 
 rand_mib a.raw 12
 ida1=$("$V" --repo "$R" backup-disk --vm a --name d --format raw a.raw | last_line)

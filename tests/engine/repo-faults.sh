@@ -12,7 +12,7 @@ mkdir small
 mount -t tmpfs -o size=24m vbtest-small small
 cleanup_add "umount -l '$T/small'"
 R=small/repo
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 rand_mib noise.raw 48
 expect_fail "No space left on device" "$V" --repo "$R" backup-disk --vm full --format raw noise.raw
 [ "$(n_snapshots "$R")" = 0 ] || fail "a snapshot appeared after ENOSPC"
@@ -33,7 +33,7 @@ ok "ENOSPC leaves a consistent repository"
 
 # ---- killed mid-backup -------------------------------------------------------
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 rand_mib big.raw 768
 # a backup under way: its temporary snapshot exists (and none is left over,
 # after SIGKILL gc removes it)

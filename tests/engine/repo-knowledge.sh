@@ -6,7 +6,7 @@
 source "$(dirname "$0")/../lib.sh"
 cd "$T"
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 
 rand_mib d.raw 16
 id1=$("$V" --repo "$R" backup-disk --vm vm --name d --format raw d.raw | last_line)

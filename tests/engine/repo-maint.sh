@@ -8,7 +8,7 @@ requires qemu-img
 requires qemu-io
 cd "$T"
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 
 qemu-img create -q -f qcow2 d.qcow2 32M
 ids=()

@@ -13,7 +13,7 @@
 source "$(dirname "$0")/../lib.sh"
 cd "$T"
 R="$T/repo"
-"$V" --repo "$R" init >/dev/null
+"$V" --repo "$R" init --format 1 >/dev/null
 rand_mib a.raw 8
 id1=$("$V" --repo "$R" backup-disk --vm a --name d --format raw a.raw | last_line)
 backup() { "$V" --repo "$R" backup-disk --vm a --name d --format raw a.raw; }
@@ -100,7 +100,7 @@ untouched out-chunks
 rm "$R/chunks"; mv chunks.good "$R/chunks"
 # a fresh repository whose every fan-out folder is a symlink: any chunk would go there
 R2="$T/repo2"
-"$V" --repo "$R2" init >/dev/null
+"$V" --repo "$R2" init --format 1 >/dev/null
 mkdir out-fan
 for i in $(seq 0 255); do ln -s "$T/out-fan" "$R2/chunks/$(printf %02x "$i")"; done
 refuses 'chunks/[0-9a-f][0-9a-f]: a symlink' "$V" --repo "$R2" backup-disk --vm a --name d --format raw a.raw

@@ -22,7 +22,7 @@ requires qemu-io
 cd "$T"
 V1="$T/v1"
 V2="$T/v2"
-"$V" --repo "$V1" init >/dev/null
+"$V" --repo "$V1" init --format 1 >/dev/null
 
 # a disk with data, a hole and a zero run; an incremental of it; and the same
 # disk in a dedup group of its own
@@ -254,7 +254,7 @@ files_copied "$T/v2n"
 files_gc "$T/v2n"
 # a chunk missing from version 1: that snapshot fails, named with the file,
 # nothing of it is committed, the others are copied
-"$V" --repo v1bad init >/dev/null
+"$V" --repo v1bad init --format 1 >/dev/null
 lost=$(python3 "$MK" v1bad tree.json)
 fine2=$(python3 "$MK" v1bad fine.json)
 gone=$(python3 -c "import hashlib,random; print(hashlib.sha256(random.Random(8).randbytes(1048577)[:1048576]).hexdigest())")
@@ -291,14 +291,22 @@ export VBACKUP_PASSWORD_FILE="$T/pw3"
 rc=0; "$V" --repo "$V2" key remove "$(python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])" < <("$V" --repo "$V2" key list --json))" > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is the one this command opened\|is the last one" out || fail "removing the last key: $(cat out)"
 
-# --- what is not there yet, and copies the wrong way round -----------------------
+# --- repair, what is not there yet, and copies the wrong way round -----------------------
 rc=0; "$V" --repo "$V2" restore-files "$full" --to rf > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is a disk snapshot" out || fail "restore-files of a disk snapshot on v2: exit $rc: $(cat out)"
-rc=0; "$V" --repo "$V2" repair > out 2>&1 || rc=$?
-[ "$rc" = 2 ] && grep -q "is a version 2 repository" out || fail "repair on v2: exit $rc: $(cat out)"
+# repair: a lost index is rebuilt from the packs' own trailers
+mkdir index.good && cp -a "$V2/index/." index.good/
+find "$V2/index" -type f -delete
+rc=0; "$V" --repo "$V2" verify > out 2>&1 || rc=$?
+[ "$rc" = 1 ] || { cat out; fail "verify without an index: exit $rc"; }
+"$V" --repo "$V2" repair > out 2>&1 || { cat out; fail "repair of a lost index"; }
+grep -q "index rebuilt from [1-9][0-9]* packs" out || fail "repair's summary: $(cat out)"
+"$V" --repo "$V2" verify --read-data > out 2>&1 || { cat out; fail "verify after repair"; }
+rc=0; "$V" --repo "$V2" repair --dry-run > out 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "no --dry-run" out || fail "repair --dry-run: exit $rc: $(cat out)"
 rc=0; "$V" copy --from "$V2" --to "$V1" > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "$V1 is not a version 2 repository" out || fail "copy from v2 into v1: $(cat out)"
-mkdir v1b && "$V" --repo v1b init >/dev/null
+mkdir v1b && "$V" --repo v1b init --format 1 >/dev/null
 rc=0; "$V" copy --from "$V1" --to v1b > out 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "is not a version 2 repository" out || fail "copy to v1: $(cat out)"
 ok "version 2: init, copy, snapshots, restore-disk, verify"

@@ -25,7 +25,7 @@ printf 'the password of d\n' > pwd
 printf 'not it\n' > bad
 
 # --- the sources: version 1 snapshots, and version 2 ones made in A -----------
-"$V" --repo "$V1" init >/dev/null
+"$V" --repo "$V1" init --format 1 >/dev/null
 copy_disk_sources "$V1"
 cp "$SRC/tests/engine/specs/copy-tree.json" tree.json
 cp "$SRC/tests/engine/specs/copy-fine.json" fine.json

@@ -12,7 +12,7 @@
 source "$(dirname "$0")/../lib.sh"
 cd "$T"
 V1="$T/v1"
-"$V" --repo "$V1" init >/dev/null
+"$V" --repo "$V1" init --format 1 >/dev/null
 
 # --- version 1 snapshots: two VMs, three of each; every one rewrites its disk's
 # first chunk (garbage once it is pruned) and adds 1 MiB further on (kept:

@@ -154,7 +154,7 @@ class World:
         self.ledger = fl.Ledger(w)
         self.fs = fl.LoopFS(w, "fs", "768M")
         self.repo = self.fs.mnt + "/repo"
-        ctl_ok(self.repo, "init")
+        ctl_ok(self.repo, "init", "--format", "1")
         self.jobs, self.cmds = [], []
         self.failures = []          # from job threads
         self.hold = fl.Hold(w, "chaos-hold")

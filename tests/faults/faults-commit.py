@@ -256,7 +256,7 @@ with fl.dl.workdir() as w:
         f.write(os.urandom(9 << 20))
     sha = fl.sha_file(img)
     crepo = w.p("repo-cli")
-    ctl_ok(crepo, "init")
+    ctl_ok(crepo, "init", "--format", "1")
     r = ctl(crepo, "backup-disk", "--vm", "c1", "--format", "raw", img,
             env=fl.fault_env(["fail:fsync:/snapshots/c1/.tmp-:dir"]))
     check(r.returncode == 1 and "Input/output error" in r.stderr and not vm_snaps(crepo, "c1"),

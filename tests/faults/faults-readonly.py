@@ -120,7 +120,7 @@ with fl.dl.workdir() as w:
     r = d.ctl("snapshots", check_rc=False)
     check(r.returncode == 1 and "broken" in r.stderr and "good" in r.stdout and
           "vm1/" in r.stdout, f"vbackupctl snapshots with a broken target:\n{r.stdout}{r.stderr}")
-    fl.run(fl.VBACKUPCTL, "--repo", w.p("fixed"), "--quiet", "init")
+    fl.run(fl.VBACKUPCTL, "--repo", w.p("fixed"), "--quiet", "init", "--format", "1")
     shutil.copy(os.path.join(w.p("fixed"), "vbackup-repo.json"), targets["broken"])
     st = fb_job(c, "broken", good)
     ledger.files(targets["broken"], st["snapshot"], fb_content(good))

@@ -41,7 +41,7 @@ with fl.dl.workdir() as w:
     rng = fl.seeded("faults-repair")
     ledger = fl.Ledger(w)
     repo = w.p("repo")
-    ctl_ok(repo, "init")
+    ctl_ok(repo, "init", "--format", "1")
 
     # ---- 1. disk snapshots: four kinds of damage, repair, one backup, clean ------------
     img = w.p("a.raw")

@@ -28,7 +28,7 @@ def listing(d):
 with fl.dl.workdir() as w:
     rng = fl.seeded("faults-restore")
     repo = w.p("repo")
-    ctl_ok(repo, "init")
+    ctl_ok(repo, "init", "--format", "1")
     img = w.p("a.raw")
     with open(img, "wb") as f:
         f.write(os.urandom(20 << 20))

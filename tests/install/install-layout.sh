@@ -103,7 +103,7 @@ ok "prefix $P: every file at its place"
 conf="$sysconfdir/vbackup/vbackupd.conf"
 "$sbindir/vbackupd" --help >"$T/help" || fail "vbackupd --help failed"
 grep -qF "(default $conf)" "$T/help" || { cat "$T/help"; fail "vbackupd's default configuration is not $conf"; }
-"$sbindir/vbackupctl" --repo "$T/repo" --quiet init
+"$sbindir/vbackupctl" --repo "$T/repo" --quiet init --encryption none
 printf '[target archive]\nrepository = %s\n' "$T/repo" >"$conf"
 "$sbindir/vbackupd" --check-config >"$T/check" 2>&1 || { cat "$T/check"; fail "vbackupd --check-config failed"; }
 grep -qF "$conf: 1 targets, 0 VMs, policies: schedule merge" "$T/check" &&

@@ -60,7 +60,7 @@ done
 ok "the manuals name every command and option of the usage texts"
 
 # the configuration: sections and keys, as vbackupd's own errors list them
-"$VBACKUPCTL" --repo "$T/repo" --quiet init
+"$VBACKUPCTL" --repo "$T/repo" --quiet init --format 1
 cfg() { printf '%s\n' "$@" >"$T/conf"; "$VBACKUPD" --config "$T/conf" --check-config 2>&1 || true; }
 target=("[target t]" "repository = $T/repo")
 sections=$(cfg "${target[@]}" "[bogus_section]" "x = 1" |

@@ -81,7 +81,7 @@ class System:
         check(parts[-1][0] + parts[-1][1] <= FIRST_BLOCK * BLOCK,
               "the guest would write into a file system")
         self.repo = w.p("repo")
-        run(VBACKUPCTL, "--repo", self.repo, "--quiet", "init")
+        run(VBACKUPCTL, "--repo", self.repo, "--quiet", "init", "--format", "1")
         out = subprocess.run([VBACKUPCTL, "--repo", self.repo, "backup-disk", "--vm", "vm1",
                               "--name", "data0", "--format", "raw", disk], capture_output=True,
                              text=True, check=True).stdout

@@ -101,7 +101,7 @@ copy_s3() {     # vbackupctl copy into a bucket, and back
     loc="s3://vbcopy/site1"
     mkdir -p "$d" || return 1
     head -c 6M /dev/urandom > "$d/disk.raw" && truncate -s 16M "$d/disk.raw" || return 1
-    "$VBACKUPCTL" --repo "$d/v1" --quiet init || return 1
+    "$VBACKUPCTL" --repo "$d/v1" --quiet init --format 1 || return 1
     id=$("$VBACKUPCTL" --repo "$d/v1" backup-disk --vm s3vm --format raw "$d/disk.raw" |
          tail -n 1) || return 1
     printf 'a password for the bucket\n' > "$d/pw"
@@ -143,7 +143,7 @@ sys.exit(not (s["bytes_new"] == 4 << 20 and s["bytes_dedup"] == 8 << 20))' "$d/s
         --format qcow2 || return 1
     qemu-img compare -q -f raw -F qcow2 "$d/disk1.raw" "$d/back1.qcow2" || return 1
     # a files snapshot (made in a version 1 repository, copied into the bucket)
-    "$VBACKUPCTL" --repo "$d/v1" --quiet init || return 1
+    "$VBACKUPCTL" --repo "$d/v1" --quiet init --format 1 || return 1
     printf '{"vm": "s3vm", "time": "2026-01-01T00:00:00Z", "roots": ["etc"], "entries": [
       {"path": "etc", "type": "dir"},
       {"path": "etc/motd", "type": "reg", "data": "hello from the bucket\\n"},
@@ -175,7 +175,7 @@ copy_v2_s3() {  # version 2 local -> bucket -> local, each side its own password
     "$VBACKUPCTL" --repo "$d/a" --quiet init --format 2 --encryption none || return 1
     id=$("$VBACKUPCTL" --repo "$d/a" backup-disk --vm s3vm --name vda --format raw \
          "$d/disk.raw" | tail -n 1) || return 1
-    "$VBACKUPCTL" --repo "$d/v1" --quiet init || return 1
+    "$VBACKUPCTL" --repo "$d/v1" --quiet init --format 1 || return 1
     printf '{"vm": "s3vm", "time": "2026-01-01T00:00:00Z", "roots": ["etc"], "entries": [
       {"path": "etc", "type": "dir", "mode": 448},
       {"path": "etc/motd", "type": "reg", "data": "hello through the bucket\\n", "mode": 384},
