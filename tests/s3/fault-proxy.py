@@ -18,9 +18,17 @@ fault, chosen at random from a generator seeded with --seed (printed):
                  matches it (a lying server: only Content-Range tells)
 
 Counts of each fault go to stderr when it stops (SIGTERM).
+
+With --counts FILE (benches: use it with --rate 0, a plain pass-through)
+it also writes, as JSON, the requests it received by method and the body
+bytes it forwarded each way ({"requests": N, "methods": {"PUT": N, ...},
+"up": BYTES, "down": BYTES}) to FILE when it gets SIGUSR1 and when it
+stops: the counts are cumulative, a caller takes differences.
 """
 import argparse
 import http.client
+import json
+import os
 import random
 import signal
 import socket
@@ -43,6 +51,14 @@ class Proxy:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {f: 0 for f in FAULTS + ["pass"]}
+        self.methods = {}
+        self.up = 0
+        self.down = 0
+
+    def traffic(self):
+        with self.lock:
+            return {"requests": sum(self.methods.values()), "methods": dict(self.methods),
+                    "up": self.up, "down": self.down}
 
     def choose(self, method):
         with self.lock:
@@ -87,6 +103,9 @@ class Proxy:
                 length = int(value)
             headers.append((name, value))
         body = f.read(length) if length else b""
+        with self.lock:
+            self.methods[method] = self.methods.get(method, 0) + 1
+            self.up += len(body)
         fault, frac = self.choose(method)
 
         if fault == "delay":
@@ -144,6 +163,8 @@ class Proxy:
         data = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
         if not head and method != "HEAD":
             data += body[:send] if send is not None else body
+            with self.lock:
+                self.down += len(body[:send] if send is not None else body)
         conn.sendall(data)
 
 
@@ -153,6 +174,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--port-file", required=True)
+    ap.add_argument("--counts", default=None)
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     print("fault-proxy: seed %d, rate %.2f, upstream %s" % (seed, a.rate, a.upstream),
@@ -163,15 +185,22 @@ def main():
     srv.bind(("127.0.0.1", 0))
     srv.listen(64)
 
+    def write_counts(*_):
+        if a.counts:
+            with open(a.counts + ".tmp", "w") as f:
+                json.dump(proxy.traffic(), f)
+            os.rename(a.counts + ".tmp", a.counts)
+
     def stop(*_):
         print("fault-proxy: " + ", ".join("%s %d" % kv for kv in proxy.counts.items()),
               file=sys.stderr, flush=True)
+        write_counts()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, write_counts)
     with open(a.port_file + ".tmp", "w") as f:
         f.write("%d\n" % srv.getsockname()[1])
-    import os
     os.rename(a.port_file + ".tmp", a.port_file)
     while True:
         conn, _ = srv.accept()
