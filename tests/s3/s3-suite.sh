@@ -46,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..8"
+echo "1..9"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -62,7 +62,7 @@ run() {     # run NAME COMMAND...: one TAP line, the command's output as comment
     name=$1; shift
     if "$@" > "$tmp/out" 2>&1; then
         echo "ok $n - $name"
-        grep -E '^(s3-faults|fault-proxy):' "$tmp/out" | sed 's/^/# /' || true
+        grep -E '^(s3-faults|fault-proxy|s3-hosts):' "$tmp/out" | sed 's/^/# /' || true
     else
         echo "not ok $n - $name"
         sed 's/^/# /' "$tmp/out"
@@ -220,5 +220,21 @@ daemon_s3() {   # vbackupd writing to a bucket
         python3 "$VB_SRCDIR/tests/daemon/daemon-files.py"
 }
 run "vbackupd: file backups and restores with its target in s3:// ([target] keys)" daemon_s3
+
+hosts_s3() {    # two vbackupd on one bucket: dedup, gc racing them, one killed
+    d="$tmp/hosts"
+    loc="s3://vbhosts/site"
+    mkdir -p "$d" || return 1
+    printf 'the shared bucket password\n' > "$d/pw"
+    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > "$d/keys" ) || return 1
+    VBACKUP_PASSWORD_FILE="$d/pw" "$VBACKUPCTL" --repo "$loc" --quiet init --format 2 \
+        --encryption aes-256-gcm || return 1
+    VBACKUP_PASSWORD_FILE="$d/pw" VB_TEST_FORMAT=2 VB_HOSTS_TARGET="$loc" VB_TEST_TARGET="$loc" \
+        VB_TEST_TARGET_KEYS="endpoint=$AWS_ENDPOINT_URL;region=$AWS_REGION;addressing=path;credentials_file=$d/keys" \
+        VB_S3_SEED="$seed" VBACKUP_TEST_LEASE_EXPIRY=8 \
+        python3 "$VB_SRCDIR/tests/s3/s3-hosts.py"
+}
+run "two vbackupd on one bucket: dedup, gc racing the backups, a killed writer reclaimed" hosts_s3
 
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"
