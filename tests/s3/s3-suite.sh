@@ -46,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..9"
+echo "1..10"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -60,6 +60,7 @@ n=0
 run() {     # run NAME COMMAND...: one TAP line, the command's output as comments
     n=$((n + 1))
     name=$1; shift
+    t0=$(date +%s)
     if "$@" > "$tmp/out" 2>&1; then
         echo "ok $n - $name"
         grep -E '^(s3-faults|fault-proxy|s3-hosts):' "$tmp/out" | sed 's/^/# /' || true
@@ -67,6 +68,7 @@ run() {     # run NAME COMMAND...: one TAP line, the command's output as comment
         echo "not ok $n - $name"
         sed 's/^/# /' "$tmp/out"
     fi
+    echo "# $n: $(( $(date +%s) - t0 )) s"
 }
 
 run test-repo-store-s3 "$VB_TEST_REPO_STORE_S3"
@@ -221,9 +223,9 @@ daemon_s3() {   # vbackupd writing to a bucket
 }
 run "vbackupd: file backups and restores with its target in s3:// ([target] keys)" daemon_s3
 
-hosts_s3() {    # two vbackupd on one bucket: dedup, gc racing them, one killed
-    d="$tmp/hosts"
-    loc="s3://vbhosts/site"
+hosts_s3() {    # hosts_s3 PREFIX [rgw-restart]: tests/s3/s3-hosts.py on s3://vbhosts/PREFIX
+    d="$tmp/hosts-$1"
+    loc="s3://vbhosts/$1"
     mkdir -p "$d" || return 1
     printf 'the shared bucket password\n' > "$d/pw"
     ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
@@ -233,8 +235,10 @@ hosts_s3() {    # two vbackupd on one bucket: dedup, gc racing them, one killed
     VBACKUP_PASSWORD_FILE="$d/pw" VB_TEST_FORMAT=2 VB_HOSTS_TARGET="$loc" VB_TEST_TARGET="$loc" \
         VB_TEST_TARGET_KEYS="endpoint=$AWS_ENDPOINT_URL;region=$AWS_REGION;addressing=path;credentials_file=$d/keys" \
         VB_S3_SEED="$seed" VBACKUP_TEST_LEASE_EXPIRY=8 \
-        python3 "$VB_SRCDIR/tests/s3/s3-hosts.py"
+        python3 "$VB_SRCDIR/tests/s3/s3-hosts.py" ${2:-}
 }
-run "two vbackupd on one bucket: dedup, gc racing the backups, a killed writer reclaimed" hosts_s3
+run "two vbackupd on one bucket: dedup, gc racing the backups, a killed writer reclaimed" \
+    hosts_s3 site
+run "vbackupd: radosgw stopped and started during a backup" hosts_s3 restart rgw-restart
 
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"
