@@ -31,8 +31,24 @@
 #     backups and restores of tests/daemon/daemon-files.py (full,
 #     incremental, differential, fallback data, guest and host restores,
 #     verify, gc) against radosgw
-# The seed is printed (set VB_S3_SEED to replay one).  Needs root and the
-# Ceph packages of scripts/install-deps.
+#   9 two vbackupd ("two hosts": own folders, sockets and index caches) with
+#     one [target]: the same s3://vbhosts/site, password file and [target]
+#     keys (tests/s3/s3-hosts.py): host 2's copy of a file host 1 stored
+#     adds nothing to the bucket's data/ (radosgw-admin lists it); both back
+#     up at once, twice, while vbackupctl gc runs in a loop and snapshots
+#     are forgotten: every gc succeeds, every job ends done; host 1 killed
+#     (SIGKILL) while its job uploads: host 2's job ends done, a gc at once
+#     keeps host 1's packs (its lease is live), a gc after the lease expired
+#     (VBACKUP_TEST_LEASE_EXPIRY=8) brings data/ back to what the snapshots
+#     hold; host 1 restarted backs up again; every snapshot restored by
+#     restore-files equal to its disk, verify --read-data clean
+#  10 radosgw stopped and started (ceph-cluster stop-rgw, start-rgw) while a
+#     vbackupd job uploads: the job ends done, or failed with a reason and
+#     a retry ends done; gc leaves only what the snapshot holds; it restores
+#     equal to the disk
+# Each step's time follows its line.  The seed is printed (set VB_S3_SEED
+# to replay one; steps 9 and 10 make their files' contents from it).  Needs
+# root and the Ceph packages of scripts/install-deps.
 set -eu
 : "${VB_SRCDIR:?run through meson test}"
 : "${VB_TEST_REPO_STORE_S3:?}" "${VB_S3_FAULTS:?}"
