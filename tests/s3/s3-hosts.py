@@ -12,14 +12,21 @@ and a cache of their own.
   gc      two rounds of both hosts backing up at once (full and incremental,
           shared and own new files) while `vbackupctl gc` runs again and
           again and snapshots are forgotten between rounds: every gc
-          succeeds, every job ends done, every snapshot left restores equal
-          to its disk as it was, verify --read-data is clean.
-  kill    host 1 is killed (SIGKILL) while its job uploads an 80 MiB file,
-          host 2's job goes on to done; a gc before host 1's lease expires
-          keeps the packs it left, a gc after (VBACKUP_TEST_LEASE_EXPIRY,
-          set by the caller for every process) brings data/ back to what the
-          committed snapshots hold; host 1 restarted backs up again; all
-          restore, verify --read-data clean.
+          succeeds, every job ends done.
+  kill    host 1 is killed (SIGKILL) while its job uploads an 80 MiB file
+          (a pack of it is in the bucket), host 2's job goes on to done; a
+          gc at once, while host 1's lease is live, keeps the packs it left;
+          a gc after the lease expired (VBACKUP_TEST_LEASE_EXPIRY, set by the
+          caller for every process) brings data/ back to what the committed
+          snapshots hold; host 1 restarted backs up again.
+  Then every snapshot not forgotten restores (restore-files) equal to its
+  disk as it was, and verify --read-data is clean.
+
+With the argument rgw-restart, one host instead: radosgw is stopped and
+started again (tests/ceph/ceph-cluster stop-rgw, start-rgw) while its job
+uploads a 48 MiB file; the job ends done, or failed with a reason and a
+retry ends done; gc leaves no more than the snapshot holds; it restores
+equal to the disk.
 
 Environment: VB_HOSTS_TARGET (s3://BUCKET/PREFIX, made by the caller),
 VB_TEST_TARGET_KEYS, VBACKUP_PASSWORD_FILE, the AWS_* variables, VB_CEPH_DIR
