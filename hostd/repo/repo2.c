@@ -607,6 +607,32 @@ int vb2_repo_open(const char *location, const struct vb2_open_opts *o, struct vb
     return vb2_repo_open_store(s, location, o, out, e);
 }
 
+/*
+ * VBACKUP_TEST_LEASE_EXPIRY=SECONDS (2 to 900), a test hook: leases expire
+ * after SECONDS instead of 15 min, are refreshed every tenth of it and given
+ * up 30 % before it, in every process that opens the repository without its
+ * own lease times (vbackupd, vbackupctl); all of them must agree.  The s3
+ * suite uses it to see gc reclaim a killed writer's packs within seconds.
+ */
+static int test_lease_times(struct vb2_repo *r, vb_error *e)
+{
+    const char *v = getenv("VBACKUP_TEST_LEASE_EXPIRY");
+    char *end;
+    long sec;
+
+    if (!v || !*v)
+        return 0;
+    errno = 0;
+    sec = strtol(v, &end, 10);
+    if (errno || *end || sec < 2 || sec > 900)
+        return vb_seterr(e, -EINVAL, "VBACKUP_TEST_LEASE_EXPIRY: '%s' is not a number of "
+                         "seconds from 2 to 900", v);
+    r->lease_expiry_ns = sec * INT64_C(1000000000);
+    r->lease_refresh_ns = r->lease_expiry_ns / 10;
+    r->lease_margin_ns = r->lease_expiry_ns * 3 / 10;
+    return 0;
+}
+
 int vb2_repo_open_store(struct vb_store *s, const char *location,
                         const struct vb2_open_opts *o, struct vb2_repo **out, vb_error *e)
 {
@@ -641,6 +667,9 @@ int vb2_repo_open_store(struct vb_store *s, const char *location,
     r->lease_refresh_ns = o->lease_refresh_ns ? o->lease_refresh_ns : VB_LEASE_REFRESH_NS;
     r->lease_margin_ns = o->lease_margin_ns ? o->lease_margin_ns : VB_LEASE_MARGIN_NS;
     r->groups = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, key_free);
+    if (!o->lease_expiry_ns && !o->lease_refresh_ns && !o->lease_margin_ns &&
+        (ret = test_lease_times(r, e)))
+        goto fail;
     ret = vb2_get_object(r, CONFIG_NAME, CONFIG_MAX, buf, e);
     if (ret == -ENOENT) {
         struct vb_obj_info info;

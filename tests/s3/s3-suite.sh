@@ -31,8 +31,24 @@
 #     backups and restores of tests/daemon/daemon-files.py (full,
 #     incremental, differential, fallback data, guest and host restores,
 #     verify, gc) against radosgw
-# The seed is printed (set VB_S3_SEED to replay one).  Needs root and the
-# Ceph packages of scripts/install-deps.
+#   9 two vbackupd ("two hosts": own folders, sockets and index caches) with
+#     one [target]: the same s3://vbhosts/site, password file and [target]
+#     keys (tests/s3/s3-hosts.py): host 2's copy of a file host 1 stored
+#     adds nothing to the bucket's data/ (radosgw-admin lists it); both back
+#     up at once, twice, while vbackupctl gc runs in a loop and snapshots
+#     are forgotten: every gc succeeds, every job ends done; host 1 killed
+#     (SIGKILL) while its job uploads: host 2's job ends done, a gc at once
+#     keeps host 1's packs (its lease is live), a gc after the lease expired
+#     (VBACKUP_TEST_LEASE_EXPIRY=8) brings data/ back to what the snapshots
+#     hold; host 1 restarted backs up again; every snapshot restored by
+#     restore-files equal to its disk, verify --read-data clean
+#  10 radosgw stopped and started (ceph-cluster stop-rgw, start-rgw) while a
+#     vbackupd job uploads: the job ends done, or failed with a reason and
+#     a retry ends done; gc leaves only what the snapshot holds; it restores
+#     equal to the disk
+# Each step's time follows its line.  The seed is printed (set VB_S3_SEED
+# to replay one; steps 9 and 10 make their files' contents from it).  Needs
+# root and the Ceph packages of scripts/install-deps.
 set -eu
 : "${VB_SRCDIR:?run through meson test}"
 : "${VB_TEST_REPO_STORE_S3:?}" "${VB_S3_FAULTS:?}"
@@ -46,7 +62,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..8"
+echo "1..10"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -60,13 +76,15 @@ n=0
 run() {     # run NAME COMMAND...: one TAP line, the command's output as comments
     n=$((n + 1))
     name=$1; shift
+    t0=$(date +%s)
     if "$@" > "$tmp/out" 2>&1; then
         echo "ok $n - $name"
-        grep -E '^(s3-faults|fault-proxy):' "$tmp/out" | sed 's/^/# /' || true
+        grep -E '^(s3-faults|fault-proxy|s3-hosts):' "$tmp/out" | sed 's/^/# /' || true
     else
         echo "not ok $n - $name"
         sed 's/^/# /' "$tmp/out"
     fi
+    echo "# $n: $(( $(date +%s) - t0 )) s"
 }
 
 run test-repo-store-s3 "$VB_TEST_REPO_STORE_S3"
@@ -220,5 +238,23 @@ daemon_s3() {   # vbackupd writing to a bucket
         python3 "$VB_SRCDIR/tests/daemon/daemon-files.py"
 }
 run "vbackupd: file backups and restores with its target in s3:// ([target] keys)" daemon_s3
+
+hosts_s3() {    # hosts_s3 PREFIX [rgw-restart]: tests/s3/s3-hosts.py on s3://vbhosts/PREFIX
+    d="$tmp/hosts-$1"
+    loc="s3://vbhosts/$1"
+    mkdir -p "$d" || return 1
+    printf 'the shared bucket password\n' > "$d/pw"
+    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > "$d/keys" ) || return 1
+    VBACKUP_PASSWORD_FILE="$d/pw" "$VBACKUPCTL" --repo "$loc" --quiet init --format 2 \
+        --encryption aes-256-gcm || return 1
+    VBACKUP_PASSWORD_FILE="$d/pw" VB_TEST_FORMAT=2 VB_HOSTS_TARGET="$loc" VB_TEST_TARGET="$loc" \
+        VB_TEST_TARGET_KEYS="endpoint=$AWS_ENDPOINT_URL;region=$AWS_REGION;addressing=path;credentials_file=$d/keys" \
+        VB_S3_SEED="$seed" VBACKUP_TEST_LEASE_EXPIRY=8 \
+        python3 "$VB_SRCDIR/tests/s3/s3-hosts.py" ${2:-}
+}
+run "two vbackupd on one bucket: dedup, gc racing the backups, a killed writer reclaimed" \
+    hosts_s3 site
+run "vbackupd: radosgw stopped and started during a backup" hosts_s3 restart rgw-restart
 
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"

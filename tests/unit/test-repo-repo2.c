@@ -123,6 +123,55 @@ static void test_open_errors(void)
     g_free(dir);
 }
 
+/* VBACKUP_TEST_LEASE_EXPIRY: out of range or not a number fails the open
+ * naming it; 2 s makes a session refresh its lease every 0.2 s; options that
+ * give lease times win over it. */
+static void test_lease_env(void)
+{
+    static const char *const bad[] = { "1", "901", "8s", "-3", "x" };
+    struct trepo t;
+    struct vb2_write_opts wo = { .vm = "x" };
+    struct vb2_open_opts o;
+    struct vb2_write *w;
+    struct vb2_repo *r;
+    struct vb_lease_info first, later;
+    GArray *leases;
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_NONE, 0);
+    trepo_close(&t);
+    o = trepo_open_opts(&t);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_setenv("VBACKUP_TEST_LEASE_EXPIRY", bad[i], TRUE);
+        g_assert_cmpint(vb2_repo_open(t.dir, &o, &r, &e), ==, -EINVAL);
+        g_assert_nonnull(strstr(e.msg, "VBACKUP_TEST_LEASE_EXPIRY"));
+    }
+    for (int explicit = 0; explicit < 2; explicit++) {
+        g_setenv("VBACKUP_TEST_LEASE_EXPIRY", explicit ? "x" : "2", TRUE);
+        o.lease_expiry_ns = explicit ? 60 * INT64_C(1000000000) : 0;
+        g_assert_cmpint(vb2_repo_open(t.dir, &o, &r, &e), ==, 0);
+        g_assert_cmpint(vb2_write_begin(r, &wo, &w, &e), ==, 0);
+        g_assert_cmpint(vb_lease_list(vb2_repo_store(r), &leases, &e), ==, 0);
+        g_assert_cmpuint(leases->len, ==, 1);
+        first = g_array_index(leases, struct vb_lease_info, 0);
+        g_array_free(leases, TRUE);
+        g_usleep(700 * 1000);
+        g_assert_cmpint(vb_lease_list(vb2_repo_store(r), &leases, &e), ==, 0);
+        g_assert_cmpuint(leases->len, ==, 1);
+        later = g_array_index(leases, struct vb_lease_info, 0);
+        g_array_free(leases, TRUE);
+        if (explicit)       /* refreshed every minute: not yet */
+            g_assert_cmpint(later.mtime_ns, ==, first.mtime_ns);
+        else
+            g_assert_cmpint(later.mtime_ns, >, first.mtime_ns);
+        vb2_write_abort(w);
+        vb2_write_unref(w);
+        vb2_repo_close(r);
+    }
+    g_unsetenv("VBACKUP_TEST_LEASE_EXPIRY");
+    trepo_free(&t);
+}
+
 /* A config changed to say "none" in an encrypted repository is refused. */
 static void test_config_downgrade(void)
 {
@@ -573,6 +622,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-repo2/create-open", test_create_open);
     g_test_add_func("/repo-repo2/open-errors", test_open_errors);
     g_test_add_func("/repo-repo2/private-cache", test_private_cache);
+    g_test_add_func("/repo-repo2/lease-env", test_lease_env);
     g_test_add_func("/repo-repo2/config-downgrade", test_config_downgrade);
     g_test_add_func("/repo-repo2/roundtrip", test_roundtrip);
     g_test_add_func("/repo-repo2/dedup", test_dedup);
