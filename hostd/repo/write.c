@@ -331,6 +331,39 @@ static int ship(struct vb2_write *w, struct vb_pack_writer *pw, vb_error *e)
     return 0;
 }
 
+/*
+ * After the manifest's put: the lease must still be safe.  The put may take
+ * long (an S3 put retried for minutes while the store is unwell); if the
+ * lease could have expired meanwhile, a gc elsewhere may have judged this
+ * writer gone and deleted packs only this snapshot uses.  Safe now and never
+ * lost means safe all along (a refresh is refused once the lease is unsafe,
+ * and that marks it lost), so the snapshot stands; otherwise it is withdrawn
+ * (a committed snapshot must restore), or, when even that fails, named for
+ * verify.
+ */
+static int check_lease_after_put(struct vb2_write *w, const char *name, const char *id,
+                                 vb_error *e)
+{
+    struct vb2_repo *r = w->r;
+    vb_error re = { 0 };
+    bool safe;
+
+    g_mutex_lock(&w->mu);
+    safe = !w->lease_lost && vb_lease_safe(&w->lease, vb_lease_mono_now(), r->lease_expiry_ns,
+                                           r->lease_margin_ns);
+    g_mutex_unlock(&w->mu);
+    if (safe)
+        return 0;
+    if (!vb_store_remove(r->s, name, &re) && !vb_store_sync(r->s, &re))
+        return vb_seterr(e, -ESTALE, "the snapshot's manifest was stored only after the "
+                         "session's lease %s may have expired (a gc may have removed its "
+                         "data meanwhile): withdrawn, not committed", w->lease.name);
+    return vb_seterr(e, -ESTALE, "the snapshot's manifest was stored only after the session's "
+                     "lease %s may have expired (a gc may have removed its data meanwhile), "
+                     "and withdrawing it failed (%s): snapshot %s may not restore; check it "
+                     "with verify --read-data", w->lease.name, vb_strerror(&re), id);
+}
+
 static gpointer lease_timer(gpointer opaque)
 {
     struct vb2_write *w = opaque;
@@ -1007,7 +1040,9 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
         vb_obj_name(VB_OBJ_SNAPSHOT, obj, name);
         g_mutex_lock(&w->mu);
         /* the commit point, refused when an abort came first or the lease
-         * may have expired (gc may have judged this writer gone) */
+         * may have expired (gc may have judged this writer gone).  The put
+         * runs without the lock, so that the lease timer keeps refreshing
+         * while it takes long (an abort asked meanwhile is too late). */
         if (w->abort_wanted)
             ret = vb_seterr(e, -ECANCELED, "the backup was aborted");
         else if (w->lease_lost ||
@@ -1015,9 +1050,11 @@ int vb2_write_commit(struct vb2_write *w, struct vb_manifest *m, char **id_out, 
                                 r->lease_margin_ns))
             ret = vb_seterr(e, -ESTALE, "the session's lease %s may have expired: not "
                             "committing", w->lease.name);
-        else
-            ret = vb_store_put(r->s, name, stored, len, VB_PUT_NOREPLACE | VB_PUT_SYNC, e);
         g_mutex_unlock(&w->mu);
+        if (!ret)
+            ret = vb_store_put(r->s, name, stored, len, VB_PUT_NOREPLACE | VB_PUT_SYNC, e);
+        if (!ret)
+            ret = check_lease_after_put(w, name, m->id, e);
     }
     if (!ret) {
         /* our own manifest goes to the cache as it is: nobody fetches it again */
@@ -1159,6 +1196,8 @@ int vb2_write_commit_one(struct vb2_write *w, struct vb_manifest *m, const char 
         g_mutex_unlock(&w->mu);
         if (!ret)
             ret = vb_store_put(r->s, name, stored, len, VB_PUT_NOREPLACE | VB_PUT_SYNC, e);
+        if (!ret)
+            ret = check_lease_after_put(w, name, m->id, e);
     }
     if (!ret) {
         GByteArray gb = { .data = stored, .len = (guint)len };

@@ -336,6 +336,80 @@ static void test_requests(void)
     trepo_free(&t);
 }
 
+/* The manifest's put outlasts the lease (an S3 put retried for minutes):
+ * the snapshot is withdrawn, or named when even that fails; a lease kept
+ * fresh meanwhile commits. */
+struct slow_put {
+    int64_t sleep_us;
+    bool fail_remove;
+};
+
+static int slow_manifest_hook(struct teststore *t, enum ts_op op, const char *name)
+{
+    struct slow_put *sp = t->opaque;
+
+    if (op == TS_PUT && name && g_str_has_prefix(name, "snapshots/"))
+        g_usleep(sp->sleep_us);
+    if (op == TS_REMOVE && name && g_str_has_prefix(name, "snapshots/") && sp->fail_remove)
+        return -EACCES;
+    return 0;
+}
+
+static void test_slow_commit(void)
+{
+    struct trepo t;
+    struct teststore *ts;
+    struct slow_put sp = { 0 };
+    struct vb2_open_opts o;
+    struct vb2_write_opts wo = { .vm = "slow" };
+    struct vb2_write *w;
+    GPtrArray *list;
+    vb_error e = { 0 };
+
+    trepo_init(&t, VB_AEAD_NONE, 1 << 20);
+    trepo_close(&t);
+    o = trepo_open_opts(&t);
+    o.lease_expiry_ns = 400 * INT64_C(1000000);
+    o.lease_margin_ns = 200 * INT64_C(1000000);
+    for (int round = 0; round < 3; round++) {
+        struct vb_manifest *m = vb_manifest_new();
+
+        /* 0: never refreshed, withdrawn; 1: the same, the removal refused;
+         * 2: refreshed every 20 ms, it stands */
+        o.lease_refresh_ns = (round < 2 ? 3600 * INT64_C(1000) : 20) * INT64_C(1000000);
+        sp.sleep_us = 300 * 1000;
+        sp.fail_remove = round == 1;
+        ts = teststore_new(t.dir);
+        ts->hook = slow_manifest_hook;
+        ts->opaque = &sp;
+        g_assert_cmpint(vb2_repo_open_store(ts->s, t.dir, &o, &t.r, &e), ==, 0);
+        g_assert_cmpint(vb2_write_begin(t.r, &wo, &w, &e), ==, 0);
+        m->type = VB_MF_DISK;
+        m->disk.chunk_size = 4096;
+        g_assert_cmpint(vb2_write_stream(w, NULL, "", 0, &m->chunks, &e), ==, 0);
+        if (round < 2) {
+            g_assert_cmpint(vb2_write_commit(w, m, NULL, &e), ==, -ESTALE);
+            g_assert_nonnull(strstr(e.msg, "may have expired"));
+            g_assert_nonnull(strstr(e.msg, round == 0 ? "withdrawn, not committed"
+                                                      : "withdrawing it failed"));
+            if (round == 1)
+                g_assert_nonnull(strstr(e.msg, "verify --read-data"));
+        } else {
+            g_assert_cmpint(vb2_write_commit(w, m, NULL, &e), ==, 0);
+        }
+        vb2_write_unref(w);
+        vb_manifest_free(m);
+        sp.sleep_us = 0;
+        g_assert_cmpint(vb2_snap_list(t.r, NULL, &list, NULL, &e), ==, 0);
+        g_assert_cmpuint(list->len, ==, (guint)round);   /* round 1's stayed, named */
+        g_ptr_array_free(list, TRUE);
+        trepo_close(&t);                     /* closes the store too */
+        g_free(ts->dir);
+        g_free(ts);
+    }
+    trepo_free(&t);
+}
+
 /* Abort: nothing visible; a commit after an abort is refused. */
 static void test_abort(void)
 {
@@ -627,6 +701,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-repo2/roundtrip", test_roundtrip);
     g_test_add_func("/repo-repo2/dedup", test_dedup);
     g_test_add_func("/repo-repo2/requests", test_requests);
+    g_test_add_func("/repo-repo2/slow-commit", test_slow_commit);
     g_test_add_func("/repo-repo2/abort", test_abort);
     g_test_add_func("/repo-repo2/abort-racing", test_abort_racing);
     g_test_add_func("/repo-repo2/groups", test_groups);
