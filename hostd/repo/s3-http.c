@@ -266,10 +266,10 @@ static int start_try(struct vb_s3_http *h, struct vb_s3_call *c)
 {
     const struct vb_s3_config *cfg = &h->cfg;
     struct try *t = c->priv;
-    struct vb_s3_header hs[8];
+    struct vb_s3_header hs[VB_S3_HEADERS_MAX];
     char host[400], date[17], range[64];
     GString *path = g_string_new(NULL), *auth = g_string_new(NULL);
-    size_t n = 0;
+    size_t n;
     CURL *e;
 
     /* forget the previous try */
@@ -286,20 +286,7 @@ static int start_try(struct vb_s3_http *h, struct vb_s3_call *c)
     vb_s3_host(&cfg->ep, cfg->bucket, cfg->virtual_host, host, sizeof(host));
     vb_s3_path(cfg->bucket, c->key, cfg->virtual_host, path);
     vb_s3_amz_date(time(NULL), date);
-    hs[n++] = (struct vb_s3_header){ "host", host };
-    hs[n++] = (struct vb_s3_header){ "x-amz-date", date };
-    hs[n++] = (struct vb_s3_header){ "x-amz-content-sha256", c->payload_sha256 };
-    if (c->content_md5[0])
-        hs[n++] = (struct vb_s3_header){ "content-md5", c->content_md5 };
-    if (c->if_none_match)
-        hs[n++] = (struct vb_s3_header){ "if-none-match", "*" };
-    if (c->range) {
-        snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)c->off,
-                 (unsigned long long)(c->off + c->len - 1));
-        hs[n++] = (struct vb_s3_header){ "range", range };
-    }
-    if (cfg->creds.session_token[0])
-        hs[n++] = (struct vb_s3_header){ "x-amz-security-token", cfg->creds.session_token };
+    n = vb_s3_call_headers(c, host, date, cfg->creds.session_token, range, hs);
     vb_s3_sign(&cfg->creds, cfg->region, c->method, path->str, c->query, hs, n,
                c->payload_sha256, date, auth, NULL);
 

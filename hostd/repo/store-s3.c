@@ -61,6 +61,7 @@ struct op {
     void *opaque;
     uint8_t md5[16];
     char md5_hex[33];
+    char lock_until[32];         /* "" : not locked */
     /* multipart */
     char upload_id[512];
     unsigned nparts, next_part, inflight, parts_done;
@@ -114,6 +115,17 @@ static struct vb_s3_call *call_new(struct op *o, const char *method, const char 
     g_string_free(q, TRUE);
     c->opaque = o;
     return c;
+}
+
+/* The retention of a put that creates an object (a single PUT, or the
+ * initiate of a multipart upload): Object Lock headers when the store has
+ * object_lock and the put is not transient. */
+static void call_lock(struct op *o, struct vb_s3_call *c)
+{
+    if (!o->lock_until[0])
+        return;
+    c->lock_mode = o->s->cfg.lock_compliance ? "COMPLIANCE" : "GOVERNANCE";
+    snprintf(c->lock_until, sizeof(c->lock_until), "%s", o->lock_until);
 }
 
 static void op_free(struct op *o)
@@ -373,6 +385,8 @@ static void s3_put_async(void *h, const char *name, const void *buf, size_t len,
     o->buf = buf;
     o->len = len;
     o->flags = flags;
+    if (s->cfg.lock_days && !(flags & VB_PUT_TRANSIENT))
+        vb_s3_lock_until(vb_wall_ns() / NS, s->cfg.lock_days, o->lock_until);
     if ((flags & VB_PUT_NOREPLACE) || len <= s->cfg.multipart_threshold) {
         if (len > (UINT64_C(5) << 30)) {
             op_end(o, vb_seterr(&o->err, -EFBIG, "put %s: %zu bytes is more than one S3 PUT "
@@ -385,6 +399,7 @@ static void s3_put_async(void *h, const char *name, const void *buf, size_t len,
         c = call_new(o, "PUT", NULL);
         vb_s3_call_body(c, buf, len, o->md5, NULL);
         c->if_none_match = flags & VB_PUT_NOREPLACE;
+        call_lock(o, c);
         c->done = put_single_done;
         vb_s3_submit(s->http, c);
         return;
@@ -407,6 +422,7 @@ static void s3_put_async(void *h, const char *name, const void *buf, size_t len,
     }
     c = call_new(o, "POST", (const char *const[]){ "uploads", NULL, NULL });
     vb_s3_call_body(c, "", 0, NULL, NULL);
+    call_lock(o, c);
     c->want_body = true;
     c->done = mp_initiate_done;
     vb_s3_submit(s->http, c);
@@ -572,6 +588,17 @@ static int s3_stat(void *h, const char *name, struct vb_obj_info *info, vb_error
     return ret;
 }
 
+/* A DELETE the bucket refused: name the permission that is missing. */
+static int remove_refused(vb_error *e, const struct vb_s3_call *c, const char *name)
+{
+    char d[400];
+
+    vb_s3_call_describe(c, d, sizeof(d));
+    return vb_seterr(e, -EACCES, "remove %s: %s: this credential may not delete objects "
+                     "(s3:DeleteObject): it can back up, but forget, prune and gc need one "
+                     "that may", name, d);
+}
+
 static int s3_remove(void *h, const char *name, vb_error *e)
 {
     struct s3 *s = h;
@@ -587,7 +614,9 @@ static int s3_remove(void *h, const char *name, vb_error *e)
         vb_s3_call_free(c);
         c = vb_s3_call_new("DELETE", key, NULL);
         vb_s3_run(s->http, c);
-        if (c->ret || (c->status != 204 && c->status != 200))
+        if (!c->ret && c->status == 403)
+            ret = remove_refused(e, c, name);
+        else if (c->ret || (c->status != 204 && c->status != 200))
             ret = call_fail(e, c, "remove", name);
     }
     vb_s3_call_free(c);
@@ -674,6 +703,25 @@ static int s3_list(void *h, const char *prefix, vb_list_fn fn, void *opaque, vb_
     return ret;
 }
 
+/* A DELETE of a name that never exists: S3 checks the permission first (and
+ * deletes nothing; on a versioned bucket it leaves a delete marker). */
+static int s3_check_remove(void *h, vb_error *e)
+{
+    struct s3 *s = h;
+    char *key = key_of(s, "locks/remove-check");
+    struct vb_s3_call *c = vb_s3_call_new("DELETE", key, NULL);
+    int ret = 0;
+
+    vb_s3_run(s->http, c);
+    if (!c->ret && c->status == 403)
+        ret = remove_refused(e, c, "locks/remove-check");
+    else if (c->ret || (c->status != 204 && c->status != 200 && c->status != 404))
+        ret = call_fail(e, c, "remove", "locks/remove-check");
+    vb_s3_call_free(c);
+    g_free(key);
+    return ret;
+}
+
 static int s3_sync(void *h, vb_error *e)
 {
     return 0;       /* every acknowledged PUT is durable */
@@ -750,20 +798,25 @@ static void s3_close(void *h)
     g_free(s);
 }
 
-static const struct vb_store_ops s3_ops = {
-    .name = "s3",
-    .put = s3_put,
-    .get = s3_get,
-    .stat = s3_stat,
-    .list = s3_list,
-    .remove = s3_remove,
-    .sync = s3_sync,
-    .clean_temp = s3_clean_temp,
-    .close = s3_close,
-    .caps = VB_STORE_NOREPLACE | VB_STORE_ASYNC,
-    .put_async = s3_put_async,
-    .get_async = s3_get_async,
-};
+#define S3_OPS(CAPS) {                          \
+    .name = "s3",                               \
+    .put = s3_put,                              \
+    .get = s3_get,                              \
+    .stat = s3_stat,                            \
+    .list = s3_list,                            \
+    .remove = s3_remove,                        \
+    .sync = s3_sync,                            \
+    .clean_temp = s3_clean_temp,                \
+    .check_remove = s3_check_remove,            \
+    .close = s3_close,                          \
+    .caps = (CAPS),                             \
+    .put_async = s3_put_async,                  \
+    .get_async = s3_get_async,                  \
+}
+static const struct vb_store_ops s3_ops = S3_OPS(VB_STORE_NOREPLACE | VB_STORE_ASYNC);
+/* object_lock: puts are locked for a retention period */
+static const struct vb_store_ops s3_ops_locked =
+    S3_OPS(VB_STORE_NOREPLACE | VB_STORE_ASYNC | VB_STORE_OBJECT_LOCK);
 
 uint64_t vb_store_s3_retries(struct vb_store *st)
 {
@@ -772,15 +825,45 @@ uint64_t vb_store_s3_retries(struct vb_store *st)
     return strcmp(vb_store_kind(st), "s3") ? 0 : vb_s3_http_retries(s->http);
 }
 
-/* The bucket answers (and exists, or is created with VB_STORE_CREATE). */
+/* object_lock needs a bucket made with Object Lock: GetObjectLockConfiguration */
+static int check_bucket_lock(struct s3 *s, const char *loc, vb_error *e)
+{
+    struct vb_s3_call *c = vb_s3_call_new("GET", "", "object-lock=");
+    struct vb_xml *root = NULL;
+    const char *enabled = NULL;
+    char why[200];
+    int ret = 0;
+
+    c->want_body = true;
+    vb_s3_run(s->http, c);
+    if (!c->ret && c->status == 200 &&
+        !vb_xml_parse((const char *)c->resp->data, c->resp->len, &root, why, sizeof(why)))
+        enabled = vb_xml_child_text(root, "ObjectLockEnabled");
+    if (!c->ret && (c->status == 404 || (c->status == 200 && (!enabled ||
+                                                              strcmp(enabled, "Enabled")))))
+        ret = vb_seterr(e, -ENOTSUP, "open repository %s: object_lock: bucket %s has no Object "
+                        "Lock (it is chosen when a bucket is made: init a repository in a "
+                        "new bucket with object_lock to have one made so)", loc, s->cfg.bucket);
+    else if (c->ret || c->status != 200)
+        ret = call_fail(e, c, "open repository", loc);
+    vb_xml_free(root);
+    vb_s3_call_free(c);
+    return ret;
+}
+
+/* The bucket answers (and exists, or is created with VB_STORE_CREATE; with
+ * object_lock, with Object Lock enabled). */
 static int check_bucket(struct s3 *s, const char *loc, unsigned flags, vb_error *e)
 {
     struct vb_s3_call *c = head(s, "");
     GString *body = NULL;
     int ret = 0;
 
-    if (!c->ret && c->status == 200)
+    if (!c->ret && c->status == 200) {
+        if (s->cfg.lock_days)
+            ret = check_bucket_lock(s, loc, e);
         goto out;
+    }
     if (!c->ret && c->status == 404 && (flags & VB_STORE_CREATE)) {
         vb_s3_call_free(c);
         c = vb_s3_call_new("PUT", "", NULL);
@@ -789,6 +872,7 @@ static int check_bucket(struct s3 *s, const char *loc, unsigned flags, vb_error 
             g_string_printf(body, "<CreateBucketConfiguration><LocationConstraint>%s"
                             "</LocationConstraint></CreateBucketConfiguration>", s->cfg.region);
         vb_s3_call_body(c, body->str, body->len, NULL, NULL);
+        c->bucket_lock = s->cfg.lock_days != 0;
         vb_s3_run(s->http, c);
         if (!c->ret && (c->status == 200 ||
                         (c->status == 409 && !strcmp(c->s3_code, "BucketAlreadyOwnedByYou"))))
@@ -827,7 +911,7 @@ int vb_store_s3_open(const char *location, unsigned flags, const char *const *op
     ret = check_bucket(s, location, flags, e);
     if (ret)
         goto fail;
-    *ops = &s3_ops;
+    *ops = s->cfg.lock_days ? &s3_ops_locked : &s3_ops;
     *h = s;
     return 0;
 fail:
