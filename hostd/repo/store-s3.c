@@ -234,6 +234,20 @@ static void mp_fail(struct op *o, int ret)
     vb_s3_submit(o->s->http, c);
 }
 
+static void mp_retention_done(struct vb_s3_call *c)
+{
+    struct op *o = c->opaque;
+
+    if (c->ret || c->status != 200) {
+        call_fail(&o->err, c, "put", o->name);
+        vb_s3_call_free(c);
+        op_end(o, o->err.code);
+        return;
+    }
+    vb_s3_call_free(c);
+    op_end(o, 0);
+}
+
 static void mp_verify_done(struct vb_s3_call *c)
 {
     struct op *o = c->opaque;
@@ -256,6 +270,21 @@ static void mp_verify_done(struct vb_s3_call *c)
         return;
     }
     vb_s3_call_free(c);
+    if (o->lock_until[0]) {
+        /* radosgw 16.2 keeps no retention given to CreateMultipartUpload: set
+         * it on the object (PutObjectRetention; on AWS the same date again) */
+        uint8_t md5[16];
+        c = call_new(o, "PUT", (const char *const[]){ "retention", NULL, NULL });
+        o->complete = o->complete ? o->complete : g_string_new(NULL);
+        g_string_printf(o->complete, "<Retention><Mode>%s</Mode><RetainUntilDate>%s"
+                        "</RetainUntilDate></Retention>",
+                        o->s->cfg.lock_compliance ? "COMPLIANCE" : "GOVERNANCE", o->lock_until);
+        vb_s3_md5(o->complete->str, o->complete->len, md5);
+        vb_s3_call_body(c, o->complete->str, o->complete->len, md5, NULL);
+        c->done = mp_retention_done;
+        vb_s3_submit(o->s->http, c);
+        return;
+    }
     op_end(o, 0);
 }
 
