@@ -203,7 +203,7 @@ static int open_reader(const char *password_file, const char *key_file, struct v
         fprintf(stderr, "%s: no repository: give --repo DIR or set VBACKUP_REPO\n", prog);
         return -EINVAL;
     }
-    if (vb_sr_open_secret(repo_path, true, password_file, key_file, r, &e)) {
+    if (vb_sr_open_opts(repo_path, true, password_file, key_file, vbctl_store_opts, r, &e)) {
         die_err(NULL, &e);
         return e.code ? e.code : -EIO;
     }

@@ -136,6 +136,10 @@ size_t vb_s3_call_headers(const struct vb_s3_call *c, const char *host, const ch
     }
     if (c->bucket_lock)
         hs[n++] = (struct vb_s3_header){ "x-amz-bucket-object-lock-enabled", "true" };
+    if (c->owner_acl)
+        /* the bucket's owner may read what another user (a backup-only
+         * credential) writes: radosgw makes the writer the object's owner */
+        hs[n++] = (struct vb_s3_header){ "x-amz-acl", "bucket-owner-full-control" };
     if (c->range) {
         snprintf(range, 64, "bytes=%llu-%llu", (unsigned long long)c->off,
                  (unsigned long long)(c->off + c->len - 1));

@@ -102,7 +102,7 @@ struct vb_s3_call;
 /*
  * The headers to sign and send for call c (s3-http.c's), into hs: host,
  * x-amz-date, x-amz-content-sha256, and as the call asks content-md5,
- * if-none-match, the Object Lock headers, range (written into range),
+ * if-none-match, the Object Lock headers, x-amz-acl, range (written into range),
  * x-amz-security-token (session_token "" : none).  Returns how many.
  */
 size_t vb_s3_call_headers(const struct vb_s3_call *c, const char *host, const char *date,
@@ -261,6 +261,7 @@ struct vb_s3_call {
     const char *lock_mode;           /* x-amz-object-lock-mode (GOVERNANCE, COMPLIANCE) or NULL */
     char lock_until[32];             /* x-amz-object-lock-retain-until-date with lock_mode */
     bool bucket_lock;                /* x-amz-bucket-object-lock-enabled: true (create bucket) */
+    bool owner_acl;                  /* x-amz-acl: bucket-owner-full-control (an object put) */
     bool range;                      /* GET bytes off .. off+len-1 into out */
     uint64_t off;
     size_t len;

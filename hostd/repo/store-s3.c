@@ -117,11 +117,13 @@ static struct vb_s3_call *call_new(struct op *o, const char *method, const char 
     return c;
 }
 
-/* The retention of a put that creates an object (a single PUT, or the
- * initiate of a multipart upload): Object Lock headers when the store has
- * object_lock and the put is not transient. */
+/* The headers of a put that creates an object (a single PUT, or the
+ * initiate of a multipart upload): the bucket's owner gets full control
+ * (x-amz-acl), and Object Lock headers when the store has object_lock and
+ * the put is not transient. */
 static void call_lock(struct op *o, struct vb_s3_call *c)
 {
+    c->owner_acl = true;
     if (!o->lock_until[0])
         return;
     c->lock_mode = o->s->cfg.lock_compliance ? "COMPLIANCE" : "GOVERNANCE";

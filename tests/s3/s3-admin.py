@@ -14,8 +14,11 @@
 #   s3-admin.py delete-all BUCKET PREFIX
 #                                      DELETE (no versionId) of every current object:
 #                                      on a versioned bucket, a delete marker each
-#   s3-admin.py undelete BUCKET PREFIX  remove the delete markers that hide an object
-#                                      (DELETE ?versionId=MARKER); prints how many
+#   s3-admin.py undelete BUCKET PREFIX [SINCE]
+#                                      remove the delete markers that hide an object
+#                                      (DELETE ?versionId=MARKER), only those made at or
+#                                      after SINCE (seconds since the epoch, the server's
+#                                      clock) when given; prints how many
 import datetime
 import hashlib
 import hmac
@@ -74,7 +77,7 @@ def request(method, bucket, key="", query=None, body=b"", headers=None):
 
 
 def versions(bucket, prefix):
-    """[(key, version id, latest, is delete marker)] under prefix"""
+    """[(key, version id, latest, is delete marker, LastModified as seconds)] under prefix"""
     out, km, vm = [], None, None
     while True:
         q = {"versions": "", "prefix": prefix}
@@ -88,8 +91,11 @@ def versions(bucket, prefix):
         for el in root:
             tag = el.tag.replace(NS, "")
             if tag in ("Version", "DeleteMarker"):
+                t = datetime.datetime.strptime(el.find(NS + "LastModified").text[:19],
+                                               "%Y-%m-%dT%H:%M:%S")
                 out.append((el.find(NS + "Key").text, el.find(NS + "VersionId").text,
-                            el.find(NS + "IsLatest").text == "true", tag == "DeleteMarker"))
+                            el.find(NS + "IsLatest").text == "true", tag == "DeleteMarker",
+                            t.replace(tzinfo=datetime.timezone.utc).timestamp()))
         if root.find(NS + "IsTruncated").text != "true":
             return out
         km = root.find(NS + "NextKeyMarker").text
@@ -117,12 +123,13 @@ def main(argv):
             raise SystemExit("PutBucketPolicy: HTTP %d %s" % (st, b[:300]))
         return 0
     if cmd == "versions":
-        for key, vid, latest, marker in versions(argv[2], argv[3]):
-            print(key, vid, "latest" if latest else "old", "marker" if marker else "object")
+        for key, vid, latest, marker, t in versions(argv[2], argv[3]):
+            print(key, vid, "latest" if latest else "old", "marker" if marker else "object",
+                  int(t))
         return 0
     if cmd == "delete-all":
         n = 0
-        for key, vid, latest, marker in versions(argv[2], argv[3]):
+        for key, vid, latest, marker, t in versions(argv[2], argv[3]):
             if latest and not marker:
                 st, b, _ = request("DELETE", argv[2], key)
                 if st not in (200, 204):
@@ -133,8 +140,9 @@ def main(argv):
     if cmd == "undelete":
         n = 0
         while True:     # markers may be stacked: remove the newest until an object shows
-            top = [(k, v) for k, v, latest, marker in versions(argv[2], argv[3])
-                   if latest and marker]
+            since = float(argv[4]) if len(argv) > 4 else 0
+            top = [(k, v) for k, v, latest, marker, t in versions(argv[2], argv[3])
+                   if latest and marker and t >= since]
             if not top:
                 break
             for key, vid in top:

@@ -277,16 +277,18 @@ static void test_object_lock(void)
     vb_s3_call_body(c, "x", 1, (const uint8_t *)"0123456789abcdef", NULL);
     c->if_none_match = true;
     c->lock_mode = "GOVERNANCE";
+    c->owner_acl = true;
     snprintf(c->lock_until, sizeof(c->lock_until), "2013-05-31T00:00:00Z");
     n = vb_s3_call_headers(c, "h:80", "20130524T000000Z", "", range, hs);
-    g_assert_cmpuint(n, ==, 7);
+    g_assert_cmpuint(n, ==, 8);
     vb_s3_sign(&aws_example, "us-east-1", "PUT", "/b/p/data/ab/abcd", "", hs, n,
                c->payload_sha256, "20130524T000000Z", auth, canon);
     g_assert_nonnull(strstr(canon->str, "\nx-amz-object-lock-mode:GOVERNANCE\n"
                             "x-amz-object-lock-retain-until-date:2013-05-31T00:00:00Z\n"));
     g_assert_nonnull(strstr(auth->str, "SignedHeaders=content-md5;host;if-none-match;"
-                            "x-amz-content-sha256;x-amz-date;x-amz-object-lock-mode;"
-                            "x-amz-object-lock-retain-until-date,"));
+                            "x-amz-acl;x-amz-content-sha256;x-amz-date;"
+                            "x-amz-object-lock-mode;x-amz-object-lock-retain-until-date,"));
+    g_assert_nonnull(strstr(canon->str, "\nx-amz-acl:bucket-owner-full-control\n"));
     vb_s3_call_free(c);
 
     /* an unlocked one has neither; a bucket made with Object Lock says so */
