@@ -164,7 +164,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *opaque)
         const char *sp = memchr(line, ' ', n);
         /* a new answer (after a 100 Continue): forget the previous one */
         c->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        c->etag[0] = 0;
+        c->etag[0] = c->version_id[0] = 0;
         c->have_length = c->have_mtime = false;
         c->content_range[0] = 0;
         return n;
@@ -186,6 +186,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *opaque)
         c->have_mtime = vb_s3_parse_http_date(tmp, &c->mtime_ns) == 0;
     } else if (header_is(line, n, "Content-Range", &v, &vl)) {
         copy_value(c->content_range, sizeof(c->content_range), v, vl);
+    } else if (header_is(line, n, "x-amz-version-id", &v, &vl)) {
+        copy_value(c->version_id, sizeof(c->version_id), v, vl);
     }
     return n;
 }
@@ -274,7 +276,7 @@ static int start_try(struct vb_s3_http *h, struct vb_s3_call *c)
 
     /* forget the previous try */
     c->status = 0;
-    c->etag[0] = c->content_range[0] = c->s3_code[0] = c->s3_msg[0] = 0;
+    c->etag[0] = c->content_range[0] = c->s3_code[0] = c->s3_msg[0] = c->version_id[0] = 0;
     c->have_length = c->have_mtime = false;
     c->got = 0;
     g_byte_array_set_size(c->resp, 0);

@@ -174,6 +174,19 @@ struct vb_s3_upload {
 int vb_s3_parse_uploads(const char *buf, size_t len, GArray *uploads, bool *truncated,
                         char **next_key, char **next_upload, char *why, size_t whycap);
 void vb_s3_uploads_free(GArray *uploads);
+struct vb_s3_version {
+    char *key;
+    char version_id[128];
+    bool marker;             /* a delete marker (no ETag, no size) */
+    char etag[80];           /* without quotes */
+    uint64_t size;
+};
+/* ListVersionsResult: versions and delete markers (struct vb_s3_version) in
+ * the document's order (per key, newest first), the markers for the next
+ * page when truncated. */
+int vb_s3_parse_versions(const char *buf, size_t len, GArray *versions, bool *truncated,
+                         char **next_key, char **next_version, char *why, size_t whycap);
+void vb_s3_versions_free(GArray *versions);
 /* The CompleteMultipartUpload body for parts 1..n with their hex MD5s. */
 void vb_s3_complete_xml(GString *out, const char (*etags)[33], unsigned n);
 /* The ETag S3 gives a multipart object: hex MD5 of the parts' MD5s, "-n". */
@@ -271,6 +284,7 @@ struct vb_s3_call {
     long status;                     /* 0: no answer */
     GByteArray *resp;                /* body kept (want_body, or a non-2xx answer) */
     char etag[80];                   /* without quotes */
+    char version_id[128];            /* x-amz-version-id ("" : none) */
     bool have_length;
     uint64_t length;                 /* Content-Length */
     bool have_mtime;

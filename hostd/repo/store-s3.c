@@ -62,6 +62,10 @@ struct op {
     uint8_t md5[16];
     char md5_hex[33];
     char lock_until[32];         /* "" : not locked */
+    /* a NOREPLACE put on a versioned bucket: our version, the listing's page */
+    char version_id[128];
+    bool seen_ours;
+    char *key_marker, *version_marker;
     /* multipart */
     char upload_id[512];
     unsigned nparts, next_part, inflight, parts_done;
@@ -132,6 +136,8 @@ static void call_lock(struct op *o, struct vb_s3_call *c)
 
 static void op_free(struct op *o)
 {
+    g_free(o->key_marker);
+    g_free(o->version_marker);
     g_free(o->key);
     g_free(o->part_md5);
     g_free(o->part_etag);
@@ -186,11 +192,119 @@ static void put_check_done(struct vb_s3_call *c)
     op_end(o, ours ? 0 : vb_seterr(&o->err, -EEXIST, "put %s: object exists", o->name));
 }
 
+/*
+ * NOREPLACE on a versioned bucket (object_lock).  radosgw 16.2 ignores
+ * If-None-Match there: a second PUT makes a new version instead of 412.  So
+ * a transient NOREPLACE put (the maintenance lock, leases, condemned lists:
+ * where "exactly one writer wins" matters) lists the key's versions after
+ * its PUT: the oldest version since the last delete marker wins.  Ours is
+ * preceded by a delete marker or nothing: ours.  By an object with our
+ * bytes: an earlier try of ours.  By another object: another writer's; our
+ * version is deleted (by its id, so the winner's shows again) and the put
+ * is -EEXIST.  On AWS, which honours If-None-Match, the listing always
+ * finds ours first.
+ */
+static void noreplace_list(struct op *o);
+
+static void noreplace_undo_done(struct vb_s3_call *c)
+{
+    struct op *o = c->opaque;
+
+    vb_s3_call_free(c);         /* best effort: a lease or lock left over expires */
+    op_end(o, vb_seterr(&o->err, -EEXIST, "put %s: object exists", o->name));
+}
+
+static void noreplace_list_done(struct vb_s3_call *c)
+{
+    struct op *o = c->opaque;
+    GArray *vs = g_array_new(FALSE, TRUE, sizeof(struct vb_s3_version));
+    int decided = 0;            /* 1: ours, -1: another writer's */
+    bool truncated = false;
+    char why[200];
+    int ret;
+
+    if (c->ret || c->status != 200) {
+        char d[400];
+        ret = c->ret ? c->ret : -EIO;
+        vb_s3_call_describe(c, d, sizeof(d));
+        vb_s3_call_free(c);
+        g_array_free(vs, TRUE);
+        op_end(o, vb_seterr(&o->err, ret, "put %s: written, but checking "
+                            "that no other writer's version came first failed: %s", o->name,
+                            d));
+        return;
+    }
+    g_free(o->key_marker);
+    g_free(o->version_marker);
+    ret = vb_s3_parse_versions((const char *)c->resp->data, c->resp->len, vs, &truncated,
+                               &o->key_marker, &o->version_marker, why, sizeof(why));
+    vb_s3_call_free(c);
+    if (ret) {
+        g_array_free(vs, TRUE);
+        op_end(o, vb_seterr(&o->err, ret, "put %s: the list of its versions is damaged: %s",
+                            o->name, why));
+        return;
+    }
+    for (guint i = 0; i < vs->len && !decided; i++) {
+        const struct vb_s3_version *v = &g_array_index(vs, struct vb_s3_version, i);
+        if (strcmp(v->key, o->key))
+            continue;
+        if (!o->seen_ours)
+            o->seen_ours = !strcmp(v->version_id, o->version_id);
+        else if (v->marker || (v->size == o->len && !g_ascii_strcasecmp(v->etag, o->md5_hex)))
+            decided = 1;
+        else
+            decided = -1;
+    }
+    vb_s3_versions_free(vs);
+    g_array_free(vs, TRUE);
+    if (!decided && truncated) {
+        noreplace_list(o);
+        return;
+    }
+    if (!decided && !o->seen_ours) {
+        op_end(o, vb_seterr(&o->err, -EIO, "put %s: written as version %s, which its "
+                            "versions do not list", o->name, o->version_id));
+        return;
+    }
+    if (decided < 0) {
+        c = call_new(o, "DELETE", (const char *const[]){ "versionId", o->version_id, NULL });
+        c->done = noreplace_undo_done;
+        vb_s3_submit(o->s->http, c);
+        return;
+    }
+    op_end(o, 0);
+}
+
+static void noreplace_list(struct op *o)
+{
+    const char *q[] = { "prefix", o->key, "versions", NULL,
+                        o->key_marker ? "key-marker" : NULL, o->key_marker,
+                        "version-id-marker", o->version_marker, NULL };
+    GString *qs = g_string_new(NULL);
+    struct vb_s3_call *c;
+
+    vb_s3_query(qs, q);
+    c = vb_s3_call_new("GET", "", qs->str);
+    g_string_free(qs, TRUE);
+    c->want_body = true;
+    c->opaque = o;
+    c->done = noreplace_list_done;
+    vb_s3_submit(o->s->http, c);
+}
+
 static void put_single_done(struct vb_s3_call *c)
 {
     struct op *o = c->opaque;
 
     if (!c->ret && c->status == 200) {
+        if ((o->flags & VB_PUT_NOREPLACE) && (o->flags & VB_PUT_TRANSIENT) &&
+            o->s->cfg.lock_days && c->version_id[0]) {
+            snprintf(o->version_id, sizeof(o->version_id), "%s", c->version_id);
+            vb_s3_call_free(c);
+            noreplace_list(o);
+            return;
+        }
         vb_s3_call_free(c);
         op_end(o, 0);
         return;

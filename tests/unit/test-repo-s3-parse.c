@@ -473,6 +473,62 @@ static void test_list_mutations(void)
     g_rand_free(r);
 }
 
+/* ListVersionsResult as radosgw 16.2 sends it: versions and delete markers
+ * in order, paging markers; anything missing is refused */
+static void test_versions(void)
+{
+    static const char ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListVersionsResult "
+        "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>p/k</Prefix>"
+        "<IsTruncated>true</IsTruncated><NextKeyMarker>p/k</NextKeyMarker>"
+        "<NextVersionIdMarker>v1</NextVersionIdMarker>"
+        "<Version><Key>p/k</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest>"
+        "<LastModified>2026-12-02T16:20:01.000Z</LastModified><ETag>&quot;0123abcd&quot;</ETag>"
+        "<Size>42</Size></Version>"
+        "<DeleteMarker><Key>p/k</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest>"
+        "<LastModified>2026-12-02T16:20:00.000Z</LastModified></DeleteMarker>"
+        "<Version><Key>p/k2</Key><VersionId>v1</VersionId><ETag>\"ff\"</ETag><Size>0</Size>"
+        "</Version></ListVersionsResult>";
+    static const char *const bad[] = {
+        "<ListVersionsResult><IsTruncated>maybe</IsTruncated></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>false</IsTruncated><Version><Key>k</Key>"
+        "<VersionId>v</VersionId><Size>1</Size></Version></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>false</IsTruncated><Version><Key>k</Key>"
+        "<VersionId>v</VersionId><ETag>e</ETag><Size>-1</Size></Version></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>false</IsTruncated><DeleteMarker><Key>k</Key>"
+        "</DeleteMarker></ListVersionsResult>",
+        "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+    };
+    GArray *vs = g_array_new(FALSE, TRUE, sizeof(struct vb_s3_version));
+    char why[200], *nk, *nv;
+    bool trunc;
+    const struct vb_s3_version *v;
+
+    g_assert_cmpint(vb_s3_parse_versions(ok, strlen(ok), vs, &trunc, &nk, &nv, why,
+                                         sizeof(why)), ==, 0);
+    g_assert_true(trunc);
+    g_assert_cmpstr(nk, ==, "p/k");
+    g_assert_cmpstr(nv, ==, "v1");
+    g_assert_cmpuint(vs->len, ==, 3);
+    v = &g_array_index(vs, struct vb_s3_version, 0);
+    g_assert_true(!strcmp(v->key, "p/k") && !strcmp(v->version_id, "v3") && !v->marker &&
+                  !strcmp(v->etag, "0123abcd") && v->size == 42);
+    v = &g_array_index(vs, struct vb_s3_version, 1);
+    g_assert_true(!strcmp(v->version_id, "v2") && v->marker);
+    v = &g_array_index(vs, struct vb_s3_version, 2);
+    g_assert_true(!strcmp(v->key, "p/k2") && !strcmp(v->etag, "ff") && v->size == 0);
+    vb_s3_versions_free(vs);
+    g_free(nk);
+    g_free(nv);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        if (vb_s3_parse_versions(bad[i], strlen(bad[i]), vs, &trunc, &nk, &nv, why,
+                                 sizeof(why)) != -EBADMSG)
+            g_error("accepted: %s", bad[i]);
+        g_assert_true(vs->len == 0 && !nk && !nv);
+    }
+    g_array_free(vs, TRUE);
+}
+
 static void test_messages(void)
 {
     static const char err[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>"
@@ -561,5 +617,6 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-s3-parse/list", test_list);
     g_test_add_func("/repo-s3-parse/list-mutations", test_list_mutations);
     g_test_add_func("/repo-s3-parse/messages", test_messages);
+    g_test_add_func("/repo-s3-parse/versions", test_versions);
     return g_test_run();
 }

@@ -371,7 +371,10 @@ int main(int argc, char **argv)
     static const char *const locked_opts[] = { "addressing=path", "object_lock=1",
                                                "multipart_threshold=16M", "part_size=5M",
                                                NULL };
-    static struct backend path_style = { path_opts, NULL }, virtual_host = { virt_opts, NULL };
+    static struct backend path_style = { path_opts, NULL }, virtual_host = { virt_opts, NULL },
+                          locked = { locked_opts, LOCKED_BUCKET };
+    static const struct vb_conformance locked_c = { "/repo-store-s3/locked", open_s3,
+                                                    close_s3, &locked };
     static const struct vb_conformance path_c = { "/repo-store-s3/path", open_s3, close_s3,
                                                   &path_style };
     static const struct vb_conformance virt_c = { "/repo-store-s3/virtual", open_s3, close_s3,
@@ -405,6 +408,7 @@ int main(int argc, char **argv)
     }
     vb_conformance_add(&path_c);
     vb_conformance_add(&virt_c);
+    vb_conformance_add(&locked_c);
     g_test_add_func("/repo-store-s3/wrong-secret", test_wrong_secret);
     g_test_add_func("/repo-store-s3/no-bucket", test_no_bucket);
     g_test_add_func("/repo-store-s3/options", test_options);
