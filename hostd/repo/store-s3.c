@@ -26,6 +26,14 @@
  *           whole second so that list and stat read the same clock alike.
  *   remove  a HEAD (S3 deletes a missing key without a word; store.h wants
  *           -ENOENT), then DELETE.  Two removers at once may both succeed.
+ *           On a versioned bucket the DELETE adds a delete marker.
+ *
+ * object_lock=DAYS[,MODE] (docs/repository-v2.md, "Object Lock and
+ * backup-only credentials"): every put but a VB_PUT_TRANSIENT one carries
+ * Object Lock headers (a multipart one gets PutObjectRetention after it);
+ * every object put gives the bucket's owner full control; a transient
+ * NOREPLACE put checks the key's versions, since radosgw ignores
+ * If-None-Match on a versioned bucket.
  *   sync    nothing: S3 has acknowledged every put durably.
  *   clean_temp  aborts multipart uploads under the prefix initiated before
  *           the cutoff (what an interrupted put leaves behind).
