@@ -233,13 +233,15 @@ static void noreplace_list_done(struct vb_s3_call *c)
 
     if (c->ret || c->status != 200) {
         char d[400];
-        ret = c->ret ? c->ret : -EIO;
+        bool denied = !c->ret && c->status == 403;
+        ret = c->ret ? c->ret : denied ? -EACCES : -EIO;
         vb_s3_call_describe(c, d, sizeof(d));
         vb_s3_call_free(c);
         g_array_free(vs, TRUE);
         op_end(o, vb_seterr(&o->err, ret, "put %s: written, but checking "
-                            "that no other writer's version came first failed: %s", o->name,
-                            d));
+                            "that no other writer's version came first failed: %s%s", o->name,
+                            d, denied ? " (the credential needs s3:ListBucketVersions on a "
+                            "bucket with Object Lock)" : ""));
         return;
     }
     g_free(o->key_marker);
