@@ -298,13 +298,13 @@ POLICY
     # an attacker with the owner's keys deletes every object: the snapshots vanish
     sleep 1
     attack=$(date +%s)
-    n=$(s3adm delete-all "$b" host1/) || return 1
-    echo "attacker: $n objects hidden by delete markers"
+    hidden=$(s3adm delete-all "$b" host1/) || return 1
+    echo "attacker: $hidden objects hidden by delete markers"
     "$VBACKUPCTL" --repo "$loc" snapshots > "$d/out" 2>&1 || true
     ! grep -q "$id1" "$d/out" || { echo "the snapshot is still listed"; cat "$d/out"; return 1; }
     # recovery: remove the delete markers made since the attack
-    n=$(s3adm undelete "$b" host1/ "$attack") || return 1
-    echo "recovery: $n delete markers removed"
+    undone=$(s3adm undelete "$b" host1/ "$attack") || return 1
+    echo "recovery: $undone delete markers removed"
     "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id1" --to "$d/back1.raw" || return 1
     cmp "$d/disk1.raw" "$d/back1.raw" || return 1
     # forget and gc by the owner work on the locked bucket (removes are delete markers)
