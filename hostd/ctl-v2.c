@@ -65,7 +65,7 @@ static int read_secret(const char *password_file, const char *key_file, const ch
 int vbctl_v2_open(const char *location, const char *password_file, const char *key_file,
                   bool readonly, struct vb2_repo **r, vb_error *e)
 {
-    struct vb2_open_opts o = { .readonly = readonly };
+    struct vb2_open_opts o = { .readonly = readonly, .store_opts = vbctl_store_opts };
 
     return vb2_repo_open_asking(location, &o, password_file, key_file, r, e);
 }
@@ -77,7 +77,8 @@ int vbctl_v2_init(const char *location, int argc, char **argv)
     static const struct option lo[] = {
         { "format", 1, 0, 'F' }, { "encryption", 1, 0, 'E' }, { "password-file", 1, 0, 'P' },
         { "key-file", 1, 0, 'K' }, { "level", 1, 0, 'l' }, { 0 } };
-    struct vb2_create_opts o = { .encryption = VB_AEAD_AES256GCM };
+    struct vb2_create_opts o = { .encryption = VB_AEAD_AES256GCM,
+                                 .store_opts = vbctl_store_opts };
     const char *password_file = NULL, *key_file = NULL;
     struct vb_secret s = { 0 };
     vb_error e = { 0 };
@@ -416,7 +417,7 @@ int vbctl_v2_key(const char *location, int argc, char **argv)
             vb2_repo_close(r);
             r = NULL;
             {
-                struct vb2_open_opts o = { .secret = &s };
+                struct vb2_open_opts o = { .secret = &s, .store_opts = vbctl_store_opts };
                 if (vb2_repo_open(location, &o, &r, &e) || vb2_key_remove(r, old, &e)) {
                     ret = vbctl_fail("key passwd (the new key file was added)", &e);
                     goto out;

@@ -29,6 +29,9 @@ struct vb2_repo;
 /* vbackupctl's name for messages, and --quiet */
 extern const char *prog;
 extern bool quiet;
+/* --store-option KEY=VALUE, NULL-terminated (NULL: none): the store's
+ * options for the repository commands open (vb2_open_opts.store_opts) */
+extern const char *const *vbctl_store_opts;
 
 /* o as pretty JSON on stdout */
 void vbctl_print_json(json_object *o);

@@ -44,15 +44,19 @@ static const char *repo_path;
 static const char *admin_path = "/run/vbackup/admin.sock";
 bool quiet;
 const char *prog = "vbackupctl";
+const char *const *vbctl_store_opts;
 
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: vbackupctl [--repo DIR] [--password-file FILE] [--quiet] COMMAND [ARGS]\n"
+"usage: vbackupctl [--repo DIR] [--password-file FILE] [--store-option KEY=VALUE]...\n"
+"                  [--quiet] COMMAND [ARGS]\n"
 "\n"
 "Repository commands (--repo DIR, or $VBACKUP_REPO; a format 2 repository may\n"
 "also be s3://BUCKET/PREFIX; an encrypted one's password comes from --password-file\n"
-"FILE, given before the command or after it, or the file $VBACKUP_PASSWORD_FILE names):\n"
+"FILE, given before the command or after it, or the file $VBACKUP_PASSWORD_FILE names;\n"
+"--store-option passes an s3:// store option, e.g. object_lock=DAYS[,compliance]\n"
+"or credentials_file=FILE, to init and to the commands that write):\n"
 "  init [--encryption aes-256-gcm|chacha20-poly1305|none] [--level N]\n"
 "                                         create a repository (format 2: packs, encryption;\n"
 "                                         AES-256-GCM unless told otherwise)\n"
@@ -200,7 +204,7 @@ static int open_reader(const char *password_file, const char *key_file, struct v
         fprintf(stderr, "%s: no repository: give --repo DIR or set VBACKUP_REPO\n", prog);
         return -EINVAL;
     }
-    if (vb_sr_open_secret(repo_path, true, password_file, key_file, r, &e)) {
+    if (vb_sr_open_opts(repo_path, true, password_file, key_file, vbctl_store_opts, r, &e)) {
         die_err(NULL, &e);
         return e.code ? e.code : -EIO;
     }
@@ -1973,6 +1977,20 @@ int main(int argc, char **argv)
             }
             setenv("VBACKUP_PASSWORD_FILE", abs, 1);
             free(abs);
+            i += 2;
+        } else if (!strcmp(argv[i], "--store-option") && i + 1 < argc) {
+            static GPtrArray *opts;
+            if (!strchr(argv[i + 1], '=')) {
+                fprintf(stderr, "%s: --store-option %s: KEY=VALUE\n", prog, argv[i + 1]);
+                return 2;
+            }
+            if (!opts)
+                opts = g_ptr_array_new();
+            else
+                g_ptr_array_remove_index(opts, opts->len - 1);     /* the NULL */
+            g_ptr_array_add(opts, argv[i + 1]);
+            g_ptr_array_add(opts, NULL);
+            vbctl_store_opts = (const char *const *)opts->pdata;
             i += 2;
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
             quiet = true;

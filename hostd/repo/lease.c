@@ -301,6 +301,7 @@ static int lease_put(struct vb_store *s, struct vb_lease *l, bool create, vb_err
         return -ENOMEM;
     if (create && (vb_store_caps(s) & VB_STORE_NOREPLACE))
         flags = VB_PUT_NOREPLACE;
+    flags |= VB_PUT_TRANSIENT;
     ret = vb_store_put(s, l->name, json, strlen(json), flags, e);
     free(json);
     if (!ret)
@@ -470,7 +471,7 @@ static int condemned_put(struct vb_store *s, const struct vb_condemned *c, unsig
                          vb_error *e)
 {
     GString *j = condemned_json(c);
-    int ret = vb_store_put(s, c->name, j->str, j->len, flags, e);
+    int ret = vb_store_put(s, c->name, j->str, j->len, flags | VB_PUT_TRANSIENT, e);
 
     g_string_free(j, TRUE);
     return ret;
@@ -670,7 +671,7 @@ static int lock_put(struct vb_store *s, struct vb_maint_lock *l, unsigned flags,
 
     if (!json)
         return -ENOMEM;
-    ret = vb_store_put(s, lock_name(name), json, strlen(json), flags, e);
+    ret = vb_store_put(s, lock_name(name), json, strlen(json), flags | VB_PUT_TRANSIENT, e);
     free(json);
     if (!ret)
         ret = vb_store_stat(s, name, &info, e);
@@ -728,6 +729,13 @@ int vb_maint_lock_take(struct vb_store *s, const char *kind, int64_t expiry_ns,
     if (!(vb_store_caps(s) & VB_STORE_NOREPLACE))
         return vb_seterr(e, -ENOTSUP, "take the maintenance lock: this %s store cannot put "
                          "without replacing", vb_store_kind(s));
+    /* a credential that may put but not delete would take the lock and
+     * then fail, leaving it behind: ask first */
+    ret = vb_store_check_remove(s, e);
+    if (ret) {
+        vb_prefixerr(e, "take the maintenance lock");
+        return ret;
+    }
     ret = random_bytes(raw, sizeof(raw), e);
     if (ret)
         return ret;

@@ -404,7 +404,7 @@ int vb2_repo_create(const char *location, const struct vb2_create_opts *o, vb_er
     if (c.aead != VB_AEAD_NONE && !o->secret)
         return vb_seterr(e, -ENOKEY, "create repository %s: an encrypted repository needs a "
                          "password or key", location);
-    ret = vb_store_open(location, VB_STORE_CREATE, &s, e);
+    ret = vb_store_open_opts(location, VB_STORE_CREATE, o->store_opts, &s, e);
     if (ret)
         return ret;
     if (!(vb_store_caps(s) & VB_STORE_NOREPLACE)) {

@@ -46,6 +46,7 @@ struct vb2_create_opts {
     uint32_t disk_chunk;             /* 0: VB2_DISK_CHUNK_DEFAULT (power of two, 64 KiB-16 MiB) */
     int zstd_level;                  /* 0: VB2_ZSTD_DEFAULT (1..19) */
     uint32_t pack_target;            /* 0: VB_PACK_TARGET (1 MiB..512 MiB) */
+    const char *const *store_opts;   /* the store's options (vb2_open_opts.store_opts) */
 };
 
 /*

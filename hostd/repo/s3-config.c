@@ -103,6 +103,33 @@ static int parse_uint(const char *key, const char *v, unsigned lo, unsigned hi, 
     return 0;
 }
 
+int vb_s3_parse_object_lock(const char *v, unsigned *days, bool *compliance, vb_error *e)
+{
+    const char *comma = strchr(v, ',');
+    char num[16];
+    size_t n = comma ? (size_t)(comma - v) : strlen(v);
+
+    if (n == 0 || n >= sizeof(num))
+        goto bad;
+    memcpy(num, v, n);
+    num[n] = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!g_ascii_isdigit(num[i]))
+            goto bad;
+    if (parse_uint("object_lock", num, 1, VB_S3_LOCK_DAYS_MAX, days, NULL))
+        goto bad;
+    if (!comma || !strcmp(comma + 1, "governance"))
+        *compliance = false;
+    else if (!strcmp(comma + 1, "compliance"))
+        *compliance = true;
+    else
+        goto bad;
+    return 0;
+bad:
+    return vb_seterr(e, -EINVAL, "option object_lock=%.64s: DAYS[,governance|compliance], "
+                     "DAYS from 1 to %u", v, VB_S3_LOCK_DAYS_MAX);
+}
+
 int vb_s3_config_load(const char *location, const char *const *opts, struct vb_s3_config *c,
                       vb_error *e)
 {
@@ -163,11 +190,13 @@ int vb_s3_config_load(const char *location, const char *const *opts, struct vb_s
                 c->multipart_threshold = size;
             else
                 c->part_size = size;
-        } else
+        } else if (!strcmp(key, "object_lock"))
+            ret = vb_s3_parse_object_lock(v, &c->lock_days, &c->lock_compliance, e);
+        else
             return vb_seterr(e, -EINVAL, "unknown option '%s' for s3:// (endpoint, region, "
                              "addressing, credentials_file, profile, credential, ca_file, "
                              "resolve, connections, attempts, timeout, backoff_ms, "
-                             "multipart_threshold, part_size)", key);
+                             "multipart_threshold, part_size, object_lock)", key);
         if (ret)
             return ret;
     }

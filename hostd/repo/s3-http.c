@@ -164,7 +164,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *opaque)
         const char *sp = memchr(line, ' ', n);
         /* a new answer (after a 100 Continue): forget the previous one */
         c->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        c->etag[0] = 0;
+        c->etag[0] = c->version_id[0] = 0;
         c->have_length = c->have_mtime = false;
         c->content_range[0] = 0;
         return n;
@@ -186,6 +186,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *opaque)
         c->have_mtime = vb_s3_parse_http_date(tmp, &c->mtime_ns) == 0;
     } else if (header_is(line, n, "Content-Range", &v, &vl)) {
         copy_value(c->content_range, sizeof(c->content_range), v, vl);
+    } else if (header_is(line, n, "x-amz-version-id", &v, &vl)) {
+        copy_value(c->version_id, sizeof(c->version_id), v, vl);
     }
     return n;
 }
@@ -266,15 +268,15 @@ static int start_try(struct vb_s3_http *h, struct vb_s3_call *c)
 {
     const struct vb_s3_config *cfg = &h->cfg;
     struct try *t = c->priv;
-    struct vb_s3_header hs[8];
+    struct vb_s3_header hs[VB_S3_HEADERS_MAX];
     char host[400], date[17], range[64];
     GString *path = g_string_new(NULL), *auth = g_string_new(NULL);
-    size_t n = 0;
+    size_t n;
     CURL *e;
 
     /* forget the previous try */
     c->status = 0;
-    c->etag[0] = c->content_range[0] = c->s3_code[0] = c->s3_msg[0] = 0;
+    c->etag[0] = c->content_range[0] = c->s3_code[0] = c->s3_msg[0] = c->version_id[0] = 0;
     c->have_length = c->have_mtime = false;
     c->got = 0;
     g_byte_array_set_size(c->resp, 0);
@@ -286,20 +288,7 @@ static int start_try(struct vb_s3_http *h, struct vb_s3_call *c)
     vb_s3_host(&cfg->ep, cfg->bucket, cfg->virtual_host, host, sizeof(host));
     vb_s3_path(cfg->bucket, c->key, cfg->virtual_host, path);
     vb_s3_amz_date(time(NULL), date);
-    hs[n++] = (struct vb_s3_header){ "host", host };
-    hs[n++] = (struct vb_s3_header){ "x-amz-date", date };
-    hs[n++] = (struct vb_s3_header){ "x-amz-content-sha256", c->payload_sha256 };
-    if (c->content_md5[0])
-        hs[n++] = (struct vb_s3_header){ "content-md5", c->content_md5 };
-    if (c->if_none_match)
-        hs[n++] = (struct vb_s3_header){ "if-none-match", "*" };
-    if (c->range) {
-        snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)c->off,
-                 (unsigned long long)(c->off + c->len - 1));
-        hs[n++] = (struct vb_s3_header){ "range", range };
-    }
-    if (cfg->creds.session_token[0])
-        hs[n++] = (struct vb_s3_header){ "x-amz-security-token", cfg->creds.session_token };
+    n = vb_s3_call_headers(c, host, date, cfg->creds.session_token, range, hs);
     vb_s3_sign(&cfg->creds, cfg->region, c->method, path->str, c->query, hs, n,
                c->payload_sha256, date, auth, NULL);
 

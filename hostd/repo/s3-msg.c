@@ -298,3 +298,81 @@ int vb_s3_parse_content_range(const char *s, uint64_t *first, uint64_t *last,
         return -EINVAL;
     return 0;
 }
+
+int vb_s3_parse_versions(const char *buf, size_t len, GArray *versions, bool *truncated,
+                         char **next_key, char **next_version, char *why, size_t whycap)
+{
+    struct vb_xml *root;
+    const char *t;
+    unsigned i = 0;
+    int ret = doc(buf, len, "ListVersionsResult", &root, why, whycap);
+
+    *next_key = *next_version = NULL;
+    if (ret)
+        return ret;
+    t = vb_xml_child_text(root, "IsTruncated");
+    if (!t || parse_bool(t, truncated)) {
+        snprintf(why, whycap, "no valid IsTruncated");
+        ret = -EBADMSG;
+        goto out;
+    }
+    if (*truncated) {
+        const char *k = vb_xml_child_text(root, "NextKeyMarker");
+        const char *v = vb_xml_child_text(root, "NextVersionIdMarker");
+        if (!k || !*k || !v || !*v) {
+            snprintf(why, whycap, "truncated, without NextKeyMarker and NextVersionIdMarker");
+            ret = -EBADMSG;
+            goto out;
+        }
+        *next_key = g_strdup(k);
+        *next_version = g_strdup(v);
+    }
+    /* in the document's order: per key, newest first */
+    for (const struct vb_xml *c = root->child; c; c = c->next) {
+        struct vb_s3_version v = { 0 };
+        const char *k, *id, *etag = NULL, *size = NULL;
+
+        if (strcmp(c->name, "Version") && strcmp(c->name, "DeleteMarker"))
+            continue;
+        v.marker = c->name[0] == 'D';
+        k = vb_xml_child_text(c, "Key");
+        id = vb_xml_child_text(c, "VersionId");
+        if (!v.marker) {
+            etag = vb_xml_child_text(c, "ETag");
+            size = vb_xml_child_text(c, "Size");
+        }
+        if (!k || !*k || !id || !*id || strlen(id) >= sizeof(v.version_id) ||
+            (!v.marker && (!etag || !size || parse_u64(size, &v.size)))) {
+            snprintf(why, whycap, "version %u: no valid Key, VersionId, ETag or Size", i);
+            ret = -EBADMSG;
+            goto out;
+        }
+        if (!v.marker) {
+            /* without the quotes, as the engine keeps ETag headers */
+            if (etag[0] == '"' && strlen(etag) >= 2)
+                snprintf(v.etag, sizeof(v.etag), "%.*s", (int)strlen(etag) - 2, etag + 1);
+            else
+                snprintf(v.etag, sizeof(v.etag), "%s", etag);
+        }
+        v.key = g_strdup(k);
+        snprintf(v.version_id, sizeof(v.version_id), "%s", id);
+        g_array_append_val(versions, v);
+        i++;
+    }
+out:
+    vb_xml_free(root);
+    if (ret) {
+        vb_s3_versions_free(versions);
+        g_free(*next_key);
+        g_free(*next_version);
+        *next_key = *next_version = NULL;
+    }
+    return ret;
+}
+
+void vb_s3_versions_free(GArray *versions)
+{
+    for (guint i = 0; i < versions->len; i++)
+        g_free(g_array_index(versions, struct vb_s3_version, i).key);
+    g_array_set_size(versions, 0);
+}

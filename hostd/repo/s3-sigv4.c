@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,4 +114,38 @@ void vb_s3_sign(const struct vb_s3_creds *c, const char *region, const char *met
     g_string_free(sts, TRUE);
     g_string_free(req, TRUE);
     g_string_free(signed_h, TRUE);
+}
+
+size_t vb_s3_call_headers(const struct vb_s3_call *c, const char *host, const char *date,
+                          const char *session_token, char range[64],
+                          struct vb_s3_header hs[VB_S3_HEADERS_MAX])
+{
+    size_t n = 0;
+
+    hs[n++] = (struct vb_s3_header){ "host", host };
+    hs[n++] = (struct vb_s3_header){ "x-amz-date", date };
+    hs[n++] = (struct vb_s3_header){ "x-amz-content-sha256", c->payload_sha256 };
+    if (c->content_md5[0])
+        hs[n++] = (struct vb_s3_header){ "content-md5", c->content_md5 };
+    if (c->if_none_match)
+        hs[n++] = (struct vb_s3_header){ "if-none-match", "*" };
+    if (c->lock_mode) {
+        /* S3 wants Content-MD5 (or a checksum) with these; puts send it */
+        hs[n++] = (struct vb_s3_header){ "x-amz-object-lock-mode", c->lock_mode };
+        hs[n++] = (struct vb_s3_header){ "x-amz-object-lock-retain-until-date", c->lock_until };
+    }
+    if (c->bucket_lock)
+        hs[n++] = (struct vb_s3_header){ "x-amz-bucket-object-lock-enabled", "true" };
+    if (c->owner_acl)
+        /* the bucket's owner may read what another user (a backup-only
+         * credential) writes: radosgw makes the writer the object's owner */
+        hs[n++] = (struct vb_s3_header){ "x-amz-acl", "bucket-owner-full-control" };
+    if (c->range) {
+        snprintf(range, 64, "bytes=%llu-%llu", (unsigned long long)c->off,
+                 (unsigned long long)(c->off + c->len - 1));
+        hs[n++] = (struct vb_s3_header){ "range", range };
+    }
+    if (session_token[0])
+        hs[n++] = (struct vb_s3_header){ "x-amz-security-token", session_token };
+    return n;
 }

@@ -318,3 +318,13 @@ void vb_s3_amz_date(int64_t sec, char out[17])
     gmtime_r(&t, &tm);
     strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
 }
+
+void vb_s3_lock_until(int64_t now_s, unsigned days, char out[32])
+{
+    int64_t until = now_s + (int64_t)days * 86400;
+    time_t t = (time_t)((until + 59) / 60 * 60);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}

@@ -96,6 +96,19 @@ void vb_s3_sign(const struct vb_s3_creds *c, const char *region, const char *met
                 const char *payload_sha256, const char *amz_date, GString *authorization,
                 GString *canonical);
 
+#define VB_S3_HEADERS_MAX  12
+
+struct vb_s3_call;
+/*
+ * The headers to sign and send for call c (s3-http.c's), into hs: host,
+ * x-amz-date, x-amz-content-sha256, and as the call asks content-md5,
+ * if-none-match, the Object Lock headers, x-amz-acl, range (written into range),
+ * x-amz-security-token (session_token "" : none).  Returns how many.
+ */
+size_t vb_s3_call_headers(const struct vb_s3_call *c, const char *host, const char *date,
+                          const char *session_token, char range[64],
+                          struct vb_s3_header hs[VB_S3_HEADERS_MAX]);
+
 /* Digests of a payload: lower-case hex SHA-256, base64 MD5, hex MD5. */
 void vb_s3_sha256_hex(const void *buf, size_t len, char out[65]);
 void vb_s3_md5(const void *buf, size_t len, uint8_t out[16]);
@@ -161,6 +174,19 @@ struct vb_s3_upload {
 int vb_s3_parse_uploads(const char *buf, size_t len, GArray *uploads, bool *truncated,
                         char **next_key, char **next_upload, char *why, size_t whycap);
 void vb_s3_uploads_free(GArray *uploads);
+struct vb_s3_version {
+    char *key;
+    char version_id[128];
+    bool marker;             /* a delete marker (no ETag, no size) */
+    char etag[80];           /* without quotes */
+    uint64_t size;
+};
+/* ListVersionsResult: versions and delete markers (struct vb_s3_version) in
+ * the document's order (per key, newest first), the markers for the next
+ * page when truncated. */
+int vb_s3_parse_versions(const char *buf, size_t len, GArray *versions, bool *truncated,
+                         char **next_key, char **next_version, char *why, size_t whycap);
+void vb_s3_versions_free(GArray *versions);
 /* The CompleteMultipartUpload body for parts 1..n with their hex MD5s. */
 void vb_s3_complete_xml(GString *out, const char (*etags)[33], unsigned n);
 /* The ETag S3 gives a multipart object: hex MD5 of the parts' MD5s, "-n". */
@@ -190,7 +216,19 @@ struct vb_s3_config {
     unsigned backoff_ms;             /* the first retry's delay (doubled each time) */
     uint64_t multipart_threshold;    /* larger puts are multipart uploads */
     uint64_t part_size;
+    unsigned lock_days;              /* object_lock: retention of each put, 0: none */
+    bool lock_compliance;            /* COMPLIANCE, else GOVERNANCE */
 };
+
+#define VB_S3_LOCK_DAYS_MAX  36500
+
+/* object_lock=DAYS[,governance|compliance] (governance when left out):
+ * days from 1 to VB_S3_LOCK_DAYS_MAX. */
+int vb_s3_parse_object_lock(const char *v, unsigned *days, bool *compliance, vb_error *e);
+/* x-amz-object-lock-retain-until-date for a put at now_s (wall clock,
+ * seconds) kept for days: "2026-12-09T16:13:00Z", rounded up to the next
+ * whole minute. */
+void vb_s3_lock_until(int64_t now_s, unsigned days, char out[32]);
 
 /*
  * The configuration of s3://BUCKET/PREFIX from opts ("key=value", NULL
@@ -198,7 +236,8 @@ struct vb_s3_config {
  * addressing (path, virtual, auto), credentials_file, profile, credential
  * (a systemd credential: $CREDENTIALS_DIRECTORY/NAME), ca_file, resolve,
  * connections, attempts, timeout (seconds), backoff_ms,
- * multipart_threshold, part_size (sizes as vb_parse_size).  Unknown keys
+ * multipart_threshold, part_size (sizes as vb_parse_size), object_lock
+ * (DAYS[,governance|compliance]).  Unknown keys
  * are refused.  Credentials: credentials_file or credential, else
  * AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), else
  * AWS_SHARED_CREDENTIALS_FILE; endpoint: the option, else
@@ -232,6 +271,10 @@ struct vb_s3_call {
     char payload_sha256[65];         /* of body; set by vb_s3_call_body */
     char content_md5[25];            /* base64, "" for none */
     bool if_none_match;              /* If-None-Match: * */
+    const char *lock_mode;           /* x-amz-object-lock-mode (GOVERNANCE, COMPLIANCE) or NULL */
+    char lock_until[32];             /* x-amz-object-lock-retain-until-date with lock_mode */
+    bool bucket_lock;                /* x-amz-bucket-object-lock-enabled: true (create bucket) */
+    bool owner_acl;                  /* x-amz-acl: bucket-owner-full-control (an object put) */
     bool range;                      /* GET bytes off .. off+len-1 into out */
     uint64_t off;
     size_t len;
@@ -241,6 +284,7 @@ struct vb_s3_call {
     long status;                     /* 0: no answer */
     GByteArray *resp;                /* body kept (want_body, or a non-2xx answer) */
     char etag[80];                   /* without quotes */
+    char version_id[128];            /* x-amz-version-id ("" : none) */
     bool have_length;
     uint64_t length;                 /* Content-Length */
     bool have_mtime;

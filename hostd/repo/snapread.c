@@ -64,7 +64,14 @@ int vb_sr_open(const char *path, bool wait, struct vb_sr **out, vb_error *e)
 int vb_sr_open_secret(const char *path, bool wait, const char *password_file,
                       const char *key_file, struct vb_sr **out, vb_error *e)
 {
-    struct vb2_open_opts o = { .readonly = true };
+    return vb_sr_open_opts(path, wait, password_file, key_file, NULL, out, e);
+}
+
+int vb_sr_open_opts(const char *path, bool wait, const char *password_file,
+                    const char *key_file, const char *const *store_opts, struct vb_sr **out,
+                    vb_error *e)
+{
+    struct vb2_open_opts o = { .readonly = true, .store_opts = store_opts };
     struct vb_sr *r = g_new0(struct vb_sr, 1);
     int ret;
 

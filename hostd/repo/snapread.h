@@ -39,6 +39,10 @@ int vb_sr_open(const char *path, bool wait, struct vb_sr **out, vb_error *e);
  * vb2_repo_open_asking). */
 int vb_sr_open_secret(const char *path, bool wait, const char *password_file,
                       const char *key_file, struct vb_sr **out, vb_error *e);
+/* The same with a version 2 store's options (vb2_open_opts.store_opts). */
+int vb_sr_open_opts(const char *path, bool wait, const char *password_file,
+                    const char *key_file, const char *const *store_opts, struct vb_sr **out,
+                    vb_error *e);
 /* The same over a repository the caller opened and keeps open (a daemon's
  * target): exactly one of r1 and r2.  Version 1: a claim is taken on r1
  * (wait as above) and held until vb_sr_close, which closes neither. */

@@ -29,6 +29,7 @@ struct vb_store_ops {
     int (*remove)(void *h, const char *name, vb_error *e);
     int (*sync)(void *h, vb_error *e);
     int (*clean_temp)(void *h, int64_t cutoff_ns, unsigned *removed, vb_error *e); /* optional */
+    int (*check_remove)(void *h, vb_error *e);                                      /* optional */
     void (*close)(void *h);
     unsigned caps;                                      /* VB_STORE_* capability bits */
     /*

@@ -26,6 +26,14 @@
  *           whole second so that list and stat read the same clock alike.
  *   remove  a HEAD (S3 deletes a missing key without a word; store.h wants
  *           -ENOENT), then DELETE.  Two removers at once may both succeed.
+ *           On a versioned bucket the DELETE adds a delete marker.
+ *
+ * object_lock=DAYS[,MODE] (docs/repository-v2.md, "Object Lock and
+ * backup-only credentials"): every put but a VB_PUT_TRANSIENT one carries
+ * Object Lock headers (a multipart one gets PutObjectRetention after it);
+ * every object put gives the bucket's owner full control; a transient
+ * NOREPLACE put checks the key's versions, since radosgw ignores
+ * If-None-Match on a versioned bucket.
  *   sync    nothing: S3 has acknowledged every put durably.
  *   clean_temp  aborts multipart uploads under the prefix initiated before
  *           the cutoff (what an interrupted put leaves behind).
@@ -61,6 +69,11 @@ struct op {
     void *opaque;
     uint8_t md5[16];
     char md5_hex[33];
+    char lock_until[32];         /* "" : not locked */
+    /* a NOREPLACE put on a versioned bucket: our version, the listing's page */
+    char version_id[128];
+    bool seen_ours;
+    char *key_marker, *version_marker;
     /* multipart */
     char upload_id[512];
     unsigned nparts, next_part, inflight, parts_done;
@@ -116,8 +129,23 @@ static struct vb_s3_call *call_new(struct op *o, const char *method, const char 
     return c;
 }
 
+/* The headers of a put that creates an object (a single PUT, or the
+ * initiate of a multipart upload): the bucket's owner gets full control
+ * (x-amz-acl), and Object Lock headers when the store has object_lock and
+ * the put is not transient. */
+static void call_lock(struct op *o, struct vb_s3_call *c)
+{
+    c->owner_acl = true;
+    if (!o->lock_until[0])
+        return;
+    c->lock_mode = o->s->cfg.lock_compliance ? "COMPLIANCE" : "GOVERNANCE";
+    snprintf(c->lock_until, sizeof(c->lock_until), "%s", o->lock_until);
+}
+
 static void op_free(struct op *o)
 {
+    g_free(o->key_marker);
+    g_free(o->version_marker);
     g_free(o->key);
     g_free(o->part_md5);
     g_free(o->part_etag);
@@ -172,11 +200,121 @@ static void put_check_done(struct vb_s3_call *c)
     op_end(o, ours ? 0 : vb_seterr(&o->err, -EEXIST, "put %s: object exists", o->name));
 }
 
+/*
+ * NOREPLACE on a versioned bucket (object_lock).  radosgw 16.2 ignores
+ * If-None-Match there: a second PUT makes a new version instead of 412.  So
+ * a transient NOREPLACE put (the maintenance lock, leases, condemned lists:
+ * where "exactly one writer wins" matters) lists the key's versions after
+ * its PUT: the oldest version since the last delete marker wins.  Ours is
+ * preceded by a delete marker or nothing: ours.  By an object with our
+ * bytes: an earlier try of ours.  By another object: another writer's; our
+ * version is deleted (by its id, so the winner's shows again) and the put
+ * is -EEXIST.  On AWS, which honours If-None-Match, the listing always
+ * finds ours first.
+ */
+static void noreplace_list(struct op *o);
+
+static void noreplace_undo_done(struct vb_s3_call *c)
+{
+    struct op *o = c->opaque;
+
+    vb_s3_call_free(c);         /* best effort: a lease or lock left over expires */
+    op_end(o, vb_seterr(&o->err, -EEXIST, "put %s: object exists", o->name));
+}
+
+static void noreplace_list_done(struct vb_s3_call *c)
+{
+    struct op *o = c->opaque;
+    GArray *vs = g_array_new(FALSE, TRUE, sizeof(struct vb_s3_version));
+    int decided = 0;            /* 1: ours, -1: another writer's */
+    bool truncated = false;
+    char why[200];
+    int ret;
+
+    if (c->ret || c->status != 200) {
+        char d[400];
+        bool denied = !c->ret && c->status == 403;
+        ret = c->ret ? c->ret : denied ? -EACCES : -EIO;
+        vb_s3_call_describe(c, d, sizeof(d));
+        vb_s3_call_free(c);
+        g_array_free(vs, TRUE);
+        op_end(o, vb_seterr(&o->err, ret, "put %s: written, but checking "
+                            "that no other writer's version came first failed: %s%s", o->name,
+                            d, denied ? " (the credential needs s3:ListBucketVersions on a "
+                            "bucket with Object Lock)" : ""));
+        return;
+    }
+    g_free(o->key_marker);
+    g_free(o->version_marker);
+    ret = vb_s3_parse_versions((const char *)c->resp->data, c->resp->len, vs, &truncated,
+                               &o->key_marker, &o->version_marker, why, sizeof(why));
+    vb_s3_call_free(c);
+    if (ret) {
+        g_array_free(vs, TRUE);
+        op_end(o, vb_seterr(&o->err, ret, "put %s: the list of its versions is damaged: %s",
+                            o->name, why));
+        return;
+    }
+    for (guint i = 0; i < vs->len && !decided; i++) {
+        const struct vb_s3_version *v = &g_array_index(vs, struct vb_s3_version, i);
+        if (strcmp(v->key, o->key))
+            continue;
+        if (!o->seen_ours)
+            o->seen_ours = !strcmp(v->version_id, o->version_id);
+        else if (v->marker || (v->size == o->len && !g_ascii_strcasecmp(v->etag, o->md5_hex)))
+            decided = 1;
+        else
+            decided = -1;
+    }
+    vb_s3_versions_free(vs);
+    g_array_free(vs, TRUE);
+    if (!decided && truncated) {
+        noreplace_list(o);
+        return;
+    }
+    if (!decided && !o->seen_ours) {
+        op_end(o, vb_seterr(&o->err, -EIO, "put %s: written as version %s, which its "
+                            "versions do not list", o->name, o->version_id));
+        return;
+    }
+    if (decided < 0) {
+        c = call_new(o, "DELETE", (const char *const[]){ "versionId", o->version_id, NULL });
+        c->done = noreplace_undo_done;
+        vb_s3_submit(o->s->http, c);
+        return;
+    }
+    op_end(o, 0);
+}
+
+static void noreplace_list(struct op *o)
+{
+    const char *q[] = { "prefix", o->key, "versions", NULL,
+                        o->key_marker ? "key-marker" : NULL, o->key_marker,
+                        "version-id-marker", o->version_marker, NULL };
+    GString *qs = g_string_new(NULL);
+    struct vb_s3_call *c;
+
+    vb_s3_query(qs, q);
+    c = vb_s3_call_new("GET", "", qs->str);
+    g_string_free(qs, TRUE);
+    c->want_body = true;
+    c->opaque = o;
+    c->done = noreplace_list_done;
+    vb_s3_submit(o->s->http, c);
+}
+
 static void put_single_done(struct vb_s3_call *c)
 {
     struct op *o = c->opaque;
 
     if (!c->ret && c->status == 200) {
+        if ((o->flags & VB_PUT_NOREPLACE) && (o->flags & VB_PUT_TRANSIENT) &&
+            o->s->cfg.lock_days && c->version_id[0]) {
+            snprintf(o->version_id, sizeof(o->version_id), "%s", c->version_id);
+            vb_s3_call_free(c);
+            noreplace_list(o);
+            return;
+        }
         vb_s3_call_free(c);
         op_end(o, 0);
         return;
@@ -222,6 +360,20 @@ static void mp_fail(struct op *o, int ret)
     vb_s3_submit(o->s->http, c);
 }
 
+static void mp_retention_done(struct vb_s3_call *c)
+{
+    struct op *o = c->opaque;
+
+    if (c->ret || c->status != 200) {
+        call_fail(&o->err, c, "put", o->name);
+        vb_s3_call_free(c);
+        op_end(o, o->err.code);
+        return;
+    }
+    vb_s3_call_free(c);
+    op_end(o, 0);
+}
+
 static void mp_verify_done(struct vb_s3_call *c)
 {
     struct op *o = c->opaque;
@@ -244,6 +396,21 @@ static void mp_verify_done(struct vb_s3_call *c)
         return;
     }
     vb_s3_call_free(c);
+    if (o->lock_until[0]) {
+        /* radosgw 16.2 keeps no retention given to CreateMultipartUpload: set
+         * it on the object (PutObjectRetention; on AWS the same date again) */
+        uint8_t md5[16];
+        c = call_new(o, "PUT", (const char *const[]){ "retention", NULL, NULL });
+        o->complete = o->complete ? o->complete : g_string_new(NULL);
+        g_string_printf(o->complete, "<Retention><Mode>%s</Mode><RetainUntilDate>%s"
+                        "</RetainUntilDate></Retention>",
+                        o->s->cfg.lock_compliance ? "COMPLIANCE" : "GOVERNANCE", o->lock_until);
+        vb_s3_md5(o->complete->str, o->complete->len, md5);
+        vb_s3_call_body(c, o->complete->str, o->complete->len, md5, NULL);
+        c->done = mp_retention_done;
+        vb_s3_submit(o->s->http, c);
+        return;
+    }
     op_end(o, 0);
 }
 
@@ -373,6 +540,8 @@ static void s3_put_async(void *h, const char *name, const void *buf, size_t len,
     o->buf = buf;
     o->len = len;
     o->flags = flags;
+    if (s->cfg.lock_days && !(flags & VB_PUT_TRANSIENT))
+        vb_s3_lock_until(vb_wall_ns() / NS, s->cfg.lock_days, o->lock_until);
     if ((flags & VB_PUT_NOREPLACE) || len <= s->cfg.multipart_threshold) {
         if (len > (UINT64_C(5) << 30)) {
             op_end(o, vb_seterr(&o->err, -EFBIG, "put %s: %zu bytes is more than one S3 PUT "
@@ -385,6 +554,7 @@ static void s3_put_async(void *h, const char *name, const void *buf, size_t len,
         c = call_new(o, "PUT", NULL);
         vb_s3_call_body(c, buf, len, o->md5, NULL);
         c->if_none_match = flags & VB_PUT_NOREPLACE;
+        call_lock(o, c);
         c->done = put_single_done;
         vb_s3_submit(s->http, c);
         return;
@@ -407,6 +577,7 @@ static void s3_put_async(void *h, const char *name, const void *buf, size_t len,
     }
     c = call_new(o, "POST", (const char *const[]){ "uploads", NULL, NULL });
     vb_s3_call_body(c, "", 0, NULL, NULL);
+    call_lock(o, c);
     c->want_body = true;
     c->done = mp_initiate_done;
     vb_s3_submit(s->http, c);
@@ -572,6 +743,17 @@ static int s3_stat(void *h, const char *name, struct vb_obj_info *info, vb_error
     return ret;
 }
 
+/* A DELETE the bucket refused: name the permission that is missing. */
+static int remove_refused(vb_error *e, const struct vb_s3_call *c, const char *name)
+{
+    char d[400];
+
+    vb_s3_call_describe(c, d, sizeof(d));
+    return vb_seterr(e, -EACCES, "remove %s: %s: this credential may not delete objects "
+                     "(s3:DeleteObject): it can back up, but forget, prune and gc need one "
+                     "that may", name, d);
+}
+
 static int s3_remove(void *h, const char *name, vb_error *e)
 {
     struct s3 *s = h;
@@ -587,7 +769,9 @@ static int s3_remove(void *h, const char *name, vb_error *e)
         vb_s3_call_free(c);
         c = vb_s3_call_new("DELETE", key, NULL);
         vb_s3_run(s->http, c);
-        if (c->ret || (c->status != 204 && c->status != 200))
+        if (!c->ret && c->status == 403)
+            ret = remove_refused(e, c, name);
+        else if (c->ret || (c->status != 204 && c->status != 200))
             ret = call_fail(e, c, "remove", name);
     }
     vb_s3_call_free(c);
@@ -674,6 +858,25 @@ static int s3_list(void *h, const char *prefix, vb_list_fn fn, void *opaque, vb_
     return ret;
 }
 
+/* A DELETE of a name that never exists: S3 checks the permission first (and
+ * deletes nothing; on a versioned bucket it leaves a delete marker). */
+static int s3_check_remove(void *h, vb_error *e)
+{
+    struct s3 *s = h;
+    char *key = key_of(s, "locks/remove-check");
+    struct vb_s3_call *c = vb_s3_call_new("DELETE", key, NULL);
+    int ret = 0;
+
+    vb_s3_run(s->http, c);
+    if (!c->ret && c->status == 403)
+        ret = remove_refused(e, c, "locks/remove-check");
+    else if (c->ret || (c->status != 204 && c->status != 200 && c->status != 404))
+        ret = call_fail(e, c, "remove", "locks/remove-check");
+    vb_s3_call_free(c);
+    g_free(key);
+    return ret;
+}
+
 static int s3_sync(void *h, vb_error *e)
 {
     return 0;       /* every acknowledged PUT is durable */
@@ -750,20 +953,25 @@ static void s3_close(void *h)
     g_free(s);
 }
 
-static const struct vb_store_ops s3_ops = {
-    .name = "s3",
-    .put = s3_put,
-    .get = s3_get,
-    .stat = s3_stat,
-    .list = s3_list,
-    .remove = s3_remove,
-    .sync = s3_sync,
-    .clean_temp = s3_clean_temp,
-    .close = s3_close,
-    .caps = VB_STORE_NOREPLACE | VB_STORE_ASYNC,
-    .put_async = s3_put_async,
-    .get_async = s3_get_async,
-};
+#define S3_OPS(CAPS) {                          \
+    .name = "s3",                               \
+    .put = s3_put,                              \
+    .get = s3_get,                              \
+    .stat = s3_stat,                            \
+    .list = s3_list,                            \
+    .remove = s3_remove,                        \
+    .sync = s3_sync,                            \
+    .clean_temp = s3_clean_temp,                \
+    .check_remove = s3_check_remove,            \
+    .close = s3_close,                          \
+    .caps = (CAPS),                             \
+    .put_async = s3_put_async,                  \
+    .get_async = s3_get_async,                  \
+}
+static const struct vb_store_ops s3_ops = S3_OPS(VB_STORE_NOREPLACE | VB_STORE_ASYNC);
+/* object_lock: puts are locked for a retention period */
+static const struct vb_store_ops s3_ops_locked =
+    S3_OPS(VB_STORE_NOREPLACE | VB_STORE_ASYNC | VB_STORE_OBJECT_LOCK);
 
 uint64_t vb_store_s3_retries(struct vb_store *st)
 {
@@ -772,15 +980,45 @@ uint64_t vb_store_s3_retries(struct vb_store *st)
     return strcmp(vb_store_kind(st), "s3") ? 0 : vb_s3_http_retries(s->http);
 }
 
-/* The bucket answers (and exists, or is created with VB_STORE_CREATE). */
+/* object_lock needs a bucket made with Object Lock: GetObjectLockConfiguration */
+static int check_bucket_lock(struct s3 *s, const char *loc, vb_error *e)
+{
+    struct vb_s3_call *c = vb_s3_call_new("GET", "", "object-lock=");
+    struct vb_xml *root = NULL;
+    const char *enabled = NULL;
+    char why[200];
+    int ret = 0;
+
+    c->want_body = true;
+    vb_s3_run(s->http, c);
+    if (!c->ret && c->status == 200 &&
+        !vb_xml_parse((const char *)c->resp->data, c->resp->len, &root, why, sizeof(why)))
+        enabled = vb_xml_child_text(root, "ObjectLockEnabled");
+    if (!c->ret && (c->status == 404 || (c->status == 200 && (!enabled ||
+                                                              strcmp(enabled, "Enabled")))))
+        ret = vb_seterr(e, -ENOTSUP, "open repository %s: object_lock: bucket %s has no Object "
+                        "Lock (it is chosen when a bucket is made: init a repository in a "
+                        "new bucket with object_lock to have one made so)", loc, s->cfg.bucket);
+    else if (c->ret || c->status != 200)
+        ret = call_fail(e, c, "open repository", loc);
+    vb_xml_free(root);
+    vb_s3_call_free(c);
+    return ret;
+}
+
+/* The bucket answers (and exists, or is created with VB_STORE_CREATE; with
+ * object_lock, with Object Lock enabled). */
 static int check_bucket(struct s3 *s, const char *loc, unsigned flags, vb_error *e)
 {
     struct vb_s3_call *c = head(s, "");
     GString *body = NULL;
     int ret = 0;
 
-    if (!c->ret && c->status == 200)
+    if (!c->ret && c->status == 200) {
+        if (s->cfg.lock_days)
+            ret = check_bucket_lock(s, loc, e);
         goto out;
+    }
     if (!c->ret && c->status == 404 && (flags & VB_STORE_CREATE)) {
         vb_s3_call_free(c);
         c = vb_s3_call_new("PUT", "", NULL);
@@ -789,6 +1027,7 @@ static int check_bucket(struct s3 *s, const char *loc, unsigned flags, vb_error 
             g_string_printf(body, "<CreateBucketConfiguration><LocationConstraint>%s"
                             "</LocationConstraint></CreateBucketConfiguration>", s->cfg.region);
         vb_s3_call_body(c, body->str, body->len, NULL, NULL);
+        c->bucket_lock = s->cfg.lock_days != 0;
         vb_s3_run(s->http, c);
         if (!c->ret && (c->status == 200 ||
                         (c->status == 409 && !strcmp(c->s3_code, "BucketAlreadyOwnedByYou"))))
@@ -827,7 +1066,7 @@ int vb_store_s3_open(const char *location, unsigned flags, const char *const *op
     ret = check_bucket(s, location, flags, e);
     if (ret)
         goto fail;
-    *ops = &s3_ops;
+    *ops = s->cfg.lock_days ? &s3_ops_locked : &s3_ops;
     *h = s;
     return 0;
 fail:

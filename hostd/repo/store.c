@@ -172,7 +172,7 @@ static int put_check(struct vb_store *s, const char *name, unsigned flags, vb_er
 
     if (ret)
         return ret;
-    if (flags & ~(VB_PUT_NOREPLACE | VB_PUT_SYNC))
+    if (flags & ~(VB_PUT_NOREPLACE | VB_PUT_SYNC | VB_PUT_TRANSIENT))
         return vb_seterr(e, -EINVAL, "put %s: unknown flags %#x", name, flags);
     if ((flags & VB_PUT_NOREPLACE) && !(s->ops->caps & VB_STORE_NOREPLACE))
         return vb_seterr(e, -ENOTSUP, "put %s: this %s store cannot refuse to replace an object",
@@ -260,6 +260,15 @@ int vb_store_remove(struct vb_store *s, const char *name, vb_error *e)
     if (!ret)
         ret = check_writable(s, "remove", name, e);
     return ret ? ret : s->ops->remove(s->h, name, e);
+}
+
+int vb_store_check_remove(struct vb_store *s, vb_error *e)
+{
+    int ret = check_writable(s, "remove", "objects", e);
+
+    if (ret || !s->ops->check_remove)
+        return ret;
+    return s->ops->check_remove(s->h, e);
 }
 
 int vb_store_sync(struct vb_store *s, vb_error *e)

@@ -56,10 +56,16 @@ struct vb_store;
 /* put flags */
 #define VB_PUT_NOREPLACE     (1u << 0)   /* -EEXIST when the name exists */
 #define VB_PUT_SYNC          (1u << 1)   /* durable before put returns */
+/* A short-lived object (a lease, the maintenance lock, a condemned list)
+ * that must stay removable: never put under a retention lock (S3 Object
+ * Lock).  Every other object is, on a store opened with one. */
+#define VB_PUT_TRANSIENT     (1u << 2)
 
 /* capability bits (vb_store_caps) */
 #define VB_STORE_NOREPLACE   (1u << 0)   /* put honours VB_PUT_NOREPLACE atomically */
-#define VB_STORE_OBJECT_LOCK (1u << 1)   /* retention locks (S3 Object Lock); none yet */
+#define VB_STORE_OBJECT_LOCK (1u << 1)   /* puts (but VB_PUT_TRANSIENT ones) are locked
+                                            against deletion for a retention period; a
+                                            remove hides an object, frees nothing */
 #define VB_STORE_ASYNC       (1u << 2)   /* queued requests overlap (vb_store_queue_*) */
 
 struct vb_obj_info {
@@ -104,6 +110,15 @@ int vb_store_stat(struct vb_store *s, const char *name, struct vb_obj_info *info
 int vb_store_list(struct vb_store *s, const char *prefix, vb_list_fn fn, void *opaque,
                   vb_error *e);
 int vb_store_remove(struct vb_store *s, const char *name, vb_error *e);
+/*
+ * Whether this store's credential may remove objects at all, asked before
+ * maintenance starts (a credential allowed to put but not to delete, as a
+ * backup-only S3 user is, would otherwise fail half way and leave its lock
+ * behind).  0, or -EACCES naming the refusal; 0 on a store that cannot
+ * tell.  Leaves nothing behind but, on a versioned bucket, a delete marker
+ * of one name (docs/repository-v2.md, "Object Lock").
+ */
+int vb_store_check_remove(struct vb_store *s, vb_error *e);
 int vb_store_sync(struct vb_store *s, vb_error *e);
 /*
  * Maintenance: remove what interrupted puts left behind (a local folder's

@@ -277,7 +277,7 @@ static bool is_store_key(const char *k)
 {
     static const char *const keys[] = { "endpoint", "region", "addressing", "credential",
                                         "credentials_file", "profile", "ca_file", "connections",
-                                        "attempts", "timeout", NULL };
+                                        "attempts", "timeout", "object_lock", NULL };
 
     for (const char *const *p = keys; *p; p++)
         if (!strcmp(k, *p))
@@ -581,7 +581,8 @@ int vbd_config_load(const char *path, struct vbd_config **out, vb_error *e)
                                     "password_file, password_credential, copy_to, "
                                     "copy_password_file, copy_credential, endpoint, region, "
                                     "addressing, credential, credentials_file, profile, "
-                                    "ca_file, connections, attempts, timeout)", path, *g,
+                                    "ca_file, connections, attempts, timeout, object_lock)",
+                                    path, *g,
                                     *k);
                     goto out;
                 }

@@ -46,6 +46,17 @@
 #     vbackupd job uploads: the job ends done, or failed with a reason and
 #     a retry ends done; gc leaves only what the snapshot holds; it restores
 #     equal to the disk
+#  11 S3 Object Lock and a
+#     backup-only credential (docs/deploy.md, "Ransomware protection"): init
+#     with object_lock makes the bucket with Object Lock; a second radosgw
+#     user, whom the bucket policy lets read, list and put but never delete,
+#     backs a disk up twice and restores it; its forget and gc fail naming
+#     s3:DeleteObject and leave no maintenance lock; its DELETE of a pack
+#     (and of a version) is refused, the owner's DELETE of a locked pack
+#     version too; an attacker with the owner's keys deletes every object
+#     and the snapshots vanish; the delete markers made since the attack are
+#     removed and the snapshots restore again; forget and gc by the owner
+#     then work on the locked bucket, what is kept restores and verifies
 # Each step's time follows its line.  The seed is printed (set VB_S3_SEED
 # to replay one; steps 9 and 10 make their files' contents from it).  Needs
 # root and the Ceph packages of scripts/install-deps.
@@ -62,7 +73,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "1..10"
+echo "1..11"
 start=$(date +%s)
 if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/up.log"; then
     sed 's/^/# /' "$tmp/up.log"
@@ -71,6 +82,8 @@ if ! "$VB_SRCDIR/tests/ceph/ceph-cluster" up "$tmp/ceph" > "$tmp/env" 2> "$tmp/u
 fi
 sed 's/^/# /' "$tmp/up.log"
 . "$tmp/env"
+
+s3adm() { python3 "$VB_SRCDIR/tests/s3/s3-admin.py" "$@"; }
 
 n=0
 run() {     # run NAME COMMAND...: one TAP line, the command's output as comments
@@ -256,5 +269,87 @@ hosts_s3() {    # hosts_s3 PREFIX [rgw-restart]: tests/s3/s3-hosts.py on s3://vb
 run "two vbackupd on one bucket: dedup, gc racing the backups, a killed writer reclaimed" \
     hosts_s3 site
 run "vbackupd: radosgw stopped and started during a backup" hosts_s3 restart rgw-restart
+
+lock_s3() {     # Object Lock, a backup-only credential, an attacker, the recovery
+    d="$tmp/lock"
+    b=vblock
+    loc="s3://$b/host1"
+    mkdir -p "$d" || return 1
+    unset VBACKUP_PASSWORD_FILE     # unencrypted: what is tested is the bucket
+    "$VBACKUPCTL" --store-option object_lock=1 --repo "$loc" --quiet init --format 2 \
+        --encryption none || return 1
+    s3adm req GET "$b" "" "object-lock=" | grep -q "<ObjectLockEnabled>Enabled<" || return 1
+    # a second user; the bucket's policy lets it read, list and put, never delete
+    radosgw-admin -c "$VB_CEPH_DIR/ceph.conf" user create --uid backup --display-name backup \
+        > "$d/user.json" 2>/dev/null || return 1
+    python3 -c 'import json, sys; k = json.load(open(sys.argv[1]))["keys"][0]
+print("%s %s" % (k["access_key"], k["secret_key"]))' "$d/user.json" > "$d/backup.pair" || return 1
+    read -r bkid bksecret < "$d/backup.pair"
+    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$bkid" "$bksecret" > "$d/backup-keys" ) || return 1
+    sed "s/@B@/$b/g" > "$d/policy.json" <<'POLICY'
+{"Version": "2012-10-17", "Statement": [
+  {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/backup"]},
+   "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:ListBucketVersions",
+              "s3:PutObjectRetention",
+              "s3:GetBucketObjectLockConfiguration", "s3:ListBucketMultipartUploads",
+              "s3:AbortMultipartUpload"],
+   "Resource": ["arn:aws:s3:::@B@", "arn:aws:s3:::@B@/*"]},
+  {"Effect": "Deny", "Principal": {"AWS": ["arn:aws:iam:::user/backup"]},
+   "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"],
+   "Resource": ["arn:aws:s3:::@B@", "arn:aws:s3:::@B@/*"]}]}
+POLICY
+    s3adm policy "$b" "$d/policy.json" || return 1
+    bk="--store-option credentials_file=$d/backup-keys --store-option object_lock=1"
+    head -c 6M /dev/urandom > "$d/disk.raw" && truncate -s 16M "$d/disk.raw" || return 1
+    id1=$("$VBACKUPCTL" $bk --repo "$loc" backup-disk --vm lockvm --name vda --format raw \
+          "$d/disk.raw" | tail -n 1) || return 1
+    cp "$d/disk.raw" "$d/disk1.raw" || return 1
+    head -c 1M /dev/urandom | dd of="$d/disk.raw" bs=1M seek=1 conv=notrunc status=none || return 1
+    id2=$("$VBACKUPCTL" $bk --repo "$loc" backup-disk --vm lockvm --name vda --format raw \
+          "$d/disk.raw" | tail -n 1) || return 1
+    "$VBACKUPCTL" $bk --repo "$loc" --quiet restore-disk "$id2" --to "$d/back2.raw" || return 1
+    cmp "$d/disk.raw" "$d/back2.raw" || return 1
+    # what it cannot do: forget, gc (leaving no lock behind), delete a pack
+    for cmd in "forget $id1" gc; do
+        rc=0; "$VBACKUPCTL" $bk --repo "$loc" $cmd > "$d/out" 2>&1 || rc=$?
+        [ "$rc" = 1 ] && grep -q "may not delete objects (s3:DeleteObject)" "$d/out" ||
+            { echo "$cmd with the backup-only credential: exit $rc"; cat "$d/out"; return 1; }
+    done
+    [ "$(s3adm req HEAD "$b" host1/locks/maintenance | head -n 1)" = 404 ] ||
+        { echo "the refused gc left its lock"; return 1; }
+    pack=$(s3adm versions "$b" host1/data/ | awk '$3 == "latest" && $4 == "object" { print $1; exit }')
+    vid=$(s3adm versions "$b" "$pack" | awk '{ print $2; exit }')
+    [ -n "$pack" ] && [ -n "$vid" ] || { echo "no pack listed"; return 1; }
+    AWS_ACCESS_KEY_ID=$bkid AWS_SECRET_ACCESS_KEY=$bksecret s3adm req DELETE "$b" "$pack" \
+        > "$d/out" || true
+    [ "$(head -n 1 "$d/out")" = 403 ] || { echo "backup-only DELETE of $pack"; cat "$d/out"; return 1; }
+    AWS_ACCESS_KEY_ID=$bkid AWS_SECRET_ACCESS_KEY=$bksecret s3adm req DELETE "$b" "$pack" \
+        "versionId=$vid" > "$d/out" || true
+    [ "$(head -n 1 "$d/out")" = 403 ] || { echo "backup-only DELETE of a version"; cat "$d/out"; return 1; }
+    # the owner cannot delete the locked version either
+    s3adm req DELETE "$b" "$pack" "versionId=$vid" > "$d/out" || true
+    [ "$(head -n 1 "$d/out")" = 403 ] && grep -q AccessDenied "$d/out" ||
+        { echo "the owner deleted a locked version of $pack"; cat "$d/out"; return 1; }
+    # an attacker with the owner's keys deletes every object: the snapshots vanish
+    sleep 1
+    attack=$(date +%s)
+    hidden=$(s3adm delete-all "$b" host1/) || return 1
+    echo "attacker: $hidden objects hidden by delete markers"
+    "$VBACKUPCTL" --repo "$loc" snapshots > "$d/out" 2>&1 || true
+    ! grep -q "$id1" "$d/out" || { echo "the snapshot is still listed"; cat "$d/out"; return 1; }
+    # recovery: remove the delete markers made since the attack
+    undone=$(s3adm undelete "$b" host1/ "$attack") || return 1
+    echo "recovery: $undone delete markers removed"
+    "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id1" --to "$d/back1.raw" || return 1
+    cmp "$d/disk1.raw" "$d/back1.raw" || return 1
+    # forget and gc by the owner work on the locked bucket (removes are delete markers)
+    "$VBACKUPCTL" --store-option object_lock=1 --repo "$loc" --quiet forget "$id1" || return 1
+    "$VBACKUPCTL" --store-option object_lock=1 --repo "$loc" gc || return 1
+    "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id2" --to "$d/back2b.raw" || return 1
+    cmp "$d/disk.raw" "$d/back2b.raw" || return 1
+    "$VBACKUPCTL" --repo "$loc" verify --read-data
+}
+run "S3 Object Lock, a backup-only credential, an attack undone" lock_s3
 
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"

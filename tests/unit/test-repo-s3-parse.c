@@ -2,7 +2,8 @@
 /*
  * Unit tests: the pure parts of the S3 backend (hostd/repo/s3-*.c):
  * Signature Version 4 against AWS's published examples, URI encoding and
- * canonical queries, locations and endpoints, dates, and the XML reader and
+ * canonical queries, locations and endpoints, dates, the object_lock option
+ * and the headers it adds, and the XML reader and
  * S3 documents fed hostile input (DTDs, entities, depth, truncation, a
  * mutation loop).
  */
@@ -231,6 +232,85 @@ static void test_dates(void)
     g_assert_cmpstr(d, ==, "20130524T000000Z");
 }
 
+/* object_lock=DAYS[,governance|compliance], its retain-until date, and the
+ * headers a locked put and a bucket made with Object Lock sign and send */
+static void test_object_lock(void)
+{
+    static const char *const bad[] = {
+        "", "0", "-1", "+1", " 1", "1 ", "1,", "1,GOVERNANCE", "1,legal", "36501", "7x",
+        "99999999999999999999", ",governance", "1,governance,", "1,compliance ", "0x10",
+    };
+    struct vb_s3_header hs[VB_S3_HEADERS_MAX];
+    struct vb_s3_call *c;
+    GString *auth = g_string_new(NULL), *canon = g_string_new(NULL);
+    unsigned days = 0;
+    bool comp = true;
+    char until[32], range[64];
+    size_t n;
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_s3_parse_object_lock("7", &days, &comp, &e), ==, 0);
+    g_assert_cmpuint(days, ==, 7);
+    g_assert_false(comp);
+    g_assert_cmpint(vb_s3_parse_object_lock("30,compliance", &days, &comp, &e), ==, 0);
+    g_assert_cmpuint(days, ==, 30);
+    g_assert_true(comp);
+    g_assert_cmpint(vb_s3_parse_object_lock("36500,governance", &days, &comp, &e), ==, 0);
+    g_assert_cmpuint(days, ==, 36500);
+    g_assert_false(comp);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        if (vb_s3_parse_object_lock(bad[i], &days, &comp, &e) != -EINVAL)
+            g_error("object_lock=%s was accepted", bad[i]);
+        g_assert_nonnull(strstr(e.msg, "DAYS[,governance|compliance]"));
+    }
+
+    /* 2013-05-24T00:00:00Z + 7 days; a second past a minute rounds up */
+    vb_s3_lock_until(1369353600, 7, until);
+    g_assert_cmpstr(until, ==, "2013-05-31T00:00:00Z");
+    vb_s3_lock_until(1369353601, 1, until);
+    g_assert_cmpstr(until, ==, "2013-05-25T00:01:00Z");
+    vb_s3_lock_until(1369353659, 36500, until);
+    g_assert_cmpstr(until, ==, "2113-04-30T00:01:00Z");
+
+    /* a locked put: Content-MD5 and both lock headers, all signed */
+    c = vb_s3_call_new("PUT", "p/data/ab/abcd", NULL);
+    vb_s3_call_body(c, "x", 1, (const uint8_t *)"0123456789abcdef", NULL);
+    c->if_none_match = true;
+    c->lock_mode = "GOVERNANCE";
+    c->owner_acl = true;
+    snprintf(c->lock_until, sizeof(c->lock_until), "2013-05-31T00:00:00Z");
+    n = vb_s3_call_headers(c, "h:80", "20130524T000000Z", "", range, hs);
+    g_assert_cmpuint(n, ==, 8);
+    vb_s3_sign(&aws_example, "us-east-1", "PUT", "/b/p/data/ab/abcd", "", hs, n,
+               c->payload_sha256, "20130524T000000Z", auth, canon);
+    g_assert_nonnull(strstr(canon->str, "\nx-amz-object-lock-mode:GOVERNANCE\n"
+                            "x-amz-object-lock-retain-until-date:2013-05-31T00:00:00Z\n"));
+    g_assert_nonnull(strstr(auth->str, "SignedHeaders=content-md5;host;if-none-match;"
+                            "x-amz-acl;x-amz-content-sha256;x-amz-date;"
+                            "x-amz-object-lock-mode;x-amz-object-lock-retain-until-date,"));
+    g_assert_nonnull(strstr(canon->str, "\nx-amz-acl:bucket-owner-full-control\n"));
+    vb_s3_call_free(c);
+
+    /* an unlocked one has neither; a bucket made with Object Lock says so */
+    c = vb_s3_call_new("PUT", "p/leases/ab", NULL);
+    vb_s3_call_body(c, "x", 1, (const uint8_t *)"0123456789abcdef", NULL);
+    n = vb_s3_call_headers(c, "h:80", "20130524T000000Z", "tok", range, hs);
+    g_assert_cmpuint(n, ==, 5);
+    for (size_t i = 0; i < n; i++)
+        g_assert_false(g_str_has_prefix(hs[i].name, "x-amz-object-lock"));
+    g_assert_cmpstr(hs[4].name, ==, "x-amz-security-token");
+    vb_s3_call_free(c);
+    c = vb_s3_call_new("PUT", "", NULL);
+    c->bucket_lock = true;
+    n = vb_s3_call_headers(c, "h:80", "20130524T000000Z", "", range, hs);
+    g_assert_cmpuint(n, ==, 4);
+    g_assert_cmpstr(hs[3].name, ==, "x-amz-bucket-object-lock-enabled");
+    g_assert_cmpstr(hs[3].value, ==, "true");
+    vb_s3_call_free(c);
+    g_string_free(auth, TRUE);
+    g_string_free(canon, TRUE);
+}
+
 static int parse(const char *doc, struct vb_xml **root, char *why)
 {
     return vb_xml_parse(doc, strlen(doc), root, why, 200);
@@ -393,6 +473,62 @@ static void test_list_mutations(void)
     g_rand_free(r);
 }
 
+/* ListVersionsResult as radosgw 16.2 sends it: versions and delete markers
+ * in order, paging markers; anything missing is refused */
+static void test_versions(void)
+{
+    static const char ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListVersionsResult "
+        "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>p/k</Prefix>"
+        "<IsTruncated>true</IsTruncated><NextKeyMarker>p/k</NextKeyMarker>"
+        "<NextVersionIdMarker>v1</NextVersionIdMarker>"
+        "<Version><Key>p/k</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest>"
+        "<LastModified>2026-12-02T16:20:01.000Z</LastModified><ETag>&quot;0123abcd&quot;</ETag>"
+        "<Size>42</Size></Version>"
+        "<DeleteMarker><Key>p/k</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest>"
+        "<LastModified>2026-12-02T16:20:00.000Z</LastModified></DeleteMarker>"
+        "<Version><Key>p/k2</Key><VersionId>v1</VersionId><ETag>\"ff\"</ETag><Size>0</Size>"
+        "</Version></ListVersionsResult>";
+    static const char *const bad[] = {
+        "<ListVersionsResult><IsTruncated>maybe</IsTruncated></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>false</IsTruncated><Version><Key>k</Key>"
+        "<VersionId>v</VersionId><Size>1</Size></Version></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>false</IsTruncated><Version><Key>k</Key>"
+        "<VersionId>v</VersionId><ETag>e</ETag><Size>-1</Size></Version></ListVersionsResult>",
+        "<ListVersionsResult><IsTruncated>false</IsTruncated><DeleteMarker><Key>k</Key>"
+        "</DeleteMarker></ListVersionsResult>",
+        "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+    };
+    GArray *vs = g_array_new(FALSE, TRUE, sizeof(struct vb_s3_version));
+    char why[200], *nk, *nv;
+    bool trunc;
+    const struct vb_s3_version *v;
+
+    g_assert_cmpint(vb_s3_parse_versions(ok, strlen(ok), vs, &trunc, &nk, &nv, why,
+                                         sizeof(why)), ==, 0);
+    g_assert_true(trunc);
+    g_assert_cmpstr(nk, ==, "p/k");
+    g_assert_cmpstr(nv, ==, "v1");
+    g_assert_cmpuint(vs->len, ==, 3);
+    v = &g_array_index(vs, struct vb_s3_version, 0);
+    g_assert_true(!strcmp(v->key, "p/k") && !strcmp(v->version_id, "v3") && !v->marker &&
+                  !strcmp(v->etag, "0123abcd") && v->size == 42);
+    v = &g_array_index(vs, struct vb_s3_version, 1);
+    g_assert_true(!strcmp(v->version_id, "v2") && v->marker);
+    v = &g_array_index(vs, struct vb_s3_version, 2);
+    g_assert_true(!strcmp(v->key, "p/k2") && !strcmp(v->etag, "ff") && v->size == 0);
+    vb_s3_versions_free(vs);
+    g_free(nk);
+    g_free(nv);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        if (vb_s3_parse_versions(bad[i], strlen(bad[i]), vs, &trunc, &nk, &nv, why,
+                                 sizeof(why)) != -EBADMSG)
+            g_error("accepted: %s", bad[i]);
+        g_assert_true(vs->len == 0 && !nk && !nv);
+    }
+    g_array_free(vs, TRUE);
+}
+
 static void test_messages(void)
 {
     static const char err[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>"
@@ -476,9 +612,11 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-s3-parse/location", test_location);
     g_test_add_func("/repo-s3-parse/endpoint", test_endpoint);
     g_test_add_func("/repo-s3-parse/dates", test_dates);
+    g_test_add_func("/repo-s3-parse/object-lock", test_object_lock);
     g_test_add_func("/repo-s3-parse/xml", test_xml);
     g_test_add_func("/repo-s3-parse/list", test_list);
     g_test_add_func("/repo-s3-parse/list-mutations", test_list_mutations);
     g_test_add_func("/repo-s3-parse/messages", test_messages);
+    g_test_add_func("/repo-s3-parse/versions", test_versions);
     return g_test_run();
 }

@@ -22,22 +22,29 @@
 #include "store-conformance.h"
 
 #define BUCKET "vbtest"
+#define LOCKED_BUCKET "vblocked"        /* made with Object Lock */
 
 struct backend {
     const char *const *opts;
+    const char *bucket;              /* NULL: BUCKET */
 };
 
 static char endpoint_virtual[300], resolve[300];
 
+static char *prefix_in(const char *bucket)
+{
+    return g_strdup_printf("s3://%s/t%08x%08x", bucket, g_random_int(), g_random_int());
+}
+
 static char *random_prefix(void)
 {
-    return g_strdup_printf("s3://" BUCKET "/t%08x%08x", g_random_int(), g_random_int());
+    return prefix_in(BUCKET);
 }
 
 static struct vb_store *open_s3(void *opaque)
 {
     const struct backend *b = opaque;
-    char *loc = random_prefix();
+    char *loc = prefix_in(b->bucket ? b->bucket : BUCKET);
     struct vb_store *s = NULL;
     vb_error e = { 0 };
 
@@ -211,6 +218,129 @@ static void test_clean_temp(void)
     g_free(loc);
 }
 
+/* S3 request c on key, run to its end on a client of the suite's keys. */
+static struct vb_s3_call *raw_call(const char *method, const char *key, const char *query)
+{
+    struct vb_s3_config cfg;
+    struct vb_s3_http *http;
+    struct vb_s3_call *c;
+    vb_error e = { 0 };
+
+    g_assert_cmpint(vb_s3_config_load("s3://" LOCKED_BUCKET, NULL, &cfg, &e), ==, 0);
+    g_assert_cmpint(vb_s3_http_new(&cfg, &http, &e), ==, 0);
+    c = vb_s3_call_new(method, key, query);
+    c->want_body = true;
+    vb_s3_run(http, c);
+    vb_s3_http_free(http);
+    vb_s3_config_wipe(&cfg);
+    return c;
+}
+
+/* The retention mode of key's current version ("" when it has none). */
+static void retention_of(const char *key, char mode[16])
+{
+    struct vb_s3_call *c = raw_call("GET", key, "retention=");
+    const char *m;
+
+    mode[0] = 0;
+    g_assert_cmpint(c->ret, ==, 0);
+    if (c->status == 200) {
+        g_assert_nonnull(m = strstr((const char *)c->resp->data, "<Mode>"));
+        snprintf(mode, 16, "%.*s", (int)strcspn(m + 6, "<"), m + 6);
+    } else if (c->status != 404) {
+        g_error("GET %s?retention: HTTP %ld", key, c->status);
+    }
+    vb_s3_call_free(c);
+}
+
+/* object_lock: a new bucket is made with Object Lock, every put but a
+ * transient one (and the big, multipart one too) is locked, a remove hides
+ * the object and leaves its locked version, which S3 then refuses to
+ * delete; a bucket without Object Lock is refused */
+static void test_object_lock(void)
+{
+    static const char *const lock_opts[] = { "object_lock=1", "multipart_threshold=5M",
+                                             "part_size=5M", NULL };
+    static const char *const comp_opts[] = { "object_lock=1,compliance", NULL };
+    char *loc = prefix_in(LOCKED_BUCKET), bucket[VB_S3_BUCKET_MAX], prefix[VB_S3_PREFIX_MAX];
+    char *key, *q, mode[16], vid[128];
+    size_t big = 6 << 20;
+    uint8_t *buf = g_malloc(big);
+    struct vb_s3_call *c;
+    struct vb_obj_info info;
+    struct vb_store *s;
+    vb_error e = { 0 };
+
+    for (size_t i = 0; i < big; i++)
+        buf[i] = (uint8_t)(i * 7);
+    g_assert_cmpint(vb_s3_parse_location(loc, bucket, prefix, &e), ==, 0);
+    if (vb_store_open_opts(loc, 0, lock_opts, &s, &e))
+        g_error("open %s with object_lock: %s", loc, vb_strerror(&e));
+    g_assert_true(vb_store_caps(s) & VB_STORE_OBJECT_LOCK);
+    g_assert_cmpint(vb_store_put(s, "data/ab/pack", "pack", 4, VB_PUT_NOREPLACE, &e), ==, 0);
+    g_assert_cmpint(vb_store_put(s, "data/cd/big", buf, big, 0, &e), ==, 0);
+    g_assert_cmpint(vb_store_put(s, "leases/0123", "{}", 2, VB_PUT_NOREPLACE | VB_PUT_TRANSIENT,
+                                 &e), ==, 0);
+    vb_store_close(s);
+    if (vb_store_open_opts(loc, 0, comp_opts, &s, &e))
+        g_error("open %s with object_lock compliance: %s", loc, vb_strerror(&e));
+    g_assert_cmpint(vb_store_put(s, "snapshots/0123", "m", 1, VB_PUT_NOREPLACE, &e), ==, 0);
+
+    key = g_strconcat(prefix, "data/ab/pack", NULL);
+    retention_of(key, mode);
+    g_assert_cmpstr(mode, ==, "GOVERNANCE");
+    g_free(key);
+    key = g_strconcat(prefix, "data/cd/big", NULL);
+    retention_of(key, mode);
+    g_assert_cmpstr(mode, ==, "GOVERNANCE");
+    g_free(key);
+    key = g_strconcat(prefix, "snapshots/0123", NULL);
+    retention_of(key, mode);
+    g_assert_cmpstr(mode, ==, "COMPLIANCE");
+    g_free(key);
+    key = g_strconcat(prefix, "leases/0123", NULL);
+    retention_of(key, mode);
+    g_assert_cmpstr(mode, ==, "");
+    g_free(key);
+
+    /* remove: a delete marker; the locked version stays and cannot be deleted */
+    g_assert_cmpint(vb_store_remove(s, "data/ab/pack", &e), ==, 0);
+    assert_fails(vb_store_stat(s, "data/ab/pack", &info, ERR), -ENOENT, "no such object");
+    g_assert_cmpint(vb_store_remove(s, "leases/0123", &e), ==, 0);
+    g_assert_cmpint(vb_store_check_remove(s, &e), ==, 0);
+    vb_store_close(s);
+    {
+        GString *qs = g_string_new(NULL);
+        char *kp = g_strconcat(prefix, "data/ab/pack", NULL);
+        vb_s3_query(qs, (const char *const[]){ "prefix", kp, "versions", NULL, NULL });
+        q = g_string_free(qs, FALSE);
+        g_free(kp);
+    }
+    c = raw_call("GET", "", q);
+    g_assert_cmpint(c->status, ==, 200);
+    {
+        const char *v = strstr((const char *)c->resp->data, "<Version>"), *id;
+        g_assert_nonnull(v);
+        g_assert_nonnull(strstr((const char *)c->resp->data, "<DeleteMarker>"));
+        g_assert_nonnull(id = strstr(v, "<VersionId>"));
+        snprintf(vid, sizeof(vid), "versionId=%.*s", (int)strcspn(id + 11, "<"), id + 11);
+    }
+    vb_s3_call_free(c);
+    key = g_strconcat(prefix, "data/ab/pack", NULL);
+    c = raw_call("DELETE", key, vid);
+    g_assert_cmpint(c->status, ==, 403);
+    g_assert_cmpstr(c->s3_code, ==, "AccessDenied");
+    vb_s3_call_free(c);
+
+    /* a bucket without Object Lock: refused at open, naming why */
+    assert_fails(vb_store_open_opts("s3://" BUCKET "/x", 0, lock_opts, &s, ERR), -ENOTSUP,
+                 "has no Object Lock");
+    g_free(key);
+    g_free(q);
+    g_free(loc);
+    g_free(buf);
+}
+
 /* A read-only store refuses writes before sending anything. */
 static void test_readonly(void)
 {
@@ -238,7 +368,13 @@ int main(int argc, char **argv)
                                              "part_size=5M", NULL };
     static const char *virt_opts[] = { "addressing=virtual", NULL, NULL,
                                        "multipart_threshold=16M", "part_size=5M", NULL };
-    static struct backend path_style = { path_opts }, virtual_host = { virt_opts };
+    static const char *const locked_opts[] = { "addressing=path", "object_lock=1",
+                                               "multipart_threshold=16M", "part_size=5M",
+                                               NULL };
+    static struct backend path_style = { path_opts, NULL }, virtual_host = { virt_opts, NULL },
+                          locked = { locked_opts, LOCKED_BUCKET };
+    static const struct vb_conformance locked_c = { "/repo-store-s3/locked", open_s3,
+                                                    close_s3, &locked };
     static const struct vb_conformance path_c = { "/repo-store-s3/path", open_s3, close_s3,
                                                   &path_style };
     static const struct vb_conformance virt_c = { "/repo-store-s3/virtual", open_s3, close_s3,
@@ -266,14 +402,19 @@ int main(int argc, char **argv)
         if (vb_store_open("s3://" BUCKET, VB_STORE_CREATE, &s, &err))
             g_error("create the bucket: %s", vb_strerror(&err));
         vb_store_close(s);
+        if (vb_store_open_opts("s3://" LOCKED_BUCKET, VB_STORE_CREATE, locked_opts, &s, &err))
+            g_error("create the bucket with Object Lock: %s", vb_strerror(&err));
+        vb_store_close(s);
     }
     vb_conformance_add(&path_c);
     vb_conformance_add(&virt_c);
+    vb_conformance_add(&locked_c);
     g_test_add_func("/repo-store-s3/wrong-secret", test_wrong_secret);
     g_test_add_func("/repo-store-s3/no-bucket", test_no_bucket);
     g_test_add_func("/repo-store-s3/options", test_options);
     g_test_add_func("/repo-store-s3/credentials-file", test_credentials_file);
     g_test_add_func("/repo-store-s3/clean-temp", test_clean_temp);
     g_test_add_func("/repo-store-s3/readonly", test_readonly);
+    g_test_add_func("/repo-store-s3/object-lock", test_object_lock);
     return g_test_run();
 }
