@@ -109,7 +109,7 @@ int main(int argc, char **argv)
         return die("the chunks stream", &e);
     if (vb_cat_parse(g_byte_array_steal(cb, NULL), m->catalog.length, "the catalog", &cat, &e))
         return die(argv[2], &e);
-    if (cat->version != 2)
+    if (cat->version < 2)
         return die(argv[2], &(vb_error){ .code = -EINVAL, .msg = "a version 1 catalog" });
     if (cat->n != m->files.entries)
         return die(argv[2], &(vb_error){ .code = -EINVAL,
