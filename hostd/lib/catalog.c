@@ -15,7 +15,8 @@ _Static_assert(sizeof(struct vb_cat_xattr) == 16, "catalog xattr layout");
 _Static_assert(sizeof(struct vb_cat_range) == 16, "catalog range layout");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the catalog is little-endian");
 
-#define HDR 64
+#define HDR 64               /* versions 1 and 2 */
+#define HDR3 48              /* version 3 */
 
 /* Version 1 entries (112 bytes): times in int64 nanoseconds, no attributes,
  * flags or layout; still read. */
@@ -247,19 +248,126 @@ static void tidy_ranges(struct bentry *x)
     g_array_set_size(x->ranges, w);
 }
 
+/* Version 3 (docs/repository.md): a 48-byte header, then one record per
+ * entry in path order, each self-contained: its length, the fixed fields
+ * (struct cat_rec_v3), then its path, link target, attributes, chunk
+ * references and preallocated ranges inline.  Nothing in a record depends on
+ * where it lies or on other entries but a hard link's distance back to the
+ * entry holding its data, so an unchanged tree makes the same bytes and a
+ * change makes new bytes only around the entries it touches (the metadata
+ * stream of a version 2 repository is cut by content: the rest deduplicates).
+ * Per-snapshot provenance (the VB_CATF_* flags) is not stored. */
+struct cat_rec_v3 {          /* 120 bytes, after the record's length (u64) */
+    uint8_t type;
+    uint8_t reserved8;
+    uint16_t reserved16;
+    uint32_t mode;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t nlink;
+    uint32_t rdev;
+    uint64_t size;
+    uint64_t ino;
+    int64_t mtime_sec;
+    int64_t ctime_sec;
+    int64_t atime_sec;
+    uint32_t mtime_nsec;
+    uint32_t ctime_nsec;
+    uint32_t atime_nsec;
+    uint32_t fsflags;
+    uint32_t projid;
+    uint32_t path_len;
+    uint32_t link_len;
+    uint32_t n_xattrs;
+    uint64_t n_chunks;
+    uint64_t n_ranges;
+    uint64_t hardlink_back;  /* entries back to the one holding the data; 0 none */
+};
+_Static_assert(sizeof(struct cat_rec_v3) == 120, "catalog version 3 record layout");
+
+#define XATTR3 8             /* name length u16, reserved u16, value length u32 */
+#define CHUNK3_ZERO 16       /* offset u64, length u32, flags u32 (written zeros) */
+#define CHUNK3 48            /* ... and the chunk id */
+#define RANGE3 16            /* offset u64, length u64 */
+
+static size_t chunks_size3(const GArray *a)
+{
+    size_t sz = 0;
+
+    for (guint k = 0; a && k < a->len; k++)
+        sz += (g_array_index(a, struct vb_cat_chunk, k).flags & VB_CATC_ZERO) ? CHUNK3_ZERO
+                                                                              : CHUNK3;
+    return sz;
+}
+
+/* The bytes of a record after its length. */
+static size_t record_size3(const struct bentry *x, const struct bentry *data)
+{
+    size_t sz = sizeof(struct cat_rec_v3) + x->m.path_len + x->m.link_len;
+
+    for (guint k = 0; x->xattrs && k < x->xattrs->len; k++) {
+        const struct bxattr *a = &g_array_index(x->xattrs, struct bxattr, k);
+        sz += XATTR3 + a->name_len + a->value_len;
+    }
+    return sz + chunks_size3(data->chunks) + (data->ranges ? data->ranges->len : 0) * RANGE3;
+}
+
+static uint8_t *put(uint8_t *p, const void *v, size_t len)
+{
+    if (len)
+        memcpy(p, v, len);
+    return p + len;
+}
+
+static uint8_t *write_record3(uint8_t *p, const struct bentry *x, const struct bentry *data,
+                              uint64_t back)
+{
+    struct cat_rec_v3 r = {
+        .type = x->m.type, .mode = x->m.mode, .uid = x->m.uid, .gid = x->m.gid,
+        .nlink = x->m.nlink, .rdev = x->m.rdev, .size = x->m.size, .ino = x->m.ino,
+        .mtime_sec = x->m.mtime_sec, .ctime_sec = x->m.ctime_sec, .atime_sec = x->m.atime_sec,
+        .mtime_nsec = x->m.mtime_nsec, .ctime_nsec = x->m.ctime_nsec,
+        .atime_nsec = x->m.atime_nsec, .fsflags = x->m.fsflags, .projid = x->m.projid,
+        .path_len = x->m.path_len, .link_len = x->m.link_len,
+        .n_xattrs = x->xattrs ? x->xattrs->len : 0,
+        .n_chunks = data->chunks ? data->chunks->len : 0,
+        .n_ranges = data->ranges ? data->ranges->len : 0,
+        .hardlink_back = back,
+    };
+    uint64_t rlen = record_size3(x, data);
+
+    p = put(p, &rlen, 8);
+    p = put(p, &r, sizeof(r));
+    p = put(p, x->path, x->m.path_len);
+    p = put(p, x->link, x->m.link_len);
+    for (uint32_t k = 0; k < r.n_xattrs; k++) {
+        const struct bxattr *a = &g_array_index(x->xattrs, struct bxattr, k);
+        uint16_t nl = (uint16_t)a->name_len, zero = 0;
+        uint32_t vl = (uint32_t)a->value_len;
+        p = put(p, &nl, 2);
+        p = put(p, &zero, 2);
+        p = put(p, &vl, 4);
+        p = put(p, a->name, a->name_len);
+        p = put(p, a->value, a->value_len);
+    }
+    for (uint64_t k = 0; k < r.n_chunks; k++) {
+        const struct vb_cat_chunk *ch = &g_array_index(data->chunks, struct vb_cat_chunk, k);
+        p = put(p, ch, (ch->flags & VB_CATC_ZERO) ? CHUNK3_ZERO : CHUNK3);
+    }
+    return put(p, data->ranges ? data->ranges->data : NULL, r.n_ranges * RANGE3);
+}
+
 uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
                            uint64_t *n_chunks, uint64_t *bytes)
 {
     guint n = b->e->len;
     guint *order = g_new(guint, VB_MAX(n, 1u)), *rank = g_new(guint, VB_MAX(n, 1u));
-    uint64_t nc = 0, nx = 0, nr = 0, slen = 0, sum = 0, ci = 0, xi = 0, ri = 0, so = 0;
+    guint *data = g_new(guint, VB_MAX(n, 1u));
+    uint64_t *hl = g_new(uint64_t, VB_MAX(n, 1u));
+    uint64_t nc = 0, nx = 0, nr = 0, sum = 0;
     uint32_t ver = VB_CAT_VERSION;
-    uint8_t *out;
-    struct vb_cat_entry *ents;
-    struct vb_cat_chunk *chunks;
-    struct vb_cat_xattr *xattrs;
-    struct vb_cat_range *ranges;
-    char *str;
+    size_t total = HDR3;
+    uint8_t *out, *p;
 
     for (guint i = 0; i < n; i++) {
         struct bentry *x = &g_array_index(b->e, struct bentry, i);
@@ -268,96 +376,57 @@ uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
         tidy_ranges(x);
         nc += x->chunks ? x->chunks->len : 0;
         nr += x->ranges ? x->ranges->len : 0;
-        slen += x->m.path_len + x->m.link_len;
-        for (guint k = 0; x->xattrs && k < x->xattrs->len; k++) {
-            struct bxattr *a = &g_array_index(x->xattrs, struct bxattr, k);
-            slen += a->name_len + a->value_len;
-            nx++;
-        }
+        nx += x->xattrs ? x->xattrs->len : 0;
         if (x->m.type == VB_FT_REG)
             sum += x->m.size;
     }
     qsort_r(order, n, sizeof(guint), by_path, b->e);
     for (guint i = 0; i < n; i++)
         rank[order[i]] = i;
-
-    *len = HDR + (size_t)n * sizeof(struct vb_cat_entry) + nc * sizeof(struct vb_cat_chunk) +
-           nx * sizeof(struct vb_cat_xattr) + nr * sizeof(struct vb_cat_range) + slen;
-    out = g_malloc0(*len);
+    for (guint k = 0; k < n; k++) {
+        uint64_t m = g_array_index(b->e, struct bentry, order[k]).m.hardlink;
+        hl[k] = m == VB_CAT_NONE ? VB_CAT_NONE : rank[m];
+        data[k] = order[k];
+    }
+    /* a hard link's master must come first in the new order */
+    for (guint k = 0; k < n; k++) {
+        if (hl[k] != VB_CAT_NONE && hl[k] > k) {
+            uint64_t m = hl[k];
+            guint t;
+            /* make k the master: swap roles so that links point backwards */
+            for (guint j = 0; j < n; j++)
+                if (hl[j] == m)
+                    hl[j] = k;
+            hl[m] = k;
+            hl[k] = VB_CAT_NONE;
+            /* the data (chunks) and its layout belong to the master */
+            t = data[k], data[k] = data[m], data[m] = (guint)t;
+        }
+    }
+    for (guint k = 0; k < n; k++)
+        total += 8 + record_size3(&g_array_index(b->e, struct bentry, order[k]),
+                                  &g_array_index(b->e, struct bentry, data[k]));
+    out = g_malloc0(total);
     memcpy(out, VB_CAT_MAGIC, 8);
     memcpy(out + 8, &ver, 4);
     memcpy(out + 16, &(uint64_t){ n }, 8);
     memcpy(out + 24, &nc, 8);
-    memcpy(out + 32, &slen, 8);
-    memcpy(out + 40, &nx, 8);
-    memcpy(out + 48, &nr, 8);
-    ents = (struct vb_cat_entry *)(out + HDR);
-    chunks = (struct vb_cat_chunk *)(ents + n);
-    xattrs = (struct vb_cat_xattr *)(chunks + nc);
-    ranges = (struct vb_cat_range *)(xattrs + nx);
-    str = (char *)(ranges + nr);
-    for (guint k = 0; k < n; k++) {
-        struct bentry *x = &g_array_index(b->e, struct bentry, order[k]);
-        struct vb_cat_entry *m = &ents[k];
-        *m = x->m;
-        m->path_off = so;
-        memcpy(str + so, x->path, x->m.path_len);
-        so += x->m.path_len;
-        m->link_off = so;
-        if (x->m.link_len)
-            memcpy(str + so, x->link, x->m.link_len);
-        so += x->m.link_len;
-        m->first_xattr = xi;
-        m->n_xattrs = x->xattrs ? x->xattrs->len : 0;
-        for (uint32_t a = 0; a < m->n_xattrs; a++) {
-            struct bxattr *bx = &g_array_index(x->xattrs, struct bxattr, a);
-            struct vb_cat_xattr *cx = &xattrs[xi++];
-            cx->off = so;
-            cx->name_len = (uint16_t)bx->name_len;
-            cx->value_len = (uint32_t)bx->value_len;
-            memcpy(str + so, bx->name, bx->name_len);
-            so += bx->name_len;
-            if (bx->value_len)
-                memcpy(str + so, bx->value, bx->value_len);
-            so += bx->value_len;
-        }
-        m->first_chunk = ci;
-        m->n_chunks = x->chunks ? x->chunks->len : 0;
-        if (m->n_chunks)
-            memcpy(&chunks[ci], x->chunks->data, m->n_chunks * sizeof(struct vb_cat_chunk));
-        ci += m->n_chunks;
-        m->first_range = ri;
-        m->n_ranges = x->ranges ? x->ranges->len : 0;
-        if (m->n_ranges)
-            memcpy(&ranges[ri], x->ranges->data, m->n_ranges * sizeof(struct vb_cat_range));
-        ri += m->n_ranges;
-        if (m->hardlink != VB_CAT_NONE)
-            m->hardlink = rank[m->hardlink];
-    }
-    /* a hard link's master must come first in the new order */
-    for (guint k = 0; k < n; k++) {
-        if (ents[k].hardlink != VB_CAT_NONE && ents[k].hardlink > k) {
-            uint64_t m = ents[k].hardlink, t;
-            /* make k the master: swap roles so that links point backwards */
-            for (guint j = 0; j < n; j++)
-                if (ents[j].hardlink == m)
-                    ents[j].hardlink = k;
-            ents[m].hardlink = k;
-            ents[k].hardlink = VB_CAT_NONE;
-            /* the data (chunks) and its layout belong to the master */
-            t = ents[k].first_chunk, ents[k].first_chunk = ents[m].first_chunk,
-                ents[m].first_chunk = t;
-            t = ents[k].n_chunks, ents[k].n_chunks = ents[m].n_chunks, ents[m].n_chunks = t;
-            t = ents[k].first_range, ents[k].first_range = ents[m].first_range,
-                ents[m].first_range = t;
-            t = ents[k].n_ranges, ents[k].n_ranges = ents[m].n_ranges, ents[m].n_ranges = t;
-        }
-    }
+    memcpy(out + 32, &nx, 8);
+    memcpy(out + 40, &nr, 8);
+    p = out + HDR3;
+    for (guint k = 0; k < n; k++)
+        p = write_record3(p, &g_array_index(b->e, struct bentry, order[k]),
+                          &g_array_index(b->e, struct bentry, data[k]),
+                          hl[k] == VB_CAT_NONE ? 0 : k - hl[k]);
+    g_assert((size_t)(p - out) == total);
+    *len = total;
     *n_entries = n;
     *n_chunks = nc;
     *bytes = sum;
     g_free(order);
     g_free(rank);
+    g_free(data);
+    g_free(hl);
     return out;
 }
 
@@ -478,6 +547,175 @@ static int check_entry(const struct vb_catalog *c, uint64_t i, const char *what,
     return 0;
 }
 
+/* The tables a version 3 catalog converts to (one allocation, c->converted),
+ * or NULL while only counting. */
+struct tables3 {
+    struct vb_cat_entry *e;
+    struct vb_cat_chunk *c;
+    struct vb_cat_xattr *x;
+    struct vb_cat_range *rg;
+};
+
+/* LEN bytes at *pos, inside END: advances *pos. */
+static bool take(size_t end, size_t *pos, uint64_t len)
+{
+    if (len > end - *pos)
+        return false;
+    *pos += (size_t)len;
+    return true;
+}
+
+/* Walks the records of version 3 catalog C after its header: every length
+ * and count against the bytes before anything is read, counting entries,
+ * chunks, attributes and ranges; with T, fills the tables too (the strings
+ * are the catalog's bytes: paths, link targets and attributes are read in
+ * place). */
+static int walk_v3(struct vb_catalog *c, const struct tables3 *t, uint64_t *n, uint64_t *nc,
+                   uint64_t *nx, uint64_t *nr, const char *what, vb_error *e)
+{
+    const uint8_t *d = c->data;
+    size_t pos = HDR3;
+
+    *n = *nc = *nx = *nr = 0;
+    while (pos < c->len) {
+        uint64_t i = *n, rlen;
+        struct cat_rec_v3 r;
+        size_t q, end;
+
+        if (c->len - pos < 8 + sizeof(r))
+            return damaged(e, what, i, "its record is cut short");
+        memcpy(&rlen, d + pos, 8);
+        if (rlen < sizeof(r) || rlen > c->len - pos - 8)
+            return damaged(e, what, i, "its record's length lies outside the catalog");
+        q = pos + 8;
+        end = q + (size_t)rlen;
+        memcpy(&r, d + q, sizeof(r));
+        q += sizeof(r);
+        if (r.reserved8 || r.reserved16)
+            return damaged(e, what, i, "reserved fields are not zero");
+        if (r.hardlink_back > i)
+            return damaged(e, what, i, "a hard link before the first entry");
+        if (t) {
+            struct vb_cat_entry *m = &t->e[i];
+            m->type = r.type;
+            m->mode = r.mode;
+            m->uid = r.uid;
+            m->gid = r.gid;
+            m->nlink = r.nlink;
+            m->rdev = r.rdev;
+            m->size = r.size;
+            m->ino = r.ino;
+            m->mtime_sec = r.mtime_sec;
+            m->ctime_sec = r.ctime_sec;
+            m->atime_sec = r.atime_sec;
+            m->mtime_nsec = r.mtime_nsec;
+            m->ctime_nsec = r.ctime_nsec;
+            m->atime_nsec = r.atime_nsec;
+            m->fsflags = r.fsflags;
+            m->projid = r.projid;
+            m->path_len = r.path_len;
+            m->path_off = q;
+            m->link_len = r.link_len;
+            m->link_off = q + r.path_len;
+            m->n_xattrs = r.n_xattrs;
+            m->first_xattr = *nx;
+            m->n_chunks = r.n_chunks;
+            m->first_chunk = *nc;
+            m->n_ranges = r.n_ranges;
+            m->first_range = *nr;
+            m->hardlink = r.hardlink_back ? i - r.hardlink_back : VB_CAT_NONE;
+        }
+        if (!take(end, &q, r.path_len) || !take(end, &q, r.link_len))
+            return damaged(e, what, i, "its name or link target lies outside its record");
+        for (uint32_t k = 0; k < r.n_xattrs; k++) {
+            uint16_t nl, res;
+            uint32_t vl;
+            size_t at = q;
+            if (!take(end, &q, XATTR3))
+                return damaged(e, what, i, "an attribute lies outside its record");
+            memcpy(&nl, d + at, 2);
+            memcpy(&res, d + at + 2, 2);
+            memcpy(&vl, d + at + 4, 4);
+            if (res || !take(end, &q, (uint64_t)nl + vl))
+                return damaged(e, what, i, "an attribute lies outside its record");
+            if (t)
+                t->x[*nx] = (struct vb_cat_xattr){ .off = at + XATTR3, .name_len = nl,
+                                                   .value_len = vl };
+            (*nx)++;
+        }
+        for (uint64_t k = 0; k < r.n_chunks; k++) {
+            struct vb_cat_chunk ch = { 0 };
+            size_t at = q;
+            if (!take(end, &q, CHUNK3_ZERO))
+                return damaged(e, what, i, "its chunks lie outside its record");
+            memcpy(&ch, d + at, CHUNK3_ZERO);
+            if (ch.flags & ~VB_CATC_ZERO)
+                return damaged(e, what, i, "its chunk list");
+            if (!(ch.flags & VB_CATC_ZERO)) {
+                if (!take(end, &q, CHUNK3 - CHUNK3_ZERO))
+                    return damaged(e, what, i, "its chunks lie outside its record");
+                memcpy(ch.id, d + at + CHUNK3_ZERO, sizeof(ch.id));
+            }
+            if (t)
+                t->c[*nc] = ch;
+            (*nc)++;
+        }
+        if (r.n_ranges > (end - q) / RANGE3)
+            return damaged(e, what, i, "its ranges lie outside its record");
+        if (t && r.n_ranges)
+            memcpy(&t->rg[*nr], d + q, (size_t)r.n_ranges * RANGE3);
+        q += (size_t)r.n_ranges * RANGE3;
+        *nr += r.n_ranges;
+        if (q != end)
+            return damaged(e, what, i, "its record is longer than what it holds");
+        pos = end;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Version 3: the records checked and counted, the counts against the
+ * header's, then converted to the tables of version 2. */
+static int parse_v3(struct vb_catalog *c, const char *what, vb_error *e)
+{
+    uint64_t n, nc, nx, nr, reserved32 = 0;
+    struct tables3 t;
+    size_t size;
+    uint8_t *block;
+    int ret;
+
+    memcpy(&reserved32, c->data + 12, 4);
+    memcpy(&c->n, c->data + 16, 8);
+    memcpy(&c->n_chunks, c->data + 24, 8);
+    memcpy(&c->n_xattrs, c->data + 32, 8);
+    memcpy(&c->n_ranges, c->data + 40, 8);
+    if (reserved32)
+        return vb_seterr(e, -EBADMSG, "%s: sizes are inconsistent", what);
+    if ((ret = walk_v3(c, NULL, &n, &nc, &nx, &nr, what, e)))
+        return ret;
+    if (n != c->n || nc != c->n_chunks || nx != c->n_xattrs || nr != c->n_ranges)
+        return vb_seterr(e, -EBADMSG, "%s: the header's counts are not what the catalog "
+                         "holds (cut short?)", what);
+    /* each counted item took bytes of the catalog: no overflow */
+    size = (size_t)n * sizeof(struct vb_cat_entry) + (size_t)nc * sizeof(struct vb_cat_chunk) +
+           (size_t)nx * sizeof(struct vb_cat_xattr) + (size_t)nr * sizeof(struct vb_cat_range);
+    block = g_malloc0(VB_MAX(size, 1u));
+    t.e = (struct vb_cat_entry *)block;
+    t.c = (struct vb_cat_chunk *)(t.e + n);
+    t.x = (struct vb_cat_xattr *)(t.c + nc);
+    t.rg = (struct vb_cat_range *)(t.x + nx);
+    c->converted = t.e;
+    if ((ret = walk_v3(c, &t, &n, &nc, &nx, &nr, what, e)))
+        return ret;
+    c->e = t.e;
+    c->c = t.c;
+    c->x = t.x;
+    c->rg = t.rg;
+    c->str = (const char *)c->data;
+    c->str_len = c->len;
+    return 0;
+}
+
 int vb_cat_parse(uint8_t *data, size_t len, const char *what, struct vb_catalog **out,
                  vb_error *e)
 {
@@ -489,13 +727,22 @@ int vb_cat_parse(uint8_t *data, size_t len, const char *what, struct vb_catalog 
 
     c->data = data;
     c->len = len;
-    if (len < HDR || memcmp(c->data, VB_CAT_MAGIC, 8)) {
+    if (len < HDR3 || memcmp(c->data, VB_CAT_MAGIC, 8)) {
         ret = vb_seterr(e, -EBADMSG, "%s: not a catalog", what);
         goto fail;
     }
     memcpy(&c->version, c->data + 8, 4);
-    if (c->version != 1 && c->version != 2) {
+    if (c->version != 1 && c->version != 2 && c->version != 3) {
         ret = vb_seterr(e, -EBADMSG, "%s: catalog version %u is not known", what, c->version);
+        goto fail;
+    }
+    if (c->version == 3) {
+        if ((ret = parse_v3(c, what, e)))
+            goto fail;
+        goto check;
+    }
+    if (len < HDR) {
+        ret = vb_seterr(e, -EBADMSG, "%s: not a catalog", what);
         goto fail;
     }
     memcpy(&c->n, c->data + 16, 8);
@@ -532,6 +779,7 @@ int vb_cat_parse(uint8_t *data, size_t len, const char *what, struct vb_catalog 
     pos += (size_t)c->n_ranges * sizeof(struct vb_cat_range);
     c->str = (const char *)(c->data + pos);
     c->str_len = slen;
+check:
     for (uint64_t i = 0; i < c->n; i++)
         if ((ret = check_entry(c, i, what, e)))
             goto fail;

@@ -11,7 +11,13 @@
  * The builder makes the bytes of a catalog and the reader takes bytes
  * (vb_cat_parse) and checks every offset and length before anything is
  * used; where the bytes come from (a file, a stream of a repository) is the
- * caller's business.  Version 1 catalogs are read too (converted on load).
+ * caller's business.  The builder writes version 3: one self-contained record
+ * per entry, in path order, with no offsets into the rest of the catalog, so
+ * that an unchanged tree serializes to the same bytes and a change alters only
+ * the bytes near it (a version 2 repository cuts the catalog by content and
+ * deduplicates the rest).  Versions 1 and 2 (tables of fixed entries) are read
+ * too; versions 1 and 3 are converted on load into the version 2 tables below,
+ * which is what the rest of the code uses.
  */
 #ifndef VB_CATALOG_H
 #define VB_CATALOG_H
@@ -24,7 +30,7 @@
 #include "util.h"
 
 #define VB_CAT_MAGIC "VBCAT01"
-#define VB_CAT_VERSION 2
+#define VB_CAT_VERSION 3
 #define VB_CAT_NONE UINT64_MAX
 
 struct vb_cat_chunk {        /* 48 bytes; a gap between chunks is a hole */
@@ -51,9 +57,9 @@ struct vb_cat_range {        /* 16 bytes: a preallocated (unwritten) range */
     uint64_t len;
 };
 
-struct vb_cat_entry {        /* 160 bytes (version 2) */
+struct vb_cat_entry {        /* 160 bytes (version 2's entry; in memory for all) */
     uint8_t type;            /* VB_FT_* (proto.h) */
-    uint8_t flags;           /* VB_CATF_* */
+    uint8_t flags;           /* VB_CATF_* (version 1 and 2 catalogs only) */
     uint16_t reserved;
     uint32_t mode;
     uint32_t uid;
@@ -83,6 +89,10 @@ struct vb_cat_entry {        /* 160 bytes (version 2) */
     uint64_t hardlink;       /* entry index of the first link, or VB_CAT_NONE */
 };
 
+/* How one backup got an entry's data: per-snapshot provenance, which versions
+ * 1 and 2 stored and nothing read.  Version 3 does not store it (an unchanged
+ * entry must serialize the same in every snapshot): the builder accepts the
+ * flags and drops them, and a version 3 catalog reads back with none. */
 #define VB_CATF_FALLBACK  1u   /* data came through the fallback stream */
 #define VB_CATF_REUSED    2u   /* unchanged since the parent: chunks reused */
 #define VB_CATF_KNOWN     (VB_CATF_FALLBACK | VB_CATF_REUSED)
@@ -106,7 +116,8 @@ void vb_catb_add_range(struct vb_catb *b, uint64_t idx, uint64_t offset, uint64_
 void vb_catb_set_hardlink(struct vb_catb *b, uint64_t idx, uint64_t master);
 void vb_catb_set_flags(struct vb_catb *b, uint64_t idx, uint8_t flags);
 uint64_t vb_catb_count(const struct vb_catb *b);
-/* Sorts by path and serializes; *bytes = sum of regular file sizes. */
+/* Sorts by path and serializes (version 3); *bytes = sum of regular file
+ * sizes. */
 uint8_t *vb_catb_serialize(struct vb_catb *b, size_t *len, uint64_t *n_entries,
                            uint64_t *n_chunks, uint64_t *bytes);
 
@@ -117,13 +128,12 @@ struct vb_catalog;
  * repository).  Non-zero stops the rebuild and is returned. */
 typedef int (*vb_cat_chunk_fn)(void *opaque, uint64_t idx, struct vb_cat_chunk *c,
                                vb_error *e);
-/* A builder holding what catalog c (version 1 or 2) holds: every entry with
- * its metadata and flags, name and link target (bytes), attributes, chunks
+/* A builder holding what catalog c (version 1, 2 or 3) holds: every entry
+ * with its metadata, name and link target (bytes), attributes, chunks
  * (through fn, may be NULL; written zeros get an all-zero id), preallocated
- * ranges and hard links, as entries 0..n-1.  Serialized, it is a version 2
- * catalog of the same tree: one the builder made comes back the same when fn
- * changes nothing, but for where entries without chunks or ranges point in
- * those tables. */
+ * ranges and hard links, as entries 0..n-1.  Serialized, it is a version 3
+ * catalog of the same tree: one the builder made comes back byte for byte
+ * when fn changes nothing. */
 int vb_catb_from_catalog(const struct vb_catalog *c, vb_cat_chunk_fn fn, void *opaque,
                          struct vb_catb **out, vb_error *e);
 
@@ -131,7 +141,7 @@ int vb_catb_from_catalog(const struct vb_catalog *c, vb_cat_chunk_fn fn, void *o
 struct vb_catalog {
     uint8_t *data;
     size_t len;
-    uint32_t version;        /* of the bytes read (1 or 2) */
+    uint32_t version;        /* of the bytes read (1, 2 or 3) */
     uint64_t n;
     uint64_t n_chunks;
     uint64_t n_xattrs;
@@ -140,25 +150,35 @@ struct vb_catalog {
     const struct vb_cat_chunk *c;
     const struct vb_cat_xattr *x;
     const struct vb_cat_range *rg;
-    const char *str;
+    const char *str;         /* version 3: the catalog's bytes (names read in place) */
     uint64_t str_len;
-    struct vb_cat_entry *converted;   /* version 1: entries in the version 2 form */
+    /* version 1: the entries in the version 2 form; version 3: one block
+     * holding the entries, chunks, attributes and ranges (e, c, x, rg) */
+    struct vb_cat_entry *converted;
 };
 
 /* Takes DATA (LEN bytes, g_malloc'ed; freed with the catalog, or here on
- * failure) and checks every offset, length, count and order in it.  WHAT
- * names it in messages. */
+ * failure; kept as c->data) and checks every offset, length, count and order
+ * in it.  WHAT names it in messages. */
 int vb_cat_parse(uint8_t *data, size_t len, const char *what, struct vb_catalog **out,
                  vb_error *e);
 /* Reads the file PATH and parses it; want_sha256 (hex) if non-NULL must match. */
 int vb_cat_load(const char *path, const char *want_sha256, struct vb_catalog **out,
                 vb_error *e);
 void vb_cat_free(struct vb_catalog *c);
-/* What the catalog holds in memory: its bytes, and a version 1 catalog's
- * entries converted to the version 2 form. */
+/* What the catalog holds in memory: its bytes, and what was converted to the
+ * version 2 form on load (version 1's entries; version 3's tables). */
 static inline uint64_t vb_cat_footprint(const struct vb_catalog *c)
 {
-    return sizeof(*c) + c->len + (c->converted ? c->n * sizeof(struct vb_cat_entry) : 0);
+    uint64_t conv = 0;
+
+    if (c->converted)
+        conv = c->n * sizeof(struct vb_cat_entry);
+    if (c->converted && c->version >= 3)
+        conv += c->n_chunks * sizeof(struct vb_cat_chunk) +
+                c->n_xattrs * sizeof(struct vb_cat_xattr) +
+                c->n_ranges * sizeof(struct vb_cat_range);
+    return sizeof(*c) + c->len + conv;
 }
 static inline const char *vb_cat_path(const struct vb_catalog *c, uint64_t i, size_t *len)
 {

@@ -277,10 +277,10 @@ static int copy_chunk(void *opaque, uint64_t idx, struct vb_cat_chunk *ch, vb_er
  * A files snapshot.  Its catalog is rebuilt through the builder
  * (vb_catb_from_catalog) for every catalog, not only for version 1 ones:
  * version 1 catalogs (converted on load) need it, having no serializer of
- * their own, and one path for both versions gives a version 2 catalog the
+ * their own, and one path for every version gives the version 3 catalog the
  * builder itself would write (sorted, attributes in order, hard links
  * pointing back), its entry count and byte sum from the same code as a
- * backup's.  Rewriting the ids in the bytes in place would keep a version 2
+ * backup's.  Rewriting the ids in the bytes in place would keep the source
  * catalog byte for byte, but its SHA-256 changes with the ids either way.
  * The rewritten catalog is parsed before it is stored, and every chunk it
  * names is checked to be one this copy put: the chunks stream, which gc

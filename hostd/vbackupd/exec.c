@@ -951,8 +951,7 @@ static void commit_work(struct vb_work *work, struct vb_codec *c)
     for (guint i = 0; i < j->entries->len; i++) {
         struct vbd_entry *en = &g_array_index(j->entries, struct vbd_entry, i);
         struct vb_cat_entry m = en->m;
-        m.flags = (en->data == VB_FD_FALLBACK ? VB_CATF_FALLBACK : 0) |
-                  (en->reused ? VB_CATF_REUSED : 0);
+        m.flags = 0;   /* how this backup got the data is not the catalog's (catalog.h) */
         newidx[i] = vb_catb_add(cb, &m, en->path, strlen(en->path), en->link,
                                 en->link ? strlen(en->link) : 0);
         vbd_catalog_entry(cb, newidx[i], en);

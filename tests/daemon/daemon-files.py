@@ -11,7 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemonlib import (Daemon, allocated, backup, check, fail, log, make_ext4, make_tree,  # noqa
-                       map_image, mount, restore, same_trees, umount, workdir, run, VBACKUPCTL)
+                       map_image, mount, restore, same_trees, stored, umount, workdir, run,
+                       VBACKUPCTL)
 
 ROOTS = ["etc", "srv"]
 
@@ -126,8 +127,20 @@ with workdir() as w:
     shown = [ln for ln in d.ctl("snapshots").stdout.splitlines() if st["snapshot"] in ln]
     check(shown and "(incomplete)" in shown[0], f"vbackupctl snapshots: {shown}")
 
-    # ---- the repository ------------------------------------------------------
+    # ---- an unchanged incremental after a full stores nothing new ------------
+    # (format 2 keeps the catalog as a stream of deduplicated blobs: the
+    # catalog holds no per-snapshot provenance, so both serialize the same)
     repo = d.targets["archive"]
+    recs, fb = map_image(w, disk, ROOTS)
+    backup(c, "archive", ["data0"], ROOTS, recs, fb)
+    before = stored(repo)
+    recs, fb = map_image(w, disk, ROOTS)
+    st = backup(c, "archive", ["data0"], ROOTS, recs, fb, mode="incremental")
+    grew = stored(repo) - before
+    log(f"unchanged incremental after a full: {grew} bytes stored")
+    check(grew == 0, f"an unchanged incremental stored {grew} bytes")
+
+    # ---- the repository ------------------------------------------------------
     r = subprocess.run([VBACKUPCTL, "--repo", repo, "verify"], capture_output=True, text=True)
     check(r.returncode == 0, f"verify: {r.stdout}{r.stderr}")
     r = subprocess.run([VBACKUPCTL, "--repo", repo, "gc", "--json"], capture_output=True, text=True)

@@ -6,7 +6,8 @@
  * `vbackupctl copy` and after gc):
  *
  *  - the manifest is of type files; its catalog stream reads back whole
- *    (length and SHA-256) and parses (vb_cat_parse) as a version 2 catalog
+ *    (length and SHA-256) and parses (vb_cat_parse) as a catalog of the
+ *    version the builder writes (3)
  *    with files.entries entries and files.bytes bytes of regular files;
  *  - written zeros have no id; every other chunk the catalog names is a
  *    data blob of the repository (vb2_blob_get under the snapshot's dedup
@@ -109,8 +110,9 @@ int main(int argc, char **argv)
         return die("the chunks stream", &e);
     if (vb_cat_parse(g_byte_array_steal(cb, NULL), m->catalog.length, "the catalog", &cat, &e))
         return die(argv[2], &e);
-    if (cat->version != 2)
-        return die(argv[2], &(vb_error){ .code = -EINVAL, .msg = "a version 1 catalog" });
+    if (cat->version != VB_CAT_VERSION)
+        return die(argv[2], &(vb_error){ .code = -EINVAL,
+                                         .msg = "not the catalog version the builder writes" });
     if (cat->n != m->files.entries)
         return die(argv[2], &(vb_error){ .code = -EINVAL,
                                          .msg = "files.entries is not the catalog's count" });
