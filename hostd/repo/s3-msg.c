@@ -197,34 +197,45 @@ void vb_s3_uploads_free(GArray *uploads)
     g_array_set_size(uploads, 0);
 }
 
+/* A listing's page: IsTruncated and, when it is, NextKeyMarker and the
+ * second marker (may it be empty: not for versions). */
+static int page_markers(struct vb_xml *root, const char *marker2, bool marker2_nonempty,
+                        bool *truncated, char **next_key, char **next2, char *why,
+                        size_t whycap)
+{
+    const char *t = vb_xml_child_text(root, "IsTruncated"), *k, *m;
+
+    if (!t || parse_bool(t, truncated)) {
+        snprintf(why, whycap, "no valid IsTruncated");
+        return -EBADMSG;
+    }
+    if (!*truncated)
+        return 0;
+    k = vb_xml_child_text(root, "NextKeyMarker");
+    m = vb_xml_child_text(root, marker2);
+    if (!k || !*k || !m || (marker2_nonempty && !*m)) {
+        snprintf(why, whycap, "truncated, without NextKeyMarker and %s", marker2);
+        return -EBADMSG;
+    }
+    *next_key = g_strdup(k);
+    *next2 = g_strdup(m);
+    return 0;
+}
+
 int vb_s3_parse_uploads(const char *buf, size_t len, GArray *uploads, bool *truncated,
                         char **next_key, char **next_upload, char *why, size_t whycap)
 {
     struct vb_xml *root;
-    const char *t;
     unsigned i = 0;
     int ret = doc(buf, len, "ListMultipartUploadsResult", &root, why, whycap);
 
     *next_key = *next_upload = NULL;
     if (ret)
         return ret;
-    t = vb_xml_child_text(root, "IsTruncated");
-    if (!t || parse_bool(t, truncated)) {
-        snprintf(why, whycap, "no valid IsTruncated");
-        ret = -EBADMSG;
+    ret = page_markers(root, "NextUploadIdMarker", false, truncated, next_key, next_upload, why,
+                       whycap);
+    if (ret)
         goto out;
-    }
-    if (*truncated) {
-        const char *k = vb_xml_child_text(root, "NextKeyMarker");
-        const char *u = vb_xml_child_text(root, "NextUploadIdMarker");
-        if (!k || !*k || !u) {
-            snprintf(why, whycap, "truncated, without NextKeyMarker and NextUploadIdMarker");
-            ret = -EBADMSG;
-            goto out;
-        }
-        *next_key = g_strdup(k);
-        *next_upload = g_strdup(u);
-    }
     for (const struct vb_xml *c = root->child; c; c = c->next) {
         struct vb_s3_upload up = { 0 };
         const char *k, *id, *ini;
@@ -303,30 +314,16 @@ int vb_s3_parse_versions(const char *buf, size_t len, GArray *versions, bool *tr
                          char **next_key, char **next_version, char *why, size_t whycap)
 {
     struct vb_xml *root;
-    const char *t;
     unsigned i = 0;
     int ret = doc(buf, len, "ListVersionsResult", &root, why, whycap);
 
     *next_key = *next_version = NULL;
     if (ret)
         return ret;
-    t = vb_xml_child_text(root, "IsTruncated");
-    if (!t || parse_bool(t, truncated)) {
-        snprintf(why, whycap, "no valid IsTruncated");
-        ret = -EBADMSG;
+    ret = page_markers(root, "NextVersionIdMarker", true, truncated, next_key, next_version, why,
+                       whycap);
+    if (ret)
         goto out;
-    }
-    if (*truncated) {
-        const char *k = vb_xml_child_text(root, "NextKeyMarker");
-        const char *v = vb_xml_child_text(root, "NextVersionIdMarker");
-        if (!k || !*k || !v || !*v) {
-            snprintf(why, whycap, "truncated, without NextKeyMarker and NextVersionIdMarker");
-            ret = -EBADMSG;
-            goto out;
-        }
-        *next_key = g_strdup(k);
-        *next_version = g_strdup(v);
-    }
     /* in the document's order: per key, newest first */
     for (const struct vb_xml *c = root->child; c; c = c->next) {
         struct vb_s3_version v = { 0 };
