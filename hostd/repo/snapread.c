@@ -516,7 +516,7 @@ int vb_sr_read_chunk(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t
 
 bool vb_sr_batches(const struct vb_sr *r)
 {
-    return r->r2 != NULL;
+    return r->r2 && strcmp(vb_store_kind(vb2_repo_store(r->r2)), "local") != 0;
 }
 
 struct many_src {

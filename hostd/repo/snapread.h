@@ -133,8 +133,11 @@ typedef void (*vb_sr_got_fn)(void *opaque, size_t i, const uint8_t *data, size_t
 int vb_sr_read_chunks(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t *ids,
                       const uint32_t *lens, size_t n, vb_sr_got_fn fn, void *opaque,
                       vb_error *e);
-/* Whether giving vb_sr_read_chunks many chunks at once saves requests
- * (version 2; version 1 keeps one file per chunk). */
+/* Whether a reader of many chunks should give vb_sr_read_chunks many at
+ * once: a version 2 repository on a store whose requests cost (object
+ * storage), not one in a local folder (a get is a pread there, and chunk by
+ * chunk keeps every reading thread decoding) nor version 1 (a file per
+ * chunk). */
 bool vb_sr_batches(const struct vb_sr *r);
 /* The id space of a snapshot's chunks (its dedup group's). */
 const struct vb_idspace *vb_sr_snap_space(const struct vb_sr_snap *s);
