@@ -5,9 +5,10 @@
  * io_uring to a raw file or block device, or into a new qcow2 image.  Holes
  * and zero runs are not written, so the result is sparse.
  *
- * Chunks are read in batches (vb_sr_read_chunks): a version 2 repository
- * fetches the chunks of one batch that share a pack with one range get,
- * several packs at once, instead of one get per chunk.  A batch is up to
+ * With o->batched, chunks are read in batches (vb_sr_read_chunks): a
+ * version 2 repository on object storage fetches the chunks of one batch
+ * that share a pack with one range get, several packs at once, instead of
+ * one get per chunk.  A batch is up to
  * BATCH_BYTES of chunks in disk order (those of one backup lie together in
  * its packs); BATCHES of them are in flight, so the chunk buffers come to
  * BATCHES * BATCH_BYTES.  Version 1 reads one chunk per batch, as before.
@@ -466,7 +467,7 @@ int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
     }
     /* version 2: each worker reads a batch, with the repository's read
      * threads; version 1: a chunk */
-    rs.batch_chunks = vb_sr_batches(src) ? VB_MAX(BATCH_BYTES / rs.cs, 1u) : 1;
+    rs.batch_chunks = o->batched && vb_sr_batches(src) ? VB_MAX(BATCH_BYTES / rs.cs, 1u) : 1;
     ret = vb_workers_start(&rs.wk, rs.batch_chunks > 1 ? (int)BATCHES : o->threads, 1);
     if (ret) {
         vb_seterr(e, ret, "start workers: %s", strerror(-ret));

@@ -702,7 +702,7 @@ static void test_restore_batched(void)
 {
     struct trepo t;
     struct tdisk d = { .seed = 7, .chunk = 256 << 10, .nchunks = 40, .hole_every = 5 };
-    struct vb_disk_restore_opts o = { .format = "raw" };
+    struct vb_disk_restore_opts o = { .format = "raw", .batched = true };
     struct vb_disk_stats st;
     struct vb2_stats rst;
     struct vb2_open_opts oo;
