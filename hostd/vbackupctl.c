@@ -69,6 +69,7 @@ static void usage(FILE *f)
 "              [--track] [--dedup-group NAME] [--buffered] [--threads N] IMAGE\n"
 "                                         back up a whole disk image; prints the snapshot id last\n"
 "  restore-disk SNAPSHOT --to FILE [--format raw|qcow2] [--force] [--threads N]\n"
+"              [--batched]\n"
 "                                         write a disk snapshot to a file or block device\n"
 "  snapshots [--vm NAME] [--json]         list snapshots (without --repo: vbackupd's, see below)\n"
 "  ls SNAPSHOT [PATH...] [--json]         the files of a files snapshot (names escaped as ls -b)\n"
@@ -573,7 +574,7 @@ static int cmd_restore_disk(int argc, char **argv)
     static const struct option lo[] = {
         { "to", 1, 0, 'o' }, { "format", 1, 0, 'f' }, { "force", 0, 0, 'F' },
         { "threads", 1, 0, 't' }, { "password-file", 1, 0, 'P' }, { "key-file", 1, 0, 'K' },
-        { 0 } };
+        { "batched", 0, 0, 'B' }, { 0 } };
     struct vb_disk_restore_opts o = { 0 };
     struct vb_disk_stats st;
     const char *password_file = NULL, *key_file = NULL;
@@ -587,6 +588,7 @@ static int cmd_restore_disk(int argc, char **argv)
         case 'o': o.to = optarg; break;
         case 'f': o.format = optarg; break;
         case 'F': o.force = true; break;
+        case 'B': o.batched = true; break;
         case 't': if (vbctl_parse_int("--threads", optarg, &o.threads)) return 2; break;
         case 'P': password_file = optarg; break;
         case 'K': key_file = optarg; break;
@@ -595,7 +597,8 @@ static int cmd_restore_disk(int argc, char **argv)
     }
     if (optind + 1 != argc || !o.to) {
         fprintf(stderr, "usage: %s restore-disk SNAPSHOT --to FILE [--format raw|qcow2] "
-                "[--force] [--threads N] [--password-file FILE | --key-file FILE]\n", prog);
+                "[--force] [--threads N] [--batched] [--password-file FILE | --key-file FILE]\n",
+                prog);
         return 2;
     }
     o.snapshot = argv[optind];

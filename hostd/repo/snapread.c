@@ -520,3 +520,72 @@ int vb_sr_read_chunk(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t
     }
     return ret;
 }
+
+bool vb_sr_batches(const struct vb_sr *r)
+{
+    return r->r2 && strcmp(vb_store_kind(vb2_repo_store(r->r2)), "local") != 0;
+}
+
+struct many_src {
+    const uint8_t *ids;
+    const uint32_t *lens;
+    vb_sr_got_fn fn;
+    void *opaque;
+};
+
+/* vb2_get_many's delivery: the length checked, the message as one chunk's */
+static void many_got(void *opaque, size_t i, const uint8_t *data, size_t len, int err,
+                     const vb_error *e)
+{
+    struct many_src *m = opaque;
+    const uint8_t *id = m->ids + i * VB_ID_LEN;
+    char hex[VB_ID_HEX];
+    vb_error one = { 0 };
+
+    if (err) {
+        one = *e;
+        if (err == -ENOENT) {
+            vb_hex(id, VB_ID_LEN, hex);
+            vb_prefixerr(&one, "chunk %s: missing from the repository", hex);
+        }
+        m->fn(m->opaque, i, NULL, 0, err, &one);
+        return;
+    }
+    if (len != m->lens[i]) {
+        vb_hex(id, VB_ID_LEN, hex);
+        err = vb_seterr(&one, -EBADMSG, "chunk %s holds %zu bytes, the snapshot's index says "
+                        "%u", hex, len, m->lens[i]);
+        m->fn(m->opaque, i, NULL, 0, err, &one);
+        return;
+    }
+    m->fn(m->opaque, i, data, len, 0, NULL);
+}
+
+int vb_sr_read_chunks(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t *ids,
+                      const uint32_t *lens, size_t n, vb_sr_got_fn fn, void *opaque,
+                      vb_error *e)
+{
+    int first = 0;
+
+    if (r->r2) {
+        struct many_src m = { .ids = ids, .lens = lens, .fn = fn, .opaque = opaque };
+        uint8_t key[VB_KEY_LEN];
+        int ret = vb2_group_key(r->r2, sp->tagged ? sp->group : NULL, key, e);
+        if (!ret)
+            ret = vb2_get_many(r->r2, key, ids, n, many_got, &m, e);
+        return ret;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *buf = malloc(VB_MAX(lens[i], 1u));
+        vb_error one = { 0 };
+        int ret = buf ? vb_sr_read_chunk(r, sp, ids + i * VB_ID_LEN, buf, lens[i], &one)
+                      : vb_seterr(&one, -ENOMEM, "out of memory");
+        if (ret && !first) {
+            first = ret;
+            *e = one;
+        }
+        fn(opaque, i, ret ? NULL : buf, ret ? 0 : lens[i], ret, ret ? &one : NULL);
+        free(buf);
+    }
+    return first;
+}

@@ -119,6 +119,30 @@ const struct vb_catalog *vb_sr_files_catalog(const struct vb_sr_snap *s);
  * Thread-safe. */
 int vb_sr_read_chunk(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t id[VB_ID_LEN],
                      void *buf, size_t len, vb_error *e);
+/* Called once per chunk of vb_sr_read_chunks, from a reading thread (several
+ * at once): data holds exactly the length asked for, checked as
+ * vb_sr_read_chunk checks it; or err (negative) and e naming the chunk. */
+typedef void (*vb_sr_got_fn)(void *opaque, size_t i, const uint8_t *data, size_t len,
+                             int err, const vb_error *e);
+/*
+ * n chunks at once (ids: n * VB_ID_LEN bytes, duplicates allowed; lens[i]:
+ * the length the snapshot's index gives chunk i), each checked as
+ * vb_sr_read_chunk checks it, in no particular order.  Version 2 groups them
+ * by pack and fetches the blobs of one pack that lie near each other with one
+ * range get, several packs at once (vb2_get_many); version 1 reads them one
+ * after the other.  Returns 0 when every chunk was delivered, else the first
+ * error (the other chunks are still delivered).  The caller bounds the
+ * memory: n chunks are read before the call returns.
+ */
+int vb_sr_read_chunks(struct vb_sr *r, const struct vb_idspace *sp, const uint8_t *ids,
+                      const uint32_t *lens, size_t n, vb_sr_got_fn fn, void *opaque,
+                      vb_error *e);
+/* Whether a reader of many chunks should give vb_sr_read_chunks many at
+ * once: a version 2 repository on a store whose requests cost (object
+ * storage), not one in a local folder (a get is a pread there, and chunk by
+ * chunk keeps every reading thread decoding) nor version 1 (a file per
+ * chunk). */
+bool vb_sr_batches(const struct vb_sr *r);
 /* The id space of a snapshot's chunks (its dedup group's). */
 const struct vb_idspace *vb_sr_snap_space(const struct vb_sr_snap *s);
 

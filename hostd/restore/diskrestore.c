@@ -4,6 +4,14 @@
  * chunks and find the non-zero runs; the main thread writes those runs with
  * io_uring to a raw file or block device, or into a new qcow2 image.  Holes
  * and zero runs are not written, so the result is sparse.
+ *
+ * With o->batched, chunks are read in batches (vb_sr_read_chunks): a
+ * version 2 repository on object storage fetches the chunks of one batch
+ * that share a pack with one range get, several packs at once, instead of
+ * one get per chunk.  A batch is up to
+ * BATCH_BYTES of chunks in disk order (those of one backup lie together in
+ * its packs); BATCHES of them are in flight, so the chunk buffers come to
+ * BATCHES * BATCH_BYTES.  Version 1 reads one chunk per batch, as before.
  */
 #include "diskrestore.h"
 
@@ -25,6 +33,8 @@
 #define ZERO_GRAIN_RAW   4096u
 #define CHUNK_MAX        (16u << 20)     /* the largest fixed chunk of a disk snapshot */
 #define MAX_RUNS         (CHUNK_MAX / ZERO_GRAIN_RAW / 2 + 1)
+#define BATCH_BYTES      (64u << 20)     /* chunks per batch (version 2) */
+#define BATCHES          2u              /* batches in flight (version 2) */
 
 struct drs;
 
@@ -33,7 +43,6 @@ struct run {
 };
 
 struct rchunk {
-    struct vb_work work;     /* first */
     struct drs *rs;
     uint64_t index;
     uint32_t len;
@@ -44,6 +53,16 @@ struct rchunk {
     struct run runs[MAX_RUNS];
     struct vb_io *ios;
     unsigned pending;
+};
+
+/* chunks read together: one vb_sr_read_chunks */
+struct rbatch {
+    struct vb_work work;     /* first */
+    struct drs *rs;
+    unsigned n;
+    struct rchunk **ch;      /* batch_chunks of them */
+    uint8_t *ids;            /* n * VB_ID_LEN */
+    uint32_t *lens;
 };
 
 struct drs {
@@ -66,26 +85,19 @@ struct drs {
     bool zero_holes;         /* target may hold old data: zero the holes */
     int err;
     vb_error e;
-    unsigned active;
+    unsigned active;         /* chunks taken from free_slots */
     GQueue free_slots;
+    unsigned batch_chunks;   /* chunks per batch */
+    GQueue free_batches;
     uint64_t done_bytes;
 };
 
-static void chunk_decode_work(struct vb_work *w, struct vb_codec *c)
+/* a chunk read: its non-zero runs */
+static void chunk_runs(struct rchunk *ch)
 {
-    struct rchunk *ch = (struct rchunk *)w;
-    struct drs *rs = ch->rs;
-    const uint8_t *id = vb_sr_disk_chunk(rs->snap, ch->index);
-    uint32_t g = rs->grain;
+    uint32_t g = ch->rs->grain;
 
-    (void)c;                 /* the door has its own */
     ch->n_runs = 0;
-    /* exactly the chunk's length, checked */
-    ch->err = vb_sr_read_chunk(rs->src, vb_sr_snap_space(rs->snap), id, ch->buf, ch->len, &ch->e);
-    if (ch->err) {
-        vb_prefixerr(&ch->e, "chunk %llu", (unsigned long long)ch->index);
-        return;
-    }
     for (uint32_t off = 0; off < ch->len; off += g) {
         uint32_t n = VB_MIN(g, ch->len - off);
         if (vb_is_zero(ch->buf + off, n))
@@ -94,6 +106,55 @@ static void chunk_decode_work(struct vb_work *w, struct vb_codec *c)
             ch->runs[ch->n_runs - 1].len += n;
         else
             ch->runs[ch->n_runs++] = (struct run){ off, n };
+    }
+}
+
+/* one chunk of a batch delivered (from a reading thread) */
+static void batch_got(void *opaque, size_t i, const uint8_t *data, size_t len, int err,
+                      const vb_error *e)
+{
+    struct rbatch *b = opaque;
+    struct rchunk *ch = b->ch[i];
+
+    ch->err = err;
+    if (err) {
+        ch->e = *e;
+        vb_prefixerr(&ch->e, "chunk %llu", (unsigned long long)ch->index);
+        return;
+    }
+    memcpy(ch->buf, data, len);      /* len == ch->len: checked by the door */
+    chunk_runs(ch);
+}
+
+static void batch_read_work(struct vb_work *w, struct vb_codec *c)
+{
+    struct rbatch *b = (struct rbatch *)w;
+    struct drs *rs = b->rs;
+    const struct vb_idspace *sp = vb_sr_snap_space(rs->snap);
+
+    (void)c;                 /* the door has its own */
+    if (b->n == 1) {
+        /* exactly the chunk's length, checked, straight into its buffer */
+        struct rchunk *ch = b->ch[0];
+        ch->err = vb_sr_read_chunk(rs->src, sp, vb_sr_disk_chunk(rs->snap, ch->index), ch->buf,
+                                   ch->len, &ch->e);
+        if (ch->err)
+            vb_prefixerr(&ch->e, "chunk %llu", (unsigned long long)ch->index);
+        else
+            chunk_runs(ch);
+        return;
+    }
+    for (unsigned i = 0; i < b->n; i++) {
+        memcpy(b->ids + (size_t)i * VB_ID_LEN, vb_sr_disk_chunk(rs->snap, b->ch[i]->index),
+               VB_ID_LEN);
+        b->lens[i] = b->ch[i]->len;
+        b->ch[i]->err = -EIO;        /* until delivered */
+        vb_seterr(&b->ch[i]->e, -EIO, "chunk %llu: not delivered",
+                  (unsigned long long)b->ch[i]->index);
+    }
+    {
+        vb_error e = { 0 };  /* every chunk is delivered, with its own error */
+        (void)vb_sr_read_chunks(rs->src, sp, b->ids, b->lens, b->n, batch_got, b, &e);
     }
 }
 
@@ -347,10 +408,11 @@ int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
 {
     struct drs rs;
     struct rchunk *slots = NULL;
+    struct rbatch *batches = NULL, *fill = NULL;
     struct vb_progress prog;
     bool qcow2 = o->format && !strcmp(o->format, "qcow2");
     uint64_t next = 0;
-    unsigned n_slots = 0;
+    unsigned n_slots = 0, n_batches = 0;
     double t0 = vb_now();
     int ret;
 
@@ -403,16 +465,37 @@ int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
         vb_seterr(e, ret, "io_uring_queue_init: %s", strerror(-ret));
         goto out;
     }
-    ret = vb_workers_start(&rs.wk, o->threads, 1);
+    /* version 2: each worker reads a batch, with the repository's read
+     * threads; version 1: a chunk */
+    rs.batch_chunks = o->batched && vb_sr_batches(src) ? VB_MAX(BATCH_BYTES / rs.cs, 1u) : 1;
+    ret = vb_workers_start(&rs.wk, rs.batch_chunks > 1 ? (int)BATCHES : o->threads, 1);
     if (ret) {
         vb_seterr(e, ret, "start workers: %s", strerror(-ret));
         goto out;
     }
-    n_slots = (unsigned)rs.wk.n * 2 + 4;
+    n_batches = rs.batch_chunks > 1 ? BATCHES : (unsigned)rs.wk.n * 2 + 4;
+    n_slots = n_batches * rs.batch_chunks;
     slots = calloc(n_slots, sizeof(*slots));
+    batches = calloc(n_batches, sizeof(*batches));
     g_queue_init(&rs.free_slots);
+    g_queue_init(&rs.free_batches);
+    if (!slots || !batches) {
+        ret = vb_seterr(e, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < n_batches; i++) {
+        batches[i].work.fn = batch_read_work;
+        batches[i].rs = &rs;
+        batches[i].ch = calloc(rs.batch_chunks, sizeof(*batches[i].ch));
+        batches[i].ids = calloc(rs.batch_chunks, VB_ID_LEN);
+        batches[i].lens = calloc(rs.batch_chunks, sizeof(*batches[i].lens));
+        if (!batches[i].ch || !batches[i].ids || !batches[i].lens) {
+            ret = vb_seterr(e, -ENOMEM, "out of memory");
+            goto out;
+        }
+        g_queue_push_tail(&rs.free_batches, &batches[i]);
+    }
     for (unsigned i = 0; i < n_slots; i++) {
-        slots[i].work.fn = chunk_decode_work;
         slots[i].rs = &rs;
         slots[i].buf = aligned_alloc(4096, rs.cs);
         if (!slots[i].buf) {
@@ -434,6 +517,8 @@ int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
             uint32_t len = (uint32_t)VB_MIN((uint64_t)rs.cs, rs.size - off);
             struct rchunk *ch;
 
+            if (!fill && !(fill = g_queue_pop_head(&rs.free_batches)))
+                break;               /* every batch is out: wait for one */
             if (vb_sr_disk_chunk(rs.snap, next) == NULL) {
                 ret = zero_range(&rs, off, len);
                 if (ret)
@@ -448,7 +533,23 @@ int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
             ch->len = len;
             ch->err = 0;
             rs.active++;
-            vb_workers_push(&rs.wk, &ch->work);
+            fill->ch[fill->n++] = ch;
+            if (fill->n == rs.batch_chunks) {
+                vb_workers_push(&rs.wk, &fill->work);
+                fill = NULL;
+            }
+        }
+        /* a batch is sent when full (its slots come back as their writes
+         * finish), or with the last chunks; one that cannot be finished
+         * (an error) gives its slots back */
+        if (fill && fill->n && !ret && !rs.err && next >= rs.n_chunks) {
+            vb_workers_push(&rs.wk, &fill->work);
+            fill = NULL;
+        } else if (fill && (ret || rs.err)) {
+            for (unsigned i = 0; i < fill->n; i++)
+                g_queue_push_head(&rs.free_slots, fill->ch[i]);
+            rs.active -= fill->n;
+            fill->n = 0;
         }
         /* nothing in flight (interrupted before the first chunk, the rest all
          * zero): waiting would wait for the workers' poll, which no
@@ -463,23 +564,28 @@ int vb_disk_restore(struct vb_sr *src, const struct vb_disk_restore_opts *o,
         }
         struct vb_work *wd;
         while ((wd = vb_workers_pop(&rs.wk))) {
-            struct rchunk *ch = (struct rchunk *)wd;
-            int r2 = ch->err;
-            if (r2) {
-                if (!ret) {
-                    ret = r2;
-                    *e = ch->e;
+            struct rbatch *b = (struct rbatch *)wd;
+            for (unsigned i = 0; i < b->n; i++) {
+                struct rchunk *ch = b->ch[i];
+                int r2 = ch->err;
+                if (r2) {
+                    if (!ret) {
+                        ret = r2;
+                        *e = ch->e;
+                    }
+                } else if (!ret && !rs.err) {
+                    st->chunks_new++;
+                    r2 = chunk_write(&rs, ch, e);
+                    if (r2 && !ret)
+                        ret = r2;
+                    if (!r2)
+                        continue;
                 }
-            } else if (!ret && !rs.err) {
-                st->chunks_new++;
-                r2 = chunk_write(&rs, ch, e);
-                if (r2 && !ret)
-                    ret = r2;
-                if (!r2)
-                    continue;
+                rs.active--;
+                g_queue_push_head(&rs.free_slots, ch);
             }
-            rs.active--;
-            g_queue_push_head(&rs.free_slots, ch);
+            b->n = 0;
+            g_queue_push_tail(&rs.free_batches, b);
         }
         vb_progress_update(&prog, rs.done_bytes);
     }
@@ -503,7 +609,14 @@ out:
         free(slots[i].buf);
     }
     free(slots);
+    for (unsigned i = 0; batches && i < n_batches; i++) {
+        free(batches[i].ch);
+        free(batches[i].ids);
+        free(batches[i].lens);
+    }
+    free(batches);
     g_queue_clear(&rs.free_slots);
+    g_queue_clear(&rs.free_batches);
     vb_q2w_free(rs.q2w);
     if (rs.dfd >= 0)
         close(rs.dfd);

@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include "diskbackup.h"
+#include "diskrestore.h"
 #include "disksink2.h"
 #include "escape.h"
+#include "repo-teststore.h"
 #include "repo2-testlib.h"
 #include "sink2.h"
 #include "snapread.h"
@@ -694,6 +696,79 @@ static void test_disk(void)
     trepo_free(&t);
 }
 
+/* ---- (f) a disk restore reads each pack with few range gets --------------------------------- */
+
+static void test_restore_batched(void)
+{
+    struct trepo t;
+    struct tdisk d = { .seed = 7, .chunk = 256 << 10, .nchunks = 40, .hole_every = 5 };
+    struct vb_disk_restore_opts o = { .format = "raw", .batched = true };
+    struct vb_disk_stats st;
+    struct vb2_stats rst;
+    struct vb2_open_opts oo;
+    struct vb2_repo *r;
+    struct teststore *ts;
+    struct vb_sr *sr;
+    g_autofree char *to = NULL, *got = NULL;
+    uint8_t *want;
+    gsize got_len = 0;
+    uint64_t ranges, data_chunks = 0;
+    int gets;
+    vb_error e = { 0 };
+    char *id = NULL;
+
+    /* 1 MiB packs: the 32 chunks (about 8 MiB) fill several */
+    trepo_init(&t, VB_AEAD_AES256GCM, 1 << 20);
+    g_assert_cmpint(tbackup_disk(t.r, "db1", NULL, &d, &id, &e), ==, 0);
+    g_assert_cmpint(vb2_stats(t.r, &rst, &e), ==, 0);
+    g_assert_cmpuint(rst.packs, >=, 3);
+    want = g_malloc0(d.nchunks * d.chunk);
+    for (uint64_t i = 0; i < d.nchunks; i++) {
+        if (tdisk_hole(&d, i))
+            continue;
+        tdisk_chunk(&d, i, want + i * d.chunk);
+        data_chunks++;
+    }
+    trepo_close(&t);
+
+    /* the same folder through a store that counts its requests and is not
+     * "local": a restore reads it as it reads object storage */
+    ts = teststore_new(t.dir);
+    ts->ops.name = "counting";
+    oo = trepo_open_opts(&t);
+    g_assert_cmpint(vb2_repo_open_store(ts->s, t.dir, &oo, &r, &e), ==, 0);
+    g_assert_cmpint(vb_sr_over(NULL, r, false, &sr, &e), ==, 0);
+    g_assert_true(vb_sr_batches(sr));
+    to = g_build_filename(t.cache, "restored.raw", NULL);
+    o.snapshot = id;
+    o.to = to;
+    teststore_zero(ts);
+    ranges = vb2_repo_range_gets(r);
+    if (vb_disk_restore(sr, &o, &st, &e))
+        g_error("restore: %s", vb_strerror(&e));
+    ranges = vb2_repo_range_gets(r) - ranges;
+    gets = g_atomic_int_get(&ts->count[TS_GET]);
+    vb_sr_close(sr);
+    vb2_repo_close(r);               /* and the store with it */
+    g_free(ts->dir);
+    g_free(ts);
+    printf("# %" G_GUINT64_FORMAT " chunks in %" G_GUINT64_FORMAT " packs: %d gets, %"
+           G_GUINT64_FORMAT " of them range gets of blobs (the chunk list's among them)\n",
+           data_chunks, rst.packs, gets, ranges);
+    g_assert_cmpuint(st.chunks_new, ==, data_chunks);
+    /* one range get per pack (a batch is 64 MiB: every chunk at once), where
+     * one per chunk was made before; the other gets: the manifest */
+    g_assert_cmpuint(ranges, >=, 1);
+    g_assert_cmpuint(ranges, <=, rst.packs);
+    g_assert_cmpint(gets, <=, (int)rst.packs + 2);
+    g_assert_true(g_file_get_contents(to, &got, &got_len, NULL));
+    g_assert_cmpmem(got, got_len, want, d.nchunks * d.chunk);
+
+    g_free(want);
+    g_free(id);
+    trepo_free(&t);
+}
+
 /* Every chunk of files snapshot id reads back through sr, with its length. */
 static void read_back(struct vb_sr *sr, const char *id)
 {
@@ -917,6 +992,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-sink2/parent", test_parent);
     g_test_add_func("/repo-sink2/charge", test_charge);
     g_test_add_func("/repo-sink2/disk", test_disk);
+    g_test_add_func("/repo-sink2/restore-batched", test_restore_batched);
     g_test_add_func("/repo-sink2/shared", test_shared);
     g_test_add_func("/repo-sink2/shared-busy", test_shared_busy);
     ret = g_test_run();
