@@ -12,8 +12,7 @@
 # boot-from makes a qcow2 overlay on the export, writes go to the overlay, a
 # restarted boot-from keeps it, and an overlay of another snapshot is
 # refused.  Meson runs it on format 2 too, unencrypted and encrypted (the
-# nbdkit plugin reads the password file vbackupctl's environment names),
-# where boot-from is not yet.
+# nbdkit plugin reads the password file vbackupctl's environment names).
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../instant-lib.sh"
 requires qemu-img
@@ -127,40 +126,32 @@ qemu-img compare -q -f qcow2 -F raw disk.qcow2 "$(export_uri e3)" || fail "the T
 stop_export e3 TERM
 ok "export over TCP (127.0.0.1)"
 
-# ---- boot-from: an overlay on the export ---------------------------------------------
-# (format 1 only: vbackupctl does not take boot-from to a format 2 repository
-# yet, only export; when it does, this part runs on both)
-if [ "$repo_format" = 1 ]; then
-    start_export b1 "$R" boot-from "$id" --overlay "$T/vm.qcow2"
-    grep -q "^created the overlay $T/vm.qcow2" "$T/b1.out" || fail "boot-from: no overlay made"
-    qemu-img info -U --output=json vm.qcow2 > info.json
-    python3 - info.json "$id" "$T/vm.qcow2.nbd" <<'EOF' || fail "the overlay's backing is not the export"
+# ---- boot-from: an overlay on the export (either format) ---------------------------
+start_export b1 "$R" boot-from "$id" --overlay "$T/vm.qcow2"
+grep -q "^created the overlay $T/vm.qcow2" "$T/b1.out" || fail "boot-from: no overlay made"
+qemu-img info -U --output=json vm.qcow2 > info.json
+python3 - info.json "$id" "$T/vm.qcow2.nbd" <<'EOF' || fail "the overlay's backing is not the export"
 import json, sys
 i = json.load(open(sys.argv[1]))
 assert i["format"] == "qcow2", i
 assert i["backing-filename"] == f"nbd+unix:///{sys.argv[2]}?socket={sys.argv[3]}", i
 assert i["backing-filename-format"] == "raw", i
 EOF
-    qemu-img compare -q -f qcow2 -F qcow2 disk.qcow2 vm.qcow2 || fail "the overlay does not show the snapshot"
-    # a VM's write lands in the overlay; the repository is untouched
-    qemu-io -f qcow2 -c "write -P 0x99 1M 64k" vm.qcow2 >/dev/null
-    qemu-io -f qcow2 -c "read -P 0x99 1M 64k" -c "read -P 0x41 0 1M" -c "read -P 0x42 50M 1M" vm.qcow2 \
-        | grep -q "read 1048576" || fail "the overlay does not read back"
-    stop_export b1 INT
-    # started again: the overlay (with the write) is kept
-    start_export b2 "$R" boot-from "$id" --overlay "$T/vm.qcow2"
-    grep -q "^kept the overlay" "$T/b2.out" || fail "boot-from did not keep its overlay"
-    qemu-io -f qcow2 -c "read -P 0x99 1M 64k" vm.qcow2 | grep -q "read 65536" || fail "the write is lost"
-    stop_export b2 TERM
-    # an overlay of another snapshot (or a plain file) is refused, and left as it was
-    sum=$(sha vm.qcow2)
-    expect_fail "is an overlay of" "$V" --repo "$R" boot-from web1 --disk vdb --overlay "$T/vm.qcow2" \
-        --unix "$T/vm.qcow2.nbd"
-    expect_fail "is not a qcow2 image" "$V" --repo "$R" boot-from "$id" --overlay "$T/other.raw"
-    [ "$(sha vm.qcow2)" = "$sum" ] || fail "a refused boot-from changed the overlay"
-    ok "boot-from: overlay on the export, writes kept in it, kept on restart, others refused"
-else
-    expect_fail "is a version 2 repository" "$V" --repo "$R" boot-from "$id" --overlay "$T/vm.qcow2"
-    [ ! -e "$T/vm.qcow2" ] || fail "a refused boot-from made an overlay"
-    ok "boot-from is refused on format 2 (not yet there: its part is skipped)"
-fi
+qemu-img compare -q -f qcow2 -F qcow2 disk.qcow2 vm.qcow2 || fail "the overlay does not show the snapshot"
+# a VM's write lands in the overlay; the repository is untouched
+qemu-io -f qcow2 -c "write -P 0x99 1M 64k" vm.qcow2 >/dev/null
+qemu-io -f qcow2 -c "read -P 0x99 1M 64k" -c "read -P 0x41 0 1M" -c "read -P 0x42 50M 1M" vm.qcow2 \
+    | grep -q "read 1048576" || fail "the overlay does not read back"
+stop_export b1 INT
+# started again: the overlay (with the write) is kept
+start_export b2 "$R" boot-from "$id" --overlay "$T/vm.qcow2"
+grep -q "^kept the overlay" "$T/b2.out" || fail "boot-from did not keep its overlay"
+qemu-io -f qcow2 -c "read -P 0x99 1M 64k" vm.qcow2 | grep -q "read 65536" || fail "the write is lost"
+stop_export b2 TERM
+# an overlay of another snapshot (or a plain file) is refused, and left as it was
+sum=$(sha vm.qcow2)
+expect_fail "is an overlay of" "$V" --repo "$R" boot-from web1 --disk vdb --overlay "$T/vm.qcow2" \
+    --unix "$T/vm.qcow2.nbd"
+expect_fail "is not a qcow2 image" "$V" --repo "$R" boot-from "$id" --overlay "$T/other.raw"
+[ "$(sha vm.qcow2)" = "$sum" ] || fail "a refused boot-from changed the overlay"
+ok "boot-from: overlay on the export, writes kept in it, kept on restart, others refused"
