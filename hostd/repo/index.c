@@ -607,9 +607,15 @@ int vb_index_cache_open(const char *dir, const uint8_t repo_id[16],
                         struct vb_index_cache **out, vb_error *e)
 {
     struct vb_index_cache *c;
-    int ret = vb_mkdir_p(dir, 0700);
+    g_autofree char *parent = g_path_get_dirname(dir);
+    /* only the repository's own folder is private: the folders above it
+     * (/var/cache/vbackup) are shared with other caches, whose readers may
+     * be other users (QEMU run by libvirt) */
+    int ret = vb_mkdir_p(parent, 0755);
 
     *out = NULL;
+    if (!ret && mkdir(dir, 0700) < 0 && errno != EEXIST)
+        ret = -errno;
     if (ret)
         return vb_seterr(e, ret, "create cache folder %s: %s", dir, strerror(-ret));
     c = calloc(1, sizeof(*c));

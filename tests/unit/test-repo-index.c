@@ -369,6 +369,32 @@ static void expect_found(struct vb_index_view *v, const struct vb_index_entry *x
     }
 }
 
+/* Only the repository's own cache folder is private: the folders made above
+ * it (/var/cache/vbackup, shared with the tests' QEMU, which libvirt runs as
+ * another user) are not. */
+static void test_cache_modes(void)
+{
+    g_autofree char *top = g_dir_make_tmp("vb-cachemode-XXXXXX", NULL);
+    g_autofree char *shared = g_build_filename(top, "vbackup", NULL);
+    g_autofree char *repos = g_build_filename(shared, "repos", NULL);
+    g_autofree char *dir = g_build_filename(repos, "0123abcd", NULL);
+    struct vb_index_cache *c;
+    struct stat st;
+    vb_error e = { 0 };
+    mode_t old = umask(022);
+
+    g_assert_cmpint(vb_index_cache_open(dir, repo_id, &c, &e), ==, 0);
+    vb_index_cache_close(c);
+    umask(old);
+    g_assert_cmpint(stat(shared, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 0777, ==, 0755);
+    g_assert_cmpint(stat(repos, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 0777, ==, 0755);
+    g_assert_cmpint(stat(dir, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 0777, ==, 0700);
+    g_assert_cmpint(vb_rm_rf_at(AT_FDCWD, top), ==, 0);
+}
+
 static void test_cache(void)
 {
     for (size_t a = 0; a < G_N_ELEMENTS(all_aeads); a++) {
@@ -768,6 +794,7 @@ int main(int argc, char **argv)
     g_test_add_func("/repo-index/flips", test_flips);
     g_test_add_func("/repo-index/hostile", test_hostile);
     g_test_add_func("/repo-index/cache", test_cache);
+    g_test_add_func("/repo-index/cache-modes", test_cache_modes);
     g_test_add_func("/repo-index/cache-runs", test_cache_runs);
     g_test_add_func("/repo-index/cache-vanish", test_cache_vanish);
     g_test_add_func("/repo-index/cache-skip", test_cache_skip);
