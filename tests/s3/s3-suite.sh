@@ -237,13 +237,16 @@ copy_v2_s3() {  # version 2 local -> bucket -> local, each side its own password
     "$VBACKUPCTL" --repo "$d/b" verify --read-data --password-file "$d/pwl"
 }
 run "vbackupctl: copy from a version 2 folder into s3:// and back into another" copy_v2_s3
+keys_file() {   # keys_file FILE ACCESS_KEY SECRET: an AWS credentials file, 0600
+    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$2" "$3" > "$1" )
+}
 daemon_s3() {   # vbackupd writing to a bucket
     d="$tmp/daemon"
     loc="s3://vbdaemon/host1"
     mkdir -p "$d" || return 1
     printf 'the daemon bucket password\n' > "$d/pw"
-    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
-        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > "$d/keys" ) || return 1
+    keys_file "$d/keys" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" || return 1
     VBACKUP_PASSWORD_FILE="$d/pw" "$VBACKUPCTL" --repo "$loc" --quiet init --format 2 \
         --encryption aes-256-gcm || return 1
     VBACKUP_PASSWORD_FILE="$d/pw" VB_TEST_FORMAT=2 VB_TEST_TARGET="$loc" \
@@ -257,8 +260,7 @@ hosts_s3() {    # hosts_s3 PREFIX [rgw-restart]: tests/s3/s3-hosts.py on s3://vb
     loc="s3://vbhosts/$1"
     mkdir -p "$d" || return 1
     printf 'the shared bucket password\n' > "$d/pw"
-    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
-        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > "$d/keys" ) || return 1
+    keys_file "$d/keys" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" || return 1
     VBACKUP_PASSWORD_FILE="$d/pw" "$VBACKUPCTL" --repo "$loc" --quiet init --format 2 \
         --encryption aes-256-gcm || return 1
     VBACKUP_PASSWORD_FILE="$d/pw" VB_TEST_FORMAT=2 VB_HOSTS_TARGET="$loc" VB_TEST_TARGET="$loc" \
@@ -270,7 +272,8 @@ run "two vbackupd on one bucket: dedup, gc racing the backups, a killed writer r
     hosts_s3 site
 run "vbackupd: radosgw stopped and started during a backup" hosts_s3 restart rgw-restart
 
-lock_s3() {     # Object Lock, a backup-only credential, an attacker, the recovery
+lock_s3() (     # Object Lock, a backup-only credential, an attacker, the recovery
+    # (a subshell: the unset below stays in it)
     d="$tmp/lock"
     b=vblock
     loc="s3://$b/host1"
@@ -285,8 +288,7 @@ lock_s3() {     # Object Lock, a backup-only credential, an attacker, the recove
     python3 -c 'import json, sys; k = json.load(open(sys.argv[1]))["keys"][0]
 print("%s %s" % (k["access_key"], k["secret_key"]))' "$d/user.json" > "$d/backup.pair" || return 1
     read -r bkid bksecret < "$d/backup.pair"
-    ( umask 077 && printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
-        "$bkid" "$bksecret" > "$d/backup-keys" ) || return 1
+    keys_file "$d/backup-keys" "$bkid" "$bksecret" || return 1
     sed "s/@B@/$b/g" > "$d/policy.json" <<'POLICY'
 {"Version": "2012-10-17", "Statement": [
   {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/backup"]},
@@ -349,7 +351,7 @@ POLICY
     "$VBACKUPCTL" --repo "$loc" --quiet restore-disk "$id2" --to "$d/back2b.raw" || return 1
     cmp "$d/disk.raw" "$d/back2b.raw" || return 1
     "$VBACKUPCTL" --repo "$loc" verify --read-data
-}
+)
 run "S3 Object Lock, a backup-only credential, an attack undone" lock_s3
 
 echo "# s3 suite: $(( $(date +%s) - start )) s including the cluster's start and stop"
