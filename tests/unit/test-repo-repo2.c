@@ -369,15 +369,17 @@ static void test_slow_commit(void)
     trepo_init(&t, VB_AEAD_NONE, 1 << 20);
     trepo_close(&t);
     o = trepo_open_opts(&t);
-    o.lease_expiry_ns = 400 * INT64_C(1000000);
-    o.lease_margin_ns = 200 * INT64_C(1000000);
+    /* a lease safe for 1 s after each refresh; each manifest put takes 1.5 s
+     * (slack for a slow or loaded machine on both sides) */
+    o.lease_expiry_ns = 2000 * INT64_C(1000000);
+    o.lease_margin_ns = 1000 * INT64_C(1000000);
     for (int round = 0; round < 3; round++) {
         struct vb_manifest *m = vb_manifest_new();
 
         /* 0: never refreshed, withdrawn; 1: the same, the removal refused;
-         * 2: refreshed every 20 ms, it stands */
-        o.lease_refresh_ns = (round < 2 ? 3600 * INT64_C(1000) : 20) * INT64_C(1000000);
-        sp.sleep_us = 300 * 1000;
+         * 2: refreshed every 50 ms, it stands */
+        o.lease_refresh_ns = (round < 2 ? 3600 * INT64_C(1000) : 50) * INT64_C(1000000);
+        sp.sleep_us = 1500 * 1000;
         sp.fail_remove = round == 1;
         ts = teststore_new(t.dir);
         ts->hook = slow_manifest_hook;
